@@ -1,1 +1,78 @@
+//! mayfly's REST API as data: what clients send, what the daemon answers, how errors look, and
+//! the framing of the interactive streams (`exec`, `run`).
+//!
+//! The daemon, the CLI and (later) the web page share these types, so they cannot drift apart.
+//! Inputs carry `#[serde(deny_unknown_fields)]`: a misspelt field is an error, not a silent
+//! default. Paths of the API are in [`paths`].
 #![forbid(unsafe_code)]
+
+mod error;
+mod instance;
+pub mod names;
+pub mod stream;
+mod template;
+
+pub use error::{ApiError, ErrorBody, ErrorCode};
+pub use instance::{
+    CreateInstance, ExecRequest, ExitInfo, Isolation, InstanceInfo, InstanceState, LogsQuery,
+    Mode, RemoveQuery, StopRequest,
+};
+pub use template::{
+    ImportEvent, ImportQuery, ImportTemplate, LayerInfo, TemplateConfig, TemplateInfo, VersionInfo,
+};
+
+use serde::{Deserialize, Serialize};
+
+/// The version prefix of every path.
+pub const API_PREFIX: &str = "/v1";
+
+/// What `GET /v1/info` answers: the daemon and the host it runs on.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DaemonInfo {
+    /// mayfly's version.
+    pub version: String,
+    /// The state directory the daemon owns.
+    pub state_dir: String,
+    /// `v2`, `v1` or `hybrid` (v1 controllers beside a cgroup2 mount).
+    pub cgroup_mode: String,
+    /// Whether instances get a user namespace with idmapped template layers.
+    pub user_namespaces: bool,
+    /// Why user namespaces are off, when they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_namespaces_off_reason: Option<String>,
+    /// Process id of the forker helper that parents container processes.
+    pub forker_pid: Option<i32>,
+    /// Number of instances, and of those running.
+    pub instances: u32,
+    /// Number of running instances.
+    pub running: u32,
+    /// Number of templates.
+    pub templates: u32,
+}
+
+/// API paths, in one place for the server's router and the client.
+pub mod paths {
+    /// `GET`: [`super::DaemonInfo`].
+    pub const INFO: &str = "/v1/info";
+    /// `GET`: list; `POST`: import (JSON [`super::ImportTemplate`], or an archive body with
+    /// `?name=`): answers a stream of [`super::ImportEvent`] lines.
+    pub const TEMPLATES: &str = "/v1/templates";
+    /// `GET`: list; `POST`: create (and start) from [`super::CreateInstance`].
+    pub const INSTANCES: &str = "/v1/instances";
+    /// `POST` with `Upgrade: mayfly-stream`: create an ephemeral instance attached to the
+    /// caller's stream, start it, and remove it when it exits (`mayfly run --rm`).
+    pub const RUN: &str = "/v1/run";
+
+    /// `/v1/templates/{name}`: `GET` info, `DELETE` remove.
+    pub fn template(name: &str) -> String {
+        format!("{TEMPLATES}/{name}")
+    }
+    /// `/v1/instances/{name}`: `GET` info, `DELETE` remove (`?force=true`).
+    pub fn instance(name: &str) -> String {
+        format!("{INSTANCES}/{name}")
+    }
+    /// `/v1/instances/{name}/{action}`, action one of start, stop, restart, reset, exec, logs.
+    pub fn instance_action(name: &str, action: &str) -> String {
+        format!("{INSTANCES}/{name}/{action}")
+    }
+}

@@ -1,0 +1,231 @@
+//! Instances: what a client asks for and what it is told.
+
+use serde::{Deserialize, Serialize};
+
+/// What happens to an instance's writable layer (and the instance) when it stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// The instance is deleted when it stops (`docker run --rm`).
+    Ephemeral,
+    /// The instance keeps its identity, but its writable layer is discarded at every stop:
+    /// each start is the clean template.
+    #[default]
+    Transient,
+    /// The writable layer survives restarts; `reset` discards it on demand.
+    Persistent,
+}
+
+impl Mode {
+    /// The lowercase name used on the wire and in the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Ephemeral => "ephemeral",
+            Mode::Transient => "transient",
+            Mode::Persistent => "persistent",
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "ephemeral" => Ok(Mode::Ephemeral),
+            "transient" => Ok(Mode::Transient),
+            "persistent" => Ok(Mode::Persistent),
+            other => Err(format!(
+                "unknown mode `{other}`: use ephemeral, transient or persistent"
+            )),
+        }
+    }
+}
+
+/// Where an instance is in its life cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InstanceState {
+    /// Not running; it can be started.
+    Stopped,
+    /// Being set up.
+    Starting,
+    /// Its init process runs.
+    Running,
+    /// A stop was asked for and the init has not exited yet.
+    Stopping,
+}
+
+impl InstanceState {
+    /// The lowercase name used on the wire and in the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceState::Stopped => "stopped",
+            InstanceState::Starting => "starting",
+            InstanceState::Running => "running",
+            InstanceState::Stopping => "stopping",
+        }
+    }
+}
+
+impl std::fmt::Display for InstanceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How an instance's init (or an exec'd process) ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitInfo {
+    /// Exit code as a shell reports it: the status, or 128 + the signal number.
+    pub code: i32,
+    /// The signal that killed it, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    /// When (RFC 3339), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
+}
+
+/// How the instance is isolated from the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Isolation {
+    /// Whether the instance runs in its own user namespace.
+    pub user_namespace: bool,
+    /// First host uid/gid that the instance's uid/gid 0 maps to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_id_base: Option<u32>,
+    /// How many ids are mapped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_id_count: Option<u32>,
+}
+
+/// An instance as `list` and `info` show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceInfo {
+    /// Stable random id (16 hex digits).
+    pub id: String,
+    /// Unique name, also the hostname inside.
+    pub name: String,
+    /// Template name.
+    pub template: String,
+    /// The version the instance is pinned to (`NAME@N`); `None` follows the latest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned_version: Option<u32>,
+    /// The template version the current run uses; `None` when stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_version: Option<u32>,
+    /// Ephemeral, transient or persistent.
+    pub mode: Mode,
+    /// Life-cycle state.
+    pub state: InstanceState,
+    /// Host pid of the init process while running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    /// The init command.
+    pub command: Vec<String>,
+    /// Extra environment of the init and of `exec`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
+    /// Creation time (RFC 3339).
+    pub created_at: String,
+    /// Start time of the current run (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// How the last run ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_exit: Option<ExitInfo>,
+    /// Isolation from the host.
+    pub isolation: Isolation,
+    /// Bytes in the writable layer (only in `info`, it costs a walk of the layer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writable_bytes: Option<u64>,
+}
+
+/// `POST /v1/instances`: create an instance, and start it unless `start` is false.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateInstance {
+    /// `NAME` (follow the latest version) or `NAME@N` (pin version N).
+    pub template: String,
+    /// Instance name (DNS label); generated when absent.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Defaults to transient.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Init command; empty means the template's default.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Extra `KEY=VALUE` environment.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Working directory of the init; the template's default when absent.
+    #[serde(default)]
+    pub workdir: Option<String>,
+    /// Start it right away (default true).
+    #[serde(default = "yes")]
+    pub start: bool,
+    /// Give the init a terminal (only meaningful with `POST /v1/run`).
+    #[serde(default)]
+    pub tty: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `POST /v1/instances/{name}/stop` (and `restart`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct StopRequest {
+    /// Seconds to wait after the stop signal before SIGKILL (default 10).
+    #[serde(default)]
+    pub timeout: Option<u64>,
+    /// Kill at once with SIGKILL.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// `POST /v1/instances/{name}/exec` (with `Upgrade: mayfly-stream`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecRequest {
+    /// Program and arguments; the program is looked up in the instance's `PATH`.
+    pub command: Vec<String>,
+    /// Extra `KEY=VALUE` environment.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Working directory (default `/`).
+    #[serde(default)]
+    pub workdir: Option<String>,
+    /// Allocate a terminal.
+    #[serde(default)]
+    pub tty: bool,
+}
+
+/// Query of `DELETE /v1/instances/{name}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveQuery {
+    /// Stop a running instance first instead of refusing.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Query of `GET /v1/instances/{name}/logs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LogsQuery {
+    /// Keep streaming new output until the client disconnects.
+    #[serde(default)]
+    pub follow: bool,
+    /// Only the last N lines.
+    #[serde(default)]
+    pub tail: Option<u64>,
+}

@@ -1,0 +1,158 @@
+//! Process creation and replacement: a fork-like `clone` with namespace flags, `execve`, `_exit`.
+//!
+//! Forking a process that has other threads is unsound in Rust (another thread may hold the
+//! allocator's or stdio's lock, and the child would deadlock on it), so [`clone_process`]
+//! checks that the calling process has exactly one thread and refuses otherwise. The daemon
+//! never calls it: only the single-threaded `forker` helper does.
+
+use std::ffi::CString;
+use std::io;
+
+use rustix::process::Pid;
+
+/// Namespace and process flags understood by [`clone_process`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CloneFlags {
+    /// New user namespace (`CLONE_NEWUSER`).
+    pub user: bool,
+    /// New mount namespace (`CLONE_NEWNS`).
+    pub mount: bool,
+    /// New pid namespace (`CLONE_NEWPID`): the child becomes its pid 1.
+    pub pid: bool,
+    /// New UTS namespace (`CLONE_NEWUTS`).
+    pub uts: bool,
+    /// New IPC namespace (`CLONE_NEWIPC`).
+    pub ipc: bool,
+    /// New network namespace (`CLONE_NEWNET`).
+    pub net: bool,
+    /// New cgroup namespace (`CLONE_NEWCGROUP`).
+    pub cgroup: bool,
+    /// The child's parent is the caller's parent (`CLONE_PARENT`), so that the caller's
+    /// parent can reap it.
+    pub parent: bool,
+}
+
+impl CloneFlags {
+    fn bits(self) -> libc::c_ulong {
+        let mut bits = libc::c_ulong::from(libc::SIGCHLD.unsigned_abs());
+        let table = [
+            (self.user, libc::CLONE_NEWUSER),
+            (self.mount, libc::CLONE_NEWNS),
+            (self.pid, libc::CLONE_NEWPID),
+            (self.uts, libc::CLONE_NEWUTS),
+            (self.ipc, libc::CLONE_NEWIPC),
+            (self.net, libc::CLONE_NEWNET),
+            (self.cgroup, libc::CLONE_NEWCGROUP),
+            (self.parent, libc::CLONE_PARENT),
+        ];
+        for (on, flag) in table {
+            if on {
+                bits |= libc::c_ulong::from(flag.unsigned_abs());
+            }
+        }
+        bits
+    }
+}
+
+/// Which side of a [`clone_process`] the caller is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forked {
+    /// In the new process.
+    Child,
+    /// In the calling process; the new process has this pid (in the caller's pid namespace).
+    Parent(Pid),
+}
+
+/// How many threads the calling process has, from `/proc/self/stat`.
+pub fn thread_count() -> io::Result<u32> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // The command name (field 2) may contain spaces and parentheses; fields after the last
+    // `)` are plain numbers. num_threads is field 20, the 18th after the name.
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| io::Error::other("malformed /proc/self/stat"))?;
+    after
+        .split_whitespace()
+        .nth(17)
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| io::Error::other("malformed /proc/self/stat"))
+}
+
+/// Creates a child process like `fork`, optionally in new namespaces.
+///
+/// Refuses with an error unless the calling process is single-threaded: that is what makes it
+/// sound to run arbitrary Rust code (allocations included) in the child afterwards.
+pub fn clone_process(flags: CloneFlags) -> io::Result<Forked> {
+    if thread_count()? != 1 {
+        return Err(io::Error::other(
+            "refusing to fork a multi-threaded process (only the forker may create containers)",
+        ));
+    }
+    // SAFETY: a raw clone without CLONE_VM and with a null stack behaves like fork: the child
+    // gets a copy of the address space. The process is single-threaded (checked above), so no
+    // lock can be held by a thread that does not exist in the child. glibc does not cache the
+    // pid since 2.25, so getpid() stays right in the child.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            flags.bits(),
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            0 as libc::c_ulong,
+        )
+    };
+    match ret {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        pid => {
+            let pid = i32::try_from(pid).map_err(|_| io::Error::other("clone returned a bad pid"))?;
+            Pid::from_raw(pid)
+                .map(Forked::Parent)
+                .ok_or_else(|| io::Error::other("clone returned a bad pid"))
+        }
+    }
+}
+
+/// Replaces the process image. Returns only on failure, with the error.
+///
+/// `path` is used as given (no `PATH` search); `argv` and `envp` are passed verbatim.
+pub fn execve(path: &CString, argv: &[CString], envp: &[CString]) -> io::Error {
+    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_ptrs.push(std::ptr::null());
+    let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();
+    envp_ptrs.push(std::ptr::null());
+    // SAFETY: every pointer points into a CString that outlives the call, and both arrays
+    // are null-terminated as execve requires.
+    unsafe { libc::execve(path.as_ptr(), argv_ptrs.as_ptr(), envp_ptrs.as_ptr()) };
+    io::Error::last_os_error()
+}
+
+/// Ends the process at once with `code`, without running exit handlers or destructors.
+///
+/// Used in forked children, where flushing the parent's buffered state twice would be wrong.
+pub fn exit_immediately(code: i32) -> ! {
+    // SAFETY: _exit has no preconditions; it never returns.
+    unsafe { libc::_exit(code) }
+}
+
+/// Marks every file descriptor from `first` upwards close-on-exec, so that nothing the
+/// caller inherited leaks through the next `execve`.
+pub fn cloexec_from(first: u32) -> io::Result<()> {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on descriptors; it closes
+    // nothing, so no owned descriptor is invalidated.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
