@@ -33,9 +33,10 @@ impl ErrorCode {
         match self {
             ErrorCode::InvalidArgument => 400,
             ErrorCode::NotFound => 404,
-            ErrorCode::AlreadyExists | ErrorCode::WrongState | ErrorCode::Busy | ErrorCode::InUse => {
-                409
-            }
+            ErrorCode::AlreadyExists
+            | ErrorCode::WrongState
+            | ErrorCode::Busy
+            | ErrorCode::InUse => 409,
             ErrorCode::TooLarge => 413,
             ErrorCode::Unavailable => 503,
             ErrorCode::Internal => 500,

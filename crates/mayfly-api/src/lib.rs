@@ -14,8 +14,8 @@ mod template;
 
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use instance::{
-    CreateInstance, ExecRequest, ExitInfo, Isolation, InstanceInfo, InstanceState, LogsQuery,
-    Mode, RemoveQuery, StopRequest,
+    CreateInstance, ExecRequest, ExitInfo, InstanceInfo, InstanceState, Isolation, LogsQuery, Mode,
+    RemoveQuery, StopRequest,
 };
 pub use template::{
     ImportEvent, ImportQuery, ImportTemplate, LayerInfo, TemplateConfig, TemplateInfo, VersionInfo,

@@ -41,9 +41,10 @@ pub fn check_template_name(name: &str) -> Result<(), String> {
         Some("it is longer than 64 characters")
     } else if !name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit()) {
         Some("it must start with a lowercase letter or a digit")
-    } else if !name.chars().all(|c| {
-        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' || c == '.'
-    }) {
+    } else if !name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' || c == '.')
+    {
         Some("only lowercase letters, digits, `-`, `_` and `.` are allowed")
     } else {
         None
@@ -71,13 +72,9 @@ impl TemplateRef {
         let (name, version) = match s.split_once('@') {
             None => (s, None),
             Some((name, v)) => {
-                let version = v
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|v| *v > 0)
-                    .ok_or_else(|| {
-                        format!("invalid template version in `{s}`: use NAME@N with N a number from 1")
-                    })?;
+                let version = v.parse::<u32>().ok().filter(|v| *v > 0).ok_or_else(|| {
+                    format!("invalid template version in `{s}`: use NAME@N with N a number from 1")
+                })?;
                 (name, Some(version))
             }
         };
@@ -107,7 +104,18 @@ mod tests {
         for good in ["a", "web-1", "x0", &"a".repeat(63)] {
             assert!(check_instance_name(good).is_ok(), "{good}");
         }
-        for bad in ["", "-a", "a-", "1abc", "Web", "a_b", "a.b", "a b", &"a".repeat(64), "é"] {
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "1abc",
+            "Web",
+            "a_b",
+            "a.b",
+            "a b",
+            &"a".repeat(64),
+            "é",
+        ] {
             assert!(check_instance_name(bad).is_err(), "{bad}");
         }
     }
@@ -116,10 +124,15 @@ mod tests {
     fn template_refs_parse_name_and_version() {
         assert_eq!(
             TemplateRef::parse("debian@3").unwrap(),
-            TemplateRef { name: "debian".into(), version: Some(3) }
+            TemplateRef {
+                name: "debian".into(),
+                version: Some(3)
+            }
         );
         assert_eq!(TemplateRef::parse("busybox").unwrap().version, None);
-        for bad in ["debian@", "debian@0", "debian@x", "@3", "Deb", "a/b", "../x"] {
+        for bad in [
+            "debian@", "debian@0", "debian@x", "@3", "Deb", "a/b", "../x",
+        ] {
             assert!(TemplateRef::parse(bad).is_err(), "{bad}");
         }
     }

@@ -149,13 +149,17 @@ impl FrameDecoder {
             }
             SIGNAL => {
                 fixed(4)?;
-                Frame::Signal(i32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]))
+                Frame::Signal(i32::from_be_bytes([
+                    payload[0], payload[1], payload[2], payload[3],
+                ]))
             }
             STDOUT => Frame::Stdout(payload),
             STDERR => Frame::Stderr(payload),
             EXIT => {
                 fixed(4)?;
-                Frame::Exit(i32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]))
+                Frame::Exit(i32::from_be_bytes([
+                    payload[0], payload[1], payload[2], payload[3],
+                ]))
             }
             ERROR => Frame::Error(String::from_utf8_lossy(&payload).into_owned()),
             other => return Err(FrameError::UnknownKind(other)),
@@ -205,6 +209,9 @@ mod tests {
         assert_eq!(dec.next_frame(), Err(FrameError::UnknownKind(42)));
         let mut dec = FrameDecoder::new();
         dec.push(&[EXIT, 0, 0, 0, 1, 7]);
-        assert!(matches!(dec.next_frame(), Err(FrameError::BadLength { .. })));
+        assert!(matches!(
+            dec.next_frame(),
+            Err(FrameError::BadLength { .. })
+        ));
     }
 }

@@ -76,7 +76,9 @@ pub struct TemplateInfo {
 impl TemplateInfo {
     /// The current version's record.
     pub fn current(&self) -> Option<&VersionInfo> {
-        self.versions.iter().find(|v| v.version == self.current_version)
+        self.versions
+            .iter()
+            .find(|v| v.version == self.current_version)
     }
 }
 

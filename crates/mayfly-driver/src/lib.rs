@@ -1,1 +1,212 @@
+//! Drivers run instances; this crate holds the mechanism, the engine holds the policy.
+//!
+//! Today there is one driver, `container` (namespaces + cgroups + overlayfs), built from:
+//! - [`forker`]: the single-threaded helper process that clones containers and exec'd
+//!   processes, parents and reaps them, and pumps their logs;
+//! - [`client`]: the daemon's async connection to it;
+//! - [`cgroup`]: v1, v2 and hybrid cgroup handling;
+//! - [`security`]: seccomp filter, capabilities, masked paths.
+//!
+//! The engine talks to drivers through the [`Driver`] trait, so that a VM driver can serve the
+//! same templates later without touching the engine.
 #![forbid(unsafe_code)]
+
+pub mod cgroup;
+pub mod client;
+pub mod container;
+pub mod forker;
+pub mod protocol;
+pub mod security;
+pub mod spec;
+
+use std::future::Future;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+
+pub use protocol::{ContainerState, Event, FailureKind};
+pub use spec::{ExitStatus, IdMap, ProcessSpec};
+
+/// `PATH` when neither the template nor the instance sets one.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// A boxed future, so that [`Driver`] stays object-safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A driver operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// The helper process refused or failed the request.
+    #[error("{0}")]
+    Failed(#[from] protocol::Failure),
+    /// The helper process went away while the request was in flight.
+    #[error("the forker helper exited; the daemon restarts it, retry")]
+    HelperLost,
+    /// The helper could not be started or reached.
+    #[error("cannot reach the forker helper")]
+    Helper(#[source] std::io::Error),
+    /// The helper speaks another protocol version (a mayfly upgrade with instances running).
+    #[error("the running forker speaks protocol {found}, this daemon {expected}")]
+    ProtocolMismatch {
+        /// Ours.
+        expected: u32,
+        /// Theirs.
+        found: u32,
+    },
+    /// Preparing or removing files of an instance failed.
+    #[error("{action} `{path}`")]
+    Files {
+        /// What was being done.
+        action: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl DriverError {
+    /// The failure classification, when the helper gave one.
+    pub fn failure_kind(&self) -> Option<FailureKind> {
+        match self {
+            DriverError::Failed(f) => Some(f.kind),
+            _ => None,
+        }
+    }
+}
+
+/// What the engine asks a driver to run (driver-neutral; each driver derives its own layout
+/// inside `instance_dir`).
+#[derive(Debug, Clone)]
+pub struct InstanceSpec {
+    /// Instance id (unique on the host).
+    pub id: String,
+    /// Hostname.
+    pub hostname: String,
+    /// Template layer directories, lowest first.
+    pub layers: Vec<PathBuf>,
+    /// The instance's private directory (writable layer, logs).
+    pub instance_dir: PathBuf,
+    /// User namespace mapping, if any.
+    pub idmap: Option<IdMap>,
+    /// The init process.
+    pub process: ProcessSpec,
+}
+
+/// Where an instance's init writes.
+#[derive(Debug)]
+pub enum InitStdio {
+    /// Into the instance's bounded console log.
+    Log {
+        /// Rotation size.
+        max_bytes: u64,
+    },
+    /// To these descriptors (one terminal, or stdin/stdout/stderr).
+    Passed(Vec<OwnedFd>),
+}
+
+/// A started init.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Started {
+    /// Host pid.
+    pub pid: i32,
+    /// Start time in clock ticks since boot (pid reuse check).
+    pub start_time: u64,
+}
+
+/// Something a driver reports unasked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DriverEvent {
+    /// An instance's init ended (`None`: the status could not be collected).
+    Exited {
+        /// Instance id.
+        id: String,
+        /// How it ended.
+        status: Option<ExitStatus>,
+    },
+    /// An exec'd process ended.
+    ExecExited {
+        /// Exec id.
+        exec_id: u64,
+        /// How it ended.
+        status: ExitStatus,
+    },
+    /// The helper went away: the engine must reconnect ([`Driver::tracked`] starts a new one)
+    /// and reconcile its running instances.
+    HelperLost,
+}
+
+/// What runs instances. Methods that touch files are synchronous (call them off the async
+/// runtime); the others talk to a helper and are async.
+pub trait Driver: Send + Sync + std::fmt::Debug {
+    /// `container` or, later, `vm`.
+    fn kind(&self) -> &'static str;
+
+    /// Creates the writable layer of `spec` if missing; with `fresh`, first moves any existing
+    /// one into `trash` (a directory on the same filesystem) so that the instance starts clean.
+    fn prepare_writable(
+        &self,
+        spec: &InstanceSpec,
+        fresh: bool,
+        trash: &Path,
+    ) -> Result<(), DriverError>;
+
+    /// Moves the writable layer of the instance at `instance_dir` into `trash`.
+    fn discard_writable(&self, instance_dir: &Path, trash: &Path) -> Result<(), DriverError>;
+
+    /// The directory that holds the instance's changes as a tree (overlay upper).
+    fn writable_dir(&self, instance_dir: &Path) -> PathBuf;
+
+    /// The instance's console log file.
+    fn log_path(&self, instance_dir: &Path) -> PathBuf;
+
+    /// Starts the instance's init.
+    fn start(
+        &self,
+        spec: InstanceSpec,
+        stdio: InitStdio,
+    ) -> BoxFuture<'_, Result<Started, DriverError>>;
+
+    /// Sends `signal` to the init.
+    fn signal(&self, id: &str, signal: i32) -> BoxFuture<'_, Result<(), DriverError>>;
+
+    /// Kills every process of the instance.
+    fn kill(&self, id: &str) -> BoxFuture<'_, Result<(), DriverError>>;
+
+    /// Runs `process` in the running instance `id` with stdio `fds`; returns its host pid.
+    fn exec(
+        &self,
+        id: &str,
+        exec_id: u64,
+        process: ProcessSpec,
+        fds: Vec<OwnedFd>,
+    ) -> BoxFuture<'_, Result<i32, DriverError>>;
+
+    /// Sends `signal` to an exec'd process.
+    fn signal_exec(&self, exec_id: u64, signal: i32) -> BoxFuture<'_, Result<(), DriverError>>;
+
+    /// Freezes or thaws every process of the instance.
+    fn freeze(&self, id: &str, frozen: bool) -> BoxFuture<'_, Result<(), DriverError>>;
+
+    /// Forgets an ended instance and frees its host resources (cgroup).
+    fn release(&self, id: &str) -> BoxFuture<'_, Result<(), DriverError>>;
+
+    /// Instances the driver's helper tracks (running, or ended and not yet released).
+    fn tracked(&self) -> BoxFuture<'_, Result<Vec<ContainerState>, DriverError>>;
+
+    /// Takes over an instance started by a previous, lost helper.
+    fn adopt(&self, id: &str, started: Started) -> BoxFuture<'_, Result<(), DriverError>>;
+}
+
+/// The message of `e` followed by its sources, `a: b: c`.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(src) = cur {
+        s.push_str(": ");
+        s.push_str(&src.to_string());
+        cur = src.source();
+    }
+    s
+}

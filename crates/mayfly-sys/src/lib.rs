@@ -8,7 +8,9 @@
 //! checks that situation at run time and refuses otherwise, so that the wrapper stays safe.
 #![allow(unsafe_code)]
 
+pub mod asyncfd;
 pub mod mount;
 pub mod net;
 pub mod process;
+pub mod seccomp;
 pub mod signal;

@@ -107,7 +107,8 @@ pub fn clone_process(flags: CloneFlags) -> io::Result<Forked> {
         -1 => Err(io::Error::last_os_error()),
         0 => Ok(Forked::Child),
         pid => {
-            let pid = i32::try_from(pid).map_err(|_| io::Error::other("clone returned a bad pid"))?;
+            let pid =
+                i32::try_from(pid).map_err(|_| io::Error::other("clone returned a bad pid"))?;
             Pid::from_raw(pid)
                 .map(Forked::Parent)
                 .ok_or_else(|| io::Error::other("clone returned a bad pid"))
@@ -155,4 +156,49 @@ pub fn cloexec_from(first: u32) -> io::Result<()> {
     } else {
         Ok(())
     }
+}
+
+/// Moves the calling process into a new cgroup namespace rooted at its current cgroup.
+///
+/// Done after the process has been placed in its instance's cgroup, so that the instance
+/// sees that group as `/`.
+pub fn unshare_cgroup_namespace() -> io::Result<()> {
+    // SAFETY: unsharing only the cgroup namespace changes no memory, file table or fs state
+    // that Rust code relies on (unlike CLONE_FILES or CLONE_FS, which the unsafe rustix API
+    // guards against).
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWCGROUP) }
+        .map_err(io::Error::from)
+}
+
+/// Duplicates `fd` onto descriptor number `target` (0, 1 or 2 in practice), replacing what
+/// was there; the duplicate is inherited across `execve`.
+pub fn dup_onto(fd: std::os::fd::BorrowedFd<'_>, target: i32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    if fd.as_raw_fd() == target {
+        // dup2 would keep the close-on-exec flag; clear it instead.
+        let flags = rustix::io::fcntl_getfd(fd)?;
+        return rustix::io::fcntl_setfd(fd, flags - rustix::io::FdFlags::CLOEXEC)
+            .map_err(Into::into);
+    }
+    // SAFETY: dup2 on a valid borrowed source; the target number is meant to be replaced, and
+    // no Rust object owns descriptors 0-2 in the forker's children.
+    if unsafe { libc::dup2(fd.as_raw_fd(), target) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Removes capability number `cap` from the calling thread's bounding set.
+pub fn drop_bounding_capability(cap: u32) -> io::Result<()> {
+    // SAFETY: PR_CAPBSET_DROP takes an integer and touches no memory of ours.
+    let ret = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap), 0, 0, 0) };
+    if ret == -1 {
+        let err = io::Error::last_os_error();
+        // EINVAL: the kernel does not know this capability; nothing to drop.
+        if err.raw_os_error() == Some(libc::EINVAL) {
+            return Ok(());
+        }
+        return Err(err);
+    }
+    Ok(())
 }

@@ -1,0 +1,445 @@
+//! Control groups on cgroup v2, v1, and the hybrid layout (v1 controllers beside a cgroup2
+//! mount that holds none of them, which this build machine has).
+//!
+//! Each instance gets one group, at the same relative path (`<parent>/<instance id>`) in every
+//! hierarchy we use. On v1 we use the hierarchies that carry the controllers mayfly needs now
+//! or soon (cpu, cpuacct, cpuset, memory, pids, freezer, blkio, devices); on v2 the one
+//! unified tree. In a hybrid layout the controllers live in v1, so it is driven as v1.
+//!
+//! Invariants: a group is created before its first process joins, and removed only once it is
+//! empty; removal retries briefly because the kernel empties a group a moment after its last
+//! process has been reaped.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Which cgroup layout the host has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupMode {
+    /// Only the unified hierarchy.
+    V2,
+    /// Only v1 hierarchies.
+    V1,
+    /// v1 controller hierarchies plus a cgroup2 mount that holds no controller we use.
+    Hybrid,
+}
+
+impl CgroupMode {
+    /// `v2`, `v1` or `hybrid`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CgroupMode::V2 => "v2",
+            CgroupMode::V1 => "v1",
+            CgroupMode::Hybrid => "hybrid",
+        }
+    }
+}
+
+/// A cgroup operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    /// No usable cgroup hierarchy is mounted.
+    #[error(
+        "no cgroup hierarchy is mounted (looked for cgroup2 and v1 controllers in /proc/self/mountinfo)"
+    )]
+    NotMounted,
+    /// Reading the mount table failed.
+    #[error("cannot read /proc/self/mountinfo")]
+    MountInfo(#[source] io::Error),
+    /// A file operation on a cgroup path failed.
+    #[error("cgroup {action} `{path}`")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The cgroup file or directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> CgroupError + 'a {
+    move |source| CgroupError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Controllers mayfly uses on v1 hierarchies.
+const V1_CONTROLLERS: &[&str] = &[
+    "cpu", "cpuacct", "cpuset", "memory", "pids", "freezer", "blkio", "devices",
+];
+
+/// Controllers enabled for instance groups on v2.
+const V2_CONTROLLERS: &[&str] = &["cpu", "cpuset", "memory", "pids", "io"];
+
+/// The cgroup hierarchies of this host, as mayfly uses them.
+#[derive(Debug, Clone)]
+pub struct Cgroups {
+    mode: CgroupMode,
+    /// Mount points: one for v2, one per used v1 hierarchy.
+    roots: Vec<Hierarchy>,
+}
+
+#[derive(Debug, Clone)]
+struct Hierarchy {
+    mount: PathBuf,
+    controllers: Vec<String>,
+}
+
+impl Hierarchy {
+    fn has(&self, controller: &str) -> bool {
+        self.controllers.iter().any(|c| c == controller)
+    }
+}
+
+impl Cgroups {
+    /// Finds the hierarchies from `/proc/self/mountinfo`.
+    pub fn detect() -> Result<Cgroups, CgroupError> {
+        let mountinfo =
+            fs::read_to_string("/proc/self/mountinfo").map_err(CgroupError::MountInfo)?;
+        Self::from_mountinfo(&mountinfo)
+    }
+
+    fn from_mountinfo(mountinfo: &str) -> Result<Cgroups, CgroupError> {
+        let mut v2: Option<PathBuf> = None;
+        let mut v1: Vec<Hierarchy> = Vec::new();
+        for line in mountinfo.lines() {
+            // Fields: id parent major:minor root mount-point options [optional...] - fstype source super-options
+            let Some((left, right)) = line.split_once(" - ") else {
+                continue;
+            };
+            let left: Vec<&str> = left.split(' ').collect();
+            let right: Vec<&str> = right.split(' ').collect();
+            let (Some(mount), Some(fstype)) = (left.get(4), right.first()) else {
+                continue;
+            };
+            if left.get(3) != Some(&"/") {
+                continue; // a bind mount of a subtree, not a hierarchy root
+            }
+            let mount = PathBuf::from(unescape_mountinfo(mount));
+            match *fstype {
+                "cgroup2" if v2.is_none() => {
+                    v2 = Some(mount);
+                }
+                "cgroup" => {
+                    let opts = right.get(2).copied().unwrap_or("");
+                    let controllers: Vec<String> = opts
+                        .split(',')
+                        .filter(|o| V1_CONTROLLERS.contains(o))
+                        .map(str::to_owned)
+                        .collect();
+                    if !controllers.is_empty() && !v1.iter().any(|h| h.mount == mount) {
+                        v1.push(Hierarchy { mount, controllers });
+                    }
+                }
+                _ => {}
+            }
+        }
+        match (v2, v1.is_empty()) {
+            (Some(_), false) => Ok(Cgroups {
+                mode: CgroupMode::Hybrid,
+                roots: v1,
+            }),
+            (None, false) => Ok(Cgroups {
+                mode: CgroupMode::V1,
+                roots: v1,
+            }),
+            (Some(mount), true) => Ok(Cgroups {
+                mode: CgroupMode::V2,
+                roots: vec![Hierarchy {
+                    mount,
+                    controllers: Vec::new(),
+                }],
+            }),
+            (None, true) => Err(CgroupError::NotMounted),
+        }
+    }
+
+    /// The host's layout.
+    pub fn mode(&self) -> CgroupMode {
+        self.mode
+    }
+
+    fn dirs(&self, rel: &str) -> impl Iterator<Item = PathBuf> + '_ {
+        let rel = rel.trim_start_matches('/').to_owned();
+        self.roots.iter().map(move |h| h.mount.join(&rel))
+    }
+
+    /// Creates `rel` (and its parents) in every hierarchy, ready for processes.
+    pub fn create(&self, rel: &str) -> Result<(), CgroupError> {
+        let rel = rel.trim_start_matches('/');
+        for h in &self.roots {
+            let mut cur = h.mount.clone();
+            for part in rel.split('/').filter(|p| !p.is_empty()) {
+                let parent = cur.clone();
+                cur.push(part);
+                match fs::create_dir(&cur) {
+                    Ok(()) => self.init_new_group(h, &parent, &cur)?,
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(io_err("create", &cur)(e)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn init_new_group(&self, h: &Hierarchy, parent: &Path, dir: &Path) -> Result<(), CgroupError> {
+        if self.mode == CgroupMode::V2 {
+            // Let the new group hand controllers down to its children, and make sure its
+            // parent hands them to it. Controllers the kernel lacks are skipped.
+            for group in [parent, dir] {
+                let file = group.join("cgroup.subtree_control");
+                let available =
+                    fs::read_to_string(group.join("cgroup.controllers")).unwrap_or_default();
+                for c in V2_CONTROLLERS {
+                    if available.split_whitespace().any(|a| a == *c) {
+                        // EBUSY happens when the group has processes (a leaf in use); it is
+                        // harmless for the parent and impossible for the fresh group.
+                        let _ = write_file(&file, &format!("+{c}"));
+                    }
+                }
+            }
+        } else if h.has("cpuset") {
+            // A v1 cpuset group starts with no cpus and no memory nodes, and a process cannot
+            // join it until both are set: copy them from the parent, and let the group's own
+            // children inherit them from now on.
+            for file in ["cpuset.cpus", "cpuset.mems"] {
+                let value = fs::read_to_string(parent.join(file))
+                    .map_err(io_err("read", &parent.join(file)))?;
+                write_file(&dir.join(file), value.trim())
+                    .map_err(io_err("write", &dir.join(file)))?;
+            }
+            write_file(&dir.join("cgroup.clone_children"), "1")
+                .map_err(io_err("write", &dir.join("cgroup.clone_children")))?;
+        }
+        Ok(())
+    }
+
+    /// Moves process `pid` into group `rel` in every hierarchy.
+    pub fn add_process(&self, rel: &str, pid: i32) -> Result<(), CgroupError> {
+        let pid = pid.to_string();
+        for dir in self.dirs(rel) {
+            let file = dir.join("cgroup.procs");
+            write_file(&file, &pid).map_err(io_err("join", &file))?;
+        }
+        Ok(())
+    }
+
+    /// Process ids in group `rel` (from the first hierarchy; all hold the same processes).
+    pub fn pids(&self, rel: &str) -> Result<Vec<i32>, CgroupError> {
+        let Some(dir) = self.dirs(rel).next() else {
+            return Ok(Vec::new());
+        };
+        let file = dir.join("cgroup.procs");
+        match fs::read_to_string(&file) {
+            Ok(s) => Ok(s.lines().filter_map(|l| l.trim().parse().ok()).collect()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(io_err("read", &file)(e)),
+        }
+    }
+
+    /// Whether group `rel` exists.
+    pub fn exists(&self, rel: &str) -> bool {
+        self.dirs(rel).next().is_some_and(|d| d.is_dir())
+    }
+
+    fn freezer_file(&self, rel: &str) -> Option<(PathBuf, &'static str, &'static str)> {
+        let rel = rel.trim_start_matches('/');
+        if self.mode == CgroupMode::V2 {
+            let dir = self.roots.first()?.mount.join(rel);
+            Some((dir.join("cgroup.freeze"), "1", "0"))
+        } else {
+            let h = self.roots.iter().find(|h| h.has("freezer"))?;
+            Some((h.mount.join(rel).join("freezer.state"), "FROZEN", "THAWED"))
+        }
+    }
+
+    /// Freezes (`true`) or thaws (`false`) every process of group `rel`, waiting until the
+    /// kernel reports the new state.
+    pub fn set_frozen(&self, rel: &str, frozen: bool) -> Result<(), CgroupError> {
+        let Some((file, on, off)) = self.freezer_file(rel) else {
+            return Err(CgroupError::Io {
+                action: "freeze",
+                path: PathBuf::from(rel),
+                source: io::Error::new(io::ErrorKind::Unsupported, "no freezer controller"),
+            });
+        };
+        let want = if frozen { on } else { off };
+        write_file(&file, want).map_err(io_err("write", &file))?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let state = if self.mode == CgroupMode::V2 {
+                // cgroup.events says `frozen 1` once every process stopped.
+                let events = file.with_file_name("cgroup.events");
+                let text = fs::read_to_string(&events).map_err(io_err("read", &events))?;
+                let now = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("frozen "))
+                    .unwrap_or("0")
+                    .trim()
+                    .to_owned();
+                if now == "1" {
+                    on.to_owned()
+                } else {
+                    off.to_owned()
+                }
+            } else {
+                fs::read_to_string(&file)
+                    .map_err(io_err("read", &file))?
+                    .trim()
+                    .to_owned()
+            };
+            if state == want {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(io_err("freeze", &file)(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("still {state} after 10 s"),
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Sends SIGKILL to every process of group `rel`.
+    pub fn kill_all(&self, rel: &str) -> Result<(), CgroupError> {
+        if self.mode == CgroupMode::V2 {
+            let file = self.roots[0]
+                .mount
+                .join(rel.trim_start_matches('/'))
+                .join("cgroup.kill");
+            if file.exists() {
+                return write_file(&file, "1").map_err(io_err("kill", &file));
+            }
+        }
+        for pid in self.pids(rel)? {
+            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes group `rel` from every hierarchy (it must be empty; retried for up to a
+    /// second while the kernel finishes emptying it). A group that does not exist is fine.
+    pub fn remove(&self, rel: &str) -> Result<(), CgroupError> {
+        for dir in self.dirs(rel) {
+            remove_dir_retrying(&dir)?;
+        }
+        Ok(())
+    }
+
+    /// Removes group `rel` if it has no child groups and no processes; reports whether it
+    /// is gone.
+    pub fn remove_if_unused(&self, rel: &str) -> bool {
+        let mut all_gone = true;
+        for dir in self.dirs(rel) {
+            match fs::remove_dir(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(_) => all_gone = false,
+            }
+        }
+        all_gone
+    }
+
+    /// Names of the child groups of `rel` (in the first hierarchy).
+    pub fn children(&self, rel: &str) -> Vec<String> {
+        let Some(dir) = self.dirs(rel).next() else {
+            return Vec::new();
+        };
+        let Ok(entries) = fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect()
+    }
+}
+
+fn remove_dir_retrying(dir: &Path) -> Result<(), CgroupError> {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        match fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(e) => return Err(io_err("remove", dir)(e)),
+        }
+    }
+}
+
+fn write_file(path: &Path, value: &str) -> io::Result<()> {
+    // cgroup files take one value per write(2); no truncation, no buffering.
+    let mut f = fs::OpenOptions::new().write(true).open(path)?;
+    f.write_all(value.as_bytes())
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space).
+fn unescape_mountinfo(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8)
+        {
+            out.push(v);
+            i += 4;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID: &str = "\
+25 1 0:22 / /sys/fs/cgroup ro,nosuid shared:9 - tmpfs tmpfs ro,mode=755
+26 25 0:23 / /sys/fs/cgroup/unified rw shared:10 - cgroup2 cgroup2 rw
+27 25 0:24 / /sys/fs/cgroup/cpu rw shared:11 - cgroup cgroup rw,cpu
+28 25 0:25 / /sys/fs/cgroup/memory rw shared:12 - cgroup cgroup rw,memory
+29 25 0:26 / /sys/fs/cgroup/systemd rw shared:13 - cgroup cgroup rw,xattr,name=systemd
+30 25 0:27 / /sys/fs/cgroup/net_cls rw shared:14 - cgroup cgroup rw,net_cls
+";
+
+    #[test]
+    fn hybrid_layout_is_driven_through_its_v1_controllers() {
+        let cg = Cgroups::from_mountinfo(HYBRID).unwrap();
+        assert_eq!(cg.mode(), CgroupMode::Hybrid);
+        let mounts: Vec<_> = cg.roots.iter().map(|h| h.mount.to_str().unwrap()).collect();
+        assert_eq!(mounts, ["/sys/fs/cgroup/cpu", "/sys/fs/cgroup/memory"]);
+    }
+
+    #[test]
+    fn pure_v2_and_pure_v1_are_recognised() {
+        let v2 = "30 1 0:26 / /sys/fs/cgroup rw shared:4 - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(Cgroups::from_mountinfo(v2).unwrap().mode(), CgroupMode::V2);
+        let v1 = "27 25 0:24 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n";
+        let cg = Cgroups::from_mountinfo(v1).unwrap();
+        assert_eq!(cg.mode(), CgroupMode::V1);
+        assert!(cg.roots[0].has("cpuacct"));
+        assert!(Cgroups::from_mountinfo("").is_err());
+    }
+
+    #[test]
+    fn mountinfo_escapes_are_undone() {
+        assert_eq!(unescape_mountinfo(r"/a\040b"), "/a b");
+        assert_eq!(unescape_mountinfo("/plain"), "/plain");
+    }
+}

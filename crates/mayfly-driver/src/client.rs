@@ -1,0 +1,263 @@
+//! The daemon's connection to its forker: requests with replies matched by sequence number,
+//! events forwarded to the engine, and a new forker started (and reported) when the old one
+//! is gone.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use crate::forker::ForkerPaths;
+use crate::protocol::{
+    self, ContainerState, Envelope, Event, Failure, FromForker, PROTOCOL_VERSION, Reply, Request,
+};
+use crate::{DriverError, DriverEvent};
+
+type Pending = std::sync::Mutex<HashMap<u64, oneshot::Sender<Result<Reply, Failure>>>>;
+
+#[derive(Debug)]
+struct Conn {
+    sock: AsyncFd<OwnedFd>,
+    seq: AtomicU64,
+    pending: Pending,
+    send_lock: Mutex<()>,
+    closed: AtomicBool,
+}
+
+/// A client of the forker of one state directory.
+#[derive(Debug)]
+pub struct ForkerClient {
+    state_dir: PathBuf,
+    exe: PathBuf,
+    cgroup_parent: String,
+    conn: Mutex<Option<Arc<Conn>>>,
+    events: mpsc::UnboundedSender<DriverEvent>,
+    forker_pid: std::sync::atomic::AtomicI32,
+}
+
+impl ForkerClient {
+    /// A client that starts `exe forker` for `state_dir` when no forker runs. Events go to
+    /// `events`.
+    pub fn new(
+        state_dir: &Path,
+        exe: &Path,
+        cgroup_parent: &str,
+        events: mpsc::UnboundedSender<DriverEvent>,
+    ) -> Self {
+        ForkerClient {
+            state_dir: state_dir.to_owned(),
+            exe: exe.to_owned(),
+            cgroup_parent: cgroup_parent.to_owned(),
+            conn: Mutex::new(None),
+            events,
+            forker_pid: std::sync::atomic::AtomicI32::new(0),
+        }
+    }
+
+    /// The pid of the forker last connected to (0 before the first connection).
+    pub fn forker_pid(&self) -> i32 {
+        self.forker_pid.load(Ordering::Relaxed)
+    }
+
+    /// Connects (starting a forker if needed) and returns what it tracks.
+    pub async fn hello(&self) -> Result<Vec<ContainerState>, DriverError> {
+        match self
+            .call(
+                Request::Hello {
+                    protocol: PROTOCOL_VERSION,
+                },
+                Vec::new(),
+            )
+            .await?
+        {
+            Reply::Hello {
+                protocol,
+                pid,
+                containers,
+            } => {
+                if protocol != PROTOCOL_VERSION {
+                    return Err(DriverError::ProtocolMismatch {
+                        expected: PROTOCOL_VERSION,
+                        found: protocol,
+                    });
+                }
+                self.forker_pid.store(pid, Ordering::Relaxed);
+                Ok(containers)
+            }
+            other => Err(DriverError::Failed(Failure::other(format!(
+                "unexpected answer to hello: {other:?}"
+            )))),
+        }
+    }
+
+    /// Sends `request` with `fds` and waits for the reply.
+    pub async fn call(&self, request: Request, fds: Vec<OwnedFd>) -> Result<Reply, DriverError> {
+        let conn = self.connection().await?;
+        let seq = conn.seq.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&conn.pending).insert(seq, tx);
+        let bytes = serde_json::to_vec(&Envelope { seq, request })
+            .map_err(|e| DriverError::Helper(io::Error::other(e)))?;
+        let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|f| f.as_fd()).collect();
+        {
+            let _guard = conn.send_lock.lock().await;
+            loop {
+                let mut ready = conn.sock.writable().await.map_err(DriverError::Helper)?;
+                match ready.try_io(|s| protocol::send(s.get_ref().as_fd(), &bytes, &borrowed)) {
+                    Ok(Ok(())) => break,
+                    Ok(Err(e)) => {
+                        lock(&conn.pending).remove(&seq);
+                        conn.closed.store(true, Ordering::Relaxed);
+                        return Err(DriverError::Helper(e));
+                    }
+                    Err(_would_block) => continue,
+                }
+            }
+        }
+        drop(fds);
+        match rx.await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(failure)) => Err(DriverError::Failed(failure)),
+            Err(_) => Err(DriverError::HelperLost),
+        }
+    }
+
+    async fn connection(&self) -> Result<Arc<Conn>, DriverError> {
+        let mut slot = self.conn.lock().await;
+        if let Some(conn) = slot.as_ref()
+            && !conn.closed.load(Ordering::Relaxed)
+        {
+            return Ok(conn.clone());
+        }
+        let sock = match connect(&self.state_dir) {
+            Ok(sock) => sock,
+            Err(_) => {
+                self.start_forker().await?;
+                connect(&self.state_dir).map_err(DriverError::Helper)?
+            }
+        };
+        let conn = Arc::new(Conn {
+            sock: mayfly_sys::asyncfd::register(sock).map_err(DriverError::Helper)?,
+            seq: AtomicU64::new(1),
+            pending: std::sync::Mutex::new(HashMap::new()),
+            send_lock: Mutex::new(()),
+            closed: AtomicBool::new(false),
+        });
+        tokio::spawn(read_loop(conn.clone(), self.events.clone()));
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    async fn start_forker(&self) -> Result<(), DriverError> {
+        let paths = ForkerPaths::new(&self.state_dir);
+        std::fs::create_dir_all(&paths.run_dir).map_err(DriverError::Helper)?;
+        let log_path = self.state_dir.join("forker.log");
+        if std::fs::metadata(&log_path).is_ok_and(|m| m.len() > 1 << 20) {
+            let _ = std::fs::rename(&log_path, self.state_dir.join("forker.log.1"));
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(DriverError::Helper)?;
+        let mut child = tokio::process::Command::new(&self.exe)
+            .arg("forker")
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .arg("--cgroup-parent")
+            .arg(&self.cgroup_parent)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(log)
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(DriverError::Helper)?;
+        let stdout = child.stdout.take();
+        // Reap the forker whenever it leaves, so it never lingers as a zombie of ours.
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+        });
+        let Some(stdout) = stdout else {
+            return Err(DriverError::Helper(io::Error::other(
+                "forker has no stdout",
+            )));
+        };
+        let mut line = String::new();
+        let mut reader = tokio::io::BufReader::new(stdout);
+        let read = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::io::AsyncBufReadExt::read_line(&mut reader, &mut line),
+        )
+        .await;
+        match read {
+            Ok(Ok(_)) if line.starts_with("ready ") => Ok(()),
+            // It may have lost a race with another forker of the same state dir, which is fine
+            // if that one answers.
+            _ if connect(&self.state_dir).is_ok() => Ok(()),
+            _ => Err(DriverError::Helper(io::Error::other(format!(
+                "the forker did not start; see {}",
+                log_path.display()
+            )))),
+        }
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn connect(state_dir: &Path) -> io::Result<OwnedFd> {
+    let paths = ForkerPaths::new(state_dir);
+    let sock = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )?;
+    let addr = SocketAddrUnix::new(&paths.socket)?;
+    rustix::net::connect(&sock, &addr)?;
+    Ok(sock)
+}
+
+async fn read_loop(conn: Arc<Conn>, events: mpsc::UnboundedSender<DriverEvent>) {
+    let mut buf = vec![0u8; protocol::MAX_MESSAGE];
+    loop {
+        let Ok(mut ready) = conn.sock.readable().await else {
+            break;
+        };
+        let received = ready.try_io(|s| protocol::recv(s.get_ref().as_fd(), &mut buf));
+        let n = match received {
+            Err(_would_block) => continue,
+            Ok(Ok((0, _))) | Ok(Err(_)) => break,
+            Ok(Ok((n, _fds))) => n,
+        };
+        match serde_json::from_slice::<FromForker>(&buf[..n]) {
+            Ok(FromForker::Reply { seq, result }) => {
+                if let Some(tx) = lock(&conn.pending).remove(&seq) {
+                    let _ = tx.send(result);
+                }
+            }
+            Ok(FromForker::Event(Event::Exited { id, status })) => {
+                let _ = events.send(DriverEvent::Exited { id, status });
+            }
+            Ok(FromForker::Event(Event::ExecExited { exec_id, status })) => {
+                let _ = events.send(DriverEvent::ExecExited { exec_id, status });
+            }
+            Err(e) => {
+                tracing::error!("unreadable message from the forker: {e}");
+                break;
+            }
+        }
+    }
+    conn.closed.store(true, Ordering::Relaxed);
+    // Dropping the senders fails every request in flight with HelperLost.
+    lock(&conn.pending).clear();
+    let _ = events.send(DriverEvent::HelperLost);
+}

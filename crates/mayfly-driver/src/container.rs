@@ -1,0 +1,251 @@
+//! The `container` driver: an instance is a set of namespaces and a cgroup around an init,
+//! rooted in an overlay of the template's layers under the instance's writable layer.
+//!
+//! Layout of an instance directory: `upper/` (the writable layer, a plain overlay diff),
+//! `work/` (overlayfs scratch), `rootfs/` (an empty mount point used only inside the
+//! container's own mount namespace) and `console.log` (the init's output).
+
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use tokio::sync::mpsc;
+
+use crate::client::ForkerClient;
+use crate::protocol::{ContainerState, Reply, Request};
+use crate::spec::{ContainerSpec, ProcessSpec, StdioSpec};
+use crate::{BoxFuture, Driver, DriverError, DriverEvent, InitStdio, InstanceSpec, Started};
+
+/// Runs instances as containers through a forker helper.
+#[derive(Debug)]
+pub struct ContainerDriver {
+    client: ForkerClient,
+    cgroup_parent: String,
+}
+
+impl ContainerDriver {
+    /// A driver whose forker (started from `exe` when needed) serves `state_dir` and puts
+    /// instance cgroups under `cgroup_parent`.
+    pub fn new(
+        state_dir: &Path,
+        exe: &Path,
+        cgroup_parent: &str,
+        events: mpsc::UnboundedSender<DriverEvent>,
+    ) -> Self {
+        ContainerDriver {
+            client: ForkerClient::new(state_dir, exe, cgroup_parent, events),
+            cgroup_parent: cgroup_parent.to_owned(),
+        }
+    }
+
+    /// The forker's pid, once connected.
+    pub fn forker_pid(&self) -> i32 {
+        self.client.forker_pid()
+    }
+
+    /// The cgroup of instance `id`, relative to each hierarchy root.
+    pub fn cgroup_of(&self, id: &str) -> String {
+        format!("{}/{id}", self.cgroup_parent)
+    }
+
+    async fn expect_done(&self, request: Request, fds: Vec<OwnedFd>) -> Result<(), DriverError> {
+        self.client.call(request, fds).await.map(|_| ())
+    }
+}
+
+fn files<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> DriverError + 'a {
+    move |source| DriverError::Files {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Moves `path` (if it exists) into `trash` under a unique name.
+pub fn move_to_trash(path: &Path, trash: &Path) -> Result<(), DriverError> {
+    if std::fs::symlink_metadata(path).is_err() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(trash).map_err(files("create", trash))?;
+    let mut rnd = [0u8; 8];
+    let _ = rustix::rand::getrandom(&mut rnd, rustix::rand::GetRandomFlags::empty());
+    let name = format!(
+        "{}-{:016x}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("x"),
+        u64::from_le_bytes(rnd)
+    );
+    std::fs::rename(path, trash.join(name)).map_err(files("move to trash", path))
+}
+
+impl Driver for ContainerDriver {
+    fn kind(&self) -> &'static str {
+        "container"
+    }
+
+    fn prepare_writable(
+        &self,
+        spec: &InstanceSpec,
+        fresh: bool,
+        trash: &Path,
+    ) -> Result<(), DriverError> {
+        let dir = &spec.instance_dir;
+        let upper = dir.join("upper");
+        let work = dir.join("work");
+        if fresh {
+            move_to_trash(&upper, trash)?;
+        }
+        // The work directory is scratch space; a new one avoids overlayfs' "in use" check
+        // tripping over a superblock that is still being torn down.
+        move_to_trash(&work, trash)?;
+        {
+            let d = "rootfs";
+            let p = dir.join(d);
+            if !p.is_dir() {
+                std::fs::create_dir(&p).map_err(files("create", &p))?;
+            }
+        }
+        std::fs::create_dir(&work).map_err(files("create", &work))?;
+        if !upper.is_dir() {
+            // The root of the overlay takes its owner and mode from the upper directory, so
+            // it mirrors the template's root (mapped into the instance's id range).
+            let top = spec
+                .layers
+                .last()
+                .map(PathBuf::as_path)
+                .unwrap_or(Path::new("/nonexistent"));
+            let (mode, uid, gid) = match std::fs::metadata(top) {
+                Ok(m) => (m.mode() & 0o7777, m.uid(), m.gid()),
+                Err(_) => (0o755, 0, 0),
+            };
+            let map = |id: u32| spec.idmap.map_or(Some(id), |m| m.to_host(id)).unwrap_or(id);
+            let tmp = dir.join("upper.new");
+            let _ = std::fs::remove_dir(&tmp);
+            std::fs::create_dir(&tmp).map_err(files("create", &tmp))?;
+            std::os::unix::fs::chown(&tmp, Some(map(uid)), Some(map(gid)))
+                .map_err(files("chown", &tmp))?;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
+                .map_err(files("chmod", &tmp))?;
+            std::fs::rename(&tmp, &upper).map_err(files("create", &upper))?;
+        }
+        Ok(())
+    }
+
+    fn discard_writable(&self, instance_dir: &Path, trash: &Path) -> Result<(), DriverError> {
+        move_to_trash(&instance_dir.join("upper"), trash)?;
+        move_to_trash(&instance_dir.join("work"), trash)
+    }
+
+    fn writable_dir(&self, instance_dir: &Path) -> PathBuf {
+        instance_dir.join("upper")
+    }
+
+    fn log_path(&self, instance_dir: &Path) -> PathBuf {
+        instance_dir.join("console.log")
+    }
+
+    fn start(
+        &self,
+        spec: InstanceSpec,
+        stdio: InitStdio,
+    ) -> BoxFuture<'_, Result<Started, DriverError>> {
+        Box::pin(async move {
+            let dir = &spec.instance_dir;
+            let (stdio_spec, fds) = match stdio {
+                InitStdio::Log { max_bytes } => (
+                    StdioSpec::Log {
+                        path: self.log_path(dir),
+                        max_bytes,
+                    },
+                    Vec::new(),
+                ),
+                InitStdio::Passed(fds) => (StdioSpec::Passed, fds),
+            };
+            let container = ContainerSpec {
+                cgroup: self.cgroup_of(&spec.id),
+                hostname: spec.hostname.clone(),
+                layers: spec.layers.clone(),
+                upper: dir.join("upper"),
+                work: dir.join("work"),
+                rootfs: dir.join("rootfs"),
+                idmap: spec.idmap,
+                process: spec.process.clone(),
+                stdio: stdio_spec,
+                id: spec.id.clone(),
+            };
+            match self
+                .client
+                .call(Request::Spawn(Box::new(container)), fds)
+                .await?
+            {
+                Reply::Spawned { pid, start_time } => Ok(Started { pid, start_time }),
+                other => Err(DriverError::Failed(crate::protocol::Failure::other(
+                    format!("unexpected answer to spawn: {other:?}"),
+                ))),
+            }
+        })
+    }
+
+    fn signal(&self, id: &str, signal: i32) -> BoxFuture<'_, Result<(), DriverError>> {
+        let id = id.to_owned();
+        Box::pin(self.expect_done(Request::Signal { id, signal }, Vec::new()))
+    }
+
+    fn kill(&self, id: &str) -> BoxFuture<'_, Result<(), DriverError>> {
+        let id = id.to_owned();
+        Box::pin(self.expect_done(Request::KillAll { id }, Vec::new()))
+    }
+
+    fn exec(
+        &self,
+        id: &str,
+        exec_id: u64,
+        process: ProcessSpec,
+        fds: Vec<OwnedFd>,
+    ) -> BoxFuture<'_, Result<i32, DriverError>> {
+        let id = id.to_owned();
+        Box::pin(async move {
+            let request = Request::Exec {
+                id,
+                exec_id,
+                process: Box::new(process),
+            };
+            match self.client.call(request, fds).await? {
+                Reply::ExecStarted { pid } => Ok(pid),
+                other => Err(DriverError::Failed(crate::protocol::Failure::other(
+                    format!("unexpected answer to exec: {other:?}"),
+                ))),
+            }
+        })
+    }
+
+    fn signal_exec(&self, exec_id: u64, signal: i32) -> BoxFuture<'_, Result<(), DriverError>> {
+        Box::pin(self.expect_done(Request::SignalExec { exec_id, signal }, Vec::new()))
+    }
+
+    fn freeze(&self, id: &str, frozen: bool) -> BoxFuture<'_, Result<(), DriverError>> {
+        let id = id.to_owned();
+        Box::pin(self.expect_done(Request::Freeze { id, frozen }, Vec::new()))
+    }
+
+    fn release(&self, id: &str) -> BoxFuture<'_, Result<(), DriverError>> {
+        let id = id.to_owned();
+        Box::pin(self.expect_done(Request::Release { id }, Vec::new()))
+    }
+
+    fn tracked(&self) -> BoxFuture<'_, Result<Vec<ContainerState>, DriverError>> {
+        Box::pin(self.client.hello())
+    }
+
+    fn adopt(&self, id: &str, started: Started) -> BoxFuture<'_, Result<(), DriverError>> {
+        let request = Request::Adopt {
+            id: id.to_owned(),
+            pid: started.pid,
+            start_time: started.start_time,
+            cgroup: self.cgroup_of(id),
+        };
+        Box::pin(self.expect_done(request, Vec::new()))
+    }
+}

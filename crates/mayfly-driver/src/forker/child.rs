@@ -1,0 +1,428 @@
+//! Code that runs in a freshly cloned child of the forker, between `clone` and `execve`:
+//! building the container's root inside its own mount namespace, and turning the child into
+//! the requested process (identity, terminal, confinement, program).
+//!
+//! The forker is single-threaded, so the child may allocate and use std freely. Every
+//! failure is described (step, path, errno) and sent to the forker over the sync socket; the
+//! child then exits. Success is the socket closing on `execve` (it is close-on-exec).
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+
+use rustix::fs::{Mode, OFlags};
+use rustix::mount::{MountFlags, MountPropagationFlags, MoveMountFlags, UnmountFlags};
+use serde::{Deserialize, Serialize};
+
+use crate::cgroup::CgroupMode;
+use crate::security;
+use crate::spec::{ContainerSpec, ProcessSpec};
+
+/// A setup step that failed inside the child.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ChildFailure {
+    /// What the child was doing.
+    pub step: String,
+    /// errno, when a system call failed.
+    pub errno: Option<i32>,
+    /// Human-readable cause.
+    pub detail: String,
+}
+
+impl ChildFailure {
+    fn io(step: impl Into<String>, e: impl Into<io::Error>) -> Self {
+        let e: io::Error = e.into();
+        ChildFailure {
+            step: step.into(),
+            errno: e.raw_os_error(),
+            detail: e.to_string(),
+        }
+    }
+}
+
+type ChildResult<T> = Result<T, ChildFailure>;
+
+trait Step<T> {
+    fn step(self, what: impl FnOnce() -> String) -> ChildResult<T>;
+}
+
+impl<T, E: Into<io::Error>> Step<T> for Result<T, E> {
+    fn step(self, what: impl FnOnce() -> String) -> ChildResult<T> {
+        self.map_err(|e| ChildFailure::io(what(), e))
+    }
+}
+
+/// Descriptors that become the process's standard input, output and error.
+#[derive(Debug)]
+pub(crate) enum ChildStdio {
+    /// Three descriptors (stdin, stdout, stderr).
+    Three(OwnedFd, OwnedFd, OwnedFd),
+    /// One terminal for all three; it becomes the controlling terminal.
+    Tty(OwnedFd),
+    /// `/dev/null` (opened inside the container) for stdin, this for stdout and stderr.
+    Log(OwnedFd),
+}
+
+/// Builds the root filesystem inside the child's new mount namespace from the detached
+/// overlay mount `root_mount`, and pivots into it.
+pub(crate) fn enter_rootfs(
+    spec: &ContainerSpec,
+    root_mount: &OwnedFd,
+    cgroup_mode: CgroupMode,
+    console: Option<BorrowedFd<'_>>,
+) -> ChildResult<()> {
+    // Nothing we mount may propagate back to the host.
+    rustix::mount::mount_change(
+        c"/",
+        MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
+    )
+    .step(|| "make mounts private".into())?;
+    rustix::mount::move_mount(
+        root_mount.as_fd(),
+        c"",
+        rustix::fs::CWD,
+        &spec.rootfs,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .step(|| format!("attach root at {}", spec.rootfs.display()))?;
+    rustix::process::chdir(&spec.rootfs).step(|| "enter root".into())?;
+
+    let nosuid_nodev_noexec = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+    ensure_dir("proc")?;
+    rustix::mount::mount(c"proc", c"proc", c"proc", nosuid_nodev_noexec, None)
+        .step(|| "mount /proc".into())?;
+    ensure_dir("sys")?;
+    rustix::mount::mount(
+        c"sysfs",
+        c"sys",
+        c"sysfs",
+        nosuid_nodev_noexec | MountFlags::RDONLY,
+        None,
+    )
+    .step(|| "mount /sys".into())?;
+    if cgroup_mode == CgroupMode::V2 && Path::new("sys/fs/cgroup").is_dir() {
+        rustix::mount::mount(
+            c"cgroup2",
+            c"sys/fs/cgroup",
+            c"cgroup2",
+            nosuid_nodev_noexec | MountFlags::RDONLY,
+            None,
+        )
+        .step(|| "mount /sys/fs/cgroup".into())?;
+    }
+    build_dev(spec, console)?;
+    mask_paths()?;
+
+    // pivot_root(".", ".") stacks the old root under the new one; detaching it leaves only
+    // the container's tree (runc's trick, no put_old directory needed).
+    rustix::process::pivot_root(c".", c".").step(|| "pivot_root".into())?;
+    rustix::mount::unmount(c".", UnmountFlags::DETACH).step(|| "detach host root".into())?;
+    rustix::process::chdir(c"/").step(|| "chdir /".into())?;
+    Ok(())
+}
+
+fn ensure_dir(path: &str) -> ChildResult<()> {
+    match rustix::fs::mkdir(path, Mode::from_raw_mode(0o755)) {
+        Ok(()) | Err(rustix::io::Errno::EXIST) => Ok(()),
+        Err(e) => Err(ChildFailure::io(format!("create /{path}"), e)),
+    }
+}
+
+fn ensure_file(path: &str) -> ChildResult<()> {
+    rustix::fs::open(
+        path,
+        OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o644),
+    )
+    .map(drop)
+    .step(|| format!("create /{path}"))
+}
+
+/// A minimal `/dev`: a tmpfs with the harmless host devices bind-mounted (device nodes
+/// cannot be created in a user namespace, and should not be anyway), a private devpts, shm
+/// and mqueue.
+fn build_dev(spec: &ContainerSpec, console: Option<BorrowedFd<'_>>) -> ChildResult<()> {
+    ensure_dir("dev")?;
+    rustix::mount::mount(
+        c"tmpfs",
+        c"dev",
+        c"tmpfs",
+        MountFlags::NOSUID | MountFlags::NOEXEC,
+        Some(c"mode=755,size=65536k"),
+    )
+    .step(|| "mount /dev".into())?;
+    for dev in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let target = format!("dev/{dev}");
+        ensure_file(&target)?;
+        rustix::mount::mount_bind(format!("/dev/{dev}").as_str(), target.as_str())
+            .step(|| format!("bind /dev/{dev}"))?;
+    }
+    ensure_dir("dev/pts")?;
+    let gid5 = spec.idmap.is_none_or(|m| m.count > 5);
+    let pts_opts: &std::ffi::CStr = if gid5 {
+        c"newinstance,ptmxmode=0666,mode=0620,gid=5"
+    } else {
+        c"newinstance,ptmxmode=0666,mode=0620"
+    };
+    rustix::mount::mount(
+        c"devpts",
+        c"dev/pts",
+        c"devpts",
+        MountFlags::NOSUID | MountFlags::NOEXEC,
+        Some(pts_opts),
+    )
+    .step(|| "mount /dev/pts".into())?;
+    ensure_dir("dev/shm")?;
+    rustix::mount::mount(
+        c"shm",
+        c"dev/shm",
+        c"tmpfs",
+        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+        Some(c"mode=1777,size=65536k"),
+    )
+    .step(|| "mount /dev/shm".into())?;
+    ensure_dir("dev/mqueue")?;
+    rustix::mount::mount(
+        c"mqueue",
+        c"dev/mqueue",
+        c"mqueue",
+        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+        None,
+    )
+    .step(|| "mount /dev/mqueue".into())?;
+    for (link, target) in [
+        ("dev/ptmx", "pts/ptmx"),
+        ("dev/fd", "/proc/self/fd"),
+        ("dev/stdin", "/proc/self/fd/0"),
+        ("dev/stdout", "/proc/self/fd/1"),
+        ("dev/stderr", "/proc/self/fd/2"),
+    ] {
+        rustix::fs::symlink(target, link).step(|| format!("create /{link}"))?;
+    }
+    if let Some(console) = console {
+        ensure_file("dev/console")?;
+        let source = format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&console)
+        );
+        rustix::mount::mount_bind(source.as_str(), "dev/console")
+            .step(|| "bind /dev/console".into())?;
+    }
+    Ok(())
+}
+
+fn mask_paths() -> ChildResult<()> {
+    for file in security::MASKED_FILES {
+        if Path::new(file).exists() {
+            rustix::mount::mount_bind("/dev/null", *file).step(|| format!("mask /{file}"))?;
+        }
+    }
+    for dir in security::MASKED_DIRS {
+        if Path::new(dir).is_dir() {
+            rustix::mount::mount(
+                c"tmpfs",
+                *dir,
+                c"tmpfs",
+                MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+                Some(c"size=0"),
+            )
+            .step(|| format!("mask /{dir}"))?;
+        }
+    }
+    for path in security::READONLY_PATHS {
+        if Path::new(path).exists() {
+            rustix::mount::mount_bind(*path, *path).step(|| format!("bind /{path}"))?;
+            rustix::mount::mount_remount(
+                *path,
+                MountFlags::BIND
+                    | MountFlags::RDONLY
+                    | MountFlags::NOSUID
+                    | MountFlags::NODEV
+                    | MountFlags::NOEXEC,
+                c"",
+            )
+            .step(|| format!("make /{path} read-only"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Turns the child into `process` and executes it; returns only on failure.
+///
+/// Expects to run inside the instance's namespaces with its root as `/`. The order matters:
+/// the seccomp filter goes in while we still hold CAP_SYS_ADMIN in the user namespace (so
+/// no `no_new_privs` is needed), the bounding set is cut before the identity change, and the
+/// capability sets last.
+pub(crate) fn become_process(process: &ProcessSpec, stdio: ChildStdio) -> ChildFailure {
+    match prepare_process(process, stdio) {
+        Ok(()) => exec_program(process),
+        Err(f) => f,
+    }
+}
+
+fn prepare_process(process: &ProcessSpec, stdio: ChildStdio) -> ChildResult<()> {
+    rustix::process::setsid().step(|| "start a session".into())?;
+    match stdio {
+        ChildStdio::Three(i, o, e) => {
+            dup_to(&i, 0)?;
+            dup_to(&o, 1)?;
+            dup_to(&e, 2)?;
+        }
+        ChildStdio::Tty(t) => {
+            rustix::process::ioctl_tiocsctty(&t).step(|| "take the terminal".into())?;
+            for n in 0..3 {
+                dup_to(&t, n)?;
+            }
+        }
+        ChildStdio::Log(out) => {
+            let null = rustix::fs::open(
+                c"/dev/null",
+                OFlags::RDONLY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .step(|| "open /dev/null".into())?;
+            dup_to(&null, 0)?;
+            dup_to(&out, 1)?;
+            dup_to(&out, 2)?;
+        }
+    }
+    if let Err(e) = rustix::process::chdir(process.cwd.as_str()) {
+        return Err(ChildFailure {
+            step: format!("enter working directory {}", process.cwd),
+            errno: Some(e.raw_os_error()),
+            detail: format!("{e}: it must exist inside the instance"),
+        });
+    }
+    if let Some(filter) = security::default_filter() {
+        mayfly_sys::seccomp::install_filter(&filter).step(|| "install seccomp filter".into())?;
+    }
+    drop_bounding_set()?;
+    let gid = rustix::process::Gid::from_raw(process.gid);
+    let uid = rustix::process::Uid::from_raw(process.uid);
+    rustix::thread::set_thread_groups(&[]).step(|| "clear supplementary groups".into())?;
+    rustix::thread::set_thread_res_gid(gid, gid, gid)
+        .step(|| format!("set gid {}", process.gid))?;
+    rustix::thread::set_thread_res_uid(uid, uid, uid)
+        .step(|| format!("set uid {}", process.uid))?;
+    if process.uid == 0 {
+        let mut kept = rustix::thread::CapabilitySet::empty();
+        for c in security::KEPT_CAPABILITIES {
+            kept |= *c;
+        }
+        rustix::thread::set_capabilities(
+            None,
+            rustix::thread::CapabilitySets {
+                effective: kept,
+                permitted: kept,
+                inheritable: rustix::thread::CapabilitySet::empty(),
+            },
+        )
+        .step(|| "set capabilities".into())?;
+    }
+    let _ = rustix::thread::clear_ambient_capability_set();
+    mayfly_sys::signal::reset_all().step(|| "reset signals".into())?;
+    mayfly_sys::process::cloexec_from(3).step(|| "close inherited descriptors".into())?;
+    Ok(())
+}
+
+fn dup_to(fd: &OwnedFd, n: i32) -> ChildResult<()> {
+    mayfly_sys::process::dup_onto(fd.as_fd(), n).step(|| format!("set up descriptor {n}"))
+}
+
+fn drop_bounding_set() -> ChildResult<()> {
+    let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40);
+    let keep: Vec<u32> = security::KEPT_CAPABILITIES
+        .iter()
+        .map(|c| c.bits().trailing_zeros())
+        .collect();
+    for cap in 0..=last {
+        if keep.contains(&cap) {
+            continue;
+        }
+        mayfly_sys::process::drop_bounding_capability(cap)
+            .step(|| format!("drop capability {cap} from the bounding set"))?;
+    }
+    Ok(())
+}
+
+/// Looks the program up like `execvp` (in `PATH` from the process's environment) and
+/// executes it.
+fn exec_program(process: &ProcessSpec) -> ChildFailure {
+    let Some(program) = process.args.first() else {
+        return ChildFailure {
+            step: "exec".into(),
+            errno: None,
+            detail: "no program given".into(),
+        };
+    };
+    let to_c = |s: &str| CString::new(s).ok();
+    let (Some(argv), Some(envp)) = (
+        process
+            .args
+            .iter()
+            .map(|a| to_c(a))
+            .collect::<Option<Vec<_>>>(),
+        process
+            .env
+            .iter()
+            .map(|e| to_c(e))
+            .collect::<Option<Vec<_>>>(),
+    ) else {
+        return ChildFailure {
+            step: "exec".into(),
+            errno: None,
+            detail: "an argument or environment entry contains a NUL byte".into(),
+        };
+    };
+    let candidates: Vec<String> = if program.contains('/') {
+        vec![program.clone()]
+    } else {
+        let path = process
+            .env
+            .iter()
+            .find_map(|e| e.strip_prefix("PATH="))
+            .unwrap_or(crate::DEFAULT_PATH);
+        path.split(':')
+            .map(|d| if d.is_empty() { "." } else { d })
+            .map(|d| format!("{d}/{program}"))
+            .collect()
+    };
+    let mut denied = false;
+    let mut last = io::Error::from_raw_os_error(libc::ENOENT);
+    for candidate in &candidates {
+        let Some(path) = to_c(candidate) else {
+            continue;
+        };
+        let err = mayfly_sys::process::execve(&path, &argv, &envp);
+        match err.raw_os_error() {
+            Some(libc::ENOENT) | Some(libc::ENOTDIR) => {}
+            Some(libc::EACCES) => denied = true,
+            _ => {
+                last = err;
+                return ChildFailure {
+                    step: format!("exec {candidate}"),
+                    errno: last.raw_os_error(),
+                    detail: last.to_string(),
+                };
+            }
+        }
+        last = err;
+    }
+    if denied {
+        last = io::Error::from_raw_os_error(libc::EACCES);
+    }
+    let detail = if program.contains('/') {
+        last.to_string()
+    } else {
+        format!("{last} (looked in PATH)")
+    };
+    ChildFailure {
+        step: format!("exec {program}"),
+        errno: last.raw_os_error(),
+        detail,
+    }
+}

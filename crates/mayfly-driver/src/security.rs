@@ -1,0 +1,211 @@
+//! The confinement every container process gets: the seccomp filter, the capability set and
+//! the `/proc` and `/sys` paths that are masked or made read-only.
+//!
+//! Policy in one place, so a review (or a test per known attack) reads one file. The filter is
+//! a deny list in the spirit of Docker's default profile, narrowed to what a user namespace does
+//! not already stop: with an unprivileged user namespace most dangerous calls fail their
+//! capability check in the initial namespace anyway; the filter removes kernel attack surface
+//! (keyrings, io_uring, userfaultfd, perf, BPF, module and kexec calls) and the terminal
+//! injection ioctls. Calls of the x32 ABI are refused outright, since a deny list keyed on
+//! x86-64 numbers would not see them, and calls of any other architecture (i386 through
+//! `int 0x80`) kill the process.
+
+use mayfly_sys::seccomp::BpfInstruction;
+
+/// Capabilities a container's processes keep (Docker's default set). Everything else is
+/// dropped from the bounding set, so not even a setuid-root program inside regains it.
+pub const KEPT_CAPABILITIES: &[rustix::thread::CapabilitySet] = &[
+    rustix::thread::CapabilitySet::CHOWN,
+    rustix::thread::CapabilitySet::DAC_OVERRIDE,
+    rustix::thread::CapabilitySet::FSETID,
+    rustix::thread::CapabilitySet::FOWNER,
+    rustix::thread::CapabilitySet::MKNOD,
+    rustix::thread::CapabilitySet::NET_RAW,
+    rustix::thread::CapabilitySet::SETGID,
+    rustix::thread::CapabilitySet::SETUID,
+    rustix::thread::CapabilitySet::SETFCAP,
+    rustix::thread::CapabilitySet::SETPCAP,
+    rustix::thread::CapabilitySet::NET_BIND_SERVICE,
+    rustix::thread::CapabilitySet::SYS_CHROOT,
+    rustix::thread::CapabilitySet::KILL,
+    rustix::thread::CapabilitySet::AUDIT_WRITE,
+];
+
+/// Files under `/proc` hidden behind `/dev/null` (they leak host kernel state or allow timing
+/// attacks).
+pub const MASKED_FILES: &[&str] = &[
+    "proc/kcore",
+    "proc/keys",
+    "proc/latency_stats",
+    "proc/timer_list",
+    "proc/timer_stats",
+    "proc/sched_debug",
+    "proc/interrupts",
+];
+
+/// Directories hidden behind an empty read-only tmpfs.
+pub const MASKED_DIRS: &[&str] = &[
+    "proc/acpi",
+    "proc/scsi",
+    "sys/firmware",
+    "sys/devices/virtual/powercap",
+];
+
+/// Paths re-mounted read-only.
+pub const READONLY_PATHS: &[&str] = &[
+    "proc/bus",
+    "proc/fs",
+    "proc/irq",
+    "proc/sys",
+    "proc/sysrq-trigger",
+];
+
+// Classic BPF opcodes (linux/filter.h, linux/bpf_common.h).
+const BPF_LD_W_ABS: u16 = 0x20;
+const BPF_JMP_JEQ_K: u16 = 0x15;
+const BPF_JMP_JSET_K: u16 = 0x45;
+const BPF_RET_K: u16 = 0x06;
+
+const SECCOMP_RET_KILL_PROCESS: u32 = 0x8000_0000;
+const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
+const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
+
+// Offsets in struct seccomp_data.
+const OFFSET_NR: u32 = 0;
+const OFFSET_ARCH: u32 = 4;
+const OFFSET_ARG1_LOW: u32 = 16 + 8; // args[1], low 32 bits on little-endian
+
+#[cfg(target_arch = "x86_64")]
+const NATIVE_ARCH: u32 = 62 | 0x8000_0000 | 0x4000_0000; // AUDIT_ARCH_X86_64
+#[cfg(target_arch = "aarch64")]
+const NATIVE_ARCH: u32 = 183 | 0x8000_0000 | 0x4000_0000; // AUDIT_ARCH_AARCH64
+
+#[cfg(target_arch = "x86_64")]
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
+/// System calls that fail with EPERM inside a container.
+fn denied_syscalls() -> Vec<libc::c_long> {
+    #[allow(unused_mut)]
+    let mut calls = vec![
+        libc::SYS_kexec_load,
+        libc::SYS_kexec_file_load,
+        libc::SYS_init_module,
+        libc::SYS_finit_module,
+        libc::SYS_delete_module,
+        libc::SYS_swapon,
+        libc::SYS_swapoff,
+        libc::SYS_syslog,
+        libc::SYS_acct,
+        libc::SYS_settimeofday,
+        libc::SYS_clock_settime,
+        libc::SYS_clock_adjtime,
+        libc::SYS_bpf,
+        libc::SYS_perf_event_open,
+        libc::SYS_userfaultfd,
+        libc::SYS_keyctl,
+        libc::SYS_add_key,
+        libc::SYS_request_key,
+        libc::SYS_open_by_handle_at,
+        libc::SYS_name_to_handle_at,
+        libc::SYS_lookup_dcookie,
+        libc::SYS_quotactl,
+        libc::SYS_fanotify_init,
+        libc::SYS_io_uring_setup,
+        libc::SYS_io_uring_enter,
+        libc::SYS_io_uring_register,
+        libc::SYS_move_pages,
+        libc::SYS_migrate_pages,
+        libc::SYS_vmsplice,
+    ];
+    #[cfg(target_arch = "x86_64")]
+    calls.extend([
+        libc::SYS_iopl,
+        libc::SYS_ioperm,
+        libc::SYS_uselib,
+        libc::SYS_ustat,
+        libc::SYS_sysfs,
+        libc::SYS__sysctl,
+        libc::SYS_nfsservctl,
+    ]);
+    calls
+}
+
+/// `ioctl` requests refused inside a container: faking terminal input of another session
+/// (TIOCSTI) and the Linux console's selection/paste ioctl (TIOCLINUX).
+const DENIED_IOCTLS: &[u32] = &[0x5412 /* TIOCSTI */, 0x541C /* TIOCLINUX */];
+
+fn stmt(code: u16, k: u32) -> BpfInstruction {
+    BpfInstruction {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    }
+}
+
+fn jump(code: u16, k: u32, jt: u8, jf: u8) -> BpfInstruction {
+    BpfInstruction { code, jt, jf, k }
+}
+
+fn nr(call: libc::c_long) -> u32 {
+    u32::try_from(call).unwrap_or(u32::MAX)
+}
+
+/// Builds the default filter. `None` on architectures mayfly has no syscall table for.
+pub fn default_filter() -> Option<Vec<BpfInstruction>> {
+    if !cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
+        return None;
+    }
+    let eperm = SECCOMP_RET_ERRNO | u32::try_from(libc::EPERM).unwrap_or(1);
+    let mut prog = vec![
+        stmt(BPF_LD_W_ABS, OFFSET_ARCH),
+        jump(BPF_JMP_JEQ_K, NATIVE_ARCH, 1, 0),
+        stmt(BPF_RET_K, SECCOMP_RET_KILL_PROCESS),
+        stmt(BPF_LD_W_ABS, OFFSET_NR),
+    ];
+    #[cfg(target_arch = "x86_64")]
+    {
+        let enosys = SECCOMP_RET_ERRNO | u32::try_from(libc::ENOSYS).unwrap_or(38);
+        prog.push(jump(BPF_JMP_JSET_K, X32_SYSCALL_BIT, 0, 1));
+        prog.push(stmt(BPF_RET_K, enosys));
+    }
+    for call in denied_syscalls() {
+        prog.push(jump(BPF_JMP_JEQ_K, nr(call), 0, 1));
+        prog.push(stmt(BPF_RET_K, eperm));
+    }
+    // ioctl: compare the request (low 32 bits of the second argument).
+    let ioctl_checks = u8::try_from(DENIED_IOCTLS.len() * 2 + 1).unwrap_or(u8::MAX);
+    prog.push(jump(BPF_JMP_JEQ_K, nr(libc::SYS_ioctl), 0, ioctl_checks));
+    prog.push(stmt(BPF_LD_W_ABS, OFFSET_ARG1_LOW));
+    for request in DENIED_IOCTLS {
+        prog.push(jump(BPF_JMP_JEQ_K, *request, 0, 1));
+        prog.push(stmt(BPF_RET_K, eperm));
+    }
+    prog.push(stmt(BPF_RET_K, SECCOMP_RET_ALLOW));
+    Some(prog)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_jumps_stay_inside_the_program() {
+        let prog = default_filter().expect("x86_64 or aarch64");
+        for (i, ins) in prog.iter().enumerate() {
+            if ins.code & 0x07 == 0x05 {
+                // BPF_JMP: both targets must exist.
+                assert!(
+                    i + 1 + usize::from(ins.jt) < prog.len(),
+                    "jt out of range at {i}"
+                );
+                assert!(
+                    i + 1 + usize::from(ins.jf) < prog.len(),
+                    "jf out of range at {i}"
+                );
+            }
+        }
+        assert_eq!(prog.last().map(|i| i.k), Some(SECCOMP_RET_ALLOW));
+        assert!(prog.len() < 4096);
+    }
+}

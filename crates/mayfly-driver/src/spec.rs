@@ -1,0 +1,105 @@
+//! What the engine asks a driver to run: a container's layers, writable layer, identity,
+//! isolation and process. Plain data, serialisable so that it can cross to the forker.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// A contiguous range of host uids and gids that a container's ids 0..count map onto.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdMap {
+    /// Host id that container id 0 maps to.
+    pub host_base: u32,
+    /// Number of ids mapped.
+    pub count: u32,
+}
+
+impl IdMap {
+    /// The host id of container id `id`, if it is mapped.
+    pub fn to_host(&self, id: u32) -> Option<u32> {
+        (id < self.count).then(|| self.host_base + id)
+    }
+}
+
+/// A process to run inside an instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessSpec {
+    /// Program and arguments; a program without `/` is looked up in `PATH` from `env`.
+    pub args: Vec<String>,
+    /// Complete environment, `KEY=VALUE`.
+    pub env: Vec<String>,
+    /// Working directory inside the instance.
+    pub cwd: String,
+    /// User id inside the instance.
+    pub uid: u32,
+    /// Group id inside the instance.
+    pub gid: u32,
+    /// Whether standard input/output/error is one terminal (passed as a single descriptor).
+    pub tty: bool,
+}
+
+/// Where a container's init writes its output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StdioSpec {
+    /// Into a log file kept by the forker, rotated at `max_bytes` (one previous file kept as
+    /// `<path>.1`); standard input is `/dev/null`.
+    Log {
+        /// The log file.
+        path: PathBuf,
+        /// Size at which the file is rotated.
+        max_bytes: u64,
+    },
+    /// To descriptors passed along with the request: stdin, stdout, stderr; or one terminal
+    /// when the process has `tty`.
+    Passed,
+}
+
+/// Everything needed to start one container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    /// Instance id, unique on the host; names the cgroup.
+    pub id: String,
+    /// Hostname inside.
+    pub hostname: String,
+    /// Template layer directories, lowest first.
+    pub layers: Vec<PathBuf>,
+    /// The writable layer (overlayfs upper directory).
+    pub upper: PathBuf,
+    /// overlayfs work directory, on the same filesystem as `upper`.
+    pub work: PathBuf,
+    /// An empty host directory used as the mount point of the root inside the container's
+    /// own mount namespace (the host never sees the mount).
+    pub rootfs: PathBuf,
+    /// User namespace mapping; `None` runs without a user namespace.
+    pub idmap: Option<IdMap>,
+    /// Cgroup path relative to each hierarchy's root.
+    pub cgroup: String,
+    /// The init process.
+    pub process: ProcessSpec,
+    /// Where the init's output goes.
+    pub stdio: StdioSpec,
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatus {
+    /// Shell-style code: the exit status, or 128 + signal.
+    pub code: i32,
+    /// The signal that ended it, if any.
+    pub signal: Option<i32>,
+}
+
+impl ExitStatus {
+    /// Status of a process that exited with `code`.
+    pub fn exited(code: i32) -> Self {
+        ExitStatus { code, signal: None }
+    }
+
+    /// Status of a process killed by `signal`.
+    pub fn killed(signal: i32) -> Self {
+        ExitStatus {
+            code: 128 + signal,
+            signal: Some(signal),
+        }
+    }
+}
