@@ -1,0 +1,90 @@
+//! The catalogue's schema and its migrations, keyed by `PRAGMA user_version`.
+//!
+//! Each migration runs in one transaction with the version bump, so a daemon killed during an
+//! upgrade finds either the old schema or the new one.
+
+use rusqlite::Connection;
+
+use crate::{StoreError, sql};
+
+/// Migrations in order; entry `i` brings the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: layers, templates with versions, instances, journal.
+    "CREATE TABLE layers (
+        digest TEXT PRIMARY KEY,
+        size INTEGER NOT NULL,
+        entries INTEGER NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE templates (
+        name TEXT PRIMARY KEY,
+        current_version INTEGER NOT NULL,
+        builtin INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE template_versions (
+        template TEXT NOT NULL REFERENCES templates(name),
+        version INTEGER NOT NULL,
+        config TEXT NOT NULL,
+        message TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (template, version)
+    );
+    CREATE TABLE version_layers (
+        template TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        position INTEGER NOT NULL,
+        digest TEXT NOT NULL REFERENCES layers(digest),
+        PRIMARY KEY (template, version, position),
+        FOREIGN KEY (template, version) REFERENCES template_versions(template, version)
+    );
+    CREATE INDEX version_layers_digest ON version_layers(digest);
+    CREATE TABLE instances (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        template TEXT NOT NULL REFERENCES templates(name),
+        pinned_version INTEGER,
+        mode TEXT NOT NULL,
+        config TEXT NOT NULL,
+        id_base INTEGER UNIQUE,
+        created_at INTEGER NOT NULL,
+        run TEXT,
+        last_exit TEXT
+    );
+    CREATE INDEX instances_template ON instances(template);
+    CREATE TABLE journal (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        paths TEXT NOT NULL,
+        started_at INTEGER NOT NULL
+    );",
+];
+
+/// Brings the database to the newest schema. Refuses a database newer than this binary.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let current: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(sql("read schema version"))?;
+    let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
+    if current > known {
+        return Err(StoreError::Corrupt {
+            what: "schema version",
+            detail: format!(
+                "the state database has schema {current}, this mayfly knows up to {known}: run a newer mayfly"
+            ),
+        });
+    }
+    for (i, step) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(current).unwrap_or(0))
+    {
+        let tx = conn.transaction().map_err(sql("begin migration"))?;
+        tx.execute_batch(step).map_err(sql("migrate schema"))?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))
+            .map_err(sql("migrate schema"))?;
+        tx.commit().map_err(sql("commit migration"))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,197 @@
+use super::*;
+
+fn layer(n: u8) -> LayerRecord {
+    LayerRecord {
+        digest: format!("blake3:{}", format!("{n:02x}").repeat(32)),
+        size: u64::from(n) * 10,
+        entries: u64::from(n),
+    }
+}
+
+fn instance(name: &str, template: &str, mode: Mode) -> InstanceRecord {
+    InstanceRecord {
+        id: format!("id-{name}"),
+        name: name.into(),
+        template: template.into(),
+        pinned_version: None,
+        mode,
+        config: InstanceConfig::default(),
+        id_base: None,
+        created_at: now(),
+        run: None,
+        last_exit: None,
+    }
+}
+
+fn open() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("state")).unwrap();
+    (dir, store)
+}
+
+#[test]
+fn templates_share_layers_and_refuse_duplicates() {
+    let (_d, mut s) = open();
+    let cfg = TemplateConfig::default();
+    s.create_template("a", false, &[layer(1), layer(2)], &cfg, "import", None)
+        .unwrap();
+    s.create_template("b", false, &[layer(1)], &cfg, "import", None)
+        .unwrap();
+    assert_eq!(s.layer_digests().unwrap().len(), 2);
+    let a = s.template("a").unwrap();
+    assert_eq!(a.current_version, 1);
+    assert_eq!(a.version(1).unwrap().layers, vec![layer(1), layer(2)]);
+    assert!(matches!(
+        s.create_template("a", false, &[layer(3)], &cfg, "again", None),
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    // The failed creation left nothing behind.
+    assert!(!s.has_layer(&layer(3).digest).unwrap());
+    s.delete_template("a").unwrap();
+    assert_eq!(s.drop_unreferenced_layers().unwrap(), vec![layer(2).digest]);
+    assert!(s.has_layer(&layer(1).digest).unwrap());
+}
+
+#[test]
+fn templates_in_use_cannot_be_deleted() {
+    let (_d, mut s) = open();
+    s.create_template(
+        "t",
+        false,
+        &[layer(1)],
+        &TemplateConfig::default(),
+        "m",
+        None,
+    )
+    .unwrap();
+    s.insert_instance(&mut instance("web", "t", Mode::Transient), false)
+        .unwrap();
+    match s.delete_template("t") {
+        Err(StoreError::InUse { users, .. }) => assert_eq!(users, vec!["web".to_string()]),
+        other => panic!("expected InUse, got {other:?}"),
+    }
+    s.delete_instance("id-web", Mode::Transient).unwrap();
+    s.delete_template("t").unwrap();
+}
+
+#[test]
+fn instances_need_a_known_template_and_a_unique_name() {
+    let (_d, mut s) = open();
+    assert!(matches!(
+        s.insert_instance(&mut instance("x", "missing", Mode::Transient), false),
+        Err(StoreError::NotFound {
+            kind: "template",
+            ..
+        })
+    ));
+    s.create_template(
+        "t",
+        false,
+        &[layer(1)],
+        &TemplateConfig::default(),
+        "m",
+        None,
+    )
+    .unwrap();
+    s.insert_instance(&mut instance("x", "t", Mode::Ephemeral), false)
+        .unwrap();
+    let mut dup = instance("x", "t", Mode::Transient);
+    dup.id = "other".into();
+    assert!(matches!(
+        s.insert_instance(&mut dup, false),
+        Err(StoreError::AlreadyExists { .. })
+    ));
+}
+
+#[test]
+fn id_ranges_are_unique_and_reused_after_delete() {
+    let (_d, mut s) = open();
+    s.create_template(
+        "t",
+        false,
+        &[layer(1)],
+        &TemplateConfig::default(),
+        "m",
+        None,
+    )
+    .unwrap();
+    let mut a = instance("a", "t", Mode::Transient);
+    let mut b = instance("b", "t", Mode::Transient);
+    s.insert_instance(&mut a, true).unwrap();
+    s.insert_instance(&mut b, true).unwrap();
+    assert_eq!(a.id_base, Some(ID_BASE_START));
+    assert_eq!(b.id_base, Some(ID_BASE_START + ID_RANGE));
+    s.delete_instance(&a.id, Mode::Transient).unwrap();
+    let mut c = instance("c", "t", Mode::Transient);
+    s.insert_instance(&mut c, true).unwrap();
+    assert_eq!(c.id_base, Some(ID_BASE_START));
+}
+
+#[test]
+fn run_records_and_journal_round_trip() {
+    let (_d, mut s) = open();
+    s.create_template(
+        "t",
+        false,
+        &[layer(1)],
+        &TemplateConfig::default(),
+        "m",
+        None,
+    )
+    .unwrap();
+    s.insert_instance(&mut instance("a", "t", Mode::Persistent), false)
+        .unwrap();
+    let run = RunRecord {
+        pid: 42,
+        start_time: 7,
+        boot_id: "b".into(),
+        version: 1,
+        started_at: 3,
+    };
+    s.set_run("id-a", Mode::Persistent, Some(&run), None)
+        .unwrap();
+    assert_eq!(s.instance("a").unwrap().run, Some(run));
+    let exit = ExitRecord {
+        code: 137,
+        signal: Some(9),
+        at: 5,
+    };
+    s.set_run("id-a", Mode::Persistent, None, Some(&exit))
+        .unwrap();
+    let rec = s.instance("a").unwrap();
+    assert_eq!((rec.run, rec.last_exit), (None, Some(exit)));
+
+    let j = s
+        .journal_begin("import", "t2", &[PathBuf::from("/x/tmp/1")])
+        .unwrap();
+    assert_eq!(
+        s.journal_pending().unwrap()[0].paths,
+        vec![PathBuf::from("/x/tmp/1")]
+    );
+    s.journal_end(j).unwrap();
+    assert!(s.journal_pending().unwrap().is_empty());
+}
+
+#[test]
+fn reopening_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut s = Store::open(dir.path()).unwrap();
+        s.create_template(
+            "t",
+            true,
+            &[layer(1)],
+            &TemplateConfig::default(),
+            "m",
+            None,
+        )
+        .unwrap();
+    }
+    let s = Store::open(dir.path()).unwrap();
+    assert!(s.template("t").unwrap().builtin);
+    assert_eq!(
+        Layout::digest_of_dir("blake3-abc0"),
+        Some("blake3:abc0".into())
+    );
+    assert_eq!(Layout::digest_of_dir("junk"), None);
+}
