@@ -11,3 +11,19 @@
 //! - a tree's digest depends only on what a container would see: paths, types, modes, owners,
 //!   mtimes, xattrs, content, link targets, device numbers and hard-link structure.
 #![forbid(unsafe_code)]
+
+mod digest;
+mod error;
+mod inode;
+mod progress;
+mod tree;
+mod xattr;
+
+#[cfg(test)]
+mod fixtures;
+
+pub use digest::{Digest, tree_digest};
+pub use error::ImageError;
+pub use progress::{NoProgress, Progress, TreeStats};
+pub use tree::{remove_tree, tree_stats};
+pub use xattr::XattrPolicy;
