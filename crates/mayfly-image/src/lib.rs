@@ -12,6 +12,8 @@
 //!   mtimes, xattrs, content, link targets, device numbers and hard-link structure.
 #![forbid(unsafe_code)]
 
+mod archive;
+mod copy;
 mod digest;
 mod error;
 mod inode;
@@ -22,6 +24,8 @@ mod xattr;
 #[cfg(test)]
 mod fixtures;
 
+pub use archive::unpack_archive;
+pub use copy::{CopyOptions, copy_tree};
 pub use digest::{Digest, tree_digest};
 pub use error::ImageError;
 pub use progress::{NoProgress, Progress, TreeStats};
