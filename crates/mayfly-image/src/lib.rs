@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 mod archive;
+mod builtin;
 mod copy;
 mod digest;
 mod error;
@@ -25,6 +26,7 @@ mod xattr;
 mod fixtures;
 
 pub use archive::unpack_archive;
+pub use builtin::build_busybox_rootfs;
 pub use copy::{CopyOptions, copy_tree};
 pub use digest::{Digest, tree_digest};
 pub use error::ImageError;
