@@ -174,6 +174,9 @@ pub struct CreateInstance {
     /// Give the init a terminal (only meaningful with `POST /v1/run`).
     #[serde(default)]
     pub tty: bool,
+    /// Initial terminal size `[rows, cols]` when `tty` is set.
+    #[serde(default)]
+    pub term_size: Option<[u16; 2]>,
 }
 
 fn yes() -> bool {
@@ -207,6 +210,9 @@ pub struct ExecRequest {
     /// Allocate a terminal.
     #[serde(default)]
     pub tty: bool,
+    /// Initial terminal size `[rows, cols]` when `tty` is set.
+    #[serde(default)]
+    pub term_size: Option<[u16; 2]>,
 }
 
 /// Query of `DELETE /v1/instances/{name}`.

@@ -85,6 +85,10 @@ impl Driver for ContainerDriver {
         "container"
     }
 
+    fn helper_pid(&self) -> Option<i32> {
+        Some(self.client.forker_pid()).filter(|p| *p > 0)
+    }
+
     fn prepare_writable(
         &self,
         spec: &InstanceSpec,
@@ -237,6 +241,25 @@ impl Driver for ContainerDriver {
 
     fn tracked(&self) -> BoxFuture<'_, Result<Vec<ContainerState>, DriverError>> {
         Box::pin(self.client.hello())
+    }
+
+    fn probe_user_namespaces(
+        &self,
+        layers_dir: &Path,
+    ) -> BoxFuture<'_, Result<Option<String>, DriverError>> {
+        let path = layers_dir.to_owned();
+        Box::pin(async move {
+            match self
+                .client
+                .call(Request::ProbeIdmap { path }, Vec::new())
+                .await?
+            {
+                Reply::Probe { unsupported } => Ok(unsupported),
+                other => Err(DriverError::Failed(crate::protocol::Failure::other(
+                    format!("unexpected answer to probe: {other:?}"),
+                ))),
+            }
+        })
     }
 
     fn adopt(&self, id: &str, started: Started) -> BoxFuture<'_, Result<(), DriverError>> {

@@ -37,7 +37,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
     /// The helper process refused or failed the request.
-    #[error("{0}")]
+    #[error(transparent)]
     Failed(#[from] protocol::Failure),
     /// The helper process went away while the request was in flight.
     #[error("the forker helper exited; the daemon restarts it, retry")]
@@ -143,6 +143,9 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     /// `container` or, later, `vm`.
     fn kind(&self) -> &'static str;
 
+    /// Pid of the driver's helper process, if it has one and it is connected.
+    fn helper_pid(&self) -> Option<i32>;
+
     /// Creates the writable layer of `spec` if missing; with `fresh`, first moves any existing
     /// one into `trash` (a directory on the same filesystem) so that the instance starts clean.
     fn prepare_writable(
@@ -194,6 +197,13 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
 
     /// Instances the driver's helper tracks (running, or ended and not yet released).
     fn tracked(&self) -> BoxFuture<'_, Result<Vec<ContainerState>, DriverError>>;
+
+    /// Why instances cannot get a user namespace with idmapped layers stored under
+    /// `layers_dir`; `None` when they can.
+    fn probe_user_namespaces(
+        &self,
+        layers_dir: &Path,
+    ) -> BoxFuture<'_, Result<Option<String>, DriverError>>;
 
     /// Takes over an instance started by a previous, lost helper.
     fn adopt(&self, id: &str, started: Started) -> BoxFuture<'_, Result<(), DriverError>>;

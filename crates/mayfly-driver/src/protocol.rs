@@ -93,6 +93,12 @@ pub enum Request {
         /// Its cgroup path.
         cgroup: String,
     },
+    /// Check that a template layer under `path` can be mounted idmapped in a fresh user
+    /// namespace (kernel, filesystem and user-namespace support in one go).
+    ProbeIdmap {
+        /// A directory on the layers' filesystem.
+        path: std::path::PathBuf,
+    },
     /// Forget an ended container (and remove its cgroup) once the daemon has recorded its end.
     Release {
         /// Instance id.
@@ -137,6 +143,11 @@ pub enum Reply {
     ExecStarted {
         /// Its host pid.
         pid: i32,
+    },
+    /// Answer to [`Request::ProbeIdmap`]: `None` if idmapped layers work, else why not.
+    Probe {
+        /// Why user namespaces cannot be used, if they cannot.
+        unsupported: Option<String>,
     },
     /// Done, nothing to report.
     Done,

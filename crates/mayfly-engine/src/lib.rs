@@ -1,1 +1,238 @@
+//! The engine: every action on templates and instances, and the instance life cycle.
+//!
+//! The API (and through it the CLI, later the web page) only parses requests and calls the
+//! engine; lifecycle rules live here, in one place. Each instance has a slot with an operation
+//! lock (one state-changing action at a time; a second one waits briefly, then gets a
+//! `busy` error) and its runtime state. A driver event ("the init ended") marks the slot as
+//! having a pending exit; whoever holds the operation lock next (the `stop` that waited for
+//! it, or a small task) settles it: the driver forgets the instance, a transient instance's
+//! writable layer goes to the trash, an ephemeral instance is deleted, and the catalogue
+//! records how the run ended.
+//!
+//! Start-up recovers first: interrupted operations from the journal are rolled back, what the
+//! catalogue does not reference is swept, the forker (which kept running) is asked what it
+//! tracks, and every instance is reconciled with it.
 #![forbid(unsafe_code)]
+
+mod error;
+mod instance;
+mod logs;
+mod process;
+mod recovery;
+mod slot;
+mod template;
+mod trash;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+use mayfly_api::DaemonInfo;
+use mayfly_driver::container::ContainerDriver;
+use mayfly_driver::{Driver, DriverEvent, ExitStatus};
+use mayfly_store::{Layout, Store};
+use tokio::sync::{mpsc, oneshot};
+
+pub use error::EngineError;
+pub use instance::{ExecHandle, RunHandle};
+pub use logs::LogFiles;
+pub use template::ChannelReader;
+
+use slot::Slots;
+use trash::Trash;
+
+/// How the daemon runs the engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The state directory.
+    pub state_dir: PathBuf,
+    /// The mayfly executable, started as the forker helper.
+    pub exe: PathBuf,
+    /// The host's busybox binary, for the built-in template (`None`: no built-in template).
+    pub busybox: Option<PathBuf>,
+    /// Size at which an instance's console log is rotated.
+    pub log_max_bytes: u64,
+}
+
+/// Locks a std mutex, ignoring poisoning (a panicked holder leaves consistent data here:
+/// every critical section only swaps plain values).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The engine (one per daemon).
+#[derive(Debug)]
+pub struct Engine {
+    config: EngineConfig,
+    layout: Layout,
+    store: Arc<Mutex<Store>>,
+    driver: Arc<dyn Driver>,
+    slots: Mutex<Slots>,
+    execs: Mutex<HashMap<u64, oneshot::Sender<ExitStatus>>>,
+    next_exec: AtomicU64,
+    trash: Trash,
+    /// Serialises moving layers into place with deleting them.
+    layers_lock: tokio::sync::Mutex<()>,
+    /// Why instances run without a user namespace; `None` when they get one.
+    userns_off: Option<String>,
+    cgroup_mode: &'static str,
+    boot_id: String,
+}
+
+impl Engine {
+    /// Opens the state directory, recovers from whatever happened last time, connects the
+    /// drivers and reconciles running instances.
+    pub async fn start(config: EngineConfig) -> Result<Arc<Engine>, EngineError> {
+        let state_dir = config.state_dir.clone();
+        let store = tokio::task::spawn_blocking(move || Store::open(&state_dir))
+            .await
+            .map_err(|e| EngineError::Internal(e.to_string()))??;
+        let layout = store.layout().clone();
+        let store = Arc::new(Mutex::new(store));
+        {
+            let store = store.clone();
+            let layout = layout.clone();
+            tokio::task::spawn_blocking(move || recovery::recover(&mut lock(&store), &layout))
+                .await
+                .map_err(|e| EngineError::Internal(e.to_string()))??;
+        }
+        let trash = Trash::start(layout.trash());
+        let cgroup_mode = mayfly_driver::cgroup::Cgroups::detect()
+            .map(|c| c.mode().as_str())
+            .map_err(|e| EngineError::Unavailable(mayfly_driver::error_chain(&e)))?;
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let driver: Arc<dyn Driver> = Arc::new(ContainerDriver::new(
+            &config.state_dir,
+            &config.exe,
+            &cgroup_parent(&config.state_dir),
+            events_tx,
+        ));
+        let userns_off = driver
+            .probe_user_namespaces(&layout.layers())
+            .await
+            .map_err(EngineError::Driver)?;
+        if let Some(why) = &userns_off {
+            tracing::warn!("instances will run without user namespaces: {why}");
+        }
+        let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default();
+        let engine = Arc::new(Engine {
+            config,
+            layout,
+            store,
+            driver,
+            slots: Mutex::new(Slots::default()),
+            execs: Mutex::new(HashMap::new()),
+            next_exec: AtomicU64::new(1),
+            trash,
+            layers_lock: tokio::sync::Mutex::new(()),
+            userns_off,
+            cgroup_mode,
+            boot_id,
+        });
+        if let Err(e) = engine.ensure_builtin_template().await {
+            tracing::error!(
+                "cannot create the built-in busybox template: {}",
+                mayfly_driver::error_chain(&e)
+            );
+        }
+        engine.reconcile().await?;
+        tokio::spawn(engine.clone().event_loop(events_rx));
+        Ok(engine)
+    }
+
+    /// Runs `f` on the catalogue off the async runtime.
+    pub(crate) async fn db<T, F>(&self, f: F) -> Result<T, EngineError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Store) -> Result<T, mayfly_store::StoreError> + Send + 'static,
+    {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&mut lock(&store)))
+            .await
+            .map_err(|e| EngineError::Internal(e.to_string()))?
+            .map_err(EngineError::Store)
+    }
+
+    /// Runs blocking file work off the async runtime.
+    pub(crate) async fn blocking<T, F>(&self, f: F) -> Result<T, EngineError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T, EngineError> + Send + 'static,
+    {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| EngineError::Internal(e.to_string()))?
+    }
+
+    async fn event_loop(self: Arc<Self>, mut events: mpsc::UnboundedReceiver<DriverEvent>) {
+        while let Some(event) = events.recv().await {
+            match event {
+                DriverEvent::Exited { id, status } => self.on_exit(&id, status),
+                DriverEvent::ExecExited { exec_id, status } => {
+                    if let Some(tx) = lock(&self.execs).remove(&exec_id) {
+                        let _ = tx.send(status);
+                    }
+                }
+                DriverEvent::HelperLost => {
+                    tracing::warn!(
+                        "the forker helper went away; starting a new one and reconciling"
+                    );
+                    // Exec sessions die with the helper's connection.
+                    lock(&self.execs).clear();
+                    let mut delay = std::time::Duration::from_millis(50);
+                    while let Err(e) = self.reconcile().await {
+                        tracing::error!(
+                            "reconcile after losing the forker: {}",
+                            mayfly_driver::error_chain(&e)
+                        );
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(std::time::Duration::from_secs(5));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Facts about the daemon and its host.
+    pub async fn info(&self) -> Result<DaemonInfo, EngineError> {
+        let templates = self.db(|s| s.templates()).await?.len();
+        let (instances, running) = {
+            let slots = lock(&self.slots);
+            let running = slots
+                .all()
+                .filter(|s| s.state() == mayfly_api::InstanceState::Running)
+                .count();
+            (slots.len(), running)
+        };
+        Ok(DaemonInfo {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            state_dir: self.config.state_dir.display().to_string(),
+            cgroup_mode: self.cgroup_mode.to_owned(),
+            user_namespaces: self.userns_off.is_none(),
+            user_namespaces_off_reason: self.userns_off.clone(),
+            forker_pid: self.driver.helper_pid(),
+            instances: u32::try_from(instances).unwrap_or(u32::MAX),
+            running: u32::try_from(running).unwrap_or(u32::MAX),
+            templates: u32::try_from(templates).unwrap_or(u32::MAX),
+        })
+    }
+}
+
+/// The cgroup under which this state directory's instances live: `mayfly` for the default
+/// state directory, `mayfly-<hash>` for others, so that daemons side by side (tests) never
+/// share one.
+fn cgroup_parent(state_dir: &std::path::Path) -> String {
+    if state_dir == std::path::Path::new("/var/lib/mayfly") {
+        return "mayfly".to_owned();
+    }
+    // FNV-1a: stable across runs and builds, which std's hasher is not.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in state_dir.as_os_str().as_encoded_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("mayfly-{:08x}", h >> 32)
+}

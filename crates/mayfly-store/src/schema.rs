@@ -9,7 +9,7 @@ use crate::{StoreError, sql};
 
 /// Migrations in order; entry `i` brings the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
-    // 1: layers, templates with versions, instances, journal.
+    // 1: layers, templates with versions, instances, daemon facts, journal.
     "CREATE TABLE layers (
         digest TEXT PRIMARY KEY,
         size INTEGER NOT NULL,
@@ -52,6 +52,10 @@ const MIGRATIONS: &[&str] = &[
         last_exit TEXT
     );
     CREATE INDEX instances_template ON instances(template);
+    CREATE TABLE meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
     CREATE TABLE journal (
         id INTEGER PRIMARY KEY,
         kind TEXT NOT NULL,

@@ -63,9 +63,35 @@ pub enum Forked {
     Parent(Pid),
 }
 
-/// How many threads the calling process has, from `/proc/self/stat`.
+/// The host's procfs, opened once. A child that later joins another mount namespace (the
+/// exec helper) still reads its own entry through it.
+static HOST_PROC: std::sync::OnceLock<std::os::fd::OwnedFd> = std::sync::OnceLock::new();
+
+/// How many threads the calling process has, from `/proc/<pid>/stat`.
 pub fn thread_count() -> io::Result<u32> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    use std::io::Read;
+    let proc = match HOST_PROC.get() {
+        Some(fd) => fd,
+        None => {
+            let fd = rustix::fs::open(
+                "/proc",
+                rustix::fs::OFlags::PATH
+                    | rustix::fs::OFlags::DIRECTORY
+                    | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )?;
+            HOST_PROC.get_or_init(|| fd)
+        }
+    };
+    let path = format!("{}/stat", rustix::process::getpid().as_raw_nonzero());
+    let fd = rustix::fs::openat(
+        proc,
+        path.as_str(),
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    let mut stat = String::new();
+    std::fs::File::from(fd).read_to_string(&mut stat)?;
     // The command name (field 2) may contain spaces and parentheses; fields after the last
     // `)` are plain numbers. num_threads is field 20, the 18th after the name.
     let after = stat

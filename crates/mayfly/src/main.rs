@@ -1,2 +1,71 @@
+//! `mayfly`: one binary for the CLI (a thin client of the daemon's REST API), the daemon
+//! (`mayfly daemon`) and the hidden single-threaded `mayfly forker` helper.
+//!
+//! The forker is dispatched before any runtime or thread exists: it forks, and forking is
+//! only sound in a single-threaded process.
 #![forbid(unsafe_code)]
-fn main() {}
+
+mod cli;
+mod daemon;
+
+use clap::Parser;
+
+use cli::{Cli, Command};
+
+fn main() {
+    let cli = Cli::parse();
+    let socket = cli.socket;
+    let code = match cli.command {
+        Command::Forker(args) => {
+            // No tokio, no tracing subscriber threads: this process forks.
+            match mayfly_driver::forker::run(&args.state_dir, &args.cgroup_parent) {
+                Ok(()) => 0,
+                Err(mayfly_driver::forker::ForkerError::AlreadyRunning) => 0,
+                Err(e) => {
+                    eprintln!("mayfly forker: {}", mayfly_driver::error_chain(&e));
+                    1
+                }
+            }
+        }
+        Command::Daemon(args) => daemon_main(args, socket),
+        command => cli::run(socket, command),
+    };
+    #[allow(clippy::exit)]
+    std::process::exit(code);
+}
+
+fn daemon_main(args: cli::DaemonArgs, socket: std::path::PathBuf) -> i32 {
+    let level = args
+        .log_level
+        .parse::<tracing::Level>()
+        .unwrap_or(tracing::Level::INFO);
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("mayfly")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    let options = daemon::DaemonOptions {
+        state_dir: args.state_dir,
+        socket,
+        busybox: args.busybox,
+        log_max_bytes: args.log_max_size,
+    };
+    match runtime.block_on(daemon::run(options)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}

@@ -69,6 +69,7 @@ pub(crate) enum ChildStdio {
 pub(crate) fn enter_rootfs(
     spec: &ContainerSpec,
     root_mount: &OwnedFd,
+    mount_point: &OwnedFd,
     cgroup_mode: CgroupMode,
     console: Option<BorrowedFd<'_>>,
 ) -> ChildResult<()> {
@@ -78,15 +79,17 @@ pub(crate) fn enter_rootfs(
         MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
     )
     .step(|| "make mounts private".into())?;
+    // The mount point was opened by the forker (as host root): the instance's own root
+    // cannot look up paths inside the private state directory, and must not need to.
     rustix::mount::move_mount(
         root_mount.as_fd(),
         c"",
-        rustix::fs::CWD,
-        &spec.rootfs,
-        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+        mount_point.as_fd(),
+        c"",
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
     )
     .step(|| format!("attach root at {}", spec.rootfs.display()))?;
-    rustix::process::chdir(&spec.rootfs).step(|| "enter root".into())?;
+    rustix::process::fchdir(root_mount).step(|| "enter root".into())?;
 
     let nosuid_nodev_noexec = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
     ensure_dir("proc")?;

@@ -455,6 +455,9 @@ impl Forker {
                 start_time,
                 cgroup,
             } => self.adopt(id, pid, start_time, cgroup),
+            Request::ProbeIdmap { path } => Ok(Reply::Probe {
+                unsupported: spawn::probe_idmap(&path).err(),
+            }),
             Request::Release { id } => {
                 match self.containers.get(&id) {
                     Some(c) if c.exited.is_some() => {}

@@ -342,6 +342,18 @@ fn container_child(
                 detail: e.to_string(),
             }
         };
+        // Resolve the mount point now, in our own mount namespace, while our file system
+        // identity is still the host root that owns the private state directory; the
+        // instance's root (a high host uid) may not look up paths in it.
+        let mount_point = rustix::fs::open(
+            &spec.rootfs,
+            rustix::fs::OFlags::PATH
+                | rustix::fs::OFlags::DIRECTORY
+                | rustix::fs::OFlags::NOFOLLOW
+                | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| io_fail("open the mount point")(e.into()))?;
         if spec.idmap.is_some() {
             // Become the namespace's root (host uid `host_base`); until now we were the
             // unmapped host root.
@@ -358,7 +370,7 @@ fn container_child(
             ChildStdio::Tty(t) => Some(t.as_fd()),
             _ => None,
         };
-        child::enter_rootfs(spec, &root, cgroups.mode(), console)?;
+        child::enter_rootfs(spec, &root, &mount_point, cgroups.mode(), console)?;
         rustix::system::sethostname(spec.hostname.as_bytes())
             .map_err(|e| io_fail("set hostname")(e.into()))?;
         mayfly_sys::net::loopback_up().map_err(io_fail("bring up lo"))?;
@@ -512,4 +524,54 @@ fn exec_helper(
             mayfly_sys::process::exit_immediately(0)
         }
     }
+}
+
+/// Checks that `path` can be mounted idmapped through a fresh user namespace: a child
+/// unshares one, we map it, clone `path` as a detached mount and idmap it. Returns why not.
+pub(crate) fn probe_idmap(path: &std::path::Path) -> Result<(), String> {
+    let (parent_sock, child_sock) = seqpacket_pair().map_err(|f| f.message)?;
+    let flags = CloneFlags {
+        user: true,
+        ..CloneFlags::default()
+    };
+    let pid = match mayfly_sys::process::clone_process(flags) {
+        Err(e) => return Err(format!("cannot create a user namespace: {e}")),
+        Ok(Forked::Child) => {
+            // Wait until the parent is done with our namespace, then leave.
+            drop(parent_sock);
+            let mut buf = [0u8; 4];
+            let _ = protocol::recv(child_sock.as_fd(), &mut buf);
+            mayfly_sys::process::exit_immediately(0)
+        }
+        Ok(Forked::Parent(pid)) => pid,
+    };
+    drop(child_sock);
+    let result = (|| {
+        let line = "0 2147418112 65536";
+        for file in ["uid_map", "gid_map"] {
+            std::fs::write(format!("/proc/{}/{file}", pid.as_raw_nonzero()), line)
+                .map_err(|e| format!("cannot map ids in a user namespace: {e}"))?;
+        }
+        let userns = rustix::fs::open(
+            format!("/proc/{}/ns/user", pid.as_raw_nonzero()).as_str(),
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| format!("cannot open a user namespace: {e}"))?;
+        let tree = rustix::mount::open_tree(
+            rustix::fs::CWD,
+            path,
+            OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
+        )
+        .map_err(|e| format!("cannot clone a mount of {}: {e}", path.display()))?;
+        mayfly_sys::mount::set_detached_mount_attrs(&tree, Some(&userns)).map_err(|e| {
+            format!(
+                "the filesystem of {} does not support idmapped mounts ({e}); Linux 5.19 or later with ext4, xfs, btrfs or tmpfs does",
+                path.display()
+            )
+        })
+    })();
+    let _ = protocol::send(parent_sock.as_fd(), b"done", &[]);
+    reap(pid);
+    result
 }

@@ -1,0 +1,166 @@
+//! The engine's errors, and how each one reads through the API.
+//!
+//! Every variant says what failed and on what; [`EngineError::to_api`] adds the stable code and,
+//! where there is one, what the user can do.
+
+use mayfly_api::{ApiError, ErrorCode};
+use mayfly_driver::{DriverError, FailureKind};
+use mayfly_image::ImageError;
+use mayfly_store::StoreError;
+
+/// An engine action that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A value in the request is not acceptable.
+    #[error("{message}")]
+    Invalid {
+        /// What is wrong.
+        message: String,
+        /// What to do.
+        hint: Option<String>,
+    },
+    /// The instance is in the wrong state for the action.
+    #[error("instance `{name}` is {state}: cannot {action}")]
+    WrongState {
+        /// Instance name.
+        name: String,
+        /// Its state.
+        state: &'static str,
+        /// The refused action.
+        action: &'static str,
+        /// What to do.
+        hint: Option<String>,
+    },
+    /// Another action holds the instance.
+    #[error("instance `{name}` is busy with `{operation}`")]
+    Busy {
+        /// Instance name.
+        name: String,
+        /// The action in progress.
+        operation: String,
+    },
+    /// The program to run does not exist in the instance.
+    #[error("{0}")]
+    ProgramNotFound(String),
+    /// The program exists but cannot be executed.
+    #[error("{0}")]
+    ProgramNotExecutable(String),
+    /// The catalogue refused or failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Reading or writing a tree failed (or an archive was refused).
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// The driver failed.
+    #[error(transparent)]
+    Driver(#[from] DriverError),
+    /// The host lacks something.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A file operation of the engine failed.
+    #[error("cannot {action} `{path}`")]
+    Io {
+        /// What.
+        action: &'static str,
+        /// Where.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A background task died.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl EngineError {
+    /// An invalid-argument error with a hint.
+    pub fn invalid(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        EngineError::Invalid {
+            message: message.into(),
+            hint: Some(hint.into()),
+        }
+    }
+
+    /// The error as the API reports it: code, full message (with causes), hint.
+    pub fn to_api(&self) -> ApiError {
+        let message = mayfly_driver::error_chain(self);
+        let (code, hint): (ErrorCode, Option<String>) = match self {
+            EngineError::Invalid { hint, .. } => (ErrorCode::InvalidArgument, hint.clone()),
+            EngineError::WrongState { hint, .. } => (ErrorCode::WrongState, hint.clone()),
+            EngineError::Busy { .. } => (
+                ErrorCode::Busy,
+                Some("wait for it to finish, then retry".into()),
+            ),
+            EngineError::ProgramNotFound(_) => (
+                ErrorCode::NotFound,
+                Some("check the program name and the instance's PATH (`mayfly exec NAME -- sh -c 'echo $PATH'`)".into()),
+            ),
+            EngineError::ProgramNotExecutable(_) => (ErrorCode::InvalidArgument, None),
+            EngineError::Store(StoreError::NotFound { kind, .. }) => (
+                ErrorCode::NotFound,
+                Some(match *kind {
+                    "template" => "list templates with `mayfly template list`".into(),
+                    "instance" => "list instances with `mayfly list`".into(),
+                    _ => "check the name".into(),
+                }),
+            ),
+            EngineError::Store(StoreError::AlreadyExists { kind, .. }) => (
+                ErrorCode::AlreadyExists,
+                Some(format!("choose another name, or remove the existing {kind} first")),
+            ),
+            EngineError::Store(StoreError::InUse { .. }) => (
+                ErrorCode::InUse,
+                Some("remove those instances first (`mayfly rm NAME`)".into()),
+            ),
+            EngineError::Store(StoreError::IdRangesExhausted) => (ErrorCode::Unavailable, None),
+            EngineError::Store(_) => (ErrorCode::Internal, None),
+            EngineError::Image(ImageError::UnsafeEntry { .. }) => (
+                ErrorCode::InvalidArgument,
+                Some("the archive tries to write outside its root; nothing was imported".into()),
+            ),
+            EngineError::Image(ImageError::UnsupportedEntry { .. })
+            | EngineError::Image(ImageError::BadArchive { .. }) => (
+                ErrorCode::InvalidArgument,
+                Some("give a root directory or a .tar, .tar.gz or .tar.zst of one".into()),
+            ),
+            EngineError::Image(_) => (ErrorCode::Internal, None),
+            EngineError::Driver(e) => match e.failure_kind() {
+                Some(FailureKind::UnknownContainer) => (ErrorCode::WrongState, None),
+                Some(FailureKind::ProgramNotFound) => (ErrorCode::NotFound, None),
+                Some(FailureKind::ProgramNotExecutable) => (ErrorCode::InvalidArgument, None),
+                _ => (ErrorCode::Internal, None),
+            },
+            EngineError::Unavailable(_) => (ErrorCode::Unavailable, None),
+            EngineError::Io { .. } | EngineError::Internal(_) => (ErrorCode::Internal, None),
+        };
+        ApiError {
+            code,
+            message,
+            hint,
+        }
+    }
+
+    /// The shell-style exit code a CLI should use when running a program failed this way
+    /// (127: not found, 126: cannot execute, 125: mayfly itself failed).
+    pub fn exec_exit_code(&self) -> i32 {
+        match self {
+            EngineError::ProgramNotFound(_) => 127,
+            EngineError::ProgramNotExecutable(_) => 126,
+            _ => 125,
+        }
+    }
+}
+
+/// A driver error, with "program not found / not executable" lifted to their own variants.
+pub(crate) fn from_driver(e: DriverError) -> EngineError {
+    match e {
+        DriverError::Failed(f) if f.kind == FailureKind::ProgramNotFound => {
+            EngineError::ProgramNotFound(f.message)
+        }
+        DriverError::Failed(f) if f.kind == FailureKind::ProgramNotExecutable => {
+            EngineError::ProgramNotExecutable(f.message)
+        }
+        e => EngineError::Driver(e),
+    }
+}

@@ -1,0 +1,729 @@
+//! Instance actions: create, start, stop, restart, reset, remove, exec, attached runs, and
+//! what `list`/`info` show.
+//!
+//! Rules, in one place:
+//! - `start` needs a stopped instance; a transient or ephemeral one always starts from a
+//!   fresh writable layer, a persistent one keeps its own.
+//! - `stop` sends the template's stop signal, waits `timeout`, then kills everything; it
+//!   returns once the run is settled (for an ephemeral instance: once it is gone).
+//! - `reset` brings an instance back to the clean template now: a running one is stopped,
+//!   its writable layer discarded, and started again.
+//! - `rm` refuses a running instance unless forced.
+//! - A launch that cannot start leaves nothing behind.
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use mayfly_api::names::{TemplateRef, check_instance_name};
+use mayfly_api::{
+    CreateInstance, ExecRequest, ExitInfo, InstanceInfo, InstanceState, Isolation, Mode,
+    StopRequest,
+};
+use mayfly_driver::{ExitStatus, IdMap, InitStdio, InstanceSpec, ProcessSpec};
+use mayfly_store::{ID_RANGE, InstanceConfig, InstanceRecord, RunRecord};
+use tokio::sync::oneshot;
+
+use crate::error::from_driver;
+use crate::slot::Slot;
+use crate::{Engine, EngineError, lock, process};
+
+/// Default grace period between the stop signal and SIGKILL.
+const DEFAULT_STOP_TIMEOUT: u64 = 10;
+
+/// An exec'd process: its id (to signal it) and how it will end.
+#[derive(Debug)]
+pub struct ExecHandle {
+    /// Id for [`Engine::signal_exec`].
+    pub exec_id: u64,
+    /// Host pid.
+    pub pid: i32,
+    /// Resolves when it ends.
+    pub exit: oneshot::Receiver<ExitStatus>,
+}
+
+/// An attached run: the instance's name and how its run will end.
+#[derive(Debug)]
+pub struct RunHandle {
+    /// Instance name.
+    pub name: String,
+    /// Resolves once the run is settled (the ephemeral instance is gone); `None` if the
+    /// status could not be collected.
+    pub exit: oneshot::Receiver<Option<ExitStatus>>,
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    let _ = rustix::rand::getrandom(&mut buf, rustix::rand::GetRandomFlags::empty());
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn rfc3339(secs: i64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap_or(0));
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn wrong_state(slot: &Slot, state: InstanceState, action: &'static str) -> EngineError {
+    let hint = match state {
+        InstanceState::Running => Some(format!("stop it first with `mayfly stop {}`", slot.name)),
+        InstanceState::Stopped => Some(format!("start it with `mayfly start {}`", slot.name)),
+        _ => Some("wait for it to finish, then retry".to_owned()),
+    };
+    EngineError::WrongState {
+        name: slot.name.clone(),
+        state: state.as_str(),
+        action,
+        hint,
+    }
+}
+
+impl Engine {
+    // ---- queries -----------------------------------------------------------------------
+
+    fn info_of(&self, rec: &InstanceRecord, writable_bytes: Option<u64>) -> InstanceInfo {
+        let (state, pid, version, started_at) = match lock(&self.slots).get(&rec.name) {
+            Some(slot) => {
+                let rt = lock(&slot.rt);
+                (rt.state, rt.pid, rt.version, rt.started_at)
+            }
+            None => (InstanceState::Stopped, None, None, None),
+        };
+        InstanceInfo {
+            id: rec.id.clone(),
+            name: rec.name.clone(),
+            template: rec.template.clone(),
+            pinned_version: rec.pinned_version,
+            running_version: version,
+            mode: rec.mode,
+            state,
+            pid,
+            command: rec.config.command.clone(),
+            env: rec.config.env.clone(),
+            created_at: rfc3339(rec.created_at),
+            started_at: started_at.map(rfc3339),
+            last_exit: rec.last_exit.as_ref().map(|e| ExitInfo {
+                code: e.code,
+                signal: e.signal,
+                at: Some(rfc3339(e.at)),
+            }),
+            isolation: Isolation {
+                user_namespace: rec.id_base.is_some(),
+                host_id_base: rec.id_base,
+                host_id_count: rec.id_base.map(|_| ID_RANGE),
+            },
+            writable_bytes,
+        }
+    }
+
+    /// Every instance.
+    pub async fn list_instances(&self) -> Result<Vec<InstanceInfo>, EngineError> {
+        let recs = self.db(|s| s.instances()).await?;
+        Ok(recs.iter().map(|r| self.info_of(r, None)).collect())
+    }
+
+    /// One instance, with the size of its writable layer.
+    pub async fn instance_info(&self, name: &str) -> Result<InstanceInfo, EngineError> {
+        let n = name.to_owned();
+        let rec = self.db(move |s| s.instance(&n)).await?;
+        let upper = self.driver.writable_dir(&self.layout.instance_dir(&rec.id));
+        let bytes = self
+            .blocking(move || {
+                Ok(match mayfly_image::tree_stats(&upper) {
+                    Ok(stats) => Some(stats.bytes),
+                    Err(_) => None,
+                })
+            })
+            .await?;
+        Ok(self.info_of(&rec, bytes))
+    }
+
+    // ---- create ------------------------------------------------------------------------
+
+    /// Creates an instance and (unless `start` is false) starts it with its output going to
+    /// its console log. A launch that cannot start is undone.
+    pub async fn create_instance(
+        self: &Arc<Self>,
+        req: CreateInstance,
+    ) -> Result<InstanceInfo, EngineError> {
+        let start = req.start;
+        let slot = self.create_record(&req).await?;
+        if start {
+            let guard = slot.acquire("start").await?;
+            let max = self.config.log_max_bytes;
+            if let Err(e) = self
+                .start_locked(&slot, InitStdio::Log { max_bytes: max }, false)
+                .await
+            {
+                drop(guard);
+                self.undo_create(&slot).await;
+                return Err(e);
+            }
+        }
+        self.instance_info(&slot.name).await
+    }
+
+    /// Creates an instance whose init uses `fds` as its stdio (one terminal when `req.tty`),
+    /// starts it, and returns a handle that resolves once the run has ended and is settled
+    /// (for an ephemeral instance, the `run --rm` case: once it is gone).
+    pub async fn run_attached(
+        self: &Arc<Self>,
+        req: CreateInstance,
+        fds: Vec<OwnedFd>,
+    ) -> Result<RunHandle, EngineError> {
+        let slot = self.create_record(&req).await?;
+        let (tx, rx) = oneshot::channel();
+        lock(&slot.rt).watchers.push(tx);
+        let guard = slot.acquire("start").await?;
+        if let Err(e) = self
+            .start_locked(&slot, InitStdio::Passed(fds), req.tty)
+            .await
+        {
+            drop(guard);
+            self.undo_create(&slot).await;
+            return Err(e);
+        }
+        Ok(RunHandle {
+            name: slot.name.clone(),
+            exit: rx,
+        })
+    }
+
+    async fn undo_create(self: &Arc<Self>, slot: &Arc<Slot>) {
+        let name = slot.name.clone();
+        if let Ok(rec) = self.db(move |s| s.instance(&name)).await
+            && let Err(e) = self.delete_instance(slot, &rec).await
+        {
+            tracing::error!(instance = %slot.name, "cannot undo a failed launch: {}", mayfly_driver::error_chain(&e));
+        }
+    }
+
+    async fn create_record(
+        self: &Arc<Self>,
+        req: &CreateInstance,
+    ) -> Result<Arc<Slot>, EngineError> {
+        let tref = TemplateRef::parse(&req.template).map_err(|e| {
+            EngineError::invalid(e, "use NAME or NAME@VERSION, e.g. `busybox` or `busybox@1`")
+        })?;
+        process::check_env(&req.env)
+            .map_err(|e| EngineError::invalid(e, "e.g. `--env LANG=C.UTF-8`"))?;
+        if let Some(w) = &req.workdir
+            && !w.starts_with('/')
+        {
+            return Err(EngineError::invalid(
+                format!("invalid working directory `{w}`: it must be an absolute path"),
+                "e.g. `--workdir /srv`",
+            ));
+        }
+        if req.command.iter().any(|a| a.contains('\0')) {
+            return Err(EngineError::invalid(
+                "the command contains a NUL byte",
+                "remove it",
+            ));
+        }
+        let tname = tref.name.clone();
+        let template = self.db(move |s| s.template(&tname)).await?;
+        let version = tref.version.unwrap_or(template.current_version);
+        let Some(vrec) = template.version(version) else {
+            return Err(EngineError::invalid(
+                format!("template `{}` has no version {version}", tref.name),
+                format!("see its versions with `mayfly template info {}`", tref.name),
+            ));
+        };
+        if req.command.is_empty() && vrec.config.command.is_empty() {
+            return Err(EngineError::invalid(
+                format!("template `{}` has no default command", tref.name),
+                "give the command after `--`, e.g. `mayfly launch TEMPLATE -- /bin/sh -c 'sleep infinity'`",
+            ));
+        }
+        let name = match &req.name {
+            Some(n) => {
+                check_instance_name(n)
+                    .map_err(|e| EngineError::invalid(e, "e.g. `--name web-1`"))?;
+                n.clone()
+            }
+            None => self.generate_name(&tref.name),
+        };
+        let mut rec = InstanceRecord {
+            id: random_hex(8),
+            name,
+            template: tref.name.clone(),
+            pinned_version: tref.version,
+            mode: req.mode,
+            config: InstanceConfig {
+                command: req.command.clone(),
+                env: req.env.clone(),
+                workdir: req.workdir.clone(),
+            },
+            id_base: None,
+            created_at: mayfly_store::now(),
+            run: None,
+            last_exit: None,
+        };
+        let dir = self.layout.instance_dir(&rec.id);
+        self.blocking({
+            let dir = dir.clone();
+            move || {
+                std::fs::create_dir(&dir).map_err(|source| EngineError::Io {
+                    action: "create",
+                    path: dir.clone(),
+                    source,
+                })
+            }
+        })
+        .await?;
+        let want_ids = self.userns_off.is_none();
+        let inserted = {
+            let mut r = rec.clone();
+            let res = self
+                .db(move |s| {
+                    s.insert_instance(&mut r, want_ids)?;
+                    Ok(r)
+                })
+                .await;
+            res.map(|r| rec = r)
+        };
+        if let Err(e) = inserted {
+            let _ = std::fs::remove_dir(&dir);
+            return Err(e);
+        }
+        let slot = Slot::new(&rec.id, &rec.name);
+        lock(&self.slots).insert(slot.clone());
+        Ok(slot)
+    }
+
+    fn generate_name(&self, template: &str) -> String {
+        let mut base: String = template
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .take(40)
+            .collect();
+        if !base.starts_with(|c: char| c.is_ascii_lowercase()) {
+            base.insert_str(0, "i-");
+        }
+        let base = base.trim_end_matches('-').to_owned();
+        loop {
+            let name = format!("{base}-{}", random_hex(2));
+            if lock(&self.slots).get(&name).is_none() {
+                return name;
+            }
+        }
+    }
+
+    // ---- start -------------------------------------------------------------------------
+
+    /// Starts a stopped instance.
+    pub async fn start_instance(self: &Arc<Self>, name: &str) -> Result<InstanceInfo, EngineError> {
+        let slot = self.slot(name)?;
+        {
+            let _guard = slot.acquire("start").await?;
+            self.settle(&slot).await;
+            let max = self.config.log_max_bytes;
+            self.start_locked(&slot, InitStdio::Log { max_bytes: max }, false)
+                .await?;
+        }
+        self.instance_info(name).await
+    }
+
+    /// Starts the instance of `slot`; the caller holds its operation lock.
+    pub(crate) async fn start_locked(
+        self: &Arc<Self>,
+        slot: &Arc<Slot>,
+        stdio: InitStdio,
+        tty: bool,
+    ) -> Result<(), EngineError> {
+        let state = slot.state();
+        if state != InstanceState::Stopped {
+            return Err(wrong_state(slot, state, "start"));
+        }
+        let name = slot.name.clone();
+        let rec = self.db(move |s| s.instance(&name)).await?;
+        let tname = rec.template.clone();
+        let template = self.db(move |s| s.template(&tname)).await?;
+        let version = rec.pinned_version.unwrap_or(template.current_version);
+        let vrec = template.version(version).ok_or_else(|| {
+            EngineError::invalid(
+                format!(
+                    "version {version} of template `{}` no longer exists",
+                    rec.template
+                ),
+                "recreate the instance from an existing version",
+            )
+        })?;
+        let args = if rec.config.command.is_empty() {
+            vrec.config.command.clone()
+        } else {
+            rec.config.command.clone()
+        };
+        let process = ProcessSpec {
+            args,
+            env: process::environment(&rec.name, tty, &[&vrec.config.env, &rec.config.env]),
+            cwd: rec
+                .config
+                .workdir
+                .clone()
+                .unwrap_or_else(|| vrec.config.workdir.clone()),
+            uid: 0,
+            gid: 0,
+            tty,
+        };
+        let spec = InstanceSpec {
+            id: rec.id.clone(),
+            hostname: rec.name.clone(),
+            layers: vrec
+                .layers
+                .iter()
+                .map(|l| self.layout.layer_dir(&l.digest))
+                .collect(),
+            instance_dir: self.layout.instance_dir(&rec.id),
+            idmap: rec.id_base.map(|host_base| IdMap {
+                host_base,
+                count: ID_RANGE,
+            }),
+            process,
+        };
+        lock(&slot.rt).state = InstanceState::Starting;
+        let result = self.start_spec(&rec, spec, stdio, version).await;
+        let mut rt = lock(&slot.rt);
+        match result {
+            Ok(run) => {
+                rt.state = InstanceState::Running;
+                rt.pid = Some(run.pid);
+                rt.version = Some(version);
+                rt.started_at = Some(run.started_at);
+                Ok(())
+            }
+            Err(e) => {
+                rt.state = InstanceState::Stopped;
+                Err(e)
+            }
+        }
+    }
+
+    async fn start_spec(
+        self: &Arc<Self>,
+        rec: &InstanceRecord,
+        spec: InstanceSpec,
+        stdio: InitStdio,
+        version: u32,
+    ) -> Result<RunRecord, EngineError> {
+        let fresh = rec.mode != Mode::Persistent;
+        {
+            let engine = self.clone();
+            let spec = spec.clone();
+            self.blocking(move || {
+                engine
+                    .driver
+                    .prepare_writable(&spec, fresh, engine.trash.dir())
+                    .map_err(EngineError::Driver)
+            })
+            .await?;
+            if fresh {
+                self.trash.wake();
+            }
+        }
+        let started = self.driver.start(spec, stdio).await.map_err(from_driver)?;
+        let run = RunRecord {
+            pid: started.pid,
+            start_time: started.start_time,
+            boot_id: self.boot_id.clone(),
+            version,
+            started_at: mayfly_store::now(),
+        };
+        let (id, mode, r) = (rec.id.clone(), rec.mode, run.clone());
+        if let Err(e) = self.db(move |s| s.set_run(&id, mode, Some(&r), None)).await {
+            // Without the record a restarted daemon could not find it again: do not leave
+            // it running unrecorded.
+            let _ = self.driver.kill(&rec.id).await;
+            return Err(e);
+        }
+        Ok(run)
+    }
+
+    // ---- stop, restart, reset -----------------------------------------------------------
+
+    /// Stops a running instance (see the module rules).
+    pub async fn stop_instance(
+        self: &Arc<Self>,
+        name: &str,
+        req: StopRequest,
+    ) -> Result<(), EngineError> {
+        let slot = self.slot(name)?;
+        let _guard = slot.acquire("stop").await?;
+        self.stop_locked(&slot, &req).await
+    }
+
+    async fn stop_locked(
+        self: &Arc<Self>,
+        slot: &Arc<Slot>,
+        req: &StopRequest,
+    ) -> Result<(), EngineError> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut rt = lock(&slot.rt);
+            if rt.pending_exit.is_none() {
+                if rt.state != InstanceState::Running {
+                    let state = rt.state;
+                    drop(rt);
+                    return Err(wrong_state(slot, state, "stop"));
+                }
+                rt.state = InstanceState::Stopping;
+                rt.exit_waiter = Some(tx);
+            }
+        }
+        if lock(&slot.rt).exit_waiter.is_some() {
+            let signal = if req.force {
+                None
+            } else {
+                let name = slot.name.clone();
+                let rec = self.db(move |s| s.instance(&name)).await?;
+                let tname = rec.template.clone();
+                let template = self.db(move |s| s.template(&tname)).await.ok();
+                let version = rec
+                    .pinned_version
+                    .or(template.as_ref().map(|t| t.current_version));
+                Some(
+                    template
+                        .as_ref()
+                        .and_then(|t| version.and_then(|v| t.version(v)))
+                        .map(|v| process::stop_signal(&v.config))
+                        .unwrap_or(libc::SIGTERM),
+                )
+            };
+            let timeout = Duration::from_secs(req.timeout.unwrap_or(DEFAULT_STOP_TIMEOUT));
+            self.wait_for_exit(slot, rx, signal, timeout).await?;
+        }
+        self.settle(slot).await;
+        Ok(())
+    }
+
+    /// Asks the init to end with `signal` (or kills at once when `None`), kills everything
+    /// after `timeout`, and waits for the driver to report the end.
+    async fn wait_for_exit(
+        &self,
+        slot: &Arc<Slot>,
+        mut ended: oneshot::Receiver<()>,
+        signal: Option<i32>,
+        timeout: Duration,
+    ) -> Result<(), EngineError> {
+        let gone = |e: &mayfly_driver::DriverError| {
+            e.failure_kind() == Some(mayfly_driver::FailureKind::UnknownContainer)
+        };
+        let graceful = match signal {
+            Some(sig) => match self.driver.signal(&slot.id, sig).await {
+                Err(e) if !gone(&e) => return Err(EngineError::Driver(e)),
+                _ => tokio::time::timeout(timeout, &mut ended).await.is_ok(),
+            },
+            None => false,
+        };
+        if graceful {
+            return Ok(());
+        }
+        match self.driver.kill(&slot.id).await {
+            Err(e) if !gone(&e) => return Err(EngineError::Driver(e)),
+            _ => {}
+        }
+        match tokio::time::timeout(Duration::from_secs(30), ended).await {
+            Ok(_) => Ok(()),
+            Err(_) => {
+                lock(&slot.rt).exit_waiter = None;
+                Err(EngineError::Internal(format!(
+                    "instance `{}` did not end 30 s after SIGKILL",
+                    slot.name
+                )))
+            }
+        }
+    }
+
+    /// Stops (if running) and starts an instance.
+    pub async fn restart_instance(
+        self: &Arc<Self>,
+        name: &str,
+        req: StopRequest,
+    ) -> Result<InstanceInfo, EngineError> {
+        let slot = self.slot(name)?;
+        {
+            let _guard = slot.acquire("restart").await?;
+            if slot.state() != InstanceState::Stopped {
+                self.stop_locked(&slot, &req).await?;
+            }
+            self.ensure_not_gone(&slot)?;
+            let max = self.config.log_max_bytes;
+            self.start_locked(&slot, InitStdio::Log { max_bytes: max }, false)
+                .await?;
+        }
+        self.instance_info(name).await
+    }
+
+    fn ensure_not_gone(&self, slot: &Arc<Slot>) -> Result<(), EngineError> {
+        if lock(&self.slots).get(&slot.name).is_none() {
+            return Err(EngineError::WrongState {
+                name: slot.name.clone(),
+                state: "gone",
+                action: "start",
+                hint: Some("an ephemeral instance is removed when it stops".into()),
+            });
+        }
+        Ok(())
+    }
+
+    /// Rolls an instance back to the clean template now: a running one is stopped, its
+    /// writable layer discarded, and started again; a stopped one just loses its writable layer.
+    pub async fn reset_instance(
+        self: &Arc<Self>,
+        name: &str,
+        req: StopRequest,
+    ) -> Result<InstanceInfo, EngineError> {
+        let slot = self.slot(name)?;
+        {
+            let _guard = slot.acquire("reset").await?;
+            self.settle(&slot).await;
+            let was_running = slot.state() != InstanceState::Stopped;
+            if was_running {
+                self.stop_locked(&slot, &req).await?;
+                self.ensure_not_gone(&slot)?;
+            }
+            let engine = self.clone();
+            let dir = self.layout.instance_dir(&slot.id);
+            self.blocking(move || {
+                engine
+                    .driver
+                    .discard_writable(&dir, engine.trash.dir())
+                    .map_err(EngineError::Driver)
+            })
+            .await?;
+            self.trash.wake();
+            if was_running {
+                let max = self.config.log_max_bytes;
+                self.start_locked(&slot, InitStdio::Log { max_bytes: max }, false)
+                    .await?;
+            }
+        }
+        self.instance_info(name).await
+    }
+
+    // ---- remove ------------------------------------------------------------------------
+
+    /// Deletes an instance; a running one only with `force` (it is killed first).
+    pub async fn remove_instance(
+        self: &Arc<Self>,
+        name: &str,
+        force: bool,
+    ) -> Result<(), EngineError> {
+        let slot = self.slot(name)?;
+        let _guard = slot.acquire("remove").await?;
+        self.settle(&slot).await;
+        if lock(&self.slots).get(name).is_none() {
+            return Ok(()); // an ephemeral instance removed itself meanwhile
+        }
+        let state = slot.state();
+        if state != InstanceState::Stopped {
+            if !force {
+                return Err(EngineError::WrongState {
+                    name: name.to_owned(),
+                    state: state.as_str(),
+                    action: "remove",
+                    hint: Some(format!("stop it first, or use `mayfly rm --force {name}`")),
+                });
+            }
+            self.stop_locked(
+                &slot,
+                &StopRequest {
+                    timeout: Some(0),
+                    force: true,
+                },
+            )
+            .await?;
+            if lock(&self.slots).get(name).is_none() {
+                return Ok(());
+            }
+        }
+        let n = name.to_owned();
+        let rec = self.db(move |s| s.instance(&n)).await?;
+        self.delete_instance(&slot, &rec).await
+    }
+
+    // ---- exec and signals --------------------------------------------------------------
+
+    /// Runs a process in a running instance with `fds` as its stdio.
+    pub async fn exec(
+        self: &Arc<Self>,
+        name: &str,
+        req: ExecRequest,
+        fds: Vec<OwnedFd>,
+    ) -> Result<ExecHandle, EngineError> {
+        if req.command.is_empty() {
+            return Err(EngineError::invalid(
+                "no command given",
+                "e.g. `mayfly exec NAME -- ls /`",
+            ));
+        }
+        process::check_env(&req.env)
+            .map_err(|e| EngineError::invalid(e, "e.g. `--env LANG=C.UTF-8`"))?;
+        if req.command.iter().any(|a| a.contains('\0')) {
+            return Err(EngineError::invalid(
+                "the command contains a NUL byte",
+                "remove it",
+            ));
+        }
+        let slot = self.slot(name)?;
+        let (state, version) = {
+            let rt = lock(&slot.rt);
+            (rt.state, rt.version)
+        };
+        if state != InstanceState::Running {
+            return Err(wrong_state(&slot, state, "exec"));
+        }
+        let n = name.to_owned();
+        let rec = self.db(move |s| s.instance(&n)).await?;
+        let tname = rec.template.clone();
+        let template = self.db(move |s| s.template(&tname)).await?;
+        let template_env = version
+            .and_then(|v| template.version(v))
+            .map(|v| v.config.env.clone())
+            .unwrap_or_default();
+        let process = ProcessSpec {
+            args: req.command.clone(),
+            env: process::environment(
+                &rec.name,
+                req.tty,
+                &[&template_env, &rec.config.env, &req.env],
+            ),
+            cwd: req.workdir.clone().unwrap_or_else(|| "/".to_owned()),
+            uid: 0,
+            gid: 0,
+            tty: req.tty,
+        };
+        let exec_id = self.next_exec.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.execs).insert(exec_id, tx);
+        match self.driver.exec(&slot.id, exec_id, process, fds).await {
+            Ok(pid) => Ok(ExecHandle {
+                exec_id,
+                pid,
+                exit: rx,
+            }),
+            Err(e) => {
+                lock(&self.execs).remove(&exec_id);
+                Err(from_driver(e))
+            }
+        }
+    }
+
+    /// Sends `signal` to an exec'd process.
+    pub async fn signal_exec(&self, exec_id: u64, signal: i32) -> Result<(), EngineError> {
+        self.driver
+            .signal_exec(exec_id, signal)
+            .await
+            .map_err(EngineError::Driver)
+    }
+
+    /// Sends `signal` to an instance's init.
+    pub async fn signal_instance(&self, name: &str, signal: i32) -> Result<(), EngineError> {
+        let slot = self.slot(name)?;
+        self.driver
+            .signal(&slot.id, signal)
+            .await
+            .map_err(EngineError::Driver)
+    }
+}

@@ -1,0 +1,190 @@
+//! Start-up recovery and reconciliation.
+//!
+//! [`recover`] runs before anything else touches the state directory: it rolls back the
+//! operations the journal says were in flight, then sweeps what the catalogue does not
+//! reference (temporary trees, layers and instance directories left by a crash between a
+//! rename and a commit). [`Engine::reconcile`] then matches the catalogue's instances with
+//! what the forker tracks, at start-up and whenever a forker had to be replaced.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use mayfly_api::InstanceState;
+use mayfly_driver::{ContainerState, Started};
+use mayfly_store::{Layout, Store, StoreError};
+
+use crate::slot::Slot;
+use crate::{Engine, EngineError, lock};
+
+fn to_trash(layout: &Layout, path: &std::path::Path, why: &str) {
+    tracing::info!("removing {} ({why})", path.display());
+    if let Err(e) = mayfly_driver::container::move_to_trash(path, &layout.trash()) {
+        tracing::warn!(
+            "cannot remove {}: {}",
+            path.display(),
+            mayfly_driver::error_chain(&e)
+        );
+    }
+}
+
+/// Rolls back interrupted operations and sweeps unreferenced trees.
+pub(crate) fn recover(store: &mut Store, layout: &Layout) -> Result<(), StoreError> {
+    for entry in store.journal_pending()? {
+        tracing::warn!(
+            "rolling back an interrupted {} of `{}` (started at {})",
+            entry.kind,
+            entry.subject,
+            entry.started_at
+        );
+        for path in &entry.paths {
+            if path.starts_with(layout.root()) {
+                to_trash(layout, path, "left by an interrupted operation");
+            }
+        }
+        store.journal_end(entry.id)?;
+    }
+    if let Ok(entries) = std::fs::read_dir(layout.tmp()) {
+        for e in entries.flatten() {
+            to_trash(
+                layout,
+                &e.path(),
+                "temporary tree of an interrupted operation",
+            );
+        }
+    }
+    let layers: HashSet<String> = store.layer_digests()?;
+    if let Ok(entries) = std::fs::read_dir(layout.layers()) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let known = Layout::digest_of_dir(&name).is_some_and(|d| layers.contains(&d));
+            if !known {
+                to_trash(layout, &e.path(), "layer not in the catalogue");
+            }
+        }
+    }
+    for digest in &layers {
+        if !layout.layer_dir(digest).is_dir() {
+            tracing::error!(
+                "layer {digest} is in the catalogue but its tree is missing: templates that use it cannot start"
+            );
+        }
+    }
+    let ids: HashSet<String> = store.instances()?.into_iter().map(|i| i.id).collect();
+    if let Ok(entries) = std::fs::read_dir(layout.instances()) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !ids.contains(&name) {
+                to_trash(layout, &e.path(), "instance not in the catalogue");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether host process `pid` is still the one that started at `start_time`.
+fn same_process(pid: i32, start_time: u64) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(19))
+        .and_then(|v| v.parse::<u64>().ok())
+        == Some(start_time)
+}
+
+impl Engine {
+    /// Matches every catalogued instance with what the forker tracks.
+    pub(crate) async fn reconcile(self: &Arc<Self>) -> Result<(), EngineError> {
+        let tracked: HashMap<String, ContainerState> = self
+            .driver
+            .tracked()
+            .await
+            .map_err(EngineError::Driver)?
+            .into_iter()
+            .map(|c| (c.id.clone(), c))
+            .collect();
+        let records = self.db(|s| s.instances()).await?;
+        let known: HashSet<String> = records.iter().map(|r| r.id.clone()).collect();
+        for rec in records {
+            let slot = {
+                let mut slots = lock(&self.slots);
+                match slots.get(&rec.name) {
+                    Some(s) => s,
+                    None => {
+                        let s = Slot::new(&rec.id, &rec.name);
+                        slots.insert(s.clone());
+                        s
+                    }
+                }
+            };
+            let version = rec.run.as_ref().map(|r| r.version);
+            let started_at = rec.run.as_ref().map(|r| r.started_at);
+            let ended = match tracked.get(&rec.id) {
+                Some(c) if c.exited.is_none() => {
+                    self.mark_running(&slot, c.pid, version, started_at);
+                    None
+                }
+                Some(c) => Some(c.exited),
+                None => match &rec.run {
+                    Some(run)
+                        if run.boot_id == self.boot_id && same_process(run.pid, run.start_time) =>
+                    {
+                        let started = Started {
+                            pid: run.pid,
+                            start_time: run.start_time,
+                        };
+                        match self.driver.adopt(&rec.id, started).await {
+                            Ok(()) => {
+                                tracing::warn!(
+                                    instance = %rec.name,
+                                    "adopted a running instance whose forker was lost; its exit status will be unknown"
+                                );
+                                self.mark_running(&slot, run.pid, version, started_at);
+                                None
+                            }
+                            Err(_) => Some(None),
+                        }
+                    }
+                    Some(_) => Some(None),
+                    None => {
+                        if slot.state() == InstanceState::Running {
+                            Some(None)
+                        } else {
+                            None
+                        }
+                    }
+                },
+            };
+            if let Some(status) = ended {
+                lock(&slot.rt).pending_exit = Some(status);
+                let _guard = slot.acquire_wait("finish the run").await;
+                self.settle(&slot).await;
+            }
+        }
+        for (id, c) in tracked {
+            if !known.contains(&id) {
+                tracing::warn!("the forker tracks unknown instance {id}; stopping it");
+                if c.exited.is_none() {
+                    let _ = self.driver.kill(&id).await;
+                } else {
+                    let _ = self.driver.release(&id).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn mark_running(
+        &self,
+        slot: &Arc<Slot>,
+        pid: i32,
+        version: Option<u32>,
+        started_at: Option<i64>,
+    ) {
+        let mut rt = lock(&slot.rt);
+        rt.state = InstanceState::Running;
+        rt.pid = Some(pid);
+        rt.version = version;
+        rt.started_at = started_at;
+    }
+}

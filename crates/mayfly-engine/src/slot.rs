@@ -1,0 +1,283 @@
+//! Per-instance runtime state and the end of a run.
+//!
+//! A slot serialises the actions that change an instance (its operation lock) and holds what
+//! only the running daemon knows: the state, the init's pid, a pending exit, and who waits
+//! for the end of the run.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mayfly_api::{InstanceState, Mode};
+use mayfly_driver::{ExitStatus, FailureKind};
+use mayfly_store::ExitRecord;
+use tokio::sync::{OwnedMutexGuard, oneshot};
+
+use crate::{Engine, EngineError, lock};
+
+/// What the daemon knows of a running (or ending) instance.
+#[derive(Debug)]
+pub(crate) struct Runtime {
+    pub state: InstanceState,
+    pub pid: Option<i32>,
+    pub version: Option<u32>,
+    pub started_at: Option<i64>,
+    /// The init ended and the run is not settled yet (`Some(None)`: status unknown).
+    pub pending_exit: Option<Option<ExitStatus>>,
+    /// The action (holding the operation lock) that waits for the init to end.
+    pub exit_waiter: Option<oneshot::Sender<()>>,
+    /// Told how the run ended once it is settled (attached runs).
+    pub watchers: Vec<oneshot::Sender<Option<ExitStatus>>>,
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Runtime {
+            state: InstanceState::Stopped,
+            pid: None,
+            version: None,
+            started_at: None,
+            pending_exit: None,
+            exit_waiter: None,
+            watchers: Vec::new(),
+        }
+    }
+}
+
+/// One instance's slot.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pub id: String,
+    pub name: String,
+    op: Arc<tokio::sync::Mutex<()>>,
+    op_name: Mutex<&'static str>,
+    pub rt: Mutex<Runtime>,
+}
+
+impl Slot {
+    pub(crate) fn new(id: &str, name: &str) -> Arc<Slot> {
+        Arc::new(Slot {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            op: Arc::new(tokio::sync::Mutex::new(())),
+            op_name: Mutex::new(""),
+            rt: Mutex::new(Runtime::default()),
+        })
+    }
+
+    pub(crate) fn state(&self) -> InstanceState {
+        lock(&self.rt).state
+    }
+
+    /// Takes the operation lock for `operation`, waiting up to two seconds for a running
+    /// action to finish; after that the caller gets a `busy` error naming that action.
+    pub(crate) async fn acquire(
+        &self,
+        operation: &'static str,
+    ) -> Result<OpGuard<'_>, EngineError> {
+        match tokio::time::timeout(Duration::from_secs(2), self.op.clone().lock_owned()).await {
+            Ok(guard) => {
+                *lock(&self.op_name) = operation;
+                Ok(OpGuard {
+                    _guard: guard,
+                    slot: self,
+                })
+            }
+            Err(_) => Err(EngineError::Busy {
+                name: self.name.clone(),
+                operation: (*lock(&self.op_name)).to_owned(),
+            }),
+        }
+    }
+
+    /// Takes the operation lock however long it takes (internal settling).
+    pub(crate) async fn acquire_wait(&self, operation: &'static str) -> OpGuard<'_> {
+        let guard = self.op.clone().lock_owned().await;
+        *lock(&self.op_name) = operation;
+        OpGuard {
+            _guard: guard,
+            slot: self,
+        }
+    }
+}
+
+/// Proof that the holder has the slot's operation lock.
+#[derive(Debug)]
+pub(crate) struct OpGuard<'a> {
+    _guard: OwnedMutexGuard<()>,
+    slot: &'a Slot,
+}
+
+impl Drop for OpGuard<'_> {
+    fn drop(&mut self) {
+        *lock(&self.slot.op_name) = "";
+    }
+}
+
+/// Every instance's slot, by name and by id.
+#[derive(Debug, Default)]
+pub(crate) struct Slots {
+    by_name: HashMap<String, Arc<Slot>>,
+    name_of: HashMap<String, String>,
+}
+
+impl Slots {
+    pub(crate) fn get(&self, name: &str) -> Option<Arc<Slot>> {
+        self.by_name.get(name).cloned()
+    }
+
+    pub(crate) fn by_id(&self, id: &str) -> Option<Arc<Slot>> {
+        self.name_of
+            .get(id)
+            .and_then(|n| self.by_name.get(n))
+            .cloned()
+    }
+
+    pub(crate) fn insert(&mut self, slot: Arc<Slot>) {
+        self.name_of.insert(slot.id.clone(), slot.name.clone());
+        self.by_name.insert(slot.name.clone(), slot);
+    }
+
+    pub(crate) fn remove(&mut self, slot: &Slot) {
+        self.name_of.remove(&slot.id);
+        self.by_name.remove(&slot.name);
+    }
+
+    pub(crate) fn all(&self) -> impl Iterator<Item = &Arc<Slot>> {
+        self.by_name.values()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.by_name.len()
+    }
+}
+
+impl Engine {
+    pub(crate) fn slot(&self, name: &str) -> Result<Arc<Slot>, EngineError> {
+        lock(&self.slots).get(name).ok_or_else(|| {
+            EngineError::Store(mayfly_store::StoreError::NotFound {
+                kind: "instance",
+                name: name.to_owned(),
+            })
+        })
+    }
+
+    /// A driver reported that instance `id`'s init ended.
+    pub(crate) fn on_exit(self: &Arc<Self>, id: &str, status: Option<ExitStatus>) {
+        let Some(slot) = lock(&self.slots).by_id(id) else {
+            // Not ours (any more): just make the driver forget it.
+            let engine = self.clone();
+            let id = id.to_owned();
+            tokio::spawn(async move {
+                let _ = engine.driver.release(&id).await;
+            });
+            return;
+        };
+        let mut rt = lock(&slot.rt);
+        rt.pending_exit = Some(status);
+        if rt.state == InstanceState::Running {
+            rt.state = InstanceState::Stopping;
+        }
+        if let Some(waiter) = rt.exit_waiter.take() {
+            // The action that waits holds the operation lock and settles the run itself.
+            let _ = waiter.send(());
+            return;
+        }
+        drop(rt);
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let _guard = slot.acquire_wait("finish the run").await;
+            engine.settle(&slot).await;
+        });
+    }
+
+    /// Settles a pending exit, if there is one. The caller holds the operation lock.
+    pub(crate) async fn settle(self: &Arc<Self>, slot: &Arc<Slot>) {
+        let pending = lock(&slot.rt).pending_exit.take();
+        if let Some(status) = pending
+            && let Err(e) = self.finish_run(slot, status).await
+        {
+            tracing::error!(
+                instance = %slot.name,
+                "cleaning up after the run failed: {}",
+                mayfly_driver::error_chain(&e)
+            );
+        }
+    }
+
+    /// Ends a run: the driver forgets the instance, the mode decides what happens to the
+    /// writable layer and the instance, watchers learn how it ended.
+    async fn finish_run(
+        self: &Arc<Self>,
+        slot: &Arc<Slot>,
+        status: Option<ExitStatus>,
+    ) -> Result<(), EngineError> {
+        let released = match self.driver.release(&slot.id).await {
+            Err(e) if e.failure_kind() != Some(FailureKind::UnknownContainer) => {
+                Err(EngineError::Driver(e))
+            }
+            _ => Ok(()),
+        };
+        let name = slot.name.clone();
+        let rec = self.db(move |s| s.instance(&name)).await?;
+        let exit = status.map(|s| ExitRecord {
+            code: s.code,
+            signal: s.signal,
+            at: mayfly_store::now(),
+        });
+        let result = match rec.mode {
+            Mode::Ephemeral => self.delete_instance(slot, &rec).await,
+            Mode::Transient => {
+                let engine = self.clone();
+                let dir = self.layout.instance_dir(&rec.id);
+                self.blocking(move || {
+                    engine
+                        .driver
+                        .discard_writable(&dir, engine.trash.dir())
+                        .map_err(EngineError::Driver)
+                })
+                .await?;
+                self.trash.wake();
+                let id = rec.id.clone();
+                self.db(move |s| s.set_run(&id, Mode::Transient, None, exit.as_ref()))
+                    .await
+            }
+            Mode::Persistent => {
+                let id = rec.id.clone();
+                self.db(move |s| s.set_run(&id, Mode::Persistent, None, exit.as_ref()))
+                    .await
+            }
+        };
+        let watchers = {
+            let mut rt = lock(&slot.rt);
+            rt.state = InstanceState::Stopped;
+            rt.pid = None;
+            rt.version = None;
+            rt.started_at = None;
+            std::mem::take(&mut rt.watchers)
+        };
+        for w in watchers {
+            let _ = w.send(status);
+        }
+        released.and(result)
+    }
+
+    /// Removes an instance for good: catalogue row, then its directory (to the trash).
+    pub(crate) async fn delete_instance(
+        &self,
+        slot: &Arc<Slot>,
+        rec: &mayfly_store::InstanceRecord,
+    ) -> Result<(), EngineError> {
+        let (id, mode) = (rec.id.clone(), rec.mode);
+        self.db(move |s| s.delete_instance(&id, mode)).await?;
+        lock(&self.slots).remove(slot);
+        let dir = self.layout.instance_dir(&rec.id);
+        let trash = self.trash.dir().to_owned();
+        self.blocking(move || {
+            mayfly_driver::container::move_to_trash(&dir, &trash).map_err(EngineError::Driver)
+        })
+        .await?;
+        self.trash.wake();
+        Ok(())
+    }
+}

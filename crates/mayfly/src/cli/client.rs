@@ -1,0 +1,190 @@
+//! The HTTP client of the CLI: one connection per request to the daemon's unix socket
+//! (hyper), JSON in and out, errors decoded from the API's error body, and upgrades for
+//! interactive streams.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use mayfly_api::{ApiError, ErrorBody};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// A request body.
+pub type ReqBody = UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// Why a request failed.
+#[derive(Debug)]
+pub enum ClientError {
+    /// The daemon's socket cannot be reached.
+    Connect(PathBuf, std::io::Error),
+    /// The daemon answered with an error.
+    Api(ApiError),
+    /// The exchange broke (connection lost, garbled answer).
+    Protocol(String),
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientError::Connect(socket, e) => write!(
+                f,
+                "cannot reach the mayfly daemon at {}: {e}\n  hint: start it with `mayfly daemon` (as root), or point --socket / MAYFLY_SOCKET at its socket",
+                socket.display()
+            ),
+            ClientError::Api(e) => {
+                write!(f, "{}", e.message)?;
+                if let Some(hint) = &e.hint {
+                    write!(f, "\n  hint: {hint}")?;
+                }
+                Ok(())
+            }
+            ClientError::Protocol(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+impl ClientError {
+    /// The CLI exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ClientError::Connect(..) => 3,
+            _ => 1,
+        }
+    }
+}
+
+fn protocol(what: &str, e: impl std::fmt::Display) -> ClientError {
+    ClientError::Protocol(format!("{what}: {e}"))
+}
+
+/// A body from bytes.
+pub fn full(bytes: impl Into<Bytes>) -> ReqBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// A client of the daemon at one socket.
+#[derive(Debug, Clone)]
+pub struct Client {
+    socket: PathBuf,
+}
+
+impl Client {
+    /// A client of the daemon listening on `socket`.
+    pub fn new(socket: PathBuf) -> Self {
+        Client { socket }
+    }
+
+    /// The socket.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Sends `req` on a fresh connection.
+    pub async fn send(&self, req: Request<ReqBody>) -> Result<Response<Incoming>, ClientError> {
+        let stream = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .map_err(|e| ClientError::Connect(self.socket.clone(), e))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| protocol("HTTP handshake with the daemon", e))?;
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        sender
+            .send_request(req)
+            .await
+            .map_err(|e| protocol("request to the daemon", e))
+    }
+
+    /// Builds a request.
+    pub fn request(
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: ReqBody,
+    ) -> Result<Request<ReqBody>, ClientError> {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, "mayfly")
+            .header(hyper::header::CONTENT_TYPE, content_type)
+            .body(body)
+            .map_err(|e| protocol("build request", e))
+    }
+
+    /// Decodes an error response.
+    pub async fn error_of(response: Response<Incoming>) -> ClientError {
+        let status = response.status();
+        match response.into_body().collect().await {
+            Ok(body) => match serde_json::from_slice::<ErrorBody>(&body.to_bytes()) {
+                Ok(e) => ClientError::Api(e.error),
+                Err(_) => ClientError::Protocol(format!("the daemon answered {status}")),
+            },
+            Err(e) => protocol("read the daemon's answer", e),
+        }
+    }
+
+    /// Sends a JSON request and decodes a JSON answer (`()` for none).
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T, ClientError> {
+        let bytes = match body {
+            Some(b) => serde_json::to_vec(b).map_err(|e| protocol("encode request", e))?,
+            None => Vec::new(),
+        };
+        let req = Self::request(method, path, "application/json", full(bytes))?;
+        let response = self.send(req).await?;
+        if !response.status().is_success() {
+            return Err(Self::error_of(response).await);
+        }
+        let no_content = response.status() == StatusCode::NO_CONTENT;
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| protocol("read the daemon's answer", e))?
+            .to_bytes();
+        let body = if no_content || body.is_empty() {
+            Bytes::from_static(b"null")
+        } else {
+            body
+        };
+        serde_json::from_slice(&body).map_err(|e| protocol("decode the daemon's answer", e))
+    }
+
+    /// Sends `body` as JSON with `Upgrade: mayfly-stream` and returns the upgraded stream.
+    pub async fn upgrade(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<TokioIo<hyper::upgrade::Upgraded>, ClientError> {
+        let bytes = serde_json::to_vec(body).map_err(|e| protocol("encode request", e))?;
+        let mut req = Self::request(Method::POST, path, "application/json", full(bytes))?;
+        req.headers_mut().insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("Upgrade"),
+        );
+        req.headers_mut().insert(
+            hyper::header::UPGRADE,
+            hyper::header::HeaderValue::from_static(mayfly_api::stream::UPGRADE_PROTOCOL),
+        );
+        let response = self.send(req).await?;
+        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            return Err(Self::error_of(response).await);
+        }
+        let upgraded = hyper::upgrade::on(response)
+            .await
+            .map_err(|e| protocol("switch to streaming", e))?;
+        Ok(TokioIo::new(upgraded))
+    }
+}

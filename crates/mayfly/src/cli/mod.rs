@@ -1,0 +1,363 @@
+//! The command line: argument definitions (with examples in every `--help`) and dispatch to
+//! commands, each a thin client of the REST API.
+//!
+//! Exit codes: 0 success; 1 the daemon refused or failed the request; 2 bad usage; 3 the
+//! daemon cannot be reached. `run` and `exec` exit with the program's own code, or 125 when
+//! mayfly failed, 126 when the program cannot be executed, 127 when it does not exist.
+
+mod client;
+mod commands;
+mod output;
+mod stream;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+pub use client::Client;
+
+/// Default API socket.
+pub const DEFAULT_SOCKET: &str = "/run/mayfly/mayfly.sock";
+
+const TOP_HELP: &str = "\
+Examples:
+  mayfly daemon &                          start the daemon (as root)
+  mayfly run --rm busybox -- echo hello    one-shot run, exit code passed through
+  mayfly launch busybox --name web         a transient instance: clean at every start
+  mayfly exec web -- ps                    run a command inside it
+  mayfly reset web                         back to the clean template now
+  mayfly rm --force web                    stop and delete it
+  mayfly template import debian ./rootfs.tar.zst";
+
+/// mayfly runs transient containers from shared read-only templates.
+#[derive(Debug, Parser)]
+#[command(name = "mayfly", version, about, after_help = TOP_HELP, propagate_version = true)]
+pub struct Cli {
+    /// The daemon's API socket.
+    #[arg(long, global = true, env = "MAYFLY_SOCKET", default_value = DEFAULT_SOCKET, value_name = "PATH")]
+    pub socket: PathBuf,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon (as root) in the foreground.
+    #[command(
+        after_help = "Examples:\n  mayfly daemon\n  mayfly daemon --state-dir /srv/mayfly --socket /run/mayfly-srv.sock"
+    )]
+    Daemon(DaemonArgs),
+    /// Internal: the single-threaded helper that creates containers.
+    #[command(hide = true)]
+    Forker(ForkerArgs),
+    /// Show the daemon (no NAME) or an instance.
+    #[command(after_help = "Examples:\n  mayfly info\n  mayfly info web --json")]
+    Info(InfoArgs),
+    /// Manage templates.
+    #[command(subcommand)]
+    Template(TemplateCommand),
+    /// Create an instance from a template and start it.
+    #[command(after_help = "\
+Examples:
+  mayfly launch busybox                          transient (default): clean at every start
+  mayfly launch busybox --name db --persistent   keeps its changes across restarts
+  mayfly launch busybox@1 --name pinned          pinned to template version 1
+  mayfly launch busybox --name job --ephemeral -- sh -c 'sleep 60'")]
+    Launch(LaunchArgs),
+    /// Run a command in a new instance, attached; its exit code becomes mayfly's.
+    #[command(after_help = "\
+Examples:
+  mayfly run --rm busybox -- /bin/true
+  mayfly run --rm -t busybox -- sh
+  echo hi | mayfly run --rm busybox -- cat")]
+    Run(RunArgs),
+    /// List instances.
+    #[command(
+        visible_alias = "ls",
+        after_help = "Examples:\n  mayfly list\n  mayfly list --json"
+    )]
+    List(JsonFlag),
+    /// Start stopped instances.
+    #[command(after_help = "Examples:\n  mayfly start web\n  mayfly start web db")]
+    Start(NamesArgs),
+    /// Stop running instances (the stop signal, then SIGKILL after --timeout).
+    #[command(
+        after_help = "Examples:\n  mayfly stop web\n  mayfly stop --timeout 30 db\n  mayfly stop --force web"
+    )]
+    Stop(StopArgs),
+    /// Stop and start instances.
+    #[command(after_help = "Examples:\n  mayfly restart web")]
+    Restart(StopArgs),
+    /// Roll instances back to the clean template now (running ones are restarted).
+    #[command(after_help = "Examples:\n  mayfly reset web")]
+    Reset(StopArgs),
+    /// Delete instances.
+    #[command(
+        visible_alias = "remove",
+        after_help = "Examples:\n  mayfly rm web\n  mayfly rm --force web   # stop it first"
+    )]
+    Rm(RmArgs),
+    /// Run a command inside a running instance.
+    #[command(after_help = "\
+Examples:
+  mayfly exec web -- cat /etc/os-release
+  mayfly exec -t web -- sh
+  mayfly exec --env A=1 --workdir /tmp web -- sh -c 'echo $A'")]
+    Exec(ExecArgs),
+    /// Show an instance's console output (its init's stdout and stderr).
+    #[command(after_help = "Examples:\n  mayfly logs web\n  mayfly logs -f --tail 20 web")]
+    Logs(LogsArgs),
+}
+
+/// `mayfly daemon`.
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// State directory (the daemon is its only writer).
+    #[arg(
+        long,
+        env = "MAYFLY_STATE_DIR",
+        default_value = "/var/lib/mayfly",
+        value_name = "DIR"
+    )]
+    pub state_dir: PathBuf,
+    /// Host busybox binary for the built-in `busybox` template.
+    #[arg(long, default_value = "/bin/busybox", value_name = "PATH")]
+    pub busybox: PathBuf,
+    /// Log level: error, warn, info, debug or trace.
+    #[arg(long, env = "MAYFLY_LOG", default_value = "info")]
+    pub log_level: String,
+    /// Size in bytes at which an instance's console log is rotated (one old file is kept).
+    #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
+    pub log_max_size: u64,
+}
+
+/// `mayfly forker`.
+#[derive(Debug, Args)]
+pub struct ForkerArgs {
+    /// State directory served.
+    #[arg(long)]
+    pub state_dir: PathBuf,
+    /// Cgroup under which instance groups live.
+    #[arg(long)]
+    pub cgroup_parent: String,
+}
+
+/// `--json`.
+#[derive(Debug, Args)]
+pub struct JsonFlag {
+    /// Print JSON for scripts.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `mayfly info`.
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Instance (omit for the daemon).
+    pub name: Option<String>,
+    /// Print JSON for scripts.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Template subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TemplateCommand {
+    /// Import a root filesystem (a directory, or a .tar, .tar.gz or .tar.zst; `-` reads stdin).
+    #[command(after_help = "\
+Examples:
+  mayfly template import debian ./debian-rootfs.tar.zst
+  mayfly template import tools /srv/rootfs --cmd /sbin/init
+  mayfly template import app ./app.tar --cmd '[\"/usr/bin/app\", \"--serve\"]'")]
+    Import(ImportArgs),
+    /// List templates.
+    #[command(
+        visible_alias = "ls",
+        after_help = "Examples:\n  mayfly template list\n  mayfly template list --json"
+    )]
+    List(JsonFlag),
+    /// Show a template: versions, layers, defaults, users.
+    #[command(after_help = "Examples:\n  mayfly template info busybox")]
+    Info(TemplateInfoArgs),
+    /// Delete a template (refused while instances use it) and its unused layers.
+    #[command(
+        visible_alias = "remove",
+        after_help = "Examples:\n  mayfly template rm debian"
+    )]
+    Rm(TemplateRmArgs),
+}
+
+/// `mayfly template import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Template name.
+    pub name: String,
+    /// Root directory, rootfs archive, or `-` for an archive on stdin.
+    pub source: String,
+    /// Default init command: words split on spaces, or a JSON array.
+    #[arg(long, value_name = "COMMAND")]
+    pub cmd: Option<String>,
+    /// History message.
+    #[arg(long, short)]
+    pub message: Option<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `mayfly template info`.
+#[derive(Debug, Args)]
+pub struct TemplateInfoArgs {
+    /// Template name.
+    pub name: String,
+    /// Print JSON for scripts.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `mayfly template rm`.
+#[derive(Debug, Args)]
+pub struct TemplateRmArgs {
+    /// Template names.
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+/// Options shared by `launch` and `run`.
+#[derive(Debug, Args)]
+pub struct InstanceOptions {
+    /// Instance name (a DNS label); generated when omitted.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Extra environment, KEY=VALUE (repeatable).
+    #[arg(long, short, value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Working directory of the command.
+    #[arg(long, short, value_name = "DIR")]
+    pub workdir: Option<String>,
+}
+
+/// `mayfly launch`.
+#[derive(Debug, Args)]
+pub struct LaunchArgs {
+    /// Template: NAME (follow the latest version) or NAME@N (pin version N).
+    pub template: String,
+    /// Init command (default: the template's).
+    #[arg(last = true)]
+    pub command: Vec<String>,
+    #[command(flatten)]
+    pub options: InstanceOptions,
+    /// Delete the instance when it stops.
+    #[arg(long, conflicts_with = "persistent")]
+    pub ephemeral: bool,
+    /// Keep the writable layer across restarts (`reset` discards it).
+    #[arg(long)]
+    pub persistent: bool,
+    /// Create it stopped.
+    #[arg(long)]
+    pub no_start: bool,
+    /// Print the new instance as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `mayfly run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Template: NAME or NAME@N.
+    pub template: String,
+    /// Command (default: the template's).
+    #[arg(last = true)]
+    pub command: Vec<String>,
+    #[command(flatten)]
+    pub options: InstanceOptions,
+    /// Delete the instance when the command ends (without it, a transient instance stays).
+    #[arg(long)]
+    pub rm: bool,
+    /// Give the command a terminal.
+    #[arg(long, short)]
+    pub tty: bool,
+}
+
+/// Commands that take instance names.
+#[derive(Debug, Args)]
+pub struct NamesArgs {
+    /// Instance names.
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+/// `stop`, `restart`, `reset`.
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Instance names.
+    #[arg(required = true)]
+    pub names: Vec<String>,
+    /// Seconds to wait after the stop signal before SIGKILL.
+    #[arg(long, short, default_value_t = 10)]
+    pub timeout: u64,
+    /// Kill at once (SIGKILL).
+    #[arg(long, short)]
+    pub force: bool,
+}
+
+/// `mayfly rm`.
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Instance names.
+    #[arg(required = true)]
+    pub names: Vec<String>,
+    /// Stop running instances first.
+    #[arg(long, short)]
+    pub force: bool,
+}
+
+/// `mayfly exec`.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Instance name.
+    pub name: String,
+    /// Command and arguments.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+    /// Give the command a terminal.
+    #[arg(long, short)]
+    pub tty: bool,
+    /// Extra environment, KEY=VALUE (repeatable).
+    #[arg(long, short, value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Working directory.
+    #[arg(long, short, value_name = "DIR")]
+    pub workdir: Option<String>,
+}
+
+/// `mayfly logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Instance name.
+    pub name: String,
+    /// Keep printing new output.
+    #[arg(long, short)]
+    pub follow: bool,
+    /// Only the last N lines.
+    #[arg(long, short = 'n', value_name = "N")]
+    pub tail: Option<u64>,
+}
+
+/// Runs a client command; returns the process exit code.
+pub fn run(socket: PathBuf, command: Command) -> i32 {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    let client = Client::new(socket);
+    runtime.block_on(commands::dispatch(&client, command))
+}

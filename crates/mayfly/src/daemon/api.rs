@@ -1,0 +1,424 @@
+//! REST handlers. Each one parses and validates its request, calls one engine action and
+//! turns the result (or the error, through [`ApiFailure`]) into a response. No lifecycle rule
+//! lives here.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use mayfly_api::{
+    ApiError, CreateInstance, ErrorBody, ErrorCode, ImportEvent, ImportQuery, ImportTemplate,
+    LogsQuery, RemoveQuery, StopRequest,
+};
+use mayfly_engine::{ChannelReader, Engine, EngineError};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use super::stream;
+
+/// Largest JSON body accepted.
+const MAX_JSON_BODY: usize = 1 << 20;
+
+type AppState = Arc<Engine>;
+
+/// An error response: the API error with its HTTP status.
+#[derive(Debug)]
+pub(crate) struct ApiFailure(pub ApiError);
+
+impl From<EngineError> for ApiFailure {
+    fn from(e: EngineError) -> Self {
+        let api = e.to_api();
+        if api.code == ErrorCode::Internal {
+            tracing::error!("{}", api.message);
+        }
+        ApiFailure(api)
+    }
+}
+
+impl IntoResponse for ApiFailure {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(ErrorBody { error: self.0 })).into_response()
+    }
+}
+
+pub(crate) fn bad_request(message: impl Into<String>, hint: impl Into<String>) -> ApiFailure {
+    ApiFailure(ApiError::new(ErrorCode::InvalidArgument, message).with_hint(hint))
+}
+
+/// Reads a JSON body of at most [`MAX_JSON_BODY`] bytes into `T`, with errors that name the
+/// problem (unknown field, wrong type).
+pub(crate) async fn json_body<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, ApiFailure> {
+    let bytes = axum::body::to_bytes(body, MAX_JSON_BODY)
+        .await
+        .map_err(|_| {
+            ApiFailure(ApiError::new(
+                ErrorCode::TooLarge,
+                format!("request body is larger than {MAX_JSON_BODY} bytes"),
+            ))
+        })?;
+    let bytes = if bytes.is_empty() {
+        Bytes::from_static(b"{}")
+    } else {
+        bytes
+    };
+    serde_json::from_slice(&bytes).map_err(|e| {
+        bad_request(
+            format!("invalid request body: {e}"),
+            "see `mayfly --help` for the fields",
+        )
+    })
+}
+
+/// Parses the query of `uri` into `T`, with errors in the API's shape.
+pub(crate) fn query<T: serde::de::DeserializeOwned>(
+    uri: &axum::http::Uri,
+) -> Result<T, ApiFailure> {
+    Query::<T>::try_from_uri(uri).map(|q| q.0).map_err(|e| {
+        bad_request(
+            format!("invalid query: {}", e.body_text()),
+            "check the query parameters",
+        )
+    })
+}
+
+/// The routes of API v1.
+pub(crate) fn router(engine: AppState) -> Router {
+    Router::new()
+        .route(mayfly_api::paths::INFO, get(info))
+        .route(
+            mayfly_api::paths::TEMPLATES,
+            get(list_templates)
+                .post(import_template)
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/v1/templates/{name}",
+            get(template_info).delete(remove_template),
+        )
+        .route(
+            mayfly_api::paths::INSTANCES,
+            get(list_instances).post(create_instance),
+        )
+        .route(
+            "/v1/instances/{name}",
+            get(instance_info).delete(remove_instance),
+        )
+        .route("/v1/instances/{name}/start", post(start_instance))
+        .route("/v1/instances/{name}/stop", post(stop_instance))
+        .route("/v1/instances/{name}/restart", post(restart_instance))
+        .route("/v1/instances/{name}/reset", post(reset_instance))
+        .route("/v1/instances/{name}/exec", post(stream::exec))
+        .route("/v1/instances/{name}/logs", get(logs))
+        .route(mayfly_api::paths::RUN, post(stream::run))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
+        .layer(axum::middleware::from_fn(log_request))
+        .with_state(engine)
+}
+
+static REQUEST_ID: AtomicU64 = AtomicU64::new(1);
+
+async fn log_request(req: Request, next: axum::middleware::Next) -> Response {
+    let id = REQUEST_ID.fetch_add(1, Ordering::Relaxed);
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let start = Instant::now();
+    let response = next.run(req).await;
+    tracing::debug!(
+        request = id,
+        %method,
+        %path,
+        status = response.status().as_u16(),
+        micros = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
+        "request"
+    );
+    response
+}
+
+async fn not_found(req: Request) -> ApiFailure {
+    ApiFailure(
+        ApiError::new(
+            ErrorCode::NotFound,
+            format!("no API endpoint {} {}", req.method(), req.uri().path()),
+        )
+        .with_hint("the API lives under /v1; see `mayfly --help`"),
+    )
+}
+
+async fn info(State(engine): State<AppState>) -> Result<Json<mayfly_api::DaemonInfo>, ApiFailure> {
+    Ok(Json(engine.info().await?))
+}
+
+// ---- templates ------------------------------------------------------------------------------
+
+async fn list_templates(
+    State(engine): State<AppState>,
+) -> Result<Json<Vec<mayfly_api::TemplateInfo>>, ApiFailure> {
+    Ok(Json(engine.list_templates().await?))
+}
+
+async fn template_info(
+    State(engine): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<mayfly_api::TemplateInfo>, ApiFailure> {
+    Ok(Json(engine.template_info(&name).await?))
+}
+
+async fn remove_template(
+    State(engine): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiFailure> {
+    engine.remove_template(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Progress of an import, as events on a channel, at most ten a second.
+struct ChannelProgress {
+    tx: mpsc::UnboundedSender<ImportEvent>,
+    state: std::sync::Mutex<(u64, u64, Instant)>,
+}
+
+impl mayfly_image::Progress for ChannelProgress {
+    fn advance(&self, entries: u64, bytes: u64) {
+        let mut st = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        st.0 += entries;
+        st.1 += bytes;
+        if st.2.elapsed() >= Duration::from_millis(100) {
+            st.2 = Instant::now();
+            let _ = self.tx.send(ImportEvent::Progress {
+                entries: st.0,
+                bytes: st.1,
+            });
+        }
+    }
+}
+
+fn ndjson_line<T: Serialize>(v: &T) -> Bytes {
+    let mut line = serde_json::to_vec(v).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+/// `POST /v1/templates`: a JSON body names a path on this host; any other body is the archive
+/// itself (`?name=` names the template). Answers newline-delimited [`ImportEvent`]s.
+async fn import_template(
+    State(engine): State<AppState>,
+    headers: HeaderMap,
+    req: Request,
+) -> Result<Response, ApiFailure> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let (tx, rx) = mpsc::unbounded_channel::<ImportEvent>();
+    let progress = Arc::new(ChannelProgress {
+        tx: tx.clone(),
+        state: std::sync::Mutex::new((0, 0, Instant::now())),
+    });
+    let done = tx.clone();
+    if is_json {
+        let body: ImportTemplate = json_body(req.into_body()).await?;
+        let tx = done;
+        tokio::spawn(async move {
+            let result = engine
+                .import_template_path(&body.name, &body.path, body.command, body.message, progress)
+                .await;
+            let _ = tx.send(match result {
+                Ok(info) => ImportEvent::Done(Box::new(info)),
+                Err(e) => ImportEvent::Error(ApiFailure::from(e).0),
+            });
+        });
+    } else {
+        let q: ImportQuery = query(req.uri())?;
+        let command = match &q.command {
+            Some(c) => Some(serde_json::from_str::<Vec<String>>(c).map_err(|e| {
+                bad_request(
+                    format!("invalid `command` query: {e}"),
+                    "give a JSON array of strings",
+                )
+            })?),
+            None => None,
+        };
+        let (chunks, reader) = ChannelReader::new(16);
+        let mut body = req.into_body();
+        // Feed the upload to the blocking unpacker chunk by chunk; back-pressure comes from
+        // the bounded channel.
+        tokio::spawn(async move {
+            while let Some(frame) = body.frame().await {
+                let item = match frame {
+                    Ok(f) => match f.into_data() {
+                        Ok(data) => Ok(data.to_vec()),
+                        Err(_) => continue,
+                    },
+                    Err(e) => Err(std::io::Error::other(format!("upload interrupted: {e}"))),
+                };
+                let stop = item.is_err();
+                if chunks.send(item).await.is_err() || stop {
+                    break;
+                }
+            }
+        });
+        let tx = done;
+        tokio::spawn(async move {
+            let result = engine
+                .import_template_archive(&q.name, reader, command, q.message, progress)
+                .await;
+            let _ = tx.send(match result {
+                Ok(info) => ImportEvent::Done(Box::new(info)),
+                Err(e) => ImportEvent::Error(ApiFailure::from(e).0),
+            });
+        });
+    }
+    drop(tx);
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|ev| (Ok::<Bytes, std::io::Error>(ndjson_line(&ev)), rx))
+    });
+    Ok(Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from_stream(stream))
+        .unwrap_or_default())
+}
+
+// ---- instances ------------------------------------------------------------------------------
+
+async fn list_instances(
+    State(engine): State<AppState>,
+) -> Result<Json<Vec<mayfly_api::InstanceInfo>>, ApiFailure> {
+    Ok(Json(engine.list_instances().await?))
+}
+
+async fn instance_info(
+    State(engine): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<mayfly_api::InstanceInfo>, ApiFailure> {
+    Ok(Json(engine.instance_info(&name).await?))
+}
+
+async fn create_instance(
+    State(engine): State<AppState>,
+    req: Request,
+) -> Result<(StatusCode, Json<mayfly_api::InstanceInfo>), ApiFailure> {
+    let body: CreateInstance = json_body(req.into_body()).await?;
+    let info = engine.create_instance(body).await?;
+    Ok((StatusCode::CREATED, Json(info)))
+}
+
+async fn start_instance(
+    State(engine): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<mayfly_api::InstanceInfo>, ApiFailure> {
+    Ok(Json(engine.start_instance(&name).await?))
+}
+
+async fn stop_instance(
+    State(engine): State<AppState>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Result<StatusCode, ApiFailure> {
+    let body: StopRequest = json_body(req.into_body()).await?;
+    engine.stop_instance(&name, body).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn restart_instance(
+    State(engine): State<AppState>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Result<Json<mayfly_api::InstanceInfo>, ApiFailure> {
+    let body: StopRequest = json_body(req.into_body()).await?;
+    Ok(Json(engine.restart_instance(&name, body).await?))
+}
+
+async fn reset_instance(
+    State(engine): State<AppState>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Result<Json<mayfly_api::InstanceInfo>, ApiFailure> {
+    let body: StopRequest = json_body(req.into_body()).await?;
+    Ok(Json(engine.reset_instance(&name, body).await?))
+}
+
+async fn remove_instance(
+    State(engine): State<AppState>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Result<StatusCode, ApiFailure> {
+    let q: RemoveQuery = query(req.uri())?;
+    engine.remove_instance(&name, q.force).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/instances/{name}/logs`: the console log (`?tail=N`), then with `?follow=true` what
+/// is appended, until the client goes or the instance is removed.
+async fn logs(
+    State(engine): State<AppState>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Result<Response, ApiFailure> {
+    let q: LogsQuery = query(req.uri())?;
+    let files = engine.log_files(&name)?;
+    let f = files.clone();
+    let (head, offset) = tokio::task::spawn_blocking(move || -> std::io::Result<(Vec<u8>, u64)> {
+        let offset = f.current_len();
+        Ok((f.read(q.tail)?, offset))
+    })
+    .await
+    .map_err(|e| ApiFailure(ApiError::new(ErrorCode::Internal, e.to_string())))?
+    .map_err(|e| {
+        ApiFailure(ApiError::new(
+            ErrorCode::Internal,
+            format!("cannot read the log of `{name}`: {e}"),
+        ))
+    })?;
+    if !q.follow {
+        return Ok(Response::builder()
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .body(Body::from(head))
+            .unwrap_or_default());
+    }
+    let state = (Some(head), offset, files, engine, name);
+    let stream =
+        futures_util::stream::unfold(state, |(head, offset, files, engine, name)| async move {
+            if let Some(head) = head {
+                return Some((
+                    Ok::<Bytes, std::io::Error>(Bytes::from(head)),
+                    (None, offset, files, engine, name),
+                ));
+            }
+            let mut offset = offset;
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let f = files.clone();
+                let read = tokio::task::spawn_blocking(move || f.read_from(offset)).await;
+                match read {
+                    Ok(Ok((bytes, next))) if !bytes.is_empty() => {
+                        return Some((Ok(Bytes::from(bytes)), (None, next, files, engine, name)));
+                    }
+                    Ok(Ok((_, next))) => offset = next,
+                    _ => return None,
+                }
+                if !engine.instance_exists(&name) {
+                    return None;
+                }
+            }
+        });
+    Ok(Response::builder()
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .body(Body::from_stream(stream))
+        .unwrap_or_default())
+}

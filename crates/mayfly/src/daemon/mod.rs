@@ -1,0 +1,133 @@
+//! `mayfly daemon`: the engine behind a REST API on a unix socket.
+//!
+//! The socket is created with mode 0600 (root only) inside a 0755 directory; a second daemon
+//! on the same state directory is refused by an exclusive lock. SIGTERM or SIGINT stop the
+//! daemon but not the instances: the forker keeps them (and their logs) running, and the next
+//! daemon re-attaches.
+
+mod api;
+mod stream;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use mayfly_engine::{Engine, EngineConfig};
+
+/// Settings of `mayfly daemon`.
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// API socket.
+    pub socket: PathBuf,
+    /// Host busybox for the built-in template.
+    pub busybox: PathBuf,
+    /// Console log rotation size.
+    pub log_max_bytes: u64,
+}
+
+fn lock_state_dir(state_dir: &Path) -> anyhow::Result<std::fs::File> {
+    std::fs::create_dir_all(state_dir.join("run"))
+        .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
+    let path = state_dir.join("run/daemon.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    if rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+        bail!(
+            "another mayfly daemon uses state directory {} (stop it, or give another --state-dir)",
+            state_dir.display()
+        );
+    }
+    Ok(file)
+}
+
+fn bind_socket(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    // We hold the state directory's lock, but the socket path is the user's choice: do not
+    // steal a socket another live daemon answers on.
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        bail!(
+            "another daemon listens on {} (stop it, or give another --socket)",
+            path.display()
+        );
+    }
+    let _ = std::fs::remove_file(path);
+    // Create the socket 0600 from the start: no window in which others could connect.
+    let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o177));
+    let listener = tokio::net::UnixListener::bind(path);
+    rustix::process::umask(old);
+    let listener = listener.with_context(|| format!("cannot listen on {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot set permissions of {}", path.display()))?;
+    Ok(listener)
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
+    if !rustix::process::geteuid().is_root() {
+        bail!("the daemon must run as root (it creates namespaces, mounts and cgroups)");
+    }
+    let state_dir = if options.state_dir.is_absolute() {
+        options.state_dir.clone()
+    } else {
+        std::env::current_dir()?.join(&options.state_dir)
+    };
+    let _lock = lock_state_dir(&state_dir)?;
+    let exe = std::env::current_exe().context("cannot find the mayfly executable")?;
+    let engine = Engine::start(EngineConfig {
+        state_dir: state_dir.clone(),
+        exe,
+        busybox: Some(options.busybox.clone()),
+        log_max_bytes: options.log_max_bytes,
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!(mayfly_driver::error_chain(&e)))
+    .context("cannot start the engine")?;
+    let listener = bind_socket(&options.socket)?;
+    let info = engine
+        .info()
+        .await
+        .map_err(|e| anyhow::anyhow!(e.to_string()))?;
+    tracing::info!(
+        socket = %options.socket.display(),
+        state_dir = %state_dir.display(),
+        cgroups = %info.cgroup_mode,
+        user_namespaces = info.user_namespaces,
+        "mayfly daemon ready ({} templates, {} instances, {} running)",
+        info.templates,
+        info.instances,
+        info.running
+    );
+    let app = api::router(Arc::clone(&engine));
+    let shutdown = async {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let term = async {
+            match term.as_mut() {
+                Some(t) => {
+                    t.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
+        }
+        tracing::info!("stopping the daemon; instances keep running");
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("API server failed")?;
+    let _ = std::fs::remove_file(&options.socket);
+    Ok(())
+}
