@@ -91,8 +91,26 @@ pub(crate) fn enter_rootfs(
     .step(|| format!("attach root at {}", spec.rootfs.display()))?;
     rustix::process::fchdir(root_mount).step(|| "enter root".into())?;
 
+    // Until pivot_root, an absolute symlink would resolve against the host's root: the
+    // top-level mount points come from the template, so make sure they are real directories
+    // before anything is mounted on or created under them. Below them everything is ours
+    // (kernel filesystems and our own tmpfs). Nothing of the instance runs yet, so the check
+    // cannot be raced.
+    for top in ["proc", "sys", "dev"] {
+        ensure_dir(top)?;
+        let st = rustix::fs::statat(rustix::fs::CWD, top, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+            .step(|| format!("inspect /{top}"))?;
+        if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Directory {
+            return Err(ChildFailure {
+                step: format!("check /{top}"),
+                errno: None,
+                detail: format!(
+                    "the template's /{top} is not a directory (a symlink?); a root filesystem needs real /proc, /sys and /dev directories"
+                ),
+            });
+        }
+    }
     let nosuid_nodev_noexec = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
-    ensure_dir("proc")?;
     rustix::mount::mount(c"proc", c"proc", c"proc", nosuid_nodev_noexec, None)
         .step(|| "mount /proc".into())?;
     ensure_dir("sys")?;
