@@ -114,6 +114,18 @@ pub(crate) fn write(node: Node<'_>, name: &[u8], value: &[u8]) -> io::Result<()>
     Ok(())
 }
 
+/// Removes one xattr from `node`; one that is not there is fine.
+pub(crate) fn remove(node: Node<'_>, name: &[u8]) -> io::Result<()> {
+    let r = match node {
+        Node::Fd(fd) => rfs::fremovexattr(fd, name),
+        Node::At(dir, entry) => rfs::lremovexattr(Node::proc_path(dir, entry), name),
+    };
+    match r {
+        Ok(()) | Err(Errno::NODATA) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Runs a size query (`None`) and then a read into a buffer of that size, retrying if the value
 /// grew in between (`ERANGE`).
 fn fill(

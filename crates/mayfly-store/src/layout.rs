@@ -3,7 +3,8 @@
 //! ```text
 //! <state>/mayfly.db          the catalogue (SQLite, WAL)
 //! <state>/layers/<algo>-<hex>/   immutable layer trees, named by digest
-//! <state>/instances/<id>/    an instance's writable layer, work dir, mount point, logs
+//! <state>/instances/<id>/    upper-<gen>/ (writable layer), work dir, mount point, logs
+//! <state>/snapshots/<id>/    frozen copies of writable layers
 //! <state>/tmp/               trees being built; swept at start-up
 //! <state>/trash/             trees being deleted in the background; emptied at start-up
 //! <state>/run/               sockets and locks of the daemon and its forker
@@ -36,6 +37,7 @@ impl Layout {
             self.root.clone(),
             self.layers(),
             self.instances(),
+            self.snapshots(),
             self.tmp(),
             self.trash(),
             self.run(),
@@ -106,6 +108,21 @@ impl Layout {
     /// Instance `id`'s directory.
     pub fn instance_dir(&self, id: &str) -> PathBuf {
         self.instances().join(id)
+    }
+
+    /// The directory of snapshot trees.
+    pub fn snapshots(&self) -> PathBuf {
+        self.root.join("snapshots")
+    }
+
+    /// Snapshot `id`'s tree.
+    pub fn snapshot_dir(&self, id: &str) -> PathBuf {
+        self.snapshots().join(id)
+    }
+
+    /// Generation `generation` of instance `id`'s writable layer.
+    pub fn writable_dir(&self, id: &str, generation: u64) -> PathBuf {
+        self.instance_dir(id).join(format!("upper-{generation}"))
     }
 
     /// Where trees are built.

@@ -165,6 +165,48 @@ pub struct RunRecord {
     pub started_at: i64,
 }
 
+/// What the next start of an instance must do differently (set by restore and clone).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct NextRun {
+    /// Run this template version (the one the writable layer was made on).
+    #[serde(default)]
+    pub version: Option<u32>,
+    /// Keep the writable layer for this run even if the mode discards it at start (a
+    /// transient instance restored from a snapshot).
+    #[serde(default)]
+    pub keep_writable: bool,
+    /// Give the instance a new machine identity (a clone's first start).
+    #[serde(default)]
+    pub new_identity: bool,
+}
+
+/// A snapshot of an instance's writable layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRecord {
+    /// Random id (names its tree).
+    pub id: String,
+    /// The instance.
+    pub instance_id: String,
+    /// Name, unique per instance.
+    pub name: String,
+    /// Template of the instance when taken.
+    pub template: String,
+    /// The template version the writable layer was made on.
+    pub template_version: u32,
+    /// The instance's settings when taken.
+    pub config: InstanceConfig,
+    /// The id range the tree's owners are in.
+    pub id_base: Option<u32>,
+    /// Bytes of file content.
+    pub size: u64,
+    /// Entries.
+    pub entries: u64,
+    /// How long a running instance was frozen for it.
+    pub frozen_ms: Option<u64>,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
 /// How the last run ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExitRecord {
@@ -199,6 +241,12 @@ pub struct InstanceRecord {
     pub run: Option<RunRecord>,
     /// How the last run ended.
     pub last_exit: Option<ExitRecord>,
+    /// Generation of the writable layer (its directory is `upper-<gen>`).
+    pub writable_gen: u64,
+    /// The template version the writable layer was last run on.
+    pub writable_version: Option<u32>,
+    /// What the next start must do differently.
+    pub next_run: Option<NextRun>,
 }
 
 /// A journalled operation in flight.
@@ -228,6 +276,9 @@ struct RawInstance {
     created_at: i64,
     run: Option<String>,
     last_exit: Option<String>,
+    writable_gen: i64,
+    writable_version: Option<i64>,
+    next_run: Option<String>,
 }
 
 /// Size of each instance's user-namespace id range.
@@ -611,8 +662,8 @@ impl Store {
                 rec.id_base = Some(Self::free_id_base(&tx)?);
             }
             tx.execute(
-                "INSERT INTO instances (id, name, template, pinned_version, mode, config, id_base, created_at, run, last_exit)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                "INSERT INTO instances (id, name, template, pinned_version, mode, config, id_base, created_at, run, last_exit, writable_gen, writable_version, next_run)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                 params![
                     rec.id,
                     rec.name,
@@ -624,6 +675,9 @@ impl Store {
                     rec.created_at,
                     rec.run.as_ref().map(to_json),
                     rec.last_exit.as_ref().map(to_json),
+                    i64_of(rec.writable_gen),
+                    rec.writable_version,
+                    rec.next_run.as_ref().map(to_json),
                 ],
             )
             .map_err(|e| match e {
@@ -680,6 +734,9 @@ impl Store {
             created_at: r.get(7)?,
             run: r.get(8)?,
             last_exit: r.get(9)?,
+            writable_gen: r.get(10)?,
+            writable_version: r.get(11)?,
+            next_run: r.get(12)?,
         })
     }
 
@@ -700,6 +757,15 @@ impl Store {
                 .last_exit
                 .map(|s| from_json(&s, "exit record"))
                 .transpose()?,
+            writable_gen: to_u64(raw.writable_gen, "writable generation")?,
+            writable_version: raw
+                .writable_version
+                .map(|v| to_u32(v, "writable version"))
+                .transpose()?,
+            next_run: raw
+                .next_run
+                .map(|s| from_json(&s, "next run"))
+                .transpose()?,
             id: raw.id,
             name: raw.name,
             template: raw.template,
@@ -707,8 +773,7 @@ impl Store {
         })
     }
 
-    const INSTANCE_COLUMNS: &'static str =
-        "id, name, template, pinned_version, mode, config, id_base, created_at, run, last_exit";
+    const INSTANCE_COLUMNS: &'static str = "id, name, template, pinned_version, mode, config, id_base, created_at, run, last_exit, writable_gen, writable_version, next_run";
 
     /// Every instance, by name.
     pub fn instances(&self) -> Result<Vec<InstanceRecord>, StoreError> {

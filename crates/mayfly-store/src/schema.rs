@@ -63,6 +63,25 @@ const MIGRATIONS: &[&str] = &[
         paths TEXT NOT NULL,
         started_at INTEGER NOT NULL
     );",
+    // 2: snapshots; writable-layer generations and what the next start must do.
+    "CREATE TABLE snapshots (
+        id TEXT PRIMARY KEY,
+        instance_id TEXT NOT NULL REFERENCES instances(id),
+        name TEXT NOT NULL,
+        template TEXT NOT NULL,
+        template_version INTEGER NOT NULL,
+        config TEXT NOT NULL,
+        id_base INTEGER,
+        size INTEGER NOT NULL,
+        entries INTEGER NOT NULL,
+        frozen_ms INTEGER,
+        created_at INTEGER NOT NULL,
+        UNIQUE (instance_id, name),
+        FOREIGN KEY (template, template_version) REFERENCES template_versions(template, version)
+    );
+    ALTER TABLE instances ADD COLUMN writable_gen INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE instances ADD COLUMN writable_version INTEGER;
+    ALTER TABLE instances ADD COLUMN next_run TEXT;",
 ];
 
 /// Brings the database to the newest schema. Refuses a database newer than this binary.

@@ -20,6 +20,9 @@ fn instance(name: &str, template: &str, mode: Mode) -> InstanceRecord {
         created_at: now(),
         run: None,
         last_exit: None,
+        writable_gen: 1,
+        writable_version: None,
+        next_run: None,
     }
 }
 
