@@ -225,23 +225,21 @@ fn rewrite_entry(
             }
         }
     }
-    if canonical_whiteout {
-        if let Entry::At(dir, name) = entry {
-            let zero = rustix::time::Timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            };
-            let times = Timestamps {
-                last_access: zero,
-                last_modification: zero,
-            };
-            rfs::utimensat(dir, name, &times, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| {
-                ImageError::SetTimes {
-                    path: path.to_owned(),
-                    source: e.into(),
-                }
-            })?;
-        }
+    if canonical_whiteout && let Entry::At(dir, name) = entry {
+        let zero = rustix::time::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let times = Timestamps {
+            last_access: zero,
+            last_modification: zero,
+        };
+        rfs::utimensat(dir, name, &times, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| {
+            ImageError::SetTimes {
+                path: path.to_owned(),
+                source: e.into(),
+            }
+        })?;
     }
     Ok(())
 }
