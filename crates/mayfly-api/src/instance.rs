@@ -222,6 +222,71 @@ pub struct RemoveQuery {
     /// Stop a running instance first instead of refusing.
     #[serde(default)]
     pub force: bool,
+    /// Delete the instance's snapshots too instead of refusing.
+    #[serde(default)]
+    pub snapshots: bool,
+}
+
+/// A snapshot as `snapshot list` and `snapshot info` show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    /// Name, unique per instance.
+    pub name: String,
+    /// The instance.
+    pub instance: String,
+    /// Creation time (RFC 3339).
+    pub created_at: String,
+    /// Template of the instance.
+    pub template: String,
+    /// Template version the writable layer was made on.
+    pub template_version: u32,
+    /// Bytes of file content in the snapshot.
+    pub size: u64,
+    /// Entries in it.
+    pub entries: u64,
+    /// How long the instance was frozen to take it (running instances only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frozen_ms: Option<u64>,
+}
+
+/// `POST /v1/instances/{name}/snapshots`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSnapshot {
+    /// Snapshot name; `snapN` when absent.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// `POST /v1/instances/{name}/clone`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloneRequest {
+    /// The new instance's name.
+    pub name: String,
+    /// Start from this snapshot of the source instead of its current writable layer.
+    #[serde(default)]
+    pub snapshot: Option<String>,
+    /// Mode of the clone (default: the source's).
+    #[serde(default)]
+    pub mode: Option<Mode>,
+    /// Start the clone.
+    #[serde(default)]
+    pub start: bool,
+}
+
+/// `POST /v1/instances/{name}/publish`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishRequest {
+    /// Template to create, or to add a version to when it exists.
+    pub template: String,
+    /// Publish this snapshot instead of the current writable layer.
+    #[serde(default)]
+    pub snapshot: Option<String>,
+    /// History message.
+    #[serde(default)]
+    pub message: Option<String>,
 }
 
 /// Query of `GET /v1/instances/{name}/logs`.

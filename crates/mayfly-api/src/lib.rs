@@ -14,8 +14,9 @@ mod template;
 
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use instance::{
-    CreateInstance, ExecRequest, ExitInfo, InstanceInfo, InstanceState, Isolation, LogsQuery, Mode,
-    RemoveQuery, StopRequest,
+    CloneRequest, CreateInstance, CreateSnapshot, ExecRequest, ExitInfo, InstanceInfo,
+    InstanceState, Isolation, LogsQuery, Mode, PublishRequest, RemoveQuery, SnapshotInfo,
+    StopRequest,
 };
 pub use template::{
     ImportEvent, ImportQuery, ImportTemplate, LayerInfo, TemplateConfig, TemplateInfo, VersionInfo,
@@ -71,8 +72,14 @@ pub mod paths {
     pub fn instance(name: &str) -> String {
         format!("{INSTANCES}/{name}")
     }
-    /// `/v1/instances/{name}/{action}`, action one of start, stop, restart, reset, exec, logs.
+    /// `/v1/instances/{name}/{action}`, action one of start, stop, restart, reset, exec, logs,
+    /// snapshots (`GET` list, `POST` create), clone, publish.
     pub fn instance_action(name: &str, action: &str) -> String {
         format!("{INSTANCES}/{name}/{action}")
+    }
+    /// `/v1/instances/{name}/snapshots/{snap}`: `GET` info, `DELETE` remove; with
+    /// `/restore` appended, `POST` rewinds the instance to it.
+    pub fn snapshot(name: &str, snap: &str) -> String {
+        format!("{INSTANCES}/{name}/snapshots/{snap}")
     }
 }

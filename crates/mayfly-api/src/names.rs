@@ -57,6 +57,18 @@ pub fn check_template_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// Checks a snapshot name: the same characters as a template name (`snap0`,
+/// `before-upgrade`, `2026-11-23`).
+pub fn check_snapshot_name(name: &str) -> Result<(), String> {
+    check_template_name(name).map_err(|e| {
+        e.replacen("invalid template name", "invalid snapshot name", 1)
+            .replace(
+                "(for example `debian` or `nginx-1.24`)",
+                "(for example `before-upgrade`)",
+            )
+    })
+}
+
 /// A template reference: `NAME` (follow the current version) or `NAME@N` (pin version N).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TemplateRef {

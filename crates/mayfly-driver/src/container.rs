@@ -1,9 +1,9 @@
 //! The `container` driver: an instance is a set of namespaces and a cgroup around an init,
 //! rooted in an overlay of the template's layers under the instance's writable layer.
 //!
-//! Layout of an instance directory: `upper/` (the writable layer, a plain overlay diff),
-//! `work/` (overlayfs scratch), `rootfs/` (an empty mount point used only inside the
-//! container's own mount namespace) and `console.log` (the init's output).
+//! Layout of an instance directory: the writable layer where the engine says (a plain overlay
+//! diff, `upper-<generation>/`), `work/` (overlayfs scratch), `rootfs/` (an empty mount point
+//! used only inside the container's own mount namespace) and `console.log` (the init's output).
 
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -89,27 +89,16 @@ impl Driver for ContainerDriver {
         Some(self.client.forker_pid()).filter(|p| *p > 0)
     }
 
-    fn prepare_writable(
-        &self,
-        spec: &InstanceSpec,
-        fresh: bool,
-        trash: &Path,
-    ) -> Result<(), DriverError> {
+    fn prepare_writable(&self, spec: &InstanceSpec, trash: &Path) -> Result<(), DriverError> {
         let dir = &spec.instance_dir;
-        let upper = dir.join("upper");
+        let upper = &spec.writable;
         let work = dir.join("work");
-        if fresh {
-            move_to_trash(&upper, trash)?;
-        }
         // The work directory is scratch space; a new one avoids overlayfs' "in use" check
         // tripping over a superblock that is still being torn down.
         move_to_trash(&work, trash)?;
-        {
-            let d = "rootfs";
-            let p = dir.join(d);
-            if !p.is_dir() {
-                std::fs::create_dir(&p).map_err(files("create", &p))?;
-            }
+        let rootfs = dir.join("rootfs");
+        if !rootfs.is_dir() {
+            std::fs::create_dir(&rootfs).map_err(files("create", &rootfs))?;
         }
         std::fs::create_dir(&work).map_err(files("create", &work))?;
         if !upper.is_dir() {
@@ -120,30 +109,33 @@ impl Driver for ContainerDriver {
                 .last()
                 .map(PathBuf::as_path)
                 .unwrap_or(Path::new("/nonexistent"));
-            let (mode, uid, gid) = match std::fs::metadata(top) {
-                Ok(m) => (m.mode() & 0o7777, m.uid(), m.gid()),
-                Err(_) => (0o755, 0, 0),
+            let meta = std::fs::metadata(top).ok();
+            let (mode, uid, gid) = match &meta {
+                Some(m) => (m.mode() & 0o7777, m.uid(), m.gid()),
+                None => (0o755, 0, 0),
             };
             let map = |id: u32| spec.idmap.map_or(Some(id), |m| m.to_host(id)).unwrap_or(id);
-            let tmp = dir.join("upper.new");
+            let mut tmp = upper.clone().into_os_string();
+            tmp.push(".new");
+            let tmp = PathBuf::from(tmp);
             let _ = std::fs::remove_dir(&tmp);
             std::fs::create_dir(&tmp).map_err(files("create", &tmp))?;
             std::os::unix::fs::chown(&tmp, Some(map(uid)), Some(map(gid)))
                 .map_err(files("chown", &tmp))?;
             std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
                 .map_err(files("chmod", &tmp))?;
-            std::fs::rename(&tmp, &upper).map_err(files("create", &upper))?;
+            if let Some(m) = &meta {
+                // Same times too, so that a fresh instance's root is exactly the template's.
+                let times = std::fs::FileTimes::new()
+                    .set_accessed(m.accessed().unwrap_or(std::time::UNIX_EPOCH))
+                    .set_modified(m.modified().unwrap_or(std::time::UNIX_EPOCH));
+                std::fs::File::open(&tmp)
+                    .and_then(|f| f.set_times(times))
+                    .map_err(files("set times of", &tmp))?;
+            }
+            std::fs::rename(&tmp, upper).map_err(files("create", upper))?;
         }
         Ok(())
-    }
-
-    fn discard_writable(&self, instance_dir: &Path, trash: &Path) -> Result<(), DriverError> {
-        move_to_trash(&instance_dir.join("upper"), trash)?;
-        move_to_trash(&instance_dir.join("work"), trash)
-    }
-
-    fn writable_dir(&self, instance_dir: &Path) -> PathBuf {
-        instance_dir.join("upper")
     }
 
     fn log_path(&self, instance_dir: &Path) -> PathBuf {
@@ -171,13 +163,14 @@ impl Driver for ContainerDriver {
                 cgroup: self.cgroup_of(&spec.id),
                 hostname: spec.hostname.clone(),
                 layers: spec.layers.clone(),
-                upper: dir.join("upper"),
+                upper: spec.writable.clone(),
                 work: dir.join("work"),
                 rootfs: dir.join("rootfs"),
                 idmap: spec.idmap,
                 process: spec.process.clone(),
                 stdio: stdio_spec,
                 id: spec.id.clone(),
+                new_identity: spec.new_identity,
             };
             match self
                 .client

@@ -86,8 +86,13 @@ pub struct InstanceSpec {
     pub hostname: String,
     /// Template layer directories, lowest first.
     pub layers: Vec<PathBuf>,
-    /// The instance's private directory (writable layer, logs).
+    /// The instance's private directory (scratch space, mount point, logs).
     pub instance_dir: PathBuf,
+    /// The writable layer (created by [`Driver::prepare_writable`] if missing).
+    pub writable: PathBuf,
+    /// Give the instance a new machine identity before its init runs (machine-id, SSH host
+    /// keys, random seed, /etc/hostname): a clone's first start.
+    pub new_identity: bool,
     /// User namespace mapping, if any.
     pub idmap: Option<IdMap>,
     /// The init process.
@@ -146,20 +151,10 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     /// Pid of the driver's helper process, if it has one and it is connected.
     fn helper_pid(&self) -> Option<i32>;
 
-    /// Creates the writable layer of `spec` if missing; with `fresh`, first moves any existing
-    /// one into `trash` (a directory on the same filesystem) so that the instance starts clean.
-    fn prepare_writable(
-        &self,
-        spec: &InstanceSpec,
-        fresh: bool,
-        trash: &Path,
-    ) -> Result<(), DriverError>;
-
-    /// Moves the writable layer of the instance at `instance_dir` into `trash`.
-    fn discard_writable(&self, instance_dir: &Path, trash: &Path) -> Result<(), DriverError>;
-
-    /// The directory that holds the instance's changes as a tree (overlay upper).
-    fn writable_dir(&self, instance_dir: &Path) -> PathBuf;
+    /// Creates the writable layer `spec.writable` if it is missing (empty, its root mirroring
+    /// the template's root), and whatever scratch space the driver needs; stale scratch goes
+    /// to `trash` (a directory on the same filesystem).
+    fn prepare_writable(&self, spec: &InstanceSpec, trash: &Path) -> Result<(), DriverError>;
 
     /// The instance's console log file.
     fn log_path(&self, instance_dir: &Path) -> PathBuf;

@@ -78,6 +78,9 @@ pub struct ContainerSpec {
     pub process: ProcessSpec,
     /// Where the init's output goes.
     pub stdio: StdioSpec,
+    /// Regenerate the machine identity inside before the init runs (a clone's first start).
+    #[serde(default)]
+    pub new_identity: bool,
 }
 
 /// How a process ended.

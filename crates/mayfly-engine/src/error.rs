@@ -39,6 +39,14 @@ pub enum EngineError {
         /// The action in progress.
         operation: String,
     },
+    /// The instance has snapshots, which a plain removal keeps.
+    #[error("instance `{name}` has snapshots: {}", snapshots.join(", "))]
+    HasSnapshots {
+        /// Instance name.
+        name: String,
+        /// Their names.
+        snapshots: Vec<String>,
+    },
     /// The program to run does not exist in the instance.
     #[error("{0}")]
     ProgramNotFound(String),
@@ -91,6 +99,12 @@ impl EngineError {
             EngineError::Busy { .. } => (
                 ErrorCode::Busy,
                 Some("wait for it to finish, then retry".into()),
+            ),
+            EngineError::HasSnapshots { name, .. } => (
+                ErrorCode::InUse,
+                Some(format!(
+                    "delete them with the instance (`mayfly rm --force {name}`), or one by one (`mayfly snapshot rm {name} SNAP`)"
+                )),
             ),
             EngineError::ProgramNotFound(_) => (
                 ErrorCode::NotFound,

@@ -126,7 +126,7 @@ impl Engine {
     pub async fn instance_info(&self, name: &str) -> Result<InstanceInfo, EngineError> {
         let n = name.to_owned();
         let rec = self.db(move |s| s.instance(&n)).await?;
-        let upper = self.driver.writable_dir(&self.layout.instance_dir(&rec.id));
+        let upper = self.layout.writable_dir(&rec.id, rec.writable_gen);
         let bytes = self
             .blocking(move || {
                 Ok(match mayfly_image::tree_stats(&upper) {
@@ -259,6 +259,9 @@ impl Engine {
             created_at: mayfly_store::now(),
             run: None,
             last_exit: None,
+            writable_gen: 1,
+            writable_version: None,
+            next_run: None,
         };
         let dir = self.layout.instance_dir(&rec.id);
         self.blocking({
@@ -340,7 +343,11 @@ impl Engine {
         let rec = self.db(move |s| s.instance(&name)).await?;
         let tname = rec.template.clone();
         let template = self.db(move |s| s.template(&tname)).await?;
-        let version = rec.pinned_version.unwrap_or(template.current_version);
+        let next = rec.next_run.clone().unwrap_or_default();
+        let version = next
+            .version
+            .or(rec.pinned_version)
+            .unwrap_or(template.current_version);
         let vrec = template.version(version).ok_or_else(|| {
             EngineError::invalid(
                 format!(
@@ -376,6 +383,8 @@ impl Engine {
                 .map(|l| self.layout.layer_dir(&l.digest))
                 .collect(),
             instance_dir: self.layout.instance_dir(&rec.id),
+            writable: self.layout.writable_dir(&rec.id, rec.writable_gen),
+            new_identity: next.new_identity,
             idmap: rec.id_base.map(|host_base| IdMap {
                 host_base,
                 count: ID_RANGE,
@@ -407,20 +416,20 @@ impl Engine {
         stdio: InitStdio,
         version: u32,
     ) -> Result<RunRecord, EngineError> {
-        let fresh = rec.mode != Mode::Persistent;
+        let keep = rec.next_run.as_ref().is_some_and(|n| n.keep_writable);
+        if rec.mode != Mode::Persistent && !keep {
+            self.discard_writable(&rec.id, rec.writable_gen).await?;
+        }
         {
             let engine = self.clone();
             let spec = spec.clone();
             self.blocking(move || {
                 engine
                     .driver
-                    .prepare_writable(&spec, fresh, engine.trash.dir())
+                    .prepare_writable(&spec, engine.trash.dir())
                     .map_err(EngineError::Driver)
             })
             .await?;
-            if fresh {
-                self.trash.wake();
-            }
         }
         let started = self.driver.start(spec, stdio).await.map_err(from_driver)?;
         let run = RunRecord {
@@ -431,7 +440,7 @@ impl Engine {
             started_at: mayfly_store::now(),
         };
         let (id, mode, r) = (rec.id.clone(), rec.mode, run.clone());
-        if let Err(e) = self.db(move |s| s.set_run(&id, mode, Some(&r), None)).await {
+        if let Err(e) = self.db(move |s| s.record_start(&id, mode, &r)).await {
             // Without the record a restarted daemon could not find it again: do not leave
             // it running unrecorded.
             let _ = self.driver.kill(&rec.id).await;
@@ -453,7 +462,7 @@ impl Engine {
         self.stop_locked(&slot, &req).await
     }
 
-    async fn stop_locked(
+    pub(crate) async fn stop_locked(
         self: &Arc<Self>,
         slot: &Arc<Slot>,
         req: &StopRequest,
@@ -583,16 +592,16 @@ impl Engine {
                 self.stop_locked(&slot, &req).await?;
                 self.ensure_not_gone(&slot)?;
             }
-            let engine = self.clone();
-            let dir = self.layout.instance_dir(&slot.id);
-            self.blocking(move || {
-                engine
-                    .driver
-                    .discard_writable(&dir, engine.trash.dir())
-                    .map_err(EngineError::Driver)
-            })
-            .await?;
-            self.trash.wake();
+            let n = name.to_owned();
+            let rec = self.db(move |s| s.instance(&n)).await?;
+            self.discard_writable(&rec.id, rec.writable_gen).await?;
+            // A restore or clone waiting for the next start is void too: clean means clean.
+            if rec.next_run.is_some() || rec.writable_version.is_some() {
+                let id = rec.id.clone();
+                let generation = rec.writable_gen;
+                self.db(move |s| s.set_writable(&id, generation, None, None, None))
+                    .await?;
+            }
             if was_running {
                 let max = self.config.log_max_bytes;
                 self.start_locked(&slot, InitStdio::Log { max_bytes: max }, false)
@@ -602,19 +611,47 @@ impl Engine {
         self.instance_info(name).await
     }
 
+    /// Moves generation `generation` of instance `id`'s writable layer to the trash.
+    pub(crate) async fn discard_writable(
+        &self,
+        id: &str,
+        generation: u64,
+    ) -> Result<(), EngineError> {
+        let dir = self.layout.writable_dir(id, generation);
+        let trash = self.trash.dir().to_owned();
+        self.blocking(move || {
+            mayfly_driver::container::move_to_trash(&dir, &trash).map_err(EngineError::Driver)
+        })
+        .await?;
+        self.trash.wake();
+        Ok(())
+    }
+
     // ---- remove ------------------------------------------------------------------------
 
-    /// Deletes an instance; a running one only with `force` (it is killed first).
+    /// Deletes an instance; a running one only with `force` (it is killed first), one with
+    /// snapshots only with `with_snapshots` (they go too).
     pub async fn remove_instance(
         self: &Arc<Self>,
         name: &str,
         force: bool,
+        with_snapshots: bool,
     ) -> Result<(), EngineError> {
         let slot = self.slot(name)?;
         let _guard = slot.acquire("remove").await?;
         self.settle(&slot).await;
         if lock(&self.slots).get(name).is_none() {
             return Ok(()); // an ephemeral instance removed itself meanwhile
+        }
+        if !with_snapshots {
+            let id = slot.id.clone();
+            let snapshots = self.db(move |s| s.snapshots(&id)).await?;
+            if !snapshots.is_empty() {
+                return Err(EngineError::HasSnapshots {
+                    name: name.to_owned(),
+                    snapshots: snapshots.into_iter().map(|s| s.name).collect(),
+                });
+            }
         }
         let state = slot.state();
         if state != InstanceState::Stopped {

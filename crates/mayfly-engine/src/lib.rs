@@ -20,6 +20,7 @@ mod logs;
 mod process;
 mod recovery;
 mod slot;
+mod snapshot;
 mod template;
 mod trash;
 
@@ -90,13 +91,13 @@ impl Engine {
             .map_err(|e| EngineError::Internal(e.to_string()))??;
         let layout = store.layout().clone();
         let store = Arc::new(Mutex::new(store));
-        {
+        let thaw = {
             let store = store.clone();
             let layout = layout.clone();
             tokio::task::spawn_blocking(move || recovery::recover(&mut lock(&store), &layout))
                 .await
-                .map_err(|e| EngineError::Internal(e.to_string()))??;
-        }
+                .map_err(|e| EngineError::Internal(e.to_string()))??
+        };
         let trash = Trash::start(layout.trash());
         let cgroup_mode = mayfly_driver::cgroup::Cgroups::detect()
             .map(|c| c.mode().as_str())
@@ -139,6 +140,12 @@ impl Engine {
             );
         }
         engine.reconcile().await?;
+        for id in thaw {
+            // A snapshot was interrupted while the instance was frozen.
+            if engine.driver.freeze(&id, false).await.is_ok() {
+                tracing::warn!("thawed instance {id}, left frozen by an interrupted snapshot");
+            }
+        }
         tokio::spawn(engine.clone().event_loop(events_rx));
         Ok(engine)
     }
@@ -218,6 +225,21 @@ impl Engine {
             running: u32::try_from(running).unwrap_or(u32::MAX),
             templates: u32::try_from(templates).unwrap_or(u32::MAX),
         })
+    }
+}
+
+/// Crashes the daemon at a named step when the environment variable `MAYFLY_CRASH_AT` names
+/// it: how the tests prove that an operation interrupted at that step leaves, after a
+/// restart, either its complete result or nothing.
+pub(crate) fn failpoint(name: &str) {
+    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    if AT
+        .get_or_init(|| std::env::var("MAYFLY_CRASH_AT").ok())
+        .as_deref()
+        == Some(name)
+    {
+        eprintln!("mayfly: crashing at {name} (MAYFLY_CRASH_AT)");
+        std::process::abort();
     }
 }
 

@@ -27,8 +27,22 @@ fn to_trash(layout: &Layout, path: &std::path::Path, why: &str) {
     }
 }
 
-/// Rolls back interrupted operations and sweeps unreferenced trees.
-pub(crate) fn recover(store: &mut Store, layout: &Layout) -> Result<(), StoreError> {
+/// Journal kinds, and what rolling each back means besides removing its paths.
+pub(crate) mod kind {
+    /// A template import or publish: its staging tree.
+    pub const IMPORT: &str = "import";
+    /// A snapshot: its tree; the instance (the subject) may have been left frozen.
+    pub const SNAPSHOT: &str = "snapshot";
+    /// A restore: the next writable-layer generation being staged.
+    pub const RESTORE: &str = "restore";
+    /// A clone: the new instance (the subject), whose row may already exist.
+    pub const CLONE: &str = "clone";
+}
+
+/// Rolls back interrupted operations and sweeps unreferenced trees. Returns the instances that
+/// an interrupted snapshot may have left frozen (to thaw once the forker is reachable).
+pub(crate) fn recover(store: &mut Store, layout: &Layout) -> Result<Vec<String>, StoreError> {
+    let mut thaw = Vec::new();
     for entry in store.journal_pending()? {
         tracing::warn!(
             "rolling back an interrupted {} of `{}` (started at {})",
@@ -40,6 +54,11 @@ pub(crate) fn recover(store: &mut Store, layout: &Layout) -> Result<(), StoreErr
             if path.starts_with(layout.root()) {
                 to_trash(layout, path, "left by an interrupted operation");
             }
+        }
+        match entry.kind.as_str() {
+            kind::SNAPSHOT => thaw.push(entry.subject.clone()),
+            kind::CLONE => store.forget_instance(&entry.subject)?,
+            _ => {}
         }
         store.journal_end(entry.id)?;
     }
@@ -69,7 +88,8 @@ pub(crate) fn recover(store: &mut Store, layout: &Layout) -> Result<(), StoreErr
             );
         }
     }
-    let ids: HashSet<String> = store.instances()?.into_iter().map(|i| i.id).collect();
+    let instances = store.instances()?;
+    let ids: HashSet<String> = instances.iter().map(|i| i.id.clone()).collect();
     if let Ok(entries) = std::fs::read_dir(layout.instances()) {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -78,7 +98,30 @@ pub(crate) fn recover(store: &mut Store, layout: &Layout) -> Result<(), StoreErr
             }
         }
     }
-    Ok(())
+    // Inside each instance: writable-layer generations other than the current one (a restore
+    // or a start interrupted between staging and commit) and half-made upper directories.
+    for rec in &instances {
+        let current = format!("upper-{}", rec.writable_gen);
+        let Ok(entries) = std::fs::read_dir(layout.instance_dir(&rec.id)) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("upper") && name != current {
+                to_trash(layout, &e.path(), "stale writable layer");
+            }
+        }
+    }
+    let snapshots = store.snapshot_ids()?;
+    if let Ok(entries) = std::fs::read_dir(layout.snapshots()) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !snapshots.contains(&name) {
+                to_trash(layout, &e.path(), "snapshot not in the catalogue");
+            }
+        }
+    }
+    Ok(thaw)
 }
 
 /// Whether host process `pid` is still the one that started at `start_time`.

@@ -228,16 +228,7 @@ impl Engine {
         let result = match rec.mode {
             Mode::Ephemeral => self.delete_instance(slot, &rec).await,
             Mode::Transient => {
-                let engine = self.clone();
-                let dir = self.layout.instance_dir(&rec.id);
-                self.blocking(move || {
-                    engine
-                        .driver
-                        .discard_writable(&dir, engine.trash.dir())
-                        .map_err(EngineError::Driver)
-                })
-                .await?;
-                self.trash.wake();
+                self.discard_writable(&rec.id, rec.writable_gen).await?;
                 let id = rec.id.clone();
                 self.db(move |s| s.set_run(&id, Mode::Transient, None, exit.as_ref()))
                     .await
@@ -269,12 +260,23 @@ impl Engine {
         rec: &mayfly_store::InstanceRecord,
     ) -> Result<(), EngineError> {
         let (id, mode) = (rec.id.clone(), rec.mode);
-        self.db(move |s| s.delete_instance(&id, mode)).await?;
+        let snapshots = self
+            .db(move |s| {
+                let snaps = s.snapshots(&id)?;
+                s.delete_instance(&id, mode)?;
+                Ok(snaps)
+            })
+            .await?;
         lock(&self.slots).remove(slot);
-        let dir = self.layout.instance_dir(&rec.id);
+        let mut dirs = vec![self.layout.instance_dir(&rec.id)];
+        dirs.extend(snapshots.iter().map(|s| self.layout.snapshot_dir(&s.id)));
         let trash = self.trash.dir().to_owned();
         self.blocking(move || {
-            mayfly_driver::container::move_to_trash(&dir, &trash).map_err(EngineError::Driver)
+            for dir in dirs {
+                mayfly_driver::container::move_to_trash(&dir, &trash)
+                    .map_err(EngineError::Driver)?;
+            }
+            Ok(())
         })
         .await?;
         self.trash.wake();

@@ -122,6 +122,7 @@ fn build_tree(
         Source::Archive(reader) => {
             std::fs::create_dir(tmp).map_err(io_err("create", tmp))?;
             mayfly_image::unpack_archive(reader, tmp, progress)?;
+            crate::failpoint("import:unpacked");
         }
         Source::Busybox(binary) => {
             std::fs::create_dir(tmp).map_err(io_err("create", tmp))?;
@@ -243,7 +244,7 @@ impl Engine {
         let tmp = self.layout.tmp().join(random_name("import"));
         let (n, t) = (name.to_owned(), tmp.clone());
         let journal = self
-            .db(move |s| s.journal_begin("import", &n, &[t]))
+            .db(move |s| s.journal_begin(crate::recovery::kind::IMPORT, &n, &[t]))
             .await?;
         let t = tmp.clone();
         let built = self
@@ -290,7 +291,7 @@ impl Engine {
 
     /// Renames the tree at `tmp` to the layer directory of `digest`, or discards it when
     /// that layer exists already.
-    async fn place_layer(&self, tmp: &Path, digest: &str) -> Result<(), EngineError> {
+    pub(crate) async fn place_layer(&self, tmp: &Path, digest: &str) -> Result<(), EngineError> {
         let target = self.layout.layer_dir(digest);
         let layers = self.layout.layers();
         let trash = self.trash.dir().to_owned();
@@ -306,7 +307,7 @@ impl Engine {
         .await
     }
 
-    async fn drop_layer_if_unreferenced(&self, digest: &str) {
+    pub(crate) async fn drop_layer_if_unreferenced(&self, digest: &str) {
         let d = digest.to_owned();
         if let Ok(false) = self.db(move |s| s.has_layer(&d)).await {
             let dir = self.layout.layer_dir(digest);

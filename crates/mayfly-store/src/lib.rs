@@ -458,6 +458,45 @@ impl Store {
         tx.commit().map_err(sql("commit"))
     }
 
+    /// Adds version N+1 of template `name` made of `layers` and makes it current; returns N+1.
+    /// `journal` (if any) is closed in the same transaction.
+    pub fn add_template_version(
+        &mut self,
+        name: &str,
+        layers: &[LayerRecord],
+        config: &TemplateConfig,
+        message: &str,
+        journal: Option<i64>,
+    ) -> Result<u32, StoreError> {
+        let tx = self.conn.transaction().map_err(sql("begin"))?;
+        let last: Option<i64> = tx
+            .query_row(
+                "SELECT MAX(version) FROM template_versions WHERE template = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .map_err(sql("look up template"))?;
+        let Some(last) = last else {
+            return Err(StoreError::NotFound {
+                kind: "template",
+                name: name.to_owned(),
+            });
+        };
+        let version = to_u32(last, "template version")? + 1;
+        Self::insert_version(&tx, name, version, layers, config, message, now())?;
+        tx.execute(
+            "UPDATE templates SET current_version = ?2 WHERE name = ?1",
+            params![name, version],
+        )
+        .map_err(sql("set current version"))?;
+        if let Some(j) = journal {
+            tx.execute("DELETE FROM journal WHERE id = ?1", [j])
+                .map_err(sql("close journal"))?;
+        }
+        tx.commit().map_err(sql("commit"))?;
+        Ok(version)
+    }
+
     fn insert_version(
         tx: &rusqlite::Transaction<'_>,
         name: &str,
@@ -840,14 +879,204 @@ impl Store {
         result.map(|_| ()).map_err(sql("record instance state"))
     }
 
-    /// Deletes instance `id`'s row.
+    /// Records that instance `id` started with `run`: the writable layer is now of `run`'s
+    /// template version, and the one-run settings are used up.
+    pub fn record_start(
+        &mut self,
+        id: &str,
+        mode: Mode,
+        run: &RunRecord,
+    ) -> Result<(), StoreError> {
+        self.durable(mode != Mode::Ephemeral)?;
+        let result = self.conn.execute(
+            "UPDATE instances SET run = ?2, writable_version = ?3, next_run = NULL WHERE id = ?1",
+            params![id, to_json(run), run.version],
+        );
+        self.durable(true)?;
+        result.map(|_| ()).map_err(sql("record instance start"))
+    }
+
+    /// Switches instance `id` to writable-layer generation `generation` (already in place on
+    /// disk), made on template version `version`, with `next_run` for its next start — the one
+    /// commit point of a restore. Closes `journal` in the same transaction.
+    pub fn set_writable(
+        &mut self,
+        id: &str,
+        generation: u64,
+        version: Option<u32>,
+        next_run: Option<&NextRun>,
+        journal: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction().map_err(sql("begin"))?;
+        tx.execute(
+            "UPDATE instances SET writable_gen = ?2, writable_version = ?3, next_run = ?4 WHERE id = ?1",
+            params![id, i64_of(generation), version, next_run.map(to_json)],
+        )
+        .map_err(sql("switch writable layer"))?;
+        if let Some(j) = journal {
+            tx.execute("DELETE FROM journal WHERE id = ?1", [j])
+                .map_err(sql("close journal"))?;
+        }
+        tx.commit().map_err(sql("commit"))
+    }
+
+    /// Deletes instance `id`'s row and its snapshots' rows (their trees are the caller's).
     pub fn delete_instance(&mut self, id: &str, mode: Mode) -> Result<(), StoreError> {
         self.durable(mode != Mode::Ephemeral)?;
-        let result = self
-            .conn
-            .execute("DELETE FROM instances WHERE id = ?1", [id]);
+        let result = (|| {
+            let tx = self.conn.transaction().map_err(sql("begin"))?;
+            tx.execute("DELETE FROM snapshots WHERE instance_id = ?1", [id])
+                .map_err(sql("delete snapshots"))?;
+            tx.execute("DELETE FROM instances WHERE id = ?1", [id])
+                .map_err(sql("delete instance"))?;
+            tx.commit().map_err(sql("commit"))
+        })();
         self.durable(true)?;
-        result.map(|_| ()).map_err(sql("delete instance"))
+        result
+    }
+
+    /// Deletes an instance row inserted by an operation that is being rolled back (and its
+    /// snapshots' rows), if it exists.
+    pub fn forget_instance(&mut self, id: &str) -> Result<(), StoreError> {
+        self.delete_instance(id, Mode::Transient)
+    }
+
+    // ---- snapshots ----------------------------------------------------------------------
+
+    /// Catalogues snapshot `rec` (its tree is in place), closing `journal` in the same
+    /// transaction.
+    pub fn insert_snapshot(
+        &mut self,
+        rec: &SnapshotRecord,
+        journal: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction().map_err(sql("begin"))?;
+        let exists = tx
+            .query_row(
+                "SELECT 1 FROM snapshots WHERE instance_id = ?1 AND name = ?2",
+                params![rec.instance_id, rec.name],
+                |_| Ok(()),
+            )
+            .optional()
+            .map_err(sql("look up snapshot"))?
+            .is_some();
+        if exists {
+            return Err(StoreError::AlreadyExists {
+                kind: "snapshot",
+                name: rec.name.clone(),
+            });
+        }
+        tx.execute(
+            "INSERT INTO snapshots (id, instance_id, name, template, template_version, config, id_base, size, entries, frozen_ms, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                rec.id,
+                rec.instance_id,
+                rec.name,
+                rec.template,
+                rec.template_version,
+                to_json(&rec.config),
+                rec.id_base,
+                i64_of(rec.size),
+                i64_of(rec.entries),
+                rec.frozen_ms.map(i64_of),
+                rec.created_at,
+            ],
+        )
+        .map_err(sql("insert snapshot"))?;
+        if let Some(j) = journal {
+            tx.execute("DELETE FROM journal WHERE id = ?1", [j])
+                .map_err(sql("close journal"))?;
+        }
+        tx.commit().map_err(sql("commit"))
+    }
+
+    /// Snapshots of instance `instance_id`, oldest first.
+    pub fn snapshots(&self, instance_id: &str) -> Result<Vec<SnapshotRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, instance_id, name, template, template_version, config, id_base, size, entries, frozen_ms, created_at
+                 FROM snapshots WHERE instance_id = ?1 ORDER BY created_at, rowid",
+            )
+            .map_err(sql("list snapshots"))?;
+        let rows = stmt
+            .query_map([instance_id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, Option<i64>>(6)?,
+                    (r.get::<_, i64>(7)?, r.get::<_, i64>(8)?),
+                    r.get::<_, Option<i64>>(9)?,
+                    r.get::<_, i64>(10)?,
+                ))
+            })
+            .map_err(sql("list snapshots"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (
+                id,
+                instance_id,
+                name,
+                template,
+                version,
+                config,
+                id_base,
+                (size, entries),
+                frozen,
+                at,
+            ) = row.map_err(sql("list snapshots"))?;
+            out.push(SnapshotRecord {
+                id,
+                instance_id,
+                name,
+                template,
+                template_version: to_u32(version, "snapshot version")?,
+                config: from_json(&config, "snapshot config")?,
+                id_base: id_base.map(|v| to_u32(v, "snapshot id base")).transpose()?,
+                size: to_u64(size, "snapshot size")?,
+                entries: to_u64(entries, "snapshot entries")?,
+                frozen_ms: frozen.map(|v| to_u64(v, "frozen time")).transpose()?,
+                created_at: at,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Snapshot `name` of instance `instance_id`.
+    pub fn snapshot(&self, instance_id: &str, name: &str) -> Result<SnapshotRecord, StoreError> {
+        self.snapshots(instance_id)?
+            .into_iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| StoreError::NotFound {
+                kind: "snapshot",
+                name: name.to_owned(),
+            })
+    }
+
+    /// Ids of every snapshot (for the start-up sweep).
+    pub fn snapshot_ids(&self) -> Result<HashSet<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id FROM snapshots")
+            .map_err(sql("list snapshots"))?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(sql("list snapshots"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(sql("list snapshots"))
+    }
+
+    /// Deletes snapshot `id`'s row.
+    pub fn delete_snapshot(&mut self, id: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute("DELETE FROM snapshots WHERE id = ?1", [id])
+            .map(|_| ())
+            .map_err(sql("delete snapshot"))
     }
 
     // ---- daemon facts -------------------------------------------------------------------

@@ -374,6 +374,9 @@ fn container_child(
         rustix::system::sethostname(spec.hostname.as_bytes())
             .map_err(|e| io_fail("set hostname")(e.into()))?;
         mayfly_sys::net::loopback_up().map_err(io_fail("bring up lo"))?;
+        if spec.new_identity {
+            child::regenerate_identity(&spec.hostname)?;
+        }
         Ok(())
     };
     if let Err(f) = run() {

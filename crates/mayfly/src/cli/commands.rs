@@ -103,14 +103,64 @@ pub async fn dispatch(client: &Client, command: Command) -> i32 {
         }
         Command::Rm(a) => {
             let force = a.force;
-            each(&a.names, |n| async move {
-                let path = format!("{}?force={force}", paths::instance(&enc(&n)));
-                client
-                    .call::<()>(Method::DELETE, &path, None::<&()>)
-                    .await
-                    .map(|()| println!("removed {n}"))
-            })
-            .await
+            each(&a.names, |n| async move { remove(client, &n, force).await }).await
+        }
+        Command::Snapshot(c) => snapshot(client, c).await,
+        Command::Clone(a) => {
+            let req = mayfly_api::CloneRequest {
+                name: a.name.clone(),
+                snapshot: a.snapshot.clone(),
+                mode: a.mode,
+                start: a.start,
+            };
+            let path = paths::instance_action(&enc(&a.source), "clone");
+            client
+                .call::<InstanceInfo>(Method::POST, &path, Some(&req))
+                .await
+                .map(|info| {
+                    if a.json {
+                        json(&info);
+                    } else {
+                        println!(
+                            "cloned {} as {}{}",
+                            a.source,
+                            info.name,
+                            if a.start { " (started)" } else { "" }
+                        );
+                    }
+                    0
+                })
+        }
+        Command::Publish(a) => {
+            let (name, snap) = match a.source.split_once('/') {
+                Some((n, s)) => (n.to_owned(), Some(s.to_owned())),
+                None => (a.source.clone(), None),
+            };
+            let req = mayfly_api::PublishRequest {
+                template: a.template.clone(),
+                snapshot: snap,
+                message: a.message.clone(),
+            };
+            let path = paths::instance_action(&enc(&name), "publish");
+            client
+                .call::<TemplateInfo>(Method::POST, &path, Some(&req))
+                .await
+                .map(|t| {
+                    if a.json {
+                        json(&t);
+                    } else {
+                        let layer = t.current().and_then(|v| v.layers.last());
+                        println!(
+                            "published {} as template {} version {} (new layer {}, {})",
+                            a.source,
+                            t.name,
+                            t.current_version,
+                            layer.map(|l| l.digest.as_str()).unwrap_or("-"),
+                            size(layer.map(|l| l.size).unwrap_or(0))
+                        );
+                    }
+                    0
+                })
         }
         Command::Exec(a) => {
             let req = ExecRequest {
@@ -138,6 +188,127 @@ pub async fn dispatch(client: &Client, command: Command) -> i32 {
         Ok(code) => code,
         Err(e) => fail(&e),
     }
+}
+
+/// `rm` of one instance: with `--force` everything goes; without it, an instance with
+/// snapshots is only removed after the user says yes on a terminal.
+async fn remove(client: &Client, name: &str, force: bool) -> Result<(), ClientError> {
+    let delete = |snapshots: bool| {
+        let path = format!(
+            "{}?force={force}&snapshots={snapshots}",
+            paths::instance(&enc(name))
+        );
+        async move { client.call::<()>(Method::DELETE, &path, None::<&()>).await }
+    };
+    match delete(force).await {
+        Err(ClientError::Api(e))
+            if e.code == mayfly_api::ErrorCode::InUse && e.message.contains("has snapshots") =>
+        {
+            if !stdin_is_terminal() {
+                return Err(ClientError::Api(e));
+            }
+            eprint!("{}. Delete them too? [y/N] ", e.message);
+            let _ = std::io::stderr().flush();
+            let mut answer = String::new();
+            let _ = std::io::stdin().read_line(&mut answer);
+            if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                eprintln!("kept {name}");
+                return Ok(());
+            }
+            delete(true).await?;
+        }
+        other => other?,
+    }
+    println!("removed {name}");
+    Ok(())
+}
+
+async fn snapshot(client: &Client, command: super::SnapshotCommand) -> Result<i32, ClientError> {
+    use super::SnapshotCommand as S;
+    match command {
+        S::Create(a) => {
+            let req = mayfly_api::CreateSnapshot {
+                name: a.snapshot.clone(),
+            };
+            let path = paths::instance_action(&enc(&a.name), "snapshots");
+            let s: mayfly_api::SnapshotInfo = client.call(Method::POST, &path, Some(&req)).await?;
+            if a.json {
+                json(&s);
+            } else {
+                let frozen = s
+                    .frozen_ms
+                    .map(|ms| format!(", instance frozen for {ms} ms"))
+                    .unwrap_or_default();
+                println!(
+                    "snapshot {} of {} taken ({}, {} entries{frozen})",
+                    s.name,
+                    s.instance,
+                    size(s.size),
+                    s.entries
+                );
+            }
+        }
+        S::List(a) => {
+            let path = paths::instance_action(&enc(&a.name), "snapshots");
+            let all: Vec<mayfly_api::SnapshotInfo> =
+                client.call(Method::GET, &path, None::<&()>).await?;
+            if a.json {
+                json(&all);
+            } else {
+                let rows: Vec<Vec<String>> = all
+                    .iter()
+                    .map(|s| {
+                        vec![
+                            s.name.clone(),
+                            s.created_at.clone(),
+                            size(s.size),
+                            format!("{}@{}", s.template, s.template_version),
+                            s.frozen_ms
+                                .map(|m| format!("{m} ms"))
+                                .unwrap_or_else(|| "-".into()),
+                        ]
+                    })
+                    .collect();
+                table(&["NAME", "TAKEN", "SIZE", "TEMPLATE", "FROZEN"], &rows);
+            }
+        }
+        S::Info(a) => {
+            let path = paths::snapshot(&enc(&a.name), &enc(&a.snapshot));
+            let s: mayfly_api::SnapshotInfo = client.call(Method::GET, &path, None::<&()>).await?;
+            if a.json {
+                json(&s);
+            } else {
+                println!("name:       {}", s.name);
+                println!("instance:   {}", s.instance);
+                println!("taken:      {} ({})", s.created_at, ago(&s.created_at));
+                println!("template:   {}@{}", s.template, s.template_version);
+                println!("size:       {} ({} entries)", size(s.size), s.entries);
+                if let Some(ms) = s.frozen_ms {
+                    println!("frozen:     {ms} ms");
+                }
+            }
+        }
+        S::Restore(a) => {
+            let path = format!(
+                "{}/restore",
+                paths::snapshot(&enc(&a.name), &enc(&a.snapshot))
+            );
+            let i: InstanceInfo = client.call(Method::POST, &path, None::<&()>).await?;
+            if a.json {
+                json(&i);
+            } else {
+                println!("restored {} to {} ({})", a.name, a.snapshot, i.state);
+            }
+        }
+        S::Rm(a) => {
+            let path = paths::snapshot(&enc(&a.name), &enc(&a.snapshot));
+            client
+                .call::<()>(Method::DELETE, &path, None::<&()>)
+                .await?;
+            println!("removed snapshot {} of {}", a.snapshot, a.name);
+        }
+    }
+    Ok(0)
 }
 
 /// The exit code of `run`/`exec` when mayfly, not the program, failed.

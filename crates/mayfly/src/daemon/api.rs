@@ -120,6 +120,20 @@ pub(crate) fn router(engine: AppState) -> Router {
         .route("/v1/instances/{name}/reset", post(reset_instance))
         .route("/v1/instances/{name}/exec", post(stream::exec))
         .route("/v1/instances/{name}/logs", get(logs))
+        .route(
+            "/v1/instances/{name}/snapshots",
+            get(list_snapshots).post(create_snapshot),
+        )
+        .route(
+            "/v1/instances/{name}/snapshots/{snap}",
+            get(snapshot_info).delete(remove_snapshot),
+        )
+        .route(
+            "/v1/instances/{name}/snapshots/{snap}/restore",
+            post(restore_snapshot),
+        )
+        .route("/v1/instances/{name}/clone", post(clone_instance))
+        .route("/v1/instances/{name}/publish", post(publish))
         .route(mayfly_api::paths::RUN, post(stream::run))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
@@ -359,8 +373,69 @@ async fn remove_instance(
     req: Request,
 ) -> Result<StatusCode, ApiFailure> {
     let q: RemoveQuery = query(req.uri())?;
-    engine.remove_instance(&name, q.force).await?;
+    engine.remove_instance(&name, q.force, q.snapshots).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- snapshots, clone, publish ---------------------------------------------------------------
+
+async fn list_snapshots(
+    State(engine): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<mayfly_api::SnapshotInfo>>, ApiFailure> {
+    Ok(Json(engine.list_snapshots(&name).await?))
+}
+
+async fn create_snapshot(
+    State(engine): State<AppState>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Result<(StatusCode, Json<mayfly_api::SnapshotInfo>), ApiFailure> {
+    let body: mayfly_api::CreateSnapshot = json_body(req.into_body()).await?;
+    let info = engine.create_snapshot(&name, body.name).await?;
+    Ok((StatusCode::CREATED, Json(info)))
+}
+
+async fn snapshot_info(
+    State(engine): State<AppState>,
+    Path((name, snap)): Path<(String, String)>,
+) -> Result<Json<mayfly_api::SnapshotInfo>, ApiFailure> {
+    Ok(Json(engine.snapshot_details(&name, &snap).await?))
+}
+
+async fn remove_snapshot(
+    State(engine): State<AppState>,
+    Path((name, snap)): Path<(String, String)>,
+) -> Result<StatusCode, ApiFailure> {
+    engine.remove_snapshot(&name, &snap).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn restore_snapshot(
+    State(engine): State<AppState>,
+    Path((name, snap)): Path<(String, String)>,
+) -> Result<Json<mayfly_api::InstanceInfo>, ApiFailure> {
+    Ok(Json(engine.restore_snapshot(&name, &snap).await?))
+}
+
+async fn clone_instance(
+    State(engine): State<AppState>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Result<(StatusCode, Json<mayfly_api::InstanceInfo>), ApiFailure> {
+    let body: mayfly_api::CloneRequest = json_body(req.into_body()).await?;
+    let info = engine.clone_instance(&name, body).await?;
+    Ok((StatusCode::CREATED, Json(info)))
+}
+
+async fn publish(
+    State(engine): State<AppState>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Result<(StatusCode, Json<mayfly_api::TemplateInfo>), ApiFailure> {
+    let body: mayfly_api::PublishRequest = json_body(req.into_body()).await?;
+    let info = engine.publish(&name, body).await?;
+    Ok((StatusCode::CREATED, Json(info)))
 }
 
 /// `GET /v1/instances/{name}/logs`: the console log (`?tail=N`), then with `?follow=true` what

@@ -1,0 +1,675 @@
+//! Snapshots, restore, clone and publish: everything that copies a writable layer.
+//!
+//! A writable layer is a plain overlay diff (`upper-<generation>/`), so each of these is a
+//! copy of a tree proportional to the instance's changes, never to its template:
+//! - **snapshot**: a copy under `snapshots/<id>/`; a running instance is frozen (cgroup
+//!   freezer) and its filesystem flushed for the copy, and told how long it was frozen;
+//! - **restore**: a copy of the snapshot becomes the next generation of the writable layer;
+//!   one catalogue transaction switches to it (and pins the snapshot's template version for
+//!   the next run); a running instance is stopped first and started again after;
+//! - **clone**: a copy becomes a new instance's first generation, its owners shifted into the
+//!   new instance's id range, and its first start gives it a new machine identity;
+//! - **publish**: a copy is turned into a canonical layer (owners back to 0-based ids,
+//!   whiteouts canonical, overlay bookkeeping dropped) stacked on the source's template version.
+//!
+//! Crash safety: every copy goes to a path that the catalogue does not reference until one
+//! transaction commits it; an interrupted one is swept at start-up (and a snapshot that was
+//! interrupted while its instance was frozen thaws it, see `recovery`).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mayfly_api::names::{check_instance_name, check_snapshot_name, check_template_name};
+use mayfly_api::{
+    CloneRequest, InstanceInfo, InstanceState, Mode, PublishRequest, SnapshotInfo, StopRequest,
+    TemplateInfo,
+};
+use mayfly_image::{CopyOptions, IdRange, TreeStats, XattrPolicy};
+use mayfly_store::{ID_RANGE, InstanceRecord, LayerRecord, NextRun, SnapshotRecord, StoreError};
+
+use crate::recovery::kind;
+use crate::slot::Slot;
+use crate::{Engine, EngineError, lock};
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    let _ = rustix::rand::getrandom(&mut buf, rustix::rand::GetRandomFlags::empty());
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn rfc3339(secs: i64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap_or(0));
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn copy_options() -> CopyOptions {
+    CopyOptions {
+        xattrs: XattrPolicy::All,
+        one_file_system: false,
+    }
+}
+
+fn flush(path: &Path) -> Result<(), EngineError> {
+    let dir = std::fs::File::open(path).map_err(|source| EngineError::Io {
+        action: "open",
+        path: path.to_owned(),
+        source,
+    })?;
+    rustix::fs::syncfs(&dir).map_err(|e| EngineError::Io {
+        action: "flush",
+        path: path.to_owned(),
+        source: e.into(),
+    })
+}
+
+fn id_range(base: Option<u32>) -> Option<IdRange> {
+    base.map(|start| IdRange {
+        start,
+        count: ID_RANGE,
+    })
+}
+
+fn snapshot_info(instance: &str, s: &SnapshotRecord) -> SnapshotInfo {
+    SnapshotInfo {
+        name: s.name.clone(),
+        instance: instance.to_owned(),
+        created_at: rfc3339(s.created_at),
+        template: s.template.clone(),
+        template_version: s.template_version,
+        size: s.size,
+        entries: s.entries,
+        frozen_ms: s.frozen_ms,
+    }
+}
+
+/// What a capture copied, and how long the instance was frozen for it.
+struct Captured {
+    stats: TreeStats,
+    frozen: Option<Duration>,
+}
+
+impl Engine {
+    /// The template version an instance's current writable layer belongs to.
+    async fn layer_version(&self, slot: &Slot, rec: &InstanceRecord) -> Result<u32, EngineError> {
+        if let Some(v) = lock(&slot.rt).version {
+            return Ok(v);
+        }
+        if let Some(v) = rec
+            .next_run
+            .as_ref()
+            .and_then(|n| n.version)
+            .or(rec.writable_version)
+            .or(rec.pinned_version)
+        {
+            return Ok(v);
+        }
+        let t = rec.template.clone();
+        Ok(self.db(move |s| s.template(&t)).await?.current_version)
+    }
+
+    /// Copies the instance's current writable layer to `dest` (which must not exist). A
+    /// running instance is frozen and flushed for the copy and thawed whatever happens. The
+    /// caller holds the operation lock and removes `dest` if this fails.
+    async fn capture(
+        &self,
+        slot: &Slot,
+        rec: &InstanceRecord,
+        dest: &Path,
+    ) -> Result<Captured, EngineError> {
+        let src = self.layout.writable_dir(&rec.id, rec.writable_gen);
+        let running = slot.state() == InstanceState::Running;
+        if !src.is_dir() {
+            // Nothing changed since the layer was discarded: an empty layer.
+            let (dest, owner) = (dest.to_owned(), rec.id_base.unwrap_or(0));
+            self.blocking(move || {
+                std::fs::create_dir(&dest).map_err(|source| EngineError::Io {
+                    action: "create",
+                    path: dest.clone(),
+                    source,
+                })?;
+                std::os::unix::fs::chown(&dest, Some(owner), Some(owner)).map_err(|source| {
+                    EngineError::Io {
+                        action: "chown",
+                        path: dest.clone(),
+                        source,
+                    }
+                })
+            })
+            .await?;
+            return Ok(Captured {
+                stats: TreeStats::default(),
+                frozen: None,
+            });
+        }
+        let pid = lock(&slot.rt).pid;
+        let frozen_at = if running {
+            self.driver
+                .freeze(&slot.id, true)
+                .await
+                .map_err(EngineError::Driver)?;
+            Some(Instant::now())
+        } else {
+            None
+        };
+        let d = dest.to_owned();
+        let copied = self
+            .blocking(move || {
+                if let Some(pid) = pid {
+                    // Flush what the instance wrote through its overlay (best effort: the
+                    // copy reads the same page cache either way).
+                    if let Ok(root) = std::fs::File::open(format!("/proc/{pid}/root")) {
+                        let _ = rustix::fs::syncfs(&root);
+                    }
+                }
+                mayfly_image::copy_tree(&src, &d, copy_options(), &mayfly_image::NoProgress)
+                    .map_err(EngineError::Image)
+            })
+            .await;
+        let frozen = frozen_at.map(|t| t.elapsed());
+        if running && let Err(e) = self.driver.freeze(&slot.id, false).await {
+            tracing::error!(instance = %slot.name, "cannot thaw after a copy: {}", mayfly_driver::error_chain(&e));
+        }
+        Ok(Captured {
+            stats: copied?,
+            frozen,
+        })
+    }
+
+    async fn abandon_tree(&self, path: &Path, journal: Option<i64>) {
+        let _ = mayfly_driver::container::move_to_trash(path, self.trash.dir());
+        self.trash.wake();
+        if let Some(j) = journal {
+            let _ = self.db(move |s| s.journal_end(j)).await;
+        }
+    }
+
+    // ---- snapshots -----------------------------------------------------------------------
+
+    /// Takes a snapshot of instance `name` (running or stopped).
+    pub async fn create_snapshot(
+        self: &Arc<Self>,
+        name: &str,
+        snap: Option<String>,
+    ) -> Result<SnapshotInfo, EngineError> {
+        if let Some(s) = &snap {
+            check_snapshot_name(s).map_err(|e| {
+                EngineError::invalid(e, "e.g. `mayfly snapshot create web before-upgrade`")
+            })?;
+        }
+        let slot = self.slot(name)?;
+        let _guard = slot.acquire("snapshot").await?;
+        self.settle(&slot).await;
+        let n = name.to_owned();
+        let rec = self.db(move |s| s.instance(&n)).await?;
+        if rec.mode == Mode::Ephemeral {
+            return Err(EngineError::invalid(
+                format!(
+                    "instance `{name}` is ephemeral: its snapshots would vanish with it when it stops"
+                ),
+                format!(
+                    "clone it (`mayfly clone {name} NEW`) or publish it (`mayfly publish {name} --as TEMPLATE`)"
+                ),
+            ));
+        }
+        let id = rec.id.clone();
+        let existing = self.db(move |s| s.snapshots(&id)).await?;
+        let snap_name = match snap {
+            Some(s) => {
+                if existing.iter().any(|e| e.name == s) {
+                    return Err(EngineError::Store(StoreError::AlreadyExists {
+                        kind: "snapshot",
+                        name: s,
+                    }));
+                }
+                s
+            }
+            None => (0..)
+                .map(|i| format!("snap{i}"))
+                .find(|c| !existing.iter().any(|e| &e.name == c))
+                .unwrap_or_else(|| format!("snap-{}", random_hex(4))),
+        };
+        let version = self.layer_version(&slot, &rec).await?;
+        let snap_id = random_hex(8);
+        let dest = self.layout.snapshot_dir(&snap_id);
+        let (subject, d) = (rec.id.clone(), dest.clone());
+        let journal = self
+            .db(move |s| s.journal_begin(kind::SNAPSHOT, &subject, &[d]))
+            .await?;
+        let captured = match self.capture(&slot, &rec, &dest).await {
+            Ok(c) => c,
+            Err(e) => {
+                self.abandon_tree(&dest, Some(journal)).await;
+                return Err(e);
+            }
+        };
+        crate::failpoint("snapshot:copied");
+        let d = dest.clone();
+        if let Err(e) = self.blocking(move || flush(&d)).await {
+            self.abandon_tree(&dest, Some(journal)).await;
+            return Err(e);
+        }
+        let record = SnapshotRecord {
+            id: snap_id,
+            instance_id: rec.id.clone(),
+            name: snap_name,
+            template: rec.template.clone(),
+            template_version: version,
+            config: rec.config.clone(),
+            id_base: rec.id_base,
+            size: captured.stats.bytes,
+            entries: captured.stats.entries,
+            frozen_ms: captured
+                .frozen
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            created_at: mayfly_store::now(),
+        };
+        let r = record.clone();
+        if let Err(e) = self.db(move |s| s.insert_snapshot(&r, Some(journal))).await {
+            self.abandon_tree(&dest, Some(journal)).await;
+            return Err(e);
+        }
+        Ok(snapshot_info(name, &record))
+    }
+
+    /// Snapshots of instance `name`, oldest first.
+    pub async fn list_snapshots(&self, name: &str) -> Result<Vec<SnapshotInfo>, EngineError> {
+        let n = name.to_owned();
+        let rec = self.db(move |s| s.instance(&n)).await?;
+        let id = rec.id.clone();
+        let all = self.db(move |s| s.snapshots(&id)).await?;
+        Ok(all.iter().map(|s| snapshot_info(name, s)).collect())
+    }
+
+    async fn snapshot_record(
+        &self,
+        name: &str,
+        snap: &str,
+    ) -> Result<(InstanceRecord, SnapshotRecord), EngineError> {
+        let n = name.to_owned();
+        let rec = self.db(move |s| s.instance(&n)).await?;
+        let (id, sn) = (rec.id.clone(), snap.to_owned());
+        let snapshot = self.db(move |s| s.snapshot(&id, &sn)).await?;
+        Ok((rec, snapshot))
+    }
+
+    /// One snapshot.
+    pub async fn snapshot_details(
+        &self,
+        name: &str,
+        snap: &str,
+    ) -> Result<SnapshotInfo, EngineError> {
+        let (_, s) = self.snapshot_record(name, snap).await?;
+        Ok(snapshot_info(name, &s))
+    }
+
+    /// Deletes one snapshot.
+    pub async fn remove_snapshot(&self, name: &str, snap: &str) -> Result<(), EngineError> {
+        let slot = self.slot(name)?;
+        let _guard = slot.acquire("remove a snapshot").await?;
+        let (_, s) = self.snapshot_record(name, snap).await?;
+        let id = s.id.clone();
+        self.db(move |st| st.delete_snapshot(&id)).await?;
+        let _ = mayfly_driver::container::move_to_trash(
+            &self.layout.snapshot_dir(&s.id),
+            self.trash.dir(),
+        );
+        self.trash.wake();
+        Ok(())
+    }
+
+    /// Rewinds instance `name` to snapshot `snap`: a running instance is stopped, rewound and
+    /// started again; a transient one runs from the snapshot for its next run.
+    pub async fn restore_snapshot(
+        self: &Arc<Self>,
+        name: &str,
+        snap: &str,
+    ) -> Result<InstanceInfo, EngineError> {
+        let slot = self.slot(name)?;
+        {
+            let _guard = slot.acquire("restore").await?;
+            self.settle(&slot).await;
+            let (rec, s) = self.snapshot_record(name, snap).await?;
+            if rec.mode == Mode::Ephemeral {
+                return Err(EngineError::invalid(
+                    format!(
+                        "instance `{name}` is ephemeral: it is deleted when it stops, so it cannot be rewound"
+                    ),
+                    format!(
+                        "clone the snapshot instead: `mayfly clone {name} NEW --snapshot {snap}`"
+                    ),
+                ));
+            }
+            let was_running = slot.state() != InstanceState::Stopped;
+            if was_running {
+                self.stop_locked(&slot, &StopRequest::default()).await?;
+            }
+            // The stop may have settled a transient run; read the record again.
+            let n = name.to_owned();
+            let rec = self.db(move |st| st.instance(&n)).await?;
+            let next_gen = rec.writable_gen + 1;
+            let dest = self.layout.writable_dir(&rec.id, next_gen);
+            let (subject, d) = (rec.id.clone(), dest.clone());
+            let journal = self
+                .db(move |st| st.journal_begin(kind::RESTORE, &subject, &[d]))
+                .await?;
+            let (src, d) = (self.layout.snapshot_dir(&s.id), dest.clone());
+            let (from, to) = (id_range(s.id_base), rec.id_base);
+            let staged = self
+                .blocking(move || {
+                    mayfly_image::copy_tree(&src, &d, copy_options(), &mayfly_image::NoProgress)?;
+                    if let (Some(from), Some(to)) = (from, to)
+                        && from.start != to
+                    {
+                        mayfly_image::shift_owners(&d, from, to)?;
+                    }
+                    flush(&d)
+                })
+                .await;
+            if let Err(e) = staged {
+                self.abandon_tree(&dest, Some(journal)).await;
+                return Err(e);
+            }
+            crate::failpoint("restore:staged");
+            let next = NextRun {
+                version: Some(s.template_version),
+                keep_writable: rec.mode == Mode::Transient,
+                new_identity: false,
+            };
+            let (id, version) = (rec.id.clone(), s.template_version);
+            if let Err(e) = self
+                .db(move |st| {
+                    st.set_writable(&id, next_gen, Some(version), Some(&next), Some(journal))
+                })
+                .await
+            {
+                self.abandon_tree(&dest, Some(journal)).await;
+                return Err(e);
+            }
+            self.discard_writable(&rec.id, rec.writable_gen).await?;
+            if was_running {
+                let max = self.config.log_max_bytes;
+                self.start_locked(
+                    &slot,
+                    mayfly_driver::InitStdio::Log { max_bytes: max },
+                    false,
+                )
+                .await?;
+            }
+        }
+        self.instance_info(name).await
+    }
+
+    // ---- clone ---------------------------------------------------------------------------
+
+    /// Creates instance `req.name` whose writable layer starts as `src`'s (or one of its
+    /// snapshots'), with the same template reference and a new identity.
+    pub async fn clone_instance(
+        self: &Arc<Self>,
+        src: &str,
+        req: CloneRequest,
+    ) -> Result<InstanceInfo, EngineError> {
+        check_instance_name(&req.name)
+            .map_err(|e| EngineError::invalid(e, "e.g. `mayfly clone web web-2`"))?;
+        if lock(&self.slots).get(&req.name).is_some() {
+            return Err(EngineError::Store(StoreError::AlreadyExists {
+                kind: "instance",
+                name: req.name.clone(),
+            }));
+        }
+        let slot = self.slot(src)?;
+        let new_slot;
+        {
+            let _guard = slot.acquire("clone").await?;
+            self.settle(&slot).await;
+            let s = src.to_owned();
+            let src_rec = self.db(move |st| st.instance(&s)).await?;
+            let snapshot = match &req.snapshot {
+                Some(snap) => Some(self.snapshot_record(src, snap).await?.1),
+                None => None,
+            };
+            let version = match &snapshot {
+                Some(s) => s.template_version,
+                None => self.layer_version(&slot, &src_rec).await?,
+            };
+            let mode = req.mode.unwrap_or(src_rec.mode);
+            let new_id = random_hex(8);
+            let dir = self.layout.instance_dir(&new_id);
+            let upper = self.layout.writable_dir(&new_id, 1);
+            let (subject, d) = (new_id.clone(), dir.clone());
+            let journal = self
+                .db(move |st| st.journal_begin(kind::CLONE, &subject, &[d]))
+                .await?;
+            let result: Result<InstanceRecord, EngineError> = async {
+                let d = dir.clone();
+                self.blocking(move || {
+                    std::fs::create_dir(&d).map_err(|source| EngineError::Io {
+                        action: "create",
+                        path: d.clone(),
+                        source,
+                    })
+                })
+                .await?;
+                let (src_ids, stats) = match &snapshot {
+                    Some(s) => {
+                        let (from, to) = (self.layout.snapshot_dir(&s.id), upper.clone());
+                        let stats = self
+                            .blocking(move || {
+                                mayfly_image::copy_tree(
+                                    &from,
+                                    &to,
+                                    copy_options(),
+                                    &mayfly_image::NoProgress,
+                                )
+                                .map_err(EngineError::Image)
+                            })
+                            .await?;
+                        (s.id_base, stats)
+                    }
+                    None => (
+                        src_rec.id_base,
+                        self.capture(&slot, &src_rec, &upper).await?.stats,
+                    ),
+                };
+                let _ = stats;
+                crate::failpoint("clone:copied");
+                let mut rec = InstanceRecord {
+                    id: new_id.clone(),
+                    name: req.name.clone(),
+                    template: src_rec.template.clone(),
+                    pinned_version: src_rec.pinned_version,
+                    mode,
+                    config: src_rec.config.clone(),
+                    id_base: None,
+                    created_at: mayfly_store::now(),
+                    run: None,
+                    last_exit: None,
+                    writable_gen: 1,
+                    writable_version: Some(version),
+                    next_run: Some(NextRun {
+                        version: Some(version),
+                        keep_writable: true,
+                        new_identity: true,
+                    }),
+                };
+                let want_ids = self.userns_off.is_none();
+                let r = rec.clone();
+                rec = self
+                    .db(move |st| {
+                        let mut r = r;
+                        st.insert_instance(&mut r, want_ids)?;
+                        Ok(r)
+                    })
+                    .await?;
+                let (from, to, u) = (id_range(src_ids), rec.id_base.unwrap_or(0), upper.clone());
+                self.blocking(move || {
+                    if let Some(from) = from {
+                        mayfly_image::shift_owners(&u, from, to)?;
+                    }
+                    flush(&u)
+                })
+                .await?;
+                crate::failpoint("clone:shifted");
+                Ok(rec)
+            }
+            .await;
+            match result {
+                Ok(rec) => {
+                    self.db(move |st| st.journal_end(journal)).await?;
+                    new_slot = Slot::new(&rec.id, &rec.name);
+                    lock(&self.slots).insert(new_slot.clone());
+                }
+                Err(e) => {
+                    let id = new_id.clone();
+                    let _ = self.db(move |st| st.forget_instance(&id)).await;
+                    self.abandon_tree(&dir, Some(journal)).await;
+                    return Err(e);
+                }
+            }
+        }
+        if req.start {
+            let _guard = new_slot.acquire("start").await?;
+            let max = self.config.log_max_bytes;
+            self.start_locked(
+                &new_slot,
+                mayfly_driver::InitStdio::Log { max_bytes: max },
+                false,
+            )
+            .await?;
+        }
+        self.instance_info(&req.name).await
+    }
+
+    // ---- publish -------------------------------------------------------------------------
+
+    /// Turns instance `name`'s writable layer (or one of its snapshots) into a layer on top of
+    /// its template version: a new template, or a new version of `req.template` if it exists.
+    pub async fn publish(
+        self: &Arc<Self>,
+        name: &str,
+        req: PublishRequest,
+    ) -> Result<TemplateInfo, EngineError> {
+        check_template_name(&req.template)
+            .map_err(|e| EngineError::invalid(e, "e.g. `mayfly publish web --as web-golden`"))?;
+        let slot = self.slot(name)?;
+        let _guard = slot.acquire("publish").await?;
+        self.settle(&slot).await;
+        let n = name.to_owned();
+        let rec = self.db(move |st| st.instance(&n)).await?;
+        let snapshot = match &req.snapshot {
+            Some(snap) => Some(self.snapshot_record(name, snap).await?.1),
+            None => None,
+        };
+        if snapshot.is_none() && !self.layout.writable_dir(&rec.id, rec.writable_gen).is_dir() {
+            return Err(EngineError::invalid(
+                format!(
+                    "instance `{name}` has no writable layer to publish (a stopped {} instance starts clean)",
+                    rec.mode
+                ),
+                format!(
+                    "publish it while it runs, or from a snapshot: `mayfly publish {name}/SNAPSHOT --as {}`",
+                    req.template
+                ),
+            ));
+        }
+        let version = match &snapshot {
+            Some(s) => s.template_version,
+            None => self.layer_version(&slot, &rec).await?,
+        };
+        let t = rec.template.clone();
+        let base = self.db(move |st| st.template(&t)).await?;
+        let base_version = base.version(version).cloned().ok_or_else(|| {
+            EngineError::invalid(
+                format!(
+                    "version {version} of template `{}` no longer exists",
+                    rec.template
+                ),
+                "publish from an instance whose template version still exists",
+            )
+        })?;
+        let tmp = self.layout.tmp().join(format!("publish-{}", random_hex(8)));
+        let (subject, t) = (req.template.clone(), tmp.clone());
+        let journal = self
+            .db(move |st| st.journal_begin(kind::IMPORT, &subject, &[t]))
+            .await?;
+        let ids = match &snapshot {
+            Some(s) => s.id_base,
+            None => rec.id_base,
+        };
+        let copied = match &snapshot {
+            Some(s) => {
+                let (from, to) = (self.layout.snapshot_dir(&s.id), tmp.clone());
+                self.blocking(move || {
+                    mayfly_image::copy_tree(&from, &to, copy_options(), &mayfly_image::NoProgress)
+                        .map(|_| ())
+                        .map_err(EngineError::Image)
+                })
+                .await
+            }
+            None => self.capture(&slot, &rec, &tmp).await.map(|_| ()),
+        };
+        let t = tmp.clone();
+        let layer = match copied {
+            Ok(()) => {
+                self.blocking(move || {
+                    mayfly_image::upper_to_layer(&t, id_range(ids))?;
+                    let digest = mayfly_image::tree_digest(&t)?;
+                    let stats = mayfly_image::tree_stats(&t)?;
+                    flush(&t)?;
+                    Ok(LayerRecord {
+                        digest: digest.as_str().to_owned(),
+                        size: stats.bytes,
+                        entries: stats.entries,
+                    })
+                })
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        let layer = match layer {
+            Ok(l) => l,
+            Err(e) => {
+                self.abandon_tree(&tmp, Some(journal)).await;
+                return Err(e);
+            }
+        };
+        crate::failpoint("publish:layer-built");
+        let mut layers: Vec<LayerRecord> = base_version.layers.clone();
+        layers.push(layer.clone());
+        let message = req.message.clone().unwrap_or_else(|| {
+            format!(
+                "published from instance {name}{}",
+                req.snapshot
+                    .as_ref()
+                    .map(|s| format!("/{s}"))
+                    .unwrap_or_default()
+            )
+        });
+        let commit = self.layers_lock.lock().await;
+        if let Err(e) = self.place_layer(&tmp, &layer.digest).await {
+            drop(commit);
+            self.abandon_tree(&tmp, Some(journal)).await;
+            return Err(e);
+        }
+        let (target, config) = (req.template.clone(), base_version.config.clone());
+        let committed = self
+            .db(move |st| match st.template(&target) {
+                Ok(_) => st
+                    .add_template_version(&target, &layers, &config, &message, Some(journal))
+                    .map(|_| ()),
+                Err(StoreError::NotFound { .. }) => {
+                    st.create_template(&target, false, &layers, &config, &message, Some(journal))
+                }
+                Err(e) => Err(e),
+            })
+            .await;
+        if let Err(e) = committed {
+            self.drop_layer_if_unreferenced(&layer.digest).await;
+            drop(commit);
+            self.abandon_tree(&tmp, Some(journal)).await;
+            return Err(e);
+        }
+        drop(commit);
+        self.template_info(&req.template).await
+    }
+}
