@@ -54,6 +54,18 @@ pub struct VersionInfo {
     pub layers: Vec<LayerInfo>,
     /// Defaults for instances.
     pub config: TemplateConfig,
+    /// Installed packages (`name version`), when the version has a package database.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<String>,
+    /// For an application template: the version it was built on (`name@N`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// Whether it is an application template (stackable with `--app`).
+    #[serde(default)]
+    pub app: bool,
+    /// Instances (and `instance/snapshot`s) that use this version.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub used_by: Vec<String>,
 }
 
 /// A template as `template list` and `template info` show it.

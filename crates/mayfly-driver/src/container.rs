@@ -171,6 +171,8 @@ impl Driver for ContainerDriver {
                 stdio: stdio_spec,
                 id: spec.id.clone(),
                 new_identity: spec.new_identity,
+                network: spec.network,
+                binds: spec.binds.clone(),
             };
             match self
                 .client

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 
 pub use protocol::{ContainerState, Event, FailureKind};
-pub use spec::{ExitStatus, IdMap, ProcessSpec};
+pub use spec::{BindMount, ExitStatus, IdMap, NetworkMode, ProcessSpec};
 
 /// `PATH` when neither the template nor the instance sets one.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -93,6 +93,10 @@ pub struct InstanceSpec {
     /// Give the instance a new machine identity before its init runs (machine-id, SSH host
     /// keys, random seed, /etc/hostname): a clone's first start.
     pub new_identity: bool,
+    /// Network.
+    pub network: spec::NetworkMode,
+    /// Host paths mounted inside.
+    pub binds: Vec<spec::BindMount>,
     /// User namespace mapping, if any.
     pub idmap: Option<IdMap>,
     /// The init process.

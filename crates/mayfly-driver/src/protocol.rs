@@ -25,7 +25,7 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const MAX_MESSAGE: usize = 256 * 1024;
 
 /// Most descriptors passed with one message.
-pub const MAX_FDS: usize = 8;
+pub const MAX_FDS: usize = 32;
 
 /// A request with its sequence number.
 #[derive(Debug, Serialize, Deserialize)]

@@ -54,6 +54,30 @@ pub enum StdioSpec {
     Passed,
 }
 
+/// Which network a container gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum NetworkMode {
+    /// Its own network namespace with only `lo` (until mayfly has networks).
+    #[default]
+    Isolated,
+    /// The host's network namespace, and the host's `/etc/resolv.conf` bind-mounted over the
+    /// root's (template builds that download packages).
+    Host,
+}
+
+/// A host directory or file mounted into a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindMount {
+    /// Host path (owned by ids as the instance's root sees them: 0-based; the mount is
+    /// idmapped through the instance's user namespace).
+    pub source: PathBuf,
+    /// Absolute path inside the container; created (as a directory or empty file, like the
+    /// source) when missing.
+    pub target: String,
+    /// Mount it read-only.
+    pub readonly: bool,
+}
+
 /// Everything needed to start one container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerSpec {
@@ -81,6 +105,12 @@ pub struct ContainerSpec {
     /// Regenerate the machine identity inside before the init runs (a clone's first start).
     #[serde(default)]
     pub new_identity: bool,
+    /// Network.
+    #[serde(default)]
+    pub network: NetworkMode,
+    /// Host paths mounted inside.
+    #[serde(default)]
+    pub binds: Vec<BindMount>,
 }
 
 /// How a process ended.

@@ -385,6 +385,8 @@ impl Engine {
             instance_dir: self.layout.instance_dir(&rec.id),
             writable: self.layout.writable_dir(&rec.id, rec.writable_gen),
             new_identity: next.new_identity,
+            network: mayfly_driver::NetworkMode::Isolated,
+            binds: Vec::new(),
             idmap: rec.id_base.map(|host_base| IdMap {
                 host_base,
                 count: ID_RANGE,

@@ -26,7 +26,10 @@ use mayfly_api::{
     TemplateInfo,
 };
 use mayfly_image::{CopyOptions, IdRange, TreeStats, XattrPolicy};
-use mayfly_store::{ID_RANGE, InstanceRecord, LayerRecord, NextRun, SnapshotRecord, StoreError};
+use mayfly_store::{
+    ID_RANGE, InstanceRecord, LayerRecord, NewVersion, NextRun, SnapshotRecord, StoreError,
+    VersionMeta,
+};
 
 use crate::recovery::kind;
 use crate::slot::Slot;
@@ -652,15 +655,25 @@ impl Engine {
             return Err(e);
         }
         let (target, config) = (req.template.clone(), base_version.config.clone());
+        let meta = VersionMeta {
+            base: Some(format!("{}@{version}", rec.template)),
+            ..VersionMeta::default()
+        };
         let committed = self
-            .db(move |st| match st.template(&target) {
-                Ok(_) => st
-                    .add_template_version(&target, &layers, &config, &message, Some(journal))
-                    .map(|_| ()),
-                Err(StoreError::NotFound { .. }) => {
-                    st.create_template(&target, false, &layers, &config, &message, Some(journal))
+            .db(move |st| {
+                let new = NewVersion {
+                    layers: &layers,
+                    config: &config,
+                    message: &message,
+                    meta: &meta,
+                };
+                match st.template(&target) {
+                    Ok(_) => st.add_template_version(&target, &new, Some(journal)).map(|_| ()),
+                    Err(StoreError::NotFound { .. }) => {
+                        st.create_template(&target, false, &new, Some(journal))
+                    }
+                    Err(e) => Err(e),
                 }
-                Err(e) => Err(e),
             })
             .await;
         if let Err(e) = committed {

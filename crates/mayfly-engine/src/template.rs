@@ -15,7 +15,7 @@ use std::time::Duration;
 use mayfly_api::names::check_template_name;
 use mayfly_api::{LayerInfo, TemplateConfig, TemplateInfo, VersionInfo};
 use mayfly_image::{CopyOptions, Progress, XattrPolicy};
-use mayfly_store::{LayerRecord, StoreError, TemplateRecord};
+use mayfly_store::{LayerRecord, NewVersion, StoreError, TemplateRecord, VersionMeta};
 use tokio::sync::mpsc;
 
 use crate::{Engine, EngineError};
@@ -278,7 +278,15 @@ impl Engine {
         }
         let (n, l, c, m) = (name.to_owned(), layer.clone(), config, message);
         let created = self
-            .db(move |s| s.create_template(&n, builtin, &[l], &c, &m, Some(journal)))
+            .db(move |s| {
+                let version = NewVersion {
+                    layers: &[l],
+                    config: &c,
+                    message: &m,
+                    meta: &VersionMeta::default(),
+                };
+                s.create_template(&n, builtin, &version, Some(journal))
+            })
             .await;
         if let Err(e) = created {
             self.drop_layer_if_unreferenced(&layer.digest).await;
@@ -346,6 +354,10 @@ impl Engine {
                         })
                         .collect(),
                     config: v.config.clone(),
+                    packages: v.meta.packages.clone(),
+                    base: v.meta.base.clone(),
+                    app: v.meta.app,
+                    used_by: Vec::new(),
                 })
                 .collect(),
             used_by,

@@ -121,6 +121,21 @@ impl TemplateRecord {
     }
 }
 
+/// What a template version is, beyond its layers and defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct VersionMeta {
+    /// Installed packages (`name version`), when the version has a package database.
+    #[serde(default)]
+    pub packages: Vec<String>,
+    /// The template version an application template was built on (`name@N`).
+    #[serde(default)]
+    pub base: Option<String>,
+    /// Whether it is an application template: its own layers sit on `base`'s and it can be
+    /// stacked with others with `--app`.
+    #[serde(default)]
+    pub app: bool,
+}
+
 /// One template version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VersionRecord {
@@ -134,6 +149,8 @@ pub struct VersionRecord {
     pub message: String,
     /// Unix seconds.
     pub created_at: i64,
+    /// Kind and packages.
+    pub meta: VersionMeta,
 }
 
 /// Per-instance settings chosen at creation.
@@ -216,6 +233,19 @@ pub struct ExitRecord {
     pub signal: Option<i32>,
     /// Unix seconds.
     pub at: i64,
+}
+
+/// A template version to create.
+#[derive(Debug, Clone, Copy)]
+pub struct NewVersion<'a> {
+    /// Layers, lowest first (new ones are catalogued, known ones shared).
+    pub layers: &'a [LayerRecord],
+    /// Instance defaults.
+    pub config: &'a TemplateConfig,
+    /// History message.
+    pub message: &'a str,
+    /// Kind and packages.
+    pub meta: &'a VersionMeta,
 }
 
 /// An instance.
@@ -423,9 +453,7 @@ impl Store {
         &mut self,
         name: &str,
         builtin: bool,
-        layers: &[LayerRecord],
-        config: &TemplateConfig,
-        message: &str,
+        version: &NewVersion<'_>,
         journal: Option<i64>,
     ) -> Result<(), StoreError> {
         let tx = self.conn.transaction().map_err(sql("begin"))?;
@@ -450,7 +478,7 @@ impl Store {
             params![name, builtin, now],
         )
         .map_err(sql("insert template"))?;
-        Self::insert_version(&tx, name, 1, layers, config, message, now)?;
+        Self::insert_version(&tx, name, 1, version, now)?;
         if let Some(j) = journal {
             tx.execute("DELETE FROM journal WHERE id = ?1", [j])
                 .map_err(sql("close journal"))?;
@@ -463,9 +491,7 @@ impl Store {
     pub fn add_template_version(
         &mut self,
         name: &str,
-        layers: &[LayerRecord],
-        config: &TemplateConfig,
-        message: &str,
+        new: &NewVersion<'_>,
         journal: Option<i64>,
     ) -> Result<u32, StoreError> {
         let tx = self.conn.transaction().map_err(sql("begin"))?;
@@ -483,7 +509,7 @@ impl Store {
             });
         };
         let version = to_u32(last, "template version")? + 1;
-        Self::insert_version(&tx, name, version, layers, config, message, now())?;
+        Self::insert_version(&tx, name, version, new, now())?;
         tx.execute(
             "UPDATE templates SET current_version = ?2 WHERE name = ?1",
             params![name, version],
@@ -501,14 +527,18 @@ impl Store {
         tx: &rusqlite::Transaction<'_>,
         name: &str,
         version: u32,
-        layers: &[LayerRecord],
-        config: &TemplateConfig,
-        message: &str,
+        new: &NewVersion<'_>,
         now: i64,
     ) -> Result<(), StoreError> {
+        let NewVersion {
+            layers,
+            config,
+            message,
+            meta,
+        } = *new;
         tx.execute(
-            "INSERT INTO template_versions (template, version, config, message, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![name, version, to_json(config), message, now],
+            "INSERT INTO template_versions (template, version, config, message, created_at, meta) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![name, version, to_json(config), message, now, to_json(meta)],
         )
         .map_err(sql("insert template version"))?;
         for (pos, layer) in layers.iter().enumerate() {
@@ -570,7 +600,7 @@ impl Store {
             let mut stmt = self
                 .conn
                 .prepare(
-                    "SELECT version, config, message, created_at FROM template_versions WHERE template = ?1 ORDER BY version",
+                    "SELECT version, config, message, created_at, meta FROM template_versions WHERE template = ?1 ORDER BY version",
                 )
                 .map_err(sql("list versions"))?;
             let rows = stmt
@@ -580,17 +610,19 @@ impl Store {
                         r.get::<_, String>(1)?,
                         r.get::<_, String>(2)?,
                         r.get::<_, i64>(3)?,
+                        r.get::<_, String>(4)?,
                     ))
                 })
                 .map_err(sql("list versions"))?;
             for row in rows {
-                let (v, config, message, at) = row.map_err(sql("list versions"))?;
+                let (v, config, message, at, meta) = row.map_err(sql("list versions"))?;
                 versions.push(VersionRecord {
                     version: to_u32(v, "template version")?,
                     layers: Vec::new(),
                     config: from_json(&config, "template config")?,
                     message,
                     created_at: at,
+                    meta: from_json(&meta, "template version meta")?,
                 });
             }
         }
@@ -629,6 +661,91 @@ impl Store {
             created_at,
             versions,
         })
+    }
+
+    /// Points template `name` at its existing version `version`.
+    pub fn set_current_version(&mut self, name: &str, version: u32) -> Result<(), StoreError> {
+        let known = self
+            .conn
+            .query_row(
+                "SELECT 1 FROM template_versions WHERE template = ?1 AND version = ?2",
+                params![name, version],
+                |_| Ok(()),
+            )
+            .optional()
+            .map_err(sql("look up version"))?
+            .is_some();
+        if !known {
+            return Err(StoreError::NotFound {
+                kind: "template version",
+                name: format!("{name}@{version}"),
+            });
+        }
+        self.conn
+            .execute(
+                "UPDATE templates SET current_version = ?2 WHERE name = ?1",
+                params![name, version],
+            )
+            .map(|_| ())
+            .map_err(sql("set current version"))
+    }
+
+    /// Who holds version `version` of template `name`: instances pinned to it or whose
+    /// writable layer was made on it, and snapshots taken on it (`instance/snapshot`).
+    pub fn version_users(&self, name: &str, version: u32) -> Result<Vec<String>, StoreError> {
+        let mut users = Vec::new();
+        for rec in self.instances()? {
+            if rec.template != name {
+                continue;
+            }
+            let next = rec.next_run.as_ref().and_then(|n| n.version);
+            let running = rec.run.as_ref().map(|r| r.version);
+            if [rec.pinned_version, rec.writable_version, next, running].contains(&Some(version)) {
+                users.push(rec.name.clone());
+            }
+            for snap in self.snapshots(&rec.id)? {
+                if snap.template_version == version {
+                    users.push(format!("{}/{}", rec.name, snap.name));
+                }
+            }
+        }
+        Ok(users)
+    }
+
+    /// Deletes version `version` of template `name` (not the current one, not one in use).
+    pub fn delete_version(&mut self, name: &str, version: u32) -> Result<(), StoreError> {
+        let template = self.template(name)?;
+        if template.version(version).is_none() {
+            return Err(StoreError::NotFound {
+                kind: "template version",
+                name: format!("{name}@{version}"),
+            });
+        }
+        if template.current_version == version {
+            return Err(StoreError::InUse {
+                template: format!("{name}@{version}"),
+                users: vec![format!("the name `{name}` (it is the current version)")],
+            });
+        }
+        let users = self.version_users(name, version)?;
+        if !users.is_empty() {
+            return Err(StoreError::InUse {
+                template: format!("{name}@{version}"),
+                users,
+            });
+        }
+        let tx = self.conn.transaction().map_err(sql("begin"))?;
+        tx.execute(
+            "DELETE FROM version_layers WHERE template = ?1 AND version = ?2",
+            params![name, version],
+        )
+        .map_err(sql("delete version"))?;
+        tx.execute(
+            "DELETE FROM template_versions WHERE template = ?1 AND version = ?2",
+            params![name, version],
+        )
+        .map_err(sql("delete version"))?;
+        tx.commit().map_err(sql("commit"))
     }
 
     /// Names of the instances that use template `name` (pinned or following).

@@ -82,6 +82,8 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE instances ADD COLUMN writable_gen INTEGER NOT NULL DEFAULT 1;
     ALTER TABLE instances ADD COLUMN writable_version INTEGER;
     ALTER TABLE instances ADD COLUMN next_run TEXT;",
+    // 3: what a template version is (OS build, application, patch…) and its package list.
+    "ALTER TABLE template_versions ADD COLUMN meta TEXT NOT NULL DEFAULT '{}';",
 ];
 
 /// Brings the database to the newest schema. Refuses a database newer than this binary.

@@ -26,6 +26,19 @@ fn instance(name: &str, template: &str, mode: Mode) -> InstanceRecord {
     }
 }
 
+fn v<'a>(
+    layers: &'a [LayerRecord],
+    cfg: &'a TemplateConfig,
+    meta: &'a VersionMeta,
+) -> NewVersion<'a> {
+    NewVersion {
+        layers,
+        config: cfg,
+        message: "m",
+        meta,
+    }
+}
+
 fn open() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("state")).unwrap();
@@ -36,16 +49,31 @@ fn open() -> (tempfile::TempDir, Store) {
 fn templates_share_layers_and_refuse_duplicates() {
     let (_d, mut s) = open();
     let cfg = TemplateConfig::default();
-    s.create_template("a", false, &[layer(1), layer(2)], &cfg, "import", None)
-        .unwrap();
-    s.create_template("b", false, &[layer(1)], &cfg, "import", None)
-        .unwrap();
+    s.create_template(
+        "a",
+        false,
+        &v(&[layer(1), layer(2)], &cfg, &VersionMeta::default()),
+        None,
+    )
+    .unwrap();
+    s.create_template(
+        "b",
+        false,
+        &v(&[layer(1)], &cfg, &VersionMeta::default()),
+        None,
+    )
+    .unwrap();
     assert_eq!(s.layer_digests().unwrap().len(), 2);
     let a = s.template("a").unwrap();
     assert_eq!(a.current_version, 1);
     assert_eq!(a.version(1).unwrap().layers, vec![layer(1), layer(2)]);
     assert!(matches!(
-        s.create_template("a", false, &[layer(3)], &cfg, "again", None),
+        s.create_template(
+            "a",
+            false,
+            &v(&[layer(3)], &cfg, &VersionMeta::default()),
+            None
+        ),
         Err(StoreError::AlreadyExists { .. })
     ));
     // The failed creation left nothing behind.
@@ -61,9 +89,11 @@ fn templates_in_use_cannot_be_deleted() {
     s.create_template(
         "t",
         false,
-        &[layer(1)],
-        &TemplateConfig::default(),
-        "m",
+        &v(
+            &[layer(1)],
+            &TemplateConfig::default(),
+            &VersionMeta::default(),
+        ),
         None,
     )
     .unwrap();
@@ -90,9 +120,11 @@ fn instances_need_a_known_template_and_a_unique_name() {
     s.create_template(
         "t",
         false,
-        &[layer(1)],
-        &TemplateConfig::default(),
-        "m",
+        &v(
+            &[layer(1)],
+            &TemplateConfig::default(),
+            &VersionMeta::default(),
+        ),
         None,
     )
     .unwrap();
@@ -112,9 +144,11 @@ fn id_ranges_are_unique_and_reused_after_delete() {
     s.create_template(
         "t",
         false,
-        &[layer(1)],
-        &TemplateConfig::default(),
-        "m",
+        &v(
+            &[layer(1)],
+            &TemplateConfig::default(),
+            &VersionMeta::default(),
+        ),
         None,
     )
     .unwrap();
@@ -136,9 +170,11 @@ fn run_records_and_journal_round_trip() {
     s.create_template(
         "t",
         false,
-        &[layer(1)],
-        &TemplateConfig::default(),
-        "m",
+        &v(
+            &[layer(1)],
+            &TemplateConfig::default(),
+            &VersionMeta::default(),
+        ),
         None,
     )
     .unwrap();
@@ -183,9 +219,11 @@ fn reopening_keeps_everything() {
         s.create_template(
             "t",
             true,
-            &[layer(1)],
-            &TemplateConfig::default(),
-            "m",
+            &v(
+                &[layer(1)],
+                &TemplateConfig::default(),
+                &VersionMeta::default(),
+            ),
             None,
         )
         .unwrap();

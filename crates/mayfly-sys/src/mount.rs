@@ -14,15 +14,36 @@ struct MountAttr {
 }
 
 const MOUNT_ATTR_RDONLY: u64 = 0x0000_0001;
+const MOUNT_ATTR_NOSUID: u64 = 0x0000_0002;
 const MOUNT_ATTR_NODEV: u64 = 0x0000_0004;
 const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 
-/// Makes the detached mount `mount` (from `open_tree(OPEN_TREE_CLONE)`) read-only and no-dev,
-/// and, when `userns` is given, idmapped through that user namespace: files owned by host
-/// uid 0 appear owned by whatever host uid the namespace maps its uid 0 to.
-pub fn set_detached_mount_attrs(mount: impl AsFd, userns: Option<impl AsFd>) -> io::Result<()> {
+/// Flags for [`set_detached_mount_attrs`] besides `nodev`, which is always set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DetachedAttrs {
+    /// Read-only.
+    pub readonly: bool,
+    /// Ignore setuid/setgid bits and file capabilities.
+    pub nosuid: bool,
+}
+
+/// Sets attributes on the detached mount `mount` (from `open_tree(OPEN_TREE_CLONE)`), always
+/// no-dev, and, when `userns` is given, makes it idmapped through that user namespace: files
+/// owned by host uid 0 appear owned by whatever host uid the namespace maps its uid 0 to.
+pub fn set_detached_mount_attrs(
+    mount: impl AsFd,
+    userns: Option<impl AsFd>,
+    attrs: DetachedAttrs,
+) -> io::Result<()> {
+    let mut set = MOUNT_ATTR_NODEV;
+    if attrs.readonly {
+        set |= MOUNT_ATTR_RDONLY;
+    }
+    if attrs.nosuid {
+        set |= MOUNT_ATTR_NOSUID;
+    }
     let mut attr = MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV,
+        attr_set: set,
         ..MountAttr::default()
     };
     // Keep the borrowed fd alive for the duration of the call.

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cgroup::CgroupMode;
 use crate::security;
-use crate::spec::{ContainerSpec, ProcessSpec};
+use crate::spec::{ContainerSpec, NetworkMode, ProcessSpec};
 
 /// A setup step that failed inside the child.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -70,6 +70,7 @@ pub(crate) fn enter_rootfs(
     spec: &ContainerSpec,
     root_mount: &OwnedFd,
     mount_point: &OwnedFd,
+    binds: Vec<OwnedFd>,
     cgroup_mode: CgroupMode,
     console: Option<BorrowedFd<'_>>,
 ) -> ChildResult<()> {
@@ -113,15 +114,27 @@ pub(crate) fn enter_rootfs(
     let nosuid_nodev_noexec = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
     rustix::mount::mount(c"proc", c"proc", c"proc", nosuid_nodev_noexec, None)
         .step(|| "mount /proc".into())?;
-    ensure_dir("sys")?;
-    rustix::mount::mount(
-        c"sysfs",
-        c"sys",
-        c"sysfs",
-        nosuid_nodev_noexec | MountFlags::RDONLY,
-        None,
-    )
-    .step(|| "mount /sys".into())?;
+    if spec.network == NetworkMode::Host {
+        // sysfs can only be mounted from a user namespace that owns the network namespace;
+        // sharing the host's, show the host's /sys read-only instead.
+        let sys = detached_host_tree("/sys", true)?;
+        attach(&sys, root_mount, "sys", "mount /sys")?;
+        if let Ok(resolv) = detached_host_tree("/etc/resolv.conf", false) {
+            // Only over an existing file: creating one would leave it in the writable layer.
+            if let Ok(target) = open_in_root(root_mount, "etc/resolv.conf", None) {
+                let _ = move_onto(&resolv, &target);
+            }
+        }
+    } else {
+        rustix::mount::mount(
+            c"sysfs",
+            c"sys",
+            c"sysfs",
+            nosuid_nodev_noexec | MountFlags::RDONLY,
+            None,
+        )
+        .step(|| "mount /sys".into())?;
+    }
     if cgroup_mode == CgroupMode::V2 && Path::new("sys/fs/cgroup").is_dir() {
         rustix::mount::mount(
             c"cgroup2",
@@ -133,6 +146,20 @@ pub(crate) fn enter_rootfs(
         .step(|| "mount /sys/fs/cgroup".into())?;
     }
     build_dev(spec, console)?;
+    for (bind, tree) in spec.binds.iter().zip(&binds) {
+        let st = rustix::fs::statx(
+            tree,
+            c"",
+            rustix::fs::AtFlags::EMPTY_PATH,
+            rustix::fs::StatxFlags::TYPE,
+        )
+        .step(|| format!("inspect bind source {}", bind.source.display()))?;
+        let kind = rustix::fs::FileType::from_raw_mode(u32::from(st.stx_mode));
+        let rel = bind.target.trim_start_matches('/');
+        let target = open_in_root(root_mount, rel, Some(kind))?;
+        move_onto(tree, &target).step(|| format!("mount {} on {}", bind.source.display(), bind.target))?;
+    }
+    drop(binds);
     mask_paths()?;
 
     // pivot_root(".", ".") stacks the old root under the new one; detaching it leaves only
@@ -141,6 +168,89 @@ pub(crate) fn enter_rootfs(
     rustix::mount::unmount(c".", UnmountFlags::DETACH).step(|| "detach host root".into())?;
     rustix::process::chdir(c"/").step(|| "chdir /".into())?;
     Ok(())
+}
+
+/// A detached recursive clone of host path `path`, read-only when asked, never with devices
+/// or setuid.
+fn detached_host_tree(path: &str, readonly: bool) -> ChildResult<OwnedFd> {
+    use rustix::mount::OpenTreeFlags;
+    let tree = rustix::mount::open_tree(
+        rustix::fs::CWD,
+        path,
+        OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC | OpenTreeFlags::AT_RECURSIVE,
+    )
+    .step(|| format!("clone {path}"))?;
+    let attrs = mayfly_sys::mount::DetachedAttrs {
+        readonly,
+        nosuid: true,
+    };
+    mayfly_sys::mount::set_detached_mount_attrs(&tree, None::<&OwnedFd>, attrs).step(|| format!("protect {path}"))?;
+    Ok(tree)
+}
+
+/// Attaches detached mount `tree` at `rel` inside the root.
+fn attach(tree: &OwnedFd, root: &OwnedFd, rel: &str, step: &str) -> ChildResult<()> {
+    let target = open_in_root(root, rel, None)?;
+    move_onto(tree, &target).step(|| step.to_owned())
+}
+
+fn move_onto(tree: &OwnedFd, target: &OwnedFd) -> rustix::io::Result<()> {
+    rustix::mount::move_mount(
+        tree.as_fd(),
+        c"",
+        target.as_fd(),
+        c"",
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+    )
+}
+
+/// Opens `rel` inside the instance's root (an `O_PATH` descriptor), resolving every component
+/// as if the root were `/` — a symlink in the template can never lead to the host — and
+/// without leaving the root filesystem. With `create`, missing directories are made and a
+/// missing last component is created as that kind (a directory, else an empty file).
+fn open_in_root(root: &OwnedFd, rel: &str, create: Option<rustix::fs::FileType>) -> ChildResult<OwnedFd> {
+    use rustix::fs::{OFlags, ResolveFlags};
+    let how = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_XDEV;
+    let open = |path: &str| rustix::fs::openat2(root, path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty(), how);
+    match open(rel) {
+        Ok(fd) => return Ok(fd),
+        Err(rustix::io::Errno::NOENT) if create.is_some() => {}
+        Err(e) => return Err(ChildFailure::io(format!("find /{rel}"), e)),
+    }
+    let parts: Vec<&str> = rel.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+    let mut prefix = String::new();
+    for (i, part) in parts.iter().enumerate() {
+        let parent = if prefix.is_empty() { ".".to_owned() } else { prefix.clone() };
+        let dir = rustix::fs::openat2(
+            root,
+            parent.as_str(),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            how,
+        )
+        .step(|| format!("open /{parent}"))?;
+        let last = i + 1 == parts.len();
+        let made = if !last || create == Some(rustix::fs::FileType::Directory) {
+            rustix::fs::mkdirat(&dir, *part, Mode::from_raw_mode(0o755))
+        } else {
+            rustix::fs::openat(
+                &dir,
+                *part,
+                OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o644),
+            )
+            .map(drop)
+        };
+        match made {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(ChildFailure::io(format!("create /{prefix}/{part}"), e)),
+        }
+        if !prefix.is_empty() {
+            prefix.push('/');
+        }
+        prefix.push_str(part);
+    }
+    open(rel).step(|| format!("find /{rel}"))
 }
 
 fn ensure_dir(path: &str) -> ChildResult<()> {

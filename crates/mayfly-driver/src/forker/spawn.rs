@@ -20,7 +20,7 @@ use rustix::process::Pid;
 use super::child::{self, ChildFailure, ChildStdio};
 use crate::cgroup::Cgroups;
 use crate::protocol::{self, Failure, FailureKind};
-use crate::spec::{ContainerSpec, ProcessSpec, StdioSpec};
+use crate::spec::{ContainerSpec, NetworkMode, ProcessSpec, StdioSpec};
 
 /// A container whose init runs.
 #[derive(Debug)]
@@ -147,6 +147,33 @@ fn write_id_maps(pid: Pid, spec: &ContainerSpec) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Template layers: read-only (and no-dev, always); setuid programs in them must work.
+const LAYER_ATTRS: mayfly_sys::mount::DetachedAttrs = mayfly_sys::mount::DetachedAttrs {
+    readonly: true,
+    nosuid: false,
+};
+
+/// Detached (idmapped) mounts of the spec's bind sources, in order.
+fn build_binds(spec: &ContainerSpec, userns: Option<&OwnedFd>) -> io::Result<Vec<OwnedFd>> {
+    let mut out = Vec::with_capacity(spec.binds.len());
+    for bind in &spec.binds {
+        let tree = rustix::mount::open_tree(
+            rustix::fs::CWD,
+            &bind.source,
+            OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC | OpenTreeFlags::AT_RECURSIVE,
+        )
+        .map_err(|e| io::Error::new(e.kind(), format!("open {}: {e}", bind.source.display())))?;
+        let attrs = mayfly_sys::mount::DetachedAttrs {
+            readonly: bind.readonly,
+            nosuid: true,
+        };
+        mayfly_sys::mount::set_detached_mount_attrs(&tree, userns, attrs)
+            .map_err(|e| io::Error::new(e.kind(), format!("prepare {}: {e}", bind.source.display())))?;
+        out.push(tree);
+    }
+    Ok(out)
+}
+
 /// Builds the instance's root as a detached overlay mount.
 fn build_overlay(spec: &ContainerSpec, userns: Option<&OwnedFd>) -> io::Result<OwnedFd> {
     let fs = rustix::mount::fsopen(c"overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
@@ -162,7 +189,7 @@ fn build_overlay(spec: &ContainerSpec, userns: Option<&OwnedFd>) -> io::Result<O
             OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
         )
         .map_err(|e| io::Error::new(e.kind(), format!("open layer {}: {e}", layer.display())))?;
-        mayfly_sys::mount::set_detached_mount_attrs(&tree, userns).map_err(|e| {
+        mayfly_sys::mount::set_detached_mount_attrs(&tree, userns, LAYER_ATTRS).map_err(|e| {
             io::Error::new(e.kind(), format!("prepare layer {}: {e}", layer.display()))
         })?;
         trees.push(tree);
@@ -260,7 +287,7 @@ fn spawn_in_cgroup(
         pid: true,
         uts: true,
         ipc: true,
-        net: true,
+        net: spec.network == NetworkMode::Isolated,
         ..CloneFlags::default()
     };
     match mayfly_sys::process::clone_process(flags).map_err(|e| failure("clone", e))? {
@@ -290,7 +317,10 @@ fn spawn_in_cgroup(
                 };
                 let root =
                     build_overlay(spec, userns.as_ref()).map_err(|e| failure("mount root", e))?;
-                protocol::send(parent_sock.as_fd(), b"go", &[root.as_fd()])
+                let binds = build_binds(spec, userns.as_ref()).map_err(|e| failure("prepare bind mounts", e))?;
+                let mut fds = vec![root.as_fd()];
+                fds.extend(binds.iter().map(|b| b.as_fd()));
+                protocol::send(parent_sock.as_fd(), b"go", &fds)
                     .map_err(|e| failure("hand the root to the child", e))?;
                 drop(root);
                 await_exec(&parent_sock)?;
@@ -316,8 +346,11 @@ fn container_child(
     stdio: ChildStdio,
 ) -> ChildFailure {
     let mut buf = [0u8; 16];
-    let root = match protocol::recv(sock.as_fd(), &mut buf) {
-        Ok((n, mut fds)) if n > 0 && fds.len() == 1 => fds.remove(0),
+    let (root, binds) = match protocol::recv(sock.as_fd(), &mut buf) {
+        Ok((n, mut fds)) if n > 0 && fds.len() == 1 + spec.binds.len() => {
+            let root = fds.remove(0);
+            (root, fds)
+        }
         Ok(_) => {
             return ChildFailure {
                 step: "receive root".into(),
@@ -370,10 +403,12 @@ fn container_child(
             ChildStdio::Tty(t) => Some(t.as_fd()),
             _ => None,
         };
-        child::enter_rootfs(spec, &root, &mount_point, cgroups.mode(), console)?;
+        child::enter_rootfs(spec, &root, &mount_point, binds, cgroups.mode(), console)?;
         rustix::system::sethostname(spec.hostname.as_bytes())
             .map_err(|e| io_fail("set hostname")(e.into()))?;
-        mayfly_sys::net::loopback_up().map_err(io_fail("bring up lo"))?;
+        if spec.network == NetworkMode::Isolated {
+            mayfly_sys::net::loopback_up().map_err(io_fail("bring up lo"))?;
+        }
         if spec.new_identity {
             child::regenerate_identity(&spec.hostname)?;
         }
@@ -567,7 +602,7 @@ pub(crate) fn probe_idmap(path: &std::path::Path) -> Result<(), String> {
             OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
         )
         .map_err(|e| format!("cannot clone a mount of {}: {e}", path.display()))?;
-        mayfly_sys::mount::set_detached_mount_attrs(&tree, Some(&userns)).map_err(|e| {
+        mayfly_sys::mount::set_detached_mount_attrs(&tree, Some(&userns), LAYER_ATTRS).map_err(|e| {
             format!(
                 "the filesystem of {} does not support idmapped mounts ({e}); Linux 5.19 or later with ext4, xfs, btrfs or tmpfs does",
                 path.display()
