@@ -19,7 +19,9 @@ pub use instance::{
     StopRequest,
 };
 pub use template::{
-    ImportEvent, ImportQuery, ImportTemplate, LayerInfo, TemplateConfig, TemplateInfo, VersionInfo,
+    BuildTemplate, GcReport, ImportEvent, ImportQuery, ImportTemplate, LayerInfo, PatchTemplate,
+    RollbackRequest, RolloutEvent, RolloutRequest, Shadowed, TemplateConfig, TemplateInfo,
+    VersionInfo,
 };
 
 use serde::{Deserialize, Serialize};

@@ -83,6 +83,9 @@ pub struct TemplateInfo {
     pub versions: Vec<VersionInfo>,
     /// Instances that use the template.
     pub used_by: Vec<String>,
+    /// Persistent followers whose own changes hide parts of the current version.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shadowed: Vec<Shadowed>,
 }
 
 impl TemplateInfo {
@@ -130,6 +133,11 @@ pub struct ImportQuery {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ImportEvent {
+    /// A line of output of a build (debootstrap, a package install, a script).
+    Log {
+        /// The line.
+        line: String,
+    },
     /// Entries and bytes written so far.
     Progress {
         /// Entries written.
@@ -140,5 +148,143 @@ pub enum ImportEvent {
     /// The import finished; the template as it is now.
     Done(Box<TemplateInfo>),
     /// The import failed; nothing was kept.
+    Error(ApiError),
+}
+
+/// `POST /v1/templates/build`: build a template (answers a stream of [`ImportEvent`] lines).
+/// Either `debian` (an OS template from packages, with debootstrap) or `from` (an application
+/// template over a base: `packages` and/or `run`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildTemplate {
+    /// Template name (the path's name wins).
+    #[serde(default)]
+    pub name: String,
+    /// Debian suite to debootstrap (`bookworm`).
+    #[serde(default)]
+    pub debian: Option<String>,
+    /// debootstrap variant (default `minbase`).
+    #[serde(default)]
+    pub variant: Option<String>,
+    /// Package archive (default `http://deb.debian.org/debian`).
+    #[serde(default)]
+    pub mirror: Option<String>,
+    /// Base template (`NAME` or `NAME@N`) of an application template.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// Packages to install.
+    #[serde(default)]
+    pub packages: Vec<String>,
+    /// Shell commands to run (after the packages), with `/bin/sh -c`.
+    #[serde(default)]
+    pub run: Option<String>,
+    /// Default init command of the new template.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// History message.
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// `POST /v1/templates/{name}/patch`: make version N+1 = version N + one new layer (answers a
+/// stream of [`ImportEvent`] lines). Exactly one of `packages`, `run`, `from_dir`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PatchTemplate {
+    /// Packages to install, or `["upgrade"]` to upgrade everything.
+    #[serde(default)]
+    pub packages: Vec<String>,
+    /// Shell commands to run with `/bin/sh -c`.
+    #[serde(default)]
+    pub run: Option<String>,
+    /// A directory on the daemon's host whose tree is laid over the template.
+    #[serde(default)]
+    pub from_dir: Option<String>,
+    /// History message.
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// `POST /v1/templates/{name}/rollback`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    /// The version to point the name at (default: the one before the current).
+    #[serde(default)]
+    pub to: Option<u32>,
+}
+
+/// Answer of `POST /v1/templates/gc`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct GcReport {
+    /// Layers removed.
+    pub removed: Vec<String>,
+    /// Bytes of file content freed.
+    pub bytes: u64,
+}
+
+/// `POST /v1/templates/{name}/rollout`: reset the running transient instances that follow the
+/// template, in waves (answers a stream of [`RolloutEvent`] lines).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutRequest {
+    /// Instances reset at once (default 1).
+    #[serde(default)]
+    pub wave: Option<u32>,
+    /// Health check run inside each reset instance with `/bin/sh -c`; exit 0 is healthy.
+    #[serde(default)]
+    pub health: Option<String>,
+    /// Seconds a health check may take (default 30).
+    #[serde(default)]
+    pub timeout: Option<u64>,
+}
+
+/// Paths a persistent instance's own changes hide from a newer template version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shadowed {
+    /// Instance name.
+    pub instance: String,
+    /// The version its writable layer was made on.
+    pub since_version: u32,
+    /// Paths (relative to `/`) that both the instance and the newer versions changed; the
+    /// instance's copy wins there.
+    pub paths: Vec<String>,
+}
+
+/// One line of the answer to a rollout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutEvent {
+    /// A wave starts.
+    Wave {
+        /// Its number, from 1.
+        number: u32,
+        /// Its instances.
+        instances: Vec<String>,
+    },
+    /// Something happened to one instance.
+    Instance {
+        /// Instance name.
+        name: String,
+        /// `reset`, `healthy`, `unhealthy`, `reverted`, `failed`.
+        status: String,
+        /// Details (version, health check output).
+        detail: String,
+    },
+    /// A persistent follower hides part of the new version (it is not reset by a rollout).
+    Shadowed(Shadowed),
+    /// The template was pointed back at this version after a failed health check.
+    RolledBack {
+        /// The version.
+        to: u32,
+    },
+    /// The rollout finished.
+    Done {
+        /// The version now running on every reset instance.
+        version: u32,
+        /// Instances reset.
+        reset: Vec<String>,
+    },
+    /// The rollout failed; see the message for what was rolled back.
     Error(ApiError),
 }

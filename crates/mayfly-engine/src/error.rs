@@ -47,6 +47,17 @@ pub enum EngineError {
         /// Their names.
         snapshots: Vec<String>,
     },
+    /// A build script (or debootstrap) failed; `output` is the end of what it printed.
+    #[error("the build {how}; its last output:\n{output}")]
+    BuildFailed {
+        /// How it ended.
+        how: String,
+        /// Its last lines of output.
+        output: String,
+    },
+    /// A rollout stopped because a health check failed.
+    #[error("{0}")]
+    RolloutFailed(String),
     /// The program to run does not exist in the instance.
     #[error("{0}")]
     ProgramNotFound(String),
@@ -105,6 +116,14 @@ impl EngineError {
                 Some(format!(
                     "delete them with the instance (`mayfly rm --force {name}`), or one by one (`mayfly snapshot rm {name} SNAP`)"
                 )),
+            ),
+            EngineError::BuildFailed { .. } => (
+                ErrorCode::InvalidArgument,
+                Some("nothing was created; fix the script or package list and build again".into()),
+            ),
+            EngineError::RolloutFailed(_) => (
+                ErrorCode::WrongState,
+                Some("the template was rolled back; fix the version and roll out again".into()),
             ),
             EngineError::ProgramNotFound(_) => (
                 ErrorCode::NotFound,
@@ -176,5 +195,17 @@ pub(crate) fn from_driver(e: DriverError) -> EngineError {
             EngineError::ProgramNotExecutable(f.message)
         }
         e => EngineError::Driver(e),
+    }
+}
+
+/// Maps an I/O error of `action` on `path` to [`EngineError::Io`].
+pub(crate) fn io_err<'a>(
+    action: &'static str,
+    path: &'a std::path::Path,
+) -> impl FnOnce(std::io::Error) -> EngineError + 'a {
+    move |source| EngineError::Io {
+        action,
+        path: path.to_owned(),
+        source,
     }
 }

@@ -53,17 +53,6 @@ pub struct RunHandle {
     pub exit: oneshot::Receiver<Option<ExitStatus>>,
 }
 
-fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    let _ = rustix::rand::getrandom(&mut buf, rustix::rand::GetRandomFlags::empty());
-    buf.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn rfc3339(secs: i64) -> String {
-    let t = std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap_or(0));
-    humantime::format_rfc3339_seconds(t).to_string()
-}
-
 fn wrong_state(slot: &Slot, state: InstanceState, action: &'static str) -> EngineError {
     let hint = match state {
         InstanceState::Running => Some(format!("stop it first with `mayfly stop {}`", slot.name)),
@@ -100,12 +89,12 @@ impl Engine {
             pid,
             command: rec.config.command.clone(),
             env: rec.config.env.clone(),
-            created_at: rfc3339(rec.created_at),
-            started_at: started_at.map(rfc3339),
+            created_at: crate::rfc3339(rec.created_at),
+            started_at: started_at.map(crate::rfc3339),
             last_exit: rec.last_exit.as_ref().map(|e| ExitInfo {
                 code: e.code,
                 signal: e.signal,
-                at: Some(rfc3339(e.at)),
+                at: Some(crate::rfc3339(e.at)),
             }),
             isolation: Isolation {
                 user_namespace: rec.id_base.is_some(),
@@ -245,7 +234,7 @@ impl Engine {
             None => self.generate_name(&tref.name),
         };
         let mut rec = InstanceRecord {
-            id: random_hex(8),
+            id: crate::random_hex(8),
             name,
             template: tref.name.clone(),
             pinned_version: tref.version,
@@ -306,7 +295,7 @@ impl Engine {
         }
         let base = base.trim_end_matches('-').to_owned();
         loop {
-            let name = format!("{base}-{}", random_hex(2));
+            let name = format!("{base}-{}", crate::random_hex(2));
             if lock(&self.slots).get(&name).is_none() {
                 return name;
             }

@@ -14,15 +14,18 @@
 //! tracks, and every instance is reconciled with it.
 #![forbid(unsafe_code)]
 
+mod build;
 mod error;
 mod instance;
 mod logs;
 mod process;
 mod recovery;
+mod rollout;
 mod slot;
 mod snapshot;
 mod template;
 mod trash;
+mod versions;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -35,10 +38,13 @@ use mayfly_driver::{Driver, DriverEvent, ExitStatus};
 use mayfly_store::{Layout, Store};
 use tokio::sync::{mpsc, oneshot};
 
+pub use build::BuildLog;
 pub use error::EngineError;
 pub use instance::{ExecHandle, RunHandle};
 pub use logs::LogFiles;
+pub use rollout::{RolloutLog, rollout_error};
 pub use template::ChannelReader;
+pub use versions::MAX_LAYERS;
 
 use slot::Slots;
 use trash::Trash;
@@ -71,6 +77,8 @@ pub struct Engine {
     driver: Arc<dyn Driver>,
     slots: Mutex<Slots>,
     execs: Mutex<HashMap<u64, oneshot::Sender<ExitStatus>>>,
+    /// Build containers waiting for their init to end, by id.
+    build_waiters: Mutex<HashMap<String, oneshot::Sender<Option<ExitStatus>>>>,
     next_exec: AtomicU64,
     trash: Trash,
     /// Serialises moving layers into place with deleting them.
@@ -126,6 +134,7 @@ impl Engine {
             driver,
             slots: Mutex::new(Slots::default()),
             execs: Mutex::new(HashMap::new()),
+            build_waiters: Mutex::new(HashMap::new()),
             next_exec: AtomicU64::new(1),
             trash,
             layers_lock: tokio::sync::Mutex::new(()),
@@ -226,6 +235,20 @@ impl Engine {
             templates: u32::try_from(templates).unwrap_or(u32::MAX),
         })
     }
+}
+
+/// `bytes` random bytes as lowercase hex: instance, snapshot and build ids.
+pub(crate) fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    let _ = rustix::rand::getrandom(&mut buf, rustix::rand::GetRandomFlags::empty());
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Unix seconds as an RFC 3339 time, as the API shows times.
+pub(crate) fn rfc3339(secs: i64) -> String {
+    let t =
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(secs).unwrap_or(0));
+    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 /// Crashes the daemon at a named step when the environment variable `MAYFLY_CRASH_AT` names

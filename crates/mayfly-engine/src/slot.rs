@@ -164,6 +164,10 @@ impl Engine {
 
     /// A driver reported that instance `id`'s init ended.
     pub(crate) fn on_exit(self: &Arc<Self>, id: &str, status: Option<ExitStatus>) {
+        if let Some(waiter) = lock(&self.build_waiters).remove(id) {
+            let _ = waiter.send(status);
+            return;
+        }
         let Some(slot) = lock(&self.slots).by_id(id) else {
             // Not ours (any more): just make the driver forget it.
             let engine = self.clone();

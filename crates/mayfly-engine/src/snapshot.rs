@@ -35,17 +35,6 @@ use crate::recovery::kind;
 use crate::slot::Slot;
 use crate::{Engine, EngineError, lock};
 
-fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    let _ = rustix::rand::getrandom(&mut buf, rustix::rand::GetRandomFlags::empty());
-    buf.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn rfc3339(secs: i64) -> String {
-    let t = std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap_or(0));
-    humantime::format_rfc3339_seconds(t).to_string()
-}
-
 fn copy_options() -> CopyOptions {
     CopyOptions {
         xattrs: XattrPolicy::All,
@@ -77,7 +66,7 @@ fn snapshot_info(instance: &str, s: &SnapshotRecord) -> SnapshotInfo {
     SnapshotInfo {
         name: s.name.clone(),
         instance: instance.to_owned(),
-        created_at: rfc3339(s.created_at),
+        created_at: crate::rfc3339(s.created_at),
         template: s.template.clone(),
         template_version: s.template_version,
         size: s.size,
@@ -230,10 +219,10 @@ impl Engine {
             None => (0..)
                 .map(|i| format!("snap{i}"))
                 .find(|c| !existing.iter().any(|e| &e.name == c))
-                .unwrap_or_else(|| format!("snap-{}", random_hex(4))),
+                .unwrap_or_else(|| format!("snap-{}", crate::random_hex(4))),
         };
         let version = self.layer_version(&slot, &rec).await?;
-        let snap_id = random_hex(8);
+        let snap_id = crate::random_hex(8);
         let dest = self.layout.snapshot_dir(&snap_id);
         let (subject, d) = (rec.id.clone(), dest.clone());
         let journal = self
@@ -436,7 +425,7 @@ impl Engine {
                 None => self.layer_version(&slot, &src_rec).await?,
             };
             let mode = req.mode.unwrap_or(src_rec.mode);
-            let new_id = random_hex(8);
+            let new_id = crate::random_hex(8);
             let dir = self.layout.instance_dir(&new_id);
             let upper = self.layout.writable_dir(&new_id, 1);
             let (subject, d) = (new_id.clone(), dir.clone());
@@ -590,7 +579,10 @@ impl Engine {
                 "publish from an instance whose template version still exists",
             )
         })?;
-        let tmp = self.layout.tmp().join(format!("publish-{}", random_hex(8)));
+        let tmp = self
+            .layout
+            .tmp()
+            .join(format!("publish-{}", crate::random_hex(8)));
         let (subject, t) = (req.template.clone(), tmp.clone());
         let journal = self
             .db(move |st| st.journal_begin(kind::IMPORT, &subject, &[t]))
@@ -668,7 +660,9 @@ impl Engine {
                     meta: &meta,
                 };
                 match st.template(&target) {
-                    Ok(_) => st.add_template_version(&target, &new, Some(journal)).map(|_| ()),
+                    Ok(_) => st
+                        .add_template_version(&target, &new, Some(journal))
+                        .map(|_| ()),
                     Err(StoreError::NotFound { .. }) => {
                         st.create_template(&target, false, &new, Some(journal))
                     }

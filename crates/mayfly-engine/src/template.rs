@@ -10,7 +10,6 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use mayfly_api::names::check_template_name;
 use mayfly_api::{LayerInfo, TemplateConfig, TemplateInfo, VersionInfo};
@@ -18,6 +17,7 @@ use mayfly_image::{CopyOptions, Progress, XattrPolicy};
 use mayfly_store::{LayerRecord, NewVersion, StoreError, TemplateRecord, VersionMeta};
 use tokio::sync::mpsc;
 
+use crate::error::io_err;
 use crate::{Engine, EngineError};
 
 /// Meta key recording that the built-in template was created once (so that removing it
@@ -77,28 +77,6 @@ enum Source {
     Archive(Box<dyn Read + Send>),
     /// The built-in rootfs, made from this busybox binary.
     Busybox(PathBuf),
-}
-
-fn io_err<'a>(
-    action: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(std::io::Error) -> EngineError + 'a {
-    move |source| EngineError::Io {
-        action,
-        path: path.to_owned(),
-        source,
-    }
-}
-
-fn rfc3339(secs: i64) -> String {
-    let t = std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap_or(0));
-    humantime::format_rfc3339_seconds(t).to_string()
-}
-
-fn random_name(prefix: &str) -> String {
-    let mut b = [0u8; 8];
-    let _ = rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty());
-    format!("{prefix}-{:016x}", u64::from_le_bytes(b))
 }
 
 /// Writes `source` as a tree at `tmp`, digests it and flushes it.
@@ -241,7 +219,10 @@ impl Engine {
             Err(EngineError::Store(StoreError::NotFound { .. })) => {}
             Err(e) => return Err(e),
         }
-        let tmp = self.layout.tmp().join(random_name("import"));
+        let tmp = self
+            .layout
+            .tmp()
+            .join(format!("import-{}", crate::random_hex(8)));
         let (n, t) = (name.to_owned(), tmp.clone());
         let journal = self
             .db(move |s| s.journal_begin(crate::recovery::kind::IMPORT, &n, &[t]))
@@ -336,13 +317,13 @@ impl Engine {
             name: rec.name.clone(),
             current_version: rec.current_version,
             builtin: rec.builtin,
-            created_at: rfc3339(rec.created_at),
+            created_at: crate::rfc3339(rec.created_at),
             versions: rec
                 .versions
                 .iter()
                 .map(|v| VersionInfo {
                     version: v.version,
-                    created_at: rfc3339(v.created_at),
+                    created_at: crate::rfc3339(v.created_at),
                     message: v.message.clone(),
                     layers: v
                         .layers
@@ -361,6 +342,7 @@ impl Engine {
                 })
                 .collect(),
             used_by,
+            shadowed: Vec::new(),
         }
     }
 
@@ -377,15 +359,22 @@ impl Engine {
         .await
     }
 
-    /// One template.
+    /// One template, with who uses each version and what persistent followers shadow.
     pub async fn template_info(&self, name: &str) -> Result<TemplateInfo, EngineError> {
         let n = name.to_owned();
-        self.db(move |s| {
-            let rec = s.template(&n)?;
-            let users = s.template_users(&n)?;
-            Ok(Engine::to_info(&rec, users))
-        })
-        .await
+        let (rec, mut info) = self
+            .db(move |s| {
+                let rec = s.template(&n)?;
+                let users = s.template_users(&n)?;
+                let mut info = Engine::to_info(&rec, users);
+                for v in &mut info.versions {
+                    v.used_by = s.version_users(&n, v.version)?;
+                }
+                Ok((rec, info))
+            })
+            .await?;
+        info.shadowed = self.shadowed(&rec).await?;
+        Ok(info)
     }
 
     /// Removes a template (refused while instances use it) and the layers nothing else uses.

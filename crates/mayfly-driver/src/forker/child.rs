@@ -157,7 +157,8 @@ pub(crate) fn enter_rootfs(
         let kind = rustix::fs::FileType::from_raw_mode(u32::from(st.stx_mode));
         let rel = bind.target.trim_start_matches('/');
         let target = open_in_root(root_mount, rel, Some(kind))?;
-        move_onto(tree, &target).step(|| format!("mount {} on {}", bind.source.display(), bind.target))?;
+        move_onto(tree, &target)
+            .step(|| format!("mount {} on {}", bind.source.display(), bind.target))?;
     }
     drop(binds);
     mask_paths()?;
@@ -177,14 +178,17 @@ fn detached_host_tree(path: &str, readonly: bool) -> ChildResult<OwnedFd> {
     let tree = rustix::mount::open_tree(
         rustix::fs::CWD,
         path,
-        OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC | OpenTreeFlags::AT_RECURSIVE,
+        OpenTreeFlags::OPEN_TREE_CLONE
+            | OpenTreeFlags::OPEN_TREE_CLOEXEC
+            | OpenTreeFlags::AT_RECURSIVE,
     )
     .step(|| format!("clone {path}"))?;
     let attrs = mayfly_sys::mount::DetachedAttrs {
         readonly,
         nosuid: true,
     };
-    mayfly_sys::mount::set_detached_mount_attrs(&tree, None::<&OwnedFd>, attrs).step(|| format!("protect {path}"))?;
+    mayfly_sys::mount::set_detached_mount_attrs(&tree, None::<&OwnedFd>, attrs)
+        .step(|| format!("protect {path}"))?;
     Ok(tree)
 }
 
@@ -208,19 +212,38 @@ fn move_onto(tree: &OwnedFd, target: &OwnedFd) -> rustix::io::Result<()> {
 /// as if the root were `/` — a symlink in the template can never lead to the host — and
 /// without leaving the root filesystem. With `create`, missing directories are made and a
 /// missing last component is created as that kind (a directory, else an empty file).
-fn open_in_root(root: &OwnedFd, rel: &str, create: Option<rustix::fs::FileType>) -> ChildResult<OwnedFd> {
+fn open_in_root(
+    root: &OwnedFd,
+    rel: &str,
+    create: Option<rustix::fs::FileType>,
+) -> ChildResult<OwnedFd> {
     use rustix::fs::{OFlags, ResolveFlags};
     let how = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_XDEV;
-    let open = |path: &str| rustix::fs::openat2(root, path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty(), how);
+    let open = |path: &str| {
+        rustix::fs::openat2(
+            root,
+            path,
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+            how,
+        )
+    };
     match open(rel) {
         Ok(fd) => return Ok(fd),
         Err(rustix::io::Errno::NOENT) if create.is_some() => {}
         Err(e) => return Err(ChildFailure::io(format!("find /{rel}"), e)),
     }
-    let parts: Vec<&str> = rel.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+    let parts: Vec<&str> = rel
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
     let mut prefix = String::new();
     for (i, part) in parts.iter().enumerate() {
-        let parent = if prefix.is_empty() { ".".to_owned() } else { prefix.clone() };
+        let parent = if prefix.is_empty() {
+            ".".to_owned()
+        } else {
+            prefix.clone()
+        };
         let dir = rustix::fs::openat2(
             root,
             parent.as_str(),

@@ -160,15 +160,18 @@ fn build_binds(spec: &ContainerSpec, userns: Option<&OwnedFd>) -> io::Result<Vec
         let tree = rustix::mount::open_tree(
             rustix::fs::CWD,
             &bind.source,
-            OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC | OpenTreeFlags::AT_RECURSIVE,
+            OpenTreeFlags::OPEN_TREE_CLONE
+                | OpenTreeFlags::OPEN_TREE_CLOEXEC
+                | OpenTreeFlags::AT_RECURSIVE,
         )
         .map_err(|e| io::Error::new(e.kind(), format!("open {}: {e}", bind.source.display())))?;
         let attrs = mayfly_sys::mount::DetachedAttrs {
             readonly: bind.readonly,
             nosuid: true,
         };
-        mayfly_sys::mount::set_detached_mount_attrs(&tree, userns, attrs)
-            .map_err(|e| io::Error::new(e.kind(), format!("prepare {}: {e}", bind.source.display())))?;
+        mayfly_sys::mount::set_detached_mount_attrs(&tree, userns, attrs).map_err(|e| {
+            io::Error::new(e.kind(), format!("prepare {}: {e}", bind.source.display()))
+        })?;
         out.push(tree);
     }
     Ok(out)
@@ -317,7 +320,8 @@ fn spawn_in_cgroup(
                 };
                 let root =
                     build_overlay(spec, userns.as_ref()).map_err(|e| failure("mount root", e))?;
-                let binds = build_binds(spec, userns.as_ref()).map_err(|e| failure("prepare bind mounts", e))?;
+                let binds = build_binds(spec, userns.as_ref())
+                    .map_err(|e| failure("prepare bind mounts", e))?;
                 let mut fds = vec![root.as_fd()];
                 fds.extend(binds.iter().map(|b| b.as_fd()));
                 protocol::send(parent_sock.as_fd(), b"go", &fds)

@@ -49,6 +49,95 @@ pub async fn dispatch(client: &Client, command: Command) -> i32 {
             TemplateCommand::Import(args) => import(client, args).await,
             TemplateCommand::List(f) => template_list(client, f.json).await,
             TemplateCommand::Info(a) => template_info(client, &a.name, a.json).await,
+            TemplateCommand::Build(a) => {
+                let command = match parse_cmd(&a.cmd) {
+                    Ok(c) => c,
+                    Err(e) => return fail(&e),
+                };
+                let req = mayfly_api::BuildTemplate {
+                    name: a.name.clone(),
+                    debian: a.debian.clone(),
+                    variant: a.variant.clone(),
+                    mirror: a.mirror.clone(),
+                    from: a.from.clone(),
+                    packages: a.packages.clone(),
+                    run: a.run.clone(),
+                    command,
+                    message: a.message.clone(),
+                };
+                let path = format!("{}/build", paths::template(&enc(&a.name)));
+                template_job(client, &path, &req, format!("building {}", a.name))
+                    .await
+                    .map(|t| {
+                        if a.json {
+                            json(&t);
+                        } else {
+                            print_version_summary("built", &t);
+                        }
+                        0
+                    })
+            }
+            TemplateCommand::Patch(a) => {
+                let req = mayfly_api::PatchTemplate {
+                    packages: a.packages.clone(),
+                    run: a.run.clone(),
+                    from_dir: a.from_dir.as_ref().map(|d| {
+                        std::fs::canonicalize(d)
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_else(|_| d.clone())
+                    }),
+                    message: a.message.clone(),
+                };
+                let path = format!("{}/patch", paths::template(&enc(&a.name)));
+                template_job(client, &path, &req, format!("patching {}", a.name))
+                    .await
+                    .map(|t| {
+                        if a.json {
+                            json(&t);
+                        } else {
+                            print_version_summary("patched", &t);
+                            for s in &t.shadowed {
+                                println!(
+                                    "note: {} (persistent) hides the new version at: {}",
+                                    s.instance,
+                                    s.paths.join(", ")
+                                );
+                            }
+                        }
+                        0
+                    })
+            }
+            TemplateCommand::Rollback(a) => {
+                let req = mayfly_api::RollbackRequest { to: a.to };
+                let path = format!("{}/rollback", paths::template(&enc(&a.name)));
+                client
+                    .call::<TemplateInfo>(Method::POST, &path, Some(&req))
+                    .await
+                    .map(|t| {
+                        println!(
+                            "template {} now means version {}",
+                            t.name, t.current_version
+                        );
+                        0
+                    })
+            }
+            TemplateCommand::History(a) => template_history(client, &a.name, a.json).await,
+            TemplateCommand::Rollout(a) => rollout(client, a).await,
+            TemplateCommand::Gc(f) => client
+                .call::<mayfly_api::GcReport>(Method::POST, "/v1/layers/gc", None::<&()>)
+                .await
+                .map(|r| {
+                    if f.json {
+                        json(&r);
+                    } else {
+                        println!(
+                            "removed {} unused layer(s), {} freed",
+                            r.removed.len(),
+                            size(r.bytes)
+                        );
+                    }
+                    0
+                }),
             TemplateCommand::Rm(a) => {
                 each(&a.names, |n| async move {
                     client
@@ -685,33 +774,21 @@ async fn import(client: &Client, args: ImportArgs) -> Result<i32, ClientError> {
     } else {
         bar.set_message("unpacking");
     }
-    let mut body = response.into_body();
-    let mut pending = Vec::new();
+    let source = args.source.clone();
     let mut outcome: Option<ImportEvent> = None;
-    while let Some(frame) = body.frame().await {
-        let frame =
-            frame.map_err(|e| ClientError::Protocol(format!("import stream broke: {e}")))?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        pending.extend_from_slice(&data);
-        while let Some(pos) = pending.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=pos).collect();
-            match serde_json::from_slice::<ImportEvent>(&line) {
-                Ok(ImportEvent::Progress { entries, bytes }) => {
-                    if is_dir {
-                        bar.set_message(format!(
-                            "copying {}: {entries} entries, {}",
-                            args.source,
-                            size(bytes)
-                        ));
-                    }
-                }
-                Ok(ev) => outcome = Some(ev),
-                Err(e) => return Err(ClientError::Protocol(format!("bad import stream: {e}"))),
+    read_events(response, "import", |ev: ImportEvent| match ev {
+        ImportEvent::Progress { entries, bytes } => {
+            if is_dir {
+                bar.set_message(format!(
+                    "copying {source}: {entries} entries, {}",
+                    size(bytes)
+                ));
             }
         }
-    }
+        ImportEvent::Log { line } => bar.println(line),
+        ev => outcome = Some(ev),
+    })
+    .await?;
     bar.finish_and_clear();
     match outcome {
         Some(ImportEvent::Done(t)) => {
@@ -741,6 +818,230 @@ async fn import(client: &Client, args: ImportArgs) -> Result<i32, ClientError> {
         _ => Err(ClientError::Protocol(
             "the import ended without a result".into(),
         )),
+    }
+}
+
+/// Reads a newline-delimited JSON answer, one event at a time.
+async fn read_events<T: serde::de::DeserializeOwned>(
+    response: hyper::Response<hyper::body::Incoming>,
+    what: &str,
+    mut on_event: impl FnMut(T),
+) -> Result<(), ClientError> {
+    let mut body = response.into_body();
+    let mut pending = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| ClientError::Protocol(format!("{what} stream broke: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        pending.extend_from_slice(&data);
+        while let Some(pos) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=pos).collect();
+            let event = serde_json::from_slice::<T>(&line)
+                .map_err(|e| ClientError::Protocol(format!("bad {what} stream: {e}")))?;
+            on_event(event);
+        }
+    }
+    Ok(())
+}
+
+/// Sends `body` to a template job endpoint (build, patch) and follows its events: output
+/// lines are printed (on stderr, above a spinner on a terminal) and the final template returned.
+async fn template_job(
+    client: &Client,
+    path: &str,
+    body: &impl serde::Serialize,
+    label: String,
+) -> Result<TemplateInfo, ClientError> {
+    let bytes = serde_json::to_vec(body).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let req = Client::request(
+        Method::POST,
+        path,
+        "application/json",
+        super::client::full(bytes),
+    )?;
+    let response = client.send(req).await?;
+    if !response.status().is_success() {
+        return Err(Client::error_of(response).await);
+    }
+    let bar = progress_bar(None);
+    bar.set_message(label);
+    let tty = rustix::termios::isatty(std::io::stderr());
+    let mut outcome: Option<ImportEvent> = None;
+    read_events(response, "build", |ev: ImportEvent| match ev {
+        ImportEvent::Log { line } => {
+            if tty {
+                bar.println(line);
+            } else {
+                eprintln!("{line}");
+            }
+        }
+        ImportEvent::Progress { .. } => {}
+        ev => outcome = Some(ev),
+    })
+    .await?;
+    bar.finish_and_clear();
+    match outcome {
+        Some(ImportEvent::Done(t)) => Ok(*t),
+        Some(ImportEvent::Error(e)) => Err(ClientError::Api(e)),
+        _ => Err(ClientError::Protocol(
+            "the job ended without a result".into(),
+        )),
+    }
+}
+
+fn print_version_summary(verb: &str, t: &TemplateInfo) {
+    let v = t.current();
+    let layers = v.map(|v| v.layers.len()).unwrap_or(0);
+    let top = v.and_then(|v| v.layers.last());
+    println!(
+        "{verb} template {} version {} ({} layer{}, top {} {}{})",
+        t.name,
+        t.current_version,
+        layers,
+        if layers == 1 { "" } else { "s" },
+        top.map(|l| l.digest.as_str()).unwrap_or("-"),
+        size(top.map(|l| l.size).unwrap_or(0)),
+        v.map(|v| format!(", {} packages", v.packages.len()))
+            .filter(|_| v.is_some_and(|v| !v.packages.is_empty()))
+            .unwrap_or_default()
+    );
+}
+
+async fn template_history(client: &Client, name: &str, as_json: bool) -> Result<i32, ClientError> {
+    let t: TemplateInfo = client
+        .call(Method::GET, &paths::template(&enc(name)), None::<&()>)
+        .await?;
+    if as_json {
+        json(&t.versions);
+        return Ok(0);
+    }
+    let rows: Vec<Vec<String>> = t
+        .versions
+        .iter()
+        .map(|v| {
+            let top = v.layers.last();
+            vec![
+                format!(
+                    "{}{}",
+                    v.version,
+                    if v.version == t.current_version {
+                        "*"
+                    } else {
+                        ""
+                    }
+                ),
+                v.created_at.clone(),
+                size(v.layers.iter().map(|l| l.size).sum()),
+                top.map(|l| l.digest.chars().take(19).collect::<String>())
+                    .unwrap_or_default(),
+                if v.used_by.is_empty() {
+                    "-".into()
+                } else {
+                    v.used_by.join(",")
+                },
+                v.message.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "VERSION",
+            "CREATED",
+            "SIZE",
+            "TOP LAYER",
+            "USED BY",
+            "MESSAGE",
+        ],
+        &rows,
+    );
+    for s in &t.shadowed {
+        println!(
+            "note: {} (persistent, on version {}) hides the newer version at: {}",
+            s.instance,
+            s.since_version,
+            s.paths.join(", ")
+        );
+    }
+    Ok(0)
+}
+
+async fn rollout(client: &Client, a: super::RolloutArgs) -> Result<i32, ClientError> {
+    let req = mayfly_api::RolloutRequest {
+        wave: Some(a.wave),
+        health: a.health.clone(),
+        timeout: Some(a.timeout),
+    };
+    let bytes = serde_json::to_vec(&req).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let path = format!("{}/rollout", paths::template(&enc(&a.name)));
+    let request = Client::request(
+        Method::POST,
+        &path,
+        "application/json",
+        super::client::full(bytes),
+    )?;
+    let response = client.send(request).await?;
+    if !response.status().is_success() {
+        return Err(Client::error_of(response).await);
+    }
+    let mut failed: Option<mayfly_api::ApiError> = None;
+    let mut done = false;
+    read_events(response, "rollout", |ev: mayfly_api::RolloutEvent| {
+        use mayfly_api::RolloutEvent as E;
+        if a.json {
+            json_line(&ev);
+        }
+        match ev {
+            E::Wave { number, instances } if !a.json => {
+                println!("wave {number}: {}", instances.join(", "))
+            }
+            E::Instance {
+                name,
+                status,
+                detail,
+            } if !a.json => {
+                println!(
+                    "  {name}: {status}{}",
+                    if detail.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({detail})")
+                    }
+                )
+            }
+            E::Shadowed(s) if !a.json => println!(
+                "  {} (persistent, not reset) hides the new version at: {}",
+                s.instance,
+                s.paths.join(", ")
+            ),
+            E::RolledBack { to } if !a.json => println!("rolled the template back to version {to}"),
+            E::Done { version, reset } => {
+                done = true;
+                if !a.json {
+                    println!(
+                        "rolled out version {version} to {} instance(s)",
+                        reset.len()
+                    );
+                }
+            }
+            E::Error(e) => failed = Some(e),
+            _ => {}
+        }
+    })
+    .await?;
+    match (failed, done) {
+        (Some(e), _) => Err(ClientError::Api(e)),
+        (None, true) => Ok(0),
+        (None, false) => Err(ClientError::Protocol(
+            "the rollout ended without a result".into(),
+        )),
+    }
+}
+
+fn json_line<T: serde::Serialize>(value: &T) {
+    if let Ok(s) = serde_json::to_string(value) {
+        println!("{s}");
     }
 }
 

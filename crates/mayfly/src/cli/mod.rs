@@ -199,12 +199,130 @@ Examples:
     /// Show a template: versions, layers, defaults, users.
     #[command(after_help = "Examples:\n  mayfly template info busybox")]
     Info(TemplateInfoArgs),
-    /// Delete a template (refused while instances use it) and its unused layers.
+    /// Delete a template (refused while instances use it), or one version of it (NAME@N).
     #[command(
         visible_alias = "remove",
-        after_help = "Examples:\n  mayfly template rm debian"
+        after_help = "Examples:\n  mayfly template rm debian\n  mayfly template rm debian@2   # one old version"
     )]
     Rm(TemplateRmArgs),
+    /// Build an OS template from packages (debootstrap) or an application template over a base.
+    #[command(after_help = "\
+Examples:
+  mayfly template build debian --debian bookworm
+  mayfly template build debian --debian bookworm --variant minbase --packages curl,ca-certificates
+  mayfly template build web --from debian --packages nginx
+  mayfly template build tools --from debian@1 --run 'echo hi > /etc/motd'")]
+    Build(BuildArgs),
+    /// Make version N+1 = version N + one layer (packages, a script or a directory).
+    #[command(after_help = "\
+Examples:
+  mayfly template patch debian --packages upgrade
+  mayfly template patch web --packages curl --message 'add curl'
+  mayfly template patch web --run 'sed -i s/80/8080/ /etc/nginx/sites-enabled/default'
+  mayfly template patch busybox --from /srv/overlay")]
+    Patch(PatchArgs),
+    /// Point the name back at an older version (instant; followers take it at their next start).
+    #[command(
+        after_help = "Examples:\n  mayfly template rollback web\n  mayfly template rollback web --to 2"
+    )]
+    Rollback(RollbackArgs),
+    /// Show a template's versions: time, message, size, digest, users.
+    #[command(after_help = "Examples:\n  mayfly template history web")]
+    History(TemplateInfoArgs),
+    /// Reset the running transient followers in waves; on a failed health check, roll back.
+    #[command(after_help = "\
+Examples:
+  mayfly template rollout web
+  mayfly template rollout web --wave 5 --health 'wget -qO- http://127.0.0.1/' --timeout 20")]
+    Rollout(RolloutArgs),
+    /// Remove layers that no template version uses.
+    #[command(after_help = "Examples:\n  mayfly template gc")]
+    Gc(JsonFlag),
+}
+
+/// `mayfly template build`.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Template name.
+    pub name: String,
+    /// Debootstrap this Debian suite (an OS template).
+    #[arg(long, value_name = "SUITE", conflicts_with = "from")]
+    pub debian: Option<String>,
+    /// debootstrap variant.
+    #[arg(long, requires = "debian", value_name = "VARIANT")]
+    pub variant: Option<String>,
+    /// Package archive.
+    #[arg(long, requires = "debian", value_name = "URL")]
+    pub mirror: Option<String>,
+    /// Base template of an application template (NAME or NAME@N).
+    #[arg(long, value_name = "BASE")]
+    pub from: Option<String>,
+    /// Packages to install (comma-separated).
+    #[arg(long, value_delimiter = ',', value_name = "PKG,…")]
+    pub packages: Vec<String>,
+    /// Shell commands to run in the build (after the packages).
+    #[arg(long, value_name = "SCRIPT")]
+    pub run: Option<String>,
+    /// Default init command: words split on spaces, or a JSON array.
+    #[arg(long, value_name = "COMMAND")]
+    pub cmd: Option<String>,
+    /// History message.
+    #[arg(long, short)]
+    pub message: Option<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `mayfly template patch`.
+#[derive(Debug, Args)]
+pub struct PatchArgs {
+    /// Template name.
+    pub name: String,
+    /// Packages to install (comma-separated), or `upgrade`.
+    #[arg(long, value_delimiter = ',', value_name = "PKG,…|upgrade")]
+    pub packages: Vec<String>,
+    /// Shell commands to run.
+    #[arg(long, value_name = "SCRIPT")]
+    pub run: Option<String>,
+    /// A directory (on the daemon's host) laid over the template.
+    #[arg(long = "from", value_name = "DIR")]
+    pub from_dir: Option<String>,
+    /// History message.
+    #[arg(long, short)]
+    pub message: Option<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `mayfly template rollback`.
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// Template name.
+    pub name: String,
+    /// Version to point at (default: the one before the current).
+    #[arg(long)]
+    pub to: Option<u32>,
+}
+
+/// `mayfly template rollout`.
+#[derive(Debug, Args)]
+pub struct RolloutArgs {
+    /// Template name.
+    pub name: String,
+    /// Instances reset at once.
+    #[arg(long, default_value_t = 1)]
+    pub wave: u32,
+    /// Health check run in each reset instance (`sh -c`); exit 0 is healthy.
+    #[arg(long, value_name = "CMD")]
+    pub health: Option<String>,
+    /// Seconds a health check may take.
+    #[arg(long, default_value_t = 30)]
+    pub timeout: u64,
+    /// Print the events as JSON lines.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `mayfly template import`.

@@ -114,6 +114,11 @@ pub(crate) fn router(engine: AppState) -> Router {
             "/v1/instances/{name}",
             get(instance_info).delete(remove_instance),
         )
+        .route("/v1/templates/{name}/build", post(build_template))
+        .route("/v1/templates/{name}/patch", post(patch_template))
+        .route("/v1/templates/{name}/rollback", post(rollback_template))
+        .route("/v1/templates/{name}/rollout", post(rollout))
+        .route("/v1/layers/gc", post(collect_garbage))
         .route("/v1/instances/{name}/start", post(start_instance))
         .route("/v1/instances/{name}/stop", post(stop_instance))
         .route("/v1/instances/{name}/restart", post(restart_instance))
@@ -188,11 +193,20 @@ async fn template_info(
     Ok(Json(engine.template_info(&name).await?))
 }
 
+/// `DELETE /v1/templates/{name}` removes the template; `{name}@{N}` only that version.
 async fn remove_template(
     State(engine): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiFailure> {
-    engine.remove_template(&name).await?;
+    match name.split_once('@') {
+        Some((n, v)) => {
+            let version = v
+                .parse::<u32>()
+                .map_err(|_| bad_request(format!("invalid version in `{name}`"), "use NAME@N"))?;
+            engine.remove_template_version(n, version).await?;
+        }
+        None => engine.remove_template(&name).await?,
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -297,15 +311,102 @@ async fn import_template(
         });
     }
     drop(tx);
+    Ok(ndjson(rx))
+}
+
+/// A response that streams each event of `rx` as one JSON line, until every sender is gone.
+fn ndjson<T: Serialize + Send + 'static>(rx: mpsc::UnboundedReceiver<T>) -> Response {
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await
             .map(|ev| (Ok::<Bytes, std::io::Error>(ndjson_line(&ev)), rx))
     });
-    Ok(Response::builder()
+    Response::builder()
         .header(header::CONTENT_TYPE, "application/x-ndjson")
         .body(Body::from_stream(stream))
-        .unwrap_or_default())
+        .unwrap_or_default()
+}
+
+fn log_to(tx: mpsc::UnboundedSender<ImportEvent>) -> mayfly_engine::BuildLog {
+    Arc::new(move |line: &str| {
+        let _ = tx.send(ImportEvent::Log {
+            line: line.to_owned(),
+        });
+    })
+}
+
+/// `POST /v1/templates/{name}/build`: answers [`ImportEvent`] lines.
+async fn build_template(
+    State(engine): State<AppState>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Result<Response, ApiFailure> {
+    let mut body: mayfly_api::BuildTemplate = json_body(req.into_body()).await?;
+    body.name = name;
+    let (tx, rx) = mpsc::unbounded_channel::<ImportEvent>();
+    let log = log_to(tx.clone());
+    tokio::spawn(async move {
+        let result = engine.build_template(body, log).await;
+        let _ = tx.send(match result {
+            Ok(info) => ImportEvent::Done(Box::new(info)),
+            Err(e) => ImportEvent::Error(ApiFailure::from(e).0),
+        });
+    });
+    Ok(ndjson(rx))
+}
+
+/// `POST /v1/templates/{name}/patch`: answers [`ImportEvent`] lines.
+async fn patch_template(
+    State(engine): State<AppState>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Result<Response, ApiFailure> {
+    let body: mayfly_api::PatchTemplate = json_body(req.into_body()).await?;
+    let (tx, rx) = mpsc::unbounded_channel::<ImportEvent>();
+    let log = log_to(tx.clone());
+    tokio::spawn(async move {
+        let result = engine.patch_template(&name, body, log).await;
+        let _ = tx.send(match result {
+            Ok(info) => ImportEvent::Done(Box::new(info)),
+            Err(e) => ImportEvent::Error(ApiFailure::from(e).0),
+        });
+    });
+    Ok(ndjson(rx))
+}
+
+async fn rollback_template(
+    State(engine): State<AppState>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Result<Json<mayfly_api::TemplateInfo>, ApiFailure> {
+    let body: mayfly_api::RollbackRequest = json_body(req.into_body()).await?;
+    Ok(Json(engine.rollback_template(&name, body.to).await?))
+}
+
+/// `POST /v1/templates/{name}/rollout`: answers [`mayfly_api::RolloutEvent`] lines.
+async fn rollout(
+    State(engine): State<AppState>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Result<Response, ApiFailure> {
+    let body: mayfly_api::RolloutRequest = json_body(req.into_body()).await?;
+    let (tx, rx) = mpsc::unbounded_channel::<mayfly_api::RolloutEvent>();
+    let events = tx.clone();
+    let log: mayfly_engine::RolloutLog = Arc::new(move |ev| {
+        let _ = events.send(ev);
+    });
+    tokio::spawn(async move {
+        if let Err(e) = engine.rollout(&name, body, log).await {
+            let _ = tx.send(mayfly_engine::rollout_error(&e));
+        }
+    });
+    Ok(ndjson(rx))
+}
+
+async fn collect_garbage(
+    State(engine): State<AppState>,
+) -> Result<Json<mayfly_api::GcReport>, ApiFailure> {
+    Ok(Json(engine.collect_garbage().await?))
 }
 
 // ---- instances ------------------------------------------------------------------------------

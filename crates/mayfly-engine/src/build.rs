@@ -1,0 +1,429 @@
+//! Building layers: Debian root filesystems with debootstrap, and layers made by running a
+//! script (package installs, patches) in a throwaway container over a template version.
+//!
+//! A build container is not an instance: it lives under `tmp/build-<id>/` (journalled, so a
+//! crash leaves nothing), shares the host's network (to reach the package archive), has the
+//! host's apt package cache bind-mounted (idmapped) over `/var/cache/apt/archives` so a rebuild
+//! does not download again and the packages never end up in the layer, and runs its script as
+//! its init with stdout and stderr captured: every line is reported as it comes, and the tail
+//! goes into the error when the script fails. Its writable layer — exactly what the script
+//! added, changed or deleted — becomes a canonical layer.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use mayfly_driver::{
+    BindMount, ExitStatus, IdMap, InitStdio, InstanceSpec, NetworkMode, ProcessSpec,
+};
+use mayfly_image::IdRange;
+use mayfly_store::{ID_BASE_START, ID_RANGE, LayerRecord};
+use tokio::io::AsyncBufReadExt;
+
+use crate::error::io_err;
+use crate::recovery::kind;
+use crate::{Engine, EngineError, lock, process};
+
+/// Host ids of build containers: the range just below the instances' ranges.
+const BUILD_ID_BASE: u32 = ID_BASE_START - ID_RANGE;
+
+/// Lines of output kept for the error of a failed build.
+const OUTPUT_TAIL: usize = 40;
+
+/// Where a build reports its output, line by line.
+pub type BuildLog = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// A built layer, still in its staging directory.
+#[derive(Debug)]
+pub(crate) struct BuiltLayer {
+    /// The staging directory (remove it after placing the layer).
+    pub staging: PathBuf,
+    /// The layer tree, inside `staging`.
+    pub tree: PathBuf,
+    /// Its record.
+    pub layer: LayerRecord,
+    /// The journal entry that owns `staging`.
+    pub journal: i64,
+}
+
+/// The packages marked installed in a dpkg status file, as `name version`.
+pub(crate) fn installed_packages(status: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for para in status.split("\n\n") {
+        let field = |name: &str| {
+            para.lines()
+                .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned()))
+        };
+        if field("Status:").is_some_and(|s| s.ends_with(" installed"))
+            && let (Some(p), Some(v)) = (field("Package:"), field("Version:"))
+        {
+            out.push(format!("{p} {v}"));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The dpkg status file of a layer stack (from the topmost layer that has one).
+pub(crate) fn dpkg_status_of(layers: &[PathBuf]) -> Option<String> {
+    layers
+        .iter()
+        .rev()
+        .map(|l| l.join("var/lib/dpkg/status"))
+        .find(|p| std::fs::symlink_metadata(p).is_ok())
+        .and_then(|p| std::fs::read_to_string(p).ok())
+}
+
+/// Script that installs `packages` with apt (or upgrades everything for `upgrade`), leaving no
+/// package lists or archives in the layer.
+pub(crate) fn apt_script(packages: &[String]) -> String {
+    let action = if packages.len() == 1 && packages[0] == "upgrade" {
+        "apt-get -y -o Dpkg::Options::=--force-confold upgrade".to_owned()
+    } else {
+        format!(
+            "apt-get install -y --no-install-recommends -o Dpkg::Options::=--force-confold {}",
+            packages.join(" ")
+        )
+    };
+    format!(
+        "set -e\nexport DEBIAN_FRONTEND=noninteractive\napt-get update\n{action}\napt-get clean\nrm -rf /var/lib/apt/lists/*\n"
+    )
+}
+
+/// Checks package names given by a user.
+pub(crate) fn check_packages(packages: &[String]) -> Result<(), EngineError> {
+    for p in packages {
+        let ok = !p.is_empty()
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.:=~_".contains(c))
+            && !p.starts_with('-');
+        if !ok {
+            return Err(EngineError::invalid(
+                format!("invalid package name `{p}`"),
+                "give Debian package names, e.g. `--packages nginx,curl`",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Unmounts whatever is mounted at or below `root` (debootstrap mounts /proc and /sys in its
+/// target and leaves them when it fails), deepest first.
+fn unmount_below(root: &Path) {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let mut points: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(PathBuf::from)
+        .filter(|p| p.starts_with(root))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for p in points {
+        let _ = rustix::mount::unmount(&p, rustix::mount::UnmountFlags::DETACH);
+    }
+}
+
+impl Engine {
+    /// Runs `script` in a build container over `layers` (lowest first) with environment `env`
+    /// and turns its writable layer into a layer.
+    pub(crate) async fn build_layer(
+        self: &Arc<Self>,
+        layers: Vec<PathBuf>,
+        env: Vec<String>,
+        script: String,
+        log: BuildLog,
+    ) -> Result<BuiltLayer, EngineError> {
+        let id = format!("build-{}", crate::random_hex(6));
+        let staging = self.layout.tmp().join(&id);
+        let (subject, s) = (id.clone(), staging.clone());
+        let journal = self
+            .db(move |st| st.journal_begin(kind::IMPORT, &subject, &[s]))
+            .await?;
+        let result = self
+            .run_build(&id, &staging, layers, env, script, log)
+            .await;
+        match result {
+            Ok((tree, layer)) => Ok(BuiltLayer {
+                staging,
+                tree,
+                layer,
+                journal,
+            }),
+            Err(e) => {
+                let _ = mayfly_driver::container::move_to_trash(&staging, self.trash.dir());
+                self.trash.wake();
+                let _ = self.db(move |st| st.journal_end(journal)).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn run_build(
+        self: &Arc<Self>,
+        id: &str,
+        staging: &Path,
+        layers: Vec<PathBuf>,
+        env: Vec<String>,
+        script: String,
+        log: BuildLog,
+    ) -> Result<(PathBuf, LayerRecord), EngineError> {
+        std::fs::create_dir(staging).map_err(io_err("create", staging))?;
+        let writable = staging.join("upper");
+        let debian = layers.iter().any(|l| l.join("var/lib/dpkg").is_dir());
+        let mut binds = Vec::new();
+        if debian {
+            let cache = self.layout.root().join("cache/apt/archives");
+            std::fs::create_dir_all(cache.join("partial")).map_err(io_err("create", &cache))?;
+            binds.push(BindMount {
+                source: cache,
+                target: "/var/cache/apt/archives".into(),
+                readonly: false,
+            });
+        }
+        let idmap = self.userns_off.is_none().then_some(IdMap {
+            host_base: BUILD_ID_BASE,
+            count: ID_RANGE,
+        });
+        let mut extra = vec!["DEBIAN_FRONTEND=noninteractive".to_owned()];
+        extra.extend(env);
+        let spec = InstanceSpec {
+            id: id.to_owned(),
+            hostname: "mayfly-build".into(),
+            layers,
+            instance_dir: staging.to_owned(),
+            writable: writable.clone(),
+            new_identity: false,
+            network: NetworkMode::Host,
+            binds,
+            idmap,
+            process: ProcessSpec {
+                args: vec!["/bin/sh".into(), "-c".into(), script],
+                env: process::environment("mayfly-build", false, &[&extra]),
+                cwd: "/".into(),
+                uid: 0,
+                gid: 0,
+                tty: false,
+            },
+        };
+        {
+            let engine = self.clone();
+            let spec = spec.clone();
+            self.blocking(move || {
+                engine
+                    .driver
+                    .prepare_writable(&spec, engine.trash.dir())
+                    .map_err(EngineError::Driver)
+            })
+            .await?;
+        }
+        let null =
+            std::fs::File::open("/dev/null").map_err(io_err("open", Path::new("/dev/null")))?;
+        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| {
+            EngineError::Io {
+                action: "create a pipe for",
+                path: staging.to_owned(),
+                source: e.into(),
+            }
+        })?;
+        let w2 = w.try_clone().map_err(io_err("duplicate", staging))?;
+        rustix::io::ioctl_fionbio(&r, true).map_err(|e| EngineError::Io {
+            action: "set up the output of",
+            path: staging.to_owned(),
+            source: e.into(),
+        })?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<Option<ExitStatus>>();
+        lock(&self.build_waiters).insert(id.to_owned(), tx);
+        let started = self
+            .driver
+            .start(spec, InitStdio::Passed(vec![null.into(), w, w2]))
+            .await;
+        if let Err(e) = started {
+            lock(&self.build_waiters).remove(id);
+            return Err(crate::error::from_driver(e));
+        }
+        let reader = tokio::net::unix::pipe::Receiver::from_owned_fd_unchecked(r)
+            .map_err(io_err("read the output of", staging))?;
+        let mut lines = tokio::io::BufReader::new(reader).lines();
+        let mut tail: VecDeque<String> = VecDeque::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            log(&line);
+            if tail.len() == OUTPUT_TAIL {
+                tail.pop_front();
+            }
+            tail.push_back(line);
+        }
+        let status = rx.await.ok().flatten();
+        let _ = self.driver.release(id).await;
+        match status {
+            Some(s) if s.code == 0 => {}
+            other => {
+                let how = match other {
+                    Some(s) => format!("exited with code {}", s.code),
+                    None => "ended with an unknown status".to_owned(),
+                };
+                let output: Vec<String> = tail.into_iter().collect();
+                return Err(EngineError::BuildFailed {
+                    how,
+                    output: output.join("\n"),
+                });
+            }
+        }
+        let w = writable.clone();
+        let ids = idmap.map(|m| IdRange {
+            start: m.host_base,
+            count: m.count,
+        });
+        let layer = self
+            .blocking(move || {
+                mayfly_image::upper_to_layer(&w, ids)?;
+                let digest = mayfly_image::tree_digest(&w)?;
+                let stats = mayfly_image::tree_stats(&w)?;
+                let dir = std::fs::File::open(&w).map_err(io_err("open", &w))?;
+                rustix::fs::syncfs(&dir).map_err(|e| EngineError::Io {
+                    action: "flush",
+                    path: w.clone(),
+                    source: e.into(),
+                })?;
+                Ok(LayerRecord {
+                    digest: digest.as_str().to_owned(),
+                    size: stats.bytes,
+                    entries: stats.entries,
+                })
+            })
+            .await?;
+        Ok((writable, layer))
+    }
+
+    /// Debootstraps a Debian root filesystem into `staging/rootfs`; returns its path.
+    pub(crate) async fn debootstrap(
+        &self,
+        staging: &Path,
+        suite: &str,
+        variant: &str,
+        packages: &[String],
+        mirror: &str,
+        log: BuildLog,
+    ) -> Result<PathBuf, EngineError> {
+        let binary = ["/usr/sbin/debootstrap", "/usr/bin/debootstrap"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .ok_or_else(|| {
+                EngineError::Unavailable(
+                    "debootstrap is not installed (apt-get install debootstrap)".into(),
+                )
+            })?;
+        let ok_word = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        };
+        if !ok_word(suite) || !ok_word(variant) {
+            return Err(EngineError::invalid(
+                format!("invalid suite `{suite}` or variant `{variant}`"),
+                "e.g. `--debian bookworm --variant minbase`",
+            ));
+        }
+        if !(mirror.starts_with("http://")
+            || mirror.starts_with("https://")
+            || mirror.starts_with("file:/"))
+        {
+            return Err(EngineError::invalid(
+                format!("invalid mirror `{mirror}`"),
+                "give a URL, e.g. http://deb.debian.org/debian",
+            ));
+        }
+        std::fs::create_dir(staging).map_err(io_err("create", staging))?;
+        let rootfs = staging.join("rootfs");
+        let cache = self.layout.root().join("cache/debootstrap");
+        std::fs::create_dir_all(&cache).map_err(io_err("create", &cache))?;
+        let mut cmd = tokio::process::Command::new(binary);
+        cmd.arg(format!("--variant={variant}"))
+            .arg(format!("--cache-dir={}", cache.display()));
+        if !packages.is_empty() {
+            cmd.arg(format!("--include={}", packages.join(",")));
+        }
+        cmd.arg(suite)
+            .arg(&rootfs)
+            .arg(mirror)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(io_err("run", Path::new(binary)))?;
+        let mut tail: VecDeque<String> = VecDeque::new();
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+        let (line_tx, mut line_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        for stream in [
+            stdout.map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+            stderr.map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let tx = line_tx.clone();
+            tokio::spawn(async move {
+                let mut lines = tokio::io::BufReader::new(stream).lines();
+                while let Ok(Some(l)) = lines.next_line().await {
+                    if tx.send(l).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(line_tx);
+        while let Some(line) = line_rx.recv().await {
+            log(&line);
+            if tail.len() == OUTPUT_TAIL {
+                tail.pop_front();
+            }
+            tail.push_back(line);
+        }
+        let status = child
+            .wait()
+            .await
+            .map_err(io_err("wait for", Path::new(binary)))?;
+        unmount_below(&rootfs);
+        if !status.success() {
+            let output: Vec<String> = tail.into_iter().collect();
+            return Err(EngineError::BuildFailed {
+                how: format!("debootstrap {status}"),
+                output: output.join("\n"),
+            });
+        }
+        // The host's name and resolver do not belong in a template.
+        let _ = std::fs::remove_file(rootfs.join("etc/hostname"));
+        Ok(rootfs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn installed_packages_are_read_from_dpkg_status() {
+        let status = "Package: a\nStatus: install ok installed\nVersion: 1.0\nDescription: x\n more\n\nPackage: b\nStatus: deinstall ok config-files\nVersion: 2\n\nPackage: c\nStatus: install ok installed\nVersion: 3:1-2\n";
+        assert_eq!(installed_packages(status), vec!["a 1.0", "c 3:1-2"]);
+    }
+
+    #[test]
+    fn package_names_are_checked() {
+        assert!(check_packages(&["nginx".into(), "libc6:amd64".into(), "g++".into()]).is_ok());
+        for bad in ["", "-o", "a b", "a;rm", "$(x)"] {
+            assert!(check_packages(&[bad.into()]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn apt_scripts_install_or_upgrade_and_clean_up() {
+        let s = apt_script(&["nginx".into(), "curl".into()]);
+        assert!(s.contains(
+            "install -y --no-install-recommends -o Dpkg::Options::=--force-confold nginx curl"
+        ));
+        assert!(s.contains("rm -rf /var/lib/apt/lists/*"));
+        assert!(apt_script(&["upgrade".into()]).contains(" upgrade"));
+    }
+}
