@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::ApiError;
 
 /// What an instance started from a template version runs unless told otherwise.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TemplateConfig {
     /// Default init command; empty means an instance must name one.
@@ -20,6 +20,17 @@ pub struct TemplateConfig {
     /// Signal that asks the init to stop (`SIGTERM` unless the init wants another).
     #[serde(default = "sigterm")]
     pub stop_signal: String,
+}
+
+impl Default for TemplateConfig {
+    fn default() -> Self {
+        TemplateConfig {
+            command: Vec::new(),
+            env: Vec::new(),
+            workdir: root_dir(),
+            stop_signal: sigterm(),
+        }
+    }
 }
 
 fn root_dir() -> String {

@@ -358,7 +358,9 @@ impl Engine {
                 .config
                 .workdir
                 .clone()
-                .unwrap_or_else(|| vrec.config.workdir.clone()),
+                .or_else(|| Some(vrec.config.workdir.clone()))
+                .filter(|w| !w.is_empty())
+                .unwrap_or_else(|| "/".to_owned()),
             uid: 0,
             gid: 0,
             tty,
