@@ -129,6 +129,9 @@ pub struct InstanceInfo {
     pub pid: Option<i32>,
     /// The init command.
     pub command: Vec<String>,
+    /// Application templates stacked over the template.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub apps: Vec<String>,
     /// Extra environment of the init and of `exec`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<String>,
@@ -162,6 +165,13 @@ pub struct CreateInstance {
     /// Init command; empty means the template's default.
     #[serde(default)]
     pub command: Vec<String>,
+    /// Application templates (`NAME` or `NAME@N`, built over this template) stacked over it,
+    /// in order.
+    #[serde(default)]
+    pub apps: Vec<String>,
+    /// Allow application templates that change the same files: the later one wins.
+    #[serde(default)]
+    pub ordered_apps: bool,
     /// Extra `KEY=VALUE` environment.
     #[serde(default)]
     pub env: Vec<String>,

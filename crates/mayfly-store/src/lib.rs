@@ -165,6 +165,12 @@ pub struct InstanceConfig {
     /// Working directory of the init.
     #[serde(default)]
     pub workdir: Option<String>,
+    /// Application templates stacked over the template, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub apps: Vec<String>,
+    /// Whether overlapping applications are allowed (the later wins).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ordered_apps: bool,
 }
 
 /// What the catalogue remembers of a running init, to find it again after a daemon restart.

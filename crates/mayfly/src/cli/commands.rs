@@ -1074,6 +1074,8 @@ fn create_request(
         name: options.name,
         mode,
         command,
+        apps: options.apps,
+        ordered_apps: options.ordered,
         env: options.env,
         workdir: options.workdir,
         start: true,

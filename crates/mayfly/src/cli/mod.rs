@@ -64,7 +64,8 @@ Examples:
   mayfly launch busybox                          transient (default): clean at every start
   mayfly launch busybox --name db --persistent   keeps its changes across restarts
   mayfly launch busybox@1 --name pinned          pinned to template version 1
-  mayfly launch busybox --name job --ephemeral -- sh -c 'sleep 60'")]
+  mayfly launch busybox --name job --ephemeral -- sh -c 'sleep 60'
+  mayfly launch debian --app nginx --app redis   stacked application templates")]
     Launch(LaunchArgs),
     /// Run a command in a new instance, attached; its exit code becomes mayfly's.
     #[command(after_help = "\
@@ -373,6 +374,12 @@ pub struct InstanceOptions {
     /// Working directory of the command.
     #[arg(long, short, value_name = "DIR")]
     pub workdir: Option<String>,
+    /// Stack an application template (built over TEMPLATE) on it; repeatable, in order.
+    #[arg(long = "app", value_name = "APP")]
+    pub apps: Vec<String>,
+    /// Allow applications that change the same files (the later --app wins).
+    #[arg(long, requires = "apps")]
+    pub ordered: bool,
 }
 
 /// `mayfly launch`.
