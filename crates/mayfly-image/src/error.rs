@@ -154,6 +154,30 @@ pub enum ImageError {
     /// A string is not a digest of the form `blake3:<64 lowercase hex>`.
     #[error("invalid digest `{0}`: expected `blake3:` and 64 lowercase hex digits")]
     BadDigest(String),
+    /// A string is not an OCI blob digest (`sha256:` and 64, or `sha512:` and 128, lowercase
+    /// hex digits).
+    #[error(
+        "invalid blob digest `{0}`: expected `sha256:` and 64 or `sha512:` and 128 lowercase hex digits"
+    )]
+    BadBlobDigest(String),
+    /// An image directory (OCI layout or `docker save` tree) is malformed or not supported.
+    #[error("unusable image at `{path}`: {reason}")]
+    BadImage {
+        /// The file (or directory) that is wrong.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A blob's content does not match the digest or size that refers to it.
+    #[error("blob `{path}` does not match its descriptor: expected {expected}, found {actual}")]
+    BlobMismatch {
+        /// The blob file.
+        path: PathBuf,
+        /// The digest or size the image promised.
+        expected: String,
+        /// What the file holds.
+        actual: String,
+    },
     /// The archive is corrupt, truncated, not a tar, or badly compressed.
     #[error("corrupt or unsupported archive")]
     BadArchive {

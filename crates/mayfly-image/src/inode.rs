@@ -210,3 +210,8 @@ pub(crate) fn file_type(st: &Statx) -> FileType {
 pub(crate) fn device(st: &Statx) -> (u32, u32) {
     (st.stx_dev_major, st.stx_dev_minor)
 }
+
+/// Whether an inode is an overlay whiteout: a character device with device number 0:0.
+pub(crate) fn is_whiteout(st: &Statx) -> bool {
+    file_type(st) == FileType::CharacterDevice && st.stx_rdev_major == 0 && st.stx_rdev_minor == 0
+}

@@ -26,7 +26,7 @@ mod xattr;
 #[cfg(test)]
 mod fixtures;
 
-pub use archive::unpack_archive;
+pub use archive::{unpack_archive, unpack_layer_archive};
 pub use builtin::build_busybox_rootfs;
 pub use copy::{CopyOptions, copy_tree};
 pub use digest::{Digest, tree_digest};

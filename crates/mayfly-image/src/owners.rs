@@ -23,7 +23,7 @@ use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timestamps};
 use rustix::process::{Gid, Uid};
 
 use crate::ImageError;
-use crate::inode::{PERMISSION_BITS, file_type, stat_at, stat_fd};
+use crate::inode::{PERMISSION_BITS, file_type, is_whiteout, stat_at, stat_fd};
 use crate::tree::{child_path, list_dir, open_dir_at, open_root};
 use crate::xattr::{self, Node, XattrPolicy};
 
@@ -121,12 +121,6 @@ impl Entry<'_> {
             Entry::At(dir, name) => Node::At(dir, name),
         }
     }
-}
-
-fn is_whiteout(st: &rfs::Statx) -> bool {
-    file_type(st) == FileType::CharacterDevice
-        && u64::from(st.stx_rdev_major) == 0
-        && st.stx_rdev_minor == 0
 }
 
 fn rewrite_entry(

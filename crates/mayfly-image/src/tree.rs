@@ -181,7 +181,13 @@ pub fn remove_tree(root: &Path) -> Result<(), ImageError> {
     }
 }
 
-fn remove_below(dir: BorrowedFd<'_>, dev: (u32, u32), path: &Path) -> Result<(), ImageError> {
+/// Removes everything below the open directory `dir` (on device `dev`), refusing mount points
+/// like [`remove_tree`]; `path` names `dir` in errors.
+pub(crate) fn remove_below(
+    dir: BorrowedFd<'_>,
+    dev: (u32, u32),
+    path: &Path,
+) -> Result<(), ImageError> {
     let names = list_dir(dir).map_err(|source| ImageError::Read {
         path: path.to_owned(),
         source,

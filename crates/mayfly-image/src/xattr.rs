@@ -23,6 +23,9 @@ pub enum XattrPolicy {
     Portable,
     /// Keep every xattr, including `trusted.overlay.*` (copying an overlay upper dir exactly).
     All,
+    /// Keep every xattr but overlayfs's own `trusted.overlay.*`: what a merged overlay mount
+    /// shows.
+    NoOverlay,
 }
 
 impl XattrPolicy {
@@ -30,10 +33,16 @@ impl XattrPolicy {
     pub(crate) fn keeps(self, name: &[u8]) -> bool {
         match self {
             Self::All => true,
+            Self::NoOverlay => !name.starts_with(OVERLAY_PREFIX),
             Self::Portable => name.starts_with(b"user.") || name == b"security.capability",
         }
     }
 }
+
+/// The namespace overlayfs keeps its bookkeeping in, hidden from a mount's readers.
+pub(crate) const OVERLAY_PREFIX: &[u8] = b"trusted.overlay.";
+/// Marks a directory in a layer as replacing, not merging with, the directories below it.
+pub(crate) const OPAQUE: &[u8] = b"trusted.overlay.opaque";
 
 /// Name and value pairs, sorted by name.
 pub(crate) type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
@@ -102,6 +111,35 @@ pub(crate) fn read(node: Node<'_>, policy: XattrPolicy) -> io::Result<Xattrs> {
     }
     out.sort();
     Ok(out)
+}
+
+/// The value of the xattr `name` of `node`, `None` if it has none (or the filesystem has no
+/// xattrs).
+pub(crate) fn get(node: Node<'_>, name: &[u8]) -> io::Result<Option<Vec<u8>>> {
+    let value = match node {
+        Node::Fd(fd) => fill(|buf| match buf {
+            Some(buf) => rfs::fgetxattr(fd, name, buf),
+            None => rfs::fgetxattr_query(fd, name),
+        }),
+        Node::At(dir, entry) => {
+            let path = Node::proc_path(dir, entry);
+            fill(|buf| match buf {
+                Some(buf) => rfs::lgetxattr(&path, name, buf),
+                None => rfs::lgetxattr_query(&path, name),
+            })
+        }
+    };
+    match value {
+        Ok(value) => Ok(Some(value)),
+        Err(Errno::NODATA | Errno::OPNOTSUPP) => Ok(None),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Whether the directory `dir` carries overlayfs's opaque marker (`trusted.overlay.opaque`
+/// = `y`; other values, such as the `x` of newer kernels, do not make it opaque).
+pub(crate) fn is_opaque(dir: BorrowedFd<'_>) -> io::Result<bool> {
+    Ok(get(Node::Fd(dir), OPAQUE)?.as_deref() == Some(b"y"))
 }
 
 /// Sets one xattr on `node`, replacing any value it had.
