@@ -53,25 +53,14 @@ pub fn copy_tree(
         source,
     })?;
     let dest_fd = create_root(dest)?;
-    let mut copier = Copier {
-        options,
-        dev: device(&src_st),
-        dest_root: dest_fd.try_clone().map_err(|source| ImageError::Open {
-            path: dest.to_owned(),
-            source,
-        })?,
-        first_copies: HashMap::new(),
-        stats: TreeStats::default(),
-        progress,
-        rel: Vec::new(),
-    };
+    let mut copier = Copier::new(options, device(&src_st), &dest_fd, dest, progress)?;
     copier.children(src_fd.as_fd(), dest_fd.as_fd(), src, dest)?;
     copier.finish_dir(src_fd.as_fd(), dest_fd.as_fd(), &src_st, src, dest)?;
     Ok(copier.stats)
 }
 
 /// Creates `dest` (mode 0700 until the copy is done) and opens it.
-fn create_root(dest: &Path) -> Result<OwnedFd, ImageError> {
+pub(crate) fn create_root(dest: &Path) -> Result<OwnedFd, ImageError> {
     let create_err = |source| ImageError::Create {
         path: dest.to_owned(),
         source,
@@ -103,7 +92,8 @@ fn create_root(dest: &Path) -> Result<OwnedFd, ImageError> {
     })
 }
 
-struct Copier<'p> {
+/// Copies entries into one destination tree, keeping hard links between the copies.
+pub(crate) struct Copier<'p> {
     options: CopyOptions,
     /// The source root's filesystem, for `one_file_system`.
     dev: (u32, u32),
@@ -116,7 +106,67 @@ struct Copier<'p> {
     rel: Vec<u8>,
 }
 
-impl Copier<'_> {
+impl<'p> Copier<'p> {
+    /// A copier into the tree whose root `dest_root` (named `dest` in errors) holds open; `dev`
+    /// is the source's filesystem, for [`CopyOptions::one_file_system`].
+    pub(crate) fn new(
+        options: CopyOptions,
+        dev: (u32, u32),
+        dest_root: &OwnedFd,
+        dest: &Path,
+        progress: &'p dyn Progress,
+    ) -> Result<Self, ImageError> {
+        Ok(Self {
+            options,
+            dev,
+            dest_root: dest_root.try_clone().map_err(|source| ImageError::Open {
+                path: dest.to_owned(),
+                source,
+            })?,
+            first_copies: HashMap::new(),
+            stats: TreeStats::default(),
+            progress,
+            rel: Vec::new(),
+        })
+    }
+
+    /// What has been copied so far.
+    pub(crate) fn stats(&self) -> TreeStats {
+        self.stats
+    }
+
+    /// Counts a directory created outside the copier.
+    pub(crate) fn count_dir(&mut self) {
+        self.stats.add(0, self.progress);
+    }
+
+    /// Copies the non-directory `name` of `src_dir` (described by `st`) to the same name in
+    /// `dst_dir`, which is at `rel` (with a trailing `/`, empty for the root) in the destination
+    /// tree. A source inode already copied becomes a hard link to its first copy.
+    #[expect(clippy::too_many_arguments, reason = "each names one side of the copy")]
+    pub(crate) fn copy_leaf(
+        &mut self,
+        src_dir: BorrowedFd<'_>,
+        dst_dir: BorrowedFd<'_>,
+        rel: &[u8],
+        name: &CStr,
+        st: &Statx,
+        src_path: &Path,
+        dst_path: &Path,
+    ) -> Result<(), ImageError> {
+        if file_type(st) == FileType::Directory {
+            return Err(ImageError::Create {
+                path: dst_path.to_owned(),
+                source: io::Error::other("a directory is not a leaf"),
+            });
+        }
+        let saved = std::mem::replace(&mut self.rel, rel.to_vec());
+        self.rel.extend_from_slice(name.to_bytes());
+        let result = self.entry(src_dir, dst_dir, name, st, src_path, dst_path);
+        self.rel = saved;
+        result
+    }
+
     fn children(
         &mut self,
         src_dir: BorrowedFd<'_>,
@@ -298,7 +348,7 @@ impl Copier<'_> {
 
     /// Gives a copied directory its source's attributes; the mtime last, once nothing more is
     /// created inside it.
-    fn finish_dir(
+    pub(crate) fn finish_dir(
         &self,
         src: BorrowedFd<'_>,
         dst: BorrowedFd<'_>,

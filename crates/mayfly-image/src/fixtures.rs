@@ -35,7 +35,7 @@ pub(crate) struct Spec {
     pub(crate) xattrs: &'static [(&'static str, &'static [u8])],
 }
 
-const fn spec(path: &'static str, kind: Kind, mode: u32, mtime: (i64, u32)) -> Spec {
+pub(crate) const fn spec(path: &'static str, kind: Kind, mode: u32, mtime: (i64, u32)) -> Spec {
     Spec {
         path,
         kind,
@@ -47,13 +47,16 @@ const fn spec(path: &'static str, kind: Kind, mode: u32, mtime: (i64, u32)) -> S
     }
 }
 
-const fn owned(mut s: Spec, uid: u32, gid: u32) -> Spec {
+pub(crate) const fn owned(mut s: Spec, uid: u32, gid: u32) -> Spec {
     s.uid = uid;
     s.gid = gid;
     s
 }
 
-const fn with_xattrs(mut s: Spec, xattrs: &'static [(&'static str, &'static [u8])]) -> Spec {
+pub(crate) const fn with_xattrs(
+    mut s: Spec,
+    xattrs: &'static [(&'static str, &'static [u8])],
+) -> Spec {
     s.xattrs = xattrs;
     s
 }
@@ -469,6 +472,47 @@ impl Tmpfs {
 }
 
 impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH).unwrap();
+    }
+}
+
+/// A read-only overlayfs mount of `layers` (lowest first, no upper directory), made with the
+/// new mount API and detached when the value is dropped, so a failing test leaves no mount.
+#[derive(Debug)]
+pub(crate) struct Overlay(PathBuf);
+
+impl Overlay {
+    pub(crate) fn mount(at: &Path, layers: &[PathBuf]) -> Self {
+        use rustix::mount::{
+            FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, fsconfig_create,
+            fsconfig_set_string, fsmount, fsopen, move_mount,
+        };
+        let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).unwrap();
+        // `lowerdir+` stacks in the order given, topmost first.
+        for layer in layers.iter().rev() {
+            fsconfig_set_string(&fs, "lowerdir+", layer).unwrap();
+        }
+        fsconfig_create(&fs).unwrap();
+        let mnt = fsmount(
+            &fs,
+            FsMountFlags::FSMOUNT_CLOEXEC,
+            MountAttrFlags::MOUNT_ATTR_RDONLY,
+        )
+        .unwrap();
+        move_mount(
+            &mnt,
+            "",
+            rfs::CWD,
+            at,
+            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+        )
+        .unwrap();
+        Self(at.to_owned())
+    }
+}
+
+impl Drop for Overlay {
     fn drop(&mut self) {
         rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH).unwrap();
     }
