@@ -14,6 +14,7 @@
 
 mod archive;
 mod builtin;
+mod conflicts;
 mod copy;
 mod digest;
 mod error;
@@ -29,6 +30,7 @@ mod fixtures;
 
 pub use archive::{unpack_archive, unpack_layer_archive};
 pub use builtin::build_busybox_rootfs;
+pub use conflicts::layer_conflicts;
 pub use copy::{CopyOptions, copy_tree};
 pub use digest::{Digest, tree_digest};
 pub use error::ImageError;
