@@ -21,6 +21,7 @@ mod dpkg;
 mod error;
 mod flatten;
 mod inode;
+mod oci;
 mod owners;
 mod progress;
 mod tree;
@@ -37,6 +38,10 @@ pub use digest::{Digest, tree_digest};
 pub use dpkg::{DpkgConflict, merge_dpkg_status};
 pub use error::ImageError;
 pub use flatten::flatten_layers;
+pub use oci::{
+    OciConfig, OciImage, OciLayer, image_layer_path, oci_blob_path, open_image_dir,
+    open_oci_layout, unpack_image_archive,
+};
 pub use owners::{IdRange, shift_owners, upper_to_layer};
 pub use progress::{NoProgress, Progress, TreeStats};
 pub use tree::{remove_tree, tree_stats};
