@@ -1,13 +1,17 @@
 //! Layers as immutable directory trees.
 //!
-//! This crate turns outside input (rootfs tarballs, host directories, the host's busybox) into
-//! plain directory trees that the store then files under their content digest, and computes
-//! that digest. It never decides where a tree lives: callers pass a destination directory
-//! inside the state directory, and everything written stays beneath it.
+//! This crate turns outside input (rootfs tarballs, OCI images and `docker save` archives,
+//! host directories, the host's busybox) into plain directory trees that the store then files
+//! under their content digest, and computes that digest. It also works on stacks of such
+//! layers: squashing one into a single layer as overlayfs shows it, finding where two
+//! application layers disagree, and merging their dpkg status files. It never decides where a
+//! tree lives: callers pass a destination directory inside the state directory, and everything
+//! written stays beneath it.
 //!
 //! Invariants:
 //! - nothing an archive says can make us write outside the destination (no absolute paths,
-//!   no `..`, no writing through symlinks, no hard links to files outside the archive);
+//!   no `..`, no writing through symlinks, no hard links to files outside the archive), and
+//!   nothing an image directory says can make us read outside it;
 //! - a tree's digest depends only on what a container would see: paths, types, modes, owners,
 //!   mtimes, xattrs, content, link targets, device numbers and hard-link structure.
 #![forbid(unsafe_code)]
