@@ -94,7 +94,7 @@ fn unpack<R: Read>(
     input: R,
     dest: &Path,
     progress: &dyn Progress,
-    names_mean: Names,
+    meaning: Names,
 ) -> Result<TreeStats, ImageError> {
     let root = open_root(dest).map_err(|source| ImageError::Open {
         path: dest.to_owned(),
@@ -117,7 +117,7 @@ fn unpack<R: Read>(
     };
     let mut unpacker = Unpacker {
         root,
-        names: names_mean,
+        names: meaning,
         dir_times: HashMap::from([(Vec::new(), Time::default())]),
         files: HashSet::new(),
         stats: TreeStats::default(),
