@@ -220,6 +220,10 @@ impl Engine {
                 format!("see its versions with `mayfly template info {}`", tref.name),
             ));
         };
+        if !req.apps.is_empty() {
+            self.check_apps(&tref.name, vrec, &req.apps, req.ordered_apps)
+                .await?;
+        }
         if req.command.is_empty() && vrec.config.command.is_empty() {
             return Err(EngineError::invalid(
                 format!("template `{}` has no default command", tref.name),
@@ -368,14 +372,19 @@ impl Engine {
             gid: 0,
             tty,
         };
+        let layers = self
+            .stack_with_apps(
+                &rec.template,
+                vrec,
+                &rec.config.apps,
+                rec.config.ordered_apps,
+                &self.layout.instance_dir(&rec.id),
+            )
+            .await?;
         let spec = InstanceSpec {
             id: rec.id.clone(),
             hostname: rec.name.clone(),
-            layers: vrec
-                .layers
-                .iter()
-                .map(|l| self.layout.layer_dir(&l.digest))
-                .collect(),
+            layers,
             instance_dir: self.layout.instance_dir(&rec.id),
             writable: self.layout.writable_dir(&rec.id, rec.writable_gen),
             new_identity: next.new_identity,
@@ -711,10 +720,12 @@ impl Engine {
         let rec = self.db(move |s| s.instance(&n)).await?;
         let tname = rec.template.clone();
         let template = self.db(move |s| s.template(&tname)).await?;
-        let template_env = version
-            .and_then(|v| template.version(v))
-            .map(|v| v.config.env.clone())
-            .unwrap_or_default();
+        let running = version.and_then(|v| template.version(v));
+        let template_env = running.map(|v| v.config.env.clone()).unwrap_or_default();
+        let template_dir = running
+            .map(|v| v.config.workdir.clone())
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| "/".to_owned());
         let process = ProcessSpec {
             args: req.command.clone(),
             env: process::environment(
@@ -722,7 +733,7 @@ impl Engine {
                 req.tty,
                 &[&template_env, &rec.config.env, &req.env],
             ),
-            cwd: req.workdir.clone().unwrap_or_else(|| "/".to_owned()),
+            cwd: req.workdir.clone().unwrap_or(template_dir),
             uid: 0,
             gid: 0,
             tty: req.tty,

@@ -14,6 +14,7 @@
 //! tracks, and every instance is reconciled with it.
 #![forbid(unsafe_code)]
 
+mod apps;
 mod build;
 mod error;
 mod instance;
@@ -77,6 +78,8 @@ pub struct Engine {
     driver: Arc<dyn Driver>,
     slots: Mutex<Slots>,
     execs: Mutex<HashMap<u64, oneshot::Sender<ExitStatus>>>,
+    /// Conflicting paths between two application layers (by digest), once computed.
+    conflicts: Mutex<HashMap<(String, String), Vec<String>>>,
     /// Build containers waiting for their init to end, by id.
     build_waiters: Mutex<HashMap<String, oneshot::Sender<Option<ExitStatus>>>>,
     next_exec: AtomicU64,
@@ -135,6 +138,7 @@ impl Engine {
             slots: Mutex::new(Slots::default()),
             execs: Mutex::new(HashMap::new()),
             build_waiters: Mutex::new(HashMap::new()),
+            conflicts: Mutex::new(HashMap::new()),
             next_exec: AtomicU64::new(1),
             trash,
             layers_lock: tokio::sync::Mutex::new(()),

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use mayfly_api::names::check_template_name;
 use mayfly_api::{LayerInfo, TemplateConfig, TemplateInfo, VersionInfo};
-use mayfly_image::{CopyOptions, Progress, XattrPolicy};
+use mayfly_image::{CopyOptions, OciConfig, Progress, XattrPolicy};
 use mayfly_store::{LayerRecord, NewVersion, StoreError, TemplateRecord, VersionMeta};
 use tokio::sync::mpsc;
 
@@ -80,47 +80,121 @@ enum Source {
 }
 
 /// Writes `source` as a tree at `tmp`, digests it and flushes it.
-fn build_tree(
-    tmp: &Path,
+/// Whether `dir` holds a container image (an OCI image layout, or an unpacked `docker save`)
+/// rather than a root filesystem.
+fn is_image_dir(dir: &Path) -> bool {
+    let file = |name: &str| std::fs::symlink_metadata(dir.join(name)).is_ok_and(|m| m.is_file());
+    (file("oci-layout") && file("index.json"))
+        || (file("manifest.json") && !dir.join("etc").is_dir())
+}
+
+/// Writes `source` under `staging`: a root filesystem becomes `staging/tree`; a container
+/// image (a directory, or an archive that turns out to hold one) becomes one tree per image
+/// layer (`staging/layer-N`, OCI whiteouts translated). Returns the trees, lowest first, and
+/// the image's configuration for an image.
+fn write_trees(
+    staging: &Path,
     source: Source,
     progress: &dyn Progress,
-) -> Result<LayerRecord, EngineError> {
-    match source {
+) -> Result<(Vec<PathBuf>, Option<OciConfig>), EngineError> {
+    let tree = staging.join("tree");
+    let image = match source {
+        Source::Dir(src) if is_image_dir(&src) => Some(src),
         Source::Dir(src) => {
-            mayfly_image::copy_tree(
-                &src,
-                tmp,
-                CopyOptions {
-                    xattrs: XattrPolicy::Portable,
-                    one_file_system: true,
-                },
-                progress,
-            )?;
+            let options = CopyOptions {
+                xattrs: XattrPolicy::Portable,
+                one_file_system: true,
+            };
+            mayfly_image::copy_tree(&src, &tree, options, progress)?;
+            None
         }
         Source::Archive(reader) => {
-            std::fs::create_dir(tmp).map_err(io_err("create", tmp))?;
-            mayfly_image::unpack_archive(reader, tmp, progress)?;
+            std::fs::create_dir(&tree).map_err(io_err("create", &tree))?;
+            mayfly_image::unpack_archive(reader, &tree, progress)?;
             crate::failpoint("import:unpacked");
+            is_image_dir(&tree).then(|| tree.clone())
         }
         Source::Busybox(binary) => {
-            std::fs::create_dir(tmp).map_err(io_err("create", tmp))?;
-            mayfly_image::build_busybox_rootfs(&binary, tmp)?;
+            std::fs::create_dir(&tree).map_err(io_err("create", &tree))?;
+            mayfly_image::build_busybox_rootfs(&binary, &tree)?;
+            None
         }
+    };
+    let Some(dir) = image else {
+        return Ok((vec![tree], None));
+    };
+    let image = mayfly_image::open_image_dir(&dir)?;
+    let mut trees = Vec::with_capacity(image.layers.len());
+    for (i, layer) in image.layers.iter().enumerate() {
+        let blob = mayfly_image::image_layer_path(&dir, layer)?;
+        let file = std::fs::File::open(&blob).map_err(io_err("open", &blob))?;
+        let dest = staging.join(format!("layer-{i}"));
+        std::fs::create_dir(&dest).map_err(io_err("create", &dest))?;
+        mayfly_image::unpack_layer_archive(
+            std::io::BufReader::with_capacity(1 << 20, file),
+            &dest,
+            progress,
+        )?;
+        trees.push(dest);
     }
-    let digest = mayfly_image::tree_digest(tmp)?;
-    let stats = mayfly_image::tree_stats(tmp)?;
-    // One syncfs flushes every file of the tree before it is renamed into place.
-    let dir = std::fs::File::open(tmp).map_err(io_err("open", tmp))?;
+    if trees.is_empty() {
+        return Err(EngineError::invalid(
+            format!("the image in {} has no layers", dir.display()),
+            "give an image with at least one layer",
+        ));
+    }
+    Ok((trees, Some(image.config)))
+}
+
+/// Digests and measures each tree, then flushes them all with one `syncfs`.
+fn seal_trees(staging: &Path, trees: &[PathBuf]) -> Result<Vec<LayerRecord>, EngineError> {
+    let mut out = Vec::with_capacity(trees.len());
+    for tree in trees {
+        let digest = mayfly_image::tree_digest(tree)?;
+        let stats = mayfly_image::tree_stats(tree)?;
+        out.push(LayerRecord {
+            digest: digest.as_str().to_owned(),
+            size: stats.bytes,
+            entries: stats.entries,
+        });
+    }
+    let dir = std::fs::File::open(staging).map_err(io_err("open", staging))?;
     rustix::fs::syncfs(&dir).map_err(|e| EngineError::Io {
         action: "flush",
-        path: tmp.to_owned(),
+        path: staging.to_owned(),
         source: e.into(),
     })?;
-    Ok(LayerRecord {
-        digest: digest.as_str().to_owned(),
-        size: stats.bytes,
-        entries: stats.entries,
-    })
+    Ok(out)
+}
+
+/// Instance defaults from an explicit command, an image's configuration, or the tree.
+fn import_config(
+    command: Option<Vec<String>>,
+    image: Option<OciConfig>,
+    trees: &[PathBuf],
+) -> TemplateConfig {
+    let has_init = trees
+        .iter()
+        .any(|t| std::fs::symlink_metadata(t.join("sbin/init")).is_ok());
+    let mut config = TemplateConfig::default();
+    if let Some(image) = image {
+        let mut cmd = image.entrypoint.clone();
+        cmd.extend(image.cmd.iter().cloned());
+        config.command = cmd;
+        config.env = image.env.clone();
+        if let Some(w) = image.workdir.filter(|w| w.starts_with('/')) {
+            config.workdir = w;
+        }
+        if let Some(s) = image.stop_signal {
+            config.stop_signal = s;
+        }
+    }
+    if let Some(cmd) = command {
+        config.command = cmd;
+    } else if config.command.is_empty() && has_init {
+        config.command = vec!["/sbin/init".to_owned()];
+    }
+    config
 }
 
 fn fsync_dir(path: &Path) -> Result<(), EngineError> {
@@ -219,63 +293,84 @@ impl Engine {
             Err(EngineError::Store(StoreError::NotFound { .. })) => {}
             Err(e) => return Err(e),
         }
-        let tmp = self
+        let staging = self
             .layout
             .tmp()
             .join(format!("import-{}", crate::random_hex(8)));
-        let (n, t) = (name.to_owned(), tmp.clone());
+        let (n, t) = (name.to_owned(), staging.clone());
         let journal = self
             .db(move |s| s.journal_begin(crate::recovery::kind::IMPORT, &n, &[t]))
             .await?;
-        let t = tmp.clone();
-        let built = self
-            .blocking(move || build_tree(&t, source, progress.as_ref()))
+        let result = self
+            .import_into(
+                name, &staging, source, command, message, builtin, progress, journal,
+            )
             .await;
-        let layer = match built {
-            Ok(layer) => layer,
-            Err(e) => {
-                self.abandon(&tmp, journal).await;
-                return Err(e);
-            }
-        };
-        let has_init = std::fs::symlink_metadata(tmp.join("sbin/init")).is_ok();
-        let config = TemplateConfig {
-            command: command.unwrap_or_else(|| {
-                if has_init {
-                    vec!["/sbin/init".to_owned()]
-                } else {
-                    Vec::new()
-                }
-            }),
-            env: Vec::new(),
-            workdir: "/".to_owned(),
-            stop_signal: "SIGTERM".to_owned(),
-        };
-        let _commit = self.layers_lock.lock().await;
-        let placed = self.place_layer(&tmp, &layer.digest).await;
-        if let Err(e) = placed {
-            self.abandon(&tmp, journal).await;
-            return Err(e);
+        let _ = mayfly_driver::container::move_to_trash(&staging, self.trash.dir());
+        self.trash.wake();
+        if result.is_err() {
+            let _ = self.db(move |s| s.journal_end(journal)).await;
         }
-        let (n, l, c, m) = (name.to_owned(), layer.clone(), config, message);
-        let created = self
-            .db(move |s| {
+        result?;
+        self.template_info(name).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn import_into(
+        self: &Arc<Self>,
+        name: &str,
+        staging: &Path,
+        source: Source,
+        command: Option<Vec<String>>,
+        message: String,
+        builtin: bool,
+        progress: Arc<dyn Progress + Send>,
+        journal: i64,
+    ) -> Result<(), EngineError> {
+        let s = staging.to_owned();
+        let (trees, records, image) = self
+            .blocking(move || {
+                std::fs::create_dir(&s).map_err(io_err("create", &s))?;
+                let (trees, image) = write_trees(&s, source, progress.as_ref())?;
+                let records = seal_trees(&s, &trees)?;
+                Ok((trees, records, image))
+            })
+            .await?;
+        let config = import_config(command, image, &trees);
+        let _commit = self.layers_lock.lock().await;
+        let mut placed: Vec<String> = Vec::new();
+        let committed: Result<(), EngineError> = async {
+            for (tree, record) in trees.iter().zip(&records) {
+                self.place_layer(tree, &record.digest).await?;
+                placed.push(record.digest.clone());
+            }
+            let layers = if records.len() > crate::MAX_LAYERS {
+                let squashed = self.squash(&records).await?;
+                placed.push(squashed.digest.clone());
+                vec![squashed]
+            } else {
+                records.clone()
+            };
+            let (n, c, m) = (name.to_owned(), config, message);
+            self.db(move |s| {
                 let version = NewVersion {
-                    layers: &[l],
+                    layers: &layers,
                     config: &c,
                     message: &m,
                     meta: &VersionMeta::default(),
                 };
                 s.create_template(&n, builtin, &version, Some(journal))
             })
-            .await;
-        if let Err(e) = created {
-            self.drop_layer_if_unreferenced(&layer.digest).await;
-            self.abandon(&tmp, journal).await;
-            return Err(e);
+            .await
         }
-        drop(_commit);
-        self.template_info(name).await
+        .await;
+        if committed.is_err() {
+            // Layers moved into place for nothing (unless another template shares them).
+            for digest in &placed {
+                self.drop_layer_if_unreferenced(digest).await;
+            }
+        }
+        committed
     }
 
     /// Renames the tree at `tmp` to the layer directory of `digest`, or discards it when
@@ -303,13 +398,6 @@ impl Engine {
             let _ = mayfly_driver::container::move_to_trash(&dir, self.trash.dir());
             self.trash.wake();
         }
-    }
-
-    /// Removes an import's temporary tree and closes its journal entry.
-    async fn abandon(&self, tmp: &Path, journal: i64) {
-        let _ = mayfly_driver::container::move_to_trash(tmp, self.trash.dir());
-        self.trash.wake();
-        let _ = self.db(move |s| s.journal_end(journal)).await;
     }
 
     fn to_info(rec: &TemplateRecord, used_by: Vec<String>) -> TemplateInfo {

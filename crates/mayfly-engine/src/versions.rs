@@ -160,7 +160,7 @@ impl Engine {
 
     /// Flattens `layers` into one layer with identical content, placed in the layer store.
     /// The caller holds the layers lock.
-    async fn squash(&self, layers: &[LayerRecord]) -> Result<LayerRecord, EngineError> {
+    pub(crate) async fn squash(&self, layers: &[LayerRecord]) -> Result<LayerRecord, EngineError> {
         let dirs: Vec<PathBuf> = layers
             .iter()
             .map(|l| self.layout.layer_dir(&l.digest))
@@ -172,7 +172,7 @@ impl Engine {
         let t = tmp.clone();
         let built = self
             .blocking(move || {
-                flatten_pending(&dirs, &t)?;
+                mayfly_image::flatten_layers(&dirs, &t, &mayfly_image::NoProgress)?;
                 let digest = mayfly_image::tree_digest(&t)?;
                 let stats = mayfly_image::tree_stats(&t)?;
                 Ok(LayerRecord {
@@ -676,11 +676,4 @@ impl Engine {
         }
         Ok(out)
     }
-}
-
-// TODO(squash): replaced by mayfly_image::flatten_layers once it lands.
-fn flatten_pending(_dirs: &[PathBuf], _dest: &Path) -> Result<(), EngineError> {
-    Err(EngineError::Unavailable(
-        "squashing is not available yet".into(),
-    ))
 }

@@ -796,15 +796,7 @@ async fn import(client: &Client, args: ImportArgs) -> Result<i32, ClientError> {
                 json(&t);
             } else {
                 let v = t.current();
-                let layer = v.and_then(|v| v.layers.last());
-                println!(
-                    "imported template {} (version {}, {}, {} entries, layer {})",
-                    t.name,
-                    t.current_version,
-                    size(layer.map(|l| l.size).unwrap_or(0)),
-                    layer.map(|l| l.entries).unwrap_or(0),
-                    layer.map(|l| l.digest.as_str()).unwrap_or("-")
-                );
+                print_version_summary("imported", &t);
                 if v.is_some_and(|v| v.config.command.is_empty()) {
                     println!(
                         "note: it has no /sbin/init; give instances a command (`mayfly launch {} -- CMD`) or import with --cmd",
