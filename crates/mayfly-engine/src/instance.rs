@@ -67,6 +67,22 @@ fn wrong_state(slot: &Slot, state: InstanceState, action: &'static str) -> Engin
     }
 }
 
+/// Whether process `pid` has a handler for signal `sig` (`SigCgt` in /proc/<pid>/status).
+/// Unknown (unreadable) counts as yes.
+fn catches(pid: i32, sig: i32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return true;
+    };
+    let Some(mask) = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+    else {
+        return true;
+    };
+    (1..=64).contains(&sig) && mask & (1u64 << (sig - 1)) != 0
+}
+
 impl Engine {
     // ---- queries -----------------------------------------------------------------------
 
@@ -523,6 +539,11 @@ impl Engine {
         let gone = |e: &mayfly_driver::DriverError| {
             e.failure_kind() == Some(mayfly_driver::FailureKind::UnknownContainer)
         };
+        // The init is pid 1 of its namespace: the kernel drops a signal it has no handler
+        // for, so waiting would only burn the timeout (an init stopped right after it started,
+        // before its shell installed its trap, is the common case).
+        let pid = lock(&slot.rt).pid;
+        let signal = signal.filter(|sig| pid.is_none_or(|p| catches(p, *sig)));
         let graceful = match signal {
             Some(sig) => match self.driver.signal(&slot.id, sig).await {
                 Err(e) if !gone(&e) => return Err(EngineError::Driver(e)),
