@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Benchmark mayfly against crun (fresh overlay per run) and a bare floor, on this machine.
 #
-#   sudo bench/run.sh [--runs N] [--warmup N] [--json] [other mayfly-bench options]
+#   sudo bench/run.sh [--phases] [--runs N] [--warmup N] [--json] [other mayfly-bench options]
 #
+# With --phases, bench/phases.sh then breaks `mayfly run --rm` down into phases (perf).
 # Builds mayfly (release) and the benchmark, starts a private daemon on a temporary state
 # directory and socket (never /var/lib/mayfly or /run/mayfly), runs the benchmark, then
 # removes every instance, stops the daemon, waits for its forker, removes the temporary
@@ -12,6 +13,12 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
+
+PHASES=0
+ARGS=()
+for a in "$@"; do
+    if [ "$a" = "--phases" ]; then PHASES=1; else ARGS+=("$a"); fi
+done
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "run.sh: run as root (sudo bench/run.sh)" >&2
@@ -117,4 +124,9 @@ if alive "$FORKER_PID"; then
 fi
 
 "$BENCH" --mayfly "$MAYFLY" --crun "$CRUN" --socket "$SOCK" --state-dir "$STATE" \
-    --work "$TMP/work" --json-out "$ROOT/bench/out/latest.json" "$@" | tee "$ROOT/bench/out/latest.txt"
+    --work "$TMP/work" --json-out "$ROOT/bench/out/latest.json" ${ARGS[@]+"${ARGS[@]}"} | tee "$ROOT/bench/out/latest.txt"
+if [ "$PHASES" -eq 1 ]; then
+    echo
+    echo "Phases of mayfly run --rm busybox -- /bin/true (perf tracepoints, same daemon):"
+    MAYFLY="$MAYFLY" "$ROOT/bench/phases.sh" "$SOCK" 100 | tee "$ROOT/bench/out/phases.txt"
+fi

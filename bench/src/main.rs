@@ -156,6 +156,9 @@ impl Series {
     }
 }
 
+/// A stop at least this long ran into mayfly's default 10 s stop timeout.
+const SLOW_STOP_MS: f64 = 9_900.0;
+
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
@@ -384,6 +387,7 @@ fn run(args: &Args) -> io::Result<()> {
             "crun_fresh_overlay": c.json(),
             "floor": f.json(),
         },
+        "mayfly_stops_at_timeout": s.ms.iter().filter(|x| **x >= SLOW_STOP_MS).count(),
         "ratios_median": {
             "mayfly_run_rm/crun": ratio(a.median(), c.median()),
             "mayfly_run_rm/floor": ratio(a.median(), f.median()),
@@ -481,6 +485,13 @@ fn run(args: &Args) -> io::Result<()> {
     row(&mut out, "   mayfly rm", rm)?;
     row(&mut out, "C  crun run + fresh overlay (mount..rm)", c)?;
     row(&mut out, "D  floor: ns + overlay + pivot + exec", f)?;
+    let slow_stops = s.ms.iter().filter(|x| **x >= SLOW_STOP_MS).count();
+    if slow_stops > 0 {
+        writeln!(
+            out,
+            "   note: {slow_stops} stop(s) took 10 s or more: mayfly's stop timeout, i.e. the init did not act on\n         SIGTERM and was killed (see README: a stop right after launch can beat the init's trap)"
+        )?;
+    }
     writeln!(out)?;
     writeln!(out, "ratios (median; p90 in brackets)")?;
     writeln!(
