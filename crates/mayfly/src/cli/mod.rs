@@ -56,7 +56,15 @@ pub enum Command {
     #[command(after_help = "Examples:\n  mayfly info\n  mayfly info web --json")]
     Info(InfoArgs),
     /// Manage templates.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "\
+Examples:
+  mayfly template list
+  mayfly template import alpine ./rootfs.tar.zst
+  mayfly template info busybox --json
+  mayfly template rm alpine"
+    )]
     Template(TemplateCommand),
     /// Create an instance from a template and start it.
     #[command(after_help = "\
@@ -108,7 +116,15 @@ Examples:
   mayfly exec --env A=1 --workdir /tmp web -- sh -c 'echo $A'")]
     Exec(ExecArgs),
     /// Manage snapshots of an instance's writable layer.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "\
+Examples:
+  mayfly snapshot create web before-upgrade
+  mayfly snapshot list web
+  mayfly snapshot restore web before-upgrade
+  mayfly snapshot rm web before-upgrade"
+    )]
     Snapshot(SnapshotCommand),
     /// Create an instance whose writable layer starts as another's (new name, hostname,
     /// machine-id, SSH host keys, random seed).
