@@ -643,6 +643,21 @@ async fn template_info(client: &Client, name: &str, as_json: bool) -> Result<i32
             t.used_by.join(", ")
         }
     );
+    if let Some(v) = t.current() {
+        if !v.packages.is_empty() {
+            println!("packages:   {} (list them with --json)", v.packages.len());
+        }
+        if let Some(base) = &v.base {
+            println!(
+                "base:       {base}{}",
+                if v.app {
+                    " (application template: stack it with --app)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
     println!("versions:");
     for v in &t.versions {
         let total: u64 = v.layers.iter().map(|l| l.size).sum();
@@ -661,6 +676,14 @@ async fn template_info(client: &Client, name: &str, as_json: bool) -> Result<i32
                 l.entries
             );
         }
+    }
+    for sh in &t.shadowed {
+        println!(
+            "note: {} (persistent, on version {}) hides the current version at: {}",
+            sh.instance,
+            sh.since_version,
+            sh.paths.join(", ")
+        );
     }
     Ok(0)
 }
