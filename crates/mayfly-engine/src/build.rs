@@ -152,7 +152,7 @@ impl Engine {
                 journal,
             }),
             Err(e) => {
-                let _ = mayfly_driver::container::move_to_trash(&staging, self.trash.dir());
+                let _ = self.trash.discard(&staging);
                 self.trash.wake();
                 let _ = self.db(move |st| st.journal_end(journal)).await;
                 Err(e)
@@ -174,7 +174,7 @@ impl Engine {
         let debian = layers.iter().any(|l| l.join("var/lib/dpkg").is_dir());
         let mut binds = Vec::new();
         if debian {
-            let cache = self.layout.root().join("cache/apt/archives");
+            let cache = self.config.cache_dir.join("apt/archives");
             std::fs::create_dir_all(cache.join("partial")).map_err(io_err("create", &cache))?;
             binds.push(BindMount {
                 source: cache,
@@ -336,7 +336,7 @@ impl Engine {
         }
         std::fs::create_dir(staging).map_err(io_err("create", staging))?;
         let rootfs = staging.join("rootfs");
-        let cache = self.layout.root().join("cache/debootstrap");
+        let cache = self.config.cache_dir.join("debootstrap");
         std::fs::create_dir_all(&cache).map_err(io_err("create", &cache))?;
         let mut cmd = tokio::process::Command::new(binary);
         cmd.arg(format!("--variant={variant}"))

@@ -643,14 +643,8 @@ impl Engine {
         id: &str,
         generation: u64,
     ) -> Result<(), EngineError> {
-        let dir = self.layout.writable_dir(id, generation);
-        let trash = self.trash.dir().to_owned();
-        self.blocking(move || {
-            mayfly_driver::container::move_to_trash(&dir, &trash).map_err(EngineError::Driver)
-        })
-        .await?;
-        self.trash.wake();
-        Ok(())
+        self.trash
+            .discard(&self.layout.writable_dir(id, generation))
     }
 
     // ---- remove ------------------------------------------------------------------------

@@ -61,6 +61,9 @@ pub struct EngineConfig {
     pub busybox: Option<PathBuf>,
     /// Size at which an instance's console log is rotated.
     pub log_max_bytes: u64,
+    /// Where downloaded packages are kept between builds (debootstrap, apt); shared by
+    /// daemons that point at the same directory.
+    pub cache_dir: PathBuf,
 }
 
 /// Locks a std mutex, ignoring poisoning (a panicked holder leaves consistent data here:

@@ -274,16 +274,9 @@ impl Engine {
         lock(&self.slots).remove(slot);
         let mut dirs = vec![self.layout.instance_dir(&rec.id)];
         dirs.extend(snapshots.iter().map(|s| self.layout.snapshot_dir(&s.id)));
-        let trash = self.trash.dir().to_owned();
-        self.blocking(move || {
-            for dir in dirs {
-                mayfly_driver::container::move_to_trash(&dir, &trash)
-                    .map_err(EngineError::Driver)?;
-            }
-            Ok(())
-        })
-        .await?;
-        self.trash.wake();
+        for dir in dirs {
+            self.trash.discard(&dir)?;
+        }
         Ok(())
     }
 }

@@ -169,7 +169,7 @@ impl Engine {
     }
 
     async fn abandon_tree(&self, path: &Path, journal: Option<i64>) {
-        let _ = mayfly_driver::container::move_to_trash(path, self.trash.dir());
+        let _ = self.trash.discard(path);
         self.trash.wake();
         if let Some(j) = journal {
             let _ = self.db(move |s| s.journal_end(j)).await;
@@ -302,10 +302,7 @@ impl Engine {
         let (_, s) = self.snapshot_record(name, snap).await?;
         let id = s.id.clone();
         self.db(move |st| st.delete_snapshot(&id)).await?;
-        let _ = mayfly_driver::container::move_to_trash(
-            &self.layout.snapshot_dir(&s.id),
-            self.trash.dir(),
-        );
+        let _ = self.trash.discard(&self.layout.snapshot_dir(&s.id));
         self.trash.wake();
         Ok(())
     }

@@ -306,7 +306,7 @@ impl Engine {
                 name, &staging, source, command, message, builtin, progress, journal,
             )
             .await;
-        let _ = mayfly_driver::container::move_to_trash(&staging, self.trash.dir());
+        let _ = self.trash.discard(&staging);
         self.trash.wake();
         if result.is_err() {
             let _ = self.db(move |s| s.journal_end(journal)).await;
@@ -377,16 +377,14 @@ impl Engine {
     /// that layer exists already.
     pub(crate) async fn place_layer(&self, tmp: &Path, digest: &str) -> Result<(), EngineError> {
         let target = self.layout.layer_dir(digest);
+        if target.exists() {
+            return self.trash.discard(tmp);
+        }
         let layers = self.layout.layers();
-        let trash = self.trash.dir().to_owned();
         let tmp = tmp.to_owned();
         self.blocking(move || {
-            if target.exists() {
-                mayfly_driver::container::move_to_trash(&tmp, &trash).map_err(EngineError::Driver)
-            } else {
-                std::fs::rename(&tmp, &target).map_err(io_err("move into place", &tmp))?;
-                fsync_dir(&layers)
-            }
+            std::fs::rename(&tmp, &target).map_err(io_err("move into place", &tmp))?;
+            fsync_dir(&layers)
         })
         .await
     }
@@ -395,7 +393,7 @@ impl Engine {
         let d = digest.to_owned();
         if let Ok(false) = self.db(move |s| s.has_layer(&d)).await {
             let dir = self.layout.layer_dir(digest);
-            let _ = mayfly_driver::container::move_to_trash(&dir, self.trash.dir());
+            let _ = self.trash.discard(&dir);
             self.trash.wake();
         }
     }
@@ -477,7 +475,7 @@ impl Engine {
             .await?;
         for digest in gone {
             let dir = self.layout.layer_dir(&digest);
-            if let Err(e) = mayfly_driver::container::move_to_trash(&dir, self.trash.dir()) {
+            if let Err(e) = self.trash.discard(&dir) {
                 tracing::warn!(
                     "cannot remove layer {digest}: {}",
                     mayfly_driver::error_chain(&e)

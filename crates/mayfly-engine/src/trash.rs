@@ -41,6 +41,34 @@ impl Trash {
         &self.dir
     }
 
+    /// Moves `path` (if it exists) into the trash and wakes the thread. When the trash is on
+    /// another filesystem (a state directory whose parts are separate mounts), the tree is
+    /// deleted where it is, in the background.
+    pub(crate) fn discard(&self, path: &std::path::Path) -> Result<(), crate::EngineError> {
+        match mayfly_driver::container::move_to_trash(path, &self.dir) {
+            Ok(()) => {
+                self.wake();
+                Ok(())
+            }
+            Err(mayfly_driver::DriverError::Files { source, .. })
+                if source.raw_os_error() == Some(libc::EXDEV) =>
+            {
+                let path = path.to_owned();
+                std::thread::spawn(move || {
+                    if let Err(e) = mayfly_image::remove_tree(&path) {
+                        tracing::warn!(
+                            "cannot delete {}: {}",
+                            path.display(),
+                            mayfly_driver::error_chain(&e)
+                        );
+                    }
+                });
+                Ok(())
+            }
+            Err(e) => Err(crate::EngineError::Driver(e)),
+        }
+    }
+
     /// Asks the thread to delete what arrived.
     pub(crate) fn wake(&self) {
         let _ = self.wake.send(());

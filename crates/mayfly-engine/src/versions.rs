@@ -185,7 +185,7 @@ impl Engine {
         let layer = match built {
             Ok(l) => l,
             Err(e) => {
-                let _ = mayfly_driver::container::move_to_trash(&tmp, self.trash.dir());
+                let _ = self.trash.discard(&tmp);
                 return Err(e);
             }
         };
@@ -306,7 +306,7 @@ impl Engine {
             .await
         }
         .await;
-        let _ = mayfly_driver::container::move_to_trash(&staging, self.trash.dir());
+        let _ = self.trash.discard(&staging);
         self.trash.wake();
         if result.is_err() {
             let _ = self.db(move |st| st.journal_end(journal)).await;
@@ -406,7 +406,7 @@ impl Engine {
                 built.journal,
             )
             .await;
-        let _ = mayfly_driver::container::move_to_trash(&built.staging, self.trash.dir());
+        let _ = self.trash.discard(&built.staging);
         self.trash.wake();
         if result.is_err() {
             let j = built.journal;
@@ -482,7 +482,7 @@ impl Engine {
             match built {
                 Ok(layer) => (staging.clone(), staging, layer, journal),
                 Err(e) => {
-                    let _ = mayfly_driver::container::move_to_trash(&staging, self.trash.dir());
+                    let _ = self.trash.discard(&staging);
                     let _ = self.db(move |st| st.journal_end(journal)).await;
                     return Err(e);
                 }
@@ -522,7 +522,7 @@ impl Engine {
                 journal,
             )
             .await;
-        let _ = mayfly_driver::container::move_to_trash(&staging, self.trash.dir());
+        let _ = self.trash.discard(&staging);
         self.trash.wake();
         if result.is_err() {
             let _ = self.db(move |st| st.journal_end(journal)).await;
@@ -580,10 +580,7 @@ impl Engine {
             })
             .await?;
         for digest in gone {
-            let _ = mayfly_driver::container::move_to_trash(
-                &self.layout.layer_dir(&digest),
-                self.trash.dir(),
-            );
+            let _ = self.trash.discard(&self.layout.layer_dir(&digest));
         }
         self.trash.wake();
         Ok(())
@@ -601,7 +598,7 @@ impl Engine {
             if let Ok(stats) = mayfly_image::tree_stats(&dir) {
                 report.bytes += stats.bytes;
             }
-            let _ = mayfly_driver::container::move_to_trash(&dir, self.trash.dir());
+            let _ = self.trash.discard(&dir);
             report.removed.push(digest);
         }
         // Trees without a catalogue row (left by a crash between rename and commit).
@@ -611,7 +608,7 @@ impl Engine {
                 let known =
                     mayfly_store::Layout::digest_of_dir(&name).is_some_and(|d| before.contains(&d));
                 if !known {
-                    let _ = mayfly_driver::container::move_to_trash(&e.path(), self.trash.dir());
+                    let _ = self.trash.discard(&e.path());
                     report.removed.push(name);
                 }
             }

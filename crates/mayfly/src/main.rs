@@ -60,6 +60,7 @@ fn daemon_main(args: cli::DaemonArgs, socket: std::path::PathBuf) -> i32 {
         socket,
         busybox: args.busybox,
         log_max_bytes: args.log_max_size,
+        cache_dir: args.cache_dir,
     };
     match runtime.block_on(daemon::run(options)) {
         Ok(()) => 0,

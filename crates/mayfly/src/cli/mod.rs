@@ -163,6 +163,9 @@ pub struct DaemonArgs {
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, env = "MAYFLY_LOG", default_value = "info")]
     pub log_level: String,
+    /// Where downloaded packages are kept between template builds (default: STATE_DIR/cache).
+    #[arg(long, env = "MAYFLY_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
     /// Size in bytes at which an instance's console log is rotated (one old file is kept).
     #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
     pub log_max_size: u64,

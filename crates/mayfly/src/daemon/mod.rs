@@ -26,6 +26,8 @@ pub struct DaemonOptions {
     pub busybox: PathBuf,
     /// Console log rotation size.
     pub log_max_bytes: u64,
+    /// Package cache of builds (default `<state>/cache`).
+    pub cache_dir: Option<PathBuf>,
 }
 
 fn lock_state_dir(state_dir: &Path) -> anyhow::Result<std::fs::File> {
@@ -87,6 +89,10 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
         exe,
         busybox: Some(options.busybox.clone()),
         log_max_bytes: options.log_max_bytes,
+        cache_dir: options
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| state_dir.join("cache")),
     })
     .await
     .map_err(|e| anyhow::anyhow!(mayfly_driver::error_chain(&e)))
