@@ -14,6 +14,7 @@
 //! credentials (host root), outside any instance range: a shift leaves them alone, and a layer
 //! gets them in canonical form (root-owned, mode 0, times 0) so that equal trees digest equally.
 
+use std::collections::HashSet;
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -80,10 +81,17 @@ fn rewrite_tree(root: &Path, how: Rewrite) -> Result<(), ImageError> {
         source,
     })?;
     rewrite_entry(Entry::Dir(dir.as_fd()), &st, how, root)?;
-    rewrite_dir(dir.as_fd(), how, root)
+    rewrite_dir(dir.as_fd(), how, root, &mut HashSet::new())
 }
 
-fn rewrite_dir(dir: BorrowedFd<'_>, how: Rewrite, path: &Path) -> Result<(), ImageError> {
+/// `seen` holds the inodes with several names already rewritten: a hard-linked file must be
+/// rewritten once (a second shift would move it twice, or find it outside the range).
+fn rewrite_dir(
+    dir: BorrowedFd<'_>,
+    how: Rewrite,
+    path: &Path,
+    seen: &mut HashSet<(u32, u32, u64)>,
+) -> Result<(), ImageError> {
     let names = list_dir(dir).map_err(|source| ImageError::Read {
         path: path.to_owned(),
         source,
@@ -100,8 +108,11 @@ fn rewrite_dir(dir: BorrowedFd<'_>, how: Rewrite, path: &Path) -> Result<(), Ima
                 source,
             })?;
             rewrite_entry(Entry::Dir(sub.as_fd()), &st, how, &child)?;
-            rewrite_dir(sub.as_fd(), how, &child)?;
+            rewrite_dir(sub.as_fd(), how, &child, seen)?;
         } else {
+            if st.stx_nlink > 1 && !seen.insert((st.stx_dev_major, st.stx_dev_minor, st.stx_ino)) {
+                continue;
+            }
             rewrite_entry(Entry::At(dir, &name), &st, how, &child)?;
         }
     }
@@ -391,6 +402,45 @@ mod tests {
                 })
             )
             .is_err()
+        );
+    }
+
+    #[test]
+    fn hard_linked_files_are_rewritten_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("upper");
+        std::fs::create_dir(&root).unwrap();
+        let base = 1 << 30;
+        std::os::unix::fs::chown(&root, Some(base), Some(base)).unwrap();
+        let a = root.join("a");
+        std::fs::write(&a, b"x").unwrap();
+        std::fs::hard_link(&a, root.join("b")).unwrap();
+        std::os::unix::fs::chown(&a, Some(base + 9), Some(base + 9)).unwrap();
+        upper_to_layer(
+            &root,
+            Some(IdRange {
+                start: base,
+                count: 65536,
+            }),
+        )
+        .unwrap();
+        assert_eq!(std::fs::metadata(&a).unwrap().uid(), 9);
+
+        std::os::unix::fs::chown(&a, Some(base + 9), Some(base + 9)).unwrap();
+        std::os::unix::fs::chown(&root, Some(base), Some(base)).unwrap();
+        // Adjacent ranges: a second shift of the same inode would land outside both.
+        shift_owners(
+            &root,
+            IdRange {
+                start: base,
+                count: 65536,
+            },
+            base + 65536,
+        )
+        .unwrap();
+        assert_eq!(
+            std::fs::metadata(root.join("b")).unwrap().uid(),
+            base + 65536 + 9
         );
     }
 
