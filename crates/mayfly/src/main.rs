@@ -17,6 +17,7 @@ fn main() {
     let socket = cli.socket;
     let code = match cli.command {
         Command::Forker(args) => {
+            raise_open_files_limit();
             // No tokio, no tracing subscriber threads: this process forks.
             match mayfly_driver::forker::run(&args.state_dir, &args.cgroup_parent) {
                 Ok(()) => 0,
@@ -34,7 +35,23 @@ fn main() {
     std::process::exit(code);
 }
 
+/// Raises the soft limit of open descriptors to the hard one: the forker holds a pidfd and a
+/// log pipe per instance and the daemon a socket per client, so the usual soft limit of 1024
+/// would cap a host at a few hundred instances.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        let _ = setrlimit(Resource::Nofile, raised);
+    }
+}
+
 fn daemon_main(args: cli::DaemonArgs, socket: std::path::PathBuf) -> i32 {
+    raise_open_files_limit();
     let level = args
         .log_level
         .parse::<tracing::Level>()

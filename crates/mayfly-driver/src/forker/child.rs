@@ -8,7 +8,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use rustix::fs::{Mode, OFlags};
@@ -72,7 +72,7 @@ pub(crate) fn enter_rootfs(
     mount_point: &OwnedFd,
     binds: Vec<OwnedFd>,
     cgroup_mode: CgroupMode,
-    console: Option<BorrowedFd<'_>>,
+    console: Option<&OwnedFd>,
 ) -> ChildResult<()> {
     // Nothing we mount may propagate back to the host.
     rustix::mount::mount_change(
@@ -296,7 +296,7 @@ fn ensure_file(path: &str) -> ChildResult<()> {
 /// A minimal `/dev`: a tmpfs with the harmless host devices bind-mounted (device nodes
 /// cannot be created in a user namespace, and should not be anyway), a private devpts, shm
 /// and mqueue.
-fn build_dev(spec: &ContainerSpec, console: Option<BorrowedFd<'_>>) -> ChildResult<()> {
+fn build_dev(spec: &ContainerSpec, console: Option<&OwnedFd>) -> ChildResult<()> {
     ensure_dir("dev")?;
     rustix::mount::mount(
         c"tmpfs",
@@ -355,13 +355,16 @@ fn build_dev(spec: &ContainerSpec, console: Option<BorrowedFd<'_>>) -> ChildResu
         rustix::fs::symlink(target, link).step(|| format!("create /{link}"))?;
     }
     if let Some(console) = console {
+        // A detached mount of the terminal, made by the forker in the host's namespace (see
+        // `spawn::detached_console`); /dev is our fresh tmpfs, so the path cannot be a link.
         ensure_file("dev/console")?;
-        let source = format!(
-            "/proc/self/fd/{}",
-            std::os::fd::AsRawFd::as_raw_fd(&console)
-        );
-        rustix::mount::mount_bind(source.as_str(), "dev/console")
-            .step(|| "bind /dev/console".into())?;
+        let target = rustix::fs::open(
+            "dev/console",
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .step(|| "open /dev/console".into())?;
+        move_onto(console, &target).step(|| "mount /dev/console".into())?;
     }
     Ok(())
 }
@@ -545,6 +548,17 @@ fn prepare_process(process: &ProcessSpec, stdio: ChildStdio) -> ChildResult<()> 
         .step(|| "set capabilities".into())?;
     }
     let _ = rustix::thread::clear_ambient_capability_set();
+    // The forker raised its own descriptor limit for the host's sake; processes inside get
+    // the conventional soft limit back (programs that close every possible descriptor at
+    // start would crawl through a million), with the hard limit left for them to raise.
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let _ = rustix::process::setrlimit(
+        rustix::process::Resource::Nofile,
+        rustix::process::Rlimit {
+            current: Some(limit.current.unwrap_or(1024).min(1024)),
+            maximum: limit.maximum,
+        },
+    );
     mayfly_sys::signal::reset_all().step(|| "reset signals".into())?;
     mayfly_sys::process::cloexec_from(3).step(|| "close inherited descriptors".into())?;
     Ok(())
