@@ -257,10 +257,14 @@ pub(crate) fn spawn_container(
         }
         StdioSpec::Passed => (passed_stdio(spec.process.tty, fds)?, None),
     };
+    let console = match &child_stdio {
+        ChildStdio::Tty(tty) => Some(detached_console(tty)?),
+        _ => None,
+    };
     cgroups
         .create(&spec.cgroup)
         .map_err(|e| failure("create cgroup", crate::error_chain(&e)))?;
-    let result = spawn_in_cgroup(cgroups, spec, child_stdio);
+    let result = spawn_in_cgroup(cgroups, spec, child_stdio, console);
     match result {
         Ok((pid, pidfd)) => {
             let start_time = start_time(pid.as_raw_nonzero().get()).unwrap_or(0);
@@ -278,10 +282,28 @@ pub(crate) fn spawn_container(
     }
 }
 
+/// A detached mount of the terminal `tty`, to become the instance's `/dev/console`.
+///
+/// It must be made here, in the host's mount namespace: the terminal lives on the host's
+/// devpts mount, and the kernel refuses to bind a file whose mount is not in the caller's
+/// namespace (the child, in its new mount namespace, would get `EINVAL`). A detached mount
+/// can be attached from any namespace.
+fn detached_console(tty: &OwnedFd) -> Result<OwnedFd, Failure> {
+    rustix::mount::open_tree(
+        tty,
+        c"",
+        OpenTreeFlags::OPEN_TREE_CLONE
+            | OpenTreeFlags::OPEN_TREE_CLOEXEC
+            | OpenTreeFlags::AT_EMPTY_PATH,
+    )
+    .map_err(|e| failure("prepare /dev/console", e))
+}
+
 fn spawn_in_cgroup(
     cgroups: &Cgroups,
     spec: &ContainerSpec,
     stdio: ChildStdio,
+    console: Option<OwnedFd>,
 ) -> Result<(Pid, OwnedFd), Failure> {
     let (parent_sock, child_sock) = seqpacket_pair()?;
     let flags = CloneFlags {
@@ -296,7 +318,7 @@ fn spawn_in_cgroup(
     match mayfly_sys::process::clone_process(flags).map_err(|e| failure("clone", e))? {
         Forked::Child => {
             drop(parent_sock);
-            let f = container_child(spec, cgroups, &child_sock, stdio);
+            let f = container_child(spec, cgroups, &child_sock, stdio, console);
             child_exit(&child_sock, f)
         }
         Forked::Parent(pid) => {
@@ -348,6 +370,7 @@ fn container_child(
     cgroups: &Cgroups,
     sock: &OwnedFd,
     stdio: ChildStdio,
+    console: Option<OwnedFd>,
 ) -> ChildFailure {
     let mut buf = [0u8; 16];
     let (root, binds) = match protocol::recv(sock.as_fd(), &mut buf) {
@@ -403,11 +426,14 @@ fn container_child(
         }
         mayfly_sys::process::unshare_cgroup_namespace()
             .map_err(io_fail("enter a cgroup namespace"))?;
-        let console = match &stdio {
-            ChildStdio::Tty(t) => Some(t.as_fd()),
-            _ => None,
-        };
-        child::enter_rootfs(spec, &root, &mount_point, binds, cgroups.mode(), console)?;
+        child::enter_rootfs(
+            spec,
+            &root,
+            &mount_point,
+            binds,
+            cgroups.mode(),
+            console.as_ref(),
+        )?;
         rustix::system::sethostname(spec.hostname.as_bytes())
             .map_err(|e| io_fail("set hostname")(e.into()))?;
         if spec.network == NetworkMode::Isolated {
