@@ -137,10 +137,7 @@ impl Engine {
     ) -> Result<BuiltLayer, EngineError> {
         let id = format!("build-{}", crate::random_hex(6));
         let staging = self.layout.tmp().join(&id);
-        let (subject, s) = (id.clone(), staging.clone());
-        let journal = self
-            .db(move |st| st.journal_begin(kind::IMPORT, &subject, &[s]))
-            .await?;
+        let journal = self.journal(kind::IMPORT, &id, &staging).await?;
         let result = self
             .run_build(&id, &staging, layers, env, script, log)
             .await;
@@ -154,7 +151,7 @@ impl Engine {
             Err(e) => {
                 let _ = self.trash.discard(&staging);
                 self.trash.wake();
-                let _ = self.db(move |st| st.journal_end(journal)).await;
+                self.journal_end(journal).await;
                 Err(e)
             }
         }
@@ -278,19 +275,7 @@ impl Engine {
         let layer = self
             .blocking(move || {
                 mayfly_image::upper_to_layer(&w, ids)?;
-                let digest = mayfly_image::tree_digest(&w)?;
-                let stats = mayfly_image::tree_stats(&w)?;
-                let dir = std::fs::File::open(&w).map_err(io_err("open", &w))?;
-                rustix::fs::syncfs(&dir).map_err(|e| EngineError::Io {
-                    action: "flush",
-                    path: w.clone(),
-                    source: e.into(),
-                })?;
-                Ok(LayerRecord {
-                    digest: digest.as_str().to_owned(),
-                    size: stats.bytes,
-                    entries: stats.entries,
-                })
+                crate::layer::seal(&w)
             })
             .await?;
         Ok((writable, layer))

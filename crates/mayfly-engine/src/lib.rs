@@ -18,6 +18,7 @@ mod apps;
 mod build;
 mod error;
 mod instance;
+mod layer;
 mod logs;
 mod process;
 mod recovery;
@@ -177,6 +178,24 @@ impl Engine {
             .await
             .map_err(|e| EngineError::Internal(e.to_string()))?
             .map_err(EngineError::Store)
+    }
+
+    /// Records in the journal that an operation of `kind` on `subject` owns `path` (removed
+    /// if the operation is interrupted); returns the entry to close.
+    pub(crate) async fn journal(
+        &self,
+        kind: &'static str,
+        subject: &str,
+        path: &std::path::Path,
+    ) -> Result<i64, EngineError> {
+        let (subject, path) = (subject.to_owned(), path.to_owned());
+        self.db(move |s| s.journal_begin(kind, &subject, &[path]))
+            .await
+    }
+
+    /// Closes journal entry `id` (best effort: an entry left open only costs a sweep).
+    pub(crate) async fn journal_end(&self, id: i64) {
+        let _ = self.db(move |s| s.journal_end(id)).await;
     }
 
     /// Runs blocking file work off the async runtime.

@@ -42,19 +42,6 @@ fn copy_options() -> CopyOptions {
     }
 }
 
-fn flush(path: &Path) -> Result<(), EngineError> {
-    let dir = std::fs::File::open(path).map_err(|source| EngineError::Io {
-        action: "open",
-        path: path.to_owned(),
-        source,
-    })?;
-    rustix::fs::syncfs(&dir).map_err(|e| EngineError::Io {
-        action: "flush",
-        path: path.to_owned(),
-        source: e.into(),
-    })
-}
-
 fn id_range(base: Option<u32>) -> Option<IdRange> {
     base.map(|start| IdRange {
         start,
@@ -172,7 +159,7 @@ impl Engine {
         let _ = self.trash.discard(path);
         self.trash.wake();
         if let Some(j) = journal {
-            let _ = self.db(move |s| s.journal_end(j)).await;
+            self.journal_end(j).await;
         }
     }
 
@@ -224,10 +211,7 @@ impl Engine {
         let version = self.layer_version(&slot, &rec).await?;
         let snap_id = crate::random_hex(8);
         let dest = self.layout.snapshot_dir(&snap_id);
-        let (subject, d) = (rec.id.clone(), dest.clone());
-        let journal = self
-            .db(move |s| s.journal_begin(kind::SNAPSHOT, &subject, &[d]))
-            .await?;
+        let journal = self.journal(kind::SNAPSHOT, &rec.id, &dest).await?;
         let captured = match self.capture(&slot, &rec, &dest).await {
             Ok(c) => c,
             Err(e) => {
@@ -237,7 +221,7 @@ impl Engine {
         };
         crate::failpoint("snapshot:copied");
         let d = dest.clone();
-        if let Err(e) = self.blocking(move || flush(&d)).await {
+        if let Err(e) = self.blocking(move || crate::layer::flush(&d)).await {
             self.abandon_tree(&dest, Some(journal)).await;
             return Err(e);
         }
@@ -338,10 +322,7 @@ impl Engine {
             let rec = self.db(move |st| st.instance(&n)).await?;
             let next_gen = rec.writable_gen + 1;
             let dest = self.layout.writable_dir(&rec.id, next_gen);
-            let (subject, d) = (rec.id.clone(), dest.clone());
-            let journal = self
-                .db(move |st| st.journal_begin(kind::RESTORE, &subject, &[d]))
-                .await?;
+            let journal = self.journal(kind::RESTORE, &rec.id, &dest).await?;
             let (src, d) = (self.layout.snapshot_dir(&s.id), dest.clone());
             let (from, to) = (id_range(s.id_base), rec.id_base);
             let staged = self
@@ -352,7 +333,7 @@ impl Engine {
                     {
                         mayfly_image::shift_owners(&d, from, to)?;
                     }
-                    flush(&d)
+                    crate::layer::flush(&d)
                 })
                 .await;
             if let Err(e) = staged {
@@ -425,10 +406,7 @@ impl Engine {
             let new_id = crate::random_hex(8);
             let dir = self.layout.instance_dir(&new_id);
             let upper = self.layout.writable_dir(&new_id, 1);
-            let (subject, d) = (new_id.clone(), dir.clone());
-            let journal = self
-                .db(move |st| st.journal_begin(kind::CLONE, &subject, &[d]))
-                .await?;
+            let journal = self.journal(kind::CLONE, &new_id, &dir).await?;
             let result: Result<InstanceRecord, EngineError> = async {
                 let d = dir.clone();
                 self.blocking(move || {
@@ -495,7 +473,7 @@ impl Engine {
                     if let Some(from) = from {
                         mayfly_image::shift_owners(&u, from, to)?;
                     }
-                    flush(&u)
+                    crate::layer::flush(&u)
                 })
                 .await?;
                 crate::failpoint("clone:shifted");
@@ -580,10 +558,7 @@ impl Engine {
             .layout
             .tmp()
             .join(format!("publish-{}", crate::random_hex(8)));
-        let (subject, t) = (req.template.clone(), tmp.clone());
-        let journal = self
-            .db(move |st| st.journal_begin(kind::IMPORT, &subject, &[t]))
-            .await?;
+        let journal = self.journal(kind::IMPORT, &req.template, &tmp).await?;
         let ids = match &snapshot {
             Some(s) => s.id_base,
             None => rec.id_base,
@@ -605,14 +580,7 @@ impl Engine {
             Ok(()) => {
                 self.blocking(move || {
                     mayfly_image::upper_to_layer(&t, id_range(ids))?;
-                    let digest = mayfly_image::tree_digest(&t)?;
-                    let stats = mayfly_image::tree_stats(&t)?;
-                    flush(&t)?;
-                    Ok(LayerRecord {
-                        digest: digest.as_str().to_owned(),
-                        size: stats.bytes,
-                        entries: stats.entries,
-                    })
+                    crate::layer::seal(&t)
                 })
                 .await
             }

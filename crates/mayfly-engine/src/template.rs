@@ -148,22 +148,11 @@ fn write_trees(
 
 /// Digests and measures each tree, then flushes them all with one `syncfs`.
 fn seal_trees(staging: &Path, trees: &[PathBuf]) -> Result<Vec<LayerRecord>, EngineError> {
-    let mut out = Vec::with_capacity(trees.len());
-    for tree in trees {
-        let digest = mayfly_image::tree_digest(tree)?;
-        let stats = mayfly_image::tree_stats(tree)?;
-        out.push(LayerRecord {
-            digest: digest.as_str().to_owned(),
-            size: stats.bytes,
-            entries: stats.entries,
-        });
-    }
-    let dir = std::fs::File::open(staging).map_err(io_err("open", staging))?;
-    rustix::fs::syncfs(&dir).map_err(|e| EngineError::Io {
-        action: "flush",
-        path: staging.to_owned(),
-        source: e.into(),
-    })?;
+    let out = trees
+        .iter()
+        .map(|t| crate::layer::measure(t))
+        .collect::<Result<Vec<_>, _>>()?;
+    crate::layer::flush(staging)?;
     Ok(out)
 }
 
@@ -297,9 +286,8 @@ impl Engine {
             .layout
             .tmp()
             .join(format!("import-{}", crate::random_hex(8)));
-        let (n, t) = (name.to_owned(), staging.clone());
         let journal = self
-            .db(move |s| s.journal_begin(crate::recovery::kind::IMPORT, &n, &[t]))
+            .journal(crate::recovery::kind::IMPORT, name, &staging)
             .await?;
         let result = self
             .import_into(
@@ -309,7 +297,7 @@ impl Engine {
         let _ = self.trash.discard(&staging);
         self.trash.wake();
         if result.is_err() {
-            let _ = self.db(move |s| s.journal_end(journal)).await;
+            self.journal_end(journal).await;
         }
         result?;
         self.template_info(name).await

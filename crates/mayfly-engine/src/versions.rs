@@ -21,7 +21,6 @@ use mayfly_store::{
 };
 
 use crate::build::{BuildLog, apt_script, check_packages, dpkg_status_of, installed_packages};
-use crate::error::io_err;
 use crate::recovery::kind;
 use crate::{Engine, EngineError};
 
@@ -173,13 +172,7 @@ impl Engine {
         let built = self
             .blocking(move || {
                 mayfly_image::flatten_layers(&dirs, &t, &mayfly_image::NoProgress)?;
-                let digest = mayfly_image::tree_digest(&t)?;
-                let stats = mayfly_image::tree_stats(&t)?;
-                Ok(LayerRecord {
-                    digest: digest.as_str().to_owned(),
-                    size: stats.bytes,
-                    entries: stats.entries,
-                })
+                crate::layer::seal(&t)
             })
             .await;
         let layer = match built {
@@ -246,10 +239,7 @@ impl Engine {
             .layout
             .tmp()
             .join(format!("debootstrap-{}", crate::random_hex(6)));
-        let (subject, s) = (req.name.clone(), staging.clone());
-        let journal = self
-            .db(move |st| st.journal_begin(kind::IMPORT, &subject, &[s]))
-            .await?;
+        let journal = self.journal(kind::IMPORT, &req.name, &staging).await?;
         let result: Result<(), EngineError> = async {
             let rootfs = self
                 .debootstrap(
@@ -263,19 +253,7 @@ impl Engine {
                 .await?;
             log("computing the layer digest");
             let r = rootfs.clone();
-            let layer = self
-                .blocking(move || {
-                    let digest = mayfly_image::tree_digest(&r)?;
-                    let stats = mayfly_image::tree_stats(&r)?;
-                    let dir = std::fs::File::open(&r).map_err(io_err("open", &r))?;
-                    rustix::fs::syncfs(&dir).map_err(|e| io_err("flush", &r)(e.into()))?;
-                    Ok(LayerRecord {
-                        digest: digest.as_str().to_owned(),
-                        size: stats.bytes,
-                        entries: stats.entries,
-                    })
-                })
-                .await?;
+            let layer = self.blocking(move || crate::layer::seal(&r)).await?;
             let dirs = vec![rootfs.clone()];
             let config = TemplateConfig {
                 command: req
@@ -309,7 +287,7 @@ impl Engine {
         let _ = self.trash.discard(&staging);
         self.trash.wake();
         if result.is_err() {
-            let _ = self.db(move |st| st.journal_end(journal)).await;
+            self.journal_end(journal).await;
         }
         result
     }
@@ -410,7 +388,7 @@ impl Engine {
         self.trash.wake();
         if result.is_err() {
             let j = built.journal;
-            let _ = self.db(move |st| st.journal_end(j)).await;
+            self.journal_end(j).await;
         }
         result
     }
@@ -456,10 +434,7 @@ impl Engine {
                 .layout
                 .tmp()
                 .join(format!("patch-{}", crate::random_hex(8)));
-            let (subject, s) = (name.to_owned(), staging.clone());
-            let journal = self
-                .db(move |st| st.journal_begin(kind::IMPORT, &subject, &[s]))
-                .await?;
+            let journal = self.journal(kind::IMPORT, name, &staging).await?;
             let s = staging.clone();
             let built = self
                 .blocking(move || {
@@ -468,22 +443,14 @@ impl Engine {
                         one_file_system: true,
                     };
                     mayfly_image::copy_tree(&src, &s, options, &mayfly_image::NoProgress)?;
-                    let digest = mayfly_image::tree_digest(&s)?;
-                    let stats = mayfly_image::tree_stats(&s)?;
-                    let f = std::fs::File::open(&s).map_err(io_err("open", &s))?;
-                    rustix::fs::syncfs(&f).map_err(|e| io_err("flush", &s)(e.into()))?;
-                    Ok(LayerRecord {
-                        digest: digest.as_str().to_owned(),
-                        size: stats.bytes,
-                        entries: stats.entries,
-                    })
+                    crate::layer::seal(&s)
                 })
                 .await;
             match built {
                 Ok(layer) => (staging.clone(), staging, layer, journal),
                 Err(e) => {
                     let _ = self.trash.discard(&staging);
-                    let _ = self.db(move |st| st.journal_end(journal)).await;
+                    self.journal_end(journal).await;
                     return Err(e);
                 }
             }
@@ -525,7 +492,7 @@ impl Engine {
         let _ = self.trash.discard(&staging);
         self.trash.wake();
         if result.is_err() {
-            let _ = self.db(move |st| st.journal_end(journal)).await;
+            self.journal_end(journal).await;
         }
         result?;
         self.template_info(name).await
