@@ -20,7 +20,9 @@ use crate::protocol::{
 };
 use crate::{DriverError, DriverEvent};
 
-type Pending = std::sync::Mutex<HashMap<u64, oneshot::Sender<Result<Reply, Failure>>>>;
+/// A reply and the descriptors that came with it.
+type Answer = (Result<Reply, Failure>, Vec<OwnedFd>);
+type Pending = std::sync::Mutex<HashMap<u64, oneshot::Sender<Answer>>>;
 
 #[derive(Debug)]
 struct Conn {
@@ -99,6 +101,17 @@ impl ForkerClient {
 
     /// Sends `request` with `fds` and waits for the reply.
     pub async fn call(&self, request: Request, fds: Vec<OwnedFd>) -> Result<Reply, DriverError> {
+        self.call_with_fds(request, fds)
+            .await
+            .map(|(reply, _)| reply)
+    }
+
+    /// Like [`Self::call`], and also returns the descriptors that came with the reply.
+    pub async fn call_with_fds(
+        &self,
+        request: Request,
+        fds: Vec<OwnedFd>,
+    ) -> Result<(Reply, Vec<OwnedFd>), DriverError> {
         let conn = self.connection().await?;
         let seq = conn.seq.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
@@ -123,8 +136,8 @@ impl ForkerClient {
         }
         drop(fds);
         match rx.await {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(failure)) => Err(DriverError::Failed(failure)),
+            Ok((Ok(reply), fds)) => Ok((reply, fds)),
+            Ok((Err(failure), _)) => Err(DriverError::Failed(failure)),
             Err(_) => Err(DriverError::HelperLost),
         }
     }
@@ -137,8 +150,12 @@ impl ForkerClient {
             return Ok(conn.clone());
         }
         let sock = match connect(&self.state_dir) {
-            Ok(sock) => sock,
-            Err(_) => {
+            Ok(sock) => {
+                tracing::debug!("connected to a running forker");
+                sock
+            }
+            Err(e) => {
+                tracing::debug!("no forker answers ({e}); starting one");
                 self.start_forker().await?;
                 connect(&self.state_dir).map_err(DriverError::Helper)?
             }
@@ -236,12 +253,13 @@ async fn read_loop(conn: Arc<Conn>, events: mpsc::UnboundedSender<DriverEvent>) 
         let n = match received {
             Err(_would_block) => continue,
             Ok(Ok((0, _))) | Ok(Err(_)) => break,
-            Ok(Ok((n, _fds))) => n,
+            Ok(Ok((n, fds))) => (n, fds),
         };
+        let (n, fds) = n;
         match serde_json::from_slice::<FromForker>(&buf[..n]) {
             Ok(FromForker::Reply { seq, result }) => {
                 if let Some(tx) = lock(&conn.pending).remove(&seq) {
-                    let _ = tx.send(result);
+                    let _ = tx.send((result, fds));
                 }
             }
             Ok(FromForker::Event(Event::Exited { id, status })) => {
@@ -256,6 +274,7 @@ async fn read_loop(conn: Arc<Conn>, events: mpsc::UnboundedSender<DriverEvent>) 
             }
         }
     }
+    tracing::debug!("forker connection closed");
     conn.closed.store(true, Ordering::Relaxed);
     // Dropping the senders fails every request in flight with HelperLost.
     lock(&conn.pending).clear();

@@ -5,6 +5,7 @@
 //! diff, `upper-<generation>/`), `work/` (overlayfs scratch), `rootfs/` (an empty mount point
 //! used only inside the container's own mount namespace) and `console.log` (the init's output).
 
+use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use std::path::{Path, PathBuf};
 use tokio::sync::mpsc;
 
 use crate::client::ForkerClient;
-use crate::protocol::{ContainerState, Reply, Request};
+use crate::protocol::{ContainerState, LogTarget, Reply, Request};
 use crate::spec::{ContainerSpec, ProcessSpec, StdioSpec};
 use crate::{BoxFuture, Driver, DriverError, DriverEvent, InitStdio, InstanceSpec, Started};
 
@@ -21,6 +22,14 @@ use crate::{BoxFuture, Driver, DriverError, DriverEvent, InitStdio, InstanceSpec
 pub struct ContainerDriver {
     client: ForkerClient,
     cgroup_parent: String,
+    /// A duplicate of the read end of each detached instance's console pipe. A pipe without
+    /// readers kills its writers (SIGPIPE): if the forker dies, this keeps the instances
+    /// alive until a new forker adopts them and pumps the pipe again.
+    log_readers: std::sync::Mutex<HashMap<String, OwnedFd>>,
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl ContainerDriver {
@@ -35,6 +44,7 @@ impl ContainerDriver {
         ContainerDriver {
             client: ForkerClient::new(state_dir, exe, cgroup_parent, events),
             cgroup_parent: cgroup_parent.to_owned(),
+            log_readers: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -46,6 +56,17 @@ impl ContainerDriver {
     /// The cgroup of instance `id`, relative to each hierarchy root.
     pub fn cgroup_of(&self, id: &str) -> String {
         format!("{}/{id}", self.cgroup_parent)
+    }
+
+    /// Asks the forker for a reader of instance `id`'s console pipe and keeps it (best effort:
+    /// an instance attached to a client has no console pipe).
+    async fn keep_reader(&self, id: &str) {
+        let request = Request::LogReader { id: id.to_owned() };
+        if let Ok((_, mut fds)) = self.client.call_with_fds(request, Vec::new()).await
+            && let Some(fd) = fds.pop()
+        {
+            lock(&self.log_readers).insert(id.to_owned(), fd);
+        }
     }
 
     async fn expect_done(&self, request: Request, fds: Vec<OwnedFd>) -> Result<(), DriverError> {
@@ -174,13 +195,19 @@ impl Driver for ContainerDriver {
                 network: spec.network,
                 binds: spec.binds.clone(),
             };
+            let id = container.id.clone();
             match self
                 .client
-                .call(Request::Spawn(Box::new(container)), fds)
+                .call_with_fds(Request::Spawn(Box::new(container)), fds)
                 .await?
             {
-                Reply::Spawned { pid, start_time } => Ok(Started { pid, start_time }),
-                other => Err(DriverError::Failed(crate::protocol::Failure::other(
+                (Reply::Spawned { pid, start_time }, mut readers) => {
+                    if let Some(fd) = readers.pop() {
+                        lock(&self.log_readers).insert(id, fd);
+                    }
+                    Ok(Started { pid, start_time })
+                }
+                (other, _) => Err(DriverError::Failed(crate::protocol::Failure::other(
                     format!("unexpected answer to spawn: {other:?}"),
                 ))),
             }
@@ -230,6 +257,7 @@ impl Driver for ContainerDriver {
     }
 
     fn release(&self, id: &str) -> BoxFuture<'_, Result<(), DriverError>> {
+        lock(&self.log_readers).remove(id);
         let id = id.to_owned();
         Box::pin(self.expect_done(Request::Release { id }, Vec::new()))
     }
@@ -257,13 +285,39 @@ impl Driver for ContainerDriver {
         })
     }
 
-    fn adopt(&self, id: &str, started: Started) -> BoxFuture<'_, Result<(), DriverError>> {
+    fn adopt(
+        &self,
+        id: &str,
+        started: Started,
+        instance_dir: &Path,
+        log_max_bytes: u64,
+    ) -> BoxFuture<'_, Result<(), DriverError>> {
+        let reader = lock(&self.log_readers).remove(id);
         let request = Request::Adopt {
             id: id.to_owned(),
             pid: started.pid,
             start_time: started.start_time,
             cgroup: self.cgroup_of(id),
+            log: reader.is_some().then(|| LogTarget {
+                path: self.log_path(instance_dir),
+                max_bytes: log_max_bytes,
+            }),
         };
-        Box::pin(self.expect_done(request, Vec::new()))
+        let id = id.to_owned();
+        Box::pin(async move {
+            let fds: Vec<OwnedFd> = reader.into_iter().collect();
+            self.client.call(request, fds).await?;
+            // The new forker reads the pipe now; keep a reader of our own again.
+            self.keep_reader(&id).await;
+            Ok(())
+        })
+    }
+
+    fn reattach(&self, id: &str) -> BoxFuture<'_, Result<(), DriverError>> {
+        let id = id.to_owned();
+        Box::pin(async move {
+            self.keep_reader(&id).await;
+            Ok(())
+        })
     }
 }

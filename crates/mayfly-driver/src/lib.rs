@@ -204,8 +204,19 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
         layers_dir: &Path,
     ) -> BoxFuture<'_, Result<Option<String>, DriverError>>;
 
-    /// Takes over an instance started by a previous, lost helper.
-    fn adopt(&self, id: &str, started: Started) -> BoxFuture<'_, Result<(), DriverError>>;
+    /// Takes over an instance started by a previous, lost helper (its console log at
+    /// `instance_dir` rotated at `log_max_bytes`).
+    fn adopt(
+        &self,
+        id: &str,
+        started: Started,
+        instance_dir: &Path,
+        log_max_bytes: u64,
+    ) -> BoxFuture<'_, Result<(), DriverError>>;
+
+    /// Picks up what the driver keeps per running instance after a daemon restart (for the
+    /// container driver: a reader of its console pipe, in case the forker dies).
+    fn reattach(&self, id: &str) -> BoxFuture<'_, Result<(), DriverError>>;
 }
 
 /// The message of `e` followed by its sources, `a: b: c`.

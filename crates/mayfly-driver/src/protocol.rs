@@ -92,6 +92,15 @@ pub enum Request {
         start_time: u64,
         /// Its cgroup path.
         cgroup: String,
+        /// Its console log (the read end of its output pipe travels with the request).
+        #[serde(default)]
+        log: Option<LogTarget>,
+    },
+    /// Send back a duplicate of the read end of a container's output pipe, so that the pipe
+    /// keeps a reader (and the init keeps running) if this forker dies.
+    LogReader {
+        /// Instance id.
+        id: String,
     },
     /// Check that a template layer under `path` can be mounted idmapped in a fresh user
     /// namespace (kernel, filesystem and user-namespace support in one go).
@@ -104,6 +113,15 @@ pub enum Request {
         /// Instance id.
         id: String,
     },
+}
+
+/// Where an adopted container's output goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogTarget {
+    /// The log file.
+    pub path: std::path::PathBuf,
+    /// Rotation size.
+    pub max_bytes: u64,
 }
 
 /// A container the forker tracks.

@@ -165,6 +165,7 @@ impl Engine {
             let ended = match tracked.get(&rec.id) {
                 Some(c) if c.exited.is_none() => {
                     self.mark_running(&slot, c.pid, version, started_at);
+                    let _ = self.driver.reattach(&rec.id).await;
                     None
                 }
                 Some(c) => Some(c.exited),
@@ -176,7 +177,9 @@ impl Engine {
                             pid: run.pid,
                             start_time: run.start_time,
                         };
-                        match self.driver.adopt(&rec.id, started).await {
+                        let dir = self.layout.instance_dir(&rec.id);
+                        let max = self.config.log_max_bytes;
+                        match self.driver.adopt(&rec.id, started, &dir, max).await {
                             Ok(()) => {
                                 tracing::warn!(
                                     instance = %rec.name,

@@ -13,6 +13,9 @@ use clap::Parser;
 use cli::{Cli, Command};
 
 fn main() {
+    // Whatever descriptors the caller left open (a terminal multiplexer's pipes, a CI
+    // runner's sockets) must not reach the forker or, through it, anything else.
+    let _ = mayfly_sys::process::cloexec_from(3);
     let cli = Cli::parse();
     let socket = cli.socket;
     let code = match cli.command {

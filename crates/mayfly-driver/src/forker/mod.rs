@@ -284,10 +284,22 @@ impl Forker {
     }
 
     fn send(&mut self, msg: &FromForker) {
+        self.send_with(msg, &[]);
+    }
+
+    fn send_with(&mut self, msg: &FromForker, fds: &[BorrowedFd<'_>]) {
         let Some(conn) = &self.conn else { return };
-        if protocol::send_json(conn, msg, &[]).is_err() {
+        if protocol::send_json(conn, msg, fds).is_err() {
             self.drop_conn();
         }
+    }
+
+    /// A duplicate of the read end of container `id`'s output pipe, if it has one.
+    fn log_reader(&self, id: &str) -> Option<OwnedFd> {
+        self.containers
+            .get(id)
+            .and_then(|c| c.log.as_ref())
+            .and_then(|l| l.pipe().try_clone().ok())
     }
 
     /// Reports an event to the connected daemon. With none connected the event is dropped:
@@ -320,11 +332,26 @@ impl Forker {
                 return;
             }
         };
+        // Spawns and log-reader requests answer with a duplicate of the output pipe's read
+        // end: the daemon holds it so that the pipe never loses its last reader.
+        let reader_of = match &envelope.request {
+            Request::Spawn(spec) => Some(spec.id.clone()),
+            Request::LogReader { id } => Some(id.clone()),
+            _ => None,
+        };
         let result = self.handle(envelope.request, fds);
-        self.send(&FromForker::Reply {
-            seq: envelope.seq,
-            result,
-        });
+        let reader = match (&result, reader_of) {
+            (Ok(_), Some(id)) => self.log_reader(&id),
+            _ => None,
+        };
+        let attached: Vec<BorrowedFd<'_>> = reader.iter().map(|f| f.as_fd()).collect();
+        self.send_with(
+            &FromForker::Reply {
+                seq: envelope.seq,
+                result,
+            },
+            &attached,
+        );
     }
 
     fn handle(&mut self, request: Request, fds: Vec<OwnedFd>) -> Result<Reply, Failure> {
@@ -454,7 +481,12 @@ impl Forker {
                 pid,
                 start_time,
                 cgroup,
-            } => self.adopt(id, pid, start_time, cgroup),
+                log,
+            } => self.adopt(id, pid, start_time, cgroup, log, fds),
+            Request::LogReader { id } => {
+                self.running(&id)?;
+                Ok(Reply::Done)
+            }
             Request::ProbeIdmap { path } => Ok(Reply::Probe {
                 unsupported: spawn::probe_idmap(&path).err(),
             }),
@@ -492,6 +524,8 @@ impl Forker {
         pid: i32,
         start_time: u64,
         cgroup: String,
+        log: Option<protocol::LogTarget>,
+        mut fds: Vec<OwnedFd>,
     ) -> Result<Reply, Failure> {
         if self.containers.contains_key(&id) {
             return Ok(Reply::Done);
@@ -513,6 +547,18 @@ impl Forker {
             });
         };
         self.watch(&pidfd, Source::Init(id.clone()));
+        // The daemon kept a reader of the output pipe while no forker did; pump it again.
+        let pump = match (log, fds.pop()) {
+            (Some(target), Some(pipe)) => {
+                logs::LogPump::open(pipe, target.path.clone(), target.max_bytes)
+                    .map_err(|e| eprintln!("forker: log {}: {e}", target.path.display()))
+                    .ok()
+            }
+            _ => None,
+        };
+        if let Some(fd) = pump.as_ref().and_then(|l| l.pipe().try_clone().ok()) {
+            self.watch(&fd, Source::Log(id.clone()));
+        }
         self.containers.insert(
             id,
             Container {
@@ -520,7 +566,7 @@ impl Forker {
                 pidfd: Some(pidfd),
                 start_time,
                 cgroup,
-                log: None,
+                log: pump,
                 exited: None,
                 adopted: true,
             },
