@@ -203,10 +203,13 @@ pub struct InfoArgs {
 /// Template subcommands.
 #[derive(Debug, Subcommand)]
 pub enum TemplateCommand {
-    /// Import a root filesystem (a directory, or a .tar, .tar.gz or .tar.zst; `-` reads stdin).
+    /// Import a root filesystem (a directory, or a .tar, .tar.gz or .tar.zst; `-` reads stdin)
+    /// or a container image (an OCI image layout, or a `docker save` / `podman save` archive).
     #[command(after_help = "\
 Examples:
   mayfly template import debian ./debian-rootfs.tar.zst
+  mayfly template import nginx ./nginx-oci-layout/        # image layers, env, entrypoint, workdir
+  docker save nginx:latest | mayfly template import nginx -
   mayfly template import tools /srv/rootfs --cmd /sbin/init
   mayfly template import app ./app.tar --cmd '[\"/usr/bin/app\", \"--serve\"]'")]
     Import(ImportArgs),
