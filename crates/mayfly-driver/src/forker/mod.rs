@@ -448,7 +448,9 @@ impl Forker {
                 let Some(pidfd) = &c.pidfd else {
                     return Err(Failure::other(format!("container {id} is not running")));
                 };
-                let spawned = spawn::spawn_exec(&self.cgroups, &c.cgroup, pidfd, &process, fds)?;
+                let pid = c.pid.as_raw_nonzero().get();
+                let spawned =
+                    spawn::spawn_exec(&self.cgroups, &c.cgroup, pid, pidfd, &process, fds)?;
                 self.watch(&spawned.pidfd, Source::Exec(exec_id));
                 let pid = spawned.pid.as_raw_nonzero().get();
                 self.execs.insert(

@@ -73,6 +73,43 @@ fn passed_stdio(tty: bool, mut fds: Vec<OwnedFd>) -> Result<ChildStdio, Failure>
     }
 }
 
+/// Hands terminal `tty` (a pseudo-terminal of the host's devpts) to the root of a user
+/// namespace that maps its uid 0 to host uid `map.0` (and gid 5, `tty`, to `map.1`): without
+/// it the host's root owns the terminal and the instance's root, an unprivileged user on the
+/// host, can neither reopen it (`/dev/console`) nor change its modes (`stty`).
+fn give_terminal(tty: &ChildStdio, map: Option<(u32, u32)>) -> Result<(), Failure> {
+    let (ChildStdio::Tty(fd), Some((uid, gid))) = (tty, map) else {
+        return Ok(());
+    };
+    rustix::fs::fchown(
+        fd,
+        Some(rustix::process::Uid::from_raw(uid)),
+        Some(rustix::process::Gid::from_raw(gid)),
+    )
+    .map_err(|e| failure("give the terminal to the instance", e))?;
+    rustix::fs::fchmod(fd, rustix::fs::Mode::from_raw_mode(0o620))
+        .map_err(|e| failure("give the terminal to the instance", e))
+}
+
+/// Host uid of uid 0 and host gid of gid 5 in the user namespace of process `pid`, from its
+/// maps (`None` without a user namespace).
+fn namespace_root(pid: i32) -> Option<(u32, u32)> {
+    let first = |file: &str, id: u32| -> Option<u32> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
+        text.lines().find_map(|l| {
+            let mut f = l.split_whitespace().map(|v| v.parse::<u32>().ok());
+            let (inside, host, count) = (f.next()??, f.next()??, f.next()??);
+            (id >= inside && id - inside < count).then(|| host + (id - inside))
+        })
+    };
+    let uid = first("uid_map", 0)?;
+    // An identity map is no user namespace at all.
+    if uid == 0 {
+        return None;
+    }
+    Some((uid, first("gid_map", 5).or_else(|| first("gid_map", 0))?))
+}
+
 /// Turns the child's report into the forker's answer.
 fn child_failure(f: ChildFailure) -> Failure {
     let kind = if f.step.starts_with("exec ") {
@@ -255,7 +292,15 @@ pub(crate) fn spawn_container(
                 .map_err(|e| failure("create log pipe", e))?;
             (ChildStdio::Log(w), Some(r))
         }
-        StdioSpec::Passed => (passed_stdio(spec.process.tty, fds)?, None),
+        StdioSpec::Passed => {
+            let stdio = passed_stdio(spec.process.tty, fds)?;
+            let tty_owner = spec.idmap.map(|m| {
+                let gid = m.to_host(5).or_else(|| m.to_host(0)).unwrap_or(m.host_base);
+                (m.host_base, gid)
+            });
+            give_terminal(&stdio, tty_owner)?;
+            (stdio, None)
+        }
     };
     let console = match &child_stdio {
         ChildStdio::Tty(tty) => Some(detached_console(tty)?),
@@ -460,11 +505,13 @@ fn container_child(
 pub(crate) fn spawn_exec(
     cgroups: &Cgroups,
     cgroup: &str,
+    init_pid: i32,
     init_pidfd: &OwnedFd,
     process: &ProcessSpec,
     fds: Vec<OwnedFd>,
 ) -> Result<ExecSpawned, Failure> {
     let stdio = passed_stdio(process.tty, fds)?;
+    give_terminal(&stdio, namespace_root(init_pid))?;
     let (parent_sock, child_sock) = seqpacket_pair()?;
     match mayfly_sys::process::clone_process(CloneFlags::default())
         .map_err(|e| failure("clone", e))?

@@ -623,5 +623,9 @@ pub fn run(socket: PathBuf, command: Command) -> i32 {
         }
     };
     let client = Client::new(socket);
-    runtime.block_on(commands::dispatch(&client, command))
+    let code = runtime.block_on(commands::dispatch(&client, command));
+    // A blocking read of a terminal stdin (`exec -t`, `run -t`) never returns on its own;
+    // waiting for it would hang the CLI after the program ended.
+    runtime.shutdown_background();
+    code
 }
