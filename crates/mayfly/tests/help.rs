@@ -76,14 +76,17 @@ fn every_help_exits_zero_and_shows_examples() {
 fn the_commands_of_the_brief_are_all_there() {
     let top = subcommands(&help_of(&[]));
     for c in [
-        "daemon", "info", "template", "launch", "run", "list", "start", "stop", "restart",
-        "reset", "rm", "exec", "logs",
+        "daemon", "info", "template", "launch", "run", "list", "start", "stop", "restart", "reset",
+        "rm", "exec", "logs",
     ] {
         assert!(top.iter().any(|t| t == c), "no `{c}` in {top:?}");
     }
     let template = subcommands(&help_of(&["template".to_owned()]));
     for c in ["import", "list", "info", "rm"] {
-        assert!(template.iter().any(|t| t == c), "no `template {c}` in {template:?}");
+        assert!(
+            template.iter().any(|t| t == c),
+            "no `template {c}` in {template:?}"
+        );
     }
 }
 
@@ -105,6 +108,9 @@ fn an_unreachable_daemon_exits_three_with_a_hint() {
     cmd.args(["--socket", "/tmp/mayfly-test-no-such.sock", "list"]);
     let out = run_command(cmd, None, Duration::from_secs(10));
     assert_eq!(out.code, 3, "{out}");
-    assert!(out.stderr.contains("cannot reach the mayfly daemon"), "{out}");
+    assert!(
+        out.stderr.contains("cannot reach the mayfly daemon"),
+        "{out}"
+    );
     assert!(out.stderr.contains("hint"), "{out}");
 }

@@ -117,8 +117,12 @@ pub fn try_run_command(
         }
     };
     // Background processes may keep the pipes open; do not wait for them forever.
-    let stdout = out.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
-    let stderr = err.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
+    let stdout = out
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap_or_default();
+    let stderr = err
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap_or_default();
     Ok(Output {
         code: exit_code(status),
         stdout: String::from_utf8_lossy(&stdout).into_owned(),
@@ -472,7 +476,11 @@ impl TestDaemon {
         self.daemon = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(status) = self.daemon.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .daemon
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 self.daemon = None;
                 return Err(format!("the daemon exited at start-up ({status})"));
             }
@@ -660,7 +668,13 @@ impl TestDaemon {
     }
 
     /// The API with a raw body; the whole answer.
-    pub fn api_raw(&self, method: &str, path: &str, content_type: &str, body: &[u8]) -> HttpResponse {
+    pub fn api_raw(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> HttpResponse {
         http(&self.socket, method, path, content_type, body)
     }
 
@@ -769,7 +783,9 @@ impl TestDaemon {
             ));
         }
         let parent = self.cgroup_parent();
-        let no_cgroup = poll_until(Duration::from_secs(5), || cgroup_present(&parent).is_empty());
+        let no_cgroup = poll_until(Duration::from_secs(5), || {
+            cgroup_present(&parent).is_empty()
+        });
         if !no_cgroup {
             problems.push(format!(
                 "cgroup parent {parent} remains in {:?}",
@@ -782,7 +798,10 @@ impl TestDaemon {
         }
         let tmp = self.state_entries("tmp");
         if !tmp.is_empty() {
-            problems.push(format!("{}/tmp is not empty: {tmp:?}", self.state.display()));
+            problems.push(format!(
+                "{}/tmp is not empty: {tmp:?}",
+                self.state.display()
+            ));
         }
         problems
     }
