@@ -15,7 +15,9 @@ use tokio::sync::mpsc;
 use crate::client::ForkerClient;
 use crate::protocol::{ContainerState, LogTarget, Reply, Request};
 use crate::spec::{ContainerSpec, ProcessSpec, StdioSpec};
-use crate::{BoxFuture, Driver, DriverError, DriverEvent, InitStdio, InstanceSpec, Started};
+use crate::{
+    BoxFuture, Driver, DriverError, DriverEvent, ExecStarted, InitStdio, InstanceSpec, Started,
+};
 
 /// Runs instances as containers through a forker helper.
 #[derive(Debug)]
@@ -230,7 +232,7 @@ impl Driver for ContainerDriver {
         exec_id: u64,
         process: ProcessSpec,
         fds: Vec<OwnedFd>,
-    ) -> BoxFuture<'_, Result<i32, DriverError>> {
+    ) -> BoxFuture<'_, Result<ExecStarted, DriverError>> {
         let id = id.to_owned();
         Box::pin(async move {
             let request = Request::Exec {
@@ -238,9 +240,12 @@ impl Driver for ContainerDriver {
                 exec_id,
                 process: Box::new(process),
             };
-            match self.client.call(request, fds).await? {
-                Reply::ExecStarted { pid } => Ok(pid),
-                other => Err(DriverError::Failed(crate::protocol::Failure::other(
+            match self.client.call_with_fds(request, fds).await? {
+                (Reply::ExecStarted { pid }, mut fds) => Ok(ExecStarted {
+                    pid,
+                    terminal: fds.pop(),
+                }),
+                (other, _) => Err(DriverError::Failed(crate::protocol::Failure::other(
                     format!("unexpected answer to exec: {other:?}"),
                 ))),
             }

@@ -124,6 +124,16 @@ pub struct Started {
     pub start_time: u64,
 }
 
+/// An exec'd process that runs.
+#[derive(Debug)]
+pub struct ExecStarted {
+    /// Host pid.
+    pub pid: i32,
+    /// When the process got a terminal: the master side of the one it really has, made
+    /// inside the instance, which replaces the one passed to [`Driver::exec`].
+    pub terminal: Option<OwnedFd>,
+}
+
 /// Something a driver reports unasked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DriverEvent {
@@ -176,14 +186,14 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     /// Kills every process of the instance.
     fn kill(&self, id: &str) -> BoxFuture<'_, Result<(), DriverError>>;
 
-    /// Runs `process` in the running instance `id` with stdio `fds`; returns its host pid.
+    /// Runs `process` in the running instance `id` with stdio `fds`.
     fn exec(
         &self,
         id: &str,
         exec_id: u64,
         process: ProcessSpec,
         fds: Vec<OwnedFd>,
-    ) -> BoxFuture<'_, Result<i32, DriverError>>;
+    ) -> BoxFuture<'_, Result<ExecStarted, DriverError>>;
 
     /// Sends `signal` to an exec'd process.
     fn signal_exec(&self, exec_id: u64, signal: i32) -> BoxFuture<'_, Result<(), DriverError>>;

@@ -39,6 +39,9 @@ pub struct ExecHandle {
     pub exec_id: u64,
     /// Host pid.
     pub pid: i32,
+    /// The master side of the terminal the process really got (made inside the instance),
+    /// to use instead of the one passed.
+    pub terminal: Option<OwnedFd>,
     /// Resolves when it ends.
     pub exit: oneshot::Receiver<ExitStatus>,
 }
@@ -757,9 +760,10 @@ impl Engine {
         let (tx, rx) = oneshot::channel();
         lock(&self.execs).insert(exec_id, tx);
         match self.driver.exec(&slot.id, exec_id, process, fds).await {
-            Ok(pid) => Ok(ExecHandle {
+            Ok(started) => Ok(ExecHandle {
                 exec_id,
-                pid,
+                pid: started.pid,
+                terminal: started.terminal,
                 exit: rx,
             }),
             Err(e) => {

@@ -214,6 +214,22 @@ pub fn dup_onto(fd: std::os::fd::BorrowedFd<'_>, target: i32) -> io::Result<()> 
     Ok(())
 }
 
+/// Sets the calling thread's filesystem uid and gid: the owner of what it creates from now
+/// on (its other ids and its capabilities stay). Fails if the kernel refused either.
+pub fn set_fs_ids(uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: setfsuid and setfsgid take integers and change only the calling thread's
+    // credentials; an invalid id (-1) changes nothing and returns the current one.
+    let (fsuid, fsgid) = unsafe {
+        libc::setfsgid(gid);
+        libc::setfsuid(uid);
+        (libc::setfsuid(u32::MAX), libc::setfsgid(u32::MAX))
+    };
+    if fsuid.cast_unsigned() != uid || fsgid.cast_unsigned() != gid {
+        return Err(io::Error::from_raw_os_error(libc::EPERM));
+    }
+    Ok(())
+}
+
 /// Removes capability number `cap` from the calling thread's bounding set.
 pub fn drop_bounding_capability(cap: u32) -> io::Result<()> {
     // SAFETY: PR_CAPBSET_DROP takes an integer and touches no memory of ours.

@@ -25,12 +25,12 @@ fn subcommands(help: &str) -> Vec<String> {
             break;
         }
         // Command lines are indented by two spaces; wrapped descriptions by more.
-        if line.starts_with("  ") && !line.starts_with("   ") {
-            if let Some(name) = line.split_whitespace().next()
-                && name != "help"
-            {
-                out.push(name.to_owned());
-            }
+        if line.starts_with("  ")
+            && !line.starts_with("   ")
+            && let Some(name) = line.split_whitespace().next()
+            && name != "help"
+        {
+            out.push(name.to_owned());
         }
     }
     out

@@ -120,6 +120,8 @@ struct Forker {
     next_token: u64,
     ever_connected: bool,
     started: Instant,
+    /// Descriptors that go with the answer being made (an exec'd process's terminal).
+    reply_fds: Vec<OwnedFd>,
 }
 
 /// Runs the forker for `state_dir` until it has nothing left to do. `cgroup_parent` is the
@@ -175,6 +177,7 @@ pub fn run(state_dir: &Path, cgroup_parent: &str) -> Result<(), ForkerError> {
         next_token: 1,
         ever_connected: false,
         started: Instant::now(),
+        reply_fds: Vec::new(),
     };
     let listener_fd = forker
         .listener
@@ -344,7 +347,12 @@ impl Forker {
             (Ok(_), Some(id)) => self.log_reader(&id),
             _ => None,
         };
-        let attached: Vec<BorrowedFd<'_>> = reader.iter().map(|f| f.as_fd()).collect();
+        let extra = std::mem::take(&mut self.reply_fds);
+        let attached: Vec<BorrowedFd<'_>> = reader
+            .iter()
+            .chain(extra.iter())
+            .map(|f| f.as_fd())
+            .collect();
         self.send_with(
             &FromForker::Reply {
                 seq: envelope.seq,
@@ -453,6 +461,7 @@ impl Forker {
                     spawn::spawn_exec(&self.cgroups, &c.cgroup, pid, pidfd, &process, fds)?;
                 self.watch(&spawned.pidfd, Source::Exec(exec_id));
                 let pid = spawned.pid.as_raw_nonzero().get();
+                self.reply_fds.extend(spawned.terminal);
                 self.execs.insert(
                     exec_id,
                     ExecProcess {

@@ -10,7 +10,7 @@
 //! and then the child is reaped and the cgroup removed before the error is returned.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use mayfly_sys::process::{CloneFlags, Forked};
 use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags, OpenTreeFlags};
@@ -37,6 +37,8 @@ pub(crate) struct Spawned {
 pub(crate) struct ExecSpawned {
     pub pid: Pid,
     pub pidfd: OwnedFd,
+    /// Master side of the terminal made inside the instance, which replaces the one passed.
+    pub terminal: Option<OwnedFd>,
 }
 
 fn failure(context: &str, e: impl std::fmt::Display) -> Failure {
@@ -528,13 +530,14 @@ pub(crate) fn spawn_exec(
             // process (a failure report, or nothing when it executes). Read until both are
             // done, in whatever order their words arrive.
             let mut pid = None;
+            let mut terminal = None;
             let mut report: Option<ChildFailure> = None;
             let mut buf = vec![0u8; 16 * 1024];
             let mut broken = None;
             loop {
                 match protocol::recv(parent_sock.as_fd(), &mut buf) {
                     Ok((0, _)) => break,
-                    Ok((n, _)) => {
+                    Ok((n, mut fds)) => {
                         let msg = &buf[..n];
                         if let Some(p) = std::str::from_utf8(msg)
                             .ok()
@@ -543,6 +546,7 @@ pub(crate) fn spawn_exec(
                             .and_then(Pid::from_raw)
                         {
                             pid = Some(p);
+                            terminal = fds.pop();
                         } else {
                             report = Some(serde_json::from_slice(msg).unwrap_or(ChildFailure {
                                 step: "exec helper".into(),
@@ -564,7 +568,11 @@ pub(crate) fn spawn_exec(
             match (pid, report, broken) {
                 (Some(pid), None, None) => {
                     rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
-                        .map(|pidfd| ExecSpawned { pid, pidfd })
+                        .map(|pidfd| ExecSpawned {
+                            pid,
+                            pidfd,
+                            terminal,
+                        })
                         .map_err(|e| {
                             reap(pid);
                             failure("open pidfd", e)
@@ -626,19 +634,68 @@ fn exec_helper(
     if let Err(e) = joined {
         return fail("join the instance's namespaces", e.into());
     }
+    // A terminal of the instance's own devpts, so that it has a name there (`tty`, `ssh`,
+    // `screen` and `sudo` look it up); the host's terminal stays as the fallback.
+    let (stdio, master) = match stdio {
+        ChildStdio::Tty(host) => match inside_terminal(&host, process.uid, process.gid) {
+            Some((master, slave)) => (ChildStdio::Tty(slave), Some(master)),
+            None => (ChildStdio::Tty(host), None),
+        },
+        other => (other, None),
+    };
     let flags = CloneFlags {
         parent: true,
         ..CloneFlags::default()
     };
     match mayfly_sys::process::clone_process(flags) {
         Err(e) => fail("clone", e),
-        Ok(Forked::Child) => child::become_process(process, stdio),
+        Ok(Forked::Child) => {
+            drop(master);
+            child::become_process(process, stdio)
+        }
         Ok(Forked::Parent(pid)) => {
             let msg = format!("pid {}", pid.as_raw_nonzero());
-            let _ = protocol::send(sock.as_fd(), msg.as_bytes(), &[]);
+            let fds: Vec<BorrowedFd<'_>> = master.iter().map(|m| m.as_fd()).collect();
+            let _ = protocol::send(sock.as_fd(), msg.as_bytes(), &fds);
             mayfly_sys::process::exit_immediately(0)
         }
     }
+}
+
+/// Opens a new terminal on the devpts of the mount namespace we are in, owned by `uid` and
+/// `gid` (the devpts mount may give it group `tty`), sized like `like`. `None` when the
+/// instance has no usable devpts: its root may have replaced `/dev/pts`, so the node must
+/// be a real `ptmx` on a real devpts, opened without following links or blocking.
+fn inside_terminal(like: &OwnedFd, uid: u32, gid: u32) -> Option<(OwnedFd, OwnedFd)> {
+    use rustix::fs::{OFlags, ResolveFlags};
+    const DEVPTS_SUPER_MAGIC: i64 = 0x1cd1;
+    mayfly_sys::process::set_fs_ids(uid, gid).ok()?;
+    let master = rustix::fs::openat2(
+        rustix::fs::CWD,
+        "/dev/pts/ptmx",
+        OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC | OFlags::NONBLOCK,
+        rustix::fs::Mode::empty(),
+        ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )
+    .ok()?;
+    let st = rustix::fs::fstat(&master).ok()?;
+    let fs = rustix::fs::fstatfs(&master).ok()?;
+    let is_ptmx = rustix::fs::FileType::from_raw_mode(st.st_mode)
+        == rustix::fs::FileType::CharacterDevice
+        && rustix::fs::major(st.st_rdev) == 5
+        && rustix::fs::minor(st.st_rdev) == 2;
+    if !is_ptmx || fs.f_type as i64 != DEVPTS_SUPER_MAGIC {
+        return None;
+    }
+    rustix::pty::unlockpt(&master).ok()?;
+    let flags = rustix::pty::OpenptFlags::RDWR
+        | rustix::pty::OpenptFlags::NOCTTY
+        | rustix::pty::OpenptFlags::CLOEXEC;
+    let slave = rustix::pty::ioctl_tiocgptpeer(&master, flags).ok()?;
+    if let Ok(size) = rustix::termios::tcgetwinsize(like) {
+        let _ = rustix::termios::tcsetwinsize(&master, size);
+    }
+    Some((master, slave))
 }
 
 /// Checks that `path` can be mounted idmapped through a fresh user namespace: a child

@@ -55,23 +55,7 @@ fn make_stdio(tty: bool, size: Option<[u16; 2]>) -> Result<(HostStdio, Vec<Owned
         if let Some([rows, cols]) = size {
             resize(&master, rows, cols);
         }
-        let reader = master
-            .try_clone()
-            .map_err(|e| internal("open a terminal", e))?;
-        let writer = master
-            .try_clone()
-            .map_err(|e| internal("open a terminal", e))?;
-        nonblocking(&master).map_err(|e| internal("open a terminal", e))?;
-        let host = HostStdio {
-            stdin: Some(
-                pipe::Sender::from_owned_fd_unchecked(writer)
-                    .map_err(|e| internal("open a terminal", e))?,
-            ),
-            stdout: pipe::Receiver::from_owned_fd_unchecked(reader)
-                .map_err(|e| internal("open a terminal", e))?,
-            stderr: None,
-            pty: Some(master),
-        };
+        let host = terminal_host(master)?;
         return Ok((host, vec![slave]));
     }
     let pair = || {
@@ -97,6 +81,20 @@ fn make_stdio(tty: bool, size: Option<[u16; 2]>) -> Result<(HostStdio, Vec<Owned
         pty: None,
     };
     Ok((host, vec![in_r, out_w, err_w]))
+}
+
+/// Our ends of a terminal whose master side is `master`.
+fn terminal_host(master: OwnedFd) -> Result<HostStdio, ApiFailure> {
+    let fail = |e| internal("open a terminal", e);
+    let reader = master.try_clone().map_err(fail)?;
+    let writer = master.try_clone().map_err(fail)?;
+    nonblocking(&master).map_err(fail)?;
+    Ok(HostStdio {
+        stdin: Some(pipe::Sender::from_owned_fd_unchecked(writer).map_err(fail)?),
+        stdout: pipe::Receiver::from_owned_fd_unchecked(reader).map_err(fail)?,
+        stderr: None,
+        pty: Some(master),
+    })
 }
 
 fn resize(master: &OwnedFd, rows: u16, cols: u16) {
@@ -176,12 +174,22 @@ pub(crate) async fn exec(
     check_upgrade(&req)?;
     let on_upgrade = hyper::upgrade::on(&mut req);
     let body: ExecRequest = json_body(req.into_body()).await?;
-    let (host, fds) = make_stdio(body.tty, body.term_size)?;
-    let handle = engine.exec(&name, body, fds).await?;
+    let (mut host, fds) = make_stdio(body.tty, body.term_size)?;
+    let mut handle = engine.exec(&name, body, fds).await?;
     let target = Target::Exec {
         engine,
         exec_id: handle.exec_id,
     };
+    // The process got a terminal of the instance's own: relay that one instead.
+    if let Some(master) = handle.terminal.take() {
+        host = match terminal_host(master) {
+            Ok(h) => h,
+            Err(e) => {
+                target.kill().await;
+                return Err(e);
+            }
+        };
+    }
     let exit = async move { handle.exit.await.ok().map(|s| s.code) };
     tokio::spawn(relay(on_upgrade, host, target, exit));
     Ok(switching())
