@@ -582,13 +582,23 @@ impl Engine {
         let slot = self.slot(name)?;
         {
             let _guard = slot.acquire("restart").await?;
+            let mut journal = None;
             if slot.state() != InstanceState::Stopped {
+                journal = Some(self.journal_restart(&slot.id).await?);
                 self.stop_locked(&slot, &req).await?;
             }
-            self.ensure_not_gone(&slot)?;
-            let max = self.config.log_max_bytes;
-            self.start_locked(&slot, InitStdio::Log { max_bytes: max }, false)
-                .await?;
+            let started = match self.ensure_not_gone(&slot) {
+                Ok(()) => {
+                    let max = self.config.log_max_bytes;
+                    self.start_locked(&slot, InitStdio::Log { max_bytes: max }, false)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            if let Some(j) = journal {
+                self.journal_end(j).await;
+            }
+            started?;
         }
         self.instance_info(name).await
     }
@@ -617,27 +627,48 @@ impl Engine {
             let _guard = slot.acquire("reset").await?;
             self.settle(&slot).await;
             let was_running = slot.state() != InstanceState::Stopped;
-            if was_running {
-                self.stop_locked(&slot, &req).await?;
-                self.ensure_not_gone(&slot)?;
+            let journal = if was_running {
+                Some(self.journal_restart(&slot.id).await?)
+            } else {
+                None
+            };
+            let reset = self.reset_locked(&slot, name, &req, was_running).await;
+            if let Some(j) = journal {
+                self.journal_end(j).await;
             }
-            let n = name.to_owned();
-            let rec = self.db(move |s| s.instance(&n)).await?;
-            self.discard_writable(&rec.id, rec.writable_gen).await?;
-            // A restore or clone waiting for the next start is void too: clean means clean.
-            if rec.next_run.is_some() || rec.writable_version.is_some() {
-                let id = rec.id.clone();
-                let generation = rec.writable_gen;
-                self.db(move |s| s.set_writable(&id, generation, None, None, None))
-                    .await?;
-            }
-            if was_running {
-                let max = self.config.log_max_bytes;
-                self.start_locked(&slot, InitStdio::Log { max_bytes: max }, false)
-                    .await?;
-            }
+            reset?;
         }
         self.instance_info(name).await
+    }
+
+    /// The body of [`Self::reset_instance`], with the instance's slot held.
+    async fn reset_locked(
+        self: &Arc<Self>,
+        slot: &Arc<Slot>,
+        name: &str,
+        req: &StopRequest,
+        was_running: bool,
+    ) -> Result<(), EngineError> {
+        if was_running {
+            self.stop_locked(slot, req).await?;
+            self.ensure_not_gone(slot)?;
+        }
+        let n = name.to_owned();
+        let rec = self.db(move |s| s.instance(&n)).await?;
+        self.discard_writable(&rec.id, rec.writable_gen).await?;
+        // A restore or clone waiting for the next start is void too: clean means clean.
+        if rec.next_run.is_some() || rec.writable_version.is_some() {
+            let id = rec.id.clone();
+            let generation = rec.writable_gen;
+            self.db(move |s| s.set_writable(&id, generation, None, None, None))
+                .await?;
+        }
+        if was_running {
+            let max = self.config.log_max_bytes;
+            self.start_locked(slot, InitStdio::Log { max_bytes: max }, false)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Moves generation `generation` of instance `id`'s writable layer to the trash.

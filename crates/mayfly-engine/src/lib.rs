@@ -106,7 +106,7 @@ impl Engine {
             .map_err(|e| EngineError::Internal(e.to_string()))??;
         let layout = store.layout().clone();
         let store = Arc::new(Mutex::new(store));
-        let thaw = {
+        let recovered = {
             let store = store.clone();
             let layout = layout.clone();
             tokio::task::spawn_blocking(move || recovery::recover(&mut lock(&store), &layout))
@@ -157,12 +157,13 @@ impl Engine {
             );
         }
         engine.reconcile().await?;
-        for id in thaw {
+        for id in recovered.thaw {
             // A snapshot was interrupted while the instance was frozen.
             if engine.driver.freeze(&id, false).await.is_ok() {
                 tracing::warn!("thawed instance {id}, left frozen by an interrupted snapshot");
             }
         }
+        engine.restart_interrupted(recovered.restart).await;
         tokio::spawn(engine.clone().event_loop(events_rx));
         Ok(engine)
     }
@@ -191,6 +192,44 @@ impl Engine {
         let (subject, path) = (subject.to_owned(), path.to_owned());
         self.db(move |s| s.journal_begin(kind, &subject, &[path]))
             .await
+    }
+
+    /// Records that running instance `id` is being stopped to be started again, so that an
+    /// interruption before the start does not leave it stopped; returns the entry to close
+    /// once it runs again (or could not be started).
+    pub(crate) async fn journal_restart(&self, id: &str) -> Result<i64, EngineError> {
+        let id = id.to_owned();
+        self.db(move |s| s.journal_begin(recovery::kind::RESTART, &id, &[]))
+            .await
+    }
+
+    /// Starts again the instances (ids) that an interrupted restart, reset or restore left
+    /// stopped.
+    async fn restart_interrupted(self: &Arc<Self>, ids: Vec<String>) {
+        if ids.is_empty() {
+            return;
+        }
+        let Ok(instances) = self.db(|s| s.instances()).await else {
+            return;
+        };
+        for rec in instances.into_iter().filter(|r| ids.contains(&r.id)) {
+            let stopped = self
+                .slot(&rec.name)
+                .is_ok_and(|s| s.state() == mayfly_api::InstanceState::Stopped);
+            if !stopped {
+                continue;
+            }
+            match self.start_instance(&rec.name).await {
+                Ok(_) => tracing::warn!(
+                    "started instance `{}` again: a restart, reset or restore of it was interrupted",
+                    rec.name
+                ),
+                Err(e) => tracing::error!(
+                    "cannot start instance `{}` again after an interrupted restart, reset or restore: {e}",
+                    rec.name
+                ),
+            }
+        }
     }
 
     /// Closes journal entry `id` (best effort: an entry left open only costs a sweep).

@@ -37,12 +37,23 @@ pub(crate) mod kind {
     pub const RESTORE: &str = "restore";
     /// A clone: the new instance (the subject), whose row may already exist.
     pub const CLONE: &str = "clone";
+    /// An operation that stops a running instance (the subject) and starts it again
+    /// (restart, reset, restore): if it was interrupted, the instance is started again.
+    pub const RESTART: &str = "restart";
 }
 
-/// Rolls back interrupted operations and sweeps unreferenced trees. Returns the instances that
-/// an interrupted snapshot may have left frozen (to thaw once the forker is reachable).
-pub(crate) fn recover(store: &mut Store, layout: &Layout) -> Result<Vec<String>, StoreError> {
-    let mut thaw = Vec::new();
+/// What [`recover`] leaves to do once the forker is reachable.
+#[derive(Debug, Default)]
+pub(crate) struct Recovered {
+    /// Instances an interrupted snapshot may have left frozen: to thaw.
+    pub thaw: Vec<String>,
+    /// Instances an interrupted restart, reset or restore may have left stopped: to start.
+    pub restart: Vec<String>,
+}
+
+/// Rolls back interrupted operations and sweeps unreferenced trees.
+pub(crate) fn recover(store: &mut Store, layout: &Layout) -> Result<Recovered, StoreError> {
+    let mut left = Recovered::default();
     for entry in store.journal_pending()? {
         tracing::warn!(
             "rolling back an interrupted {} of `{}` (started at {})",
@@ -56,8 +67,9 @@ pub(crate) fn recover(store: &mut Store, layout: &Layout) -> Result<Vec<String>,
             }
         }
         match entry.kind.as_str() {
-            kind::SNAPSHOT => thaw.push(entry.subject.clone()),
+            kind::SNAPSHOT => left.thaw.push(entry.subject.clone()),
             kind::CLONE => store.forget_instance(&entry.subject)?,
+            kind::RESTART => left.restart.push(entry.subject.clone()),
             _ => {}
         }
         store.journal_end(entry.id)?;
@@ -121,7 +133,7 @@ pub(crate) fn recover(store: &mut Store, layout: &Layout) -> Result<Vec<String>,
             }
         }
     }
-    Ok(thaw)
+    Ok(left)
 }
 
 /// Whether host process `pid` is still the one that started at `start_time`.

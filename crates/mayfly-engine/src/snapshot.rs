@@ -314,60 +314,80 @@ impl Engine {
                 ));
             }
             let was_running = slot.state() != InstanceState::Stopped;
-            if was_running {
-                self.stop_locked(&slot, &StopRequest::default()).await?;
-            }
-            // The stop may have settled a transient run; read the record again.
-            let n = name.to_owned();
-            let rec = self.db(move |st| st.instance(&n)).await?;
-            let next_gen = rec.writable_gen + 1;
-            let dest = self.layout.writable_dir(&rec.id, next_gen);
-            let journal = self.journal(kind::RESTORE, &rec.id, &dest).await?;
-            let (src, d) = (self.layout.snapshot_dir(&s.id), dest.clone());
-            let (from, to) = (id_range(s.id_base), rec.id_base);
-            let staged = self
-                .blocking(move || {
-                    mayfly_image::copy_tree(&src, &d, copy_options(), &mayfly_image::NoProgress)?;
-                    if let (Some(from), Some(to)) = (from, to)
-                        && from.start != to
-                    {
-                        mayfly_image::shift_owners(&d, from, to)?;
-                    }
-                    crate::layer::flush(&d)
-                })
-                .await;
-            if let Err(e) = staged {
-                self.abandon_tree(&dest, Some(journal)).await;
-                return Err(e);
-            }
-            crate::failpoint("restore:staged");
-            let next = NextRun {
-                version: Some(s.template_version),
-                keep_writable: rec.mode == Mode::Transient,
-                new_identity: false,
+            let journal = if was_running {
+                Some(self.journal_restart(&slot.id).await?)
+            } else {
+                None
             };
-            let (id, version) = (rec.id.clone(), s.template_version);
-            if let Err(e) = self
-                .db(move |st| {
-                    st.set_writable(&id, next_gen, Some(version), Some(&next), Some(journal))
-                })
-                .await
-            {
-                self.abandon_tree(&dest, Some(journal)).await;
-                return Err(e);
+            let restored = self.restore_locked(&slot, name, &s, was_running).await;
+            if let Some(j) = journal {
+                self.journal_end(j).await;
             }
-            self.discard_writable(&rec.id, rec.writable_gen).await?;
-            if was_running {
-                let max = self.config.log_max_bytes;
-                self.start_locked(
-                    &slot,
-                    mayfly_driver::InitStdio::Log { max_bytes: max },
-                    false,
-                )
-                .await?;
-            }
+            restored?;
         }
         self.instance_info(name).await
+    }
+
+    /// The body of [`Self::restore_snapshot`], with the instance's slot held.
+    async fn restore_locked(
+        self: &Arc<Self>,
+        slot: &Arc<Slot>,
+        name: &str,
+        s: &SnapshotRecord,
+        was_running: bool,
+    ) -> Result<(), EngineError> {
+        if was_running {
+            self.stop_locked(slot, &StopRequest::default()).await?;
+        }
+        // The stop may have settled a transient run; read the record again.
+        let n = name.to_owned();
+        let rec = self.db(move |st| st.instance(&n)).await?;
+        let next_gen = rec.writable_gen + 1;
+        let dest = self.layout.writable_dir(&rec.id, next_gen);
+        let journal = self.journal(kind::RESTORE, &rec.id, &dest).await?;
+        let (src, d) = (self.layout.snapshot_dir(&s.id), dest.clone());
+        let (from, to) = (id_range(s.id_base), rec.id_base);
+        let staged = self
+            .blocking(move || {
+                mayfly_image::copy_tree(&src, &d, copy_options(), &mayfly_image::NoProgress)?;
+                if let (Some(from), Some(to)) = (from, to)
+                    && from.start != to
+                {
+                    mayfly_image::shift_owners(&d, from, to)?;
+                }
+                crate::layer::flush(&d)
+            })
+            .await;
+        if let Err(e) = staged {
+            self.abandon_tree(&dest, Some(journal)).await;
+            return Err(e);
+        }
+        crate::failpoint("restore:staged");
+        let next = NextRun {
+            version: Some(s.template_version),
+            keep_writable: rec.mode == Mode::Transient,
+            new_identity: false,
+        };
+        let (id, version) = (rec.id.clone(), s.template_version);
+        if let Err(e) = self
+            .db(move |st| st.set_writable(&id, next_gen, Some(version), Some(&next), Some(journal)))
+            .await
+        {
+            self.abandon_tree(&dest, Some(journal)).await;
+            return Err(e);
+        }
+        self.discard_writable(&rec.id, rec.writable_gen).await?;
+        crate::failpoint("restore:committed");
+        if was_running {
+            let max = self.config.log_max_bytes;
+            self.start_locked(
+                slot,
+                mayfly_driver::InitStdio::Log { max_bytes: max },
+                false,
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     // ---- clone ---------------------------------------------------------------------------

@@ -468,20 +468,28 @@ fn a_daemon_killed_in_the_middle_leaves_the_whole_result_or_nothing() {
     assert!(freezer_thawed(&d, "src"), "thawed after the crash");
     assert_eq!(d.sh("src", "cat /root/f").trim(), "after");
 
-    // Restore: the old writable layer stays.
+    // Restore: the old writable layer stays, and the instance, stopped for the restore,
+    // runs again.
     crash_at(
         &mut d,
         "restore:staged",
         &["snapshot", "restore", "src", "s0"],
     );
-    if d.state_of("src").as_deref() != Some("running") {
-        d.ok(&["start", "src"]);
-    }
+    assert_eq!(d.state_of("src").as_deref(), Some("running"));
     assert_eq!(
         d.sh("src", "cat /root/f").trim(),
         "after",
         "nothing of the interrupted restore"
     );
+    // Interrupted after its commit: the restored layer, running.
+    crash_at(
+        &mut d,
+        "restore:committed",
+        &["snapshot", "restore", "src", "s0"],
+    );
+    assert_eq!(d.state_of("src").as_deref(), Some("running"));
+    assert_eq!(d.sh("src", "cat /root/f").trim(), "before", "the restore");
+    d.sh("src", "echo after > /root/f");
 
     // Clone, at both steps: no new instance.
     for point in ["clone:copied", "clone:shifted"] {
