@@ -204,17 +204,7 @@ impl Engine {
                 tty: false,
             },
         };
-        {
-            let engine = self.clone();
-            let spec = spec.clone();
-            self.blocking(move || {
-                engine
-                    .driver
-                    .prepare_writable(&spec, engine.trash.dir())
-                    .map_err(EngineError::Driver)
-            })
-            .await?;
-        }
+        self.prepare_writable(&spec).await?;
         let null =
             std::fs::File::open("/dev/null").map_err(io_err("open", Path::new("/dev/null")))?;
         let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| {

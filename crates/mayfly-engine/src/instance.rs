@@ -444,17 +444,7 @@ impl Engine {
         if rec.mode != Mode::Persistent && !keep {
             self.discard_writable(&rec.id, rec.writable_gen).await?;
         }
-        {
-            let engine = self.clone();
-            let spec = spec.clone();
-            self.blocking(move || {
-                engine
-                    .driver
-                    .prepare_writable(&spec, engine.trash.dir())
-                    .map_err(EngineError::Driver)
-            })
-            .await?;
-        }
+        self.prepare_writable(&spec).await?;
         let started = self.driver.start(spec, stdio).await.map_err(from_driver)?;
         let run = RunRecord {
             pid: started.pid,
@@ -669,6 +659,26 @@ impl Engine {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Has the driver prepare the writable layer and scratch space of `spec` (the old
+    /// scratch space goes to the trash, which is woken to empty it).
+    pub(crate) async fn prepare_writable(
+        self: &Arc<Self>,
+        spec: &InstanceSpec,
+    ) -> Result<(), EngineError> {
+        let engine = self.clone();
+        let spec = spec.clone();
+        let prepared = self
+            .blocking(move || {
+                engine
+                    .driver
+                    .prepare_writable(&spec, engine.trash.dir())
+                    .map_err(EngineError::Driver)
+            })
+            .await;
+        self.trash.wake();
+        prepared
     }
 
     /// Moves generation `generation` of instance `id`'s writable layer to the trash.
