@@ -236,3 +236,34 @@ fn reopening_keeps_everything() {
     );
     assert_eq!(Layout::digest_of_dir("junk"), None);
 }
+
+#[test]
+fn the_write_ahead_log_shrinks_back_after_checkpoints() {
+    let (_d, mut s) = open();
+    let wal = {
+        let mut p = s.layout().db().into_os_string();
+        p.push("-wal");
+        std::path::PathBuf::from(p)
+    };
+    let size = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    let paths: Vec<std::path::PathBuf> = (0..40)
+        .map(|i| std::path::PathBuf::from(format!("/state/tmp/{i:0>200}")))
+        .collect();
+    let (mut peak, mut shrank) = (0, false);
+    for _ in 0..1500 {
+        let id = s.journal_begin("import", "subject", &paths).unwrap();
+        s.journal_end(id).unwrap();
+        let now = size();
+        shrank |= now < peak;
+        peak = peak.max(now);
+        if shrank && now <= 1 << 20 {
+            break;
+        }
+    }
+    assert!(
+        peak > 1 << 20,
+        "the log never grew past 1 MiB ({peak} bytes)"
+    );
+    assert!(shrank, "the log stayed at {} bytes", size());
+    assert!(size() <= 1 << 20, "the log is {} bytes", size());
+}
