@@ -1,24 +1,43 @@
 #!/usr/bin/env bash
-# Benchmark mayfly against crun (fresh overlay per run) and a bare floor, on this machine.
+# Benchmark mayfly on this machine. Suites (any combination; none given = --lifecycle):
 #
-#   sudo bench/run.sh [--phases] [--runs N] [--warmup N] [--json] [other mayfly-bench options]
+#   sudo bench/run.sh [--lifecycle] [--phases] [--runs N] [--warmup N] [--json] [options]
+#       start-up against crun (fresh overlay per run) and a bare floor; with --phases,
+#       bench/phases.sh then breaks `mayfly run --rm` down into phases (perf)
+#   sudo bench/run.sh --snapshots [--runs N] [--sizes 0,1,10,100] [--big-mb 200] [--no-publish]
+#       snapshot, clone, publish and cp -a of the whole root, against template size and
+#       changed data
+#   sudo bench/run.sh --rollout [--runs N] [--instances 100] [--wave 10] [--health CMD]
+#       launching 100 instances, template patch, rollout, rollback; disk and daemon memory
+#   sudo bench/run.sh --all            the three, in that order, on one daemon
 #
-# With --phases, bench/phases.sh then breaks `mayfly run --rm` down into phases (perf).
+# Other options go to every selected suite's mayfly-bench (see `mayfly-bench --help`).
 # Builds mayfly (release) and the benchmark, starts a private daemon on a temporary state
-# directory and socket (never /var/lib/mayfly or /run/mayfly), runs the benchmark, then
+# directory and socket (never /var/lib/mayfly or /run/mayfly), runs the suites, then
 # removes every instance, stops the daemon, waits for its forker, removes the temporary
 # directory and checks that no process, mount or cgroup of the run is left. Results go to
-# stdout and to bench/out/latest.{txt,json}.
+# stdout and to bench/out/{latest,snapshots,rollout}.{txt,json}.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 
 PHASES=0
+LIFECYCLE=0
+SNAPSHOTS=0
+ROLLOUT=0
 ARGS=()
 for a in "$@"; do
-    if [ "$a" = "--phases" ]; then PHASES=1; else ARGS+=("$a"); fi
+    case "$a" in
+        --phases) PHASES=1; LIFECYCLE=1 ;;
+        --lifecycle) LIFECYCLE=1 ;;
+        --snapshots) SNAPSHOTS=1 ;;
+        --rollout) ROLLOUT=1 ;;
+        --all) LIFECYCLE=1; SNAPSHOTS=1; ROLLOUT=1 ;;
+        *) ARGS+=("$a") ;;
+    esac
 done
+[ $((LIFECYCLE + SNAPSHOTS + ROLLOUT)) -eq 0 ] && LIFECYCLE=1
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "run.sh: run as root (sudo bench/run.sh)" >&2
@@ -26,12 +45,12 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 for d in "$HOME/.cargo/bin" /root/.cargo/bin; do [ -d "$d" ] && export PATH="$d:$PATH"; done
 command -v cargo >/dev/null || { echo "run.sh: cargo not found" >&2; exit 1; }
-if ! command -v crun >/dev/null; then
+if [ "$LIFECYCLE" -eq 1 ] && ! command -v crun >/dev/null; then
     echo "run.sh: crun is missing; installing it" >&2
     apt-get install -y crun
 fi
 [ -x /bin/busybox ] || { echo "run.sh: /bin/busybox is missing (apt-get install busybox-static)" >&2; exit 1; }
-CRUN="$(command -v crun)"
+CRUN="$(command -v crun || echo /usr/bin/crun)"
 
 echo "run.sh: building mayfly (release) and the benchmark…" >&2
 cargo build --release --locked -p mayfly
@@ -123,10 +142,28 @@ if alive "$FORKER_PID"; then
     CGROUP_PARENT="$(tr '\0' '\n' <"/proc/$FORKER_PID/cmdline" | sed -n '/^--cgroup-parent$/{n;p}')"
 fi
 
-"$BENCH" --mayfly "$MAYFLY" --crun "$CRUN" --socket "$SOCK" --state-dir "$STATE" \
-    --work "$TMP/work" --json-out "$ROOT/bench/out/latest.json" ${ARGS[@]+"${ARGS[@]}"} | tee "$ROOT/bench/out/latest.txt"
-if [ "$PHASES" -eq 1 ]; then
-    echo
-    echo "Phases of mayfly run --rm busybox -- /bin/true (perf tracepoints, same daemon):"
-    MAYFLY="$MAYFLY" "$ROOT/bench/phases.sh" "$SOCK" 100 | tee "$ROOT/bench/out/phases.txt"
+# suite NAME OUT: one mayfly-bench run; results in bench/out/OUT.{txt,json}.
+suite() {
+    local name="$1" out="$2"
+    shift 2
+    "$BENCH" --suite "$name" --mayfly "$MAYFLY" --socket "$SOCK" --state-dir "$STATE" \
+        --work "$TMP/work-$name" --json-out "$ROOT/bench/out/$out.json" "$@" \
+        ${ARGS[@]+"${ARGS[@]}"} | tee "$ROOT/bench/out/$out.txt"
+}
+
+if [ "$LIFECYCLE" -eq 1 ]; then
+    suite lifecycle latest --crun "$CRUN"
+    if [ "$PHASES" -eq 1 ]; then
+        echo
+        echo "Phases of mayfly run --rm busybox -- /bin/true (perf tracepoints, same daemon):"
+        MAYFLY="$MAYFLY" "$ROOT/bench/phases.sh" "$SOCK" 100 | tee "$ROOT/bench/out/phases.txt"
+    fi
+fi
+if [ "$SNAPSHOTS" -eq 1 ]; then
+    [ "$LIFECYCLE" -eq 1 ] && echo
+    suite snapshots snapshots
+fi
+if [ "$ROLLOUT" -eq 1 ]; then
+    [ $((LIFECYCLE + SNAPSHOTS)) -gt 0 ] && echo
+    suite rollout rollout --daemon-pid "$DAEMON_PID"
 fi

@@ -27,6 +27,9 @@ fn run_quiet(cmd: &mut Command, what: &str) -> io::Result<()> {
     }
 }
 
+/// A streamed call: wall time, success, and each JSON line with the time it arrived.
+pub type Stream = (Duration, bool, Vec<(Duration, serde_json::Value)>);
+
 /// The mayfly CLI against one daemon.
 #[derive(Debug)]
 pub struct Mayfly {
@@ -70,19 +73,129 @@ impl Mayfly {
 
     /// `mayfly info --json`, parsed.
     pub fn info(&self) -> io::Result<serde_json::Value> {
-        let out = self
-            .cmd()
-            .args(["info", "--json"])
-            .stdin(Stdio::null())
-            .output()?;
+        self.call_json(&["info", "--json"]).map(|(_, v)| v)
+    }
+
+    /// One whole CLI invocation `mayfly ARGS…` (stdin from /dev/null, stdout and stderr
+    /// captured): its wall time, from spawning the CLI to reaping it, and its output. A
+    /// non-zero exit is an error that quotes the CLI's stderr.
+    pub fn call(&self, args: &[&str]) -> io::Result<(Duration, Vec<u8>)> {
+        let mut c = self.cmd();
+        c.args(args).stdin(Stdio::null());
+        let t = Instant::now();
+        let out = c
+            .output()
+            .map_err(|e| io::Error::new(e.kind(), format!("mayfly {}: {e}", args.join(" "))))?;
+        let elapsed = t.elapsed();
         if !out.status.success() {
             return Err(io::Error::other(format!(
-                "mayfly info --json: {} {}",
+                "mayfly {}: {} {}",
+                args.join(" "),
                 out.status,
                 String::from_utf8_lossy(&out.stderr).trim()
             )));
         }
-        serde_json::from_slice(&out.stdout).map_err(io::Error::other)
+        Ok((elapsed, out.stdout))
+    }
+
+    /// `call`, with stdout parsed as one JSON document.
+    pub fn call_json(&self, args: &[&str]) -> io::Result<(Duration, serde_json::Value)> {
+        let (d, out) = self.call(args)?;
+        let v = serde_json::from_slice(&out)
+            .map_err(|e| io::Error::other(format!("mayfly {}: bad JSON: {e}", args.join(" "))))?;
+        Ok((d, v))
+    }
+
+    /// Like `call` with a JSON-lines stream on stdout (`template rollout --json`): every line
+    /// parsed, with the time it arrived (since the CLI was spawned). Also returns the total
+    /// wall time and whether the CLI exited with 0; a failed rollout still has its events.
+    pub fn call_stream(&self, args: &[&str]) -> io::Result<Stream> {
+        use std::io::BufRead;
+        let mut c = self.cmd();
+        c.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let t = Instant::now();
+        let mut child = c
+            .spawn()
+            .map_err(|e| io::Error::new(e.kind(), format!("mayfly {}: {e}", args.join(" "))))?;
+        let stdout = child.stdout.take().expect("piped");
+        let mut stderr = child.stderr.take().expect("piped");
+        // stderr on a thread, so that neither pipe can fill up and block the CLI.
+        let err = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = io::Read::read_to_string(&mut stderr, &mut s);
+            s
+        });
+        let mut events = Vec::new();
+        for line in io::BufReader::new(stdout).lines() {
+            let line = line?;
+            let at = t.elapsed();
+            if line.trim().is_empty() {
+                continue;
+            }
+            let v = serde_json::from_str(&line).map_err(|e| {
+                io::Error::other(format!(
+                    "mayfly {}: bad JSON line {line:?}: {e}",
+                    args.join(" ")
+                ))
+            })?;
+            events.push((at, v));
+        }
+        let status = child.wait()?;
+        let elapsed = t.elapsed();
+        let stderr = err.join().unwrap_or_default();
+        if !status.success() && events.is_empty() {
+            return Err(io::Error::other(format!(
+                "mayfly {}: {status} {}",
+                args.join(" "),
+                stderr.trim()
+            )));
+        }
+        Ok((elapsed, status.success(), events))
+    }
+
+    /// The `name` fields of a JSON array that `mayfly ARGS…` prints (`list --json`).
+    pub fn names(&self, args: &[&str]) -> io::Result<Vec<String>> {
+        let (_, v) = self.call_json(args)?;
+        Ok(v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x["name"].as_str().map(str::to_owned))
+            .collect())
+    }
+
+    /// The layer directory of a single-layer template's current version (the built-in
+    /// busybox): `<state>/layers/blake3-<hex>`.
+    pub fn single_layer(&self, state: &Path, template: &str) -> io::Result<PathBuf> {
+        let (_, t) = self.call_json(&["template", "info", template, "--json"])?;
+        let current = t["current_version"].as_u64();
+        let layers: Vec<&str> = t["versions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|v| v["version"].as_u64() == current)
+            .flat_map(|v| v["layers"].as_array().into_iter().flatten())
+            .filter_map(|l| l["digest"].as_str())
+            .collect();
+        match layers.as_slice() {
+            [digest] => {
+                let dir = state.join("layers").join(digest.replace(':', "-"));
+                if dir.is_dir() {
+                    Ok(dir)
+                } else {
+                    Err(io::Error::other(format!(
+                        "layer {digest} of template {template} is not at {}",
+                        dir.display()
+                    )))
+                }
+            }
+            other => Err(io::Error::other(format!(
+                "template {template}: expected one layer in its current version, found {}",
+                other.len()
+            ))),
+        }
     }
 }
 

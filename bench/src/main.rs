@@ -1,54 +1,95 @@
-//! mayfly start-up benchmark. Measures, in one run and interleaved round by round:
+//! mayfly benchmarks. Three suites, each against a running daemon (see `run.sh`, which
+//! starts a private one):
 //!
-//! - A: `mayfly run --rm busybox -- /bin/true` (the whole CLI invocation);
-//! - B: `mayfly launch busybox --name bN`, `mayfly stop bN`, then `mayfly rm bN`;
-//! - C: crun over a freshly mounted overlay of the same busybox layer;
-//! - D: the floor: namespaces + overlay + pivot_root + exec `/bin/true`, no runtime.
+//! - `--suite lifecycle` (default), start-up, interleaved round by round:
+//!   - A: `mayfly run --rm busybox -- /bin/true` (the whole CLI invocation);
+//!   - B: `mayfly launch busybox --name bN`, `mayfly stop bN`, then `mayfly rm bN`;
+//!   - C: crun over a freshly mounted overlay of the same busybox layer;
+//!   - D: the floor: namespaces + overlay + pivot_root + exec `/bin/true`, no runtime.
 //!
-//! Needs root and a running mayfly daemon (see `run.sh`, which starts a private one). The
-//! process first moves into a private mount namespace where the hybrid host's
-//! `/sys/fs/cgroup/unified/cgroup.controllers` is hidden behind an empty file (crun refuses
-//! the hybrid layout otherwise); nothing it mounts is visible to the host.
+//!   This suite first moves into a private mount namespace where the hybrid host's
+//!   `/sys/fs/cgroup/unified/cgroup.controllers` is hidden behind an empty file (crun refuses
+//!   the hybrid layout otherwise); nothing it mounts is visible to the host.
+//! - `--suite snapshots`: snapshot, clone, publish and `cp -a` of the whole root against
+//!   template size and changed data (`snapshots.rs`).
+//! - `--suite rollout`: launching 100 instances, `template patch`, `rollout`, `rollback`;
+//!   disk and daemon memory (`rollout.rs`).
 
 mod cases;
+mod fsutil;
+mod rollout;
+mod snapshots;
+mod stats;
 mod sys;
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde_json::json;
 
-const USAGE: &str = "\
-usage: mayfly-bench --socket PATH --state-dir DIR --work DIR [options]
+use stats::{Series, loadavg, percentile};
 
+const USAGE: &str = "\
+usage: mayfly-bench --socket PATH --state-dir DIR --work DIR [--suite S] [options]
+
+  --suite S          lifecycle (default), snapshots or rollout
   --socket PATH      the mayfly daemon's API socket
   --state-dir DIR    the daemon's state directory (its busybox layer is the rootfs of all cases)
   --work DIR         scratch directory (same filesystem as the state dir is fairest)
   --mayfly PATH      mayfly binary (default: target/release/mayfly)
+  --runs N           measured rounds (default: lifecycle 50, snapshots 20, rollout 10)
+  --warmup N         unmeasured rounds first (default: lifecycle 5, snapshots 1, rollout 1)
+  --json             print JSON results on stdout instead of the table
+  --json-out FILE    also write the JSON results to FILE
+
+lifecycle:
   --crun PATH        crun binary (default: /usr/bin/crun)
-  --runs N           measured rounds (default 50)
-  --warmup N         unmeasured rounds first (default 5)
   --id-base N        host id the crun/floor containers' root maps to (default 1879048192)
   --no-userns        crun and floor without a user namespace
   --crun-no-seccomp  no seccomp profile for crun
-  --json             print JSON results on stdout instead of the table
-  --json-out FILE    also write the JSON results to FILE";
+
+snapshots:
+  --sizes LIST       changed data per instance, MiB, comma-separated (default 0,1,10,100)
+  --big-mb N         size of the generated big template, MiB (default 200)
+  --seed N           seed of the generated tree (default 1)
+  --no-publish       do not measure publish
+
+rollout:
+  --instances N      running transient instances (default 100)
+  --wave K           wave size of the measured rollouts (default 10)
+  --health CMD       health check of the second rollout (default 'test -f /etc/marker')
+  --daemon-pid PID   the daemon's pid, for its memory (default: the forker's parent)";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Suite {
+    Lifecycle,
+    Snapshots,
+    Rollout,
+}
 
 #[derive(Debug)]
-struct Args {
-    socket: PathBuf,
-    state_dir: PathBuf,
-    work: PathBuf,
-    mayfly: PathBuf,
-    crun: PathBuf,
-    runs: usize,
-    warmup: usize,
-    id_base: u32,
-    userns: bool,
-    crun_seccomp: bool,
-    json: bool,
-    json_out: Option<PathBuf>,
+pub struct Args {
+    pub suite: Suite,
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    pub work: PathBuf,
+    pub mayfly: PathBuf,
+    pub crun: PathBuf,
+    pub runs: usize,
+    pub warmup: usize,
+    pub id_base: u32,
+    pub userns: bool,
+    pub crun_seccomp: bool,
+    pub json: bool,
+    pub json_out: Option<PathBuf>,
+    pub sizes: Vec<u64>,
+    pub big_mb: u64,
+    pub seed: u64,
+    pub publish: bool,
+    pub instances: usize,
+    pub wave: usize,
+    pub health: String,
+    pub daemon_pid: Option<u32>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -56,19 +97,30 @@ fn parse_args() -> Result<Args, String> {
     let mut socket = None;
     let mut state_dir = None;
     let mut work = None;
+    let mut runs = None;
+    let mut warmup = None;
     let mut a = Args {
+        suite: Suite::Lifecycle,
         socket: PathBuf::new(),
         state_dir: PathBuf::new(),
         work: PathBuf::new(),
         mayfly: PathBuf::from("target/release/mayfly"),
         crun: PathBuf::from("/usr/bin/crun"),
-        runs: 50,
-        warmup: 5,
+        runs: 0,
+        warmup: 0,
         id_base: 1_879_048_192,
         userns: true,
         crun_seccomp: true,
         json: false,
         json_out: None,
+        sizes: vec![0, 1, 10, 100],
+        big_mb: 200,
+        seed: 1,
+        publish: true,
+        instances: 100,
+        wave: 10,
+        health: "test -f /etc/marker".into(),
+        daemon_pid: None,
     };
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
@@ -78,15 +130,63 @@ fn parse_args() -> Result<Args, String> {
             "--work" => work = Some(PathBuf::from(value("--work")?)),
             "--mayfly" => a.mayfly = PathBuf::from(value("--mayfly")?),
             "--crun" => a.crun = PathBuf::from(value("--crun")?),
+            "--suite" => {
+                a.suite = match value("--suite")?.as_str() {
+                    "lifecycle" => Suite::Lifecycle,
+                    "snapshots" => Suite::Snapshots,
+                    "rollout" => Suite::Rollout,
+                    other => return Err(format!("unknown suite {other}")),
+                }
+            }
             "--runs" => {
-                a.runs = value("--runs")?
-                    .parse()
-                    .map_err(|e| format!("--runs: {e}"))?
+                runs = Some(
+                    value("--runs")?
+                        .parse()
+                        .map_err(|e| format!("--runs: {e}"))?,
+                )
             }
             "--warmup" => {
-                a.warmup = value("--warmup")?
+                warmup = Some(
+                    value("--warmup")?
+                        .parse()
+                        .map_err(|e| format!("--warmup: {e}"))?,
+                )
+            }
+            "--sizes" => {
+                a.sizes = value("--sizes")?
+                    .split(',')
+                    .map(|x| x.trim().parse::<u64>())
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| format!("--sizes: {e}"))?
+            }
+            "--big-mb" => {
+                a.big_mb = value("--big-mb")?
                     .parse()
-                    .map_err(|e| format!("--warmup: {e}"))?
+                    .map_err(|e| format!("--big-mb: {e}"))?
+            }
+            "--seed" => {
+                a.seed = value("--seed")?
+                    .parse()
+                    .map_err(|e| format!("--seed: {e}"))?
+            }
+            "--no-publish" => a.publish = false,
+            "--instances" => {
+                a.instances = value("--instances")?
+                    .parse()
+                    .map_err(|e| format!("--instances: {e}"))?
+            }
+            "--wave" => {
+                a.wave = value("--wave")?
+                    .parse()
+                    .map_err(|e| format!("--wave: {e}"))?
+            }
+            "--health" => a.health = value("--health")?,
+            "--daemon-pid" => {
+                a.daemon_pid = Some(
+                    value("--daemon-pid")?
+                        .parse()
+                        .map_err(|e| format!("--daemon-pid: {e}"))?,
+                )
             }
             "--id-base" => {
                 a.id_base = value("--id-base")?
@@ -104,67 +204,27 @@ fn parse_args() -> Result<Args, String> {
     a.socket = socket.ok_or("--socket is required")?;
     a.state_dir = state_dir.ok_or("--state-dir is required")?;
     a.work = work.ok_or("--work is required")?;
+    let (default_runs, default_warmup) = match a.suite {
+        Suite::Lifecycle => (50, 5),
+        Suite::Snapshots => (20, 1),
+        Suite::Rollout => (10, 1),
+    };
+    a.runs = runs.unwrap_or(default_runs);
+    a.warmup = warmup.unwrap_or(default_warmup);
     if a.runs == 0 {
         return Err("--runs must be at least 1".into());
     }
+    if a.instances == 0 || a.wave == 0 {
+        return Err("--instances and --wave must be at least 1".into());
+    }
     Ok(a)
-}
-
-/// Linear interpolation between closest ranks (numpy's default), on sorted `v`.
-fn percentile(v: &[f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let pos = p * (v.len() - 1) as f64;
-    let lo = pos.floor() as usize;
-    let hi = pos.ceil() as usize;
-    v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
-}
-
-#[derive(Debug, Default)]
-struct Series {
-    ms: Vec<f64>,
-}
-
-impl Series {
-    fn push(&mut self, d: Duration) {
-        self.ms.push(d.as_secs_f64() * 1000.0);
-    }
-    fn sorted(&self) -> Vec<f64> {
-        let mut v = self.ms.clone();
-        v.sort_by(f64::total_cmp);
-        v
-    }
-    fn median(&self) -> f64 {
-        percentile(&self.sorted(), 0.5)
-    }
-    fn p90(&self) -> f64 {
-        percentile(&self.sorted(), 0.9)
-    }
-    fn json(&self) -> serde_json::Value {
-        let s = self.sorted();
-        let mean = s.iter().sum::<f64>() / s.len().max(1) as f64;
-        json!({
-            "n": s.len(),
-            "median_ms": round3(percentile(&s, 0.5)),
-            "p90_ms": round3(percentile(&s, 0.9)),
-            "min_ms": round3(s.first().copied().unwrap_or(f64::NAN)),
-            "max_ms": round3(s.last().copied().unwrap_or(f64::NAN)),
-            "mean_ms": round3(mean),
-            "samples_ms": self.ms.iter().map(|x| round3(*x)).collect::<Vec<_>>(),
-        })
-    }
 }
 
 /// A stop at least this long ran into mayfly's default 10 s stop timeout.
 const SLOW_STOP_MS: f64 = 9_900.0;
 
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
-}
-
 /// `hybrid`, `unified` or `legacy`, from the file system types under /sys/fs/cgroup.
-fn cgroup_mode() -> &'static str {
+pub fn cgroup_mode() -> &'static str {
     const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
     let fstype = |p: &str| -> Option<i64> {
         let c = std::ffi::CString::new(p).ok()?;
@@ -179,30 +239,6 @@ fn cgroup_mode() -> &'static str {
         "hybrid (v1 controllers, v2 at /sys/fs/cgroup/unified)"
     } else {
         "legacy (v1)"
-    }
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
-/// The one `blake3-*` directory under `<state>/layers`.
-fn find_layer(state: &Path) -> io::Result<PathBuf> {
-    let mut found = Vec::new();
-    for e in std::fs::read_dir(state.join("layers"))? {
-        let e = e?;
-        if e.file_name().to_string_lossy().starts_with("blake3-") && e.file_type()?.is_dir() {
-            found.push(e.path());
-        }
-    }
-    match found.len() {
-        1 => Ok(found.remove(0)),
-        n => Err(io::Error::other(format!(
-            "expected exactly one layer under {}/layers (a fresh daemon's built-in busybox), found {n}",
-            state.display()
-        ))),
     }
 }
 
@@ -256,7 +292,12 @@ fn main() {
             std::process::exit(2);
         }
     };
-    match run(&args) {
+    let result = match args.suite {
+        Suite::Lifecycle => run(&args),
+        Suite::Snapshots => snapshots::run(&args),
+        Suite::Rollout => rollout::run(&args),
+    };
+    match result {
         Ok(()) => {}
         Err(e) => {
             eprintln!("mayfly-bench: {e}");
@@ -265,7 +306,8 @@ fn main() {
     }
 }
 
-fn note(args: &Args, msg: &str) {
+/// Progress and remarks: on stdout with the table, on stderr with `--json`.
+pub fn note(args: &Args, msg: &str) {
     if args.json {
         eprintln!("{msg}");
     } else {
@@ -278,11 +320,11 @@ fn run(args: &Args) -> io::Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         return Err(io::Error::other("run as root"));
     }
-    let layer = find_layer(&args.state_dir)?;
     let mayfly = cases::Mayfly {
         bin: args.mayfly.clone(),
         socket: args.socket.clone(),
     };
+    let layer = mayfly.single_layer(&args.state_dir, "busybox")?;
     let info = mayfly.info()?;
     let mayfly_userns = info["user_namespaces"].as_bool();
 
