@@ -444,12 +444,7 @@ fn run(args: &Args) -> io::Result<()> {
             "mayfly_launch_stop/floor": ratio(ls.p90(), f.p90()),
         },
     });
-    let text = serde_json::to_string_pretty(&results).map_err(io::Error::other)?;
-    if let Some(p) = &args.json_out {
-        std::fs::write(p, format!("{text}\n"))?;
-    }
-    if args.json {
-        println!("{text}");
+    if crate::emit_json(args, &results)? {
         return Ok(());
     }
 
@@ -609,4 +604,17 @@ fn measure(
     }
     eprintln!();
     Ok(Measured(s, load))
+}
+
+/// Writes `results` to `--json-out` if given; prints them instead of the table with `--json`
+/// (returns whether it did).
+pub fn emit_json(args: &Args, results: &serde_json::Value) -> io::Result<bool> {
+    let text = serde_json::to_string_pretty(results).map_err(io::Error::other)?;
+    if let Some(p) = &args.json_out {
+        std::fs::write(p, format!("{text}\n"))?;
+    }
+    if args.json {
+        println!("{text}");
+    }
+    Ok(args.json)
 }

@@ -602,12 +602,7 @@ fn report(
         "rollout_all_in_one_wave": s.back.json(),
         "rollout_all_in_one_wave_per_reset": s.back_resets.json(),
     });
-    let text = serde_json::to_string_pretty(&results).map_err(io::Error::other)?;
-    if let Some(p) = &args.json_out {
-        std::fs::write(p, format!("{text}\n"))?;
-    }
-    if args.json {
-        println!("{text}");
+    if crate::emit_json(args, &results)? {
         return Ok(());
     }
     let get = |k: &str| disk.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);

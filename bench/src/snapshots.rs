@@ -502,12 +502,7 @@ fn report(
         "constant_in_template_size": constant,
         "linear_fit_of_medians": linear,
     });
-    let text = serde_json::to_string_pretty(&results).map_err(io::Error::other)?;
-    if let Some(p) = &args.json_out {
-        std::fs::write(p, format!("{text}\n"))?;
-    }
-    if args.json {
-        println!("{text}");
+    if crate::emit_json(args, &results)? {
         return Ok(());
     }
 
