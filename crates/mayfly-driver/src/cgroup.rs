@@ -6,6 +6,11 @@
 //! or soon (cpu, cpuacct, cpuset, memory, pids, freezer, blkio, devices); on v2 the one
 //! unified tree. In a hybrid layout the controllers live in v1, so it is driven as v1.
 //!
+//! The operator can force a layout (`mayfly daemon --cgroup-layout v1|v2`): `v2` on a hybrid
+//! host drives the unified hierarchy even though it holds no controllers (freezing, killing
+//! and accounting of processes work; limits of later issues need the controllers), which is
+//! also how the test suite exercises the v2 code on a hybrid machine.
+//!
 //! Invariants: a group is created before its first process joins, and removed only once it is
 //! empty; removal retries briefly because the kernel empties a group a moment after its last
 //! process has been reaped.
@@ -37,6 +42,44 @@ impl CgroupMode {
     }
 }
 
+/// Which layout to drive: the detected one, or one the operator insists on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CgroupLayout {
+    /// Whatever the host has (hybrid is driven as v1).
+    #[default]
+    Auto,
+    /// The v1 controller hierarchies, even beside a cgroup2 mount.
+    V1,
+    /// The unified hierarchy, even when the controllers are bound to v1 hierarchies.
+    V2,
+}
+
+impl CgroupLayout {
+    /// `auto`, `v1` or `v2`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CgroupLayout::Auto => "auto",
+            CgroupLayout::V1 => "v1",
+            CgroupLayout::V2 => "v2",
+        }
+    }
+}
+
+impl std::str::FromStr for CgroupLayout {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(CgroupLayout::Auto),
+            "v1" => Ok(CgroupLayout::V1),
+            "v2" => Ok(CgroupLayout::V2),
+            other => Err(format!(
+                "unknown cgroup layout `{other}`: use auto, v1 or v2"
+            )),
+        }
+    }
+}
+
 /// A cgroup operation that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
@@ -45,6 +88,14 @@ pub enum CgroupError {
         "no cgroup hierarchy is mounted (looked for cgroup2 and v1 controllers in /proc/self/mountinfo)"
     )]
     NotMounted,
+    /// The layout asked for is not mounted on this host.
+    #[error(
+        "cgroup layout {wanted} was asked for, but this host has no {wanted} hierarchy mounted (start the daemon with --cgroup-layout auto)"
+    )]
+    LayoutUnavailable {
+        /// `v1` or `v2`.
+        wanted: &'static str,
+    },
     /// Reading the mount table failed.
     #[error("cannot read /proc/self/mountinfo")]
     MountInfo(#[source] io::Error),
@@ -100,12 +151,22 @@ impl Hierarchy {
 impl Cgroups {
     /// Finds the hierarchies from `/proc/self/mountinfo`.
     pub fn detect() -> Result<Cgroups, CgroupError> {
-        let mountinfo =
-            fs::read_to_string("/proc/self/mountinfo").map_err(CgroupError::MountInfo)?;
-        Self::from_mountinfo(&mountinfo)
+        Self::detect_as(CgroupLayout::Auto)
     }
 
+    /// Finds the hierarchies of `layout` from `/proc/self/mountinfo`.
+    pub fn detect_as(layout: CgroupLayout) -> Result<Cgroups, CgroupError> {
+        let mountinfo =
+            fs::read_to_string("/proc/self/mountinfo").map_err(CgroupError::MountInfo)?;
+        Self::from_mountinfo_as(&mountinfo, layout)
+    }
+
+    #[cfg(test)]
     fn from_mountinfo(mountinfo: &str) -> Result<Cgroups, CgroupError> {
+        Self::from_mountinfo_as(mountinfo, CgroupLayout::Auto)
+    }
+
+    fn from_mountinfo_as(mountinfo: &str, layout: CgroupLayout) -> Result<Cgroups, CgroupError> {
         let mut v2: Option<PathBuf> = None;
         let mut v1: Vec<Hierarchy> = Vec::new();
         for line in mountinfo.lines() {
@@ -140,23 +201,34 @@ impl Cgroups {
                 _ => {}
             }
         }
-        match (v2, v1.is_empty()) {
-            (Some(_), false) => Ok(Cgroups {
-                mode: CgroupMode::Hybrid,
-                roots: v1,
-            }),
-            (None, false) => Ok(Cgroups {
+        match (layout, v2, v1.is_empty()) {
+            (CgroupLayout::V2, None, _) => Err(CgroupError::LayoutUnavailable { wanted: "v2" }),
+            (CgroupLayout::V1, _, true) => Err(CgroupError::LayoutUnavailable { wanted: "v1" }),
+            (CgroupLayout::V2, Some(mount), _) => Ok(Cgroups::unified(mount)),
+            (CgroupLayout::V1, _, false) => Ok(Cgroups {
                 mode: CgroupMode::V1,
                 roots: v1,
             }),
-            (Some(mount), true) => Ok(Cgroups {
-                mode: CgroupMode::V2,
-                roots: vec![Hierarchy {
-                    mount,
-                    controllers: Vec::new(),
-                }],
+            (CgroupLayout::Auto, Some(_), false) => Ok(Cgroups {
+                mode: CgroupMode::Hybrid,
+                roots: v1,
             }),
-            (None, true) => Err(CgroupError::NotMounted),
+            (CgroupLayout::Auto, None, false) => Ok(Cgroups {
+                mode: CgroupMode::V1,
+                roots: v1,
+            }),
+            (CgroupLayout::Auto, Some(mount), true) => Ok(Cgroups::unified(mount)),
+            (CgroupLayout::Auto, None, true) => Err(CgroupError::NotMounted),
+        }
+    }
+
+    fn unified(mount: PathBuf) -> Cgroups {
+        Cgroups {
+            mode: CgroupMode::V2,
+            roots: vec![Hierarchy {
+                mount,
+                controllers: Vec::new(),
+            }],
         }
     }
 
@@ -435,6 +507,54 @@ mod tests {
         assert_eq!(cg.mode(), CgroupMode::V1);
         assert!(cg.roots[0].has("cpuacct"));
         assert!(Cgroups::from_mountinfo("").is_err());
+    }
+
+    #[test]
+    fn a_forced_layout_picks_its_hierarchies_or_says_it_is_missing() {
+        let v2 = Cgroups::from_mountinfo_as(HYBRID, CgroupLayout::V2).unwrap();
+        assert_eq!(v2.mode(), CgroupMode::V2);
+        let mounts: Vec<_> = v2.roots.iter().map(|h| h.mount.to_str().unwrap()).collect();
+        assert_eq!(mounts, ["/sys/fs/cgroup/unified"]);
+        let v1 = Cgroups::from_mountinfo_as(HYBRID, CgroupLayout::V1).unwrap();
+        assert_eq!(v1.mode(), CgroupMode::V1);
+        assert_eq!(v1.roots.len(), 2);
+
+        let pure_v1 = "27 25 0:24 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n";
+        let e = Cgroups::from_mountinfo_as(pure_v1, CgroupLayout::V2).unwrap_err();
+        assert!(e.to_string().contains("no v2 hierarchy"), "{e}");
+        let pure_v2 = "30 1 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+        let e = Cgroups::from_mountinfo_as(pure_v2, CgroupLayout::V1).unwrap_err();
+        assert!(e.to_string().contains("no v1 hierarchy"), "{e}");
+        assert!("v3".parse::<CgroupLayout>().is_err());
+        assert_eq!("v2".parse::<CgroupLayout>(), Ok(CgroupLayout::V2));
+    }
+
+    /// Drives the real unified hierarchy of this host (as root): a group is created, a
+    /// process joins it, is frozen and thawed, killed through the group, and the group goes.
+    /// On a hybrid host this is the only way the v2 paths run against a kernel.
+    #[test]
+    fn the_v2_operations_work_on_the_real_unified_hierarchy() {
+        let cg = Cgroups::detect_as(CgroupLayout::V2).expect("a cgroup2 mount");
+        let rel = format!("mayfly-unit-{}/g", std::process::id());
+        cg.create(&rel).unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let pid = i32::try_from(child.id()).unwrap();
+        cg.add_process(&rel, pid).unwrap();
+        assert_eq!(cg.pids(&rel).unwrap(), [pid]);
+        cg.set_frozen(&rel, true).unwrap();
+        let events = fs::read_to_string(cg.roots[0].mount.join(&rel).join("cgroup.events"));
+        assert!(events.unwrap().contains("frozen 1"));
+        cg.set_frozen(&rel, false).unwrap();
+        cg.kill_all(&rel).unwrap();
+        let status = child.wait().unwrap();
+        assert!(!status.success(), "killed through the group: {status}");
+        cg.remove(&rel).unwrap();
+        let parent = rel.split('/').next().unwrap();
+        assert!(cg.remove_if_unused(parent));
+        assert!(!cg.exists(&rel));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
+use crate::cgroup::{CgroupLayout, Cgroups};
 use crate::forker::ForkerPaths;
 use crate::protocol::{
     self, ContainerState, Envelope, Event, Failure, FromForker, PROTOCOL_VERSION, Reply, Request,
@@ -39,24 +40,27 @@ pub struct ForkerClient {
     state_dir: PathBuf,
     exe: PathBuf,
     cgroup_parent: String,
+    cgroup_layout: CgroupLayout,
     conn: Mutex<Option<Arc<Conn>>>,
     events: mpsc::UnboundedSender<DriverEvent>,
     forker_pid: std::sync::atomic::AtomicI32,
 }
 
 impl ForkerClient {
-    /// A client that starts `exe forker` for `state_dir` when no forker runs. Events go to
-    /// `events`.
+    /// A client that starts `exe forker` for `state_dir` when no forker runs, driving the
+    /// cgroups of `cgroup_layout`. Events go to `events`.
     pub fn new(
         state_dir: &Path,
         exe: &Path,
         cgroup_parent: &str,
+        cgroup_layout: CgroupLayout,
         events: mpsc::UnboundedSender<DriverEvent>,
     ) -> Self {
         ForkerClient {
             state_dir: state_dir.to_owned(),
             exe: exe.to_owned(),
             cgroup_parent: cgroup_parent.to_owned(),
+            cgroup_layout,
             conn: Mutex::new(None),
             events,
             forker_pid: std::sync::atomic::AtomicI32::new(0),
@@ -82,12 +86,25 @@ impl ForkerClient {
             Reply::Hello {
                 protocol,
                 pid,
+                cgroup_mode,
                 containers,
             } => {
                 if protocol != PROTOCOL_VERSION {
                     return Err(DriverError::ProtocolMismatch {
                         expected: PROTOCOL_VERSION,
                         found: protocol,
+                    });
+                }
+                // A forker outlives daemons: one started with another --cgroup-layout keeps
+                // its instances in other hierarchies, where this daemon would not find them.
+                let wanted = Cgroups::detect_as(self.cgroup_layout)
+                    .map(|c| c.mode().as_str())
+                    .unwrap_or_default();
+                if !cgroup_mode.is_empty() && cgroup_mode != wanted {
+                    return Err(DriverError::CgroupMismatch {
+                        pid,
+                        forker: cgroup_mode,
+                        wanted: wanted.to_owned(),
                     });
                 }
                 self.forker_pid.store(pid, Ordering::Relaxed);
@@ -190,6 +207,8 @@ impl ForkerClient {
             .arg(&self.state_dir)
             .arg("--cgroup-parent")
             .arg(&self.cgroup_parent)
+            .arg("--cgroup-layout")
+            .arg(self.cgroup_layout.as_str())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(log)

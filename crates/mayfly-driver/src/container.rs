@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use tokio::sync::mpsc;
 
+use crate::cgroup::CgroupLayout;
 use crate::client::ForkerClient;
 use crate::protocol::{ContainerState, LogTarget, Reply, Request};
 use crate::spec::{ContainerSpec, ProcessSpec, StdioSpec};
@@ -36,15 +37,16 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl ContainerDriver {
     /// A driver whose forker (started from `exe` when needed) serves `state_dir` and puts
-    /// instance cgroups under `cgroup_parent`.
+    /// instance cgroups under `cgroup_parent`, in the hierarchies of `cgroup_layout`.
     pub fn new(
         state_dir: &Path,
         exe: &Path,
         cgroup_parent: &str,
+        cgroup_layout: CgroupLayout,
         events: mpsc::UnboundedSender<DriverEvent>,
     ) -> Self {
         ContainerDriver {
-            client: ForkerClient::new(state_dir, exe, cgroup_parent, events),
+            client: ForkerClient::new(state_dir, exe, cgroup_parent, cgroup_layout, events),
             cgroup_parent: cgroup_parent.to_owned(),
             log_readers: std::sync::Mutex::new(HashMap::new()),
         }

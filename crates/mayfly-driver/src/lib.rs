@@ -53,6 +53,18 @@ pub enum DriverError {
         /// Theirs.
         found: u32,
     },
+    /// The running forker drives another cgroup layout than this daemon was asked for.
+    #[error(
+        "the running forker (pid {pid}) keeps its instances in {forker} cgroups, but this daemon was started for {wanted}; start the daemon with the same --cgroup-layout, or stop its instances first"
+    )]
+    CgroupMismatch {
+        /// The forker's pid.
+        pid: i32,
+        /// The forker's mode.
+        forker: String,
+        /// Ours.
+        wanted: String,
+    },
     /// Preparing or removing files of an instance failed.
     #[error("{action} `{path}`")]
     Files {

@@ -147,6 +147,9 @@ pub enum Reply {
         protocol: u32,
         /// The forker's pid.
         pid: i32,
+        /// The cgroup mode it drives (`v2`, `v1`, `hybrid`); empty from older forkers.
+        #[serde(default)]
+        cgroup_mode: String,
         /// Containers it tracks, running or ended and not yet released.
         containers: Vec<ContainerState>,
     },

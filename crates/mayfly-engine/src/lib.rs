@@ -65,6 +65,8 @@ pub struct EngineConfig {
     /// Where downloaded packages are kept between builds (debootstrap, apt); shared by
     /// daemons that point at the same directory.
     pub cache_dir: PathBuf,
+    /// Which cgroup hierarchies to drive (`Auto`: what the host has).
+    pub cgroup_layout: mayfly_driver::cgroup::CgroupLayout,
 }
 
 /// Locks a std mutex, ignoring poisoning (a panicked holder leaves consistent data here:
@@ -114,7 +116,7 @@ impl Engine {
                 .map_err(|e| EngineError::Internal(e.to_string()))??
         };
         let trash = Trash::start(layout.trash());
-        let cgroup_mode = mayfly_driver::cgroup::Cgroups::detect()
+        let cgroup_mode = mayfly_driver::cgroup::Cgroups::detect_as(config.cgroup_layout)
             .map(|c| c.mode().as_str())
             .map_err(|e| EngineError::Unavailable(mayfly_driver::error_chain(&e)))?;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -122,6 +124,7 @@ impl Engine {
             &config.state_dir,
             &config.exe,
             &cgroup_parent(&config.state_dir),
+            config.cgroup_layout,
             events_tx,
         ));
         let userns_off = driver

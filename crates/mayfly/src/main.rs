@@ -22,7 +22,11 @@ fn main() {
         Command::Forker(args) => {
             raise_open_files_limit();
             // No tokio, no tracing subscriber threads: this process forks.
-            match mayfly_driver::forker::run(&args.state_dir, &args.cgroup_parent) {
+            match mayfly_driver::forker::run(
+                &args.state_dir,
+                &args.cgroup_parent,
+                args.cgroup_layout,
+            ) {
                 Ok(()) => 0,
                 Err(mayfly_driver::forker::ForkerError::AlreadyRunning) => 0,
                 Err(e) => {
@@ -81,6 +85,7 @@ fn daemon_main(args: cli::DaemonArgs, socket: std::path::PathBuf) -> i32 {
         busybox: args.busybox,
         log_max_bytes: args.log_max_size,
         cache_dir: args.cache_dir,
+        cgroup_layout: args.cgroup_layout,
     };
     match runtime.block_on(daemon::run(options)) {
         Ok(()) => 0,

@@ -27,7 +27,7 @@ use rustix::event::epoll;
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
 
-use crate::cgroup::Cgroups;
+use crate::cgroup::{CgroupLayout, Cgroups};
 use crate::protocol::{
     self, ContainerState, Envelope, Event, Failure, FailureKind, FromForker, PROTOCOL_VERSION,
     Reply, Request,
@@ -125,11 +125,16 @@ struct Forker {
 }
 
 /// Runs the forker for `state_dir` until it has nothing left to do. `cgroup_parent` is the
-/// group under which instance groups live (removed when the forker leaves, if empty).
+/// group under which instance groups live (removed when the forker leaves, if empty), in the
+/// hierarchies of `cgroup_layout`.
 ///
 /// Prints `ready <pid>` on standard output once it accepts connections, then points standard
 /// output at standard error.
-pub fn run(state_dir: &Path, cgroup_parent: &str) -> Result<(), ForkerError> {
+pub fn run(
+    state_dir: &Path,
+    cgroup_parent: &str,
+    cgroup_layout: CgroupLayout,
+) -> Result<(), ForkerError> {
     // Seal our executable into a memfd first: a container process that reaches a forker child
     // before exec (through /proc/<pid>/exe) must not be able to overwrite mayfly on the host
     // (CVE-2019-5736). This re-executes the process once.
@@ -147,7 +152,8 @@ pub fn run(state_dir: &Path, cgroup_parent: &str) -> Result<(), ForkerError> {
     if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
         return Err(ForkerError::AlreadyRunning);
     }
-    let cgroups = Cgroups::detect().map_err(|e| startup("detect cgroups")(io::Error::other(e)))?;
+    let cgroups = Cgroups::detect_as(cgroup_layout)
+        .map_err(|e| startup("detect cgroups")(io::Error::other(e)))?;
     let listener = rustix::net::socket_with(
         AddressFamily::UNIX,
         SocketType::SEQPACKET,
@@ -378,6 +384,7 @@ impl Forker {
                 Ok(Reply::Hello {
                     protocol: PROTOCOL_VERSION,
                     pid: rustix::process::getpid().as_raw_nonzero().get(),
+                    cgroup_mode: self.cgroups.mode().as_str().to_owned(),
                     containers,
                 })
             }

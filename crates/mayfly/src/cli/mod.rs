@@ -169,6 +169,16 @@ pub struct DaemonArgs {
     /// Size in bytes at which an instance's console log is rotated (one old file is kept).
     #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
     pub log_max_size: u64,
+    /// Cgroup hierarchies to drive: auto (what the host has; a hybrid host is driven through
+    /// its v1 controllers), v1, or v2 (the unified hierarchy even on a hybrid host, where it
+    /// holds no controllers: freezing and killing work, resource limits do not).
+    #[arg(
+        long,
+        env = "MAYFLY_CGROUP_LAYOUT",
+        default_value = "auto",
+        value_name = "LAYOUT"
+    )]
+    pub cgroup_layout: mayfly_driver::cgroup::CgroupLayout,
 }
 
 /// `mayfly forker`.
@@ -180,6 +190,9 @@ pub struct ForkerArgs {
     /// Cgroup under which instance groups live.
     #[arg(long)]
     pub cgroup_parent: String,
+    /// Cgroup hierarchies to drive.
+    #[arg(long, default_value = "auto")]
+    pub cgroup_layout: mayfly_driver::cgroup::CgroupLayout,
 }
 
 /// `--json`.

@@ -28,6 +28,8 @@ pub struct DaemonOptions {
     pub log_max_bytes: u64,
     /// Package cache of builds (default `<state>/cache`).
     pub cache_dir: Option<PathBuf>,
+    /// Which cgroup hierarchies to drive.
+    pub cgroup_layout: mayfly_driver::cgroup::CgroupLayout,
 }
 
 fn lock_state_dir(state_dir: &Path) -> anyhow::Result<std::fs::File> {
@@ -93,6 +95,7 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
             .cache_dir
             .clone()
             .unwrap_or_else(|| state_dir.join("cache")),
+        cgroup_layout: options.cgroup_layout,
     })
     .await
     .map_err(|e| anyhow::anyhow!(mayfly_driver::error_chain(&e)))
