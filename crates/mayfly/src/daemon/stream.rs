@@ -369,14 +369,21 @@ async fn read_opt(r: &mut Option<pipe::Receiver>, buf: &mut [u8]) -> std::io::Re
 }
 
 /// Sends what `r` holds right now, without waiting for more.
+///
+/// This reads the descriptor itself (it is non-blocking) instead of `try_read`: tokio's
+/// `try_read` answers "would block" without reading while it has not yet seen the pipe
+/// become readable, which dropped the whole output of a short process whose exit arrived
+/// before that readiness did.
 async fn drain<W: tokio::io::AsyncWrite + Unpin>(
     r: &mut pipe::Receiver,
     frame: fn(Vec<u8>) -> Frame,
     wr: &mut W,
     buf: &mut [u8],
 ) {
+    use std::os::fd::AsFd;
     loop {
-        match r.try_read(buf) {
+        // EAGAIN: nothing more right now; EIO: a terminal whose other side is closed.
+        match rustix::io::read(r.as_fd(), &mut *buf) {
             Ok(0) | Err(_) => return,
             Ok(n) => {
                 if send(wr, frame(buf[..n].to_vec())).await.is_err() {
