@@ -55,29 +55,55 @@ impl LogPump {
         }
     }
 
-    fn write(&mut self, data: &[u8]) {
-        let len = u64::try_from(data.len()).unwrap_or(u64::MAX);
-        if self.size > 0 && self.size + len > self.max_bytes {
-            self.rotate();
-        }
-        // A full disk or removed directory must not stop the container: drop the output.
-        if self.file.write_all(data).is_ok() {
-            self.size += len;
+    /// Appends `data`, rotating as often as needed so that no file passes the limit (a
+    /// chunk larger than the room left is cut, at its last line end inside that room when
+    /// there is one).
+    fn write(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let room =
+                usize::try_from(self.max_bytes.saturating_sub(self.size)).unwrap_or(usize::MAX);
+            if room == 0 || (room < data.len() && self.size > 0 && !data[..room].contains(&b'\n')) {
+                // Full, or the next line would be cut although a fresh file can take more
+                // of it: start a new file.
+                if !self.rotate() {
+                    return; // cannot open a new file: drop the output, never block the init
+                }
+                continue;
+            }
+            let take = if data.len() <= room {
+                data.len()
+            } else {
+                data[..room]
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .map_or(room, |i| i + 1)
+            };
+            // A full disk or removed directory must not stop the container: drop the output.
+            if self.file.write_all(&data[..take]).is_err() {
+                return;
+            }
+            self.size += u64::try_from(take).unwrap_or(u64::MAX);
+            data = &data[take..];
         }
     }
 
-    fn rotate(&mut self) {
+    /// Makes the current file the old one and starts a new one; `false` if that failed.
+    fn rotate(&mut self) -> bool {
         let mut old = self.path.clone().into_os_string();
         old.push(".1");
         let _ = std::fs::rename(&self.path, old);
-        if let Ok(file) = OpenOptions::new()
+        match OpenOptions::new()
             .create(true)
             .write(true)
             .truncate(true)
             .open(&self.path)
         {
-            self.file = file;
-            self.size = 0;
+            Ok(file) => {
+                self.file = file;
+                self.size = 0;
+                true
+            }
+            Err(_) => false,
         }
     }
 }
@@ -102,5 +128,33 @@ mod tests {
         let previous = std::fs::read(dir.path().join("console.log.1")).unwrap();
         assert_eq!(current, vec![b'e'; 3000]);
         assert_eq!(previous, vec![b'd'; 3000]);
+    }
+
+    #[test]
+    fn a_chunk_larger_than_the_limit_never_makes_a_file_pass_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.log");
+        let old = dir.path().join("console.log.1");
+        let (r, w) = rustix::pipe::pipe().unwrap();
+        let mut pump = LogPump::open(r, path.clone(), 4096).unwrap();
+        let lines: String = (0..3000).map(|i| format!("line-{i}\n")).collect();
+        // One read takes up to 16 KiB: far more than one file may hold.
+        rustix::io::write(&w, &lines.as_bytes()[..12 * 1024]).unwrap();
+        assert!(pump.pump());
+        let previous = String::from_utf8(std::fs::read(&old).unwrap()).unwrap();
+        assert!(
+            previous.len() <= 4096 && previous.len() > 4000,
+            "{}",
+            previous.len()
+        );
+        assert!(previous.ends_with('\n'), "files are cut at line ends");
+        assert!(previous.lines().all(|l| l.starts_with("line-")));
+        assert!(std::fs::metadata(&path).unwrap().len() <= 4096);
+
+        // Output without any line end is cut where a file must end; the newest stays.
+        rustix::io::write(&w, &[b'x'; 9000]).unwrap();
+        assert!(pump.pump());
+        assert_eq!(std::fs::read(&old).unwrap(), vec![b'x'; 4096]);
+        assert_eq!(std::fs::read(&path).unwrap(), vec![b'x'; 9000 - 2 * 4096]);
     }
 }
