@@ -276,6 +276,7 @@ impl Engine {
             last_exit: None,
             writable_gen: 1,
             writable_version: None,
+            layer_since: None,
             next_run: None,
         };
         let dir = self.layout.instance_dir(&rec.id);

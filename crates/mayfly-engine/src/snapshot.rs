@@ -473,6 +473,7 @@ impl Engine {
                     last_exit: None,
                     writable_gen: 1,
                     writable_version: Some(version),
+                    layer_since: Some(version),
                     next_run: Some(NextRun {
                         version: Some(version),
                         keep_writable: true,

@@ -606,7 +606,15 @@ impl Engine {
             if inst.mode != Mode::Persistent || inst.pinned_version.is_some() {
                 continue;
             }
-            let Some(since) = inst.writable_version.filter(|v| *v != t.current_version) else {
+            // Measured from where the layer's changes began (a restart onto a newer version
+            // does not make them stop hiding it), or, when that version is gone, from the
+            // version it last ran on.
+            let Some(since) = inst
+                .layer_since
+                .filter(|v| t.version(*v).is_some())
+                .or(inst.writable_version)
+                .filter(|v| *v != t.current_version)
+            else {
                 continue;
             };
             let old: HashSet<&str> = t

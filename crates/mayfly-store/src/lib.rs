@@ -281,6 +281,10 @@ pub struct InstanceRecord {
     pub writable_gen: u64,
     /// The template version the writable layer was last run on.
     pub writable_version: Option<u32>,
+    /// The template version the writable layer's changes began on (set at its first start,
+    /// or by a restore or clone, kept while a persistent instance restarts on newer versions,
+    /// cleared by a reset): newer layers whose paths it also changes are hidden by it.
+    pub layer_since: Option<u32>,
     /// What the next start must do differently.
     pub next_run: Option<NextRun>,
 }
@@ -315,6 +319,7 @@ struct RawInstance {
     writable_gen: i64,
     writable_version: Option<i64>,
     next_run: Option<String>,
+    layer_since: Option<i64>,
 }
 
 /// Size of each instance's user-namespace id range.
@@ -827,8 +832,8 @@ impl Store {
                 rec.id_base = Some(Self::free_id_base(&tx)?);
             }
             tx.execute(
-                "INSERT INTO instances (id, name, template, pinned_version, mode, config, id_base, created_at, run, last_exit, writable_gen, writable_version, next_run)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                "INSERT INTO instances (id, name, template, pinned_version, mode, config, id_base, created_at, run, last_exit, writable_gen, writable_version, next_run, layer_since)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
                 params![
                     rec.id,
                     rec.name,
@@ -843,6 +848,7 @@ impl Store {
                     i64_of(rec.writable_gen),
                     rec.writable_version,
                     rec.next_run.as_ref().map(to_json),
+                    rec.layer_since,
                 ],
             )
             .map_err(|e| match e {
@@ -902,6 +908,7 @@ impl Store {
             writable_gen: r.get(10)?,
             writable_version: r.get(11)?,
             next_run: r.get(12)?,
+            layer_since: r.get(13)?,
         })
     }
 
@@ -931,6 +938,10 @@ impl Store {
                 .next_run
                 .map(|s| from_json(&s, "next run"))
                 .transpose()?,
+            layer_since: raw
+                .layer_since
+                .map(|v| to_u32(v, "layer version"))
+                .transpose()?,
             id: raw.id,
             name: raw.name,
             template: raw.template,
@@ -938,7 +949,7 @@ impl Store {
         })
     }
 
-    const INSTANCE_COLUMNS: &'static str = "id, name, template, pinned_version, mode, config, id_base, created_at, run, last_exit, writable_gen, writable_version, next_run";
+    const INSTANCE_COLUMNS: &'static str = "id, name, template, pinned_version, mode, config, id_base, created_at, run, last_exit, writable_gen, writable_version, next_run, layer_since";
 
     /// Every instance, by name.
     pub fn instances(&self) -> Result<Vec<InstanceRecord>, StoreError> {
@@ -1014,9 +1025,13 @@ impl Store {
         run: &RunRecord,
     ) -> Result<(), StoreError> {
         self.durable(mode != Mode::Ephemeral)?;
+        // A persistent layer that already holds changes keeps the version they began on.
+        let kept = mode == Mode::Persistent;
         let result = self.conn.execute(
-            "UPDATE instances SET run = ?2, writable_version = ?3, next_run = NULL WHERE id = ?1",
-            params![id, to_json(run), run.version],
+            "UPDATE instances SET run = ?2, writable_version = ?3, next_run = NULL,
+                 layer_since = CASE WHEN ?4 AND layer_since IS NOT NULL THEN layer_since ELSE ?3 END
+             WHERE id = ?1",
+            params![id, to_json(run), run.version, kept],
         );
         self.durable(true)?;
         result.map(|_| ()).map_err(sql("record instance start"))
@@ -1035,7 +1050,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let tx = self.conn.transaction().map_err(sql("begin"))?;
         tx.execute(
-            "UPDATE instances SET writable_gen = ?2, writable_version = ?3, next_run = ?4 WHERE id = ?1",
+            "UPDATE instances SET writable_gen = ?2, writable_version = ?3, next_run = ?4, layer_since = ?3 WHERE id = ?1",
             params![id, i64_of(generation), version, next_run.map(to_json)],
         )
         .map_err(sql("switch writable layer"))?;

@@ -84,6 +84,9 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE instances ADD COLUMN next_run TEXT;",
     // 3: what a template version is (OS build, application, patch…) and its package list.
     "ALTER TABLE template_versions ADD COLUMN meta TEXT NOT NULL DEFAULT '{}';",
+    // 4: the version a persistent writable layer's changes began on (shadowing reports).
+    "ALTER TABLE instances ADD COLUMN layer_since INTEGER;
+    UPDATE instances SET layer_since = writable_version;",
 ];
 
 /// Brings the database to the newest schema. Refuses a database newer than this binary.

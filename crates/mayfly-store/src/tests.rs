@@ -22,6 +22,7 @@ fn instance(name: &str, template: &str, mode: Mode) -> InstanceRecord {
         last_exit: None,
         writable_gen: 1,
         writable_version: None,
+        layer_since: None,
         next_run: None,
     }
 }
