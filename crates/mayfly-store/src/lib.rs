@@ -322,6 +322,15 @@ struct RawInstance {
     layer_since: Option<i64>,
 }
 
+/// Whether application reference `reference` (`NAME` or `NAME@N`) names template `name`:
+/// `Some(None)` when it follows the name, `Some(Some(n))` when pinned to version n.
+fn app_version(reference: &str, name: &str) -> Option<Option<u32>> {
+    match reference.split_once('@') {
+        None => (reference == name).then_some(None),
+        Some((n, v)) => (n == name).then(|| v.parse().ok()),
+    }
+}
+
 /// Size of each instance's user-namespace id range.
 pub const ID_RANGE: u32 = 65536;
 /// First host id handed to instances (aligned to [`ID_RANGE`], far above ordinary users).
@@ -709,6 +718,14 @@ impl Store {
     pub fn version_users(&self, name: &str, version: u32) -> Result<Vec<String>, StoreError> {
         let mut users = Vec::new();
         for rec in self.instances()? {
+            // As an application: pinned to this version, or following the name while it runs
+            // (it may run any version that was current when it started).
+            if let Some(app) = rec.config.apps.iter().find_map(|a| app_version(a, name)) {
+                if app == Some(version) || (app.is_none() && rec.run.is_some()) {
+                    users.push(rec.name.clone());
+                }
+                continue;
+            }
             if rec.template != name {
                 continue;
             }
@@ -762,17 +779,24 @@ impl Store {
         tx.commit().map_err(sql("commit"))
     }
 
-    /// Names of the instances that use template `name` (pinned or following).
+    /// Names of the instances that use template `name` (pinned or following, as their
+    /// template or as one of their applications).
     pub fn template_users(&self, name: &str) -> Result<Vec<String>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT name FROM instances WHERE template = ?1 ORDER BY name")
-            .map_err(sql("find template users"))?;
-        let rows = stmt
-            .query_map([name], |r| r.get::<_, String>(0))
-            .map_err(sql("find template users"))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(sql("find template users"))
+        let mut users: Vec<String> = self
+            .instances()?
+            .into_iter()
+            .filter(|rec| {
+                rec.template == name
+                    || rec
+                        .config
+                        .apps
+                        .iter()
+                        .any(|a| app_version(a, name).is_some())
+            })
+            .map(|rec| rec.name)
+            .collect();
+        users.sort();
+        Ok(users)
     }
 
     /// Deletes template `name` and all its versions, refusing while instances use it.
