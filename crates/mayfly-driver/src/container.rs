@@ -78,6 +78,23 @@ impl ContainerDriver {
     }
 }
 
+/// The lower directories of an overlay for the layer stack `layers` (lowest first): each
+/// directory once, at its topmost place. overlayfs refuses a directory twice (ELOOP), and a
+/// stack holds one when a patch repeats an earlier layer's content (layers are named by
+/// digest). Dropping the lower copy shows the same tree: every path the layer defines is
+/// found in its upper copy first, and it hides nothing the upper copy does not hide.
+pub fn overlay_lowers(layers: &[PathBuf]) -> Vec<PathBuf> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out: Vec<PathBuf> = layers
+        .iter()
+        .rev()
+        .filter(|l| seen.insert(l.as_path()))
+        .cloned()
+        .collect();
+    out.reverse();
+    out
+}
+
 fn files<'a>(
     action: &'static str,
     path: &'a Path,
@@ -187,7 +204,7 @@ impl Driver for ContainerDriver {
             let container = ContainerSpec {
                 cgroup: self.cgroup_of(&spec.id),
                 hostname: spec.hostname.clone(),
-                layers: spec.layers.clone(),
+                layers: overlay_lowers(&spec.layers),
                 upper: spec.writable.clone(),
                 work: dir.join("work"),
                 rootfs: dir.join("rootfs"),
@@ -326,5 +343,18 @@ impl Driver for ContainerDriver {
             self.keep_reader(&id).await;
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_layer_repeated_in_a_stack_is_kept_at_its_topmost_place() {
+        let p = |s: &str| PathBuf::from(s);
+        let stack = [p("base"), p("a"), p("b"), p("a"), p("c")];
+        assert_eq!(overlay_lowers(&stack), [p("base"), p("b"), p("a"), p("c")]);
+        assert_eq!(overlay_lowers(&stack[..3]), stack[..3]);
     }
 }
