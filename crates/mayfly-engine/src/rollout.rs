@@ -3,8 +3,10 @@
 //! The running transient followers (not pinned, not yet on the current version) are reset in
 //! waves of K: a reset starts them on the current version. After each wave an optional health
 //! check runs inside every instance of the wave. If one fails, the rollout stops, the
-//! template's name is pointed back at the previous version, and every instance already reset
-//! is reset again — onto that previous version. Persistent followers are never reset by a
+//! template's name is pointed back at the previous version — the newest one the followers ran
+//! before the rollout (not merely the number below: after a rollback and a new patch, that
+//! one is the bad version rolled back from) — and every instance already reset is reset
+//! again, onto that version. Persistent followers are never reset by a
 //! rollout (that would discard their data); the paths where their own changes hide the new
 //! version are reported instead.
 
@@ -108,12 +110,6 @@ impl Engine {
         let n = name.to_owned();
         let template = self.db(move |s| s.template(&n)).await?;
         let target = template.current_version;
-        let previous = template
-            .versions
-            .iter()
-            .map(|v| v.version)
-            .filter(|v| *v < target)
-            .max();
         for s in self.shadowed(&template).await? {
             log(RolloutEvent::Shadowed(s));
         }
@@ -129,12 +125,17 @@ impl Engine {
                     .collect())
             })
             .await?;
+        let mut previous: Option<u32> = None;
         let due: Vec<String> = followers
             .into_iter()
             .filter(|f| {
                 lock(&self.slots).get(f).is_some_and(|slot| {
                     let rt = lock(&slot.rt);
-                    rt.state == InstanceState::Running && rt.version != Some(target)
+                    let due = rt.state == InstanceState::Running && rt.version != Some(target);
+                    if due {
+                        previous = previous.max(rt.version);
+                    }
+                    due
                 })
             })
             .collect();
