@@ -10,8 +10,8 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::Method;
 use hyper::body::Frame as BodyFrame;
 use mayfly_api::{
-    CreateInstance, DaemonInfo, ExecRequest, ImportEvent, ImportTemplate, InstanceInfo, Mode,
-    StopRequest, TemplateInfo, paths,
+    ApiError, CreateInstance, DaemonInfo, ErrorCode, ExecRequest, ImportEvent, ImportTemplate,
+    InstanceInfo, Mode, StopRequest, TemplateInfo, paths,
 };
 
 use super::client::{Client, ClientError};
@@ -728,6 +728,33 @@ fn progress_bar(total: Option<u64>) -> indicatif::ProgressBar {
     }
 }
 
+/// What the daemon would refuse before reading an upload (a bad name, a name in use), asked
+/// before sending what may be gigabytes. The daemon checks again: this only saves the upload.
+async fn refuse_before_upload(client: &Client, name: &str) -> Result<(), ClientError> {
+    if let Err(e) = mayfly_api::names::check_template_name(name) {
+        return Err(ClientError::Api(ApiError {
+            code: ErrorCode::InvalidArgument,
+            message: e,
+            hint: Some("e.g. `mayfly template import debian ./rootfs.tar.zst`".into()),
+        }));
+    }
+    let path = paths::template(&enc(name));
+    match client
+        .call::<serde_json::Value>(Method::GET, &path, None::<&()>)
+        .await
+    {
+        Ok(_) => Err(ClientError::Api(ApiError {
+            code: ErrorCode::AlreadyExists,
+            message: format!("template `{name}` already exists"),
+            hint: Some(format!(
+                "choose another name, or remove the existing template first (a new version of it: `mayfly template patch {name} --from DIR`)"
+            )),
+        })),
+        Err(ClientError::Api(e)) if e.code == ErrorCode::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 async fn import(client: &Client, args: ImportArgs) -> Result<i32, ClientError> {
     let command = parse_cmd(&args.cmd)?;
     let source = Path::new(&args.source);
@@ -751,6 +778,7 @@ async fn import(client: &Client, args: ImportArgs) -> Result<i32, ClientError> {
         )?;
         (client.send(req).await?, progress_bar(None))
     } else {
+        refuse_before_upload(client, &args.name).await?;
         let (reader, total): (Box<dyn tokio::io::AsyncRead + Send + Unpin>, Option<u64>) = if args
             .source
             == "-"

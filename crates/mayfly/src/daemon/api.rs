@@ -283,8 +283,12 @@ async fn import_template(
         let (chunks, reader) = ChannelReader::new(16);
         let mut body = req.into_body();
         // Feed the upload to the blocking unpacker chunk by chunk; back-pressure comes from
-        // the bounded channel.
+        // the bounded channel. When the import stops early (a refused name or entry), the
+        // rest of the upload is still read and dropped, and the event stream stays open until
+        // then: a connection closed under a client that is still sending loses the error.
+        let upload_read = done.clone();
         tokio::spawn(async move {
+            let mut sink = Some(chunks);
             while let Some(frame) = body.frame().await {
                 let item = match frame {
                     Ok(f) => match f.into_data() {
@@ -294,10 +298,16 @@ async fn import_template(
                     Err(e) => Err(std::io::Error::other(format!("upload interrupted: {e}"))),
                 };
                 let stop = item.is_err();
-                if chunks.send(item).await.is_err() || stop {
+                if let Some(c) = &sink
+                    && c.send(item).await.is_err()
+                {
+                    sink = None;
+                }
+                if stop {
                     break;
                 }
             }
+            drop(upload_read);
         });
         let tx = done;
         tokio::spawn(async move {
