@@ -75,7 +75,9 @@ pub(crate) fn dpkg_status_of(layers: &[PathBuf]) -> Option<String> {
 }
 
 /// Script that installs `packages` with apt (or upgrades everything for `upgrade`), leaving no
-/// package lists or archives in the layer.
+/// package lists or caches in the layer. The downloaded archives stay where apt put them: in
+/// the host's cache bind-mounted over `/var/cache/apt/archives` (never part of the layer), so
+/// that the next build does not download them again (`apt-get clean` would empty it).
 pub(crate) fn apt_script(packages: &[String]) -> String {
     let action = if packages.len() == 1 && packages[0] == "upgrade" {
         "apt-get -y -o Dpkg::Options::=--force-confold upgrade".to_owned()
@@ -86,7 +88,7 @@ pub(crate) fn apt_script(packages: &[String]) -> String {
         )
     };
     format!(
-        "set -e\nexport DEBIAN_FRONTEND=noninteractive\napt-get update\n{action}\napt-get clean\nrm -rf /var/lib/apt/lists/*\n"
+        "set -e\nexport DEBIAN_FRONTEND=noninteractive\napt-get update\n{action}\nrm -f /var/cache/apt/*.bin\nrm -rf /var/lib/apt/lists/*\n"
     )
 }
 
@@ -170,9 +172,28 @@ impl Engine {
         let writable = staging.join("upper");
         let debian = layers.iter().any(|l| l.join("var/lib/dpkg").is_dir());
         let mut binds = Vec::new();
+        // apt refuses to share its archive directory with another apt at work; builds that
+        // use the cache (of this daemon, or of another daemon pointed at the same cache) take
+        // their turn on a lock file beside it, held until this build ends.
+        let mut _cache_turn = None;
         if debian {
             let cache = self.config.cache_dir.join("apt/archives");
             std::fs::create_dir_all(cache.join("partial")).map_err(io_err("create", &cache))?;
+            let lock_path = self.config.cache_dir.join("apt/lock");
+            _cache_turn = Some(
+                tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+                    let f = std::fs::OpenOptions::new()
+                        .create(true)
+                        .truncate(false)
+                        .write(true)
+                        .open(&lock_path)?;
+                    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)?;
+                    Ok(f)
+                })
+                .await
+                .map_err(|e| EngineError::Internal(e.to_string()))?
+                .map_err(io_err("lock", &self.config.cache_dir.join("apt/lock")))?,
+            );
             binds.push(BindMount {
                 source: cache,
                 target: "/var/cache/apt/archives".into(),
@@ -399,6 +420,7 @@ mod tests {
             "install -y --no-install-recommends -o Dpkg::Options::=--force-confold nginx curl"
         ));
         assert!(s.contains("rm -rf /var/lib/apt/lists/*"));
+        assert!(!s.contains("apt-get clean"), "the shared download cache is kept");
         assert!(apt_script(&["upgrade".into()]).contains(" upgrade"));
     }
 }
