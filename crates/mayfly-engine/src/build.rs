@@ -420,7 +420,10 @@ mod tests {
             "install -y --no-install-recommends -o Dpkg::Options::=--force-confold nginx curl"
         ));
         assert!(s.contains("rm -rf /var/lib/apt/lists/*"));
-        assert!(!s.contains("apt-get clean"), "the shared download cache is kept");
+        assert!(
+            !s.contains("apt-get clean"),
+            "the shared download cache is kept"
+        );
         assert!(apt_script(&["upgrade".into()]).contains(" upgrade"));
     }
 }
