@@ -125,8 +125,21 @@ fn unpack<R: Read>(
     };
     {
         let mut archive = tar::Archive::new(&mut stream);
+        let mut first = true;
         for entry in archive.entries().map_err(ImageError::bad_archive)? {
-            let entry = entry.map_err(ImageError::bad_archive)?;
+            let entry = entry.map_err(|e| {
+                if first {
+                    // Nothing readable at all: say what was expected rather than which
+                    // header field looked odd.
+                    ImageError::bad_archive(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("it does not start with a tar header ({e})"),
+                    ))
+                } else {
+                    ImageError::bad_archive(e)
+                }
+            })?;
+            first = false;
             unpacker.entry(entry, progress)?;
         }
     }

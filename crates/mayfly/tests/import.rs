@@ -1920,6 +1920,14 @@ fn corrupt_and_non_tar_input_is_refused_cleanly() {
         assert_refused(&out, &format!("{case} (stdin)"), &[]);
         assert_nothing_created(&d, &before, case);
     }
+    // Input that is no tar at all is called that, not a puzzle about one header field.
+    for bytes in [&b"PK\x03\x04 zip, not gzip".repeat(100), &gzip(b"hello")] {
+        let out = import_bytes(&d, "corrupt", "what.tar.gz", bytes);
+        assert!(
+            out.stderr.contains("does not start with a tar header"),
+            "{out}"
+        );
+    }
     // A .tar.gz that is really a plain tar is told apart by its content, not its name.
     let out = import_bytes(&d, "plain-in-gz", "plain.tar.gz", &good);
     assert_eq!(out.code, 0, "{out}");
