@@ -40,6 +40,21 @@ impl CgroupMode {
             CgroupMode::Hybrid => "hybrid",
         }
     }
+
+    /// The mode named `s` (as [`Self::as_str`] writes it).
+    pub fn parse(s: &str) -> Option<CgroupMode> {
+        [CgroupMode::V2, CgroupMode::V1, CgroupMode::Hybrid]
+            .into_iter()
+            .find(|m| m.as_str() == s)
+    }
+
+    /// Which hierarchies instance groups live in: `v1` (hybrid is driven as v1) or `v2`.
+    pub fn hierarchies(self) -> &'static str {
+        match self {
+            CgroupMode::V2 => "v2",
+            CgroupMode::V1 | CgroupMode::Hybrid => "v1",
+        }
+    }
 }
 
 /// Which layout to drive: the detected one, or one the operator insists on.

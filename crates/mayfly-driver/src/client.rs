@@ -14,7 +14,7 @@ use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use crate::cgroup::{CgroupLayout, Cgroups};
+use crate::cgroup::{CgroupLayout, CgroupMode, Cgroups};
 use crate::forker::ForkerPaths;
 use crate::protocol::{
     self, ContainerState, Envelope, Event, Failure, FromForker, PROTOCOL_VERSION, Reply, Request,
@@ -97,14 +97,21 @@ impl ForkerClient {
                 }
                 // A forker outlives daemons: one started with another --cgroup-layout keeps
                 // its instances in other hierarchies, where this daemon would not find them.
-                let wanted = Cgroups::detect_as(self.cgroup_layout)
-                    .map(|c| c.mode().as_str())
-                    .unwrap_or_default();
-                if !cgroup_mode.is_empty() && cgroup_mode != wanted {
+                // (A forker of an older mayfly says nothing: it always detected the layout.)
+                let theirs = match cgroup_mode.as_str() {
+                    "" => Cgroups::detect().map(|c| c.mode()).ok(),
+                    m => CgroupMode::parse(m),
+                };
+                let ours = Cgroups::detect_as(self.cgroup_layout)
+                    .map(|c| c.mode())
+                    .ok();
+                if let (Some(theirs), Some(ours)) = (theirs, ours)
+                    && theirs.hierarchies() != ours.hierarchies()
+                {
                     return Err(DriverError::CgroupMismatch {
                         pid,
-                        forker: cgroup_mode,
-                        wanted: wanted.to_owned(),
+                        forker: theirs.hierarchies(),
+                        wanted: ours.hierarchies(),
                     });
                 }
                 self.forker_pid.store(pid, Ordering::Relaxed);

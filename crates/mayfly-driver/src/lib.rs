@@ -53,17 +53,17 @@ pub enum DriverError {
         /// Theirs.
         found: u32,
     },
-    /// The running forker drives another cgroup layout than this daemon was asked for.
+    /// The running forker drives other cgroup hierarchies than this daemon was asked for.
     #[error(
-        "the running forker (pid {pid}) keeps its instances in {forker} cgroups, but this daemon was started for {wanted}; start the daemon with the same --cgroup-layout, or stop its instances first"
+        "the running forker (pid {pid}) keeps its instances in the {forker} cgroup hierarchies, but this daemon was started for {wanted}; start the daemon with --cgroup-layout {forker} (or auto, if that is what this host has), and to switch layouts, stop every instance first: the forker leaves once it runs none"
     )]
     CgroupMismatch {
         /// The forker's pid.
         pid: i32,
-        /// The forker's mode.
-        forker: String,
-        /// Ours.
-        wanted: String,
+        /// Where the forker's instances live (`v1` or `v2`).
+        forker: &'static str,
+        /// Where this daemon would look.
+        wanted: &'static str,
     },
     /// Preparing or removing files of an instance failed.
     #[error("{action} `{path}`")]

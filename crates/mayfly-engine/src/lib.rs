@@ -119,6 +119,14 @@ impl Engine {
         let cgroup_mode = mayfly_driver::cgroup::Cgroups::detect_as(config.cgroup_layout)
             .map(|c| c.mode().as_str())
             .map_err(|e| EngineError::Unavailable(mayfly_driver::error_chain(&e)))?;
+        if config.cgroup_layout == mayfly_driver::cgroup::CgroupLayout::V2
+            && mayfly_driver::cgroup::Cgroups::detect()
+                .is_ok_and(|c| c.mode() == mayfly_driver::cgroup::CgroupMode::Hybrid)
+        {
+            tracing::warn!(
+                "--cgroup-layout v2 on a hybrid host: the unified hierarchy holds no controllers here, so instances stay in the forker's v1 groups (no limits, shared accounting); use it for testing"
+            );
+        }
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let driver: Arc<dyn Driver> = Arc::new(ContainerDriver::new(
             &config.state_dir,
