@@ -41,6 +41,9 @@ const MERGED_FILES: &[&str] = &["var/lib/dpkg/status", "var/lib/apt/extended_sta
 /// An application resolved against an instance's base.
 struct App {
     name: String,
+    /// The application template and the version resolved.
+    template: String,
+    version: u32,
     /// Its own layers (above the base).
     layers: Vec<LayerRecord>,
 }
@@ -113,6 +116,8 @@ impl Engine {
             }
             out.push(App {
                 name: reference.clone(),
+                template: r.name.clone(),
+                version: v,
                 layers: av.layers[base.layers.len()..].to_vec(),
             });
         }
@@ -178,7 +183,7 @@ impl Engine {
 
     /// The layer directories of an instance of `base` with `apps` stacked over it: base, each
     /// application's own layers, and (when the applications have package databases) a merge
-    /// layer under `instance_dir`.
+    /// layer under `instance_dir`; and the application versions they are.
     pub(crate) async fn stack_with_apps(
         self: &Arc<Self>,
         template: &str,
@@ -186,16 +191,20 @@ impl Engine {
         apps: &[String],
         ordered: bool,
         instance_dir: &Path,
-    ) -> Result<Vec<PathBuf>, EngineError> {
+    ) -> Result<(Vec<PathBuf>, Vec<(String, u32)>), EngineError> {
         let base_dirs: Vec<PathBuf> = base
             .layers
             .iter()
             .map(|l| self.layout.layer_dir(&l.digest))
             .collect();
         if apps.is_empty() {
-            return Ok(base_dirs);
+            return Ok((base_dirs, Vec::new()));
         }
         let resolved = self.resolve_apps(template, base, apps, ordered).await?;
+        let versions = resolved
+            .iter()
+            .map(|a| (a.template.clone(), a.version))
+            .collect();
         let mut dirs = base_dirs.clone();
         let mut app_stacks: Vec<Vec<PathBuf>> = Vec::new();
         for app in &resolved {
@@ -222,7 +231,7 @@ impl Engine {
         if has_merge {
             dirs.push(merge);
         }
-        Ok(dirs)
+        Ok((dirs, versions))
     }
 }
 

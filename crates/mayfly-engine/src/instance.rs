@@ -392,7 +392,7 @@ impl Engine {
             gid: 0,
             tty,
         };
-        let layers = self
+        let (layers, apps) = self
             .stack_with_apps(
                 &rec.template,
                 vrec,
@@ -417,7 +417,7 @@ impl Engine {
             process,
         };
         lock(&slot.rt).state = InstanceState::Starting;
-        let result = self.start_spec(&rec, spec, stdio, version).await;
+        let result = self.start_spec(&rec, spec, stdio, version, apps).await;
         let mut rt = lock(&slot.rt);
         match result {
             Ok(run) => {
@@ -440,6 +440,7 @@ impl Engine {
         spec: InstanceSpec,
         stdio: InitStdio,
         version: u32,
+        apps: Vec<(String, u32)>,
     ) -> Result<RunRecord, EngineError> {
         let keep = rec.next_run.as_ref().is_some_and(|n| n.keep_writable);
         if rec.mode != Mode::Persistent && !keep {
@@ -453,6 +454,7 @@ impl Engine {
             boot_id: self.boot_id.clone(),
             version,
             started_at: mayfly_store::now(),
+            apps,
         };
         let (id, mode, r) = (rec.id.clone(), rec.mode, run.clone());
         if let Err(e) = self.db(move |s| s.record_start(&id, mode, &r)).await {

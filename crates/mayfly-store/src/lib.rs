@@ -186,6 +186,9 @@ pub struct RunRecord {
     pub version: u32,
     /// Unix seconds.
     pub started_at: i64,
+    /// The versions of the application templates it runs (name, version).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub apps: Vec<(String, u32)>,
 }
 
 /// What the next start of an instance must do differently (set by restore and clone).
@@ -327,7 +330,7 @@ struct RawInstance {
 fn app_version(reference: &str, name: &str) -> Option<Option<u32>> {
     match reference.split_once('@') {
         None => (reference == name).then_some(None),
-        Some((n, v)) => (n == name).then(|| v.parse().ok()),
+        Some((n, v)) => (n == name).then(|| v.parse().ok()).flatten().map(Some),
     }
 }
 
@@ -718,10 +721,21 @@ impl Store {
     pub fn version_users(&self, name: &str, version: u32) -> Result<Vec<String>, StoreError> {
         let mut users = Vec::new();
         for rec in self.instances()? {
-            // As an application: pinned to this version, or following the name while it runs
-            // (it may run any version that was current when it started).
-            if let Some(app) = rec.config.apps.iter().find_map(|a| app_version(a, name)) {
-                if app == Some(version) || (app.is_none() && rec.run.is_some()) {
+            // As an application: pinned to this version, or running it.
+            let refs: Vec<Option<u32>> = rec
+                .config
+                .apps
+                .iter()
+                .filter_map(|a| app_version(a, name))
+                .collect();
+            if !refs.is_empty() {
+                let runs_it = rec
+                    .run
+                    .as_ref()
+                    .is_some_and(|r| r.apps.iter().any(|(n, v)| n == name && *v == version));
+                // A run recorded by an older mayfly did not say which versions it runs.
+                let unknown = rec.run.as_ref().is_some_and(|r| r.apps.is_empty());
+                if runs_it || refs.contains(&Some(version)) || (unknown && refs.contains(&None)) {
                     users.push(rec.name.clone());
                 }
                 continue;

@@ -187,6 +187,7 @@ fn run_records_and_journal_round_trip() {
         boot_id: "b".into(),
         version: 1,
         started_at: 3,
+        apps: Vec::new(),
     };
     s.set_run("id-a", Mode::Persistent, Some(&run), None)
         .unwrap();

@@ -606,6 +606,11 @@ fn an_application_template_in_use_cannot_be_removed() {
     d.ok(&["template", "rm", "tool@1"]);
     d.ok(&["start", "user"]);
     assert_eq!(d.sh("user", "cat /etc/tool"), "tool-2\n");
+    // A running follower holds the version it runs, not the others.
+    d.ok(&["template", "patch", "tool", "--run", "echo tool-3 > /etc/tool"]);
+    d.ok(&["restart", "user"]);
+    assert_eq!(d.sh("user", "cat /etc/tool"), "tool-3\n");
+    d.ok(&["template", "rm", "tool@2"]);
     d.ok(&["rm", "--force", "user"]);
     d.ok(&["template", "rm", "tool"]);
     d.finish();
