@@ -3,10 +3,10 @@
 //! The running transient followers (not pinned, not yet on the current version) are reset in
 //! waves of K: a reset starts them on the current version. After each wave an optional health
 //! check runs inside every instance of the wave. If one fails, the rollout stops, the
-//! template's name is pointed back at the previous version — the newest one the followers ran
-//! before the rollout (not merely the number below: after a rollback and a new patch, that
-//! one is the bad version rolled back from) — and every instance already reset is reset
-//! again, onto that version. Persistent followers are never reset by a
+//! template's name is pointed back at the previous version — the one most of the due
+//! followers ran before the rollout, the newest on a tie (not merely the number below the
+//! target: after a rollback and a new patch, that one is the bad version rolled back from) —
+//! and every instance already reset is reset again, onto that version. Persistent followers are never reset by a
 //! rollout (that would discard their data); the paths where their own changes hide the new
 //! version are reported instead.
 
@@ -125,20 +125,23 @@ impl Engine {
                     .collect())
             })
             .await?;
-        let mut previous: Option<u32> = None;
+        let mut ran: std::collections::BTreeMap<u32, usize> = std::collections::BTreeMap::new();
         let due: Vec<String> = followers
             .into_iter()
             .filter(|f| {
                 lock(&self.slots).get(f).is_some_and(|slot| {
                     let rt = lock(&slot.rt);
                     let due = rt.state == InstanceState::Running && rt.version != Some(target);
-                    if due {
-                        previous = previous.max(rt.version);
+                    if due && let Some(v) = rt.version {
+                        *ran.entry(v).or_default() += 1;
                     }
                     due
                 })
             })
             .collect();
+        // Most followers first, then the newest (max_by_key keeps the last of equals, and the
+        // map iterates in ascending version order).
+        let previous = ran.iter().max_by_key(|(_, n)| **n).map(|(v, _)| *v);
         let mut reset: Vec<String> = Vec::new();
         for (i, group) in due.chunks(wave).enumerate() {
             log(RolloutEvent::Wave {
