@@ -174,26 +174,37 @@ impl Engine {
         let mut binds = Vec::new();
         // apt refuses to share its archive directory with another apt at work; builds that
         // use the cache (of this daemon, or of another daemon pointed at the same cache) take
-        // their turn on a lock file beside it, held until this build ends.
-        let mut _cache_turn = None;
+        // their turn on a lock file beside it, held until this build's container has ended.
+        let mut cache_turn = None;
         if debian {
             let cache = self.config.cache_dir.join("apt/archives");
             std::fs::create_dir_all(cache.join("partial")).map_err(io_err("create", &cache))?;
             let lock_path = self.config.cache_dir.join("apt/lock");
-            _cache_turn = Some(
-                tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
-                    let f = std::fs::OpenOptions::new()
-                        .create(true)
-                        .truncate(false)
-                        .write(true)
-                        .open(&lock_path)?;
-                    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)?;
-                    Ok(f)
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)
+                .map_err(io_err("open", &lock_path))?;
+            if rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err()
+            {
+                log(&format!(
+                    "waiting for another build that uses the package cache {} …",
+                    cache.display()
+                ));
+                let f2 = f.try_clone().map_err(io_err("open", &lock_path))?;
+                tokio::task::spawn_blocking(move || {
+                    rustix::fs::flock(&f2, rustix::fs::FlockOperation::LockExclusive)
                 })
                 .await
                 .map_err(|e| EngineError::Internal(e.to_string()))?
-                .map_err(io_err("lock", &self.config.cache_dir.join("apt/lock")))?,
-            );
+                .map_err(|e| EngineError::Io {
+                    action: "lock",
+                    path: lock_path.clone(),
+                    source: e.into(),
+                })?;
+            }
+            cache_turn = Some(f);
             binds.push(BindMount {
                 source: cache,
                 target: "/var/cache/apt/archives".into(),
@@ -264,6 +275,7 @@ impl Engine {
         }
         let status = rx.await.ok().flatten();
         let _ = self.driver.release(id).await;
+        drop(cache_turn);
         match status {
             Some(s) if s.code == 0 => {}
             other => {

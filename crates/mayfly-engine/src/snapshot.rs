@@ -473,7 +473,13 @@ impl Engine {
                     last_exit: None,
                     writable_gen: 1,
                     writable_version: Some(version),
-                    layer_since: Some(version),
+                    // A copy of a live layer keeps where its changes began (a snapshot does
+                    // not record it: its version is the best known).
+                    layer_since: if snapshot.is_none() {
+                        src_rec.layer_since.or(Some(version))
+                    } else {
+                        Some(version)
+                    },
                     next_run: Some(NextRun {
                         version: Some(version),
                         keep_writable: true,
