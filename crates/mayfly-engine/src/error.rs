@@ -135,6 +135,12 @@ impl EngineError {
                 Some(match *kind {
                     "template" => "list templates with `mayfly template list`".into(),
                     "instance" => "list instances with `mayfly list`".into(),
+                    "template version" => {
+                        "see a template's versions with `mayfly template history NAME`".into()
+                    }
+                    "snapshot" => {
+                        "list an instance's snapshots with `mayfly snapshot list NAME`".into()
+                    }
                     _ => "check the name".into(),
                 }),
             ),
@@ -142,9 +148,9 @@ impl EngineError {
                 ErrorCode::AlreadyExists,
                 Some(format!("choose another name, or remove the existing {kind} first")),
             ),
-            EngineError::Store(StoreError::InUse { .. }) => (
+            EngineError::Store(StoreError::InUse { users, .. }) => (
                 ErrorCode::InUse,
-                Some("remove those instances first (`mayfly rm NAME`)".into()),
+                Some(in_use_hint(users)),
             ),
             EngineError::Store(StoreError::IdRangesExhausted) => (ErrorCode::Unavailable, None),
             EngineError::Store(_) => (ErrorCode::Internal, None),
@@ -208,4 +214,26 @@ pub(crate) fn io_err<'a>(
         path: path.to_owned(),
         source,
     }
+}
+
+/// What to do about the users of a template or version that is in use: remove (or, for a
+/// running follower of an application, restart) the instances, remove the snapshots, or
+/// point the name elsewhere.
+fn in_use_hint(users: &[String]) -> String {
+    let mut hints = Vec::new();
+    if users
+        .iter()
+        .any(|u| !u.contains('/') && !u.starts_with("the name"))
+    {
+        hints.push("remove those instances (`mayfly rm NAME`), or restart the ones that follow it onto another version");
+    }
+    if users.iter().any(|u| u.contains('/')) {
+        hints.push("remove those snapshots (`mayfly snapshot rm INSTANCE SNAP`)");
+    }
+    if users.iter().any(|u| u.starts_with("the name")) {
+        hints.push(
+            "point the name at another version first (`mayfly template rollback NAME --to N`)",
+        );
+    }
+    hints.join("; ")
 }

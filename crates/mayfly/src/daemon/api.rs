@@ -289,6 +289,8 @@ async fn import_template(
         let upload_read = done.clone();
         tokio::spawn(async move {
             let mut sink = Some(chunks);
+            // After a refusal, at most this much more is read before the connection is let go.
+            let mut after_refusal: usize = 256 << 20;
             while let Some(frame) = body.frame().await {
                 let item = match frame {
                     Ok(f) => match f.into_data() {
@@ -298,10 +300,16 @@ async fn import_template(
                     Err(e) => Err(std::io::Error::other(format!("upload interrupted: {e}"))),
                 };
                 let stop = item.is_err();
-                if let Some(c) = &sink
-                    && c.send(item).await.is_err()
-                {
-                    sink = None;
+                if let Some(c) = &sink {
+                    if c.send(item).await.is_err() {
+                        sink = None;
+                    }
+                } else {
+                    let n = item.as_ref().map_or(0, Vec::len);
+                    after_refusal = after_refusal.saturating_sub(n);
+                    if after_refusal == 0 {
+                        break;
+                    }
                 }
                 if stop {
                     break;

@@ -381,11 +381,16 @@ async fn drain<W: tokio::io::AsyncWrite + Unpin>(
     buf: &mut [u8],
 ) {
     use std::os::fd::AsFd;
-    loop {
+    // What the process left is at most a pipe's capacity; a background child that keeps
+    // writing must not keep the stream open forever.
+    let mut budget: usize = 4 << 20;
+    while budget > 0 {
         // EAGAIN: nothing more right now; EIO: a terminal whose other side is closed.
         match rustix::io::read(r.as_fd(), &mut *buf) {
+            Err(rustix::io::Errno::INTR) => {}
             Ok(0) | Err(_) => return,
             Ok(n) => {
+                budget = budget.saturating_sub(n);
                 if send(wr, frame(buf[..n].to_vec())).await.is_err() {
                     return;
                 }
