@@ -8,12 +8,12 @@
 //! opaque directories, the image's defaults, layers shared with other images).
 
 mod common;
+mod view;
 
 use std::collections::{BTreeMap, HashSet};
-use std::hash::{Hash, Hasher};
 use std::io::Read;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -22,8 +22,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use common::{
-    CLI_TIMEOUT, Output, RawEntry, TestDaemon, dir_entries, gzip, layer_dirs, mounts_mentioning,
-    poll_until, raw_tar, run_command, tar_of, wait_until, zstd,
+    CLI_TIMEOUT, Output, RawEntry, TestDaemon, digests, dir_entries, gzip, layer_dir_name,
+    layer_dirs, mounts_mentioning, octal, poll_until, raw_tar, run_command, tar_of, template_info,
+    version, wait_until, zstd,
 };
 
 // ---- helpers: instances, catalogue, outside targets -----------------------------------------
@@ -56,33 +57,11 @@ fn template_names(d: &TestDaemon) -> Vec<String> {
     names
 }
 
-/// `template info NAME --json`.
-fn template_info(d: &TestDaemon, name: &str) -> Value {
-    d.json(&["template", "info", name, "--json"])
-}
-
 /// The layer digests of a template's current version, lowest first.
 fn layer_digests(d: &TestDaemon, name: &str) -> Vec<String> {
     let info = template_info(d, name);
     let current = info["current_version"].as_u64().expect("current_version");
-    let version = info["versions"]
-        .as_array()
-        .expect("versions")
-        .iter()
-        .find(|v| v["version"].as_u64() == Some(current))
-        .unwrap_or_else(|| panic!("no current version in {info}"))
-        .clone();
-    version["layers"]
-        .as_array()
-        .expect("layers")
-        .iter()
-        .map(|l| l["digest"].as_str().expect("digest").to_owned())
-        .collect()
-}
-
-/// The directory name of the layer with `digest` (`blake3:x` → `blake3-x`).
-fn layer_dir_name(digest: &str) -> String {
-    digest.replace(':', "-")
+    digests(&version(&info, current))
 }
 
 /// What the catalogue and the state directory hold, to compare after a refused import.
@@ -256,14 +235,6 @@ fn events(body: &[u8]) -> Vec<Value> {
         .collect()
 }
 
-/// The host id base of an instance's user namespace (0 without one).
-fn id_base(d: &TestDaemon, name: &str) -> u32 {
-    d.info(name)["isolation"]["host_id_base"]
-        .as_u64()
-        .and_then(|b| u32::try_from(b).ok())
-        .unwrap_or(0)
-}
-
 /// SHA-256 of `data`, lowercase hex (the mayfly crate has no sha2 dev-dependency).
 fn sha256_hex(data: &[u8]) -> String {
     let out = run_command(Command::new("sha256sum"), Some(data), CLI_TIMEOUT);
@@ -280,207 +251,9 @@ fn sha256_hex(data: &[u8]) -> String {
 
 // ---- helpers: trees -------------------------------------------------------------------------
 
-/// One entry of a tree as seen through the file system.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Node {
-    kind: &'static str,
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    size: u64,
-    content: u64,
-    target: String,
-    rdev: u64,
-    mtime: (i64, i64),
-    xattrs: BTreeMap<String, Vec<u8>>,
-    /// For the second and later names of a hard-linked file: the first name.
-    link_of: Option<String>,
-}
-
-fn kind_of(ft: std::fs::FileType) -> &'static str {
-    if ft.is_symlink() {
-        "link"
-    } else if ft.is_dir() {
-        "dir"
-    } else if ft.is_file() {
-        "file"
-    } else if ft.is_fifo() {
-        "fifo"
-    } else if ft.is_char_device() {
-        "char"
-    } else if ft.is_block_device() {
-        "block"
-    } else {
-        "socket"
-    }
-}
-
-/// xattr names of `path` (without following a symlink).
-fn xattr_names(path: &Path) -> Vec<String> {
-    let mut names = vec![0u8; 65536];
-    let Ok(n) = rustix::fs::llistxattr(path, &mut names) else {
-        return Vec::new();
-    };
-    names[..n]
-        .split(|b| *b == 0)
-        .filter(|n| !n.is_empty())
-        .map(|n| String::from_utf8_lossy(n).into_owned())
-        .collect()
-}
-
-/// The value of xattr `name` of `path`, if set.
-fn xattr_value(path: &Path, name: &str) -> Option<Vec<u8>> {
-    let mut value = vec![0u8; 65536];
-    let len = rustix::fs::lgetxattr(path, name, &mut value).ok()?;
-    value.truncate(len);
-    Some(value)
-}
-
 fn set_xattr(path: &Path, name: &str, value: &[u8]) {
     rustix::fs::lsetxattr(path, name, value, rustix::fs::XattrFlags::empty())
         .unwrap_or_else(|e| panic!("setxattr {name} on {}: {e}", path.display()));
-}
-
-/// The tree under `root` (the root itself as `.`), owners made relative to `id_base`, skipping
-/// top-level `proc`, `sys`, `dev` and every path in `skip`. Walked depth first in name order,
-/// so hard-link structure compares equal between two walks of equal trees.
-fn tree_of(root: &Path, id_base: u32, skip: &HashSet<String>) -> BTreeMap<String, Node> {
-    let rel = |id: u32| -> u32 {
-        if id >= id_base && id - id_base < 65536 {
-            id - id_base
-        } else {
-            id
-        }
-    };
-    let mut out = BTreeMap::new();
-    let mut inodes: BTreeMap<(u64, u64), String> = BTreeMap::new();
-    let node = |path: &Path, relpath: &str, inodes: &mut BTreeMap<(u64, u64), String>| {
-        let m = std::fs::symlink_metadata(path)
-            .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()));
-        let kind = kind_of(m.file_type());
-        let mut n = Node {
-            kind,
-            mode: m.mode() & 0o7777,
-            uid: rel(m.uid()),
-            gid: rel(m.gid()),
-            size: 0,
-            content: 0,
-            target: String::new(),
-            rdev: 0,
-            mtime: (m.mtime(), m.mtime_nsec()),
-            xattrs: xattr_names(path)
-                .into_iter()
-                .filter(|x| x.starts_with("user."))
-                .filter_map(|x| xattr_value(path, &x).map(|v| (x, v)))
-                .collect(),
-            link_of: None,
-        };
-        match kind {
-            "file" => {
-                let data =
-                    std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                data.hash(&mut h);
-                n.size = m.len();
-                n.content = h.finish();
-                if m.nlink() > 1 {
-                    match inodes.get(&(m.dev(), m.ino())) {
-                        Some(first) => n.link_of = Some(first.clone()),
-                        None => {
-                            inodes.insert((m.dev(), m.ino()), relpath.to_owned());
-                        }
-                    }
-                }
-            }
-            "link" => {
-                n.target = std::fs::read_link(path)
-                    .map(|t| t.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-            }
-            "char" | "block" => n.rdev = m.rdev(),
-            _ => {}
-        }
-        n
-    };
-    out.insert(".".to_owned(), node(root, ".", &mut inodes));
-    let mut stack: Vec<String> = vec![String::new()];
-    while let Some(dir) = stack.pop() {
-        let path = if dir.is_empty() {
-            root.to_owned()
-        } else {
-            root.join(&dir)
-        };
-        let mut names: Vec<String> = std::fs::read_dir(&path)
-            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        // Depth first in name order: push subdirectories in reverse.
-        let mut subdirs = Vec::new();
-        for name in names {
-            let relpath = if dir.is_empty() {
-                name.clone()
-            } else {
-                format!("{dir}/{name}")
-            };
-            if dir.is_empty() && ["proc", "sys", "dev"].contains(&name.as_str()) {
-                continue;
-            }
-            if skip.contains(&relpath) {
-                continue;
-            }
-            let n = node(&root.join(&relpath), &relpath, &mut inodes);
-            if n.kind == "dir" {
-                subdirs.push(relpath.clone());
-            }
-            out.insert(relpath, n);
-        }
-        stack.extend(subdirs.into_iter().rev());
-    }
-    out
-}
-
-/// The tree a running instance sees (through `/proc/<init>/root`), without what is mounted
-/// inside it.
-fn instance_tree(d: &TestDaemon, name: &str) -> BTreeMap<String, Node> {
-    let pid = d.pid_of(name);
-    let mounts: HashSet<String> = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
-        .expect("read the instance's mountinfo")
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|m| m.trim_start_matches('/').to_owned())
-        .filter(|m| !m.is_empty())
-        .collect();
-    tree_of(
-        Path::new(&format!("/proc/{pid}/root")),
-        id_base(d, name),
-        &mounts,
-    )
-}
-
-/// Panics with the first differences when two trees differ.
-fn assert_same_tree(what: &str, a: &BTreeMap<String, Node>, b: &BTreeMap<String, Node>) {
-    if a == b {
-        return;
-    }
-    let mut diffs = Vec::new();
-    for (k, v) in a {
-        match b.get(k) {
-            None => diffs.push(format!("only in the source: {k} {v:?}")),
-            Some(w) if w != v => {
-                diffs.push(format!("{k}:\n    source   {v:?}\n    instance {w:?}"))
-            }
-            _ => {}
-        }
-    }
-    for (k, v) in b {
-        if !a.contains_key(k) {
-            diffs.push(format!("only in the instance: {k} {v:?}"));
-        }
-    }
-    diffs.truncate(20);
-    panic!("{what}: the trees differ:\n  {}", diffs.join("\n  "));
 }
 
 fn set_mtime(path: &Path, sec: i64, nsec: i64) {
@@ -669,14 +442,6 @@ impl Ent {
     }
 }
 
-fn octal(field: &mut [u8], value: u64) {
-    let n = field.len() - 1;
-    let s = format!("{value:0n$o}");
-    assert_eq!(s.len(), n, "{value} does not fit the field");
-    field[..n].copy_from_slice(s.as_bytes());
-    field[n] = 0;
-}
-
 fn header(name: &[u8], kind: u8, link: &[u8], e: &Ent, size: u64) -> [u8; 512] {
     let mut h = [0u8; 512];
     let name = &name[..name.len().min(100)];
@@ -810,7 +575,7 @@ fn import_from_dir_tar_gz_zst_and_stdin_shows_the_exact_tree_and_shares_layers()
     let d = TestDaemon::start();
     let src = d.dir.join("src");
     make_rich_tree(&src, "rich");
-    let expected = tree_of(&src, 0, &HashSet::new());
+    let expected = view::of_dir(&src, 0, &HashSet::new());
     assert!(
         expected.contains_key("data/linked2")
             && expected.contains_key("data/fifo")
@@ -958,12 +723,11 @@ fn import_from_dir_tar_gz_zst_and_stdin_shows_the_exact_tree_and_shares_layers()
         ("t-zst", "from-zst"),
     ] {
         launch(&d, template, inst);
-        let mut seen = instance_tree(&d, inst);
+        let seen = view::of_instance(&d, inst);
         let mut want = expected.clone();
-        // The root of an instance is its writable layer's directory.
-        seen.remove(".");
+        // The root of an instance is its writable layer's directory (and no part of its view).
         want.remove(".");
-        assert_same_tree(&format!("{template} seen by {inst}"), &want, &seen);
+        view::assert_same(&format!("{template} seen by {inst}"), &want, &seen);
     }
     // From inside too: owners, modes, link targets, hard-link counts, the FIFO.
     let inside = d.sh(
@@ -984,16 +748,16 @@ fn import_from_dir_tar_gz_zst_and_stdin_shows_the_exact_tree_and_shares_layers()
     for digest in [&dir_layers[0], &tar_layers[0]] {
         let layer = d.state.join("layers").join(layer_dir_name(digest));
         assert_eq!(
-            xattr_value(&layer.join("data/capbin"), "security.capability"),
+            view::xattr_value(&layer.join("data/capbin"), "security.capability"),
             Some(net_bind_capability()),
             "{digest}: the file capability is kept"
         );
         assert!(
-            !xattr_names(&layer.join("data/sticky"))
+            !view::xattr_names(&layer.join("data/sticky"))
                 .iter()
                 .any(|x| x.starts_with("trusted.")),
             "{digest}: trusted.overlay.opaque was imported: {:?}",
-            xattr_names(&layer.join("data/sticky"))
+            view::xattr_names(&layer.join("data/sticky"))
         );
     }
 
@@ -1692,7 +1456,7 @@ fn odd_entries_devices_fifos_setuid_duplicates_are_neutralised() {
         ("odd/opaque", Vec::new()),
     ] {
         assert_eq!(
-            xattr_names(&layer.join(path)),
+            view::xattr_names(&layer.join(path)),
             want,
             "only portable xattrs survive on {path}"
         );
@@ -1709,7 +1473,7 @@ fn odd_entries_devices_fifos_setuid_duplicates_are_neutralised() {
     }
 
     launch(&d, "odd", "oddi");
-    let tree = instance_tree(&d, "oddi");
+    let tree = view::of_instance(&d, "oddi");
     let get = |p: &str| {
         tree.get(p)
             .unwrap_or_else(|| panic!("{p} is missing from the instance"))
@@ -1795,7 +1559,7 @@ fn long_names_are_kept_and_overlong_components_refused_cleanly() {
     let out = import_bytes(&d, "long", "long.tar", &tar_with(&base, &extra));
     assert_eq!(out.code, 0, "{out}");
     launch(&d, "long", "longi");
-    let tree = instance_tree(&d, "longi");
+    let tree = view::of_instance(&d, "longi");
     assert!(tree.contains_key(&deep), "the deep path is missing");
     assert!(tree.contains_key(&max_name), "the 255-byte name is missing");
     assert_eq!(tree["long/sym"].target, long_target);
@@ -2446,7 +2210,7 @@ fn oci_layout_and_docker_save_become_layered_templates_with_the_image_defaults()
         "new\nkept\npasswd\nkeep me\nsrv\nadded\nimage\n",
         "whiteouts delete, the opaque directory hides the lower one"
     );
-    let tree = instance_tree(&d, "ocii");
+    let tree = view::of_instance(&d, "ocii");
     assert!(
         !tree.keys().any(|k| k.contains(".wh.")),
         "whiteout names are visible: {:?}",

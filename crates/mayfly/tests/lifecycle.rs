@@ -11,42 +11,14 @@ use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{Output, TestDaemon, pid_alive, poll_until, signal, wait_until};
+use common::{
+    Output, SETTLE, TestDaemon, exists_in, is_gone, launch, pid_alive, poll_until, signal,
+    wait_state, wait_until,
+};
 use serde_json::{Value, json};
-
-/// How long an instance may take to reach a state it is expected to reach.
-const SETTLE: Duration = Duration::from_secs(10);
 
 /// An init that idles and never prints (`sh -c`, so that it holds no script file open).
 const IDLE: &str = "while :; do sleep 1; done";
-
-/// Launches `name` from busybox with `extra` arguments before `--`, and `cmd` (a `sh -c`
-/// script) as its init when given.
-fn launch(d: &TestDaemon, name: &str, extra: &[&str], cmd: Option<&str>) {
-    let mut args = vec!["launch", "busybox", "--name", name];
-    args.extend_from_slice(extra);
-    if let Some(script) = cmd {
-        args.extend_from_slice(&["--", "sh", "-c", script]);
-    }
-    d.ok(&args);
-}
-
-/// Waits until instance `name` is in `state`.
-fn wait_state(d: &TestDaemon, name: &str, state: &str) {
-    let ok = poll_until(SETTLE, || d.state_of(name).as_deref() == Some(state));
-    assert!(
-        ok,
-        "instance {name} did not become {state}: {:?}\n{}",
-        d.state_of(name),
-        d.logs()
-    );
-}
-
-/// Whether `info NAME` says the instance does not exist.
-fn is_gone(d: &TestDaemon, name: &str) -> bool {
-    let out = d.mayfly(&["info", name, "--json"]);
-    out.code == 1 && out.stderr.contains("does not exist")
-}
 
 /// The console log of `name` (`mayfly logs`).
 fn logs(d: &TestDaemon, name: &str) -> String {
@@ -61,16 +33,6 @@ fn wait_log(d: &TestDaemon, name: &str, needle: &str) {
         "the log of {name} never showed `{needle}`: {:?}",
         logs(d, name)
     );
-}
-
-/// Whether `path` exists inside running instance `name`.
-fn exists_in(d: &TestDaemon, name: &str, path: &str) -> bool {
-    let out = d.mayfly(&["exec", name, "--", "test", "-e", path]);
-    assert!(
-        out.code == 0 || out.code == 1,
-        "`test -e {path}` in {name} failed to run: {out}"
-    );
-    out.code == 0
 }
 
 /// `exec NAME -- sh -c SCRIPT`, whatever its exit code.
@@ -966,12 +928,11 @@ fn api_drives_an_instance_and_answers_errors_with_codes() {
         .mode();
     assert_eq!(mode & 0o777, 0o600, "socket mode {mode:o}");
 
+    // `POST /v1/instances` with `body`.
+    let create = |body: Value| d.api("POST", "/v1/instances", Some(&body));
+
     // Create (stopped), start, stop, delete.
-    let (s, created) = d.api(
-        "POST",
-        "/v1/instances",
-        Some(&json!({"template": "busybox", "name": "api-one", "start": false})),
-    );
+    let (s, created) = create(json!({"template": "busybox", "name": "api-one", "start": false}));
     assert_eq!(s, 201, "{created}");
     assert_eq!(created["name"], "api-one");
     assert_eq!(created["state"], "stopped");
@@ -1036,23 +997,11 @@ fn api_drives_an_instance_and_answers_errors_with_codes() {
     }
 
     // Create: a duplicate, a bad name, an unknown template, unknown fields, bad JSON.
-    let (s, _) = d.api(
-        "POST",
-        "/v1/instances",
-        Some(&json!({"template": "busybox", "name": "api-two"})),
-    );
+    let (s, _) = create(json!({"template": "busybox", "name": "api-two"}));
     assert_eq!(s, 201);
-    let dup = d.api(
-        "POST",
-        "/v1/instances",
-        Some(&json!({"template": "busybox", "name": "api-two"})),
-    );
+    let dup = create(json!({"template": "busybox", "name": "api-two"}));
     assert_api_error("duplicate", &dup, 409, "already_exists");
-    let bad = d.api(
-        "POST",
-        "/v1/instances",
-        Some(&json!({"template": "busybox", "name": "Bad_Name"})),
-    );
+    let bad = create(json!({"template": "busybox", "name": "Bad_Name"}));
     assert_api_error("bad name", &bad, 400, "invalid_argument");
     assert!(
         bad.1["error"]["message"]
@@ -1061,17 +1010,9 @@ fn api_drives_an_instance_and_answers_errors_with_codes() {
         "{}",
         bad.1
     );
-    let unknown_tpl = d.api(
-        "POST",
-        "/v1/instances",
-        Some(&json!({"template": "api-nothing", "name": "api-three"})),
-    );
+    let unknown_tpl = create(json!({"template": "api-nothing", "name": "api-three"}));
     assert_api_error("unknown template", &unknown_tpl, 404, "not_found");
-    let extra = d.api(
-        "POST",
-        "/v1/instances",
-        Some(&json!({"template": "busybox", "name": "api-four", "colour": "blue"})),
-    );
+    let extra = create(json!({"template": "busybox", "name": "api-four", "colour": "blue"}));
     assert_api_error("unknown field", &extra, 400, "invalid_argument");
     assert!(
         extra.1["error"]["message"]
@@ -1080,11 +1021,7 @@ fn api_drives_an_instance_and_answers_errors_with_codes() {
         "the unknown field is named: {}",
         extra.1
     );
-    let bad_mode = d.api(
-        "POST",
-        "/v1/instances",
-        Some(&json!({"template": "busybox", "name": "api-five", "mode": "forever"})),
-    );
+    let bad_mode = create(json!({"template": "busybox", "name": "api-five", "mode": "forever"}));
     assert_api_error("unknown mode", &bad_mode, 400, "invalid_argument");
     let r = d.api_raw(
         "POST",

@@ -6,31 +6,19 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use common::{TestDaemon, pid_alive, poll_until, signal, wait_until};
+use common::{
+    SETTLE, TestDaemon, exists_in, is_gone, launch, pid_alive, poll_until, signal, wait_state,
+    wait_until,
+};
 use rustix::process::Signal;
 use serde_json::Value;
-
-/// How long an instance may take to reach a state it is expected to reach.
-const SETTLE: Duration = Duration::from_secs(10);
 
 /// An init that prints `tick-N` about ten times a second.
 const TICKER: &str = "i=0; while :; do echo tick-$i; i=$((i+1)); sleep 0.1; done";
 
 /// An init that waits for /tmp/go, then exits 5.
 const WAITS_FOR_GO: &str = "while [ ! -e /tmp/go ]; do sleep 0.05; done; exit 5";
-
-/// Launches `name` from busybox with `extra` arguments, and `cmd` (a `sh -c` script) as its
-/// init when given.
-fn launch(d: &TestDaemon, name: &str, extra: &[&str], cmd: Option<&str>) {
-    let mut args = vec!["launch", "busybox", "--name", name];
-    args.extend_from_slice(extra);
-    if let Some(script) = cmd {
-        args.extend_from_slice(&["--", "sh", "-c", script]);
-    }
-    d.ok(&args);
-}
 
 /// `list --json` as name → entry.
 fn listing(d: &TestDaemon) -> BTreeMap<String, Value> {
@@ -40,33 +28,6 @@ fn listing(d: &TestDaemon) -> BTreeMap<String, Value> {
         .iter()
         .map(|i| (i["name"].as_str().unwrap_or_default().to_owned(), i.clone()))
         .collect()
-}
-
-/// Waits until instance `name` is in `state`.
-fn wait_state(d: &TestDaemon, name: &str, state: &str) {
-    let ok = poll_until(SETTLE, || d.state_of(name).as_deref() == Some(state));
-    assert!(
-        ok,
-        "instance {name} did not become {state}: {:?}\n{}",
-        d.state_of(name),
-        d.logs()
-    );
-}
-
-/// Whether `info NAME` says the instance does not exist.
-fn is_gone(d: &TestDaemon, name: &str) -> bool {
-    let out = d.mayfly(&["info", name, "--json"]);
-    out.code == 1 && out.stderr.contains("does not exist")
-}
-
-/// Whether `path` exists inside running instance `name`.
-fn exists_in(d: &TestDaemon, name: &str, path: &str) -> bool {
-    let out = d.mayfly(&["exec", name, "--", "test", "-e", path]);
-    assert!(
-        out.code == 0 || out.code == 1,
-        "`test -e {path}` in {name} failed to run: {out}"
-    );
-    out.code == 0
 }
 
 /// The highest `tick-N` in a log.

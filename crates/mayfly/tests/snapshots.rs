@@ -9,7 +9,7 @@ mod view;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{TestDaemon, poll_until, wait_until};
+use common::{TestDaemon, id_base, poll_until, wait_until};
 
 /// Builds, inside running instance `name`, a tree with every kind of change: new files, dirs,
 /// symlinks (relative and absolute), hard links, a FIFO, setuid and odd modes, owners other
@@ -49,24 +49,12 @@ fn make_changes(d: &TestDaemon, name: &str) {
     }
 }
 
-fn id_base(d: &TestDaemon, name: &str) -> u32 {
-    let info = d.info(name);
-    info["isolation"]["host_id_base"]
-        .as_u64()
-        .and_then(|b| u32::try_from(b).ok())
-        .unwrap_or(0)
-}
-
-fn view_of(d: &TestDaemon, name: &str) -> std::collections::BTreeMap<String, view::Entry> {
-    view::of_pid(d.pid_of(name), id_base(d, name))
-}
-
 #[test]
 fn snapshot_restore_clone_and_publish_reproduce_the_tree_exactly() {
     let d = TestDaemon::start();
     d.ok(&["launch", "busybox", "--name", "src", "--persistent"]);
     make_changes(&d, "src");
-    let original = view_of(&d, "src");
+    let original = view::of_instance(&d, "src");
     assert!(
         original.contains_key("data/moved/rel"),
         "the changes were made"
@@ -93,14 +81,18 @@ fn snapshot_restore_clone_and_publish_reproduce_the_tree_exactly() {
         "src",
         "rm -rf /data; echo different > /etc/passwd; mkdir /later",
     );
-    assert!(!view_of(&d, "src").contains_key("data/a"));
+    assert!(!view::of_instance(&d, "src").contains_key("data/a"));
     d.ok(&["snapshot", "restore", "src", "s1"]);
     assert_eq!(
         d.state_of("src").as_deref(),
         Some("running"),
         "a running instance runs again"
     );
-    view::assert_same("snapshot -> restore", &original, &view_of(&d, "src"));
+    view::assert_same(
+        "snapshot -> restore",
+        &original,
+        &view::of_instance(&d, "src"),
+    );
 
     // A clone shows the same tree, under another id range.
     d.ok(&["clone", "src", "copy", "--start"]);
@@ -109,7 +101,7 @@ fn snapshot_restore_clone_and_publish_reproduce_the_tree_exactly() {
         id_base(&d, "src"),
         "a clone gets its own id range"
     );
-    view::assert_same("clone", &original, &view_of(&d, "copy"));
+    view::assert_same("clone", &original, &view::of_instance(&d, "copy"));
 
     // Published and launched, the template shows the same tree too.
     d.ok(&["publish", "src", "--as", "golden", "-m", "known good"]);
@@ -117,7 +109,11 @@ fn snapshot_restore_clone_and_publish_reproduce_the_tree_exactly() {
     assert_eq!(t["versions"][0]["message"], "known good");
     assert_eq!(t["versions"][0]["layers"].as_array().map(Vec::len), Some(2));
     d.ok(&["launch", "golden", "--name", "fromgolden"]);
-    view::assert_same("publish -> launch", &original, &view_of(&d, "fromgolden"));
+    view::assert_same(
+        "publish -> launch",
+        &original,
+        &view::of_instance(&d, "fromgolden"),
+    );
 
     // Publishing a snapshot into the same template adds a version; the old one is intact.
     d.ok(&["publish", "src/s1", "--as", "golden"]);

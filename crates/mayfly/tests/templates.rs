@@ -17,7 +17,10 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Output, TestDaemon, layer_dirs, run_command, wait_until};
+use common::{
+    Output, TestDaemon, digests, layer_dir_name, layer_dirs, run_command, template_info, version,
+    wait_until,
+};
 use serde_json::Value;
 
 /// Download cache shared by the Debian builds of every run (debootstrap's and apt's).
@@ -46,11 +49,6 @@ fn long_ok(d: &TestDaemon, args: &[&str], timeout: Duration) -> Output {
     out
 }
 
-/// `template info NAME --json`.
-fn tinfo(d: &TestDaemon, name: &str) -> Value {
-    d.json(&["template", "info", name, "--json"])
-}
-
 /// Whether template `name` exists.
 fn template_exists(d: &TestDaemon, name: &str) -> bool {
     let all = d.json(&["template", "list", "--json"]);
@@ -62,30 +60,9 @@ fn template_exists(d: &TestDaemon, name: &str) -> bool {
 
 /// The current version number of a template.
 fn current(d: &TestDaemon, name: &str) -> u64 {
-    tinfo(d, name)["current_version"]
+    template_info(d, name)["current_version"]
         .as_u64()
         .expect("current_version")
-}
-
-/// One version of a template's info.
-fn version(info: &Value, n: u64) -> Value {
-    info["versions"]
-        .as_array()
-        .expect("versions")
-        .iter()
-        .find(|v| v["version"] == n)
-        .cloned()
-        .unwrap_or_else(|| panic!("no version {n} in {info}"))
-}
-
-/// The layer digests of a version, lowest first.
-fn digests(v: &Value) -> Vec<String> {
-    v["layers"]
-        .as_array()
-        .expect("layers")
-        .iter()
-        .map(|l| l["digest"].as_str().expect("digest").to_owned())
-        .collect()
 }
 
 /// The top layer of a version.
@@ -95,11 +72,6 @@ fn top_layer(v: &Value) -> Value {
         .and_then(|l| l.last())
         .cloned()
         .unwrap_or_else(|| panic!("a version without layers: {v}"))
-}
-
-/// The directory name of a layer in `<state>/layers` (`blake3:…` → `blake3-…`).
-fn layer_dir_name(digest: &str) -> String {
-    digest.replacen(':', "-", 1)
 }
 
 /// The template version instance `name` runs now.
@@ -134,17 +106,6 @@ fn wait_tmp_empty(d: &TestDaemon) {
     wait_until(Duration::from_secs(10), "an empty <state>/tmp", || {
         d.state_entries("tmp").is_empty()
     });
-}
-
-fn id_base(d: &TestDaemon, name: &str) -> u32 {
-    d.info(name)["isolation"]["host_id_base"]
-        .as_u64()
-        .and_then(|b| u32::try_from(b).ok())
-        .unwrap_or(0)
-}
-
-fn view_of(d: &TestDaemon, name: &str) -> BTreeMap<String, view::Entry> {
-    view::of_pid(d.pid_of(name), id_base(d, name))
 }
 
 /// Total bytes of regular files below `dir`.
@@ -251,7 +212,7 @@ fn debian_templates_are_built_with_a_download_cache_and_applications_stack_with_
         cached.keys().any(|k| k.starts_with("less_")),
         "the downloaded packages are cached in {DEBIAN_CACHE}/debootstrap: {cached:?}"
     );
-    let t = tinfo(&d, "deb-first");
+    let t = template_info(&d, "deb-first");
     let v1 = version(&t, 1);
     let packages = strings(&v1["packages"]);
     for p in ["less ", "dpkg ", "apt ", "base-files "] {
@@ -280,7 +241,7 @@ fn debian_templates_are_built_with_a_download_cache_and_applications_stack_with_
         cached,
         "the rebuild rewrote or added cached packages"
     );
-    let base = tinfo(&d, "deb");
+    let base = template_info(&d, "deb");
     let base_v = version(&base, 1);
     assert_eq!(
         strings(&base_v["packages"]),
@@ -303,7 +264,7 @@ fn debian_templates_are_built_with_a_download_cache_and_applications_stack_with_
             out.stderr.contains(&format!("Setting up {pkg} ")),
             "apt's output is shown: {out}"
         );
-        let a = tinfo(&d, app);
+        let a = template_info(&d, app);
         let v = version(&a, 1);
         let layers = digests(&v);
         assert_eq!(layers.len(), 2, "base + its own layer: {a}");
@@ -380,7 +341,7 @@ fn debian_templates_are_built_with_a_download_cache_and_applications_stack_with_
         ],
         APT_TIMEOUT,
     );
-    let patched = tinfo(&d, "deb");
+    let patched = template_info(&d, "deb");
     let v2 = version(&patched, 2);
     assert_eq!(
         digests(&v2),
@@ -433,7 +394,7 @@ fn debian_templates_are_built_with_a_download_cache_and_applications_stack_with_
 #[test]
 fn application_templates_stack_and_conflicting_ones_are_refused_unless_ordered() {
     let d = TestDaemon::start();
-    let base = tinfo(&d, "busybox");
+    let base = template_info(&d, "busybox");
     let base_layers = digests(&version(&base, 1));
     let mut before = layer_dirs(&d);
     let x = |who: &str| {
@@ -449,7 +410,7 @@ fn application_templates_stack_and_conflicting_ones_are_refused_unless_ordered()
         d.ok(&[
             "template", "build", app, "--from", "busybox", "--run", &script,
         ]);
-        let t = tinfo(&d, app);
+        let t = template_info(&d, app);
         let v = version(&t, 1);
         let layers = digests(&v);
         assert_eq!(layers.len(), base_layers.len() + 1, "{t}");
@@ -554,7 +515,7 @@ fn an_application_template_in_use_cannot_be_removed() {
         "--run",
         "echo tool > /etc/tool",
     ]);
-    let own = layer_dir_name(&digests(&version(&tinfo(&d, "tool"), 1))[1]);
+    let own = layer_dir_name(&digests(&version(&template_info(&d, "tool"), 1))[1]);
     d.ok(&["launch", "busybox", "--app", "tool", "--name", "user"]);
     let out = d.mayfly(&["template", "rm", "tool"]);
     assert!(
@@ -646,7 +607,7 @@ fn patch_adds_one_layer_followers_move_at_next_start_pinned_stay_and_history_sho
         out.contains("per") && out.contains("etc/motd"),
         "the patch says what the persistent follower hides: {out}"
     );
-    let t = tinfo(&d, "busybox");
+    let t = template_info(&d, "busybox");
     assert_eq!(t["current_version"], 2);
     let (v1, v2) = (version(&t, 1), version(&t, 2));
     let (l1, l2) = (digests(&v1), digests(&v2));
@@ -722,7 +683,7 @@ fn patch_adds_one_layer_followers_move_at_next_start_pinned_stay_and_history_sho
         "-m",
         "third from a dir",
     ]);
-    let t = tinfo(&d, "busybox");
+    let t = template_info(&d, "busybox");
     let v3 = version(&t, 3);
     assert_eq!(digests(&v3).len(), l2.len() + 1);
     let history = d.ok(&["template", "history", "busybox"]);
@@ -795,13 +756,13 @@ fn shadowed_paths_are_still_reported_after_the_persistent_follower_restarts() {
         "--run",
         "echo v2 > /etc/motd",
     ]);
-    let before = tinfo(&d, "busybox");
+    let before = template_info(&d, "busybox");
     assert_eq!(before["shadowed"][0]["instance"], "per", "{before}");
     // Restarted onto version 2, its own /etc/motd (made on version 1) still hides version 2's.
     d.ok(&["restart", "per"]);
     assert_eq!(running_version(&d, "per"), Some(2));
     assert_eq!(d.sh("per", "cat /etc/motd"), "mine\n");
-    let after = tinfo(&d, "busybox");
+    let after = template_info(&d, "busybox");
     let paths = after["shadowed"]
         .as_array()
         .and_then(|a| a.iter().find(|s| s["instance"] == "per"))
@@ -815,7 +776,7 @@ fn shadowed_paths_are_still_reported_after_the_persistent_follower_restarts() {
     // A reset drops its changes: nothing is hidden any more, and it sees version 2.
     d.ok(&["reset", "per"]);
     assert_eq!(d.sh("per", "cat /etc/motd"), "v2\n");
-    let reset = tinfo(&d, "busybox");
+    let reset = template_info(&d, "busybox");
     assert!(
         reset["shadowed"]
             .as_array()
@@ -1073,8 +1034,8 @@ fn identical_trees_are_stored_once() {
     d.ok(&["template", "import", "one", path]);
     d.ok(&["template", "import", "two", path]);
     let (a, b) = (
-        digests(&version(&tinfo(&d, "one"), 1)),
-        digests(&version(&tinfo(&d, "two"), 1)),
+        digests(&version(&template_info(&d, "one"), 1)),
+        digests(&version(&template_info(&d, "two"), 1)),
     );
     assert_eq!(a, b, "the same tree has the same digest");
     let after = layer_dirs(&d);
@@ -1090,8 +1051,8 @@ fn identical_trees_are_stored_once() {
     let p = patch.to_str().expect("utf-8");
     d.ok(&["template", "patch", "one", "--from", p]);
     d.ok(&["template", "patch", "busybox", "--from", p]);
-    let top_one = digests(&version(&tinfo(&d, "one"), 2))[1].clone();
-    let top_bb = digests(&version(&tinfo(&d, "busybox"), 2))[1].clone();
+    let top_one = digests(&version(&template_info(&d, "one"), 2))[1].clone();
+    let top_bb = digests(&version(&template_info(&d, "busybox"), 2))[1].clone();
     assert_eq!(top_one, top_bb);
     let after2 = layer_dirs(&d);
     assert_eq!(
@@ -1118,7 +1079,7 @@ fn patching_the_same_tree_twice_stores_one_layer_and_the_version_still_starts() 
     let once = layer_dirs(&d);
     d.ok(&["template", "patch", "busybox", "--from", p]);
     assert_eq!(layer_dirs(&d), once, "the identical tree is stored once");
-    let t = tinfo(&d, "busybox");
+    let t = template_info(&d, "busybox");
     assert_eq!(t["current_version"], 3, "{t}");
     // Version 3 has the same layer twice; it must still be usable.
     let out = d.mayfly(&["launch", "busybox", "--name", "twice"]);
@@ -1153,7 +1114,7 @@ fn a_patch_rolled_out_to_many_followers_costs_one_layer() {
         "--run",
         "mkdir -p /srv && head -c 65536 /dev/urandom > /srv/blob",
     ]);
-    let top = top_layer(&version(&tinfo(&d, "busybox"), 2));
+    let top = top_layer(&version(&template_info(&d, "busybox"), 2));
     let new: Vec<String> = layer_dirs(&d).difference(&before).cloned().collect();
     assert_eq!(
         new,
@@ -1191,7 +1152,7 @@ fn a_patch_rolled_out_to_many_followers_costs_one_layer() {
 fn gc_removes_what_nothing_references_and_never_a_layer_in_use() {
     let d = TestDaemon::start();
     let layer_of = |v: u64| {
-        let t = tinfo(&d, "busybox");
+        let t = template_info(&d, "busybox");
         layer_dir_name(digests(&version(&t, v)).last().expect("a layer"))
     };
     let l1 = layer_of(1);
@@ -1314,11 +1275,11 @@ fn a_stack_past_the_depth_limit_is_squashed_with_identical_content() {
             }
         };
     }
-    let t = tinfo(&d, "busybox");
+    let t = template_info(&d, "busybox");
     assert_eq!(t["current_version"], 32);
     assert_eq!(digests(&version(&t, 32)).len(), 32, "at the limit: {t}");
     d.ok(&["launch", "busybox", "--name", "deep"]);
-    let deep = view_of(&d, "deep");
+    let deep = view::of_instance(&d, "deep");
     for p in ["etc/q31", "root/fresh/f", "etc/link", "usr/share/q/3"] {
         assert!(deep.contains_key(p), "{p} in the deep view");
     }
@@ -1336,7 +1297,7 @@ fn a_stack_past_the_depth_limit_is_squashed_with_identical_content() {
         "--from",
         empty.to_str().expect("utf-8"),
     ]);
-    let t = tinfo(&d, "busybox");
+    let t = template_info(&d, "busybox");
     assert_eq!(t["current_version"], 33);
     assert_eq!(
         digests(&version(&t, 33)).len(),
@@ -1345,7 +1306,11 @@ fn a_stack_past_the_depth_limit_is_squashed_with_identical_content() {
     );
     d.ok(&["restart", "deep"]);
     assert_eq!(running_version(&d, "deep"), Some(33));
-    view::assert_same("32 layers -> squashed", &deep, &view_of(&d, "deep"));
+    view::assert_same(
+        "32 layers -> squashed",
+        &deep,
+        &view::of_instance(&d, "deep"),
+    );
     assert_eq!(
         d.sh("deep", "cat /etc/q5 /usr/share/q/3"),
         "overwritten\nv31\n"
@@ -1359,7 +1324,10 @@ fn a_stack_past_the_depth_limit_is_squashed_with_identical_content() {
         "--run",
         "echo after > /etc/after",
     ]);
-    assert_eq!(digests(&version(&tinfo(&d, "busybox"), 34)).len(), 2);
+    assert_eq!(
+        digests(&version(&template_info(&d, "busybox"), 34)).len(),
+        2
+    );
     d.ok(&["restart", "deep"]);
     assert_eq!(d.sh("deep", "cat /etc/after /etc/q31"), "after\n31\n");
     d.finish();
@@ -1498,7 +1466,7 @@ fn bad_input_is_refused_clearly_and_leaves_nothing_half_created() {
     assert!(out.stderr.contains("busybox@9"), "{out}");
     let out = d.fails(&["template", "rm", "busybox"]);
     assert!(out.stderr.contains("pin"), "a template in use stays: {out}");
-    let t = tinfo(&d, "busybox");
+    let t = template_info(&d, "busybox");
     assert_eq!(t["versions"].as_array().map(Vec::len), Some(2), "{t}");
     d.ok(&["restart", "pin"]);
     assert_eq!(running_version(&d, "pin"), Some(1));
