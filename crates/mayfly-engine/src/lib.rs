@@ -342,6 +342,24 @@ pub(crate) fn failpoint(name: &str) {
     }
 }
 
+/// Fails the step named `name` with an injected error when the environment variable
+/// `MAYFLY_FAIL_AT` (a comma-separated list) names it: how the tests prove that a step that
+/// fails (a catalogue read, a discard) still leaves a settled state and wakes every waiter.
+pub(crate) fn inject(name: &str) -> Result<(), EngineError> {
+    static AT: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let names = AT.get_or_init(|| {
+        std::env::var("MAYFLY_FAIL_AT")
+            .map(|v| v.split(',').map(|s| s.trim().to_owned()).collect())
+            .unwrap_or_default()
+    });
+    if names.iter().any(|n| n == name) {
+        return Err(EngineError::Internal(format!(
+            "injected failure at {name} (MAYFLY_FAIL_AT)"
+        )));
+    }
+    Ok(())
+}
+
 /// The cgroup under which this state directory's instances live: `mayfly` for the default
 /// state directory, `mayfly-<hash>` for others, so that daemons side by side (tests) never
 /// share one.
