@@ -148,9 +148,14 @@ pub struct InstanceInfo {
     /// Bytes in the writable layer (only in `info`, it costs a walk of the layer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub writable_bytes: Option<u64>,
+    /// What went wrong cleaning up after the last run, if anything did (the next start
+    /// retries it, or refuses with the reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
-/// `POST /v1/instances`: create an instance, and start it unless `start` is false.
+/// `POST /v1/instances`: create an instance, and start it unless `start` is false. Its
+/// command, environment and working directory together take at most [`MAX_PROCESS_BYTES`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateInstance {
@@ -205,7 +210,57 @@ pub struct StopRequest {
     pub force: bool,
 }
 
-/// `POST /v1/instances/{name}/exec` (with `Upgrade: mayfly-stream`).
+/// Most bytes one argument or environment entry of a process may have: the kernel's own
+/// limit for one string given to `execve` (`MAX_ARG_STRLEN`, 32 pages).
+pub const MAX_ARG_BYTES: usize = 128 * 1024;
+
+/// Most bytes a process's command line, environment and working directory may have together
+/// (in [`CreateInstance`], [`ExecRequest`] and `run`); a request past it is refused with
+/// `413 too_large` before anything starts.
+pub const MAX_PROCESS_BYTES: usize = 256 * 1024;
+
+/// Checks a process's command line, environment and working directory against
+/// [`MAX_ARG_BYTES`] and [`MAX_PROCESS_BYTES`]; the error says which limit and by how much.
+pub fn check_process_size(
+    command: &[String],
+    env: &[String],
+    workdir: Option<&str>,
+) -> Result<(), String> {
+    if let Some((i, a)) = command
+        .iter()
+        .enumerate()
+        .find(|(_, a)| a.len() > MAX_ARG_BYTES)
+    {
+        return Err(format!(
+            "argument {i} of the command is {} bytes long; one argument may have at most {MAX_ARG_BYTES}",
+            a.len()
+        ));
+    }
+    if let Some(e) = env.iter().find(|e| e.len() > MAX_ARG_BYTES) {
+        let key = e.split_once('=').map_or(e.as_str(), |(k, _)| k);
+        let key: String = key.chars().take(40).collect();
+        return Err(format!(
+            "environment entry `{key}` is {} bytes long; one entry may have at most {MAX_ARG_BYTES}",
+            e.len()
+        ));
+    }
+    let total: usize = command
+        .iter()
+        .chain(env)
+        .map(|s| s.len() + 1)
+        .sum::<usize>()
+        + workdir.map_or(0, str::len);
+    if total > MAX_PROCESS_BYTES {
+        return Err(format!(
+            "the command line and environment take {total} bytes; at most {MAX_PROCESS_BYTES} are accepted"
+        ));
+    }
+    Ok(())
+}
+
+/// `POST /v1/instances/{name}/exec` (with `Upgrade: mayfly-stream`). The command line,
+/// environment and working directory together take at most [`MAX_PROCESS_BYTES`] (one
+/// entry at most [`MAX_ARG_BYTES`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExecRequest {

@@ -15,8 +15,8 @@ mod template;
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use instance::{
     CloneRequest, CreateInstance, CreateSnapshot, ExecRequest, ExitInfo, InstanceInfo,
-    InstanceState, Isolation, LogsQuery, Mode, PublishRequest, RemoveQuery, SnapshotInfo,
-    StopRequest,
+    InstanceState, Isolation, LogsQuery, MAX_ARG_BYTES, MAX_PROCESS_BYTES, Mode, PublishRequest,
+    RemoveQuery, SnapshotInfo, StopRequest, check_process_size,
 };
 pub use template::{
     BuildTemplate, GcReport, ImportEvent, ImportQuery, ImportTemplate, LayerInfo, PatchTemplate,

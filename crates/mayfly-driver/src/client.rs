@@ -1,6 +1,13 @@
 //! The daemon's connection to its forker: requests with replies matched by sequence number,
 //! events forwarded to the engine, and a new forker started (and reported) when the old one
 //! is gone.
+//!
+//! Every request has a deadline ([`Request::deadline`]); one that passes fails that request
+//! only. A request too large to send fails before anything is sent, and a reply that cannot
+//! be read fails its own request (or, without a readable sequence number, is dropped and
+//! its request ends at its deadline): the connection, and every other request and exec
+//! session on it, goes on. Events reach the engine through a bounded channel: when the
+//! engine falls behind, this side stops reading, and the forker queues (bounded too).
 
 use std::collections::HashMap;
 use std::io;
@@ -42,7 +49,7 @@ pub struct ForkerClient {
     cgroup_parent: String,
     cgroup_layout: CgroupLayout,
     conn: Mutex<Option<Arc<Conn>>>,
-    events: mpsc::UnboundedSender<DriverEvent>,
+    events: mpsc::Sender<DriverEvent>,
     forker_pid: std::sync::atomic::AtomicI32,
 }
 
@@ -54,7 +61,7 @@ impl ForkerClient {
         exe: &Path,
         cgroup_parent: &str,
         cgroup_layout: CgroupLayout,
-        events: mpsc::UnboundedSender<DriverEvent>,
+        events: mpsc::Sender<DriverEvent>,
     ) -> Self {
         ForkerClient {
             state_dir: state_dir.to_owned(),
@@ -131,38 +138,95 @@ impl ForkerClient {
     }
 
     /// Like [`Self::call`], and also returns the descriptors that came with the reply.
+    ///
+    /// A request that only asks (hello, probe, log reader) is sent again, to a new
+    /// connection, when the forker went away before answering: a forker that was leaving as
+    /// this daemon connected must not fail a daemon's start.
     pub async fn call_with_fds(
         &self,
         request: Request,
         fds: Vec<OwnedFd>,
     ) -> Result<(Reply, Vec<OwnedFd>), DriverError> {
+        let retry = match &request {
+            Request::Hello { protocol } => Some(Request::Hello {
+                protocol: *protocol,
+            }),
+            Request::ProbeIdmap { path } => Some(Request::ProbeIdmap { path: path.clone() }),
+            Request::LogReader { id } => Some(Request::LogReader { id: id.clone() }),
+            _ => None,
+        };
+        let first = self.call_once(request, fds).await;
+        match (first, retry) {
+            (Err(DriverError::HelperLost | DriverError::Helper(_)), Some(again)) => {
+                tracing::debug!("the forker went away before answering; asking again");
+                self.call_once(again, Vec::new()).await
+            }
+            (first, _) => first,
+        }
+    }
+
+    async fn call_once(
+        &self,
+        request: Request,
+        fds: Vec<OwnedFd>,
+    ) -> Result<(Reply, Vec<OwnedFd>), DriverError> {
+        let what = request.name();
+        let deadline = request.deadline();
         let conn = self.connection().await?;
         let seq = conn.seq.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        lock(&conn.pending).insert(seq, tx);
         let bytes = serde_json::to_vec(&Envelope { seq, request })
             .map_err(|e| DriverError::Helper(io::Error::other(e)))?;
+        if bytes.len() > protocol::MAX_MESSAGE {
+            return Err(DriverError::TooLarge(format!(
+                "the {what} request takes {} bytes, more than the {} the forker protocol carries",
+                bytes.len(),
+                protocol::MAX_MESSAGE
+            )));
+        }
+        let (tx, rx) = oneshot::channel();
+        lock(&conn.pending).insert(seq, tx);
+        // Whatever happens from here, the entry goes with this request.
+        let _forget = Forget { conn: &conn, seq };
         let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|f| f.as_fd()).collect();
-        {
+        let sent = tokio::time::timeout(deadline, async {
             let _guard = conn.send_lock.lock().await;
             loop {
-                let mut ready = conn.sock.writable().await.map_err(DriverError::Helper)?;
+                let mut ready = conn.sock.writable().await?;
                 match ready.try_io(|s| protocol::send(s.get_ref().as_fd(), &bytes, &borrowed)) {
-                    Ok(Ok(())) => break,
-                    Ok(Err(e)) => {
-                        lock(&conn.pending).remove(&seq);
-                        conn.closed.store(true, Ordering::Relaxed);
-                        return Err(DriverError::Helper(e));
-                    }
+                    Ok(result) => return result,
                     Err(_would_block) => continue,
                 }
             }
+        })
+        .await;
+        match sent {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) if protocol::refused_message(&e) => {
+                return Err(DriverError::TooLarge(format!(
+                    "the forker protocol refused the {what} request: {e}"
+                )));
+            }
+            Ok(Err(e)) => {
+                conn.closed.store(true, Ordering::Relaxed);
+                return Err(DriverError::Helper(e));
+            }
+            Err(_) => {
+                return Err(DriverError::TimedOut {
+                    request: what,
+                    after: deadline,
+                });
+            }
         }
+        drop(borrowed);
         drop(fds);
-        match rx.await {
-            Ok((Ok(reply), fds)) => Ok((reply, fds)),
-            Ok((Err(failure), _)) => Err(DriverError::Failed(failure)),
-            Err(_) => Err(DriverError::HelperLost),
+        match tokio::time::timeout(deadline, rx).await {
+            Ok(Ok((Ok(reply), fds))) => Ok((reply, fds)),
+            Ok(Ok((Err(failure), _))) => Err(DriverError::Failed(failure)),
+            Ok(Err(_)) => Err(DriverError::HelperLost),
+            Err(_) => Err(DriverError::TimedOut {
+                request: what,
+                after: deadline,
+            }),
         }
     }
 
@@ -173,15 +237,34 @@ impl ForkerClient {
         {
             return Ok(conn.clone());
         }
-        let sock = match connect(&self.state_dir) {
-            Ok(sock) => {
-                tracing::debug!("connected to a running forker");
-                sock
-            }
-            Err(e) => {
-                tracing::debug!("no forker answers ({e}); starting one");
-                self.start_forker().await?;
-                connect(&self.state_dir).map_err(DriverError::Helper)?
+        // A forker that is leaving (idle, its daemon gone) may still hold the lock while it
+        // no longer answers, so a start can lose a race with it: try again for a moment.
+        let mut attempt = 0;
+        let sock = loop {
+            match connect(&self.state_dir) {
+                Ok(sock) => {
+                    tracing::debug!("connected to a running forker");
+                    break sock;
+                }
+                Err(e) => {
+                    tracing::debug!("no forker answers ({e}); starting one");
+                    attempt += 1;
+                    match self.start_forker().await {
+                        Ok(()) => {
+                            if let Ok(sock) = connect(&self.state_dir) {
+                                break sock;
+                            }
+                        }
+                        Err(e) if attempt >= 20 => return Err(e),
+                        Err(_) => {}
+                    }
+                    if attempt >= 20 {
+                        return Err(DriverError::Helper(io::Error::other(
+                            "the forker started but does not answer",
+                        )));
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
             }
         };
         let conn = Arc::new(Conn {
@@ -252,6 +335,19 @@ impl ForkerClient {
     }
 }
 
+/// Removes a request's entry from the pending table when the request ends, however it ends
+/// (answered, failed, timed out, or its future dropped).
+struct Forget<'a> {
+    conn: &'a Conn,
+    seq: u64,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        lock(&self.conn.pending).remove(&self.seq);
+    }
+}
+
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -266,37 +362,67 @@ fn connect(state_dir: &Path) -> io::Result<OwnedFd> {
     )?;
     let addr = SocketAddrUnix::new(&paths.socket)?;
     rustix::net::connect(&sock, &addr)?;
+    protocol::tune(sock.as_fd());
     Ok(sock)
 }
 
-async fn read_loop(conn: Arc<Conn>, events: mpsc::UnboundedSender<DriverEvent>) {
+async fn read_loop(conn: Arc<Conn>, events: mpsc::Sender<DriverEvent>) {
     let mut buf = vec![0u8; protocol::MAX_MESSAGE];
     loop {
         let Ok(mut ready) = conn.sock.readable().await else {
             break;
         };
-        let received = ready.try_io(|s| protocol::recv(s.get_ref().as_fd(), &mut buf));
-        let n = match received {
+        let received = match ready.try_io(|s| protocol::recv_message(s.get_ref().as_fd(), &mut buf))
+        {
             Err(_would_block) => continue,
-            Ok(Ok((0, _))) | Ok(Err(_)) => break,
-            Ok(Ok((n, fds))) => (n, fds),
+            Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Ok(Err(_)) => break,
+            Ok(Ok(r)) if r.len == 0 && !r.truncated => break,
+            Ok(Ok(r)) => r,
         };
-        let (n, fds) = n;
-        match serde_json::from_slice::<FromForker>(&buf[..n]) {
-            Ok(FromForker::Reply { seq, result }) => {
+        if received.truncated {
+            // Only that message is lost: its request, if it was a reply, ends at its deadline.
+            tracing::error!(
+                "the forker sent a message larger than {} bytes; it was dropped",
+                protocol::MAX_MESSAGE
+            );
+            continue;
+        }
+        if received.fds_dropped {
+            tracing::error!("descriptors sent by the forker were dropped (too many, or no room)");
+        }
+        let bytes = &buf[..received.len];
+        let message = match serde_json::from_slice::<FromForker>(bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                match protocol::seq_of_reply(bytes) {
+                    Some(seq) => {
+                        if let Some(tx) = lock(&conn.pending).remove(&seq) {
+                            let failure = Failure {
+                                kind: protocol::FailureKind::Malformed,
+                                message: format!("the forker's answer cannot be read: {e}"),
+                            };
+                            let _ = tx.send((Err(failure), Vec::new()));
+                        }
+                    }
+                    None => tracing::error!("unreadable message from the forker, dropped: {e}"),
+                }
+                continue;
+            }
+        };
+        match message {
+            FromForker::Reply { seq, result } => {
                 if let Some(tx) = lock(&conn.pending).remove(&seq) {
-                    let _ = tx.send((result, fds));
+                    let _ = tx.send((result, received.fds));
                 }
             }
-            Ok(FromForker::Event(Event::Exited { id, status })) => {
-                let _ = events.send(DriverEvent::Exited { id, status });
+            FromForker::Event(Event::Exited { id, status }) => {
+                let _ = events.send(DriverEvent::Exited { id, status }).await;
             }
-            Ok(FromForker::Event(Event::ExecExited { exec_id, status })) => {
-                let _ = events.send(DriverEvent::ExecExited { exec_id, status });
-            }
-            Err(e) => {
-                tracing::error!("unreadable message from the forker: {e}");
-                break;
+            FromForker::Event(Event::ExecExited { exec_id, status }) => {
+                let _ = events
+                    .send(DriverEvent::ExecExited { exec_id, status })
+                    .await;
             }
         }
     }
@@ -304,5 +430,5 @@ async fn read_loop(conn: Arc<Conn>, events: mpsc::UnboundedSender<DriverEvent>) 
     conn.closed.store(true, Ordering::Relaxed);
     // Dropping the senders fails every request in flight with HelperLost.
     lock(&conn.pending).clear();
-    let _ = events.send(DriverEvent::HelperLost);
+    let _ = events.send(DriverEvent::HelperLost).await;
 }

@@ -43,7 +43,7 @@ impl ContainerDriver {
         exe: &Path,
         cgroup_parent: &str,
         cgroup_layout: CgroupLayout,
-        events: mpsc::UnboundedSender<DriverEvent>,
+        events: mpsc::Sender<DriverEvent>,
     ) -> Self {
         ContainerDriver {
             client: ForkerClient::new(state_dir, exe, cgroup_parent, cgroup_layout, events),
@@ -217,11 +217,15 @@ impl Driver for ContainerDriver {
                 binds: spec.binds.clone(),
             };
             let id = container.id.clone();
-            match self
+            let answer = self
                 .client
                 .call_with_fds(Request::Spawn(Box::new(container)), fds)
-                .await?
-            {
+                .await;
+            if let Err(DriverError::TimedOut { .. }) = &answer {
+                // The forker may still finish the start: it must not run unasked.
+                let _ = self.kill(&id).await;
+            }
+            match answer? {
                 (Reply::Spawned { pid, start_time }, mut readers) => {
                     if let Some(fd) = readers.pop() {
                         lock(&self.log_readers).insert(id, fd);

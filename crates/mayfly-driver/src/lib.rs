@@ -45,6 +45,20 @@ pub enum DriverError {
     /// The helper could not be started or reached.
     #[error("cannot reach the forker helper")]
     Helper(#[source] std::io::Error),
+    /// The helper did not answer in time (it is stuck; the request was given up).
+    #[error(
+        "the forker helper did not answer a {request} request within {} s; see forker.log in the state directory",
+        after.as_secs()
+    )]
+    TimedOut {
+        /// What was asked.
+        request: &'static str,
+        /// How long was waited.
+        after: std::time::Duration,
+    },
+    /// The request is too large for the helper's protocol (nothing was sent).
+    #[error("{0}")]
+    TooLarge(String),
     /// The helper speaks another protocol version (a mayfly upgrade with instances running).
     #[error("the running forker speaks protocol {found}, this daemon {expected}")]
     ProtocolMismatch {

@@ -4,7 +4,15 @@
 //! Sequenced packets keep message boundaries, so one `recvmsg` is one message and the
 //! descriptors that came with it. Requests carry a sequence number that the reply repeats;
 //! events (a container or exec'd process ended) carry none and may arrive at any time, but
-//! always after the reply that created what they report on.
+//! always after the reply that created what they report on. A reply may come long after
+//! later requests' replies (a spawn waits for its child's verdict, a freeze for the kernel).
+//!
+//! One bad message is an error for that message only, never for the connection: a request
+//! too large to send fails before it is sent; one that cannot be read is answered with a
+//! [`FailureKind::Malformed`] failure when its sequence number can be read, and ignored
+//! (its sender's deadline ends it) when not; descriptors beyond [`MAX_FDS`] are dropped and
+//! the request refused. Only a peer that closes, or one that stops reading for so long that
+//! the other side's bounded queue overflows, ends the connection.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
@@ -18,11 +26,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::{ContainerSpec, ExitStatus, ProcessSpec};
 
-/// Bumped whenever a message changes shape.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Bumped whenever a message changes shape or meaning.
+pub const PROTOCOL_VERSION: u32 = 2;
 
-/// Largest message, in bytes.
-pub const MAX_MESSAGE: usize = 256 * 1024;
+/// Largest message, in bytes. The engine refuses process specifications that could not fit
+/// (see `mayfly_engine`'s limits) long before this.
+pub const MAX_MESSAGE: usize = 1 << 20;
+
+/// Send buffer of both ends. A `SOCK_SEQPACKET` message larger than the sender's buffer
+/// fails with `EMSGSIZE` (the default, about 208 KiB, is below [`MAX_MESSAGE`]); this leaves
+/// room for several large messages in flight.
+pub const SOCKET_BUFFER: usize = 8 << 20;
 
 /// Most descriptors passed with one message.
 pub const MAX_FDS: usize = 32;
@@ -115,6 +129,39 @@ pub enum Request {
     },
 }
 
+impl Request {
+    /// What the request is, for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Hello { .. } => "hello",
+            Request::Spawn(_) => "spawn",
+            Request::Signal { .. } => "signal",
+            Request::KillAll { .. } => "kill",
+            Request::Exec { .. } => "exec",
+            Request::SignalExec { .. } => "signal-exec",
+            Request::Freeze { frozen: true, .. } => "freeze",
+            Request::Freeze { frozen: false, .. } => "thaw",
+            Request::Adopt { .. } => "adopt",
+            Request::LogReader { .. } => "log-reader",
+            Request::ProbeIdmap { .. } => "probe",
+            Request::Release { .. } => "release",
+        }
+    }
+
+    /// How long the daemon waits for the answer: longer than the forker's own deadline for
+    /// what the request waits on (see `forker::pending`), so that the forker's precise
+    /// error normally comes first and this one only means the forker itself is stuck.
+    pub fn deadline(&self) -> std::time::Duration {
+        let secs = match self {
+            Request::Spawn(_) => 90,
+            Request::Exec { .. } | Request::Freeze { .. } | Request::ProbeIdmap { .. } => 30,
+            Request::Release { .. } => 20,
+            _ => 15,
+        };
+        std::time::Duration::from_secs(secs)
+    }
+}
+
 /// Where an adopted container's output goes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogTarget {
@@ -184,6 +231,12 @@ pub enum FailureKind {
     ProgramNotFound,
     /// The program exists but cannot be executed.
     ProgramNotExecutable,
+    /// The instance is frozen (or being frozen): nothing new can start in it.
+    Frozen,
+    /// The request could not be read (malformed, truncated, too many descriptors).
+    Malformed,
+    /// What the request waited for did not happen within the forker's deadline.
+    TimedOut,
     /// Anything else.
     Other,
 }
@@ -243,17 +296,30 @@ pub enum FromForker {
     Event(Event),
 }
 
+/// Whether a failed [`send`] refused only this message (too large, too many descriptors),
+/// leaving the connection usable.
+pub fn refused_message(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::InvalidInput || e.raw_os_error() == Some(libc::EMSGSIZE)
+}
+
 /// Sends one message with `fds` attached.
 pub fn send(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
     if bytes.len() > MAX_MESSAGE {
-        return Err(io::Error::other(
-            "message too large for the forker protocol",
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "a message of {} bytes is larger than the forker protocol's {MAX_MESSAGE}",
+                bytes.len()
+            ),
         ));
     }
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut control = SendAncillaryBuffer::new(&mut space);
     if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
-        return Err(io::Error::other("too many descriptors for one message"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("more than {MAX_FDS} descriptors for one message"),
+        ));
     }
     let sent = rustix::net::sendmsg(
         sock,
@@ -288,6 +354,74 @@ pub fn recv(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Vec<Owne
         return Err(io::Error::other("truncated message on the forker socket"));
     }
     Ok((msg.bytes, fds))
+}
+
+/// One message as received on the daemon ↔ forker connection.
+#[derive(Debug)]
+pub struct Received {
+    /// Its length (0: the peer closed).
+    pub len: usize,
+    /// The descriptors that came with it (close-on-exec).
+    pub fds: Vec<OwnedFd>,
+    /// The message was longer than the buffer and is cut: unreadable.
+    pub truncated: bool,
+    /// More descriptors came than fit (or than this process may hold): some were dropped.
+    pub fds_dropped: bool,
+}
+
+/// Receives one message into `buf`, reporting truncation instead of failing on it (the
+/// connection stays usable; only this message is lost).
+pub fn recv_message(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Received> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let msg = rustix::net::recvmsg(
+        sock,
+        &mut [IoSliceMut::new(buf)],
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC,
+    )?;
+    let mut fds = Vec::new();
+    for m in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = m {
+            fds.extend(received);
+        }
+    }
+    Ok(Received {
+        len: msg.bytes,
+        fds,
+        truncated: msg.flags.contains(ReturnFlags::TRUNC),
+        fds_dropped: msg.flags.contains(ReturnFlags::CTRUNC),
+    })
+}
+
+/// Gives a connection's socket the send buffer that [`MAX_MESSAGE`] needs (forced past the
+/// system's `wmem_max`, which root may do; else as large as allowed).
+pub fn tune(sock: BorrowedFd<'_>) {
+    if rustix::net::sockopt::set_socket_send_buffer_size_force(sock, SOCKET_BUFFER).is_err() {
+        let _ = rustix::net::sockopt::set_socket_send_buffer_size(sock, SOCKET_BUFFER);
+    }
+}
+
+/// The sequence number of a request that could not be read whole, if it has one.
+pub fn seq_of_request(bytes: &[u8]) -> Option<u64> {
+    #[derive(Deserialize)]
+    struct SeqOnly {
+        seq: u64,
+    }
+    serde_json::from_slice::<SeqOnly>(bytes).ok().map(|s| s.seq)
+}
+
+/// The sequence number of a reply that could not be read whole, if it has one.
+pub fn seq_of_reply(bytes: &[u8]) -> Option<u64> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    enum SeqOnly {
+        Reply { seq: u64 },
+    }
+    match serde_json::from_slice::<SeqOnly>(bytes) {
+        Ok(SeqOnly::Reply { seq }) => Some(seq),
+        Err(_) => None,
+    }
 }
 
 /// Serialises and sends a value.

@@ -19,6 +19,14 @@ pub enum EngineError {
         /// What to do.
         hint: Option<String>,
     },
+    /// A value in the request is larger than mayfly accepts.
+    #[error("{message}")]
+    TooLarge {
+        /// What is too large, and the limit.
+        message: String,
+        /// What to do.
+        hint: Option<String>,
+    },
     /// The instance is in the wrong state for the action.
     #[error("instance `{name}` is {state}: cannot {action}")]
     WrongState {
@@ -106,6 +114,7 @@ impl EngineError {
         let message = mayfly_driver::error_chain(self);
         let (code, hint): (ErrorCode, Option<String>) = match self {
             EngineError::Invalid { hint, .. } => (ErrorCode::InvalidArgument, hint.clone()),
+            EngineError::TooLarge { hint, .. } => (ErrorCode::TooLarge, hint.clone()),
             EngineError::WrongState { hint, .. } => (ErrorCode::WrongState, hint.clone()),
             EngineError::Busy { .. } => (
                 ErrorCode::Busy,
@@ -164,10 +173,23 @@ impl EngineError {
                 Some("give a root directory or a .tar, .tar.gz or .tar.zst of one".into()),
             ),
             EngineError::Image(_) => (ErrorCode::Internal, None),
+            EngineError::Driver(DriverError::TooLarge(_)) => (
+                ErrorCode::TooLarge,
+                Some("shorten the command line or environment".into()),
+            ),
+            EngineError::Driver(DriverError::TimedOut { .. }) => (
+                ErrorCode::Unavailable,
+                Some("the daemon's helper is stuck; other requests may still work, and its log says more".into()),
+            ),
             EngineError::Driver(e) => match e.failure_kind() {
                 Some(FailureKind::UnknownContainer) => (ErrorCode::WrongState, None),
                 Some(FailureKind::ProgramNotFound) => (ErrorCode::NotFound, None),
                 Some(FailureKind::ProgramNotExecutable) => (ErrorCode::InvalidArgument, None),
+                Some(FailureKind::Frozen) => (
+                    ErrorCode::WrongState,
+                    Some("retry once the snapshot, clone or publish that copies it is done".into()),
+                ),
+                Some(FailureKind::TimedOut) => (ErrorCode::Unavailable, None),
                 _ => (ErrorCode::Internal, None),
             },
             EngineError::Unavailable(_) => (ErrorCode::Unavailable, None),

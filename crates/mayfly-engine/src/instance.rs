@@ -90,12 +90,18 @@ impl Engine {
     // ---- queries -----------------------------------------------------------------------
 
     fn info_of(&self, rec: &InstanceRecord, writable_bytes: Option<u64>) -> InstanceInfo {
-        let (state, pid, version, started_at) = match lock(&self.slots).get(&rec.name) {
+        let (state, pid, version, started_at, error) = match lock(&self.slots).get(&rec.name) {
             Some(slot) => {
                 let rt = lock(&slot.rt);
-                (rt.state, rt.pid, rt.version, rt.started_at)
+                (
+                    rt.state,
+                    rt.pid,
+                    rt.version,
+                    rt.started_at,
+                    rt.last_error.clone(),
+                )
             }
-            None => (InstanceState::Stopped, None, None, None),
+            None => (InstanceState::Stopped, None, None, None, None),
         };
         InstanceInfo {
             id: rec.id.clone(),
@@ -122,6 +128,7 @@ impl Engine {
                 host_id_count: rec.id_base.map(|_| ID_RANGE),
             },
             writable_bytes,
+            error,
         }
     }
 
@@ -216,6 +223,7 @@ impl Engine {
         })?;
         process::check_env(&req.env)
             .map_err(|e| EngineError::invalid(e, "e.g. `--env LANG=C.UTF-8`"))?;
+        process::check_size(&req.command, &req.env, req.workdir.as_deref())?;
         if let Some(w) = &req.workdir
             && !w.starts_with('/')
         {
@@ -425,6 +433,7 @@ impl Engine {
                 rt.pid = Some(run.pid);
                 rt.version = Some(version);
                 rt.started_at = Some(run.started_at);
+                rt.last_error = None;
                 Ok(())
             }
             Err(e) => {
@@ -498,26 +507,42 @@ impl Engine {
             }
         }
         if lock(&slot.rt).exit_waiter.is_some() {
-            let signal = if req.force {
-                None
-            } else {
-                let name = slot.name.clone();
-                let rec = self.db(move |s| s.instance(&name)).await?;
-                let tname = rec.template.clone();
-                let template = self.db(move |s| s.template(&tname)).await.ok();
-                let version = rec
-                    .pinned_version
-                    .or(template.as_ref().map(|t| t.current_version));
-                Some(
-                    template
-                        .as_ref()
-                        .and_then(|t| version.and_then(|v| t.version(v)))
-                        .map(|v| process::stop_signal(&v.config))
-                        .unwrap_or(libc::SIGTERM),
-                )
-            };
-            let timeout = Duration::from_secs(req.timeout.unwrap_or(DEFAULT_STOP_TIMEOUT));
-            self.wait_for_exit(slot, rx, signal, timeout).await?;
+            let waited = async {
+                let signal = if req.force {
+                    None
+                } else {
+                    let name = slot.name.clone();
+                    let rec = self.db(move |s| s.instance(&name)).await?;
+                    let tname = rec.template.clone();
+                    let template = self.db(move |s| s.template(&tname)).await.ok();
+                    let version = rec
+                        .pinned_version
+                        .or(template.as_ref().map(|t| t.current_version));
+                    Some(
+                        template
+                            .as_ref()
+                            .and_then(|t| version.and_then(|v| t.version(v)))
+                            .map(|v| process::stop_signal(&v.config))
+                            .unwrap_or(libc::SIGTERM),
+                    )
+                };
+                let timeout = Duration::from_secs(req.timeout.unwrap_or(DEFAULT_STOP_TIMEOUT));
+                self.wait_for_exit(slot, rx, signal, timeout).await
+            }
+            .await;
+            if let Err(e) = waited {
+                // The stop failed: the instance runs on (unless its end arrived meanwhile,
+                // which is settled now), and is not left `stopping` with nobody to finish it.
+                {
+                    let mut rt = lock(&slot.rt);
+                    rt.exit_waiter = None;
+                    if rt.pending_exit.is_none() && rt.state == InstanceState::Stopping {
+                        rt.state = InstanceState::Running;
+                    }
+                }
+                self.settle(slot).await;
+                return Err(e);
+            }
         }
         self.settle(slot).await;
         Ok(())
@@ -764,6 +789,7 @@ impl Engine {
         }
         process::check_env(&req.env)
             .map_err(|e| EngineError::invalid(e, "e.g. `--env LANG=C.UTF-8`"))?;
+        process::check_size(&req.command, &req.env, req.workdir.as_deref())?;
         if req.command.iter().any(|a| a.contains('\0')) {
             return Err(EngineError::invalid(
                 "the command contains a NUL byte",

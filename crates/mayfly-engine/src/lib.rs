@@ -17,6 +17,7 @@
 mod apps;
 mod build;
 mod error;
+mod freeze;
 mod instance;
 mod layer;
 mod logs;
@@ -50,6 +51,9 @@ pub use versions::MAX_LAYERS;
 
 use slot::Slots;
 use trash::Trash;
+
+/// Driver events (an init or exec'd process ended) waiting for the engine.
+const DRIVER_EVENTS: usize = 4096;
 
 /// How the daemon runs the engine.
 #[derive(Debug, Clone)]
@@ -127,7 +131,9 @@ impl Engine {
                 "--cgroup-layout v2 on a hybrid host: the unified hierarchy holds no controllers here, so instances stay in the forker's v1 groups (no limits, shared accounting); use it for testing"
             );
         }
-        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        // Bounded: when the engine falls behind, the driver stops reading its helper, whose
+        // own queue is bounded too.
+        let (events_tx, events_rx) = mpsc::channel(DRIVER_EVENTS);
         let driver: Arc<dyn Driver> = Arc::new(ContainerDriver::new(
             &config.state_dir,
             &config.exe,
@@ -167,13 +173,8 @@ impl Engine {
                 mayfly_driver::error_chain(&e)
             );
         }
-        engine.reconcile().await?;
-        for id in recovered.thaw {
-            // A snapshot was interrupted while the instance was frozen.
-            if engine.driver.freeze(&id, false).await.is_ok() {
-                tracing::warn!("thawed instance {id}, left frozen by an interrupted snapshot");
-            }
-        }
+        engine.reconcile(true).await?;
+        engine.thaw_interrupted(recovered.thaw).await;
         engine.restart_interrupted(recovered.restart).await;
         tokio::spawn(engine.clone().event_loop(events_rx));
         Ok(engine)
@@ -259,7 +260,7 @@ impl Engine {
             .map_err(|e| EngineError::Internal(e.to_string()))?
     }
 
-    async fn event_loop(self: Arc<Self>, mut events: mpsc::UnboundedReceiver<DriverEvent>) {
+    async fn event_loop(self: Arc<Self>, mut events: mpsc::Receiver<DriverEvent>) {
         while let Some(event) = events.recv().await {
             match event {
                 DriverEvent::Exited { id, status } => self.on_exit(&id, status),
@@ -275,7 +276,7 @@ impl Engine {
                     // Exec sessions die with the helper's connection.
                     lock(&self.execs).clear();
                     let mut delay = std::time::Duration::from_millis(50);
-                    while let Err(e) = self.reconcile().await {
+                    while let Err(e) = self.reconcile(false).await {
                         tracing::error!(
                             "reconcile after losing the forker: {}",
                             mayfly_driver::error_chain(&e)

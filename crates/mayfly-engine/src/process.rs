@@ -26,6 +26,24 @@ pub(crate) fn environment(hostname: &str, tty: bool, layers: &[&[String]]) -> Ve
     env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
 }
 
+/// Checks that a process given by a user fits the API's size limits (the forker protocol
+/// carries every accepted one).
+pub(crate) fn check_size(
+    command: &[String],
+    env: &[String],
+    workdir: Option<&str>,
+) -> Result<(), crate::EngineError> {
+    mayfly_api::check_process_size(command, env, workdir).map_err(|message| {
+        crate::EngineError::TooLarge {
+            message,
+            hint: Some(
+                "pass large data through a file or standard input (`mayfly exec NAME -- sh -c '…' < FILE`)"
+                    .into(),
+            ),
+        }
+    })
+}
+
 /// Checks `KEY=VALUE` entries given by a user.
 pub(crate) fn check_env(entries: &[String]) -> Result<(), String> {
     for e in entries {

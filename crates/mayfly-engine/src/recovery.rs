@@ -31,8 +31,12 @@ fn to_trash(layout: &Layout, path: &std::path::Path, why: &str) {
 pub(crate) mod kind {
     /// A template import or publish: its staging tree.
     pub const IMPORT: &str = "import";
-    /// A snapshot: its tree; the instance (the subject) may have been left frozen.
+    /// A snapshot: its tree. (Daemons before `FREEZE` existed also meant: the instance, the
+    /// subject, may have been left frozen.)
     pub const SNAPSHOT: &str = "snapshot";
+    /// An instance (the subject) is frozen for a copy: thaw it. Closed only once it is
+    /// thawed, so it survives restarts until then.
+    pub const FREEZE: &str = "freeze";
     /// A restore: the next writable-layer generation being staged.
     pub const RESTORE: &str = "restore";
     /// A clone: the new instance (the subject), whose row may already exist.
@@ -45,8 +49,9 @@ pub(crate) mod kind {
 /// What [`recover`] leaves to do once the forker is reachable.
 #[derive(Debug, Default)]
 pub(crate) struct Recovered {
-    /// Instances an interrupted snapshot may have left frozen: to thaw.
-    pub thaw: Vec<String>,
+    /// Instances an interrupted operation may have left frozen, with the journal entry to
+    /// close once each is thawed (0: none).
+    pub thaw: Vec<(i64, String)>,
     /// Instances an interrupted restart, reset or restore may have left stopped: to start.
     pub restart: Vec<String>,
 }
@@ -67,7 +72,12 @@ pub(crate) fn recover(store: &mut Store, layout: &Layout) -> Result<Recovered, S
             }
         }
         match entry.kind.as_str() {
-            kind::SNAPSHOT => left.thaw.push(entry.subject.clone()),
+            kind::FREEZE => {
+                // Closed once the instance is thawed.
+                left.thaw.push((entry.id, entry.subject.clone()));
+                continue;
+            }
+            kind::SNAPSHOT => left.thaw.push((0, entry.subject.clone())),
             kind::CLONE => store.forget_instance(&entry.subject)?,
             kind::RESTART => left.restart.push(entry.subject.clone()),
             _ => {}
@@ -148,8 +158,10 @@ fn same_process(pid: i32, start_time: u64) -> bool {
 }
 
 impl Engine {
-    /// Matches every catalogued instance with what the forker tracks.
-    pub(crate) async fn reconcile(self: &Arc<Self>) -> Result<(), EngineError> {
+    /// Matches every catalogued instance with what the forker tracks. At start-up
+    /// (`startup`), nothing else runs yet, so an ephemeral instance found stopped is one whose
+    /// run never started or whose removal failed: it is removed now.
+    pub(crate) async fn reconcile(self: &Arc<Self>, startup: bool) -> Result<(), EngineError> {
         let tracked: HashMap<String, ContainerState> = self
             .driver
             .tracked()
@@ -212,6 +224,15 @@ impl Engine {
                         }
                     }
                 },
+            };
+            let ended = match ended {
+                None if startup
+                    && rec.mode == mayfly_api::Mode::Ephemeral
+                    && slot.state() == InstanceState::Stopped =>
+                {
+                    Some(None)
+                }
+                e => e,
             };
             if let Some(status) = ended {
                 lock(&slot.rt).pending_exit = Some(status);

@@ -28,6 +28,9 @@ pub(crate) struct Runtime {
     pub exit_waiter: Option<oneshot::Sender<()>>,
     /// Told how the run ended once it is settled (attached runs).
     pub watchers: Vec<oneshot::Sender<Option<ExitStatus>>>,
+    /// What went wrong when the last run was cleaned up, if anything did (shown by `info`;
+    /// the next start retries what failed, or fails with the reason).
+    pub last_error: Option<String>,
 }
 
 impl Default for Runtime {
@@ -40,6 +43,7 @@ impl Default for Runtime {
             pending_exit: None,
             exit_waiter: None,
             watchers: Vec::new(),
+            last_error: None,
         }
     }
 }
@@ -182,11 +186,13 @@ impl Engine {
         if rt.state == InstanceState::Running {
             rt.state = InstanceState::Stopping;
         }
-        if let Some(waiter) = rt.exit_waiter.take() {
+        if let Some(waiter) = rt.exit_waiter.take()
+            && waiter.send(()).is_ok()
+        {
             // The action that waits holds the operation lock and settles the run itself.
-            let _ = waiter.send(());
             return;
         }
+        // Nobody waits (or the action that did gave up): settle it here.
         drop(rt);
         let engine = self.clone();
         tokio::spawn(async move {
@@ -198,63 +204,87 @@ impl Engine {
     /// Settles a pending exit, if there is one. The caller holds the operation lock.
     pub(crate) async fn settle(self: &Arc<Self>, slot: &Arc<Slot>) {
         let pending = lock(&slot.rt).pending_exit.take();
-        if let Some(status) = pending
-            && let Err(e) = self.finish_run(slot, status).await
-        {
-            tracing::error!(
-                instance = %slot.name,
-                "cleaning up after the run failed: {}",
-                mayfly_driver::error_chain(&e)
-            );
+        if let Some(status) = pending {
+            self.finish_run(slot, status).await;
         }
     }
 
     /// Ends a run: the driver forgets the instance, the mode decides what happens to the
     /// writable layer and the instance, watchers learn how it ended.
-    async fn finish_run(
-        self: &Arc<Self>,
-        slot: &Arc<Slot>,
-        status: Option<ExitStatus>,
-    ) -> Result<(), EngineError> {
-        let released = match self.driver.release(&slot.id).await {
+    ///
+    /// Every path out of here leaves the instance settled (`stopped`, or gone) and wakes
+    /// every watcher: a step that fails is recorded (the instance's `error`, the log) and the
+    /// others still run. What failed is retried where it matters: a transient instance's
+    /// next start discards its old layer again (and refuses to start on it), an ephemeral
+    /// instance that could not be removed is removed at the daemon's next start.
+    async fn finish_run(self: &Arc<Self>, slot: &Arc<Slot>, status: Option<ExitStatus>) {
+        let mut errors: Vec<String> = Vec::new();
+        let chain =
+            |what: &str, e: &EngineError| format!("{what}: {}", mayfly_driver::error_chain(e));
+        match self.driver.release(&slot.id).await {
             Err(e) if e.failure_kind() != Some(FailureKind::UnknownContainer) => {
-                Err(EngineError::Driver(e))
+                errors.push(chain("release", &EngineError::Driver(e)));
             }
-            _ => Ok(()),
-        };
+            _ => {}
+        }
         let name = slot.name.clone();
-        let rec = self.db(move |s| s.instance(&name)).await?;
+        let rec = match crate::inject("finish-run:read") {
+            Ok(()) => self.db(move |s| s.instance(&name)).await,
+            Err(e) => Err(e),
+        };
         let exit = status.map(|s| ExitRecord {
             code: s.code,
             signal: s.signal,
             at: mayfly_store::now(),
         });
-        let result = match rec.mode {
-            Mode::Ephemeral => self.delete_instance(slot, &rec).await,
-            Mode::Transient => {
-                self.discard_writable(&rec.id, rec.writable_gen).await?;
-                let id = rec.id.clone();
-                self.db(move |s| s.set_run(&id, Mode::Transient, None, exit.as_ref()))
-                    .await
+        match rec {
+            Err(e) => errors.push(chain("read the catalogue", &e)),
+            Ok(rec) => {
+                let result = match rec.mode {
+                    Mode::Ephemeral => self.delete_instance(slot, &rec).await,
+                    Mode::Transient => {
+                        let discarded = match crate::inject("finish-run:discard") {
+                            Ok(()) => self.discard_writable(&rec.id, rec.writable_gen).await,
+                            Err(e) => Err(e),
+                        };
+                        if let Err(e) = discarded {
+                            errors.push(chain("discard the writable layer", &e));
+                        }
+                        let id = rec.id.clone();
+                        self.db(move |s| s.set_run(&id, Mode::Transient, None, exit.as_ref()))
+                            .await
+                    }
+                    Mode::Persistent => {
+                        let id = rec.id.clone();
+                        self.db(move |s| s.set_run(&id, Mode::Persistent, None, exit.as_ref()))
+                            .await
+                    }
+                };
+                if let Err(e) = result {
+                    let what = match rec.mode {
+                        Mode::Ephemeral => "remove the ephemeral instance",
+                        _ => "record the end of the run",
+                    };
+                    errors.push(chain(what, &e));
+                }
             }
-            Mode::Persistent => {
-                let id = rec.id.clone();
-                self.db(move |s| s.set_run(&id, Mode::Persistent, None, exit.as_ref()))
-                    .await
-            }
-        };
+        }
+        let error = (!errors.is_empty()).then(|| errors.join("; "));
+        if let Some(e) = &error {
+            tracing::error!(instance = %slot.name, "cleaning up after the run failed: {e}");
+        }
         let watchers = {
             let mut rt = lock(&slot.rt);
             rt.state = InstanceState::Stopped;
             rt.pid = None;
             rt.version = None;
             rt.started_at = None;
+            rt.last_error = error;
             std::mem::take(&mut rt.watchers)
         };
         for w in watchers {
             let _ = w.send(status);
         }
-        released.and(result)
     }
 
     /// Removes an instance for good: catalogue row, then its directory (to the trash).

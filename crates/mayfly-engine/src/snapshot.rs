@@ -13,8 +13,8 @@
 //!   whiteouts canonical, overlay bookkeeping dropped) stacked on the source's template version.
 //!
 //! Crash safety: every copy goes to a path that the catalogue does not reference until one
-//! transaction commits it; an interrupted one is swept at start-up (and a snapshot that was
-//! interrupted while its instance was frozen thaws it, see `recovery`).
+//! transaction commits it; an interrupted one is swept at start-up, and an instance frozen
+//! for it is thawed (see `freeze`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -122,12 +122,8 @@ impl Engine {
             });
         }
         let pid = lock(&slot.rt).pid;
-        let frozen_at = if running {
-            self.driver
-                .freeze(&slot.id, true)
-                .await
-                .map_err(EngineError::Driver)?;
-            Some(Instant::now())
+        let frozen = if running {
+            Some((self.freeze_instance(slot).await?, Instant::now()))
         } else {
             None
         };
@@ -145,10 +141,14 @@ impl Engine {
                     .map_err(EngineError::Image)
             })
             .await;
-        let frozen = frozen_at.map(|t| t.elapsed());
-        if running && let Err(e) = self.driver.freeze(&slot.id, false).await {
-            tracing::error!(instance = %slot.name, "cannot thaw after a copy: {}", mayfly_driver::error_chain(&e));
-        }
+        let frozen = match frozen {
+            Some((journal, at)) => {
+                let took = at.elapsed();
+                self.thaw_instance(slot, journal).await;
+                Some(took)
+            }
+            None => None,
+        };
         Ok(Captured {
             stats: copied?,
             frozen,

@@ -6,10 +6,10 @@
 mod common;
 mod view;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-use common::{TestDaemon, id_base, poll_until, wait_until};
+use common::{TestDaemon, freezer_thawed, id_base, poll_until, wait_until};
 
 /// Builds, inside running instance `name`, a tree with every kind of change: new files, dirs,
 /// symlinks (relative and absolute), hard links, a FIFO, setuid and odd modes, owners other
@@ -396,53 +396,6 @@ fn libc_sigterm() -> u32 {
     15
 }
 
-/// Runs `args` against a daemon started with `MAYFLY_CRASH_AT=point`, which aborts there;
-/// then brings the test's own daemon back.
-fn crash_at(d: &mut TestDaemon, point: &str, args: &[&str]) {
-    d.stop_daemon();
-    let mut daemon = Command::new(common::bin())
-        .args(["daemon", "--state-dir"])
-        .arg(&d.state)
-        .arg("--socket")
-        .arg(&d.socket)
-        .env("MAYFLY_CRASH_AT", point)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the crashing daemon");
-    wait_until(
-        Duration::from_secs(20),
-        "the crashing daemon to answer",
-        || d.mayfly(&["info"]).success(),
-    );
-    let out = d.mayfly(args);
-    assert!(
-        !out.success(),
-        "`{}` should have been interrupted at {point}: {out}",
-        args.join(" ")
-    );
-    let status = daemon.wait().expect("wait for the crashing daemon");
-    assert!(
-        !status.success(),
-        "the daemon should have aborted at {point}"
-    );
-    d.restart();
-}
-
-fn freezer_thawed(d: &TestDaemon, name: &str) -> bool {
-    let id = d.info(name)["id"].as_str().unwrap_or_default().to_owned();
-    let rel = format!("{}/{id}", d.cgroup_parent());
-    for h in common::cgroup_present(&rel) {
-        for file in ["freezer.state", "cgroup.freeze"] {
-            if let Ok(s) = std::fs::read_to_string(h.join(file)) {
-                return matches!(s.trim(), "THAWED" | "0");
-            }
-        }
-    }
-    true
-}
-
 #[test]
 fn a_daemon_killed_in_the_middle_leaves_the_whole_result_or_nothing() {
     let mut d = TestDaemon::start();
@@ -453,11 +406,7 @@ fn a_daemon_killed_in_the_middle_leaves_the_whole_result_or_nothing() {
     let layers = d.state_entries("layers");
 
     // Snapshot: no half snapshot, and the instance is not left frozen.
-    crash_at(
-        &mut d,
-        "snapshot:copied",
-        &["snapshot", "create", "src", "s1"],
-    );
+    d.crash_at("snapshot:copied", &["snapshot", "create", "src", "s1"]);
     let list: serde_json::Value = d.json(&["snapshot", "list", "src", "--json"]);
     assert_eq!(list.as_array().map(Vec::len), Some(1));
     assert_eq!(d.state_entries("snapshots").len(), 1);
@@ -466,11 +415,7 @@ fn a_daemon_killed_in_the_middle_leaves_the_whole_result_or_nothing() {
 
     // Restore: the old writable layer stays, and the instance, stopped for the restore,
     // runs again.
-    crash_at(
-        &mut d,
-        "restore:staged",
-        &["snapshot", "restore", "src", "s0"],
-    );
+    d.crash_at("restore:staged", &["snapshot", "restore", "src", "s0"]);
     assert_eq!(d.state_of("src").as_deref(), Some("running"));
     assert_eq!(
         d.sh("src", "cat /root/f").trim(),
@@ -478,27 +423,19 @@ fn a_daemon_killed_in_the_middle_leaves_the_whole_result_or_nothing() {
         "nothing of the interrupted restore"
     );
     // Interrupted after its commit: the restored layer, running.
-    crash_at(
-        &mut d,
-        "restore:committed",
-        &["snapshot", "restore", "src", "s0"],
-    );
+    d.crash_at("restore:committed", &["snapshot", "restore", "src", "s0"]);
     assert_eq!(d.state_of("src").as_deref(), Some("running"));
     assert_eq!(d.sh("src", "cat /root/f").trim(), "before", "the restore");
     d.sh("src", "echo after > /root/f");
 
     // Clone, at both steps: no new instance.
     for point in ["clone:copied", "clone:shifted"] {
-        crash_at(&mut d, point, &["clone", "src", "copy"]);
+        d.crash_at(point, &["clone", "src", "copy"]);
         assert_eq!(d.instance_names(), ["src"], "after {point}");
     }
 
     // Publish: no template, no new layer.
-    crash_at(
-        &mut d,
-        "publish:layer-built",
-        &["publish", "src", "--as", "golden"],
-    );
+    d.crash_at("publish:layer-built", &["publish", "src", "--as", "golden"]);
     assert!(
         d.fails(&["template", "info", "golden"])
             .stderr

@@ -12,13 +12,14 @@
 //! also how the test suite exercises the v2 code on a hybrid machine.
 //!
 //! Invariants: a group is created before its first process joins, and removed only once it is
-//! empty; removal retries briefly because the kernel empties a group a moment after its last
-//! process has been reaped.
+//! empty. Nothing here waits: freezing and removal are requests whose completion the caller
+//! polls (the kernel empties a group a moment after its last process is reaped, and a freeze
+//! completes once every process has stopped), so one slow instance cannot stall the forker's
+//! loop that serves the others.
 
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 /// Which cgroup layout the host has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +94,17 @@ impl std::str::FromStr for CgroupLayout {
             )),
         }
     }
+}
+
+/// Where a group's freezer stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FreezerState {
+    /// Its processes run.
+    Thawed,
+    /// Asked to freeze; some processes have not stopped yet.
+    Freezing,
+    /// Every process is stopped.
+    Frozen,
 }
 
 /// A cgroup operation that failed.
@@ -346,9 +358,11 @@ impl Cgroups {
         }
     }
 
-    /// Freezes (`true`) or thaws (`false`) every process of group `rel`, waiting until the
-    /// kernel reports the new state.
-    pub fn set_frozen(&self, rel: &str, frozen: bool) -> Result<(), CgroupError> {
+    /// Asks the kernel to freeze (`true`) or thaw (`false`) every process of group `rel`, and
+    /// returns at once: freezing completes later (see [`Self::freezer_state`]). The caller
+    /// polls; nothing here waits, so one instance that freezes slowly cannot stall a loop
+    /// that serves others.
+    pub fn request_frozen(&self, rel: &str, frozen: bool) -> Result<(), CgroupError> {
         let Some((file, on, off)) = self.freezer_file(rel) else {
             return Err(CgroupError::Io {
                 action: "freeze",
@@ -356,41 +370,44 @@ impl Cgroups {
                 source: io::Error::new(io::ErrorKind::Unsupported, "no freezer controller"),
             });
         };
-        let want = if frozen { on } else { off };
-        write_file(&file, want).map_err(io_err("write", &file))?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let state = if self.mode == CgroupMode::V2 {
-                // cgroup.events says `frozen 1` once every process stopped.
-                let events = file.with_file_name("cgroup.events");
-                let text = fs::read_to_string(&events).map_err(io_err("read", &events))?;
-                let now = text
-                    .lines()
-                    .find_map(|l| l.strip_prefix("frozen "))
-                    .unwrap_or("0")
-                    .trim()
-                    .to_owned();
-                if now == "1" {
-                    on.to_owned()
-                } else {
-                    off.to_owned()
-                }
-            } else {
-                fs::read_to_string(&file)
-                    .map_err(io_err("read", &file))?
-                    .trim()
-                    .to_owned()
+        write_file(&file, if frozen { on } else { off }).map_err(io_err("write", &file))
+    }
+
+    /// Where group `rel` stands: thawed, on its way to frozen, or frozen. A group without a
+    /// freezer (or that does not exist) counts as thawed.
+    pub fn freezer_state(&self, rel: &str) -> Result<FreezerState, CgroupError> {
+        let Some((file, _, _)) = self.freezer_file(rel) else {
+            return Ok(FreezerState::Thawed);
+        };
+        if self.mode == CgroupMode::V2 {
+            // `cgroup.freeze` holds what was asked; `cgroup.events` says `frozen 1` once every
+            // process has stopped.
+            let asked = match fs::read_to_string(&file) {
+                Ok(s) => s.trim() == "1",
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(FreezerState::Thawed),
+                Err(e) => return Err(io_err("read", &file)(e)),
             };
-            if state == want {
-                return Ok(());
+            let events = file.with_file_name("cgroup.events");
+            let text = fs::read_to_string(&events).map_err(io_err("read", &events))?;
+            let frozen = text
+                .lines()
+                .find_map(|l| l.strip_prefix("frozen "))
+                .is_some_and(|v| v.trim() == "1");
+            Ok(match (asked, frozen) {
+                (_, true) => FreezerState::Frozen,
+                (true, false) => FreezerState::Freezing,
+                (false, false) => FreezerState::Thawed,
+            })
+        } else {
+            match fs::read_to_string(&file) {
+                Ok(s) => Ok(match s.trim() {
+                    "FROZEN" => FreezerState::Frozen,
+                    "FREEZING" => FreezerState::Freezing,
+                    _ => FreezerState::Thawed,
+                }),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(FreezerState::Thawed),
+                Err(e) => Err(io_err("read", &file)(e)),
             }
-            if Instant::now() > deadline {
-                return Err(io_err("freeze", &file)(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("still {state} after 10 s"),
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
@@ -413,13 +430,21 @@ impl Cgroups {
         Ok(())
     }
 
-    /// Removes group `rel` from every hierarchy (it must be empty; retried for up to a
-    /// second while the kernel finishes emptying it). A group that does not exist is fine.
-    pub fn remove(&self, rel: &str) -> Result<(), CgroupError> {
+    /// Tries once to remove group `rel` from every hierarchy: `Ok(true)` once it is gone
+    /// everywhere, `Ok(false)` while the kernel still counts processes in it (it empties a
+    /// group a moment after its last process is reaped; the caller retries later, without
+    /// waiting here). A group that does not exist is gone.
+    pub fn try_remove(&self, rel: &str) -> Result<bool, CgroupError> {
+        let mut gone = true;
         for dir in self.dirs(rel) {
-            remove_dir_retrying(&dir)?;
+            match fs::remove_dir(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => gone = false,
+                Err(e) => return Err(io_err("remove", &dir)(e)),
+            }
         }
-        Ok(())
+        Ok(gone)
     }
 
     /// Removes group `rel` if it has no child groups and no processes; reports whether it
@@ -449,20 +474,6 @@ impl Cgroups {
             .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
             .filter_map(|e| e.file_name().into_string().ok())
             .collect()
-    }
-}
-
-fn remove_dir_retrying(dir: &Path) -> Result<(), CgroupError> {
-    let deadline = Instant::now() + Duration::from_secs(1);
-    loop {
-        match fs::remove_dir(dir) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            Err(e) => return Err(io_err("remove", dir)(e)),
-        }
     }
 }
 
@@ -566,22 +577,41 @@ mod tests {
             fn drop(&mut self) {
                 let _ = self.3.kill();
                 let _ = self.3.wait();
-                let _ = self.0.remove(&self.1);
-                let _ = self.0.remove(&self.2);
+                let _ = self.0.try_remove(&self.1);
+                let _ = self.0.try_remove(&self.2);
             }
         }
         let mut guard = Cleanup(cg.clone(), rel.clone(), parent.clone(), child);
         cg.create(&rel).unwrap();
         cg.add_process(&rel, pid).unwrap();
         assert_eq!(cg.pids(&rel).unwrap(), [pid]);
-        cg.set_frozen(&rel, true).unwrap();
+        assert_eq!(cg.freezer_state(&rel).unwrap(), FreezerState::Thawed);
+        cg.request_frozen(&rel, true).unwrap();
+        let until = |want: FreezerState| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while cg.freezer_state(&rel).unwrap() != want {
+                assert!(std::time::Instant::now() < deadline, "never {want:?}");
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        };
+        until(FreezerState::Frozen);
         let events = fs::read_to_string(cg.roots[0].mount.join(&rel).join("cgroup.events"));
         assert!(events.unwrap().contains("frozen 1"));
-        cg.set_frozen(&rel, false).unwrap();
+        // A frozen group is not empty: it cannot go.
+        assert!(!cg.try_remove(&rel).unwrap());
+        cg.request_frozen(&rel, false).unwrap();
+        until(FreezerState::Thawed);
         cg.kill_all(&rel).unwrap();
         let status = guard.3.wait().unwrap();
         assert!(!status.success(), "killed through the group: {status}");
-        cg.remove(&rel).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !cg.try_remove(&rel).unwrap() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the empty group never went"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         assert!(cg.remove_if_unused(&parent));
         assert!(!cg.exists(&rel));
     }

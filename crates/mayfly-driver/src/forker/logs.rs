@@ -10,6 +10,9 @@ use std::io::{self, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 
+/// Most bytes moved per readiness of one pipe.
+const PUMP_BUDGET: usize = 256 * 1024;
+
 /// One container's log pump.
 #[derive(Debug)]
 pub(crate) struct LogPump {
@@ -40,19 +43,26 @@ impl LogPump {
         &self.pipe
     }
 
-    /// Moves what the pipe holds into the file. Returns `false` once the pipe is at EOF
+    /// Moves what the pipe holds into the file, up to [`PUMP_BUDGET`] bytes (a container
+    /// that writes without pause must not keep the forker from serving the others: the loop
+    /// comes back while the pipe stays readable). Returns `false` once the pipe is at EOF
     /// (every writer gone).
     pub(crate) fn pump(&mut self) -> bool {
         let mut buf = [0u8; 16 * 1024];
-        loop {
+        let mut budget = PUMP_BUDGET;
+        while budget > 0 {
             match rustix::io::read(self.pipe.as_fd(), &mut buf) {
                 Ok(0) => return false,
-                Ok(n) => self.write(&buf[..n]),
+                Ok(n) => {
+                    self.write(&buf[..n]);
+                    budget = budget.saturating_sub(n);
+                }
                 Err(rustix::io::Errno::AGAIN) => return true,
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(_) => return false,
             }
         }
+        true
     }
 
     /// Appends `data`, rotating as often as needed so that no file passes the limit (a

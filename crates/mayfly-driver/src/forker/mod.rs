@@ -11,10 +11,28 @@
 //! connected and it tracks nothing, removing its cgroup parent on the way out.
 //!
 //! The loop waits (epoll) on: the listening socket, the daemon's connection, one pidfd per
-//! container init and exec'd process, and one log pipe per detached container.
+//! container init, exec'd process and other child to reap, one log pipe per detached
+//! container, and the sync socket of every container or exec'd process being started.
+//!
+//! Invariants:
+//! - **The loop never waits for one instance.** Whatever depends on an instance's processes
+//!   (a child's set-up, an exec helper joining a cgroup, a freeze, a cgroup emptying) is a
+//!   *pending operation*: its request is answered when it completes or its deadline passes,
+//!   and the loop serves everyone else meanwhile.
+//! - **Every child is reaped.** Each pid the forker makes or learns is opened as a pidfd at
+//!   once and watched until `waitid` collects it: a process nobody reports on anymore is an
+//!   *orphan*, reaped all the same (an unreaped exec'd process would keep its instance's pid
+//!   namespace, and so its init, from ever ending).
+//! - **One bad request hurts only itself** (see `protocol`), and the daemon's connection
+//!   never blocks the loop (see `conn`).
 
 mod child;
+mod conn;
+mod exec;
+mod handle;
 mod logs;
+mod pending;
+mod probe;
 mod spawn;
 
 use std::collections::HashMap;
@@ -25,14 +43,14 @@ use std::time::{Duration, Instant};
 
 use rustix::event::epoll;
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
-use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
+use rustix::process::{Pid, WaitId, WaitIdOptions};
 
 use crate::cgroup::{CgroupLayout, Cgroups};
-use crate::protocol::{
-    self, ContainerState, Envelope, Event, Failure, FailureKind, FromForker, PROTOCOL_VERSION,
-    Reply, Request,
-};
-use crate::spec::{ExitStatus, StdioSpec};
+use crate::protocol::{self, Event, Failure, FromForker, Reply};
+use crate::spec::ExitStatus;
+
+use conn::{Conn, Sent};
+use pending::Pending;
 
 /// Where the forker of a state directory listens and locks.
 #[derive(Debug, Clone)]
@@ -81,10 +99,36 @@ fn startup(step: &str) -> impl FnOnce(io::Error) -> ForkerError + '_ {
     }
 }
 
+/// Faults the tests inject through `MAYFLY_FORKER_FAULTS` (a comma-separated list), to prove
+/// that one stuck instance does not stall the others.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Faults {
+    /// A freeze never completes (as when a process sits in uninterruptible sleep).
+    pub freeze_stall: bool,
+    /// The first ended container's group does not empty while its `Release` waits (it does
+    /// later).
+    pub remove_busy: bool,
+    /// An exec helper whose process has `MAYFLY_FAULT_STALL=1` in its environment never gets
+    /// on (as when it joined a frozen group).
+    pub exec_stall: bool,
+}
+
+impl Faults {
+    fn from_env() -> Faults {
+        let v = std::env::var("MAYFLY_FORKER_FAULTS").unwrap_or_default();
+        let has = |name: &str| v.split(',').any(|f| f.trim() == name);
+        Faults {
+            freeze_stall: has("freeze-stall"),
+            remove_busy: has("remove-busy"),
+            exec_stall: has("exec-stall"),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Container {
     pid: Pid,
-    /// `None` for an adopted init whose pidfd could not be opened (it already ended).
+    /// `None` once the init has ended (or for an adopted init already gone).
     pidfd: Option<OwnedFd>,
     start_time: u64,
     cgroup: String,
@@ -106,22 +150,38 @@ enum Source {
     Init(String),
     Log(String),
     Exec(u64),
+    /// The sync socket of pending operation `op`.
+    Pending(u64),
+    /// A child to reap, by its key in `orphans`.
+    Orphan(u64),
 }
 
 struct Forker {
     cgroups: Cgroups,
     cgroup_parent: String,
+    faults: Faults,
     epoll: OwnedFd,
     listener: OwnedFd,
-    conn: Option<OwnedFd>,
+    conn: Option<Conn>,
+    connections: u64,
     containers: HashMap<String, Container>,
     execs: HashMap<u64, ExecProcess>,
     sources: HashMap<u64, Source>,
     next_token: u64,
+    /// Operations whose answer waits, by operation id.
+    pending: HashMap<u64, Pending>,
+    next_op: u64,
+    /// Children nobody reports on, to reap when they end.
+    orphans: HashMap<u64, OwnedFd>,
+    next_orphan: u64,
+    /// Sources that were ready without being able to make progress (a pidfd readable before
+    /// its process can be collected): polled on a timer instead, so they cannot spin the loop.
+    slow: Vec<Source>,
+    /// Groups to remove once they empty, with when they were given up on.
+    leftover_cgroups: Vec<(String, Instant)>,
     ever_connected: bool,
     started: Instant,
-    /// Descriptors that go with the answer being made (an exec'd process's terminal).
-    reply_fds: Vec<OwnedFd>,
+    buf: Vec<u8>,
 }
 
 /// Runs the forker for `state_dir` until it has nothing left to do. `cgroup_parent` is the
@@ -157,7 +217,7 @@ pub fn run(
     let listener = rustix::net::socket_with(
         AddressFamily::UNIX,
         SocketType::SEQPACKET,
-        SocketFlags::CLOEXEC,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
         None,
     )
     .map_err(|e| startup("create socket")(e.into()))?;
@@ -174,16 +234,24 @@ pub fn run(
     let mut forker = Forker {
         cgroups,
         cgroup_parent: cgroup_parent.to_owned(),
+        faults: Faults::from_env(),
         epoll,
         listener,
         conn: None,
+        connections: 0,
         containers: HashMap::new(),
         execs: HashMap::new(),
         sources: HashMap::new(),
         next_token: 1,
+        pending: HashMap::new(),
+        next_op: 1,
+        orphans: HashMap::new(),
+        next_orphan: 1,
+        slow: Vec::new(),
+        leftover_cgroups: Vec::new(),
         ever_connected: false,
         started: Instant::now(),
-        reply_fds: Vec::new(),
+        buf: vec![0u8; protocol::MAX_MESSAGE],
     };
     let listener_fd = forker
         .listener
@@ -204,19 +272,27 @@ pub fn run(
     Ok(())
 }
 
+/// How often sources that could not make progress, and groups that do not empty, are looked
+/// at again.
+const SLOW_POLL: Duration = Duration::from_millis(50);
+
+/// How long a group that does not empty is retried before the forker stops waiting for it
+/// to leave (it keeps trying while it runs).
+const LEFTOVER_PATIENCE: Duration = Duration::from_secs(60);
+
 impl Forker {
     fn watch(&mut self, fd: &impl AsFd, source: Source) {
+        self.watch_with(fd, source, epoll::EventFlags::IN);
+    }
+
+    fn watch_with(&mut self, fd: &impl AsFd, source: Source, flags: epoll::EventFlags) {
         let token = self.next_token;
         self.next_token += 1;
-        if epoll::add(
-            &self.epoll,
-            fd,
-            epoll::EventData::new_u64(token),
-            epoll::EventFlags::IN,
-        )
-        .is_ok()
-        {
-            self.sources.insert(token, source);
+        match epoll::add(&self.epoll, fd, epoll::EventData::new_u64(token), flags) {
+            Ok(()) => {
+                self.sources.insert(token, source);
+            }
+            Err(e) => eprintln!("forker: cannot watch {source:?}: {e}"),
         }
     }
 
@@ -226,23 +302,41 @@ impl Forker {
     }
 
     fn idle(&self) -> bool {
-        self.conn.is_none() && self.containers.is_empty() && self.execs.is_empty()
+        self.conn.is_none()
+            && self.containers.is_empty()
+            && self.execs.is_empty()
+            && self.pending.is_empty()
+            && self
+                .leftover_cgroups
+                .iter()
+                .all(|(_, since)| since.elapsed() > LEFTOVER_PATIENCE)
     }
 
     fn serve(&mut self) {
         let mut events = Vec::with_capacity(64);
+        let mut last_slow = Instant::now();
         loop {
             if self.idle()
                 && (self.ever_connected || self.started.elapsed() > Duration::from_secs(30))
             {
+                // A daemon may have connected as the last one left: serve it instead.
+                self.accept();
+                if self.conn.is_some() {
+                    continue;
+                }
                 // Nothing to serve: remove our cgroup parent (if no group is left in it) and go.
+                // Orphans still unreaped are reparented to the host's init, which reaps them.
+                for (cgroup, _) in std::mem::take(&mut self.leftover_cgroups) {
+                    eprintln!("forker: leaving cgroup {cgroup} behind: it never emptied");
+                }
                 self.cgroups.remove_if_unused(&self.cgroup_parent);
                 return;
             }
             events.clear();
+            let wait = self.next_wakeup();
             let timeout = rustix::event::Timespec {
-                tv_sec: 1,
-                tv_nsec: 0,
+                tv_sec: i64::try_from(wait.as_secs()).unwrap_or(1),
+                tv_nsec: i64::from(wait.subsec_nanos()),
             };
             match epoll::wait(
                 &self.epoll,
@@ -257,359 +351,323 @@ impl Forker {
                     continue;
                 }
             }
-            let ready: Vec<u64> = events.iter().map(|e| e.data.u64()).collect();
-            for token in ready {
+            let ready: Vec<(u64, epoll::EventFlags)> =
+                events.iter().map(|e| (e.data.u64(), e.flags)).collect();
+            for (token, flags) in ready {
                 let Some(source) = self.sources.get(&token).cloned() else {
                     continue;
                 };
-                match source {
-                    Source::Listener => self.accept(),
-                    Source::Conn => self.read_conn(),
-                    Source::Init(id) => self.init_exited(&id),
-                    Source::Log(id) => self.pump_log(&id),
-                    Source::Exec(exec_id) => self.exec_exited(exec_id),
+                self.dispatch(source, flags);
+            }
+            self.poll_pending();
+            if last_slow.elapsed() >= SLOW_POLL {
+                last_slow = Instant::now();
+                for source in std::mem::take(&mut self.slow) {
+                    self.dispatch(source, epoll::EventFlags::IN);
+                }
+                self.retry_leftover_cgroups();
+            }
+        }
+    }
+
+    fn dispatch(&mut self, source: Source, flags: epoll::EventFlags) {
+        match source {
+            Source::Listener => self.accept(),
+            Source::Conn => {
+                if flags.contains(epoll::EventFlags::OUT) {
+                    self.flush_conn();
+                }
+                if flags.intersects(
+                    epoll::EventFlags::IN | epoll::EventFlags::HUP | epoll::EventFlags::ERR,
+                ) {
+                    self.read_conn();
+                }
+            }
+            Source::Init(id) => self.init_exited(&id),
+            Source::Log(id) => self.pump_log(&id),
+            Source::Exec(exec_id) => self.exec_exited(exec_id),
+            Source::Pending(op) => self.pending_ready(op),
+            Source::Orphan(key) => self.reap_orphan(key),
+        }
+    }
+
+    /// How long the loop may sleep: until the next pending deadline or poll, at most a second.
+    fn next_wakeup(&self) -> Duration {
+        let mut wait = Duration::from_secs(1);
+        if !self.slow.is_empty() || !self.leftover_cgroups.is_empty() {
+            wait = wait.min(SLOW_POLL);
+        }
+        for p in self.pending.values() {
+            wait = wait.min(p.wakeup());
+        }
+        wait.max(Duration::from_millis(1))
+    }
+
+    // ---- the daemon's connection -------------------------------------------------------
+
+    fn accept(&mut self) {
+        let Ok(fd) = rustix::net::accept_with(&self.listener, SocketFlags::CLOEXEC) else {
+            return;
+        };
+        if self.conn.is_some() {
+            // A new daemon replaces a vanished one (its lock guarantees there is one).
+            self.drop_conn();
+        }
+        self.connections += 1;
+        match Conn::new(fd, self.connections) {
+            Ok(conn) => {
+                let fd = conn.fd().try_clone_to_owned();
+                if let Ok(fd) = fd {
+                    self.watch(&fd, Source::Conn);
+                }
+                self.conn = Some(conn);
+                self.ever_connected = true;
+            }
+            Err(e) => eprintln!("forker: cannot set up a connection: {e}"),
+        }
+    }
+
+    fn drop_conn(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.unwatch(conn.fd(), &Source::Conn);
+        }
+    }
+
+    /// The generation of the current connection (0: none).
+    fn generation(&self) -> u64 {
+        self.conn.as_ref().map_or(0, |c| c.generation)
+    }
+
+    /// Sends `msg` with `fds` to the daemon, if one is connected (and still the one of
+    /// `generation`, for answers).
+    fn send_to(&mut self, generation: Option<u64>, msg: &FromForker, fds: Vec<OwnedFd>) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        if generation.is_some_and(|g| g != conn.generation) {
+            return;
+        }
+        let bytes = match serde_json::to_vec(msg) {
+            Ok(b) if b.len() <= protocol::MAX_MESSAGE => b,
+            Ok(b) => {
+                // Only an answer can grow (a Hello listing very many containers): refuse it
+                // instead of breaking the connection.
+                let FromForker::Reply { seq, .. } = msg else {
+                    eprintln!("forker: dropping an event of {} bytes", b.len());
+                    return;
+                };
+                let failure = Failure::other(format!(
+                    "the answer is {} bytes, more than the forker protocol's {}",
+                    b.len(),
+                    protocol::MAX_MESSAGE
+                ));
+                let Ok(b) = serde_json::to_vec(&FromForker::Reply {
+                    seq: *seq,
+                    result: Err(failure),
+                }) else {
+                    return;
+                };
+                b
+            }
+            Err(e) => {
+                eprintln!("forker: cannot encode a message: {e}");
+                return;
+            }
+        };
+        let before = conn.has_queued();
+        match conn.send(bytes, fds) {
+            Sent::Broken => self.drop_conn(),
+            Sent::Ok => {
+                if !before && conn.has_queued() {
+                    self.set_conn_interest(true);
                 }
             }
         }
     }
 
-    fn accept(&mut self) {
-        let Ok(conn) = rustix::net::accept_with(&self.listener, SocketFlags::CLOEXEC) else {
+    fn flush_conn(&mut self) {
+        let Some(conn) = self.conn.as_mut() else {
             return;
         };
-        if let Some(old) = self.conn.take() {
-            // A new daemon replaces a vanished one (its lock guarantees there is one).
-            self.unwatch(old.as_fd(), &Source::Conn);
-        }
-        self.watch(&conn, Source::Conn);
-        self.conn = Some(conn);
-        self.ever_connected = true;
-    }
-
-    fn drop_conn(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            self.unwatch(conn.as_fd(), &Source::Conn);
+        match conn.flush() {
+            Sent::Broken => self.drop_conn(),
+            Sent::Ok => {
+                if !conn.has_queued() {
+                    self.set_conn_interest(false);
+                }
+            }
         }
     }
 
-    fn send(&mut self, msg: &FromForker) {
-        self.send_with(msg, &[]);
-    }
-
-    fn send_with(&mut self, msg: &FromForker, fds: &[BorrowedFd<'_>]) {
+    fn set_conn_interest(&mut self, writable: bool) {
         let Some(conn) = &self.conn else { return };
-        if protocol::send_json(conn, msg, fds).is_err() {
-            self.drop_conn();
+        let Some((token, _)) = self.sources.iter().find(|(_, s)| **s == Source::Conn) else {
+            return;
+        };
+        let mut flags = epoll::EventFlags::IN;
+        if writable {
+            flags |= epoll::EventFlags::OUT;
         }
+        let _ = epoll::modify(
+            &self.epoll,
+            conn.fd(),
+            epoll::EventData::new_u64(*token),
+            flags,
+        );
     }
 
-    /// A duplicate of the read end of container `id`'s output pipe, if it has one.
-    fn log_reader(&self, id: &str) -> Option<OwnedFd> {
-        self.containers
-            .get(id)
-            .and_then(|c| c.log.as_ref())
-            .and_then(|l| l.pipe().try_clone().ok())
+    /// Answers request `seq` of connection `generation`.
+    fn reply(
+        &mut self,
+        generation: u64,
+        seq: u64,
+        result: Result<Reply, Failure>,
+        fds: Vec<OwnedFd>,
+    ) {
+        self.send_to(Some(generation), &FromForker::Reply { seq, result }, fds);
     }
 
     /// Reports an event to the connected daemon. With none connected the event is dropped:
     /// the next daemon learns container ends from the `Hello` state list, and exec sessions
     /// do not outlive the daemon that streamed them.
     fn emit(&mut self, event: Event) {
-        self.send(&FromForker::Event(event));
+        self.send_to(None, &FromForker::Event(event), Vec::new());
     }
 
     fn read_conn(&mut self) {
         let Some(conn) = &self.conn else { return };
-        let mut buf = vec![0u8; protocol::MAX_MESSAGE];
-        let (n, fds) = match protocol::recv(conn.as_fd(), &mut buf) {
-            Ok((0, _)) => {
+        let generation = conn.generation;
+        let received = match protocol::recv_message(conn.fd(), &mut self.buf) {
+            Ok(r) if r.len == 0 && !r.truncated => {
                 self.drop_conn();
                 return;
             }
             Ok(r) => r,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return,
-            Err(_) => {
+            Err(e)
+                if e.kind() == io::ErrorKind::Interrupted
+                    || e.kind() == io::ErrorKind::WouldBlock =>
+            {
+                return;
+            }
+            Err(e) => {
+                eprintln!("forker: read from the daemon: {e}");
                 self.drop_conn();
                 return;
             }
         };
-        let envelope: Envelope = match serde_json::from_slice(&buf[..n]) {
+        let bytes = self.buf[..received.len].to_vec();
+        if received.truncated {
+            // Only this message is lost; its sender's deadline ends the request.
+            eprintln!(
+                "forker: a request larger than {} bytes was cut; ignored",
+                protocol::MAX_MESSAGE
+            );
+            return;
+        }
+        let envelope: protocol::Envelope = match serde_json::from_slice(&bytes) {
             Ok(e) => e,
             Err(e) => {
-                eprintln!("forker: unreadable request: {e}");
-                self.drop_conn();
+                match protocol::seq_of_request(&bytes) {
+                    Some(seq) => self.reply(
+                        generation,
+                        seq,
+                        Err(Failure {
+                            kind: protocol::FailureKind::Malformed,
+                            message: format!("the forker cannot read this request: {e}"),
+                        }),
+                        Vec::new(),
+                    ),
+                    None => eprintln!("forker: unreadable request without a sequence number: {e}"),
+                }
                 return;
             }
         };
-        // Spawns and log-reader requests answer with a duplicate of the output pipe's read
-        // end: the daemon holds it so that the pipe never loses its last reader.
-        let reader_of = match &envelope.request {
-            Request::Spawn(spec) => Some(spec.id.clone()),
-            Request::LogReader { id } => Some(id.clone()),
-            _ => None,
-        };
-        let result = self.handle(envelope.request, fds);
-        let reader = match (&result, reader_of) {
-            (Ok(_), Some(id)) => self.log_reader(&id),
-            _ => None,
-        };
-        let extra = std::mem::take(&mut self.reply_fds);
-        let attached: Vec<BorrowedFd<'_>> = reader
-            .iter()
-            .chain(extra.iter())
-            .map(|f| f.as_fd())
-            .collect();
-        self.send_with(
-            &FromForker::Reply {
-                seq: envelope.seq,
-                result,
-            },
-            &attached,
-        );
+        if received.fds_dropped {
+            self.reply(
+                generation,
+                envelope.seq,
+                Err(Failure {
+                    kind: protocol::FailureKind::Malformed,
+                    message: format!(
+                        "the request came with more descriptors than the forker takes ({} at most) or than it may hold",
+                        protocol::MAX_FDS
+                    ),
+                }),
+                Vec::new(),
+            );
+            return;
+        }
+        self.handle(generation, envelope, received.fds);
     }
 
-    fn handle(&mut self, request: Request, fds: Vec<OwnedFd>) -> Result<Reply, Failure> {
-        match request {
-            Request::Hello { .. } => {
-                let containers = self
-                    .containers
-                    .iter()
-                    .map(|(id, c)| ContainerState {
-                        id: id.clone(),
-                        pid: c.pid.as_raw_nonzero().get(),
-                        start_time: c.start_time,
-                        exited: c.exited.flatten(),
-                    })
-                    .collect();
-                Ok(Reply::Hello {
-                    protocol: PROTOCOL_VERSION,
-                    pid: rustix::process::getpid().as_raw_nonzero().get(),
-                    cgroup_mode: self.cgroups.mode().as_str().to_owned(),
-                    containers,
-                })
-            }
-            Request::Spawn(spec) => {
-                if self.containers.contains_key(&spec.id) {
-                    return Err(Failure::other(format!(
-                        "container {} is already running",
-                        spec.id
-                    )));
+    // ---- children ----------------------------------------------------------------------
+
+    /// Hands child `pidfd` to the orphans: reaped when it ends, reported to no one.
+    fn orphan(&mut self, pidfd: OwnedFd) {
+        let key = self.next_orphan;
+        self.next_orphan += 1;
+        self.watch(&pidfd, Source::Orphan(key));
+        self.orphans.insert(key, pidfd);
+    }
+
+    fn reap_orphan(&mut self, key: u64) {
+        let Some(pidfd) = self.orphans.get(&key) else {
+            return;
+        };
+        match collect(pidfd) {
+            Collected::NotYet => {
+                if let Ok(fd) = pidfd.try_clone() {
+                    self.go_slow(fd.as_fd(), Source::Orphan(key));
                 }
-                let spawned = spawn::spawn_container(&self.cgroups, &spec, fds)?;
-                let log = match (&spec.stdio, spawned.log_pipe) {
-                    (StdioSpec::Log { path, max_bytes }, Some(pipe)) => {
-                        match logs::LogPump::open(pipe, path.clone(), *max_bytes) {
-                            Ok(pump) => Some(pump),
-                            Err(e) => {
-                                eprintln!("forker: log {}: {e}", path.display());
-                                None
-                            }
-                        }
-                    }
-                    _ => None,
-                };
-                self.watch(&spawned.pidfd, Source::Init(spec.id.clone()));
-                if let Some(pump) = &log {
-                    let fd = pump.pipe().try_clone();
-                    if let Ok(fd) = fd {
-                        self.watch(&fd, Source::Log(spec.id.clone()));
-                    }
+            }
+            Collected::Exited(_) | Collected::Gone => {
+                if let Some(fd) = self.orphans.remove(&key) {
+                    self.unwatch(fd.as_fd(), &Source::Orphan(key));
                 }
-                let pid = spawned.pid.as_raw_nonzero().get();
-                self.containers.insert(
-                    spec.id.clone(),
-                    Container {
-                        pid: spawned.pid,
-                        pidfd: Some(spawned.pidfd),
-                        start_time: spawned.start_time,
-                        cgroup: spec.cgroup.clone(),
-                        log,
-                        exited: None,
-                        adopted: false,
-                    },
-                );
-                Ok(Reply::Spawned {
-                    pid,
-                    start_time: spawned.start_time,
-                })
-            }
-            Request::Signal { id, signal } => {
-                let c = self.running(&id)?;
-                let sig = Signal::from_named_raw(signal)
-                    .ok_or_else(|| Failure::other(format!("unknown signal {signal}")))?;
-                if let Some(pidfd) = &c.pidfd {
-                    rustix::process::pidfd_send_signal(pidfd, sig)
-                        .map_err(|e| Failure::other(format!("signal {id}: {e}")))?;
-                }
-                Ok(Reply::Done)
-            }
-            Request::KillAll { id } => {
-                let c = self.running(&id)?;
-                if let Some(pidfd) = &c.pidfd {
-                    let _ = rustix::process::pidfd_send_signal(pidfd, Signal::KILL);
-                }
-                let cgroup = c.cgroup.clone();
-                self.cgroups
-                    .kill_all(&cgroup)
-                    .map_err(|e| Failure::other(crate::error_chain(&e)))?;
-                Ok(Reply::Done)
-            }
-            Request::Exec {
-                id,
-                exec_id,
-                process,
-            } => {
-                let c = self.running(&id)?;
-                let Some(pidfd) = &c.pidfd else {
-                    return Err(Failure::other(format!("container {id} is not running")));
-                };
-                let pid = c.pid.as_raw_nonzero().get();
-                let spawned =
-                    spawn::spawn_exec(&self.cgroups, &c.cgroup, pid, pidfd, &process, fds)?;
-                self.watch(&spawned.pidfd, Source::Exec(exec_id));
-                let pid = spawned.pid.as_raw_nonzero().get();
-                self.reply_fds.extend(spawned.terminal);
-                self.execs.insert(
-                    exec_id,
-                    ExecProcess {
-                        pidfd: spawned.pidfd,
-                    },
-                );
-                Ok(Reply::ExecStarted { pid })
-            }
-            Request::SignalExec { exec_id, signal } => {
-                let e = self.execs.get(&exec_id).ok_or(Failure {
-                    kind: FailureKind::UnknownContainer,
-                    message: format!("no exec'd process {exec_id}"),
-                })?;
-                let sig = Signal::from_named_raw(signal)
-                    .ok_or_else(|| Failure::other(format!("unknown signal {signal}")))?;
-                let _ = rustix::process::pidfd_send_signal(&e.pidfd, sig);
-                Ok(Reply::Done)
-            }
-            Request::Freeze { id, frozen } => {
-                let cgroup = self.running(&id)?.cgroup.clone();
-                self.cgroups
-                    .set_frozen(&cgroup, frozen)
-                    .map_err(|e| Failure::other(crate::error_chain(&e)))?;
-                Ok(Reply::Done)
-            }
-            Request::Adopt {
-                id,
-                pid,
-                start_time,
-                cgroup,
-                log,
-            } => self.adopt(id, pid, start_time, cgroup, log, fds),
-            Request::LogReader { id } => {
-                self.running(&id)?;
-                Ok(Reply::Done)
-            }
-            Request::ProbeIdmap { path } => Ok(Reply::Probe {
-                unsupported: spawn::probe_idmap(&path).err(),
-            }),
-            Request::Release { id } => {
-                match self.containers.get(&id) {
-                    Some(c) if c.exited.is_some() => {}
-                    Some(_) => {
-                        return Err(Failure::other(format!("container {id} is still running")));
-                    }
-                    None => return Ok(Reply::Done),
-                }
-                if let Some(c) = self.containers.remove(&id) {
-                    self.cgroups
-                        .remove(&c.cgroup)
-                        .map_err(|e| Failure::other(crate::error_chain(&e)))?;
-                }
-                Ok(Reply::Done)
             }
         }
     }
 
-    fn running(&self, id: &str) -> Result<&Container, Failure> {
-        match self.containers.get(id) {
-            Some(c) if c.exited.is_none() => Ok(c),
-            _ => Err(Failure {
-                kind: FailureKind::UnknownContainer,
-                message: format!("container {id} is not running"),
-            }),
+    /// Stops watching a source that was ready without progress; it is polled on a timer.
+    fn go_slow(&mut self, fd: BorrowedFd<'_>, source: Source) {
+        if !self.slow.contains(&source) {
+            let _ = epoll::delete(&self.epoll, fd);
+            self.sources.retain(|_, s| *s != source);
+            self.slow.push(source);
         }
-    }
-
-    fn adopt(
-        &mut self,
-        id: String,
-        pid: i32,
-        start_time: u64,
-        cgroup: String,
-        log: Option<protocol::LogTarget>,
-        mut fds: Vec<OwnedFd>,
-    ) -> Result<Reply, Failure> {
-        if self.containers.contains_key(&id) {
-            return Ok(Reply::Done);
-        }
-        let alive = Pid::from_raw(pid)
-            .filter(|_| spawn::start_time(pid).ok() == Some(start_time))
-            .and_then(|p| {
-                rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty())
-                    .ok()
-                    .map(|fd| (p, fd))
-            });
-        let Some((p, pidfd)) = alive else {
-            // It ended while nobody watched; make sure nothing of it is left.
-            let _ = self.cgroups.kill_all(&cgroup);
-            let _ = self.cgroups.remove(&cgroup);
-            return Err(Failure {
-                kind: FailureKind::UnknownContainer,
-                message: format!("container {id} is no longer running"),
-            });
-        };
-        self.watch(&pidfd, Source::Init(id.clone()));
-        // The daemon kept a reader of the output pipe while no forker did; pump it again.
-        let pump = match (log, fds.pop()) {
-            (Some(target), Some(pipe)) => {
-                logs::LogPump::open(pipe, target.path.clone(), target.max_bytes)
-                    .map_err(|e| eprintln!("forker: log {}: {e}", target.path.display()))
-                    .ok()
-            }
-            _ => None,
-        };
-        if let Some(fd) = pump.as_ref().and_then(|l| l.pipe().try_clone().ok()) {
-            self.watch(&fd, Source::Log(id.clone()));
-        }
-        self.containers.insert(
-            id,
-            Container {
-                pid: p,
-                pidfd: Some(pidfd),
-                start_time,
-                cgroup,
-                log: pump,
-                exited: None,
-                adopted: true,
-            },
-        );
-        Ok(Reply::Done)
     }
 
     fn init_exited(&mut self, id: &str) {
+        let Some(c) = self.containers.get(id) else {
+            return;
+        };
+        let Some(pidfd) = &c.pidfd else { return };
+        let status = if c.adopted {
+            // Not our child: readable means it ended; its status is its old parent's.
+            None
+        } else {
+            match collect(pidfd) {
+                Collected::NotYet => {
+                    let fd = pidfd.try_clone();
+                    if let Ok(fd) = fd {
+                        self.go_slow(fd.as_fd(), Source::Init(id.to_owned()));
+                    }
+                    return;
+                }
+                Collected::Exited(st) => Some(st),
+                Collected::Gone => None,
+            }
+        };
         let Some(c) = self.containers.get_mut(id) else {
             return;
         };
         let Some(pidfd) = c.pidfd.take() else { return };
-        let status = if c.adopted {
-            None
-        } else {
-            match rustix::process::waitid(WaitId::PidFd(pidfd.as_fd()), WaitIdOptions::EXITED) {
-                Ok(Some(st)) => Some(exit_status(&st)),
-                _ => None,
-            }
-        };
         c.exited = Some(status);
         let log = c.log.take();
         let cgroup = c.cgroup.clone();
         let source = Source::Init(id.to_owned());
         self.unwatch(pidfd.as_fd(), &source);
+        self.slow.retain(|s| *s != source);
         if let Some(mut pump) = log {
             // The namespace is gone, so every writer is gone: drain what is left.
             while pump.pump() {}
@@ -639,16 +697,79 @@ impl Forker {
     }
 
     fn exec_exited(&mut self, exec_id: u64) {
+        let Some(e) = self.execs.get(&exec_id) else {
+            return;
+        };
+        let status = match collect(&e.pidfd) {
+            Collected::NotYet => {
+                let fd = e.pidfd.try_clone();
+                if let Ok(fd) = fd {
+                    self.go_slow(fd.as_fd(), Source::Exec(exec_id));
+                }
+                return;
+            }
+            Collected::Exited(st) => st,
+            Collected::Gone => ExitStatus::exited(-1),
+        };
         let Some(e) = self.execs.remove(&exec_id) else {
             return;
         };
-        let status =
-            match rustix::process::waitid(WaitId::PidFd(e.pidfd.as_fd()), WaitIdOptions::EXITED) {
-                Ok(Some(st)) => exit_status(&st),
-                _ => ExitStatus::exited(-1),
-            };
-        self.unwatch(e.pidfd.as_fd(), &Source::Exec(exec_id));
+        let source = Source::Exec(exec_id);
+        self.unwatch(e.pidfd.as_fd(), &source);
+        self.slow.retain(|s| *s != source);
         self.emit(Event::ExecExited { exec_id, status });
+    }
+
+    // ---- cgroups that do not empty at once ----------------------------------------------
+
+    /// Removes group `cgroup` now if it is empty, else later (the kernel empties a group a
+    /// moment after its last process is reaped).
+    fn remove_cgroup_later(&mut self, cgroup: String) {
+        if !self.try_remove_cgroup(&cgroup) {
+            self.leftover_cgroups.push((cgroup, Instant::now()));
+        }
+    }
+
+    /// One attempt at removing `cgroup`; whether it is gone.
+    fn try_remove_cgroup(&self, cgroup: &str) -> bool {
+        match self.cgroups.try_remove(cgroup) {
+            Ok(gone) => gone,
+            Err(e) => {
+                eprintln!("forker: {}", crate::error_chain(&e));
+                false
+            }
+        }
+    }
+
+    fn retry_leftover_cgroups(&mut self) {
+        let left = std::mem::take(&mut self.leftover_cgroups);
+        for (cgroup, since) in left {
+            if !self.try_remove_cgroup(&cgroup) {
+                self.leftover_cgroups.push((cgroup, since));
+            }
+        }
+    }
+}
+
+/// What `waitid` says of a child's pidfd that was ready.
+enum Collected {
+    /// It ended with this status (and is reaped).
+    Exited(ExitStatus),
+    /// It cannot be collected yet.
+    NotYet,
+    /// It is not ours to collect, or already collected.
+    Gone,
+}
+
+fn collect(pidfd: &OwnedFd) -> Collected {
+    match rustix::process::waitid(
+        WaitId::PidFd(pidfd.as_fd()),
+        WaitIdOptions::EXITED | WaitIdOptions::NOHANG,
+    ) {
+        Ok(Some(st)) => Collected::Exited(exit_status(&st)),
+        Ok(None) => Collected::NotYet,
+        Err(rustix::io::Errno::INTR) => Collected::NotYet,
+        Err(_) => Collected::Gone,
     }
 }
 

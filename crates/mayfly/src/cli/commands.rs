@@ -539,6 +539,9 @@ async fn instance_info(client: &Client, name: &str, as_json: bool) -> Result<i32
     if let Some(b) = i.writable_bytes {
         println!("changes:     {} in the writable layer", size(b));
     }
+    if let Some(e) = &i.error {
+        println!("error:       {e}");
+    }
     Ok(0)
 }
 

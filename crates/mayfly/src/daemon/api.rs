@@ -56,6 +56,21 @@ pub(crate) fn bad_request(message: impl Into<String>, hint: impl Into<String>) -
     ApiFailure(ApiError::new(ErrorCode::InvalidArgument, message).with_hint(hint))
 }
 
+/// Runs an engine action to its end even if the client goes away meanwhile. A handler's
+/// future is dropped when its connection closes; an action dropped halfway would leave an
+/// instance `starting` or `stopping`, or a journal entry open, with nobody to finish it.
+pub(crate) async fn detached<T: Send + 'static>(
+    action: impl std::future::Future<Output = Result<T, EngineError>> + Send + 'static,
+) -> Result<T, ApiFailure> {
+    match tokio::spawn(action).await {
+        Ok(result) => result.map_err(ApiFailure::from),
+        Err(e) => Err(ApiFailure(ApiError::new(
+            ErrorCode::Internal,
+            format!("the action failed inside the daemon: {e}"),
+        ))),
+    }
+}
+
 /// Reads a JSON body of at most [`MAX_JSON_BODY`] bytes into `T`, with errors that name the
 /// problem (unknown field, wrong type).
 pub(crate) async fn json_body<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, ApiFailure> {
@@ -203,9 +218,12 @@ async fn remove_template(
             let version = v
                 .parse::<u32>()
                 .map_err(|_| bad_request(format!("invalid version in `{name}`"), "use NAME@N"))?;
-            engine.remove_template_version(n, version).await?;
+            {
+                let n = n.to_owned();
+                detached(async move { engine.remove_template_version(&n, version).await }).await?;
+            }
         }
-        None => engine.remove_template(&name).await?,
+        None => detached(async move { engine.remove_template(&name).await }).await?,
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -398,7 +416,9 @@ async fn rollback_template(
     req: Request,
 ) -> Result<Json<mayfly_api::TemplateInfo>, ApiFailure> {
     let body: mayfly_api::RollbackRequest = json_body(req.into_body()).await?;
-    Ok(Json(engine.rollback_template(&name, body.to).await?))
+    Ok(Json(
+        detached(async move { engine.rollback_template(&name, body.to).await }).await?,
+    ))
 }
 
 /// `POST /v1/templates/{name}/rollout`: answers [`mayfly_api::RolloutEvent`] lines.
@@ -424,7 +444,9 @@ async fn rollout(
 async fn collect_garbage(
     State(engine): State<AppState>,
 ) -> Result<Json<mayfly_api::GcReport>, ApiFailure> {
-    Ok(Json(engine.collect_garbage().await?))
+    Ok(Json(
+        detached(async move { engine.collect_garbage().await }).await?,
+    ))
 }
 
 // ---- instances ------------------------------------------------------------------------------
@@ -447,7 +469,7 @@ async fn create_instance(
     req: Request,
 ) -> Result<(StatusCode, Json<mayfly_api::InstanceInfo>), ApiFailure> {
     let body: CreateInstance = json_body(req.into_body()).await?;
-    let info = engine.create_instance(body).await?;
+    let info = detached(async move { engine.create_instance(body).await }).await?;
     Ok((StatusCode::CREATED, Json(info)))
 }
 
@@ -455,7 +477,9 @@ async fn start_instance(
     State(engine): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<mayfly_api::InstanceInfo>, ApiFailure> {
-    Ok(Json(engine.start_instance(&name).await?))
+    Ok(Json(
+        detached(async move { engine.start_instance(&name).await }).await?,
+    ))
 }
 
 async fn stop_instance(
@@ -464,7 +488,7 @@ async fn stop_instance(
     req: Request,
 ) -> Result<StatusCode, ApiFailure> {
     let body: StopRequest = json_body(req.into_body()).await?;
-    engine.stop_instance(&name, body).await?;
+    detached(async move { engine.stop_instance(&name, body).await }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -474,7 +498,9 @@ async fn restart_instance(
     req: Request,
 ) -> Result<Json<mayfly_api::InstanceInfo>, ApiFailure> {
     let body: StopRequest = json_body(req.into_body()).await?;
-    Ok(Json(engine.restart_instance(&name, body).await?))
+    Ok(Json(
+        detached(async move { engine.restart_instance(&name, body).await }).await?,
+    ))
 }
 
 async fn reset_instance(
@@ -483,7 +509,9 @@ async fn reset_instance(
     req: Request,
 ) -> Result<Json<mayfly_api::InstanceInfo>, ApiFailure> {
     let body: StopRequest = json_body(req.into_body()).await?;
-    Ok(Json(engine.reset_instance(&name, body).await?))
+    Ok(Json(
+        detached(async move { engine.reset_instance(&name, body).await }).await?,
+    ))
 }
 
 async fn remove_instance(
@@ -492,7 +520,7 @@ async fn remove_instance(
     req: Request,
 ) -> Result<StatusCode, ApiFailure> {
     let q: RemoveQuery = query(req.uri())?;
-    engine.remove_instance(&name, q.force, q.snapshots).await?;
+    detached(async move { engine.remove_instance(&name, q.force, q.snapshots).await }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -511,7 +539,7 @@ async fn create_snapshot(
     req: Request,
 ) -> Result<(StatusCode, Json<mayfly_api::SnapshotInfo>), ApiFailure> {
     let body: mayfly_api::CreateSnapshot = json_body(req.into_body()).await?;
-    let info = engine.create_snapshot(&name, body.name).await?;
+    let info = detached(async move { engine.create_snapshot(&name, body.name).await }).await?;
     Ok((StatusCode::CREATED, Json(info)))
 }
 
@@ -526,7 +554,7 @@ async fn remove_snapshot(
     State(engine): State<AppState>,
     Path((name, snap)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiFailure> {
-    engine.remove_snapshot(&name, &snap).await?;
+    detached(async move { engine.remove_snapshot(&name, &snap).await }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -534,7 +562,9 @@ async fn restore_snapshot(
     State(engine): State<AppState>,
     Path((name, snap)): Path<(String, String)>,
 ) -> Result<Json<mayfly_api::InstanceInfo>, ApiFailure> {
-    Ok(Json(engine.restore_snapshot(&name, &snap).await?))
+    Ok(Json(
+        detached(async move { engine.restore_snapshot(&name, &snap).await }).await?,
+    ))
 }
 
 async fn clone_instance(
@@ -543,7 +573,7 @@ async fn clone_instance(
     req: Request,
 ) -> Result<(StatusCode, Json<mayfly_api::InstanceInfo>), ApiFailure> {
     let body: mayfly_api::CloneRequest = json_body(req.into_body()).await?;
-    let info = engine.clone_instance(&name, body).await?;
+    let info = detached(async move { engine.clone_instance(&name, body).await }).await?;
     Ok((StatusCode::CREATED, Json(info)))
 }
 
@@ -553,7 +583,7 @@ async fn publish(
     req: Request,
 ) -> Result<(StatusCode, Json<mayfly_api::TemplateInfo>), ApiFailure> {
     let body: mayfly_api::PublishRequest = json_body(req.into_body()).await?;
-    let info = engine.publish(&name, body).await?;
+    let info = detached(async move { engine.publish(&name, body).await }).await?;
     Ok((StatusCode::CREATED, Json(info)))
 }
 

@@ -410,6 +410,8 @@ pub struct TestDaemon {
     /// `<dir>/daemon.log` (stderr of every daemon of this test).
     pub log: PathBuf,
     extra_args: Vec<String>,
+    /// Environment of the daemons started from now on (fault injection).
+    env: Vec<(String, String)>,
     daemon: Option<Child>,
     finished: bool,
 }
@@ -420,24 +422,46 @@ impl TestDaemon {
         Self::start_with(&[])
     }
 
+    /// Starts a daemon with `extra` arguments and environment `env` (e.g. fault injection
+    /// with `MAYFLY_FAIL_AT`); restarts keep both until [`Self::set_env`] changes them.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> TestDaemon {
+        let mut d = Self::create(extra);
+        d.set_env(env);
+        d.spawn_daemon();
+        d
+    }
+
+    /// The environment of the daemons started from now on (a running one keeps its own).
+    pub fn set_env(&mut self, env: &[(&str, &str)]) {
+        self.env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+    }
+
     /// Starts a daemon with `extra` arguments (e.g. `--log-max-size 4096`).
     pub fn start_with(extra: &[&str]) -> TestDaemon {
+        let mut d = Self::create(extra);
+        d.spawn_daemon();
+        d
+    }
+
+    fn create(extra: &[&str]) -> TestDaemon {
         let dir = tempfile::Builder::new()
             .prefix("mft-")
             .tempdir_in("/tmp")
             .expect("create the test directory")
             .keep();
-        let mut d = TestDaemon {
+        TestDaemon {
             state: dir.join("state"),
             socket: dir.join("sock"),
             log: dir.join("daemon.log"),
             dir,
             extra_args: extra.iter().map(|s| (*s).to_owned()).collect(),
+            env: Vec::new(),
             daemon: None,
             finished: false,
-        };
-        d.spawn_daemon();
-        d
+        }
     }
 
     fn spawn_daemon(&mut self) {
@@ -464,6 +488,7 @@ impl TestDaemon {
             .arg("--log-level")
             .arg("debug")
             .args(&self.extra_args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env_remove("MAYFLY_STATE_DIR")
             .env_remove("MAYFLY_SOCKET")
             .env_remove("MAYFLY_LOG")
@@ -1155,4 +1180,71 @@ pub fn digests(v: &Value) -> Vec<String> {
 /// The directory name of a layer in `<state>/layers` (`blake3:x` → `blake3-x`).
 pub fn layer_dir_name(digest: &str) -> String {
     digest.replace(':', "-")
+}
+
+// ---- faults ----------------------------------------------------------------------------------
+
+impl TestDaemon {
+    /// Runs `args` against a daemon started with `MAYFLY_CRASH_AT=point`, which aborts there
+    /// (the command must fail); then brings the test's own daemon back.
+    pub fn crash_at(&mut self, point: &str, args: &[&str]) {
+        self.stop_daemon();
+        let saved = std::mem::take(&mut self.env);
+        let mut env: Vec<(&str, &str)> = saved
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        env.push(("MAYFLY_CRASH_AT", point));
+        self.set_env(&env);
+        self.spawn_daemon();
+        self.env = saved;
+        let out = self.mayfly(args);
+        assert!(
+            !out.success(),
+            "`{}` should have been interrupted at {point}: {out}",
+            args.join(" ")
+        );
+        let mut daemon = self.daemon.take().expect("the crashing daemon");
+        let status = daemon.wait().expect("wait for the crashing daemon");
+        assert!(
+            !status.success(),
+            "the daemon should have aborted at {point}"
+        );
+        self.restart();
+    }
+}
+
+/// The freezer file of instance `name`'s group and its thawed and frozen values (v1
+/// `freezer.state`, or v2 `cgroup.freeze`), if the group exists.
+pub fn freezer_file(d: &TestDaemon, name: &str) -> Option<(PathBuf, &'static str, &'static str)> {
+    let id = d.info(name)["id"].as_str().unwrap_or_default().to_owned();
+    let rel = format!("{}/{id}", d.cgroup_parent());
+    for h in cgroup_present(&rel) {
+        if h.join("freezer.state").exists() {
+            return Some((h.join("freezer.state"), "THAWED", "FROZEN"));
+        }
+        if h.join("cgroup.freeze").exists() {
+            return Some((h.join("cgroup.freeze"), "0", "1"));
+        }
+    }
+    None
+}
+
+/// Whether instance `name` is thawed (a group without a freezer counts as thawed).
+pub fn freezer_thawed(d: &TestDaemon, name: &str) -> bool {
+    match freezer_file(d, name) {
+        Some((file, thawed, _)) => std::fs::read_to_string(&file)
+            .map(|s| s.trim() == thawed)
+            .unwrap_or(true),
+        None => true,
+    }
+}
+
+/// Freezes or thaws instance `name` behind mayfly's back, as an operator (or another tool)
+/// could.
+pub fn freeze_by_hand(d: &TestDaemon, name: &str, frozen: bool) {
+    let (file, thawed, frozen_value) =
+        freezer_file(d, name).unwrap_or_else(|| panic!("instance {name} has no freezer"));
+    std::fs::write(&file, if frozen { frozen_value } else { thawed })
+        .unwrap_or_else(|e| panic!("write {}: {e}", file.display()));
 }
