@@ -15,6 +15,8 @@
 //! empty; removal retries briefly because the kernel empties a group a moment after its last
 //! process has been reaped.
 
+pub mod devices;
+
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};

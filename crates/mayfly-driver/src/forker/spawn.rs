@@ -311,7 +311,10 @@ pub(crate) fn spawn_container(
     cgroups
         .create(&spec.cgroup)
         .map_err(|e| failure("create cgroup", crate::error_chain(&e)))?;
-    let result = spawn_in_cgroup(cgroups, spec, child_stdio, console);
+    let result = cgroups
+        .restrict_devices(&spec.cgroup)
+        .map_err(|e| failure("set device rules", crate::error_chain(&e)))
+        .and_then(|()| spawn_in_cgroup(cgroups, spec, child_stdio, console));
     match result {
         Ok((pid, pidfd)) => {
             let start_time = start_time(pid.as_raw_nonzero().get()).unwrap_or(0);
