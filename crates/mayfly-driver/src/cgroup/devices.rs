@@ -164,7 +164,8 @@ fn no_device_rules(rel: &str, why: &str) -> CgroupError {
 }
 
 /// The device program of this process, loaded on first use: one per forker, attached to every
-/// group it creates (the kernel counts the attachments; the program goes with the last one).
+/// group it creates. Each attachment holds the program, so groups keep their rules after the
+/// forker that made them is gone (a new forker adopts them as they are).
 fn device_program() -> io::Result<&'static OwnedFd> {
     static PROGRAM: OnceLock<OwnedFd> = OnceLock::new();
     if let Some(fd) = PROGRAM.get() {
