@@ -71,6 +71,31 @@ pub struct EngineConfig {
     pub cache_dir: PathBuf,
     /// Which cgroup hierarchies to drive (`Auto`: what the host has).
     pub cgroup_layout: mayfly_driver::cgroup::CgroupLayout,
+    /// Whether instances get user namespaces (`Auto`: when the probe says they work).
+    pub user_namespaces: UserNamespaces,
+}
+
+/// Whether new instances get a user namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UserNamespaces {
+    /// When the start-up probe finds that idmapped layers work.
+    #[default]
+    Auto,
+    /// Never: instances run as the host's root (with reduced capabilities, seccomp and device
+    /// rules); for hosts where the probe passes but user namespaces misbehave, and for tests.
+    Off,
+}
+
+impl std::str::FromStr for UserNamespaces {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(UserNamespaces::Auto),
+            "off" => Ok(UserNamespaces::Off),
+            other => Err(format!("unknown value `{other}`: use auto or off")),
+        }
+    }
 }
 
 /// Locks a std mutex, ignoring poisoning (a panicked holder leaves consistent data here:
@@ -141,10 +166,13 @@ impl Engine {
             config.cgroup_layout,
             events_tx,
         ));
-        let userns_off = driver
-            .probe_user_namespaces(&layout.layers())
-            .await
-            .map_err(EngineError::Driver)?;
+        let userns_off = match config.user_namespaces {
+            UserNamespaces::Off => Some("disabled by --user-namespaces off".to_owned()),
+            UserNamespaces::Auto => driver
+                .probe_user_namespaces(&layout.layers())
+                .await
+                .map_err(EngineError::Driver)?,
+        };
         if let Some(why) = &userns_off {
             tracing::warn!("instances will run without user namespaces: {why}");
         }

@@ -17,6 +17,8 @@
 //! completes once every process has stopped), so one slow instance cannot stall the forker's
 //! loop that serves the others.
 
+pub mod devices;
+
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};

@@ -296,13 +296,19 @@ fn ensure_file(path: &str) -> ChildResult<()> {
 /// A minimal `/dev`: a tmpfs with the harmless host devices bind-mounted (device nodes
 /// cannot be created in a user namespace, and should not be anyway), a private devpts, shm
 /// and mqueue.
+///
+/// The tmpfs is `nodev`: without a user namespace root inside has CAP_MKNOD, and a node it
+/// made there must not open (the device rules of the cgroup refuse it too). The devices we
+/// give are bind mounts, which keep the flags of their source (the host's `/dev`, the
+/// devpts of the console), so they still open; devpts is mounted without `nodev` since its
+/// `ptmx` and terminals are devices, and it makes no other nodes.
 fn build_dev(spec: &ContainerSpec, console: Option<&OwnedFd>) -> ChildResult<()> {
     ensure_dir("dev")?;
     rustix::mount::mount(
         c"tmpfs",
         c"dev",
         c"tmpfs",
-        MountFlags::NOSUID | MountFlags::NOEXEC,
+        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
         Some(c"mode=755,size=65536k"),
     )
     .step(|| "mount /dev".into())?;

@@ -114,6 +114,14 @@ impl Forker {
         self.cgroups
             .create(&spec.cgroup)
             .map_err(|e| Failure::other(format!("create cgroup: {}", crate::error_chain(&e))))?;
+        // Before the first process joins: only the devices mayfly provides.
+        if let Err(e) = self.cgroups.restrict_devices(&spec.cgroup) {
+            self.remove_cgroup_later(spec.cgroup.clone());
+            return Err(Failure::other(format!(
+                "set device rules: {}",
+                crate::error_chain(&e)
+            )));
+        }
         let starting = match spawn::begin_container(&self.cgroups, &spec, fds) {
             Ok(s) => s,
             Err(aborted) => {

@@ -179,6 +179,17 @@ pub struct DaemonArgs {
         value_name = "LAYOUT"
     )]
     pub cgroup_layout: mayfly_driver::cgroup::CgroupLayout,
+    /// User namespaces for instances: auto (when the start-up probe finds that idmapped
+    /// template layers work) or off (instances run as the host's root, confined by reduced
+    /// capabilities, seccomp, nodev mounts and device rules; `mayfly info` says so). Applies
+    /// to instances created from now on.
+    #[arg(
+        long,
+        env = "MAYFLY_USER_NAMESPACES",
+        default_value = "auto",
+        value_name = "auto|off"
+    )]
+    pub user_namespaces: mayfly_engine::UserNamespaces,
 }
 
 /// `mayfly forker`.

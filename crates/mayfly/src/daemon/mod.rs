@@ -30,6 +30,8 @@ pub struct DaemonOptions {
     pub cache_dir: Option<PathBuf>,
     /// Which cgroup hierarchies to drive.
     pub cgroup_layout: mayfly_driver::cgroup::CgroupLayout,
+    /// Whether instances get user namespaces.
+    pub user_namespaces: mayfly_engine::UserNamespaces,
 }
 
 fn lock_state_dir(state_dir: &Path) -> anyhow::Result<std::fs::File> {
@@ -96,6 +98,7 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| state_dir.join("cache")),
         cgroup_layout: options.cgroup_layout,
+        user_namespaces: options.user_namespaces,
     })
     .await
     .map_err(|e| anyhow::anyhow!(mayfly_driver::error_chain(&e)))
