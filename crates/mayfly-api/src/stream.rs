@@ -2,15 +2,40 @@
 //!
 //! After `101 Switching Protocols` (`Upgrade: mayfly-stream`) both sides exchange frames:
 //! one kind byte, a big-endian u32 payload length, the payload. The client sends stdin, stdin
-//! EOF, terminal size and signals; the daemon sends stdout, stderr and, last, the exit status
-//! or an error. A length above [`MAX_FRAME`] is a protocol error, so a peer cannot make the
-//! other allocate without bound.
+//! EOF, terminal size and signals; the daemon sends stdin credit, stdout, stderr and, last, the
+//! exit status or an error. A length above [`MAX_FRAME`] is a protocol error, so a peer cannot
+//! make the other allocate without bound.
+//!
+//! Standard input is flow-controlled by credit, as SSH channels and HTTP/2 streams are: the
+//! daemon's first frame is a [`Frame::Credit`] granting a window ([`STDIN_WINDOW`]), and it
+//! grants more as it writes stdin into the process. The client never has more stdin bytes in
+//! flight than it was granted; one that sends more breaks the protocol (the daemon ends the
+//! process and answers with an [`Frame::Error`]). So the daemon never has to stop reading the
+//! stream: signals, resizes, stdin EOF and a disconnect are seen at once even while the
+//! process does not read its stdin. Output needs no credit: the daemon reads it only as fast
+//! as the client takes it (the socket's own back-pressure), and the client always reads.
+//!
+//! | kind | frame       | direction        | payload                          |
+//! |------|-------------|------------------|----------------------------------|
+//! | 0    | `Stdin`     | client → daemon  | bytes (counted against credit)   |
+//! | 1    | `StdinEof`  | client → daemon  | none                             |
+//! | 2    | `Resize`    | client → daemon  | rows u16, cols u16               |
+//! | 3    | `Signal`    | client → daemon  | signal number i32                |
+//! | 4    | `Stdout`    | daemon → client  | bytes                            |
+//! | 5    | `Stderr`    | daemon → client  | bytes                            |
+//! | 6    | `Exit`      | daemon → client  | shell-style code i32 (last)      |
+//! | 7    | `Error`     | daemon → client  | UTF-8 message (last)             |
+//! | 8    | `Credit`    | daemon → client  | more stdin bytes allowed, u32    |
 
 /// The `Upgrade` protocol token.
 pub const UPGRADE_PROTOCOL: &str = "mayfly-stream";
 
 /// Largest payload accepted in one frame.
 pub const MAX_FRAME: usize = 1 << 20;
+
+/// The stdin window the daemon grants: at most this many bytes of stdin are ever buffered
+/// between the client and the process (plus the process's pipe).
+pub const STDIN_WINDOW: u32 = 1 << 20;
 
 /// One message on the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +61,8 @@ pub enum Frame {
     Exit(i32),
     /// The daemon could not run or follow the process (last frame).
     Error(String),
+    /// The client may send this many more bytes of stdin (daemon → client).
+    Credit(u32),
 }
 
 const STDIN: u8 = 0;
@@ -46,6 +73,7 @@ const STDOUT: u8 = 4;
 const STDERR: u8 = 5;
 const EXIT: u8 = 6;
 const ERROR: u8 = 7;
+const CREDIT: u8 = 8;
 
 /// A malformed stream.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -82,6 +110,7 @@ impl Frame {
             Frame::Stderr(b) => (STDERR, b.as_slice().into()),
             Frame::Exit(c) => (EXIT, c.to_be_bytes().to_vec().into()),
             Frame::Error(m) => (ERROR, m.as_bytes().into()),
+            Frame::Credit(n) => (CREDIT, n.to_be_bytes().to_vec().into()),
         };
         out.push(kind);
         let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
@@ -162,6 +191,12 @@ impl FrameDecoder {
                 ]))
             }
             ERROR => Frame::Error(String::from_utf8_lossy(&payload).into_owned()),
+            CREDIT => {
+                fixed(4)?;
+                Frame::Credit(u32::from_be_bytes([
+                    payload[0], payload[1], payload[2], payload[3],
+                ]))
+            }
             other => return Err(FrameError::UnknownKind(other)),
         };
         Ok(Some(frame))
@@ -183,6 +218,7 @@ mod tests {
             Frame::Stderr(Vec::new()),
             Frame::Exit(-1),
             Frame::Error("no such instance".into()),
+            Frame::Credit(1 << 20),
         ];
         let mut wire = Vec::new();
         for f in &frames {

@@ -80,7 +80,16 @@ Examples:
 Examples:
   mayfly run --rm busybox -- /bin/true
   mayfly run --rm -t busybox -- sh
-  echo hi | mayfly run --rm busybox -- cat")]
+  echo hi | mayfly run --rm busybox -- cat
+
+Signals and exit codes:
+  SIGINT, SIGTERM, SIGHUP and SIGQUIT are forwarded to the command. If it has not ended
+  5 seconds after the first signal, or at a second one, mayfly leaves it and exits with
+  128 + the signal's number (130 for SIGINT, 143 for SIGTERM). Whenever the client goes
+  away (that way, killed, or disconnected), the daemon hangs the instance up: SIGHUP to its
+  init, then a forced stop 3 seconds later (with --rm the instance is then deleted).
+  Otherwise mayfly exits with the command's code, or 125 when mayfly failed, 126 when the
+  command cannot be executed, 127 when it is not found.")]
     Run(RunArgs),
     /// List instances.
     #[command(
@@ -113,7 +122,17 @@ Examples:
 Examples:
   mayfly exec web -- cat /etc/os-release
   mayfly exec -t web -- sh
-  mayfly exec --env A=1 --workdir /tmp web -- sh -c 'echo $A'")]
+  mayfly exec --env A=1 --workdir /tmp web -- sh -c 'echo $A'
+  mayfly exec web -- cat < big.tar | sha256sum    # streams both ways at once
+
+Signals and exit codes:
+  SIGINT, SIGTERM, SIGHUP and SIGQUIT are forwarded to the command. If it has not ended
+  5 seconds after the first signal, or at a second one, mayfly leaves it and exits with
+  128 + the signal's number (130 for SIGINT, 143 for SIGTERM). Whenever the client goes
+  away (that way, killed, or disconnected), the daemon hangs the command up, as a closed
+  terminal would: SIGHUP, then SIGKILL 3 seconds later.
+  Otherwise mayfly exits with the command's code, or 125 when mayfly failed, 126 when the
+  command cannot be executed, 127 when it is not found.")]
     Exec(ExecArgs),
     /// Manage snapshots of an instance's writable layer.
     #[command(

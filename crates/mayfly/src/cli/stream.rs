@@ -2,15 +2,26 @@
 //! and returns the program's exit code.
 //!
 //! With `-t` and a terminal on stdin, the terminal is put in raw mode for the session (and
-//! restored however it ends) and size changes are forwarded. Without `-t`, SIGINT, SIGTERM,
-//! SIGHUP and SIGQUIT are forwarded to the program, as `docker run` does.
+//! restored however it ends) and size changes are forwarded. SIGINT, SIGTERM, SIGHUP and
+//! SIGQUIT are forwarded to the program, as `docker run` does; if the program has not ended
+//! [`SIGNAL_GRACE`] after the first, or at a second, the client leaves with 128 + the signal's
+//! number, and the daemon hangs the program up (see `mayfly exec --help`).
+//!
+//! Every direction is a task of its own, so that none waits for another: stdin is read only
+//! as far as the daemon granted credit (`mayfly_api::stream`), the socket is always read, and
+//! output is written by a thread of its own, so a slow reader of our stdout never blocks the
+//! runtime (signals, credit, the exit status).
 
 use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use mayfly_api::stream::{Frame, FrameDecoder};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::Instant;
 
 use super::client::{Client, ClientError};
 
@@ -57,6 +68,63 @@ pub fn stdin_is_terminal() -> bool {
     rustix::termios::isatty(std::io::stdin())
 }
 
+/// How long the client waits, after forwarding SIGINT, SIGTERM, SIGHUP or SIGQUIT, for the
+/// program to end before it leaves (documented in `mayfly exec --help` and `run --help`).
+pub const SIGNAL_GRACE: Duration = Duration::from_secs(5);
+
+/// Bytes of stdin read at once (at most one frame).
+const CHUNK: usize = 64 * 1024;
+
+/// Frames queued for the daemon, and output frames queued for the output thread.
+const QUEUE: usize = 16;
+
+/// Stdin bytes the daemon allows us to send now.
+#[derive(Default)]
+struct Credit {
+    available: AtomicU64,
+    more: Notify,
+}
+
+impl Credit {
+    fn add(&self, n: u32) {
+        self.available.fetch_add(u64::from(n), Ordering::SeqCst);
+        self.more.notify_one();
+    }
+
+    /// Waits until some credit is available; returns how much.
+    async fn wait(&self) -> u64 {
+        loop {
+            let n = self.available.load(Ordering::SeqCst);
+            if n > 0 {
+                return n;
+            }
+            self.more.notified().await;
+        }
+    }
+
+    fn spend(&self, n: u64) {
+        self.available.fetch_sub(n, Ordering::SeqCst);
+    }
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGINT => "SIGINT",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGQUIT => "SIGQUIT",
+        _ => "a signal",
+    }
+}
+
+/// How a session ended.
+enum Ending {
+    /// The program ended (its code) or the stream failed.
+    Stream(Result<i32, ClientError>),
+    /// We leave the program to the daemon after `signal` (this says why).
+    Left { signal: i32, why: String },
+}
+
 /// Opens the stream at `path` with `body` and relays until the program ends; returns its code.
 pub async fn interactive(
     client: &Client,
@@ -65,10 +133,10 @@ pub async fn interactive(
     tty: bool,
 ) -> Result<i32, ClientError> {
     let io = client.upgrade(path, body).await?;
-    let _raw = (tty && stdin_is_terminal()).then(RawMode::enable);
-    let (mut rd, mut wr) = tokio::io::split(io);
+    let raw = (tty && stdin_is_terminal()).then(RawMode::enable);
+    let (rd, mut wr) = tokio::io::split(io);
 
-    let (tx, mut rx) = mpsc::channel::<Frame>(32);
+    let (tx, mut rx) = mpsc::channel::<Frame>(QUEUE);
     let writer = tokio::spawn(async move {
         while let Some(frame) = rx.recv().await {
             if wr.write_all(&frame.to_bytes()).await.is_err() || wr.flush().await.is_err() {
@@ -76,74 +144,131 @@ pub async fn interactive(
             }
         }
     });
-    let stdin_tx = tx.clone();
-    tokio::spawn(async move {
-        let mut stdin = tokio::io::stdin();
-        let mut buf = vec![0u8; 32 * 1024];
-        loop {
-            match stdin.read(&mut buf).await {
-                Ok(0) | Err(_) => {
-                    let _ = stdin_tx.send(Frame::StdinEof).await;
-                    break;
-                }
-                Ok(n) => {
-                    if stdin_tx
-                        .send(Frame::Stdin(buf[..n].to_vec()))
-                        .await
-                        .is_err()
-                    {
-                        break;
-                    }
-                }
-            }
-        }
-    });
-    let signal_tx = tx.clone();
-    tokio::spawn(async move {
-        if tty {
-            let Ok(mut winch) = signal(SignalKind::window_change()) else {
-                return;
-            };
-            while winch.recv().await.is_some() {
-                if let Some([rows, cols]) = terminal_size()
-                    && signal_tx.send(Frame::Resize { rows, cols }).await.is_err()
-                {
-                    break;
-                }
-            }
-        } else {
-            let kinds = [
-                (SignalKind::interrupt(), libc::SIGINT),
-                (SignalKind::terminate(), libc::SIGTERM),
-                (SignalKind::hangup(), libc::SIGHUP),
-                (SignalKind::quit(), libc::SIGQUIT),
-            ];
-            let (fwd_tx, mut fwd_rx) = mpsc::channel::<i32>(8);
-            for (kind, number) in kinds {
-                let Ok(mut s) = signal(kind) else { continue };
-                let fwd_tx = fwd_tx.clone();
-                tokio::spawn(async move {
-                    while s.recv().await.is_some() {
-                        if fwd_tx.send(number).await.is_err() {
-                            break;
-                        }
-                    }
-                });
-            }
-            drop(fwd_tx);
-            while let Some(sig) = fwd_rx.recv().await {
-                if signal_tx.send(Frame::Signal(sig)).await.is_err() {
-                    break;
-                }
-            }
-        }
-    });
+    let credit = Arc::new(Credit::default());
+    let stdin = tokio::spawn(send_stdin(tx.clone(), Arc::clone(&credit)));
+    let (signals_tx, mut signals) = mpsc::channel::<i32>(8);
+    let control = tokio::spawn(forward_signals(tx.clone(), signals_tx, tty));
     drop(tx);
 
+    let relay = receive(rd, credit);
+    tokio::pin!(relay);
+    let mut first: Option<(i32, Instant)> = None;
+    let ending = loop {
+        tokio::select! {
+            result = &mut relay => break Ending::Stream(result),
+            Some(sig) = signals.recv() => match first {
+                None => first = Some((sig, Instant::now() + SIGNAL_GRACE)),
+                Some((earlier, _)) => break Ending::Left {
+                    signal: sig,
+                    why: format!("{} after {}", signal_name(sig), signal_name(earlier)),
+                },
+            },
+            () = sleep_until_opt(first.map(|(_, at)| at)) => {
+                let sig = first.map_or(libc::SIGTERM, |(s, _)| s);
+                break Ending::Left {
+                    signal: sig,
+                    why: format!(
+                        "the program has not ended {} s after {}",
+                        SIGNAL_GRACE.as_secs(),
+                        signal_name(sig)
+                    ),
+                };
+            }
+        }
+    };
+    writer.abort();
+    stdin.abort();
+    control.abort();
+    drop(raw);
+    match ending {
+        Ending::Stream(result) => result,
+        Ending::Left { signal, why } => {
+            eprintln!(
+                "error: {why}: leaving the program (the daemon hangs it up, and kills it if \
+                 it does not end)"
+            );
+            Ok(128 + signal)
+        }
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Reads stdin, never more than the daemon granted, and sends it; then stdin's EOF.
+async fn send_stdin(tx: mpsc::Sender<Frame>, credit: Arc<Credit>) {
+    let mut stdin = tokio::io::stdin();
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let allowed = credit.wait().await;
+        let want = usize::try_from(allowed).map_or(CHUNK, |a| a.min(CHUNK));
+        match stdin.read(&mut buf[..want]).await {
+            Ok(0) | Err(_) => {
+                let _ = tx.send(Frame::StdinEof).await;
+                return;
+            }
+            Ok(n) => {
+                credit.spend(n as u64);
+                if tx.send(Frame::Stdin(buf[..n].to_vec())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Forwards terminal size changes (with `-t`) and signals to the daemon, and tells the
+/// session about each signal (for its grace period).
+async fn forward_signals(tx: mpsc::Sender<Frame>, seen: mpsc::Sender<i32>, tty: bool) {
+    let (fwd_tx, mut fwd_rx) = mpsc::channel::<i32>(8);
+    let mut kinds = vec![
+        (SignalKind::interrupt(), libc::SIGINT),
+        (SignalKind::terminate(), libc::SIGTERM),
+        (SignalKind::hangup(), libc::SIGHUP),
+        (SignalKind::quit(), libc::SIGQUIT),
+    ];
+    if tty {
+        kinds.push((SignalKind::window_change(), libc::SIGWINCH));
+    }
+    for (kind, number) in kinds {
+        let Ok(mut s) = signal(kind) else { continue };
+        let fwd_tx = fwd_tx.clone();
+        tokio::spawn(async move {
+            while s.recv().await.is_some() {
+                if fwd_tx.send(number).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    drop(fwd_tx);
+    while let Some(sig) = fwd_rx.recv().await {
+        let frame = if sig == libc::SIGWINCH {
+            let Some([rows, cols]) = terminal_size() else {
+                continue;
+            };
+            Frame::Resize { rows, cols }
+        } else {
+            let _ = seen.try_send(sig);
+            Frame::Signal(sig)
+        };
+        if tx.send(frame).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// Reads the daemon's frames until the exit status: output to the output thread, credit to
+/// the stdin sender. Returns once the output is written.
+async fn receive<R: AsyncRead + Unpin>(mut rd: R, credit: Arc<Credit>) -> Result<i32, ClientError> {
+    let (output, written) = spawn_output()?;
+    let mut output = Some(output);
     let mut dec = FrameDecoder::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut stdout = std::io::stdout();
-    let mut stderr = std::io::stderr();
+    let mut buf = vec![0u8; CHUNK];
     let result = 'relay: loop {
         let n = match rd.read(&mut buf).await {
             Ok(0) => {
@@ -161,14 +286,15 @@ pub async fn interactive(
         dec.push(&buf[..n]);
         loop {
             match dec.next_frame() {
-                Ok(Some(Frame::Stdout(b))) => {
-                    let _ = stdout.write_all(&b);
-                    let _ = stdout.flush();
+                Ok(Some(f @ (Frame::Stdout(_) | Frame::Stderr(_)))) => {
+                    // An error: the output thread is gone (it cannot write); drop the rest.
+                    if let Some(o) = &output
+                        && o.send(f).await.is_err()
+                    {
+                        output = None;
+                    }
                 }
-                Ok(Some(Frame::Stderr(b))) => {
-                    let _ = stderr.write_all(&b);
-                    let _ = stderr.flush();
-                }
+                Ok(Some(Frame::Credit(n))) => credit.add(n),
                 Ok(Some(Frame::Exit(code))) => break 'relay Ok(code),
                 Ok(Some(Frame::Error(m))) => break 'relay Err(ClientError::Protocol(m)),
                 Ok(Some(_)) => {}
@@ -181,6 +307,38 @@ pub async fn interactive(
             }
         }
     };
-    writer.abort();
+    // Everything received is written before the exit code is returned.
+    drop(output);
+    let _ = written.await;
     result
+}
+
+/// The output thread: writes stdout and stderr frames in order with blocking writes, off the
+/// runtime. The receiver resolves when it has written everything it was sent.
+fn spawn_output() -> Result<(mpsc::Sender<Frame>, oneshot::Receiver<()>), ClientError> {
+    let (tx, mut rx) = mpsc::channel::<Frame>(QUEUE);
+    let (done_tx, done_rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("mayfly-output".into())
+        .spawn(move || {
+            // After a failed write (a closed pipe) that stream's output is dropped, and the
+            // stream is still read to its end, as a local program's would be.
+            let (mut out_ok, mut err_ok) = (true, true);
+            while let Some(frame) = rx.blocking_recv() {
+                match frame {
+                    Frame::Stdout(b) if out_ok => {
+                        let mut out = std::io::stdout();
+                        out_ok = out.write_all(&b).and_then(|()| out.flush()).is_ok();
+                    }
+                    Frame::Stderr(b) if err_ok => {
+                        let mut err = std::io::stderr();
+                        err_ok = err.write_all(&b).and_then(|()| err.flush()).is_ok();
+                    }
+                    _ => {}
+                }
+            }
+            let _ = done_tx.send(());
+        })
+        .map_err(|e| ClientError::Protocol(format!("cannot start the output thread: {e}")))?;
+    Ok((tx, done_rx))
 }
