@@ -239,11 +239,16 @@ fn a_killed_client_takes_its_exec_and_its_run_with_it() {
     let plain = unique_seconds(1);
     let deaf = unique_seconds(2);
     let attached = unique_seconds(3);
+    // A child the exec'd shell started: the hang-up goes to the whole process group, as a
+    // closed terminal's would.
+    let child = unique_seconds(4);
     let script = format!("trap '' HUP; exec sleep {deaf}");
+    let with_child = format!("sleep {child} & wait");
     let mut clients = vec![
         d.command(&["exec", "host", "--", "sleep", &plain]),
         d.command(&["exec", "host", "--", "sh", "-c", &script]),
         d.command(&["run", "--rm", "busybox", "--", "sleep", &attached]),
+        d.command(&["exec", "host", "--", "sh", "-c", &with_child]),
     ]
     .into_iter()
     .map(|mut c| {
@@ -254,7 +259,7 @@ fn a_killed_client_takes_its_exec_and_its_run_with_it() {
         c.spawn().expect("run mayfly")
     })
     .collect::<Vec<_>>();
-    for arg in [&plain, &deaf, &attached] {
+    for arg in [&plain, &deaf, &attached, &child] {
         wait_until(Duration::from_secs(30), &format!("sleep {arg}"), || {
             sleepers(arg).len() == 1
         });
@@ -263,7 +268,7 @@ fn a_killed_client_takes_its_exec_and_its_run_with_it() {
         let _ = c.kill();
         let _ = c.wait();
     }
-    for arg in [&plain, &deaf, &attached] {
+    for arg in [&plain, &deaf, &attached, &child] {
         wait_until(
             Duration::from_secs(10),
             &format!("sleep {arg} to end after its client was killed"),
@@ -447,5 +452,28 @@ fn a_client_that_overruns_its_stdin_window_is_cut_off() {
     });
     drop(s);
     d.ok(&["rm", "-f", "strict"]);
+    d.finish();
+}
+
+#[test]
+fn a_stream_request_without_the_upgrade_is_answered_with_an_error_not_a_reset() {
+    let d = TestDaemon::start();
+    d.ok(&["launch", "busybox", "--name", "plain"]);
+    for (path, body) in [
+        (
+            "/v1/instances/plain/exec",
+            serde_json::json!({"command": ["true"]}),
+        ),
+        (
+            "/v1/run",
+            serde_json::json!({"template": "busybox", "command": ["true"]}),
+        ),
+    ] {
+        let (status, answer) = d.api("POST", path, Some(&body));
+        assert_eq!(status, 400, "{path}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("Upgrade"), "{path}: {answer}");
+    }
+    d.ok(&["rm", "-f", "plain"]);
     d.finish();
 }

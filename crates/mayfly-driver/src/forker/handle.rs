@@ -237,7 +237,10 @@ impl Forker {
         })?;
         let sig = Signal::from_named_raw(signal)
             .ok_or_else(|| Failure::other(format!("unknown signal {signal}")))?;
+        // The whole process group, as a terminal would: what the process started (a shell's
+        // children) hears the hang-up or interrupt too, unless it left the group.
         let _ = rustix::process::pidfd_send_signal(&e.pidfd, sig);
+        let _ = rustix::process::kill_process_group(e.pid, sig);
         Ok(Reply::Done)
     }
 

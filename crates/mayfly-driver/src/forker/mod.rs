@@ -140,6 +140,9 @@ struct Container {
 
 #[derive(Debug)]
 struct ExecProcess {
+    /// Host pid: also its process group (it starts its own session), which stays ours to
+    /// signal until the process is reaped (its pid cannot be reused before).
+    pid: Pid,
     pidfd: OwnedFd,
 }
 

@@ -362,22 +362,17 @@ impl Forker {
                     self.orphan(running.pidfd);
                     return;
                 }
+                let pid = running.pid.as_raw_nonzero().get();
                 self.watch(&running.pidfd, Source::Exec(exec_id));
                 self.execs.insert(
                     exec_id,
                     ExecProcess {
+                        pid: running.pid,
                         pidfd: running.pidfd,
                     },
                 );
                 let fds: Vec<OwnedFd> = running.terminal.into_iter().collect();
-                self.reply(
-                    p.generation,
-                    p.seq,
-                    Ok(Reply::ExecStarted {
-                        pid: running.pid.as_raw_nonzero().get(),
-                    }),
-                    fds,
-                );
+                self.reply(p.generation, p.seq, Ok(Reply::ExecStarted { pid }), fds);
             }
             Err(failed) => {
                 if let Some(fd) = failed.process {

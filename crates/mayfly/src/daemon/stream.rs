@@ -172,28 +172,46 @@ pub(crate) async fn exec(
     Path(name): Path<String>,
     mut req: Request,
 ) -> Result<Response, ApiFailure> {
-    check_upgrade(&req)?;
+    // The body is read (bounded) before any refusal, so that the client reads the error
+    // instead of a connection closed under it.
+    let upgrade = check_upgrade(&req);
     let on_upgrade = hyper::upgrade::on(&mut req);
     let body: ExecRequest = json_body(req.into_body()).await?;
+    upgrade?;
     let (mut host, fds) = make_stdio(body.tty, body.term_size)?;
-    let mut handle = engine.exec(&name, body, fds).await?;
-    let target = Target::Exec {
-        engine,
-        exec_id: handle.exec_id,
-    };
-    // The process got a terminal of the instance's own: relay that one instead.
-    if let Some(master) = handle.terminal.take() {
-        host = match terminal_host(master) {
-            Ok(h) => h,
-            Err(e) => {
-                target.kill().await;
-                return Err(e);
-            }
+    // Detached from this request: a client that goes away while the process starts must not
+    // leave it running unwatched (the relay ends it when the upgrade fails).
+    let started = tokio::spawn(async move {
+        let mut handle = engine.exec(&name, body, fds).await?;
+        let target = Target::Exec {
+            engine,
+            exec_id: handle.exec_id,
         };
-    }
-    let exit = async move { handle.exit.await.ok().map(|s| s.code) };
-    tokio::spawn(relay(on_upgrade, host, target, exit));
+        // The process got a terminal of the instance's own: relay that one instead.
+        if let Some(master) = handle.terminal.take() {
+            host = match terminal_host(master) {
+                Ok(h) => h,
+                Err(e) => {
+                    target.kill().await;
+                    return Err(e);
+                }
+            };
+        }
+        let exit = async move { handle.exit.await.ok().map(|s| s.code) };
+        tokio::spawn(relay(on_upgrade, host, target, exit));
+        Ok::<(), ApiFailure>(())
+    })
+    .await;
+    joined(started)?;
     Ok(switching())
+}
+
+/// The outcome of a detached start.
+fn joined(r: Result<Result<(), ApiFailure>, tokio::task::JoinError>) -> Result<(), ApiFailure> {
+    match r {
+        Ok(result) => result,
+        Err(e) => Err(internal("start the process", e)),
+    }
 }
 
 /// `POST /v1/run`.
@@ -201,16 +219,22 @@ pub(crate) async fn run(
     State(engine): State<Arc<Engine>>,
     mut req: Request,
 ) -> Result<Response, ApiFailure> {
-    check_upgrade(&req)?;
+    let upgrade = check_upgrade(&req);
     let on_upgrade = hyper::upgrade::on(&mut req);
     let body: CreateInstance = json_body(req.into_body()).await?;
+    upgrade?;
     let (host, fds) = make_stdio(body.tty, body.term_size)?;
-    let handle = engine.run_attached(body, fds).await?;
-    let target = Target::Run {
-        engine,
-        name: handle.name.clone(),
-    };
-    let exit = async move { handle.exit.await.ok().flatten().map(|s| s.code) };
-    tokio::spawn(relay(on_upgrade, host, target, exit));
+    let started = tokio::spawn(async move {
+        let handle = engine.run_attached(body, fds).await?;
+        let target = Target::Run {
+            engine,
+            name: handle.name.clone(),
+        };
+        let exit = async move { handle.exit.await.ok().flatten().map(|s| s.code) };
+        tokio::spawn(relay(on_upgrade, host, target, exit));
+        Ok::<(), ApiFailure>(())
+    })
+    .await;
+    joined(started)?;
     Ok(switching())
 }
