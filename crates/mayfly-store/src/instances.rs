@@ -261,6 +261,18 @@ impl Store {
         result.map(|_| ()).map_err(sql("record instance start"))
     }
 
+    /// Sets what the next start of instance `id` must do differently (its writable layer
+    /// stays as it is).
+    pub fn set_next_run(&mut self, id: &str, next_run: Option<&NextRun>) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE instances SET next_run = ?2 WHERE id = ?1",
+                params![id, next_run.map(to_json)],
+            )
+            .map(|_| ())
+            .map_err(sql("set the next run"))
+    }
+
     /// Switches instance `id` to writable-layer generation `generation` (already in place on
     /// disk), made on template version `version`, with `next_run` for its next start — the one
     /// commit point of a restore. Closes `journal` in the same transaction.

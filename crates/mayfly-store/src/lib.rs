@@ -115,6 +115,10 @@ pub struct TemplateRecord {
     pub name: String,
     /// The version `NAME` means.
     pub current_version: u32,
+    /// The version the name pointed at before its last move (a patch, a build or publish of a
+    /// new version, a rollback), if that version still exists: where a failed rollout of the
+    /// current version points the name back.
+    pub previous_version: Option<u32>,
     /// Provided by the daemon.
     pub builtin: bool,
     /// Unix seconds.

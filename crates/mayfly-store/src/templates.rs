@@ -82,7 +82,7 @@ impl Store {
         let version = to_u32(last, "template version")? + 1;
         Self::insert_version(&tx, name, version, new, now())?;
         tx.execute(
-            "UPDATE templates SET current_version = ?2 WHERE name = ?1",
+            "UPDATE templates SET previous_version = current_version, current_version = ?2 WHERE name = ?1",
             params![name, version],
         )
         .map_err(sql("set current version"))?;
@@ -148,19 +148,20 @@ impl Store {
         let row = self
             .conn
             .query_row(
-                "SELECT current_version, builtin, created_at FROM templates WHERE name = ?1",
+                "SELECT current_version, builtin, created_at, previous_version FROM templates WHERE name = ?1",
                 [name],
                 |r| {
                     Ok((
                         r.get::<_, i64>(0)?,
                         r.get::<_, bool>(1)?,
                         r.get::<_, i64>(2)?,
+                        r.get::<_, Option<i64>>(3)?,
                     ))
                 },
             )
             .optional()
             .map_err(sql("look up template"))?;
-        let Some((current, builtin, created_at)) = row else {
+        let Some((current, builtin, created_at, previous)) = row else {
             return Err(StoreError::NotFound {
                 kind: "template",
                 name: name.to_owned(),
@@ -228,13 +229,18 @@ impl Store {
         Ok(TemplateRecord {
             name: name.to_owned(),
             current_version: to_u32(current, "template version")?,
+            previous_version: previous
+                .map(|v| to_u32(v, "template version"))
+                .transpose()?
+                .filter(|v| versions.iter().any(|r| r.version == *v)),
             builtin,
             created_at,
             versions,
         })
     }
 
-    /// Points template `name` at its existing version `version`.
+    /// Points template `name` at its existing version `version`, remembering where it pointed
+    /// before (unless it already points there).
     pub fn set_current_version(&mut self, name: &str, version: u32) -> Result<(), StoreError> {
         let known = self
             .conn
@@ -254,7 +260,8 @@ impl Store {
         }
         self.conn
             .execute(
-                "UPDATE templates SET current_version = ?2 WHERE name = ?1",
+                "UPDATE templates SET previous_version = current_version, current_version = ?2
+                 WHERE name = ?1 AND current_version != ?2",
                 params![name, version],
             )
             .map(|_| ())
@@ -332,6 +339,12 @@ impl Store {
         .map_err(sql("delete version"))?;
         tx.execute(
             "DELETE FROM template_versions WHERE template = ?1 AND version = ?2",
+            params![name, version],
+        )
+        .map_err(sql("delete version"))?;
+        // Its number may be given again to a later version, which was never current.
+        tx.execute(
+            "UPDATE templates SET previous_version = NULL WHERE name = ?1 AND previous_version = ?2",
             params![name, version],
         )
         .map_err(sql("delete version"))?;
