@@ -19,9 +19,9 @@ pub use instance::{
     StopRequest,
 };
 pub use template::{
-    BuildTemplate, GcReport, ImportEvent, ImportQuery, ImportTemplate, LayerInfo, PatchTemplate,
-    RollbackRequest, RolloutEvent, RolloutRequest, Shadowed, TemplateConfig, TemplateInfo,
-    VersionInfo,
+    BuildTemplate, GcReport, HeldBack, ImportEvent, ImportQuery, ImportTemplate, LayerInfo,
+    PatchTemplate, RollbackRequest, RolloutEvent, RolloutRequest, Shadowed, TemplateConfig,
+    TemplateInfo, VersionInfo,
 };
 
 use serde::{Deserialize, Serialize};
