@@ -472,3 +472,111 @@ fn write_merge_layer(
     std::fs::rename(&tmp, dir).map_err(crate::error::io_err("create", dir))?;
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mayfly_api::TemplateConfig;
+    use mayfly_store::VersionMeta;
+
+    fn layer(n: u8) -> LayerRecord {
+        LayerRecord {
+            digest: format!("blake3:{n:064x}"),
+            size: 1,
+            entries: 1,
+        }
+    }
+
+    fn version(v: u32, layers: &[u8], base: Option<&str>) -> VersionRecord {
+        VersionRecord {
+            version: v,
+            layers: layers.iter().map(|n| layer(*n)).collect(),
+            config: TemplateConfig::default(),
+            message: String::new(),
+            created_at: 0,
+            meta: VersionMeta {
+                packages: Vec::new(),
+                base: base.map(str::to_owned),
+                app: base.is_some(),
+            },
+        }
+    }
+
+    fn template(name: &str, current: u32, versions: Vec<VersionRecord>) -> TemplateRecord {
+        TemplateRecord {
+            name: name.into(),
+            current_version: current,
+            previous_version: None,
+            builtin: false,
+            created_at: 0,
+            versions,
+        }
+    }
+
+    fn app(t: TemplateRecord, pinned: Option<u32>) -> AppTemplate {
+        AppTemplate {
+            reference: t.name.clone(),
+            pinned,
+            template: t,
+        }
+    }
+
+    /// Base `b`: 1 = [1], 2 = [1, 2], 3 = [1, 3] (made on 1 after a rollback).
+    fn base(current: u32) -> TemplateRecord {
+        template(
+            "b",
+            current,
+            vec![
+                version(1, &[1], None),
+                version(2, &[1, 2], None),
+                version(3, &[1, 3], None),
+            ],
+        )
+    }
+
+    #[test]
+    fn a_follower_prefers_the_current_version_then_older_then_newer() {
+        assert_eq!(preference(&base(2)), vec![2, 1, 3]);
+        assert_eq!(preference(&base(3)), vec![3, 2, 1]);
+        assert_eq!(preference(&base(1)), vec![1, 3, 2]);
+    }
+
+    #[test]
+    fn an_application_is_built_on_the_one_base_version_it_names() {
+        let b = base(3);
+        let on2 = version(1, &[1, 2, 10], Some("b@2"));
+        assert!(built_on(&on2, "b", b.version(2).unwrap()));
+        // Its layers start with version 1's, but it holds version 2's layer.
+        assert!(!built_on(&on2, "b", b.version(1).unwrap()));
+        assert!(!built_on(&on2, "other", b.version(2).unwrap()));
+        // A version that says so but whose layers differ (the number was given again).
+        let stale = version(1, &[1, 9, 10], Some("b@2"));
+        assert!(!built_on(&stale, "b", b.version(2).unwrap()));
+    }
+
+    #[test]
+    fn applications_hold_a_follower_back_on_the_newest_base_they_are_built_on() {
+        // `a` is built on b@1 only: held back on 1 whatever the current version.
+        let a = template("a", 1, vec![version(1, &[1, 10], Some("b@1"))]);
+        assert_eq!(follow(&base(3), &[app(a.clone(), None)]), Some(1));
+        // Rebuilt on b@2 (its version 2): b@2 when current, and still b@2 when b@3 is
+        // current (newest older one that fits).
+        let mut a2 = a.clone();
+        a2.versions.push(version(2, &[1, 2, 11], Some("b@2")));
+        a2.current_version = 2;
+        assert_eq!(follow(&base(2), &[app(a2.clone(), None)]), Some(2));
+        assert_eq!(follow(&base(3), &[app(a2.clone(), None)]), Some(2));
+        // The base rolled back to 1: back to 1, with the application's version built on it.
+        assert_eq!(follow(&base(1), &[app(a2.clone(), None)]), Some(1));
+        let on1 = app(a2.clone(), None);
+        assert_eq!(on1.version_on("b", base(1).version(1).unwrap()), Some(1));
+        // Pinned to its version 1: only b@1 carries it.
+        assert_eq!(follow(&base(3), &[app(a2.clone(), Some(1))]), Some(1));
+        // Two applications: the newest base both are built on.
+        let c = template("c", 1, vec![version(1, &[1, 12], Some("b@1"))]);
+        assert_eq!(follow(&base(2), &[app(a2, None), app(c, None)]), Some(1));
+        // Built on a base version that no longer exists: nothing fits.
+        let gone = template("g", 1, vec![version(1, &[1, 4, 13], Some("b@4"))]);
+        assert_eq!(follow(&base(3), &[app(gone, None)]), None);
+    }
+}
