@@ -19,9 +19,9 @@ pub use instance::{
     RemoveQuery, SnapshotInfo, StopRequest, check_process_size,
 };
 pub use template::{
-    BuildTemplate, GcReport, ImportEvent, ImportQuery, ImportTemplate, LayerInfo, PatchTemplate,
-    RollbackRequest, RolloutEvent, RolloutRequest, Shadowed, TemplateConfig, TemplateInfo,
-    VersionInfo,
+    BuildTemplate, GcReport, HeldBack, ImportEvent, ImportQuery, ImportTemplate, LayerInfo,
+    PatchTemplate, RollbackRequest, RolloutEvent, RolloutRequest, Shadowed, TemplateConfig,
+    TemplateInfo, VersionInfo,
 };
 
 use serde::{Deserialize, Serialize};

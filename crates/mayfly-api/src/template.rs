@@ -86,6 +86,10 @@ pub struct TemplateInfo {
     pub name: String,
     /// The version that `NAME` (without `@N`) means.
     pub current_version: u32,
+    /// The version the name pointed at before its last move (a patch, a new version, a
+    /// rollback): where a failed rollout of the current version points it back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_version: Option<u32>,
     /// Provided by the daemon itself (the `busybox` template).
     pub builtin: bool,
     /// Creation time (RFC 3339).
@@ -97,6 +101,10 @@ pub struct TemplateInfo {
     /// Persistent followers whose own changes hide parts of the current version.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shadowed: Vec<Shadowed>,
+    /// Followers that run an older version because their applications are not built on the
+    /// current one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held_back: Vec<HeldBack>,
 }
 
 impl TemplateInfo {
@@ -262,6 +270,19 @@ pub struct Shadowed {
     pub paths: Vec<String>,
 }
 
+/// A follower (an instance without `@N`) that does not take the current version because the
+/// application templates stacked on it (`--app`) are not built on it: it follows the newest
+/// version they are built on until they are rebuilt over the current one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldBack {
+    /// Instance name.
+    pub instance: String,
+    /// The version it follows instead.
+    pub version: u32,
+    /// Which applications hold it back, and how to release it.
+    pub reason: String,
+}
+
 /// One line of the answer to a rollout.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -277,14 +298,19 @@ pub enum RolloutEvent {
     Instance {
         /// Instance name.
         name: String,
-        /// `reset`, `healthy`, `unhealthy`, `reverted`, `failed`.
+        /// `reset` (now on the new version), `healthy`, `unhealthy`, `reverted` (back on the
+        /// version the name points at again after a failure), `returned` (running again on the
+        /// version it ran, after its reset failed), `failed` (see the detail).
         status: String,
         /// Details (version, health check output).
         detail: String,
     },
     /// A persistent follower hides part of the new version (it is not reset by a rollout).
     Shadowed(Shadowed),
-    /// The template was pointed back at this version after a failed health check.
+    /// A follower is held back by its applications (it is not reset by a rollout).
+    HeldBack(HeldBack),
+    /// The rollout failed: the template was pointed back at this version, the one it meant
+    /// before the version being rolled out became current.
     RolledBack {
         /// The version.
         to: u32,
@@ -295,6 +321,9 @@ pub enum RolloutEvent {
         version: u32,
         /// Instances reset.
         reset: Vec<String>,
+        /// Followers held back by their applications (not reset).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        held_back: Vec<String>,
     },
     /// The rollout failed; see the message for what was rolled back.
     Error(ApiError),

@@ -14,13 +14,26 @@
 //!
 //! The merge layer lives in the instance's directory (`merge-<key>/`), keyed by the digests of
 //! the stack, and is rebuilt when a version changes.
+//!
+//! **Which versions.** An application version is built on exactly one base version (its layers
+//! are that version's plus its own), so an instance that follows its base (no `@N`) cannot
+//! simply take the base's current version: its applications may not be built on it yet. It
+//! follows the newest base version they are all built on — the current one when they are, else
+//! it is *held back* on an older one (reported by `template info` and by rollouts) until they
+//! are rebuilt over the current one (`mayfly template build APP --from BASE …` adds a version
+//! to an existing application template). Each application that is not pinned (`--app A`, not
+//! `A@N`) takes, over the chosen base, its current version if it is built on that base, else
+//! its newest version that is. "Newest" prefers versions up to the name's pointer: after a
+//! rollback of the base (or of an application) the instance goes back with it whenever its
+//! stack exists there; only when nothing at or below the pointer fits does it take a newer one.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use mayfly_api::HeldBack;
 use mayfly_api::names::TemplateRef;
-use mayfly_store::{LayerRecord, VersionRecord};
+use mayfly_store::{LayerRecord, TemplateRecord, VersionRecord};
 
 use crate::{Engine, EngineError, lock};
 
@@ -48,7 +61,161 @@ struct App {
     layers: Vec<LayerRecord>,
 }
 
+/// Version numbers of `t` in the order a follower prefers them: the current one, then the
+/// older ones newest first, then the newer ones newest first.
+fn preference(t: &TemplateRecord) -> Vec<u32> {
+    let current = t.current_version;
+    let mut older: Vec<u32> = t
+        .versions
+        .iter()
+        .map(|v| v.version)
+        .filter(|v| *v < current)
+        .collect();
+    let mut newer: Vec<u32> = t
+        .versions
+        .iter()
+        .map(|v| v.version)
+        .filter(|v| *v > current)
+        .collect();
+    older.sort_unstable_by(|a, b| b.cmp(a));
+    newer.sort_unstable_by(|a, b| b.cmp(a));
+    let mut out = Vec::with_capacity(t.versions.len());
+    if t.version(current).is_some() {
+        out.push(current);
+    }
+    out.extend(older);
+    out.extend(newer);
+    out
+}
+
+/// Whether application version `app` is built on version `base` of template `base_name`: it
+/// says so, and its layers are the base's plus its own. (The layers alone are not enough: an
+/// application built on version 2 starts with version 1's layers too, and stacking it over
+/// version 1 would run version 2's files under version 1's name.)
+fn built_on(app: &VersionRecord, base_name: &str, base: &VersionRecord) -> bool {
+    app.meta.app
+        && app.meta.base.as_deref() == Some(format!("{base_name}@{}", base.version).as_str())
+        && app.layers.len() > base.layers.len()
+        && app.layers[..base.layers.len()]
+            .iter()
+            .zip(&base.layers)
+            .all(|(a, b)| a.digest == b.digest)
+}
+
+/// An application as an instance names it (`A` or `A@N`), with its template.
+struct AppTemplate {
+    reference: String,
+    pinned: Option<u32>,
+    template: TemplateRecord,
+}
+
+impl AppTemplate {
+    /// The version of this application to stack over `base`: the pinned one, else the
+    /// preferred one built on `base`; `None` when none is.
+    fn version_on(&self, base_name: &str, base: &VersionRecord) -> Option<u32> {
+        let fits = |v: &u32| {
+            self.template
+                .version(*v)
+                .is_some_and(|av| built_on(av, base_name, base))
+        };
+        match self.pinned {
+            Some(v) => Some(v).filter(fits),
+            None => preference(&self.template).into_iter().find(fits),
+        }
+    }
+}
+
+/// The base version of `base` a follower with applications `apps` runs (see the module
+/// documentation); `None` when no version of `base` carries them all.
+fn follow(base: &TemplateRecord, apps: &[AppTemplate]) -> Option<u32> {
+    preference(base).into_iter().find(|v| {
+        base.version(*v)
+            .is_some_and(|bv| apps.iter().all(|a| a.version_on(&base.name, bv).is_some()))
+    })
+}
+
 impl Engine {
+    /// Parses and looks up the application templates `apps` name.
+    async fn app_templates(&self, apps: &[String]) -> Result<Vec<AppTemplate>, EngineError> {
+        let mut out = Vec::with_capacity(apps.len());
+        for reference in apps {
+            let r = TemplateRef::parse(reference)
+                .map_err(|e| EngineError::invalid(e, "e.g. `--app nginx`"))?;
+            let n = r.name.clone();
+            let template = self.db(move |s| s.template(&n)).await?;
+            out.push(AppTemplate {
+                reference: reference.clone(),
+                pinned: r.version,
+                template,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The version of template `t` that a follower (no `@N`) stacked with `apps` starts on:
+    /// the current one, unless its applications hold it back (see the module documentation).
+    /// When nothing fits, the current one, so that starting it reports why.
+    pub(crate) async fn follow_version(
+        &self,
+        t: &TemplateRecord,
+        apps: &[String],
+    ) -> Result<u32, EngineError> {
+        if apps.is_empty() {
+            return Ok(t.current_version);
+        }
+        // A bad reference is reported by the stacking itself, with its own advice.
+        let Ok(apps) = self.app_templates(apps).await else {
+            return Ok(t.current_version);
+        };
+        Ok(follow(t, &apps).unwrap_or(t.current_version))
+    }
+
+    /// The followers of `t` (any mode, any state) that its current version does not reach
+    /// because their applications are not built on it.
+    pub(crate) async fn held_back(&self, t: &TemplateRecord) -> Result<Vec<HeldBack>, EngineError> {
+        let name = t.name.clone();
+        let followers: Vec<mayfly_store::InstanceRecord> = self
+            .db(move |s| {
+                Ok(s.instances()?
+                    .into_iter()
+                    .filter(|i| {
+                        i.template == name
+                            && i.pinned_version.is_none()
+                            && !i.config.apps.is_empty()
+                    })
+                    .collect())
+            })
+            .await?;
+        let Some(current) = t.version(t.current_version) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for inst in followers {
+            let Ok(apps) = self.app_templates(&inst.config.apps).await else {
+                continue;
+            };
+            let Some(version) = follow(t, &apps).filter(|v| *v != t.current_version) else {
+                continue;
+            };
+            let missing: Vec<String> = apps
+                .iter()
+                .filter(|a| a.version_on(&t.name, current).is_none())
+                .map(|a| {
+                    format!(
+                        "application `{}` has no version built on {}@{} (rebuild it: `mayfly template build {} --from {} …`)",
+                        a.reference, t.name, t.current_version, a.template.name, t.name
+                    )
+                })
+                .collect();
+            out.push(HeldBack {
+                instance: inst.name,
+                version,
+                reason: missing.join("; "),
+            });
+        }
+        Ok(out)
+    }
+
     /// Checks, at creation, that `apps` can be stacked over `base` (see [`Self::resolve_apps`]).
     pub(crate) async fn check_apps(
         &self,
@@ -62,8 +229,9 @@ impl Engine {
             .map(drop)
     }
 
-    /// Resolves `apps` over base version `base` of template `template`: checks that each is
-    /// an application template built on exactly this base, and that no two conflict (unless
+    /// Resolves `apps` over base version `base` of template `template`: picks each one's
+    /// version on this base (see [`AppTemplate::version_on`]), checks that it is an
+    /// application template built on exactly this base, and that no two conflict (unless
     /// `ordered`). Returns each application's own layers, in order.
     async fn resolve_apps(
         &self,
@@ -73,16 +241,17 @@ impl Engine {
         ordered: bool,
     ) -> Result<Vec<App>, EngineError> {
         let mut out = Vec::new();
-        for reference in apps {
-            let r = TemplateRef::parse(reference)
-                .map_err(|e| EngineError::invalid(e, "e.g. `--app nginx`"))?;
-            let n = r.name.clone();
-            let t = self.db(move |s| s.template(&n)).await?;
-            let v = r.version.unwrap_or(t.current_version);
+        for app in self.app_templates(apps).await? {
+            let reference = &app.reference;
+            let t = &app.template;
+            // None fits: say why about the version the user means (the pinned or current one).
+            let v = app
+                .version_on(template, base)
+                .unwrap_or(app.pinned.unwrap_or(t.current_version));
             let av = t.version(v).ok_or_else(|| {
                 EngineError::invalid(
-                    format!("application `{}` has no version {v}", r.name),
-                    format!("see `mayfly template history {}`", r.name),
+                    format!("application `{}` has no version {v}", t.name),
+                    format!("see `mayfly template history {}`", t.name),
                 )
             })?;
             if !av.meta.app {
@@ -93,12 +262,7 @@ impl Engine {
                     ),
                 ));
             }
-            let prefix_matches = av.layers.len() > base.layers.len()
-                && av.layers[..base.layers.len()]
-                    .iter()
-                    .zip(&base.layers)
-                    .all(|(a, b)| a.digest == b.digest);
-            if !prefix_matches {
+            if !built_on(av, template, base) {
                 return Err(EngineError::invalid(
                     format!(
                         "application `{reference}` was built on {}, not on {template}@{}",
@@ -109,14 +273,14 @@ impl Engine {
                         base.version
                     ),
                     format!(
-                        "rebuild it over this version (`mayfly template build {} --from {template} …`) or pin the instance to its base",
-                        r.name
+                        "rebuild it over this version (`mayfly template build {} --from {template}@{} …` adds a version to it) or pin the instance to its base",
+                        t.name, base.version
                     ),
                 ));
             }
             out.push(App {
                 name: reference.clone(),
-                template: r.name.clone(),
+                template: t.name.clone(),
                 version: v,
                 layers: av.layers[base.layers.len()..].to_vec(),
             });
@@ -307,4 +471,112 @@ fn write_merge_layer(
     }
     std::fs::rename(&tmp, dir).map_err(crate::error::io_err("create", dir))?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mayfly_api::TemplateConfig;
+    use mayfly_store::VersionMeta;
+
+    fn layer(n: u8) -> LayerRecord {
+        LayerRecord {
+            digest: format!("blake3:{n:064x}"),
+            size: 1,
+            entries: 1,
+        }
+    }
+
+    fn version(v: u32, layers: &[u8], base: Option<&str>) -> VersionRecord {
+        VersionRecord {
+            version: v,
+            layers: layers.iter().map(|n| layer(*n)).collect(),
+            config: TemplateConfig::default(),
+            message: String::new(),
+            created_at: 0,
+            meta: VersionMeta {
+                packages: Vec::new(),
+                base: base.map(str::to_owned),
+                app: base.is_some(),
+            },
+        }
+    }
+
+    fn template(name: &str, current: u32, versions: Vec<VersionRecord>) -> TemplateRecord {
+        TemplateRecord {
+            name: name.into(),
+            current_version: current,
+            previous_version: None,
+            builtin: false,
+            created_at: 0,
+            versions,
+        }
+    }
+
+    fn app(t: TemplateRecord, pinned: Option<u32>) -> AppTemplate {
+        AppTemplate {
+            reference: t.name.clone(),
+            pinned,
+            template: t,
+        }
+    }
+
+    /// Base `b`: 1 = [1], 2 = [1, 2], 3 = [1, 3] (made on 1 after a rollback).
+    fn base(current: u32) -> TemplateRecord {
+        template(
+            "b",
+            current,
+            vec![
+                version(1, &[1], None),
+                version(2, &[1, 2], None),
+                version(3, &[1, 3], None),
+            ],
+        )
+    }
+
+    #[test]
+    fn a_follower_prefers_the_current_version_then_older_then_newer() {
+        assert_eq!(preference(&base(2)), vec![2, 1, 3]);
+        assert_eq!(preference(&base(3)), vec![3, 2, 1]);
+        assert_eq!(preference(&base(1)), vec![1, 3, 2]);
+    }
+
+    #[test]
+    fn an_application_is_built_on_the_one_base_version_it_names() {
+        let b = base(3);
+        let on2 = version(1, &[1, 2, 10], Some("b@2"));
+        assert!(built_on(&on2, "b", b.version(2).unwrap()));
+        // Its layers start with version 1's, but it holds version 2's layer.
+        assert!(!built_on(&on2, "b", b.version(1).unwrap()));
+        assert!(!built_on(&on2, "other", b.version(2).unwrap()));
+        // A version that says so but whose layers differ (the number was given again).
+        let stale = version(1, &[1, 9, 10], Some("b@2"));
+        assert!(!built_on(&stale, "b", b.version(2).unwrap()));
+    }
+
+    #[test]
+    fn applications_hold_a_follower_back_on_the_newest_base_they_are_built_on() {
+        // `a` is built on b@1 only: held back on 1 whatever the current version.
+        let a = template("a", 1, vec![version(1, &[1, 10], Some("b@1"))]);
+        assert_eq!(follow(&base(3), &[app(a.clone(), None)]), Some(1));
+        // Rebuilt on b@2 (its version 2): b@2 when current, and still b@2 when b@3 is
+        // current (newest older one that fits).
+        let mut a2 = a.clone();
+        a2.versions.push(version(2, &[1, 2, 11], Some("b@2")));
+        a2.current_version = 2;
+        assert_eq!(follow(&base(2), &[app(a2.clone(), None)]), Some(2));
+        assert_eq!(follow(&base(3), &[app(a2.clone(), None)]), Some(2));
+        // The base rolled back to 1: back to 1, with the application's version built on it.
+        assert_eq!(follow(&base(1), &[app(a2.clone(), None)]), Some(1));
+        let on1 = app(a2.clone(), None);
+        assert_eq!(on1.version_on("b", base(1).version(1).unwrap()), Some(1));
+        // Pinned to its version 1: only b@1 carries it.
+        assert_eq!(follow(&base(3), &[app(a2.clone(), Some(1))]), Some(1));
+        // Two applications: the newest base both are built on.
+        let c = template("c", 1, vec![version(1, &[1, 12], Some("b@1"))]);
+        assert_eq!(follow(&base(2), &[app(a2, None), app(c, None)]), Some(1));
+        // Built on a base version that no longer exists: nothing fits.
+        let gone = template("g", 1, vec![version(1, &[1, 4, 13], Some("b@4"))]);
+        assert_eq!(follow(&base(3), &[app(gone, None)]), None);
+    }
 }

@@ -240,7 +240,10 @@ impl Engine {
         }
         let tname = tref.name.clone();
         let template = self.db(move |s| s.template(&tname)).await?;
-        let version = tref.version.unwrap_or(template.current_version);
+        let version = match tref.version {
+            Some(v) => v,
+            None => self.follow_version(&template, &req.apps).await?,
+        };
         let Some(vrec) = template.version(version) else {
             return Err(EngineError::invalid(
                 format!("template `{}` has no version {version}", tref.name),
@@ -368,10 +371,11 @@ impl Engine {
         let tname = rec.template.clone();
         let template = self.db(move |s| s.template(&tname)).await?;
         let next = rec.next_run.clone().unwrap_or_default();
-        let version = next
-            .version
-            .or(rec.pinned_version)
-            .unwrap_or(template.current_version);
+        // A follower takes the current version, unless its applications hold it back.
+        let version = match next.version.or(rec.pinned_version) {
+            Some(v) => v,
+            None => self.follow_version(&template, &rec.config.apps).await?,
+        };
         let vrec = template.version(version).ok_or_else(|| {
             EngineError::invalid(
                 format!(

@@ -1,21 +1,41 @@
 //! Rolling a template version out to the instances that follow it.
 //!
-//! The running transient followers (not pinned, not yet on the current version) are reset in
-//! waves of K: a reset starts them on the current version. After each wave an optional health
-//! check runs inside every instance of the wave. If one fails, the rollout stops, the
-//! template's name is pointed back at the previous version — the one most of the due
-//! followers ran before the rollout, the newest on a tie (not merely the number below the
-//! target: after a rollback and a new patch, that one is the bad version rolled back from) —
-//! and every instance already reset is reset again, onto that version. Persistent followers are never reset by a
-//! rollout (that would discard their data); the paths where their own changes hide the new
-//! version are reported instead.
+//! The rollout's *target* is the template's current version when it begins. The running
+//! transient followers (not pinned, not on the target yet) are reset in waves of K: a reset
+//! starts them on the target. After each wave an optional health check runs inside every
+//! instance of the wave. Who is not reset, and is reported instead:
+//! - persistent followers (a reset would discard their data): the paths where their own
+//!   changes hide the new version are reported (`Shadowed`);
+//! - followers *held back* by their applications (`launch BASE --app A` where `A` is not built
+//!   on the target yet; see `apps.rs`): they keep running the version their applications are
+//!   built on, and start on it again, until the applications are rebuilt (`HeldBack`).
+//!
+//! A failure puts everything back where it was:
+//! - an instance whose reset fails is started again, at once, on the version it ran (for
+//!   that one run; then it follows the name like any follower);
+//! - after a failed reset or health check, the name points back at the version it meant
+//!   before the target became current (`previous_version`, remembered by every move of the
+//!   name: patch, new version, rollback) — not at the version most followers ran, which after
+//!   an earlier rollback may be a version already rejected — unless someone moved the name
+//!   meanwhile;
+//! - every running transient follower on the target then follows the name back: the
+//!   instances this rollout reset, and those that started on the target after it became
+//!   current. One that cannot (its reset fails, or its applications exist only on the
+//!   target) is returned to the version it ran before the rollout (or, when it started on the
+//!   target, to the version the name points at). Pinned instances are never touched.
+//!
+//! When the name has no previous version (a template that never moved), it stays, and the
+//! instances reset are returned to the versions they ran.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use mayfly_api::{
     ApiError, ExecRequest, InstanceState, Mode, RolloutEvent, RolloutRequest, StopRequest,
 };
+use mayfly_driver::InitStdio;
+use mayfly_store::NextRun;
 use tokio::io::AsyncReadExt;
 
 use crate::{Engine, EngineError, lock};
@@ -93,6 +113,7 @@ impl Engine {
         let cmd = vec!["/bin/sh".to_owned(), "-c".to_owned(), check.to_owned()];
         match self.exec_capture(name, cmd, timeout).await {
             Ok((0, _)) => Ok(()),
+            Ok((code, output)) if output.trim().is_empty() => Err(format!("exit code {code}")),
             Ok((code, output)) => Err(format!("exit code {code}: {}", output.trim_end())),
             Err(e) => Err(mayfly_driver::error_chain(&e)),
         }
@@ -113,6 +134,83 @@ impl Engine {
         for s in self.shadowed(&template).await? {
             log(RolloutEvent::Shadowed(s));
         }
+        let held = self.held_back(&template).await?;
+        let held_names: HashSet<String> = held.iter().map(|h| h.instance.clone()).collect();
+        for h in &held {
+            log(RolloutEvent::HeldBack(h.clone()));
+        }
+        // (name, the version it runs), in name order.
+        let due: Vec<(String, u32)> = self
+            .running_followers(name)
+            .await?
+            .into_iter()
+            .filter(|(n, v)| *v != target && !held_names.contains(n))
+            .collect();
+        let mut reset: Vec<(String, u32)> = Vec::new();
+        for (i, group) in due.chunks(wave).enumerate() {
+            log(RolloutEvent::Wave {
+                number: u32::try_from(i + 1).unwrap_or(u32::MAX),
+                instances: group.iter().map(|(n, _)| n.clone()).collect(),
+            });
+            let mut failure: Option<String> = None;
+            for (inst, ran) in group {
+                match self.reset_instance(inst, StopRequest::default()).await {
+                    Ok(info) => {
+                        reset.push((inst.clone(), *ran));
+                        log(event(
+                            inst,
+                            "reset",
+                            format!("now on version {}", shown(info.running_version)),
+                        ));
+                    }
+                    Err(e) => {
+                        let detail = mayfly_driver::error_chain(&e);
+                        log(event(inst, "failed", detail.clone()));
+                        self.return_to(inst, *ran, &log).await;
+                        failure = Some(format!("resetting `{inst}` failed: {detail}"));
+                        break;
+                    }
+                }
+            }
+            if failure.is_none()
+                && let Some(check) = &req.health
+            {
+                for (inst, _) in group {
+                    match self.health_check(inst, check, timeout).await {
+                        Ok(()) => log(event(inst, "healthy", String::new())),
+                        Err(why) => {
+                            log(event(inst, "unhealthy", why.clone()));
+                            failure = Some(format!("health check failed on `{inst}` ({why})"));
+                            break;
+                        }
+                    }
+                }
+            }
+            if let Some(why) = failure {
+                let back = match self
+                    .put_back(name, target, template.previous_version, &reset, &log)
+                    .await
+                {
+                    Ok(back) => back,
+                    Err(e) => format!(
+                        "putting things back failed: {}",
+                        mayfly_driver::error_chain(&e)
+                    ),
+                };
+                return Err(EngineError::RolloutFailed(format!("{why}; {back}")));
+            }
+        }
+        log(RolloutEvent::Done {
+            version: target,
+            reset: reset.into_iter().map(|(n, _)| n).collect(),
+            held_back: held.into_iter().map(|h| h.instance).collect(),
+        });
+        Ok(())
+    }
+
+    /// The running transient followers of template `name` (not pinned) and the version
+    /// each runs, in name order.
+    async fn running_followers(&self, name: &str) -> Result<Vec<(String, u32)>, EngineError> {
         let n = name.to_owned();
         let followers: Vec<String> = self
             .db(move |s| {
@@ -125,109 +223,192 @@ impl Engine {
                     .collect())
             })
             .await?;
-        let mut ran: std::collections::BTreeMap<u32, usize> = std::collections::BTreeMap::new();
-        let due: Vec<String> = followers
+        Ok(followers
             .into_iter()
-            .filter(|f| {
-                lock(&self.slots).get(f).is_some_and(|slot| {
-                    let rt = lock(&slot.rt);
-                    let due = rt.state == InstanceState::Running && rt.version != Some(target);
-                    if due && let Some(v) = rt.version {
-                        *ran.entry(v).or_default() += 1;
-                    }
-                    due
-                })
+            .filter_map(|f| {
+                let slot = lock(&self.slots).get(&f)?;
+                let rt = lock(&slot.rt);
+                match (rt.state, rt.version) {
+                    (InstanceState::Running, Some(v)) => Some((f.clone(), v)),
+                    _ => None,
+                }
             })
-            .collect();
-        // Most followers first, then the newest (max_by_key keeps the last of equals, and the
-        // map iterates in ascending version order).
-        let previous = ran.iter().max_by_key(|(_, n)| **n).map(|(v, _)| *v);
-        let mut reset: Vec<String> = Vec::new();
-        for (i, group) in due.chunks(wave).enumerate() {
-            log(RolloutEvent::Wave {
-                number: u32::try_from(i + 1).unwrap_or(u32::MAX),
-                instances: group.to_vec(),
-            });
-            let mut failure: Option<String> = None;
-            for inst in group {
-                match self.reset_instance(inst, StopRequest::default()).await {
-                    Ok(_) => {
-                        reset.push(inst.clone());
-                        log(RolloutEvent::Instance {
-                            name: inst.clone(),
-                            status: "reset".into(),
-                            detail: format!("now on version {target}"),
-                        });
-                    }
-                    Err(e) => {
-                        let detail = mayfly_driver::error_chain(&e);
-                        log(RolloutEvent::Instance {
-                            name: inst.clone(),
-                            status: "failed".into(),
-                            detail: detail.clone(),
-                        });
-                        failure = Some(format!("resetting `{inst}` failed: {detail}"));
-                        break;
-                    }
-                }
+            .collect())
+    }
+
+    /// After a failure of the rollout of version `target`: points the name back at
+    /// `previous` and brings every running follower on `target` back with it (see the module
+    /// documentation). Returns what it did, for the error message.
+    async fn put_back(
+        self: &Arc<Self>,
+        name: &str,
+        target: u32,
+        previous: Option<u32>,
+        reset: &[(String, u32)],
+        log: &RolloutLog,
+    ) -> Result<String, EngineError> {
+        let Some(prev) = previous else {
+            for (inst, ran) in reset {
+                self.return_to(inst, *ran, log).await;
             }
-            if failure.is_none()
-                && let Some(check) = &req.health
-            {
-                for inst in group {
-                    match self.health_check(inst, check, timeout).await {
-                        Ok(()) => log(RolloutEvent::Instance {
-                            name: inst.clone(),
-                            status: "healthy".into(),
-                            detail: String::new(),
-                        }),
-                        Err(why) => {
-                            log(RolloutEvent::Instance {
-                                name: inst.clone(),
-                                status: "unhealthy".into(),
-                                detail: why.clone(),
-                            });
-                            failure = Some(format!("health check failed on `{inst}` ({why})"));
-                            break;
-                        }
-                    }
+            return Ok(format!(
+                "template `{name}` has no earlier version to point back at (it never pointed elsewhere, or that version was removed), so it still means version {target}; the {} instance(s) reset were returned to the versions they ran",
+                reset.len()
+            ));
+        };
+        // Only from the target: a move made meanwhile by someone else is theirs to keep.
+        let n = name.to_owned();
+        let (moved, now) = self
+            .db(move |s| {
+                let t = s.template(&n)?;
+                if t.current_version != target {
+                    return Ok((false, t.current_version));
                 }
-            }
-            if let Some(why) = failure {
-                let Some(prev) = previous else {
-                    return Err(EngineError::RolloutFailed(format!(
-                        "{why}; template `{name}` has no older version to roll back to"
-                    )));
-                };
-                let n = name.to_owned();
-                self.db(move |s| s.set_current_version(&n, prev)).await?;
-                log(RolloutEvent::RolledBack { to: prev });
-                for inst in &reset {
-                    match self.reset_instance(inst, StopRequest::default()).await {
-                        Ok(_) => log(RolloutEvent::Instance {
-                            name: inst.clone(),
-                            status: "reverted".into(),
-                            detail: format!("back on version {prev}"),
-                        }),
-                        Err(e) => log(RolloutEvent::Instance {
-                            name: inst.clone(),
-                            status: "failed".into(),
-                            detail: mayfly_driver::error_chain(&e),
-                        }),
-                    }
-                }
-                return Err(EngineError::RolloutFailed(format!(
-                    "{why}; template `{name}` rolled back to version {prev} and {} instance(s) returned to it",
-                    reset.len()
-                )));
+                s.set_current_version(&n, prev)?;
+                Ok((true, prev))
+            })
+            .await?;
+        if moved {
+            log(RolloutEvent::RolledBack { to: prev });
+        }
+        let ran: HashMap<&str, u32> = reset.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+        // The instances reset first, in the order they were, then those that started on the
+        // target by following the name.
+        let mut on_target: Vec<String> = reset.iter().map(|(n, _)| n.clone()).collect();
+        for (inst, v) in self.running_followers(name).await? {
+            if v == target && !ran.contains_key(inst.as_str()) {
+                on_target.push(inst);
             }
         }
-        log(RolloutEvent::Done {
-            version: target,
-            reset,
-        });
-        Ok(())
+        let mut back = 0;
+        for inst in &on_target {
+            let ran_before = ran.get(inst.as_str()).copied();
+            let from = match ran_before {
+                Some(_) => String::new(),
+                None => format!("started on version {target} after it became current; "),
+            };
+            match self.reset_instance(inst, StopRequest::default()).await {
+                Ok(info) if info.running_version.is_some_and(|v| v != target) => {
+                    back += 1;
+                    log(event(
+                        inst,
+                        "reverted",
+                        format!("{from}back on version {}", shown(info.running_version)),
+                    ));
+                    continue;
+                }
+                Ok(_) => log(event(
+                    inst,
+                    "failed",
+                    format!("{from}its applications keep it on version {target}"),
+                )),
+                Err(e) => log(event(
+                    inst,
+                    "failed",
+                    format!("{from}{}", mayfly_driver::error_chain(&e)),
+                )),
+            }
+            if self.return_to(inst, ran_before.unwrap_or(now), log).await {
+                back += 1;
+            }
+        }
+        let pointer = if moved {
+            format!("template `{name}` rolled back to version {prev}")
+        } else {
+            format!(
+                "template `{name}` was moved to version {now} during the rollout and left there"
+            )
+        };
+        let total = on_target.len();
+        Ok(match total {
+            0 => pointer,
+            _ if back == total => {
+                format!("{pointer}; the {total} running instance(s) on version {target} left it")
+            }
+            _ => format!(
+                "{pointer}; {back} of the {total} running instance(s) on version {target} left it (see the report for the others)"
+            ),
+        })
     }
+
+    /// Starts transient follower `name` on `version` for its next run (stopping it first if it
+    /// runs another one), reporting it; `true` when it runs there.
+    async fn return_to(self: &Arc<Self>, name: &str, version: u32, log: &RolloutLog) -> bool {
+        match self.run_version(name, version).await {
+            Ok(()) => {
+                log(event(
+                    name,
+                    "returned",
+                    format!("running again on version {version}"),
+                ));
+                true
+            }
+            Err(e) => {
+                log(event(
+                    name,
+                    "failed",
+                    format!(
+                        "cannot start it again on version {version}: {}",
+                        mayfly_driver::error_chain(&e)
+                    ),
+                ));
+                false
+            }
+        }
+    }
+
+    async fn run_version(self: &Arc<Self>, name: &str, version: u32) -> Result<(), EngineError> {
+        let slot = self.slot(name)?;
+        let _guard = slot.acquire("rollout").await?;
+        self.settle(&slot).await;
+        let (state, running) = {
+            let rt = lock(&slot.rt);
+            (rt.state, rt.version)
+        };
+        if state == InstanceState::Running && running == Some(version) {
+            return Ok(());
+        }
+        let n = name.to_owned();
+        let rec = self.db(move |s| s.instance(&n)).await?;
+        // A daemon killed between the stop and the start starts it at its next start-up.
+        let journal = self.journal_restart(&slot.id).await?;
+        let started: Result<(), EngineError> = async {
+            if state != InstanceState::Stopped {
+                self.stop_locked(&slot, &StopRequest::default()).await?;
+            }
+            let next = NextRun {
+                version: Some(version),
+                ..rec.next_run.clone().unwrap_or_default()
+            };
+            let id = rec.id.clone();
+            self.db(move |s| s.set_next_run(&id, Some(&next))).await?;
+            let max = self.config.log_max_bytes;
+            self.start_locked(&slot, InitStdio::Log { max_bytes: max }, false)
+                .await
+        }
+        .await;
+        if started.is_err() {
+            // Not a surprise for whoever starts it next.
+            let (id, old) = (rec.id.clone(), rec.next_run.clone());
+            let _ = self.db(move |s| s.set_next_run(&id, old.as_ref())).await;
+        }
+        self.journal_end(journal).await;
+        started
+    }
+}
+
+/// An event about one instance.
+fn event(name: &str, status: &str, detail: String) -> RolloutEvent {
+    RolloutEvent::Instance {
+        name: name.to_owned(),
+        status: status.to_owned(),
+        detail,
+    }
+}
+
+/// A version for a message.
+fn shown(version: Option<u32>) -> String {
+    version.map_or_else(|| "?".to_owned(), |v| v.to_string())
 }
 
 /// An error event for a failed rollout.

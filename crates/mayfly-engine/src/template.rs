@@ -390,6 +390,7 @@ impl Engine {
         TemplateInfo {
             name: rec.name.clone(),
             current_version: rec.current_version,
+            previous_version: rec.previous_version,
             builtin: rec.builtin,
             created_at: crate::rfc3339(rec.created_at),
             versions: rec
@@ -417,6 +418,7 @@ impl Engine {
                 .collect(),
             used_by,
             shadowed: Vec::new(),
+            held_back: Vec::new(),
         }
     }
 
@@ -433,7 +435,8 @@ impl Engine {
         .await
     }
 
-    /// One template, with who uses each version and what persistent followers shadow.
+    /// One template, with who uses each version, what persistent followers shadow and which
+    /// followers their applications hold back.
     pub async fn template_info(&self, name: &str) -> Result<TemplateInfo, EngineError> {
         let n = name.to_owned();
         let (rec, mut info) = self
@@ -448,6 +451,7 @@ impl Engine {
             })
             .await?;
         info.shadowed = self.shadowed(&rec).await?;
+        info.held_back = self.held_back(&rec).await?;
         Ok(info)
     }
 

@@ -2,10 +2,13 @@
 //! version N + one layer), rolling the name back, removing versions, collecting unused
 //! layers, squashing stacks that grow too deep, and finding what persistent instances shadow.
 //!
-//! Versions are immutable; the name is a pointer to one of them (`current_version`).
-//! Followers (instances without `@N`) take the current version at their next start or reset;
-//! pinned ones keep theirs. Nothing here copies a template: a patch adds one layer, a
-//! rollback moves the pointer.
+//! Versions are immutable; the name is a pointer to one of them (`current_version`). Every
+//! move of the pointer (a patch, a build or publish of a new version, a rollback) also records
+//! where it pointed before (`previous_version`, in the same statement), which is where a
+//! failed rollout points it back. Followers (instances without `@N`) take the current version
+//! at their next start or reset, unless their applications hold them back (`apps.rs`); pinned
+//! ones keep theirs. Nothing here copies a template: a patch adds one layer, a rollback moves
+//! the pointer.
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
@@ -94,15 +97,6 @@ impl Engine {
             .collect()
     }
 
-    async fn template_exists(&self, name: &str) -> Result<bool, EngineError> {
-        let n = name.to_owned();
-        match self.db(move |s| s.template(&n)).await {
-            Ok(_) => Ok(true),
-            Err(EngineError::Store(StoreError::NotFound { .. })) => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-
     /// Places `tree` as the layer `layer` and commits a template version on top of `base`
     /// (a new template when `base_template` is `None`), squashing if the stack gets too deep.
     #[allow(clippy::too_many_arguments)]
@@ -189,7 +183,9 @@ impl Engine {
 
     // ---- build ---------------------------------------------------------------------------
 
-    /// Builds an OS template (`debian`) or an application template (`from`).
+    /// Builds an OS template (`debian`) or an application template (`from`). Building an
+    /// existing application template again (`from`) adds a version to it: that is how an
+    /// application moves to a newer base, releasing the followers it held back.
     pub async fn build_template(
         self: &Arc<Self>,
         req: BuildTemplate,
@@ -199,7 +195,14 @@ impl Engine {
             EngineError::invalid(e, "e.g. `mayfly template build debian --debian bookworm`")
         })?;
         check_packages(&req.packages)?;
-        if self.template_exists(&req.name).await? {
+        let existing = match self.resolve(&req.name).await {
+            Ok((_, v)) => Some(v),
+            Err(EngineError::Store(StoreError::NotFound { .. })) => None,
+            Err(e) => return Err(e),
+        };
+        if let Some(v) = &existing
+            && !(v.meta.app && req.debian.is_none() && req.from.is_some())
+        {
             return Err(EngineError::Store(StoreError::AlreadyExists {
                 kind: "template",
                 name: req.name.clone(),
@@ -207,7 +210,7 @@ impl Engine {
         }
         match (&req.debian, &req.from) {
             (Some(suite), None) => self.build_os(&req, suite, log).await?,
-            (None, Some(base)) => self.build_app(&req, base, log).await?,
+            (None, Some(base)) => self.build_app(&req, base, existing, log).await?,
             _ => {
                 return Err(EngineError::invalid(
                     "give either --debian SUITE (an OS template) or --from BASE (an application template)",
@@ -323,10 +326,13 @@ impl Engine {
         (!script.is_empty()).then_some(script)
     }
 
+    /// Builds application template `req.name` over `base`: a new template, or the next
+    /// version of the application template whose current version is `existing`.
     async fn build_app(
         self: &Arc<Self>,
         req: &BuildTemplate,
         base: &str,
+        existing: Option<VersionRecord>,
         log: BuildLog,
     ) -> Result<(), EngineError> {
         let (bt, bv) = self.resolve(base).await?;
@@ -356,11 +362,12 @@ impl Engine {
             base: Some(format!("{}@{}", bt.name, bv.version)),
             app: true,
         };
+        // A rebuild keeps the application's own command unless told otherwise.
+        let command = existing
+            .as_ref()
+            .map_or(&bv.config.command, |v| &v.config.command);
         let config = TemplateConfig {
-            command: req
-                .command
-                .clone()
-                .unwrap_or_else(|| bv.config.command.clone()),
+            command: req.command.clone().unwrap_or_else(|| command.clone()),
             ..bv.config.clone()
         };
         let message = req.message.clone().unwrap_or_else(|| {
@@ -374,7 +381,7 @@ impl Engine {
         let result = self
             .commit_version(
                 &req.name,
-                true,
+                existing.is_none(),
                 bv.layers.clone(),
                 &built.tree,
                 built.layer.clone(),

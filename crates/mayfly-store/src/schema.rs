@@ -87,6 +87,14 @@ const MIGRATIONS: &[&str] = &[
     // 4: the version a persistent writable layer's changes began on (shadowing reports).
     "ALTER TABLE instances ADD COLUMN layer_since INTEGER;
     UPDATE instances SET layer_since = writable_version;",
+    // 5: where the name pointed before its last move, so that a failed rollout can point it
+    // back there. Existing templates get the newest version below the current one (what a
+    // rollback without `--to` would choose), the best guess without the history.
+    "ALTER TABLE templates ADD COLUMN previous_version INTEGER;
+    UPDATE templates SET previous_version = (
+        SELECT MAX(v.version) FROM template_versions v
+        WHERE v.template = templates.name AND v.version < templates.current_version
+    );",
 ];
 
 /// Brings the database to the newest schema. Refuses a database newer than this binary.

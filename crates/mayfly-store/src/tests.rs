@@ -269,3 +269,79 @@ fn the_write_ahead_log_shrinks_back_after_checkpoints() {
     assert!(shrank, "the log stayed at {} bytes", size());
     assert!(size() <= 1 << 20, "the log is {} bytes", size());
 }
+
+#[test]
+fn the_name_remembers_where_it_pointed_before_its_last_move() {
+    let (_d, mut s) = open();
+    let cfg = TemplateConfig::default();
+    let meta = VersionMeta::default();
+    s.create_template("t", false, &v(&[layer(1)], &cfg, &meta), None)
+        .unwrap();
+    let prev = |s: &Store| s.template("t").unwrap().previous_version;
+    assert_eq!(prev(&s), None);
+    s.add_template_version("t", &v(&[layer(1), layer(2)], &cfg, &meta), None)
+        .unwrap();
+    assert_eq!(prev(&s), Some(1));
+    s.add_template_version("t", &v(&[layer(1), layer(3)], &cfg, &meta), None)
+        .unwrap();
+    assert_eq!(prev(&s), Some(2));
+    s.set_current_version("t", 1).unwrap();
+    assert_eq!(prev(&s), Some(3), "a rollback is a move");
+    s.set_current_version("t", 1).unwrap();
+    assert_eq!(
+        prev(&s),
+        Some(3),
+        "pointing where it points already is none"
+    );
+    s.add_template_version("t", &v(&[layer(1), layer(4)], &cfg, &meta), None)
+        .unwrap();
+    assert_eq!(
+        prev(&s),
+        Some(1),
+        "a patch after a rollback came from 1, not 3"
+    );
+    s.set_current_version("t", 2).unwrap();
+    assert_eq!(prev(&s), Some(4));
+    s.delete_version("t", 4).unwrap();
+    assert_eq!(prev(&s), None, "a removed version is nowhere to go back to");
+    s.add_template_version("t", &v(&[layer(1), layer(5)], &cfg, &meta), None)
+        .unwrap();
+    assert_eq!(s.template("t").unwrap().current_version, 4);
+    assert_eq!(
+        prev(&s),
+        Some(2),
+        "the new version 4 is not the removed one"
+    );
+}
+
+#[test]
+fn the_previous_version_of_an_older_catalogue_is_the_one_below_the_current() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("state");
+    {
+        let mut s = Store::open(&root).unwrap();
+        let cfg = TemplateConfig::default();
+        let meta = VersionMeta::default();
+        for (name, versions, current) in [("a", 3u8, 3u32), ("b", 3, 2), ("c", 2, 1)] {
+            s.create_template(name, false, &v(&[layer(1)], &cfg, &meta), None)
+                .unwrap();
+            for i in 2..=versions {
+                s.add_template_version(name, &v(&[layer(1), layer(i)], &cfg, &meta), None)
+                    .unwrap();
+            }
+            s.set_current_version(name, current).unwrap();
+        }
+    }
+    // Back to schema 4, as a catalogue written by the previous mayfly.
+    let conn = rusqlite::Connection::open(root.join("mayfly.db")).unwrap();
+    conn.execute_batch(
+        "ALTER TABLE templates DROP COLUMN previous_version; PRAGMA user_version = 4;",
+    )
+    .unwrap();
+    drop(conn);
+    let s = Store::open(&root).unwrap();
+    let prev = |n: &str| s.template(n).unwrap().previous_version;
+    assert_eq!(prev("a"), Some(2));
+    assert_eq!(prev("b"), Some(1));
+    assert_eq!(prev("c"), None);
+}

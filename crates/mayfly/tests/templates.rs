@@ -2,7 +2,7 @@
 //! cache, recorded package list), application templates (own layer only, shared base, stacked
 //! with a merged package database, conflicts refused unless ordered), patches (followers move
 //! at their next start, pinned instances stay, persistent followers' shadowed paths reported),
-//! history, rollback, rollouts in waves with health checks and automatic rollback, storage
+//! history, rollback (rollouts are in `rollout.rs`), storage
 //! (dedup by digest, one layer per patch whatever the number of followers, gc that never
 //! removes a layer in use, squashing of deep stacks with identical content) and bad input
 //! that leaves nothing half-created.
@@ -493,11 +493,15 @@ fn application_templates_stack_and_conflicting_ones_are_refused_unless_ordered()
     );
     assert!(!template_exists(&d, "xd"));
     d.ok(&["template", "patch", "busybox", "--run", "echo 2 > /etc/two"]);
-    let stale = d.fails(&["launch", "busybox", "--app", "xa", "--name", "n2"]);
+    let stale = d.fails(&["launch", "busybox@2", "--app", "xa", "--name", "n2"]);
     assert!(
-        stale.stderr.contains("busybox@1"),
+        stale.stderr.contains("busybox@1") && stale.stderr.contains("busybox@2"),
         "the refusal says what the application was built on: {stale}"
     );
+    assert_eq!(d.state_of("n2"), None, "no half-created instance");
+    // A follower is held back on the version its application is built on.
+    d.ok(&["launch", "busybox", "--app", "xa", "--name", "n2"]);
+    assert_eq!(running_version(&d, "n2"), Some(1));
     d.ok(&["launch", "busybox@1", "--app", "xa", "--name", "n3"]);
     assert_eq!(d.sh("n3", "/usr/local/bin/x").trim(), "a");
     d.finish();
@@ -839,186 +843,6 @@ fn rollback_points_the_name_back_and_followers_take_it_at_next_start() {
     assert!(none.stderr.contains("no version older"), "{none}");
     let missing = d.fails(&["template", "rollback", "nosuch"]);
     assert!(missing.stderr.contains("nosuch"), "{missing}");
-    d.finish();
-}
-
-// ---- rollout ------------------------------------------------------------------------------------
-
-#[test]
-fn rollout_resets_running_transient_followers_in_waves_and_reports_each() {
-    let d = TestDaemon::start();
-    let followers = ["w1", "w2", "w3", "w4", "w5"];
-    for f in followers {
-        d.ok(&["launch", "busybox", "--name", f]);
-    }
-    d.ok(&["launch", "busybox@1", "--name", "pinned"]);
-    d.ok(&["launch", "busybox", "--name", "keeps", "--persistent"]);
-    d.ok(&["launch", "busybox", "--name", "idle", "--no-start"]);
-    d.ok(&["template", "patch", "busybox", "--run", "echo ok > /etc/v2"]);
-    let pinned_pid = d.pid_of("pinned");
-    let keeps_pid = d.pid_of("keeps");
-
-    let out = d.ok(&[
-        "template",
-        "rollout",
-        "busybox",
-        "--wave",
-        "2",
-        "--health",
-        "test -e /etc/v2",
-        "--timeout",
-        "10",
-    ]);
-    let waves: Vec<Vec<String>> = out
-        .lines()
-        .filter_map(|l| l.strip_prefix("wave "))
-        .map(|rest| {
-            let (_, names) = rest.split_once(": ").expect("wave N: names");
-            names.split(", ").map(str::to_owned).collect()
-        })
-        .collect();
-    assert_eq!(
-        waves.iter().map(Vec::len).collect::<Vec<_>>(),
-        vec![2, 2, 1],
-        "waves of 2:\n{out}"
-    );
-    let all: BTreeSet<String> = waves.into_iter().flatten().collect();
-    let expected: BTreeSet<String> = followers.iter().map(|s| (*s).to_owned()).collect();
-    assert_eq!(
-        all, expected,
-        "exactly the running transient followers:\n{out}"
-    );
-    for f in followers {
-        assert!(
-            out.contains(&format!("  {f}: reset (now on version 2)")),
-            "{f}:\n{out}"
-        );
-        assert!(out.contains(&format!("  {f}: healthy")), "{f}:\n{out}");
-        assert_eq!(running_version(&d, f), Some(2), "{f}");
-        assert_eq!(d.sh(f, "cat /etc/v2"), "ok\n");
-    }
-    assert!(
-        out.contains("rolled out version 2 to 5 instance(s)"),
-        "{out}"
-    );
-    assert_eq!(running_version(&d, "pinned"), Some(1));
-    assert_eq!(
-        d.pid_of("pinned"),
-        pinned_pid,
-        "a pinned instance is not reset"
-    );
-    assert_eq!(
-        d.pid_of("keeps"),
-        keeps_pid,
-        "a persistent one is not reset"
-    );
-    assert_eq!(d.state_of("idle").as_deref(), Some("stopped"));
-
-    // Nothing left to do; the JSON events say so.
-    let again = d.ok(&["template", "rollout", "busybox", "--json"]);
-    let events: Vec<Value> = again
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("a JSON event"))
-        .collect();
-    let done = events
-        .iter()
-        .find(|e| e.get("done").is_some())
-        .unwrap_or_else(|| panic!("no done event: {again}"));
-    assert_eq!(done["done"]["version"], 2);
-    assert_eq!(done["done"]["reset"], serde_json::json!([]));
-    d.finish();
-}
-
-#[test]
-fn failed_rollout_rolls_back_and_returns_reset_instances_to_the_previous_version() {
-    let d = TestDaemon::start();
-    d.ok(&["template", "patch", "busybox", "--run", "echo ok > /etc/hc"]);
-    for f in ["r1", "r2", "r3"] {
-        d.ok(&["launch", "busybox", "--name", f]);
-    }
-    // Version 3 deletes the file that the health check needs.
-    d.ok(&["template", "patch", "busybox", "--run", "rm /etc/hc"]);
-    let pids: Vec<i32> = ["r1", "r2", "r3"].iter().map(|f| d.pid_of(f)).collect();
-    let out = d.fails(&[
-        "template",
-        "rollout",
-        "busybox",
-        "--wave",
-        "2",
-        "--health",
-        "test -e /etc/hc",
-        "--timeout",
-        "10",
-    ]);
-    assert_eq!(out.code, 1, "{out}");
-    assert!(
-        out.stderr.contains("health check failed") && out.stderr.contains("version 2"),
-        "the error says what failed and where the template is: {out}"
-    );
-    assert!(out.stdout.contains(": unhealthy"), "{out}");
-    assert!(
-        out.stdout.contains("rolled the template back to version 2"),
-        "{out}"
-    );
-    let reverted: Vec<&str> = out
-        .stdout
-        .lines()
-        .filter(|l| l.contains(": reverted"))
-        .collect();
-    assert_eq!(
-        reverted.len(),
-        2,
-        "the first wave returns to version 2:\n{out}"
-    );
-    assert!(
-        !out.stdout.contains("wave 2"),
-        "the rollout stops at the failing wave:\n{out}"
-    );
-    assert_eq!(current(&d, "busybox"), 2);
-    let mut untouched = 0;
-    for (f, pid) in ["r1", "r2", "r3"].iter().zip(&pids) {
-        assert_eq!(running_version(&d, f), Some(2), "{f}");
-        assert_eq!(d.sh(f, "cat /etc/hc"), "ok\n", "{f}");
-        if d.pid_of(f) == *pid {
-            untouched += 1;
-        }
-    }
-    assert_eq!(
-        untouched, 1,
-        "the instance of the second wave was never reset"
-    );
-
-    // A fix (version 4, built on the current version 2) whose health check times out: the
-    // template must go back to what the instances ran (2), not to the broken version 3.
-    d.ok(&[
-        "template",
-        "patch",
-        "busybox",
-        "--run",
-        "echo fixed > /etc/fix",
-    ]);
-    assert_eq!(current(&d, "busybox"), 4);
-    let slow = d.fails(&[
-        "template",
-        "rollout",
-        "busybox",
-        "--wave",
-        "3",
-        "--health",
-        "sleep 30",
-        "--timeout",
-        "1",
-    ]);
-    assert!(slow.stdout.contains(": unhealthy"), "{slow}");
-    assert_eq!(
-        current(&d, "busybox"),
-        2,
-        "a failed rollout returns to the version that was current before it: {slow}"
-    );
-    for f in ["r1", "r2", "r3"] {
-        assert_eq!(running_version(&d, f), Some(2), "{f}: {slow}");
-        assert_eq!(d.sh(f, "cat /etc/hc"), "ok\n", "{f}");
-    }
     d.finish();
 }
 

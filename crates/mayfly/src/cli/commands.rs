@@ -624,6 +624,9 @@ async fn template_info(client: &Client, name: &str, as_json: bool) -> Result<i32
         if t.builtin { " (built-in)" } else { "" }
     );
     println!("version:    {} (current)", t.current_version);
+    if let Some(p) = t.previous_version {
+        println!("previous:   {p} (a failed rollout points the name back there)");
+    }
     println!("created:    {} ({})", t.created_at, ago(&t.created_at));
     if let Some(v) = t.current() {
         let cmd = if v.config.command.is_empty() {
@@ -688,6 +691,7 @@ async fn template_info(client: &Client, name: &str, as_json: bool) -> Result<i32
             sh.paths.join(", ")
         );
     }
+    print_held_back(&t);
     Ok(0)
 }
 
@@ -1010,7 +1014,18 @@ async fn template_history(client: &Client, name: &str, as_json: bool) -> Result<
             s.paths.join(", ")
         );
     }
+    print_held_back(&t);
     Ok(0)
+}
+
+/// Notes on the followers that a template's applications hold back.
+fn print_held_back(t: &TemplateInfo) {
+    for h in &t.held_back {
+        println!(
+            "note: {} is held back on version {}: {}",
+            h.instance, h.version, h.reason
+        );
+    }
 }
 
 async fn rollout(client: &Client, a: super::RolloutArgs) -> Result<i32, ClientError> {
@@ -1061,13 +1076,30 @@ async fn rollout(client: &Client, a: super::RolloutArgs) -> Result<i32, ClientEr
                 s.instance,
                 s.paths.join(", ")
             ),
+            E::HeldBack(h) if !a.json => println!(
+                "  {} (held back on version {}, not reset): {}",
+                h.instance, h.version, h.reason
+            ),
             E::RolledBack { to } if !a.json => println!("rolled the template back to version {to}"),
-            E::Done { version, reset } => {
+            E::Done {
+                version,
+                reset,
+                held_back,
+            } => {
                 done = true;
                 if !a.json {
                     println!(
-                        "rolled out version {version} to {} instance(s)",
-                        reset.len()
+                        "rolled out version {version} to {} instance(s){}",
+                        reset.len(),
+                        if held_back.is_empty() {
+                            String::new()
+                        } else {
+                            format!(
+                                "; {} held back by their applications: {}",
+                                held_back.len(),
+                                held_back.join(", ")
+                            )
+                        }
                     );
                 }
             }

@@ -273,6 +273,9 @@ Examples:
     Rm(TemplateRmArgs),
     /// Build an OS template from packages (debootstrap) or an application template over a base.
     #[command(after_help = "\
+Building an existing application template again adds a version of it over the base given:
+that is how an application moves to a new version of its base.
+
 Examples:
   mayfly template build debian --debian bookworm
   mayfly template build debian --debian bookworm --variant minbase --packages curl,ca-certificates
@@ -295,8 +298,13 @@ Examples:
     /// Show a template's versions: time, message, size, digest, users.
     #[command(after_help = "Examples:\n  mayfly template history web")]
     History(TemplateInfoArgs),
-    /// Reset the running transient followers in waves; on a failed health check, roll back.
+    /// Reset the running transient followers in waves; on a failure, put everything back.
     #[command(after_help = "\
+A failed reset or health check points the name back at the version it meant before the
+current one, and every running follower on the rejected version follows it back; an instance
+whose reset failed runs again on the version it ran. Pinned and persistent instances, and
+followers held back by their applications (--app not built on the new version), are not reset.
+
 Examples:
   mayfly template rollout web
   mayfly template rollout web --wave 5 --health 'wget -qO- http://127.0.0.1/' --timeout 20")]
