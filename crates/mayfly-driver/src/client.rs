@@ -51,6 +51,8 @@ pub struct ForkerClient {
     conn: Mutex<Option<Arc<Conn>>>,
     events: mpsc::Sender<DriverEvent>,
     forker_pid: std::sync::atomic::AtomicI32,
+    /// Shortens every deadline (tests).
+    deadline_cap: Option<Duration>,
 }
 
 impl ForkerClient {
@@ -71,6 +73,7 @@ impl ForkerClient {
             conn: Mutex::new(None),
             events,
             forker_pid: std::sync::atomic::AtomicI32::new(0),
+            deadline_cap: None,
         }
     }
 
@@ -171,7 +174,10 @@ impl ForkerClient {
         fds: Vec<OwnedFd>,
     ) -> Result<(Reply, Vec<OwnedFd>), DriverError> {
         let what = request.name();
-        let deadline = request.deadline();
+        let deadline = match self.deadline_cap {
+            Some(cap) => request.deadline().min(cap),
+            None => request.deadline(),
+        };
         let conn = self.connection().await?;
         let seq = conn.seq.fetch_add(1, Ordering::Relaxed);
         let bytes = serde_json::to_vec(&Envelope { seq, request })
@@ -431,4 +437,123 @@ async fn read_loop(conn: Arc<Conn>, events: mpsc::Sender<DriverEvent>) {
     // Dropping the senders fails every request in flight with HelperLost.
     lock(&conn.pending).clear();
     let _ = events.send(DriverEvent::HelperLost).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{FailureKind, Request};
+
+    /// A forker stand-in on `<dir>/run/forker.sock` that answers `Hello` properly and
+    /// `Signal` according to the id: `ok` → done, `garbled` → an unreadable answer that
+    /// names its sequence number, `silent` → an unreadable answer without one, `never` →
+    /// nothing at all.
+    fn fake_forker(dir: &Path) -> std::thread::JoinHandle<()> {
+        std::fs::create_dir_all(dir.join("run")).unwrap();
+        let listener = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        let addr = SocketAddrUnix::new(dir.join("run/forker.sock")).unwrap();
+        rustix::net::bind(&listener, &addr).unwrap();
+        rustix::net::listen(&listener, 1).unwrap();
+        std::thread::spawn(move || {
+            let conn = rustix::net::accept(&listener).unwrap();
+            let mut buf = vec![0u8; protocol::MAX_MESSAGE];
+            loop {
+                let r = match protocol::recv_message(conn.as_fd(), &mut buf) {
+                    Ok(r) if r.len > 0 => r,
+                    _ => return,
+                };
+                let Ok(env) = serde_json::from_slice::<Envelope>(&buf[..r.len]) else {
+                    continue;
+                };
+                let seq = env.seq;
+                let answer: Vec<u8> = match env.request {
+                    Request::Hello { .. } => serde_json::to_vec(&FromForker::Reply {
+                        seq,
+                        result: Ok(Reply::Hello {
+                            protocol: PROTOCOL_VERSION,
+                            pid: 1,
+                            cgroup_mode: String::new(),
+                            containers: Vec::new(),
+                        }),
+                    })
+                    .unwrap(),
+                    Request::Signal { id, .. } => match id.as_str() {
+                        "garbled" => {
+                            format!(r#"{{"reply":{{"seq":{seq},"result":{{"nonsense":1}}}}}}"#)
+                                .into_bytes()
+                        }
+                        "silent" => b"\x00 not even json".to_vec(),
+                        "never" => continue,
+                        _ => serde_json::to_vec(&FromForker::Reply {
+                            seq,
+                            result: Ok(Reply::Done),
+                        })
+                        .unwrap(),
+                    },
+                    _ => continue,
+                };
+                if protocol::send(conn.as_fd(), &answer, &[]).is_err() {
+                    return;
+                }
+            }
+        })
+    }
+
+    fn signal(id: &str) -> Request {
+        Request::Signal {
+            id: id.to_owned(),
+            signal: 15,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_bad_or_missing_answer_fails_its_request_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let forker = fake_forker(dir.path());
+        let (tx, mut events) = mpsc::channel(16);
+        let mut client = ForkerClient::new(
+            dir.path(),
+            Path::new("/nonexistent/mayfly"),
+            "mayfly-test",
+            CgroupLayout::Auto,
+            tx,
+        );
+        client.deadline_cap = Some(Duration::from_millis(300));
+        client.hello().await.unwrap();
+
+        let e = client
+            .call(signal("garbled"), Vec::new())
+            .await
+            .unwrap_err();
+        assert_eq!(e.failure_kind(), Some(FailureKind::Malformed), "{e}");
+        client.call(signal("ok"), Vec::new()).await.unwrap();
+
+        for id in ["silent", "never"] {
+            let e = client.call(signal(id), Vec::new()).await.unwrap_err();
+            assert!(matches!(e, DriverError::TimedOut { .. }), "{id}: {e}");
+            client.call(signal("ok"), Vec::new()).await.unwrap();
+        }
+
+        // Too large to send: refused before anything is sent; the connection goes on.
+        let e = client
+            .call(signal(&"x".repeat(protocol::MAX_MESSAGE)), Vec::new())
+            .await
+            .unwrap_err();
+        assert!(matches!(e, DriverError::TooLarge(_)), "{e}");
+        client.call(signal("ok"), Vec::new()).await.unwrap();
+
+        // Through all of it the helper was never taken for lost.
+        assert!(
+            events.try_recv().is_err(),
+            "no event, HelperLost least of all"
+        );
+        drop(client);
+        drop(forker);
+    }
 }
