@@ -572,7 +572,10 @@ impl Engine {
         let graceful = match signal {
             Some(sig) => match self.driver.signal(&slot.id, sig).await {
                 Err(e) if !gone(&e) => return Err(EngineError::Driver(e)),
-                _ => tokio::time::timeout(timeout, &mut ended).await.is_ok(),
+                _ => {
+                    crate::failpoint("stop:signalled");
+                    tokio::time::timeout(timeout, &mut ended).await.is_ok()
+                }
             },
             None => false,
         };

@@ -204,6 +204,15 @@ impl Engine {
         engine.reconcile(true).await?;
         engine.thaw_interrupted(recovered.thaw).await;
         engine.restart_interrupted(recovered.restart).await;
+        if !recovered.rollouts.is_empty() {
+            // In the background: resets can take a while, and the daemon serves meanwhile.
+            let e = engine.clone();
+            tokio::spawn(async move {
+                for subject in recovered.rollouts {
+                    e.revert_interrupted(&subject).await;
+                }
+            });
+        }
         tokio::spawn(engine.clone().event_loop(events_rx));
         Ok(engine)
     }
@@ -253,14 +262,28 @@ impl Engine {
             return;
         };
         for rec in instances.into_iter().filter(|r| ids.contains(&r.id)) {
-            let stopped = self
-                .slot(&rec.name)
-                .is_ok_and(|s| s.state() == mayfly_api::InstanceState::Stopped);
-            if !stopped {
+            let Ok(slot) = self.slot(&rec.name) else {
+                continue;
+            };
+            let guard = slot.acquire_wait("start again").await;
+            self.settle(&slot).await;
+            if slot.state() != mayfly_api::InstanceState::Stopped {
+                // The stop may have been asked already (a signal on its way, a grace period
+                // running): whenever this run ends, the next one starts.
+                lock(&slot.rt).restart_on_exit = true;
                 continue;
             }
-            match self.start_instance(&rec.name).await {
-                Ok(_) => tracing::warn!(
+            let max = self.config.log_max_bytes;
+            let started = self
+                .start_locked(
+                    &slot,
+                    mayfly_driver::InitStdio::Log { max_bytes: max },
+                    false,
+                )
+                .await;
+            drop(guard);
+            match started {
+                Ok(()) => tracing::warn!(
                     "started instance `{}` again: a restart, reset or restore of it was interrupted",
                     rec.name
                 ),

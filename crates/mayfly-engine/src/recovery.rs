@@ -41,6 +41,9 @@ pub(crate) mod kind {
     pub const RESTORE: &str = "restore";
     /// A clone: the new instance (the subject), whose row may already exist.
     pub const CLONE: &str = "clone";
+    /// A rollout of `NAME@VERSION` (the subject): if interrupted, the name and the followers
+    /// on that version are put back.
+    pub const ROLLOUT: &str = "rollout";
     /// An operation that stops a running instance (the subject) and starts it again
     /// (restart, reset, restore): if it was interrupted, the instance is started again.
     pub const RESTART: &str = "restart";
@@ -54,6 +57,8 @@ pub(crate) struct Recovered {
     pub thaw: Vec<(i64, String)>,
     /// Instances an interrupted restart, reset or restore may have left stopped: to start.
     pub restart: Vec<String>,
+    /// Rollouts (`NAME@VERSION`) to put back.
+    pub rollouts: Vec<String>,
 }
 
 /// Rolls back interrupted operations and sweeps unreferenced trees.
@@ -80,6 +85,7 @@ pub(crate) fn recover(store: &mut Store, layout: &Layout) -> Result<Recovered, S
             kind::SNAPSHOT => left.thaw.push((0, entry.subject.clone())),
             kind::CLONE => store.forget_instance(&entry.subject)?,
             kind::RESTART => left.restart.push(entry.subject.clone()),
+            kind::ROLLOUT => left.rollouts.push(entry.subject.clone()),
             _ => {}
         }
         store.journal_end(entry.id)?;

@@ -126,10 +126,29 @@ impl Engine {
         req: RolloutRequest,
         log: RolloutLog,
     ) -> Result<(), EngineError> {
-        let wave = usize::try_from(req.wave.unwrap_or(1).max(1)).unwrap_or(1);
-        let timeout = Duration::from_secs(req.timeout.unwrap_or(30).max(1));
         let n = name.to_owned();
         let template = self.db(move |s| s.template(&n)).await?;
+        let target = template.current_version;
+        // A daemon killed mid-rollout finds this entry and puts things back, as a failed
+        // rollout would (see `revert_interrupted`).
+        let subject = format!("{name}@{target}");
+        let journal = self
+            .db(move |s| s.journal_begin(crate::recovery::kind::ROLLOUT, &subject, &[]))
+            .await?;
+        let result = self.rollout_journalled(name, template, req, log).await;
+        self.journal_end(journal).await;
+        result
+    }
+
+    async fn rollout_journalled(
+        self: &Arc<Self>,
+        name: &str,
+        template: mayfly_store::TemplateRecord,
+        req: RolloutRequest,
+        log: RolloutLog,
+    ) -> Result<(), EngineError> {
+        let wave = usize::try_from(req.wave.unwrap_or(1).max(1)).unwrap_or(1);
+        let timeout = Duration::from_secs(req.timeout.unwrap_or(30).max(1));
         let target = template.current_version;
         for s in self.shadowed(&template).await? {
             log(RolloutEvent::Shadowed(s));
@@ -156,6 +175,7 @@ impl Engine {
             for (inst, ran) in group {
                 match self.reset_instance(inst, StopRequest::default()).await {
                     Ok(info) => {
+                        crate::failpoint("rollout:reset");
                         reset.push((inst.clone(), *ran));
                         log(event(
                             inst,
@@ -206,6 +226,40 @@ impl Engine {
             held_back: held.into_iter().map(|h| h.instance).collect(),
         });
         Ok(())
+    }
+
+    /// Puts back what a rollout of version `target` of template `name`, interrupted by the
+    /// end of a daemon, left half done: the name goes back where it pointed before, and the
+    /// running followers on `target` with it, exactly as after a failed health check. (The
+    /// alternative, finishing the rollout, would reset instances onto a version whose health
+    /// checks never ran.)
+    pub(crate) async fn revert_interrupted(self: &Arc<Self>, subject: &str) {
+        let Some((name, target)) = subject
+            .rsplit_once('@')
+            .and_then(|(n, v)| Some((n.to_owned(), v.parse::<u32>().ok()?)))
+        else {
+            return;
+        };
+        let n = name.clone();
+        let Ok(template) = self.db(move |s| s.template(&n)).await else {
+            return;
+        };
+        let log: RolloutLog = Arc::new({
+            let name = name.clone();
+            move |ev| tracing::info!(template = %name, "interrupted rollout: {ev:?}")
+        });
+        match self
+            .put_back(&name, target, template.previous_version, &[], &log)
+            .await
+        {
+            Ok(what) => tracing::warn!(
+                "the rollout of `{name}` version {target} was interrupted by the end of the daemon: {what}; run it again to roll the version out"
+            ),
+            Err(e) => tracing::error!(
+                "cannot put back the interrupted rollout of `{name}` version {target}: {}",
+                mayfly_driver::error_chain(&e)
+            ),
+        }
     }
 
     /// The running transient followers of template `name` (not pinned) and the version

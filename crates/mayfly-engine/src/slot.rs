@@ -31,6 +31,9 @@ pub(crate) struct Runtime {
     /// What went wrong when the last run was cleaned up, if anything did (shown by `info`;
     /// the next start retries what failed, or fails with the reason).
     pub last_error: Option<String>,
+    /// Start the instance again once this run ends: a restart, reset or restore was
+    /// interrupted (by the end of a daemon) after it may have asked the run to stop.
+    pub restart_on_exit: bool,
 }
 
 impl Default for Runtime {
@@ -44,6 +47,7 @@ impl Default for Runtime {
             exit_waiter: None,
             watchers: Vec::new(),
             last_error: None,
+            restart_on_exit: false,
         }
     }
 }
@@ -273,17 +277,24 @@ impl Engine {
         if let Some(e) = &error {
             tracing::error!(instance = %slot.name, "cleaning up after the run failed: {e}");
         }
-        let watchers = {
+        let (watchers, again) = {
             let mut rt = lock(&slot.rt);
             rt.state = InstanceState::Stopped;
             rt.pid = None;
             rt.version = None;
             rt.started_at = None;
             rt.last_error = error;
-            std::mem::take(&mut rt.watchers)
+            (
+                std::mem::take(&mut rt.watchers),
+                std::mem::take(&mut rt.restart_on_exit),
+            )
         };
         for w in watchers {
             let _ = w.send(status);
+        }
+        if again && lock(&self.slots).get(&slot.name).is_some() {
+            // After the operation lock is let go (the caller holds it now).
+            tokio::spawn(start_again(self.clone(), slot.name.clone()));
         }
     }
 
@@ -309,4 +320,22 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// Starts instance `name` again after an interrupted restart (boxed: starting may end a run,
+/// which may start one again, and the future's type must not contain itself).
+fn start_again(
+    engine: Arc<Engine>,
+    name: String,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        match engine.start_instance(&name).await {
+            Ok(_) => tracing::warn!(
+                "started instance `{name}` again: a restart, reset or restore of it was interrupted"
+            ),
+            Err(e) => tracing::error!(
+                "cannot start instance `{name}` again after an interrupted restart, reset or restore: {e}"
+            ),
+        }
+    })
 }

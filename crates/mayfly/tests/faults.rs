@@ -357,3 +357,28 @@ fn a_transient_run_whose_layer_cannot_be_discarded_stops_and_never_restarts_dirt
     d.ok(&["rm", "--force", "t"]);
     d.finish();
 }
+
+#[test]
+fn a_restart_interrupted_after_its_stop_signal_still_ends_with_the_instance_running() {
+    let mut d = TestDaemon::start();
+    // An init that takes a moment to obey SIGTERM: it is still running when the new daemon
+    // reconciles, and ends just after.
+    d.ok(&[
+        "launch",
+        "busybox",
+        "--name",
+        "slow",
+        "--persistent",
+        "--",
+        "sh",
+        "-c",
+        "trap 'sleep 1; exit 0' TERM; while true; do sleep 0.1; done",
+    ]);
+    let before = d.pid_of("slow");
+    d.crash_at("stop:signalled", &["restart", "slow"]);
+    wait_until(Duration::from_secs(20), "slow to run again", || {
+        d.state_of("slow").as_deref() == Some("running") && d.pid_of("slow") != before
+    });
+    d.ok(&["rm", "--force", "slow"]);
+    d.finish();
+}

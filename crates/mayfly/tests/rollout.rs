@@ -238,6 +238,43 @@ fn failed_rollout_rolls_back_and_returns_reset_instances_to_the_previous_version
 // ---- a failure puts everything back -------------------------------------------------------------
 
 #[test]
+fn a_rollout_interrupted_by_the_end_of_the_daemon_is_put_back_at_the_next_start() {
+    let mut d = TestDaemon::start();
+    d.ok(&["template", "patch", "busybox", "--run", "echo 2 > /etc/v"]);
+    for f in ["k1", "k2", "k3"] {
+        d.ok(&["launch", "busybox", "--name", f]);
+    }
+    d.ok(&["template", "patch", "busybox", "--run", "echo 3 > /etc/v"]);
+    // The daemon dies right after the first follower was reset onto version 3.
+    d.crash_at("rollout:reset", &["template", "rollout", "busybox"]);
+    common::wait_until(
+        std::time::Duration::from_secs(30),
+        "the interrupted rollout to be put back",
+        || {
+            current(&d, "busybox") == 2
+                && ["k1", "k2", "k3"]
+                    .iter()
+                    .all(|f| running_version(&d, f) == Some(2))
+        },
+    );
+    for f in ["k1", "k2", "k3"] {
+        assert_eq!(d.sh(f, "cat /etc/v"), "2\n", "{f}");
+    }
+    assert!(
+        d.logs()
+            .contains("was interrupted by the end of the daemon"),
+        "the daemon says what it did"
+    );
+    // Nothing is left half done: a new rollout goes through.
+    d.ok(&["template", "rollback", "busybox", "--to", "3"]);
+    d.ok(&["template", "rollout", "busybox"]);
+    for f in ["k1", "k2", "k3"] {
+        assert_eq!(running_version(&d, f), Some(3), "{f}");
+    }
+    d.finish();
+}
+
+#[test]
 fn a_failed_rollout_points_the_name_back_where_it_was_and_every_follower_on_the_rejected_version_follows_it()
  {
     let d = TestDaemon::start();
