@@ -30,6 +30,57 @@ const BUILD_ID_BASE: u32 = ID_BASE_START - ID_RANGE;
 /// Lines of output kept for the error of a failed build.
 const OUTPUT_TAIL: usize = 40;
 
+/// Longest line of build output reported; a longer one is cut (a script that prints without
+/// line ends must not grow the daemon's memory).
+const MAX_LINE: usize = 16 * 1024;
+
+/// How long a build (debootstrap, or a build container's script) may run before it is
+/// stopped and fails: a script that never ends, or that leaves a process holding its output
+/// open, must not hold the template and the package cache forever.
+const BUILD_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2 * 3600);
+
+/// Lines of a build's output, each cut at [`MAX_LINE`] bytes.
+struct Lines<R> {
+    r: tokio::io::BufReader<R>,
+    done: bool,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> Lines<R> {
+    fn new(r: R) -> Self {
+        Lines {
+            r: tokio::io::BufReader::new(r),
+            done: false,
+        }
+    }
+
+    /// The next line (without its end), `None` at the end of the output.
+    async fn next(&mut self) -> Option<String> {
+        if self.done {
+            return None;
+        }
+        let mut line: Vec<u8> = Vec::new();
+        loop {
+            let (complete, used) = match self.r.fill_buf().await {
+                Ok([]) | Err(_) => {
+                    self.done = true;
+                    return (!line.is_empty()).then(|| String::from_utf8_lossy(&line).into_owned());
+                }
+                Ok(buf) => {
+                    let end = buf.iter().position(|&b| b == b'\n');
+                    let take = end.unwrap_or(buf.len());
+                    let room = MAX_LINE.saturating_sub(line.len());
+                    line.extend_from_slice(&buf[..take.min(room)]);
+                    (end.is_some(), end.map_or(buf.len(), |i| i + 1))
+                }
+            };
+            self.r.consume(used);
+            if complete {
+                return Some(String::from_utf8_lossy(&line).into_owned());
+            }
+        }
+    }
+}
+
 /// Where a build reports its output, line by line.
 pub type BuildLog = Arc<dyn Fn(&str) + Send + Sync>;
 
@@ -264,16 +315,34 @@ impl Engine {
         }
         let reader = tokio::net::unix::pipe::Receiver::from_owned_fd_unchecked(r)
             .map_err(io_err("read the output of", staging))?;
-        let mut lines = tokio::io::BufReader::new(reader).lines();
         let mut tail: VecDeque<String> = VecDeque::new();
-        while let Ok(Some(line)) = lines.next_line().await {
-            log(&line);
-            if tail.len() == OUTPUT_TAIL {
-                tail.pop_front();
+        let ran = tokio::time::timeout(BUILD_DEADLINE, async {
+            let mut lines = Lines::new(reader);
+            while let Some(line) = lines.next().await {
+                log(&line);
+                if tail.len() == OUTPUT_TAIL {
+                    tail.pop_front();
+                }
+                tail.push_back(line);
             }
-            tail.push_back(line);
-        }
-        let status = rx.await.ok().flatten();
+            rx.await.ok().flatten()
+        })
+        .await;
+        let status = match ran {
+            Ok(status) => status,
+            Err(_) => {
+                let _ = self.driver.kill(id).await;
+                lock(&self.build_waiters).remove(id);
+                let _ = self.driver.release(id).await;
+                return Err(EngineError::BuildFailed {
+                    how: format!(
+                        "did not finish within {} minutes and was stopped (a script that never ends, or leaves a process holding its output open)",
+                        BUILD_DEADLINE.as_secs() / 60
+                    ),
+                    output: tail.into_iter().collect::<Vec<_>>().join("\n"),
+                });
+            }
+        };
         let _ = self.driver.release(id).await;
         drop(cache_turn);
         match status {
@@ -363,7 +432,7 @@ impl Engine {
         let mut tail: VecDeque<String> = VecDeque::new();
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
-        let (line_tx, mut line_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let (line_tx, mut line_rx) = tokio::sync::mpsc::channel::<String>(256);
         for stream in [
             stdout.map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
             stderr.map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
@@ -373,21 +442,35 @@ impl Engine {
         {
             let tx = line_tx.clone();
             tokio::spawn(async move {
-                let mut lines = tokio::io::BufReader::new(stream).lines();
-                while let Ok(Some(l)) = lines.next_line().await {
-                    if tx.send(l).is_err() {
+                let mut lines = Lines::new(stream);
+                while let Some(l) = lines.next().await {
+                    if tx.send(l).await.is_err() {
                         break;
                     }
                 }
             });
         }
         drop(line_tx);
-        while let Some(line) = line_rx.recv().await {
-            log(&line);
-            if tail.len() == OUTPUT_TAIL {
-                tail.pop_front();
+        let ran = tokio::time::timeout(BUILD_DEADLINE, async {
+            while let Some(line) = line_rx.recv().await {
+                log(&line);
+                if tail.len() == OUTPUT_TAIL {
+                    tail.pop_front();
+                }
+                tail.push_back(line);
             }
-            tail.push_back(line);
+        })
+        .await;
+        if ran.is_err() {
+            let _ = child.kill().await;
+            unmount_below(&rootfs);
+            return Err(EngineError::BuildFailed {
+                how: format!(
+                    "debootstrap did not finish within {} minutes and was stopped",
+                    BUILD_DEADLINE.as_secs() / 60
+                ),
+                output: tail.into_iter().collect::<Vec<_>>().join("\n"),
+            });
         }
         let status = child
             .wait()
@@ -437,5 +520,24 @@ mod tests {
             "the shared download cache is kept"
         );
         assert!(apt_script(&["upgrade".into()]).contains(" upgrade"));
+    }
+}
+
+#[cfg(test)]
+mod line_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn build_output_lines_are_cut_at_the_limit_and_none_is_lost() {
+        let mut data = b"one\n".to_vec();
+        data.extend(std::iter::repeat_n(b'x', MAX_LINE * 3));
+        data.extend_from_slice(b"\ntwo\nlast without end");
+        let mut lines = Lines::new(&data[..]);
+        assert_eq!(lines.next().await.as_deref(), Some("one"));
+        let long = lines.next().await.unwrap();
+        assert_eq!(long.len(), MAX_LINE, "a line is cut at the limit");
+        assert_eq!(lines.next().await.as_deref(), Some("two"));
+        assert_eq!(lines.next().await.as_deref(), Some("last without end"));
+        assert_eq!(lines.next().await, None);
     }
 }
