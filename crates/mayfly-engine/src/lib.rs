@@ -67,6 +67,8 @@ pub struct EngineConfig {
     pub cache_dir: PathBuf,
     /// Which cgroup hierarchies to drive (`Auto`: what the host has).
     pub cgroup_layout: mayfly_driver::cgroup::CgroupLayout,
+    /// What one template import (an archive, an image and its layers) may cost the host.
+    pub import_limits: mayfly_image::ImportLimits,
 }
 
 /// Locks a std mutex, ignoring poisoning (a panicked holder leaves consistent data here:

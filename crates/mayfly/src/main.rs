@@ -86,6 +86,7 @@ fn daemon_main(args: cli::DaemonArgs, socket: std::path::PathBuf) -> i32 {
         log_max_bytes: args.log_max_size,
         cache_dir: args.cache_dir,
         cgroup_layout: args.cgroup_layout,
+        import_limits: args.import.limits(),
     };
     match runtime.block_on(daemon::run(options)) {
         Ok(()) => 0,

@@ -2,7 +2,9 @@
 //! ends.
 
 use std::io::{self, Read};
+use std::rc::Rc;
 
+use super::meter::{CountIn, CountOut, Meter};
 use crate::ImageError;
 
 const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
@@ -10,8 +12,15 @@ const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
 const XZ_MAGIC: &[u8] = &[0xfd, b'7', b'z', b'X', b'Z', 0];
 const BZIP2_MAGIC: &[u8] = b"BZh";
 
-/// Picks the decoder from the first bytes of the stream.
-pub(super) fn decompress<'a, R: Read + 'a>(mut input: R) -> Result<Box<dyn Read + 'a>, ImageError> {
+/// Picks the decoder from the first bytes of the stream, and puts `meter` on both sides of it.
+pub(super) fn decompress<'a, R: Read + 'a>(
+    input: R,
+    meter: &Rc<Meter>,
+) -> Result<Box<dyn Read + 'a>, ImageError> {
+    let mut input = CountIn {
+        inner: input,
+        meter: meter.clone(),
+    };
     let mut magic = [0; 6];
     let mut len = 0;
     while len < magic.len() {
@@ -24,20 +33,24 @@ pub(super) fn decompress<'a, R: Read + 'a>(mut input: R) -> Result<Box<dyn Read 
     }
     let head = &magic[..len];
     let whole = io::Cursor::new(magic).take(len as u64).chain(input);
-    if head.starts_with(GZIP_MAGIC) {
-        Ok(Box::new(flate2::read::MultiGzDecoder::new(whole)))
+    let decoded: Box<dyn Read + 'a> = if head.starts_with(GZIP_MAGIC) {
+        meter.set_compressed();
+        Box::new(flate2::read::MultiGzDecoder::new(whole))
     } else if head.starts_with(ZSTD_MAGIC) {
-        Ok(Box::new(
-            zstd::Decoder::new(whole).map_err(ImageError::bad_archive)?,
-        ))
+        meter.set_compressed();
+        Box::new(zstd::Decoder::new(whole).map_err(ImageError::bad_archive)?)
     } else if head.starts_with(XZ_MAGIC) || head.starts_with(BZIP2_MAGIC) {
-        Err(ImageError::bad_archive(io::Error::new(
+        return Err(ImageError::bad_archive(io::Error::new(
             io::ErrorKind::Unsupported,
             "only plain, gzip and zstd tarballs are supported",
-        )))
+        )));
     } else {
-        Ok(Box::new(whole))
-    }
+        Box::new(whole)
+    };
+    Ok(Box::new(CountOut {
+        inner: decoded,
+        meter: meter.clone(),
+    }))
 }
 
 /// Remembers whether the decompressed stream ran out, as opposed to the tar reader stopping at

@@ -9,7 +9,7 @@ use rustix::fs::{self as rfs, AtFlags, FileType, Mode};
 use tar::EntryType;
 
 use super::names::{create, split};
-use super::unpack::Unpacker;
+use super::unpack::{Unpacker, key};
 use crate::ImageError;
 use crate::inode::{Inode, Time, device, file_type, stat_at};
 use crate::tree::{open_dir_beneath, remove_below};
@@ -111,12 +111,9 @@ impl Unpacker {
                     path: PathBuf::from(name),
                     source: e.into(),
                 })?;
-                let below = |path: &Vec<u8>| {
-                    path.strip_prefix(target)
-                        .is_some_and(|rest| rest.is_empty() || rest.starts_with(b"/"))
-                };
-                self.files.retain(|path| !below(path));
-                self.dir_times.retain(|path, _| !below(path));
+                // Keys below it stay (they are hashes): see `Unpacker::files`.
+                self.files.remove(&key(target));
+                self.dir_times.remove(&key(target));
             }
             Err(err) if err.kind() == io::ErrorKind::NotFound => {}
             Err(source) => {
@@ -152,14 +149,14 @@ mod tests {
 
     use super::*;
     use crate::archive::tests::{file, link, unpack};
-    use crate::fixtures::{Raw, TarWriter, xattrs_of};
+    use crate::fixtures::{Raw, TarWriter, budget, xattrs_of};
     use crate::{NoProgress, TreeStats, unpack_layer_archive};
 
     fn unpack_layer(archive: &[u8]) -> (tempfile::TempDir, Result<TreeStats, ImageError>) {
         let tmp = tempfile::tempdir().unwrap();
         let dest = tmp.path().join("dest");
         fs::create_dir(&dest).unwrap();
-        let result = unpack_layer_archive(archive, &dest, &NoProgress);
+        let result = unpack_layer_archive(archive, &dest, &NoProgress, &budget());
         (tmp, result)
     }
 
@@ -286,6 +283,31 @@ mod tests {
         assert_eq!(fs::read(dest.join("etc/.wh.passwd")).unwrap(), b"pwned");
         assert_eq!(fs::read(dest.join("etc/.wh..wh..opq")).unwrap(), b"pwned");
         assert!(xattrs_of(&dest.join("etc")).is_empty());
+    }
+
+    #[test]
+    fn what_a_whiteout_removed_is_no_hard_link_target() {
+        // `a/b` was unpacked, then its directory whited out: a hard link to it is refused like
+        // one to a file never unpacked.
+        let mut dir = Raw::new(b"a/", b'5');
+        dir.mtime = 1_000;
+        let archive = TarWriter::default()
+            .add(dir, &[])
+            .add(file(b"a/b"), &[])
+            .add(Raw::new(b".wh.a", b'0'), &[])
+            .add(link(b"c", b'1', b"a/b"), &[])
+            .finish();
+        let (_tmp, result) = unpack_layer(&archive);
+        match result {
+            Err(ImageError::UnsafeEntry { entry, reason }) => assert_eq!(
+                (entry.as_str(), reason.as_str()),
+                (
+                    "c",
+                    "its link target `a/b` is not a regular file unpacked earlier from this archive"
+                )
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -23,30 +23,38 @@
 //! archive. Directory mtimes are applied at the very end, deepest first, because creating their
 //! children changes them.
 //!
-//! The stages live in their own files: `detect` picks the decompressor, `unpack` turns entries
-//! into files, `names` checks entry names, `meta` reads owners, times and xattrs, and `layer`
-//! gives OCI whiteout names their meaning.
+//! Every import is bounded ([`ImportLimits`](crate::ImportLimits)): entries, path length and
+//! depth, bytes per file and in all, the expansion of a compressed stream, the archive's own
+//! size and the free space left on the filesystem are checked as the archive streams, before
+//! anything is written past a limit.
+//!
+//! The stages live in their own files: `detect` picks the decompressor, `meter` counts the
+//! streams, `unpack` turns entries into files, `names` checks entry names, `meta` reads owners,
+//! times and xattrs, and `layer` gives OCI whiteout names their meaning.
 
 mod detect;
 mod layer;
+#[cfg(test)]
+mod limit_tests;
 mod meta;
+mod meter;
 mod names;
 #[cfg(test)]
 mod tests;
 mod unpack;
 
-use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
 use std::os::fd::AsFd;
 use std::path::Path;
 
 use crate::inode::{Inode, Time};
 use crate::tree::{list_dir, open_root};
-use crate::{ImageError, Progress, TreeStats};
+use crate::{ImageError, ImportBudget, Progress, TreeStats};
 
 use detect::{EndTracker, decompress};
+use meter::Meter;
 pub(crate) use names::normalize;
-use unpack::{COPY_BUFFER, Unpacker};
+use unpack::Unpacker;
 
 /// Unpacks a tar archive (plain, gzip or zstd, told apart by their first bytes) into `dest`, an
 /// existing empty directory, and returns what it wrote: one entry per archive member applied
@@ -57,12 +65,16 @@ use unpack::{COPY_BUFFER, Unpacker};
 /// the metadata of `dest` itself; otherwise `dest` becomes root-owned, mode 0755, mtime 0. On
 /// error, whatever was unpacked so far stays in `dest` for the caller to remove; nothing is ever
 /// written outside it.
+///
+/// `budget` bounds what the archive may cost ([`ImageError::Limit`] names the limit reached);
+/// archives unpacked with the same budget count against it together.
 pub fn unpack_archive<R: Read>(
     input: R,
     dest: &Path,
     progress: &dyn Progress,
+    budget: &ImportBudget,
 ) -> Result<TreeStats, ImageError> {
-    unpack(input, dest, progress, Names::Plain)
+    unpack(input, dest, progress, budget, Names::Plain)
 }
 
 /// Unpacks an OCI image layer (a "changeset" tarball: plain, gzip or zstd) into `dest`, an
@@ -79,8 +91,9 @@ pub fn unpack_layer_archive<R: Read>(
     input: R,
     dest: &Path,
     progress: &dyn Progress,
+    budget: &ImportBudget,
 ) -> Result<TreeStats, ImageError> {
-    unpack(input, dest, progress, Names::Layer)
+    unpack(input, dest, progress, budget, Names::Layer)
 }
 
 /// Whether `.wh.` names are ordinary files or OCI whiteouts.
@@ -96,6 +109,7 @@ fn unpack<R: Read>(
     input: R,
     dest: &Path,
     progress: &dyn Progress,
+    budget: &ImportBudget,
     meaning: Names,
 ) -> Result<TreeStats, ImageError> {
     let root = open_root(dest).map_err(|source| ImageError::Open {
@@ -111,25 +125,41 @@ fn unpack<R: Read>(
             path: dest.to_owned(),
         });
     }
+    budget.check_free(root.as_fd(), 0)?;
     Inode::root(0o755, Time::default()).set_owner_mode(root.as_fd(), dest)?;
 
+    let meter = Meter::new(*budget.limits());
+    let result = unpack_stream(
+        input,
+        &meter,
+        Unpacker::new(root, meaning),
+        progress,
+        budget,
+    );
+    // A limit reached inside the tar or decompression reader comes out of them as an opaque
+    // I/O error: the meter knows what it was.
+    match meter.take_tripped() {
+        Some(err) => Err(err),
+        None => result,
+    }
+}
+
+fn unpack_stream<R: Read>(
+    input: R,
+    meter: &std::rc::Rc<Meter>,
+    mut unpacker: Unpacker,
+    progress: &dyn Progress,
+    budget: &ImportBudget,
+) -> Result<TreeStats, ImageError> {
     let mut stream = EndTracker {
-        inner: decompress(input)?,
+        inner: decompress(input, meter)?,
         reached_end: false,
-    };
-    let mut unpacker = Unpacker {
-        root,
-        names: meaning,
-        dir_times: HashMap::from([(Vec::new(), Time::default())]),
-        files: HashSet::new(),
-        stats: TreeStats::default(),
-        buf: vec![0; COPY_BUFFER],
     };
     {
         let mut archive = tar::Archive::new(&mut stream);
         let mut first = true;
         for entry in archive.entries().map_err(ImageError::bad_archive)? {
-            let entry = entry.map_err(|e| {
+            let mut entry = entry.map_err(|e| {
                 if first {
                     // Nothing readable at all: say what was expected rather than which
                     // header field looked odd.
@@ -142,7 +172,12 @@ fn unpack<R: Read>(
                 }
             })?;
             first = false;
-            unpacker.entry(entry, progress)?;
+            meter.entry_started();
+            unpacker.entry(&mut entry, progress, budget)?;
+            // What an entry carries beyond what it needs (a directory's or a skipped name's
+            // data) is read here, so that only headers count as headers.
+            io::copy(&mut entry, &mut io::sink()).map_err(ImageError::bad_archive)?;
+            meter.entry_done();
         }
     }
     // The tar reader also stops at the end of the stream, so a tarball cut at a block boundary
@@ -154,6 +189,7 @@ fn unpack<R: Read>(
         )));
     }
     // Reading to the end makes the decompressor check its trailing checksum.
+    meter.entry_started();
     io::copy(&mut stream, &mut io::sink()).map_err(ImageError::bad_archive)?;
     unpacker.finish()
 }

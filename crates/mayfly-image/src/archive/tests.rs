@@ -4,14 +4,16 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use super::*;
-use crate::fixtures::{Kind, Raw, SAMPLE, Spec, TarWriter, assert_matches, materialize, tar_of};
+use crate::fixtures::{
+    Kind, Raw, SAMPLE, Spec, TarWriter, assert_matches, budget, materialize, tar_of,
+};
 use crate::{NoProgress, tree_digest};
 
 pub(super) fn unpack(archive: &[u8]) -> (tempfile::TempDir, Result<TreeStats, ImageError>) {
     let tmp = tempfile::tempdir().unwrap();
     let dest = tmp.path().join("dest");
     fs::create_dir(&dest).unwrap();
-    let result = unpack_archive(archive, &dest, &NoProgress);
+    let result = unpack_archive(archive, &dest, &NoProgress, &budget());
     (tmp, result)
 }
 
@@ -176,7 +178,7 @@ fn progress_counts_entries_and_bytes() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let count = Count::default();
-    let stats = unpack_archive(&tar_of(SAMPLE)[..], tmp.path(), &count).unwrap();
+    let stats = unpack_archive(&tar_of(SAMPLE)[..], tmp.path(), &count, &budget()).unwrap();
     let content: usize = SAMPLE
         .iter()
         .map(|s| {
@@ -201,7 +203,7 @@ fn progress_counts_entries_and_bytes() {
 fn refuses_a_destination_that_is_not_empty() {
     let tmp = tempfile::tempdir().unwrap();
     fs::write(tmp.path().join("x"), "").unwrap();
-    let result = unpack_archive(&tar_of(SAMPLE)[..], tmp.path(), &NoProgress);
+    let result = unpack_archive(&tar_of(SAMPLE)[..], tmp.path(), &NoProgress, &budget());
     assert!(
         matches!(result, Err(ImageError::NotEmpty { .. })),
         "{result:?}"
@@ -233,7 +235,7 @@ impl Attack {
         // A fresh destination each time, like the caller that removes a failed import.
         fs::remove_dir_all(self.path("dest")).unwrap();
         fs::create_dir(self.path("dest")).unwrap();
-        let result = unpack_archive(archive, &self.path("dest"), &NoProgress);
+        let result = unpack_archive(archive, &self.path("dest"), &NoProgress, &budget());
         let message = match result {
             Err(err @ ImageError::UnsafeEntry { .. }) => {
                 let ImageError::UnsafeEntry { entry, .. } = &err else {
@@ -337,7 +339,7 @@ fn refuses_writing_through_a_symlink() {
         .add(link(b"evil", b'2', &keep), &[])
         .add(file(b"evil"), &[])
         .finish();
-    unpack_archive(&archive[..], &attack.path("dest"), &NoProgress).unwrap();
+    unpack_archive(&archive[..], &attack.path("dest"), &NoProgress, &budget()).unwrap();
     assert_eq!(fs::read(attack.path("dest/evil")).unwrap(), b"pwned");
     assert_eq!(fs::read(attack.path("target/keep")).unwrap(), b"original");
 }

@@ -16,30 +16,71 @@ use super::layer::{LayerName, layer_name};
 use super::meta::{Meta, read_meta, write_xattrs};
 use super::names::{c_name, create, describe_type, normalize, split, unsafe_entry};
 use crate::inode::{Inode, Time, file_type, set_times_fd, stat_at};
-use crate::tree::open_dir_beneath;
+use crate::tree::{open_dir_at, open_dir_beneath};
 use crate::xattr::Node;
-use crate::{ImageError, Progress, TreeStats};
+use crate::{ImageError, ImportBudget, Progress, TreeStats};
 
-pub(super) const COPY_BUFFER: usize = 256 * 1024;
+const COPY_BUFFER: usize = 256 * 1024;
+
+/// How much may be written, and how many entries created, between two looks at the free space
+/// of the filesystem (one `fstatvfs` each).
+const FREE_CHECK_BYTES: u64 = 16 << 20;
+const FREE_CHECK_ENTRIES: u64 = 1024;
+
+/// A path as the unpacker remembers it: 16 bytes of its BLAKE3 hash, so that what it keeps per
+/// entry does not grow with the path's length (2 million entries of 4 KiB paths would otherwise
+/// take 8 GiB).
+pub(super) type PathKey = [u8; 16];
+
+pub(super) fn key(path: &[u8]) -> PathKey {
+    let mut out = [0; 16];
+    out.copy_from_slice(&blake3::hash(path).as_bytes()[..16]);
+    out
+}
 
 pub(super) struct Unpacker {
     pub(super) root: OwnedFd,
     pub(super) names: Names,
-    /// Every directory in the tree by normalised path (root: empty), with the mtime it gets at
-    /// the end.
-    pub(super) dir_times: HashMap<Vec<u8>, Time>,
-    /// Regular files unpacked so far, the only permitted hard-link targets.
-    pub(super) files: HashSet<Vec<u8>>,
+    /// Every directory made or described, by normalised path (root: empty), with the mtime it
+    /// gets at the end. A whiteout leaves the keys of what it removed: the final walk only
+    /// visits directories that exist, and a directory made again is inserted again.
+    pub(super) dir_times: HashMap<PathKey, Time>,
+    /// Regular files unpacked so far, the only permitted hard-link targets (stale keys under a
+    /// whiteout fail at the lookup that follows).
+    pub(super) files: HashSet<PathKey>,
     pub(super) stats: TreeStats,
-    pub(super) buf: Vec<u8>,
+    buf: Vec<u8>,
+    /// Bytes written and entries made since the free space was last looked at.
+    unchecked_bytes: u64,
+    unchecked_entries: u64,
 }
 
 impl Unpacker {
+    pub(super) fn new(root: OwnedFd, names: Names) -> Self {
+        Self {
+            root,
+            names,
+            dir_times: HashMap::from([(key(b""), Time::default())]),
+            files: HashSet::new(),
+            stats: TreeStats::default(),
+            buf: vec![0; COPY_BUFFER],
+            unchecked_bytes: 0,
+            unchecked_entries: 0,
+        }
+    }
+
     pub(super) fn entry<R: Read>(
         &mut self,
-        mut entry: tar::Entry<'_, R>,
+        entry: &mut tar::Entry<'_, R>,
         progress: &dyn Progress,
+        budget: &ImportBudget,
     ) -> Result<(), ImageError> {
+        budget.add_entry()?;
+        self.unchecked_entries += 1;
+        if self.unchecked_entries >= FREE_CHECK_ENTRIES {
+            self.unchecked_entries = 0;
+            budget.check_free(self.root.as_fd(), 0)?;
+        }
         let raw_name = entry.path_bytes().into_owned();
         let name = String::from_utf8_lossy(&raw_name).into_owned();
         let kind = entry.header().entry_type();
@@ -48,6 +89,7 @@ impl Unpacker {
         }
         let path =
             normalize(&raw_name).map_err(|problem| unsafe_entry(&name, problem.reason("it")))?;
+        budget.check_path(&name, &path)?;
         if self.names == Names::Layer {
             match layer_name(&path, kind).map_err(|reason| unsafe_entry(&name, reason))? {
                 LayerName::Plain => {}
@@ -63,12 +105,12 @@ impl Unpacker {
                 }
             }
         }
-        let meta = read_meta(&mut entry, &name)?;
+        let meta = read_meta(entry, &name)?;
         let bytes = match kind {
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse
                 if !raw_name.ends_with(b"/") =>
             {
-                self.file(&mut entry, &path, &name, &meta)?
+                self.file(entry, &path, &name, &meta, budget)?
             }
             // Pre-POSIX archives mark directories by a trailing slash on a regular entry.
             EntryType::Directory | EntryType::Regular => {
@@ -127,7 +169,14 @@ impl Unpacker {
         path: &[u8],
         name: &str,
         meta: &Meta,
+        budget: &ImportBudget,
     ) -> Result<u64, ImageError> {
+        // The header says how much is coming: refuse before writing any of it.
+        let size = entry.size();
+        budget.check_file(name, size)?;
+        if size >= FREE_CHECK_BYTES {
+            budget.check_free(self.root.as_fd(), size)?;
+        }
         let (parent, leaf) = self.parent(path, name)?;
         self.clear_leaf(parent.as_fd(), &leaf, path, name)?;
         let fd = rfs::openat(
@@ -146,6 +195,13 @@ impl Unpacker {
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) => return Err(ImageError::bad_archive(err)),
             };
+            // Counted before it is written: the first byte past a limit never reaches the disk.
+            budget.add_bytes(n as u64)?;
+            self.unchecked_bytes += n as u64;
+            if self.unchecked_bytes >= FREE_CHECK_BYTES {
+                self.unchecked_bytes = 0;
+                budget.check_free(self.root.as_fd(), size.saturating_sub(written))?;
+            }
             file.write_all(&self.buf[..n])
                 .map_err(|source| ImageError::Write {
                     path: PathBuf::from(name),
@@ -162,7 +218,7 @@ impl Unpacker {
         let fd = file.as_fd();
         self.apply(fd, meta, name)?;
         meta.inode.set_times(fd, Path::new(name))?;
-        self.files.insert(path.to_vec());
+        self.files.insert(key(path));
         Ok(written)
     }
 
@@ -180,7 +236,7 @@ impl Unpacker {
                             source: e.into(),
                         }
                     })?;
-                    self.files.remove(path);
+                    self.files.remove(&key(path));
                     mkdir(parent.as_fd(), &leaf, name)?;
                 }
                 Err(err) if err.kind() == io::ErrorKind::NotFound => {
@@ -201,7 +257,7 @@ impl Unpacker {
             })?;
             self.apply(fd.as_fd(), meta, name)?;
         }
-        self.dir_times.insert(path.to_vec(), meta.inode.mtime);
+        self.dir_times.insert(key(path), meta.inode.mtime);
         Ok(())
     }
 
@@ -262,16 +318,25 @@ impl Unpacker {
         if target == path {
             return Ok(());
         }
-        if !self.files.contains(&target) {
-            return Err(unsafe_entry(
+        let not_ours = || {
+            unsafe_entry(
                 name,
                 format!("{subject} is not a regular file unpacked earlier from this archive"),
-            ));
+            )
+        };
+        if !self.files.contains(&key(&target)) {
+            return Err(not_ours());
         }
         let (target_dir, target_leaf) = split(&target);
         let target_parent = open_dir_beneath(self.root.as_fd(), target_dir).map_err(|err| {
             if err.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
                 unsafe_entry(name, format!("{subject} is reached through a symlink"))
+            } else if matches!(
+                err.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) {
+                // It was unpacked, then a whiteout removed a directory above it.
+                not_ours()
             } else {
                 ImageError::Open {
                     path: PathBuf::from(shown.as_ref()),
@@ -288,6 +353,7 @@ impl Unpacker {
                     format!("{subject} is not a regular file"),
                 ));
             }
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Err(not_ours()),
             Err(source) => {
                 return Err(ImageError::Stat {
                     path: PathBuf::from(shown.as_ref()),
@@ -310,7 +376,7 @@ impl Unpacker {
             target: PathBuf::from(shown.as_ref()),
             source: e.into(),
         })?;
-        self.files.insert(path.to_vec());
+        self.files.insert(key(path));
         Ok(())
     }
 
@@ -368,7 +434,7 @@ impl Unpacker {
                 },
                 Err(err) if err.kind() == io::ErrorKind::NotFound => {
                     mkdir(cur.as_fd(), &c_component, &shown)?;
-                    self.dir_times.entry(so_far.clone()).or_default();
+                    self.dir_times.insert(key(&so_far), Time::default());
                 }
                 Err(source) => {
                     return Err(ImageError::Stat {
@@ -410,7 +476,7 @@ impl Unpacker {
                     path: PathBuf::from(name),
                     source: e.into(),
                 })?;
-                self.files.remove(path);
+                self.files.remove(&key(path));
                 Ok(())
             }
             Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -421,31 +487,63 @@ impl Unpacker {
         }
     }
 
-    /// Applies directory mtimes, deepest first.
+    /// Applies directory mtimes, found by walking the tree (creating a child changes its
+    /// directory's mtime, so this comes last; setting one does not change its parent's).
     pub(super) fn finish(self) -> Result<TreeStats, ImageError> {
-        let mut dirs: Vec<_> = self.dir_times.into_iter().collect();
-        let depth = |path: &[u8]| {
+        self.set_dir_times(self.root.as_fd(), &mut Vec::new())?;
+        Ok(self.stats)
+    }
+
+    /// Sets the mtime of the directory `dir` (at `path`) and of every directory below it. The
+    /// recursion is as deep as the tree, which the depth limit bounds.
+    fn set_dir_times(&self, dir: BorrowedFd<'_>, path: &mut Vec<u8>) -> Result<(), ImageError> {
+        let shown = |path: &[u8]| {
             if path.is_empty() {
-                0
-            } else {
-                1 + path.iter().filter(|&&b| b == b'/').count()
-            }
-        };
-        dirs.sort_by(|(a, _), (b, _)| depth(b).cmp(&depth(a)).then_with(|| a.cmp(b)));
-        for (path, mtime) in dirs {
-            let shown = if path.is_empty() {
                 PathBuf::from(".")
             } else {
-                PathBuf::from(String::from_utf8_lossy(&path).as_ref())
+                PathBuf::from(String::from_utf8_lossy(path).as_ref())
+            }
+        };
+        let read_err = |source: rustix::io::Errno, at: PathBuf| ImageError::Read {
+            path: at,
+            source: source.into(),
+        };
+        let mut subdirs = Vec::new();
+        for entry in rfs::Dir::read_from(dir).map_err(|e| read_err(e, shown(path)))? {
+            let entry = entry.map_err(|e| read_err(e, shown(path)))?;
+            let name = entry.file_name();
+            if name == c"." || name == c".." {
+                continue;
+            }
+            let is_dir = match entry.file_type() {
+                FileType::Directory => true,
+                FileType::Unknown => stat_at(dir, name)
+                    .map(|st| file_type(&st) == FileType::Directory)
+                    .map_err(|source| ImageError::Stat {
+                        path: shown(path),
+                        source,
+                    })?,
+                _ => false,
             };
-            let fd =
-                open_dir_beneath(self.root.as_fd(), &path).map_err(|source| ImageError::Open {
-                    path: shown.clone(),
-                    source,
-                })?;
-            set_times_fd(fd.as_fd(), mtime, &shown)?;
+            if is_dir {
+                subdirs.push(name.to_owned());
+            }
         }
-        Ok(self.stats)
+        for name in subdirs {
+            let len = path.len();
+            if !path.is_empty() {
+                path.push(b'/');
+            }
+            path.extend_from_slice(name.to_bytes());
+            let sub = open_dir_at(dir, &name).map_err(|source| ImageError::Open {
+                path: shown(path),
+                source,
+            })?;
+            self.set_dir_times(sub.as_fd(), path)?;
+            path.truncate(len);
+        }
+        let mtime = self.dir_times.get(&key(path)).copied().unwrap_or_default();
+        set_times_fd(dir, mtime, &shown(path))
     }
 }
 

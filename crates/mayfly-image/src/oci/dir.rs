@@ -17,8 +17,8 @@ use crate::inode::{file_type, stat_at, stat_fd};
 use crate::tree::open_root;
 
 /// The largest index, manifest or config document read (image configs with a long history
-/// reach a few hundred KiB).
-const MAX_JSON: u64 = 16 << 20;
+/// reach a few hundred KiB; they are parsed in memory, so this bounds what one costs).
+const MAX_JSON: u64 = 4 << 20;
 
 /// An image directory held open, every file in it opened beneath it.
 pub(super) struct ImageDir {
@@ -119,7 +119,13 @@ impl ImageDir {
                 source,
             })?;
         if bytes.len() as u64 > MAX_JSON {
-            return Err(self.bad(rel, format!("larger than {MAX_JSON} bytes")));
+            return Err(self.bad(
+                rel,
+                format!(
+                    "larger than {}: not an image document",
+                    mayfly_api::size::format_size(MAX_JSON)
+                ),
+            ));
         }
         Ok(bytes)
     }

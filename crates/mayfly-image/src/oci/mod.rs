@@ -10,7 +10,9 @@
 //!   repeated layer to its first copy), and an absolute one, or one climbing out, fails;
 //! - every blob is checked against the digest and size that refer to it (manifests and configs
 //!   when they are read, layers by [`image_layer_path`]); JSON documents are read up to
-//!   16 MiB only;
+//!   4 MiB only;
+//! - layers are unpacked under the import's limits, each one and all of them together (see
+//!   [`crate::ImportLimits`]);
 //! - nothing in the directory is written.
 //!
 //! `docker save` names its older layers by an id that is not their content digest; their
@@ -30,7 +32,7 @@ mod tests;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::{ImageError, NoProgress, unpack_archive};
+use crate::{ImageError, ImportBudget, NoProgress, unpack_archive};
 
 use blobs::blob_rel;
 use dir::ImageDir;
@@ -117,9 +119,15 @@ pub fn oci_blob_path(dir: &Path, digest: &str) -> Result<PathBuf, ImageError> {
 /// `manifest.json` or an OCI layout) into `dest`, an existing empty staging directory, with
 /// every safety check of [`unpack_archive`]; read the result with [`open_image_dir`]. Fails
 /// with [`ImageError::BadImage`] if the archive holds neither `manifest.json` nor `index.json`.
-/// On error, `dest` is left partly written for the caller to remove.
-pub fn unpack_image_archive<R: Read>(input: R, dest: &Path) -> Result<(), ImageError> {
-    unpack_archive(input, dest, &NoProgress)?;
+/// On error, `dest` is left partly written for the caller to remove. `budget` bounds the
+/// archive as [`unpack_archive`]'s does; the layers are unpacked (with
+/// [`crate::unpack_layer_archive`]) against a budget of their own, which they share.
+pub fn unpack_image_archive<R: Read>(
+    input: R,
+    dest: &Path,
+    budget: &ImportBudget,
+) -> Result<(), ImageError> {
+    unpack_archive(input, dest, &NoProgress, budget)?;
     let image = ImageDir::open(dest)?;
     if image.has("index.json")? || image.has("manifest.json")? {
         Ok(())

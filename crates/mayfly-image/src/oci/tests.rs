@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::blobs::{Alg, Hasher};
 use super::*;
-use crate::fixtures::{Raw, TarWriter, xattrs_of};
+use crate::fixtures::{Raw, TarWriter, budget, xattrs_of};
 use crate::{NoProgress, flatten_layers, unpack_layer_archive};
 
 fn sha256(bytes: &[u8]) -> String {
@@ -162,7 +162,7 @@ fn unpack_layers(dir: &Path, image: &OciImage, out: &Path) -> Vec<PathBuf> {
             let blob = image_layer_path(dir, layer).unwrap();
             let dest = out.join(format!("layer{i}"));
             fs::create_dir(&dest).unwrap();
-            unpack_layer_archive(File::open(blob).unwrap(), &dest, &NoProgress).unwrap();
+            unpack_layer_archive(File::open(blob).unwrap(), &dest, &NoProgress, &budget()).unwrap();
             dest
         })
         .collect()
@@ -445,7 +445,7 @@ fn reads_a_docker_save_archive() {
     let staging = tmp.path().join("staging");
     fs::create_dir(&staging).unwrap();
     let archive = gzip(&docker_save(&[], SAVED_LAYERS));
-    unpack_image_archive(&archive[..], &staging).unwrap();
+    unpack_image_archive(&archive[..], &staging, &budget()).unwrap();
     let image = open_image_dir(&staging).unwrap();
     assert_eq!(image.config, expected_config());
     let empty = TarWriter::default().finish();
@@ -524,7 +524,7 @@ fn malformed_docker_saves_fail_cleanly() {
     let unpack = |name: &str, archive: &[u8]| {
         let staging = tmp.path().join(name);
         fs::create_dir(&staging).unwrap();
-        unpack_image_archive(archive, &staging).map(|()| staging)
+        unpack_image_archive(archive, &staging, &budget()).map(|()| staging)
     };
 
     let staging = unpack("dotdot", &docker_save(&[], &["../../etc/passwd"])).unwrap();

@@ -7,6 +7,7 @@
 
 mod client;
 mod commands;
+mod limits;
 mod output;
 mod stream;
 
@@ -179,6 +180,9 @@ pub struct DaemonArgs {
         value_name = "LAYOUT"
     )]
     pub cgroup_layout: mayfly_driver::cgroup::CgroupLayout,
+    /// Import limits.
+    #[command(flatten)]
+    pub import: limits::ImportLimitArgs,
 }
 
 /// `mayfly forker`.

@@ -6,6 +6,7 @@
 //! daemon re-attaches.
 
 mod api;
+mod events;
 mod stream;
 
 use std::os::unix::fs::PermissionsExt;
@@ -30,6 +31,8 @@ pub struct DaemonOptions {
     pub cache_dir: Option<PathBuf>,
     /// Which cgroup hierarchies to drive.
     pub cgroup_layout: mayfly_driver::cgroup::CgroupLayout,
+    /// What one template import may cost the host.
+    pub import_limits: mayfly_image::ImportLimits,
 }
 
 fn lock_state_dir(state_dir: &Path) -> anyhow::Result<std::fs::File> {
@@ -96,6 +99,7 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| state_dir.join("cache")),
         cgroup_layout: options.cgroup_layout,
+        import_limits: options.import_limits,
     })
     .await
     .map_err(|e| anyhow::anyhow!(mayfly_driver::error_chain(&e)))
