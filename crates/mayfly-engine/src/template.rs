@@ -13,7 +13,9 @@ use std::sync::Arc;
 
 use mayfly_api::names::check_template_name;
 use mayfly_api::{LayerInfo, TemplateConfig, TemplateInfo, VersionInfo};
-use mayfly_image::{CopyOptions, ImportBudget, ImportLimits, OciConfig, Progress, XattrPolicy};
+use mayfly_image::{
+    CopyOptions, ImageError, ImportBudget, ImportLimits, OciConfig, Progress, XattrPolicy,
+};
 use mayfly_store::{LayerRecord, NewVersion, StoreError, TemplateRecord, VersionMeta};
 use tokio::sync::mpsc;
 
@@ -140,7 +142,15 @@ fn write_trees(
             &dest,
             progress,
             &layers_budget,
-        )?;
+        )
+        .map_err(|e| match e {
+            // Say which layer: "the archive" alone would read as the upload.
+            ImageError::Limit { limit, what } => ImageError::Limit {
+                limit,
+                what: format!("layer {} ({}) of the image: {what}", i + 1, layer.digest),
+            },
+            e => e,
+        })?;
         trees.push(dest);
     }
     if trees.is_empty() {

@@ -284,3 +284,34 @@ fn the_free_space_reserve_is_kept() {
     let (_tmp, result) = unpack_with(&files(1), limits);
     result.unwrap();
 }
+
+#[test]
+fn a_sparse_file_is_held_to_the_ratio_too() {
+    // A plain tar whose one GNU sparse file is 1 GiB of hole: 1.5 KiB of archive that the tar
+    // reader alone (no decompressor) would expand into 1 GiB of zeros on disk.
+    let mut header = tar::Header::new_gnu();
+    header.set_path("holes").unwrap();
+    header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(1_600_000_000);
+    header.set_entry_type(tar::EntryType::GNUSparse);
+    header.set_size(0);
+    {
+        let gnu = header.as_gnu_mut().unwrap();
+        gnu.set_real_size(1 << 30);
+        gnu.sparse[0].set_offset(1 << 30);
+        gnu.sparse[0].set_length(0);
+    }
+    header.set_cksum();
+    let mut archive = header.as_bytes().to_vec();
+    archive.extend_from_slice(&[0; 1024]);
+    let limits = ImportLimits {
+        ratio_floor: 4 << 20,
+        ..ImportLimits::default()
+    };
+    let (tmp, result) = unpack_with(&archive, limits);
+    let message = refused_by(result, Limit::Ratio);
+    assert!(message.contains("expands more than 200 times"), "{message}");
+    assert!(content_bytes(&tmp.path().join("dest")) <= 5 << 20);
+}

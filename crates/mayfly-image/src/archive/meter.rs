@@ -28,6 +28,8 @@ pub(super) struct Meter {
     input: Cell<u64>,
     /// Bytes out of the decompressor (the tar stream).
     output: Cell<u64>,
+    /// Bytes of file content written (more than the stream carried for a sparse file).
+    content: Cell<u64>,
     /// Whether a decompressor sits between the two.
     compressed: Cell<bool>,
     /// Bytes of tar stream read since the last entry was handed over, while the tar reader
@@ -43,6 +45,7 @@ impl Meter {
             limits,
             input: Cell::new(0),
             output: Cell::new(0),
+            content: Cell::new(0),
             compressed: Cell::new(false),
             headers: Cell::new(Some(0)),
             tripped: RefCell::new(None),
@@ -117,23 +120,39 @@ impl Meter {
                 ));
             }
         }
-        let ratio = self.limits.max_ratio;
-        let input = self.input.get();
         if self.compressed.get()
-            && ratio > 0
-            && output > self.limits.ratio_floor
-            && output > input.saturating_mul(ratio)
+            && let Some(what) = self.too_expanded(output)
         {
-            return Err(self.trip(
-                Some(Limit::Ratio),
-                format!(
-                    "the archive expands more than {ratio} times ({} from {} so far): a compression bomb?",
-                    format_size(output),
-                    format_size(input)
-                ),
-            ));
+            return Err(self.trip(Some(Limit::Ratio), what));
         }
         Ok(())
+    }
+
+    /// Counts `n` bytes of file content about to be written. The tar reader makes the holes
+    /// of a sparse file out of nothing, so content is held to the ratio too, compressed or
+    /// not.
+    pub(super) fn count_content(&self, n: u64) -> Result<(), ImageError> {
+        let content = self.content.get().saturating_add(n);
+        self.content.set(content);
+        match self.too_expanded(content) {
+            Some(what) => Err(ImageError::limit(Limit::Ratio, what)),
+            None => Ok(()),
+        }
+    }
+
+    /// Why `bytes` made from the input so far is too much, if it is.
+    fn too_expanded(&self, bytes: u64) -> Option<String> {
+        let ratio = self.limits.max_ratio;
+        let input = self.input.get();
+        (ratio > 0 && bytes > self.limits.ratio_floor && bytes > input.saturating_mul(ratio)).then(
+            || {
+                format!(
+                    "the archive expands more than {ratio} times ({} from {} so far): a compression bomb?",
+                    format_size(bytes),
+                    format_size(input)
+                )
+            },
+        )
     }
 }
 

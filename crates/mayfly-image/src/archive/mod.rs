@@ -132,7 +132,7 @@ fn unpack<R: Read>(
     let result = unpack_stream(
         input,
         &meter,
-        Unpacker::new(root, meaning),
+        Unpacker::new(root, meaning, meter.clone()),
         progress,
         budget,
     );

@@ -7,6 +7,7 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use tar::EntryType;
@@ -14,6 +15,7 @@ use tar::EntryType;
 use super::Names;
 use super::layer::{LayerName, layer_name};
 use super::meta::{Meta, read_meta, write_xattrs};
+use super::meter::Meter;
 use super::names::{c_name, create, describe_type, normalize, split, unsafe_entry};
 use crate::inode::{Inode, Time, file_type, set_times_fd, stat_at};
 use crate::tree::{open_dir_at, open_dir_beneath};
@@ -49,6 +51,7 @@ pub(super) struct Unpacker {
     /// whiteout fail at the lookup that follows).
     pub(super) files: HashSet<PathKey>,
     pub(super) stats: TreeStats,
+    meter: Rc<Meter>,
     buf: Vec<u8>,
     /// Bytes written and entries made since the free space was last looked at.
     unchecked_bytes: u64,
@@ -56,10 +59,11 @@ pub(super) struct Unpacker {
 }
 
 impl Unpacker {
-    pub(super) fn new(root: OwnedFd, names: Names) -> Self {
+    pub(super) fn new(root: OwnedFd, names: Names, meter: Rc<Meter>) -> Self {
         Self {
             root,
             names,
+            meter,
             dir_times: HashMap::from([(key(b""), Time::default())]),
             files: HashSet::new(),
             stats: TreeStats::default(),
@@ -197,6 +201,7 @@ impl Unpacker {
             };
             // Counted before it is written: the first byte past a limit never reaches the disk.
             budget.add_bytes(n as u64)?;
+            self.meter.count_content(n as u64)?;
             self.unchecked_bytes += n as u64;
             if self.unchecked_bytes >= FREE_CHECK_BYTES {
                 self.unchecked_bytes = 0;

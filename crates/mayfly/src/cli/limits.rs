@@ -25,7 +25,7 @@ pub struct ImportLimitArgs {
     #[arg(long, value_name = "BYTES", default_value_t = 4096,
           value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub import_max_path: u64,
-    /// Directories an entry's path may go through (at most 2048).
+    /// Components of an entry's path (`a/b/c` has 3; at most 2048).
     #[arg(long, value_name = "N", default_value_t = 256,
           value_parser = clap::value_parser!(u64).range(1..=2048))]
     pub import_max_depth: u64,
