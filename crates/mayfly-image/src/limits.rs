@@ -320,9 +320,11 @@ impl ImportBudget {
         if reserve_wanted.bytes == 0 && reserve_wanted.percent == 0 {
             return Ok(());
         }
-        // A filesystem that cannot say is not refused: the write itself fails when it is full.
-        let Ok(st) = rustix::fs::fstatvfs(fd) else {
-            return Ok(());
+        // A filesystem that cannot say (an error, or no size at all, as some FUSE ones) is not
+        // refused: the write itself fails when it is full.
+        let st = match rustix::fs::fstatvfs(fd) {
+            Ok(st) if st.f_blocks > 0 => st,
+            _ => return Ok(()),
         };
         let block = st.f_frsize.max(1);
         let size = st.f_blocks.saturating_mul(block);

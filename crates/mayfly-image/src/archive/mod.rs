@@ -20,8 +20,8 @@
 //!
 //! Directories the archive does not describe itself (the root, and parents it leaves out) are
 //! root-owned, mode 0755, mtime 0, so the resulting tree, and its digest, depends only on the
-//! archive. Directory mtimes are applied at the very end, deepest first, because creating their
-//! children changes them.
+//! archive. Directory mtimes are applied at the very end, because creating their children
+//! changes them.
 //!
 //! Every import is bounded ([`ImportLimits`](crate::ImportLimits)): entries, path length and
 //! depth, bytes per file and in all, the expansion of a compressed stream, the archive's own
