@@ -9,6 +9,7 @@
 mod error;
 mod instance;
 pub mod names;
+pub mod size;
 pub mod stream;
 mod template;
 

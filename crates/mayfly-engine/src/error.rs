@@ -172,6 +172,14 @@ impl EngineError {
                 ErrorCode::InvalidArgument,
                 Some("give a root directory or a .tar, .tar.gz or .tar.zst of one".into()),
             ),
+            EngineError::Image(ImageError::Limit { limit, .. }) => (
+                if *limit == mayfly_image::Limit::FreeSpace {
+                    ErrorCode::Unavailable
+                } else {
+                    ErrorCode::TooLarge
+                },
+                Some("nothing was imported".into()),
+            ),
             EngineError::Image(_) => (ErrorCode::Internal, None),
             EngineError::Driver(DriverError::TooLarge(_)) => (
                 ErrorCode::TooLarge,

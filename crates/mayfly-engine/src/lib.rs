@@ -73,6 +73,8 @@ pub struct EngineConfig {
     pub cgroup_layout: mayfly_driver::cgroup::CgroupLayout,
     /// Whether instances get user namespaces (`Auto`: when the probe says they work).
     pub user_namespaces: UserNamespaces,
+    /// What one template import (an archive, an image and its layers) may cost the host.
+    pub import_limits: mayfly_image::ImportLimits,
 }
 
 /// Whether new instances get a user namespace.

@@ -13,7 +13,9 @@ use std::sync::Arc;
 
 use mayfly_api::names::check_template_name;
 use mayfly_api::{LayerInfo, TemplateConfig, TemplateInfo, VersionInfo};
-use mayfly_image::{CopyOptions, OciConfig, Progress, XattrPolicy};
+use mayfly_image::{
+    CopyOptions, ImageError, ImportBudget, ImportLimits, OciConfig, Progress, XattrPolicy,
+};
 use mayfly_store::{LayerRecord, NewVersion, StoreError, TemplateRecord, VersionMeta};
 use tokio::sync::mpsc;
 
@@ -79,7 +81,6 @@ enum Source {
     Busybox(PathBuf),
 }
 
-/// Writes `source` as a tree at `tmp`, digests it and flushes it.
 /// Whether `dir` holds a container image (an OCI image layout, or an unpacked `docker save`)
 /// rather than a root filesystem.
 fn is_image_dir(dir: &Path) -> bool {
@@ -92,10 +93,15 @@ fn is_image_dir(dir: &Path) -> bool {
 /// image (a directory, or an archive that turns out to hold one) becomes one tree per image
 /// layer (`staging/layer-N`, OCI whiteouts translated). Returns the trees, lowest first, and
 /// the image's configuration for an image.
+///
+/// An archive is unpacked under `limits`; an image's layers under the same limits again, all
+/// of them together (the archive that carried them holds their compressed blobs, which the
+/// free-space reserve accounts for as they sit on the same filesystem).
 fn write_trees(
     staging: &Path,
     source: Source,
     progress: &dyn Progress,
+    limits: ImportLimits,
 ) -> Result<(Vec<PathBuf>, Option<OciConfig>), EngineError> {
     let tree = staging.join("tree");
     let image = match source {
@@ -110,7 +116,7 @@ fn write_trees(
         }
         Source::Archive(reader) => {
             std::fs::create_dir(&tree).map_err(io_err("create", &tree))?;
-            mayfly_image::unpack_archive(reader, &tree, progress)?;
+            mayfly_image::unpack_archive(reader, &tree, progress, &ImportBudget::new(limits))?;
             crate::failpoint("import:unpacked");
             is_image_dir(&tree).then(|| tree.clone())
         }
@@ -124,6 +130,7 @@ fn write_trees(
         return Ok((vec![tree], None));
     };
     let image = mayfly_image::open_image_dir(&dir)?;
+    let layers_budget = ImportBudget::new(limits);
     let mut trees = Vec::with_capacity(image.layers.len());
     for (i, layer) in image.layers.iter().enumerate() {
         let blob = mayfly_image::image_layer_path(&dir, layer)?;
@@ -134,7 +141,16 @@ fn write_trees(
             std::io::BufReader::with_capacity(1 << 20, file),
             &dest,
             progress,
-        )?;
+            &layers_budget,
+        )
+        .map_err(|e| match e {
+            // Say which layer: "the archive" alone would read as the upload.
+            ImageError::Limit { limit, what } => ImageError::Limit {
+                limit,
+                what: format!("layer {} ({}) of the image: {what}", i + 1, layer.digest),
+            },
+            e => e,
+        })?;
         trees.push(dest);
     }
     if trees.is_empty() {
@@ -316,10 +332,11 @@ impl Engine {
         journal: i64,
     ) -> Result<(), EngineError> {
         let s = staging.to_owned();
+        let limits = self.config.import_limits;
         let (trees, records, image) = self
             .blocking(move || {
                 std::fs::create_dir(&s).map_err(io_err("create", &s))?;
-                let (trees, image) = write_trees(&s, source, progress.as_ref())?;
+                let (trees, image) = write_trees(&s, source, progress.as_ref(), limits)?;
                 let records = seal_trees(&s, &trees)?;
                 Ok((trees, records, image))
             })

@@ -8,6 +8,8 @@
 use std::io;
 use std::path::PathBuf;
 
+use crate::Limit;
+
 /// What went wrong while importing, copying, hashing, building or removing a tree.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -185,6 +187,14 @@ pub enum ImageError {
         #[source]
         source: io::Error,
     },
+    /// An import limit was reached; nothing more was read or written.
+    #[error("{what} ({}); {}", limit.flag(), limit.advice())]
+    Limit {
+        /// Which limit.
+        limit: Limit,
+        /// What went past it, with the limit's value.
+        what: String,
+    },
     /// The host busybox could not be run.
     #[error("cannot run `{path}`")]
     RunBusybox {
@@ -208,5 +218,10 @@ impl ImageError {
     /// Wraps an error from reading or decoding the archive stream.
     pub(crate) fn bad_archive(source: io::Error) -> Self {
         Self::BadArchive { source }
+    }
+
+    /// An import limit reached.
+    pub(crate) fn limit(limit: Limit, what: String) -> Self {
+        Self::Limit { limit, what }
     }
 }

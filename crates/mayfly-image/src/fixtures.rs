@@ -517,3 +517,8 @@ impl Drop for Overlay {
         rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH).unwrap();
     }
 }
+
+/// A budget under the default limits, as the daemon's.
+pub(crate) fn budget() -> crate::ImportBudget {
+    crate::ImportBudget::new(crate::ImportLimits::default())
+}

@@ -25,6 +25,7 @@ mod dpkg;
 mod error;
 mod flatten;
 mod inode;
+mod limits;
 mod oci;
 mod owners;
 mod progress;
@@ -42,6 +43,7 @@ pub use digest::{Digest, tree_digest};
 pub use dpkg::{DpkgConflict, merge_dpkg_status};
 pub use error::ImageError;
 pub use flatten::flatten_layers;
+pub use limits::{ImportBudget, ImportLimits, Limit, MinFree};
 pub use oci::{
     OciConfig, OciImage, OciLayer, image_layer_path, oci_blob_path, open_image_dir,
     open_oci_layout, unpack_image_archive,

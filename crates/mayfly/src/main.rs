@@ -87,6 +87,7 @@ fn daemon_main(args: cli::DaemonArgs, socket: std::path::PathBuf) -> i32 {
         cache_dir: args.cache_dir,
         cgroup_layout: args.cgroup_layout,
         user_namespaces: args.user_namespaces,
+        import_limits: args.import.limits(),
     };
     match runtime.block_on(daemon::run(options)) {
         Ok(()) => 0,

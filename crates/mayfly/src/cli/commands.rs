@@ -834,7 +834,7 @@ async fn import(client: &Client, args: ImportArgs) -> Result<i32, ClientError> {
     }
     let source = args.source.clone();
     let mut outcome: Option<ImportEvent> = None;
-    read_events(response, "import", |ev: ImportEvent| match ev {
+    let streamed = read_events(response, "import", |ev: ImportEvent| match ev {
         ImportEvent::Progress { entries, bytes } => {
             if is_dir {
                 bar.set_message(format!(
@@ -846,8 +846,13 @@ async fn import(client: &Client, args: ImportArgs) -> Result<i32, ClientError> {
         ImportEvent::Log { line } => bar.println(line),
         ev => outcome = Some(ev),
     })
-    .await?;
+    .await;
     bar.finish_and_clear();
+    // A refused upload larger than what the daemon reads after a refusal ends in a closed
+    // connection under a client still sending: the result, received before, is what counts.
+    if outcome.is_none() {
+        streamed?;
+    }
     match outcome {
         Some(ImportEvent::Done(t)) => {
             if args.json {

@@ -7,6 +7,7 @@
 
 mod client;
 mod commands;
+mod limits;
 mod output;
 mod stream;
 
@@ -209,6 +210,9 @@ pub struct DaemonArgs {
         value_name = "auto|off"
     )]
     pub user_namespaces: mayfly_engine::UserNamespaces,
+    /// Import limits.
+    #[command(flatten)]
+    pub import: limits::ImportLimitArgs,
 }
 
 /// `mayfly forker`.

@@ -20,9 +20,8 @@ use mayfly_api::{
     LogsQuery, RemoveQuery, StopRequest,
 };
 use mayfly_engine::{ChannelReader, Engine, EngineError};
-use serde::Serialize;
-use tokio::sync::mpsc;
 
+use super::events::EventSink;
 use super::stream;
 
 /// Largest JSON body accepted.
@@ -230,7 +229,7 @@ async fn remove_template(
 
 /// Progress of an import, as events on a channel, at most ten a second.
 struct ChannelProgress {
-    tx: mpsc::UnboundedSender<ImportEvent>,
+    events: EventSink<ImportEvent>,
     state: std::sync::Mutex<(u64, u64, Instant)>,
 }
 
@@ -244,7 +243,7 @@ impl mayfly_image::Progress for ChannelProgress {
         st.1 += bytes;
         if st.2.elapsed() >= Duration::from_millis(100) {
             st.2 = Instant::now();
-            let _ = self.tx.send(ImportEvent::Progress {
+            self.events.lossy(ImportEvent::Progress {
                 entries: st.0,
                 bytes: st.1,
             });
@@ -252,10 +251,19 @@ impl mayfly_image::Progress for ChannelProgress {
     }
 }
 
-fn ndjson_line<T: Serialize>(v: &T) -> Bytes {
-    let mut line = serde_json::to_vec(v).unwrap_or_default();
-    line.push(b'\n');
-    Bytes::from(line)
+/// The event that reports output lines dropped because the client reads too slowly.
+fn dropped_lines(n: u64) -> ImportEvent {
+    ImportEvent::Log {
+        line: format!("[… {n} lines dropped: the client reads too slowly]"),
+    }
+}
+
+/// The outcome of a template job as its final event.
+fn import_outcome(result: Result<mayfly_api::TemplateInfo, EngineError>) -> ImportEvent {
+    match result {
+        Ok(info) => ImportEvent::Done(Box::new(info)),
+        Err(e) => ImportEvent::Error(ApiFailure::from(e).0),
+    }
 }
 
 /// `POST /v1/templates`: a JSON body names a path on this host; any other body is the archive
@@ -269,23 +277,18 @@ async fn import_template(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    let (tx, rx) = mpsc::unbounded_channel::<ImportEvent>();
+    let (events, response) = EventSink::new(dropped_lines);
     let progress = Arc::new(ChannelProgress {
-        tx: tx.clone(),
+        events: events.clone(),
         state: std::sync::Mutex::new((0, 0, Instant::now())),
     });
-    let done = tx.clone();
     if is_json {
         let body: ImportTemplate = json_body(req.into_body()).await?;
-        let tx = done;
         tokio::spawn(async move {
             let result = engine
                 .import_template_path(&body.name, &body.path, body.command, body.message, progress)
                 .await;
-            let _ = tx.send(match result {
-                Ok(info) => ImportEvent::Done(Box::new(info)),
-                Err(e) => ImportEvent::Error(ApiFailure::from(e).0),
-            });
+            events.finish(Some(import_outcome(result))).await;
         });
     } else {
         let q: ImportQuery = query(req.uri())?;
@@ -301,10 +304,12 @@ async fn import_template(
         let (chunks, reader) = ChannelReader::new(16);
         let mut body = req.into_body();
         // Feed the upload to the blocking unpacker chunk by chunk; back-pressure comes from
-        // the bounded channel. When the import stops early (a refused name or entry), the
-        // rest of the upload is still read and dropped, and the event stream stays open until
-        // then: a connection closed under a client that is still sending loses the error.
-        let upload_read = done.clone();
+        // the bounded channel (16 chunks of at most a few hundred KiB, as hyper reads them;
+        // the unpacker counts the bytes against --import-max-upload). When the import stops
+        // early (a refused name, entry or limit), the rest of the upload is still read and
+        // dropped, and the event stream stays open until then: a connection closed under a
+        // client that is still sending loses the error.
+        let upload_read = events.clone();
         tokio::spawn(async move {
             let mut sink = Some(chunks);
             // After a refusal, at most this much more is read before the connection is let go.
@@ -335,37 +340,20 @@ async fn import_template(
             }
             drop(upload_read);
         });
-        let tx = done;
         tokio::spawn(async move {
             let result = engine
                 .import_template_archive(&q.name, reader, command, q.message, progress)
                 .await;
-            let _ = tx.send(match result {
-                Ok(info) => ImportEvent::Done(Box::new(info)),
-                Err(e) => ImportEvent::Error(ApiFailure::from(e).0),
-            });
+            events.finish(Some(import_outcome(result))).await;
         });
     }
-    drop(tx);
-    Ok(ndjson(rx))
+    Ok(response)
 }
 
-/// A response that streams each event of `rx` as one JSON line, until every sender is gone.
-fn ndjson<T: Serialize + Send + 'static>(rx: mpsc::UnboundedReceiver<T>) -> Response {
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|ev| (Ok::<Bytes, std::io::Error>(ndjson_line(&ev)), rx))
-    });
-    Response::builder()
-        .header(header::CONTENT_TYPE, "application/x-ndjson")
-        .body(Body::from_stream(stream))
-        .unwrap_or_default()
-}
-
-fn log_to(tx: mpsc::UnboundedSender<ImportEvent>) -> mayfly_engine::BuildLog {
+/// Build output as events; lines a slow client has no room for are counted, not kept.
+fn log_to(events: EventSink<ImportEvent>) -> mayfly_engine::BuildLog {
     Arc::new(move |line: &str| {
-        let _ = tx.send(ImportEvent::Log {
+        events.counted(ImportEvent::Log {
             line: line.to_owned(),
         });
     })
@@ -379,16 +367,13 @@ async fn build_template(
 ) -> Result<Response, ApiFailure> {
     let mut body: mayfly_api::BuildTemplate = json_body(req.into_body()).await?;
     body.name = name;
-    let (tx, rx) = mpsc::unbounded_channel::<ImportEvent>();
-    let log = log_to(tx.clone());
+    let (events, response) = EventSink::new(dropped_lines);
+    let log = log_to(events.clone());
     tokio::spawn(async move {
         let result = engine.build_template(body, log).await;
-        let _ = tx.send(match result {
-            Ok(info) => ImportEvent::Done(Box::new(info)),
-            Err(e) => ImportEvent::Error(ApiFailure::from(e).0),
-        });
+        events.finish(Some(import_outcome(result))).await;
     });
-    Ok(ndjson(rx))
+    Ok(response)
 }
 
 /// `POST /v1/templates/{name}/patch`: answers [`ImportEvent`] lines.
@@ -398,16 +383,13 @@ async fn patch_template(
     req: Request,
 ) -> Result<Response, ApiFailure> {
     let body: mayfly_api::PatchTemplate = json_body(req.into_body()).await?;
-    let (tx, rx) = mpsc::unbounded_channel::<ImportEvent>();
-    let log = log_to(tx.clone());
+    let (events, response) = EventSink::new(dropped_lines);
+    let log = log_to(events.clone());
     tokio::spawn(async move {
         let result = engine.patch_template(&name, body, log).await;
-        let _ = tx.send(match result {
-            Ok(info) => ImportEvent::Done(Box::new(info)),
-            Err(e) => ImportEvent::Error(ApiFailure::from(e).0),
-        });
+        events.finish(Some(import_outcome(result))).await;
     });
-    Ok(ndjson(rx))
+    Ok(response)
 }
 
 async fn rollback_template(
@@ -428,17 +410,31 @@ async fn rollout(
     req: Request,
 ) -> Result<Response, ApiFailure> {
     let body: mayfly_api::RolloutRequest = json_body(req.into_body()).await?;
-    let (tx, rx) = mpsc::unbounded_channel::<mayfly_api::RolloutEvent>();
-    let events = tx.clone();
-    let log: mayfly_engine::RolloutLog = Arc::new(move |ev| {
-        let _ = events.send(ev);
+    let (events, response) = EventSink::new(dropped_rollout_events);
+    let sink = events.clone();
+    let log: mayfly_engine::RolloutLog = Arc::new(move |ev| match ev {
+        // The result: delivered whatever the client's pace, after everything else.
+        mayfly_api::RolloutEvent::Done { .. } | mayfly_api::RolloutEvent::Error(_) => {
+            sink.keep_last(ev);
+        }
+        ev => sink.counted(ev),
     });
     tokio::spawn(async move {
-        if let Err(e) = engine.rollout(&name, body, log).await {
-            let _ = tx.send(mayfly_engine::rollout_error(&e));
-        }
+        let outcome = engine.rollout(&name, body, log).await;
+        events
+            .finish(outcome.err().map(|e| mayfly_engine::rollout_error(&e)))
+            .await;
     });
-    Ok(ndjson(rx))
+    Ok(response)
+}
+
+/// The event that reports rollout events dropped because the client reads too slowly.
+fn dropped_rollout_events(n: u64) -> mayfly_api::RolloutEvent {
+    mayfly_api::RolloutEvent::Instance {
+        name: "-".to_owned(),
+        status: "dropped".to_owned(),
+        detail: format!("{n} events dropped: the client reads too slowly"),
+    }
 }
 
 async fn collect_garbage(

@@ -6,6 +6,7 @@
 //! daemon re-attaches.
 
 mod api;
+mod events;
 mod stream;
 
 use std::os::unix::fs::PermissionsExt;
@@ -32,6 +33,8 @@ pub struct DaemonOptions {
     pub cgroup_layout: mayfly_driver::cgroup::CgroupLayout,
     /// Whether instances get user namespaces.
     pub user_namespaces: mayfly_engine::UserNamespaces,
+    /// What one template import may cost the host.
+    pub import_limits: mayfly_image::ImportLimits,
 }
 
 fn lock_state_dir(state_dir: &Path) -> anyhow::Result<std::fs::File> {
@@ -99,6 +102,7 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
             .unwrap_or_else(|| state_dir.join("cache")),
         cgroup_layout: options.cgroup_layout,
         user_namespaces: options.user_namespaces,
+        import_limits: options.import_limits,
     })
     .await
     .map_err(|e| anyhow::anyhow!(mayfly_driver::error_chain(&e)))

@@ -10,6 +10,8 @@
 //! the forker's logs, and cleans up by force so that a failing test does not poison the host.
 #![allow(dead_code)]
 
+pub mod images;
+
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
