@@ -377,7 +377,8 @@ fn a_restart_interrupted_after_its_stop_signal_still_ends_with_the_instance_runn
     let before = d.pid_of("slow");
     d.crash_at("stop:signalled", &["restart", "slow"]);
     wait_until(Duration::from_secs(20), "slow to run again", || {
-        d.state_of("slow").as_deref() == Some("running") && d.pid_of("slow") != before
+        let info = d.info("slow");
+        info["state"] == "running" && info["pid"].as_i64().is_some_and(|p| p != i64::from(before))
     });
     d.ok(&["rm", "--force", "slow"]);
     d.finish();
