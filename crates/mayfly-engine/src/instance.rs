@@ -1,5 +1,5 @@
-//! Instance actions: create, start, stop, restart, reset, remove, exec, attached runs, and
-//! what `list`/`info` show.
+//! Instance actions: create, start, stop, restart, reset, remove, attached runs, and what
+//! `list`/`info` show (`exec` is in `exec.rs`).
 //!
 //! Rules, in one place:
 //! - `start` needs a stopped instance; a transient or ephemeral one always starts from a
@@ -10,16 +10,16 @@
 //!   its writable layer discarded, and started again.
 //! - `rm` refuses a running instance unless forced.
 //! - A launch that cannot start leaves nothing behind.
+//! - A stop that fails leaves the instance running, not stopping; the end of a run always
+//!   settles it (see `slot.rs`).
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use mayfly_api::names::{TemplateRef, check_instance_name};
 use mayfly_api::{
-    CreateInstance, ExecRequest, ExitInfo, InstanceInfo, InstanceState, Isolation, Mode,
-    StopRequest,
+    CreateInstance, ExitInfo, InstanceInfo, InstanceState, Isolation, Mode, StopRequest,
 };
 use mayfly_driver::{ExitStatus, IdMap, InitStdio, InstanceSpec, ProcessSpec};
 use mayfly_store::{ID_RANGE, InstanceConfig, InstanceRecord, RunRecord};
@@ -32,20 +32,6 @@ use crate::{Engine, EngineError, lock, process};
 /// Default grace period between the stop signal and SIGKILL.
 const DEFAULT_STOP_TIMEOUT: u64 = 10;
 
-/// An exec'd process: its id (to signal it) and how it will end.
-#[derive(Debug)]
-pub struct ExecHandle {
-    /// Id for [`Engine::signal_exec`].
-    pub exec_id: u64,
-    /// Host pid.
-    pub pid: i32,
-    /// The master side of the terminal the process really got (made inside the instance),
-    /// to use instead of the one passed.
-    pub terminal: Option<OwnedFd>,
-    /// Resolves when it ends.
-    pub exit: oneshot::Receiver<ExitStatus>,
-}
-
 /// An attached run: the instance's name and how its run will end.
 #[derive(Debug)]
 pub struct RunHandle {
@@ -56,7 +42,7 @@ pub struct RunHandle {
     pub exit: oneshot::Receiver<Option<ExitStatus>>,
 }
 
-fn wrong_state(slot: &Slot, state: InstanceState, action: &'static str) -> EngineError {
+pub(crate) fn wrong_state(slot: &Slot, state: InstanceState, action: &'static str) -> EngineError {
     let hint = match state {
         InstanceState::Running => Some(format!("stop it first with `mayfly stop {}`", slot.name)),
         InstanceState::Stopped => Some(format!("start it with `mayfly start {}`", slot.name)),
@@ -777,93 +763,5 @@ impl Engine {
         let n = name.to_owned();
         let rec = self.db(move |s| s.instance(&n)).await?;
         self.delete_instance(&slot, &rec).await
-    }
-
-    // ---- exec and signals --------------------------------------------------------------
-
-    /// Runs a process in a running instance with `fds` as its stdio.
-    pub async fn exec(
-        self: &Arc<Self>,
-        name: &str,
-        req: ExecRequest,
-        fds: Vec<OwnedFd>,
-    ) -> Result<ExecHandle, EngineError> {
-        if req.command.is_empty() {
-            return Err(EngineError::invalid(
-                "no command given",
-                "e.g. `mayfly exec NAME -- ls /`",
-            ));
-        }
-        process::check_env(&req.env)
-            .map_err(|e| EngineError::invalid(e, "e.g. `--env LANG=C.UTF-8`"))?;
-        process::check_size(&req.command, &req.env, req.workdir.as_deref())?;
-        if req.command.iter().any(|a| a.contains('\0')) {
-            return Err(EngineError::invalid(
-                "the command contains a NUL byte",
-                "remove it",
-            ));
-        }
-        let slot = self.slot(name)?;
-        let (state, version) = {
-            let rt = lock(&slot.rt);
-            (rt.state, rt.version)
-        };
-        if state != InstanceState::Running {
-            return Err(wrong_state(&slot, state, "exec"));
-        }
-        let n = name.to_owned();
-        let rec = self.db(move |s| s.instance(&n)).await?;
-        let tname = rec.template.clone();
-        let template = self.db(move |s| s.template(&tname)).await?;
-        let running = version.and_then(|v| template.version(v));
-        let template_env = running.map(|v| v.config.env.clone()).unwrap_or_default();
-        let template_dir = running
-            .map(|v| v.config.workdir.clone())
-            .filter(|w| !w.is_empty())
-            .unwrap_or_else(|| "/".to_owned());
-        let process = ProcessSpec {
-            args: req.command.clone(),
-            env: process::environment(
-                &rec.name,
-                req.tty,
-                &[&template_env, &rec.config.env, &req.env],
-            ),
-            cwd: req.workdir.clone().unwrap_or(template_dir),
-            uid: 0,
-            gid: 0,
-            tty: req.tty,
-        };
-        let exec_id = self.next_exec.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        lock(&self.execs).insert(exec_id, tx);
-        match self.driver.exec(&slot.id, exec_id, process, fds).await {
-            Ok(started) => Ok(ExecHandle {
-                exec_id,
-                pid: started.pid,
-                terminal: started.terminal,
-                exit: rx,
-            }),
-            Err(e) => {
-                lock(&self.execs).remove(&exec_id);
-                Err(from_driver(e))
-            }
-        }
-    }
-
-    /// Sends `signal` to an exec'd process.
-    pub async fn signal_exec(&self, exec_id: u64, signal: i32) -> Result<(), EngineError> {
-        self.driver
-            .signal_exec(exec_id, signal)
-            .await
-            .map_err(EngineError::Driver)
-    }
-
-    /// Sends `signal` to an instance's init.
-    pub async fn signal_instance(&self, name: &str, signal: i32) -> Result<(), EngineError> {
-        let slot = self.slot(name)?;
-        self.driver
-            .signal(&slot.id, signal)
-            .await
-            .map_err(EngineError::Driver)
     }
 }

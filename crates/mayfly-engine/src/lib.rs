@@ -17,6 +17,7 @@
 mod apps;
 mod build;
 mod error;
+mod exec;
 mod freeze;
 mod instance;
 mod layer;
@@ -43,7 +44,8 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use build::BuildLog;
 pub use error::EngineError;
-pub use instance::{ExecHandle, RunHandle};
+pub use exec::ExecHandle;
+pub use instance::RunHandle;
 pub use logs::LogFiles;
 pub use rollout::{RolloutLog, rollout_error};
 pub use template::ChannelReader;

@@ -320,7 +320,7 @@ fn the_daemon_killed_at_random_moments_always_restarts_ready_and_consistent() {
             .stderr(Stdio::null())
             .spawn()
             .expect("start the operation");
-        std::thread::sleep(Duration::from_millis(rng.below(400)));
+        std::thread::sleep(Duration::from_millis(rng.below(250)));
         d.kill_daemon();
         if std::fs::read_to_string(&keeper_freezer.0).is_ok_and(|s| s.trim() == keeper_freezer.2) {
             while_frozen += 1;

@@ -1,0 +1,85 @@
+//! Instances and templates as the test files drive them: launch, wait for a state, read
+//! what `info` says.
+
+use super::*;
+
+/// How long an instance may take to reach a state it is expected to reach.
+pub const SETTLE: Duration = Duration::from_secs(10);
+
+/// Launches `name` from busybox with `extra` arguments before `--`, and `cmd` (a `sh -c`
+/// script) as its init when given.
+pub fn launch(d: &TestDaemon, name: &str, extra: &[&str], cmd: Option<&str>) {
+    let mut args = vec!["launch", "busybox", "--name", name];
+    args.extend_from_slice(extra);
+    if let Some(script) = cmd {
+        args.extend_from_slice(&["--", "sh", "-c", script]);
+    }
+    d.ok(&args);
+}
+
+/// Waits until instance `name` is in `state`.
+pub fn wait_state(d: &TestDaemon, name: &str, state: &str) {
+    let ok = poll_until(SETTLE, || d.state_of(name).as_deref() == Some(state));
+    assert!(
+        ok,
+        "instance {name} did not become {state}: {:?}\n{}",
+        d.state_of(name),
+        d.logs()
+    );
+}
+
+/// Whether `info NAME` says the instance does not exist.
+pub fn is_gone(d: &TestDaemon, name: &str) -> bool {
+    let out = d.mayfly(&["info", name, "--json"]);
+    out.code == 1 && out.stderr.contains("does not exist")
+}
+
+/// Whether `path` exists inside running instance `name`.
+pub fn exists_in(d: &TestDaemon, name: &str, path: &str) -> bool {
+    let out = d.mayfly(&["exec", name, "--", "test", "-e", path]);
+    assert!(
+        out.code == 0 || out.code == 1,
+        "`test -e {path}` in {name} failed to run: {out}"
+    );
+    out.code == 0
+}
+
+/// The host id base of an instance's user namespace (0 without one).
+pub fn id_base(d: &TestDaemon, name: &str) -> u32 {
+    d.info(name)["isolation"]["host_id_base"]
+        .as_u64()
+        .and_then(|b| u32::try_from(b).ok())
+        .unwrap_or(0)
+}
+
+/// `template info NAME --json`.
+pub fn template_info(d: &TestDaemon, name: &str) -> Value {
+    d.json(&["template", "info", name, "--json"])
+}
+
+/// One version of a template's info.
+pub fn version(info: &Value, n: u64) -> Value {
+    info["versions"]
+        .as_array()
+        .expect("versions")
+        .iter()
+        .find(|v| v["version"] == n)
+        .cloned()
+        .unwrap_or_else(|| panic!("no version {n} in {info}"))
+}
+
+/// The layer digests of a version, lowest first.
+pub fn digests(v: &Value) -> Vec<String> {
+    v["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| l["digest"].as_str().expect("digest").to_owned())
+        .collect()
+}
+
+/// The directory name of a layer in `<state>/layers` (`blake3:x` → `blake3-x`).
+pub fn layer_dir_name(digest: &str) -> String {
+    digest.replace(':', "-")
+}
+
