@@ -212,8 +212,9 @@ impl Engine {
             // In the background: resets can take a while, and the daemon serves meanwhile.
             let e = engine.clone();
             tokio::spawn(async move {
-                for subject in recovered.rollouts {
+                for (journal, subject) in recovered.rollouts {
                     e.revert_interrupted(&subject).await;
+                    e.journal_end(journal).await;
                 }
             });
         }

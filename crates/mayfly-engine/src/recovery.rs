@@ -42,7 +42,7 @@ pub(crate) mod kind {
     /// A clone: the new instance (the subject), whose row may already exist.
     pub const CLONE: &str = "clone";
     /// A rollout of `NAME@VERSION` (the subject): if interrupted, the name and the followers
-    /// on that version are put back.
+    /// on that version are put back; closed only once that is done.
     pub const ROLLOUT: &str = "rollout";
     /// An operation that stops a running instance (the subject) and starts it again
     /// (restart, reset, restore): if it was interrupted, the instance is started again.
@@ -57,8 +57,8 @@ pub(crate) struct Recovered {
     pub thaw: Vec<(i64, String)>,
     /// Instances an interrupted restart, reset or restore may have left stopped: to start.
     pub restart: Vec<String>,
-    /// Rollouts (`NAME@VERSION`) to put back.
-    pub rollouts: Vec<String>,
+    /// Rollouts (`NAME@VERSION`) to put back, with the journal entry to close once done.
+    pub rollouts: Vec<(i64, String)>,
 }
 
 /// Rolls back interrupted operations and sweeps unreferenced trees.
@@ -85,7 +85,11 @@ pub(crate) fn recover(store: &mut Store, layout: &Layout) -> Result<Recovered, S
             kind::SNAPSHOT => left.thaw.push((0, entry.subject.clone())),
             kind::CLONE => store.forget_instance(&entry.subject)?,
             kind::RESTART => left.restart.push(entry.subject.clone()),
-            kind::ROLLOUT => left.rollouts.push(entry.subject.clone()),
+            kind::ROLLOUT => {
+                // Closed once put back: a daemon killed while putting back does it again.
+                left.rollouts.push((entry.id, entry.subject.clone()));
+                continue;
+            }
             _ => {}
         }
         store.journal_end(entry.id)?;

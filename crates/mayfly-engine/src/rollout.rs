@@ -15,7 +15,8 @@
 //!   that one run; then it follows the name like any follower);
 //! - after a failed reset or health check, the name points back at the version it meant
 //!   before the target became current (`previous_version`, remembered by every move of the
-//!   name: patch, new version, rollback) — not at the version most followers ran, which after
+//!   name forward: patch, new version; a move back clears it, since the version turned away
+//!   from is never a place to go back to) — not at the version most followers ran, which after
 //!   an earlier rollback may be a version already rejected — unless someone moved the name
 //!   meanwhile;
 //! - every running transient follower on the target then follows the name back: the
@@ -24,8 +25,8 @@
 //!   target) is returned to the version it ran before the rollout (or, when it started on the
 //!   target, to the version the name points at). Pinned instances are never touched.
 //!
-//! When the name has no previous version (a template that never moved), it stays, and the
-//! instances reset are returned to the versions they ran.
+//! When the name has no previous version (it never moved forward, or its last move was
+//! back), it stays, and the instances reset are returned to the versions they ran.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

@@ -260,7 +260,9 @@ impl Store {
         }
         self.conn
             .execute(
-                "UPDATE templates SET previous_version = current_version, current_version = ?2
+                "UPDATE templates SET previous_version =
+                     CASE WHEN ?2 > current_version THEN current_version ELSE NULL END,
+                     current_version = ?2
                  WHERE name = ?1 AND current_version != ?2",
                 params![name, version],
             )

@@ -271,7 +271,7 @@ fn the_write_ahead_log_shrinks_back_after_checkpoints() {
 }
 
 #[test]
-fn the_name_remembers_where_it_pointed_before_its_last_move() {
+fn the_name_remembers_where_it_pointed_before_it_last_moved_forward() {
     let (_d, mut s) = open();
     let cfg = TemplateConfig::default();
     let meta = VersionMeta::default();
@@ -286,30 +286,44 @@ fn the_name_remembers_where_it_pointed_before_its_last_move() {
         .unwrap();
     assert_eq!(prev(&s), Some(2));
     s.set_current_version("t", 1).unwrap();
-    assert_eq!(prev(&s), Some(3), "a rollback is a move");
-    s.set_current_version("t", 1).unwrap();
     assert_eq!(
         prev(&s),
-        Some(3),
-        "pointing where it points already is none"
+        None,
+        "a rollback turns away from where it was: that is nowhere to go back to"
     );
+    s.set_current_version("t", 3).unwrap();
+    assert_eq!(
+        prev(&s),
+        Some(1),
+        "a move forward remembers where it came from"
+    );
+    s.set_current_version("t", 3).unwrap();
+    assert_eq!(
+        prev(&s),
+        Some(1),
+        "pointing where it points already is no move"
+    );
+    s.set_current_version("t", 1).unwrap();
     s.add_template_version("t", &v(&[layer(1), layer(4)], &cfg, &meta), None)
         .unwrap();
     assert_eq!(
         prev(&s),
         Some(1),
-        "a patch after a rollback came from 1, not 3"
+        "a patch after a rollback came from 1, not from the 3 turned away from"
     );
     s.set_current_version("t", 2).unwrap();
-    assert_eq!(prev(&s), Some(4));
-    s.delete_version("t", 4).unwrap();
+    s.set_current_version("t", 4).unwrap();
+    assert_eq!(prev(&s), Some(2));
+    s.delete_version("t", 2).unwrap();
     assert_eq!(prev(&s), None, "a removed version is nowhere to go back to");
+    s.set_current_version("t", 3).unwrap();
+    s.delete_version("t", 4).unwrap();
     s.add_template_version("t", &v(&[layer(1), layer(5)], &cfg, &meta), None)
         .unwrap();
     assert_eq!(s.template("t").unwrap().current_version, 4);
     assert_eq!(
         prev(&s),
-        Some(2),
+        Some(3),
         "the new version 4 is not the removed one"
     );
 }

@@ -241,15 +241,17 @@ fn check(d: &TestDaemon, round: u64) {
         snapshots,
         "round {round}: snapshot trees"
     );
-    // Leaks.
-    let running: BTreeSet<String> = instances
-        .iter()
-        .filter(|i| i["state"] == "running")
-        .filter_map(|i| i["id"].as_str().map(str::to_owned))
-        .collect();
+    // Leaks: the groups are the running instances' (both read afresh: work put back in the
+    // background, such as an interrupted rollout's resets, may still be going on).
     let parent = d.cgroup_parent();
     let mut groups = BTreeSet::new();
-    let same = poll_until(Duration::from_secs(10), || {
+    let mut running = BTreeSet::new();
+    let same = poll_until(Duration::from_secs(20), || {
+        running = array(&d.json(&["list", "--json"]))
+            .iter()
+            .filter(|i| i["state"] == "running")
+            .filter_map(|i| i["id"].as_str().map(str::to_owned))
+            .collect();
         groups = common::cgroup_present(&parent)
             .into_iter()
             .find(|p| {

@@ -156,4 +156,3 @@ pub fn dir_entries(path: &Path) -> Vec<String> {
 pub fn layer_dirs(d: &TestDaemon) -> HashSet<String> {
     d.state_entries("layers").into_iter().collect()
 }
-

@@ -108,4 +108,3 @@ pub fn mounts_mentioning(needle: &str) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
-

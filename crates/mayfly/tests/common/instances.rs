@@ -82,4 +82,3 @@ pub fn digests(v: &Value) -> Vec<String> {
 pub fn layer_dir_name(digest: &str) -> String {
     digest.replace(':', "-")
 }
-

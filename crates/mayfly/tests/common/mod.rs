@@ -728,4 +728,3 @@ impl Drop for TestDaemon {
         }
     }
 }
-
