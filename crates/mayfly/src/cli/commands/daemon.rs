@@ -1,0 +1,33 @@
+//! `mayfly info` without a name: the daemon's own facts (version, state directory, cgroup
+//! mode, user namespaces, counts).
+
+use hyper::Method;
+use mayfly_api::{DaemonInfo, paths};
+
+use crate::cli::client::{Client, ClientError};
+use crate::cli::output::json;
+
+pub(super) async fn daemon_info(client: &Client, as_json: bool) -> Result<i32, ClientError> {
+    let info: DaemonInfo = client.call(Method::GET, paths::INFO, None::<&()>).await?;
+    if as_json {
+        json(&info);
+        return Ok(0);
+    }
+    println!("version:          {}", info.version);
+    println!("state directory:  {}", info.state_dir);
+    println!("socket:           {}", client.socket().display());
+    println!("cgroups:          {}", info.cgroup_mode);
+    match &info.user_namespaces_off_reason {
+        None => println!("user namespaces:  yes (idmapped template layers)"),
+        Some(why) => println!("user namespaces:  no ({why})"),
+    }
+    if let Some(pid) = info.forker_pid {
+        println!("forker pid:       {pid}");
+    }
+    println!("templates:        {}", info.templates);
+    println!(
+        "instances:        {} ({} running)",
+        info.instances, info.running
+    );
+    Ok(0)
+}

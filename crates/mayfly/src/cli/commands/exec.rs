@@ -1,0 +1,66 @@
+//! The interactive commands, `exec` and `run`: a program's streams carried over the upgraded
+//! connection, and its exit code passed through (or 125/126/127 when mayfly failed).
+
+use mayfly_api::{ExecRequest, Mode, paths};
+
+use super::enc;
+use super::instance::create_request;
+use crate::cli::client::{Client, ClientError};
+use crate::cli::stream::{interactive, stdin_is_terminal, terminal_size};
+use crate::cli::{ExecArgs, RunArgs};
+
+/// `mayfly exec NAME -- CMD...`.
+pub(super) async fn exec(client: &Client, a: ExecArgs) -> i32 {
+    let req = ExecRequest {
+        command: a.command,
+        env: a.env,
+        workdir: a.workdir,
+        tty: a.tty,
+        term_size: if a.tty { terminal_size() } else { None },
+    };
+    match interactive(
+        client,
+        &paths::instance_action(&enc(&a.name), "exec"),
+        &req,
+        a.tty,
+    )
+    .await
+    {
+        Ok(code) => code,
+        Err(e) => exec_failure(&e),
+    }
+}
+
+pub(super) async fn run(client: &Client, args: RunArgs) -> i32 {
+    let mode = if args.rm {
+        Mode::Ephemeral
+    } else {
+        Mode::Transient
+    };
+    let tty = args.tty;
+    let mut req = create_request(args.template, args.command, args.options, mode);
+    req.tty = tty;
+    req.term_size = if tty { terminal_size() } else { None };
+    if tty && !stdin_is_terminal() {
+        eprintln!("warning: -t given but stdin is not a terminal");
+    }
+    match interactive(client, paths::RUN, &req, tty).await {
+        Ok(code) => code,
+        Err(e) => exec_failure(&e),
+    }
+}
+
+/// The exit code of `run`/`exec` when mayfly, not the program, failed.
+fn exec_failure(e: &ClientError) -> i32 {
+    eprintln!("error: {e}");
+    match e {
+        ClientError::Api(api)
+            if api.code == mayfly_api::ErrorCode::NotFound
+                && api.message.starts_with("cannot exec") =>
+        {
+            127
+        }
+        ClientError::Api(api) if api.message.starts_with("cannot exec") => 126,
+        _ => 125,
+    }
+}

@@ -1,0 +1,296 @@
+//! Instance nouns: launch, start, stop, restart, reset, rm, list, info NAME and logs. The
+//! request every new instance starts from (`create_request`) is here too; `run` uses it.
+
+use std::io::Write;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::Method;
+use mayfly_api::{CreateInstance, InstanceInfo, Mode, StopRequest, paths};
+
+use super::{each, enc};
+use crate::cli::client::{Client, ClientError, full};
+use crate::cli::output::{ago, json, size, table};
+use crate::cli::stream::stdin_is_terminal;
+use crate::cli::{InstanceOptions, LaunchArgs, NamesArgs, RmArgs, StopArgs};
+
+pub(super) fn create_request(
+    template: String,
+    command: Vec<String>,
+    options: InstanceOptions,
+    mode: Mode,
+) -> CreateInstance {
+    CreateInstance {
+        template,
+        name: options.name,
+        mode,
+        command,
+        apps: options.apps,
+        ordered_apps: options.ordered,
+        env: options.env,
+        workdir: options.workdir,
+        start: true,
+        tty: false,
+        term_size: None,
+    }
+}
+
+pub(super) async fn launch(client: &Client, args: LaunchArgs) -> Result<i32, ClientError> {
+    let mode = if args.ephemeral {
+        Mode::Ephemeral
+    } else if args.persistent {
+        Mode::Persistent
+    } else {
+        Mode::Transient
+    };
+    let mut req = create_request(args.template, args.command, args.options, mode);
+    req.start = !args.no_start;
+    let info: InstanceInfo = client
+        .call(Method::POST, paths::INSTANCES, Some(&req))
+        .await?;
+    if args.json {
+        json(&info);
+    } else {
+        println!(
+            "{} {} ({}, from {})",
+            if req.start { "launched" } else { "created" },
+            info.name,
+            info.mode,
+            info.template
+        );
+    }
+    Ok(0)
+}
+
+pub(super) async fn list(client: &Client, as_json: bool) -> Result<i32, ClientError> {
+    let all: Vec<InstanceInfo> = client
+        .call(Method::GET, paths::INSTANCES, None::<&()>)
+        .await?;
+    if as_json {
+        json(&all);
+        return Ok(0);
+    }
+    let rows: Vec<Vec<String>> = all
+        .iter()
+        .map(|i| {
+            let template = match (i.pinned_version, i.running_version) {
+                (Some(p), _) => format!("{}@{p}", i.template),
+                (None, Some(v)) => format!("{} (v{v})", i.template),
+                (None, None) => i.template.clone(),
+            };
+            vec![
+                i.name.clone(),
+                i.state.to_string(),
+                i.mode.to_string(),
+                template,
+                i.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                ago(&i.created_at),
+            ]
+        })
+        .collect();
+    table(
+        &["NAME", "STATE", "MODE", "TEMPLATE", "PID", "CREATED"],
+        &rows,
+    );
+    Ok(0)
+}
+
+pub(super) async fn instance_info(
+    client: &Client,
+    name: &str,
+    as_json: bool,
+) -> Result<i32, ClientError> {
+    let i: InstanceInfo = client
+        .call(Method::GET, &paths::instance(&enc(name)), None::<&()>)
+        .await?;
+    if as_json {
+        json(&i);
+        return Ok(0);
+    }
+    let template = match i.pinned_version {
+        Some(v) => format!("{}@{v} (pinned)", i.template),
+        None => format!("{} (follows the latest version)", i.template),
+    };
+    println!("name:        {}", i.name);
+    println!("id:          {}", i.id);
+    println!("state:       {}", i.state);
+    println!("mode:        {}", i.mode);
+    println!("template:    {template}");
+    if let Some(v) = i.running_version {
+        println!("running:     version {v}");
+    }
+    if let Some(pid) = i.pid {
+        println!("pid:         {pid}");
+    }
+    if !i.command.is_empty() {
+        println!("command:     {}", i.command.join(" "));
+    }
+    for e in &i.env {
+        println!("env:         {e}");
+    }
+    println!("created:     {} ({})", i.created_at, ago(&i.created_at));
+    if let Some(s) = &i.started_at {
+        println!("started:     {s} ({})", ago(s));
+    }
+    if let Some(e) = &i.last_exit {
+        let how = match e.signal {
+            Some(sig) => format!("killed by signal {sig} (code {})", e.code),
+            None => format!("exit code {}", e.code),
+        };
+        println!(
+            "last exit:   {how}{}",
+            e.at.as_deref()
+                .map(|a| format!(" at {a}"))
+                .unwrap_or_default()
+        );
+    }
+    match (i.isolation.user_namespace, i.isolation.host_id_base) {
+        (true, Some(base)) => println!(
+            "isolation:   user namespace, ids 0-{} = host {base}-{}",
+            i.isolation.host_id_count.unwrap_or(0).saturating_sub(1),
+            base + i.isolation.host_id_count.unwrap_or(1) - 1
+        ),
+        _ => println!("isolation:   no user namespace"),
+    }
+    if let Some(b) = i.writable_bytes {
+        println!("changes:     {} in the writable layer", size(b));
+    }
+    if let Some(e) = &i.error {
+        println!("error:       {e}");
+    }
+    Ok(0)
+}
+
+/// `mayfly start NAME...`.
+pub(super) async fn start(client: &Client, a: NamesArgs) -> Result<i32, ClientError> {
+    each(&a.names, |n| async move {
+        client
+            .call::<InstanceInfo>(
+                Method::POST,
+                &paths::instance_action(&enc(&n), "start"),
+                None::<&()>,
+            )
+            .await
+            .map(|_| println!("started {n}"))
+    })
+    .await
+}
+
+/// `mayfly stop NAME...`.
+pub(super) async fn stop(client: &Client, a: StopArgs) -> Result<i32, ClientError> {
+    let req = StopRequest {
+        timeout: Some(a.timeout),
+        force: a.force,
+    };
+    each(&a.names, |n| {
+        let req = req.clone();
+        async move {
+            client
+                .call::<()>(
+                    Method::POST,
+                    &paths::instance_action(&enc(&n), "stop"),
+                    Some(&req),
+                )
+                .await
+                .map(|()| println!("stopped {n}"))
+        }
+    })
+    .await
+}
+
+pub(super) async fn lifecycle(
+    client: &Client,
+    names: &[String],
+    action: &'static str,
+    done: &'static str,
+    timeout: u64,
+    force: bool,
+) -> Result<i32, ClientError> {
+    let req = StopRequest {
+        timeout: Some(timeout),
+        force,
+    };
+    each(names, |n| {
+        let req = req.clone();
+        async move {
+            client
+                .call::<InstanceInfo>(
+                    Method::POST,
+                    &paths::instance_action(&enc(&n), action),
+                    Some(&req),
+                )
+                .await
+                .map(|_| println!("{done} {n}"))
+        }
+    })
+    .await
+}
+
+/// `mayfly rm NAME...`.
+pub(super) async fn rm(client: &Client, a: RmArgs) -> Result<i32, ClientError> {
+    let force = a.force;
+    each(&a.names, |n| async move { remove(client, &n, force).await }).await
+}
+
+/// `rm` of one instance: with `--force` everything goes; without it, an instance with
+/// snapshots is only removed after the user says yes on a terminal.
+async fn remove(client: &Client, name: &str, force: bool) -> Result<(), ClientError> {
+    let delete = |snapshots: bool| {
+        let path = format!(
+            "{}?force={force}&snapshots={snapshots}",
+            paths::instance(&enc(name))
+        );
+        async move { client.call::<()>(Method::DELETE, &path, None::<&()>).await }
+    };
+    match delete(force).await {
+        Err(ClientError::Api(e))
+            if e.code == mayfly_api::ErrorCode::InUse && e.message.contains("has snapshots") =>
+        {
+            if !stdin_is_terminal() {
+                return Err(ClientError::Api(e));
+            }
+            eprint!("{}. Delete them too? [y/N] ", e.message);
+            let _ = std::io::stderr().flush();
+            let mut answer = String::new();
+            let _ = std::io::stdin().read_line(&mut answer);
+            if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                eprintln!("kept {name}");
+                return Ok(());
+            }
+            delete(true).await?;
+        }
+        other => other?,
+    }
+    println!("removed {name}");
+    Ok(())
+}
+
+pub(super) async fn logs(
+    client: &Client,
+    name: &str,
+    follow: bool,
+    tail: Option<u64>,
+) -> Result<i32, ClientError> {
+    let mut path = format!(
+        "{}?follow={follow}",
+        paths::instance_action(&enc(name), "logs")
+    );
+    if let Some(n) = tail {
+        path.push_str(&format!("&tail={n}"));
+    }
+    let req = Client::request(Method::GET, &path, "application/json", full(Bytes::new()))?;
+    let response = client.send(req).await?;
+    if !response.status().is_success() {
+        return Err(Client::error_of(response).await);
+    }
+    let mut body = response.into_body();
+    let mut out = std::io::stdout();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ClientError::Protocol(format!("log stream broke: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            let _ = out.write_all(&data);
+            let _ = out.flush();
+        }
+    }
+    Ok(0)
+}

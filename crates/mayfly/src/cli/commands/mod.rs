@@ -1,0 +1,79 @@
+//! One function per command: build the request, call the API, print the answer.
+//! `dispatch` hands each command to the file of its noun; what several nouns share (names
+//! percent-encoded into paths, the error report, the loop over several names) lives here.
+
+mod daemon;
+mod exec;
+mod import;
+mod instance;
+mod snapshot;
+mod template;
+
+use super::Command;
+use super::client::{Client, ClientError};
+
+/// Percent-encodes a path segment or query value.
+fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn fail(e: &ClientError) -> i32 {
+    eprintln!("error: {e}");
+    e.exit_code()
+}
+
+/// Runs one client command; returns the exit code.
+pub async fn dispatch(client: &Client, command: Command) -> i32 {
+    let result: Result<i32, ClientError> = match command {
+        Command::Daemon(_) | Command::Forker(_) => Ok(2),
+        Command::Info(args) => match args.name {
+            None => daemon::daemon_info(client, args.json).await,
+            Some(name) => instance::instance_info(client, &name, args.json).await,
+        },
+        Command::Template(t) => template::template(client, t).await,
+        Command::Launch(args) => instance::launch(client, args).await,
+        Command::Run(args) => return exec::run(client, args).await,
+        Command::List(f) => instance::list(client, f.json).await,
+        Command::Start(a) => instance::start(client, a).await,
+        Command::Stop(a) => instance::stop(client, a).await,
+        Command::Restart(a) => {
+            instance::lifecycle(client, &a.names, "restart", "restarted", a.timeout, a.force).await
+        }
+        Command::Reset(a) => {
+            instance::lifecycle(client, &a.names, "reset", "reset", a.timeout, a.force).await
+        }
+        Command::Rm(a) => instance::rm(client, a).await,
+        Command::Snapshot(c) => snapshot::snapshot(client, c).await,
+        Command::Clone(a) => snapshot::clone_instance(client, a).await,
+        Command::Publish(a) => snapshot::publish(client, a).await,
+        Command::Exec(a) => return exec::exec(client, a).await,
+        Command::Logs(a) => instance::logs(client, &a.name, a.follow, a.tail).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => fail(&e),
+    }
+}
+
+/// Applies `f` to every name; reports each failure and goes on. Exit 1 if any failed.
+async fn each<F, Fut>(names: &[String], f: F) -> Result<i32, ClientError>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<(), ClientError>>,
+{
+    let mut code = 0;
+    for n in names {
+        if let Err(e) = f(n.clone()).await {
+            code = code.max(fail(&e));
+        }
+    }
+    Ok(code)
+}
