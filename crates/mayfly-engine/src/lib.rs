@@ -207,7 +207,12 @@ impl Engine {
         }
         engine.reconcile(true).await?;
         engine.thaw_interrupted(recovered.thaw).await;
-        engine.restart_interrupted(recovered.restart).await;
+        // In the background: a start can take a while (a clone's first start makes SSH host
+        // keys), and the daemon serves the others meanwhile.
+        tokio::spawn({
+            let e = engine.clone();
+            async move { e.restart_interrupted(recovered.restart).await }
+        });
         if !recovered.rollouts.is_empty() {
             // In the background: resets can take a while, and the daemon serves meanwhile.
             let e = engine.clone();

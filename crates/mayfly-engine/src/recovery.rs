@@ -245,9 +245,22 @@ impl Engine {
                 e => e,
             };
             if let Some(status) = ended {
-                lock(&slot.rt).pending_exit = Some(status);
-                let _guard = slot.acquire_wait("finish the run").await;
-                self.settle(&slot).await;
+                // Settled in the background: releasing a group that is slow to empty, or a
+                // discard, must not hold up the daemon's start (or a reconcile) for the
+                // others. The instance reads `stopping` until then; anything else it is
+                // asked waits for its operation lock.
+                {
+                    let mut rt = lock(&slot.rt);
+                    rt.pending_exit = Some(status);
+                    if rt.state != InstanceState::Stopped {
+                        rt.state = InstanceState::Stopping;
+                    }
+                }
+                let engine = self.clone();
+                tokio::spawn(async move {
+                    let _guard = slot.acquire_wait("finish the run").await;
+                    engine.settle(&slot).await;
+                });
             }
         }
         for (id, c) in tracked {
