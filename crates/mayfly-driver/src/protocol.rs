@@ -334,26 +334,14 @@ pub fn send(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::R
 }
 
 /// Receives one message into `buf`; returns its length (0 means the peer closed) and the
-/// descriptors that came with it (close-on-exec).
+/// descriptors that came with it (close-on-exec). A message cut short (data or descriptors)
+/// is an error: for the private sockets of a child's set-up, where that cannot happen.
 pub fn recv(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
-    let mut control = RecvAncillaryBuffer::new(&mut space);
-    let msg = rustix::net::recvmsg(
-        sock,
-        &mut [IoSliceMut::new(buf)],
-        &mut control,
-        RecvFlags::CMSG_CLOEXEC,
-    )?;
-    let mut fds = Vec::new();
-    for m in control.drain() {
-        if let RecvAncillaryMessage::ScmRights(received) = m {
-            fds.extend(received);
-        }
-    }
-    if msg.flags.contains(ReturnFlags::TRUNC) || msg.flags.contains(ReturnFlags::CTRUNC) {
+    let r = recv_message(sock, buf)?;
+    if r.truncated || r.fds_dropped {
         return Err(io::Error::other("truncated message on the forker socket"));
     }
-    Ok((msg.bytes, fds))
+    Ok((r.len, r.fds))
 }
 
 /// One message as received on the daemon ↔ forker connection.

@@ -19,7 +19,7 @@ use rustix::fs::{self as rfs, FileType, Mode, OFlags};
 
 use crate::ImageError;
 use crate::inode::{Inode, Time, set_times_fd};
-use crate::tree::{list_dir, open_dir_beneath, open_root};
+use crate::tree::{open_dir_beneath, open_empty_root};
 
 /// Every timestamp in the tree: 2023-11-14T22:13:20Z.
 const FIXED_MTIME: Time = Time {
@@ -82,19 +82,7 @@ const PROFILE: &str = "export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 pub fn build_busybox_rootfs(busybox: &Path, dest: &Path) -> Result<(), ImageError> {
     let applets = applets(busybox)?;
     let version = version(busybox);
-    let root = open_root(dest).map_err(|source| ImageError::Open {
-        path: dest.to_owned(),
-        source,
-    })?;
-    let names = list_dir(root.as_fd()).map_err(|source| ImageError::Read {
-        path: dest.to_owned(),
-        source,
-    })?;
-    if !names.is_empty() {
-        return Err(ImageError::NotEmpty {
-            path: dest.to_owned(),
-        });
-    }
+    let root = open_empty_root(dest)?;
     let mut builder = Builder {
         root,
         dest,

@@ -37,6 +37,24 @@ pub(crate) fn open_root(path: &Path) -> io::Result<OwnedFd> {
     )?)
 }
 
+/// Opens the directory at `dest`, where a tree is about to be made: it must be empty.
+pub(crate) fn open_empty_root(dest: &Path) -> Result<OwnedFd, ImageError> {
+    let root = open_root(dest).map_err(|source| ImageError::Open {
+        path: dest.to_owned(),
+        source,
+    })?;
+    let names = list_dir(root.as_fd()).map_err(|source| ImageError::Read {
+        path: dest.to_owned(),
+        source,
+    })?;
+    if !names.is_empty() {
+        return Err(ImageError::NotEmpty {
+            path: dest.to_owned(),
+        });
+    }
+    Ok(root)
+}
+
 /// Opens the subdirectory `name` of `dir`, refusing a symlink.
 pub(crate) fn open_dir_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
     Ok(rfs::openat(dir, name, DIR_FLAGS, Mode::empty())?)

@@ -25,9 +25,9 @@ use common::images::{
     OCI_TAR, OCI_TAR_GZ, docker_save, image_config, sha256_hex, write_oci_layout,
 };
 use common::{
-    CLI_TIMEOUT, Output, RawEntry, TestDaemon, digests, dir_entries, gzip, layer_dir_name,
-    layer_dirs, mounts_mentioning, octal, poll_until, raw_tar, tar_of, template_info, version,
-    wait_until, zstd,
+    CLI_TIMEOUT, Output, RawEntry, TestDaemon, assert_nothing_created, assert_refused, catalogue,
+    digests, dir_entries, gzip, layer_dir_name, layer_dirs, mounts_mentioning, octal, raw_tar,
+    tar_of, template_info, template_names, version, wait_until, zstd,
 };
 
 // ---- helpers: instances, catalogue, outside targets -----------------------------------------
@@ -42,91 +42,11 @@ fn launch(d: &TestDaemon, template: &str, name: &str) {
     ]);
 }
 
-/// The names of every template (`template list --json`), sorted.
-fn template_names(d: &TestDaemon) -> Vec<String> {
-    let all = d.json(&["template", "list", "--json"]);
-    let mut names: Vec<String> = all
-        .as_array()
-        .expect("template list --json is an array")
-        .iter()
-        .map(|t| {
-            t["name"]
-                .as_str()
-                .expect("a template has a name")
-                .to_owned()
-        })
-        .collect();
-    names.sort();
-    names
-}
-
 /// The layer digests of a template's current version, lowest first.
 fn layer_digests(d: &TestDaemon, name: &str) -> Vec<String> {
     let info = template_info(d, name);
     let current = info["current_version"].as_u64().expect("current_version");
     digests(&version(&info, current))
-}
-
-/// What the catalogue and the state directory hold, to compare after a refused import.
-#[derive(Debug, Clone)]
-struct Catalogue {
-    templates: Vec<String>,
-    layers: HashSet<String>,
-}
-
-fn catalogue(d: &TestDaemon) -> Catalogue {
-    Catalogue {
-        templates: template_names(d),
-        layers: layer_dirs(d),
-    }
-}
-
-/// Fails unless a failed import left nothing: same templates, same layer directories, an empty
-/// `<state>/tmp`, and (eventually) an empty trash.
-fn assert_nothing_created(d: &TestDaemon, before: &Catalogue, what: &str) {
-    assert_eq!(
-        template_names(d),
-        before.templates,
-        "{what}: the template list changed"
-    );
-    assert_eq!(
-        layer_dirs(d),
-        before.layers,
-        "{what}: layer directories changed"
-    );
-    assert!(
-        d.state_entries("tmp").is_empty(),
-        "{what}: <state>/tmp is not empty: {:?}",
-        d.state_entries("tmp")
-    );
-    let drained = poll_until(Duration::from_secs(10), || {
-        d.state_entries("trash").is_empty()
-    });
-    assert!(
-        drained,
-        "{what}: the trash is not emptied: {:?}",
-        d.state_entries("trash")
-    );
-}
-
-/// Fails unless `out` is a refusal: exit code 1, an `error:` on stderr that names every one
-/// of `mentions`, nothing on stdout.
-fn assert_refused(out: &Output, what: &str, mentions: &[&str]) {
-    assert_eq!(out.code, 1, "{what}: expected exit code 1: {out}");
-    assert!(
-        out.stderr.starts_with("error: "),
-        "{what}: no error message: {out}"
-    );
-    for m in mentions {
-        assert!(
-            out.stderr.contains(m),
-            "{what}: the error does not mention `{m}`: {out}"
-        );
-    }
-    assert!(
-        !out.stdout.contains("imported template"),
-        "{what}: stdout claims success: {out}"
-    );
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);

@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
@@ -21,7 +20,8 @@ use serde_json::{Value, json};
 
 use common::images::{OCI_TAR, docker_save, image_config, write_oci_layout};
 use common::{
-    CLI_TIMEOUT, Output, TestDaemon, layer_dirs, make_rootfs, parse_http, poll_until, tar_of, zstd,
+    CLI_TIMEOUT, Output, TestDaemon, assert_nothing_created, assert_refused, catalogue,
+    make_rootfs, parse_http, poll_until, tar_of, template_names, zstd,
 };
 
 // ---- archives ----------------------------------------------------------------------------------
@@ -100,67 +100,6 @@ fn disk_usage(dir: &Path) -> u64 {
     total
 }
 
-fn template_names(d: &TestDaemon) -> Vec<String> {
-    let all = d.json(&["template", "list", "--json"]);
-    let mut names: Vec<String> = all
-        .as_array()
-        .expect("an array")
-        .iter()
-        .filter_map(|t| t["name"].as_str().map(str::to_owned))
-        .collect();
-    names.sort();
-    names
-}
-
-/// What must be the same before and after a refused import.
-#[derive(Debug, PartialEq)]
-struct Snapshot {
-    templates: Vec<String>,
-    layers: HashSet<String>,
-}
-
-fn snapshot(d: &TestDaemon) -> Snapshot {
-    Snapshot {
-        templates: template_names(d),
-        layers: layer_dirs(d),
-    }
-}
-
-/// Fails unless a refused import left nothing: same templates and layers, an empty `tmp/`, and
-/// (once the background removal is done) an empty trash.
-fn assert_nothing_left(d: &TestDaemon, before: &Snapshot, what: &str) {
-    assert_eq!(
-        &snapshot(d),
-        before,
-        "{what}: the catalogue or layers changed"
-    );
-    assert!(
-        d.state_entries("tmp").is_empty(),
-        "{what}: tmp/ holds {:?}",
-        d.state_entries("tmp")
-    );
-    assert!(
-        poll_until(Duration::from_secs(30), || d
-            .state_entries("trash")
-            .is_empty()),
-        "{what}: the trash is not emptied: {:?}",
-        d.state_entries("trash")
-    );
-}
-
-/// Fails unless `out` is a refusal that names each of `mentions`.
-fn assert_refused(out: &Output, what: &str, mentions: &[&str]) {
-    assert_eq!(out.code, 1, "{what}: expected exit code 1: {out}");
-    assert!(out.stderr.starts_with("error: "), "{what}: {out}");
-    for m in mentions {
-        assert!(
-            out.stderr.contains(m),
-            "{what}: the error does not mention `{m}`: {out}"
-        );
-    }
-    assert!(out.stdout.is_empty(), "{what}: {out}");
-}
-
 /// Writes `bytes` to the test directory and imports them as `name` through the CLI.
 fn import_bytes(d: &TestDaemon, name: &str, file: &str, bytes: &[u8]) -> Output {
     let path = d.dir.join(file);
@@ -212,7 +151,7 @@ fn a_compression_bomb_is_refused_and_leaves_nothing_behind() {
         "the bomb takes {} bytes",
         bomb.len()
     );
-    let before = snapshot(&d);
+    let before = catalogue(&d);
     let usage_before = disk_usage(&d.state);
 
     // Through the CLI, from a file and from stdin.
@@ -233,10 +172,10 @@ fn a_compression_bomb_is_refused_and_leaves_nothing_behind() {
         "the refusal took {:?}",
         started.elapsed()
     );
-    assert_nothing_left(&d, &before, "the bomb");
+    assert_nothing_created(&d, &before, "the bomb");
     let out = d.mayfly_stdin(&["template", "import", "bomb", "-"], &bomb);
     assert_refused(&out, "the bomb on stdin", &["(--import-max-ratio)"]);
-    assert_nothing_left(&d, &before, "the bomb on stdin");
+    assert_nothing_created(&d, &before, "the bomb on stdin");
 
     // While a bomb's upload is under way (its first bytes sent, the unpacker waiting for
     // more), everything else works: listings, exec, a launch, another import.
@@ -290,7 +229,7 @@ fn a_compression_bomb_is_refused_and_leaves_nothing_behind() {
     expected.sort();
     assert_eq!(template_names(&d), expected);
     d.ok(&["template", "rm", "real"]);
-    assert_nothing_left(&d, &before, "the slow bomb");
+    assert_nothing_created(&d, &before, "the slow bomb");
 
     // The state directory did not grow (the catalogue and logs may move by a few KiB).
     let usage_after = disk_usage(&d.state);
@@ -312,7 +251,7 @@ fn a_compression_bomb_is_refused_and_leaves_nothing_behind() {
         !new.contains("rolling back") && !new.contains("removing"),
         "the restart found leftovers:\n{new}"
     );
-    assert_nothing_left(&d, &before, "after a restart");
+    assert_nothing_created(&d, &before, "after a restart");
     assert_eq!(d.sh("before", "cat /root/note"), "kept\n");
     d.ok(&["rm", "--force", "before"]);
     d.finish();
@@ -321,7 +260,7 @@ fn a_compression_bomb_is_refused_and_leaves_nothing_behind() {
 #[test]
 fn bombs_inside_images_are_refused_too() {
     let d = TestDaemon::start();
-    let before = snapshot(&d);
+    let before = catalogue(&d);
     let layer_bomb = bomb(SIX_GIB);
     let config = image_config(&[], &["/bin/sh"], &[], "/", &[]);
 
@@ -337,7 +276,7 @@ fn bombs_inside_images_are_refused_too() {
             "--import-max-ratio",
         ],
     );
-    assert_nothing_left(&d, &before, "a docker save bomb");
+    assert_nothing_created(&d, &before, "a docker save bomb");
 
     // An OCI layout on the host whose layer is the bomb.
     let layout = d.dir.join("oci-bomb");
@@ -353,12 +292,12 @@ fn bombs_inside_images_are_refused_too() {
         "an OCI layout bomb",
         &["layer 1", "--import-max-ratio"],
     );
-    assert_nothing_left(&d, &before, "an OCI layout bomb");
+    assert_nothing_created(&d, &before, "an OCI layout bomb");
 
     // Two harmless-looking layers that together unpack to more than the daemon allows: the
     // limit is on their sum.
     let d2 = TestDaemon::start_with(&["--import-max-bytes", "6M"]);
-    let before2 = snapshot(&d2);
+    let before2 = catalogue(&d2);
     let four_mib = |name: &str| files_tar(&[(name.to_owned(), vec![7; 4 << 20])]);
     let (a, b) = (four_mib("a"), four_mib("b"));
     let layout = d2.dir.join("oci-sum");
@@ -377,7 +316,7 @@ fn bombs_inside_images_are_refused_too() {
             "--import-max-bytes",
         ],
     );
-    assert_nothing_left(&d2, &before2, "two layers over the total");
+    assert_nothing_created(&d2, &before2, "two layers over the total");
     let layout = d2.dir.join("oci-one");
     write_oci_layout(&layout, &[(OCI_TAR, a)], &config);
     d2.ok(&["template", "import", "one", layout.to_str().expect("utf-8")]);
@@ -397,7 +336,7 @@ fn bombs_inside_images_are_refused_too() {
     ]);
     assert_eq!(out.code, 1, "{out}");
     assert!(out.stderr.contains("larger than 4 MiB"), "{out}");
-    assert_nothing_left(&d, &before, "a 5 MiB config");
+    assert_nothing_created(&d, &before, "a 5 MiB config");
     d.finish();
 }
 
@@ -418,7 +357,7 @@ fn many_files(n: usize) -> Vec<u8> {
 #[test]
 fn entries_paths_and_sizes_are_limited_and_the_flags_raise_them() {
     let d = TestDaemon::start();
-    let before = snapshot(&d);
+    let before = catalogue(&d);
     // 257 directories deep (a real tree stays below 30).
     let out = import_bytes(&d, "deep", "deep.tar", &deep_tar(257));
     assert_refused(
@@ -429,7 +368,7 @@ fn entries_paths_and_sizes_are_limited_and_the_flags_raise_them() {
             "mayfly daemon --import-max-depth N",
         ],
     );
-    assert_nothing_left(&d, &before, "a deep path");
+    assert_nothing_created(&d, &before, "a deep path");
     // 5000 bytes in 20 components, each a valid name.
     let long = format!("{}f", format!("{}/", "l".repeat(249)).repeat(20));
     let out = import_bytes(
@@ -446,7 +385,7 @@ fn entries_paths_and_sizes_are_limited_and_the_flags_raise_them() {
             "its path is 5001 bytes long, more than 4096 (--import-max-path)",
         ],
     );
-    assert_nothing_left(&d, &before, "a long path");
+    assert_nothing_created(&d, &before, "a long path");
     d.finish();
 
     let d = TestDaemon::start_with(&[
@@ -461,19 +400,13 @@ fn entries_paths_and_sizes_are_limited_and_the_flags_raise_them() {
         "--import-max-upload",
         "16M",
     ]);
-    let before = snapshot(&d);
     // The deep path passes once the limit is raised.
     let out = import_bytes(&d, "deep", "deep.tar", &deep_tar(257));
     assert!(out.success(), "{out}");
     // 1000 entries pass, 1001 do not.
     let out = import_bytes(&d, "many", "many.tar", &many_files(1000));
     assert!(out.success(), "{out}");
-    let before = {
-        let mut b = before;
-        b.templates = template_names(&d);
-        b.layers = layer_dirs(&d);
-        b
-    };
+    let before = catalogue(&d);
     let out = import_bytes(&d, "toomany", "toomany.tar", &many_files(1001));
     assert_refused(
         &out,
@@ -483,7 +416,7 @@ fn entries_paths_and_sizes_are_limited_and_the_flags_raise_them() {
             "mayfly daemon --import-max-entries N",
         ],
     );
-    assert_nothing_left(&d, &before, "too many entries");
+    assert_nothing_created(&d, &before, "too many entries");
     // A file over the per-file limit, refused at its header.
     let big = files_tar(&[("big".to_owned(), vec![1; (1 << 20) + 1])]);
     let out = import_bytes(&d, "bigfile", "big.tar", &big);
@@ -495,7 +428,7 @@ fn entries_paths_and_sizes_are_limited_and_the_flags_raise_them() {
             "mayfly daemon --import-max-file-size SIZE",
         ],
     );
-    assert_nothing_left(&d, &before, "a large file");
+    assert_nothing_created(&d, &before, "a large file");
     // Files within the limit that add up to more than the total.
     let five: Vec<(String, Vec<u8>)> = (0..5)
         .map(|i| (format!("part{i}"), vec![2; 1 << 20]))
@@ -506,7 +439,7 @@ fn entries_paths_and_sizes_are_limited_and_the_flags_raise_them() {
         "more than the total",
         &["the archive unpacks to more than 4 MiB (--import-max-bytes)"],
     );
-    assert_nothing_left(&d, &before, "more than the total");
+    assert_nothing_created(&d, &before, "more than the total");
     // An archive larger than allowed, whatever it holds (here: padding after its end).
     let mut padded = many_files(3);
     padded.resize(17 << 20, 0);
@@ -516,7 +449,7 @@ fn entries_paths_and_sizes_are_limited_and_the_flags_raise_them() {
         "a large upload",
         &["the archive is larger than 16 MiB (--import-max-upload)"],
     );
-    assert_nothing_left(&d, &before, "a large upload");
+    assert_nothing_created(&d, &before, "a large upload");
     // Far larger: the daemon reads at most 256 MiB past the refusal, then closes the
     // connection under the client, which must still report the refusal it received.
     let huge = d.dir.join("huge.tar");
@@ -532,7 +465,7 @@ fn entries_paths_and_sizes_are_limited_and_the_flags_raise_them() {
         "a huge upload",
         &["the archive is larger than 16 MiB (--import-max-upload)"],
     );
-    assert_nothing_left(&d, &before, "a huge upload");
+    assert_nothing_created(&d, &before, "a huge upload");
     d.finish();
 }
 
@@ -564,7 +497,7 @@ fn the_free_space_reserve_is_kept_while_writing() {
     let reserve = available.saturating_sub(192 << 20);
     let reserve_arg = reserve.to_string();
     let d = TestDaemon::start_with(&["--import-min-free", &reserve_arg]);
-    let before = snapshot(&d);
+    let before = catalogue(&d);
     let usage_before = disk_usage(&d.state);
     let archive = d.dir.join("sparse.tar");
     sparse_tar(&archive, 256, 8 << 20);
@@ -584,7 +517,7 @@ fn the_free_space_reserve_is_kept_while_writing() {
             "mayfly daemon --import-min-free SIZE|N%",
         ],
     );
-    assert_nothing_left(&d, &before, "past the reserve");
+    assert_nothing_created(&d, &before, "past the reserve");
     assert!(disk_usage(&d.state) < usage_before + (16 << 20));
     d.finish();
 }

@@ -48,7 +48,7 @@ use std::os::fd::AsFd;
 use std::path::Path;
 
 use crate::inode::{Inode, Time};
-use crate::tree::{list_dir, open_root};
+use crate::tree::open_empty_root;
 use crate::{ImageError, ImportBudget, Progress, TreeStats};
 
 use detect::{EndTracker, decompress};
@@ -112,19 +112,7 @@ fn unpack<R: Read>(
     budget: &ImportBudget,
     meaning: Names,
 ) -> Result<TreeStats, ImageError> {
-    let root = open_root(dest).map_err(|source| ImageError::Open {
-        path: dest.to_owned(),
-        source,
-    })?;
-    let names = list_dir(root.as_fd()).map_err(|source| ImageError::Read {
-        path: dest.to_owned(),
-        source,
-    })?;
-    if !names.is_empty() {
-        return Err(ImageError::NotEmpty {
-            path: dest.to_owned(),
-        });
-    }
+    let root = open_empty_root(dest)?;
     budget.check_free(root.as_fd(), 0)?;
     Inode::root(0o755, Time::default()).set_owner_mode(root.as_fd(), dest)?;
 

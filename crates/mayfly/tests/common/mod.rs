@@ -16,6 +16,7 @@ mod host;
 mod http;
 pub mod images;
 mod instances;
+mod refusals;
 
 #[allow(unused_imports)]
 pub use archives::*;
@@ -27,6 +28,8 @@ pub use host::*;
 pub use http::*;
 #[allow(unused_imports)]
 pub use instances::*;
+#[allow(unused_imports)]
+pub use refusals::*;
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
@@ -490,15 +493,7 @@ impl TestDaemon {
 
     /// Entries of a directory of the state dir (`instances`, `layers`, `tmp`, …).
     pub fn state_entries(&self, sub: &str) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(self.state.join(sub))
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        v.sort();
-        v
+        dir_entries(&self.state.join(sub))
     }
 
     /// Waits until `<state>/instances` holds exactly `count` directories and the trash is empty.
