@@ -147,7 +147,10 @@ pub async fn interactive(
     let credit = Arc::new(Credit::default());
     let stdin = tokio::spawn(send_stdin(tx.clone(), Arc::clone(&credit)));
     let (signals_tx, mut signals) = mpsc::channel::<i32>(8);
-    let control = tokio::spawn(forward_signals(tx.clone(), signals_tx, tty));
+    // The handlers are in place before anything of the program can reach the user: a signal
+    // that came before them would end this client at once, without a word.
+    let handlers = signal_handlers(tty);
+    let control = tokio::spawn(forward_signals(tx.clone(), signals_tx, handlers));
     drop(tx);
 
     let relay = receive(rd, credit);
@@ -221,10 +224,9 @@ async fn send_stdin(tx: mpsc::Sender<Frame>, credit: Arc<Credit>) {
     }
 }
 
-/// Forwards terminal size changes (with `-t`) and signals to the daemon, and tells the
-/// session about each signal (for its grace period).
-async fn forward_signals(tx: mpsc::Sender<Frame>, seen: mpsc::Sender<i32>, tty: bool) {
-    let (fwd_tx, mut fwd_rx) = mpsc::channel::<i32>(8);
+/// The signals a session forwards (and, with `-t`, terminal size changes), with their
+/// numbers; installed at once.
+fn signal_handlers(tty: bool) -> Vec<(tokio::signal::unix::Signal, i32)> {
     let mut kinds = vec![
         (SignalKind::interrupt(), libc::SIGINT),
         (SignalKind::terminate(), libc::SIGTERM),
@@ -234,8 +236,21 @@ async fn forward_signals(tx: mpsc::Sender<Frame>, seen: mpsc::Sender<i32>, tty: 
     if tty {
         kinds.push((SignalKind::window_change(), libc::SIGWINCH));
     }
-    for (kind, number) in kinds {
-        let Ok(mut s) = signal(kind) else { continue };
+    kinds
+        .into_iter()
+        .filter_map(|(kind, number)| signal(kind).ok().map(|s| (s, number)))
+        .collect()
+}
+
+/// Forwards terminal size changes (with `-t`) and signals to the daemon, and tells the
+/// session about each signal (for its grace period).
+async fn forward_signals(
+    tx: mpsc::Sender<Frame>,
+    seen: mpsc::Sender<i32>,
+    handlers: Vec<(tokio::signal::unix::Signal, i32)>,
+) {
+    let (fwd_tx, mut fwd_rx) = mpsc::channel::<i32>(8);
+    for (mut s, number) in handlers {
         let fwd_tx = fwd_tx.clone();
         tokio::spawn(async move {
             while s.recv().await.is_some() {
