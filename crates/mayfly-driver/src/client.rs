@@ -28,6 +28,9 @@ use crate::protocol::{
 };
 use crate::{DriverError, DriverEvent};
 
+/// How long connecting may take, a forker's start included.
+const FORKER_START: Duration = Duration::from_secs(15);
+
 /// A reply and the descriptors that came with it.
 type Answer = (Result<Reply, Failure>, Vec<OwnedFd>);
 type Pending = std::sync::Mutex<HashMap<u64, oneshot::Sender<Answer>>>;
@@ -245,6 +248,9 @@ impl ForkerClient {
         }
         // A forker that is leaving (idle, its daemon gone) may still hold the lock while it
         // no longer answers, so a start can lose a race with it: try again for a moment.
+        // At most this long in all: a forker that never gets ready fails the request, it does
+        // not hold every request behind this lock.
+        let deadline = tokio::time::Instant::now() + FORKER_START;
         let mut attempt = 0;
         let sock = loop {
             match connect(&self.state_dir) {
@@ -255,16 +261,17 @@ impl ForkerClient {
                 Err(e) => {
                     tracing::debug!("no forker answers ({e}); starting one");
                     attempt += 1;
-                    match self.start_forker().await {
+                    let out_of_time = || tokio::time::Instant::now() >= deadline;
+                    match self.start_forker(deadline).await {
                         Ok(()) => {
                             if let Ok(sock) = connect(&self.state_dir) {
                                 break sock;
                             }
                         }
-                        Err(e) if attempt >= 20 => return Err(e),
+                        Err(e) if attempt >= 20 || out_of_time() => return Err(e),
                         Err(_) => {}
                     }
-                    if attempt >= 20 {
+                    if attempt >= 20 || out_of_time() {
                         return Err(DriverError::Helper(io::Error::other(
                             "the forker started but does not answer",
                         )));
@@ -285,7 +292,7 @@ impl ForkerClient {
         Ok(conn)
     }
 
-    async fn start_forker(&self) -> Result<(), DriverError> {
+    async fn start_forker(&self, deadline: tokio::time::Instant) -> Result<(), DriverError> {
         let paths = ForkerPaths::new(&self.state_dir);
         std::fs::create_dir_all(&paths.run_dir).map_err(DriverError::Helper)?;
         let log_path = self.state_dir.join("forker.log");
@@ -323,8 +330,8 @@ impl ForkerClient {
         };
         let mut line = String::new();
         let mut reader = tokio::io::BufReader::new(stdout);
-        let read = tokio::time::timeout(
-            Duration::from_secs(10),
+        let read = tokio::time::timeout_at(
+            deadline,
             tokio::io::AsyncBufReadExt::read_line(&mut reader, &mut line),
         )
         .await;
