@@ -475,6 +475,8 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let slot = self.slot(name)?;
         let _guard = slot.acquire("stop").await?;
+        // A stop asked for now wins over an interrupted restart's wish to run again.
+        self.forget_restart(&slot).await;
         self.stop_locked(&slot, &req).await
     }
 
@@ -594,11 +596,15 @@ impl Engine {
         {
             let _guard = slot.acquire("restart").await?;
             let mut journal = None;
-            if slot.state() != InstanceState::Stopped {
+            let stopped = if slot.state() != InstanceState::Stopped {
                 journal = Some(self.journal_restart(&slot.id).await?);
-                self.stop_locked(&slot, &req).await?;
-            }
-            let started = match self.ensure_not_gone(&slot) {
+                self.stop_locked(&slot, &req).await
+            } else {
+                Ok(())
+            };
+            // Whatever happens from here, the journal entry goes: a stop that failed leaves
+            // the instance running, and a start that failed is reported now.
+            let started = match stopped.and_then(|()| self.ensure_not_gone(&slot)) {
                 Ok(()) => {
                     let max = self.config.log_max_bytes;
                     self.start_locked(&slot, InitStdio::Log { max_bytes: max }, false)
@@ -724,6 +730,7 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let slot = self.slot(name)?;
         let _guard = slot.acquire("remove").await?;
+        self.forget_restart(&slot).await;
         self.settle(&slot).await;
         if lock(&self.slots).get(name).is_none() {
             return Ok(()); // an ephemeral instance removed itself meanwhile

@@ -207,22 +207,21 @@ impl Engine {
         }
         engine.reconcile(true).await?;
         engine.thaw_interrupted(recovered.thaw).await;
-        // In the background: a start can take a while (a clone's first start makes SSH host
-        // keys), and the daemon serves the others meanwhile.
+        // In the background (resets and starts can take a while; the daemon serves the others
+        // meanwhile), and in this order: interrupted rollouts are put back first, so that an
+        // instance a rollout was resetting starts again on the version the name is put back
+        // to, not on the rejected one.
         tokio::spawn({
             let e = engine.clone();
-            async move { e.restart_interrupted(recovered.restart).await }
-        });
-        if !recovered.rollouts.is_empty() {
-            // In the background: resets can take a while, and the daemon serves meanwhile.
-            let e = engine.clone();
-            tokio::spawn(async move {
+            async move {
                 for (journal, subject) in recovered.rollouts {
-                    e.revert_interrupted(&subject).await;
-                    e.journal_end(journal).await;
+                    if e.revert_interrupted(&subject).await {
+                        e.journal_end(journal).await;
+                    }
                 }
-            });
-        }
+                e.restart_interrupted(recovered.restart).await;
+            }
+        });
         tokio::spawn(engine.clone().event_loop(events_rx));
         Ok(engine)
     }
@@ -264,23 +263,29 @@ impl Engine {
 
     /// Starts again the instances (ids) that an interrupted restart, reset or restore left
     /// stopped.
-    async fn restart_interrupted(self: &Arc<Self>, ids: Vec<String>) {
-        if ids.is_empty() {
+    async fn restart_interrupted(self: &Arc<Self>, entries: Vec<(i64, String)>) {
+        if entries.is_empty() {
             return;
         }
         let Ok(instances) = self.db(|s| s.instances()).await else {
             return;
         };
-        for rec in instances.into_iter().filter(|r| ids.contains(&r.id)) {
-            let Ok(slot) = self.slot(&rec.name) else {
+        for (journal, id) in entries {
+            let Some(slot) = instances
+                .iter()
+                .find(|r| r.id == id)
+                .and_then(|rec| self.slot(&rec.name).ok())
+            else {
+                // The instance is gone: nothing to start.
+                self.journal_end(journal).await;
                 continue;
             };
             let guard = slot.acquire_wait("start again").await;
             self.settle(&slot).await;
             if slot.state() != mayfly_api::InstanceState::Stopped {
                 // The stop may have been asked already (a signal on its way, a grace period
-                // running): whenever this run ends, the next one starts.
-                lock(&slot.rt).restart_on_exit = true;
+                // running): whenever this run ends, the next one starts (and the entry goes).
+                lock(&slot.rt).restart_on_exit = Some(journal);
                 continue;
             }
             let max = self.config.log_max_bytes;
@@ -295,13 +300,14 @@ impl Engine {
             match started {
                 Ok(()) => tracing::warn!(
                     "started instance `{}` again: a restart, reset or restore of it was interrupted",
-                    rec.name
+                    slot.name
                 ),
                 Err(e) => tracing::error!(
                     "cannot start instance `{}` again after an interrupted restart, reset or restore: {e}",
-                    rec.name
+                    slot.name
                 ),
             }
+            self.journal_end(journal).await;
         }
     }
 

@@ -55,8 +55,9 @@ pub(crate) struct Recovered {
     /// Instances an interrupted operation may have left frozen, with the journal entry to
     /// close once each is thawed (0: none).
     pub thaw: Vec<(i64, String)>,
-    /// Instances an interrupted restart, reset or restore may have left stopped: to start.
-    pub restart: Vec<String>,
+    /// Instances an interrupted restart, reset or restore may have left stopped: to start,
+    /// with the journal entry to close once that is done.
+    pub restart: Vec<(i64, String)>,
     /// Rollouts (`NAME@VERSION`) to put back, with the journal entry to close once done.
     pub rollouts: Vec<(i64, String)>,
 }
@@ -84,7 +85,11 @@ pub(crate) fn recover(store: &mut Store, layout: &Layout) -> Result<Recovered, S
             }
             kind::SNAPSHOT => left.thaw.push((0, entry.subject.clone())),
             kind::CLONE => store.forget_instance(&entry.subject)?,
-            kind::RESTART => left.restart.push(entry.subject.clone()),
+            kind::RESTART => {
+                // Closed once the instance was started again (or could not be).
+                left.restart.push((entry.id, entry.subject.clone()));
+                continue;
+            }
             kind::ROLLOUT => {
                 // Closed once put back: a daemon killed while putting back does it again.
                 left.rollouts.push((entry.id, entry.subject.clone()));
@@ -245,22 +250,11 @@ impl Engine {
                 e => e,
             };
             if let Some(status) = ended {
-                // Settled in the background: releasing a group that is slow to empty, or a
-                // discard, must not hold up the daemon's start (or a reconcile) for the
-                // others. The instance reads `stopping` until then; anything else it is
-                // asked waits for its operation lock.
-                {
-                    let mut rt = lock(&slot.rt);
-                    rt.pending_exit = Some(status);
-                    if rt.state != InstanceState::Stopped {
-                        rt.state = InstanceState::Stopping;
-                    }
-                }
-                let engine = self.clone();
-                tokio::spawn(async move {
-                    let _guard = slot.acquire_wait("finish the run").await;
-                    engine.settle(&slot).await;
-                });
+                // As if the forker had just reported it: a stop waiting for this run is woken,
+                // and otherwise the run is settled in the background (releasing a group that
+                // is slow to empty, or a discard, must not hold up the daemon's start or a
+                // reconcile for the others).
+                self.on_exit(&rec.id, status);
             }
         }
         for (id, c) in tracked {

@@ -33,7 +33,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mayfly_api::{
-    ApiError, ExecRequest, InstanceState, Mode, RolloutEvent, RolloutRequest, StopRequest,
+    ApiError, ExecRequest, InstanceInfo, InstanceState, Mode, RolloutEvent, RolloutRequest,
+    StopRequest,
 };
 use mayfly_driver::InitStdio;
 use mayfly_store::NextRun;
@@ -234,16 +235,26 @@ impl Engine {
     /// running followers on `target` with it, exactly as after a failed health check. (The
     /// alternative, finishing the rollout, would reset instances onto a version whose health
     /// checks never ran.)
-    pub(crate) async fn revert_interrupted(self: &Arc<Self>, subject: &str) {
+    /// Returns whether that is done (or there is nothing to do: the template is gone); when
+    /// not, the journal entry stays and the next start tries again.
+    pub(crate) async fn revert_interrupted(self: &Arc<Self>, subject: &str) -> bool {
         let Some((name, target)) = subject
             .rsplit_once('@')
             .and_then(|(n, v)| Some((n.to_owned(), v.parse::<u32>().ok()?)))
         else {
-            return;
+            return true;
         };
         let n = name.clone();
-        let Ok(template) = self.db(move |s| s.template(&n)).await else {
-            return;
+        let template = match self.db(move |s| s.template(&n)).await {
+            Ok(t) => t,
+            Err(EngineError::Store(mayfly_store::StoreError::NotFound { .. })) => return true,
+            Err(e) => {
+                tracing::error!(
+                    "cannot put back the interrupted rollout of `{name}` version {target}: {}",
+                    mayfly_driver::error_chain(&e)
+                );
+                return false;
+            }
         };
         let log: RolloutLog = Arc::new({
             let name = name.clone();
@@ -253,13 +264,33 @@ impl Engine {
             .put_back(&name, target, template.previous_version, &[], &log)
             .await
         {
-            Ok(what) => tracing::warn!(
-                "the rollout of `{name}` version {target} was interrupted by the end of the daemon: {what}; run it again to roll the version out"
-            ),
-            Err(e) => tracing::error!(
-                "cannot put back the interrupted rollout of `{name}` version {target}: {}",
-                mayfly_driver::error_chain(&e)
-            ),
+            Ok(what) => {
+                tracing::warn!(
+                    "the rollout of `{name}` version {target} was interrupted by the end of the daemon: {what}; run it again to roll the version out"
+                );
+                true
+            }
+            Err(e) => {
+                tracing::error!(
+                    "cannot put back the interrupted rollout of `{name}` version {target}: {}",
+                    mayfly_driver::error_chain(&e)
+                );
+                false
+            }
+        }
+    }
+
+    /// Resets instance `name`, waiting (a while) for an action that holds it, such as the
+    /// settling of a run that ended while the daemon was away.
+    async fn reset_waiting(self: &Arc<Self>, name: &str) -> Result<InstanceInfo, EngineError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match self.reset_instance(name, StopRequest::default()).await {
+                Err(EngineError::Busy { .. }) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                other => return other,
+            }
         }
     }
 
@@ -342,7 +373,7 @@ impl Engine {
                 Some(_) => String::new(),
                 None => format!("started on version {target} after it became current; "),
             };
-            match self.reset_instance(inst, StopRequest::default()).await {
+            match self.reset_waiting(inst).await {
                 Ok(info) if info.running_version.is_some_and(|v| v != target) => {
                     back += 1;
                     log(event(

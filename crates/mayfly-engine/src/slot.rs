@@ -32,8 +32,9 @@ pub(crate) struct Runtime {
     /// the next start retries what failed, or fails with the reason).
     pub last_error: Option<String>,
     /// Start the instance again once this run ends: a restart, reset or restore was
-    /// interrupted (by the end of a daemon) after it may have asked the run to stop.
-    pub restart_on_exit: bool,
+    /// interrupted (by the end of a daemon) after it may have asked the run to stop. The
+    /// journal entry that says so, closed once the start is done.
+    pub restart_on_exit: Option<i64>,
 }
 
 impl Default for Runtime {
@@ -47,7 +48,7 @@ impl Default for Runtime {
             exit_waiter: None,
             watchers: Vec::new(),
             last_error: None,
-            restart_on_exit: false,
+            restart_on_exit: None,
         }
     }
 }
@@ -292,9 +293,13 @@ impl Engine {
         for w in watchers {
             let _ = w.send(status);
         }
-        if again && lock(&self.slots).get(&slot.name).is_some() {
-            // After the operation lock is let go (the caller holds it now).
-            tokio::spawn(start_again(self.clone(), slot.name.clone()));
+        if let Some(journal) = again {
+            if lock(&self.slots).get(&slot.name).is_some() {
+                // After the operation lock is let go (the caller holds it now).
+                tokio::spawn(start_again(self.clone(), slot.name.clone(), journal));
+            } else {
+                self.journal_end(journal).await;
+            }
         }
     }
 
@@ -327,6 +332,7 @@ impl Engine {
 fn start_again(
     engine: Arc<Engine>,
     name: String,
+    journal: i64,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
     Box::pin(async move {
         match engine.start_instance(&name).await {
@@ -337,5 +343,17 @@ fn start_again(
                 "cannot start instance `{name}` again after an interrupted restart, reset or restore: {e}"
             ),
         }
+        engine.journal_end(journal).await;
     })
+}
+
+impl Engine {
+    /// Drops an interrupted restart's wish to run again (the user stopped or removed the
+    /// instance since), closing its journal entry.
+    pub(crate) async fn forget_restart(&self, slot: &Slot) {
+        let journal = lock(&slot.rt).restart_on_exit.take();
+        if let Some(j) = journal {
+            self.journal_end(j).await;
+        }
+    }
 }

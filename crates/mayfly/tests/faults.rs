@@ -383,3 +383,64 @@ fn a_restart_interrupted_after_its_stop_signal_still_ends_with_the_instance_runn
     d.ok(&["rm", "--force", "slow"]);
     d.finish();
 }
+
+/// User plus system CPU time of process `pid`, in clock ticks.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .expect("comm")
+        .1
+        .split_whitespace()
+        .collect();
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}
+
+#[test]
+fn an_init_that_closes_its_output_costs_the_forker_nothing() {
+    let d = TestDaemon::start();
+    d.ok(&[
+        "launch",
+        "busybox",
+        "--name",
+        "quiet",
+        "--",
+        "sh",
+        "-c",
+        "exec >/dev/null 2>&1; sleep 1000",
+    ]);
+    let forker = d.forker_pid().expect("the forker's pid");
+    // Let the forker see the pipe's end, then measure it idle.
+    std::thread::sleep(Duration::from_millis(500));
+    let before = cpu_ticks(forker);
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(forker) - before;
+    assert!(used < 20, "the forker used {used} ticks in 2 s: it spins");
+    d.ok(&["rm", "--force", "quiet"]);
+    d.finish();
+}
+
+#[test]
+fn a_stop_asked_after_an_interrupted_restart_wins() {
+    let mut d = TestDaemon::start();
+    // Slow to obey SIGTERM: still running when the new daemon looks, so the interrupted
+    // restart would start it again when it ends...
+    d.ok(&[
+        "launch",
+        "busybox",
+        "--name",
+        "slow",
+        "--persistent",
+        "--",
+        "sh",
+        "-c",
+        "trap 'sleep 2; exit 0' TERM; while true; do sleep 0.1; done",
+    ]);
+    d.crash_at("stop:signalled", &["restart", "slow"]);
+    // ...but the user stops it meanwhile: it stays stopped.
+    d.ok(&["stop", "slow"]);
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(d.state_of("slow").as_deref(), Some("stopped"));
+    d.ok(&["rm", "--force", "slow"]);
+    d.finish();
+}

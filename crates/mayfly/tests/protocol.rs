@@ -242,7 +242,9 @@ fn the_forker_survives_malformed_requests_descriptor_floods_and_a_daemon_that_st
 
     // A daemon that sends and never reads: the forker keeps pumping the instance's log.
     let before = log_len(&d, &id);
-    let flood_until = Instant::now() + Duration::from_secs(3);
+    // Enough answers to fill the socket and queue more behind it, not so many that the queue's
+    // bound (32 MiB) gives up on this connection.
+    let flood_until = Instant::now() + Duration::from_secs(10);
     let hello = serde_json::to_vec(&Envelope {
         seq: 1,
         request: Request::Hello {
@@ -252,7 +254,7 @@ fn the_forker_survives_malformed_requests_descriptor_floods_and_a_daemon_that_st
     .expect("encode");
     rustix::io::ioctl_fionbio(&fake.sock, true).expect("non-blocking");
     let mut sent = 0u64;
-    while Instant::now() < flood_until {
+    while Instant::now() < flood_until && sent < 50_000 {
         match protocol::send(fake.sock.as_fd(), &hello, &[]) {
             Ok(()) => sent += 1,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -266,6 +268,16 @@ fn the_forker_survives_malformed_requests_descriptor_floods_and_a_daemon_that_st
     wait_until(Duration::from_secs(5), "the log to keep growing", || {
         log_len(&d, &id) > before + 200
     });
+    // Reading again, the daemon gets every answer the forker queued meanwhile, and then the
+    // answer to a new request: what waited is sent once there is room.
+    rustix::io::ioctl_fionbio(&fake.sock, false).expect("blocking");
+    let mut answered = 0u64;
+    while answered < sent {
+        let (_, result) = fake.answer();
+        assert!(matches!(result, Ok(Reply::Hello { .. })), "{result:?}");
+        answered += 1;
+    }
+    fake.hello();
     drop(fake);
 
     // A real daemon takes over: nothing was lost.

@@ -15,6 +15,10 @@ use crate::protocol;
 /// Bytes of messages kept for a daemon that does not read.
 pub(super) const MAX_QUEUED_BYTES: usize = 32 << 20;
 
+/// Descriptors kept with those messages (terminals, pipe readers): the forker's own
+/// descriptors are a resource of every instance.
+pub(super) const MAX_QUEUED_FDS: usize = 512;
+
 /// One message waiting to be sent.
 #[derive(Debug)]
 struct Outgoing {
@@ -40,6 +44,7 @@ pub(super) struct Conn {
     pub generation: u64,
     out: VecDeque<Outgoing>,
     out_bytes: usize,
+    out_fds: usize,
 }
 
 impl Conn {
@@ -52,6 +57,7 @@ impl Conn {
             generation,
             out: VecDeque::new(),
             out_bytes: 0,
+            out_fds: 0,
         })
     }
 
@@ -77,11 +83,12 @@ impl Conn {
             }
         }
         self.out_bytes += bytes.len();
+        self.out_fds += fds.len();
         self.out.push_back(Outgoing { bytes, fds });
-        if self.out_bytes > MAX_QUEUED_BYTES {
+        if self.out_bytes > MAX_QUEUED_BYTES || self.out_fds > MAX_QUEUED_FDS {
             eprintln!(
-                "forker: the daemon has not read {} bytes of answers and events; dropping its connection",
-                self.out_bytes
+                "forker: the daemon has not read {} bytes ({} descriptors) of answers and events; dropping its connection",
+                self.out_bytes, self.out_fds
             );
             return Sent::Broken;
         }
@@ -94,6 +101,7 @@ impl Conn {
             match try_send(self.fd.as_fd(), &front.bytes, &front.fds) {
                 Ok(true) => {
                     self.out_bytes -= front.bytes.len();
+                    self.out_fds -= front.fds.len();
                     self.out.pop_front();
                 }
                 Ok(false) => return Sent::Ok,

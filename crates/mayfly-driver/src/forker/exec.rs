@@ -65,6 +65,12 @@ impl ExecStarting {
         self.sock.as_fd()
     }
 
+    /// The pidfds of the processes this exec made so far (the helper, and the process once
+    /// named).
+    pub(crate) fn pidfds(&self) -> impl Iterator<Item = BorrowedFd<'_>> {
+        std::iter::once(self.helper.as_fd()).chain(self.process.as_ref().map(|(_, fd)| fd.as_fd()))
+    }
+
     /// Reads what has arrived; `true` once the helper and the process are both done with the
     /// socket (then [`Self::finish`] tells the outcome).
     pub(crate) fn progress(&mut self) -> bool {

@@ -343,8 +343,8 @@ impl Forker {
             }
             _ => None,
         };
-        if let Some(fd) = pump.as_ref().and_then(|l| l.pipe().try_clone().ok()) {
-            self.watch(&fd, Source::Log(id.clone()));
+        if let Some(pump) = &pump {
+            self.watch(pump.pipe(), Source::Log(id.clone()));
         }
         self.containers.insert(
             id,

@@ -27,6 +27,7 @@
 //!   never blocks the loop (see `conn`).
 
 mod child;
+mod children;
 mod conn;
 mod exec;
 mod handle;
@@ -37,13 +38,13 @@ mod spawn;
 
 use std::collections::HashMap;
 use std::io::{self, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rustix::event::epoll;
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
-use rustix::process::{Pid, WaitId, WaitIdOptions};
+use rustix::process::Pid;
 
 use crate::cgroup::{CgroupLayout, Cgroups};
 use crate::protocol::{self, Event, Failure, FromForker, Reply};
@@ -169,7 +170,11 @@ struct Forker {
     connections: u64,
     containers: HashMap<String, Container>,
     execs: HashMap<u64, ExecProcess>,
-    sources: HashMap<u64, Source>,
+    /// What each epoll token stands for, with the descriptor registered for it: a duplicate
+    /// the loop owns, so that changing or removing the registration always names the very
+    /// descriptor it was made with (epoll keys registrations by descriptor number, and a
+    /// registration made through a descriptor since closed could never be removed).
+    sources: HashMap<u64, (Source, OwnedFd)>,
     next_token: u64,
     /// Operations whose answer waits, by operation id.
     pending: HashMap<u64, Pending>,
@@ -182,6 +187,11 @@ struct Forker {
     slow: Vec<Source>,
     /// Groups to remove once they empty, with when they were given up on.
     leftover_cgroups: Vec<(String, Instant)>,
+    /// Children of ours that nothing tracks, and since when: an exec'd process whose helper
+    /// died before it could name it. Reaped (or ended) once they have been strays for longer
+    /// than any start may take to name its processes.
+    strays: HashMap<i32, Instant>,
+    last_sweep: Instant,
     ever_connected: bool,
     started: Instant,
     buf: Vec<u8>,
@@ -252,6 +262,8 @@ pub fn run(
         next_orphan: 1,
         slow: Vec::new(),
         leftover_cgroups: Vec::new(),
+        strays: HashMap::new(),
+        last_sweep: Instant::now(),
         ever_connected: false,
         started: Instant::now(),
         buf: vec![0u8; protocol::MAX_MESSAGE],
@@ -284,24 +296,52 @@ const SLOW_POLL: Duration = Duration::from_millis(50);
 const LEFTOVER_PATIENCE: Duration = Duration::from_secs(60);
 
 impl Forker {
+    /// Watches `fd` for `source` (through a duplicate of it that the loop keeps).
     fn watch(&mut self, fd: &impl AsFd, source: Source) {
         self.watch_with(fd, source, epoll::EventFlags::IN);
     }
 
     fn watch_with(&mut self, fd: &impl AsFd, source: Source, flags: epoll::EventFlags) {
+        let own = match fd.as_fd().try_clone_to_owned() {
+            Ok(fd) => fd,
+            Err(e) => {
+                eprintln!("forker: cannot watch {source:?}: {e}");
+                return;
+            }
+        };
         let token = self.next_token;
         self.next_token += 1;
-        match epoll::add(&self.epoll, fd, epoll::EventData::new_u64(token), flags) {
+        match epoll::add(&self.epoll, &own, epoll::EventData::new_u64(token), flags) {
             Ok(()) => {
-                self.sources.insert(token, source);
+                self.sources.insert(token, (source, own));
             }
             Err(e) => eprintln!("forker: cannot watch {source:?}: {e}"),
         }
     }
 
-    fn unwatch(&mut self, fd: BorrowedFd<'_>, source: &Source) {
-        let _ = epoll::delete(&self.epoll, fd);
-        self.sources.retain(|_, s| s != source);
+    /// Stops watching everything registered for `source`.
+    fn unwatch(&mut self, source: &Source) {
+        let tokens: Vec<u64> = self
+            .sources
+            .iter()
+            .filter(|(_, (s, _))| s == source)
+            .map(|(t, _)| *t)
+            .collect();
+        for t in tokens {
+            if let Some((_, fd)) = self.sources.remove(&t) {
+                let _ = epoll::delete(&self.epoll, &fd);
+            }
+        }
+        self.slow.retain(|s| s != source);
+    }
+
+    /// Changes what is watched for `source` (`flags`).
+    fn rewatch(&mut self, source: &Source, flags: epoll::EventFlags) {
+        for (token, (s, fd)) in &self.sources {
+            if s == source {
+                let _ = epoll::modify(&self.epoll, fd, epoll::EventData::new_u64(*token), flags);
+            }
+        }
     }
 
     fn idle(&self) -> bool {
@@ -357,7 +397,7 @@ impl Forker {
             let ready: Vec<(u64, epoll::EventFlags)> =
                 events.iter().map(|e| (e.data.u64(), e.flags)).collect();
             for (token, flags) in ready {
-                let Some(source) = self.sources.get(&token).cloned() else {
+                let Some(source) = self.sources.get(&token).map(|(s, _)| s.clone()) else {
                     continue;
                 };
                 self.dispatch(source, flags);
@@ -369,6 +409,10 @@ impl Forker {
                     self.dispatch(source, epoll::EventFlags::IN);
                 }
                 self.retry_leftover_cgroups();
+            }
+            if self.last_sweep.elapsed() >= children::SWEEP_EVERY {
+                self.last_sweep = Instant::now();
+                self.sweep_strays();
             }
         }
     }
@@ -419,10 +463,7 @@ impl Forker {
         self.connections += 1;
         match Conn::new(fd, self.connections) {
             Ok(conn) => {
-                let fd = conn.fd().try_clone_to_owned();
-                if let Ok(fd) = fd {
-                    self.watch(&fd, Source::Conn);
-                }
+                self.watch(&conn.fd(), Source::Conn);
                 self.conn = Some(conn);
                 self.ever_connected = true;
             }
@@ -431,8 +472,8 @@ impl Forker {
     }
 
     fn drop_conn(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            self.unwatch(conn.fd(), &Source::Conn);
+        if self.conn.take().is_some() {
+            self.unwatch(&Source::Conn);
         }
     }
 
@@ -503,20 +544,11 @@ impl Forker {
     }
 
     fn set_conn_interest(&mut self, writable: bool) {
-        let Some(conn) = &self.conn else { return };
-        let Some((token, _)) = self.sources.iter().find(|(_, s)| **s == Source::Conn) else {
-            return;
-        };
         let mut flags = epoll::EventFlags::IN;
         if writable {
             flags |= epoll::EventFlags::OUT;
         }
-        let _ = epoll::modify(
-            &self.epoll,
-            conn.fd(),
-            epoll::EventData::new_u64(*token),
-            flags,
-        );
+        self.rewatch(&Source::Conn, flags);
     }
 
     /// Answers request `seq` of connection `generation`.
@@ -603,124 +635,12 @@ impl Forker {
         self.handle(generation, envelope, received.fds);
     }
 
-    // ---- children ----------------------------------------------------------------------
-
-    /// Hands child `pidfd` to the orphans: reaped when it ends, reported to no one.
-    fn orphan(&mut self, pidfd: OwnedFd) {
-        let key = self.next_orphan;
-        self.next_orphan += 1;
-        self.watch(&pidfd, Source::Orphan(key));
-        self.orphans.insert(key, pidfd);
-    }
-
-    fn reap_orphan(&mut self, key: u64) {
-        let Some(pidfd) = self.orphans.get(&key) else {
-            return;
-        };
-        match collect(pidfd) {
-            Collected::NotYet => {
-                if let Ok(fd) = pidfd.try_clone() {
-                    self.go_slow(fd.as_fd(), Source::Orphan(key));
-                }
-            }
-            Collected::Exited(_) | Collected::Gone => {
-                if let Some(fd) = self.orphans.remove(&key) {
-                    self.unwatch(fd.as_fd(), &Source::Orphan(key));
-                }
-            }
-        }
-    }
-
     /// Stops watching a source that was ready without progress; it is polled on a timer.
-    fn go_slow(&mut self, fd: BorrowedFd<'_>, source: Source) {
+    fn go_slow(&mut self, source: Source) {
         if !self.slow.contains(&source) {
-            let _ = epoll::delete(&self.epoll, fd);
-            self.sources.retain(|_, s| *s != source);
+            self.unwatch(&source);
             self.slow.push(source);
         }
-    }
-
-    fn init_exited(&mut self, id: &str) {
-        let Some(c) = self.containers.get(id) else {
-            return;
-        };
-        let Some(pidfd) = &c.pidfd else { return };
-        let status = if c.adopted {
-            // Not our child: readable means it ended; its status is its old parent's.
-            None
-        } else {
-            match collect(pidfd) {
-                Collected::NotYet => {
-                    let fd = pidfd.try_clone();
-                    if let Ok(fd) = fd {
-                        self.go_slow(fd.as_fd(), Source::Init(id.to_owned()));
-                    }
-                    return;
-                }
-                Collected::Exited(st) => Some(st),
-                Collected::Gone => None,
-            }
-        };
-        let Some(c) = self.containers.get_mut(id) else {
-            return;
-        };
-        let Some(pidfd) = c.pidfd.take() else { return };
-        c.exited = Some(status);
-        let log = c.log.take();
-        let cgroup = c.cgroup.clone();
-        let source = Source::Init(id.to_owned());
-        self.unwatch(pidfd.as_fd(), &source);
-        self.slow.retain(|s| *s != source);
-        if let Some(mut pump) = log {
-            // The namespace is gone, so every writer is gone: drain what is left.
-            while pump.pump() {}
-            let log_source = Source::Log(id.to_owned());
-            self.unwatch(pump.pipe().as_fd(), &log_source);
-        }
-        // Nothing can run in the group any more; empty it of stragglers (processes that
-        // joined through exec without being in the pid namespace cannot exist, but be sure).
-        let _ = self.cgroups.kill_all(&cgroup);
-        self.emit(Event::Exited {
-            id: id.to_owned(),
-            status,
-        });
-    }
-
-    fn pump_log(&mut self, id: &str) {
-        let Some(c) = self.containers.get_mut(id) else {
-            return;
-        };
-        let Some(pump) = c.log.as_mut() else { return };
-        if !pump.pump() {
-            let pump = c.log.take();
-            if let Some(pump) = pump {
-                self.unwatch(pump.pipe().as_fd(), &Source::Log(id.to_owned()));
-            }
-        }
-    }
-
-    fn exec_exited(&mut self, exec_id: u64) {
-        let Some(e) = self.execs.get(&exec_id) else {
-            return;
-        };
-        let status = match collect(&e.pidfd) {
-            Collected::NotYet => {
-                let fd = e.pidfd.try_clone();
-                if let Ok(fd) = fd {
-                    self.go_slow(fd.as_fd(), Source::Exec(exec_id));
-                }
-                return;
-            }
-            Collected::Exited(st) => st,
-            Collected::Gone => ExitStatus::exited(-1),
-        };
-        let Some(e) = self.execs.remove(&exec_id) else {
-            return;
-        };
-        let source = Source::Exec(exec_id);
-        self.unwatch(e.pidfd.as_fd(), &source);
-        self.slow.retain(|s| *s != source);
-        self.emit(Event::ExecExited { exec_id, status });
     }
 
     // ---- cgroups that do not empty at once ----------------------------------------------
@@ -751,37 +671,5 @@ impl Forker {
                 self.leftover_cgroups.push((cgroup, since));
             }
         }
-    }
-}
-
-/// What `waitid` says of a child's pidfd that was ready.
-enum Collected {
-    /// It ended with this status (and is reaped).
-    Exited(ExitStatus),
-    /// It cannot be collected yet.
-    NotYet,
-    /// It is not ours to collect, or already collected.
-    Gone,
-}
-
-fn collect(pidfd: &OwnedFd) -> Collected {
-    match rustix::process::waitid(
-        WaitId::PidFd(pidfd.as_fd()),
-        WaitIdOptions::EXITED | WaitIdOptions::NOHANG,
-    ) {
-        Ok(Some(st)) => Collected::Exited(exit_status(&st)),
-        Ok(None) => Collected::NotYet,
-        Err(rustix::io::Errno::INTR) => Collected::NotYet,
-        Err(_) => Collected::Gone,
-    }
-}
-
-fn exit_status(st: &rustix::process::WaitIdStatus) -> ExitStatus {
-    if let Some(code) = st.exit_status() {
-        ExitStatus::exited(code)
-    } else if let Some(sig) = st.terminating_signal() {
-        ExitStatus::killed(sig)
-    } else {
-        ExitStatus::exited(-1)
     }
 }

@@ -37,6 +37,8 @@ pub(super) struct Pending {
     pub seq: u64,
     pub started: Instant,
     pub deadline: Instant,
+    /// When a polled operation is looked at next.
+    next_poll: Instant,
     pub kind: Kind,
 }
 
@@ -73,17 +75,27 @@ impl Pending {
             seq,
             started,
             deadline: started + deadline,
+            next_poll: started,
             kind,
+        }
+    }
+
+    /// How often this operation is polled (`None`: it is watched, not polled).
+    fn poll_every(&self) -> Option<Duration> {
+        match self.kind {
+            Kind::Freeze { .. } => Some(FREEZE_POLL),
+            Kind::Release { .. } => Some(RELEASE_POLL),
+            Kind::Spawn { .. } | Kind::Exec { .. } => None,
         }
     }
 
     /// How soon the loop must look at this operation again.
     pub(super) fn wakeup(&self) -> Duration {
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        match self.kind {
-            Kind::Freeze { .. } => left.min(FREEZE_POLL),
-            Kind::Release { .. } => left.min(RELEASE_POLL),
-            Kind::Spawn { .. } | Kind::Exec { .. } => left,
+        let now = Instant::now();
+        let left = self.deadline.saturating_duration_since(now);
+        match self.poll_every() {
+            Some(_) => left.min(self.next_poll.saturating_duration_since(now)),
+            None => left,
         }
     }
 
@@ -102,10 +114,8 @@ impl Forker {
     pub(super) fn add_pending(&mut self, p: Pending) {
         let op = self.next_op;
         self.next_op += 1;
-        if let Some(sock) = p.sock()
-            && let Ok(fd) = sock.try_clone_to_owned()
-        {
-            self.watch(&fd, Source::Pending(op));
+        if let Some(sock) = p.sock() {
+            self.watch(&sock, Source::Pending(op));
         }
         self.pending.insert(op, p);
         // Freezes and removals may be complete already.
@@ -114,9 +124,7 @@ impl Forker {
 
     fn take_pending(&mut self, op: u64) -> Option<Pending> {
         let p = self.pending.remove(&op)?;
-        if let Some(sock) = p.sock() {
-            self.unwatch(sock, &Source::Pending(op));
-        }
+        self.unwatch(&Source::Pending(op));
         Some(p)
     }
 
@@ -170,10 +178,22 @@ impl Forker {
     }
 
     fn poll_one(&mut self, op: u64) {
+        let Some(p) = self.pending.get_mut(&op) else {
+            return;
+        };
+        let now = Instant::now();
+        let late = now >= p.deadline;
+        if !late {
+            match p.poll_every() {
+                // Watched: only its deadline matters here.
+                None => return,
+                Some(_) if now < p.next_poll => return,
+                Some(every) => p.next_poll = now + every,
+            }
+        }
         let Some(p) = self.pending.get(&op) else {
             return;
         };
-        let late = Instant::now() >= p.deadline;
         let done = match &p.kind {
             Kind::Freeze { cgroup, frozen, .. } => {
                 let want = if *frozen {
@@ -263,7 +283,15 @@ impl Forker {
                 };
                 self.fail_spawn(p, f);
             }
-            Kind::Exec { .. } => self.finish_exec(p, Some(waited)),
+            Kind::Exec { .. } => {
+                let mut p = p;
+                // A word that arrived at the last moment (the process's pid) still counts:
+                // then the process is known, and ended with the rest.
+                if let Kind::Exec { starting, .. } = &mut p.kind {
+                    starting.progress();
+                }
+                self.finish_exec(p, Some(waited));
+            }
         }
     }
 
@@ -316,9 +344,7 @@ impl Forker {
         self.watch(&starting.pidfd, Source::Init(id.clone()));
         let mut reply_fds = Vec::new();
         if let Some(pump) = &pump {
-            if let Ok(fd) = pump.pipe().try_clone() {
-                self.watch(&fd, Source::Log(id.clone()));
-            }
+            self.watch(pump.pipe(), Source::Log(id.clone()));
             // The daemon keeps a reader of the pipe, so that it never loses its last reader
             // (and the init its output) if this forker dies.
             if let Ok(fd) = pump.pipe().try_clone() {

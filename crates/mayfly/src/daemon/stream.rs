@@ -156,11 +156,31 @@ impl Target {
                 let _ = engine.signal_exec(*exec_id, libc::SIGKILL).await;
             }
             Target::Run { engine, name } => {
-                let req = StopRequest {
-                    timeout: Some(0),
-                    force: true,
-                };
-                let _ = engine.stop_instance(name, req).await;
+                // Another action may hold the instance (a snapshot's copy): the run must not
+                // outlive its client all the same, so ask again until it ends.
+                let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(600);
+                loop {
+                    let req = StopRequest {
+                        timeout: Some(0),
+                        force: true,
+                    };
+                    match engine.stop_instance(name, req).await {
+                        Err(mayfly_engine::EngineError::Busy { .. })
+                            if tokio::time::Instant::now() < deadline =>
+                        {
+                            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                        }
+                        Err(e) if !matches!(e, mayfly_engine::EngineError::Busy { .. }) => break,
+                        Err(e) => {
+                            tracing::error!(
+                                "cannot stop instance `{name}`, whose attached client went away: {}",
+                                mayfly_driver::error_chain(&e)
+                            );
+                            break;
+                        }
+                        Ok(()) => break,
+                    }
+                }
             }
         }
     }

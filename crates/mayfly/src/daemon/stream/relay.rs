@@ -179,6 +179,11 @@ pub(super) async fn relay(
             }
         }
     };
+    if code.is_none() {
+        // Its end was not learnt (the forker's connection was lost): it may still run, and
+        // nobody would follow it any more.
+        target.kill().await;
+    }
     // What the process wrote is in the pipes already: the pumps send it and stop, without
     // waiting for background children that keep the pipes open.
     let _ = exited_tx.send(true);
