@@ -173,7 +173,11 @@ fn inits_that_ended_while_away_are_settled(kill: bool) {
     assert_eq!(a["pid"], p_alive, "{a}");
     assert_eq!(d.sh(&alive, "cat /root/mark"), "changed\n");
 
-    // The ended ones are settled: stopped with their exit, or gone.
+    // The ended ones are settled (in the background, just after the start): stopped with
+    // their exit, or gone.
+    wait_state(&d, &trans, "stopped");
+    wait_state(&d, &pers, "stopped");
+    wait_until(SETTLE, "the ephemeral instance to go", || is_gone(&d, &eph));
     let t = d.info(&trans);
     assert_eq!(t["state"], "stopped", "{t}");
     assert!(t["pid"].is_null(), "{t}");

@@ -416,7 +416,8 @@ fn a_daemon_killed_in_the_middle_leaves_the_whole_result_or_nothing() {
     // Restore: the old writable layer stays, and the instance, stopped for the restore,
     // runs again.
     d.crash_at("restore:staged", &["snapshot", "restore", "src", "s0"]);
-    assert_eq!(d.state_of("src").as_deref(), Some("running"));
+    // Started again in the background by the restarted daemon.
+    common::wait_state(&d, "src", "running");
     assert_eq!(
         d.sh("src", "cat /root/f").trim(),
         "after",
@@ -424,7 +425,7 @@ fn a_daemon_killed_in_the_middle_leaves_the_whole_result_or_nothing() {
     );
     // Interrupted after its commit: the restored layer, running.
     d.crash_at("restore:committed", &["snapshot", "restore", "src", "s0"]);
-    assert_eq!(d.state_of("src").as_deref(), Some("running"));
+    common::wait_state(&d, "src", "running");
     assert_eq!(d.sh("src", "cat /root/f").trim(), "before", "the restore");
     d.sh("src", "echo after > /root/f");
 
