@@ -358,11 +358,12 @@ fn a_transient_run_whose_layer_cannot_be_discarded_stops_and_never_restarts_dirt
     d.finish();
 }
 
-#[test]
-fn a_restart_interrupted_after_its_stop_signal_still_ends_with_the_instance_running() {
+/// A daemon with a persistent instance `slow` whose init takes `seconds` to obey SIGTERM,
+/// and whose `restart` was cut by the end of the daemon right after the stop signal was sent;
+/// with the init's pid before.
+fn restart_cut_after_its_stop_signal(seconds: u32) -> (TestDaemon, i32) {
     let mut d = TestDaemon::start();
-    // An init that takes a moment to obey SIGTERM: it is still running when the new daemon
-    // reconciles, and ends just after.
+    let init = format!("trap 'sleep {seconds}; exit 0' TERM; while true; do sleep 0.1; done");
     d.ok(&[
         "launch",
         "busybox",
@@ -372,10 +373,18 @@ fn a_restart_interrupted_after_its_stop_signal_still_ends_with_the_instance_runn
         "--",
         "sh",
         "-c",
-        "trap 'sleep 1; exit 0' TERM; while true; do sleep 0.1; done",
+        &init,
     ]);
     let before = d.pid_of("slow");
     d.crash_at("stop:signalled", &["restart", "slow"]);
+    (d, before)
+}
+
+#[test]
+fn a_restart_interrupted_after_its_stop_signal_still_ends_with_the_instance_running() {
+    // It takes a moment to obey SIGTERM: it is still running when the new daemon
+    // reconciles, and ends just after.
+    let (d, before) = restart_cut_after_its_stop_signal(1);
     wait_until(Duration::from_secs(20), "slow to run again", || {
         let info = d.info("slow");
         info["state"] == "running" && info["pid"].as_i64().is_some_and(|p| p != i64::from(before))
@@ -422,21 +431,9 @@ fn an_init_that_closes_its_output_costs_the_forker_nothing() {
 
 #[test]
 fn a_stop_asked_after_an_interrupted_restart_wins() {
-    let mut d = TestDaemon::start();
     // Slow to obey SIGTERM: still running when the new daemon looks, so the interrupted
     // restart would start it again when it ends...
-    d.ok(&[
-        "launch",
-        "busybox",
-        "--name",
-        "slow",
-        "--persistent",
-        "--",
-        "sh",
-        "-c",
-        "trap 'sleep 2; exit 0' TERM; while true; do sleep 0.1; done",
-    ]);
-    d.crash_at("stop:signalled", &["restart", "slow"]);
+    let (d, _) = restart_cut_after_its_stop_signal(2);
     // ...but the user stops it meanwhile: it stays stopped.
     d.ok(&["stop", "slow"]);
     std::thread::sleep(Duration::from_secs(4));

@@ -237,60 +237,49 @@ fn failed_rollout_rolls_back_and_returns_reset_instances_to_the_previous_version
 
 // ---- a failure puts everything back -------------------------------------------------------------
 
-#[test]
-fn a_rollout_cut_between_a_followers_stop_and_its_start_is_put_back_with_it() {
+/// Followers `names` on version 2 of busybox, version 3 made current, and a rollout of it
+/// cut by the end of the daemon at crash point `at`; returns once the restarted daemon put it
+/// back: the name on version 2 and every follower running it.
+fn rollout_cut_at(at: &str, names: &[&str]) -> TestDaemon {
     let mut d = TestDaemon::start();
     d.ok(&["template", "patch", "busybox", "--run", "echo 2 > /etc/v"]);
-    for f in ["m1", "m2"] {
+    for f in names {
         d.ok(&["launch", "busybox", "--name", f]);
     }
     d.ok(&["template", "patch", "busybox", "--run", "echo 3 > /etc/v"]);
-    // The daemon dies after the first follower was told to stop for its reset: its restart
-    // and the rollout are both interrupted.
-    d.crash_at("stop:signalled", &["template", "rollout", "busybox"]);
+    d.crash_at(at, &["template", "rollout", "busybox"]);
     common::wait_until(
         std::time::Duration::from_secs(30),
-        "the rollout to be put back with both followers running",
+        "the interrupted rollout to be put back with every follower running",
         || {
             current(&d, "busybox") == 2
-                && ["m1", "m2"].iter().all(|f| {
+                && names.iter().all(|f| {
                     d.state_of(f).as_deref() == Some("running") && running_version(&d, f) == Some(2)
                 })
         },
     );
-    for f in ["m1", "m2"] {
+    for f in names {
         assert_eq!(
             d.sh(f, "cat /etc/v"),
             "2\n",
             "{f} runs version 2, not the rejected 3"
         );
     }
+    d
+}
+
+#[test]
+fn a_rollout_cut_between_a_followers_stop_and_its_start_is_put_back_with_it() {
+    // The daemon dies after the first follower was told to stop for its reset: its restart
+    // and the rollout are both interrupted.
+    let d = rollout_cut_at("stop:signalled", &["m1", "m2"]);
     d.finish();
 }
 
 #[test]
 fn a_rollout_interrupted_by_the_end_of_the_daemon_is_put_back_at_the_next_start() {
-    let mut d = TestDaemon::start();
-    d.ok(&["template", "patch", "busybox", "--run", "echo 2 > /etc/v"]);
-    for f in ["k1", "k2", "k3"] {
-        d.ok(&["launch", "busybox", "--name", f]);
-    }
-    d.ok(&["template", "patch", "busybox", "--run", "echo 3 > /etc/v"]);
     // The daemon dies right after the first follower was reset onto version 3.
-    d.crash_at("rollout:reset", &["template", "rollout", "busybox"]);
-    common::wait_until(
-        std::time::Duration::from_secs(30),
-        "the interrupted rollout to be put back",
-        || {
-            current(&d, "busybox") == 2
-                && ["k1", "k2", "k3"]
-                    .iter()
-                    .all(|f| running_version(&d, f) == Some(2))
-        },
-    );
-    for f in ["k1", "k2", "k3"] {
-        assert_eq!(d.sh(f, "cat /etc/v"), "2\n", "{f}");
-    }
+    let d = rollout_cut_at("rollout:reset", &["k1", "k2", "k3"]);
     assert!(
         d.logs()
             .contains("was interrupted by the end of the daemon"),
