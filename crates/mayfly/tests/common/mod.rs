@@ -15,6 +15,7 @@ mod faults;
 mod host;
 mod http;
 pub mod images;
+pub mod imports;
 mod instances;
 mod refusals;
 
