@@ -17,6 +17,7 @@ mod http;
 pub mod images;
 mod instances;
 mod refusals;
+mod templates;
 
 #[allow(unused_imports)]
 pub use archives::*;
@@ -30,6 +31,8 @@ pub use http::*;
 pub use instances::*;
 #[allow(unused_imports)]
 pub use refusals::*;
+#[allow(unused_imports)]
+pub use templates::*;
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
