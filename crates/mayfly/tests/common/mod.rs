@@ -18,6 +18,7 @@ pub mod images;
 pub mod imports;
 mod instances;
 mod refusals;
+mod templates;
 
 #[allow(unused_imports)]
 pub use archives::*;
@@ -31,6 +32,8 @@ pub use http::*;
 pub use instances::*;
 #[allow(unused_imports)]
 pub use refusals::*;
+#[allow(unused_imports)]
+pub use templates::*;
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
