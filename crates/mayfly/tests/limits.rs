@@ -19,9 +19,10 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use common::images::{OCI_TAR, docker_save, image_config, write_oci_layout};
+use common::imports::{events, import_bytes};
 use common::{
-    CLI_TIMEOUT, Output, TestDaemon, assert_nothing_created, assert_refused, catalogue,
-    make_rootfs, parse_http, poll_until, tar_of, template_names, zstd,
+    CLI_TIMEOUT, TestDaemon, assert_nothing_created, assert_refused, catalogue, make_rootfs,
+    parse_http, poll_until, tar_of, template_names, zstd,
 };
 
 // ---- archives ----------------------------------------------------------------------------------
@@ -98,22 +99,6 @@ fn disk_usage(dir: &Path) -> u64 {
         }
     }
     total
-}
-
-/// Writes `bytes` to the test directory and imports them as `name` through the CLI.
-fn import_bytes(d: &TestDaemon, name: &str, file: &str, bytes: &[u8]) -> Output {
-    let path = d.dir.join(file);
-    std::fs::write(&path, bytes).expect("write the archive");
-    d.mayfly(&["template", "import", name, path.to_str().expect("utf-8")])
-}
-
-/// The ndjson events of an answer.
-fn events(body: &[u8]) -> Vec<Value> {
-    String::from_utf8_lossy(body)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad event line {l}: {e}")))
-        .collect()
 }
 
 /// Starts `POST path` with a body of `total` bytes on a raw connection, sending only `head`.
