@@ -193,6 +193,10 @@ impl EngineError {
                 Some(FailureKind::UnknownContainer) => (ErrorCode::WrongState, None),
                 Some(FailureKind::ProgramNotFound) => (ErrorCode::NotFound, None),
                 Some(FailureKind::ProgramNotExecutable) => (ErrorCode::InvalidArgument, None),
+                Some(FailureKind::BadUser) => (
+                    ErrorCode::InvalidArgument,
+                    Some("give a user that the template's /etc/passwd (or a group that its /etc/group) has, or numeric ids, which need no entry (`--user 1000:1000`)".into()),
+                ),
                 Some(FailureKind::Frozen) => (
                     ErrorCode::WrongState,
                     Some("retry once the snapshot, clone or publish that copies it is done".into()),

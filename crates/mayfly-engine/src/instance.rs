@@ -22,7 +22,7 @@ use mayfly_api::{
     CreateInstance, ExitInfo, InstanceInfo, InstanceState, Isolation, Mode, StopRequest,
 };
 use mayfly_driver::{ExitStatus, IdMap, InitStdio, InstanceSpec, ProcessSpec};
-use mayfly_store::{ID_RANGE, InstanceConfig, InstanceRecord, RunRecord};
+use mayfly_store::{ID_RANGE, InstanceConfig, InstanceRecord, RunRecord, TemplateRecord};
 use tokio::sync::oneshot;
 
 use crate::error::from_driver;
@@ -75,7 +75,14 @@ fn catches(pid: i32, sig: i32) -> bool {
 impl Engine {
     // ---- queries -----------------------------------------------------------------------
 
-    fn info_of(&self, rec: &InstanceRecord, writable_bytes: Option<u64>) -> InstanceInfo {
+    /// What `list` and `info` say of `rec`; `template` is its template's record, from which
+    /// the command and user it runs (or would start with) are resolved.
+    fn info_of(
+        &self,
+        rec: &InstanceRecord,
+        template: Option<&TemplateRecord>,
+        writable_bytes: Option<u64>,
+    ) -> InstanceInfo {
         let (state, pid, version, started_at, error) = match lock(&self.slots).get(&rec.name) {
             Some(slot) => {
                 let rt = lock(&slot.rt);
@@ -89,6 +96,25 @@ impl Engine {
             }
             None => (InstanceState::Stopped, None, None, None, None),
         };
+        let defaults = template.and_then(|t| {
+            let next = rec.next_run.as_ref().and_then(|n| n.version);
+            t.version(
+                version
+                    .or(next)
+                    .or(rec.pinned_version)
+                    .unwrap_or(t.current_version),
+            )
+        });
+        let (command, user) = match defaults {
+            Some(v) => (
+                process::init_command(&v.config, &rec.config),
+                process::init_user(&v.config, &rec.config),
+            ),
+            None => (
+                rec.config.command.clone(),
+                rec.config.user.clone().unwrap_or_default(),
+            ),
+        };
         InstanceInfo {
             id: rec.id.clone(),
             name: rec.name.clone(),
@@ -98,7 +124,8 @@ impl Engine {
             mode: rec.mode,
             state,
             pid,
-            command: rec.config.command.clone(),
+            command,
+            user: Some(user).filter(|u| !u.is_empty()),
             apps: rec.config.apps.clone(),
             env: rec.config.env.clone(),
             created_at: crate::rfc3339(rec.created_at),
@@ -120,14 +147,26 @@ impl Engine {
 
     /// Every instance.
     pub async fn list_instances(&self) -> Result<Vec<InstanceInfo>, EngineError> {
-        let recs = self.db(|s| s.instances()).await?;
-        Ok(recs.iter().map(|r| self.info_of(r, None)).collect())
+        let (recs, templates) = self.db(|s| Ok((s.instances()?, s.templates()?))).await?;
+        Ok(recs
+            .iter()
+            .map(|r| {
+                let t = templates.iter().find(|t| t.name == r.template);
+                self.info_of(r, t, None)
+            })
+            .collect())
     }
 
     /// One instance, with the size of its writable layer.
     pub async fn instance_info(&self, name: &str) -> Result<InstanceInfo, EngineError> {
         let n = name.to_owned();
-        let rec = self.db(move |s| s.instance(&n)).await?;
+        let (rec, template) = self
+            .db(move |s| {
+                let rec = s.instance(&n)?;
+                let template = s.template(&rec.template).ok();
+                Ok((rec, template))
+            })
+            .await?;
         let upper = self.layout.writable_dir(&rec.id, rec.writable_gen);
         let bytes = self
             .blocking(move || {
@@ -137,7 +176,7 @@ impl Engine {
                 })
             })
             .await?;
-        Ok(self.info_of(&rec, bytes))
+        Ok(self.info_of(&rec, template.as_ref(), bytes))
     }
 
     // ---- create ------------------------------------------------------------------------
@@ -209,7 +248,14 @@ impl Engine {
         })?;
         process::check_env(&req.env)
             .map_err(|e| EngineError::invalid(e, "e.g. `--env LANG=C.UTF-8`"))?;
-        process::check_size(&req.command, &req.env, req.workdir.as_deref())?;
+        let words: Vec<String> = req
+            .entrypoint
+            .iter()
+            .flatten()
+            .chain(&req.command)
+            .cloned()
+            .collect();
+        process::check_size(&words, &req.env, req.workdir.as_deref())?;
         if let Some(w) = &req.workdir
             && !w.starts_with('/')
         {
@@ -224,6 +270,16 @@ impl Engine {
                 "remove it",
             ));
         }
+        let config = InstanceConfig {
+            command: req.command.clone(),
+            entrypoint: req.entrypoint.clone(),
+            user: req.user.clone(),
+            env: req.env.clone(),
+            workdir: req.workdir.clone(),
+            apps: req.apps.clone(),
+            ordered_apps: req.ordered_apps,
+        };
+        process::check_overrides(&config)?;
         let tname = tref.name.clone();
         let template = self.db(move |s| s.template(&tname)).await?;
         let version = match tref.version {
@@ -240,12 +296,7 @@ impl Engine {
             self.check_apps(&tref.name, vrec, &req.apps, req.ordered_apps)
                 .await?;
         }
-        if req.command.is_empty() && vrec.config.command.is_empty() {
-            return Err(EngineError::invalid(
-                format!("template `{}` has no default command", tref.name),
-                "give the command after `--`, e.g. `mayfly launch TEMPLATE -- /bin/sh -c 'sleep infinity'`",
-            ));
-        }
+        process::init_process(&tref.name, &vrec.config, &config)?;
         let name = match &req.name {
             Some(n) => {
                 check_instance_name(n)
@@ -260,13 +311,7 @@ impl Engine {
             template: tref.name.clone(),
             pinned_version: tref.version,
             mode: req.mode,
-            config: InstanceConfig {
-                command: req.command.clone(),
-                env: req.env.clone(),
-                workdir: req.workdir.clone(),
-                apps: req.apps.clone(),
-                ordered_apps: req.ordered_apps,
-            },
+            config,
             id_base: None,
             created_at: mayfly_store::now(),
             run: None,
@@ -371,11 +416,7 @@ impl Engine {
                 "recreate the instance from an existing version",
             )
         })?;
-        let args = if rec.config.command.is_empty() {
-            vrec.config.command.clone()
-        } else {
-            rec.config.command.clone()
-        };
+        let (args, user) = process::init_process(&rec.template, &vrec.config, &rec.config)?;
         let process = ProcessSpec {
             args,
             env: process::environment(&rec.name, tty, &[&vrec.config.env, &rec.config.env]),
@@ -386,8 +427,7 @@ impl Engine {
                 .or_else(|| Some(vrec.config.workdir.clone()))
                 .filter(|w| !w.is_empty())
                 .unwrap_or_else(|| "/".to_owned()),
-            uid: 0,
-            gid: 0,
+            user,
             tty,
         };
         let (layers, apps) = self

@@ -9,6 +9,7 @@ mod client;
 mod commands;
 mod limits;
 mod output;
+mod process;
 mod stream;
 
 use std::path::PathBuf;
@@ -457,6 +458,8 @@ pub struct InstanceOptions {
     /// Allow applications that change the same files (the later --app wins).
     #[arg(long, requires = "apps")]
     pub ordered: bool,
+    #[command(flatten)]
+    pub process: process::ProcessArgs,
 }
 
 /// `mayfly launch`.
@@ -551,6 +554,8 @@ pub struct ExecArgs {
     /// Working directory.
     #[arg(long, short, value_name = "DIR")]
     pub workdir: Option<String>,
+    #[command(flatten)]
+    pub user: process::ExecUserArg,
 }
 
 /// Snapshot subcommands.
