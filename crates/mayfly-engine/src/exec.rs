@@ -54,7 +54,7 @@ impl Engine {
             ));
         }
         if let Some(user) = &req.user {
-            process::check_user(user, "--user")?;
+            process::check_user(user, "user")?;
         }
         let slot = self.slot(name)?;
         let (state, version) = {

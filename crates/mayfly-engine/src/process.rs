@@ -56,7 +56,7 @@ pub(crate) fn check_overrides(config: &InstanceConfig) -> Result<(), EngineError
         ));
     }
     if let Some(user) = &config.user {
-        check_user(user, "--user")?;
+        check_user(user, "user")?;
     }
     Ok(())
 }
@@ -269,8 +269,8 @@ mod tests {
         };
         assert_eq!(init_user(&t, &own), "0");
         assert!(check_user("nobody:nogroup", "--user").is_ok());
-        let e = check_user("a:b:c", "--user").expect_err("a:b:c");
-        assert!(e.to_string().contains("invalid --user `a:b:c`"), "{e}");
+        let e = check_user("a:b:c", "user").expect_err("a:b:c");
+        assert!(e.to_string().contains("invalid user `a:b:c`"), "{e}");
     }
 
     #[test]
