@@ -615,3 +615,46 @@ fn a_user_that_is_not_root_owns_its_terminal() {
     d.ok(&["rm", "-f", "term"]);
     d.finish();
 }
+
+#[test]
+fn hostile_account_files_never_stall_a_start_or_lead_outside() {
+    let d = TestDaemon::start();
+    d.ok(&["launch", "busybox", "--name", "h"]);
+    let refused = |what: &str, mentions: &str| {
+        let out = d.mayfly(&["exec", "-u", "nobody", "h", "--", "true"]);
+        assert_eq!(out.code, 125, "{what}: {out}");
+        assert!(
+            out.stderr
+                .contains("cannot read the instance's /etc/passwd to look up `nobody`")
+                && out.stderr.contains(mentions),
+            "{what}: {out}"
+        );
+        // Numeric ids need no file: root always gets in. (Not asked with `id`, which would
+        // read the file itself.)
+        let uid = "grep ^Uid: /proc/self/status | cut -f2";
+        assert_eq!(d.ok(&["exec", "h", "--", "sh", "-c", uid]), "0\n", "{what}");
+        assert_eq!(
+            d.ok(&["exec", "-u", "65534:65534", "h", "--", "sh", "-c", uid]),
+            "65534\n",
+            "{what}"
+        );
+    };
+    // A FIFO would block whoever opens it for reading.
+    d.sh("h", "rm /etc/passwd && mkfifo /etc/passwd");
+    refused("a FIFO", "not a regular file");
+    // A magic link would lead through /proc to another root (or, in the exec helper, to the
+    // forker's descriptors): not followed.
+    d.sh(
+        "h",
+        "rm /etc/passwd && ln -s /proc/1/root/etc/group /etc/passwd",
+    );
+    refused("a magic link", "symbolic links");
+    // A file past the size bound is not read.
+    d.sh(
+        "h",
+        "rm /etc/passwd && head -c 5000000 /dev/zero > /etc/passwd",
+    );
+    refused("a huge file", "larger than 4 MiB");
+    d.ok(&["rm", "-f", "h"]);
+    d.finish();
+}
