@@ -233,7 +233,8 @@ pub struct ImportTemplate {
     /// Absolute path of a root directory or a `.tar`, `.tar.gz` or `.tar.zst` rootfs on the
     /// daemon's host.
     pub path: String,
-    /// Default init command of the new template.
+    /// Default init command of the new template, whole (it becomes its `cmd`, with no
+    /// entrypoint: for an image, it replaces the image's `Entrypoint` and `Cmd`).
     #[serde(default)]
     pub command: Option<Vec<String>>,
     /// History message.
@@ -247,7 +248,7 @@ pub struct ImportTemplate {
 pub struct ImportQuery {
     /// Template name.
     pub name: String,
-    /// Default init command, as a JSON array of strings.
+    /// Default init command, as a JSON array of strings (whole, as in [`ImportTemplate`]).
     #[serde(default)]
     pub command: Option<String>,
     /// History message.
@@ -304,7 +305,9 @@ pub struct BuildTemplate {
     /// Shell commands to run (after the packages), with `/bin/sh -c`.
     #[serde(default)]
     pub run: Option<String>,
-    /// Default init command of the new template.
+    /// Default init command of the new template, whole (its `cmd`, with no entrypoint). An
+    /// application template without it takes its base's command and user, or, rebuilt, keeps
+    /// its own.
     #[serde(default)]
     pub command: Option<Vec<String>>,
     /// History message.
