@@ -5,7 +5,8 @@
 //! - `NAME`: the passwd entry of that name gives uid, gid and home; it must exist;
 //! - `UID` (digits): the passwd entry with that uid gives gid and home when there is one; a uid
 //!   without an entry runs with gid 0 and home `/`;
-//! - `:GROUP` sets the primary group: a name must be in `/etc/group`, a number is taken as is;
+//! - `:GROUP` sets the primary group: a name must be in `/etc/group`, a number is taken as is
+//!   (with no user before it, the user is root; an empty group after `USER:` is no group);
 //! - the supplementary groups are the primary group and, when no group was given and the user
 //!   has a passwd entry, every group of `/etc/group` that lists the user's name (what
 //!   `initgroups` does, and Docker since CVE-2022-36109: the primary group is always there,
@@ -56,8 +57,9 @@ pub struct UserSpec {
 }
 
 impl UserSpec {
-    /// Parses `""`, `USER`, `UID`, `USER:GROUP`, `UID:GID` (and the mixed forms). The error
-    /// says what is wrong, for a message that adds which setting it came from.
+    /// Parses `""`, `USER`, `UID`, `USER:GROUP`, `UID:GID` (and the mixed forms; `:GROUP` is
+    /// root with that group, `USER:` the user alone). The error says what is wrong, for a
+    /// message that adds which setting it came from.
     pub fn parse(spec: &str) -> Result<UserSpec, String> {
         if spec.is_empty() {
             return Ok(UserSpec::default());
@@ -66,13 +68,13 @@ impl UserSpec {
             Some((u, g)) => (u, Some(g)),
             None => (spec, None),
         };
-        if user.is_empty() {
-            return Err("no user before `:`".to_owned());
-        }
-        let user = Some(account(user, "user")?);
+        // As with Docker, `:GROUP` is root with that group and `USER:` is just the user.
+        let user = match user {
+            "" => None,
+            u => Some(account(u, "user")?),
+        };
         let group = match group {
-            None => None,
-            Some("") => return Err("no group after `:`".to_owned()),
+            None | Some("") => None,
             Some(g) if g.contains(':') => {
                 return Err("more than one `:` (use USER or USER:GROUP)".to_owned());
             }
@@ -505,6 +507,16 @@ nomembers:x:77
         assert_eq!(spec("0").to_string(), "0");
         assert_eq!(spec("").to_string(), "root");
         assert_eq!(spec("a:b").to_string(), "a:b");
+        // Docker's lenient forms.
+        assert_eq!(spec("bob:"), spec("bob"));
+        assert_eq!(
+            spec(":staff"),
+            UserSpec {
+                user: None,
+                group: Some(Account::Name("staff".into())),
+            }
+        );
+        assert_eq!(spec(":"), UserSpec::default());
         assert!(spec("bob:1").needs_files());
         assert!(spec("1:staff").needs_files());
         assert!(!spec("1:2").needs_files());
@@ -514,9 +526,8 @@ nomembers:x:77
     #[test]
     fn bad_specs_are_refused_with_the_reason() {
         for (bad, why) in [
-            (":staff", "no user"),
-            ("bob:", "no group"),
             ("a:b:c", "more than one"),
+            ("::", "more than one"),
             ("4294967296", "too large"),
             ("2147483648", "too large"),
             ("1:4294967295", "too large"),
@@ -595,6 +606,13 @@ nomembers:x:77
             (65534, 65534, "/nonexistent")
         );
         assert_eq!(id.groups, vec![65534]);
+    }
+
+    #[test]
+    fn root_with_a_group_keeps_roots_home() {
+        let id = ok(":staff");
+        assert_eq!((id.uid, id.gid, id.home.as_str()), (0, 50, "/root"));
+        assert_eq!(id.groups, vec![50]);
     }
 
     #[test]
