@@ -240,7 +240,17 @@ fn entrypoint_and_cmd_stay_apart_and_the_defaults_are_shown() {
     let text = d.ok(&["info", "e2"]);
     assert!(text.contains("command:     /bin/sh"), "{text}");
     assert!(text.contains("user:        nobody:staff"), "{text}");
-    // The built-in template has no user: root.
+    // The built-in template has no entrypoint and no user: its cmd is the whole command,
+    // run as root.
+    let text = d.ok(&["template", "info", "busybox"]);
+    for line in [
+        "command:    /sbin/init",
+        "entrypoint: -",
+        "cmd:        /sbin/init",
+        "user:       root (the default)",
+    ] {
+        assert!(text.contains(line), "`{line}` missing from:\n{text}");
+    }
     d.ok(&["launch", "busybox", "--name", "bb", "--no-start"]);
     assert!(d.info("bb").get("user").is_none(), "{}", d.info("bb"));
     assert!(

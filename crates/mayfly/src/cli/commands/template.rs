@@ -252,20 +252,22 @@ fn print_defaults(c: &mayfly_api::TemplateConfig) {
         quoted(&c.command)
     };
     println!("command:    {cmd}");
-    if !c.entrypoint.is_empty() {
+    let or_dash = |words: &[String]| {
+        if words.is_empty() {
+            "-".to_owned()
+        } else {
+            quoted(words)
+        }
+    };
+    if c.entrypoint.is_empty() {
+        println!("entrypoint: -   (arguments given at launch replace the whole command)");
+    } else {
         println!(
             "entrypoint: {}   (arguments given at launch follow it)",
             quoted(&c.entrypoint)
         );
-        println!(
-            "cmd:        {}   (replaced by arguments given at launch)",
-            if c.cmd.is_empty() {
-                "-".to_owned()
-            } else {
-                quoted(&c.cmd)
-            }
-        );
     }
+    println!("cmd:        {}", or_dash(&c.cmd));
     println!(
         "user:       {}",
         if c.user.is_empty() {
