@@ -195,7 +195,7 @@ impl EngineError {
                 Some(FailureKind::ProgramNotExecutable) => (ErrorCode::InvalidArgument, None),
                 Some(FailureKind::BadUser) => (
                     ErrorCode::InvalidArgument,
-                    Some("give a user that the template's /etc/passwd (or a group that its /etc/group) has, or numeric ids, which need no entry (`--user 1000:1000`)".into()),
+                    Some("give a user or group that the instance's /etc/passwd or /etc/group has, or numeric ids (they need no entry) within those the instance maps, e.g. `--user 1000:1000`".into()),
                 ),
                 Some(FailureKind::Frozen) => (
                     ErrorCode::WrongState,

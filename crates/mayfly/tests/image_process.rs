@@ -352,6 +352,28 @@ fn a_user_by_name_gets_its_groups_and_exec_takes_the_user_or_its_own() {
             .contains("no group `ghosts` in the instance's /etc/group"),
         "{out}"
     );
+    // An id the instance's user namespace does not map (65536 ids) is the user's error.
+    let out = d.mayfly(&["exec", "-u", "70000", "n", "--", "true"]);
+    assert_eq!(out.code, 125, "{out}");
+    assert!(
+        out.stderr
+            .contains("cannot take uid 70000: not mapped in the instance's user namespace"),
+        "{out}"
+    );
+    let (status, err) = d.api(
+        "POST",
+        "/v1/instances",
+        Some(&json!({"template": "named", "name": "far", "user": "1:70000"})),
+    );
+    assert_eq!(status, 400, "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("cannot take supplementary groups [70000]: not mapped"),
+        "{err}"
+    );
+    assert_eq!(d.state_of("far"), None);
     // A malformed spec is refused before anything runs.
     let out = d.mayfly(&["exec", "-u", "a:b:c", "n", "--", "true"]);
     assert_eq!(out.code, 125, "{out}");

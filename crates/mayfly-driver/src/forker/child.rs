@@ -35,6 +35,10 @@ pub(crate) struct ChildFailure {
 /// [`crate::protocol::FailureKind::BadUser`] (see `spawn::child_failure`).
 pub(crate) const RESOLVE_USER_STEP: &str = "resolve user";
 
+/// The step name of taking the resolved ids; one the user namespace does not map
+/// (`EINVAL`) is the user's error too.
+pub(crate) const TAKE_IDS_STEP: &str = "take";
+
 impl ChildFailure {
     /// The user `user` cannot be resolved in the instance: `detail` says why.
     pub(crate) fn bad_user(user: &str, detail: String) -> Self {
@@ -608,14 +612,12 @@ fn set_identity(identity: &Identity) -> ChildResult<()> {
     let unmapped = |what: String| {
         move |e: rustix::io::Errno| {
             let detail = if e == rustix::io::Errno::INVAL {
-                format!(
-                    "{what}: not mapped in the instance's user namespace (`mayfly info NAME` shows the ids it has)"
-                )
+                "not mapped in the instance's user namespace (`mayfly info NAME` shows the ids it has)".to_owned()
             } else {
                 e.to_string()
             };
             ChildFailure {
-                step: format!("set {what}"),
+                step: format!("{TAKE_IDS_STEP} {what}"),
                 errno: Some(e.raw_os_error()),
                 detail,
             }

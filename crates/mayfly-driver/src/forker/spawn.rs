@@ -134,7 +134,8 @@ pub(super) fn namespace_root(pid: i32) -> Option<(u32, u32)> {
 
 /// Turns the child's report into the forker's answer.
 pub(super) fn child_failure(f: ChildFailure) -> Failure {
-    let kind = if f.step.starts_with(child::RESOLVE_USER_STEP) {
+    let unmapped_id = f.step.starts_with(child::TAKE_IDS_STEP) && f.errno == Some(libc::EINVAL);
+    let kind = if f.step.starts_with(child::RESOLVE_USER_STEP) || unmapped_id {
         FailureKind::BadUser
     } else if f.step.starts_with("exec ") {
         match f.errno {
