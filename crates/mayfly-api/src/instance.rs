@@ -127,8 +127,16 @@ pub struct InstanceInfo {
     /// Host pid of the init process while running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<i32>,
-    /// The init command.
+    /// The init command as it runs: the template's entrypoint (or the instance's own) then
+    /// the arguments given at launch, or the template's `cmd` when none were given; for the
+    /// template version the instance runs, or when stopped the one its next start would
+    /// take (ignoring what its applications may hold back).
     pub command: Vec<String>,
+    /// Who the init runs as (`USER[:GROUP]`, the instance's own or the template's default,
+    /// resolved in the instance's `/etc/passwd` and `/etc/group` at each start); absent is
+    /// root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     /// Application templates stacked over the template.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub apps: Vec<String>,
@@ -167,9 +175,21 @@ pub struct CreateInstance {
     /// Defaults to transient.
     #[serde(default)]
     pub mode: Mode,
-    /// Init command; empty means the template's default.
+    /// Init command, or the arguments of the template's entrypoint: appended to the
+    /// entrypoint, replacing the template's `cmd` (see [`crate::TemplateConfig`]); empty means
+    /// the template's default.
     #[serde(default)]
     pub command: Vec<String>,
+    /// Replaces the template's entrypoint (`[]` clears it); the template's `cmd` is then
+    /// dropped, so `command` is all the arguments (as `docker run --entrypoint`).
+    #[serde(default)]
+    pub entrypoint: Option<Vec<String>>,
+    /// Run the init as this `USER[:GROUP]` instead of the template's default user (a name or
+    /// uid, optionally a group name or gid, looked up in the instance's own `/etc/passwd` and
+    /// `/etc/group`; a uid without an entry runs with gid 0). Exec'd processes run as this
+    /// user too unless their request names another.
+    #[serde(default)]
+    pub user: Option<String>,
     /// Application templates (`NAME` or `NAME@N`, built over this template) stacked over it,
     /// in order.
     #[serde(default)]
@@ -272,6 +292,11 @@ pub struct ExecRequest {
     /// Working directory (default `/`).
     #[serde(default)]
     pub workdir: Option<String>,
+    /// Run as this `USER[:GROUP]` (a name or uid, optionally a group name or gid, looked up
+    /// in the instance's own `/etc/passwd` and `/etc/group`); by default the user the
+    /// instance's init runs as (its own `user`, else its template's; root when neither says).
+    #[serde(default)]
+    pub user: Option<String>,
     /// Allocate a terminal.
     #[serde(default)]
     pub tty: bool,

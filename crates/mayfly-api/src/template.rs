@@ -5,30 +5,137 @@ use serde::{Deserialize, Serialize};
 use crate::ApiError;
 
 /// What an instance started from a template version runs unless told otherwise.
+///
+/// The default command follows OCI images (and Docker): `entrypoint` followed by `cmd`.
+/// Arguments given at launch (`mayfly run IMAGE -- ARGS`) replace `cmd` and are appended to
+/// `entrypoint`; an instance's own entrypoint (`--entrypoint`) replaces the template's, and
+/// then `cmd` is dropped unless arguments are given too. A template without an entrypoint
+/// (every template made before mayfly kept the two apart, and most that are not images)
+/// has its whole default command in `cmd`, which arguments replace.
+///
+/// `command` is that default command whole, `entrypoint` then `cmd`, for readers; a writer
+/// may set `command` alone, which then becomes `cmd` with no entrypoint (when it differs
+/// from what `entrypoint` and `cmd` make). [`TemplateConfig::set_command`] keeps the three
+/// in step.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "TemplateConfigFields", into = "TemplateConfigFields")]
 pub struct TemplateConfig {
-    /// Default init command; empty means an instance must name one.
-    #[serde(default)]
+    /// The default command, whole: `entrypoint` followed by `cmd`. Empty means an instance
+    /// must name one.
     pub command: Vec<String>,
+    /// What every process started with the default command begins with (an image's
+    /// `Entrypoint`); arguments given at launch are appended to it.
+    pub entrypoint: Vec<String>,
+    /// The default arguments of `entrypoint`, or the default command when there is no
+    /// entrypoint (an image's `Cmd`); arguments given at launch replace it.
+    pub cmd: Vec<String>,
+    /// Who the default command runs as: `USER[:GROUP]`, a name or uid and optionally a
+    /// group name or gid, looked up in the instance's own `/etc/passwd` and `/etc/group`
+    /// (an image's `User`). Empty is root.
+    pub user: String,
     /// `KEY=VALUE` environment of every process.
-    #[serde(default)]
     pub env: Vec<String>,
     /// Working directory of the init.
-    #[serde(default = "root_dir")]
     pub workdir: String,
     /// Signal that asks the init to stop (`SIGTERM` unless the init wants another).
-    #[serde(default = "sigterm")]
     pub stop_signal: String,
+}
+
+impl TemplateConfig {
+    /// Sets the default command as an entrypoint and its arguments (`command` follows).
+    pub fn set_command(&mut self, entrypoint: Vec<String>, cmd: Vec<String>) {
+        self.command = entrypoint.iter().chain(&cmd).cloned().collect();
+        self.entrypoint = entrypoint;
+        self.cmd = cmd;
+    }
+
+    /// The entrypoint and cmd this configuration means (see the type's documentation for
+    /// a `command` set alone).
+    pub fn entrypoint_and_cmd(&self) -> (&[String], &[String]) {
+        let joined = self.entrypoint.len() + self.cmd.len() == self.command.len()
+            && self
+                .entrypoint
+                .iter()
+                .chain(&self.cmd)
+                .eq(self.command.iter());
+        if self.command.is_empty() || joined {
+            (&self.entrypoint, &self.cmd)
+        } else {
+            (&[], &self.command)
+        }
+    }
+
+    /// The same configuration with `command`, `entrypoint` and `cmd` in step.
+    pub fn normalized(mut self) -> Self {
+        let (entrypoint, cmd) = self.entrypoint_and_cmd();
+        let (entrypoint, cmd) = (entrypoint.to_vec(), cmd.to_vec());
+        self.set_command(entrypoint, cmd);
+        self
+    }
 }
 
 impl Default for TemplateConfig {
     fn default() -> Self {
         TemplateConfig {
             command: Vec::new(),
+            entrypoint: Vec::new(),
+            cmd: Vec::new(),
+            user: String::new(),
             env: Vec::new(),
             workdir: root_dir(),
             stop_signal: sigterm(),
+        }
+    }
+}
+
+/// [`TemplateConfig`] as stored and sent: the same fields, read with defaults (a template
+/// stored before entrypoint, cmd and user were kept has only `command`) and normalized
+/// both ways.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TemplateConfigFields {
+    #[serde(default)]
+    command: Vec<String>,
+    #[serde(default)]
+    entrypoint: Vec<String>,
+    #[serde(default)]
+    cmd: Vec<String>,
+    #[serde(default)]
+    user: String,
+    #[serde(default)]
+    env: Vec<String>,
+    #[serde(default = "root_dir")]
+    workdir: String,
+    #[serde(default = "sigterm")]
+    stop_signal: String,
+}
+
+impl From<TemplateConfigFields> for TemplateConfig {
+    fn from(f: TemplateConfigFields) -> Self {
+        TemplateConfig {
+            command: f.command,
+            entrypoint: f.entrypoint,
+            cmd: f.cmd,
+            user: f.user,
+            env: f.env,
+            workdir: f.workdir,
+            stop_signal: f.stop_signal,
+        }
+        .normalized()
+    }
+}
+
+impl From<TemplateConfig> for TemplateConfigFields {
+    fn from(c: TemplateConfig) -> Self {
+        let c = c.normalized();
+        TemplateConfigFields {
+            command: c.command,
+            entrypoint: c.entrypoint,
+            cmd: c.cmd,
+            user: c.user,
+            env: c.env,
+            workdir: c.workdir,
+            stop_signal: c.stop_signal,
         }
     }
 }
@@ -126,7 +233,8 @@ pub struct ImportTemplate {
     /// Absolute path of a root directory or a `.tar`, `.tar.gz` or `.tar.zst` rootfs on the
     /// daemon's host.
     pub path: String,
-    /// Default init command of the new template.
+    /// Default init command of the new template, whole (it becomes its `cmd`, with no
+    /// entrypoint: for an image, it replaces the image's `Entrypoint` and `Cmd`).
     #[serde(default)]
     pub command: Option<Vec<String>>,
     /// History message.
@@ -140,7 +248,7 @@ pub struct ImportTemplate {
 pub struct ImportQuery {
     /// Template name.
     pub name: String,
-    /// Default init command, as a JSON array of strings.
+    /// Default init command, as a JSON array of strings (whole, as in [`ImportTemplate`]).
     #[serde(default)]
     pub command: Option<String>,
     /// History message.
@@ -197,7 +305,9 @@ pub struct BuildTemplate {
     /// Shell commands to run (after the packages), with `/bin/sh -c`.
     #[serde(default)]
     pub run: Option<String>,
-    /// Default init command of the new template.
+    /// Default init command of the new template, whole (its `cmd`, with no entrypoint). An
+    /// application template without it takes its base's command and user, or, rebuilt, keeps
+    /// its own.
     #[serde(default)]
     pub command: Option<Vec<String>>,
     /// History message.
@@ -327,4 +437,72 @@ pub enum RolloutEvent {
     },
     /// The rollout failed; see the message for what was rolled back.
     Error(ApiError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn a_config_stored_with_only_a_command_reads_as_cmd() {
+        let old = r#"{"command":["/sbin/init"],"env":[],"workdir":"/","stop_signal":"SIGTERM"}"#;
+        let c: TemplateConfig = serde_json::from_str(old).expect("old config");
+        assert_eq!(c.cmd, words("/sbin/init"));
+        assert!(c.entrypoint.is_empty());
+        assert_eq!(c.command, words("/sbin/init"));
+        assert_eq!(c.user, "");
+    }
+
+    #[test]
+    fn entrypoint_and_cmd_round_trip_with_the_whole_command() {
+        let mut c = TemplateConfig::default();
+        c.set_command(words("/bin/app --serve"), words("--port 80"));
+        c.user = "65534:65534".into();
+        let text = serde_json::to_string(&c).expect("serialize");
+        let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(
+            v["command"],
+            serde_json::json!(["/bin/app", "--serve", "--port", "80"])
+        );
+        assert_eq!(v["entrypoint"], serde_json::json!(["/bin/app", "--serve"]));
+        assert_eq!(v["cmd"], serde_json::json!(["--port", "80"]));
+        assert_eq!(v["user"], "65534:65534");
+        let back: TemplateConfig = serde_json::from_str(&text).expect("deserialize");
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn a_command_set_alone_over_a_split_one_wins_whole() {
+        let mut base = TemplateConfig::default();
+        base.set_command(words("/bin/app"), words("--default"));
+        // What a writer that knows only `command` does: `{ command: X, ..base }`.
+        let c = TemplateConfig {
+            command: words("/bin/other -x"),
+            ..base.clone()
+        };
+        assert_eq!(
+            c.entrypoint_and_cmd(),
+            (&[][..], &words("/bin/other -x")[..])
+        );
+        let c = c.normalized();
+        assert!(c.entrypoint.is_empty());
+        assert_eq!(c.cmd, words("/bin/other -x"));
+        // An empty command with a split one is the split one (writers that set only those).
+        let c = TemplateConfig {
+            command: Vec::new(),
+            ..base
+        }
+        .normalized();
+        assert_eq!(c.command, words("/bin/app --default"));
+    }
+
+    #[test]
+    fn unknown_config_fields_are_refused() {
+        let bad = r#"{"command":[],"entry_point":["x"]}"#;
+        assert!(serde_json::from_str::<TemplateConfig>(bad).is_err());
+    }
 }

@@ -18,6 +18,7 @@ pub mod forker;
 pub mod protocol;
 pub mod security;
 pub mod spec;
+pub mod user;
 
 use std::future::Future;
 use std::os::fd::OwnedFd;
@@ -26,6 +27,7 @@ use std::pin::Pin;
 
 pub use protocol::{ContainerState, Event, FailureKind};
 pub use spec::{BindMount, ExitStatus, IdMap, NetworkMode, ProcessSpec};
+pub use user::UserSpec;
 
 /// `PATH` when neither the template nor the instance sets one.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

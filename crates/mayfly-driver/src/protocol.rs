@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::spec::{ContainerSpec, ExitStatus, ProcessSpec};
 
 /// Bumped whenever a message changes shape or meaning.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Largest message, in bytes. The engine refuses process specifications that could not fit
 /// (see `mayfly_engine`'s limits) long before this.
@@ -231,6 +231,9 @@ pub enum FailureKind {
     ProgramNotFound,
     /// The program exists but cannot be executed.
     ProgramNotExecutable,
+    /// The user to run as cannot be resolved in the instance (no such user or group in its
+    /// `/etc/passwd` or `/etc/group`, an unusable file, an id its user namespace lacks).
+    BadUser,
     /// The instance is frozen (or being frozen): nothing new can start in it.
     Frozen,
     /// The request could not be read (malformed, truncated, too many descriptors).

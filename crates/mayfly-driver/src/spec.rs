@@ -30,10 +30,12 @@ pub struct ProcessSpec {
     pub env: Vec<String>,
     /// Working directory inside the instance.
     pub cwd: String,
-    /// User id inside the instance.
-    pub uid: u32,
-    /// Group id inside the instance.
-    pub gid: u32,
+    /// Who runs it: `USER[:GROUP]` (a name or uid, optionally a group name or gid), resolved
+    /// inside the instance, in its own `/etc/passwd` and `/etc/group`, just before the
+    /// program runs (rules in [`crate::user`]); empty is root. A user that is not root gets
+    /// no capabilities; `HOME` comes from the passwd entry when `env` has none.
+    #[serde(default)]
+    pub user: String,
     /// Whether standard input/output/error is one terminal (passed as a single descriptor).
     pub tty: bool,
 }

@@ -282,8 +282,7 @@ impl Engine {
                 args: vec!["/bin/sh".into(), "-c".into(), script],
                 env: process::environment("mayfly-build", false, &[&extra]),
                 cwd: "/".into(),
-                uid: 0,
-                gid: 0,
+                user: String::new(),
                 tty: false,
             },
         };

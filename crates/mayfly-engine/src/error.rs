@@ -193,6 +193,10 @@ impl EngineError {
                 Some(FailureKind::UnknownContainer) => (ErrorCode::WrongState, None),
                 Some(FailureKind::ProgramNotFound) => (ErrorCode::NotFound, None),
                 Some(FailureKind::ProgramNotExecutable) => (ErrorCode::InvalidArgument, None),
+                Some(FailureKind::BadUser) => (
+                    ErrorCode::InvalidArgument,
+                    Some("give a user or group that the instance's /etc/passwd or /etc/group has, or numeric ids (they need no entry) within those the instance maps, e.g. `--user 1000:1000`".into()),
+                ),
                 Some(FailureKind::Frozen) => (
                     ErrorCode::WrongState,
                     Some("retry once the snapshot, clone or publish that copies it is done".into()),

@@ -53,6 +53,9 @@ impl Engine {
                 "remove it",
             ));
         }
+        if let Some(user) = &req.user {
+            process::check_user(user, "user")?;
+        }
         let slot = self.slot(name)?;
         let (state, version) = {
             let rt = lock(&slot.rt);
@@ -67,6 +70,13 @@ impl Engine {
         let template = self.db(move |s| s.template(&tname)).await?;
         let running = version.and_then(|v| template.version(v));
         let template_env = running.map(|v| v.config.env.clone()).unwrap_or_default();
+        // The init's user unless the request names one (as `docker exec` does).
+        let user = match &req.user {
+            Some(u) => u.clone(),
+            None => running
+                .map(|v| process::init_user(&v.config, &rec.config))
+                .unwrap_or_default(),
+        };
         let template_dir = running
             .map(|v| v.config.workdir.clone())
             .filter(|w| !w.is_empty())
@@ -79,8 +89,7 @@ impl Engine {
                 &[&template_env, &rec.config.env, &req.env],
             ),
             cwd: req.workdir.clone().unwrap_or(template_dir),
-            uid: 0,
-            gid: 0,
+            user,
             tty: req.tty,
         };
         let exec_id = self.next_exec.fetch_add(1, Ordering::Relaxed);

@@ -1,5 +1,5 @@
-//! Instance actions: create, start, stop, restart, reset, remove, attached runs, and what
-//! `list`/`info` show (`exec` is in `exec.rs`).
+//! Instance actions: create, start, stop, restart, reset, remove and attached runs (`exec` is
+//! in `exec.rs`, what `list` and `info` show in `instance_view.rs`).
 //!
 //! Rules, in one place:
 //! - `start` needs a stopped instance; a transient or ephemeral one always starts from a
@@ -18,9 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mayfly_api::names::{TemplateRef, check_instance_name};
-use mayfly_api::{
-    CreateInstance, ExitInfo, InstanceInfo, InstanceState, Isolation, Mode, StopRequest,
-};
+use mayfly_api::{CreateInstance, InstanceInfo, InstanceState, Mode, StopRequest};
 use mayfly_driver::{ExitStatus, IdMap, InitStdio, InstanceSpec, ProcessSpec};
 use mayfly_store::{ID_RANGE, InstanceConfig, InstanceRecord, RunRecord};
 use tokio::sync::oneshot;
@@ -73,73 +71,6 @@ fn catches(pid: i32, sig: i32) -> bool {
 }
 
 impl Engine {
-    // ---- queries -----------------------------------------------------------------------
-
-    fn info_of(&self, rec: &InstanceRecord, writable_bytes: Option<u64>) -> InstanceInfo {
-        let (state, pid, version, started_at, error) = match lock(&self.slots).get(&rec.name) {
-            Some(slot) => {
-                let rt = lock(&slot.rt);
-                (
-                    rt.state,
-                    rt.pid,
-                    rt.version,
-                    rt.started_at,
-                    rt.last_error.clone(),
-                )
-            }
-            None => (InstanceState::Stopped, None, None, None, None),
-        };
-        InstanceInfo {
-            id: rec.id.clone(),
-            name: rec.name.clone(),
-            template: rec.template.clone(),
-            pinned_version: rec.pinned_version,
-            running_version: version,
-            mode: rec.mode,
-            state,
-            pid,
-            command: rec.config.command.clone(),
-            apps: rec.config.apps.clone(),
-            env: rec.config.env.clone(),
-            created_at: crate::rfc3339(rec.created_at),
-            started_at: started_at.map(crate::rfc3339),
-            last_exit: rec.last_exit.as_ref().map(|e| ExitInfo {
-                code: e.code,
-                signal: e.signal,
-                at: Some(crate::rfc3339(e.at)),
-            }),
-            isolation: Isolation {
-                user_namespace: rec.id_base.is_some(),
-                host_id_base: rec.id_base,
-                host_id_count: rec.id_base.map(|_| ID_RANGE),
-            },
-            writable_bytes,
-            error,
-        }
-    }
-
-    /// Every instance.
-    pub async fn list_instances(&self) -> Result<Vec<InstanceInfo>, EngineError> {
-        let recs = self.db(|s| s.instances()).await?;
-        Ok(recs.iter().map(|r| self.info_of(r, None)).collect())
-    }
-
-    /// One instance, with the size of its writable layer.
-    pub async fn instance_info(&self, name: &str) -> Result<InstanceInfo, EngineError> {
-        let n = name.to_owned();
-        let rec = self.db(move |s| s.instance(&n)).await?;
-        let upper = self.layout.writable_dir(&rec.id, rec.writable_gen);
-        let bytes = self
-            .blocking(move || {
-                Ok(match mayfly_image::tree_stats(&upper) {
-                    Ok(stats) => Some(stats.bytes),
-                    Err(_) => None,
-                })
-            })
-            .await?;
-        Ok(self.info_of(&rec, bytes))
-    }
-
     // ---- create ------------------------------------------------------------------------
 
     /// Creates an instance and (unless `start` is false) starts it with its output going to
@@ -209,7 +140,14 @@ impl Engine {
         })?;
         process::check_env(&req.env)
             .map_err(|e| EngineError::invalid(e, "e.g. `--env LANG=C.UTF-8`"))?;
-        process::check_size(&req.command, &req.env, req.workdir.as_deref())?;
+        let words: Vec<String> = req
+            .entrypoint
+            .iter()
+            .flatten()
+            .chain(&req.command)
+            .cloned()
+            .collect();
+        process::check_size(&words, &req.env, req.workdir.as_deref())?;
         if let Some(w) = &req.workdir
             && !w.starts_with('/')
         {
@@ -224,6 +162,16 @@ impl Engine {
                 "remove it",
             ));
         }
+        let config = InstanceConfig {
+            command: req.command.clone(),
+            entrypoint: req.entrypoint.clone(),
+            user: req.user.clone(),
+            env: req.env.clone(),
+            workdir: req.workdir.clone(),
+            apps: req.apps.clone(),
+            ordered_apps: req.ordered_apps,
+        };
+        process::check_overrides(&config)?;
         let tname = tref.name.clone();
         let template = self.db(move |s| s.template(&tname)).await?;
         let version = match tref.version {
@@ -240,12 +188,7 @@ impl Engine {
             self.check_apps(&tref.name, vrec, &req.apps, req.ordered_apps)
                 .await?;
         }
-        if req.command.is_empty() && vrec.config.command.is_empty() {
-            return Err(EngineError::invalid(
-                format!("template `{}` has no default command", tref.name),
-                "give the command after `--`, e.g. `mayfly launch TEMPLATE -- /bin/sh -c 'sleep infinity'`",
-            ));
-        }
+        process::init_process(&tref.name, &vrec.config, &config)?;
         let name = match &req.name {
             Some(n) => {
                 check_instance_name(n)
@@ -260,13 +203,7 @@ impl Engine {
             template: tref.name.clone(),
             pinned_version: tref.version,
             mode: req.mode,
-            config: InstanceConfig {
-                command: req.command.clone(),
-                env: req.env.clone(),
-                workdir: req.workdir.clone(),
-                apps: req.apps.clone(),
-                ordered_apps: req.ordered_apps,
-            },
+            config,
             id_base: None,
             created_at: mayfly_store::now(),
             run: None,
@@ -371,11 +308,7 @@ impl Engine {
                 "recreate the instance from an existing version",
             )
         })?;
-        let args = if rec.config.command.is_empty() {
-            vrec.config.command.clone()
-        } else {
-            rec.config.command.clone()
-        };
+        let (args, user) = process::init_process(&rec.template, &vrec.config, &rec.config)?;
         let process = ProcessSpec {
             args,
             env: process::environment(&rec.name, tty, &[&vrec.config.env, &rec.config.env]),
@@ -386,8 +319,7 @@ impl Engine {
                 .or_else(|| Some(vrec.config.workdir.clone()))
                 .filter(|w| !w.is_empty())
                 .unwrap_or_else(|| "/".to_owned()),
-            uid: 0,
-            gid: 0,
+            user,
             tty,
         };
         let (layers, apps) = self

@@ -20,6 +20,7 @@ mod error;
 mod exec;
 mod freeze;
 mod instance;
+mod instance_view;
 mod layer;
 mod logs;
 mod process;

@@ -1,13 +1,106 @@
-//! What a process inside an instance gets: its environment and the signals it can be sent.
+//! What a process inside an instance gets: its command (the template's entrypoint and cmd
+//! with the instance's overrides, as OCI images and Docker have it), its user, its
+//! environment and the signals it can be sent.
 
 use mayfly_api::TemplateConfig;
+use mayfly_store::InstanceConfig;
+
+use crate::EngineError;
+
+/// The command an instance's init runs: the instance's entrypoint if it has one, else the
+/// template's; then the instance's arguments if it has any, else the template's `cmd` unless
+/// the instance replaced the entrypoint (as `docker run --entrypoint` drops the image's
+/// `Cmd`). Empty when nothing is left to run.
+pub(crate) fn init_command(template: &TemplateConfig, instance: &InstanceConfig) -> Vec<String> {
+    let (entrypoint, cmd) = template.entrypoint_and_cmd();
+    let entrypoint = instance.entrypoint.as_deref().unwrap_or(entrypoint);
+    let args = if !instance.command.is_empty() {
+        &instance.command[..]
+    } else if instance.entrypoint.is_some() {
+        &[]
+    } else {
+        cmd
+    };
+    entrypoint.iter().chain(args).cloned().collect()
+}
+
+/// Who an instance's init (and, unless they say otherwise, its exec'd processes) runs as:
+/// the instance's user, else the template's (empty: root).
+pub(crate) fn init_user(template: &TemplateConfig, instance: &InstanceConfig) -> String {
+    instance
+        .user
+        .clone()
+        .unwrap_or_else(|| template.user.clone())
+}
+
+/// Checks a `USER[:GROUP]`; `whose` says where it came from (`--user`, the template's
+/// default user) for the message.
+pub(crate) fn check_user(user: &str, whose: &str) -> Result<(), EngineError> {
+    mayfly_driver::UserSpec::parse(user).map(drop).map_err(|e| {
+        EngineError::invalid(
+            format!("invalid {whose} `{}`: {e}", user.escape_debug()),
+            "use USER[:GROUP] with names or numbers, e.g. `--user nobody`, `--user 1000`, `--user 1000:1000` or `--user www-data:www-data`",
+        )
+    })
+}
+
+/// Checks what an instance asks to run on top of its template (`--entrypoint`, `--user`),
+/// before anything is created.
+pub(crate) fn check_overrides(config: &InstanceConfig) -> Result<(), EngineError> {
+    if let Some(e) = &config.entrypoint
+        && e.iter().any(|a| a.contains('\0'))
+    {
+        return Err(EngineError::invalid(
+            "the entrypoint contains a NUL byte",
+            "remove it",
+        ));
+    }
+    if let Some(user) = &config.user {
+        check_user(user, "user")?;
+    }
+    Ok(())
+}
+
+/// The command and user an instance of template `name` (with defaults `template`) runs, or
+/// why it cannot run: nothing left to run, or an unusable default user.
+pub(crate) fn init_process(
+    name: &str,
+    template: &TemplateConfig,
+    instance: &InstanceConfig,
+) -> Result<(Vec<String>, String), EngineError> {
+    let args = init_command(template, instance);
+    if args.is_empty() {
+        return Err(if instance.entrypoint.is_some() {
+            EngineError::invalid(
+                "nothing to run: the entrypoint was cleared and no command was given",
+                "give the command after `--`, e.g. `mayfly run --entrypoint '' IMAGE -- /bin/sh`",
+            )
+        } else {
+            EngineError::invalid(
+                format!("template `{name}` has no default command"),
+                "give the command after `--`, e.g. `mayfly launch TEMPLATE -- /bin/sh -c 'sleep infinity'`",
+            )
+        });
+    }
+    let user = init_user(template, instance);
+    if instance.user.is_none() {
+        check_user(&user, &format!("default user of template `{name}`")).map_err(|e| match e {
+            EngineError::Invalid { message, .. } => {
+                EngineError::invalid(message, "give another with `--user USER[:GROUP]`")
+            }
+            e => e,
+        })?;
+    }
+    Ok((args, user))
+}
 
 /// Builds a process environment: defaults, then the template's, the instance's and the
-/// request's entries, later ones replacing earlier ones with the same key.
+/// request's entries, later ones replacing earlier ones with the same key. `HOME` is left to
+/// the forker, which takes it from the user's passwd entry inside the instance when no
+/// entry here sets it.
 pub(crate) fn environment(hostname: &str, tty: bool, layers: &[&[String]]) -> Vec<String> {
     let mut env: Vec<(String, String)> = vec![
         ("PATH".into(), mayfly_driver::DEFAULT_PATH.into()),
-        ("HOME".into(), "/root".into()),
         ("HOSTNAME".into(), hostname.into()),
         ("container".into(), "mayfly".into()),
     ];
@@ -103,6 +196,81 @@ mod tests {
         assert!(env.contains(&"A=2".to_string()));
         assert!(env.contains(&"HOSTNAME=web".to_string()));
         assert!(!env.iter().any(|e| e.starts_with("TERM=")));
+    }
+
+    fn words(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    fn template(entrypoint: &str, cmd: &str) -> TemplateConfig {
+        let mut t = TemplateConfig::default();
+        t.set_command(words(entrypoint), words(cmd));
+        t
+    }
+
+    fn instance(entrypoint: Option<&str>, command: &str) -> InstanceConfig {
+        InstanceConfig {
+            entrypoint: entrypoint.map(words),
+            command: words(command),
+            ..InstanceConfig::default()
+        }
+    }
+
+    #[test]
+    fn arguments_replace_cmd_and_follow_the_entrypoint() {
+        let t = template("/bin/app --serve", "--port 80");
+        assert_eq!(
+            init_command(&t, &instance(None, "")),
+            words("/bin/app --serve --port 80")
+        );
+        assert_eq!(
+            init_command(&t, &instance(None, "--port 8080")),
+            words("/bin/app --serve --port 8080")
+        );
+    }
+
+    #[test]
+    fn an_entrypoint_given_drops_cmd_unless_arguments_are_given() {
+        let t = template("/bin/app", "--port 80");
+        assert_eq!(
+            init_command(&t, &instance(Some("/bin/sh"), "")),
+            words("/bin/sh")
+        );
+        assert_eq!(
+            init_command(&t, &instance(Some("/bin/sh"), "-c true")),
+            words("/bin/sh -c true")
+        );
+        // An empty entrypoint clears it: the arguments are the whole command.
+        assert_eq!(
+            init_command(&t, &instance(Some(""), "id -u")),
+            words("id -u")
+        );
+        assert!(init_command(&t, &instance(Some(""), "")).is_empty());
+    }
+
+    #[test]
+    fn without_an_entrypoint_arguments_are_the_whole_command() {
+        let t = template("", "/sbin/init");
+        assert_eq!(init_command(&t, &instance(None, "")), words("/sbin/init"));
+        assert_eq!(
+            init_command(&t, &instance(None, "sh -c x")),
+            words("sh -c x")
+        );
+    }
+
+    #[test]
+    fn the_instance_user_wins_over_the_template_user() {
+        let mut t = template("", "sh");
+        t.user = "nobody".into();
+        assert_eq!(init_user(&t, &InstanceConfig::default()), "nobody");
+        let own = InstanceConfig {
+            user: Some("0".into()),
+            ..InstanceConfig::default()
+        };
+        assert_eq!(init_user(&t, &own), "0");
+        assert!(check_user("nobody:nogroup", "--user").is_ok());
+        let e = check_user("a:b:c", "user").expect_err("a:b:c");
+        assert!(e.to_string().contains("invalid user `a:b:c`"), "{e}");
     }
 
     #[test]

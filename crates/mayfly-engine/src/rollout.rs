@@ -72,6 +72,7 @@ impl Engine {
             command,
             env: Vec::new(),
             workdir: None,
+            user: None,
             tty: false,
             term_size: None,
         };

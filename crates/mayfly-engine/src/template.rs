@@ -172,7 +172,9 @@ fn seal_trees(staging: &Path, trees: &[PathBuf]) -> Result<Vec<LayerRecord>, Eng
     Ok(out)
 }
 
-/// Instance defaults from an explicit command, an image's configuration, or the tree.
+/// Instance defaults from an explicit command (the whole default command: it replaces an
+/// image's entrypoint and cmd), an image's configuration (its `Entrypoint` and `Cmd` kept
+/// apart, its `User`), or the tree (`/sbin/init`).
 fn import_config(
     command: Option<Vec<String>>,
     image: Option<OciConfig>,
@@ -183,9 +185,9 @@ fn import_config(
         .any(|t| std::fs::symlink_metadata(t.join("sbin/init")).is_ok());
     let mut config = TemplateConfig::default();
     if let Some(image) = image {
-        let mut cmd = image.entrypoint.clone();
-        cmd.extend(image.cmd.iter().cloned());
-        config.command = cmd;
+        config.set_command(image.entrypoint.clone(), image.cmd.clone());
+        // Checked when an instance would run as it: `--user` can stand in for a bad one.
+        config.user = image.user.unwrap_or_default();
         config.env = image.env.clone();
         if let Some(w) = image.workdir.filter(|w| w.starts_with('/')) {
             config.workdir = w;
@@ -195,9 +197,9 @@ fn import_config(
         }
     }
     if let Some(cmd) = command {
-        config.command = cmd;
+        config.set_command(Vec::new(), cmd);
     } else if config.command.is_empty() && has_init {
-        config.command = vec!["/sbin/init".to_owned()];
+        config.set_command(Vec::new(), vec!["/sbin/init".to_owned()]);
     }
     config
 }

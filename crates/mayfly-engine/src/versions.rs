@@ -362,14 +362,18 @@ impl Engine {
             base: Some(format!("{}@{}", bt.name, bv.version)),
             app: true,
         };
-        // A rebuild keeps the application's own command unless told otherwise.
-        let command = existing
-            .as_ref()
-            .map_or(&bv.config.command, |v| &v.config.command);
-        let config = TemplateConfig {
-            command: req.command.clone().unwrap_or_else(|| command.clone()),
+        // A rebuild keeps the application's own command (entrypoint and cmd) and user unless
+        // told otherwise; a new application starts from its base's.
+        let own = existing.as_ref().map_or(&bv.config, |v| &v.config);
+        let mut config = TemplateConfig {
+            user: own.user.clone(),
             ..bv.config.clone()
         };
+        let (entrypoint, cmd) = own.entrypoint_and_cmd();
+        config.set_command(entrypoint.to_vec(), cmd.to_vec());
+        if let Some(command) = &req.command {
+            config.set_command(Vec::new(), command.clone());
+        }
         let message = req.message.clone().unwrap_or_else(|| {
             let what = if req.packages.is_empty() {
                 "a script".to_owned()

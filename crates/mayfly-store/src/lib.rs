@@ -169,9 +169,15 @@ pub struct VersionRecord {
 /// Per-instance settings chosen at creation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct InstanceConfig {
-    /// Init command (empty: the template's).
+    /// Init command, or the arguments of the entrypoint (empty: the template's `cmd`).
     #[serde(default)]
     pub command: Vec<String>,
+    /// The instance's own entrypoint, replacing the template's (`Some([])` clears it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    /// The instance's own user (`USER[:GROUP]`), replacing the template's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     /// Extra environment.
     #[serde(default)]
     pub env: Vec<String>,

@@ -359,3 +359,45 @@ fn the_previous_version_of_an_older_catalogue_is_the_one_below_the_current() {
     assert_eq!(prev("b"), Some(1));
     assert_eq!(prev("c"), None);
 }
+
+#[test]
+fn template_configs_stored_before_entrypoint_and_user_read_as_cmd() {
+    let (_d, mut s) = open();
+    let cfg = TemplateConfig::default();
+    s.create_template(
+        "old",
+        false,
+        &v(&[layer(1)], &cfg, &VersionMeta::default()),
+        None,
+    )
+    .unwrap();
+    // What an older mayfly wrote: the whole command, nothing else of it.
+    s.conn
+        .execute(
+            "UPDATE template_versions SET config = ?1 WHERE template = 'old'",
+            [r#"{"command":["/sbin/init","--x"],"env":["A=1"],"workdir":"/srv","stop_signal":"SIGINT"}"#],
+        )
+        .unwrap();
+    let rec = s.template("old").unwrap();
+    let config = &rec.version(1).unwrap().config;
+    assert_eq!(config.cmd, ["/sbin/init", "--x"]);
+    assert!(config.entrypoint.is_empty());
+    assert_eq!(config.command, ["/sbin/init", "--x"]);
+    assert_eq!(config.user, "");
+    assert_eq!(
+        (config.workdir.as_str(), config.stop_signal.as_str()),
+        ("/srv", "SIGINT")
+    );
+    // And a new one keeps them apart.
+    let mut split = TemplateConfig::default();
+    split.set_command(vec!["/bin/app".into()], vec!["--port".into(), "80".into()]);
+    split.user = "nobody".into();
+    s.create_template(
+        "new",
+        false,
+        &v(&[layer(1)], &split, &VersionMeta::default()),
+        None,
+    )
+    .unwrap();
+    assert_eq!(s.template("new").unwrap().version(1).unwrap().config, split);
+}

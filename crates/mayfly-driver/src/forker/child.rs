@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::cgroup::CgroupMode;
 use crate::security;
 use crate::spec::{ContainerSpec, NetworkMode, ProcessSpec};
+use crate::user::Identity;
 
 /// A setup step that failed inside the child.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -30,7 +31,25 @@ pub(crate) struct ChildFailure {
     pub detail: String,
 }
 
+/// The step name of a failure to resolve the process's user: the forker classifies it as
+/// [`crate::protocol::FailureKind::BadUser`] (see `spawn::child_failure`).
+pub(crate) const RESOLVE_USER_STEP: &str = "resolve user";
+
+/// The step name of taking the resolved ids; one the user namespace does not map
+/// (`EINVAL`) is the user's error too.
+pub(crate) const TAKE_IDS_STEP: &str = "take";
+
 impl ChildFailure {
+    /// The user `user` cannot be resolved in the instance: `detail` says why.
+    pub(crate) fn bad_user(user: &str, detail: String) -> Self {
+        let user = if user.is_empty() { "root" } else { user };
+        ChildFailure {
+            step: format!("{RESOLVE_USER_STEP} `{user}`"),
+            errno: None,
+            detail,
+        }
+    }
+
     fn io(step: impl Into<String>, e: impl Into<io::Error>) -> Self {
         let e: io::Error = e.into();
         ChildFailure {
@@ -481,20 +500,32 @@ pub(crate) fn regenerate_identity(hostname: &str) -> ChildResult<()> {
     Ok(())
 }
 
-/// Turns the child into `process` and executes it; returns only on failure.
+/// Turns the child into `process`, running as `identity` (resolved inside the instance by
+/// [`super::identity::resolve_user`]), and executes it; returns only on failure.
 ///
 /// Expects to run inside the instance's namespaces with its root as `/`. The order matters:
 /// the seccomp filter goes in while we still hold CAP_SYS_ADMIN in the user namespace (so
 /// no `no_new_privs` is needed), the bounding set is cut before the identity change, and the
-/// capability sets last.
-pub(crate) fn become_process(process: &ProcessSpec, stdio: ChildStdio) -> ChildFailure {
-    match prepare_process(process, stdio) {
-        Ok(()) => exec_program(process),
+/// capability sets last. A process that is not root gets no capabilities at all (as with
+/// runc and Docker: the kernel clears the permitted and effective sets when every uid
+/// leaves 0, and the inheritable and ambient sets are emptied), though the bounding set
+/// still allows setuid programs inside what it allows root.
+pub(crate) fn become_process(
+    process: &ProcessSpec,
+    identity: &Identity,
+    stdio: ChildStdio,
+) -> ChildFailure {
+    match prepare_process(process, identity, stdio) {
+        Ok(()) => exec_program(process, identity),
         Err(f) => f,
     }
 }
 
-fn prepare_process(process: &ProcessSpec, stdio: ChildStdio) -> ChildResult<()> {
+fn prepare_process(
+    process: &ProcessSpec,
+    identity: &Identity,
+    stdio: ChildStdio,
+) -> ChildResult<()> {
     rustix::process::setsid().step(|| "start a session".into())?;
     match stdio {
         ChildStdio::Three(i, o, e) => {
@@ -504,6 +535,15 @@ fn prepare_process(process: &ProcessSpec, stdio: ChildStdio) -> ChildResult<()> 
         }
         ChildStdio::Tty(t) => {
             rustix::process::ioctl_tiocsctty(&t).step(|| "take the terminal".into())?;
+            if identity.uid != 0 {
+                // The terminal belongs to the instance's root; its user must be able to
+                // reopen it (`/dev/tty`, `/proc/self/fd/0`) and change its modes.
+                let _ = rustix::fs::fchown(
+                    &t,
+                    Some(rustix::process::Uid::from_raw(identity.uid)),
+                    None,
+                );
+            }
             for n in 0..3 {
                 dup_to(&t, n)?;
             }
@@ -531,28 +571,23 @@ fn prepare_process(process: &ProcessSpec, stdio: ChildStdio) -> ChildResult<()> 
         mayfly_sys::seccomp::install_filter(&filter).step(|| "install seccomp filter".into())?;
     }
     drop_bounding_set()?;
-    let gid = rustix::process::Gid::from_raw(process.gid);
-    let uid = rustix::process::Uid::from_raw(process.uid);
-    rustix::thread::set_thread_groups(&[]).step(|| "clear supplementary groups".into())?;
-    rustix::thread::set_thread_res_gid(gid, gid, gid)
-        .step(|| format!("set gid {}", process.gid))?;
-    rustix::thread::set_thread_res_uid(uid, uid, uid)
-        .step(|| format!("set uid {}", process.uid))?;
-    if process.uid == 0 {
-        let mut kept = rustix::thread::CapabilitySet::empty();
-        for c in security::KEPT_CAPABILITIES {
-            kept |= *c;
-        }
-        rustix::thread::set_capabilities(
-            None,
-            rustix::thread::CapabilitySets {
-                effective: kept,
-                permitted: kept,
-                inheritable: rustix::thread::CapabilitySet::empty(),
-            },
-        )
-        .step(|| "set capabilities".into())?;
-    }
+    set_identity(identity)?;
+    let kept = if identity.uid == 0 {
+        security::KEPT_CAPABILITIES
+            .iter()
+            .fold(rustix::thread::CapabilitySet::empty(), |all, c| all | *c)
+    } else {
+        rustix::thread::CapabilitySet::empty()
+    };
+    rustix::thread::set_capabilities(
+        None,
+        rustix::thread::CapabilitySets {
+            effective: kept,
+            permitted: kept,
+            inheritable: rustix::thread::CapabilitySet::empty(),
+        },
+    )
+    .step(|| "set capabilities".into())?;
     let _ = rustix::thread::clear_ambient_capability_set();
     // The forker raised its own descriptor limit for the host's sake; processes inside get
     // the conventional soft limit back (programs that close every possible descriptor at
@@ -567,6 +602,42 @@ fn prepare_process(process: &ProcessSpec, stdio: ChildStdio) -> ChildResult<()> 
     );
     mayfly_sys::signal::reset_all().step(|| "reset signals".into())?;
     mayfly_sys::process::cloexec_from(3).step(|| "close inherited descriptors".into())?;
+    Ok(())
+}
+
+/// Sets the supplementary groups, then the gids, then the uids (each needs the capability
+/// the next step gives up). An id the instance's user namespace does not map fails with
+/// `EINVAL`: said in words.
+fn set_identity(identity: &Identity) -> ChildResult<()> {
+    let unmapped = |what: String| {
+        move |e: rustix::io::Errno| {
+            let detail = if e == rustix::io::Errno::INVAL {
+                "not mapped in the instance's user namespace (`mayfly info NAME` shows the ids it has)".to_owned()
+            } else {
+                e.to_string()
+            };
+            ChildFailure {
+                step: format!("{TAKE_IDS_STEP} {what}"),
+                errno: Some(e.raw_os_error()),
+                detail,
+            }
+        }
+    };
+    let groups: Vec<rustix::process::Gid> = identity
+        .groups
+        .iter()
+        .map(|g| rustix::process::Gid::from_raw(*g))
+        .collect();
+    rustix::thread::set_thread_groups(&groups).map_err(unmapped(format!(
+        "supplementary groups {:?}",
+        identity.groups
+    )))?;
+    let gid = rustix::process::Gid::from_raw(identity.gid);
+    rustix::thread::set_thread_res_gid(gid, gid, gid)
+        .map_err(unmapped(format!("gid {}", identity.gid)))?;
+    let uid = rustix::process::Uid::from_raw(identity.uid);
+    rustix::thread::set_thread_res_uid(uid, uid, uid)
+        .map_err(unmapped(format!("uid {}", identity.uid)))?;
     Ok(())
 }
 
@@ -594,8 +665,9 @@ fn drop_bounding_set() -> ChildResult<()> {
 }
 
 /// Looks the program up like `execvp` (in `PATH` from the process's environment) and
-/// executes it.
-fn exec_program(process: &ProcessSpec) -> ChildFailure {
+/// executes it, with `HOME` from the user's passwd entry when the environment has none (as
+/// Docker does).
+fn exec_program(process: &ProcessSpec, identity: &Identity) -> ChildFailure {
     let Some(program) = process.args.first() else {
         return ChildFailure {
             step: "exec".into(),
@@ -604,6 +676,8 @@ fn exec_program(process: &ProcessSpec) -> ChildFailure {
         };
     };
     let to_c = |s: &str| CString::new(s).ok();
+    let home = (!process.env.iter().any(|e| e.starts_with("HOME=")))
+        .then(|| format!("HOME={}", identity.home));
     let (Some(argv), Some(envp)) = (
         process
             .args
@@ -613,7 +687,9 @@ fn exec_program(process: &ProcessSpec) -> ChildFailure {
         process
             .env
             .iter()
-            .map(|e| to_c(e))
+            .map(String::as_str)
+            .chain(home.as_deref())
+            .map(to_c)
             .collect::<Option<Vec<_>>>(),
     ) else {
         return ChildFailure {

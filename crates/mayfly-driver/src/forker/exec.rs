@@ -18,6 +18,7 @@ use mayfly_sys::process::{CloneFlags, Forked};
 use rustix::process::Pid;
 
 use super::child::{self, ChildFailure, ChildStdio};
+use super::identity;
 use super::spawn::{
     child_exit, child_failure, failure, give_terminal, namespace_root, parse_report, passed_stdio,
     seqpacket_pair,
@@ -279,10 +280,15 @@ fn exec_helper(
     if let Err(e) = joined {
         return fail("join the instance's namespaces", e.into());
     }
+    // The instance's root is ours now: its own account files say who the user is.
+    let identity = match identity::resolve_user(&process.user) {
+        Ok(identity) => identity,
+        Err(f) => return f,
+    };
     // A terminal of the instance's own devpts, so that it has a name there (`tty`, `ssh`,
     // `screen` and `sudo` look it up); the host's terminal stays as the fallback.
     let (stdio, master) = match stdio {
-        ChildStdio::Tty(host) => match inside_terminal(&host, process.uid, process.gid) {
+        ChildStdio::Tty(host) => match inside_terminal(&host, identity.uid, identity.gid) {
             Some((master, slave)) => (ChildStdio::Tty(slave), Some(master)),
             None => (ChildStdio::Tty(host), None),
         },
@@ -296,7 +302,7 @@ fn exec_helper(
         Err(e) => fail("clone", e),
         Ok(Forked::Child) => {
             drop(master);
-            child::become_process(process, stdio)
+            child::become_process(process, &identity, stdio)
         }
         Ok(Forked::Parent(pid)) => {
             let msg = format!("pid {}", pid.as_raw_nonzero());

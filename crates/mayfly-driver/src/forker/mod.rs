@@ -31,6 +31,7 @@ mod children;
 mod conn;
 mod exec;
 mod handle;
+mod identity;
 mod logs;
 mod pending;
 mod probe;

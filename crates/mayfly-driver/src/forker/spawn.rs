@@ -22,6 +22,7 @@ use rustix::net::{AddressFamily, SocketFlags, SocketType};
 use rustix::process::Pid;
 
 use super::child::{self, ChildFailure, ChildStdio};
+use super::identity;
 use crate::cgroup::Cgroups;
 use crate::protocol::{self, Failure, FailureKind};
 use crate::spec::{ContainerSpec, NetworkMode, StdioSpec};
@@ -133,7 +134,10 @@ pub(super) fn namespace_root(pid: i32) -> Option<(u32, u32)> {
 
 /// Turns the child's report into the forker's answer.
 pub(super) fn child_failure(f: ChildFailure) -> Failure {
-    let kind = if f.step.starts_with("exec ") {
+    let unmapped_id = f.step.starts_with(child::TAKE_IDS_STEP) && f.errno == Some(libc::EINVAL);
+    let kind = if f.step.starts_with(child::RESOLVE_USER_STEP) || unmapped_id {
+        FailureKind::BadUser
+    } else if f.step.starts_with("exec ") {
         match f.errno {
             Some(libc::ENOENT) | Some(libc::ENOTDIR) => FailureKind::ProgramNotFound,
             Some(libc::EACCES) | Some(libc::ENOEXEC) | Some(libc::EISDIR) => {
@@ -144,7 +148,9 @@ pub(super) fn child_failure(f: ChildFailure) -> Failure {
     } else {
         FailureKind::Other
     };
-    let message = if kind == FailureKind::Other {
+    let message = if kind == FailureKind::BadUser {
+        format!("cannot {}: {}", f.step, f.detail)
+    } else if kind == FailureKind::Other {
         format!("container setup failed at `{}`: {}", f.step, f.detail)
     } else {
         format!("cannot {}: {}", f.step, f.detail)
@@ -455,7 +461,7 @@ fn container_child(
             };
         }
     };
-    let run = || -> Result<(), ChildFailure> {
+    let run = || -> Result<crate::user::Identity, ChildFailure> {
         let io_fail = |step: &str| {
             let step = step.to_owned();
             move |e: io::Error| ChildFailure {
@@ -504,11 +510,12 @@ fn container_child(
         if spec.new_identity {
             child::regenerate_identity(&spec.hostname)?;
         }
-        Ok(())
+        identity::resolve_user(&spec.process.user)
     };
-    if let Err(f) = run() {
-        return f;
-    }
+    let identity = match run() {
+        Ok(identity) => identity,
+        Err(f) => return f,
+    };
     drop(root);
-    child::become_process(&spec.process, stdio)
+    child::become_process(&spec.process, &identity, stdio)
 }

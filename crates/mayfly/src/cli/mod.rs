@@ -9,6 +9,7 @@ mod client;
 mod commands;
 mod limits;
 mod output;
+mod process;
 mod stream;
 
 use std::path::PathBuf;
@@ -74,7 +75,8 @@ Examples:
   mayfly launch busybox --name db --persistent   keeps its changes across restarts
   mayfly launch busybox@1 --name pinned          pinned to template version 1
   mayfly launch busybox --name job --ephemeral -- sh -c 'sleep 60'
-  mayfly launch debian --app nginx --app redis   stacked application templates")]
+  mayfly launch debian --app nginx --app redis   stacked application templates
+  mayfly launch nginx --user www-data            the init as another user than the image's")]
     Launch(LaunchArgs),
     /// Run a command in a new instance, attached; its exit code becomes mayfly's.
     #[command(after_help = "\
@@ -82,6 +84,8 @@ Examples:
   mayfly run --rm busybox -- /bin/true
   mayfly run --rm -t busybox -- sh
   echo hi | mayfly run --rm busybox -- cat
+  mayfly run --rm IMAGE -- --port 8080          replaces the image's Cmd, after its Entrypoint
+  mayfly run --rm -u 0 --entrypoint sh IMAGE     as root, another entrypoint (Cmd dropped)
 
 Signals and exit codes:
   SIGINT, SIGTERM, SIGHUP and SIGQUIT are forwarded to the command. If it has not ended
@@ -124,6 +128,7 @@ Examples:
   mayfly exec web -- cat /etc/os-release
   mayfly exec -t web -- sh
   mayfly exec --env A=1 --workdir /tmp web -- sh -c 'echo $A'
+  mayfly exec -u nobody web -- id                 # as another user than the init's
   mayfly exec web -- cat < big.tar | sha256sum    # streams both ways at once
 
 Signals and exit codes:
@@ -255,7 +260,7 @@ pub enum TemplateCommand {
     #[command(after_help = "\
 Examples:
   mayfly template import debian ./debian-rootfs.tar.zst
-  mayfly template import nginx ./nginx-oci-layout/        # image layers, env, entrypoint, workdir
+  mayfly template import nginx ./nginx-oci-layout/        # image layers, env, entrypoint, cmd, user, workdir
   docker save nginx:latest | mayfly template import nginx -
   mayfly template import tools /srv/rootfs --cmd /sbin/init
   mayfly template import app ./app.tar --cmd '[\"/usr/bin/app\", \"--serve\"]'")]
@@ -266,7 +271,8 @@ Examples:
         after_help = "Examples:\n  mayfly template list\n  mayfly template list --json"
     )]
     List(JsonFlag),
-    /// Show a template: versions, layers, defaults, users.
+    /// Show a template: versions, layers, users, and what instances run by default (command,
+    /// entrypoint and cmd, user, workdir, env, stop signal).
     #[command(after_help = "Examples:\n  mayfly template info busybox")]
     Info(TemplateInfoArgs),
     /// Delete a template (refused while instances use it), or one version of it (NAME@N).
@@ -410,7 +416,8 @@ pub struct ImportArgs {
     pub name: String,
     /// Root directory, rootfs archive, or `-` for an archive on stdin.
     pub source: String,
-    /// Default init command: words split on spaces, or a JSON array.
+    /// Default init command: words split on spaces, or a JSON array (for an image, it
+    /// replaces the image's Entrypoint and Cmd).
     #[arg(long, value_name = "COMMAND")]
     pub cmd: Option<String>,
     /// History message.
@@ -457,6 +464,8 @@ pub struct InstanceOptions {
     /// Allow applications that change the same files (the later --app wins).
     #[arg(long, requires = "apps")]
     pub ordered: bool,
+    #[command(flatten)]
+    pub process: process::ProcessArgs,
 }
 
 /// `mayfly launch`.
@@ -464,7 +473,8 @@ pub struct InstanceOptions {
 pub struct LaunchArgs {
     /// Template: NAME (follow the latest version) or NAME@N (pin version N).
     pub template: String,
-    /// Init command (default: the template's).
+    /// Init command, or the arguments to the template's entrypoint if it has one (default:
+    /// the template's).
     #[arg(last = true)]
     pub command: Vec<String>,
     #[command(flatten)]
@@ -488,7 +498,8 @@ pub struct LaunchArgs {
 pub struct RunArgs {
     /// Template: NAME or NAME@N.
     pub template: String,
-    /// Command (default: the template's).
+    /// Command, or the arguments to the template's entrypoint if it has one (default: the
+    /// template's).
     #[arg(last = true)]
     pub command: Vec<String>,
     #[command(flatten)]
@@ -551,6 +562,8 @@ pub struct ExecArgs {
     /// Working directory.
     #[arg(long, short, value_name = "DIR")]
     pub workdir: Option<String>,
+    #[command(flatten)]
+    pub user: process::ExecUserArg,
 }
 
 /// Snapshot subcommands.

@@ -15,6 +15,7 @@ pub(super) async fn exec(client: &Client, a: ExecArgs) -> i32 {
         command: a.command,
         env: a.env,
         workdir: a.workdir,
+        user: a.user.user,
         tty: a.tty,
         term_size: if a.tty { terminal_size() } else { None },
     };
@@ -38,7 +39,10 @@ pub(super) async fn run(client: &Client, args: RunArgs) -> i32 {
         Mode::Transient
     };
     let tty = args.tty;
-    let mut req = create_request(args.template, args.command, args.options, mode);
+    let mut req = match create_request(args.template, args.command, args.options, mode) {
+        Ok(req) => req,
+        Err(e) => return exec_failure(&e),
+    };
     req.tty = tty;
     req.term_size = if tty { terminal_size() } else { None };
     if tty && !stdin_is_terminal() {

@@ -19,12 +19,20 @@ pub(super) fn create_request(
     command: Vec<String>,
     options: InstanceOptions,
     mode: Mode,
-) -> CreateInstance {
-    CreateInstance {
+) -> Result<CreateInstance, ClientError> {
+    let entrypoint = options
+        .process
+        .entrypoint
+        .as_deref()
+        .map(|e| crate::cli::process::parse_command("--entrypoint", e))
+        .transpose()?;
+    Ok(CreateInstance {
         template,
         name: options.name,
         mode,
         command,
+        entrypoint,
+        user: options.process.user,
         apps: options.apps,
         ordered_apps: options.ordered,
         env: options.env,
@@ -32,7 +40,7 @@ pub(super) fn create_request(
         start: true,
         tty: false,
         term_size: None,
-    }
+    })
 }
 
 pub(super) async fn launch(client: &Client, args: LaunchArgs) -> Result<i32, ClientError> {
@@ -43,7 +51,7 @@ pub(super) async fn launch(client: &Client, args: LaunchArgs) -> Result<i32, Cli
     } else {
         Mode::Transient
     };
-    let mut req = create_request(args.template, args.command, args.options, mode);
+    let mut req = create_request(args.template, args.command, args.options, mode)?;
     req.start = !args.no_start;
     let info: InstanceInfo = client
         .call(Method::POST, paths::INSTANCES, Some(&req))
@@ -125,6 +133,10 @@ pub(super) async fn instance_info(
     if !i.command.is_empty() {
         println!("command:     {}", i.command.join(" "));
     }
+    println!(
+        "user:        {}",
+        i.user.as_deref().unwrap_or("root (the default)")
+    );
     for e in &i.env {
         println!("env:         {e}");
     }

@@ -169,12 +169,7 @@ async fn template_info(client: &Client, name: &str, as_json: bool) -> Result<i32
     }
     println!("created:    {} ({})", t.created_at, ago(&t.created_at));
     if let Some(v) = t.current() {
-        let cmd = if v.config.command.is_empty() {
-            "(none: instances must give one)".to_owned()
-        } else {
-            v.config.command.join(" ")
-        };
-        println!("command:    {cmd}");
+        print_defaults(&v.config);
         println!("workdir:    {}", v.config.workdir);
         println!("stop:       {}", v.config.stop_signal);
         for e in &v.config.env {
@@ -233,6 +228,54 @@ async fn template_info(client: &Client, name: &str, as_json: bool) -> Result<i32
     }
     print_held_back(&t);
     Ok(0)
+}
+
+/// The default command (entrypoint and cmd apart, when there is an entrypoint) and user.
+fn print_defaults(c: &mayfly_api::TemplateConfig) {
+    let quoted = |words: &[String]| {
+        words
+            .iter()
+            .map(|w| {
+                if w.is_empty() || w.contains(|c: char| c.is_whitespace() || "'\"\\$`".contains(c))
+                {
+                    format!("'{}'", w.replace('\'', "'\\''"))
+                } else {
+                    w.clone()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let cmd = if c.command.is_empty() {
+        "(none: instances must give one)".to_owned()
+    } else {
+        quoted(&c.command)
+    };
+    println!("command:    {cmd}");
+    let or_dash = |words: &[String]| {
+        if words.is_empty() {
+            "-".to_owned()
+        } else {
+            quoted(words)
+        }
+    };
+    if c.entrypoint.is_empty() {
+        println!("entrypoint: -   (arguments given at launch replace the whole command)");
+    } else {
+        println!(
+            "entrypoint: {}   (arguments given at launch follow it)",
+            quoted(&c.entrypoint)
+        );
+    }
+    println!("cmd:        {}", or_dash(&c.cmd));
+    println!(
+        "user:       {}",
+        if c.user.is_empty() {
+            "root (the default)"
+        } else {
+            c.user.as_str()
+        }
+    );
 }
 
 async fn template_history(client: &Client, name: &str, as_json: bool) -> Result<i32, ClientError> {
@@ -323,21 +366,9 @@ pub(super) fn print_version_summary(verb: &str, t: &TemplateInfo) {
 }
 
 pub(super) fn parse_cmd(cmd: &Option<String>) -> Result<Option<Vec<String>>, ClientError> {
-    match cmd {
-        None => Ok(None),
-        Some(c) if c.trim_start().starts_with('[') => {
-            serde_json::from_str(c).map(Some).map_err(|e| {
-                ClientError::Api(
-                    mayfly_api::ApiError::new(
-                        mayfly_api::ErrorCode::InvalidArgument,
-                        format!("invalid --cmd JSON: {e}"),
-                    )
-                    .with_hint("e.g. --cmd '[\"/bin/sh\", \"-c\", \"sleep 100\"]'"),
-                )
-            })
-        }
-        Some(c) => Ok(Some(c.split_whitespace().map(str::to_owned).collect())),
-    }
+    cmd.as_deref()
+        .map(|c| crate::cli::process::parse_command("--cmd", c))
+        .transpose()
 }
 
 /// Sends `body` to a template job endpoint (build, patch) and follows its events: output

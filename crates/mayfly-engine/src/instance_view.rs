@@ -1,0 +1,114 @@
+//! What `list` and `info` show of instances: state and run from the slots, settings from the
+//! catalogue, and the command and user resolved against the template version the instance
+//! runs (or, stopped, would start on).
+
+use mayfly_api::{ExitInfo, InstanceInfo, InstanceState, Isolation};
+use mayfly_store::{ID_RANGE, InstanceRecord, TemplateRecord};
+
+use crate::{Engine, EngineError, lock, process};
+
+impl Engine {
+    /// What `list` and `info` say of `rec`; `template` is its template's record, from which
+    /// the command and user it runs (or would start with) are resolved.
+    fn info_of(
+        &self,
+        rec: &InstanceRecord,
+        template: Option<&TemplateRecord>,
+        writable_bytes: Option<u64>,
+    ) -> InstanceInfo {
+        let (state, pid, version, started_at, error) = match lock(&self.slots).get(&rec.name) {
+            Some(slot) => {
+                let rt = lock(&slot.rt);
+                (
+                    rt.state,
+                    rt.pid,
+                    rt.version,
+                    rt.started_at,
+                    rt.last_error.clone(),
+                )
+            }
+            None => (InstanceState::Stopped, None, None, None, None),
+        };
+        let defaults = template.and_then(|t| {
+            let next = rec.next_run.as_ref().and_then(|n| n.version);
+            t.version(
+                version
+                    .or(next)
+                    .or(rec.pinned_version)
+                    .unwrap_or(t.current_version),
+            )
+        });
+        let (command, user) = match defaults {
+            Some(v) => (
+                process::init_command(&v.config, &rec.config),
+                process::init_user(&v.config, &rec.config),
+            ),
+            None => (
+                rec.config.command.clone(),
+                rec.config.user.clone().unwrap_or_default(),
+            ),
+        };
+        InstanceInfo {
+            id: rec.id.clone(),
+            name: rec.name.clone(),
+            template: rec.template.clone(),
+            pinned_version: rec.pinned_version,
+            running_version: version,
+            mode: rec.mode,
+            state,
+            pid,
+            command,
+            user: Some(user).filter(|u| !u.is_empty()),
+            apps: rec.config.apps.clone(),
+            env: rec.config.env.clone(),
+            created_at: crate::rfc3339(rec.created_at),
+            started_at: started_at.map(crate::rfc3339),
+            last_exit: rec.last_exit.as_ref().map(|e| ExitInfo {
+                code: e.code,
+                signal: e.signal,
+                at: Some(crate::rfc3339(e.at)),
+            }),
+            isolation: Isolation {
+                user_namespace: rec.id_base.is_some(),
+                host_id_base: rec.id_base,
+                host_id_count: rec.id_base.map(|_| ID_RANGE),
+            },
+            writable_bytes,
+            error,
+        }
+    }
+
+    /// Every instance.
+    pub async fn list_instances(&self) -> Result<Vec<InstanceInfo>, EngineError> {
+        let (recs, templates) = self.db(|s| Ok((s.instances()?, s.templates()?))).await?;
+        Ok(recs
+            .iter()
+            .map(|r| {
+                let t = templates.iter().find(|t| t.name == r.template);
+                self.info_of(r, t, None)
+            })
+            .collect())
+    }
+
+    /// One instance, with the size of its writable layer.
+    pub async fn instance_info(&self, name: &str) -> Result<InstanceInfo, EngineError> {
+        let n = name.to_owned();
+        let (rec, template) = self
+            .db(move |s| {
+                let rec = s.instance(&n)?;
+                let template = s.template(&rec.template).ok();
+                Ok((rec, template))
+            })
+            .await?;
+        let upper = self.layout.writable_dir(&rec.id, rec.writable_gen);
+        let bytes = self
+            .blocking(move || {
+                Ok(match mayfly_image::tree_stats(&upper) {
+                    Ok(stats) => Some(stats.bytes),
+                    Err(_) => None,
+                })
+            })
+            .await?;
+        Ok(self.info_of(&rec, template.as_ref(), bytes))
+    }
+}
