@@ -84,9 +84,12 @@ pub fn unpack_archive<R: Read>(
 /// (a root-owned 0:0 character device with mode 0 and mtime 0), replacing whatever this archive
 /// put there before, a whole directory included; `dir/.wh..wh..opq` marks `dir` opaque
 /// (`trusted.overlay.opaque` = `y`), creating it like an implied parent if the archive has not.
-/// Other `.wh..wh.` names are AUFS bookkeeping and are skipped. A hard link or symlink named
-/// `.wh.*`, a whiteout of `.` or `..`, and a path that goes through a `.wh.` name are refused.
-/// Whiteouts count as entries in the returned stats; opaque markers and skipped names do not.
+/// Other `.wh..wh.` names are AUFS bookkeeping and are skipped. A whiteout below a path this
+/// archive made a non-directory (a file, symlink or device) is skipped too: umoci writes one
+/// for each child of a directory that became a file or symlink, and the children went with
+/// the directory. A hard link or symlink named `.wh.*`, a whiteout of `.` or `..`, and a path
+/// that goes through a `.wh.` name are refused. Whiteouts count as entries in the returned
+/// stats; opaque markers and skipped names do not.
 pub fn unpack_layer_archive<R: Read>(
     input: R,
     dest: &Path,

@@ -103,8 +103,9 @@ impl Unpacker {
                     return Ok(());
                 }
                 LayerName::Whiteout(target) => {
-                    self.whiteout(&target, &name)?;
-                    self.stats.add(0, progress);
+                    if self.whiteout(&target, &name)? {
+                        self.stats.add(0, progress);
+                    }
                     return Ok(());
                 }
             }
