@@ -12,6 +12,7 @@ pub mod names;
 pub mod size;
 pub mod stream;
 mod template;
+pub mod text;
 
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use instance::{

@@ -42,7 +42,7 @@ pub(super) fn layer_name(path: &[u8], kind: EntryType) -> Result<LayerName, Stri
         if component.starts_with(WHITEOUT_PREFIX) {
             return Err(format!(
                 "it goes through the whiteout name `{}`",
-                String::from_utf8_lossy(component)
+                mayfly_api::text::show_bytes(component)
             ));
         }
     }

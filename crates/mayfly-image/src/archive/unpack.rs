@@ -86,7 +86,7 @@ impl Unpacker {
             budget.check_free(self.root.as_fd(), 0)?;
         }
         let raw_name = entry.path_bytes().into_owned();
-        let name = String::from_utf8_lossy(&raw_name).into_owned();
+        let name = mayfly_api::text::show_bytes(&raw_name);
         let kind = entry.header().entry_type();
         if kind.is_pax_global_extensions() {
             return Ok(());
@@ -318,7 +318,7 @@ impl Unpacker {
     }
 
     fn hard_link(&mut self, path: &[u8], raw_target: &[u8], name: &str) -> Result<(), ImageError> {
-        let shown = String::from_utf8_lossy(raw_target);
+        let shown = mayfly_api::text::show_bytes(raw_target);
         let subject = format!("its link target `{shown}`");
         let target = normalize(raw_target).map_err(|p| unsafe_entry(name, p.reason(&subject)))?;
         if target == path {
@@ -345,7 +345,7 @@ impl Unpacker {
                 not_ours()
             } else {
                 ImageError::Open {
-                    path: PathBuf::from(shown.as_ref()),
+                    path: PathBuf::from(&shown),
                     source: err,
                 }
             }
@@ -362,7 +362,7 @@ impl Unpacker {
             Err(err) if err.kind() == io::ErrorKind::NotFound => return Err(not_ours()),
             Err(source) => {
                 return Err(ImageError::Stat {
-                    path: PathBuf::from(shown.as_ref()),
+                    path: PathBuf::from(&shown),
                     source,
                 });
             }
@@ -379,7 +379,7 @@ impl Unpacker {
         )
         .map_err(|e| ImageError::Link {
             path: PathBuf::from(name),
-            target: PathBuf::from(shown.as_ref()),
+            target: PathBuf::from(&shown),
             source: e.into(),
         })?;
         self.files.insert(key(path));
@@ -417,7 +417,7 @@ impl Unpacker {
                 so_far.push(b'/');
             }
             so_far.extend_from_slice(component);
-            let shown = String::from_utf8_lossy(&so_far).into_owned();
+            let shown = mayfly_api::text::show_bytes(&so_far);
             let c_component = c_name(component, name)?;
             match stat_at(cur.as_fd(), &c_component) {
                 Ok(st) => match file_type(&st) {
