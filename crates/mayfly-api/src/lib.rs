@@ -21,9 +21,9 @@ pub use instance::{
     RemoveQuery, SnapshotInfo, StopRequest, check_process_size,
 };
 pub use template::{
-    BuildTemplate, GcReport, HeldBack, ImportEvent, ImportQuery, ImportTemplate, LayerInfo,
+    BuildTemplate, GcReport, HeldBack, ImportEvent, ImportQuery, ImportTemplate, LayerInfo, NDJSON,
     PatchTemplate, RollbackRequest, RolloutEvent, RolloutRequest, Shadowed, TemplateConfig,
-    TemplateInfo, VersionInfo,
+    TemplateInfo, VersionInfo, split_image_tag,
 };
 
 use serde::{Deserialize, Serialize};

@@ -171,6 +171,12 @@ pub enum ImageError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A file the image refers to is not in it.
+    #[error("`{}` is missing from the image", path.display())]
+    Missing {
+        /// The file, relative to the image directory.
+        path: PathBuf,
+    },
     /// A blob's content does not match the digest or size that refers to it.
     #[error("blob `{}` does not match its descriptor: expected {expected}, found {actual}", path.display())]
     BlobMismatch {
@@ -191,13 +197,13 @@ pub enum ImageError {
         offered: Vec<String>,
     },
     /// Something failed with one layer of an image.
-    #[error("layer {index} of {count} ({digest}) of the image")]
+    #[error("layer {index} of {count}{} of the image", if digest.is_empty() { String::new() } else { format!(" ({digest})") })]
     Layer {
         /// Its position, 1 for the lowest.
         index: usize,
         /// How many layers the image has.
         count: usize,
-        /// The digest of its blob.
+        /// The digest of its blob (empty when it is not known yet).
         digest: String,
         /// What failed.
         #[source]

@@ -72,7 +72,7 @@ impl ImageDir {
     }
 
     /// Opens the regular file at `rel` for reading without ever leaving the image directory.
-    /// A file that is not there is the image's fault ([`ImageError::BadImage`]).
+    /// A file that is not there is the image's fault ([`ImageError::Missing`]).
     pub(super) fn open_file(&self, rel: &str) -> Result<File, ImageError> {
         let shown = PathBuf::from(rel);
         let fd = rfs::openat2(
@@ -87,9 +87,9 @@ impl ImageDir {
             rustix::io::Errno::XDEV => {
                 self.bad(rel, "it resolves to outside the image directory".to_owned())
             }
-            rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR => {
-                self.bad(rel, "it is missing: the image is incomplete".to_owned())
-            }
+            rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR => ImageError::Missing {
+                path: PathBuf::from(rel),
+            },
             rustix::io::Errno::LOOP => self.bad(rel, "it is a loop of symlinks".to_owned()),
             err => ImageError::Open {
                 path: shown.clone(),

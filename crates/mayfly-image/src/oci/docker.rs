@@ -50,16 +50,8 @@ pub(super) fn open_docker_save(
         .layers
         .iter()
         .enumerate()
-        .map(|(i, path)| {
-            save_layer(image, path).map_err(|err| match err {
-                // The digest is not known before the file is read: say which entry.
-                ImageError::BadImage { path: file, reason } => ImageError::BadImage {
-                    path: file,
-                    reason: format!("{reason} (layer {} of {count} in manifest.json)", i + 1),
-                },
-                err => err,
-            })
-        })
+        // The digest is not known before the file is read.
+        .map(|(i, path)| save_layer(image, path).map_err(|err| err.in_layer(i, count, "")))
         .collect::<Result<_, ImageError>>()?;
     Ok(OciImage {
         name,

@@ -23,8 +23,9 @@
 //!
 //! Errors name files relative to the image directory, never the directory itself (it may be
 //! a staging copy of an upload); an image that is incomplete, damaged or ambiguous fails with
-//! [`ImageError::BadImage`], [`ImageError::BlobMismatch`], [`ImageError::BadBlobDigest`] or
-//! [`ImageError::ImageChoice`], all the image's fault rather than the host's.
+//! [`ImageError::BadImage`], [`ImageError::Missing`], [`ImageError::BlobMismatch`],
+//! [`ImageError::BadBlobDigest`] or [`ImageError::ImageChoice`], all the image's fault rather
+//! than the host's (a layer's, wrapped in [`ImageError::Layer`]).
 //!
 //! The parts: `layout` reads OCI layouts, `docker` `docker save` trees, `select` chooses one
 //! image of several, `dir` opens files beneath the image directory, `blobs` checks digests,

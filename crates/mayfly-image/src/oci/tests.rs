@@ -266,12 +266,9 @@ fn malformed_layouts_fail_cleanly() {
     // Missing index.
     fs::rename(dir.join("index.json"), tmp.path().join("index.json")).unwrap();
     let err = open_oci_layout(&dir, None).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "unusable image: `index.json`: it is missing: the image is incomplete"
-    );
+    assert_eq!(err.to_string(), "`index.json` is missing from the image");
     let err = open_image_dir(&dir, None).unwrap_err();
-    assert!(matches!(err, ImageError::BadImage { .. }), "{err:?}");
+    assert!(matches!(err, ImageError::Missing { .. }), "{err:?}");
     fs::rename(tmp.path().join("index.json"), dir.join("index.json")).unwrap();
 
     // A digest that would climb out of the layout, in the index and in a manifest.
@@ -530,15 +527,16 @@ fn malformed_docker_saves_fail_cleanly() {
     let staging = unpack("dotdot", &docker_save(&[], &["../../etc/passwd"])).unwrap();
     let err = open_image_dir(&staging, None).unwrap_err();
     assert_eq!(
-        err.to_string(),
-        "unusable image: a layer path `../../etc/passwd` climbs out of the root with `..` \
-         (layer 1 of 1 in manifest.json)"
+        mayfly_api_chain(&err),
+        "layer 1 of 1 of the image: unusable image: a layer path `../../etc/passwd` climbs out \
+         of the root with `..`"
     );
     let staging = unpack("absolute", &docker_save(&[], &["/etc/passwd"])).unwrap();
-    assert!(matches!(
-        open_image_dir(&staging, None),
-        Err(ImageError::BadImage { .. })
-    ));
+    let err = open_image_dir(&staging, None).unwrap_err();
+    assert!(
+        matches!(err.cause(), ImageError::BadImage { .. }),
+        "{err:?}"
+    );
 
     let mut escape = Raw::new(b"eee/layer.tar", b'2');
     escape.link = b"../../../../../../etc/passwd";
@@ -548,19 +546,20 @@ fn malformed_docker_saves_fail_cleanly() {
     let staging = unpack("escape", &archive).unwrap();
     let err = open_image_dir(&staging, None).unwrap_err();
     assert_eq!(
-        err.to_string(),
-        "unusable image: `eee/layer.tar`: it resolves to outside the image directory \
-         (layer 2 of 2 in manifest.json)"
+        mayfly_api_chain(&err),
+        "layer 2 of 2 of the image: unusable image: `eee/layer.tar`: it resolves to outside the \
+         image directory"
     );
     fs::write(
         staging.join("manifest.json"),
         json!([{"Config": "aaa/layer.tar", "Layers": ["fff/layer.tar"]}]).to_string(),
     )
     .unwrap();
-    assert!(matches!(
-        open_image_dir(&staging, None),
-        Err(ImageError::BadImage { .. })
-    ));
+    let err = open_image_dir(&staging, None).unwrap_err();
+    assert!(
+        matches!(err.cause(), ImageError::BadImage { .. }),
+        "{err:?}"
+    );
     fs::write(
         staging.join("manifest.json"),
         json!([{"Config": "x", "Layers": []}, {"Config": "y", "Layers": []}]).to_string(),
@@ -652,16 +651,13 @@ fn a_missing_layer_names_its_digest_and_file() {
     fs::remove_file(dir.join(&rel)).unwrap();
     let err = open_image_dir(&dir, None).unwrap_err();
     assert!(
-        matches!(err.cause(), ImageError::BadImage { path, .. } if *path == Path::new(&rel)),
+        matches!(err.cause(), ImageError::Missing { path } if *path == Path::new(&rel)),
         "{err:?}"
     );
     let message = mayfly_api_chain(&err);
     assert_eq!(
         message,
-        format!(
-            "layer 2 of 2 ({digest}) of the image: unusable image: `{rel}`: it is missing: the \
-             image is incomplete"
-        )
+        format!("layer 2 of 2 ({digest}) of the image: `{rel}` is missing from the image")
     );
     assert!(!message.contains(tmp.path().to_str().unwrap()), "{message}");
     // Truncated: the size says so before anything is read.
@@ -730,8 +726,7 @@ fn a_save_of_several_images_is_read_by_tag() {
     fs::remove_file(dir.join("l2/layer.tar")).unwrap();
     let err = open_image_dir(&dir, Some("app:2")).unwrap_err();
     assert_eq!(
-        err.to_string(),
-        "unusable image: `l2/layer.tar`: it is missing: the image is incomplete (layer 2 of 2 \
-         in manifest.json)"
+        mayfly_api_chain(&err),
+        "layer 2 of 2 of the image: `l2/layer.tar` is missing from the image"
     );
 }
