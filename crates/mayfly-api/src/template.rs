@@ -377,9 +377,15 @@ mod tests {
     fn a_tag_is_split_off_only_where_the_whole_does_not_exist() {
         let exists = |p: &str| ["/srv/oci", "/srv/a:b", "save.tar"].contains(&p);
         assert_eq!(split_image_tag("/srv/oci", exists), ("/srv/oci", None));
-        assert_eq!(split_image_tag("/srv/oci:v1", exists), ("/srv/oci", Some("v1")));
+        assert_eq!(
+            split_image_tag("/srv/oci:v1", exists),
+            ("/srv/oci", Some("v1"))
+        );
         assert_eq!(split_image_tag("/srv/a:b", exists), ("/srv/a:b", None));
-        assert_eq!(split_image_tag("/srv/a:b:c", exists), ("/srv/a:b", Some("c")));
+        assert_eq!(
+            split_image_tag("/srv/a:b:c", exists),
+            ("/srv/a:b", Some("c"))
+        );
         assert_eq!(
             split_image_tag("save.tar:busybox:1.36", exists),
             ("save.tar", Some("busybox:1.36"))

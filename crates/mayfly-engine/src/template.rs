@@ -494,7 +494,6 @@ impl Engine {
         committed
     }
 
-
     /// Renames the tree at `tmp` to the layer directory of `digest`, or discards it when
     /// that layer exists already.
     pub(crate) async fn place_layer(&self, tmp: &Path, digest: &str) -> Result<(), EngineError> {

@@ -39,6 +39,8 @@ fn bad_sources_names_and_existing_templates_are_refused() {
             .to_string()
             .as_bytes(),
     );
+    // The status is the outcome.
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
     let evs = events(&r.body);
     let err = evs
         .iter()
@@ -59,6 +61,7 @@ fn bad_sources_names_and_existing_templates_are_refused() {
             .to_string()
             .as_bytes(),
     );
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
     let evs = events(&r.body);
     let err = evs
         .iter()
@@ -83,6 +86,11 @@ fn bad_sources_names_and_existing_templates_are_refused() {
             "/v1/templates",
             "application/json",
             json!({"name": name, "path": path}).to_string().as_bytes(),
+        );
+        assert!(
+            r.status >= 400,
+            "importing {path} as {name:?}: status {}",
+            r.status
         );
         let evs = events(&r.body);
         evs.iter()

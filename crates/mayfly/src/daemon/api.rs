@@ -15,8 +15,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
 use mayfly_api::{
-    ApiError, CreateInstance, ErrorBody, ErrorCode, ImportEvent,
-    LogsQuery, RemoveQuery, StopRequest,
+    ApiError, CreateInstance, ErrorBody, ErrorCode, ImportEvent, LogsQuery, RemoveQuery,
+    StopRequest,
 };
 use mayfly_engine::{Engine, EngineError};
 

@@ -24,9 +24,8 @@ pub(super) async fn import(client: &Client, args: ImportArgs) -> Result<i32, Cli
     let (source, tag) = if args.source == "-" {
         (args.source.as_str(), args.tag.clone())
     } else {
-        let (path, tag) = mayfly_api::split_image_tag(&args.source, |p| {
-            std::fs::symlink_metadata(p).is_ok()
-        });
+        let (path, tag) =
+            mayfly_api::split_image_tag(&args.source, |p| std::fs::symlink_metadata(p).is_ok());
         let tag = match (tag, &args.tag) {
             (Some(tag), Some(given)) if tag != given => {
                 return Err(ClientError::Api(ApiError {
@@ -46,10 +45,7 @@ pub(super) async fn import(client: &Client, args: ImportArgs) -> Result<i32, Cli
     let is_dir = source != "-" && source_path.is_dir();
     let response = if is_dir {
         let path = std::fs::canonicalize(source_path).map_err(|e| {
-            ClientError::Protocol(format!(
-                "cannot read source {}: {e}",
-                source_path.display()
-            ))
+            ClientError::Protocol(format!("cannot read source {}: {e}", source_path.display()))
         })?;
         let body = ImportTemplate {
             name: args.name.clone(),
@@ -73,19 +69,20 @@ pub(super) async fn import(client: &Client, args: ImportArgs) -> Result<i32, Cli
         (client.send(req).await?, progress_bar(None))
     } else {
         refuse_before_upload(client, &args.name).await?;
-        let (reader, total): (Box<dyn tokio::io::AsyncRead + Send + Unpin>, Option<u64>) =
-            if source == "-" {
-                (Box::new(tokio::io::stdin()), None)
-            } else {
-                let f = tokio::fs::File::open(source_path).await.map_err(|e| {
+        let (reader, total): (Box<dyn tokio::io::AsyncRead + Send + Unpin>, Option<u64>) = if source
+            == "-"
+        {
+            (Box::new(tokio::io::stdin()), None)
+        } else {
+            let f = tokio::fs::File::open(source_path).await.map_err(|e| {
                     ClientError::Protocol(format!(
                         "cannot open source {}: {e}\n  hint: give a root directory or a .tar, .tar.gz or .tar.zst of one, or an image",
                         source_path.display()
                     ))
                 })?;
-                let len = f.metadata().await.ok().map(|m| m.len());
-                (Box::new(f), len)
-            };
+            let len = f.metadata().await.ok().map(|m| m.len());
+            (Box::new(f), len)
+        };
         let bar = progress_bar(total);
         bar.set_message(format!("uploading {source}"));
         let counter = bar.clone();
