@@ -189,9 +189,12 @@ fn write_trees(
         let file = std::fs::File::open(&blob).map_err(io_err("open", &blob))?;
         let dest = staging.join(format!("layer-{i}"));
         std::fs::create_dir(&dest).map_err(io_err("create", &dest))?;
-        mayfly_image::unpack_layer_archive(
+        // Directories the layer writes into without describing them keep what the layers
+        // below made of them.
+        mayfly_image::unpack_layer_archive_over(
             std::io::BufReader::with_capacity(1 << 20, file),
             &dest,
+            &trees,
             progress,
             &layers_budget,
         )

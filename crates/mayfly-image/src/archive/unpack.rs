@@ -14,6 +14,7 @@ use tar::EntryType;
 
 use super::Names;
 use super::layer::{LayerName, layer_name};
+use super::lower::Lower;
 use super::meta::{Meta, read_meta, write_xattrs};
 use super::meter::Meter;
 use super::names::{c_name, create, describe_type, normalize, split, unsafe_entry};
@@ -50,6 +51,11 @@ pub(super) struct Unpacker {
     /// Regular files unpacked so far, the only permitted hard-link targets (stale keys under a
     /// whiteout fail at the lookup that follows).
     pub(super) files: HashSet<PathKey>,
+    /// Directories an entry described (the root included, if a `.` entry did). The others
+    /// are implied, and take their attributes from `lower` where it has them.
+    described: HashSet<PathKey>,
+    /// The layers below an OCI layer (none for a root filesystem or a bottom layer).
+    lower: Lower,
     pub(super) stats: TreeStats,
     meter: Rc<Meter>,
     buf: Vec<u8>,
@@ -59,13 +65,15 @@ pub(super) struct Unpacker {
 }
 
 impl Unpacker {
-    pub(super) fn new(root: OwnedFd, names: Names, meter: Rc<Meter>) -> Self {
+    pub(super) fn new(root: OwnedFd, names: Names, lower: Lower, meter: Rc<Meter>) -> Self {
         Self {
             root,
             names,
             meter,
             dir_times: HashMap::from([(key(b""), Time::default())]),
             files: HashSet::new(),
+            described: HashSet::new(),
+            lower,
             stats: TreeStats::default(),
             buf: vec![0; COPY_BUFFER],
             unchecked_bytes: 0,
@@ -264,6 +272,7 @@ impl Unpacker {
             self.apply(fd.as_fd(), meta, name)?;
         }
         self.dir_times.insert(key(path), meta.inode.mtime);
+        self.described.insert(key(path));
         Ok(())
     }
 
@@ -548,7 +557,17 @@ impl Unpacker {
             self.set_dir_times(sub.as_fd(), path)?;
             path.truncate(len);
         }
-        let mtime = self.dir_times.get(&key(path)).copied().unwrap_or_default();
+        let mut mtime = self.dir_times.get(&key(path)).copied().unwrap_or_default();
+        if !self.lower.is_empty()
+            && !self.described.contains(&key(path))
+            && let Some((inode, xattrs)) = self.lower.dir(path)?
+        {
+            // Implied here, there below: as the layers below show it.
+            let name = shown(path);
+            inode.set_owner_mode(dir, &name)?;
+            write_xattrs(Node::Fd(dir), &xattrs, &name.to_string_lossy())?;
+            mtime = inode.mtime;
+        }
         set_times_fd(dir, mtime, &shown(path))
     }
 }
