@@ -428,6 +428,22 @@ fn skopeo_archives_import_exactly_as_umoci_unpacks_their_images() {
         common::imports::layer_digests(&d, "dchanged2"),
         common::imports::layer_digests(&d, "dchanged")
     );
+    // Over the API, an archive on the daemon's host: `PATH:NAME:TAG` as well.
+    let r = http_with(
+        &d.socket,
+        "POST",
+        "/v1/templates",
+        "application/json",
+        &[],
+        json!({"name": "dpath", "path": format!("{}:tools:base", path("both.tar"))})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        common::imports::layer_digests(&d, "dpath"),
+        common::imports::layer_digests(&d, "dbase")
+    );
     // From stdin, the tag is the only way to choose.
     let both = std::fs::read(file("both.tar")).expect("read");
     let out = d.mayfly_stdin(
