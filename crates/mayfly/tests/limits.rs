@@ -257,7 +257,7 @@ fn bombs_inside_images_are_refused_too() {
         &out,
         "a docker save bomb",
         &[
-            "layer 1 (sha256:",
+            "layer 1 of 1 (sha256:",
             "expands more than 200 times",
             "--import-max-ratio",
         ],

@@ -9,8 +9,9 @@
 //! get their status; after it, `200` and [`ImportEvent`] lines whose last one is the outcome.
 //!
 //! An upload is read while it is unpacked; when the import stops early (a refused name, entry
-//! or limit), at most [`AFTER_REFUSAL`] more of it is read and dropped before the answer, so
-//! that a client still sending gets it rather than a closed connection.
+//! or limit), the answer goes out at once and at most [`AFTER_REFUSAL`] more of the upload
+//! (for at most [`DRAIN_DEADLINE`]) is read and dropped meanwhile, so that a client still
+//! sending reads the answer rather than a connection closed under it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,11 +29,11 @@ use tokio::task::JoinHandle;
 use super::api::{ApiFailure, bad_request, dropped_lines, json_body, query};
 use super::events::EventSink;
 
-/// What is read of an upload after its import was refused, at most, before the answer goes out.
+/// What is read of an upload after its import was refused, at most, before the connection
+/// is let go.
 const AFTER_REFUSAL: usize = 256 << 20;
 
-/// How long the answer to a refused upload waits for the client to finish sending (or for
-/// [`AFTER_REFUSAL`] to be read).
+/// How long the rest of a refused upload is read, at most.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Progress of an import, as events on a channel, at most ten a second.
@@ -162,13 +163,11 @@ pub(super) async fn import_template(
         });
         (job, Some(upload))
     };
+    // The upload, if any, is read on by its own task (see `feed_upload`) whatever the answer.
+    drop(upload);
     if !streaming {
         drop(events);
-        let result = joined(job.await);
-        if let Some(upload) = upload {
-            drain(upload).await;
-        }
-        return result.map(created);
+        return joined(job.await).map(created);
     }
     let mut job = job;
     let under_way = tokio::select! {
@@ -191,11 +190,7 @@ pub(super) async fn import_template(
             Ok(response)
         }
         Err(result) => {
-            let result = joined(result);
-            if let Some(upload) = upload {
-                drain(upload).await;
-            }
-            match result {
+            match joined(result) {
                 // Not expected (success comes after acceptance), but a stream was asked for.
                 Ok(info) => {
                     events.finish(Some(ImportEvent::Done(Box::new(info)))).await;
@@ -207,17 +202,12 @@ pub(super) async fn import_template(
     }
 }
 
-/// Waits, up to [`DRAIN_DEADLINE`], for the upload to be read to its end or given up.
-async fn drain(upload: JoinHandle<()>) {
-    if tokio::time::timeout(DRAIN_DEADLINE, upload).await.is_err() {
-        tracing::debug!("a refused upload is still being sent: answering anyway");
-    }
-}
-
 /// Feeds the upload to the blocking unpacker chunk by chunk; back-pressure comes from the
 /// bounded channel (16 chunks of at most a few hundred KiB, as hyper reads them; the unpacker
 /// counts the bytes against --import-max-upload). Once the unpacker stops reading, at most
-/// [`AFTER_REFUSAL`] more is read and dropped. `keep_open` is held until then.
+/// [`AFTER_REFUSAL`] more is read and dropped, for at most [`DRAIN_DEADLINE`]: while the body
+/// is read, the connection stays open for the answer to reach a client that is still
+/// sending. `keep_open` (a streamed answer) is held until then.
 async fn feed_upload(
     mut body: axum::body::Body,
     chunks: tokio::sync::mpsc::Sender<std::io::Result<Vec<u8>>>,
@@ -225,7 +215,16 @@ async fn feed_upload(
 ) {
     let mut sink = Some(chunks);
     let mut after_refusal = AFTER_REFUSAL;
-    while let Some(frame) = body.frame().await {
+    let mut refused_at: Option<tokio::time::Instant> = None;
+    loop {
+        let frame = match refused_at {
+            None => body.frame().await,
+            Some(at) => match tokio::time::timeout_at(at + DRAIN_DEADLINE, body.frame()).await {
+                Ok(frame) => frame,
+                Err(_) => break,
+            },
+        };
+        let Some(frame) = frame else { break };
         let item = match frame {
             Ok(f) => match f.into_data() {
                 Ok(data) => Ok(data.to_vec()),
@@ -237,6 +236,7 @@ async fn feed_upload(
         if let Some(c) = &sink {
             if c.send(item).await.is_err() {
                 sink = None;
+                refused_at = Some(tokio::time::Instant::now());
             }
         } else {
             let n = item.as_ref().map_or(0, Vec::len);
