@@ -12,6 +12,7 @@ pub mod names;
 pub mod size;
 pub mod stream;
 mod template;
+pub mod text;
 
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use instance::{
@@ -20,9 +21,9 @@ pub use instance::{
     RemoveQuery, SnapshotInfo, StopRequest, check_process_size,
 };
 pub use template::{
-    BuildTemplate, GcReport, HeldBack, ImportEvent, ImportQuery, ImportTemplate, LayerInfo,
+    BuildTemplate, GcReport, HeldBack, ImportEvent, ImportQuery, ImportTemplate, LayerInfo, NDJSON,
     PatchTemplate, RollbackRequest, RolloutEvent, RolloutRequest, Shadowed, TemplateConfig,
-    TemplateInfo, VersionInfo,
+    TemplateInfo, VersionInfo, split_image_tag,
 };
 
 use serde::{Deserialize, Serialize};

@@ -225,14 +225,29 @@ impl TemplateInfo {
 
 /// `POST /v1/templates` with a JSON body: import a directory or archive that the daemon's host
 /// can read.
+///
+/// The answer, by default, comes when the import has ended: `201 Created` with the
+/// [`TemplateInfo`], or the error's status with its [`crate::ErrorBody`]. A client that sends
+/// `Accept: application/x-ndjson` gets `200` and [`ImportEvent`] lines as soon as the import is
+/// under way, once the request, the name and the source have been checked (for an image
+/// directory: its index, the image chosen, its manifest, config and the presence and size of
+/// every layer blob); what fails after that (a damaged layer) is the last line, an
+/// [`ImportEvent::Error`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImportTemplate {
     /// Template name.
     pub name: String,
-    /// Absolute path of a root directory or a `.tar`, `.tar.gz` or `.tar.zst` rootfs on the
-    /// daemon's host.
+    /// Absolute path, on the daemon's host, of a root directory, a `.tar`, `.tar.gz` or
+    /// `.tar.zst` of one, an OCI image layout, or a `docker save` / OCI archive. `PATH:TAG`
+    /// names an image of a layout or archive that holds several, when `PATH:TAG` itself does
+    /// not exist (see [`split_image_tag`]).
     pub path: String,
+    /// The image to import from a layout or archive that holds several: a tag (the index's
+    /// `org.opencontainers.image.ref.name`, a `docker save`'s `RepoTags`), a full name, or the
+    /// image's digest.
+    #[serde(default)]
+    pub tag: Option<String>,
     /// Default init command of the new template, whole (it becomes its `cmd`, with no
     /// entrypoint: for an image, it replaces the image's `Entrypoint` and `Cmd`).
     #[serde(default)]
@@ -242,18 +257,43 @@ pub struct ImportTemplate {
     pub message: Option<String>,
 }
 
-/// Query of `POST /v1/templates` when the body is an archive.
+/// Query of `POST /v1/templates` when the body is an archive (answered as for
+/// [`ImportTemplate`]; with `Accept: application/x-ndjson` the import is under way once the
+/// name is checked, since the rest is in the body).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImportQuery {
     /// Template name.
     pub name: String,
+    /// The image to import, from an archive that holds several (see [`ImportTemplate::tag`]).
+    #[serde(default)]
+    pub tag: Option<String>,
     /// Default init command, as a JSON array of strings (whole, as in [`ImportTemplate`]).
     #[serde(default)]
     pub command: Option<String>,
     /// History message.
     #[serde(default)]
     pub message: Option<String>,
+}
+
+/// The media type with which a client of `POST /v1/templates` asks for [`ImportEvent`] lines.
+pub const NDJSON: &str = "application/x-ndjson";
+
+/// Splits an import source of the form `PATH:TAG`: `source` itself when `exists(source)`, else
+/// the longest prefix before a `:` that exists, with what follows as the tag (which may hold
+/// `:` itself: `save.tar:busybox:1.36`). When nothing exists, `source` itself, for the caller
+/// to report as missing.
+pub fn split_image_tag(source: &str, exists: impl Fn(&str) -> bool) -> (&str, Option<&str>) {
+    if exists(source) {
+        return (source, None);
+    }
+    for (i, _) in source.rmatch_indices(':') {
+        let (path, tag) = (&source[..i], &source[i + 1..]);
+        if !path.is_empty() && !tag.is_empty() && exists(path) {
+            return (path, Some(tag));
+        }
+    }
+    (source, None)
 }
 
 /// One line of the newline-delimited JSON answer to an import.
@@ -504,5 +544,26 @@ mod tests {
     fn unknown_config_fields_are_refused() {
         let bad = r#"{"command":[],"entry_point":["x"]}"#;
         assert!(serde_json::from_str::<TemplateConfig>(bad).is_err());
+    }
+
+    #[test]
+    fn a_tag_is_split_off_only_where_the_whole_does_not_exist() {
+        let exists = |p: &str| ["/srv/oci", "/srv/a:b", "save.tar"].contains(&p);
+        assert_eq!(split_image_tag("/srv/oci", exists), ("/srv/oci", None));
+        assert_eq!(
+            split_image_tag("/srv/oci:v1", exists),
+            ("/srv/oci", Some("v1"))
+        );
+        assert_eq!(split_image_tag("/srv/a:b", exists), ("/srv/a:b", None));
+        assert_eq!(
+            split_image_tag("/srv/a:b:c", exists),
+            ("/srv/a:b", Some("c"))
+        );
+        assert_eq!(
+            split_image_tag("save.tar:busybox:1.36", exists),
+            ("save.tar", Some("busybox:1.36"))
+        );
+        assert_eq!(split_image_tag("/nope:v1", exists), ("/nope:v1", None));
+        assert_eq!(split_image_tag("save.tar:", exists), ("save.tar:", None));
     }
 }

@@ -163,24 +163,7 @@ impl EngineError {
             ),
             EngineError::Store(StoreError::IdRangesExhausted) => (ErrorCode::Unavailable, None),
             EngineError::Store(_) => (ErrorCode::Internal, None),
-            EngineError::Image(ImageError::UnsafeEntry { .. }) => (
-                ErrorCode::InvalidArgument,
-                Some("the archive tries to write outside its root; nothing was imported".into()),
-            ),
-            EngineError::Image(ImageError::UnsupportedEntry { .. })
-            | EngineError::Image(ImageError::BadArchive { .. }) => (
-                ErrorCode::InvalidArgument,
-                Some("give a root directory or a .tar, .tar.gz or .tar.zst of one".into()),
-            ),
-            EngineError::Image(ImageError::Limit { limit, .. }) => (
-                if *limit == mayfly_image::Limit::FreeSpace {
-                    ErrorCode::Unavailable
-                } else {
-                    ErrorCode::TooLarge
-                },
-                Some("nothing was imported".into()),
-            ),
-            EngineError::Image(_) => (ErrorCode::Internal, None),
+            EngineError::Image(e) => image_error(e),
             EngineError::Driver(DriverError::TooLarge(_)) => (
                 ErrorCode::TooLarge,
                 Some("shorten the command line or environment".into()),
@@ -207,10 +190,12 @@ impl EngineError {
             EngineError::Unavailable(_) => (ErrorCode::Unavailable, None),
             EngineError::Io { .. } | EngineError::Internal(_) => (ErrorCode::Internal, None),
         };
+        // Text from outside (entry names, a decoder's complaint about garbage) never drives
+        // the client's terminal.
         ApiError {
             code,
-            message,
-            hint,
+            message: mayfly_api::text::printable(&message).into_owned(),
+            hint: hint.map(|h| mayfly_api::text::printable(&h).into_owned()),
         }
     }
 
@@ -222,6 +207,58 @@ impl EngineError {
             EngineError::ProgramNotExecutable(_) => 126,
             _ => 125,
         }
+    }
+}
+
+/// The code and hint of an image error: what an archive or image holds is the user's to fix
+/// (4xx); only the host's own failures (a full disk aside, which has its limit) are internal.
+fn image_error(e: &ImageError) -> (ErrorCode, Option<String>) {
+    let in_layer = matches!(e, ImageError::Layer { .. });
+    match e.cause() {
+        ImageError::UnsafeEntry { .. } => (
+            ErrorCode::InvalidArgument,
+            Some("the archive tries to write outside its root; nothing was imported".into()),
+        ),
+        ImageError::UnsupportedEntry { .. } | ImageError::BadArchive { .. } if in_layer => (
+            ErrorCode::InvalidArgument,
+            Some(
+                "the image's layer is not a valid tar (plain, gzip or zstd): the image is \
+                 damaged; copy or save it again. Nothing was imported"
+                    .into(),
+            ),
+        ),
+        ImageError::UnsupportedEntry { .. } | ImageError::BadArchive { .. } => (
+            ErrorCode::InvalidArgument,
+            Some("give a root directory or a .tar, .tar.gz or .tar.zst of one, or an image".into()),
+        ),
+        ImageError::Limit { limit, .. } => (
+            if *limit == mayfly_image::Limit::FreeSpace {
+                ErrorCode::Unavailable
+            } else {
+                ErrorCode::TooLarge
+            },
+            Some("nothing was imported".into()),
+        ),
+        ImageError::BadImage { .. }
+        | ImageError::Missing { .. }
+        | ImageError::BlobMismatch { .. }
+        | ImageError::BadBlobDigest(_) => (
+            ErrorCode::InvalidArgument,
+            Some(
+                "the image is incomplete, damaged or not supported: copy or save it again \
+                 (e.g. `skopeo copy`, `docker save`); nothing was imported"
+                    .into(),
+            ),
+        ),
+        ImageError::ImageChoice { .. } => (
+            ErrorCode::InvalidArgument,
+            Some(
+                "name the image: `mayfly template import NAME SOURCE:TAG` or `--tag TAG` (the \
+                 API's `tag`); nothing was imported"
+                    .into(),
+            ),
+        ),
+        _ => (ErrorCode::Internal, None),
     }
 }
 

@@ -49,7 +49,7 @@ pub use exec::ExecHandle;
 pub use instance::RunHandle;
 pub use logs::LogFiles;
 pub use rollout::{RolloutLog, rollout_error};
-pub use template::ChannelReader;
+pub use template::{ChannelReader, ImportOptions, OnAccepted};
 pub use versions::MAX_LAYERS;
 
 use slot::Slots;

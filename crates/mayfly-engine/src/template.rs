@@ -71,6 +71,32 @@ impl Read for ChannelReader {
     }
 }
 
+/// What an import takes beside its name and source.
+#[derive(Debug, Clone, Default)]
+pub struct ImportOptions {
+    /// The image to take from a layout or archive that holds several (a tag, a full name or
+    /// the image's digest); refused for a root filesystem.
+    pub tag: Option<String>,
+    /// Default command of the new template.
+    pub command: Option<Vec<String>>,
+    /// History message.
+    pub message: Option<String>,
+}
+
+/// Called at most once, when an import is under way: everything that can be checked before
+/// the bulk of the work has been (the request, the name, the source; for an image directory
+/// its index, the image chosen, its manifest and config, and every layer blob's presence and
+/// size). A client that follows the import's progress is answered then; what fails later
+/// reaches it as the stream's last event.
+pub type OnAccepted = Box<dyn FnOnce() + Send>;
+
+/// Calls the acceptance callback, if it has not been called yet.
+fn accept(accepted: &mut Option<OnAccepted>) {
+    if let Some(f) = accepted.take() {
+        f();
+    }
+}
+
 /// Where an import reads from.
 enum Source {
     /// A host directory, copied.
@@ -92,7 +118,9 @@ fn is_image_dir(dir: &Path) -> bool {
 /// Writes `source` under `staging`: a root filesystem becomes `staging/tree`; a container
 /// image (a directory, or an archive that turns out to hold one) becomes one tree per image
 /// layer (`staging/layer-N`, OCI whiteouts translated). Returns the trees, lowest first, and
-/// the image's configuration for an image.
+/// the image's configuration for an image. `tag` chooses the image of a layout or archive
+/// that holds several, and is refused for a root filesystem. `accepted` is called once the
+/// import is under way (see [`OnAccepted`]).
 ///
 /// An archive is unpacked under `limits`; an image's layers under the same limits again, all
 /// of them together (the archive that carried them holds their compressed blobs, which the
@@ -100,13 +128,17 @@ fn is_image_dir(dir: &Path) -> bool {
 fn write_trees(
     staging: &Path,
     source: Source,
+    tag: Option<&str>,
     progress: &dyn Progress,
     limits: ImportLimits,
+    accepted: &mut Option<OnAccepted>,
 ) -> Result<(Vec<PathBuf>, Option<OciConfig>), EngineError> {
     let tree = staging.join("tree");
     let image = match source {
         Source::Dir(src) if is_image_dir(&src) => Some(src),
         Source::Dir(src) => {
+            refuse_tag(tag, "a root directory")?;
+            accept(accepted);
             let options = CopyOptions {
                 xattrs: XattrPolicy::Portable,
                 one_file_system: true,
@@ -115,12 +147,19 @@ fn write_trees(
             None
         }
         Source::Archive(reader) => {
+            accept(accepted);
             std::fs::create_dir(&tree).map_err(io_err("create", &tree))?;
             mayfly_image::unpack_archive(reader, &tree, progress, &ImportBudget::new(limits))?;
             crate::failpoint("import:unpacked");
-            is_image_dir(&tree).then(|| tree.clone())
+            if is_image_dir(&tree) {
+                Some(tree.clone())
+            } else {
+                refuse_tag(tag, "an archive of a root filesystem")?;
+                None
+            }
         }
         Source::Busybox(binary) => {
+            accept(accepted);
             std::fs::create_dir(&tree).map_err(io_err("create", &tree))?;
             mayfly_image::build_busybox_rootfs(&binary, &tree)?;
             None
@@ -129,37 +168,54 @@ fn write_trees(
     let Some(dir) = image else {
         return Ok((vec![tree], None));
     };
-    let image = mayfly_image::open_image_dir(&dir)?;
-    let layers_budget = ImportBudget::new(limits);
-    let mut trees = Vec::with_capacity(image.layers.len());
-    for (i, layer) in image.layers.iter().enumerate() {
-        let blob = mayfly_image::image_layer_path(&dir, layer)?;
-        let file = std::fs::File::open(&blob).map_err(io_err("open", &blob))?;
-        let dest = staging.join(format!("layer-{i}"));
-        std::fs::create_dir(&dest).map_err(io_err("create", &dest))?;
-        mayfly_image::unpack_layer_archive(
-            std::io::BufReader::with_capacity(1 << 20, file),
-            &dest,
-            progress,
-            &layers_budget,
-        )
-        .map_err(|e| match e {
-            // Say which layer: "the archive" alone would read as the upload.
-            ImageError::Limit { limit, what } => ImageError::Limit {
-                limit,
-                what: format!("layer {} ({}) of the image: {what}", i + 1, layer.digest),
-            },
-            e => e,
-        })?;
-        trees.push(dest);
-    }
-    if trees.is_empty() {
+    let image = mayfly_image::open_image_dir(&dir, tag)?;
+    if image.layers.is_empty() {
         return Err(EngineError::invalid(
-            format!("the image in {} has no layers", dir.display()),
+            match &image.name {
+                Some(name) => format!("image `{name}` has no layers"),
+                None => "the image has no layers".to_owned(),
+            },
             "give an image with at least one layer",
         ));
     }
+    accept(accepted);
+    let layers_budget = ImportBudget::new(limits);
+    let count = image.layers.len();
+    let mut trees = Vec::with_capacity(count);
+    for (i, layer) in image.layers.iter().enumerate() {
+        // Say which layer: "the archive" alone would read as the upload.
+        let in_layer = |e: ImageError| e.in_layer(i, count, &layer.digest);
+        let blob = mayfly_image::image_layer_path(&dir, layer).map_err(in_layer)?;
+        let file = std::fs::File::open(&blob).map_err(io_err("open", &blob))?;
+        let dest = staging.join(format!("layer-{i}"));
+        std::fs::create_dir(&dest).map_err(io_err("create", &dest))?;
+        // Directories the layer writes into without describing them keep what the layers
+        // below made of them.
+        mayfly_image::unpack_layer_archive_over(
+            std::io::BufReader::with_capacity(1 << 20, file),
+            &dest,
+            &trees,
+            progress,
+            &layers_budget,
+        )
+        .map_err(in_layer)?;
+        trees.push(dest);
+    }
     Ok((trees, Some(image.config)))
+}
+
+/// Refuses a tag for a source that is not an image (`what` it is instead).
+fn refuse_tag(tag: Option<&str>, what: &str) -> Result<(), EngineError> {
+    match tag {
+        Some(tag) => Err(EngineError::invalid(
+            format!(
+                "image `{tag}` was asked for, but the source is {what}, not an image: a tag \
+                 chooses one image of an OCI layout, a `docker save` or an OCI archive"
+            ),
+            "import it without the tag (and without `:TAG` after the path)",
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Digests and measures each tree, then flushes them all with one `syncfs`.
@@ -204,21 +260,45 @@ fn import_config(
     config
 }
 
+/// What an import does with its trees, beside its name and source.
+struct ImportJob {
+    tag: Option<String>,
+    command: Option<Vec<String>>,
+    message: String,
+    builtin: bool,
+    accepted: Option<OnAccepted>,
+}
+
 fn fsync_dir(path: &Path) -> Result<(), EngineError> {
     let f = std::fs::File::open(path).map_err(io_err("open", path))?;
     f.sync_all().map_err(io_err("flush", path))
 }
 
 impl Engine {
-    /// Imports template `name` from a directory or archive on the daemon's host.
+    /// Imports template `name` from a directory or archive on the daemon's host. `path` may
+    /// end in `:TAG` to name an image of a layout or archive that holds several, when the
+    /// whole does not exist (see [`mayfly_api::split_image_tag`]).
     pub async fn import_template_path(
         self: &Arc<Self>,
         name: &str,
         path: &str,
-        command: Option<Vec<String>>,
-        message: Option<String>,
+        mut options: ImportOptions,
         progress: Arc<dyn Progress + Send>,
+        accepted: Option<OnAccepted>,
     ) -> Result<TemplateInfo, EngineError> {
+        let (path, tag) =
+            mayfly_api::split_image_tag(path, |p| std::fs::symlink_metadata(p).is_ok());
+        if let Some(tag) = tag {
+            match &options.tag {
+                Some(given) if given != tag => {
+                    return Err(EngineError::invalid(
+                        format!("two images asked for: `{tag}` after the path, and `{given}`"),
+                        "name the image once: `PATH:TAG`, or the tag alone",
+                    ));
+                }
+                _ => options.tag = Some(tag.to_owned()),
+            }
+        }
         let p = PathBuf::from(path);
         if !p.is_absolute() {
             return Err(EngineError::invalid(
@@ -229,7 +309,7 @@ impl Engine {
         let meta = std::fs::metadata(&p).map_err(|e| {
             EngineError::invalid(
                 format!("cannot read source `{path}`: {e}"),
-                "give a root directory or a .tar, .tar.gz or .tar.zst of one",
+                "give a root directory or a .tar, .tar.gz or .tar.zst of one, or an image",
             )
         })?;
         let source = if meta.is_dir() {
@@ -240,11 +320,16 @@ impl Engine {
         } else {
             return Err(EngineError::invalid(
                 format!("invalid source `{path}`: it is neither a directory nor a file"),
-                "give a root directory or a .tar, .tar.gz or .tar.zst of one",
+                "give a root directory or a .tar, .tar.gz or .tar.zst of one, or an image",
             ));
         };
-        let message = message.unwrap_or_else(|| format!("imported from {path}"));
-        self.import(name, source, command, message, false, progress)
+        if options.message.is_none() {
+            options.message = Some(match &options.tag {
+                Some(tag) => format!("imported from {path} (image {tag})"),
+                None => format!("imported from {path}"),
+            });
+        }
+        self.import(name, source, options, false, progress, accepted)
             .await
     }
 
@@ -253,18 +338,23 @@ impl Engine {
         self: &Arc<Self>,
         name: &str,
         reader: ChannelReader,
-        command: Option<Vec<String>>,
-        message: Option<String>,
+        mut options: ImportOptions,
         progress: Arc<dyn Progress + Send>,
+        accepted: Option<OnAccepted>,
     ) -> Result<TemplateInfo, EngineError> {
-        let message = message.unwrap_or_else(|| "imported from an uploaded archive".to_owned());
+        if options.message.is_none() {
+            options.message = Some(match &options.tag {
+                Some(tag) => format!("imported from an uploaded archive (image {tag})"),
+                None => "imported from an uploaded archive".to_owned(),
+            });
+        }
         self.import(
             name,
             Source::Archive(Box::new(reader)),
-            command,
-            message,
+            options,
             false,
             progress,
+            accepted,
         )
         .await
     }
@@ -273,20 +363,33 @@ impl Engine {
         self: &Arc<Self>,
         name: &str,
         source: Source,
-        command: Option<Vec<String>>,
-        message: String,
+        options: ImportOptions,
         builtin: bool,
         progress: Arc<dyn Progress + Send>,
+        accepted: Option<OnAccepted>,
     ) -> Result<TemplateInfo, EngineError> {
         check_template_name(name).map_err(|e| {
             EngineError::invalid(e, "e.g. `mayfly template import debian ./rootfs.tar.zst`")
         })?;
+        let ImportOptions {
+            tag,
+            command,
+            message,
+        } = options;
         if let Some(cmd) = &command
             && (cmd.is_empty() || cmd.iter().any(|a| a.contains('\0')))
         {
             return Err(EngineError::invalid(
                 "invalid default command",
                 "e.g. `--cmd /sbin/init`",
+            ));
+        }
+        if let Some(tag) = &tag
+            && (tag.is_empty() || tag.len() > 512 || tag.chars().any(char::is_control))
+        {
+            return Err(EngineError::invalid(
+                "invalid image tag: it must be 1 to 512 printable characters",
+                "e.g. `--tag 1.36`, `--tag busybox:1.36` or `PATH:TAG`",
             ));
         }
         let n = name.to_owned();
@@ -307,10 +410,15 @@ impl Engine {
         let journal = self
             .journal(crate::recovery::kind::IMPORT, name, &staging)
             .await?;
+        let job = ImportJob {
+            tag,
+            command,
+            message: message.unwrap_or_default(),
+            builtin,
+            accepted,
+        };
         let result = self
-            .import_into(
-                name, &staging, source, command, message, builtin, progress, journal,
-            )
+            .import_into(name, &staging, source, job, progress, journal)
             .await;
         let _ = self.trash.discard(&staging);
         self.trash.wake();
@@ -321,24 +429,35 @@ impl Engine {
         self.template_info(name).await
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn import_into(
         self: &Arc<Self>,
         name: &str,
         staging: &Path,
         source: Source,
-        command: Option<Vec<String>>,
-        message: String,
-        builtin: bool,
+        job: ImportJob,
         progress: Arc<dyn Progress + Send>,
         journal: i64,
     ) -> Result<(), EngineError> {
         let s = staging.to_owned();
         let limits = self.config.import_limits;
+        let ImportJob {
+            tag,
+            command,
+            message,
+            builtin,
+            mut accepted,
+        } = job;
         let (trees, records, image) = self
             .blocking(move || {
                 std::fs::create_dir(&s).map_err(io_err("create", &s))?;
-                let (trees, image) = write_trees(&s, source, progress.as_ref(), limits)?;
+                let (trees, image) = write_trees(
+                    &s,
+                    source,
+                    tag.as_deref(),
+                    progress.as_ref(),
+                    limits,
+                    &mut accepted,
+                )?;
                 let records = seal_trees(&s, &trees)?;
                 Ok((trees, records, image))
             })
@@ -515,13 +634,18 @@ impl Engine {
         }
         let exists = self.db(|s| s.template(BUILTIN_TEMPLATE)).await.is_ok();
         if !exists {
+            let options = ImportOptions {
+                tag: None,
+                command: Some(vec!["/sbin/init".to_owned()]),
+                message: Some(format!("built-in, from {}", busybox.display())),
+            };
             self.import(
                 BUILTIN_TEMPLATE,
                 Source::Busybox(busybox.clone()),
-                Some(vec!["/sbin/init".to_owned()]),
-                format!("built-in, from {}", busybox.display()),
+                options,
                 true,
                 Arc::new(mayfly_image::NoProgress),
+                None,
             )
             .await?;
         }

@@ -162,23 +162,52 @@ pub enum ImageError {
         "invalid blob digest `{0}`: expected `sha256:` and 64 or `sha512:` and 128 lowercase hex digits"
     )]
     BadBlobDigest(String),
-    /// An image directory (OCI layout or `docker save` tree) is malformed or not supported.
-    #[error("unusable image at `{path}`: {reason}")]
+    /// An image directory (OCI layout or `docker save` tree) is malformed, incomplete or not
+    /// supported.
+    #[error("unusable image: {}{reason}", at(path))]
     BadImage {
-        /// The file (or directory) that is wrong.
+        /// The file that is wrong, relative to the image directory (empty: the image itself).
         path: PathBuf,
         /// What is wrong with it.
         reason: String,
     },
+    /// A file the image refers to is not in it.
+    #[error("`{}` is missing from the image", path.display())]
+    Missing {
+        /// The file, relative to the image directory.
+        path: PathBuf,
+    },
     /// A blob's content does not match the digest or size that refers to it.
-    #[error("blob `{path}` does not match its descriptor: expected {expected}, found {actual}")]
+    #[error("blob `{}` does not match its descriptor: expected {expected}, found {actual}", path.display())]
     BlobMismatch {
-        /// The blob file.
+        /// The blob file, relative to the image directory.
         path: PathBuf,
         /// The digest or size the image promised.
         expected: String,
         /// What the file holds.
         actual: String,
+    },
+    /// An image directory or archive holds several images and the one asked for is not
+    /// among them, or none was asked for, or the name asked for fits several.
+    #[error("{problem} (it has {})", offered.join(", "))]
+    ImageChoice {
+        /// What is wrong with the choice.
+        problem: String,
+        /// The images on offer, by their names (tags), or ids for those without one.
+        offered: Vec<String>,
+    },
+    /// Something failed with one layer of an image.
+    #[error("layer {index} of {count}{} of the image", if digest.is_empty() { String::new() } else { format!(" ({digest})") })]
+    Layer {
+        /// Its position, 1 for the lowest.
+        index: usize,
+        /// How many layers the image has.
+        count: usize,
+        /// The digest of its blob (empty when it is not known yet).
+        digest: String,
+        /// What failed.
+        #[source]
+        source: Box<ImageError>,
     },
     /// The archive is corrupt, truncated, not a tar, or badly compressed.
     #[error("corrupt or unsupported archive")]
@@ -214,7 +243,34 @@ pub enum ImageError {
     },
 }
 
+/// `` `path`: `` for a file of an image, nothing for the image itself.
+fn at(path: &std::path::Path) -> String {
+    if path.as_os_str().is_empty() {
+        String::new()
+    } else {
+        format!("`{}`: ", path.display())
+    }
+}
+
 impl ImageError {
+    /// The error itself, or for a [`ImageError::Layer`], what failed in the layer.
+    pub fn cause(&self) -> &ImageError {
+        match self {
+            Self::Layer { source, .. } => source.cause(),
+            other => other,
+        }
+    }
+
+    /// `self`, said of layer `index` (from 0) of `count` with `digest`.
+    pub fn in_layer(self, index: usize, count: usize, digest: &str) -> Self {
+        Self::Layer {
+            index: index + 1,
+            count,
+            digest: digest.to_owned(),
+            source: Box::new(self),
+        }
+    }
+
     /// Wraps an error from reading or decoding the archive stream.
     pub(crate) fn bad_archive(source: io::Error) -> Self {
         Self::BadArchive { source }

@@ -35,7 +35,7 @@ mod xattr;
 #[cfg(test)]
 mod fixtures;
 
-pub use archive::{unpack_archive, unpack_layer_archive};
+pub use archive::{unpack_archive, unpack_layer_archive, unpack_layer_archive_over};
 pub use builtin::build_busybox_rootfs;
 pub use conflicts::layer_conflicts;
 pub use copy::{CopyOptions, copy_tree};

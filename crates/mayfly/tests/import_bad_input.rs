@@ -39,6 +39,8 @@ fn bad_sources_names_and_existing_templates_are_refused() {
             .to_string()
             .as_bytes(),
     );
+    // The status is the outcome.
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
     let evs = events(&r.body);
     let err = evs
         .iter()
@@ -59,6 +61,7 @@ fn bad_sources_names_and_existing_templates_are_refused() {
             .to_string()
             .as_bytes(),
     );
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
     let evs = events(&r.body);
     let err = evs
         .iter()
@@ -83,6 +86,11 @@ fn bad_sources_names_and_existing_templates_are_refused() {
             "/v1/templates",
             "application/json",
             json!({"name": name, "path": path}).to_string().as_bytes(),
+        );
+        assert!(
+            r.status >= 400,
+            "importing {path} as {name:?}: status {}",
+            r.status
         );
         let evs = events(&r.body);
         evs.iter()
@@ -306,5 +314,94 @@ fn trees_without_usable_proc_sys_dev_do_not_start_and_touch_nothing_outside() {
         );
         assert_nothing_created(&d, &before, &case);
     }
+    d.finish();
+}
+
+/// `tar` with the header at `offset` changed by `f` and its checksum made right again, so
+/// that the reader gets past the checksum to what `f` broke.
+fn patch_header(tar: &mut [u8], offset: usize, f: impl FnOnce(&mut [u8])) {
+    let h = &mut tar[offset..offset + 512];
+    f(h);
+    h[148..156].fill(b' ');
+    let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+}
+
+/// Whether `text` holds a control character other than newline and tab.
+fn has_control(text: &str) -> bool {
+    text.chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+}
+
+#[test]
+fn binary_garbage_from_an_archive_never_reaches_the_terminal() {
+    let d = TestDaemon::start();
+    let before = catalogue(&d);
+    // A refused entry whose name sets the terminal's title, clears the screen and carries
+    // bytes that are not UTF-8.
+    let mut hostile = raw_tar(&[RawEntry::file(
+        "../AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        b"x",
+    )]);
+    patch_header(&mut hostile, 0, |h| {
+        let name = b"../\x1b]0;owned\x07\x1b[2J\xff\xfe/evil";
+        h[..100].fill(0);
+        h[..name.len()].copy_from_slice(name);
+    });
+    // A header whose size field is garbage, under a name full of escapes: the tar reader's
+    // complaint quotes both.
+    let mut garbage = raw_tar(&[
+        RawEntry::file("ok", b"fine\n"),
+        RawEntry::file("BBBBBBBBBBBB", b"y"),
+    ]);
+    let second = header_offsets(&garbage)[1];
+    patch_header(&mut garbage, second, |h| {
+        let name = b"\x1b[31mred\x1b[0m";
+        h[..100].fill(0);
+        h[..name.len()].copy_from_slice(name);
+        h[124..136].copy_from_slice(b"\x1b[5m\x07\x01\x02\x03\x04\x05\x06\0");
+    });
+    for (case, archive, mentions) in [
+        (
+            "a hostile name",
+            &hostile,
+            &["\\x1b]0;owned\\x07\\x1b[2J\\xff\\xfe", "climbs out"][..],
+        ),
+        (
+            "a garbage header",
+            &garbage,
+            &["\\x1b[31mred", "archive"][..],
+        ),
+    ] {
+        // The CLI, uploading.
+        let out = import_bytes(&d, "garbage", "garbage.tar", archive);
+        assert_refused(&out, case, mentions);
+        assert!(
+            !has_control(&out.stderr) && !has_control(&out.stdout),
+            "{case}: control characters reach the terminal: {:?}",
+            out.stderr
+        );
+        // The API: the status says so, and the message is printable.
+        let r = d.api_raw(
+            "POST",
+            "/v1/templates?name=garbage",
+            "application/x-tar",
+            archive,
+        );
+        assert_eq!(
+            r.status,
+            400,
+            "{case}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        let error = &r.json()["error"];
+        let message = error["message"].as_str().unwrap_or_default();
+        assert!(!has_control(message), "{case}: {message:?}");
+        for m in mentions {
+            assert!(message.contains(m), "{case}: {message:?} lacks {m:?}");
+        }
+        assert_eq!(error["code"], "invalid_argument", "{case}: {error}");
+    }
+    assert_nothing_created(&d, &before, "garbage");
     d.finish();
 }

@@ -20,8 +20,8 @@ use common::imports::{
     IDLE, big_rootfs_tar, events, import_bytes, launch, layer_digests, rootfs_tar,
 };
 use common::{
-    CLI_TIMEOUT, RawEntry, TestDaemon, assert_nothing_created, catalogue, gzip, layer_dir_name,
-    layer_dirs, raw_tar, template_info, template_names, zstd,
+    CLI_TIMEOUT, RawEntry, TestDaemon, assert_nothing_created, catalogue, gzip, http_with,
+    layer_dir_name, layer_dirs, raw_tar, template_info, template_names, zstd,
 };
 
 // ---- helpers: trees -------------------------------------------------------------------------
@@ -364,30 +364,22 @@ fn import_over_the_api_from_an_upload_and_from_a_path() {
     let d = TestDaemon::start();
     let tar = rootfs_tar(&d, "api", "via-api");
 
-    // An upload: the body is the archive, `?name=` names the template; newline-delimited
-    // events end with `done`.
+    // An upload: the body is the archive, `?name=` names the template; the answer comes when
+    // the import has ended: 201 and the template.
     let r = d.api_raw(
         "POST",
         "/v1/templates?name=api-up&message=uploaded%20by%20a%20test",
         "application/x-tar",
         &gzip(&tar),
     );
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    let evs = events(&r.body);
-    let last = evs.last().expect("at least one event");
-    assert_eq!(last["done"]["name"], "api-up", "{evs:?}");
-    assert_eq!(
-        last["done"]["versions"][0]["message"], "uploaded by a test",
-        "{evs:?}"
-    );
-    assert!(
-        evs[..evs.len() - 1]
-            .iter()
-            .all(|e| e.get("progress").is_some()),
-        "only progress before the result: {evs:?}"
-    );
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("location"), Some("/v1/templates/api-up"));
+    let up = r.json();
+    assert_eq!(up["name"], "api-up", "{up}");
+    assert_eq!(up["versions"][0]["message"], "uploaded by a test", "{up}");
 
-    // A path on the daemon's host, with a default command.
+    // A path on the daemon's host, with a default command, following the progress:
+    // newline-delimited events end with `done`.
     let path = d.dir.join("api.tar");
     std::fs::write(&path, &tar).expect("write");
     let body = json!({
@@ -395,14 +387,23 @@ fn import_over_the_api_from_an_upload_and_from_a_path() {
         "path": path.to_str().expect("utf-8"),
         "command": ["/bin/sh", "-c", IDLE],
     });
-    let r = d.api_raw(
+    let r = http_with(
+        &d.socket,
         "POST",
         "/v1/templates",
         "application/json",
+        &[("Accept", "application/x-ndjson")],
         body.to_string().as_bytes(),
     );
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("content-type"), Some("application/x-ndjson"));
     let evs = events(&r.body);
+    assert!(
+        evs[..evs.len() - 1]
+            .iter()
+            .all(|e| e.get("progress").is_some()),
+        "only progress before the result: {evs:?}"
+    );
     let done = &evs.last().expect("an event")["done"];
     assert_eq!(done["name"], "api-path", "{evs:?}");
     assert_eq!(
@@ -429,7 +430,33 @@ fn import_over_the_api_from_an_upload_and_from_a_path() {
     d.ok(&["launch", "api-path", "--name", "apiinst"]);
     assert_eq!(d.sh("apiinst", "cat /marker"), "via-api\n");
 
-    // Refusals over the API: a relative path, an unknown field, a hostile upload.
+    // Refusals over the API, with their status whether or not the progress is followed: a
+    // relative path, an unknown field, a hostile upload.
+    for accept in ["application/json", "application/x-ndjson"] {
+        let r = http_with(
+            &d.socket,
+            "POST",
+            "/v1/templates",
+            "application/json",
+            &[("Accept", accept)],
+            json!({"name": "rel", "path": "relative/dir"})
+                .to_string()
+                .as_bytes(),
+        );
+        assert_eq!(
+            r.status,
+            400,
+            "{accept}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert!(
+            r.json()["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("absolute")),
+            "{accept}: {}",
+            r.json()
+        );
+    }
     let r = d.api_raw(
         "POST",
         "/v1/templates",
@@ -438,11 +465,8 @@ fn import_over_the_api_from_an_upload_and_from_a_path() {
             .to_string()
             .as_bytes(),
     );
-    let evs = events(&r.body);
-    let err = evs
-        .iter()
-        .find_map(|e| e.get("error"))
-        .unwrap_or_else(|| panic!("no error event: {evs:?}"));
+    assert_eq!(r.status, 400);
+    let err = &r.json()["error"];
     assert_eq!(err["code"], "invalid_argument", "{err}");
     assert!(
         err["message"]
@@ -471,11 +495,8 @@ fn import_over_the_api_from_an_upload_and_from_a_path() {
         "application/x-tar",
         &evil,
     );
-    let evs = events(&r.body);
-    let err = evs
-        .iter()
-        .find_map(|e| e.get("error"))
-        .unwrap_or_else(|| panic!("no error event: {evs:?}"));
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    let err = &r.json()["error"];
     assert_eq!(err["code"], "invalid_argument", "{err}");
     assert!(
         err["message"]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode};
 use tar::EntryType;
 
-use super::names::{create, split};
+use super::names::{c_name, create, split};
 use super::unpack::{Unpacker, key};
 use crate::ImageError;
 use crate::inode::{Inode, Time, device, file_type, stat_at};
@@ -42,7 +42,7 @@ pub(super) fn layer_name(path: &[u8], kind: EntryType) -> Result<LayerName, Stri
         if component.starts_with(WHITEOUT_PREFIX) {
             return Err(format!(
                 "it goes through the whiteout name `{}`",
-                String::from_utf8_lossy(component)
+                mayfly_api::text::show_bytes(component)
             ));
         }
     }
@@ -86,8 +86,18 @@ impl Unpacker {
     }
 
     /// Puts a canonical whiteout at `target`, replacing whatever is there, a directory and all
-    /// it holds included.
-    pub(super) fn whiteout(&mut self, target: &[u8], name: &str) -> Result<(), ImageError> {
+    /// it holds included, and returns `true`; or, when this archive made a path above `target`
+    /// a non-directory, does nothing and returns `false`.
+    ///
+    /// That second case is how umoci writes a directory that became a file or a symlink: the
+    /// new `opt/d` first, then a whiteout for each child the directory had (`opt/d/.wh.x`).
+    /// Those children went with the directory, so the whiteouts mean nothing; `umoci unpack`
+    /// and buildah accept them. Nothing is created or followed: a symlink above `target` is
+    /// only looked at, never resolved.
+    pub(super) fn whiteout(&mut self, target: &[u8], name: &str) -> Result<bool, ImageError> {
+        if self.below_non_directory(split(target).0, name)? {
+            return Ok(false);
+        }
         let (parent, leaf) = self.parent(target, name)?;
         match stat_at(parent.as_fd(), &leaf) {
             Ok(st) => {
@@ -138,14 +148,48 @@ impl Unpacker {
             FileType::CharacterDevice,
             Path::new(name),
         )?;
-        canonical.set_times_at(parent.as_fd(), &leaf, Path::new(name))
+        canonical.set_times_at(parent.as_fd(), &leaf, Path::new(name))?;
+        Ok(true)
+    }
+
+    /// Whether some component of the directory path `dir` (normalised, relative to the root)
+    /// exists as something other than a directory. Components that do not exist yet end the
+    /// walk: [`Unpacker::parent`] creates them.
+    fn below_non_directory(&self, dir: &[u8], name: &str) -> Result<bool, ImageError> {
+        if dir.is_empty() || open_dir_beneath(self.root.as_fd(), dir).is_ok() {
+            return Ok(false);
+        }
+        let mut cur =
+            open_dir_beneath(self.root.as_fd(), b"").map_err(|source| ImageError::Open {
+                path: PathBuf::from("."),
+                source,
+            })?;
+        for component in dir.split(|&b| b == b'/') {
+            let c_component = c_name(component, name)?;
+            match stat_at(cur.as_fd(), &c_component) {
+                Ok(st) if file_type(&st) == FileType::Directory => {}
+                Ok(_) => return Ok(true),
+                Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(false),
+                Err(source) => {
+                    return Err(ImageError::Stat {
+                        path: PathBuf::from(name),
+                        source,
+                    });
+                }
+            }
+            cur = open_dir_beneath(cur.as_fd(), component).map_err(|source| ImageError::Open {
+                path: PathBuf::from(name),
+                source,
+            })?;
+        }
+        Ok(false)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use std::fs;
-    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
 
     use super::*;
     use crate::archive::tests::{file, link, unpack};
@@ -269,6 +313,57 @@ mod tests {
                 .is_none()
         );
         assert_eq!(fs::read(dest.join("opt/new")).unwrap(), b"pwned");
+    }
+
+    #[test]
+    fn whiteouts_below_what_the_layer_made_a_non_directory_are_no_ops() {
+        // As umoci 0.4.7 writes directories that became a file, a symlink or a fifo: the new
+        // entry, then a whiteout for each child the directory had.
+        let mut symlink = Raw::new(b"opt/d2l", b'2');
+        symlink.link = b"/etc";
+        let mut tar = TarWriter::default();
+        tar.add(Raw::new(b"opt/", b'5'), &[])
+            .add(file(b"opt/d2f"), &[])
+            .add(Raw::new(b"opt/d2f/.wh.inner", b'0'), &[])
+            .add(symlink, &[])
+            .add(Raw::new(b"opt/d2l/.wh.inner", b'0'), &[])
+            .add(Raw::new(b"opt/d2l/.wh.sub", b'0'), &[])
+            .add(Raw::new(b"opt/d2p", b'6'), &[])
+            .add(Raw::new(b"opt/d2p/.wh.k", b'0'), &[])
+            // Deeper below, and below a whiteout of this layer: no-ops as well.
+            .add(Raw::new(b"opt/d2f/sub/.wh.deep", b'0'), &[])
+            .add(Raw::new(b"srv/.wh.gone", b'0'), &[])
+            .add(Raw::new(b"srv/gone/.wh.child", b'0'), &[])
+            // A whiteout beside them still counts.
+            .add(Raw::new(b"opt/.wh.old", b'0'), &[]);
+        let (tmp, result) = unpack_layer(&tar.finish());
+        assert_eq!(
+            result.unwrap(),
+            TreeStats {
+                entries: 6,
+                bytes: 5
+            }
+        );
+        let dest = tmp.path().join("dest");
+        assert_eq!(fs::read(dest.join("opt/d2f")).unwrap(), b"pwned");
+        assert_eq!(
+            fs::read_link(dest.join("opt/d2l")).unwrap(),
+            Path::new("/etc")
+        );
+        assert!(
+            fs::symlink_metadata(dest.join("opt/d2p"))
+                .unwrap()
+                .file_type()
+                .is_fifo()
+        );
+        assert_whiteout(&dest.join("srv/gone"));
+        assert_whiteout(&dest.join("opt/old"));
+        let mut names: Vec<_> = fs::read_dir(dest.join("opt"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["d2f", "d2l", "d2p", "old"]);
     }
 
     #[test]

@@ -36,6 +36,7 @@ mod detect;
 mod layer;
 #[cfg(test)]
 mod limit_tests;
+mod lower;
 mod meta;
 mod meter;
 mod names;
@@ -74,7 +75,7 @@ pub fn unpack_archive<R: Read>(
     progress: &dyn Progress,
     budget: &ImportBudget,
 ) -> Result<TreeStats, ImageError> {
-    unpack(input, dest, progress, budget, Names::Plain)
+    unpack(input, dest, progress, budget, Names::Plain, &[])
 }
 
 /// Unpacks an OCI image layer (a "changeset" tarball: plain, gzip or zstd) into `dest`, an
@@ -84,16 +85,35 @@ pub fn unpack_archive<R: Read>(
 /// (a root-owned 0:0 character device with mode 0 and mtime 0), replacing whatever this archive
 /// put there before, a whole directory included; `dir/.wh..wh..opq` marks `dir` opaque
 /// (`trusted.overlay.opaque` = `y`), creating it like an implied parent if the archive has not.
-/// Other `.wh..wh.` names are AUFS bookkeeping and are skipped. A hard link or symlink named
-/// `.wh.*`, a whiteout of `.` or `..`, and a path that goes through a `.wh.` name are refused.
-/// Whiteouts count as entries in the returned stats; opaque markers and skipped names do not.
+/// Other `.wh..wh.` names are AUFS bookkeeping and are skipped. A whiteout below a path this
+/// archive made a non-directory (a file, symlink or device) is skipped too: umoci writes one
+/// for each child of a directory that became a file or symlink, and the children went with
+/// the directory. A hard link or symlink named `.wh.*`, a whiteout of `.` or `..`, and a path
+/// that goes through a `.wh.` name are refused. Whiteouts count as entries in the returned
+/// stats; opaque markers and skipped names do not.
 pub fn unpack_layer_archive<R: Read>(
     input: R,
     dest: &Path,
     progress: &dyn Progress,
     budget: &ImportBudget,
 ) -> Result<TreeStats, ImageError> {
-    unpack(input, dest, progress, budget, Names::Layer)
+    unpack(input, dest, progress, budget, Names::Layer, &[])
+}
+
+/// [`unpack_layer_archive`] for a layer that goes on top of `lower` (layer trees, lowest
+/// first): a directory the archive does not describe itself (the root without a `.` entry, a
+/// parent it leaves out) takes the owner, mode, mtime and portable xattrs the layers below
+/// give it, as the image means (the layer leaves it unchanged), rather than the defaults that
+/// would hide them once the layers are stacked. Where the layers below have no directory
+/// there, the defaults stay.
+pub fn unpack_layer_archive_over<R: Read>(
+    input: R,
+    dest: &Path,
+    lower: &[std::path::PathBuf],
+    progress: &dyn Progress,
+    budget: &ImportBudget,
+) -> Result<TreeStats, ImageError> {
+    unpack(input, dest, progress, budget, Names::Layer, lower)
 }
 
 /// Whether `.wh.` names are ordinary files or OCI whiteouts.
@@ -111,7 +131,9 @@ fn unpack<R: Read>(
     progress: &dyn Progress,
     budget: &ImportBudget,
     meaning: Names,
+    lower: &[std::path::PathBuf],
 ) -> Result<TreeStats, ImageError> {
+    let lower = lower::Lower::open(lower)?;
     let root = open_empty_root(dest)?;
     budget.check_free(root.as_fd(), 0)?;
     Inode::root(0o755, Time::default()).set_owner_mode(root.as_fd(), dest)?;
@@ -120,7 +142,7 @@ fn unpack<R: Read>(
     let result = unpack_stream(
         input,
         &meter,
-        Unpacker::new(root, meaning, meter.clone()),
+        Unpacker::new(root, meaning, lower, meter.clone()),
         progress,
         budget,
     );

@@ -14,6 +14,7 @@ use tar::EntryType;
 
 use super::Names;
 use super::layer::{LayerName, layer_name};
+use super::lower::Lower;
 use super::meta::{Meta, read_meta, write_xattrs};
 use super::meter::Meter;
 use super::names::{c_name, create, describe_type, normalize, split, unsafe_entry};
@@ -50,6 +51,11 @@ pub(super) struct Unpacker {
     /// Regular files unpacked so far, the only permitted hard-link targets (stale keys under a
     /// whiteout fail at the lookup that follows).
     pub(super) files: HashSet<PathKey>,
+    /// Directories an entry described (the root included, if a `.` entry did). The others
+    /// are implied, and take their attributes from `lower` where it has them.
+    described: HashSet<PathKey>,
+    /// The layers below an OCI layer (none for a root filesystem or a bottom layer).
+    lower: Lower,
     pub(super) stats: TreeStats,
     meter: Rc<Meter>,
     buf: Vec<u8>,
@@ -59,13 +65,15 @@ pub(super) struct Unpacker {
 }
 
 impl Unpacker {
-    pub(super) fn new(root: OwnedFd, names: Names, meter: Rc<Meter>) -> Self {
+    pub(super) fn new(root: OwnedFd, names: Names, lower: Lower, meter: Rc<Meter>) -> Self {
         Self {
             root,
             names,
             meter,
             dir_times: HashMap::from([(key(b""), Time::default())]),
             files: HashSet::new(),
+            described: HashSet::new(),
+            lower,
             stats: TreeStats::default(),
             buf: vec![0; COPY_BUFFER],
             unchecked_bytes: 0,
@@ -86,7 +94,7 @@ impl Unpacker {
             budget.check_free(self.root.as_fd(), 0)?;
         }
         let raw_name = entry.path_bytes().into_owned();
-        let name = String::from_utf8_lossy(&raw_name).into_owned();
+        let name = mayfly_api::text::show_bytes(&raw_name);
         let kind = entry.header().entry_type();
         if kind.is_pax_global_extensions() {
             return Ok(());
@@ -103,8 +111,9 @@ impl Unpacker {
                     return Ok(());
                 }
                 LayerName::Whiteout(target) => {
-                    self.whiteout(&target, &name)?;
-                    self.stats.add(0, progress);
+                    if self.whiteout(&target, &name)? {
+                        self.stats.add(0, progress);
+                    }
                     return Ok(());
                 }
             }
@@ -263,6 +272,7 @@ impl Unpacker {
             self.apply(fd.as_fd(), meta, name)?;
         }
         self.dir_times.insert(key(path), meta.inode.mtime);
+        self.described.insert(key(path));
         Ok(())
     }
 
@@ -317,7 +327,7 @@ impl Unpacker {
     }
 
     fn hard_link(&mut self, path: &[u8], raw_target: &[u8], name: &str) -> Result<(), ImageError> {
-        let shown = String::from_utf8_lossy(raw_target);
+        let shown = mayfly_api::text::show_bytes(raw_target);
         let subject = format!("its link target `{shown}`");
         let target = normalize(raw_target).map_err(|p| unsafe_entry(name, p.reason(&subject)))?;
         if target == path {
@@ -344,7 +354,7 @@ impl Unpacker {
                 not_ours()
             } else {
                 ImageError::Open {
-                    path: PathBuf::from(shown.as_ref()),
+                    path: PathBuf::from(&shown),
                     source: err,
                 }
             }
@@ -361,7 +371,7 @@ impl Unpacker {
             Err(err) if err.kind() == io::ErrorKind::NotFound => return Err(not_ours()),
             Err(source) => {
                 return Err(ImageError::Stat {
-                    path: PathBuf::from(shown.as_ref()),
+                    path: PathBuf::from(&shown),
                     source,
                 });
             }
@@ -378,7 +388,7 @@ impl Unpacker {
         )
         .map_err(|e| ImageError::Link {
             path: PathBuf::from(name),
-            target: PathBuf::from(shown.as_ref()),
+            target: PathBuf::from(&shown),
             source: e.into(),
         })?;
         self.files.insert(key(path));
@@ -416,7 +426,7 @@ impl Unpacker {
                 so_far.push(b'/');
             }
             so_far.extend_from_slice(component);
-            let shown = String::from_utf8_lossy(&so_far).into_owned();
+            let shown = mayfly_api::text::show_bytes(&so_far);
             let c_component = c_name(component, name)?;
             match stat_at(cur.as_fd(), &c_component) {
                 Ok(st) => match file_type(&st) {
@@ -547,7 +557,17 @@ impl Unpacker {
             self.set_dir_times(sub.as_fd(), path)?;
             path.truncate(len);
         }
-        let mtime = self.dir_times.get(&key(path)).copied().unwrap_or_default();
+        let mut mtime = self.dir_times.get(&key(path)).copied().unwrap_or_default();
+        if !self.lower.is_empty()
+            && !self.described.contains(&key(path))
+            && let Some((inode, xattrs)) = self.lower.dir(path)?
+        {
+            // Implied here, there below: as the layers below show it.
+            let name = shown(path);
+            inode.set_owner_mode(dir, &name)?;
+            write_xattrs(Node::Fd(dir), &xattrs, &name.to_string_lossy())?;
+            mtime = inode.mtime;
+        }
         set_times_fd(dir, mtime, &shown(path))
     }
 }

@@ -1,4 +1,8 @@
 //! An image directory held open, every file in it opened beneath it.
+//!
+//! Errors name files relative to the image directory: that is how whoever made the image knows
+//! them, and the directory itself may be the daemon's staging copy of an uploaded archive,
+//! which means nothing to the user.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -23,7 +27,6 @@ const MAX_JSON: u64 = 4 << 20;
 /// An image directory held open, every file in it opened beneath it.
 pub(super) struct ImageDir {
     fd: OwnedFd,
-    path: PathBuf,
 }
 
 impl ImageDir {
@@ -32,19 +35,12 @@ impl ImageDir {
             path: path.to_owned(),
             source,
         })?;
-        Ok(Self {
-            fd,
-            path: path.to_owned(),
-        })
-    }
-
-    pub(super) fn host(&self, rel: &str) -> PathBuf {
-        self.path.join(rel)
+        Ok(Self { fd })
     }
 
     pub(super) fn bad(&self, rel: &str, reason: String) -> ImageError {
         ImageError::BadImage {
-            path: self.host(rel),
+            path: PathBuf::from(rel),
             reason,
         }
     }
@@ -56,7 +52,7 @@ impl ImageDir {
             Ok(_) => Ok(true),
             Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(source) => Err(ImageError::Stat {
-                path: self.host(name),
+                path: PathBuf::from(name),
                 source,
             }),
         }
@@ -72,15 +68,13 @@ impl ImageDir {
             Ok(_) => format!("{subject} names the image directory itself"),
             Err(problem) => problem.reason(&subject),
         };
-        Err(ImageError::BadImage {
-            path: self.path.clone(),
-            reason,
-        })
+        Err(self.bad("", reason))
     }
 
     /// Opens the regular file at `rel` for reading without ever leaving the image directory.
+    /// A file that is not there is the image's fault ([`ImageError::Missing`]).
     pub(super) fn open_file(&self, rel: &str) -> Result<File, ImageError> {
-        let host = self.host(rel);
+        let shown = PathBuf::from(rel);
         let fd = rfs::openat2(
             self.fd.as_fd(),
             rel,
@@ -93,13 +87,17 @@ impl ImageDir {
             rustix::io::Errno::XDEV => {
                 self.bad(rel, "it resolves to outside the image directory".to_owned())
             }
+            rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR => ImageError::Missing {
+                path: PathBuf::from(rel),
+            },
+            rustix::io::Errno::LOOP => self.bad(rel, "it is a loop of symlinks".to_owned()),
             err => ImageError::Open {
-                path: host.clone(),
+                path: shown.clone(),
                 source: err.into(),
             },
         })?;
         let st = stat_fd(fd.as_fd()).map_err(|source| ImageError::Stat {
-            path: host.clone(),
+            path: shown.clone(),
             source,
         })?;
         if file_type(&st) != FileType::RegularFile {
@@ -115,7 +113,7 @@ impl ImageDir {
         file.take(MAX_JSON + 1)
             .read_to_end(&mut bytes)
             .map_err(|source| ImageError::Read {
-                path: self.host(rel),
+                path: PathBuf::from(rel),
                 source,
             })?;
         if bytes.len() as u64 > MAX_JSON {
@@ -150,15 +148,14 @@ impl ImageDir {
     ) -> Result<T, ImageError> {
         let rel = blob_rel(&descriptor.digest)?;
         let bytes = self.read_limited(&rel)?;
-        let host = self.host(&rel);
         if bytes.len() as u64 != descriptor.size {
             return Err(ImageError::BlobMismatch {
-                path: host,
+                path: PathBuf::from(&rel),
                 expected: format!("{} bytes", descriptor.size),
                 actual: format!("{} bytes", bytes.len()),
             });
         }
-        check_digest(&host, &bytes, &descriptor.digest)?;
+        check_digest(Path::new(&rel), &bytes, &descriptor.digest)?;
         self.parse(&rel, &bytes)
     }
 
@@ -174,7 +171,7 @@ impl ImageDir {
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(source) => {
                     return Err(ImageError::Read {
-                        path: self.host(rel),
+                        path: PathBuf::from(rel),
                         source,
                     });
                 }
@@ -182,27 +179,37 @@ impl ImageDir {
         }
     }
 
-    /// Fails unless the file at `rel` has `size` bytes and `digest`.
-    pub(super) fn check_blob(&self, rel: &str, digest: &str, size: u64) -> Result<(), ImageError> {
-        let (alg, _) = parse_digest(digest)?;
-        let host = self.host(rel);
-        let actual_size = stat_fd(self.open_file(rel)?.as_fd())
+    /// The size of the regular file at `rel`.
+    pub(super) fn size_of(&self, rel: &str) -> Result<u64, ImageError> {
+        Ok(stat_fd(self.open_file(rel)?.as_fd())
             .map_err(|source| ImageError::Stat {
-                path: host.clone(),
+                path: PathBuf::from(rel),
                 source,
             })?
-            .stx_size;
+            .stx_size)
+    }
+
+    /// Fails unless the file at `rel` is there with `size` bytes.
+    pub(super) fn check_size(&self, rel: &str, size: u64) -> Result<(), ImageError> {
+        let actual_size = self.size_of(rel)?;
         if actual_size != size {
             return Err(ImageError::BlobMismatch {
-                path: host,
+                path: PathBuf::from(rel),
                 expected: format!("{size} bytes"),
                 actual: format!("{actual_size} bytes"),
             });
         }
+        Ok(())
+    }
+
+    /// Fails unless the file at `rel` has `size` bytes and `digest`.
+    pub(super) fn check_blob(&self, rel: &str, digest: &str, size: u64) -> Result<(), ImageError> {
+        let (alg, _) = parse_digest(digest)?;
+        self.check_size(rel, size)?;
         let actual = self.hash_file(rel, alg)?;
         if actual != digest {
             return Err(ImageError::BlobMismatch {
-                path: host,
+                path: PathBuf::from(rel),
                 expected: digest.to_owned(),
                 actual,
             });

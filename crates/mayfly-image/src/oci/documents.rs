@@ -21,6 +21,30 @@ pub(super) struct Descriptor {
     pub(super) size: u64,
     #[serde(default)]
     pub(super) platform: Option<Platform>,
+    #[serde(default)]
+    pub(super) annotations: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// The annotation that names (tags) an image in an OCI layout's index.
+pub(super) const REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// The full reference containerd (and `docker save` since Docker 25) records beside it.
+pub(super) const CONTAINERD_NAME: &str = "io.containerd.image.name";
+
+impl Descriptor {
+    /// The names an index gives the image this descriptor points at: its `ref.name`
+    /// annotation (a tag such as `1.0`, or a full reference), and containerd's full name.
+    pub(super) fn names(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        for key in [REF_NAME, CONTAINERD_NAME] {
+            if let Some(name) = self.annotations.as_ref().and_then(|a| a.get(key))
+                && !name.is_empty()
+                && !names.contains(name)
+            {
+                names.push(name.clone());
+            }
+        }
+        names
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -81,6 +105,8 @@ impl From<ConfigFile> for OciConfig {
 #[serde(rename_all = "PascalCase")]
 pub(super) struct SaveEntry {
     pub(super) config: String,
+    #[serde(default)]
+    pub(super) repo_tags: Option<Vec<String>>,
     #[serde(default)]
     pub(super) layers: Vec<String>,
 }

@@ -5,16 +5,18 @@ use std::path::{Path, PathBuf};
 use super::blobs::blob_rel;
 use super::dir::ImageDir;
 use super::documents::{ConfigFile, Descriptor, Document, LayoutFile};
-use super::{ARCH, CONFIG_TYPES, INDEX_TYPES, MANIFEST_TYPES, OS, OciImage, OciLayer};
+use super::select::{Offer, choose};
+use super::{CONFIG_TYPES, INDEX_TYPES, MANIFEST_TYPES, OciImage, OciLayer};
 use crate::ImageError;
 
 /// Reads the OCI image layout at `dir` (`oci-layout`, `index.json`, blobs under
-/// `blobs/<alg>/<hex>`): the manifest the index names (the one for Linux on this machine's
-/// architecture if it names several, or its only one unless that is for another platform;
-/// an index inside the index is followed one level), then the manifest's config and layers.
-/// The manifest and config blobs are checked against their digests; layer blobs are checked by
-/// [`image_layer_path`].
-pub fn open_oci_layout(dir: &Path) -> Result<OciImage, ImageError> {
+/// `blobs/<alg>/<hex>`): the image the index names `tag` (see the `select` module for how
+/// names match), or its only image, or the one for Linux on this machine's architecture among
+/// images that differ only by platform; an index inside the index is followed one level (by
+/// platform). Then the manifest's config and layers. The manifest and config blobs are
+/// checked against their digests, and every layer blob is checked to be there with its size
+/// (its digest is checked by [`image_layer_path`](super::image_layer_path)).
+pub fn open_oci_layout(dir: &Path, tag: Option<&str>) -> Result<OciImage, ImageError> {
     let image = ImageDir::open(dir)?;
     let layout: LayoutFile = image.read_json("oci-layout")?;
     if !layout.image_layout_version.starts_with("1.") {
@@ -27,11 +29,18 @@ pub fn open_oci_layout(dir: &Path) -> Result<OciImage, ImageError> {
         ));
     }
     let index: Document = image.read_json("index.json")?;
-    let mut chosen = select(&image, "index.json", index.manifests.as_deref())?;
+    let listed = index.manifests.unwrap_or_default();
+    let mut chosen = select(&image, "index.json", &listed, tag)?;
+    let name = chosen.names().into_iter().next();
     let mut document: Document = image.read_blob_json(&chosen)?;
     if is_index(&image, &chosen, &document)? {
         let rel = blob_rel(&chosen.digest)?;
-        chosen = select(&image, &rel, document.manifests.as_deref())?;
+        chosen = select(
+            &image,
+            &rel,
+            document.manifests.as_deref().unwrap_or_default(),
+            None,
+        )?;
         document = image.read_blob_json(&chosen)?;
         if is_index(&image, &chosen, &document)? {
             return Err(image.bad(
@@ -57,9 +66,11 @@ pub fn open_oci_layout(dir: &Path) -> Result<OciImage, ImageError> {
         ));
     }
     let config_file: ConfigFile = image.read_blob_json(&config)?;
+    let count = layers.len();
     let layers = layers
         .into_iter()
-        .map(|layer| {
+        .enumerate()
+        .map(|(i, layer)| {
             if !is_layer_type(&layer.media_type) {
                 return Err(image.bad(
                     &manifest_rel,
@@ -69,8 +80,12 @@ pub fn open_oci_layout(dir: &Path) -> Result<OciImage, ImageError> {
                     ),
                 ));
             }
+            let rel = blob_rel(&layer.digest)?;
+            image
+                .check_size(&rel, layer.size)
+                .map_err(|e| e.in_layer(i, count, &layer.digest))?;
             Ok(OciLayer {
-                path: PathBuf::from(blob_rel(&layer.digest)?),
+                path: PathBuf::from(rel),
                 digest: layer.digest,
                 media_type: layer.media_type,
                 size: layer.size,
@@ -78,49 +93,46 @@ pub fn open_oci_layout(dir: &Path) -> Result<OciImage, ImageError> {
         })
         .collect::<Result<_, _>>()?;
     Ok(OciImage {
+        name,
         layers,
         config: config_file.into(),
     })
 }
 
-/// Picks the manifest for this platform from an index's list (found in `rel`).
+/// Picks a manifest (or nested index) from an index's list (found in `rel`): by `tag`, or the
+/// only one, or this platform's.
 fn select(
     image: &ImageDir,
     rel: &str,
-    manifests: Option<&[Descriptor]>,
+    manifests: &[Descriptor],
+    tag: Option<&str>,
 ) -> Result<Descriptor, ImageError> {
-    let platform = |d: &Descriptor| {
-        d.platform
-            .as_ref()
-            .map(|p| format!("{}/{}", p.os, p.architecture))
+    if manifests.is_empty() {
+        return Err(image.bad(rel, "it lists no manifest".to_owned()));
+    }
+    let offers: Vec<Offer> = manifests
+        .iter()
+        .map(|d| Offer {
+            names: d.names(),
+            id: d.digest.clone(),
+            platform: d
+                .platform
+                .as_ref()
+                .map(|p| format!("{}/{}", p.os, p.architecture)),
+        })
+        .collect();
+    let what = if rel == "index.json" {
+        "this OCI layout".to_owned()
+    } else {
+        format!("the image index `{rel}`")
     };
-    let ours = |d: &Descriptor| {
-        d.platform
-            .as_ref()
-            .is_some_and(|p| p.os == OS && p.architecture == ARCH)
-    };
-    match manifests.unwrap_or_default() {
-        [] => Err(image.bad(rel, "it lists no manifest".to_owned())),
-        [only] => match platform(only) {
-            Some(other) if !ours(only) => Err(image.bad(
-                rel,
-                format!("its only image is for {other}, not {OS}/{ARCH}"),
-            )),
-            _ => Ok(only.clone()),
-        },
-        several => several.iter().find(|d| ours(d)).cloned().ok_or_else(|| {
-            let offered: Vec<String> = several
-                .iter()
-                .map(|d| platform(d).unwrap_or_else(|| "unspecified".to_owned()))
-                .collect();
-            image.bad(
-                rel,
-                format!(
-                    "none of its images is for {OS}/{ARCH} (it has {})",
-                    offered.join(", ")
-                ),
-            )
-        }),
+    match choose(&offers, tag, &what) {
+        Ok(i) => Ok(manifests[i].clone()),
+        // Platform problems are the index's: say which file.
+        Err(ImageError::BadImage { path, reason }) if path.as_os_str().is_empty() => {
+            Err(image.bad(rel, reason))
+        }
+        Err(err) => Err(err),
     }
 }
 

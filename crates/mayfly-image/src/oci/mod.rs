@@ -18,14 +18,25 @@
 //! `docker save` names its older layers by an id that is not their content digest; their
 //! digest is computed from the file, so a layer always has the digest of its blob as stored.
 //!
-//! The parts: `layout` reads OCI layouts, `docker` `docker save` trees, `dir` opens files
-//! beneath the image directory, `blobs` checks digests, `documents` is the JSON they hold.
+//! A layout or a save may hold several images: one is chosen by the name (tag) the caller
+//! gives, or is the only one, or the one for this platform (see `select`).
+//!
+//! Errors name files relative to the image directory, never the directory itself (it may be
+//! a staging copy of an upload); an image that is incomplete, damaged or ambiguous fails with
+//! [`ImageError::BadImage`], [`ImageError::Missing`], [`ImageError::BlobMismatch`],
+//! [`ImageError::BadBlobDigest`] or [`ImageError::ImageChoice`], all the image's fault rather
+//! than the host's (a layer's, wrapped in [`ImageError::Layer`]).
+//!
+//! The parts: `layout` reads OCI layouts, `docker` `docker save` trees, `select` chooses one
+//! image of several, `dir` opens files beneath the image directory, `blobs` checks digests,
+//! `documents` is the JSON they hold.
 
 mod blobs;
 mod dir;
 mod docker;
 mod documents;
 mod layout;
+mod select;
 #[cfg(test)]
 mod tests;
 
@@ -70,6 +81,9 @@ pub(super) const ARCH: &str = if cfg!(target_arch = "x86_64") {
 /// An image: its layers and how it wants to be run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OciImage {
+    /// The name the layout's index or the save's manifest gives the image (its first one),
+    /// if any.
+    pub name: Option<String>,
     /// The layers, lowest first.
     pub layers: Vec<OciLayer>,
     /// The run settings from the image config.
@@ -133,7 +147,7 @@ pub fn unpack_image_archive<R: Read>(
         Ok(())
     } else {
         Err(ImageError::BadImage {
-            path: dest.to_owned(),
+            path: PathBuf::new(),
             reason: "the archive holds neither an OCI layout (index.json) nor a docker save \
                      manifest (manifest.json)"
                 .to_owned(),
@@ -142,24 +156,26 @@ pub fn unpack_image_archive<R: Read>(
 }
 
 /// Reads the image in `dir`: an OCI layout if it has `oci-layout` (see [`open_oci_layout`]),
-/// else a `docker save` tree if it has `manifest.json`, which must describe exactly one image.
+/// else a `docker save` tree if it has `manifest.json`. `tag` chooses the image where there
+/// are several (an index's `org.opencontainers.image.ref.name` annotations, a save's
+/// `RepoTags`); without it, there must be only one (or, in a layout, one per platform).
 /// A docker-save layer's digest comes from its path when that is `blobs/<alg>/<hex>` and is
 /// computed from the file otherwise; its media type is the docker tar type (gzip or zstd ones
 /// if the file is compressed); the config is read from the JSON file the manifest names.
-pub fn open_image_dir(dir: &Path) -> Result<OciImage, ImageError> {
+pub fn open_image_dir(dir: &Path, tag: Option<&str>) -> Result<OciImage, ImageError> {
     let image = ImageDir::open(dir)?;
     if image.has("oci-layout")? {
-        return open_oci_layout(dir);
+        return open_oci_layout(dir, tag);
     }
     if image.has("manifest.json")? {
-        return open_docker_save(&image);
+        return open_docker_save(&image, tag);
     }
     if image.has("index.json")? {
         // Says what is missing.
-        return open_oci_layout(dir);
+        return open_oci_layout(dir, tag);
     }
     Err(ImageError::BadImage {
-        path: dir.to_owned(),
+        path: PathBuf::new(),
         reason: "neither an OCI layout (oci-layout, index.json) nor a docker save tree \
                  (manifest.json)"
             .to_owned(),
@@ -174,7 +190,7 @@ pub fn open_image_dir(dir: &Path) -> Result<OciImage, ImageError> {
 pub fn image_layer_path(dir: &Path, layer: &OciLayer) -> Result<PathBuf, ImageError> {
     let image = ImageDir::open(dir)?;
     let path = layer.path.to_str().ok_or_else(|| ImageError::BadImage {
-        path: dir.join(&layer.path),
+        path: layer.path.clone(),
         reason: "the layer path is not UTF-8".to_owned(),
     })?;
     let rel = image.member(path, "the layer path")?;

@@ -1,5 +1,5 @@
 use std::fs::{self, File};
-use std::io::{self, Write as _};
+use std::io::Write as _;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
@@ -202,7 +202,7 @@ fn reads_an_oci_layout() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("layout");
     let (_, layers) = oci_layout(&dir);
-    let image = open_oci_layout(&dir).unwrap();
+    let image = open_oci_layout(&dir, None).unwrap();
     assert_eq!(image.config, expected_config());
     let expected: Vec<OciLayer> = layers
         .as_array()
@@ -219,7 +219,7 @@ fn reads_an_oci_layout() {
         })
         .collect();
     assert_eq!(image.layers, expected);
-    assert_eq!(open_image_dir(&dir).unwrap(), image);
+    assert_eq!(open_image_dir(&dir, None).unwrap(), image);
     let layers = unpack_layers(&dir, &image, tmp.path());
     check_layers(&layers, tmp.path());
 }
@@ -231,11 +231,11 @@ fn an_only_manifest_needs_no_platform() {
     let (manifest, _) = oci_layout(&dir);
     let index = json!({"schemaVersion": 2, "manifests": [manifest]});
     fs::write(dir.join("index.json"), index.to_string()).unwrap();
-    assert_eq!(open_oci_layout(&dir).unwrap().layers.len(), 2);
+    assert_eq!(open_oci_layout(&dir, None).unwrap().layers.len(), 2);
 
     let index = json!({"manifests": [with_platform(manifest.clone(), "linux", "pdp11")]});
     fs::write(dir.join("index.json"), index.to_string()).unwrap();
-    let err = open_oci_layout(&dir).unwrap_err();
+    let err = open_oci_layout(&dir, None).unwrap_err();
     assert!(
         err.to_string().ends_with(&format!(
             "its only image is for linux/pdp11, not linux/{ARCH}"
@@ -248,7 +248,7 @@ fn an_only_manifest_needs_no_platform() {
         with_platform(manifest, "windows", ARCH),
     ]});
     fs::write(dir.join("index.json"), index.to_string()).unwrap();
-    let err = open_oci_layout(&dir).unwrap_err();
+    let err = open_oci_layout(&dir, None).unwrap_err();
     assert!(
         err.to_string().ends_with(&format!(
             "none of its images is for linux/{ARCH} (it has linux/pdp11, windows/{ARCH})"
@@ -265,14 +265,10 @@ fn malformed_layouts_fail_cleanly() {
 
     // Missing index.
     fs::rename(dir.join("index.json"), tmp.path().join("index.json")).unwrap();
-    let err = open_oci_layout(&dir).unwrap_err();
-    assert!(
-        matches!(&err, ImageError::Open { path, source }
-                if *path == dir.join("index.json") && source.kind() == io::ErrorKind::NotFound),
-        "{err:?}"
-    );
-    let err = open_image_dir(&dir).unwrap_err();
-    assert!(matches!(err, ImageError::Open { .. }), "{err:?}");
+    let err = open_oci_layout(&dir, None).unwrap_err();
+    assert_eq!(err.to_string(), "`index.json` is missing from the image");
+    let err = open_image_dir(&dir, None).unwrap_err();
+    assert!(matches!(err, ImageError::Missing { .. }), "{err:?}");
     fs::rename(tmp.path().join("index.json"), dir.join("index.json")).unwrap();
 
     // A digest that would climb out of the layout, in the index and in a manifest.
@@ -284,7 +280,7 @@ fn malformed_layouts_fail_cleanly() {
         json!({"manifests": [escaping]}).to_string(),
     )
     .unwrap();
-    let err = open_oci_layout(&dir).unwrap_err();
+    let err = open_oci_layout(&dir, None).unwrap_err();
     assert!(
         matches!(&err, ImageError::BadBlobDigest(d) if d == evil),
         "{err:?}"
@@ -302,7 +298,7 @@ fn malformed_layouts_fail_cleanly() {
         json!({"manifests": [bad_manifest]}).to_string(),
     )
     .unwrap();
-    let err = open_oci_layout(&dir).unwrap_err();
+    let err = open_oci_layout(&dir, None).unwrap_err();
     assert!(matches!(err, ImageError::BadBlobDigest(_)), "{err:?}");
     for bad in [
         evil,
@@ -335,15 +331,16 @@ fn malformed_layouts_fail_cleanly() {
     let mut tampered = original.clone();
     tampered[0] = b' ';
     fs::write(&manifest_path, &tampered).unwrap();
-    let err = open_oci_layout(&dir).unwrap_err();
+    let err = open_oci_layout(&dir, None).unwrap_err();
     assert!(
-        matches!(&err, ImageError::BlobMismatch { path, .. } if *path == manifest_path),
+        matches!(&err, ImageError::BlobMismatch { path, .. }
+                if dir.join(path) == manifest_path && path.is_relative()),
         "{err:?}"
     );
     fs::write(&manifest_path, &original).unwrap();
 
     // A layer blob that does not match: same size, other content; then another size.
-    let image = open_oci_layout(&dir).unwrap();
+    let image = open_oci_layout(&dir, None).unwrap();
     let layer_path = dir.join(&image.layers[1].path);
     let original = fs::read(&layer_path).unwrap();
     let mut tampered = original.clone();
@@ -382,7 +379,7 @@ fn malformed_layouts_fail_cleanly() {
 
     // Not JSON, not a layout, not a container image.
     fs::write(dir.join("index.json"), "{").unwrap();
-    let err = open_oci_layout(&dir).unwrap_err();
+    let err = open_oci_layout(&dir, None).unwrap_err();
     assert!(err.to_string().contains("invalid JSON"), "{err}");
     let helm = json_blob(
         &dir,
@@ -394,11 +391,11 @@ fn malformed_layouts_fail_cleanly() {
         json!({"manifests": [helm]}).to_string(),
     )
     .unwrap();
-    let err = open_oci_layout(&dir).unwrap_err();
+    let err = open_oci_layout(&dir, None).unwrap_err();
     assert!(err.to_string().contains("not a container image"), "{err}");
     fs::remove_file(dir.join("oci-layout")).unwrap();
     fs::remove_file(dir.join("index.json")).unwrap();
-    let err = open_image_dir(&dir).unwrap_err();
+    let err = open_image_dir(&dir, None).unwrap_err();
     assert!(err.to_string().contains("neither an OCI layout"), "{err}");
 }
 
@@ -446,7 +443,7 @@ fn reads_a_docker_save_archive() {
     fs::create_dir(&staging).unwrap();
     let archive = gzip(&docker_save(&[], SAVED_LAYERS));
     unpack_image_archive(&archive[..], &staging, &budget()).unwrap();
-    let image = open_image_dir(&staging).unwrap();
+    let image = open_image_dir(&staging, None).unwrap();
     assert_eq!(image.config, expected_config());
     let empty = TarWriter::default().finish();
     let blobs = [&base_layer(), &empty, &upper_layer(), &empty];
@@ -488,7 +485,7 @@ fn docker_save_layers_named_by_digest_keep_it() {
     fs::write(dir.join(&config_rel), &config).unwrap();
     let manifest = json!([{"Config": config_rel, "Layers": [rel]}]);
     fs::write(dir.join("manifest.json"), manifest.to_string()).unwrap();
-    let image = open_image_dir(&dir).unwrap();
+    let image = open_image_dir(&dir, None).unwrap();
     assert_eq!(
         image.layers,
         [OciLayer {
@@ -505,7 +502,7 @@ fn docker_save_layers_named_by_digest_keep_it() {
     assert!(matches!(err, ImageError::BlobMismatch { .. }), "{err:?}");
     // So is a config named by its digest.
     fs::write(dir.join(&config_rel), b"{}").unwrap();
-    let err = open_image_dir(&dir).unwrap_err();
+    let err = open_image_dir(&dir, None).unwrap_err();
     assert!(matches!(err, ImageError::BlobMismatch { .. }), "{err:?}");
 
     // A save with an OCI layout inside is read as the layout.
@@ -513,8 +510,8 @@ fn docker_save_layers_named_by_digest_keep_it() {
     oci_layout(&layout);
     fs::write(layout.join("manifest.json"), manifest.to_string()).unwrap();
     assert_eq!(
-        open_image_dir(&layout).unwrap(),
-        open_oci_layout(&layout).unwrap()
+        open_image_dir(&layout, None).unwrap(),
+        open_oci_layout(&layout, None).unwrap()
     );
 }
 
@@ -528,20 +525,18 @@ fn malformed_docker_saves_fail_cleanly() {
     };
 
     let staging = unpack("dotdot", &docker_save(&[], &["../../etc/passwd"])).unwrap();
-    let err = open_image_dir(&staging).unwrap_err();
+    let err = open_image_dir(&staging, None).unwrap_err();
     assert_eq!(
-        err.to_string(),
-        format!(
-            "unusable image at `{}`: a layer path `../../etc/passwd` climbs out of the root \
-                 with `..`",
-            staging.display()
-        )
+        mayfly_api_chain(&err),
+        "layer 1 of 1 of the image: unusable image: a layer path `../../etc/passwd` climbs out \
+         of the root with `..`"
     );
     let staging = unpack("absolute", &docker_save(&[], &["/etc/passwd"])).unwrap();
-    assert!(matches!(
-        open_image_dir(&staging),
-        Err(ImageError::BadImage { .. })
-    ));
+    let err = open_image_dir(&staging, None).unwrap_err();
+    assert!(
+        matches!(err.cause(), ImageError::BadImage { .. }),
+        "{err:?}"
+    );
 
     let mut escape = Raw::new(b"eee/layer.tar", b'2');
     escape.link = b"../../../../../../etc/passwd";
@@ -549,31 +544,32 @@ fn malformed_docker_saves_fail_cleanly() {
     absolute.link = b"/etc/passwd";
     let archive = docker_save(&[escape, absolute], &["aaa/layer.tar", "eee/layer.tar"]);
     let staging = unpack("escape", &archive).unwrap();
-    let err = open_image_dir(&staging).unwrap_err();
-    assert!(
-        err.to_string()
-            .ends_with("it resolves to outside the image directory"),
-        "{err}"
+    let err = open_image_dir(&staging, None).unwrap_err();
+    assert_eq!(
+        mayfly_api_chain(&err),
+        "layer 2 of 2 of the image: unusable image: `eee/layer.tar`: it resolves to outside the \
+         image directory"
     );
     fs::write(
         staging.join("manifest.json"),
         json!([{"Config": "aaa/layer.tar", "Layers": ["fff/layer.tar"]}]).to_string(),
     )
     .unwrap();
-    assert!(matches!(
-        open_image_dir(&staging),
-        Err(ImageError::BadImage { .. })
-    ));
+    let err = open_image_dir(&staging, None).unwrap_err();
+    assert!(
+        matches!(err.cause(), ImageError::BadImage { .. }),
+        "{err:?}"
+    );
     fs::write(
         staging.join("manifest.json"),
         json!([{"Config": "x", "Layers": []}, {"Config": "y", "Layers": []}]).to_string(),
     )
     .unwrap();
-    let err = open_image_dir(&staging).unwrap_err();
-    assert!(
-        err.to_string()
-            .ends_with("it describes 2 images; save one at a time"),
-        "{err}"
+    let err = open_image_dir(&staging, None).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "this `docker save` archive holds 2 images that nothing tells apart: name one by its \
+         id (it has x, y)"
     );
 
     let not_an_image = TarWriter::default()
@@ -581,4 +577,156 @@ fn malformed_docker_saves_fail_cleanly() {
         .finish();
     let err = unpack("plain", &not_an_image).unwrap_err();
     assert!(matches!(err, ImageError::BadImage { .. }), "{err:?}");
+}
+
+/// A manifest descriptor named `tag` by the `ref.name` annotation, as umoci and skopeo write.
+fn tagged(mut descriptor: serde_json::Value, tag: &str) -> serde_json::Value {
+    descriptor["annotations"] = json!({"org.opencontainers.image.ref.name": tag});
+    descriptor
+}
+
+#[test]
+fn a_layout_with_several_tags_is_read_by_tag() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("layout");
+    let (manifest, _) = oci_layout(&dir);
+    // `b`: only the base layer, as `umoci new` + one `repack` would leave it.
+    let config = blob(&dir, CONFIG_TYPES[0], &config_json());
+    let base = blob(
+        &dir,
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+        &gzip(&base_layer()),
+    );
+    let only_base = json_blob(
+        &dir,
+        MANIFEST_TYPES[0],
+        &json!({"schemaVersion": 2, "config": config, "layers": [base]}),
+    );
+    let empty = json_blob(
+        &dir,
+        MANIFEST_TYPES[0],
+        &json!({"schemaVersion": 2, "config": config, "layers": []}),
+    );
+    let index = json!({"schemaVersion": 2, "manifests": [
+        tagged(empty, "a"),
+        tagged(only_base.clone(), "b"),
+        tagged(manifest.clone(), "c"),
+    ]});
+    fs::write(dir.join("index.json"), index.to_string()).unwrap();
+    let c = open_image_dir(&dir, Some("c")).unwrap();
+    assert_eq!((c.name.as_deref(), c.layers.len()), (Some("c"), 2));
+    let b = open_image_dir(&dir, Some("b")).unwrap();
+    assert_eq!((b.name.as_deref(), b.layers.len()), (Some("b"), 1));
+    assert_eq!(open_image_dir(&dir, Some("a")).unwrap().layers.len(), 0);
+    // By the manifest's digest.
+    let by_id = open_image_dir(&dir, Some(&only_base["digest"].as_str().unwrap()[..19])).unwrap();
+    assert_eq!(by_id, b);
+
+    let err = open_image_dir(&dir, None).unwrap_err();
+    assert!(matches!(err, ImageError::ImageChoice { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "this OCI layout holds 3 images: say which one to import (it has a, b, c)"
+    );
+    let err = open_image_dir(&dir, Some("d")).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "this OCI layout has no image named `d` (it has a, b, c)"
+    );
+
+    // One tag left: no need to name it, and naming it works too.
+    let index = json!({"schemaVersion": 2, "manifests": [tagged(manifest, "c")]});
+    fs::write(dir.join("index.json"), index.to_string()).unwrap();
+    assert_eq!(open_image_dir(&dir, None).unwrap(), c);
+    assert_eq!(open_image_dir(&dir, Some("c")).unwrap(), c);
+}
+
+#[test]
+fn a_missing_layer_names_its_digest_and_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("layout");
+    let (_, layers) = oci_layout(&dir);
+    let digest = layers[1]["digest"].as_str().unwrap();
+    let rel = format!("blobs/sha256/{}", &digest[7..]);
+    fs::remove_file(dir.join(&rel)).unwrap();
+    let err = open_image_dir(&dir, None).unwrap_err();
+    assert!(
+        matches!(err.cause(), ImageError::Missing { path } if *path == Path::new(&rel)),
+        "{err:?}"
+    );
+    let message = mayfly_api_chain(&err);
+    assert_eq!(
+        message,
+        format!("layer 2 of 2 ({digest}) of the image: `{rel}` is missing from the image")
+    );
+    assert!(!message.contains(tmp.path().to_str().unwrap()), "{message}");
+    // Truncated: the size says so before anything is read.
+    fs::write(dir.join(&rel), b"short").unwrap();
+    let err = open_image_dir(&dir, None).unwrap_err();
+    assert!(
+        matches!(err.cause(), ImageError::BlobMismatch { path, .. } if *path == Path::new(&rel)),
+        "{err:?}"
+    );
+}
+
+/// An error with its causes, as the daemon reports it.
+fn mayfly_api_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(source) = cur {
+        out.push_str(": ");
+        out.push_str(&source.to_string());
+        cur = source.source();
+    }
+    out
+}
+
+#[test]
+fn a_save_of_several_images_is_read_by_tag() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("saved");
+    fs::create_dir_all(dir.join("l1")).unwrap();
+    fs::create_dir_all(dir.join("l2")).unwrap();
+    fs::write(dir.join("l1/layer.tar"), base_layer()).unwrap();
+    fs::write(dir.join("l2/layer.tar"), upper_layer()).unwrap();
+    let config = config_json();
+    let config_name = format!("{}.json", &sha256(&config)[7..]);
+    fs::write(dir.join(&config_name), &config).unwrap();
+    let manifest = json!([
+        {"Config": config_name, "RepoTags": ["localhost/app:1", "app:stable"],
+         "Layers": ["l1/layer.tar"]},
+        {"Config": config_name, "RepoTags": ["localhost/app:2"],
+         "Layers": ["l1/layer.tar", "l2/layer.tar"]},
+    ]);
+    fs::write(dir.join("manifest.json"), manifest.to_string()).unwrap();
+    let two = open_image_dir(&dir, Some("app:2")).unwrap();
+    assert_eq!(
+        (two.name.as_deref(), two.layers.len()),
+        (Some("localhost/app:2"), 2)
+    );
+    let one = open_image_dir(&dir, Some("stable")).unwrap();
+    assert_eq!(
+        (one.name.as_deref(), one.layers.len()),
+        (Some("localhost/app:1"), 1)
+    );
+    assert_eq!(open_image_dir(&dir, Some("localhost/app:1")).unwrap(), one);
+    let err = open_image_dir(&dir, None).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "this `docker save` archive holds 2 images: say which one to import (it has \
+         localhost/app:1 (also app:stable), localhost/app:2)"
+    );
+    let err = open_image_dir(&dir, Some("app")).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("this `docker save` archive has no image named `app`"),
+        "{err}"
+    );
+    // A layer file the manifest names but the archive lacks.
+    fs::remove_file(dir.join("l2/layer.tar")).unwrap();
+    let err = open_image_dir(&dir, Some("app:2")).unwrap_err();
+    assert_eq!(
+        mayfly_api_chain(&err),
+        "layer 2 of 2 of the image: `l2/layer.tar` is missing from the image"
+    );
 }

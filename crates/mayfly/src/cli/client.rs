@@ -10,6 +10,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use mayfly_api::text::printable;
 use mayfly_api::{ApiError, ErrorBody};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -36,14 +37,16 @@ impl std::fmt::Display for ClientError {
                 "cannot reach the mayfly daemon at {}: {e}\n  hint: start it with `mayfly daemon` (as root), or point --socket / MAYFLY_SOCKET at its socket",
                 socket.display()
             ),
+            // Whatever the daemon relays (an archive's names, a decoder's complaint) is
+            // printed without its control characters, even from a daemon that let them through.
             ClientError::Api(e) => {
-                write!(f, "{}", e.message)?;
+                write!(f, "{}", printable(&e.message))?;
                 if let Some(hint) = &e.hint {
-                    write!(f, "\n  hint: {hint}")?;
+                    write!(f, "\n  hint: {}", printable(hint))?;
                 }
                 Ok(())
             }
-            ClientError::Protocol(m) => write!(f, "{m}"),
+            ClientError::Protocol(m) => write!(f, "{}", printable(m)),
         }
     }
 }

@@ -256,11 +256,20 @@ pub struct InfoArgs {
 #[derive(Debug, Subcommand)]
 pub enum TemplateCommand {
     /// Import a root filesystem (a directory, or a .tar, .tar.gz or .tar.zst; `-` reads stdin)
-    /// or a container image (an OCI image layout, or a `docker save` / `podman save` archive).
+    /// or a container image (an OCI image layout, a `docker save` / `podman save` archive, or
+    /// an OCI archive).
     #[command(after_help = "\
+A layout or archive with several images (umoci's tags, `docker save a b`) needs one named:
+`SOURCE:TAG` (when that is not itself a path) or --tag TAG, matched against the index's
+`org.opencontainers.image.ref.name` or the save's RepoTags (`busybox:1.36`, or just `1.36`),
+or the image's digest. Without one, the only image is taken, and a choice between several is
+refused with the list of their tags.
+
 Examples:
   mayfly template import debian ./debian-rootfs.tar.zst
   mayfly template import nginx ./nginx-oci-layout/        # image layers, env, entrypoint, cmd, user, workdir
+  mayfly template import web ./layout:v2                  # the image tagged v2 (umoci, skopeo oci:)
+  mayfly template import db ./images.tar --tag postgres:16
   docker save nginx:latest | mayfly template import nginx -
   mayfly template import tools /srv/rootfs --cmd /sbin/init
   mayfly template import app ./app.tar --cmd '[\"/usr/bin/app\", \"--serve\"]'")]
@@ -414,8 +423,14 @@ pub struct RolloutArgs {
 pub struct ImportArgs {
     /// Template name.
     pub name: String,
-    /// Root directory, rootfs archive, or `-` for an archive on stdin.
+    /// Root directory, rootfs archive, OCI layout, `docker save` or OCI archive, or `-` for an
+    /// archive on stdin; `SOURCE:TAG` chooses an image of a layout or archive that holds
+    /// several (when `SOURCE:TAG` is not itself a path).
     pub source: String,
+    /// The image to import from a layout or archive that holds several: a tag (`b`,
+    /// `1.36`), a name (`busybox:1.36`, `docker.io/library/busybox:1.36`) or its digest.
+    #[arg(long, value_name = "TAG")]
+    pub tag: Option<String>,
     /// Default init command: words split on spaces, or a JSON array (for an image, it
     /// replaces the image's Entrypoint and Cmd).
     #[arg(long, value_name = "COMMAND")]

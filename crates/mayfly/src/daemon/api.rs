@@ -10,16 +10,15 @@ use axum::Json;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use mayfly_api::{
-    ApiError, CreateInstance, ErrorBody, ErrorCode, ImportEvent, ImportQuery, ImportTemplate,
-    LogsQuery, RemoveQuery, StopRequest,
+    ApiError, CreateInstance, ErrorBody, ErrorCode, ImportEvent, LogsQuery, RemoveQuery,
+    StopRequest,
 };
-use mayfly_engine::{ChannelReader, Engine, EngineError};
+use mayfly_engine::{Engine, EngineError};
 
 use super::events::EventSink;
 use super::stream;
@@ -113,7 +112,7 @@ pub(crate) fn router(engine: AppState) -> Router {
         .route(
             mayfly_api::paths::TEMPLATES,
             get(list_templates)
-                .post(import_template)
+                .post(super::import::import_template)
                 .layer(DefaultBodyLimit::disable()),
         )
         .route(
@@ -227,32 +226,8 @@ async fn remove_template(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Progress of an import, as events on a channel, at most ten a second.
-struct ChannelProgress {
-    events: EventSink<ImportEvent>,
-    state: std::sync::Mutex<(u64, u64, Instant)>,
-}
-
-impl mayfly_image::Progress for ChannelProgress {
-    fn advance(&self, entries: u64, bytes: u64) {
-        let mut st = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        st.0 += entries;
-        st.1 += bytes;
-        if st.2.elapsed() >= Duration::from_millis(100) {
-            st.2 = Instant::now();
-            self.events.lossy(ImportEvent::Progress {
-                entries: st.0,
-                bytes: st.1,
-            });
-        }
-    }
-}
-
 /// The event that reports output lines dropped because the client reads too slowly.
-fn dropped_lines(n: u64) -> ImportEvent {
+pub(super) fn dropped_lines(n: u64) -> ImportEvent {
     ImportEvent::Log {
         line: format!("[… {n} lines dropped: the client reads too slowly]"),
     }
@@ -264,90 +239,6 @@ fn import_outcome(result: Result<mayfly_api::TemplateInfo, EngineError>) -> Impo
         Ok(info) => ImportEvent::Done(Box::new(info)),
         Err(e) => ImportEvent::Error(ApiFailure::from(e).0),
     }
-}
-
-/// `POST /v1/templates`: a JSON body names a path on this host; any other body is the archive
-/// itself (`?name=` names the template). Answers newline-delimited [`ImportEvent`]s.
-async fn import_template(
-    State(engine): State<AppState>,
-    headers: HeaderMap,
-    req: Request,
-) -> Result<Response, ApiFailure> {
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    let (events, response) = EventSink::new(dropped_lines);
-    let progress = Arc::new(ChannelProgress {
-        events: events.clone(),
-        state: std::sync::Mutex::new((0, 0, Instant::now())),
-    });
-    if is_json {
-        let body: ImportTemplate = json_body(req.into_body()).await?;
-        tokio::spawn(async move {
-            let result = engine
-                .import_template_path(&body.name, &body.path, body.command, body.message, progress)
-                .await;
-            events.finish(Some(import_outcome(result))).await;
-        });
-    } else {
-        let q: ImportQuery = query(req.uri())?;
-        let command = match &q.command {
-            Some(c) => Some(serde_json::from_str::<Vec<String>>(c).map_err(|e| {
-                bad_request(
-                    format!("invalid `command` query: {e}"),
-                    "give a JSON array of strings",
-                )
-            })?),
-            None => None,
-        };
-        let (chunks, reader) = ChannelReader::new(16);
-        let mut body = req.into_body();
-        // Feed the upload to the blocking unpacker chunk by chunk; back-pressure comes from
-        // the bounded channel (16 chunks of at most a few hundred KiB, as hyper reads them;
-        // the unpacker counts the bytes against --import-max-upload). When the import stops
-        // early (a refused name, entry or limit), the rest of the upload is still read and
-        // dropped, and the event stream stays open until then: a connection closed under a
-        // client that is still sending loses the error.
-        let upload_read = events.clone();
-        tokio::spawn(async move {
-            let mut sink = Some(chunks);
-            // After a refusal, at most this much more is read before the connection is let go.
-            let mut after_refusal: usize = 256 << 20;
-            while let Some(frame) = body.frame().await {
-                let item = match frame {
-                    Ok(f) => match f.into_data() {
-                        Ok(data) => Ok(data.to_vec()),
-                        Err(_) => continue,
-                    },
-                    Err(e) => Err(std::io::Error::other(format!("upload interrupted: {e}"))),
-                };
-                let stop = item.is_err();
-                if let Some(c) = &sink {
-                    if c.send(item).await.is_err() {
-                        sink = None;
-                    }
-                } else {
-                    let n = item.as_ref().map_or(0, Vec::len);
-                    after_refusal = after_refusal.saturating_sub(n);
-                    if after_refusal == 0 {
-                        break;
-                    }
-                }
-                if stop {
-                    break;
-                }
-            }
-            drop(upload_read);
-        });
-        tokio::spawn(async move {
-            let result = engine
-                .import_template_archive(&q.name, reader, command, q.message, progress)
-                .await;
-            events.finish(Some(import_outcome(result))).await;
-        });
-    }
-    Ok(response)
 }
 
 /// Build output as events; lines a slow client has no room for are counted, not kept.

@@ -7,6 +7,7 @@
 
 mod api;
 mod events;
+mod import;
 mod stream;
 
 use std::os::unix::fs::PermissionsExt;

@@ -37,11 +37,24 @@ pub fn http(
     content_type: &str,
     body: &[u8],
 ) -> HttpResponse {
+    http_with(socket, method, path, content_type, &[], body)
+}
+
+/// [`http`] with `extra` headers.
+pub fn http_with(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    extra: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
     let mut s = UnixStream::connect(socket)
         .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", socket.display()));
     s.set_read_timeout(Some(CLI_TIMEOUT)).expect("timeout");
+    let extra: String = extra.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: mayfly\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: mayfly\r\nConnection: close\r\nContent-Type: {content_type}\r\n{extra}Content-Length: {}\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes()).expect("write request");

@@ -19,6 +19,7 @@ pub mod imports;
 mod instances;
 mod refusals;
 mod templates;
+pub mod tools;
 pub mod umoci;
 
 #[allow(unused_imports)]

@@ -1,5 +1,7 @@
-//! `template import`: a root directory is imported by path, an archive (or stdin) uploaded
-//! as a stream under a progress bar; both then follow the daemon's import events.
+//! `template import`: a directory (a root filesystem or an OCI layout) is imported by path,
+//! following the daemon's progress events; an archive (or stdin) is uploaded as a stream
+//! under a progress bar, and the answer is the outcome. `SOURCE:TAG` or `--tag` chooses one
+//! image of a layout or archive that holds several.
 
 use std::path::Path;
 
@@ -8,7 +10,7 @@ use futures_util::StreamExt;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::Method;
 use hyper::body::Frame as BodyFrame;
-use mayfly_api::{ApiError, ErrorCode, ImportEvent, ImportTemplate, paths};
+use mayfly_api::{ApiError, ErrorCode, ImportEvent, ImportTemplate, TemplateInfo, paths};
 
 use super::enc;
 use super::template::{parse_cmd, print_version_summary, progress_bar, read_events};
@@ -18,47 +20,77 @@ use crate::cli::output::{json, size};
 
 pub(super) async fn import(client: &Client, args: ImportArgs) -> Result<i32, ClientError> {
     let command = parse_cmd(&args.cmd)?;
-    let source = Path::new(&args.source);
-    let is_dir = args.source != "-" && source.is_dir();
+    // `PATH:TAG` names an image of a layout or archive, when `PATH:TAG` itself does not exist.
+    let (source, tag) = if args.source == "-" {
+        (args.source.as_str(), args.tag.clone())
+    } else {
+        let (path, tag) =
+            mayfly_api::split_image_tag(&args.source, |p| std::fs::symlink_metadata(p).is_ok());
+        let tag = match (tag, &args.tag) {
+            (Some(tag), Some(given)) if tag != given => {
+                return Err(ClientError::Api(ApiError {
+                    code: ErrorCode::InvalidArgument,
+                    message: format!(
+                        "two images asked for: `{tag}` after the path, and `--tag {given}`"
+                    ),
+                    hint: Some("name the image once: `PATH:TAG`, or --tag".into()),
+                }));
+            }
+            (Some(tag), _) => Some(tag.to_owned()),
+            (None, given) => given.clone(),
+        };
+        (path, tag)
+    };
+    let source_path = Path::new(source);
+    let is_dir = source != "-" && source_path.is_dir();
     let response = if is_dir {
-        let path = std::fs::canonicalize(source).map_err(|e| {
-            ClientError::Protocol(format!("cannot read source {}: {e}", source.display()))
+        let path = std::fs::canonicalize(source_path).map_err(|e| {
+            ClientError::Protocol(format!("cannot read source {}: {e}", source_path.display()))
         })?;
         let body = ImportTemplate {
             name: args.name.clone(),
             path: path.display().to_string(),
+            tag: tag.clone(),
             command,
             message: args.message.clone(),
         };
         let bytes = serde_json::to_vec(&body).map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let req = Client::request(
+        let mut req = Client::request(
             Method::POST,
             paths::TEMPLATES,
             "application/json",
             full(bytes),
         )?;
+        // A directory is copied or unpacked by the daemon: follow its progress.
+        req.headers_mut().insert(
+            hyper::header::ACCEPT,
+            hyper::header::HeaderValue::from_static(mayfly_api::NDJSON),
+        );
         (client.send(req).await?, progress_bar(None))
     } else {
         refuse_before_upload(client, &args.name).await?;
-        let (reader, total): (Box<dyn tokio::io::AsyncRead + Send + Unpin>, Option<u64>) = if args
-            .source
+        let (reader, total): (Box<dyn tokio::io::AsyncRead + Send + Unpin>, Option<u64>) = if source
             == "-"
         {
             (Box::new(tokio::io::stdin()), None)
         } else {
-            let f = tokio::fs::File::open(source).await.map_err(|e| {
-                ClientError::Protocol(format!(
-                    "cannot open source {}: {e}\n  hint: give a root directory or a .tar, .tar.gz or .tar.zst of one",
-                    source.display()
-                ))
-            })?;
+            let f = tokio::fs::File::open(source_path).await.map_err(|e| {
+                    ClientError::Protocol(format!(
+                        "cannot open source {}: {e}\n  hint: give a root directory or a .tar, .tar.gz or .tar.zst of one, or an image",
+                        source_path.display()
+                    ))
+                })?;
             let len = f.metadata().await.ok().map(|m| m.len());
             (Box::new(f), len)
         };
         let bar = progress_bar(total);
-        bar.set_message(format!("uploading {}", args.source));
+        bar.set_message(format!("uploading {source}"));
         let counter = bar.clone();
-        let stream = tokio_util_like_reader_stream(reader).map(move |chunk| {
+        let ended = bar.clone();
+        let stream = tokio_util_like_reader_stream(reader, move || {
+            ended.set_message("importing");
+        })
+        .map(move |chunk| {
             if let Ok(b) = &chunk {
                 counter.inc(u64::try_from(b.len()).unwrap_or(0));
             }
@@ -66,6 +98,9 @@ pub(super) async fn import(client: &Client, args: ImportArgs) -> Result<i32, Cli
         });
         let body = BodyExt::boxed_unsync(StreamBody::new(stream));
         let mut path = format!("{}?name={}", paths::TEMPLATES, enc(&args.name));
+        if let Some(t) = &tag {
+            path.push_str(&format!("&tag={}", enc(t)));
+        }
         if let Some(c) = &command {
             let j = serde_json::to_string(c).unwrap_or_default();
             path.push_str(&format!("&command={}", enc(&j)));
@@ -73,6 +108,8 @@ pub(super) async fn import(client: &Client, args: ImportArgs) -> Result<i32, Cli
         if let Some(m) = &args.message {
             path.push_str(&format!("&message={}", enc(m)));
         }
+        // No `Accept: application/x-ndjson`: the answer comes when the import has ended, its
+        // status the outcome (the bar shows the upload meanwhile).
         let req = Client::request(Method::POST, &path, "application/x-tar", body)?;
         (client.send(req).await?, bar)
     };
@@ -81,48 +118,60 @@ pub(super) async fn import(client: &Client, args: ImportArgs) -> Result<i32, Cli
         bar.finish_and_clear();
         return Err(Client::error_of(response).await);
     }
-    if is_dir {
-        bar.set_message(format!("copying {}", args.source));
+    let outcome = if is_dir {
+        bar.set_message(format!("copying {source}"));
+        follow_events(response, &bar, source).await?
     } else {
-        bar.set_message("unpacking");
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Protocol(format!("read the daemon's answer: {e}")))?
+            .to_bytes();
+        let info: TemplateInfo = serde_json::from_slice(&body)
+            .map_err(|e| ClientError::Protocol(format!("decode the daemon's answer: {e}")))?;
+        info
+    };
+    bar.finish_and_clear();
+    if args.json {
+        json(&outcome);
+    } else {
+        let v = outcome.current();
+        print_version_summary("imported", &outcome);
+        if v.is_some_and(|v| v.config.command.is_empty()) {
+            println!(
+                "note: it has no /sbin/init; give instances a command (`mayfly launch {} -- CMD`) or import with --cmd",
+                outcome.name
+            );
+        }
     }
-    let source = args.source.clone();
+    Ok(0)
+}
+
+/// Follows the import events of a directory's import to the template, or the error.
+async fn follow_events(
+    response: hyper::Response<hyper::body::Incoming>,
+    bar: &indicatif::ProgressBar,
+    source: &str,
+) -> Result<TemplateInfo, ClientError> {
     let mut outcome: Option<ImportEvent> = None;
     let streamed = read_events(response, "import", |ev: ImportEvent| match ev {
         ImportEvent::Progress { entries, bytes } => {
-            if is_dir {
-                bar.set_message(format!(
-                    "copying {source}: {entries} entries, {}",
-                    size(bytes)
-                ));
-            }
+            bar.set_message(format!(
+                "copying {source}: {entries} entries, {}",
+                size(bytes)
+            ));
         }
-        ImportEvent::Log { line } => bar.println(line),
+        ImportEvent::Log { line } => bar.println(mayfly_api::text::printable(&line)),
         ev => outcome = Some(ev),
     })
     .await;
     bar.finish_and_clear();
-    // A refused upload larger than what the daemon reads after a refusal ends in a closed
-    // connection under a client still sending: the result, received before, is what counts.
     if outcome.is_none() {
         streamed?;
     }
     match outcome {
-        Some(ImportEvent::Done(t)) => {
-            if args.json {
-                json(&t);
-            } else {
-                let v = t.current();
-                print_version_summary("imported", &t);
-                if v.is_some_and(|v| v.config.command.is_empty()) {
-                    println!(
-                        "note: it has no /sbin/init; give instances a command (`mayfly launch {} -- CMD`) or import with --cmd",
-                        t.name
-                    );
-                }
-            }
-            Ok(0)
-        }
+        Some(ImportEvent::Done(t)) => Ok(*t),
         Some(ImportEvent::Error(e)) => Err(ClientError::Api(e)),
         _ => Err(ClientError::Protocol(
             "the import ended without a result".into(),
@@ -157,18 +206,25 @@ async fn refuse_before_upload(client: &Client, name: &str) -> Result<(), ClientE
     }
 }
 
-/// Chunks of an async reader as a stream (what tokio-util's ReaderStream does).
+/// Chunks of an async reader as a stream (what tokio-util's ReaderStream does); `at_end` is
+/// called when the reader is exhausted.
 fn tokio_util_like_reader_stream(
     reader: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+    at_end: impl FnOnce() + Send + 'static,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send {
-    futures_util::stream::unfold(Some(reader), |state| async move {
-        let mut reader = state?;
+    futures_util::stream::unfold(Some((reader, Some(at_end))), |state| async move {
+        let (mut reader, mut at_end) = state?;
         let mut buf = vec![0u8; 256 * 1024];
         match tokio::io::AsyncReadExt::read(&mut reader, &mut buf).await {
-            Ok(0) => None,
+            Ok(0) => {
+                if let Some(f) = at_end.take() {
+                    f();
+                }
+                None
+            }
             Ok(n) => {
                 buf.truncate(n);
-                Some((Ok(Bytes::from(buf)), Some(reader)))
+                Some((Ok(Bytes::from(buf)), Some((reader, at_end))))
             }
             Err(e) => Some((Err(e), None)),
         }
