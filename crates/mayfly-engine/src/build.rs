@@ -286,6 +286,7 @@ impl Engine {
                 gid: 0,
                 tty: false,
             },
+            init: false,
         };
         self.prepare_writable(&spec).await?;
         let null =

@@ -32,29 +32,53 @@ use crate::{Engine, EngineError, lock, process};
 /// Default grace period between the stop signal and SIGKILL.
 const DEFAULT_STOP_TIMEOUT: u64 = 10;
 
-/// An attached run: the instance's name and how its run will end.
+/// An attached run: the instance's name and id, and how its run will end.
 #[derive(Debug)]
 pub struct RunHandle {
     /// Instance name.
     pub name: String,
+    /// Instance id: what to follow (a later instance may take the name).
+    pub id: String,
     /// Resolves once the run is settled (the ephemeral instance is gone); `None` if the
     /// status could not be collected.
     pub exit: oneshot::Receiver<Option<ExitStatus>>,
 }
 
+/// The refusal of `action` on an instance in `state`, with a hint that fits both: what to do
+/// first so that this action can work.
 pub(crate) fn wrong_state(slot: &Slot, state: InstanceState, action: &'static str) -> EngineError {
-    let hint = match state {
-        InstanceState::Running => Some(format!("stop it first with `mayfly stop {}`", slot.name)),
-        InstanceState::Stopped => Some(format!("start it with `mayfly start {}`", slot.name)),
-        _ => Some("wait for it to finish, then retry".to_owned()),
+    let name = &slot.name;
+    let hint = match (state, action) {
+        (InstanceState::Stopped, _) => {
+            format!("start it first (`mayfly start {name}`), then {action} again")
+        }
+        (InstanceState::Running, _) => {
+            format!("stop it first (`mayfly stop {name}`), then {action} again")
+        }
+        (InstanceState::Starting, _) => {
+            format!("it is starting: retry once `mayfly info {name}` says running")
+        }
+        (InstanceState::Stopping, "start") => {
+            format!("it is stopping: retry once `mayfly info {name}` says stopped")
+        }
+        (InstanceState::Stopping, _) => format!(
+            "it is stopping: start it again (`mayfly start {name}`) once `mayfly info {name}` says stopped"
+        ),
     };
     EngineError::WrongState {
-        name: slot.name.clone(),
+        name: name.clone(),
         state: state.as_str(),
         action,
-        hint,
+        hint: Some(hint),
     }
 }
+
+/// The note of a `start` or `stop` that found nothing to do.
+const ALREADY_RUNNING: &str = "already running";
+/// See [`ALREADY_RUNNING`].
+const ALREADY_STOPPED: &str = "already stopped";
+/// The note of a `stop` that removed the instance.
+const REMOVED: &str = "removed: an ephemeral instance is deleted when it stops";
 
 /// Whether process `pid` has a handler for signal `sig` (`SigCgt` in /proc/<pid>/status).
 /// Unknown (unreadable) counts as yes.
@@ -115,6 +139,8 @@ impl Engine {
             },
             writable_bytes,
             error,
+            init: rec.config.init,
+            note: None,
         }
     }
 
@@ -187,6 +213,7 @@ impl Engine {
         }
         Ok(RunHandle {
             name: slot.name.clone(),
+            id: slot.id.clone(),
             exit: rx,
         })
     }
@@ -266,6 +293,7 @@ impl Engine {
                 workdir: req.workdir.clone(),
                 apps: req.apps.clone(),
                 ordered_apps: req.ordered_apps,
+                init: req.init,
             },
             id_base: None,
             created_at: mayfly_store::now(),
@@ -308,6 +336,9 @@ impl Engine {
         Ok(slot)
     }
 
+    /// A free name for an instance of `template`: its name and six random hex digits (16
+    /// million of them, so that a name a script saw is practically never given to a later
+    /// instance; clients follow an instance by id all the same).
     fn generate_name(&self, template: &str) -> String {
         let mut base: String = template
             .chars()
@@ -319,7 +350,7 @@ impl Engine {
         }
         let base = base.trim_end_matches('-').to_owned();
         loop {
-            let name = format!("{base}-{}", crate::random_hex(2));
+            let name = format!("{base}-{}", crate::random_hex(3));
             if lock(&self.slots).get(&name).is_none() {
                 return name;
             }
@@ -328,17 +359,25 @@ impl Engine {
 
     // ---- start -------------------------------------------------------------------------
 
-    /// Starts a stopped instance.
+    /// Starts a stopped instance; a running one is left alone, and the answer's `note` says
+    /// it was already running.
     pub async fn start_instance(self: &Arc<Self>, name: &str) -> Result<InstanceInfo, EngineError> {
         let slot = self.slot(name)?;
-        {
+        let note = {
             let _guard = slot.acquire("start").await?;
             self.settle(&slot).await;
-            let max = self.config.log_max_bytes;
-            self.start_locked(&slot, InitStdio::Log { max_bytes: max }, false)
-                .await?;
-        }
-        self.instance_info(name).await
+            if slot.state() == InstanceState::Running {
+                Some(ALREADY_RUNNING)
+            } else {
+                let max = self.config.log_max_bytes;
+                self.start_locked(&slot, InitStdio::Log { max_bytes: max }, false)
+                    .await?;
+                None
+            }
+        };
+        let mut info = self.instance_info(name).await?;
+        info.note = note.map(str::to_owned);
+        Ok(info)
     }
 
     /// Starts the instance of `slot`; the caller holds its operation lock.
@@ -413,6 +452,7 @@ impl Engine {
                 count: ID_RANGE,
             }),
             process,
+            init: rec.config.init,
         };
         lock(&slot.rt).state = InstanceState::Starting;
         let result = self.start_spec(&rec, spec, stdio, version, apps).await;
@@ -467,17 +507,65 @@ impl Engine {
 
     // ---- stop, restart, reset -----------------------------------------------------------
 
-    /// Stops a running instance (see the module rules).
+    /// Stops a running instance (see the module rules) and answers how it is now. A stopped
+    /// one is left alone (`note`: already stopped); an ephemeral one is gone after the stop,
+    /// and the answer is how it was last (`note`: removed).
     pub async fn stop_instance(
         self: &Arc<Self>,
         name: &str,
         req: StopRequest,
-    ) -> Result<(), EngineError> {
+    ) -> Result<InstanceInfo, EngineError> {
         let slot = self.slot(name)?;
-        let _guard = slot.acquire("stop").await?;
-        // A stop asked for now wins over an interrupted restart's wish to run again.
-        self.forget_restart(&slot).await;
-        self.stop_locked(&slot, &req).await
+        self.stop_slot(slot, req).await
+    }
+
+    /// Stops the instance with id `id` (what an attached run follows: a later instance of
+    /// the same name is never taken for it).
+    pub async fn stop_instance_id(
+        self: &Arc<Self>,
+        id: &str,
+        req: StopRequest,
+    ) -> Result<InstanceInfo, EngineError> {
+        let slot = lock(&self.slots).by_id(id).ok_or_else(|| {
+            EngineError::Store(mayfly_store::StoreError::NotFound {
+                kind: "instance",
+                name: format!("with id {id}"),
+            })
+        })?;
+        self.stop_slot(slot, req).await
+    }
+
+    async fn stop_slot(
+        self: &Arc<Self>,
+        slot: Arc<Slot>,
+        req: StopRequest,
+    ) -> Result<InstanceInfo, EngineError> {
+        let name = slot.name.as_str();
+        let note = {
+            let _guard = slot.acquire("stop").await?;
+            // A stop asked for now wins over an interrupted restart's wish to run again.
+            self.forget_restart(&slot).await;
+            let idle = {
+                let rt = lock(&slot.rt);
+                rt.state == InstanceState::Stopped && rt.pending_exit.is_none()
+            };
+            if idle {
+                Some(ALREADY_STOPPED)
+            } else {
+                let n = name.to_owned();
+                let before = self.db(move |s| s.instance(&n)).await?;
+                self.stop_locked(&slot, &req).await?;
+                if lock(&self.slots).get(name).is_none_or(|s| s.id != slot.id) {
+                    let mut info = self.info_of(&before, None);
+                    info.note = Some(REMOVED.to_owned());
+                    return Ok(info);
+                }
+                None
+            }
+        };
+        let mut info = self.instance_info(name).await?;
+        info.note = note.map(str::to_owned);
+        Ok(info)
     }
 
     pub(crate) async fn stop_locked(
@@ -595,6 +683,7 @@ impl Engine {
         let slot = self.slot(name)?;
         {
             let _guard = slot.acquire("restart").await?;
+            self.refuse_ephemeral_restart(&slot, "restart").await?;
             let mut journal = None;
             let stopped = if slot.state() != InstanceState::Stopped {
                 journal = Some(self.journal_restart(&slot.id).await?);
@@ -620,13 +709,42 @@ impl Engine {
         self.instance_info(name).await
     }
 
+    /// Refuses `action` (a restart or reset) of a running ephemeral instance before anything
+    /// happens: its stop would delete it, and nothing would be left to start again.
+    async fn refuse_ephemeral_restart(
+        &self,
+        slot: &Arc<Slot>,
+        action: &str,
+    ) -> Result<(), EngineError> {
+        if slot.state() == InstanceState::Stopped {
+            return Ok(());
+        }
+        let n = slot.name.clone();
+        let rec = self.db(move |s| s.instance(&n)).await?;
+        if rec.mode != Mode::Ephemeral {
+            return Ok(());
+        }
+        Err(EngineError::invalid(
+            format!(
+                "instance `{}` is ephemeral: a {action} would delete it (it is deleted when it stops)",
+                slot.name
+            ),
+            format!(
+                "to start over, stop it (`mayfly stop {}`) and launch a new one (`mayfly launch {} --ephemeral`)",
+                slot.name, rec.template
+            ),
+        ))
+    }
+
     fn ensure_not_gone(&self, slot: &Arc<Slot>) -> Result<(), EngineError> {
         if lock(&self.slots).get(&slot.name).is_none() {
             return Err(EngineError::WrongState {
                 name: slot.name.clone(),
                 state: "gone",
                 action: "start",
-                hint: Some("an ephemeral instance is removed when it stops".into()),
+                hint: Some(
+                    "an ephemeral instance is deleted when it stops: launch a new one".into(),
+                ),
             });
         }
         Ok(())
@@ -643,6 +761,7 @@ impl Engine {
         {
             let _guard = slot.acquire("reset").await?;
             self.settle(&slot).await;
+            self.refuse_ephemeral_restart(&slot, "reset").await?;
             let was_running = slot.state() != InstanceState::Stopped;
             let journal = if was_running {
                 Some(self.journal_restart(&slot.id).await?)

@@ -46,7 +46,7 @@ pub use build::BuildLog;
 pub use error::EngineError;
 pub use exec::ExecHandle;
 pub use instance::RunHandle;
-pub use logs::LogFiles;
+pub use logs::{LogFiles, LogFollower};
 pub use rollout::{RolloutLog, rollout_error};
 pub use template::ChannelReader;
 pub use versions::MAX_LAYERS;

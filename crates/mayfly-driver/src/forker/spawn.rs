@@ -510,5 +510,8 @@ fn container_child(
         return f;
     }
     drop(root);
+    if spec.init {
+        return child::become_init(&spec.process, stdio);
+    }
     child::become_process(&spec.process, stdio)
 }
