@@ -240,13 +240,21 @@ fn open_read(path: &std::ffi::CStr) -> Option<libc::c_int> {
 }
 
 /// Overwrites the command line the process inherited (what `/proc/PID/cmdline` shows) with
-/// `name`, and sets its short name (`comm`) too.
+/// `name`, and sets its short name (`comm`) too. The environment it inherited (the forker's,
+/// the daemon's) is wiped as well: not dumpable, nobody may read it, and then there is
+/// nothing to read either.
 fn rename(name: &std::ffi::CStr) {
     // SAFETY: PR_SET_NAME copies at most 16 bytes of a NUL-terminated string.
     unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) };
-    let Some((start, end)) = argument_area() else {
+    let Some([start, end, env_start, env_end]) = argument_area() else {
         return;
     };
+    if env_end > env_start {
+        // SAFETY: [env_start, env_end) is this process's environment block (from its own
+        // /proc/self/stat) at the top of its stack; nothing of the init reads it, and no
+        // Rust reference covers it (std reads `environ` only when asked).
+        unsafe { std::ptr::write_bytes(env_start as *mut u8, 0, env_end - env_start) };
+    }
     let bytes = name.to_bytes_with_nul();
     if end <= start {
         return;
@@ -267,8 +275,8 @@ fn rename(name: &std::ffi::CStr) {
     }
 }
 
-/// `arg_start` and `arg_end` (fields 48 and 49) of `/proc/self/stat`.
-fn argument_area() -> Option<(usize, usize)> {
+/// `arg_start`, `arg_end`, `env_start` and `env_end` (fields 48 to 51) of `/proc/self/stat`.
+fn argument_area() -> Option<[usize; 4]> {
     let fd = open_read(c"/proc/self/stat")?;
     let mut buf = [0u8; 2048];
     // SAFETY: reads into a local buffer of the given size, then closes the descriptor.
@@ -287,7 +295,9 @@ fn argument_area() -> Option<(usize, usize)> {
         .filter(|f| !f.is_empty());
     let start = decimal(fields.nth(48 - 3)?)?;
     let end = decimal(fields.next()?)?;
-    Some((start, end))
+    let env_start = decimal(fields.next()?)?;
+    let env_end = decimal(fields.next()?)?;
+    Some([start, end, env_start, env_end])
 }
 
 fn decimal(digits: &[u8]) -> Option<usize> {
@@ -346,7 +356,7 @@ mod tests {
         let mut found = false;
         each_mapping(|_, _, tail| found |= tail == b"[stack]");
         assert!(found, "this process's stack is in its maps");
-        let (start, end) = argument_area().expect("argument area");
-        assert!(end > start);
+        let [start, end, env_start, env_end] = argument_area().expect("argument area");
+        assert!(end > start && env_end > env_start && env_start >= end);
     }
 }

@@ -149,8 +149,14 @@ fn api_drives_an_instance_and_answers_errors_with_codes() {
     assert_eq!(s, 200);
     assert_eq!(info["id"], created["id"]);
 
-    let again = d.api("POST", "/v1/instances/api-one/start", None);
-    assert_api_error("start of a running instance", &again, 409, "wrong_state");
+    // Nothing to do is no error: the instance, with a note.
+    let (s, again) = d.api("POST", "/v1/instances/api-one/start", None);
+    assert_eq!(s, 200, "start of a running instance: {again}");
+    assert_eq!(again["note"], "already running", "{again}");
+    assert_eq!(
+        again["pid"], started["pid"],
+        "a second start changed the run"
+    );
     let del = d.api("DELETE", "/v1/instances/api-one", None);
     assert_api_error("delete of a running instance", &del, 409, "wrong_state");
 
@@ -159,12 +165,18 @@ fn api_drives_an_instance_and_answers_errors_with_codes() {
         "/v1/instances/api-one/stop",
         Some(&json!({"timeout": 5})),
     );
-    assert_eq!(s, 204, "{body}");
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["state"], "stopped", "{body}");
+    assert!(
+        body.get("note").is_none(),
+        "a real stop has no note: {body}"
+    );
     assert!(!pid_alive(pid), "stopped over the API, the init runs");
     let (_, info) = d.api("GET", "/v1/instances/api-one", None);
     assert_eq!(info["state"], "stopped");
-    let again = d.api("POST", "/v1/instances/api-one/stop", None);
-    assert_api_error("stop of a stopped instance", &again, 409, "wrong_state");
+    let (s, again) = d.api("POST", "/v1/instances/api-one/stop", None);
+    assert_eq!(s, 200, "stop of a stopped instance: {again}");
+    assert_eq!(again["note"], "already stopped", "{again}");
 
     let r = d.api_raw("DELETE", "/v1/instances/api-one", "application/json", b"");
     assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));

@@ -366,14 +366,7 @@ fn stop_sends_the_stop_signal_then_kills_after_the_timeout() {
     });
     d.ok(&["stop", "--force", "st-polite"]);
     assert_eq!(d.info("st-polite")["last_exit"]["signal"], 9);
-
-    // Stopping a stopped instance is refused, saying so.
-    let out = d.fails(&["stop", "st-polite"]);
-    assert_refused_with(&out, &["st-polite", "stopped"]);
-    // Starting a running one too.
-    d.ok(&["start", "st-deaf"]);
-    let out = d.fails(&["start", "st-deaf"]);
-    assert_refused_with(&out, &["st-deaf", "running"]);
+    // Stopping a stopped instance, or starting a running one, is no error: verbs.rs.
     d.finish();
 }
 
