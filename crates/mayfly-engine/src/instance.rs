@@ -563,7 +563,11 @@ impl Engine {
                 None
             }
         };
-        let mut info = self.instance_info(name).await?;
+        // Without the size of the writable layer: a walk of a persistent instance's layer
+        // would make every stop as slow as that walk.
+        let n = name.to_owned();
+        let rec = self.db(move |s| s.instance(&n)).await?;
+        let mut info = self.info_of(&rec, None);
         info.note = note.map(str::to_owned);
         Ok(info)
     }
