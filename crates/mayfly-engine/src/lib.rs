@@ -27,6 +27,7 @@ mod recovery;
 mod rollout;
 mod slot;
 mod snapshot;
+mod stop;
 mod template;
 mod trash;
 mod versions;
