@@ -19,6 +19,9 @@ pub enum ErrorCode {
     Busy,
     /// The resource is still used by others, e.g. a template by instances (409).
     InUse,
+    /// The path exists but does not take this method (405; the `Allow` header and the
+    /// hint say which it takes).
+    MethodNotAllowed,
     /// The request body is larger than the daemon accepts (413).
     TooLarge,
     /// The host lacks something the action needs (e.g. a kernel feature) (503).
@@ -37,6 +40,7 @@ impl ErrorCode {
             | ErrorCode::WrongState
             | ErrorCode::Busy
             | ErrorCode::InUse => 409,
+            ErrorCode::MethodNotAllowed => 405,
             ErrorCode::TooLarge => 413,
             ErrorCode::Unavailable => 503,
             ErrorCode::Internal => 500,

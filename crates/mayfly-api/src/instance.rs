@@ -160,6 +160,13 @@ pub struct InstanceInfo {
     /// retries it, or refuses with the reason).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Whether a mayfly init runs as PID 1 in front of the command (`--init`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub init: bool,
+    /// In the answer of `start` and `stop`: what the action did besides the obvious, e.g.
+    /// `already running` or `already stopped` when there was nothing to do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// `POST /v1/instances`: create an instance, and start it unless `start` is false. Its
@@ -212,13 +219,18 @@ pub struct CreateInstance {
     /// Initial terminal size `[rows, cols]` when `tty` is set.
     #[serde(default)]
     pub term_size: Option<[u16; 2]>,
+    /// Run mayfly's own init as PID 1: it starts the command as its child, forwards every
+    /// signal to it, reaps orphaned processes and exits with the command's status. Kept with
+    /// the instance (every start uses it).
+    #[serde(default)]
+    pub init: bool,
 }
 
 fn yes() -> bool {
     true
 }
 
-/// `POST /v1/instances/{name}/stop` (and `restart`).
+/// `POST /v1/instances/{name}/stop` (and `restart`, `reset`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct StopRequest {

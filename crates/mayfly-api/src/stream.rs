@@ -26,9 +26,21 @@
 //! | 6    | `Exit`      | daemon → client  | shell-style code i32 (last)      |
 //! | 7    | `Error`     | daemon → client  | UTF-8 message (last)             |
 //! | 8    | `Credit`    | daemon → client  | more stdin bytes allowed, u32    |
+//! | 9    | `Kill`      | client → daemon  | none                             |
+//!
+//! `Kill` is the client giving up on the process (a second Ctrl-C): the daemon ends it at
+//! once (SIGKILL to an exec'd process and its group; a forced stop of an attached run's
+//! instance) and, as always, answers with its exit status once it is gone.
 
 /// The `Upgrade` protocol token.
 pub const UPGRADE_PROTOCOL: &str = "mayfly-stream";
+
+/// Header of the `101` answer to `POST /v1/run`: the name of the instance created.
+pub const INSTANCE_HEADER: &str = "mayfly-instance";
+
+/// Header of the `101` answer to `POST /v1/run`: the id of the instance created (names can
+/// be taken again once it is gone; the id never is).
+pub const INSTANCE_ID_HEADER: &str = "mayfly-instance-id";
 
 /// Largest payload accepted in one frame.
 pub const MAX_FRAME: usize = 1 << 20;
@@ -63,6 +75,8 @@ pub enum Frame {
     Error(String),
     /// The client may send this many more bytes of stdin (daemon → client).
     Credit(u32),
+    /// End the process now (client → daemon); the exit status follows as usual.
+    Kill,
 }
 
 const STDIN: u8 = 0;
@@ -74,6 +88,7 @@ const STDERR: u8 = 5;
 const EXIT: u8 = 6;
 const ERROR: u8 = 7;
 const CREDIT: u8 = 8;
+const KILL: u8 = 9;
 
 /// A malformed stream.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -111,6 +126,7 @@ impl Frame {
             Frame::Exit(c) => (EXIT, c.to_be_bytes().to_vec().into()),
             Frame::Error(m) => (ERROR, m.as_bytes().into()),
             Frame::Credit(n) => (CREDIT, n.to_be_bytes().to_vec().into()),
+            Frame::Kill => (KILL, (&[][..]).into()),
         };
         out.push(kind);
         let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
@@ -197,6 +213,10 @@ impl FrameDecoder {
                     payload[0], payload[1], payload[2], payload[3],
                 ]))
             }
+            KILL => {
+                fixed(0)?;
+                Frame::Kill
+            }
             other => return Err(FrameError::UnknownKind(other)),
         };
         Ok(Some(frame))
@@ -219,6 +239,7 @@ mod tests {
             Frame::Exit(-1),
             Frame::Error("no such instance".into()),
             Frame::Credit(1 << 20),
+            Frame::Kill,
         ];
         let mut wire = Vec::new();
         for f in &frames {

@@ -215,6 +215,7 @@ impl Driver for ContainerDriver {
                 new_identity: spec.new_identity,
                 network: spec.network,
                 binds: spec.binds.clone(),
+                init: spec.init,
             };
             let id = container.id.clone();
             let answer = self

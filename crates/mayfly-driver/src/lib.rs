@@ -129,6 +129,8 @@ pub struct InstanceSpec {
     pub idmap: Option<IdMap>,
     /// The init process.
     pub process: ProcessSpec,
+    /// Run mayfly's own init as PID 1 in front of `process` (`--init`).
+    pub init: bool,
 }
 
 /// Where an instance's init writes.

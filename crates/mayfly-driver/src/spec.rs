@@ -113,6 +113,9 @@ pub struct ContainerSpec {
     /// Host paths mounted inside.
     #[serde(default)]
     pub binds: Vec<BindMount>,
+    /// Run mayfly's init as PID 1, with the process as its child (`mayfly_sys::init`).
+    #[serde(default)]
+    pub init: bool,
 }
 
 /// How a process ended.

@@ -285,6 +285,7 @@ impl Engine {
                 user: String::new(),
                 tty: false,
             },
+            init: false,
         };
         self.prepare_writable(&spec).await?;
         let null =

@@ -138,7 +138,10 @@ impl EngineError {
                 ErrorCode::NotFound,
                 Some("check the program name and the instance's PATH (`mayfly exec NAME -- sh -c 'echo $PATH'`)".into()),
             ),
-            EngineError::ProgramNotExecutable(_) => (ErrorCode::InvalidArgument, None),
+            EngineError::ProgramNotExecutable(_) => (
+                ErrorCode::InvalidArgument,
+                Some("give an executable file: one with its x bit set, or a script through its interpreter (`sh FILE`)".into()),
+            ),
             EngineError::Store(StoreError::NotFound { kind, .. }) => (
                 ErrorCode::NotFound,
                 Some(match *kind {

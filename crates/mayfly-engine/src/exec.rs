@@ -120,8 +120,14 @@ impl Engine {
     /// Sends `signal` to an instance's init.
     pub async fn signal_instance(&self, name: &str, signal: i32) -> Result<(), EngineError> {
         let slot = self.slot(name)?;
+        self.signal_instance_id(&slot.id, signal).await
+    }
+
+    /// Sends `signal` to the init of the instance with id `id` (an attached run follows its
+    /// instance by id: a later one of the same name never gets its signals).
+    pub async fn signal_instance_id(&self, id: &str, signal: i32) -> Result<(), EngineError> {
         self.driver
-            .signal(&slot.id, signal)
+            .signal(id, signal)
             .await
             .map_err(EngineError::Driver)
     }

@@ -1,5 +1,6 @@
-//! Instance actions: create, start, stop, restart, reset, remove and attached runs (`exec` is
-//! in `exec.rs`, what `list` and `info` show in `instance_view.rs`).
+//! Instance actions: create, start, remove and attached runs (`stop`, `restart` and
+//! `reset` are in `stop.rs`, `exec` in `exec.rs`, what `list` and `info` show in
+//! `instance_view.rs`).
 //!
 //! Rules, in one place:
 //! - `start` needs a stopped instance; a transient or ephemeral one always starts from a
@@ -15,7 +16,6 @@
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::time::Duration;
 
 use mayfly_api::names::{TemplateRef, check_instance_name};
 use mayfly_api::{CreateInstance, InstanceInfo, InstanceState, Mode, StopRequest};
@@ -27,48 +27,49 @@ use crate::error::from_driver;
 use crate::slot::Slot;
 use crate::{Engine, EngineError, lock, process};
 
-/// Default grace period between the stop signal and SIGKILL.
-const DEFAULT_STOP_TIMEOUT: u64 = 10;
-
-/// An attached run: the instance's name and how its run will end.
+/// An attached run: the instance's name and id, and how its run will end.
 #[derive(Debug)]
 pub struct RunHandle {
     /// Instance name.
     pub name: String,
+    /// Instance id: what to follow (a later instance may take the name).
+    pub id: String,
     /// Resolves once the run is settled (the ephemeral instance is gone); `None` if the
     /// status could not be collected.
     pub exit: oneshot::Receiver<Option<ExitStatus>>,
 }
 
+/// The refusal of `action` on an instance in `state`, with a hint that fits both: what to do
+/// first so that this action can work.
 pub(crate) fn wrong_state(slot: &Slot, state: InstanceState, action: &'static str) -> EngineError {
-    let hint = match state {
-        InstanceState::Running => Some(format!("stop it first with `mayfly stop {}`", slot.name)),
-        InstanceState::Stopped => Some(format!("start it with `mayfly start {}`", slot.name)),
-        _ => Some("wait for it to finish, then retry".to_owned()),
+    let name = &slot.name;
+    let hint = match (state, action) {
+        (InstanceState::Stopped, _) => {
+            format!("start it first (`mayfly start {name}`), then {action} again")
+        }
+        (InstanceState::Running, _) => {
+            format!("stop it first (`mayfly stop {name}`), then {action} again")
+        }
+        (InstanceState::Starting, _) => {
+            format!("it is starting: retry once `mayfly info {name}` says running")
+        }
+        (InstanceState::Stopping, "start") => {
+            format!("it is stopping: retry once `mayfly info {name}` says stopped")
+        }
+        (InstanceState::Stopping, _) => format!(
+            "it is stopping: start it again (`mayfly start {name}`) once `mayfly info {name}` says stopped"
+        ),
     };
     EngineError::WrongState {
-        name: slot.name.clone(),
+        name: name.clone(),
         state: state.as_str(),
         action,
-        hint,
+        hint: Some(hint),
     }
 }
 
-/// Whether process `pid` has a handler for signal `sig` (`SigCgt` in /proc/<pid>/status).
-/// Unknown (unreadable) counts as yes.
-fn catches(pid: i32, sig: i32) -> bool {
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return true;
-    };
-    let Some(mask) = status
-        .lines()
-        .find_map(|l| l.strip_prefix("SigCgt:"))
-        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
-    else {
-        return true;
-    };
-    (1..=64).contains(&sig) && mask & (1u64 << (sig - 1)) != 0
-}
+/// The note of a `start` that found nothing to do (a `stop`'s are in `stop.rs`).
+const ALREADY_RUNNING: &str = "already running";
 
 impl Engine {
     // ---- create ------------------------------------------------------------------------
@@ -118,6 +119,7 @@ impl Engine {
         }
         Ok(RunHandle {
             name: slot.name.clone(),
+            id: slot.id.clone(),
             exit: rx,
         })
     }
@@ -170,6 +172,7 @@ impl Engine {
             workdir: req.workdir.clone(),
             apps: req.apps.clone(),
             ordered_apps: req.ordered_apps,
+            init: req.init,
         };
         process::check_overrides(&config)?;
         let tname = tref.name.clone();
@@ -245,6 +248,9 @@ impl Engine {
         Ok(slot)
     }
 
+    /// A free name for an instance of `template`: its name and six random hex digits (16
+    /// million of them, so that a name a script saw is practically never given to a later
+    /// instance; clients follow an instance by id all the same).
     fn generate_name(&self, template: &str) -> String {
         let mut base: String = template
             .chars()
@@ -256,7 +262,7 @@ impl Engine {
         }
         let base = base.trim_end_matches('-').to_owned();
         loop {
-            let name = format!("{base}-{}", crate::random_hex(2));
+            let name = format!("{base}-{}", crate::random_hex(3));
             if lock(&self.slots).get(&name).is_none() {
                 return name;
             }
@@ -265,17 +271,25 @@ impl Engine {
 
     // ---- start -------------------------------------------------------------------------
 
-    /// Starts a stopped instance.
+    /// Starts a stopped instance; a running one is left alone, and the answer's `note` says
+    /// it was already running.
     pub async fn start_instance(self: &Arc<Self>, name: &str) -> Result<InstanceInfo, EngineError> {
         let slot = self.slot(name)?;
-        {
+        let note = {
             let _guard = slot.acquire("start").await?;
             self.settle(&slot).await;
-            let max = self.config.log_max_bytes;
-            self.start_locked(&slot, InitStdio::Log { max_bytes: max }, false)
-                .await?;
-        }
-        self.instance_info(name).await
+            if slot.state() == InstanceState::Running {
+                Some(ALREADY_RUNNING)
+            } else {
+                let max = self.config.log_max_bytes;
+                self.start_locked(&slot, InitStdio::Log { max_bytes: max }, false)
+                    .await?;
+                None
+            }
+        };
+        let mut info = self.instance_info(name).await?;
+        info.note = note.map(str::to_owned);
+        Ok(info)
     }
 
     /// Starts the instance of `slot`; the caller holds its operation lock.
@@ -345,6 +359,7 @@ impl Engine {
                 count: ID_RANGE,
             }),
             process,
+            init: rec.config.init,
         };
         lock(&slot.rt).state = InstanceState::Starting;
         let result = self.start_spec(&rec, spec, stdio, version, apps).await;
@@ -395,229 +410,6 @@ impl Engine {
             return Err(e);
         }
         Ok(run)
-    }
-
-    // ---- stop, restart, reset -----------------------------------------------------------
-
-    /// Stops a running instance (see the module rules).
-    pub async fn stop_instance(
-        self: &Arc<Self>,
-        name: &str,
-        req: StopRequest,
-    ) -> Result<(), EngineError> {
-        let slot = self.slot(name)?;
-        let _guard = slot.acquire("stop").await?;
-        // A stop asked for now wins over an interrupted restart's wish to run again.
-        self.forget_restart(&slot).await;
-        self.stop_locked(&slot, &req).await
-    }
-
-    pub(crate) async fn stop_locked(
-        self: &Arc<Self>,
-        slot: &Arc<Slot>,
-        req: &StopRequest,
-    ) -> Result<(), EngineError> {
-        let (tx, rx) = oneshot::channel();
-        {
-            let mut rt = lock(&slot.rt);
-            if rt.pending_exit.is_none() {
-                if rt.state != InstanceState::Running {
-                    let state = rt.state;
-                    drop(rt);
-                    return Err(wrong_state(slot, state, "stop"));
-                }
-                rt.state = InstanceState::Stopping;
-                rt.exit_waiter = Some(tx);
-            }
-        }
-        if lock(&slot.rt).exit_waiter.is_some() {
-            let waited = async {
-                let signal = if req.force {
-                    None
-                } else {
-                    let name = slot.name.clone();
-                    let rec = self.db(move |s| s.instance(&name)).await?;
-                    let tname = rec.template.clone();
-                    let template = self.db(move |s| s.template(&tname)).await.ok();
-                    let version = rec
-                        .pinned_version
-                        .or(template.as_ref().map(|t| t.current_version));
-                    Some(
-                        template
-                            .as_ref()
-                            .and_then(|t| version.and_then(|v| t.version(v)))
-                            .map(|v| process::stop_signal(&v.config))
-                            .unwrap_or(libc::SIGTERM),
-                    )
-                };
-                let timeout = Duration::from_secs(req.timeout.unwrap_or(DEFAULT_STOP_TIMEOUT));
-                self.wait_for_exit(slot, rx, signal, timeout).await
-            }
-            .await;
-            if let Err(e) = waited {
-                // The stop failed: the instance runs on (unless its end arrived meanwhile,
-                // which is settled now), and is not left `stopping` with nobody to finish it.
-                {
-                    let mut rt = lock(&slot.rt);
-                    rt.exit_waiter = None;
-                    if rt.pending_exit.is_none() && rt.state == InstanceState::Stopping {
-                        rt.state = InstanceState::Running;
-                    }
-                }
-                self.settle(slot).await;
-                return Err(e);
-            }
-        }
-        self.settle(slot).await;
-        Ok(())
-    }
-
-    /// Asks the init to end with `signal` (or kills at once when `None`), kills everything
-    /// after `timeout`, and waits for the driver to report the end.
-    async fn wait_for_exit(
-        &self,
-        slot: &Arc<Slot>,
-        mut ended: oneshot::Receiver<()>,
-        signal: Option<i32>,
-        timeout: Duration,
-    ) -> Result<(), EngineError> {
-        let gone = |e: &mayfly_driver::DriverError| {
-            e.failure_kind() == Some(mayfly_driver::FailureKind::UnknownContainer)
-        };
-        // The init is pid 1 of its namespace: the kernel drops a signal it has no handler
-        // for, so waiting would only burn the timeout (an init stopped right after it started,
-        // before its shell installed its trap, is the common case).
-        let pid = lock(&slot.rt).pid;
-        let signal = signal.filter(|sig| pid.is_none_or(|p| catches(p, *sig)));
-        let graceful = match signal {
-            Some(sig) => match self.driver.signal(&slot.id, sig).await {
-                Err(e) if !gone(&e) => return Err(EngineError::Driver(e)),
-                _ => {
-                    crate::failpoint("stop:signalled");
-                    tokio::time::timeout(timeout, &mut ended).await.is_ok()
-                }
-            },
-            None => false,
-        };
-        if graceful {
-            return Ok(());
-        }
-        match self.driver.kill(&slot.id).await {
-            Err(e) if !gone(&e) => return Err(EngineError::Driver(e)),
-            _ => {}
-        }
-        match tokio::time::timeout(Duration::from_secs(30), ended).await {
-            Ok(_) => Ok(()),
-            Err(_) => {
-                lock(&slot.rt).exit_waiter = None;
-                Err(EngineError::Internal(format!(
-                    "instance `{}` did not end 30 s after SIGKILL",
-                    slot.name
-                )))
-            }
-        }
-    }
-
-    /// Stops (if running) and starts an instance.
-    pub async fn restart_instance(
-        self: &Arc<Self>,
-        name: &str,
-        req: StopRequest,
-    ) -> Result<InstanceInfo, EngineError> {
-        let slot = self.slot(name)?;
-        {
-            let _guard = slot.acquire("restart").await?;
-            let mut journal = None;
-            let stopped = if slot.state() != InstanceState::Stopped {
-                journal = Some(self.journal_restart(&slot.id).await?);
-                self.stop_locked(&slot, &req).await
-            } else {
-                Ok(())
-            };
-            // Whatever happens from here, the journal entry goes: a stop that failed leaves
-            // the instance running, and a start that failed is reported now.
-            let started = match stopped.and_then(|()| self.ensure_not_gone(&slot)) {
-                Ok(()) => {
-                    let max = self.config.log_max_bytes;
-                    self.start_locked(&slot, InitStdio::Log { max_bytes: max }, false)
-                        .await
-                }
-                Err(e) => Err(e),
-            };
-            if let Some(j) = journal {
-                self.journal_end(j).await;
-            }
-            started?;
-        }
-        self.instance_info(name).await
-    }
-
-    fn ensure_not_gone(&self, slot: &Arc<Slot>) -> Result<(), EngineError> {
-        if lock(&self.slots).get(&slot.name).is_none() {
-            return Err(EngineError::WrongState {
-                name: slot.name.clone(),
-                state: "gone",
-                action: "start",
-                hint: Some("an ephemeral instance is removed when it stops".into()),
-            });
-        }
-        Ok(())
-    }
-
-    /// Rolls an instance back to the clean template now: a running one is stopped, its
-    /// writable layer discarded, and started again; a stopped one just loses its writable layer.
-    pub async fn reset_instance(
-        self: &Arc<Self>,
-        name: &str,
-        req: StopRequest,
-    ) -> Result<InstanceInfo, EngineError> {
-        let slot = self.slot(name)?;
-        {
-            let _guard = slot.acquire("reset").await?;
-            self.settle(&slot).await;
-            let was_running = slot.state() != InstanceState::Stopped;
-            let journal = if was_running {
-                Some(self.journal_restart(&slot.id).await?)
-            } else {
-                None
-            };
-            let reset = self.reset_locked(&slot, name, &req, was_running).await;
-            if let Some(j) = journal {
-                self.journal_end(j).await;
-            }
-            reset?;
-        }
-        self.instance_info(name).await
-    }
-
-    /// The body of [`Self::reset_instance`], with the instance's slot held.
-    async fn reset_locked(
-        self: &Arc<Self>,
-        slot: &Arc<Slot>,
-        name: &str,
-        req: &StopRequest,
-        was_running: bool,
-    ) -> Result<(), EngineError> {
-        if was_running {
-            self.stop_locked(slot, req).await?;
-            self.ensure_not_gone(slot)?;
-        }
-        let n = name.to_owned();
-        let rec = self.db(move |s| s.instance(&n)).await?;
-        self.discard_writable(&rec.id, rec.writable_gen).await?;
-        // A restore or clone waiting for the next start is void too: clean means clean.
-        if rec.next_run.is_some() || rec.writable_version.is_some() {
-            let id = rec.id.clone();
-            let generation = rec.writable_gen;
-            self.db(move |s| s.set_writable(&id, generation, None, None, None))
-                .await?;
-        }
-        if was_running {
-            let max = self.config.log_max_bytes;
-            self.start_locked(slot, InitStdio::Log { max_bytes: max }, false)
-                .await?;
-        }
-        Ok(())
     }
 
     /// Has the driver prepare the writable layer and scratch space of `spec` (the old
@@ -702,5 +494,42 @@ impl Engine {
         let n = name.to_owned();
         let rec = self.db(move |s| s.instance(&n)).await?;
         self.delete_instance(&slot, &rec).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_hints_what_to_do_first_for_that_action() {
+        let slot = Slot::new("0123456789abcdef", "web");
+        let hint = |state, action| match wrong_state(&slot, state, action) {
+            EngineError::WrongState { hint, .. } => hint.unwrap_or_default(),
+            other => panic!("not a state refusal: {other}"),
+        };
+        // Stopped: start it first, never "stop it".
+        let h = hint(InstanceState::Stopped, "exec");
+        assert!(h.contains("mayfly start web") && h.contains("exec"), "{h}");
+        assert!(!h.contains("mayfly stop"), "{h}");
+        // Running: stop it first, never "start it".
+        let h = hint(InstanceState::Running, "publish");
+        assert!(
+            h.contains("mayfly stop web") && !h.contains("mayfly start"),
+            "{h}"
+        );
+        // In between: wait for the state the action needs.
+        let h = hint(InstanceState::Starting, "exec");
+        assert!(h.contains("says running"), "{h}");
+        let h = hint(InstanceState::Stopping, "start");
+        assert!(
+            h.contains("says stopped") && !h.contains("mayfly start"),
+            "{h}"
+        );
+        let h = hint(InstanceState::Stopping, "exec");
+        assert!(
+            h.contains("says stopped") && h.contains("mayfly start web"),
+            "{h}"
+        );
     }
 }

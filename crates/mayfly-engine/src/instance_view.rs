@@ -10,7 +10,7 @@ use crate::{Engine, EngineError, lock, process};
 impl Engine {
     /// What `list` and `info` say of `rec`; `template` is its template's record, from which
     /// the command and user it runs (or would start with) are resolved.
-    fn info_of(
+    pub(crate) fn info_of(
         &self,
         rec: &InstanceRecord,
         template: Option<&TemplateRecord>,
@@ -75,6 +75,8 @@ impl Engine {
             },
             writable_bytes,
             error,
+            init: rec.config.init,
+            note: None,
         }
     }
 

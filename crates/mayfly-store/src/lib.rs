@@ -190,6 +190,9 @@ pub struct InstanceConfig {
     /// Whether overlapping applications are allowed (the later wins).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ordered_apps: bool,
+    /// Whether mayfly's init runs as PID 1 in front of the command (`--init`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub init: bool,
 }
 
 /// What the catalogue remembers of a running init, to find it again after a daemon restart.

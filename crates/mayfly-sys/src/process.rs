@@ -83,10 +83,12 @@ pub fn thread_count() -> io::Result<u32> {
             HOST_PROC.get_or_init(|| fd)
         }
     };
-    let path = format!("{}/stat", rustix::process::getpid().as_raw_nonzero());
+    // `self` in the host's procfs is the caller's host pid, also from inside a pid
+    // namespace (where `getpid()` would name another process of the host: an instance's
+    // init is pid 1 there).
     let fd = rustix::fs::openat(
         proc,
-        path.as_str(),
+        "self/stat",
         rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
         rustix::fs::Mode::empty(),
     )?;

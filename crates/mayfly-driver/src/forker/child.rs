@@ -567,6 +567,26 @@ fn prepare_process(
             detail: format!("{e}: it must exist inside the instance"),
         });
     }
+    confine(identity)?;
+    // The forker raised its own descriptor limit for the host's sake; processes inside get
+    // the conventional soft limit back (programs that close every possible descriptor at
+    // start would crawl through a million), with the hard limit left for them to raise.
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let _ = rustix::process::setrlimit(
+        rustix::process::Resource::Nofile,
+        rustix::process::Rlimit {
+            current: Some(limit.current.unwrap_or(1024).min(1024)),
+            maximum: limit.maximum,
+        },
+    );
+    mayfly_sys::signal::reset_all().step(|| "reset signals".into())?;
+    mayfly_sys::process::cloexec_from(3).step(|| "close inherited descriptors".into())?;
+    Ok(())
+}
+
+/// What confines a process of the instance (the command, or the init that runs it): the
+/// seccomp filter, the bounding set, the identity and the capability sets.
+fn confine(identity: &Identity) -> ChildResult<()> {
     if let Some(filter) = security::default_filter() {
         mayfly_sys::seccomp::install_filter(&filter).step(|| "install seccomp filter".into())?;
     }
@@ -589,19 +609,6 @@ fn prepare_process(
     )
     .step(|| "set capabilities".into())?;
     let _ = rustix::thread::clear_ambient_capability_set();
-    // The forker raised its own descriptor limit for the host's sake; processes inside get
-    // the conventional soft limit back (programs that close every possible descriptor at
-    // start would crawl through a million), with the hard limit left for them to raise.
-    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
-    let _ = rustix::process::setrlimit(
-        rustix::process::Resource::Nofile,
-        rustix::process::Rlimit {
-            current: Some(limit.current.unwrap_or(1024).min(1024)),
-            maximum: limit.maximum,
-        },
-    );
-    mayfly_sys::signal::reset_all().step(|| "reset signals".into())?;
-    mayfly_sys::process::cloexec_from(3).step(|| "close inherited descriptors".into())?;
     Ok(())
 }
 
@@ -639,6 +646,37 @@ fn set_identity(identity: &Identity) -> ChildResult<()> {
     rustix::thread::set_thread_res_uid(uid, uid, uid)
         .map_err(unmapped(format!("uid {}", identity.uid)))?;
     Ok(())
+}
+
+/// Turns the child into mayfly's init (`--init`, see `mayfly_sys::init`): it forks, the new
+/// child becomes `process` (reporting its own failures on the start-up socket, as without an
+/// init), and this side confines itself like the command, lets go of everything, and serves
+/// as PID 1 until the command ends. Returns only if the init could not be set up (the
+/// command's side is killed then).
+pub(crate) fn become_init(
+    process: &ProcessSpec,
+    identity: &Identity,
+    stdio: ChildStdio,
+) -> ChildFailure {
+    if let Err(e) = mayfly_sys::init::block_signals() {
+        return ChildFailure::io("block signals for the init", e);
+    }
+    let flags = mayfly_sys::process::CloneFlags::default();
+    let child = match mayfly_sys::process::clone_process(flags) {
+        Ok(mayfly_sys::process::Forked::Child) => return become_process(process, identity, stdio),
+        Ok(mayfly_sys::process::Forked::Parent(pid)) => pid,
+        Err(e) => return ChildFailure::io("fork the command from the init", e),
+    };
+    drop(stdio);
+    let ready = rustix::process::setsid()
+        .step(|| "start the init's session".into())
+        .and_then(|_| confine(identity))
+        .and_then(|()| mayfly_sys::init::shed(c"mayfly-init").step(|| "set up the init".into()));
+    if let Err(f) = ready {
+        let _ = rustix::process::kill_process(child, rustix::process::Signal::KILL);
+        return f;
+    }
+    mayfly_sys::init::serve(child.as_raw_nonzero().get())
 }
 
 fn dup_to(fd: &OwnedFd, n: i32) -> ChildResult<()> {

@@ -517,5 +517,8 @@ fn container_child(
         Err(f) => return f,
     };
     drop(root);
+    if spec.init {
+        return child::become_init(&spec.process, &identity, stdio);
+    }
     child::become_process(&spec.process, &identity, stdio)
 }

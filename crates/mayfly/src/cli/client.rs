@@ -25,6 +25,9 @@ pub enum ClientError {
     Connect(PathBuf, std::io::Error),
     /// The daemon answered with an error.
     Api(ApiError),
+    /// The connection to the daemon was lost during the exchange (the daemon stopped or
+    /// crashed): this says what may have happened and how to find out.
+    Lost(String),
     /// The exchange broke (connection lost, garbled answer).
     Protocol(String),
 }
@@ -46,16 +49,17 @@ impl std::fmt::Display for ClientError {
                 }
                 Ok(())
             }
-            ClientError::Protocol(m) => write!(f, "{}", printable(m)),
+            ClientError::Lost(m) | ClientError::Protocol(m) => write!(f, "{}", printable(m)),
         }
     }
 }
 
 impl ClientError {
-    /// The CLI exit code for this error.
+    /// The CLI exit code for this error: 3 when the daemon cannot be reached or was lost,
+    /// 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            ClientError::Connect(..) => 3,
+            ClientError::Connect(..) | ClientError::Lost(_) => 3,
             _ => 1,
         }
     }
@@ -63,6 +67,13 @@ impl ClientError {
 
 fn protocol(what: &str, e: impl std::fmt::Display) -> ClientError {
     ClientError::Protocol(format!("{what}: {e}"))
+}
+
+/// The connection broke while `what`.
+fn lost(what: &str, e: impl std::fmt::Display) -> ClientError {
+    ClientError::Lost(format!(
+        "lost the connection to the mayfly daemon ({what}: {e})\n  hint: check that it runs (`mayfly info`); the request may or may not have been carried out"
+    ))
 }
 
 /// A body from bytes.
@@ -96,14 +107,14 @@ impl Client {
             .map_err(|e| ClientError::Connect(self.socket.clone(), e))?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| protocol("HTTP handshake with the daemon", e))?;
+            .map_err(|e| lost("HTTP handshake", e))?;
         tokio::spawn(async move {
             let _ = conn.with_upgrades().await;
         });
         sender
             .send_request(req)
             .await
-            .map_err(|e| protocol("request to the daemon", e))
+            .map_err(|e| lost("waiting for the answer", e))
     }
 
     /// Builds a request.
@@ -130,7 +141,7 @@ impl Client {
                 Ok(e) => ClientError::Api(e.error),
                 Err(_) => ClientError::Protocol(format!("the daemon answered {status}")),
             },
-            Err(e) => protocol("read the daemon's answer", e),
+            Err(e) => lost("reading the answer", e),
         }
     }
 
@@ -155,7 +166,7 @@ impl Client {
             .into_body()
             .collect()
             .await
-            .map_err(|e| protocol("read the daemon's answer", e))?
+            .map_err(|e| lost("reading the answer", e))?
             .to_bytes();
         let body = if no_content || body.is_empty() {
             Bytes::from_static(b"null")
@@ -165,12 +176,13 @@ impl Client {
         serde_json::from_slice(&body).map_err(|e| protocol("decode the daemon's answer", e))
     }
 
-    /// Sends `body` as JSON with `Upgrade: mayfly-stream` and returns the upgraded stream.
+    /// Sends `body` as JSON with `Upgrade: mayfly-stream` and returns the upgraded stream,
+    /// and the instance the daemon created for it, if it says (`POST /v1/run`: name, id).
     pub async fn upgrade(
         &self,
         path: &str,
         body: &impl Serialize,
-    ) -> Result<TokioIo<hyper::upgrade::Upgraded>, ClientError> {
+    ) -> Result<(TokioIo<hyper::upgrade::Upgraded>, Option<(String, String)>), ClientError> {
         let bytes = serde_json::to_vec(body).map_err(|e| protocol("encode request", e))?;
         let mut req = Self::request(Method::POST, path, "application/json", full(bytes))?;
         req.headers_mut().insert(
@@ -185,9 +197,18 @@ impl Client {
         if response.status() != StatusCode::SWITCHING_PROTOCOLS {
             return Err(Self::error_of(response).await);
         }
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let instance = header(mayfly_api::stream::INSTANCE_HEADER)
+            .zip(header(mayfly_api::stream::INSTANCE_ID_HEADER));
         let upgraded = hyper::upgrade::on(response)
             .await
             .map_err(|e| protocol("switch to streaming", e))?;
-        Ok(TokioIo::new(upgraded))
+        Ok((TokioIo::new(upgraded), instance))
     }
 }

@@ -1,9 +1,11 @@
 //! The command line: argument definitions (with examples in every `--help`) and dispatch to
 //! commands, each a thin client of the REST API.
 //!
-//! Exit codes: 0 success; 1 the daemon refused or failed the request; 2 bad usage; 3 the
-//! daemon cannot be reached. `run` and `exec` exit with the program's own code, or 125 when
-//! mayfly failed, 126 when the program cannot be executed, 127 when it does not exist.
+//! Exit codes (the table in README.md): 0 success; 1 the daemon refused or failed the request;
+//! 2 bad usage; 3 the daemon cannot be reached, or was lost during the request (every
+//! command, `run` and `exec` included). `run` and `exec` exit with the program's own code,
+//! or 125 when mayfly failed, 126 when the program cannot be executed, 127 when it does not
+//! exist, 128 + N when the client gave up on the program after signal N.
 
 mod client;
 mod commands;
@@ -75,6 +77,7 @@ Examples:
   mayfly launch busybox --name db --persistent   keeps its changes across restarts
   mayfly launch busybox@1 --name pinned          pinned to template version 1
   mayfly launch busybox --name job --ephemeral -- sh -c 'sleep 60'
+  mayfly launch busybox --init -- httpd -f       mayfly's init as PID 1, httpd its child
   mayfly launch debian --app nginx --app redis   stacked application templates
   mayfly launch nginx --user www-data            the init as another user than the image's")]
     Launch(LaunchArgs),
@@ -83,18 +86,23 @@ Examples:
 Examples:
   mayfly run --rm busybox -- /bin/true
   mayfly run --rm -t busybox -- sh
+  mayfly run --rm --init busybox -- sh -c 'sleep 1 & exec sleep 60'
   echo hi | mayfly run --rm busybox -- cat
   mayfly run --rm IMAGE -- --port 8080          replaces the image's Cmd, after its Entrypoint
   mayfly run --rm -u 0 --entrypoint sh IMAGE     as root, another entrypoint (Cmd dropped)
 
 Signals and exit codes:
   SIGINT, SIGTERM, SIGHUP and SIGQUIT are forwarded to the command. If it has not ended
-  5 seconds after the first signal, or at a second one, mayfly leaves it and exits with
-  128 + the signal's number (130 for SIGINT, 143 for SIGTERM). Whenever the client goes
-  away (that way, killed, or disconnected), the daemon hangs the instance up: SIGHUP to its
-  init, then a forced stop 3 seconds later (with --rm the instance is then deleted).
+  5 seconds after the first signal, or at a second one, mayfly has the instance stopped at
+  once (forced), waits up to 10 seconds for that, and exits with 128 + the signal's number
+  (130 for SIGINT, 143 for SIGTERM). A command that runs as PID 1 (without --init) does not
+  get a signal it has no handler for: the kernel drops it; --init forwards every signal.
+  Whenever the client goes away (killed, or disconnected), the daemon hangs the instance
+  up: SIGHUP to its init, then a forced stop 3 seconds later (with --rm the instance is then
+  deleted). The command's output also goes to the instance's log (`mayfly logs NAME`).
   Otherwise mayfly exits with the command's code, or 125 when mayfly failed, 126 when the
-  command cannot be executed, 127 when it is not found.")]
+  command cannot be executed, 127 when it is not found, 3 when the daemon cannot be reached
+  or was lost (the message names the instance to look at).")]
     Run(RunArgs),
     /// List instances.
     #[command(
@@ -102,10 +110,11 @@ Signals and exit codes:
         after_help = "Examples:\n  mayfly list\n  mayfly list --json"
     )]
     List(JsonFlag),
-    /// Start stopped instances.
+    /// Start stopped instances (one already running is left alone: "already running", exit 0).
     #[command(after_help = "Examples:\n  mayfly start web\n  mayfly start web db")]
     Start(NamesArgs),
-    /// Stop running instances (the stop signal, then SIGKILL after --timeout).
+    /// Stop running instances (the stop signal, then SIGKILL after --timeout); one already
+    /// stopped is left alone ("already stopped", exit 0).
     #[command(
         after_help = "Examples:\n  mayfly stop web\n  mayfly stop --timeout 30 db\n  mayfly stop --force web"
     )]
@@ -132,13 +141,15 @@ Examples:
   mayfly exec web -- cat < big.tar | sha256sum    # streams both ways at once
 
 Signals and exit codes:
-  SIGINT, SIGTERM, SIGHUP and SIGQUIT are forwarded to the command. If it has not ended
-  5 seconds after the first signal, or at a second one, mayfly leaves it and exits with
-  128 + the signal's number (130 for SIGINT, 143 for SIGTERM). Whenever the client goes
-  away (that way, killed, or disconnected), the daemon hangs the command up, as a closed
-  terminal would: SIGHUP, then SIGKILL 3 seconds later.
+  SIGINT, SIGTERM, SIGHUP and SIGQUIT are forwarded to the command (and its process group).
+  If it has not ended 5 seconds after the first signal, or at a second one, mayfly has it
+  killed (SIGKILL), waits up to 10 seconds for that, and exits with 128 + the signal's
+  number (130 for SIGINT, 143 for SIGTERM). Whenever the client goes away (killed, or
+  disconnected), the daemon hangs the command up, as a closed terminal would: SIGHUP, then
+  SIGKILL 3 seconds later.
   Otherwise mayfly exits with the command's code, or 125 when mayfly failed, 126 when the
-  command cannot be executed, 127 when it is not found.")]
+  command cannot be executed, 127 when it is not found, 3 when the daemon cannot be reached
+  or was lost.")]
     Exec(ExecArgs),
     /// Manage snapshots of an instance's writable layer.
     #[command(
@@ -481,6 +492,10 @@ pub struct InstanceOptions {
     pub ordered: bool,
     #[command(flatten)]
     pub process: process::ProcessArgs,
+    /// Run mayfly's tiny init as PID 1: it forwards signals to the command, reaps orphaned
+    /// processes, and exits with the command's status (kept for every start).
+    #[arg(long)]
+    pub init: bool,
 }
 
 /// `mayfly launch`.

@@ -4,8 +4,14 @@
 //! With `-t` and a terminal on stdin, the terminal is put in raw mode for the session (and
 //! restored however it ends) and size changes are forwarded. SIGINT, SIGTERM, SIGHUP and
 //! SIGQUIT are forwarded to the program, as `docker run` does; if the program has not ended
-//! [`SIGNAL_GRACE`] after the first, or at a second, the client leaves with 128 + the signal's
-//! number, and the daemon hangs the program up (see `mayfly exec --help`).
+//! [`SIGNAL_GRACE`] after the first, or at a second, the client has the daemon end it
+//! (`Frame::Kill`: SIGKILL, or a forced stop of a run's instance), waits up to
+//! [`KILL_WAIT`] for it to be gone (a third signal does not wait), and exits with 128 + the
+//! signal's number (see `mayfly exec --help`).
+//!
+//! A stream that breaks before the exit status came means the daemon was lost: the client
+//! says so, and what to look at (the run's instance, by the name and id the daemon gave in
+//! its answer), and exits with 3.
 //!
 //! Every direction is a task of its own, so that none waits for another: stdin is read only
 //! as far as the daemon granted credit (`mayfly_api::stream`), the socket is always read, and
@@ -69,8 +75,11 @@ pub fn stdin_is_terminal() -> bool {
 }
 
 /// How long the client waits, after forwarding SIGINT, SIGTERM, SIGHUP or SIGQUIT, for the
-/// program to end before it leaves (documented in `mayfly exec --help` and `run --help`).
+/// program to end before it has it ended (documented in `mayfly exec --help` and `run --help`).
 pub const SIGNAL_GRACE: Duration = Duration::from_secs(5);
+
+/// How long the client waits for the daemon to end the program it gave up on.
+pub const KILL_WAIT: Duration = Duration::from_secs(10);
 
 /// Bytes of stdin read at once (at most one frame).
 const CHUNK: usize = 64 * 1024;
@@ -121,18 +130,55 @@ fn signal_name(sig: i32) -> &'static str {
 enum Ending {
     /// The program ended (its code) or the stream failed.
     Stream(Result<i32, ClientError>),
-    /// We leave the program to the daemon after `signal` (this says why).
-    Left { signal: i32, why: String },
+    /// We give up on the program after `signal` (this says why): the daemon ends it.
+    GiveUp { signal: i32, why: String },
 }
 
 /// Opens the stream at `path` with `body` and relays until the program ends; returns its code.
+/// `instance` is the instance an `exec` runs in (a run's comes from the daemon's answer): a
+/// lost daemon is reported with what to look at there.
 pub async fn interactive(
     client: &Client,
     path: &str,
     body: &impl serde::Serialize,
     tty: bool,
+    instance: Option<&str>,
 ) -> Result<i32, ClientError> {
-    let io = client.upgrade(path, body).await?;
+    let (io, created) = client.upgrade(path, body).await?;
+    let result = relay_session(io, tty).await;
+    match result {
+        Err(ClientError::Lost(why)) => Err(ClientError::Lost(lost_daemon(
+            &why,
+            instance,
+            created.as_ref(),
+        ))),
+        other => other,
+    }
+}
+
+/// What a client that lost its daemon says: what broke, and where the result may be found.
+fn lost_daemon(why: &str, exec_in: Option<&str>, run: Option<&(String, String)>) -> String {
+    match (exec_in, run) {
+        (_, Some((name, id))) => format!(
+            "lost the mayfly daemon ({why}): the instance {name} (id {id}) may still be running\n  \
+             hint: see `mayfly info {name}` and `mayfly logs {name}` once the daemon is back \
+             (an ephemeral instance is gone once its command ended)"
+        ),
+        (Some(name), None) => format!(
+            "lost the mayfly daemon ({why}): the command may still be running in instance {name}\n  \
+             hint: see `mayfly info {name}` once the daemon is back, and `mayfly exec {name} -- ps` for its processes"
+        ),
+        (None, None) => {
+            format!("lost the mayfly daemon ({why})\n  hint: check that it runs (`mayfly info`)")
+        }
+    }
+}
+
+/// Relays an upgraded stream until the program ends.
+async fn relay_session(
+    io: hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>,
+    tty: bool,
+) -> Result<i32, ClientError> {
     let raw = (tty && stdin_is_terminal()).then(RawMode::enable);
     let (rd, mut wr) = tokio::io::split(io);
 
@@ -151,7 +197,6 @@ pub async fn interactive(
     // that came before them would end this client at once, without a word.
     let handlers = signal_handlers(tty);
     let control = tokio::spawn(forward_signals(tx.clone(), signals_tx, handlers));
-    drop(tx);
 
     let relay = receive(rd, credit);
     tokio::pin!(relay);
@@ -161,14 +206,14 @@ pub async fn interactive(
             result = &mut relay => break Ending::Stream(result),
             Some(sig) = signals.recv() => match first {
                 None => first = Some((sig, Instant::now() + SIGNAL_GRACE)),
-                Some((earlier, _)) => break Ending::Left {
+                Some((earlier, _)) => break Ending::GiveUp {
                     signal: sig,
                     why: format!("{} after {}", signal_name(sig), signal_name(earlier)),
                 },
             },
             () = sleep_until_opt(first.map(|(_, at)| at)) => {
                 let sig = first.map_or(libc::SIGTERM, |(s, _)| s);
-                break Ending::Left {
+                break Ending::GiveUp {
                     signal: sig,
                     why: format!(
                         "the program has not ended {} s after {}",
@@ -179,20 +224,37 @@ pub async fn interactive(
             }
         }
     };
-    writer.abort();
     stdin.abort();
-    control.abort();
-    drop(raw);
-    match ending {
+    let result = match ending {
         Ending::Stream(result) => result,
-        Ending::Left { signal, why } => {
-            eprintln!(
-                "error: {why}: leaving the program (the daemon hangs it up, and kills it if \
-                 it does not end)"
-            );
+        Ending::GiveUp { signal, why } => {
+            // Have the daemon end it, and wait (bounded) until it is gone: a script that runs
+            // the same thing again right after must not find it still there.
+            let asked = tokio::time::timeout(KILL_WAIT, tx.send(Frame::Kill)).await;
+            let ended = match asked {
+                Ok(Ok(())) => {
+                    tokio::select! {
+                        r = tokio::time::timeout(KILL_WAIT, &mut relay) => match r {
+                            Ok(Ok(_)) => "ended the program",
+                            Ok(Err(_)) => "asked the daemon to end the program, and lost it",
+                            Err(_) => "asked the daemon to end the program; it has not ended yet",
+                        },
+                        Some(_) = signals.recv() => "asked the daemon to end the program, and did not wait",
+                    }
+                }
+                _ => {
+                    "could not ask the daemon to end the program (it hangs it up when the client leaves)"
+                }
+            };
+            eprintln!("error: {why}: {ended}");
             Ok(128 + signal)
         }
-    }
+    };
+    drop(tx);
+    writer.abort();
+    control.abort();
+    drop(raw);
+    result
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
@@ -287,16 +349,12 @@ async fn receive<R: AsyncRead + Unpin>(mut rd: R, credit: Arc<Credit>) -> Result
     let result = 'relay: loop {
         let n = match rd.read(&mut buf).await {
             Ok(0) => {
-                break Err(ClientError::Protocol(
-                    "the daemon closed the stream before the program ended".into(),
+                break Err(ClientError::Lost(
+                    "it closed the stream before the program ended".into(),
                 ));
             }
             Ok(n) => n,
-            Err(e) => {
-                break Err(ClientError::Protocol(format!(
-                    "stream from the daemon broke: {e}"
-                )));
-            }
+            Err(e) => break Err(ClientError::Lost(format!("the stream broke: {e}"))),
         };
         dec.push(&buf[..n]);
         loop {

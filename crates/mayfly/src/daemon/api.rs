@@ -18,7 +18,7 @@ use mayfly_api::{
     ApiError, CreateInstance, ErrorBody, ErrorCode, ImportEvent, LogsQuery, RemoveQuery,
     StopRequest,
 };
-use mayfly_engine::{Engine, EngineError};
+use mayfly_engine::{Engine, EngineError, LogFollower};
 
 use super::events::EventSink;
 use super::stream;
@@ -105,8 +105,40 @@ pub(crate) fn query<T: serde::de::DeserializeOwned>(
     })
 }
 
-/// The routes of API v1.
+/// The API: the routes of v1 behind two layers, one that accepts a trailing slash
+/// (`/v1/instances/` is `/v1/instances`) and one that gives a `405` the API's error body. The
+/// outer router only holds them: a layer of the router that routes runs after its routing,
+/// too late to change the path, and inside the method router, which adds `Allow` later.
 pub(crate) fn router(engine: AppState) -> Router {
+    Router::new()
+        .fallback_service(routes(engine))
+        .layer(axum::middleware::from_fn(method_not_allowed))
+        .layer(axum::middleware::map_request(trim_trailing_slash))
+}
+
+/// `/v1/instances/` → `/v1/instances` (the query stays).
+async fn trim_trailing_slash(mut req: Request) -> Request {
+    let path = req.uri().path();
+    if path.len() > 1 && path.ends_with('/') {
+        let trimmed = path.trim_end_matches('/');
+        let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
+        let rewritten = match req.uri().query() {
+            Some(q) => format!("{trimmed}?{q}"),
+            None => trimmed.to_owned(),
+        };
+        if let Ok(pq) = axum::http::uri::PathAndQuery::try_from(rewritten) {
+            let mut parts = req.uri().clone().into_parts();
+            parts.path_and_query = Some(pq);
+            if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+                *req.uri_mut() = uri;
+            }
+        }
+    }
+    req
+}
+
+/// The routes of API v1.
+fn routes(engine: AppState) -> Router {
     Router::new()
         .route(mayfly_api::paths::INFO, get(info))
         .route(
@@ -157,6 +189,39 @@ pub(crate) fn router(engine: AppState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .layer(axum::middleware::from_fn(log_request))
         .with_state(engine)
+}
+
+/// Gives the router's bare `405 Method Not Allowed` the API's error body, naming the methods
+/// the path takes (from the `Allow` header the router sets).
+async fn method_not_allowed(req: Request, next: axum::middleware::Next) -> Response {
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let response = next.run(req).await;
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED {
+        return response;
+    }
+    let allow = response
+        .headers()
+        .get(header::ALLOW)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .unwrap_or_default();
+    let hint = if allow.is_empty() {
+        "check the method".to_owned()
+    } else {
+        format!("{path} takes {}", allow.replace(',', ", "))
+    };
+    let mut answer = ApiFailure(
+        ApiError::new(
+            ErrorCode::MethodNotAllowed,
+            format!("method {method} is not allowed on {path}"),
+        )
+        .with_hint(hint),
+    )
+    .into_response();
+    if let Some(v) = response.headers().get(header::ALLOW) {
+        answer.headers_mut().insert(header::ALLOW, v.clone());
+    }
+    answer
 }
 
 static REQUEST_ID: AtomicU64 = AtomicU64::new(1);
@@ -360,6 +425,8 @@ async fn create_instance(
     Ok((StatusCode::CREATED, Json(info)))
 }
 
+/// `POST /v1/instances/{name}/start`: `200` with the instance; `note` says `already
+/// running` when there was nothing to do.
 async fn start_instance(
     State(engine): State<AppState>,
     Path(name): Path<String>,
@@ -369,14 +436,18 @@ async fn start_instance(
     ))
 }
 
+/// `POST /v1/instances/{name}/stop`: `200` with the instance as it is after the stop; `note`
+/// says `already stopped` when there was nothing to do, or that an ephemeral instance was
+/// removed (the answer then shows it as it was last).
 async fn stop_instance(
     State(engine): State<AppState>,
     Path(name): Path<String>,
     req: Request,
-) -> Result<StatusCode, ApiFailure> {
+) -> Result<Json<mayfly_api::InstanceInfo>, ApiFailure> {
     let body: StopRequest = json_body(req.into_body()).await?;
-    detached(async move { engine.stop_instance(&name, body).await }).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(Json(
+        detached(async move { engine.stop_instance(&name, body).await }).await?,
+    ))
 }
 
 async fn restart_instance(
@@ -483,6 +554,7 @@ async fn logs(
 ) -> Result<Response, ApiFailure> {
     let q: LogsQuery = query(req.uri())?;
     let files = engine.log_files(&name)?;
+    let id = engine.instance_id(&name)?;
     let f = files.clone();
     let (head, offset) = tokio::task::spawn_blocking(move || -> std::io::Result<(Vec<u8>, u64)> {
         let offset = f.current_len();
@@ -502,32 +574,46 @@ async fn logs(
             .body(Body::from(head))
             .unwrap_or_default());
     }
-    let state = (Some(head), offset, files, engine, name);
-    let stream =
-        futures_util::stream::unfold(state, |(head, offset, files, engine, name)| async move {
-            if let Some(head) = head {
-                return Some((
-                    Ok::<Bytes, std::io::Error>(Bytes::from(head)),
-                    (None, offset, files, engine, name),
-                ));
+    let follower = tokio::task::spawn_blocking(move || LogFollower::new(files, offset))
+        .await
+        .map_err(|e| ApiFailure(ApiError::new(ErrorCode::Internal, e.to_string())))?
+        .map_err(|e| {
+            ApiFailure(ApiError::new(
+                ErrorCode::Internal,
+                format!("cannot follow the log: {e}"),
+            ))
+        })?;
+    // Until the instance is gone: whether it exists is asked before each read, so the read
+    // after it was gone still gets its last output (the follower holds the file open).
+    let state = (Some(head), Some(follower), engine, id);
+    let stream = futures_util::stream::unfold(state, |(head, follower, engine, id)| async move {
+        if let Some(head) = head {
+            return Some((
+                Ok::<Bytes, std::io::Error>(Bytes::from(head)),
+                (None, follower, engine, id),
+            ));
+        }
+        let mut follower = follower?;
+        loop {
+            let alive = engine.instance_id_exists(&id);
+            let read = tokio::task::spawn_blocking(move || {
+                let bytes = follower.read_new();
+                (follower, bytes)
+            })
+            .await;
+            let Ok((f, Ok(bytes))) = read else {
+                return None;
+            };
+            follower = f;
+            if !bytes.is_empty() {
+                return Some((Ok(Bytes::from(bytes)), (None, Some(follower), engine, id)));
             }
-            let mut offset = offset;
-            loop {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                let f = files.clone();
-                let read = tokio::task::spawn_blocking(move || f.read_from(offset)).await;
-                match read {
-                    Ok(Ok((bytes, next))) if !bytes.is_empty() => {
-                        return Some((Ok(Bytes::from(bytes)), (None, next, files, engine, name)));
-                    }
-                    Ok(Ok((_, next))) => offset = next,
-                    _ => return None,
-                }
-                if !engine.instance_exists(&name) {
-                    return None;
-                }
+            if !alive {
+                return None;
             }
-        });
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
     Ok(Response::builder()
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .body(Body::from_stream(stream))

@@ -10,6 +10,7 @@
 //! stop).
 
 mod relay;
+mod tee;
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use mayfly_engine::Engine;
 use tokio::net::unix::pipe;
 
 use self::relay::relay;
+use self::tee::LogTee;
 use super::api::{ApiFailure, bad_request, json_body};
 
 /// The daemon's ends of a process's stdio.
@@ -126,27 +128,42 @@ fn check_upgrade(req: &Request) -> Result<(), ApiFailure> {
     }
 }
 
-fn switching() -> Response {
-    Response::builder()
+/// `101 Switching Protocols`; an attached run's answer names the instance it created
+/// (`Mayfly-Instance`, `Mayfly-Instance-Id`), so that a client that loses the stream can say
+/// what to look at.
+fn switching(instance: Option<(&str, &str)>) -> Response {
+    let mut response = Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::CONNECTION, "Upgrade")
-        .header(header::UPGRADE, UPGRADE_PROTOCOL)
-        .body(Body::empty())
-        .unwrap_or_default()
+        .header(header::UPGRADE, UPGRADE_PROTOCOL);
+    if let Some((name, id)) = instance {
+        response = response
+            .header(mayfly_api::stream::INSTANCE_HEADER, name)
+            .header(mayfly_api::stream::INSTANCE_ID_HEADER, id);
+    }
+    response.body(Body::empty()).unwrap_or_default()
 }
 
-/// What the stream controls: an exec'd process, or an attached instance's init.
+/// What the stream controls: an exec'd process, or an attached instance's init (followed by
+/// its id: another instance may take the name once this one is gone).
 #[derive(Clone)]
 enum Target {
-    Exec { engine: Arc<Engine>, exec_id: u64 },
-    Run { engine: Arc<Engine>, name: String },
+    Exec {
+        engine: Arc<Engine>,
+        exec_id: u64,
+    },
+    Run {
+        engine: Arc<Engine>,
+        name: String,
+        id: String,
+    },
 }
 
 impl Target {
     async fn signal(&self, sig: i32) {
         let _ = match self {
             Target::Exec { engine, exec_id } => engine.signal_exec(*exec_id, sig).await,
-            Target::Run { engine, name } => engine.signal_instance(name, sig).await,
+            Target::Run { engine, id, .. } => engine.signal_instance_id(id, sig).await,
         };
     }
 
@@ -155,7 +172,7 @@ impl Target {
             Target::Exec { engine, exec_id } => {
                 let _ = engine.signal_exec(*exec_id, libc::SIGKILL).await;
             }
-            Target::Run { engine, name } => {
+            Target::Run { engine, name, id } => {
                 // Another action may hold the instance (a snapshot's copy): the run must not
                 // outlive its client all the same, so ask again until it ends.
                 let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(600);
@@ -164,7 +181,7 @@ impl Target {
                         timeout: Some(0),
                         force: true,
                     };
-                    match engine.stop_instance(name, req).await {
+                    match engine.stop_instance_id(id, req).await {
                         Err(mayfly_engine::EngineError::Busy { .. })
                             if tokio::time::Instant::now() < deadline =>
                         {
@@ -178,7 +195,7 @@ impl Target {
                             );
                             break;
                         }
-                        Ok(()) => break,
+                        Ok(_) => break,
                     }
                 }
             }
@@ -218,16 +235,16 @@ pub(crate) async fn exec(
             };
         }
         let exit = async move { handle.exit.await.ok().map(|s| s.code) };
-        tokio::spawn(relay(on_upgrade, host, target, exit));
+        tokio::spawn(relay(on_upgrade, host, target, exit, None));
         Ok::<(), ApiFailure>(())
     })
     .await;
     joined(started)?;
-    Ok(switching())
+    Ok(switching(None))
 }
 
 /// The outcome of a detached start.
-fn joined(r: Result<Result<(), ApiFailure>, tokio::task::JoinError>) -> Result<(), ApiFailure> {
+fn joined<T>(r: Result<Result<T, ApiFailure>, tokio::task::JoinError>) -> Result<T, ApiFailure> {
     match r {
         Ok(result) => result,
         Err(e) => Err(internal("start the process", e)),
@@ -246,15 +263,18 @@ pub(crate) async fn run(
     let (host, fds) = make_stdio(body.tty, body.term_size)?;
     let started = tokio::spawn(async move {
         let handle = engine.run_attached(body, fds).await?;
+        let instance = (handle.name.clone(), handle.id.clone());
+        let log = engine.log_files(&handle.name).ok().map(LogTee::new);
         let target = Target::Run {
             engine,
             name: handle.name.clone(),
+            id: handle.id.clone(),
         };
         let exit = async move { handle.exit.await.ok().flatten().map(|s| s.code) };
-        tokio::spawn(relay(on_upgrade, host, target, exit));
-        Ok::<(), ApiFailure>(())
+        tokio::spawn(relay(on_upgrade, host, target, exit, log));
+        Ok::<(String, String), ApiFailure>(instance)
     })
     .await;
-    joined(started)?;
-    Ok(switching())
+    let (name, id) = joined(started)?;
+    Ok(switching(Some((&name, &id))))
 }

@@ -1,5 +1,8 @@
 //! Instances and templates as the test files drive them: launch, wait for a state, read
-//! what `info` says.
+//! what `info` says, read the console log, and what a refusal looks like.
+
+use std::io::{BufRead, BufReader};
+use std::sync::mpsc;
 
 use super::*;
 
@@ -81,4 +84,47 @@ pub fn digests(v: &Value) -> Vec<String> {
 /// The directory name of a layer in `<state>/layers` (`blake3:x` → `blake3-x`).
 pub fn layer_dir_name(digest: &str) -> String {
     digest.replace(':', "-")
+}
+
+/// An init that idles and never prints (`sh -c`, so that it holds no script file open).
+pub const IDLE: &str = "while :; do sleep 1; done";
+
+/// The console log of `name` (`mayfly logs`).
+pub fn logs(d: &TestDaemon, name: &str) -> String {
+    d.ok(&["logs", name])
+}
+
+/// Waits until the console log of `name` contains `needle`.
+pub fn wait_log(d: &TestDaemon, name: &str, needle: &str) {
+    let ok = poll_until(SETTLE, || logs(d, name).contains(needle));
+    assert!(
+        ok,
+        "the log of {name} never showed `{needle}`: {:?}",
+        logs(d, name)
+    );
+}
+
+/// Asserts that `out` is a refusal (exit 1) whose message contains every one of `parts`.
+pub fn assert_refused_with(out: &Output, parts: &[&str]) {
+    assert_eq!(out.code, 1, "expected a refusal (exit 1): {out}");
+    for p in parts {
+        assert!(
+            out.stderr.contains(p),
+            "the error should mention `{p}`: {out}"
+        );
+    }
+}
+
+/// The lines `r` yields, through a channel (read by a thread).
+pub fn line_reader(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }

@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 mod archives;
+mod clients;
 mod faults;
 mod host;
 mod http;
@@ -24,6 +25,8 @@ pub mod umoci;
 
 #[allow(unused_imports)]
 pub use archives::*;
+#[allow(unused_imports)]
+pub use clients::*;
 #[allow(unused_imports)]
 pub use faults::*;
 #[allow(unused_imports)]

@@ -1,5 +1,6 @@
 //! The interactive commands, `exec` and `run`: a program's streams carried over the upgraded
-//! connection, and its exit code passed through (or 125/126/127 when mayfly failed).
+//! connection, and its exit code passed through (or 125/126/127 when mayfly failed, 3 when
+//! the daemon cannot be reached or was lost).
 
 use mayfly_api::{ExecRequest, Mode, paths};
 
@@ -24,6 +25,7 @@ pub(super) async fn exec(client: &Client, a: ExecArgs) -> i32 {
         &paths::instance_action(&enc(&a.name), "exec"),
         &req,
         a.tty,
+        Some(&a.name),
     )
     .await
     {
@@ -48,7 +50,7 @@ pub(super) async fn run(client: &Client, args: RunArgs) -> i32 {
     if tty && !stdin_is_terminal() {
         eprintln!("warning: -t given but stdin is not a terminal");
     }
-    match interactive(client, paths::RUN, &req, tty).await {
+    match interactive(client, paths::RUN, &req, tty, None).await {
         Ok(code) => code,
         Err(e) => exec_failure(&e),
     }
@@ -58,6 +60,7 @@ pub(super) async fn run(client: &Client, args: RunArgs) -> i32 {
 fn exec_failure(e: &ClientError) -> i32 {
     eprintln!("error: {e}");
     match e {
+        ClientError::Connect(..) | ClientError::Lost(_) => e.exit_code(),
         ClientError::Api(api)
             if api.code == mayfly_api::ErrorCode::NotFound
                 && api.message.starts_with("cannot exec") =>

@@ -40,6 +40,7 @@ pub(super) fn create_request(
         start: true,
         tty: false,
         term_size: None,
+        init: options.init,
     })
 }
 
@@ -137,6 +138,9 @@ pub(super) async fn instance_info(
         "user:        {}",
         i.user.as_deref().unwrap_or("root (the default)")
     );
+    if i.init {
+        println!("init:        mayfly-init (PID 1, the command is its child)");
+    }
     for e in &i.env {
         println!("env:         {e}");
     }
@@ -183,7 +187,10 @@ pub(super) async fn start(client: &Client, a: NamesArgs) -> Result<i32, ClientEr
                 None::<&()>,
             )
             .await
-            .map(|_| println!("started {n}"))
+            .map(|info| match info.note {
+                Some(note) => println!("{n}: {note}"),
+                None => println!("started {n}"),
+            })
     })
     .await
 }
@@ -198,13 +205,17 @@ pub(super) async fn stop(client: &Client, a: StopArgs) -> Result<i32, ClientErro
         let req = req.clone();
         async move {
             client
-                .call::<()>(
+                .call::<InstanceInfo>(
                     Method::POST,
                     &paths::instance_action(&enc(&n), "stop"),
                     Some(&req),
                 )
                 .await
-                .map(|()| println!("stopped {n}"))
+                .map(|info| match info.note.as_deref() {
+                    Some(note) if note.starts_with("already") => println!("{n}: {note}"),
+                    Some(note) => println!("stopped {n} ({note})"),
+                    None => println!("stopped {n}"),
+                })
         }
     })
     .await

@@ -15,6 +15,7 @@ use tokio::net::unix::pipe;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 
+use super::tee::LogTee;
 use super::{HostStdio, Target, resize};
 
 /// How long a process whose client went away has, after SIGHUP, before it is killed (an
@@ -91,11 +92,13 @@ impl Credit {
 /// granting credit as it goes), one pump per output pipe, and the socket writer (the only
 /// owner of the socket's write half, fed by a bounded queue). This task waits for the
 /// process's end and for the client's, and hangs up the process when the client goes away.
+/// With `log` (an attached run), the output is appended to the instance's console log too.
 pub(super) async fn relay(
     on_upgrade: hyper::upgrade::OnUpgrade,
     host: HostStdio,
     target: Target,
     exit: impl Future<Output = Option<i32>>,
+    log: Option<LogTee>,
 ) {
     let upgraded = match on_upgrade.await {
         Ok(u) => u,
@@ -140,6 +143,7 @@ pub(super) async fn relay(
         Frame::Stdout,
         frames_tx.clone(),
         exited_rx.clone(),
+        log.clone(),
     ))];
     if let Some(stderr) = stderr {
         pumps.push(tokio::spawn(pump(
@@ -147,6 +151,7 @@ pub(super) async fn relay(
             Frame::Stderr,
             frames_tx.clone(),
             exited_rx,
+            log,
         )));
     }
 
@@ -265,6 +270,13 @@ async fn read_client<R: AsyncRead + Unpin>(
                     }
                 }
                 Frame::Signal(sig) => target.signal(sig).await,
+                Frame::Kill => {
+                    // The client gives up on the process: end it now (a forced stop may wait
+                    // for another action on the instance; the reader goes on meanwhile).
+                    tracing::debug!("the client of a stream asked to end its process");
+                    let target = target.clone();
+                    tokio::spawn(async move { target.kill().await });
+                }
                 // Frames only the daemon sends.
                 Frame::Stdout(_)
                 | Frame::Stderr(_)
@@ -295,18 +307,19 @@ async fn write_stdin(stdin: Option<pipe::Sender>, mut inbox: DuplexStream, credi
     }
 }
 
-/// One output pipe to the socket writer's queue. When the process has ended, it sends what the
-/// pipe holds right then and stops (see [`drain`]).
+/// One output pipe to the socket writer's queue (and the console log, with `log`). When the
+/// process has ended, it sends what the pipe holds right then and stops (see [`drain`]).
 async fn pump(
     mut r: pipe::Receiver,
     frame: fn(Vec<u8>) -> Frame,
     frames: mpsc::Sender<Frame>,
     mut exited: watch::Receiver<bool>,
+    log: Option<LogTee>,
 ) {
     let mut buf = vec![0u8; CHUNK];
     loop {
         if *exited.borrow_and_update() {
-            drain(&mut r, frame, &frames, &mut buf).await;
+            drain(&mut r, frame, &frames, &mut buf, log.as_ref()).await;
             return;
         }
         let n = tokio::select! {
@@ -322,6 +335,9 @@ async fn pump(
                 continue;
             }
         };
+        if let Some(log) = &log {
+            log.write(&buf[..n]).await;
+        }
         // An error: the client is gone; dropping the pipe gives the process EPIPE.
         if frames.send(frame(buf[..n].to_vec())).await.is_err() {
             return;
@@ -370,6 +386,7 @@ async fn drain(
     frame: fn(Vec<u8>) -> Frame,
     frames: &mpsc::Sender<Frame>,
     buf: &mut [u8],
+    log: Option<&LogTee>,
 ) {
     use std::os::fd::AsFd;
     // What the process left is at most a pipe's capacity; a background child that keeps
@@ -382,6 +399,9 @@ async fn drain(
             Ok(0) | Err(_) => return,
             Ok(n) => {
                 budget = budget.saturating_sub(n);
+                if let Some(log) = log {
+                    log.write(&buf[..n]).await;
+                }
                 if frames.send(frame(buf[..n].to_vec())).await.is_err() {
                     return;
                 }
