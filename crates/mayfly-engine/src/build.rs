@@ -268,6 +268,7 @@ impl Engine {
         });
         let mut extra = vec!["DEBIAN_FRONTEND=noninteractive".to_owned()];
         extra.extend(env);
+        let lowers = layers.clone();
         let spec = InstanceSpec {
             id: id.to_owned(),
             hostname: "mayfly-build".into(),
@@ -366,7 +367,13 @@ impl Engine {
         });
         let layer = self
             .blocking(move || {
-                mayfly_image::upper_to_layer(&w, ids)?;
+                let markers = mayfly_image::upper_to_layer(&w, ids, &lowers)?;
+                tracing::debug!(
+                    "build layer {}: {} opaque markers kept, {} needless ones dropped",
+                    w.display(),
+                    markers.kept,
+                    markers.dropped
+                );
                 crate::layer::seal(&w)
             })
             .await?;

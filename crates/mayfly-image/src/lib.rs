@@ -27,6 +27,7 @@ mod flatten;
 mod inode;
 mod limits;
 mod oci;
+mod opaque;
 mod owners;
 mod progress;
 mod tree;
@@ -48,6 +49,7 @@ pub use oci::{
     OciConfig, OciImage, OciLayer, image_layer_path, oci_blob_path, open_image_dir,
     open_oci_layout, unpack_image_archive,
 };
+pub use opaque::{OpaqueReport, drop_needless_opaque};
 pub use owners::{IdRange, shift_owners, upper_to_layer};
 pub use progress::{NoProgress, Progress, TreeStats};
 pub use tree::{remove_tree, tree_stats};
