@@ -26,10 +26,12 @@ mod error;
 mod flatten;
 mod inode;
 mod limits;
+mod mount_points;
 mod oci;
 mod opaque;
 mod owners;
 mod progress;
+mod stack;
 mod tree;
 mod xattr;
 
@@ -45,6 +47,7 @@ pub use dpkg::{DpkgConflict, merge_dpkg_status};
 pub use error::ImageError;
 pub use flatten::flatten_layers;
 pub use limits::{ImportBudget, ImportLimits, Limit, MinFree};
+pub use mount_points::mount_points;
 pub use oci::{
     OciConfig, OciImage, OciLayer, image_layer_path, oci_blob_path, open_image_dir,
     open_oci_layout, unpack_image_archive,

@@ -27,15 +27,14 @@
 //! same tree for every instance of the template it was built on. Everything is read through
 //! directory descriptors without following symlinks.
 
-use std::ffi::CStr;
-use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::FileType;
 
 use crate::ImageError;
-use crate::inode::{file_type, is_whiteout, stat_at};
+use crate::inode::{file_type, stat_at};
+use crate::stack::{LowerDir, open_stack, visible_dirs};
 use crate::tree::{child_path, list_dir, open_dir_at, open_root};
 use crate::xattr::{self, Node, OPAQUE};
 
@@ -46,66 +45,6 @@ pub struct OpaqueReport {
     pub kept: u64,
     /// Markers that hid nothing: removed.
     pub dropped: u64,
-}
-
-/// One lower layer's directory at the path being looked at.
-pub(crate) struct LowerDir {
-    pub(crate) fd: OwnedFd,
-    /// The host path, for errors.
-    pub(crate) path: PathBuf,
-}
-
-/// Opens the roots of `layers` (lowest first) as a lookup stack, topmost first.
-pub(crate) fn open_stack(layers: &[PathBuf]) -> Result<Vec<LowerDir>, ImageError> {
-    layers
-        .iter()
-        .rev()
-        .map(|layer| {
-            let fd = open_root(layer).map_err(|source| ImageError::Open {
-                path: layer.clone(),
-                source,
-            })?;
-            Ok(LowerDir {
-                fd,
-                path: layer.clone(),
-            })
-        })
-        .collect()
-}
-
-/// The directories named `name` in `stack` (directories at one path, topmost first) that an
-/// overlay of the stack merges into the directory it shows there, topmost first; empty when it
-/// shows no directory there (nothing, a whiteout, or a non-directory on top).
-pub(crate) fn visible_dirs(stack: &[LowerDir], name: &CStr) -> Result<Vec<LowerDir>, ImageError> {
-    let mut dirs = Vec::new();
-    for layer in stack {
-        let st = match stat_at(layer.fd.as_fd(), name) {
-            Ok(st) => st,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
-            Err(source) => {
-                return Err(ImageError::Stat {
-                    path: child_path(&layer.path, name),
-                    source,
-                });
-            }
-        };
-        if is_whiteout(&st) || file_type(&st) != FileType::Directory {
-            // Under a directory above, a non-directory is hidden and so is all below it; with
-            // no directory above, a non-directory (or a deletion) is what shows.
-            break;
-        }
-        let path = child_path(&layer.path, name);
-        let fd = open_dir_at(layer.fd.as_fd(), name).map_err(|source| ImageError::Open {
-            path: path.clone(),
-            source,
-        })?;
-        let opaque = marker(fd.as_fd(), &path)? == Marker::Opaque;
-        dirs.push(LowerDir { fd, path });
-        if opaque {
-            break;
-        }
-    }
-    Ok(dirs)
 }
 
 #[derive(Debug, PartialEq, Eq)]
