@@ -390,7 +390,7 @@ impl Engine {
             gid: 0,
             tty,
         };
-        let (layers, apps) = self
+        let (mut layers, apps) = self
             .stack_with_apps(
                 &rec.template,
                 vrec,
@@ -399,6 +399,16 @@ impl Engine {
                 &self.layout.instance_dir(&rec.id),
             )
             .await?;
+        let network = mayfly_driver::NetworkMode::Isolated;
+        let files = self
+            .etc_files(
+                self.layout.instance_dir(&rec.id),
+                rec.name.clone(),
+                network,
+                layers.clone(),
+            )
+            .await?;
+        layers.extend(files.mount_points);
         let spec = InstanceSpec {
             id: rec.id.clone(),
             hostname: rec.name.clone(),
@@ -406,8 +416,8 @@ impl Engine {
             instance_dir: self.layout.instance_dir(&rec.id),
             writable: self.layout.writable_dir(&rec.id, rec.writable_gen),
             new_identity: next.new_identity,
-            network: mayfly_driver::NetworkMode::Isolated,
-            binds: Vec::new(),
+            network,
+            binds: files.binds,
             idmap: rec.id_base.map(|host_base| IdMap {
                 host_base,
                 count: ID_RANGE,
@@ -686,6 +696,19 @@ impl Engine {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Writes the `/etc` files of container `hostname` (see `etc_files`) into `dir` and finds
+    /// the mount points its stack `layers` lacks.
+    pub(crate) async fn etc_files(
+        &self,
+        dir: std::path::PathBuf,
+        hostname: String,
+        network: mayfly_driver::NetworkMode,
+        layers: Vec<std::path::PathBuf>,
+    ) -> Result<crate::etc_files::Prepared, EngineError> {
+        self.blocking(move || crate::etc_files::prepare(&dir, &hostname, network, &layers))
+            .await
     }
 
     /// Has the driver prepare the writable layer and scratch space of `spec` (the old

@@ -31,6 +31,7 @@ mod oci;
 mod opaque;
 mod owners;
 mod progress;
+mod prune;
 mod stack;
 mod tree;
 mod xattr;
@@ -55,5 +56,6 @@ pub use oci::{
 pub use opaque::{OpaqueReport, drop_needless_opaque};
 pub use owners::{IdRange, shift_owners, upper_to_layer};
 pub use progress::{NoProgress, Progress, TreeStats};
+pub use prune::prune_tree;
 pub use tree::{remove_tree, tree_stats};
 pub use xattr::XattrPolicy;

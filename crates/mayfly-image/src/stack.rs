@@ -47,8 +47,8 @@ pub(crate) fn open_stack(layers: &[PathBuf]) -> Result<Vec<LowerDir>, ImageError
 pub(crate) enum Shown {
     /// Nothing: no layer has it, or a whiteout deletes it.
     Nothing,
-    /// A non-directory of this type.
-    Leaf(FileType),
+    /// A non-directory.
+    Leaf,
     /// A directory, merged from these layers' directories (topmost first).
     Dir(Vec<LowerDir>),
 }
@@ -75,7 +75,7 @@ pub(crate) fn lookup(stack: &[LowerDir], name: &CStr) -> Result<Shown, ImageErro
         }
         return Ok(match file_type(&st) {
             FileType::Directory => Shown::Dir(visible_dirs(stack, name)?),
-            kind => Shown::Leaf(kind),
+            _ => Shown::Leaf,
         });
     }
     Ok(Shown::Nothing)
