@@ -73,9 +73,13 @@ impl Clean {
 }
 
 /// The arguments of a build container's init: `script` in a shell of its own (its `exit` or
-/// `set -e` end only it), then, if it succeeded, [`BUILD_LAYER`]'s clean-up.
+/// `set -e` end only it), then, if it succeeded, [`BUILD_LAYER`]'s clean-up (whose failure
+/// fails the build, with the cause in its output).
 pub(crate) fn build_command(script: String) -> Vec<String> {
-    let wrapper = format!("/bin/sh -c \"$1\" || exit\n{}", BUILD_LAYER.script());
+    let wrapper = format!(
+        "/bin/sh -c \"$1\" || exit\nset -e\n{}",
+        BUILD_LAYER.script()
+    );
     vec![
         "/bin/sh".into(),
         "-c".into(),

@@ -18,7 +18,7 @@
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rustix::fs::{self as rfs, Mode, OFlags};
 
@@ -29,13 +29,36 @@ use crate::tree::{child_path, open_dir_at};
 use crate::xattr::XattrPolicy;
 use crate::{CopyOptions, ImageError, NoProgress};
 
+/// A parent directory of a missing file: its relative path, and the directory the stack shows
+/// there (its topmost layer's), whose attributes the copy takes.
+struct Parent {
+    rel: String,
+    src: OwnedFd,
+    src_path: PathBuf,
+}
+
+/// A file the stack lacks.
+struct Missing<'a> {
+    parents: Vec<Parent>,
+    name: CString,
+    file: &'a str,
+}
+
+/// A directory made in the layer, with the one whose attributes it takes.
+struct Made {
+    rel: String,
+    dst: OwnedFd,
+    src: OwnedFd,
+    src_path: PathBuf,
+}
+
 /// Writes into `dest` (which must not exist; its parent must) a layer with an empty file for
 /// each of `files` (relative paths such as `etc/hosts`) that the stack `layers` (lowest first)
 /// lacks, when the stack has its parent directories; returns the paths it made, in the order
 /// given. When nothing is missing, `dest` is not created and the list is empty. On error,
 /// `dest` may be left partly written for the caller to remove.
 pub fn mount_points(
-    layers: &[std::path::PathBuf],
+    layers: &[PathBuf],
     dest: &Path,
     files: &[&str],
 ) -> Result<Vec<String>, ImageError> {
@@ -43,9 +66,7 @@ pub fn mount_points(
     let Some(top_root) = stack.first() else {
         return Ok(Vec::new());
     };
-    // For each missing file: its parent directories (relative path, and the stack's topmost
-    // directory there, whose attributes the copy takes) and its name.
-    let mut missing: Vec<(Vec<(String, OwnedFd, std::path::PathBuf)>, CString, &str)> = Vec::new();
+    let mut missing: Vec<Missing<'_>> = Vec::new();
     'files: for &file in files {
         let mut parts: Vec<&str> = file.split('/').filter(|p| !p.is_empty()).collect();
         let Some(leaf) = parts.pop() else { continue };
@@ -79,14 +100,22 @@ pub fn mount_points(
                 path: top.path.clone(),
                 source,
             })?;
-            parents.push((rel.clone(), fd, top.path.clone()));
+            parents.push(Parent {
+                rel: rel.clone(),
+                src: fd,
+                src_path: top.path.clone(),
+            });
             level = dirs;
         }
         let Ok(name) = CString::new(leaf) else {
             continue;
         };
         if let Shown::Nothing = lookup(&level, &name)? {
-            missing.push((parents, name, file));
+            missing.push(Missing {
+                parents,
+                name,
+                file,
+            });
         }
     }
     if missing.is_empty() {
@@ -100,15 +129,20 @@ pub fn mount_points(
         one_file_system: false,
     };
     let copier = Copier::new(options, (0, 0), &root, dest, &NoProgress)?;
-    let mut made_dirs: Vec<(String, OwnedFd, OwnedFd, std::path::PathBuf)> = Vec::new();
+    let mut made_dirs: Vec<Made> = Vec::new();
     let mut made = Vec::new();
-    for (parents, name, file) in missing {
+    for Missing {
+        parents,
+        name,
+        file,
+    } in missing
+    {
         let mut dir = root.try_clone().map_err(|source| ImageError::Open {
             path: dest.to_owned(),
             source,
         })?;
         let mut path = dest.to_owned();
-        for (rel, src, src_path) in parents {
+        for Parent { rel, src, src_path } in parents {
             let part = rel.rsplit('/').next().unwrap_or(&rel);
             let c = CString::new(part).map_err(|_| ImageError::Create {
                 path: dest.join(&rel),
@@ -128,12 +162,17 @@ pub fn mount_points(
                 path: path.clone(),
                 source,
             })?;
-            if !made_dirs.iter().any(|(r, ..)| *r == rel) {
-                let fd = dir.try_clone().map_err(|source| ImageError::Open {
+            if !made_dirs.iter().any(|m| m.rel == rel) {
+                let dst = dir.try_clone().map_err(|source| ImageError::Open {
                     path: path.clone(),
                     source,
                 })?;
-                made_dirs.push((rel, fd, src, src_path));
+                made_dirs.push(Made {
+                    rel,
+                    dst,
+                    src,
+                    src_path,
+                });
             }
         }
         let file_path = child_path(&path, &name);
@@ -151,13 +190,19 @@ pub fn mount_points(
         made.push(file.to_owned());
     }
     // Attributes last, deepest first, so that nothing created afterwards moves an mtime.
-    made_dirs.sort_by_key(|(rel, ..)| std::cmp::Reverse(rel.matches('/').count()));
-    for (rel, dst, src, src_path) in &made_dirs {
-        let st = stat_fd(src.as_fd()).map_err(|source| ImageError::Stat {
-            path: src_path.clone(),
+    made_dirs.sort_by_key(|m| std::cmp::Reverse(m.rel.matches('/').count()));
+    for m in &made_dirs {
+        let st = stat_fd(m.src.as_fd()).map_err(|source| ImageError::Stat {
+            path: m.src_path.clone(),
             source,
         })?;
-        copier.finish_dir(src.as_fd(), dst.as_fd(), &st, src_path, &dest.join(rel))?;
+        copier.finish_dir(
+            m.src.as_fd(),
+            m.dst.as_fd(),
+            &st,
+            &m.src_path,
+            &dest.join(&m.rel),
+        )?;
     }
     let st = stat_fd(top_root.fd.as_fd()).map_err(|source| ImageError::Stat {
         path: top_root.path.clone(),
@@ -171,7 +216,6 @@ pub fn mount_points(
 mod tests {
     use std::fs;
     use std::os::unix::fs::MetadataExt;
-    use std::path::PathBuf;
 
     use super::*;
     use crate::fixtures::{Kind, Spec, materialize, owned, spec, with_xattrs, xattrs_of};
@@ -288,7 +332,7 @@ mod tests {
         );
         let dest = tmp.path().join("points");
         let made = mount_points(
-            &[linked.clone()],
+            std::slice::from_ref(&linked),
             &dest,
             &["etc/hosts", "usr/hosts", "none/x"],
         )

@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 mod archives;
+pub mod debian;
 mod faults;
 mod host;
 mod http;
