@@ -508,11 +508,9 @@ impl Engine {
         // Caches, lists and logs of the build, and the host's name and resolver, do not belong
         // in a template.
         let (r, clean) = (rootfs.clone(), crate::hygiene::OS_TEMPLATE);
-        let removed = tokio::task::spawn_blocking(move || {
-            mayfly_image::prune_tree(&r, clean.emptied, clean.removed)
-        })
-        .await
-        .map_err(|e| EngineError::Internal(e.to_string()))??;
+        let removed = self
+            .blocking(move || Ok(mayfly_image::prune_tree(&r, clean.emptied, clean.removed)?))
+            .await?;
         log(&format!(
             "removed {removed} files of package caches, package lists and build logs"
         ));

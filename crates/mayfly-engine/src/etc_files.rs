@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 
 use mayfly_driver::{BindMount, NetworkMode};
 
-use crate::EngineError;
 use crate::error::io_err;
+use crate::{Engine, EngineError};
 
 /// The files: their name in the run directory and their path inside the container.
 pub(crate) const FILES: [(&str, &str); 3] = [
@@ -167,6 +167,21 @@ pub(crate) fn prepare(
         binds,
         mount_points,
     })
+}
+
+impl Engine {
+    /// Writes the files of container `hostname` (see [`prepare`]) into `dir` and finds the
+    /// mount points its stack `layers` lacks, off the async runtime.
+    pub(crate) async fn etc_files(
+        &self,
+        dir: PathBuf,
+        hostname: String,
+        network: NetworkMode,
+        layers: Vec<PathBuf>,
+    ) -> Result<Prepared, EngineError> {
+        self.blocking(move || prepare(&dir, &hostname, network, &layers))
+            .await
+    }
 }
 
 /// Replaces `path` by a root-owned 0644 file holding `content` (written aside, then renamed).

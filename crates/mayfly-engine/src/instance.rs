@@ -698,19 +698,6 @@ impl Engine {
         Ok(())
     }
 
-    /// Writes the `/etc` files of container `hostname` (see `etc_files`) into `dir` and finds
-    /// the mount points its stack `layers` lacks.
-    pub(crate) async fn etc_files(
-        &self,
-        dir: std::path::PathBuf,
-        hostname: String,
-        network: mayfly_driver::NetworkMode,
-        layers: Vec<std::path::PathBuf>,
-    ) -> Result<crate::etc_files::Prepared, EngineError> {
-        self.blocking(move || crate::etc_files::prepare(&dir, &hostname, network, &layers))
-            .await
-    }
-
     /// Has the driver prepare the writable layer and scratch space of `spec` (the old
     /// scratch space goes to the trash, which is woken to empty it).
     pub(crate) async fn prepare_writable(
