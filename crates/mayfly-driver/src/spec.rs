@@ -62,8 +62,7 @@ pub enum NetworkMode {
     /// Its own network namespace with only `lo` (until mayfly has networks).
     #[default]
     Isolated,
-    /// The host's network namespace, and the host's `/etc/resolv.conf` bind-mounted over the
-    /// root's (template builds that download packages).
+    /// The host's network namespace (template builds that download packages).
     Host,
 }
 
@@ -74,10 +73,16 @@ pub struct BindMount {
     /// idmapped through the instance's user namespace).
     pub source: PathBuf,
     /// Absolute path inside the container; created (as a directory or empty file, like the
-    /// source) when missing.
+    /// source) when missing, unless `only_over_file`.
     pub target: String,
     /// Mount it read-only.
     pub readonly: bool,
+    /// Mount it only over an existing regular file at `target`, which is never created and
+    /// whose own symlink is never followed (its parent directories resolve inside the root):
+    /// otherwise the mount is skipped, with a line in the forker's log. For the files mayfly
+    /// writes for every container (`/etc/hosts`…), which a tenant may have replaced.
+    #[serde(default)]
+    pub only_over_file: bool,
 }
 
 /// Everything needed to start one container.

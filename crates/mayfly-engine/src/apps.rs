@@ -400,7 +400,7 @@ impl Engine {
 }
 
 /// A short stable hash of `s` (FNV-1a, 64 bits, hex) for naming merge layers.
-fn short_hash(s: &str) -> String {
+pub(crate) fn short_hash(s: &str) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in s.as_bytes() {
         h ^= u64::from(*b);

@@ -27,6 +27,9 @@ use crate::{Engine, EngineError, lock, process};
 /// Host ids of build containers: the range just below the instances' ranges.
 const BUILD_ID_BASE: u32 = ID_BASE_START - ID_RANGE;
 
+/// The hostname of build containers.
+const BUILD_HOSTNAME: &str = "mayfly-build";
+
 /// Lines of output kept for the error of a failed build.
 const OUTPUT_TAIL: usize = 40;
 
@@ -125,10 +128,11 @@ pub(crate) fn dpkg_status_of(layers: &[PathBuf]) -> Option<String> {
         .and_then(|p| std::fs::read_to_string(p).ok())
 }
 
-/// Script that installs `packages` with apt (or upgrades everything for `upgrade`), leaving no
-/// package lists or caches in the layer. The downloaded archives stay where apt put them: in
-/// the host's cache bind-mounted over `/var/cache/apt/archives` (never part of the layer), so
-/// that the next build does not download them again (`apt-get clean` would empty it).
+/// Script that installs `packages` with apt (or upgrades everything for `upgrade`). The package
+/// lists, caches and logs it leaves are cleaned after every build script (`hygiene`). The
+/// downloaded archives stay where apt put them: in the host's cache bind-mounted over
+/// `/var/cache/apt/archives` (never part of the layer), so that the next build does not
+/// download them again (`apt-get clean` would empty it).
 pub(crate) fn apt_script(packages: &[String]) -> String {
     let action = if packages.len() == 1 && packages[0] == "upgrade" {
         "apt-get -y -o Dpkg::Options::=--force-confold upgrade".to_owned()
@@ -138,9 +142,7 @@ pub(crate) fn apt_script(packages: &[String]) -> String {
             packages.join(" ")
         )
     };
-    format!(
-        "set -e\nexport DEBIAN_FRONTEND=noninteractive\napt-get update\n{action}\nrm -f /var/cache/apt/*.bin\nrm -rf /var/lib/apt/lists/*\n"
-    )
+    format!("set -e\nexport DEBIAN_FRONTEND=noninteractive\napt-get update\n{action}\n")
 }
 
 /// Checks package names given by a user.
@@ -260,6 +262,7 @@ impl Engine {
                 source: cache,
                 target: "/var/cache/apt/archives".into(),
                 readonly: false,
+                only_over_file: false,
             });
         }
         let idmap = self.userns_off.is_none().then_some(IdMap {
@@ -268,9 +271,21 @@ impl Engine {
         });
         let mut extra = vec!["DEBIAN_FRONTEND=noninteractive".to_owned()];
         extra.extend(env);
+        let lowers = layers.clone();
+        let mut layers = layers;
+        let files = self
+            .etc_files(
+                staging.to_owned(),
+                BUILD_HOSTNAME.to_owned(),
+                NetworkMode::Host,
+                layers.clone(),
+            )
+            .await?;
+        layers.extend(files.mount_points);
+        binds.extend(files.binds);
         let spec = InstanceSpec {
             id: id.to_owned(),
-            hostname: "mayfly-build".into(),
+            hostname: BUILD_HOSTNAME.into(),
             layers,
             instance_dir: staging.to_owned(),
             writable: writable.clone(),
@@ -279,8 +294,8 @@ impl Engine {
             binds,
             idmap,
             process: ProcessSpec {
-                args: vec!["/bin/sh".into(), "-c".into(), script],
-                env: process::environment("mayfly-build", false, &[&extra]),
+                args: crate::hygiene::build_command(script),
+                env: process::environment(BUILD_HOSTNAME, false, &[&extra]),
                 cwd: "/".into(),
                 user: String::new(),
                 tty: false,
@@ -366,7 +381,13 @@ impl Engine {
         });
         let layer = self
             .blocking(move || {
-                mayfly_image::upper_to_layer(&w, ids)?;
+                let markers = mayfly_image::upper_to_layer(&w, ids, &lowers)?;
+                tracing::debug!(
+                    "build layer {}: {} opaque markers kept, {} needless ones dropped",
+                    w.display(),
+                    markers.kept,
+                    markers.dropped
+                );
                 crate::layer::seal(&w)
             })
             .await?;
@@ -484,8 +505,15 @@ impl Engine {
                 output: output.join("\n"),
             });
         }
-        // The host's name and resolver do not belong in a template.
-        let _ = std::fs::remove_file(rootfs.join("etc/hostname"));
+        // Caches, lists and logs of the build, and the host's name and resolver, do not belong
+        // in a template.
+        let (r, clean) = (rootfs.clone(), crate::hygiene::OS_TEMPLATE);
+        let removed = self
+            .blocking(move || Ok(mayfly_image::prune_tree(&r, clean.emptied, clean.removed)?))
+            .await?;
+        log(&format!(
+            "removed {removed} files of package caches, package lists and build logs"
+        ));
         Ok(rootfs)
     }
 }
@@ -514,7 +542,10 @@ mod tests {
         assert!(s.contains(
             "install -y --no-install-recommends -o Dpkg::Options::=--force-confold nginx curl"
         ));
-        assert!(s.contains("rm -rf /var/lib/apt/lists/*"));
+        assert!(
+            !s.contains("rm -rf /var/lib/apt/lists/*"),
+            "the lists' directories stay (the clean-up empties them)"
+        );
         assert!(
             !s.contains("apt-get clean"),
             "the shared download cache is kept"

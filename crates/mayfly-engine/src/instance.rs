@@ -336,7 +336,7 @@ impl Engine {
             user,
             tty,
         };
-        let (layers, apps) = self
+        let (mut layers, apps) = self
             .stack_with_apps(
                 &rec.template,
                 vrec,
@@ -345,6 +345,16 @@ impl Engine {
                 &self.layout.instance_dir(&rec.id),
             )
             .await?;
+        let network = mayfly_driver::NetworkMode::Isolated;
+        let files = self
+            .etc_files(
+                self.layout.instance_dir(&rec.id),
+                rec.name.clone(),
+                network,
+                layers.clone(),
+            )
+            .await?;
+        layers.extend(files.mount_points);
         let spec = InstanceSpec {
             id: rec.id.clone(),
             hostname: rec.name.clone(),
@@ -352,8 +362,8 @@ impl Engine {
             instance_dir: self.layout.instance_dir(&rec.id),
             writable: self.layout.writable_dir(&rec.id, rec.writable_gen),
             new_identity: next.new_identity,
-            network: mayfly_driver::NetworkMode::Isolated,
-            binds: Vec::new(),
+            network,
+            binds: files.binds,
             idmap: rec.id_base.map(|host_base| IdMap {
                 host_base,
                 count: ID_RANGE,

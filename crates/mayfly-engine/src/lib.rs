@@ -17,8 +17,10 @@
 mod apps;
 mod build;
 mod error;
+mod etc_files;
 mod exec;
 mod freeze;
+mod hygiene;
 mod instance;
 mod instance_view;
 mod layer;

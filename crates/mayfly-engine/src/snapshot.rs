@@ -603,10 +603,17 @@ impl Engine {
             None => self.capture(&slot, &rec, &tmp).await.map(|_| ()),
         };
         let t = tmp.clone();
+        // The layer is stacked on the base version (not on any applications the instance ran
+        // with): its opaque markers are judged against that stack.
+        let lowers: Vec<std::path::PathBuf> = base_version
+            .layers
+            .iter()
+            .map(|l| self.layout.layer_dir(&l.digest))
+            .collect();
         let layer = match copied {
             Ok(()) => {
                 self.blocking(move || {
-                    mayfly_image::upper_to_layer(&t, id_range(ids))?;
+                    mayfly_image::upper_to_layer(&t, id_range(ids), &lowers)?;
                     crate::layer::seal(&t)
                 })
                 .await

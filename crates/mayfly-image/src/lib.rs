@@ -26,9 +26,13 @@ mod error;
 mod flatten;
 mod inode;
 mod limits;
+mod mount_points;
 mod oci;
+mod opaque;
 mod owners;
 mod progress;
+mod prune;
+mod stack;
 mod tree;
 mod xattr;
 
@@ -44,11 +48,14 @@ pub use dpkg::{DpkgConflict, merge_dpkg_status};
 pub use error::ImageError;
 pub use flatten::flatten_layers;
 pub use limits::{ImportBudget, ImportLimits, Limit, MinFree};
+pub use mount_points::mount_points;
 pub use oci::{
     OciConfig, OciImage, OciLayer, image_layer_path, oci_blob_path, open_image_dir,
     open_oci_layout, unpack_image_archive,
 };
+pub use opaque::{OpaqueReport, drop_needless_opaque};
 pub use owners::{IdRange, shift_owners, upper_to_layer};
 pub use progress::{NoProgress, Progress, TreeStats};
+pub use prune::prune_tree;
 pub use tree::{remove_tree, tree_stats};
 pub use xattr::XattrPolicy;

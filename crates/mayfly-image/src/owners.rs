@@ -18,13 +18,14 @@ use std::collections::HashSet;
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timestamps};
 use rustix::process::{Gid, Uid};
 
 use crate::ImageError;
 use crate::inode::{PERMISSION_BITS, file_type, is_whiteout, stat_at, stat_fd};
+use crate::opaque::{OpaqueReport, drop_needless_opaque};
 use crate::tree::{child_path, list_dir, open_dir_at, open_root};
 use crate::xattr::{self, Node, XattrPolicy};
 
@@ -64,11 +65,18 @@ pub fn shift_owners(root: &Path, from: IdRange, to: u32) -> Result<(), ImageErro
 }
 
 /// Turns `root`, a copy of an overlay upper directory whose owners lie in `instance_ids` (when
-/// the instance had a user namespace), into a layer tree: owners back to 0-based ids,
-/// whiteouts canonical, and every `trusted.overlay.*` xattr dropped but `opaque`. Fails if an
-/// entry other than a whiteout is owned outside the range (it cannot be translated).
-pub fn upper_to_layer(root: &Path, instance_ids: Option<IdRange>) -> Result<(), ImageError> {
-    rewrite_tree(root, Rewrite::Layer { from: instance_ids })
+/// the instance had a user namespace), into a layer tree to be stacked on `lowers` (lowest
+/// first: the layers it was made on): owners back to 0-based ids, whiteouts canonical, every
+/// `trusted.overlay.*` xattr dropped but `opaque`, and that one kept only where it replaces a
+/// directory of `lowers` ([`crate::drop_needless_opaque`]). Fails if an entry other than a
+/// whiteout is owned outside the range (it cannot be translated).
+pub fn upper_to_layer(
+    root: &Path,
+    instance_ids: Option<IdRange>,
+    lowers: &[PathBuf],
+) -> Result<OpaqueReport, ImageError> {
+    rewrite_tree(root, Rewrite::Layer { from: instance_ids })?;
+    drop_needless_opaque(root, lowers)
 }
 
 fn rewrite_tree(root: &Path, how: Rewrite) -> Result<(), ImageError> {
@@ -379,7 +387,11 @@ mod tests {
             0,
         );
 
-        upper_to_layer(&root, Some(range)).unwrap();
+        // The marker replaces a directory of the layer below, so it stays.
+        let lower = dir.path().join("lower");
+        std::fs::create_dir_all(lower.join("opaque")).unwrap();
+        let report = upper_to_layer(&root, Some(range), std::slice::from_ref(&lower)).unwrap();
+        assert_eq!((report.kept, report.dropped), (1, 0));
         assert_eq!(std::fs::metadata(&root).unwrap().uid(), 0);
         assert_eq!(std::fs::metadata(&d).unwrap().uid(), 7);
         let names = crate::fixtures::xattrs_of(&d);
@@ -399,7 +411,8 @@ mod tests {
                 Some(IdRange {
                     start: 0,
                     count: 10
-                })
+                }),
+                &[]
             )
             .is_err()
         );
@@ -422,6 +435,7 @@ mod tests {
                 start: base,
                 count: 65536,
             }),
+            &[],
         )
         .unwrap();
         assert_eq!(std::fs::metadata(&a).unwrap().uid(), 9);

@@ -176,7 +176,7 @@ fn assert_usual_devices_work(d: &TestDaemon, name: &str) {
     // Deleting a template file makes a whiteout in the writable layer.
     let gone = d.sh(
         name,
-        "rm /etc/hosts && test ! -e /etc/hosts && echo deleted",
+        "rm /etc/profile && test ! -e /etc/profile && echo deleted",
     );
     assert_eq!(gone.trim(), "deleted");
 }

@@ -5,56 +5,12 @@
 
 mod common;
 
+use common::debian::{APT_TIMEOUT, DEBIAN_CACHE, DEBOOTSTRAP_TIMEOUT, debian_daemon, long_ok};
+use common::{digests, layer_dir_name, layer_dirs, strings, template_info, top_layer, version};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
-
-use common::{
-    Output, TestDaemon, digests, layer_dir_name, layer_dirs, run_command, strings, template_info,
-    top_layer, version,
-};
-
-/// Download cache shared by the Debian builds of every run (debootstrap's and apt's).
-const DEBIAN_CACHE: &str = "/var/tmp/mayfly-tests-debian-cache";
-
-/// Serialises the tests (of any run on this machine) that use [`DEBIAN_CACHE`].
-const DEBIAN_LOCK: &str = "/var/tmp/mayfly-tests-debian-cache.lock";
-
-/// How long a debootstrap may take (a minbase build takes ~25 s, more with a cold cache).
-const DEBOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// How long a package install in a build container may take.
-const APT_TIMEOUT: Duration = Duration::from_secs(90);
 
 // ---- helpers -----------------------------------------------------------------------------------
-
-/// Runs the CLI with a longer timeout than the harness's default.
-fn long(d: &TestDaemon, args: &[&str], timeout: Duration) -> Output {
-    run_command(d.command(args), None, timeout)
-}
-
-/// Like [`long`], failing the test unless it exits 0.
-fn long_ok(d: &TestDaemon, args: &[&str], timeout: Duration) -> Output {
-    let out = long(d, args, timeout);
-    assert!(out.success(), "`mayfly {}` failed: {out}", args.join(" "));
-    out
-}
-
-/// An exclusive lock on a file, released when dropped.
-#[derive(Debug)]
-struct FileLock(#[allow(dead_code)] std::fs::File);
-
-fn lock_file(path: &str) -> FileLock {
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .unwrap_or_else(|e| panic!("open {path}: {e}"));
-    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
-        .unwrap_or_else(|e| panic!("lock {path}: {e}"));
-    FileLock(f)
-}
 
 /// The `.deb` files of a cache directory with their size and modification time.
 fn debs(dir: &Path) -> BTreeMap<String, (u64, std::time::SystemTime)> {
@@ -90,9 +46,7 @@ fn debootstrap_downloads(output: &str) -> Vec<String> {
 
 #[test]
 fn debian_templates_are_built_with_a_download_cache_and_applications_stack_with_dpkg() {
-    let _lock = lock_file(DEBIAN_LOCK);
-    std::fs::create_dir_all(DEBIAN_CACHE).expect("create the download cache");
-    let d = TestDaemon::start_with(&["--cache-dir", DEBIAN_CACHE]);
+    let (_lock, d) = debian_daemon();
     let cache = Path::new(DEBIAN_CACHE);
     let build = |name: &str| {
         long_ok(

@@ -50,7 +50,7 @@ impl ChildFailure {
         }
     }
 
-    fn io(step: impl Into<String>, e: impl Into<io::Error>) -> Self {
+    pub(crate) fn io(step: impl Into<String>, e: impl Into<io::Error>) -> Self {
         let e: io::Error = e.into();
         ChildFailure {
             step: step.into(),
@@ -60,7 +60,7 @@ impl ChildFailure {
     }
 }
 
-type ChildResult<T> = Result<T, ChildFailure>;
+pub(crate) type ChildResult<T> = Result<T, ChildFailure>;
 
 trait Step<T> {
     fn step(self, what: impl FnOnce() -> String) -> ChildResult<T>;
@@ -138,12 +138,6 @@ pub(crate) fn enter_rootfs(
         // sharing the host's, show the host's /sys read-only instead.
         let sys = detached_host_tree("/sys", true)?;
         attach(&sys, root_mount, "sys", "mount /sys")?;
-        if let Ok(resolv) = detached_host_tree("/etc/resolv.conf", false) {
-            // Only over an existing file: creating one would leave it in the writable layer.
-            if let Ok(target) = open_in_root(root_mount, "etc/resolv.conf", None) {
-                let _ = move_onto(&resolv, &target);
-            }
-        }
     } else {
         rustix::mount::mount(
             c"sysfs",
@@ -166,6 +160,10 @@ pub(crate) fn enter_rootfs(
     }
     build_dev(spec, console)?;
     for (bind, tree) in spec.binds.iter().zip(&binds) {
+        if bind.only_over_file {
+            super::file_mounts::mount_over_file(&spec.id, root_mount, bind, tree)?;
+            continue;
+        }
         let st = rustix::fs::statx(
             tree,
             c"",
@@ -217,7 +215,7 @@ fn attach(tree: &OwnedFd, root: &OwnedFd, rel: &str, step: &str) -> ChildResult<
     move_onto(tree, &target).step(|| step.to_owned())
 }
 
-fn move_onto(tree: &OwnedFd, target: &OwnedFd) -> rustix::io::Result<()> {
+pub(crate) fn move_onto(tree: &OwnedFd, target: &OwnedFd) -> rustix::io::Result<()> {
     rustix::mount::move_mount(
         tree.as_fd(),
         c"",

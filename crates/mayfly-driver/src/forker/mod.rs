@@ -30,6 +30,7 @@ mod child;
 mod children;
 mod conn;
 mod exec;
+mod file_mounts;
 mod handle;
 mod identity;
 mod logs;

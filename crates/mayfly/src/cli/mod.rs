@@ -306,6 +306,11 @@ Examples:
 Building an existing application template again adds a version of it over the base given:
 that is how an application moves to a new version of its base.
 
+A template keeps no downloaded packages, package lists, apt caches or build logs (apt's
+sources stay: run `apt-get update` before installing in an instance), and never the build
+host's hostname or resolv.conf: every instance gets its own /etc/hostname, /etc/hosts and
+/etc/resolv.conf from mayfly at every start.
+
 Examples:
   mayfly template build debian --debian bookworm
   mayfly template build debian --debian bookworm --variant minbase --packages curl,ca-certificates

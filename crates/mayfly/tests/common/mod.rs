@@ -12,6 +12,7 @@
 
 mod archives;
 mod clients;
+pub mod debian;
 mod faults;
 mod host;
 mod http;

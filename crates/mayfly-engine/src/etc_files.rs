@@ -1,0 +1,273 @@
+//! The files mayfly writes for every container at every start: `/etc/hostname`, `/etc/hosts`
+//! and `/etc/resolv.conf`. An instance's name and resolvers are its own, never a template's
+//! (nor the build host's, which debootstrap copies into a new root).
+//!
+//! As Docker does, they are files in the container's run directory on the host
+//! (`<instance dir>/run/`, rewritten at every start) bind-mounted read-write over their
+//! targets: whatever the instance writes to them stays there, and never reaches its writable
+//! layer, snapshots, clones or published templates. The driver mounts them only over an
+//! existing regular file and never follows a symlink there (`BindMount::only_over_file`): a
+//! tenant who replaced `/etc/hosts` by a symlink keeps it. Where the template lacks a target but
+//! has its directory, an empty mount point is provided by a small layer stacked right under
+//! the writable layer ([`mayfly_image::mount_points`], kept in the run's directory as
+//! `mounts-<key>/`), so the writable layer stays clean there too.
+//!
+//! This module is the one place that decides the content. The resolvers are the host's for
+//! now; networks (issue 21) will point instances at their network's resolver here.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use mayfly_driver::{BindMount, NetworkMode};
+
+use crate::error::io_err;
+use crate::{Engine, EngineError};
+
+/// The files: their name in the run directory and their path inside the container.
+pub(crate) const FILES: [(&str, &str); 3] = [
+    ("hostname", "/etc/hostname"),
+    ("hosts", "/etc/hosts"),
+    ("resolv.conf", "/etc/resolv.conf"),
+];
+
+/// The host's resolver configuration.
+const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
+
+/// systemd-resolved's list of the servers it forwards to, for hosts whose own resolv.conf
+/// names only its local stub (127.0.0.53), which an instance cannot reach.
+const UPSTREAM_RESOLV_CONF: &str = "/run/systemd/resolve/resolv.conf";
+
+/// `/etc/hostname`: the container's name (which is also its UTS hostname).
+pub(crate) fn hostname_file(name: &str) -> String {
+    format!("{name}\n")
+}
+
+/// `/etc/hosts`: localhost, the container's own name on 127.0.1.1 (as Debian installs do, so
+/// that `hostname -f` and `getent hosts NAME` work without a network), and the usual IPv6
+/// names.
+pub(crate) fn hosts_file(name: &str) -> String {
+    format!(
+        "127.0.0.1\tlocalhost\n\
+         127.0.1.1\t{name}\n\
+         ::1\tlocalhost ip6-localhost ip6-loopback\n\
+         fe00::0\tip6-localnet\n\
+         ff00::0\tip6-mcastprefix\n\
+         ff02::1\tip6-allnodes\n\
+         ff02::2\tip6-allrouters\n"
+    )
+}
+
+/// `/etc/resolv.conf` for a container on `network`, from the host's files.
+pub(crate) fn resolv_conf(network: NetworkMode) -> String {
+    let host = std::fs::read_to_string(HOST_RESOLV_CONF).ok();
+    let upstream = match network {
+        NetworkMode::Host => None,
+        NetworkMode::Isolated => std::fs::read_to_string(UPSTREAM_RESOLV_CONF).ok(),
+    };
+    resolv_conf_from(network, host.as_deref(), upstream.as_deref())
+}
+
+fn nameserver(line: &str) -> Option<&str> {
+    let mut words = line.split_whitespace();
+    (words.next() == Some("nameserver"))
+        .then(|| words.next())
+        .flatten()
+}
+
+fn is_loopback(server: &str) -> bool {
+    server.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// [`resolv_conf`] from the host's `resolv.conf` (`host`) and systemd-resolved's upstream list
+/// (`upstream`). A container sharing the host's network gets the host's file as it is. Any
+/// other gets it without loopback name servers (the host's 127.0.0.53 is not the container's);
+/// if that leaves none, with systemd-resolved's upstream servers instead.
+fn resolv_conf_from(network: NetworkMode, host: Option<&str>, upstream: Option<&str>) -> String {
+    let host = host.unwrap_or_default();
+    if network == NetworkMode::Host {
+        return host.to_owned();
+    }
+    let mut out = String::from("# Written by mayfly at every start: the host's name servers.\n");
+    let mut servers = 0;
+    for line in host.lines() {
+        match nameserver(line) {
+            Some(s) if is_loopback(s) => {
+                out.push_str(&format!(
+                    "# {line} (the host's own, unreachable from here)\n"
+                ));
+            }
+            Some(_) => {
+                servers += 1;
+                out.push_str(line);
+                out.push('\n');
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    if servers == 0 {
+        let upstream: Vec<&str> = upstream
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| nameserver(l).is_some_and(|s| !is_loopback(s)))
+            .collect();
+        if !upstream.is_empty() {
+            out.push_str("# The servers the host's resolver forwards to:\n");
+            for line in upstream {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+/// What a container needs for its files.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    /// The mounts of the files over their targets.
+    pub binds: Vec<BindMount>,
+    /// A layer of mount points to stack on top of the container's layers, when the template
+    /// lacks some of the targets.
+    pub mount_points: Option<PathBuf>,
+}
+
+/// Writes the files of container `hostname` on `network` into `<dir>/run/`, and finds (or
+/// makes) the mount points that `layers` (its stack, lowest first) lack. Blocking.
+pub(crate) fn prepare(
+    dir: &Path,
+    hostname: &str,
+    network: NetworkMode,
+    layers: &[PathBuf],
+) -> Result<Prepared, EngineError> {
+    let run = dir.join("run");
+    std::fs::create_dir_all(&run).map_err(io_err("create", &run))?;
+    let mut binds = Vec::with_capacity(FILES.len());
+    for (name, target) in FILES {
+        let content = match name {
+            "hostname" => hostname_file(hostname),
+            "hosts" => hosts_file(hostname),
+            _ => resolv_conf(network),
+        };
+        let path = run.join(name);
+        write_file(&path, content.as_bytes())?;
+        binds.push(BindMount {
+            source: path,
+            target: target.to_owned(),
+            readonly: false,
+            only_over_file: true,
+        });
+    }
+    let mount_points = mount_point_layer(dir, layers)?;
+    Ok(Prepared {
+        binds,
+        mount_points,
+    })
+}
+
+impl Engine {
+    /// Writes the files of container `hostname` (see [`prepare`]) into `dir` and finds the
+    /// mount points its stack `layers` lacks, off the async runtime.
+    pub(crate) async fn etc_files(
+        &self,
+        dir: PathBuf,
+        hostname: String,
+        network: NetworkMode,
+        layers: Vec<PathBuf>,
+    ) -> Result<Prepared, EngineError> {
+        self.blocking(move || prepare(&dir, &hostname, network, &layers))
+            .await
+    }
+}
+
+/// Replaces `path` by a root-owned 0644 file holding `content` (written aside, then renamed).
+fn write_file(path: &Path, content: &[u8]) -> Result<(), EngineError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".new");
+    let tmp = PathBuf::from(tmp);
+    let mut f = std::fs::File::create(&tmp).map_err(io_err("create", &tmp))?;
+    f.write_all(content).map_err(io_err("write", &tmp))?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o644))
+        .map_err(io_err("set permissions of", &tmp))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(io_err("create", path))
+}
+
+/// The layer of mount points for `layers` under `dir` (`mounts-<key>`, named after the stack,
+/// made once and kept while the stack stays the same), `None` when the stack lacks nothing.
+fn mount_point_layer(dir: &Path, layers: &[PathBuf]) -> Result<Option<PathBuf>, EngineError> {
+    let key_source: Vec<String> = layers.iter().map(|l| l.display().to_string()).collect();
+    let key = crate::apps::short_hash(&key_source.join("|"));
+    let layer = dir.join(format!("mounts-{key}"));
+    if layer.is_dir() {
+        return Ok(Some(layer));
+    }
+    // Mount points of an earlier stack are stale (and a half-made one is of no use).
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with("mounts-") {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    let targets: Vec<&str> = FILES
+        .iter()
+        .map(|(_, t)| t.trim_start_matches('/'))
+        .collect();
+    let tmp = layer.with_extension("new");
+    let made = mayfly_image::mount_points(layers, &tmp, &targets)?;
+    if made.is_empty() {
+        return Ok(None);
+    }
+    tracing::debug!(
+        "mount points {} for {}: {}",
+        layer.display(),
+        dir.display(),
+        made.join(", ")
+    );
+    std::fs::rename(&tmp, &layer).map_err(io_err("create", &layer))?;
+    Ok(Some(layer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_map_the_name_to_itself_and_localhost() {
+        let hosts = hosts_file("web-1");
+        assert!(hosts.starts_with("127.0.0.1\tlocalhost\n127.0.1.1\tweb-1\n"));
+        assert!(hosts.contains("::1\tlocalhost ip6-localhost ip6-loopback\n"));
+        assert_eq!(hostname_file("web-1"), "web-1\n");
+    }
+
+    #[test]
+    fn loopback_resolvers_of_the_host_are_not_given_to_an_isolated_container() {
+        let host = "# comment\nnameserver 127.0.0.53\noptions edns0 trust-ad\nsearch lan\n";
+        let upstream = "nameserver 192.0.2.1\nnameserver ::1\nnameserver 2001:db8::1\n";
+        let isolated = resolv_conf_from(NetworkMode::Isolated, Some(host), Some(upstream));
+        let servers: Vec<&str> = isolated.lines().filter_map(nameserver).collect();
+        assert_eq!(servers, vec!["192.0.2.1", "2001:db8::1"], "{isolated}");
+        assert!(isolated.contains("\noptions edns0 trust-ad\nsearch lan\n"));
+        assert!(isolated.contains("# nameserver 127.0.0.53 (the host's own"));
+
+        // Real servers on the host: those, and not the upstream list.
+        let direct = "nameserver 198.51.100.7\nnameserver 127.0.0.1\n";
+        let isolated = resolv_conf_from(NetworkMode::Isolated, Some(direct), Some(upstream));
+        let servers: Vec<&str> = isolated.lines().filter_map(nameserver).collect();
+        assert_eq!(servers, vec!["198.51.100.7"]);
+
+        // The host's network: the host's file as it is (its stub is reachable there).
+        assert_eq!(
+            resolv_conf_from(NetworkMode::Host, Some(host), Some(upstream)),
+            host
+        );
+        // Nothing known: no server rather than an invented one.
+        let none = resolv_conf_from(NetworkMode::Isolated, None, None);
+        assert!(none.lines().all(|l| nameserver(l).is_none()), "{none}");
+    }
+}
