@@ -92,16 +92,24 @@ impl Engine {
             .collect())
     }
 
+    /// Instance `name`'s record and its template's (when the template is still there), what
+    /// [`Engine::info_of`] needs.
+    pub(crate) async fn instance_and_template(
+        &self,
+        name: &str,
+    ) -> Result<(InstanceRecord, Option<TemplateRecord>), EngineError> {
+        let n = name.to_owned();
+        self.db(move |s| {
+            let rec = s.instance(&n)?;
+            let template = s.template(&rec.template).ok();
+            Ok((rec, template))
+        })
+        .await
+    }
+
     /// One instance, with the size of its writable layer.
     pub async fn instance_info(&self, name: &str) -> Result<InstanceInfo, EngineError> {
-        let n = name.to_owned();
-        let (rec, template) = self
-            .db(move |s| {
-                let rec = s.instance(&n)?;
-                let template = s.template(&rec.template).ok();
-                Ok((rec, template))
-            })
-            .await?;
+        let (rec, template) = self.instance_and_template(name).await?;
         let upper = self.layout.writable_dir(&rec.id, rec.writable_gen);
         let bytes = self
             .blocking(move || {

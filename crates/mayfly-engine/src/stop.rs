@@ -83,14 +83,7 @@ impl Engine {
             if idle {
                 Some(ALREADY_STOPPED)
             } else {
-                let n = name.to_owned();
-                let (before, template) = self
-                    .db(move |s| {
-                        let rec = s.instance(&n)?;
-                        let template = s.template(&rec.template).ok();
-                        Ok((rec, template))
-                    })
-                    .await?;
+                let (before, template) = self.instance_and_template(name).await?;
                 self.stop_locked(&slot, &req).await?;
                 if lock(&self.slots).get(name).is_none_or(|s| s.id != slot.id) {
                     let mut info = self.info_of(&before, template.as_ref(), None);
@@ -102,14 +95,7 @@ impl Engine {
         };
         // Without the size of the writable layer: a walk of a persistent instance's layer
         // would make every stop as slow as that walk.
-        let n = name.to_owned();
-        let (rec, template) = self
-            .db(move |s| {
-                let rec = s.instance(&n)?;
-                let template = s.template(&rec.template).ok();
-                Ok((rec, template))
-            })
-            .await?;
+        let (rec, template) = self.instance_and_template(name).await?;
         let mut info = self.info_of(&rec, template.as_ref(), None);
         info.note = note.map(str::to_owned);
         Ok(info)

@@ -10,8 +10,9 @@
 //!
 //! 1. [`block_signals`], before the fork: every signal waits for the loop (the command's side
 //!    restores the defaults, see [`crate::signal::reset_all`]);
-//! 2. [`shed`], in the init after the fork and the confinement: no descriptors, the memory
-//!    inherited from the forker given back, not dumpable, renamed;
+//! 2. [`shed`], in the init after the fork and the confinement: not dumpable, renamed, the
+//!    memory inherited from the forker given back, no descriptors (the caller makes the
+//!    command wait for that);
 //! 3. [`serve`], the loop: `sigwaitinfo` and `waitpid`, no allocation, no descriptor.
 
 use std::io;
@@ -66,26 +67,26 @@ pub fn block_signals() -> io::Result<()> {
     Ok(())
 }
 
-/// Gives up what the init does not need, once it is confined: every file descriptor (the
+/// Gives up what the init does not need, once it is confined. It makes the process
+/// non-dumpable (nobody in the instance may trace it or read its memory; the credentials
+/// just changed, which may have reset the flag), replaces the forker's command line and name,
+/// which the instance would see in `/proc/1`, with `name`, gives the forker's heap and the
+/// unused part of the stack back (a forked copy of the forker would otherwise keep them, page
+/// by page as the forker changes its own), and closes every file descriptor last (the
 /// forker's, the command's stdio, the start-up socket, whose closing tells the forker that
-/// the init is ready), the forker's heap and the unused part of the stack (a forked copy of
-/// the forker would otherwise keep them, page by page as the forker changes its own). Then it
-/// makes the process non-dumpable (nobody in the instance may trace it or read its memory)
-/// and replaces the forker's command line and name, which the instance would see in
-/// `/proc/1`, with `name`.
+/// the init is ready, and whatever the command's side waits on before it goes on).
 ///
 /// The caller must not allocate (or free) after this: the heap is gone.
 pub fn shed(name: &std::ffi::CStr) -> io::Result<()> {
+    // SAFETY: PR_SET_DUMPABLE takes an integer.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0 as libc::c_ulong, 0, 0, 0) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    rename(name);
+    release_memory();
     // SAFETY: close_range closes descriptors; the caller owns no descriptor it will use
     // again (it only waits for signals and children from now on).
     if unsafe { libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32) } == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    release_memory();
-    rename(name);
-    // SAFETY: PR_SET_DUMPABLE takes an integer. After the credentials changed (which resets
-    // the flag), so that it stays.
-    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0 as libc::c_ulong, 0, 0, 0) } == -1 {
         return Err(io::Error::last_os_error());
     }
     Ok(())

@@ -9,23 +9,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{
-    IDLE, Spawned, TestDaemon, is_gone, launch, logs, processes_mentioning, wait_log, wait_until,
-};
+use common::{IDLE, Spawned, TestDaemon, is_gone, launch, logs, sleepers, wait_log, wait_until};
 use rustix::process::Signal;
 
-/// A `sleep` argument no other process on the host has.
+/// A `sleep` argument no other process on the host has (see [`common::unique_seconds`]).
 fn unique_seconds(salt: u32) -> String {
-    (200_000 + (std::process::id() % 100_000) * 10 + salt).to_string()
-}
-
-/// The `sleep ARG` processes (inside instances; not the clients that mention it).
-fn sleepers(arg: &str) -> Vec<(i32, String)> {
-    let wanted = format!("sleep {arg}");
-    processes_mentioning(&wanted)
-        .into_iter()
-        .filter(|(_, c)| *c == wanted)
-        .collect()
+    common::unique_seconds(200_000, salt)
 }
 
 #[test]

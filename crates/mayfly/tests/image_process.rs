@@ -11,7 +11,8 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use common::umoci::{build_image, busybox_rootfs, image_config};
+use common::tools::image_config;
+use common::umoci::{build_image, busybox_rootfs};
 use common::{TestDaemon, strings, template_info};
 
 /// Prints who the process is, one fact a line: uid, gid, all groups, HOME, and the

@@ -284,3 +284,38 @@ fn the_init_is_confined_like_the_command_and_holds_nothing() {
     d.ok(&["rm", "--force", "sc-root"]);
     d.finish();
 }
+
+#[test]
+fn the_command_starts_only_once_the_init_has_let_go_of_the_forkers_things() {
+    // The init dawdles before it lets go of the descriptors and memory it inherited from
+    // the forker: the command's very first look at PID 1 must find it shed all the same.
+    for userns in ["auto", "off"] {
+        let d = TestDaemon::start_with_env(
+            &["--user-namespaces", userns],
+            &[("MAYFLY_FORKER_FAULTS", "init-slow")],
+        );
+        let out = d.mayfly(&[
+            "run",
+            "--rm",
+            "--init",
+            "busybox",
+            "--",
+            "sh",
+            "-c",
+            "echo fds=$(ls /proc/1/fd 2>/dev/null | wc -l); \
+             echo name=$(cat /proc/1/cmdline 2>/dev/null | tr '\\0' ' '); \
+             cat /proc/1/environ >/dev/null 2>&1 && echo environ=readable; true",
+        ]);
+        assert_eq!(out.code, 0, "userns {userns}: {out}");
+        assert!(out.stdout.contains("fds=0\n"), "userns {userns}: {out}");
+        assert!(
+            out.stdout.contains("name=mayfly-init\n"),
+            "userns {userns}: {out}"
+        );
+        assert!(
+            !out.stdout.contains("environ=readable"),
+            "userns {userns}: {out}"
+        );
+        d.finish();
+    }
+}

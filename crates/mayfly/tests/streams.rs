@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{TestDaemon, processes_mentioning, signal, wait_until};
+use common::{TestDaemon, signal, sleepers, wait_until};
 use mayfly_api::stream::{Frame, FrameDecoder};
 use rustix::process::Signal;
 
@@ -215,18 +215,9 @@ fn a_process_that_never_reads_stdin_still_gets_signals_and_its_output_flows() {
     d.finish();
 }
 
-/// A marker no other process on the host has: a `sleep` argument unique to this test run.
+/// A `sleep` argument no other process on the host has (see [`common::unique_seconds`]).
 fn unique_seconds(salt: u32) -> String {
-    (100_000 + (std::process::id() % 100_000) * 10 + salt).to_string()
-}
-
-/// The `sleep ARG` processes (inside instances; not the clients that mention it).
-fn sleepers(arg: &str) -> Vec<(i32, String)> {
-    let wanted = format!("sleep {arg}");
-    processes_mentioning(&wanted)
-        .into_iter()
-        .filter(|(_, c)| *c == wanted)
-        .collect()
+    common::unique_seconds(100_000, salt)
 }
 
 #[test]

@@ -651,30 +651,76 @@ fn set_identity(identity: &Identity) -> ChildResult<()> {
 /// init), and this side confines itself like the command, lets go of everything, and serves
 /// as PID 1 until the command ends. Returns only if the init could not be set up (the
 /// command's side is killed then).
+///
+/// The command is the instance's first program: until the init has let go of the forker's
+/// descriptors and memory, a process of the same user could trace it or open its
+/// `/proc/1/fd` and take them. So the init is not dumpable from before the fork, and the
+/// command's side waits for it to have let go (the end of a pipe that only the init holds
+/// closes with its descriptors) before it goes on. `slow` is a fault the tests inject: the
+/// init dawdles before it lets go.
 pub(crate) fn become_init(
     process: &ProcessSpec,
     identity: &Identity,
     stdio: ChildStdio,
+    slow: bool,
 ) -> ChildFailure {
+    if let Err(e) =
+        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+    {
+        return ChildFailure::io("make the init not dumpable", e);
+    }
     if let Err(e) = mayfly_sys::init::block_signals() {
         return ChildFailure::io("block signals for the init", e);
     }
+    let (released, holding) = match rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC) {
+        Ok(pair) => pair,
+        Err(e) => return ChildFailure::io("create the init's pipe", e),
+    };
     let flags = mayfly_sys::process::CloneFlags::default();
     let child = match mayfly_sys::process::clone_process(flags) {
-        Ok(mayfly_sys::process::Forked::Child) => return become_process(process, identity, stdio),
+        Ok(mayfly_sys::process::Forked::Child) => {
+            drop(holding);
+            if let Err(f) = wait_for_close(&released) {
+                return f;
+            }
+            drop(released);
+            return become_process(process, identity, stdio);
+        }
         Ok(mayfly_sys::process::Forked::Parent(pid)) => pid,
         Err(e) => return ChildFailure::io("fork the command from the init", e),
     };
+    drop(released);
     drop(stdio);
     let ready = rustix::process::setsid()
         .step(|| "start the init's session".into())
         .and_then(|_| confine(identity))
-        .and_then(|()| mayfly_sys::init::shed(c"mayfly-init").step(|| "set up the init".into()));
+        .and_then(|()| {
+            if slow {
+                std::thread::sleep(std::time::Duration::from_secs(2));
+            }
+            // Closes `holding` (with every other descriptor) last: the command goes on then.
+            mayfly_sys::init::shed(c"mayfly-init").step(|| "set up the init".into())
+        });
     if let Err(f) = ready {
         let _ = rustix::process::kill_process(child, rustix::process::Signal::KILL);
         return f;
     }
     mayfly_sys::init::serve(child.as_raw_nonzero().get())
+}
+
+/// Waits until every write end of `pipe` is closed (the init has let go of what it
+/// inherited, or it is gone). No deadline of its own: the init closes it as its last step of
+/// setting up, or ends (and the forker's start deadline covers both).
+fn wait_for_close(pipe: &OwnedFd) -> ChildResult<()> {
+    let mut byte = [0u8; 1];
+    loop {
+        match rustix::io::read(pipe, &mut byte) {
+            Ok(0) => return Ok(()),
+            Ok(_) => continue,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(ChildFailure::io("wait for the init", e)),
+        }
+    }
 }
 
 fn dup_to(fd: &OwnedFd, n: i32) -> ChildResult<()> {

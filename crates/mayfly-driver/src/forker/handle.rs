@@ -122,16 +122,17 @@ impl Forker {
                 crate::error_chain(&e)
             )));
         }
-        let starting = match spawn::begin_container(&self.cgroups, &spec, fds) {
-            Ok(s) => s,
-            Err(aborted) => {
-                if let Some(child) = aborted.child {
-                    self.orphan(child);
+        let starting =
+            match spawn::begin_container(&self.cgroups, &spec, fds, self.faults.init_slow) {
+                Ok(s) => s,
+                Err(aborted) => {
+                    if let Some(child) = aborted.child {
+                        self.orphan(child);
+                    }
+                    self.remove_cgroup_later(spec.cgroup.clone());
+                    return Err(aborted.failure);
                 }
-                self.remove_cgroup_later(spec.cgroup.clone());
-                return Err(aborted.failure);
-            }
-        };
+            };
         let log = match &spec.stdio {
             StdioSpec::Log { path, max_bytes } => Some((path.clone(), *max_bytes)),
             StdioSpec::Passed => None,

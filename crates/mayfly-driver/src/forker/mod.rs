@@ -114,6 +114,9 @@ pub(crate) struct Faults {
     /// An exec helper whose process has `MAYFLY_FAULT_STALL=1` in its environment never gets
     /// on (as when it joined a frozen group).
     pub exec_stall: bool,
+    /// An `--init` takes a while before it lets go of what it inherited from the forker (to
+    /// prove that the command does not run before it has).
+    pub init_slow: bool,
 }
 
 impl Faults {
@@ -124,6 +127,7 @@ impl Faults {
             freeze_stall: has("freeze-stall"),
             remove_busy: has("remove-busy"),
             exec_stall: has("exec-stall"),
+            init_slow: has("init-slow"),
         }
     }
 }

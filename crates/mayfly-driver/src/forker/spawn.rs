@@ -313,11 +313,12 @@ fn build_overlay(spec: &ContainerSpec, userns: Option<&OwnedFd>) -> io::Result<O
 
 /// Starts a container up to the point where its child sets itself up (see the module
 /// documentation for the sequence). The caller has created its cgroup (`spec.cgroup`) and
-/// removes it if this fails.
+/// removes it if this fails. `slow_init` is a fault the tests inject (see `Faults`).
 pub(crate) fn begin_container(
     cgroups: &Cgroups,
     spec: &ContainerSpec,
     fds: Vec<OwnedFd>,
+    slow_init: bool,
 ) -> Result<Starting, Aborted> {
     let early = |failure: Failure| Aborted {
         failure,
@@ -353,15 +354,16 @@ pub(crate) fn begin_container(
         net: spec.network == NetworkMode::Isolated,
         ..CloneFlags::default()
     };
-    let pid =
-        match mayfly_sys::process::clone_process(flags).map_err(|e| early(failure("clone", e)))? {
-            Forked::Child => {
-                drop(parent_sock);
-                let f = container_child(spec, cgroups, &child_sock, child_stdio, console);
-                child_exit(&child_sock, f)
-            }
-            Forked::Parent(pid) => pid,
-        };
+    let pid = match mayfly_sys::process::clone_process(flags)
+        .map_err(|e| early(failure("clone", e)))?
+    {
+        Forked::Child => {
+            drop(parent_sock);
+            let f = container_child(spec, cgroups, &child_sock, child_stdio, console, slow_init);
+            child_exit(&child_sock, f)
+        }
+        Forked::Parent(pid) => pid,
+    };
     drop(child_sock);
     drop(child_stdio);
     let pidfd = match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
@@ -439,6 +441,7 @@ fn container_child(
     sock: &OwnedFd,
     stdio: ChildStdio,
     console: Option<OwnedFd>,
+    slow_init: bool,
 ) -> ChildFailure {
     let mut buf = [0u8; 16];
     let (root, binds) = match protocol::recv(sock.as_fd(), &mut buf) {
@@ -518,7 +521,7 @@ fn container_child(
     };
     drop(root);
     if spec.init {
-        return child::become_init(&spec.process, &identity, stdio);
+        return child::become_init(&spec.process, &identity, stdio, slow_init);
     }
     child::become_process(&spec.process, &identity, stdio)
 }

@@ -27,6 +27,21 @@ pub fn processes_mentioning(needle: &str) -> Vec<(i32, String)> {
     out
 }
 
+/// A `sleep` argument no other process on the host has: unique to this test process, to
+/// `base` (one per test file, so that files running at once differ) and to `salt`.
+pub fn unique_seconds(base: u32, salt: u32) -> String {
+    (base + (std::process::id() % 100_000) * 10 + salt).to_string()
+}
+
+/// The `sleep ARG` processes (inside instances; not the clients that mention it).
+pub fn sleepers(arg: &str) -> Vec<(i32, String)> {
+    let wanted = format!("sleep {arg}");
+    processes_mentioning(&wanted)
+        .into_iter()
+        .filter(|(_, c)| *c == wanted)
+        .collect()
+}
+
 /// Whether `pid` exists and is not a zombie.
 pub fn pid_alive(pid: i32) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {

@@ -253,27 +253,48 @@ pub fn merge_docker_archives(parts: &[PathBuf], dest: &Path, work: &Path) {
     tool("tar", &["-cf", &path_str(dest), "-C", &path_str(&dir), "."]);
 }
 
-/// The layer blobs of image `tag` in the OCI layout `layout`, lowest first.
-pub fn layer_blobs(layout: &Path, tag: &str) -> Vec<PathBuf> {
-    let read = |rel: &str| -> Value {
-        serde_json::from_slice(&std::fs::read(layout.join(rel)).expect("read a layout file"))
-            .expect("a JSON document")
-    };
-    let blob = |digest: &str| format!("blobs/{}", digest.replacen(':', "/", 1));
-    let index = read("index.json");
+/// The manifest of image `tag` in the OCI layout `layout` (found by its
+/// `org.opencontainers.image.ref.name`).
+pub fn manifest(layout: &Path, tag: &str) -> Value {
+    let index = layout_document(layout, "index.json");
     let manifest = index["manifests"]
         .as_array()
         .expect("manifests")
         .iter()
         .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
         .unwrap_or_else(|| panic!("no image `{tag}` in {}", layout.display()));
-    let manifest = read(&blob(manifest["digest"].as_str().expect("digest")));
-    manifest["layers"]
+    layout_document(layout, &blob_path(&manifest["digest"]))
+}
+
+/// The `config` object of image `tag` in `layout`, read from its blobs (to check that a
+/// fixture says what the test thinks it says).
+pub fn image_config(layout: &Path, tag: &str) -> Value {
+    let manifest = manifest(layout, tag);
+    layout_document(layout, &blob_path(&manifest["config"]["digest"]))["config"].clone()
+}
+
+/// The layer blobs of image `tag` in the OCI layout `layout`, lowest first.
+pub fn layer_blobs(layout: &Path, tag: &str) -> Vec<PathBuf> {
+    manifest(layout, tag)["layers"]
         .as_array()
         .expect("layers")
         .iter()
-        .map(|l| layout.join(blob(l["digest"].as_str().expect("digest"))))
+        .map(|l| layout.join(blob_path(&l["digest"])))
         .collect()
+}
+
+/// `blobs/ALGORITHM/HEX` of a descriptor's `digest`.
+fn blob_path(digest: &Value) -> String {
+    let digest = digest.as_str().expect("a digest");
+    format!("blobs/{}", digest.replacen(':', "/", 1))
+}
+
+/// The JSON document at `rel` in `layout`.
+fn layout_document(layout: &Path, rel: &str) -> Value {
+    let path = layout.join(rel);
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// The names of the entries of a tarball (plain or compressed), as `tar -t` lists them.
@@ -314,7 +335,8 @@ pub struct Stat {
     pub link_of: Option<String>,
 }
 
-fn kind_of(ft: std::fs::FileType) -> &'static str {
+/// The kind of an entry: `file`, `dir`, `link`, `fifo`, `char`, `block`, `socket`.
+pub fn kind_of(ft: std::fs::FileType) -> &'static str {
     if ft.is_symlink() {
         "link"
     } else if ft.is_dir() {
@@ -482,18 +504,7 @@ pub fn flatten_template(d: &TestDaemon, name: &str, dest: &Path) {
         .map(|digest| d.state.join("layers").join(layer_dir_name(digest)))
         .collect();
     mayfly_image::flatten_layers(&layers, dest, &mayfly_image::NoProgress)
-        .unwrap_or_else(|e| panic!("flatten {name}: {}", mayfly_driver_chain(&e)));
-}
-
-fn mayfly_driver_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(src) = cur {
-        s.push_str(": ");
-        s.push_str(&src.to_string());
-        cur = src.source();
-    }
-    s
+        .unwrap_or_else(|e| panic!("flatten {name}: {}", mayfly_driver::error_chain(&e)));
 }
 
 fn path_str(p: &Path) -> String {

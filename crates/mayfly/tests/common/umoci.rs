@@ -3,18 +3,8 @@
 //! config (`User`, `Entrypoint`, `Cmd`, …) is set with `umoci config`.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use super::{CLI_TIMEOUT, Output, run_command};
-
-/// Runs `umoci` with `args`; fails the test unless it succeeds.
-pub fn umoci(args: &[&str]) -> Output {
-    let mut cmd = Command::new("umoci");
-    cmd.args(args);
-    let out = run_command(cmd, None, CLI_TIMEOUT);
-    assert!(out.success(), "umoci {}: {out}", args.join(" "));
-    out
-}
+use super::tools::Umoci;
 
 /// The busybox applets the images of the tests link (all run the host's static busybox).
 const APPLETS: &[&str] = &[
@@ -69,42 +59,12 @@ pub fn busybox_rootfs(root: &Path) {
 /// `umoci config` (e.g. `["--config.user", "65534:65534"]`; a repeated
 /// `--config.entrypoint` or `--config.cmd` adds one argument each). Returns `layout`.
 pub fn build_image(layout: &Path, tag: &str, fill: impl FnOnce(&Path), config: &[&str]) -> PathBuf {
-    let image = format!("{}:{tag}", layout.display());
-    let bundle = layout.with_extension("bundle");
-    umoci(&["init", "--layout", &layout.display().to_string()]);
-    umoci(&["new", "--image", &image]);
-    umoci(&["unpack", "--image", &image, &bundle.display().to_string()]);
-    fill(&bundle.join("rootfs"));
-    umoci(&["repack", "--image", &image, &bundle.display().to_string()]);
+    let work = layout.with_extension("bundle");
+    let umoci = Umoci::init(layout, &work);
+    umoci.derive(None, tag, fill);
     if !config.is_empty() {
-        let mut args = vec!["config", "--image", &image];
-        args.extend_from_slice(config);
-        umoci(&args);
+        umoci.config(tag, tag, config);
     }
-    std::fs::remove_dir_all(&bundle).expect("remove the umoci bundle");
+    std::fs::remove_dir_all(&work).expect("remove the umoci bundles");
     layout.to_owned()
-}
-
-/// The `config` object of the image tagged `tag` in `layout`, read from its blobs (to check
-/// that a fixture says what the test thinks it says).
-pub fn image_config(layout: &Path, tag: &str) -> serde_json::Value {
-    let read = |rel: &str| -> serde_json::Value {
-        let path = layout.join(rel);
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-    };
-    let blob = |digest: &serde_json::Value| {
-        let digest = digest.as_str().expect("a digest");
-        read(&format!("blobs/{}", digest.replacen(':', "/", 1)))
-    };
-    let index = read("index.json");
-    let manifest = index["manifests"]
-        .as_array()
-        .expect("manifests")
-        .iter()
-        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
-        .unwrap_or_else(|| panic!("no image tagged {tag} in {index}"));
-    let manifest = blob(&manifest["digest"]);
-    blob(&manifest["config"]["digest"])["config"].clone()
 }

@@ -8,9 +8,10 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use crate::common::tools::kind_of;
 use crate::common::{TestDaemon, id_base};
 
 /// One entry of a view.
@@ -38,25 +39,6 @@ pub struct Entry {
     pub xattrs: BTreeMap<String, Vec<u8>>,
     /// For the second and later names of a hard-linked file: the first name.
     pub link_of: Option<String>,
-}
-
-/// The kind of an entry: `file`, `dir`, `link`, `fifo`, `char`, `block`, `socket`.
-pub fn kind(ft: std::fs::FileType) -> &'static str {
-    if ft.is_symlink() {
-        "link"
-    } else if ft.is_dir() {
-        "dir"
-    } else if ft.is_file() {
-        "file"
-    } else if ft.is_fifo() {
-        "fifo"
-    } else if ft.is_char_device() {
-        "char"
-    } else if ft.is_block_device() {
-        "block"
-    } else {
-        "socket"
-    }
 }
 
 /// xattr names of `path` (without following a symlink).
@@ -107,7 +89,7 @@ fn entry(
     };
     let m =
         std::fs::symlink_metadata(path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display()));
-    let k = kind(m.file_type());
+    let k = kind_of(m.file_type());
     let mut e = Entry {
         kind: k,
         mode: m.mode() & 0o7777,
