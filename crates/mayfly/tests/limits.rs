@@ -127,7 +127,8 @@ const SIX_GIB: u64 = 6 << 30;
 
 #[test]
 fn a_compression_bomb_is_refused_and_leaves_nothing_behind() {
-    let mut d = TestDaemon::start();
+    // No free-space reserve: the ratio limit alone must stop the bomb, whatever the disk has.
+    let mut d = TestDaemon::start_with(&["--import-min-free", "0"]);
     common::launch(&d, "before", &[], None);
     d.sh("before", "echo kept > /root/note");
     let bomb = bomb(SIX_GIB);
@@ -245,7 +246,8 @@ fn a_compression_bomb_is_refused_and_leaves_nothing_behind() {
 
 #[test]
 fn bombs_inside_images_are_refused_too() {
-    let d = TestDaemon::start();
+    // No free-space reserve: the ratio limit alone must stop the bombs, whatever the disk has.
+    let d = TestDaemon::start_with(&["--import-min-free", "0"]);
     let before = catalogue(&d);
     let layer_bomb = bomb(SIX_GIB);
     let config = image_config(&[], &["/bin/sh"], &[], "/", &[]);
