@@ -346,3 +346,62 @@ fn a_console_client_that_never_reads_holds_up_neither_the_log_nor_the_forker() {
     d.ok(&["rm", "-f", "con-flood"]);
     d.finish();
 }
+
+#[test]
+fn the_console_stream_of_the_api_types_sizes_and_detaches() {
+    use mayfly_api::stream::{Frame, FrameDecoder};
+    let d = TestDaemon::start();
+    // A shell reading commands from the console, as a getty's login shell would.
+    launch(
+        &d,
+        "con-api",
+        &[],
+        Some("while :; do sh < /dev/console > /dev/console 2>&1; done"),
+    );
+    let mut s = open_console(&d, "con-api").expect("attach");
+    let mut dec = FrameDecoder::new();
+    let mut shown = String::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut read_until = |s: &mut UnixStream, needle: &str, shown: &mut String| {
+        let deadline = Instant::now() + SETTLE;
+        while !shown.contains(needle) {
+            assert!(Instant::now() < deadline, "never saw {needle:?}: {shown:?}");
+            let n = s.read(&mut buf).expect("read the stream");
+            assert!(n > 0, "the stream ended before {needle:?}: {shown:?}");
+            dec.push(&buf[..n]);
+            while let Some(f) = dec.next_frame().expect("a well-formed stream") {
+                match f {
+                    Frame::Stdout(b) => shown.push_str(&String::from_utf8_lossy(&b)),
+                    Frame::Exit(c) => shown.push_str(&format!("<exit {c}>")),
+                    _ => {}
+                }
+            }
+        }
+    };
+    // The window size a client gives reaches the console; typed input reaches the shell.
+    s.write_all(&Frame::Resize { rows: 33, cols: 99 }.to_bytes())
+        .expect("resize");
+    s.write_all(&Frame::Stdin(b"echo typed-$((2*21)); stty size\n".to_vec()).to_bytes())
+        .expect("type");
+    read_until(&mut s, "typed-42", &mut shown);
+    read_until(&mut s, "33 99", &mut shown);
+    // A Kill frame detaches (the stream ends with status 0); the instance runs on.
+    s.write_all(&Frame::Kill.to_bytes()).expect("detach");
+    read_until(&mut s, "<exit 0>", &mut shown);
+    assert_eq!(d.state_of("con-api").as_deref(), Some("running"));
+    // And the next client may attach.
+    let mut again = open_console(&d, "con-api").expect("attach again");
+    again
+        .write_all(&Frame::Stdin(b"echo second-client\n".to_vec()).to_bytes())
+        .expect("type");
+    let mut shown = String::new();
+    read_until(&mut again, "second-client", &mut shown);
+    drop(again);
+    let log = logs(&d, "con-api");
+    assert!(
+        log.contains("typed-42") && log.contains("second-client"),
+        "{log}"
+    );
+    d.ok(&["rm", "-f", "con-api"]);
+    d.finish();
+}

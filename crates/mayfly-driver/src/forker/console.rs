@@ -343,11 +343,11 @@ impl Forker {
         let had_client = console.client_sock().is_some();
         let outcome = console.pump(log.as_mut());
         let source = Source::Console(id.to_owned());
-        let slow = self.slow.contains(&source);
+        // Polled on a timer while hung up (the slow poll takes it off its list to call us).
+        let watched = self.sources.values().any(|(s, _)| s == &source);
         match outcome {
-            Output::HungUp if !slow => self.go_slow(source),
-            Output::HungUp => self.slow.push(source),
-            Output::Ok if slow => {
+            Output::HungUp => self.go_slow(source),
+            Output::Ok if !watched => {
                 // It works again: back to being watched.
                 self.slow.retain(|s| s != &source);
                 let fd = self
