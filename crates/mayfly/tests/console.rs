@@ -405,3 +405,27 @@ fn the_console_stream_of_the_api_types_sizes_and_detaches() {
     d.ok(&["rm", "-f", "con-api"]);
     d.finish();
 }
+
+#[test]
+fn busybox_init_boots_with_a_shell_on_the_console() {
+    let d = TestDaemon::start();
+    // busybox init runs `console::` entries on /dev/console (entries without a terminal use
+    // its own stdio: the log pipe).
+    launch(
+        &d,
+        "con-bbinit",
+        &[],
+        Some(
+            "printf 'console::sysinit:/bin/echo sysinit-on-the-console\\nconsole::respawn:-/bin/sh\\n' > /etc/inittab; exec busybox init",
+        ),
+    );
+    wait_log(&d, "con-bbinit", "sysinit-on-the-console");
+    let mut c = ConsoleClient::attach(&d, "con-bbinit");
+    c.expect("Ctrl-a q to detach");
+    c.type_keys(b"echo pid-$$-on-$(tty)\r");
+    c.expect("-on-/dev/console");
+    c.detach();
+    assert_eq!(d.state_of("con-bbinit").as_deref(), Some("running"));
+    d.ok(&["rm", "-f", "con-bbinit"]);
+    d.finish();
+}
