@@ -2,7 +2,7 @@
 //! that the instance runs.
 
 use mayfly_api::InstanceState;
-use mayfly_driver::ConsoleAttached;
+use mayfly_driver::{ConsoleAttached, DriverError};
 
 use crate::error::from_driver;
 use crate::instance::wrong_state;
@@ -17,7 +17,14 @@ impl Engine {
         if state != InstanceState::Running {
             return Err(wrong_state(&slot, state, "attach to its console"));
         }
-        let attached = self.driver.console(&slot.id).await.map_err(from_driver)?;
+        // The driver knows the instance by id; the user, by name.
+        let attached = self.driver.console(&slot.id).await.map_err(|e| match e {
+            DriverError::Failed(mut f) => {
+                f.message = f.message.replace(&slot.id, &slot.name);
+                from_driver(DriverError::Failed(f))
+            }
+            e => from_driver(e),
+        })?;
         Ok((slot.id.clone(), attached))
     }
 

@@ -20,11 +20,13 @@ use common::{SETTLE, Spawned, TestDaemon, launch, logs, wait_log, wait_state, wa
 const ROOT_HASH: &str = "$1$mayfly$dJO5BTOyYK3WB2wOPDztI1";
 
 /// An init that sets root's password, says something on the console, and keeps a getty
-/// (with login) on it.
+/// (with login) on it once /tmp/go exists (getty flushes what the console holds: the test
+/// first sees the banner in the log).
 fn getty_init() -> String {
     format!(
         "sed -i 's|^root:[^:]*:|root:{ROOT_HASH}:|' /etc/passwd; \
          echo boot-banner-on-console > /dev/console; \
+         while [ ! -e /tmp/go ]; do sleep 0.05; done; \
          while :; do getty -L 0 console vt100; sleep 0.2; done"
     )
 }
@@ -158,6 +160,7 @@ fn a_getty_login_works_on_the_console_and_it_survives_a_daemon_restart() {
     launch(&d, "con-login", &[], Some(&getty_init()));
     // Boot output on the console is in the log.
     wait_log(&d, "con-login", "boot-banner-on-console");
+    d.sh("con-login", "touch /tmp/go");
 
     let mut c = ConsoleClient::attach(&d, "con-login");
     c.expect("Ctrl-a q to detach");
@@ -174,7 +177,9 @@ fn a_getty_login_works_on_the_console_and_it_survives_a_daemon_restart() {
     let second = d.mayfly(&["console", "con-login"]);
     assert_eq!(second.code, 1, "{second}");
     assert!(
-        second.stderr.contains("another client is attached"),
+        second
+            .stderr
+            .contains("another client is attached to the console of instance con-login"),
         "{second}"
     );
     let answer = open_console(&d, "con-login").expect_err("a second attach is refused");
@@ -298,7 +303,10 @@ fn console_refusals_say_what_is_wrong() {
     run.expect_line("no-console-here", SETTLE);
     let attached = d.mayfly(&["console", "con-run"]);
     assert_eq!(attached.code, 1, "{attached}");
-    assert!(attached.stderr.contains("has no console"), "{attached}");
+    assert!(
+        attached.stderr.contains("instance con-run has no console"),
+        "{attached}"
+    );
     run.signal(rustix::process::Signal::KILL);
     wait_until(SETTLE, "the run's instance to stop", || {
         d.state_of("con-run").as_deref() != Some("running")

@@ -262,7 +262,9 @@ impl Console {
             }
         }
         self.write_input();
-        if gone || (hangup && self.input.len() < INPUT_MAX) {
+        // A client that hung up goes even while its input waits (that input is still typed):
+        // a hang-up is reported for as long as it is watched.
+        if gone || hangup {
             self.client = None;
             return false;
         }
