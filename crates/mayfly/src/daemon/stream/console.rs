@@ -37,6 +37,7 @@ pub(crate) async fn console(
     let fail = |e| internal("attach to the console", e);
     nonblocking(&attached.stream).map_err(fail)?;
     let writer = attached.stream.try_clone().map_err(fail)?;
+    let watcher = attached.stream.try_clone().map_err(fail)?;
     let host = HostStdio {
         stdin: Some(pipe::Sender::from_owned_fd_unchecked(writer).map_err(fail)?),
         stdout: pipe::Receiver::from_owned_fd_unchecked(attached.stream).map_err(fail)?,
@@ -47,13 +48,15 @@ pub(crate) async fn console(
     let target = Target::Console {
         detach: Arc::clone(&detach),
     };
-    // The stream ends when the client detaches (`Target::kill`) or the instance ends.
+    // The stream ends when the client detaches (`Target::kill`), or the instance ends: the
+    // forker closes the console with the init (which a quick restart would hide from a look
+    // at the instance's state alone).
     let exit = async move {
         loop {
             tokio::select! {
                 () = detach.notified() => return None,
                 () = tokio::time::sleep(POLL) => {
-                    if !engine.runs_id(&id) {
+                    if !engine.runs_id(&id) || peer_closed(&watcher) {
                         return Some(0);
                     }
                 }
@@ -62,4 +65,21 @@ pub(crate) async fn console(
     };
     tokio::spawn(relay(on_upgrade, host, target, exit, None));
     Ok(switching(None))
+}
+
+/// Whether the forker closed its end of the console socket (what it sent before is still
+/// read: the relay drains the socket once the stream ends).
+fn peer_closed(sock: &std::os::fd::OwnedFd) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    let mut fds = [PollFd::new(sock, PollFlags::RDHUP)];
+    let now = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    match rustix::event::poll(&mut fds, Some(&now)) {
+        Ok(_) => fds[0]
+            .revents()
+            .intersects(PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR),
+        Err(_) => false,
+    }
 }
