@@ -478,3 +478,47 @@ fn busybox_init_boots_with_a_shell_on_the_console() {
     d.ok(&["rm", "-f", "con-bbinit"]);
     d.finish();
 }
+
+#[test]
+fn a_killed_forker_takes_the_consoles_with_it_but_not_the_instances() {
+    let d = TestDaemon::start();
+    launch(
+        &d,
+        "con-orphan",
+        &[],
+        Some(
+            "i=0; while :; do echo console-$i > /dev/console; echo pipe-$i; i=$((i+1)); sleep 0.1; done",
+        ),
+    );
+    wait_log(&d, "con-orphan", "console-3");
+    let pid = d.pid_of("con-orphan");
+    let old = d.forker_pid().expect("a forker pid");
+    common::signal(old, rustix::process::Signal::KILL);
+    wait_until(SETTLE, "a new forker to adopt the instance", || {
+        d.forker_pid().is_some_and(|p| p != old) && d.pid_of("con-orphan") == pid
+    });
+    // Writes to the hung-up console fail; the init goes on, and its pipe is pumped again.
+    let last_pipe = |d: &TestDaemon| -> u64 {
+        logs(d, "con-orphan")
+            .lines()
+            .filter_map(|l| l.strip_prefix("pipe-"))
+            .filter_map(|n| n.parse().ok())
+            .max()
+            .unwrap_or(0)
+    };
+    let seen = last_pipe(&d);
+    wait_until(SETTLE, "the log to keep flowing", || {
+        last_pipe(&d) > seen + 5
+    });
+    assert_eq!(d.state_of("con-orphan").as_deref(), Some("running"));
+    let refused = d.mayfly(&["console", "con-orphan"]);
+    assert_eq!(refused.code, 1, "{refused}");
+    assert!(
+        refused
+            .stderr
+            .contains("instance con-orphan has no console"),
+        "{refused}"
+    );
+    d.ok(&["rm", "-f", "con-orphan"]);
+    d.finish();
+}
