@@ -317,6 +317,20 @@ pub struct ExecRequest {
     pub term_size: Option<[u16; 2]>,
 }
 
+/// Body of `POST /v1/instances/{name}/console` (a stream, see [`crate::stream`]): attaches
+/// to the instance's console. Stdin frames are typed on the console, Stdout frames carry
+/// what it shows from then on (earlier output is in the logs); Resize frames size it;
+/// Signal frames are ignored. Closing the connection (or a Kill frame) detaches, leaving
+/// the instance running; when the instance ends, the stream ends with an Exit frame (0).
+/// One client at a time: another attach is refused with 409 (`busy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleRequest {
+    /// The client's terminal size, `[rows, cols]`.
+    #[serde(default)]
+    pub term_size: Option<[u16; 2]>,
+}
+
 /// Query of `DELETE /v1/instances/{name}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]

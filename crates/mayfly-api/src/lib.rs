@@ -16,9 +16,9 @@ pub mod text;
 
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use instance::{
-    CloneRequest, CreateInstance, CreateSnapshot, ExecRequest, ExitInfo, InstanceInfo,
-    InstanceState, Isolation, LogsQuery, MAX_ARG_BYTES, MAX_PROCESS_BYTES, Mode, PublishRequest,
-    RemoveQuery, SnapshotInfo, StopRequest, check_process_size,
+    CloneRequest, ConsoleRequest, CreateInstance, CreateSnapshot, ExecRequest, ExitInfo,
+    InstanceInfo, InstanceState, Isolation, LogsQuery, MAX_ARG_BYTES, MAX_PROCESS_BYTES, Mode,
+    PublishRequest, RemoveQuery, SnapshotInfo, StopRequest, check_process_size,
 };
 pub use template::{
     BuildTemplate, GcReport, HeldBack, ImportEvent, ImportQuery, ImportTemplate, LayerInfo, NDJSON,

@@ -17,7 +17,8 @@ use crate::client::ForkerClient;
 use crate::protocol::{ContainerState, LogTarget, Reply, Request};
 use crate::spec::{ContainerSpec, ProcessSpec, StdioSpec};
 use crate::{
-    BoxFuture, Driver, DriverError, DriverEvent, ExecStarted, InitStdio, InstanceSpec, Started,
+    BoxFuture, ConsoleAttached, Driver, DriverError, DriverEvent, ExecStarted, InitStdio,
+    InstanceSpec, Started,
 };
 
 /// Runs instances as containers through a forker helper.
@@ -271,6 +272,22 @@ impl Driver for ContainerDriver {
                 }),
                 (other, _) => Err(DriverError::Failed(crate::protocol::Failure::other(
                     format!("unexpected answer to exec: {other:?}"),
+                ))),
+            }
+        })
+    }
+
+    fn console(&self, id: &str) -> BoxFuture<'_, Result<ConsoleAttached, DriverError>> {
+        let id = id.to_owned();
+        Box::pin(async move {
+            let (_, mut fds) = self
+                .client
+                .call_with_fds(Request::Console { id }, Vec::new())
+                .await?;
+            match (fds.pop(), fds.pop()) {
+                (Some(resize), Some(stream)) => Ok(ConsoleAttached { stream, resize }),
+                _ => Err(DriverError::Failed(crate::protocol::Failure::other(
+                    "the forker attached to the console without passing its descriptors",
                 ))),
             }
         })

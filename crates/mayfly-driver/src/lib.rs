@@ -164,6 +164,16 @@ pub struct ExecStarted {
     pub terminal: Option<OwnedFd>,
 }
 
+/// A client attached to an instance's console ([`Driver::console`]).
+#[derive(Debug)]
+pub struct ConsoleAttached {
+    /// A stream socket: what the console writes comes out of it, what is written into it is
+    /// typed on the console. Closing it detaches.
+    pub stream: OwnedFd,
+    /// The console's master side, for window-size changes only (never read or written).
+    pub resize: OwnedFd,
+}
+
 /// Something a driver reports unasked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DriverEvent {
@@ -224,6 +234,9 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
         process: ProcessSpec,
         fds: Vec<OwnedFd>,
     ) -> BoxFuture<'_, Result<ExecStarted, DriverError>>;
+
+    /// Attaches a client to the console of the running instance `id` (one at a time).
+    fn console(&self, id: &str) -> BoxFuture<'_, Result<ConsoleAttached, DriverError>>;
 
     /// Sends `signal` to an exec'd process.
     fn signal_exec(&self, exec_id: u64, signal: i32) -> BoxFuture<'_, Result<(), DriverError>>;

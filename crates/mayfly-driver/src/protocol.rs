@@ -116,6 +116,15 @@ pub enum Request {
         /// Instance id.
         id: String,
     },
+    /// Attach to the console of a detached container: the answer carries the daemon's end
+    /// of a stream socket (what the console writes comes out of it, what is written into it
+    /// is typed on the console) and a duplicate of the console's master side, for window
+    /// sizes. One client at a time ([`FailureKind::Busy`] otherwise); closing the socket
+    /// detaches.
+    Console {
+        /// Instance id.
+        id: String,
+    },
     /// Check that a template layer under `path` can be mounted idmapped in a fresh user
     /// namespace (kernel, filesystem and user-namespace support in one go).
     ProbeIdmap {
@@ -143,6 +152,7 @@ impl Request {
             Request::Freeze { frozen: false, .. } => "thaw",
             Request::Adopt { .. } => "adopt",
             Request::LogReader { .. } => "log-reader",
+            Request::Console { .. } => "console",
             Request::ProbeIdmap { .. } => "probe",
             Request::Release { .. } => "release",
         }
@@ -240,6 +250,8 @@ pub enum FailureKind {
     Malformed,
     /// What the request waited for did not happen within the forker's deadline.
     TimedOut,
+    /// The resource is taken (a console that has a client attached already).
+    Busy,
     /// Anything else.
     Other,
 }

@@ -188,6 +188,10 @@ impl EngineError {
                     Some("retry once the snapshot, clone or publish that copies it is done".into()),
                 ),
                 Some(FailureKind::TimedOut) => (ErrorCode::Unavailable, None),
+                Some(FailureKind::Busy) => (
+                    ErrorCode::Busy,
+                    Some("detach the other client first (Ctrl-a q in `mayfly console`), or end its connection".into()),
+                ),
                 _ => (ErrorCode::Internal, None),
             },
             EngineError::Unavailable(_) => (ErrorCode::Unavailable, None),

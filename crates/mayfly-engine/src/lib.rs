@@ -16,6 +16,7 @@
 
 mod apps;
 mod build;
+mod console;
 mod error;
 mod etc_files;
 mod exec;

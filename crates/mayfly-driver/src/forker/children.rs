@@ -67,9 +67,10 @@ impl Forker {
             return;
         }
         c.exited = Some(status);
-        let log = c.log.take();
+        let mut log = c.log.take();
         let cgroup = c.cgroup.clone();
         self.unwatch(&Source::Init(id.to_owned()));
+        self.close_console(id, log.as_mut());
         if let Some(mut pump) = log {
             // The namespace is gone, so every writer is gone: drain what is left.
             while pump.pump() {}
@@ -90,7 +91,12 @@ impl Forker {
         };
         let Some(pump) = c.log.as_mut() else { return };
         if !pump.pump() {
-            c.log = None;
+            // The console may still write to the log: it stays open while there is one.
+            if c.console.is_some() {
+                pump.close_pipe();
+            } else {
+                c.log = None;
+            }
             self.unwatch(&Source::Log(id.to_owned()));
         }
     }

@@ -56,7 +56,19 @@ impl Forker {
             } => self.adopt(id, pid, start_time, cgroup, log, fds),
             Request::LogReader { id } => match self.running(&id) {
                 Ok(c) => {
-                    reply_fds.extend(c.log.as_ref().and_then(|l| l.pipe().try_clone().ok()));
+                    reply_fds.extend(
+                        c.log
+                            .as_ref()
+                            .and_then(|l| l.pipe())
+                            .and_then(|p| p.try_clone().ok()),
+                    );
+                    Ok(Reply::Done)
+                }
+                Err(f) => Err(f),
+            },
+            Request::Console { id } => match self.attach_console(&id) {
+                Ok(fds) => {
+                    reply_fds = fds;
                     Ok(Reply::Done)
                 }
                 Err(f) => Err(f),
@@ -344,8 +356,8 @@ impl Forker {
             }
             _ => None,
         };
-        if let Some(pump) = &pump {
-            self.watch(pump.pipe(), Source::Log(id.clone()));
+        if let Some(pipe) = pump.as_ref().and_then(|p| p.pipe()) {
+            self.watch(pipe, Source::Log(id.clone()));
         }
         self.containers.insert(
             id,
@@ -355,6 +367,7 @@ impl Forker {
                 start_time,
                 cgroup,
                 log: pump,
+                console: None,
                 exited: None,
                 adopted: true,
             },

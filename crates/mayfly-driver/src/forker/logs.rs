@@ -13,14 +13,25 @@ use std::path::PathBuf;
 /// Most bytes moved per readiness of one pipe.
 const PUMP_BUDGET: usize = 256 * 1024;
 
+/// Appends `line` (and a line end) to the log at `path`, best effort (the forker's own
+/// messages about a container, such as why its init did not start).
+pub(crate) fn append_line(path: &std::path::Path, line: &str) {
+    if let Ok(mut file) = OpenOptions::new().create(true).append(true).open(path) {
+        let _ = writeln!(file, "{line}");
+    }
+}
+
 /// One container's log pump.
 #[derive(Debug)]
 pub(crate) struct LogPump {
-    pipe: OwnedFd,
+    /// `None` once at EOF while the console still writes here.
+    pipe: Option<OwnedFd>,
     path: PathBuf,
     file: File,
     size: u64,
     max_bytes: u64,
+    /// Carriage returns from the console not written yet: dropped if a line feed follows.
+    console_crs: usize,
 }
 
 impl LogPump {
@@ -30,17 +41,23 @@ impl LogPump {
         let size = file.metadata()?.len();
         rustix::io::ioctl_fionbio(&pipe, true)?;
         Ok(LogPump {
-            pipe,
+            pipe: Some(pipe),
             path,
             file,
             size,
             max_bytes: max_bytes.max(4096),
+            console_crs: 0,
         })
     }
 
-    /// The pipe to watch for readability.
-    pub(crate) fn pipe(&self) -> &OwnedFd {
-        &self.pipe
+    /// The pipe to watch for readability (`None` once it was closed at EOF).
+    pub(crate) fn pipe(&self) -> Option<&OwnedFd> {
+        self.pipe.as_ref()
+    }
+
+    /// Closes the pipe (at EOF) while the log stays open for the console.
+    pub(crate) fn close_pipe(&mut self) {
+        self.pipe = None;
     }
 
     /// Moves what the pipe holds into the file, up to [`PUMP_BUDGET`] bytes (a container
@@ -48,10 +65,19 @@ impl LogPump {
     /// comes back while the pipe stays readable). Returns `false` once the pipe is at EOF
     /// (every writer gone).
     pub(crate) fn pump(&mut self) -> bool {
+        let Some(pipe) = self.pipe.take() else {
+            return false;
+        };
+        let open = self.pump_from(&pipe);
+        self.pipe = Some(pipe);
+        open
+    }
+
+    fn pump_from(&mut self, pipe: &OwnedFd) -> bool {
         let mut buf = [0u8; 16 * 1024];
         let mut budget = PUMP_BUDGET;
         while budget > 0 {
-            match rustix::io::read(self.pipe.as_fd(), &mut buf) {
+            match rustix::io::read(pipe.as_fd(), &mut buf) {
                 Ok(0) => return false,
                 Ok(n) => {
                     self.write(&buf[..n]);
@@ -63,6 +89,32 @@ impl LogPump {
             }
         }
         true
+    }
+
+    /// Appends output read from the console (see `console`): a terminal ends lines with
+    /// `\r\n` (its ONLCR mode, which programs on a console such as getty set for their
+    /// users); the log keeps plain text, so carriage returns right before a line feed are
+    /// dropped (even across reads). Other carriage returns are kept.
+    pub(crate) fn append_console(&mut self, data: &[u8]) {
+        /// Carriage returns held back at most (a run of them longer than that is written).
+        const MAX_HELD: usize = 4096;
+        let mut out = Vec::with_capacity(data.len() + self.console_crs);
+        for &b in data {
+            if b == b'\r' {
+                self.console_crs += 1;
+                if self.console_crs > MAX_HELD {
+                    out.extend(std::iter::repeat_n(b'\r', self.console_crs));
+                    self.console_crs = 0;
+                }
+                continue;
+            }
+            if self.console_crs > 0 && b != b'\n' {
+                out.extend(std::iter::repeat_n(b'\r', self.console_crs));
+            }
+            self.console_crs = 0;
+            out.push(b);
+        }
+        self.write(&out);
     }
 
     /// Appends `data`, rotating as often as needed so that no file passes the limit (a
@@ -121,6 +173,20 @@ impl LogPump {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn console_line_ends_become_plain_line_feeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.log");
+        let (r, _w) = rustix::pipe::pipe().unwrap();
+        let mut pump = LogPump::open(r, path.clone(), 4096).unwrap();
+        pump.append_console(b"one\r\ntwo\r");
+        pump.append_console(b"\nprogress 1%\rprogress 2%\r\r\n");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            b"one\ntwo\nprogress 1%\rprogress 2%\n"
+        );
+    }
 
     #[test]
     fn log_rotates_and_keeps_at_most_two_files() {

@@ -11,8 +11,8 @@
 //! connected and it tracks nothing, removing its cgroup parent on the way out.
 //!
 //! The loop waits (epoll) on: the listening socket, the daemon's connection, one pidfd per
-//! container init, exec'd process and other child to reap, one log pipe per detached
-//! container, and the sync socket of every container or exec'd process being started.
+//! container init, exec'd process and other child to reap, one log pipe and one console
+//! (with its attached client, if any) per detached container, and the sync socket of every container or exec'd process being started.
 //!
 //! Invariants:
 //! - **The loop never waits for one instance.** Whatever depends on an instance's processes
@@ -29,6 +29,7 @@
 mod child;
 mod children;
 mod conn;
+mod console;
 mod exec;
 mod file_mounts;
 mod handle;
@@ -140,6 +141,9 @@ struct Container {
     start_time: u64,
     cgroup: String,
     log: Option<logs::LogPump>,
+    /// The console of a detached container (none for an attached one, or an adopted one:
+    /// the console went with the forker that made it).
+    console: Option<console::Console>,
     exited: Option<Option<ExitStatus>>,
     /// Not our child (a previous forker started it): its status cannot be collected.
     adopted: bool,
@@ -159,6 +163,10 @@ enum Source {
     Conn,
     Init(String),
     Log(String),
+    /// The master side of a container's console.
+    Console(String),
+    /// The socket of the client attached to a container's console.
+    ConsoleClient(String),
     Exec(u64),
     /// The sync socket of pending operation `op`.
     Pending(u64),
@@ -438,6 +446,8 @@ impl Forker {
             }
             Source::Init(id) => self.init_exited(&id),
             Source::Log(id) => self.pump_log(&id),
+            Source::Console(id) => self.pump_console(&id),
+            Source::ConsoleClient(id) => self.console_client_ready(&id, flags),
             Source::Exec(exec_id) => self.exec_exited(exec_id),
             Source::Pending(op) => self.pending_ready(op),
             Source::Orphan(key) => self.reap_orphan(key),

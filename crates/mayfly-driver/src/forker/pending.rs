@@ -298,11 +298,18 @@ impl Forker {
     /// A container's child failed (or is given up on): it goes, with its group.
     fn fail_spawn(&mut self, p: Pending, f: Failure) {
         let Kind::Spawn {
-            cgroup, starting, ..
+            cgroup,
+            starting,
+            log,
+            ..
         } = p.kind
         else {
             return;
         };
+        if let Some((path, _)) = &log {
+            // The log says why there is nothing else in it (as a console would show it).
+            logs::append_line(path, &format!("mayfly: the init did not start: {f}"));
+        }
         let _ = rustix::process::pidfd_send_signal(&starting.pidfd, rustix::process::Signal::KILL);
         self.orphan(starting.pidfd);
         self.remove_cgroup_later(cgroup);
@@ -343,16 +350,17 @@ impl Forker {
         };
         self.watch(&starting.pidfd, Source::Init(id.clone()));
         let mut reply_fds = Vec::new();
-        if let Some(pump) = &pump {
-            self.watch(pump.pipe(), Source::Log(id.clone()));
+        if let Some(pipe) = pump.as_ref().and_then(|p| p.pipe()) {
+            self.watch(pipe, Source::Log(id.clone()));
             // The daemon keeps a reader of the pipe, so that it never loses its last reader
             // (and the init its output) if this forker dies.
-            if let Ok(fd) = pump.pipe().try_clone() {
+            if let Ok(fd) = pipe.try_clone() {
                 reply_fds.push(fd);
             }
         }
         let pid = starting.pid.as_raw_nonzero().get();
         let start_time = super::spawn::start_time(pid).unwrap_or(0);
+        let id_for_console = id.clone();
         self.containers.insert(
             id,
             Container {
@@ -361,10 +369,12 @@ impl Forker {
                 start_time,
                 cgroup,
                 log: pump,
+                console: None,
                 exited: None,
                 adopted: false,
             },
         );
+        self.watch_console(&id_for_console, starting.console);
         self.reply(
             p.generation,
             p.seq,

@@ -39,6 +39,8 @@ pub(crate) struct Starting {
     pub sock: OwnedFd,
     /// Read end of the init's output pipe, for [`StdioSpec::Log`].
     pub log_pipe: Option<OwnedFd>,
+    /// The console (master, slave) of a detached container (see `console`).
+    pub console: Option<(OwnedFd, OwnedFd)>,
 }
 
 /// A start that failed before the child was told to go on.
@@ -324,24 +326,28 @@ pub(crate) fn begin_container(
         failure,
         child: None,
     };
-    let (child_stdio, log_pipe) = match &spec.stdio {
+    let tty_owner = spec.idmap.map(|m| {
+        let gid = m.to_host(5).or_else(|| m.to_host(0)).unwrap_or(m.host_base);
+        (m.host_base, gid)
+    });
+    let (child_stdio, log_pipe, console_pair) = match &spec.stdio {
         StdioSpec::Log { .. } => {
             let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
                 .map_err(|e| early(failure("create log pipe", e)))?;
-            (ChildStdio::Log(w), Some(r))
+            // A detached init gets a console of its own, held by the forker; its stdio stays
+            // the log pipe (see `console`).
+            let pair = super::console::open_pair(tty_owner).map_err(early)?;
+            (ChildStdio::Log(w), Some(r), Some(pair))
         }
         StdioSpec::Passed => {
             let stdio = passed_stdio(spec.process.tty, fds).map_err(early)?;
-            let tty_owner = spec.idmap.map(|m| {
-                let gid = m.to_host(5).or_else(|| m.to_host(0)).unwrap_or(m.host_base);
-                (m.host_base, gid)
-            });
             give_terminal(&stdio, tty_owner).map_err(early)?;
-            (stdio, None)
+            (stdio, None, None)
         }
     };
-    let console = match &child_stdio {
-        ChildStdio::Tty(tty) => Some(detached_console(tty).map_err(early)?),
+    let console = match (&child_stdio, &console_pair) {
+        (ChildStdio::Tty(tty), _) => Some(detached_console(tty).map_err(early)?),
+        (_, Some((_, slave))) => Some(detached_console(slave).map_err(early)?),
         _ => None,
     };
     let (parent_sock, child_sock) = seqpacket_pair().map_err(early)?;
@@ -406,6 +412,7 @@ pub(crate) fn begin_container(
             pidfd,
             sock: parent_sock,
             log_pipe,
+            console: console_pair,
         }),
         Err(failure) => {
             let _ = rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::KILL);

@@ -177,9 +177,38 @@ Examples:
   mayfly publish web/before-upgrade --as web-golden --message 'known good'
   mayfly publish web --as busybox        # a new version of the template it came from")]
     Publish(PublishArgs),
-    /// Show an instance's console output (its init's stdout and stderr).
+    /// Show an instance's console output (its init's stdout and stderr, and what is written
+    /// to its /dev/console).
     #[command(after_help = "Examples:\n  mayfly logs web\n  mayfly logs -f --tail 20 web")]
     Logs(LogsArgs),
+    /// Attach the terminal to a running instance's console (its /dev/console), e.g. to log in
+    /// on a getty. Detach with Ctrl-a q.
+    #[command(after_help = "\
+Examples:
+  mayfly console web          # then Ctrl-a q to detach
+
+The console is the instance's /dev/console, which an instance started by `launch` or
+`start` has (one started attached, by `run`, has the client's terminal or pipes instead).
+Inits such as systemd and busybox init, and the getty they start on it, write and read
+there; the init's own stdout and stderr are pipes into the log, as before.
+
+Keys: Ctrl-a q detaches, leaving the instance running; Ctrl-a a types a Ctrl-a. SIGINT,
+SIGTERM and SIGHUP to mayfly detach too (with a terminal, Ctrl-c is typed on the console).
+Only one client may be attached at a time: another is refused (409, busy) until it
+detaches. What the console showed before attaching is in `mayfly logs NAME`; everything it
+shows goes to the log, whether a client is attached or not (a client that reads too slowly
+misses output, the log does not).
+
+Exit codes: 0 when detached or when the instance stopped, 3 when the daemon cannot be
+reached or was lost, 1 for other failures.")]
+    Console(ConsoleArgs),
+}
+
+/// `mayfly console`.
+#[derive(Debug, Args)]
+pub struct ConsoleArgs {
+    /// Instance name.
+    pub name: String,
 }
 
 /// `mayfly daemon`.

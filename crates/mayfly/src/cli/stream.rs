@@ -32,12 +32,12 @@ use tokio::time::Instant;
 use super::client::{Client, ClientError};
 
 /// Puts stdin's terminal in raw mode until dropped.
-struct RawMode {
+pub(crate) struct RawMode {
     saved: Option<rustix::termios::Termios>,
 }
 
 impl RawMode {
-    fn enable() -> RawMode {
+    pub(crate) fn enable() -> RawMode {
         let stdin = std::io::stdin();
         let Ok(saved) = rustix::termios::tcgetattr(&stdin) else {
             return RawMode { saved: None };
@@ -82,14 +82,14 @@ pub const SIGNAL_GRACE: Duration = Duration::from_secs(5);
 pub const KILL_WAIT: Duration = Duration::from_secs(10);
 
 /// Bytes of stdin read at once (at most one frame).
-const CHUNK: usize = 64 * 1024;
+pub(crate) const CHUNK: usize = 64 * 1024;
 
 /// Frames queued for the daemon, and output frames queued for the output thread.
-const QUEUE: usize = 16;
+pub(crate) const QUEUE: usize = 16;
 
 /// Stdin bytes the daemon allows us to send now.
 #[derive(Default)]
-struct Credit {
+pub(crate) struct Credit {
     available: AtomicU64,
     more: Notify,
 }
@@ -101,7 +101,7 @@ impl Credit {
     }
 
     /// Waits until some credit is available; returns how much.
-    async fn wait(&self) -> u64 {
+    pub(crate) async fn wait(&self) -> u64 {
         loop {
             let n = self.available.load(Ordering::SeqCst);
             if n > 0 {
@@ -111,7 +111,7 @@ impl Credit {
         }
     }
 
-    fn spend(&self, n: u64) {
+    pub(crate) fn spend(&self, n: u64) {
         self.available.fetch_sub(n, Ordering::SeqCst);
     }
 }
@@ -341,7 +341,10 @@ async fn forward_signals(
 
 /// Reads the daemon's frames until the exit status: output to the output thread, credit to
 /// the stdin sender. Returns once the output is written.
-async fn receive<R: AsyncRead + Unpin>(mut rd: R, credit: Arc<Credit>) -> Result<i32, ClientError> {
+pub(crate) async fn receive<R: AsyncRead + Unpin>(
+    mut rd: R,
+    credit: Arc<Credit>,
+) -> Result<i32, ClientError> {
     let (output, written) = spawn_output()?;
     let mut output = Some(output);
     let mut dec = FrameDecoder::new();

@@ -169,6 +169,7 @@ fn routes(engine: AppState) -> Router {
         .route("/v1/instances/{name}/restart", post(restart_instance))
         .route("/v1/instances/{name}/reset", post(reset_instance))
         .route("/v1/instances/{name}/exec", post(stream::exec))
+        .route("/v1/instances/{name}/console", post(stream::console))
         .route("/v1/instances/{name}/logs", get(logs))
         .route(
             "/v1/instances/{name}/snapshots",

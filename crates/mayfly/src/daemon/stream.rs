@@ -9,8 +9,11 @@
 //! period, as a closed terminal would (an attached run's instance: SIGHUP, then a forced
 //! stop).
 
+mod console;
 mod relay;
 mod tee;
+
+pub(crate) use console::console;
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -157,6 +160,11 @@ enum Target {
         name: String,
         id: String,
     },
+    /// A client attached to an instance's console: signals do not apply, and ending it only
+    /// detaches the client (the instance runs on).
+    Console {
+        detach: Arc<tokio::sync::Notify>,
+    },
 }
 
 impl Target {
@@ -164,11 +172,18 @@ impl Target {
         let _ = match self {
             Target::Exec { engine, exec_id } => engine.signal_exec(*exec_id, sig).await,
             Target::Run { engine, id, .. } => engine.signal_instance_id(id, sig).await,
+            Target::Console { .. } => Ok(()),
         };
+    }
+
+    /// Whether a client that goes away just detaches (no hang-up to give anyone).
+    fn detaches(&self) -> bool {
+        matches!(self, Target::Console { .. })
     }
 
     async fn kill(&self) {
         match self {
+            Target::Console { detach } => detach.notify_one(),
             Target::Exec { engine, exec_id } => {
                 let _ = engine.signal_exec(*exec_id, libc::SIGKILL).await;
             }

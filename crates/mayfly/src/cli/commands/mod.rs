@@ -2,6 +2,7 @@
 //! `dispatch` hands each command to the file of its noun; what several nouns share (names
 //! percent-encoded into paths, the error report, the loop over several names) lives here.
 
+mod console;
 mod daemon;
 mod exec;
 mod import;
@@ -55,6 +56,7 @@ pub async fn dispatch(client: &Client, command: Command) -> i32 {
         Command::Clone(a) => snapshot::clone_instance(client, a).await,
         Command::Publish(a) => snapshot::publish(client, a).await,
         Command::Exec(a) => return exec::exec(client, a).await,
+        Command::Console(a) => return console::console(client, a).await,
         Command::Logs(a) => instance::logs(client, &a.name, a.follow, a.tail).await,
     };
     match result {

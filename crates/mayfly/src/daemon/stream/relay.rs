@@ -170,6 +170,7 @@ pub(super) async fn relay(
                         failure = Some(why);
                         target.kill().await;
                     }
+                    Some(ClientEnd::Gone) | None if target.detaches() => target.kill().await,
                     Some(ClientEnd::Gone) | None => {
                         // Like a closed terminal: SIGHUP, and SIGKILL if that was not enough.
                         tracing::debug!("the client of a stream went away; hanging up its process");
@@ -200,6 +201,8 @@ pub(super) async fn relay(
     let last = match (failure, code) {
         (Some(why), _) => Frame::Error(why),
         (None, Some(c)) => Frame::Exit(c),
+        // A console client that detached (with a Kill frame) and still listens.
+        (None, None) if target.detaches() => Frame::Exit(0),
         (None, None) => Frame::Error("the process ended but its exit status was lost".into()),
     };
     let _ = frames_tx.send(last).await;
