@@ -25,6 +25,7 @@ mod instance;
 mod instance_view;
 mod layer;
 mod logs;
+mod power;
 mod process;
 mod recovery;
 mod rollout;
