@@ -420,6 +420,58 @@ fn reboot_without_a_user_namespace_stays_in_the_instance() {
         std::fs::read_to_string("/proc/sys/kernel/random/boot_id").expect("boot_id"),
         boot_id
     );
+    // The capability's other use, kexec (which would replace the host's kernel: without a
+    // user namespace CAP_SYS_BOOT is the host's), stays refused by seccomp.
+    let errors = d.mayfly_stdin(
+        &[
+            "exec",
+            "n",
+            "--",
+            "sh",
+            "-c",
+            "cat > /kx && chmod 755 /kx && /kx",
+        ],
+        &kexec_probe(),
+    );
+    assert!(errors.success(), "{errors}");
+    assert_eq!(
+        errors.stdout.trim(),
+        format!("{} {}", libc::EPERM, libc::EPERM),
+        "kexec_load and kexec_file_load must fail with EPERM (seccomp): {errors}"
+    );
     d.ok(&["rm", "--force", "n"]);
     d.finish();
+}
+
+/// A static program that calls kexec_load and kexec_file_load with harmless arguments and
+/// prints the two errnos (EPERM from seccomp; without the filter the kernel would get as far
+/// as the arguments, or say ENOSYS where kexec is not built in).
+fn kexec_probe() -> Vec<u8> {
+    let dir = std::env::temp_dir().join(format!("mayfly-kexec-probe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("probe dir");
+    let src = dir.join("kx.c");
+    std::fs::write(
+        &src,
+        "#include <errno.h>\n#include <stdio.h>\n#include <unistd.h>\n#include <sys/syscall.h>\n\
+         int main(void) {\n\
+           long a = syscall(SYS_kexec_load, 0UL, 0UL, (void *)0, 0UL); int ea = a < 0 ? errno : 0;\n\
+           long b = syscall(SYS_kexec_file_load, -1, -1, 0UL, \"\", 0UL); int eb = b < 0 ? errno : 0;\n\
+           printf(\"%d %d\\n\", ea, eb); return 0;\n}\n",
+    )
+    .expect("write the probe");
+    let bin = dir.join("kx");
+    let out = std::process::Command::new("gcc")
+        .args(["-static", "-O1", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .output()
+        .expect("gcc (build-essential, scripts/install-deps)");
+    assert!(
+        out.status.success(),
+        "gcc: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(&bin).expect("read the probe");
+    let _ = std::fs::remove_dir_all(&dir);
+    bytes
 }
