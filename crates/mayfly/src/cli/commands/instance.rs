@@ -154,7 +154,7 @@ pub(super) async fn instance_info(
             None => format!("exit code {}", e.code),
         };
         if let Some(ending) = e.ending {
-            how = format!("{}: {how}", ending.as_str());
+            how = format!("{how}: {}", ending.as_str());
         }
         println!(
             "last exit:   {how}{}",
