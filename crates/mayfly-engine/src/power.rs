@@ -70,6 +70,31 @@ pub(crate) fn ending(status: &ExitStatus, asked: Asked) -> Ending {
     }
 }
 
+/// The halt request of the init a template runs, where it can be told for sure: its default
+/// command is `/sbin/init` (or systemd itself) and its Debian packages say what that is
+/// (`systemd-sysv`: systemd, which halts on SIGRTMIN+3 and ignores SIGTERM; `sysvinit-core`:
+/// sysvinit, whose ctrl-alt-del request SIGINT runs `shutdown` in Debian's inittab, and which
+/// ignores SIGTERM). `None`: keep what the template has. busybox init (`/bin/busybox init`,
+/// SIGUSR2) is not guessed: its applet is a name inside a multi-call binary.
+pub(crate) fn init_stop_signal(
+    config: &mayfly_api::TemplateConfig,
+    packages: &[String],
+) -> Option<&'static str> {
+    let (entrypoint, cmd) = config.entrypoint_and_cmd();
+    let program = entrypoint.first().or(cmd.first())?;
+    let installed = |name: &str| {
+        packages
+            .iter()
+            .any(|p| p.split_whitespace().next() == Some(name))
+    };
+    match program.as_str() {
+        "/lib/systemd/systemd" | "/usr/lib/systemd/systemd" => Some("SIGRTMIN+3"),
+        "/sbin/init" | "/usr/sbin/init" if installed("systemd-sysv") => Some("SIGRTMIN+3"),
+        "/sbin/init" | "/usr/sbin/init" if installed("sysvinit-core") => Some("SIGINT"),
+        _ => None,
+    }
+}
+
 impl Engine {
     /// Notes that mayfly sends `signal` (or SIGKILL, `None`) to the init of instance `id`.
     pub(crate) fn note_signal(&self, id: &str, signal: Option<i32>) {
@@ -170,6 +195,41 @@ mod tests {
             ending(&ExitStatus::exited(0), sent(libc::SIGTERM)),
             Ending::Stopped
         );
+    }
+
+    #[test]
+    fn the_stop_signal_of_a_known_init_is_its_halt_request() {
+        let config = |cmd: &str| {
+            let mut c = mayfly_api::TemplateConfig::default();
+            c.set_command(
+                Vec::new(),
+                cmd.split_whitespace().map(str::to_owned).collect(),
+            );
+            c
+        };
+        let pkgs = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let systemd = pkgs(&["dbus 1.14", "systemd-sysv 252.38-1"]);
+        let sysv = pkgs(&["sysvinit-core 3.06-4"]);
+        assert_eq!(
+            init_stop_signal(&config("/sbin/init"), &systemd),
+            Some("SIGRTMIN+3")
+        );
+        assert_eq!(
+            init_stop_signal(&config("/sbin/init"), &sysv),
+            Some("SIGINT")
+        );
+        assert_eq!(
+            init_stop_signal(&config("/lib/systemd/systemd --log-level=info"), &[]),
+            Some("SIGRTMIN+3")
+        );
+        // Another program, or an init nobody can name: left alone.
+        assert_eq!(init_stop_signal(&config("/usr/sbin/nginx"), &systemd), None);
+        assert_eq!(init_stop_signal(&config("/sbin/init"), &[]), None);
+        assert_eq!(
+            init_stop_signal(&config("/sbin/init"), &pkgs(&["systemd-sysvx 1"])),
+            None
+        );
+        assert_eq!(init_stop_signal(&config(""), &systemd), None);
     }
 
     #[test]

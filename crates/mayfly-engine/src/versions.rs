@@ -268,11 +268,11 @@ impl Engine {
                     .unwrap_or_else(|| default_command(&dirs)),
                 ..TemplateConfig::default()
             };
-            set_stop_signal(&mut config, req.stop_signal.as_deref());
             let meta = VersionMeta {
                 packages: packages_of(&dirs),
                 ..VersionMeta::default()
             };
+            set_stop_signal(&mut config, req.stop_signal.as_deref(), &meta.packages);
             let message = req
                 .message
                 .clone()
@@ -374,12 +374,12 @@ impl Engine {
             stop_signal: own.stop_signal.clone(),
             ..bv.config.clone()
         };
-        set_stop_signal(&mut config, req.stop_signal.as_deref());
         let (entrypoint, cmd) = own.entrypoint_and_cmd();
         config.set_command(entrypoint.to_vec(), cmd.to_vec());
         if let Some(command) = &req.command {
             config.set_command(Vec::new(), command.clone());
         }
+        set_stop_signal(&mut config, req.stop_signal.as_deref(), &meta.packages);
         let message = req.message.clone().unwrap_or_else(|| {
             let what = if req.packages.is_empty() {
                 "a script".to_owned()
@@ -507,7 +507,7 @@ impl Engine {
                 layer,
                 {
                     let mut config = cur.config.clone();
-                    set_stop_signal(&mut config, req.stop_signal.as_deref());
+                    set_stop_signal(&mut config, req.stop_signal.as_deref(), &meta.packages);
                     config
                 },
                 message,
@@ -676,9 +676,15 @@ impl Engine {
     }
 }
 
-/// Sets the stop signal of `config` to `given` (checked before), named as mayfly names it.
-fn set_stop_signal(config: &mut TemplateConfig, given: Option<&str>) {
+/// Sets the stop signal of `config` to `given` (checked before), named as mayfly names it;
+/// without one, a default stop signal (SIGTERM) becomes the halt request of the init that
+/// the default command and the installed `packages` say it is ([`crate::power::init_stop_signal`]).
+fn set_stop_signal(config: &mut TemplateConfig, given: Option<&str>, packages: &[String]) {
     if let Some(n) = given.and_then(crate::process::parse_signal) {
         config.stop_signal = crate::process::signal_name(n);
+    } else if crate::process::parse_signal(&config.stop_signal) == Some(libc::SIGTERM)
+        && let Some(sig) = crate::power::init_stop_signal(config, packages)
+    {
+        config.stop_signal = sig.to_owned();
     }
 }

@@ -118,10 +118,10 @@ Signals and exit codes:
     #[command(after_help = "\
 The stop signal is the template's (`mayfly template info`: an image's StopSignal, or
 `template build/patch --stop-signal`), or --signal's. Give an init its own halt request:
-systemd SIGRTMIN+3, busybox init SIGUSR2 (SIGUSR1 halts, SIGTERM reboots), sysvinit SIGPWR
-(with a `powerwait` entry in /etc/inittab that runs `shutdown -h now`). An init that halts
-through reboot(2) shows `halted` as its last exit in `mayfly info`; one mayfly had to kill,
-`killed`.
+systemd SIGRTMIN+3, busybox init SIGUSR2 (SIGUSR1 halts, SIGTERM reboots), sysvinit SIGINT
+(Debian's inittab runs `shutdown` on it; SIGPWR needs a `powerwait` entry that shuts down).
+An init that halts through reboot(2) shows `halted` as its last exit in `mayfly info`; one
+that mayfly had to kill, `killed`.
 
 `poweroff` or `halt` inside an instance stops it; `reboot` inside starts it again (a
 transient instance with a clean writable layer: that is how it goes back to its template
@@ -330,7 +330,7 @@ Examples:
   mayfly template build debian --debian bookworm --variant minbase --packages curl,ca-certificates
   mayfly template build web --from debian --packages nginx
   mayfly template build tools --from debian@1 --run 'echo hi > /etc/motd'
-  mayfly template build sv --from debian --packages sysvinit-core --cmd /sbin/init --stop-signal SIGPWR")]
+  mayfly template build bbi --from busybox --run 'echo ::respawn:/bin/sleep 1d > /etc/inittab' --cmd '/bin/busybox init' --stop-signal SIGUSR2")]
     Build(BuildArgs),
     /// Make version N+1 = version N + one layer (packages, a script or a directory).
     #[command(after_help = "\
@@ -390,8 +390,9 @@ pub struct BuildArgs {
     /// Default init command: words split on spaces, or a JSON array.
     #[arg(long, value_name = "COMMAND")]
     pub cmd: Option<String>,
-    /// The signal that asks the init to stop (default: the base's; SIGTERM for an OS
-    /// template). systemd: SIGRTMIN+3; busybox init: SIGUSR2; sysvinit: SIGPWR.
+    /// The signal that asks the init to stop (default: the base's, SIGTERM for an OS
+    /// template; /sbin/init with systemd-sysv or sysvinit-core installed gets SIGRTMIN+3 or
+    /// SIGINT). busybox init: SIGUSR2.
     #[arg(long, value_name = "SIGNAL")]
     pub stop_signal: Option<String>,
     /// History message.
