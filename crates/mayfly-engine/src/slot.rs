@@ -262,6 +262,7 @@ impl Engine {
                         Ok(journal) => reboot = journal,
                         Err(e) => errors.push(e),
                     }
+                    crate::failpoint("reboot:journalled");
                 }
                 let result = match rec.mode {
                     Mode::Ephemeral => self.delete_instance(slot, &rec).await,

@@ -478,3 +478,37 @@ fn kexec_probe() -> Vec<u8> {
     let _ = std::fs::remove_dir_all(&dir);
     bytes
 }
+
+/// A daemon that dies after a reboot was journalled, before the instance ran again: its next
+/// start starts it.
+#[test]
+fn a_reboot_cut_by_the_end_of_the_daemon_still_starts_the_instance() {
+    let mut d = TestDaemon::start();
+    // The first run reboots once told to (/go); the next one, on a clean layer, waits again.
+    d.ok(&[
+        "launch",
+        "busybox",
+        "--name",
+        "cut",
+        "--",
+        "sh",
+        "-c",
+        "while [ ! -e /go ]; do sleep 0.1; done; reboot -f",
+    ]);
+    let before = init_pid(&d, "cut");
+    d.crash_at(
+        "reboot:journalled",
+        &["exec", "cut", "--", "sh", "-c", "touch /go; sleep 30"],
+    );
+    wait_new_run(&d, "cut", before);
+    // The forker went with the daemon: the end of the old run may be unknown now.
+    let info = d.info("cut");
+    assert!(
+        info["last_exit"].is_null() || info["last_exit"]["ending"] == "rebooted",
+        "{info}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(d.state_of("cut").as_deref(), Some("running"));
+    d.ok(&["rm", "--force", "cut"]);
+    d.finish();
+}
