@@ -90,6 +90,50 @@ pub struct ExitInfo {
     /// When (RFC 3339), if known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<String>,
+    /// How an instance's run ended, as mayfly reads it (absent for runs recorded before
+    /// mayfly told them apart, and for exec'd processes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ending: Option<Ending>,
+}
+
+/// How an instance's run ended.
+///
+/// The kernel reports a `reboot(2)` by a process of the instance (its own pid namespace) as
+/// the death of its init by a signal: SIGHUP for a restart, SIGINT for a power-off or halt.
+/// A SIGHUP or SIGINT sent from the host (`kill -HUP`) to an init without a handler for it
+/// looks the same; mayfly reads it as a reboot or a halt only when it sent the init no
+/// signal itself during that run (`stop`, `restart`, `reset`, the signals an attached run
+/// forwards), and after its own stop signal any end is `stopped` (or `killed`, once it had
+/// to kill).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ending {
+    /// The init exited (with its exit code), unasked.
+    Exited,
+    /// The init ended after mayfly's stop signal (a clean stop).
+    Stopped,
+    /// mayfly killed it (SIGKILL: `stop --force`, or a stop past its timeout).
+    Killed,
+    /// A signal killed it that mayfly did not send and that is no reboot.
+    Signalled,
+    /// `poweroff` or `halt` inside: `reboot(2)` with a power-off or halt command.
+    Halted,
+    /// `reboot` inside: `reboot(2)` with a restart command. The instance starts again.
+    Rebooted,
+}
+
+impl Ending {
+    /// The word `info` shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ending::Exited => "exited",
+            Ending::Stopped => "stopped",
+            Ending::Killed => "killed",
+            Ending::Signalled => "signalled",
+            Ending::Halted => "halted",
+            Ending::Rebooted => "rebooted",
+        }
+    }
 }
 
 /// How the instance is isolated from the host.
@@ -240,6 +284,10 @@ pub struct StopRequest {
     /// Kill at once with SIGKILL.
     #[serde(default)]
     pub force: bool,
+    /// The signal to send instead of the template's stop signal, this once (`SIGPWR`,
+    /// `SIGRTMIN+3`, `15`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
 }
 
 /// Most bytes one argument or environment entry of a process may have: the kernel's own

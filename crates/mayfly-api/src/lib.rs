@@ -16,7 +16,7 @@ pub mod text;
 
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use instance::{
-    CloneRequest, ConsoleRequest, CreateInstance, CreateSnapshot, ExecRequest, ExitInfo,
+    CloneRequest, ConsoleRequest, CreateInstance, CreateSnapshot, Ending, ExecRequest, ExitInfo,
     InstanceInfo, InstanceState, Isolation, LogsQuery, MAX_ARG_BYTES, MAX_PROCESS_BYTES, Mode,
     PublishRequest, RemoveQuery, SnapshotInfo, StopRequest, check_process_size,
 };

@@ -350,6 +350,13 @@ pub struct BuildTemplate {
     /// its own.
     #[serde(default)]
     pub command: Option<Vec<String>>,
+    /// The signal that asks the new template's init to stop (`SIGRTMIN+3` for systemd,
+    /// `SIGUSR2` for busybox init, `SIGINT` for Debian's sysvinit). Without it: an application
+    /// template takes its base's (rebuilt, keeps its own), an OS template gets `SIGTERM`; and
+    /// a `SIGTERM` becomes systemd's or sysvinit's request when the default command is
+    /// `/sbin/init` and the packages installed say which init that is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
     /// History message.
     #[serde(default)]
     pub message: Option<String>,
@@ -369,6 +376,10 @@ pub struct PatchTemplate {
     /// A directory on the daemon's host whose tree is laid over the template.
     #[serde(default)]
     pub from_dir: Option<String>,
+    /// A new stop signal for the new version (with one of the above); without it, as for
+    /// [`BuildTemplate::stop_signal`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
     /// History message.
     #[serde(default)]
     pub message: Option<String>,

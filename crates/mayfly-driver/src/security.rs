@@ -5,15 +5,26 @@
 //! a deny list in the spirit of Docker's default profile, narrowed to what a user namespace does
 //! not already stop: with an unprivileged user namespace most dangerous calls fail their
 //! capability check in the initial namespace anyway; the filter removes kernel attack surface
-//! (keyrings, io_uring, userfaultfd, perf, BPF, module and kexec calls) and the terminal
+//! (keyrings, io_uring, userfaultfd, perf, BPF, module and kexec calls — kexec is refused
+//! even though CAP_SYS_BOOT is kept, see [`KEPT_CAPABILITIES`]) and the terminal
 //! injection ioctls. Calls of the x32 ABI are refused outright, since a deny list keyed on
 //! x86-64 numbers would not see them, and calls of any other architecture (i386 through
 //! `int 0x80`) kill the process.
 
 use mayfly_sys::seccomp::BpfInstruction;
 
-/// Capabilities a container's processes keep (Docker's default set). Everything else is
-/// dropped from the bounding set, so not even a setuid-root program inside regains it.
+/// Capabilities a container's processes keep (Docker's default set, and SYS_BOOT). Everything
+/// else is dropped from the bounding set, so not even a setuid-root program inside regains it.
+///
+/// SYS_BOOT is kept so that an init's `poweroff`, `halt` and `reboot` work: `reboot(2)` checks
+/// it in the user namespace that owns the caller's pid namespace, and in a pid namespace other
+/// than the host's it only ends that namespace's init (the kernel's `reboot_pid_ns`; the
+/// engine's `power.rs` reads the end). Every instance and build container has its own pid
+/// namespace (the forker's `spawn.rs` always clones with `CLONE_NEWPID`), so it never reaches
+/// the host, with or without a user namespace. Its other use, `kexec_load` and
+/// `kexec_file_load`, is refused by the seccomp filter ([`denied_syscalls`]) whatever the
+/// capabilities: without a user namespace this capability is the host's, and kexec would
+/// replace the host's kernel.
 pub const KEPT_CAPABILITIES: &[rustix::thread::CapabilitySet] = &[
     rustix::thread::CapabilitySet::CHOWN,
     rustix::thread::CapabilitySet::DAC_OVERRIDE,
@@ -29,6 +40,7 @@ pub const KEPT_CAPABILITIES: &[rustix::thread::CapabilitySet] = &[
     rustix::thread::CapabilitySet::SYS_CHROOT,
     rustix::thread::CapabilitySet::KILL,
     rustix::thread::CapabilitySet::AUDIT_WRITE,
+    rustix::thread::CapabilitySet::SYS_BOOT,
 ];
 
 /// Files under `/proc` hidden behind `/dev/null` (they leak host kernel state or allow timing
@@ -87,6 +99,7 @@ const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 fn denied_syscalls() -> Vec<libc::c_long> {
     #[allow(unused_mut)]
     let mut calls = vec![
+        // Never allowed: with CAP_SYS_BOOT kept (see KEPT_CAPABILITIES), only this stops them.
         libc::SYS_kexec_load,
         libc::SYS_kexec_file_load,
         libc::SYS_init_module,
@@ -207,5 +220,23 @@ mod tests {
         }
         assert_eq!(prog.last().map(|i| i.k), Some(SECCOMP_RET_ALLOW));
         assert!(prog.len() < 4096);
+    }
+
+    #[test]
+    fn kexec_stays_denied_while_sys_boot_is_kept() {
+        assert!(KEPT_CAPABILITIES.contains(&rustix::thread::CapabilitySet::SYS_BOOT));
+        let denied = denied_syscalls();
+        assert!(denied.contains(&libc::SYS_kexec_load));
+        assert!(denied.contains(&libc::SYS_kexec_file_load));
+        // And reboot(2) itself is allowed (it ends only the instance's pid namespace).
+        assert!(!denied.contains(&libc::SYS_reboot));
+        let prog = default_filter().expect("x86_64 or aarch64");
+        for call in [libc::SYS_kexec_load, libc::SYS_kexec_file_load] {
+            assert!(
+                prog.iter()
+                    .any(|i| i.code == BPF_JMP_JEQ_K && i.k == nr(call)),
+                "{call} not in the filter"
+            );
+        }
     }
 }

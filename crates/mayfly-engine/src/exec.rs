@@ -126,6 +126,8 @@ impl Engine {
     /// Sends `signal` to the init of the instance with id `id` (an attached run follows its
     /// instance by id: a later one of the same name never gets its signals).
     pub async fn signal_instance_id(&self, id: &str, signal: i32) -> Result<(), EngineError> {
+        // Whatever it does to the init, it is no reboot or halt from inside (`power.rs`).
+        self.note_signal(id, Some(signal));
         self.driver
             .signal(id, signal)
             .await

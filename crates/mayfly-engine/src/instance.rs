@@ -416,6 +416,7 @@ impl Engine {
         if let Err(e) = self.db(move |s| s.record_start(&id, mode, &r)).await {
             // Without the record a restarted daemon could not find it again: do not leave
             // it running unrecorded.
+            self.note_signal(&rec.id, None);
             let _ = self.driver.kill(&rec.id).await;
             return Err(e);
         }
@@ -494,6 +495,7 @@ impl Engine {
                 &StopRequest {
                     timeout: Some(0),
                     force: true,
+                    signal: None,
                 },
             )
             .await?;

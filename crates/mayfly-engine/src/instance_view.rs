@@ -67,6 +67,7 @@ impl Engine {
                 code: e.code,
                 signal: e.signal,
                 at: Some(crate::rfc3339(e.at)),
+                ending: e.ending,
             }),
             isolation: Isolation {
                 user_namespace: rec.id_base.is_some(),

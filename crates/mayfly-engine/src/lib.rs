@@ -26,6 +26,7 @@ mod instance;
 mod instance_view;
 mod layer;
 mod logs;
+mod power;
 mod process;
 mod recovery;
 mod rollout;

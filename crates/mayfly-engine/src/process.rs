@@ -159,9 +159,11 @@ const SIGNALS: &[(&str, i32)] = &[
     ("HUP", libc::SIGHUP),
     ("INT", libc::SIGINT),
     ("QUIT", libc::SIGQUIT),
+    ("ABRT", libc::SIGABRT),
     ("KILL", libc::SIGKILL),
     ("USR1", libc::SIGUSR1),
     ("USR2", libc::SIGUSR2),
+    ("ALRM", libc::SIGALRM),
     ("TERM", libc::SIGTERM),
     ("PWR", libc::SIGPWR),
     ("CONT", libc::SIGCONT),
@@ -169,13 +171,71 @@ const SIGNALS: &[(&str, i32)] = &[
     ("WINCH", libc::SIGWINCH),
 ];
 
-/// Parses `SIGTERM`, `TERM` or `15`.
+/// The first real-time signal as programs inside see it: glibc keeps the kernel's first two
+/// (32, 33) for itself, so its `SIGRTMIN` is 34, as Docker and the OCI runtimes number it.
+/// systemd's halt request, `SIGRTMIN+3`, is signal 37.
+const RTMIN: i32 = 34;
+/// The last real-time signal (`SIGRTMAX`).
+const RTMAX: i32 = 64;
+
+/// Parses a signal: a name with or without `SIG` (`SIGTERM`, `term`), a real-time signal
+/// (`SIGRTMIN+3`, `RTMAX-2`, numbered as glibc does: [`RTMIN`]) or a number from 1 to 64.
 pub(crate) fn parse_signal(s: &str) -> Option<i32> {
+    let s = s.trim();
     if let Ok(n) = s.parse::<i32>() {
         return (1..=64).contains(&n).then_some(n);
     }
-    let name = s.strip_prefix("SIG").unwrap_or(s);
-    SIGNALS.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+    let upper = s.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let offset = |rest: &str, sign: char| -> Option<i32> {
+        if rest.is_empty() {
+            return Some(0);
+        }
+        let n = rest.strip_prefix(sign)?;
+        if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        n.parse::<i32>().ok()
+    };
+    let rt = if let Some(rest) = name.strip_prefix("RTMIN") {
+        offset(rest, '+').map(|n| RTMIN + n)
+    } else if let Some(rest) = name.strip_prefix("RTMAX") {
+        offset(rest, '-').map(|n| RTMAX - n)
+    } else {
+        return SIGNALS.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
+    };
+    rt.filter(|n| (RTMIN..=RTMAX).contains(n))
+}
+
+/// The name of signal `n` as [`parse_signal`] reads it back (`SIGTERM`, `SIGRTMIN+3`, or the
+/// number for one without a name).
+pub(crate) fn signal_name(n: i32) -> String {
+    if let Some((name, _)) = SIGNALS.iter().find(|(_, v)| *v == n) {
+        return format!("SIG{name}");
+    }
+    if (RTMIN..=RTMAX).contains(&n) {
+        return match n - RTMIN {
+            0 => "SIGRTMIN".to_owned(),
+            k => format!("SIGRTMIN+{k}"),
+        };
+    }
+    n.to_string()
+}
+
+/// Checks a stop signal given by a user (`--stop-signal`, `stop --signal`); the answer is
+/// its number and its canonical name.
+pub(crate) fn check_stop_signal(s: &str, flag: &str) -> Result<(i32, String), EngineError> {
+    match parse_signal(s) {
+        Some(libc::SIGSTOP) | Some(libc::SIGCONT) => Err(EngineError::invalid(
+            format!("{flag} {s}: that signal cannot end a process"),
+            "give the init's own halt request, e.g. SIGRTMIN+3 for systemd, SIGUSR2 for busybox init, SIGPWR for sysvinit, SIGTERM for most programs",
+        )),
+        Some(n) => Ok((n, signal_name(n))),
+        None => Err(EngineError::invalid(
+            format!("{flag} `{}`: unknown signal", s.escape_debug()),
+            "give a name (SIGTERM, TERM, SIGPWR, SIGUSR2, SIGRTMIN+3) or a number from 1 to 64",
+        )),
+    }
 }
 
 /// The signal that asks a template's init to stop.
@@ -288,5 +348,48 @@ mod tests {
         assert_eq!(parse_signal("9"), Some(9));
         assert_eq!(parse_signal("SIGNOPE"), None);
         assert_eq!(parse_signal("0"), None);
+        assert_eq!(parse_signal("65"), None);
+        assert_eq!(parse_signal("sigpwr"), Some(libc::SIGPWR));
+    }
+
+    #[test]
+    fn real_time_signals_parse_as_glibc_numbers_them() {
+        // systemd's halt request.
+        assert_eq!(parse_signal("SIGRTMIN+3"), Some(37));
+        assert_eq!(parse_signal("RTMIN+3"), Some(37));
+        assert_eq!(parse_signal("SIGRTMIN"), Some(34));
+        assert_eq!(parse_signal("SIGRTMAX"), Some(64));
+        assert_eq!(parse_signal("SIGRTMAX-2"), Some(62));
+        assert_eq!(parse_signal("37"), Some(37));
+        for bad in [
+            "SIGRTMIN+31",
+            "SIGRTMIN+",
+            "SIGRTMIN-1",
+            "SIGRTMAX+1",
+            "SIGRTMIN+x",
+            "SIGRTMIN++3",
+            "SIGRTMAX-31",
+        ] {
+            assert_eq!(parse_signal(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn signal_names_read_back() {
+        for n in 1..=64 {
+            let name = signal_name(n);
+            assert_eq!(parse_signal(&name), Some(n), "{n} -> {name}");
+        }
+        assert_eq!(signal_name(37), "SIGRTMIN+3");
+        assert_eq!(signal_name(libc::SIGPWR), "SIGPWR");
+        assert_eq!(
+            check_stop_signal("rtmin+3", "--stop-signal")
+                .map(|(_, n)| n)
+                .ok(),
+            Some("SIGRTMIN+3".to_owned())
+        );
+        let e = check_stop_signal("SIGFOO", "--signal").expect_err("SIGFOO");
+        assert!(e.to_string().contains("unknown signal"), "{e}");
+        assert!(check_stop_signal("STOP", "--signal").is_err());
     }
 }

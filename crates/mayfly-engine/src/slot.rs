@@ -35,6 +35,10 @@ pub(crate) struct Runtime {
     /// interrupted (by the end of a daemon) after it may have asked the run to stop. The
     /// journal entry that says so, closed once the start is done.
     pub restart_on_exit: Option<i64>,
+    /// What mayfly did to the init during this run (how its end reads: `power.rs`).
+    pub asked: crate::power::Asked,
+    /// When the instance's latest reboots were (a reboot loop leaves it stopped).
+    pub reboots: Vec<std::time::Instant>,
 }
 
 impl Default for Runtime {
@@ -49,6 +53,8 @@ impl Default for Runtime {
             watchers: Vec::new(),
             last_error: None,
             restart_on_exit: None,
+            asked: crate::power::Asked::default(),
+            reboots: Vec::new(),
         }
     }
 }
@@ -237,14 +243,27 @@ impl Engine {
             Ok(()) => self.db(move |s| s.instance(&name)).await,
             Err(e) => Err(e),
         };
+        let asked = std::mem::take(&mut lock(&slot.rt).asked);
+        let ending = status.map(|s| crate::power::ending(&s, asked));
         let exit = status.map(|s| ExitRecord {
             code: s.code,
             signal: s.signal,
             at: mayfly_store::now(),
+            ending,
         });
+        let mut reboot = None;
         match rec {
             Err(e) => errors.push(chain("read the catalogue", &e)),
             Ok(rec) => {
+                if ending == Some(mayfly_api::Ending::Rebooted) && rec.mode != Mode::Ephemeral {
+                    // Before the run is recorded as ended: the journal entry starts it again
+                    // even if the daemon dies in between.
+                    match self.plan_reboot(slot).await {
+                        Ok(journal) => reboot = journal,
+                        Err(e) => errors.push(e),
+                    }
+                    crate::failpoint("reboot:journalled");
+                }
                 let result = match rec.mode {
                     Mode::Ephemeral => self.delete_instance(slot, &rec).await,
                     Mode::Transient => {
@@ -287,16 +306,24 @@ impl Engine {
             rt.last_error = error;
             (
                 std::mem::take(&mut rt.watchers),
-                std::mem::take(&mut rt.restart_on_exit),
+                std::mem::take(&mut rt.restart_on_exit).or(reboot),
             )
         };
+        if reboot.is_some() {
+            tracing::info!(instance = %slot.name, "rebooted from inside: starting it again");
+        }
         for w in watchers {
             let _ = w.send(status);
         }
         if let Some(journal) = again {
             if lock(&self.slots).get(&slot.name).is_some() {
                 // After the operation lock is let go (the caller holds it now).
-                tokio::spawn(start_again(self.clone(), slot.name.clone(), journal));
+                let why = if reboot == Some(journal) {
+                    "it was rebooted from inside"
+                } else {
+                    "a restart, reset or restore of it was interrupted"
+                };
+                tokio::spawn(start_again(self.clone(), slot.name.clone(), journal, why));
             } else {
                 self.journal_end(journal).await;
             }
@@ -333,15 +360,20 @@ fn start_again(
     engine: Arc<Engine>,
     name: String,
     journal: i64,
+    why: &'static str,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
     Box::pin(async move {
         match engine.start_instance(&name).await {
-            Ok(_) => tracing::warn!(
-                "started instance `{name}` again: a restart, reset or restore of it was interrupted"
-            ),
-            Err(e) => tracing::error!(
-                "cannot start instance `{name}` again after an interrupted restart, reset or restore: {e}"
-            ),
+            Ok(_) => tracing::warn!("started instance `{name}` again: {why}"),
+            Err(e) => {
+                tracing::error!("cannot start instance `{name}` again ({why}): {e}");
+                if let Ok(slot) = engine.slot(&name) {
+                    let mut rt = lock(&slot.rt);
+                    if rt.state == InstanceState::Stopped {
+                        rt.last_error = Some(format!("cannot start it again ({why}): {e}"));
+                    }
+                }
+            }
         }
         engine.journal_end(journal).await;
     })

@@ -21,20 +21,51 @@ const ALREADY_STOPPED: &str = "already stopped";
 /// The note of a `stop` that removed the instance.
 const REMOVED: &str = "removed: an ephemeral instance is deleted when it stops";
 
-/// Whether process `pid` has a handler for signal `sig` (`SigCgt` in /proc/<pid>/status).
-/// Unknown (unreadable) counts as yes.
+/// Checks a stop request before anything happens: its signal must be one, and a forced stop
+/// sends none.
+fn check_stop_request(req: &StopRequest) -> Result<(), EngineError> {
+    if let Some(given) = &req.signal {
+        if req.force {
+            return Err(EngineError::invalid(
+                "--signal and --force do not go together: a forced stop kills at once (SIGKILL)",
+                "give one of them",
+            ));
+        }
+        process::check_stop_signal(given, "--signal")?;
+    }
+    Ok(())
+}
+
+/// Whether process `pid` takes signal `sig`: it has a handler for it (`SigCgt` in
+/// /proc/<pid>/status), blocks it (`SigBlk`: it is queued for later), or sleeps in
+/// `sigtimedwait`/`sigwaitinfo`, as busybox init and mayfly's own init do (the set it waits
+/// for is not in /proc; an init that waits for signals is taken to want them). Unknown
+/// (unreadable) counts as yes.
 fn catches(pid: i32, sig: i32) -> bool {
     let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
         return true;
     };
-    let Some(mask) = status
-        .lines()
-        .find_map(|l| l.strip_prefix("SigCgt:"))
-        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
-    else {
+    let mask = |field: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+    };
+    let (Some(caught), Some(blocked)) = (mask("SigCgt:"), mask("SigBlk:")) else {
         return true;
     };
-    (1..=64).contains(&sig) && mask & (1u64 << (sig - 1)) != 0
+    let bit = |m: u64| (1..=64).contains(&sig) && m & (1u64 << (sig - 1)) != 0;
+    bit(caught) || bit(blocked) || waits_for_signals(pid)
+}
+
+/// Whether process `pid` is blocked in `rt_sigtimedwait` (`/proc/<pid>/syscall`).
+fn waits_for_signals(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/syscall")).is_ok_and(|s| {
+        s.split_whitespace()
+            .next()
+            .and_then(|n| n.parse::<libc::c_long>().ok())
+            == Some(libc::SYS_rt_sigtimedwait)
+    })
 }
 
 impl Engine {
@@ -71,6 +102,7 @@ impl Engine {
         slot: Arc<Slot>,
         req: StopRequest,
     ) -> Result<InstanceInfo, EngineError> {
+        check_stop_request(&req)?;
         let name = slot.name.as_str();
         let note = {
             let _guard = slot.acquire("stop").await?;
@@ -123,6 +155,8 @@ impl Engine {
             let waited = async {
                 let signal = if req.force {
                     None
+                } else if let Some(given) = &req.signal {
+                    Some(process::check_stop_signal(given, "--signal")?.0)
                 } else {
                     let name = slot.name.clone();
                     let rec = self.db(move |s| s.instance(&name)).await?;
@@ -179,18 +213,22 @@ impl Engine {
         let pid = lock(&slot.rt).pid;
         let signal = signal.filter(|sig| pid.is_none_or(|p| catches(p, *sig)));
         let graceful = match signal {
-            Some(sig) => match self.driver.signal(&slot.id, sig).await {
-                Err(e) if !gone(&e) => return Err(EngineError::Driver(e)),
-                _ => {
-                    crate::failpoint("stop:signalled");
-                    tokio::time::timeout(timeout, &mut ended).await.is_ok()
+            Some(sig) => {
+                self.note_signal(&slot.id, Some(sig));
+                match self.driver.signal(&slot.id, sig).await {
+                    Err(e) if !gone(&e) => return Err(EngineError::Driver(e)),
+                    _ => {
+                        crate::failpoint("stop:signalled");
+                        tokio::time::timeout(timeout, &mut ended).await.is_ok()
+                    }
                 }
-            },
+            }
             None => false,
         };
         if graceful {
             return Ok(());
         }
+        self.note_signal(&slot.id, None);
         match self.driver.kill(&slot.id).await {
             Err(e) if !gone(&e) => return Err(EngineError::Driver(e)),
             _ => {}
@@ -213,6 +251,7 @@ impl Engine {
         name: &str,
         req: StopRequest,
     ) -> Result<InstanceInfo, EngineError> {
+        check_stop_request(&req)?;
         let slot = self.slot(name)?;
         {
             let _guard = slot.acquire("restart").await?;
@@ -290,6 +329,7 @@ impl Engine {
         name: &str,
         req: StopRequest,
     ) -> Result<InstanceInfo, EngineError> {
+        check_stop_request(&req)?;
         let slot = self.slot(name)?;
         {
             let _guard = slot.acquire("reset").await?;

@@ -195,6 +195,9 @@ impl Engine {
             EngineError::invalid(e, "e.g. `mayfly template build debian --debian bookworm`")
         })?;
         check_packages(&req.packages)?;
+        if let Some(sig) = &req.stop_signal {
+            crate::process::check_stop_signal(sig, "--stop-signal")?;
+        }
         let existing = match self.resolve(&req.name).await {
             Ok((_, v)) => Some(v),
             Err(EngineError::Store(StoreError::NotFound { .. })) => None,
@@ -258,7 +261,7 @@ impl Engine {
             let r = rootfs.clone();
             let layer = self.blocking(move || crate::layer::seal(&r)).await?;
             let dirs = vec![rootfs.clone()];
-            let config = TemplateConfig {
+            let mut config = TemplateConfig {
                 command: req
                     .command
                     .clone()
@@ -269,6 +272,7 @@ impl Engine {
                 packages: packages_of(&dirs),
                 ..VersionMeta::default()
             };
+            set_stop_signal(&mut config, req.stop_signal.as_deref(), &meta.packages);
             let message = req
                 .message
                 .clone()
@@ -362,11 +366,12 @@ impl Engine {
             base: Some(format!("{}@{}", bt.name, bv.version)),
             app: true,
         };
-        // A rebuild keeps the application's own command (entrypoint and cmd) and user unless
-        // told otherwise; a new application starts from its base's.
+        // A rebuild keeps the application's own command (entrypoint and cmd), user and stop
+        // signal unless told otherwise; a new application starts from its base's.
         let own = existing.as_ref().map_or(&bv.config, |v| &v.config);
         let mut config = TemplateConfig {
             user: own.user.clone(),
+            stop_signal: own.stop_signal.clone(),
             ..bv.config.clone()
         };
         let (entrypoint, cmd) = own.entrypoint_and_cmd();
@@ -374,6 +379,7 @@ impl Engine {
         if let Some(command) = &req.command {
             config.set_command(Vec::new(), command.clone());
         }
+        set_stop_signal(&mut config, req.stop_signal.as_deref(), &meta.packages);
         let message = req.message.clone().unwrap_or_else(|| {
             let what = if req.packages.is_empty() {
                 "a script".to_owned()
@@ -415,6 +421,9 @@ impl Engine {
         log: BuildLog,
     ) -> Result<TemplateInfo, EngineError> {
         check_packages(&req.packages)?;
+        if let Some(sig) = &req.stop_signal {
+            crate::process::check_stop_signal(sig, "--stop-signal")?;
+        }
         let (t, cur) = self.resolve(name).await?;
         let given = [
             !req.packages.is_empty(),
@@ -427,7 +436,9 @@ impl Engine {
         if given != 1 {
             return Err(EngineError::invalid(
                 "give exactly one of --packages, --run or --from",
-                format!("e.g. `mayfly template patch {name} --packages upgrade`"),
+                format!(
+                    "e.g. `mayfly template patch {name} --packages upgrade` (--stop-signal goes with one of them)"
+                ),
             ));
         }
         let dirs = self.layer_dirs(&cur);
@@ -494,7 +505,11 @@ impl Engine {
                 cur.layers.clone(),
                 &tree,
                 layer,
-                cur.config.clone(),
+                {
+                    let mut config = cur.config.clone();
+                    set_stop_signal(&mut config, req.stop_signal.as_deref(), &meta.packages);
+                    config
+                },
                 message,
                 meta,
                 journal,
@@ -658,5 +673,18 @@ impl Engine {
             }
         }
         Ok(out)
+    }
+}
+
+/// Sets the stop signal of `config` to `given` (checked before), named as mayfly names it;
+/// without one, a default stop signal (SIGTERM) becomes the halt request of the init that
+/// the default command and the installed `packages` say it is ([`crate::power::init_stop_signal`]).
+fn set_stop_signal(config: &mut TemplateConfig, given: Option<&str>, packages: &[String]) {
+    if let Some(n) = given.and_then(crate::process::parse_signal) {
+        config.stop_signal = crate::process::signal_name(n);
+    } else if crate::process::parse_signal(&config.stop_signal) == Some(libc::SIGTERM)
+        && let Some(sig) = crate::power::init_stop_signal(config, packages)
+    {
+        config.stop_signal = sig.to_owned();
     }
 }

@@ -264,6 +264,9 @@ pub struct ExitRecord {
     pub signal: Option<i32>,
     /// Unix seconds.
     pub at: i64,
+    /// How the run ended, as the engine read it (absent in records written before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ending: Option<mayfly_api::Ending>,
 }
 
 /// A template version to create.

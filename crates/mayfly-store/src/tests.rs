@@ -196,6 +196,7 @@ fn run_records_and_journal_round_trip() {
         code: 137,
         signal: Some(9),
         at: 5,
+        ending: Some(mayfly_api::Ending::Killed),
     };
     s.set_run("id-a", Mode::Persistent, None, Some(&exit))
         .unwrap();

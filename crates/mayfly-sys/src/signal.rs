@@ -32,3 +32,32 @@ pub fn ignore_sigpipe() {
     // SAFETY: SIG_IGN installs no handler code.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
 }
+
+/// Signal `sig` as rustix sends it: a named signal, or a real-time one from this libc's
+/// `SIGRTMIN` to `SIGRTMAX` (systemd's halt request is `SIGRTMIN+3`); `None` for anything
+/// else, including the numbers the C library keeps for itself (32 and 33 with glibc).
+pub fn sendable(sig: i32) -> Option<rustix::process::Signal> {
+    rustix::process::Signal::from_named_raw(sig).or_else(|| {
+        (libc::SIGRTMIN()..=libc::SIGRTMAX())
+            .contains(&sig)
+            // SAFETY: a valid, non-zero signal number outside the C library's reserved range;
+            // the result is only ever sent to another process.
+            .then(|| unsafe { rustix::process::Signal::from_raw_unchecked(sig) })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn real_time_signals_can_be_sent_and_reserved_ones_cannot() {
+        assert_eq!(super::sendable(15).map(|s| s.as_raw()), Some(15));
+        let rtmin = libc::SIGRTMIN();
+        assert_eq!(
+            super::sendable(rtmin + 3).map(|s| s.as_raw()),
+            Some(rtmin + 3)
+        );
+        assert!(super::sendable(rtmin - 1).is_none());
+        assert!(super::sendable(0).is_none());
+        assert!(super::sendable(65).is_none());
+    }
+}

@@ -165,7 +165,7 @@ impl Forker {
 
     fn signal(&mut self, id: &str, signal: i32) -> Result<Reply, Failure> {
         let c = self.running(id)?;
-        let sig = Signal::from_named_raw(signal)
+        let sig = mayfly_sys::signal::sendable(signal)
             .ok_or_else(|| Failure::other(format!("unknown signal {signal}")))?;
         if let Some(pidfd) = &c.pidfd {
             rustix::process::pidfd_send_signal(pidfd, sig)
@@ -248,7 +248,7 @@ impl Forker {
             kind: FailureKind::UnknownContainer,
             message: format!("no exec'd process {exec_id}"),
         })?;
-        let sig = Signal::from_named_raw(signal)
+        let sig = mayfly_sys::signal::sendable(signal)
             .ok_or_else(|| Failure::other(format!("unknown signal {signal}")))?;
         // The whole process group, as a terminal would: what the process started (a shell's
         // children) hears the hang-up or interrupt too, unless it left the group.

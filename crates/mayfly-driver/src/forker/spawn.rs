@@ -354,6 +354,8 @@ pub(crate) fn begin_container(
     let flags = CloneFlags {
         user: spec.idmap.is_some(),
         mount: true,
+        // Always: reboot(2) with the CAP_SYS_BOOT instances keep ends only this namespace's
+        // init (security.rs, KEPT_CAPABILITIES); in the host's it would reboot the host.
         pid: true,
         uts: true,
         ipc: true,

@@ -115,9 +115,23 @@ Signals and exit codes:
     Start(NamesArgs),
     /// Stop running instances (the stop signal, then SIGKILL after --timeout); one already
     /// stopped is left alone ("already stopped", exit 0).
-    #[command(
-        after_help = "Examples:\n  mayfly stop web\n  mayfly stop --timeout 30 db\n  mayfly stop --force web"
-    )]
+    #[command(after_help = "\
+The stop signal is the template's (`mayfly template info`: an image's StopSignal, or
+`template build/patch --stop-signal`), or --signal's. Give an init its own halt request:
+systemd SIGRTMIN+3, busybox init SIGUSR2 (SIGUSR1 halts, SIGTERM reboots), sysvinit SIGINT
+(Debian's inittab runs `shutdown` on it; SIGPWR needs a `powerwait` entry that shuts down).
+An init that halts through reboot(2) shows `halted` as its last exit in `mayfly info`; one
+that mayfly had to kill, `killed`.
+
+`poweroff` or `halt` inside an instance stops it; `reboot` inside starts it again (a
+transient instance with a clean writable layer: that is how it goes back to its template
+from inside; an ephemeral one is deleted, as at any end).
+
+Examples:
+  mayfly stop web
+  mayfly stop --timeout 30 db
+  mayfly stop --signal SIGRTMIN+3 sysd
+  mayfly stop --force web")]
     Stop(StopArgs),
     /// Stop and start instances.
     #[command(after_help = "Examples:\n  mayfly restart web")]
@@ -344,7 +358,8 @@ Examples:
   mayfly template build debian --debian bookworm
   mayfly template build debian --debian bookworm --variant minbase --packages curl,ca-certificates
   mayfly template build web --from debian --packages nginx
-  mayfly template build tools --from debian@1 --run 'echo hi > /etc/motd'")]
+  mayfly template build tools --from debian@1 --run 'echo hi > /etc/motd'
+  mayfly template build bbi --from busybox --run 'echo ::respawn:/bin/sleep 1d > /etc/inittab' --cmd '/bin/busybox init' --stop-signal SIGUSR2")]
     Build(BuildArgs),
     /// Make version N+1 = version N + one layer (packages, a script or a directory).
     #[command(after_help = "\
@@ -404,6 +419,11 @@ pub struct BuildArgs {
     /// Default init command: words split on spaces, or a JSON array.
     #[arg(long, value_name = "COMMAND")]
     pub cmd: Option<String>,
+    /// The signal that asks the init to stop (default: the base's, SIGTERM for an OS
+    /// template; /sbin/init with systemd-sysv or sysvinit-core installed gets SIGRTMIN+3 or
+    /// SIGINT). busybox init: SIGUSR2.
+    #[arg(long, value_name = "SIGNAL")]
+    pub stop_signal: Option<String>,
     /// History message.
     #[arg(long, short)]
     pub message: Option<String>,
@@ -426,6 +446,9 @@ pub struct PatchArgs {
     /// A directory (on the daemon's host) laid over the template.
     #[arg(long = "from", value_name = "DIR")]
     pub from_dir: Option<String>,
+    /// A new stop signal for the new version (with one of the above).
+    #[arg(long, value_name = "SIGNAL")]
+    pub stop_signal: Option<String>,
     /// History message.
     #[arg(long, short)]
     pub message: Option<String>,
@@ -594,8 +617,12 @@ pub struct StopArgs {
     #[arg(long, short, default_value_t = 10)]
     pub timeout: u64,
     /// Kill at once (SIGKILL).
-    #[arg(long, short)]
+    #[arg(long, short, conflicts_with = "signal")]
     pub force: bool,
+    /// Send this signal instead of the template's stop signal, this once (SIGPWR,
+    /// SIGRTMIN+3, 15).
+    #[arg(long, short, value_name = "SIGNAL")]
+    pub signal: Option<String>,
 }
 
 /// `mayfly rm`.

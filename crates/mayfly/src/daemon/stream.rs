@@ -195,6 +195,7 @@ impl Target {
                     let req = StopRequest {
                         timeout: Some(0),
                         force: true,
+                        signal: None,
                     };
                     match engine.stop_instance_id(id, req).await {
                         Err(mayfly_engine::EngineError::Busy { .. })

@@ -149,10 +149,13 @@ pub(super) async fn instance_info(
         println!("started:     {s} ({})", ago(s));
     }
     if let Some(e) = &i.last_exit {
-        let how = match e.signal {
+        let mut how = match e.signal {
             Some(sig) => format!("killed by signal {sig} (code {})", e.code),
             None => format!("exit code {}", e.code),
         };
+        if let Some(ending) = e.ending {
+            how = format!("{how}: {}", ending.as_str());
+        }
         println!(
             "last exit:   {how}{}",
             e.at.as_deref()
@@ -200,6 +203,7 @@ pub(super) async fn stop(client: &Client, a: StopArgs) -> Result<i32, ClientErro
     let req = StopRequest {
         timeout: Some(a.timeout),
         force: a.force,
+        signal: a.signal.clone(),
     };
     each(&a.names, |n| {
         let req = req.clone();
@@ -226,12 +230,12 @@ pub(super) async fn lifecycle(
     names: &[String],
     action: &'static str,
     done: &'static str,
-    timeout: u64,
-    force: bool,
+    args: &StopArgs,
 ) -> Result<i32, ClientError> {
     let req = StopRequest {
-        timeout: Some(timeout),
-        force,
+        timeout: Some(args.timeout),
+        force: args.force,
+        signal: args.signal.clone(),
     };
     each(names, |n| {
         let req = req.clone();

@@ -46,11 +46,9 @@ pub async fn dispatch(client: &Client, command: Command) -> i32 {
         Command::Start(a) => instance::start(client, a).await,
         Command::Stop(a) => instance::stop(client, a).await,
         Command::Restart(a) => {
-            instance::lifecycle(client, &a.names, "restart", "restarted", a.timeout, a.force).await
+            instance::lifecycle(client, &a.names, "restart", "restarted", &a).await
         }
-        Command::Reset(a) => {
-            instance::lifecycle(client, &a.names, "reset", "reset", a.timeout, a.force).await
-        }
+        Command::Reset(a) => instance::lifecycle(client, &a.names, "reset", "reset", &a).await,
         Command::Rm(a) => instance::rm(client, a).await,
         Command::Snapshot(c) => snapshot::snapshot(client, c).await,
         Command::Clone(a) => snapshot::clone_instance(client, a).await,

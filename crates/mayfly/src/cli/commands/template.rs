@@ -31,6 +31,7 @@ pub(super) async fn template(client: &Client, t: TemplateCommand) -> Result<i32,
                 packages: a.packages.clone(),
                 run: a.run.clone(),
                 command,
+                stop_signal: a.stop_signal.clone(),
                 message: a.message.clone(),
             };
             let path = format!("{}/build", paths::template(&enc(&a.name)));
@@ -54,6 +55,7 @@ pub(super) async fn template(client: &Client, t: TemplateCommand) -> Result<i32,
                         .map(|p| p.display().to_string())
                         .unwrap_or_else(|_| d.clone())
                 }),
+                stop_signal: a.stop_signal.clone(),
                 message: a.message.clone(),
             };
             let path = format!("{}/patch", paths::template(&enc(&a.name)));
