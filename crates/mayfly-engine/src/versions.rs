@@ -208,6 +208,12 @@ impl Engine {
                 name: req.name.clone(),
             }));
         }
+        if req.no_init && req.debian.is_none() {
+            return Err(EngineError::invalid(
+                "--no-init is for OS templates (--debian SUITE)",
+                "e.g. `mayfly template build small --debian bookworm --no-init`",
+            ));
+        }
         match (&req.debian, &req.from) {
             (Some(suite), None) => self.build_os(&req, suite, log).await?,
             (None, Some(base)) => self.build_app(&req, base, existing, log).await?,
