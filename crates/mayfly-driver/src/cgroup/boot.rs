@@ -238,6 +238,11 @@ mod tests {
             for f in files {
                 fs::write(dir.join(f), "").unwrap();
             }
+            if h.boot.is_some() {
+                // The exec leaf, as the kernel would show it once made.
+                fs::create_dir(dir.join(EXEC_LEAF)).unwrap();
+                fs::write(dir.join(EXEC_LEAF).join("cgroup.procs"), "").unwrap();
+            }
         }
     }
 
@@ -297,6 +302,7 @@ mod tests {
         fs::create_dir(root.join("parent")).unwrap();
         fs::write(root.join("parent/cgroup.controllers"), "cpu memory pids").unwrap();
         fs::write(root.join("parent/cgroup.subtree_control"), "").unwrap();
+        fs::write(root.join("parent/cgroup.procs"), "").unwrap();
         cg.create("parent/inst").unwrap();
         kernel_files(&cg, "parent/inst");
         // The parent hands its controllers down; the instance's own group enables none, so
