@@ -34,9 +34,15 @@ pub(crate) fn add_init_packages(packages: &mut Vec<String>) {
 }
 
 /// Masks [`MASKED_UNITS`] in the root filesystem `root` (those its systemd has), as
-/// `systemctl mask` does: a link to `/dev/null` in `/etc/systemd/system`. Returns the units
-/// masked. Blocking.
+/// `systemctl mask` does: a link to `/dev/null` in `/etc/systemd/system`, and empties the
+/// machine id systemd's installation drew on the build host (as Debian's container images
+/// ship it): every instance gets its own mounted over it, and a published or exported
+/// template must not carry one. Returns the units masked. Blocking.
 pub(crate) fn mask_units(root: &Path) -> Result<Vec<String>, EngineError> {
+    let machine_id = root.join("etc/machine-id");
+    if std::fs::symlink_metadata(&machine_id).is_ok_and(|m| m.file_type().is_file()) {
+        std::fs::write(&machine_id, b"").map_err(io_err("empty", &machine_id))?;
+    }
     let mut masked = Vec::new();
     let dir = root.join("etc/systemd/system");
     for (unit, _) in MASKED_UNITS {
@@ -75,6 +81,13 @@ mod tests {
             mask_units(root).unwrap(),
             ["systemd-machine-id-commit.service"]
         );
+        std::fs::write(
+            root.join("etc/machine-id"),
+            "0123456789abcdef0123456789abcdef\n",
+        )
+        .unwrap();
+        mask_units(root).unwrap();
+        assert_eq!(std::fs::read(root.join("etc/machine-id")).unwrap(), b"");
         let link = root.join("etc/systemd/system/systemd-machine-id-commit.service");
         assert_eq!(std::fs::read_link(link).unwrap(), Path::new("/dev/null"));
         let mut p = vec!["dbus".to_owned(), "less".to_owned()];

@@ -326,7 +326,6 @@ impl Cgroups {
                     let _ = write_file(&file, &format!("+{c}"));
                 }
             }
-            let _ = dir;
         } else if h.has("cpuset") {
             // A v1 cpuset group starts with no cpus and no memory nodes, and a process cannot
             // join it until both are set: copy them from the parent, and let the group's own
