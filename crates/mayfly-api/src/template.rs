@@ -336,6 +336,11 @@ pub struct BuildTemplate {
     /// Package archive (default `http://deb.debian.org/debian`).
     #[serde(default)]
     pub mirror: Option<String>,
+    /// An OS template without an init: debootstrap's variant alone, no systemd (by default
+    /// an OS template boots systemd: `systemd-sysv` and `dbus` are added, its command is
+    /// `/sbin/init`, and the units that cannot work in a container are masked).
+    #[serde(default)]
+    pub no_init: bool,
     /// Base template (`NAME` or `NAME@N`) of an application template.
     #[serde(default)]
     pub from: Option<String>,

@@ -1,6 +1,14 @@
-//! The files mayfly writes for every container at every start: `/etc/hostname`, `/etc/hosts`
-//! and `/etc/resolv.conf`. An instance's name and resolvers are its own, never a template's
-//! (nor the build host's, which debootstrap copies into a new root).
+//! The files mayfly writes for every container at every start: `/etc/hostname`, `/etc/hosts`,
+//! `/etc/resolv.conf` and `/etc/machine-id`. An instance's name, resolvers and machine id are
+//! its own, never a template's (nor the build host's, which debootstrap copies into a new
+//! root).
+//!
+//! The machine id (systemd's `machine-id(5)`, which journald, D-Bus and DHCP clients key on) is
+//! drawn at random once per instance and kept in its directory (`<instance dir>/machine-id`):
+//! it stays across restarts and resets of a transient instance (its identity stays, its
+//! changes go), and a clone, a new instance, gets a new one. It is not derived from the
+//! instance's id, which `mayfly info` shows: a machine id is meant to stay private. The same id,
+//! as a UUID, is `container_uuid` in the init's environment (systemd's Container Interface).
 //!
 //! As Docker does, they are files in the container's run directory on the host
 //! (`<instance dir>/run/`, rewritten at every start) bind-mounted read-write over their
@@ -26,11 +34,51 @@ use crate::error::io_err;
 use crate::{Engine, EngineError};
 
 /// The files: their name in the run directory and their path inside the container.
-pub(crate) const FILES: [(&str, &str); 3] = [
+pub(crate) const FILES: [(&str, &str); 4] = [
     ("hostname", "/etc/hostname"),
     ("hosts", "/etc/hosts"),
     ("resolv.conf", "/etc/resolv.conf"),
+    ("machine-id", "/etc/machine-id"),
 ];
+
+/// Where an instance's machine id is kept, in its directory.
+const MACHINE_ID_FILE: &str = "machine-id";
+
+/// Whether `s` is a machine id: 32 lowercase hex digits, not all zero.
+fn is_machine_id(s: &str) -> bool {
+    s.len() == 32
+        && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        && s.bytes().any(|b| b != b'0')
+}
+
+/// The machine id of the instance whose directory is `dir`: the one kept there, or a new
+/// random one, kept from now on. Blocking.
+pub(crate) fn machine_id(dir: &Path) -> Result<String, EngineError> {
+    let path = dir.join(MACHINE_ID_FILE);
+    if let Ok(kept) = std::fs::read_to_string(&path)
+        && is_machine_id(kept.trim())
+    {
+        return Ok(kept.trim().to_owned());
+    }
+    let id = crate::random_hex(16);
+    write_file(&path, format!("{id}\n").as_bytes())?;
+    Ok(id)
+}
+
+/// The machine id `id` written as a UUID (what `container_uuid` holds).
+pub(crate) fn as_uuid(id: &str) -> String {
+    if id.len() != 32 {
+        return id.to_owned();
+    }
+    format!(
+        "{}-{}-{}-{}-{}",
+        &id[..8],
+        &id[8..12],
+        &id[12..16],
+        &id[16..20],
+        &id[20..]
+    )
+}
 
 /// The host's resolver configuration.
 const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
@@ -134,6 +182,8 @@ pub(crate) struct Prepared {
     /// A layer of mount points to stack on top of the container's layers, when the template
     /// lacks some of the targets.
     pub mount_points: Option<PathBuf>,
+    /// The instance's machine id (see [`machine_id`]).
+    pub machine_id: String,
 }
 
 /// Writes the files of container `hostname` on `network` into `<dir>/run/`, and finds (or
@@ -147,10 +197,12 @@ pub(crate) fn prepare(
     let run = dir.join("run");
     std::fs::create_dir_all(&run).map_err(io_err("create", &run))?;
     let mut binds = Vec::with_capacity(FILES.len());
+    let machine_id = machine_id(dir)?;
     for (name, target) in FILES {
         let content = match name {
             "hostname" => hostname_file(hostname),
             "hosts" => hosts_file(hostname),
+            "machine-id" => format!("{machine_id}\n"),
             _ => resolv_conf(network),
         };
         let path = run.join(name);
@@ -166,6 +218,7 @@ pub(crate) fn prepare(
     Ok(Prepared {
         binds,
         mount_points,
+        machine_id,
     })
 }
 

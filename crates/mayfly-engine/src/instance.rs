@@ -355,6 +355,15 @@ impl Engine {
             )
             .await?;
         layers.extend(files.mount_points);
+        // systemd's Container Interface: the container's UUID beside `container=mayfly`, for
+        // the init (exec'd processes do not need it).
+        let mut process = process;
+        if !process.env.iter().any(|e| e.starts_with("container_uuid=")) {
+            process.env.push(format!(
+                "container_uuid={}",
+                crate::etc_files::as_uuid(&files.machine_id)
+            ));
+        }
         let spec = InstanceSpec {
             id: rec.id.clone(),
             hostname: rec.name.clone(),

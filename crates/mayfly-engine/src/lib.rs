@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 mod apps;
+mod boot;
 mod build;
 mod console;
 mod error;

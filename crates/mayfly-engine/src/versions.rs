@@ -211,6 +211,12 @@ impl Engine {
                 name: req.name.clone(),
             }));
         }
+        if req.no_init && req.debian.is_none() {
+            return Err(EngineError::invalid(
+                "--no-init is for OS templates (--debian SUITE)",
+                "e.g. `mayfly template build small --debian bookworm --no-init`",
+            ));
+        }
         match (&req.debian, &req.from) {
             (Some(suite), None) => self.build_os(&req, suite, log).await?,
             (None, Some(base)) => self.build_app(&req, base, existing, log).await?,
@@ -241,6 +247,10 @@ impl Engine {
         }
         let variant = req.variant.clone().unwrap_or_else(|| "minbase".into());
         let mirror = req.mirror.clone().unwrap_or_else(|| DEFAULT_MIRROR.into());
+        let mut packages = req.packages.clone();
+        if !req.no_init {
+            crate::boot::add_init_packages(&mut packages);
+        }
         let staging = self
             .layout
             .tmp()
@@ -248,15 +258,15 @@ impl Engine {
         let journal = self.journal(kind::IMPORT, &req.name, &staging).await?;
         let result: Result<(), EngineError> = async {
             let rootfs = self
-                .debootstrap(
-                    &staging,
-                    suite,
-                    &variant,
-                    &req.packages,
-                    &mirror,
-                    log.clone(),
-                )
+                .debootstrap(&staging, suite, &variant, &packages, &mirror, log.clone())
                 .await?;
+            if !req.no_init {
+                let r = rootfs.clone();
+                let masked = self.blocking(move || crate::boot::mask_units(&r)).await?;
+                if !masked.is_empty() {
+                    log(&format!("masked for containers: {}", masked.join(", ")));
+                }
+            }
             log("computing the layer digest");
             let r = rootfs.clone();
             let layer = self.blocking(move || crate::layer::seal(&r)).await?;

@@ -127,9 +127,9 @@ fn oci_layout_and_docker_save_become_layered_templates_with_the_image_defaults()
             "test -e /etc/doomed && echo doomed-present; test -e /var/gone && echo gone-present; \
              ls -A /opt/app; ls -A /etc; cat /etc/kept /srv/keep /srv/added /marker"
         ),
-        // (/etc/hostname, hosts and resolv.conf are mayfly's, mounted on mount points of
-        // the instance's own: see tests/etc_files.rs.)
-        "new\nhostname\nhosts\nkept\npasswd\nresolv.conf\nkeep me\nsrv\nadded\nimage\n",
+        // (/etc/hostname, hosts, machine-id and resolv.conf are mayfly's, mounted on mount
+        // points of the instance's own: see tests/etc_files.rs and docs/boot.md.)
+        "new\nhostname\nhosts\nkept\nmachine-id\npasswd\nresolv.conf\nkeep me\nsrv\nadded\nimage\n",
         "whiteouts delete, the opaque directory hides the lower one"
     );
     let tree = view::of_instance(&d, "ocii");

@@ -9,37 +9,14 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestDaemon, template_info, version, wait_until};
-use serde_json::{Value, json};
+use common::{
+    TestDaemon, init_pid, last_exit, template_info, version, wait_new_run, wait_stopped, wait_until,
+};
+use serde_json::json;
 
 /// An inittab for busybox init: a line at boot, a service to keep, a line at shutdown.
 const INITTAB: &str = "printf '::sysinit:/bin/echo booting\\n::respawn:/bin/sleep 100000\\n\
     ::shutdown:/bin/echo shutting down\\n' > /etc/inittab";
-
-fn last_exit(d: &TestDaemon, name: &str) -> Value {
-    d.info(name)["last_exit"].clone()
-}
-
-/// The host pid of `name`'s init, if it runs.
-fn init_pid(d: &TestDaemon, name: &str) -> Option<i64> {
-    let info = d.info(name);
-    (info["state"] == "running")
-        .then(|| info["pid"].as_i64())
-        .flatten()
-}
-
-/// Waits until `name` runs another init than `before` (a reboot's new run).
-fn wait_new_run(d: &TestDaemon, name: &str, before: Option<i64>) {
-    wait_until(Duration::from_secs(20), "the instance runs again", || {
-        init_pid(d, name).is_some_and(|p| Some(p) != before)
-    });
-}
-
-fn wait_stopped(d: &TestDaemon, name: &str) {
-    wait_until(Duration::from_secs(20), "the instance stops", || {
-        d.state_of(name).as_deref() == Some("stopped")
-    });
-}
 
 /// Waits until the init of `name` (a shell) has set its traps and says so with /tmp/ready
 /// (in the run's own writable layer: transient instances start clean).
@@ -115,7 +92,7 @@ fn busybox_init_halts_on_stop_powers_off_and_reboots_from_inside() {
     d.sh("b1", "echo dirty > /marker");
     let before = init_pid(&d, "b1");
     d.ok(&["exec", "b1", "--", "reboot"]);
-    wait_new_run(&d, "b1", before);
+    wait_new_run(&d, "b1", before, Duration::from_secs(20));
     let exit = last_exit(&d, "b1");
     assert_eq!(exit["ending"], "rebooted", "{exit}");
     assert_eq!(exit["signal"], libc::SIGHUP, "{exit}");
@@ -125,7 +102,7 @@ fn busybox_init_halts_on_stop_powers_off_and_reboots_from_inside() {
 
     // `poweroff` inside: the instance stops, and stays stopped.
     d.ok(&["exec", "b1", "--", "poweroff"]);
-    wait_stopped(&d, "b1");
+    wait_stopped(&d, "b1", Duration::from_secs(20));
     assert_eq!(last_exit(&d, "b1")["ending"], "halted");
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(d.state_of("b1").as_deref(), Some("stopped"));
@@ -134,7 +111,7 @@ fn busybox_init_halts_on_stop_powers_off_and_reboots_from_inside() {
     d.ok(&["start", "b1"]);
     wait_booted(&d, "b1");
     d.ok(&["exec", "b1", "--", "halt"]);
-    wait_stopped(&d, "b1");
+    wait_stopped(&d, "b1", Duration::from_secs(20));
     assert_eq!(last_exit(&d, "b1")["ending"], "halted");
 
     // Asked with SIGTERM (busybox init's reboot request), it reboots: still the end of a
@@ -169,7 +146,7 @@ fn reboot_from_any_process_restarts_transient_clean_and_persistent_as_it_was() {
         d.sh(name, "echo kept > /marker");
         let before = init_pid(&d, name);
         d.ok(&["exec", name, "--", "reboot", "-f"]);
-        wait_new_run(&d, name, before);
+        wait_new_run(&d, name, before, Duration::from_secs(20));
         assert_eq!(last_exit(&d, name)["ending"], "rebooted");
         let marker = d.mayfly(&["exec", name, "--", "cat", "/marker"]);
         if mode == "transient" {
@@ -179,7 +156,7 @@ fn reboot_from_any_process_restarts_transient_clean_and_persistent_as_it_was() {
         }
         // `poweroff -f`: stopped for good.
         d.ok(&["exec", name, "--", "poweroff", "-f"]);
-        wait_stopped(&d, name);
+        wait_stopped(&d, name, Duration::from_secs(20));
         assert_eq!(last_exit(&d, name)["ending"], "halted");
         d.ok(&["rm", name]);
     }
@@ -386,7 +363,7 @@ fn a_killed_init_shows_killed_and_a_hang_up_from_mayfly_is_no_reboot() {
     wait_ready(&d, "h");
     let before = init_pid(&d, "h");
     d.ok(&["exec", "h", "--", "reboot", "-f"]);
-    wait_new_run(&d, "h", before);
+    wait_new_run(&d, "h", before, Duration::from_secs(20));
     d.ok(&["rm", "--force", "k", "h"]);
     d.finish();
 }
@@ -417,7 +394,7 @@ fn reboot_without_a_user_namespace_stays_in_the_instance() {
     let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").expect("boot_id");
     let before = init_pid(&d, "n");
     d.ok(&["exec", "n", "--", "reboot", "-f"]);
-    wait_new_run(&d, "n", before);
+    wait_new_run(&d, "n", before, Duration::from_secs(20));
     assert_eq!(last_exit(&d, "n")["ending"], "rebooted");
     assert_eq!(
         std::fs::read_to_string("/proc/sys/kernel/random/boot_id").expect("boot_id"),
@@ -500,7 +477,7 @@ fn a_reboot_cut_by_the_end_of_the_daemon_still_starts_the_instance() {
         "reboot:journalled",
         &["exec", "cut", "--", "sh", "-c", "touch /go; sleep 30"],
     );
-    wait_new_run(&d, "cut", before);
+    wait_new_run(&d, "cut", before, Duration::from_secs(20));
     // The forker went with the daemon: the end of the old run may be unknown now.
     let info = d.info("cut");
     assert!(

@@ -9,18 +9,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::debian::{DEBOOTSTRAP_TIMEOUT, debian_daemon, long_ok};
-use common::{TestDaemon, template_info, version, wait_until};
+use common::{TestDaemon, init_pid, template_info, version, wait_until};
 
 /// How long installing sysvinit-core may take (its scripts try to reach an init that is not
 /// there, and wait for it).
 const SYSVINIT_TIMEOUT: Duration = Duration::from_secs(300);
-
-fn init_pid(d: &TestDaemon, name: &str) -> Option<i64> {
-    let info = d.info(name);
-    (info["state"] == "running")
-        .then(|| info["pid"].as_i64())
-        .flatten()
-}
 
 /// Waits until sysvinit has reached runlevel 2 (Debian's default).
 fn wait_booted(d: &TestDaemon, name: &str) {
@@ -54,6 +47,7 @@ fn sysvinit_boots_halts_on_stop_powers_off_and_reboots_from_inside() {
             "bookworm",
             "--variant",
             "minbase",
+            "--no-init",
         ],
         DEBOOTSTRAP_TIMEOUT,
     );

@@ -59,6 +59,7 @@ fn debian_templates_are_built_with_a_download_cache_and_applications_stack_with_
                 "bookworm",
                 "--variant",
                 "minbase",
+                "--no-init",
                 "--packages",
                 "less",
             ],

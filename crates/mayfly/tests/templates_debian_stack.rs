@@ -159,6 +159,7 @@ fn debian_minbase_is_clean_and_real_applications_stack_without_false_conflicts()
             "bookworm",
             "--variant",
             "minbase",
+            "--no-init",
         ],
         DEBOOTSTRAP_TIMEOUT,
     );

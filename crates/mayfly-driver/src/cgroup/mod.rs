@@ -17,7 +17,10 @@
 //! completes once every process has stopped), so one slow instance cannot stall the forker's
 //! loop that serves the others.
 
+mod boot;
 pub mod devices;
+
+pub use boot::{BootMounts, EXEC_LEAF};
 
 use std::fs;
 use std::io::{self, Write};
@@ -169,6 +172,9 @@ pub struct Cgroups {
 struct Hierarchy {
     mount: PathBuf,
     controllers: Vec<String>,
+    /// What the instance's init sees of this hierarchy, if anything (see [`boot`]): its group
+    /// here is delegated to the instance, and exec'd processes land in a leaf below it.
+    boot: Option<boot::Role>,
 }
 
 impl Hierarchy {
@@ -198,6 +204,7 @@ impl Cgroups {
     fn from_mountinfo_as(mountinfo: &str, layout: CgroupLayout) -> Result<Cgroups, CgroupError> {
         let mut v2: Option<PathBuf> = None;
         let mut v1: Vec<Hierarchy> = Vec::new();
+        let mut named_systemd: Option<PathBuf> = None;
         for line in mountinfo.lines() {
             // Fields: id parent major:minor root mount-point options [optional...] - fstype source super-options
             let Some((left, right)) = line.split_once(" - ") else {
@@ -218,33 +225,46 @@ impl Cgroups {
                 }
                 "cgroup" => {
                     let opts = right.get(2).copied().unwrap_or("");
+                    if opts.split(',').any(|o| o == "name=systemd") && named_systemd.is_none() {
+                        named_systemd = Some(mount.clone());
+                    }
                     let controllers: Vec<String> = opts
                         .split(',')
                         .filter(|o| V1_CONTROLLERS.contains(o))
                         .map(str::to_owned)
                         .collect();
                     if !controllers.is_empty() && !v1.iter().any(|h| h.mount == mount) {
-                        v1.push(Hierarchy { mount, controllers });
+                        v1.push(Hierarchy {
+                            mount,
+                            controllers,
+                            boot: None,
+                        });
                     }
                 }
                 _ => {}
             }
         }
+        // Driven as v1, the instance also gets a group of its own in the name=systemd
+        // hierarchy and the unified tree, for the init it boots (see `boot`).
+        let with_boot = |mut roots: Vec<Hierarchy>, v2: Option<PathBuf>| {
+            roots.extend(boot::v1_boot_hierarchies(named_systemd.clone(), v2));
+            roots
+        };
         match (layout, v2, v1.is_empty()) {
             (CgroupLayout::V2, None, _) => Err(CgroupError::LayoutUnavailable { wanted: "v2" }),
             (CgroupLayout::V1, _, true) => Err(CgroupError::LayoutUnavailable { wanted: "v1" }),
             (CgroupLayout::V2, Some(mount), _) => Ok(Cgroups::unified(mount)),
-            (CgroupLayout::V1, _, false) => Ok(Cgroups {
+            (CgroupLayout::V1, v2, false) => Ok(Cgroups {
                 mode: CgroupMode::V1,
-                roots: v1,
+                roots: with_boot(v1, v2),
             }),
-            (CgroupLayout::Auto, Some(_), false) => Ok(Cgroups {
+            (CgroupLayout::Auto, Some(v2), false) => Ok(Cgroups {
                 mode: CgroupMode::Hybrid,
-                roots: v1,
+                roots: with_boot(v1, Some(v2)),
             }),
             (CgroupLayout::Auto, None, false) => Ok(Cgroups {
                 mode: CgroupMode::V1,
-                roots: v1,
+                roots: with_boot(v1, None),
             }),
             (CgroupLayout::Auto, Some(mount), true) => Ok(Cgroups::unified(mount)),
             (CgroupLayout::Auto, None, true) => Err(CgroupError::NotMounted),
@@ -257,6 +277,7 @@ impl Cgroups {
             roots: vec![Hierarchy {
                 mount,
                 controllers: Vec::new(),
+                boot: Some(boot::Role::Unified),
             }],
         }
     }
@@ -291,18 +312,18 @@ impl Cgroups {
 
     fn init_new_group(&self, h: &Hierarchy, parent: &Path, dir: &Path) -> Result<(), CgroupError> {
         if self.mode == CgroupMode::V2 {
-            // Let the new group hand controllers down to its children, and make sure its
-            // parent hands them to it. Controllers the kernel lacks are skipped.
-            for group in [parent, dir] {
-                let file = group.join("cgroup.subtree_control");
-                let available =
-                    fs::read_to_string(group.join("cgroup.controllers")).unwrap_or_default();
-                for c in V2_CONTROLLERS {
-                    if available.split_whitespace().any(|a| a == *c) {
-                        // EBUSY happens when the group has processes (a leaf in use); it is
-                        // harmless for the parent and impossible for the fresh group.
-                        let _ = write_file(&file, &format!("+{c}"));
-                    }
+            // Make sure the parent hands the controllers down to the new group. The new
+            // group's own `cgroup.subtree_control` stays empty: it is a leaf that processes
+            // join (the no-internal-processes rule forbids both), and an instance's group
+            // is delegated to its init, which enables what it wants for its own children
+            // once it has moved itself into one (as systemd does). Controllers the kernel
+            // lacks are skipped; EBUSY (a parent in use as a leaf) is left as it is.
+            let file = parent.join("cgroup.subtree_control");
+            let available =
+                fs::read_to_string(parent.join("cgroup.controllers")).unwrap_or_default();
+            for c in V2_CONTROLLERS {
+                if available.split_whitespace().any(|a| a == *c) {
+                    let _ = write_file(&file, &format!("+{c}"));
                 }
             }
         } else if h.has("cpuset") {
@@ -336,12 +357,17 @@ impl Cgroups {
         let Some(dir) = self.dirs(rel).next() else {
             return Ok(Vec::new());
         };
-        let file = dir.join("cgroup.procs");
-        match fs::read_to_string(&file) {
-            Ok(s) => Ok(s.lines().filter_map(|l| l.trim().parse().ok()).collect()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(io_err("read", &file)(e)),
+        // A delegated group (v2) may have groups of the instance's own below it.
+        let mut out = Vec::new();
+        for group in boot::subtree(&dir) {
+            let file = group.join("cgroup.procs");
+            match fs::read_to_string(&file) {
+                Ok(s) => out.extend(s.lines().filter_map(|l| l.trim().parse::<i32>().ok())),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("read", &file)(e)),
+            }
         }
+        Ok(out)
     }
 
     /// Whether group `rel` exists.
@@ -438,12 +464,15 @@ impl Cgroups {
     /// waiting here). A group that does not exist is gone.
     pub fn try_remove(&self, rel: &str) -> Result<bool, CgroupError> {
         let mut gone = true;
-        for dir in self.dirs(rel) {
-            match fs::remove_dir(&dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => gone = false,
-                Err(e) => return Err(io_err("remove", &dir)(e)),
+        for top in self.dirs(rel) {
+            // The groups an init made below its delegated group go first, deepest first.
+            for dir in boot::subtree(&top).into_iter().rev() {
+                match fs::remove_dir(&dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => gone = false,
+                    Err(e) => return Err(io_err("remove", &dir)(e)),
+                }
             }
         }
         Ok(gone)
@@ -523,7 +552,17 @@ mod tests {
         let cg = Cgroups::from_mountinfo(HYBRID).unwrap();
         assert_eq!(cg.mode(), CgroupMode::Hybrid);
         let mounts: Vec<_> = cg.roots.iter().map(|h| h.mount.to_str().unwrap()).collect();
-        assert_eq!(mounts, ["/sys/fs/cgroup/cpu", "/sys/fs/cgroup/memory"]);
+        // The controllers first (pids and the freezer are read there), then the hierarchies
+        // an init boots with (see `boot`).
+        assert_eq!(
+            mounts,
+            [
+                "/sys/fs/cgroup/cpu",
+                "/sys/fs/cgroup/memory",
+                "/sys/fs/cgroup/systemd",
+                "/sys/fs/cgroup/unified"
+            ]
+        );
     }
 
     #[test]
@@ -545,7 +584,7 @@ mod tests {
         assert_eq!(mounts, ["/sys/fs/cgroup/unified"]);
         let v1 = Cgroups::from_mountinfo_as(HYBRID, CgroupLayout::V1).unwrap();
         assert_eq!(v1.mode(), CgroupMode::V1);
-        assert_eq!(v1.roots.len(), 2);
+        assert_eq!(v1.roots.iter().filter(|h| h.boot.is_none()).count(), 2);
 
         let pure_v1 = "27 25 0:24 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n";
         let e = Cgroups::from_mountinfo_as(pure_v1, CgroupLayout::V2).unwrap_err();

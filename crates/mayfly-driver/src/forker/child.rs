@@ -15,7 +15,7 @@ use rustix::fs::{Mode, OFlags};
 use rustix::mount::{MountFlags, MountPropagationFlags, MoveMountFlags, UnmountFlags};
 use serde::{Deserialize, Serialize};
 
-use crate::cgroup::CgroupMode;
+use crate::cgroup::BootMounts;
 use crate::security;
 use crate::spec::{ContainerSpec, NetworkMode, ProcessSpec};
 use crate::user::Identity;
@@ -90,7 +90,7 @@ pub(crate) fn enter_rootfs(
     root_mount: &OwnedFd,
     mount_point: &OwnedFd,
     binds: Vec<OwnedFd>,
-    cgroup_mode: CgroupMode,
+    cgroup_mounts: BootMounts,
     console: Option<&OwnedFd>,
 ) -> ChildResult<()> {
     // Nothing we mount may propagate back to the host.
@@ -148,17 +148,9 @@ pub(crate) fn enter_rootfs(
         )
         .step(|| "mount /sys".into())?;
     }
-    if cgroup_mode == CgroupMode::V2 && Path::new("sys/fs/cgroup").is_dir() {
-        rustix::mount::mount(
-            c"cgroup2",
-            c"sys/fs/cgroup",
-            c"cgroup2",
-            nosuid_nodev_noexec | MountFlags::RDONLY,
-            None,
-        )
-        .step(|| "mount /sys/fs/cgroup".into())?;
-    }
+    super::boot_mounts::mount_cgroups(cgroup_mounts, spec.idmap.is_some())?;
     build_dev(spec, console)?;
+    super::boot_mounts::mount_run(&spec.id)?;
     for (bind, tree) in spec.binds.iter().zip(&binds) {
         if bind.only_over_file {
             super::file_mounts::mount_over_file(&spec.id, root_mount, bind, tree)?;
@@ -433,11 +425,20 @@ fn mask_paths() -> ChildResult<()> {
 /// `ssh-keygen` exists, regenerated), fresh random seeds, and `/etc/hostname`. Clones that
 /// share these confuse DHCP servers, journald, SSH clients and RNG-seeded services (a bug
 /// class seen in Firecracker, LXD and systemd).
+///
+/// The machine id mayfly mounts over `/etc/machine-id` (the engine keeps one per instance, so a
+/// clone's is new already) is the one taken, and copied to D-Bus's file; a random one is
+/// drawn only where no such mount is there.
 pub(crate) fn regenerate_identity(hostname: &str) -> ChildResult<()> {
-    let mut bytes = [0u8; 16];
-    rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty())
-        .step(|| "read random bytes".into())?;
-    let machine_id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let machine_id = match provided_machine_id() {
+        Some(id) => id,
+        None => {
+            let mut bytes = [0u8; 16];
+            rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty())
+                .step(|| "read random bytes".into())?;
+            bytes.iter().map(|b| format!("{b:02x}")).collect()
+        }
+    };
     let is_file = |p: &str| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_file());
     for file in ["/etc/machine-id", "/var/lib/dbus/machine-id"] {
         if is_file(file) {
@@ -496,6 +497,25 @@ pub(crate) fn regenerate_identity(hostname: &str) -> ChildResult<()> {
         }
     }
     Ok(())
+}
+
+/// The machine id in `/etc/machine-id` when it is a mount of its own (mayfly's per-instance
+/// file) holding a valid id.
+fn provided_machine_id() -> Option<String> {
+    let st = rustix::fs::statx(
+        rustix::fs::CWD,
+        "/etc/machine-id",
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        rustix::fs::StatxFlags::TYPE,
+    )
+    .ok()?;
+    let root = rustix::fs::StatxAttributes::MOUNT_ROOT;
+    if !st.stx_attributes_mask.contains(root) || !st.stx_attributes.contains(root) {
+        return None;
+    }
+    let text = std::fs::read_to_string("/etc/machine-id").ok()?;
+    let id = text.trim();
+    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_owned())
 }
 
 /// Turns the child into `process`, running as `identity` (resolved inside the instance by

@@ -1,6 +1,7 @@
 //! Starting a process inside a running container (`exec`).
 //!
-//! A helper child joins the instance's cgroup (as host root, before it loses that) and its
+//! A helper child joins the instance's cgroup (as host root, before it loses that; in the
+//! hierarchies delegated to the instance's init, the leaf `cgroup::EXEC_LEAF` below it) and its
 //! namespaces (one `setns` on the init's pidfd), then clones the process as a sibling
 //! (`CLONE_PARENT`), so that the forker is its parent and reaps it, tells the forker its pid
 //! (and the terminal it made inside, if any), and exits. The process reports a failure to
@@ -254,7 +255,7 @@ fn exec_helper(
         std::thread::sleep(std::time::Duration::from_secs(3600));
     }
     let me = rustix::process::getpid().as_raw_nonzero().get();
-    if let Err(e) = cgroups.add_process(cgroup, me) {
+    if let Err(e) = cgroups.add_exec_process(cgroup, me) {
         return fail("join cgroup", io::Error::other(crate::error_chain(&e)));
     }
     use rustix::thread::ThreadNameSpaceType as Ns;

@@ -387,6 +387,12 @@ pub(crate) fn begin_container(
         cgroups
             .add_process(&spec.cgroup, pid.as_raw_nonzero().get())
             .map_err(|e| failure("join cgroup", crate::error_chain(&e)))?;
+        if let Some(map) = spec.idmap {
+            // Its own group is the instance root's to manage (see `cgroup::boot`).
+            cgroups
+                .delegate(&spec.cgroup, map.host_base, map.host_base)
+                .map_err(|e| failure("delegate cgroup", crate::error_chain(&e)))?;
+        }
         let userns = match spec.idmap {
             Some(_) => Some(
                 rustix::fs::open(
@@ -511,7 +517,7 @@ fn container_child(
             &root,
             &mount_point,
             binds,
-            cgroups.mode(),
+            cgroups.boot_mounts(),
             console.as_ref(),
         )?;
         rustix::system::sethostname(spec.hostname.as_bytes())

@@ -354,8 +354,15 @@ sources stay: run `apt-get update` before installing in an instance), and never 
 host's hostname or resolv.conf: every instance gets its own /etc/hostname, /etc/hosts and
 /etc/resolv.conf from mayfly at every start.
 
+An OS template (--debian) boots systemd: systemd-sysv and dbus are installed with the variant,
+its command is /sbin/init, and the units that cannot work in a container are masked
+(systemd-machine-id-commit.service: mayfly provides /etc/machine-id). `mayfly launch debian`
+then boots it; `mayfly exec NAME -- systemctl is-system-running --wait` says when it is up.
+--no-init builds the variant alone (no systemd; its command idles).
+
 Examples:
   mayfly template build debian --debian bookworm
+  mayfly template build small --debian bookworm --no-init
   mayfly template build debian --debian bookworm --variant minbase --packages curl,ca-certificates
   mayfly template build web --from debian --packages nginx
   mayfly template build tools --from debian@1 --run 'echo hi > /etc/motd'
@@ -407,6 +414,9 @@ pub struct BuildArgs {
     /// Package archive.
     #[arg(long, requires = "debian", value_name = "URL")]
     pub mirror: Option<String>,
+    /// No init: the debootstrap variant alone, without systemd (whose template boots).
+    #[arg(long, requires = "debian")]
+    pub no_init: bool,
     /// Base template of an application template (NAME or NAME@N).
     #[arg(long, value_name = "BASE")]
     pub from: Option<String>,

@@ -38,15 +38,16 @@ impl TestDaemon {
 pub fn freezer_file(d: &TestDaemon, name: &str) -> Option<(PathBuf, &'static str, &'static str)> {
     let id = d.info(name)["id"].as_str().unwrap_or_default().to_owned();
     let rel = format!("{}/{id}", d.cgroup_parent());
-    for h in cgroup_present(&rel) {
-        if h.join("freezer.state").exists() {
-            return Some((h.join("freezer.state"), "THAWED", "FROZEN"));
-        }
-        if h.join("cgroup.freeze").exists() {
-            return Some((h.join("cgroup.freeze"), "0", "1"));
-        }
+    // The v1 freezer first: beside v1 controllers the instance also has a group in the
+    // unified tree (for an init that boots), whose `cgroup.freeze` mayfly does not drive.
+    let present = cgroup_present(&rel);
+    if let Some(h) = present.iter().find(|h| h.join("freezer.state").exists()) {
+        return Some((h.join("freezer.state"), "THAWED", "FROZEN"));
     }
-    None
+    present
+        .iter()
+        .find(|h| h.join("cgroup.freeze").exists())
+        .map(|h| (h.join("cgroup.freeze"), "0", "1"))
 }
 
 /// Whether instance `name` is thawed (a group without a freezer counts as thawed).

@@ -128,3 +128,30 @@ pub fn line_reader(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<Str
     });
     rx
 }
+
+/// What `info` says of the last end of `name`'s init (`ending`: halted, rebooted, …).
+pub fn last_exit(d: &TestDaemon, name: &str) -> Value {
+    d.info(name)["last_exit"].clone()
+}
+
+/// The host pid of `name`'s init, if it runs.
+pub fn init_pid(d: &TestDaemon, name: &str) -> Option<i64> {
+    let info = d.info(name);
+    (info["state"] == "running")
+        .then(|| info["pid"].as_i64())
+        .flatten()
+}
+
+/// Waits until `name` runs another init than `before` (a reboot's new run).
+pub fn wait_new_run(d: &TestDaemon, name: &str, before: Option<i64>, within: Duration) {
+    wait_until(within, "the instance runs again", || {
+        init_pid(d, name).is_some_and(|p| Some(p) != before)
+    });
+}
+
+/// Waits until `name` is stopped.
+pub fn wait_stopped(d: &TestDaemon, name: &str, within: Duration) {
+    wait_until(within, "the instance stops", || {
+        d.state_of(name).as_deref() == Some("stopped")
+    });
+}
