@@ -611,9 +611,7 @@ fn confine(identity: &Identity) -> ChildResult<()> {
     drop_bounding_set()?;
     set_identity(identity)?;
     let kept = if identity.uid == 0 {
-        security::KEPT_CAPABILITIES
-            .iter()
-            .fold(rustix::thread::CapabilitySet::empty(), |all, c| all | *c)
+        security::kept_capabilities()
     } else {
         rustix::thread::CapabilitySet::empty()
     };
@@ -752,12 +750,12 @@ fn drop_bounding_set() -> ChildResult<()> {
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(40);
-    let keep: Vec<u32> = security::KEPT_CAPABILITIES
-        .iter()
-        .map(|c| c.bits().trailing_zeros())
-        .collect();
+    let keep = security::kept_capabilities();
     for cap in 0..=last {
-        if keep.contains(&cap) {
+        if 1u64
+            .checked_shl(cap)
+            .is_some_and(|bit| keep.bits() & bit != 0)
+        {
             continue;
         }
         mayfly_sys::process::drop_bounding_capability(cap)
