@@ -150,6 +150,17 @@ impl Cgroups {
         for h in &self.roots {
             let Some(role) = h.boot else { continue };
             let dir = h.mount.join(rel);
+            if role == Role::Unified {
+                // The kernel keeps the instance's subtree within what `subtree` walks (these
+                // files stay the host's). name=systemd (v1) has no such limit.
+                for (file, max) in [
+                    ("cgroup.max.depth", MAX_DEPTH - 1),
+                    ("cgroup.max.descendants", MAX_GROUPS - 1),
+                ] {
+                    let path = dir.join(file);
+                    write_file(&path, &max.to_string()).map_err(io_err("limit", &path))?;
+                }
+            }
             let paths = std::iter::once(dir.clone())
                 .chain(delegated_files(role).iter().map(|f| dir.join(f)))
                 .filter(|p| p == &dir || p.exists());
@@ -226,6 +237,8 @@ mod tests {
                     "cgroup.subtree_control",
                     "cgroup.threads",
                     "cgroup.controllers",
+                    "cgroup.max.depth",
+                    "cgroup.max.descendants",
                     "memory.max",
                 ],
                 _ => &[
@@ -327,8 +340,19 @@ mod tests {
         ] {
             assert_eq!(owner(&p), 12345, "{}", p.display());
         }
+        // The subtree the instance may make is bounded by the kernel, in what mayfly walks.
+        assert_eq!(
+            fs::read_to_string(inst.join("cgroup.max.depth")).unwrap(),
+            (MAX_DEPTH - 1).to_string()
+        );
+        assert_eq!(
+            fs::read_to_string(inst.join("cgroup.max.descendants")).unwrap(),
+            (MAX_GROUPS - 1).to_string()
+        );
         for p in [
             inst.join("memory.max"),
+            inst.join("cgroup.max.depth"),
+            inst.join("cgroup.max.descendants"),
             inst.join("cgroup.controllers"),
             root.join("parent"),
             root.join("parent/cgroup.procs"),
