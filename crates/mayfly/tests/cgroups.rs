@@ -68,6 +68,17 @@ fn the_v2_layout_runs_freezes_kills_and_cleans_up_in_the_unified_hierarchy() {
     let group = root.join(&rel);
     let procs = std::fs::read_to_string(group.join("cgroup.procs")).expect("cgroup.procs");
     assert!(procs.lines().any(|l| l == pid.to_string()), "{procs}");
+    // The subtree delegated to the instance is bounded by the kernel (the walk that removes
+    // it is), with limits the instance cannot raise.
+    let limit = |f: &str| std::fs::read_to_string(group.join(f)).expect(f).trim().to_owned();
+    assert_eq!(limit("cgroup.max.depth"), "31");
+    assert_eq!(limit("cgroup.max.descendants"), "16383");
+    let raise = d.sh(
+        "v2-web",
+        "echo max > /sys/fs/cgroup/cgroup.max.depth 2>/dev/null && echo raised || echo refused",
+    );
+    assert_eq!(raise.trim(), "refused");
+    assert_eq!(limit("cgroup.max.depth"), "31");
 
     // An exec'd process joins the same group (found by its unique command line; the CLI
     // process that asked for it mentions it too, but lives in no instance group).
