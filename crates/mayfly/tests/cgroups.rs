@@ -70,7 +70,12 @@ fn the_v2_layout_runs_freezes_kills_and_cleans_up_in_the_unified_hierarchy() {
     assert!(procs.lines().any(|l| l == pid.to_string()), "{procs}");
     // The subtree delegated to the instance is bounded by the kernel (the walk that removes
     // it is), with limits the instance cannot raise.
-    let limit = |f: &str| std::fs::read_to_string(group.join(f)).expect(f).trim().to_owned();
+    let limit = |f: &str| {
+        std::fs::read_to_string(group.join(f))
+            .expect(f)
+            .trim()
+            .to_owned()
+    };
     assert_eq!(limit("cgroup.max.depth"), "31");
     assert_eq!(limit("cgroup.max.descendants"), "16383");
     let raise = d.sh(
