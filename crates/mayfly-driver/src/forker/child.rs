@@ -150,7 +150,9 @@ pub(crate) fn enter_rootfs(
     }
     super::boot_mounts::mount_cgroups(cgroup_mounts, spec.idmap.is_some())?;
     build_dev(spec, console)?;
-    super::boot_mounts::mount_run(&spec.id)?;
+    if super::boot_mounts::boots_init(&spec.process.args) {
+        super::boot_mounts::mount_run(&spec.id)?;
+    }
     for (bind, tree) in spec.binds.iter().zip(&binds) {
         if bind.only_over_file {
             super::file_mounts::mount_over_file(&spec.id, root_mount, bind, tree)?;
