@@ -213,3 +213,35 @@ fn an_unknown_layout_is_bad_usage() {
     assert_eq!(out.code, 2, "{out}");
     assert!(out.stderr.contains("auto, v1 or v2"), "{out}");
 }
+
+/// Groups an instance makes below its own in `name=systemd` (which has no depth limit) are
+/// removed with it, however deep, leaving nothing in any hierarchy.
+#[test]
+fn groups_an_instance_makes_below_its_own_go_with_it_however_deep() {
+    if !Path::new("/sys/fs/cgroup/systemd").is_dir() {
+        eprintln!("this host has no name=systemd hierarchy");
+        return;
+    }
+    let d = TestDaemon::start();
+    d.ok(&["launch", "busybox", "--name", "deep", "--persistent"]);
+    let made = d.sh(
+        "deep",
+        "cd /sys/fs/cgroup/systemd && for i in $(seq 60); do mkdir g && cd g || exit 1; done; \
+         mkdir side && echo made",
+    );
+    assert_eq!(made.trim(), "made");
+    let id = d.info("deep")["id"].as_str().expect("id").to_owned();
+    let rel = format!("{}/{id}", d.cgroup_parent());
+    let deep = Path::new("/sys/fs/cgroup/systemd")
+        .join(&rel)
+        .join(["g"; 60].join("/"));
+    assert!(deep.join("side").is_dir(), "{}", deep.display());
+    d.ok(&["stop", "--timeout", "0", "deep"]);
+    assert!(
+        common::cgroup_present(&rel).is_empty(),
+        "{:?}",
+        common::cgroup_present(&rel)
+    );
+    d.ok(&["rm", "deep"]);
+    d.finish();
+}
