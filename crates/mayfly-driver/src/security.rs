@@ -43,6 +43,18 @@ pub const KEPT_CAPABILITIES: &[rustix::thread::CapabilitySet] = &[
     rustix::thread::CapabilitySet::SYS_BOOT,
 ];
 
+/// The capabilities a container's processes keep on this build: [`KEPT_CAPABILITIES`], less
+/// SYS_BOOT where there is no seccomp filter ([`default_filter`] is `None` on architectures
+/// mayfly has no syscall table for): only the filter keeps `kexec_load` from an instance
+/// whose root is the host's.
+pub fn kept_capabilities() -> rustix::thread::CapabilitySet {
+    let filtered = default_filter().is_some();
+    KEPT_CAPABILITIES
+        .iter()
+        .filter(|c| filtered || **c != rustix::thread::CapabilitySet::SYS_BOOT)
+        .fold(rustix::thread::CapabilitySet::empty(), |all, c| all | *c)
+}
+
 /// Files under `/proc` hidden behind `/dev/null` (they leak host kernel state or allow timing
 /// attacks).
 pub const MASKED_FILES: &[&str] = &[
@@ -225,6 +237,11 @@ mod tests {
     #[test]
     fn kexec_stays_denied_while_sys_boot_is_kept() {
         assert!(KEPT_CAPABILITIES.contains(&rustix::thread::CapabilitySet::SYS_BOOT));
+        // Kept only where the filter exists (always on the architectures tested here).
+        assert_eq!(
+            kept_capabilities().contains(rustix::thread::CapabilitySet::SYS_BOOT),
+            default_filter().is_some()
+        );
         let denied = denied_syscalls();
         assert!(denied.contains(&libc::SYS_kexec_load));
         assert!(denied.contains(&libc::SYS_kexec_file_load));

@@ -68,6 +68,22 @@ fn the_v2_layout_runs_freezes_kills_and_cleans_up_in_the_unified_hierarchy() {
     let group = root.join(&rel);
     let procs = std::fs::read_to_string(group.join("cgroup.procs")).expect("cgroup.procs");
     assert!(procs.lines().any(|l| l == pid.to_string()), "{procs}");
+    // The subtree delegated to the instance is bounded by the kernel (the walk that removes
+    // it is), with limits the instance cannot raise.
+    let limit = |f: &str| {
+        std::fs::read_to_string(group.join(f))
+            .expect(f)
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(limit("cgroup.max.depth"), "31");
+    assert_eq!(limit("cgroup.max.descendants"), "16383");
+    let raise = d.sh(
+        "v2-web",
+        "echo max > /sys/fs/cgroup/cgroup.max.depth 2>/dev/null && echo raised || echo refused",
+    );
+    assert_eq!(raise.trim(), "refused");
+    assert_eq!(limit("cgroup.max.depth"), "31");
 
     // An exec'd process joins the same group (found by its unique command line; the CLI
     // process that asked for it mentions it too, but lives in no instance group).
@@ -196,4 +212,36 @@ fn an_unknown_layout_is_bad_usage() {
     );
     assert_eq!(out.code, 2, "{out}");
     assert!(out.stderr.contains("auto, v1 or v2"), "{out}");
+}
+
+/// Groups an instance makes below its own in `name=systemd` (which has no depth limit) are
+/// removed with it, however deep, leaving nothing in any hierarchy.
+#[test]
+fn groups_an_instance_makes_below_its_own_go_with_it_however_deep() {
+    if !Path::new("/sys/fs/cgroup/systemd").is_dir() {
+        eprintln!("this host has no name=systemd hierarchy");
+        return;
+    }
+    let d = TestDaemon::start();
+    d.ok(&["launch", "busybox", "--name", "deep", "--persistent"]);
+    let made = d.sh(
+        "deep",
+        "cd /sys/fs/cgroup/systemd && for i in $(seq 60); do mkdir g && cd g || exit 1; done; \
+         mkdir side && echo made",
+    );
+    assert_eq!(made.trim(), "made");
+    let id = d.info("deep")["id"].as_str().expect("id").to_owned();
+    let rel = format!("{}/{id}", d.cgroup_parent());
+    let deep = Path::new("/sys/fs/cgroup/systemd")
+        .join(&rel)
+        .join(["g"; 60].join("/"));
+    assert!(deep.join("side").is_dir(), "{}", deep.display());
+    d.ok(&["stop", "--timeout", "0", "deep"]);
+    assert!(
+        common::cgroup_present(&rel).is_empty(),
+        "{:?}",
+        common::cgroup_present(&rel)
+    );
+    d.ok(&["rm", "deep"]);
+    d.finish();
 }

@@ -270,3 +270,62 @@ fn build_containers_get_the_files_and_their_layers_keep_neither_them_nor_build_l
     assert!(failed.stderr.contains("exited with code 3"), "{failed}");
     d.finish();
 }
+
+/// An application's own `/run` (a directory its image made there, as postgres' does for its
+/// socket) is kept: the tmpfs an init needs at `/run` is mounted only for an init (issue 20).
+#[test]
+fn run_is_the_templates_for_applications_and_a_fresh_tmpfs_for_an_init() {
+    let d = TestDaemon::start();
+    d.ok(&[
+        "template",
+        "build",
+        "runapp",
+        "--from",
+        "busybox",
+        "--run",
+        "mkdir -p /run/app && echo kept > /run/app/f",
+    ]);
+    let app = d.ok(&["run", "--rm", "runapp", "--", "cat", "/run/app/f"]);
+    assert_eq!(app.trim(), "kept");
+    let fs = d.ok(&[
+        "run",
+        "--rm",
+        "runapp",
+        "--",
+        "sh",
+        "-c",
+        "grep ' /run ' /proc/mounts || echo none",
+    ]);
+    assert_eq!(fs.trim(), "none", "no tmpfs for an application: {fs}");
+
+    // An init (busybox's here) gets the tmpfs at /run and /run/lock.
+    d.ok(&[
+        "launch",
+        "runapp",
+        "--name",
+        "runinit",
+        "--",
+        "/bin/busybox",
+        "init",
+    ]);
+    let mut mounts = String::new();
+    common::wait_until(
+        std::time::Duration::from_secs(10),
+        "the init to run",
+        || {
+            mounts = d
+                .mayfly(&["exec", "runinit", "--", "cat", "/proc/mounts"])
+                .stdout;
+            !mounts.is_empty()
+        },
+    );
+    assert!(
+        mounts.contains("tmpfs /run tmpfs rw,nosuid,nodev"),
+        "{mounts}"
+    );
+    assert!(mounts.contains("tmpfs /run/lock tmpfs"), "{mounts}");
+    let gone = d.mayfly(&["exec", "runinit", "--", "cat", "/run/app/f"]);
+    assert!(!gone.success(), "an init's /run starts empty: {gone}");
+    d.ok(&["rm", "--force", "runinit"]);
+    d.finish();
+}

@@ -115,6 +115,88 @@ pub(super) fn subtree(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Most groups one [`remove_subtree`] call visits (the caller retries a subtree left over).
+const REMOVE_BUDGET: usize = 64 * 1024;
+
+/// Removes group `top` and every group below it, children before their parents, walking by
+/// descriptors: no depth or path length limit applies (the `name=systemd` hierarchy has no
+/// `cgroup.max.depth`, and an instance may make groups deeper than [`subtree`] walks or than a
+/// path can name). `Ok(true)` once it is gone; `Ok(false)` while a group still has processes
+/// (`EBUSY`), or when the budget ran out: the caller tries again later.
+pub(super) fn remove_subtree(top: &Path) -> io::Result<bool> {
+    use rustix::fs::{AtFlags, Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut cur = match rustix::fs::open(top, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(true),
+        Err(e) => return Err(e.into()),
+    };
+    /// A group being emptied: its name in its parent (none for `top`) and the child groups
+    /// not visited yet.
+    struct Frame {
+        name: Option<std::ffi::CString>,
+        pending: Vec<std::ffi::CString>,
+    }
+    let child_groups = |fd: &rustix::fd::OwnedFd| -> io::Result<Vec<std::ffi::CString>> {
+        let mut out = Vec::new();
+        for entry in rustix::fs::Dir::read_from(fd)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            if entry.file_type() == rustix::fs::FileType::Directory
+                && name.to_bytes() != b"."
+                && name.to_bytes() != b".."
+            {
+                out.push(name.to_owned());
+            }
+        }
+        Ok(out)
+    };
+    let mut stack = vec![Frame {
+        name: None,
+        pending: child_groups(&cur)?,
+    }];
+    let mut visited = 0;
+    while let Some(frame) = stack.last_mut() {
+        if let Some(child) = frame.pending.pop() {
+            visited += 1;
+            if visited > REMOVE_BUDGET {
+                return Ok(false);
+            }
+            match rustix::fs::openat(&cur, child.as_c_str(), flags, Mode::empty()) {
+                Ok(fd) => {
+                    let pending = child_groups(&fd)?;
+                    cur = fd;
+                    stack.push(Frame {
+                        name: Some(child),
+                        pending,
+                    });
+                }
+                Err(rustix::io::Errno::NOENT) => {}
+                Err(e) => return Err(e.into()),
+            }
+            continue;
+        }
+        // Every child of this group is gone: the group itself goes.
+        let Some(name) = stack.pop().and_then(|f| f.name) else {
+            break;
+        };
+        let parent = rustix::fs::openat(&cur, c"..", flags, Mode::empty())?;
+        match rustix::fs::unlinkat(&parent, name.as_c_str(), AtFlags::REMOVEDIR) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+            Err(rustix::io::Errno::BUSY) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+        cur = parent;
+    }
+    drop(cur);
+    match fs::remove_dir(top) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// The files of a delegated group its owner may write, by hierarchy.
 fn delegated_files(role: Role) -> &'static [&'static str] {
     match role {
@@ -150,6 +232,17 @@ impl Cgroups {
         for h in &self.roots {
             let Some(role) = h.boot else { continue };
             let dir = h.mount.join(rel);
+            if role == Role::Unified {
+                // The kernel keeps the instance's subtree within what `subtree` walks (these
+                // files stay the host's). name=systemd (v1) has no such limit.
+                for (file, max) in [
+                    ("cgroup.max.depth", MAX_DEPTH - 1),
+                    ("cgroup.max.descendants", MAX_GROUPS - 1),
+                ] {
+                    let path = dir.join(file);
+                    write_file(&path, &max.to_string()).map_err(io_err("limit", &path))?;
+                }
+            }
             let paths = std::iter::once(dir.clone())
                 .chain(delegated_files(role).iter().map(|f| dir.join(f)))
                 .filter(|p| p == &dir || p.exists());
@@ -226,6 +319,8 @@ mod tests {
                     "cgroup.subtree_control",
                     "cgroup.threads",
                     "cgroup.controllers",
+                    "cgroup.max.depth",
+                    "cgroup.max.descendants",
                     "memory.max",
                 ],
                 _ => &[
@@ -327,8 +422,19 @@ mod tests {
         ] {
             assert_eq!(owner(&p), 12345, "{}", p.display());
         }
+        // The subtree the instance may make is bounded by the kernel, in what mayfly walks.
+        assert_eq!(
+            fs::read_to_string(inst.join("cgroup.max.depth")).unwrap(),
+            (MAX_DEPTH - 1).to_string()
+        );
+        assert_eq!(
+            fs::read_to_string(inst.join("cgroup.max.descendants")).unwrap(),
+            (MAX_GROUPS - 1).to_string()
+        );
         for p in [
             inst.join("memory.max"),
+            inst.join("cgroup.max.depth"),
+            inst.join("cgroup.max.descendants"),
             inst.join("cgroup.controllers"),
             root.join("parent"),
             root.join("parent/cgroup.procs"),
@@ -393,5 +499,39 @@ mod tests {
             "7"
         );
         assert!(!at("cpu", EXEC_LEAF).exists());
+    }
+
+    #[test]
+    fn a_subtree_deeper_than_a_path_can_name_is_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let top = tmp.path().join("inst");
+        fs::create_dir(&top).unwrap();
+        // A chain far deeper than MAX_DEPTH, made by descriptors (its full path would pass
+        // PATH_MAX), with a few siblings on the way.
+        let name = "g".repeat(200);
+        let mut fd = rustix::fs::open(
+            &top,
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
+            rustix::fs::Mode::empty(),
+        )
+        .unwrap();
+        for level in 0..100 {
+            rustix::fs::mkdirat(&fd, name.as_str(), rustix::fs::Mode::from_raw_mode(0o755))
+                .unwrap();
+            if level % 10 == 0 {
+                rustix::fs::mkdirat(&fd, "side", rustix::fs::Mode::from_raw_mode(0o755)).unwrap();
+            }
+            fd = rustix::fs::openat(
+                &fd,
+                name.as_str(),
+                rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
+                rustix::fs::Mode::empty(),
+            )
+            .unwrap();
+        }
+        drop(fd);
+        assert!(remove_subtree(&top).unwrap());
+        assert!(!top.exists());
+        assert!(remove_subtree(&top).unwrap(), "a missing group is gone");
     }
 }

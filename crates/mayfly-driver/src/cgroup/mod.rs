@@ -466,13 +466,8 @@ impl Cgroups {
         let mut gone = true;
         for top in self.dirs(rel) {
             // The groups an init made below its delegated group go first, deepest first.
-            for dir in boot::subtree(&top).into_iter().rev() {
-                match fs::remove_dir(&dir) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => gone = false,
-                    Err(e) => return Err(io_err("remove", &dir)(e)),
-                }
+            if !boot::remove_subtree(&top).map_err(io_err("remove", &top))? {
+                gone = false;
             }
         }
         Ok(gone)

@@ -4,11 +4,12 @@
 //! CAP_SYS_ADMIN):
 //!
 //! - `/run` (tmpfs, `nosuid,nodev`, 64 MiB) and `/run/lock` (tmpfs, `nosuid,nodev,noexec`,
-//!   5 MiB, sticky and world-writable as Debian has it), for every instance whose template has
-//!   a real `/run` directory. A template without one (or with a symlink there) is left as it
-//!   is: nothing is created in the instance's root, and a symlink is never followed.
-//!   Every instance gets them, not only those that boot an init: they cost two mounts, and a
-//!   `/run` that starts empty at each start is what programs expect of it.
+//!   5 MiB, sticky and world-writable as Debian has it), for an instance that boots an init
+//!   ([`boots_init`]) whose template has a real `/run` directory. A template without one (or
+//!   with a symlink there) is left as it is: nothing is created in the instance's root, and a
+//!   symlink is never followed. An application keeps its template's `/run`, as Docker and
+//!   Podman leave it: images make directories there (postgres' socket directory, sshd's
+//!   privilege separation directory) that a fresh tmpfs would hide.
 //! - `/sys/fs/cgroup`: a cgroup filesystem in which the instance's own group is the root (its
 //!   cgroup namespace was made after it entered its group) and is delegated to it (see
 //!   `cgroup::boot`): cgroup2 on a v2 host; on v1 and hybrid hosts a read-only tmpfs with
@@ -23,6 +24,21 @@ use rustix::mount::MountFlags;
 
 use super::child::{ChildFailure, ChildResult};
 use crate::cgroup::BootMounts;
+
+/// Whether the command `args` boots an init: `/sbin/init` and its usual places, systemd
+/// itself, or busybox's `init` applet (as Podman tells them for its `--systemd` mode). Those
+/// set up `/run` from scratch at boot; anything else expects its image's.
+pub(crate) fn boots_init(args: &[String]) -> bool {
+    let Some(program) = args.first() else {
+        return false;
+    };
+    let base = program.rsplit('/').next().unwrap_or(program);
+    matches!(
+        program.as_str(),
+        "/sbin/init" | "/usr/sbin/init" | "/usr/local/sbin/init"
+    ) || base == "systemd"
+        || (base == "busybox" && args.get(1).is_some_and(|a| a == "init"))
+}
 
 /// Mounts the tmpfs at `/run` and `/run/lock` when the root has a real `/run` directory.
 pub(crate) fn mount_run(id: &str) -> ChildResult<()> {
@@ -114,4 +130,33 @@ pub(crate) fn mount_cgroups(mounts: BootMounts, delegated: bool) -> ChildResult<
 fn mkdir(path: &str) -> ChildResult<()> {
     rustix::fs::mkdir(path, Mode::from_raw_mode(0o755))
         .map_err(|e| ChildFailure::io(format!("create /{path}"), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::boots_init;
+
+    #[test]
+    fn inits_are_told_from_applications() {
+        let args = |s: &str| s.split(' ').map(str::to_owned).collect::<Vec<_>>();
+        for init in [
+            "/sbin/init",
+            "/usr/sbin/init",
+            "/lib/systemd/systemd --log-level=info",
+            "/usr/lib/systemd/systemd",
+            "/bin/busybox init",
+        ] {
+            assert!(boots_init(&args(init)), "{init}");
+        }
+        for app in [
+            "/usr/sbin/nginx",
+            "sh -c init",
+            "/bin/busybox sh",
+            "initdb",
+            "",
+        ] {
+            assert!(!boots_init(&args(app)), "{app}");
+        }
+        assert!(!boots_init(&[]));
+    }
 }

@@ -62,7 +62,7 @@ impl ChildFailure {
 
 pub(crate) type ChildResult<T> = Result<T, ChildFailure>;
 
-trait Step<T> {
+pub(super) trait Step<T> {
     fn step(self, what: impl FnOnce() -> String) -> ChildResult<T>;
 }
 
@@ -150,7 +150,9 @@ pub(crate) fn enter_rootfs(
     }
     super::boot_mounts::mount_cgroups(cgroup_mounts, spec.idmap.is_some())?;
     build_dev(spec, console)?;
-    super::boot_mounts::mount_run(&spec.id)?;
+    if super::boot_mounts::boots_init(&spec.process.args) {
+        super::boot_mounts::mount_run(&spec.id)?;
+    }
     for (bind, tree) in spec.binds.iter().zip(&binds) {
         if bind.only_over_file {
             super::file_mounts::mount_over_file(&spec.id, root_mount, bind, tree)?;
@@ -420,104 +422,6 @@ fn mask_paths() -> ChildResult<()> {
     Ok(())
 }
 
-/// Gives a cloned instance its own machine identity, inside its root, before its init runs:
-/// a new `/etc/machine-id` (and D-Bus's copy), new SSH host keys (old ones removed and, where
-/// `ssh-keygen` exists, regenerated), fresh random seeds, and `/etc/hostname`. Clones that
-/// share these confuse DHCP servers, journald, SSH clients and RNG-seeded services (a bug
-/// class seen in Firecracker, LXD and systemd).
-///
-/// The machine id mayfly mounts over `/etc/machine-id` (the engine keeps one per instance, so a
-/// clone's is new already) is the one taken, and copied to D-Bus's file; a random one is
-/// drawn only where no such mount is there.
-pub(crate) fn regenerate_identity(hostname: &str) -> ChildResult<()> {
-    let machine_id = match provided_machine_id() {
-        Some(id) => id,
-        None => {
-            let mut bytes = [0u8; 16];
-            rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty())
-                .step(|| "read random bytes".into())?;
-            bytes.iter().map(|b| format!("{b:02x}")).collect()
-        }
-    };
-    let is_file = |p: &str| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_file());
-    for file in ["/etc/machine-id", "/var/lib/dbus/machine-id"] {
-        if is_file(file) {
-            std::fs::write(file, format!("{machine_id}\n")).step(|| format!("write {file}"))?;
-        }
-    }
-    if is_file("/etc/hostname") {
-        std::fs::write("/etc/hostname", format!("{hostname}\n"))
-            .step(|| "write /etc/hostname".into())?;
-    }
-    let mut removed_keys = false;
-    if let Ok(entries) = std::fs::read_dir("/etc/ssh") {
-        for e in entries.flatten() {
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with("ssh_host_")
-                && (name.ends_with("_key") || name.ends_with("_key.pub"))
-            {
-                std::fs::remove_file(e.path()).step(|| format!("remove /etc/ssh/{name}"))?;
-                removed_keys = true;
-            }
-        }
-    }
-    if removed_keys {
-        for keygen in ["/usr/bin/ssh-keygen", "/bin/ssh-keygen"] {
-            if std::fs::metadata(keygen).is_ok() {
-                let status = std::process::Command::new(keygen)
-                    .arg("-A")
-                    .stdin(std::process::Stdio::null())
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null())
-                    .env_clear()
-                    .env("PATH", crate::DEFAULT_PATH)
-                    .status()
-                    .step(|| format!("run {keygen} -A"))?;
-                if !status.success() {
-                    return Err(ChildFailure {
-                        step: format!("run {keygen} -A"),
-                        errno: None,
-                        detail: format!("it failed ({status})"),
-                    });
-                }
-                break;
-            }
-        }
-    }
-    for seed in [
-        "/var/lib/systemd/random-seed",
-        "/var/lib/urandom/random-seed",
-    ] {
-        if is_file(seed) {
-            let mut fresh = vec![0u8; 512];
-            rustix::rand::getrandom(&mut fresh, rustix::rand::GetRandomFlags::empty())
-                .step(|| "read random bytes".into())?;
-            std::fs::write(seed, fresh).step(|| format!("write {seed}"))?;
-        }
-    }
-    Ok(())
-}
-
-/// The machine id in `/etc/machine-id` when it is a mount of its own (mayfly's per-instance
-/// file) holding a valid id.
-fn provided_machine_id() -> Option<String> {
-    let st = rustix::fs::statx(
-        rustix::fs::CWD,
-        "/etc/machine-id",
-        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-        rustix::fs::StatxFlags::TYPE,
-    )
-    .ok()?;
-    let root = rustix::fs::StatxAttributes::MOUNT_ROOT;
-    if !st.stx_attributes_mask.contains(root) || !st.stx_attributes.contains(root) {
-        return None;
-    }
-    let text = std::fs::read_to_string("/etc/machine-id").ok()?;
-    let id = text.trim();
-    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_owned())
-}
-
 /// Turns the child into `process`, running as `identity` (resolved inside the instance by
 /// [`super::identity::resolve_user`]), and executes it; returns only on failure.
 ///
@@ -611,9 +515,7 @@ fn confine(identity: &Identity) -> ChildResult<()> {
     drop_bounding_set()?;
     set_identity(identity)?;
     let kept = if identity.uid == 0 {
-        security::KEPT_CAPABILITIES
-            .iter()
-            .fold(rustix::thread::CapabilitySet::empty(), |all, c| all | *c)
+        security::kept_capabilities()
     } else {
         rustix::thread::CapabilitySet::empty()
     };
@@ -752,12 +654,12 @@ fn drop_bounding_set() -> ChildResult<()> {
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(40);
-    let keep: Vec<u32> = security::KEPT_CAPABILITIES
-        .iter()
-        .map(|c| c.bits().trailing_zeros())
-        .collect();
+    let keep = security::kept_capabilities();
     for cap in 0..=last {
-        if keep.contains(&cap) {
+        if 1u64
+            .checked_shl(cap)
+            .is_some_and(|bit| keep.bits() & bit != 0)
+        {
             continue;
         }
         mayfly_sys::process::drop_bounding_capability(cap)

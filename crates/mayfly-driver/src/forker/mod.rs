@@ -36,6 +36,7 @@ mod file_mounts;
 mod handle;
 mod identity;
 mod logs;
+mod machine_identity;
 mod pending;
 mod probe;
 mod spawn;

@@ -526,7 +526,7 @@ fn container_child(
             mayfly_sys::net::loopback_up().map_err(io_fail("bring up lo"))?;
         }
         if spec.new_identity {
-            child::regenerate_identity(&spec.hostname)?;
+            super::machine_identity::regenerate_identity(&spec.hostname)?;
         }
         identity::resolve_user(&spec.process.user)
     };
