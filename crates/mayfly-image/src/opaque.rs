@@ -33,9 +33,9 @@ use std::path::{Path, PathBuf};
 use rustix::fs::FileType;
 
 use crate::ImageError;
-use crate::inode::{file_type, stat_at};
+use crate::inode::file_type;
 use crate::stack::{LowerDir, open_stack, visible_dirs};
-use crate::tree::{child_path, list_dir, open_dir_at, open_root};
+use crate::tree::{entries, open_dir_at, open_root};
 use crate::xattr::{self, Node, OPAQUE};
 
 /// How many opaque markers [`drop_needless_opaque`] kept and dropped.
@@ -89,16 +89,8 @@ fn walk(
     below: &[LowerDir],
     report: &mut OpaqueReport,
 ) -> Result<(), ImageError> {
-    let names = list_dir(dir).map_err(|source| ImageError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    for name in names {
-        let child = child_path(path, &name);
-        let st = stat_at(dir, &name).map_err(|source| ImageError::Stat {
-            path: child.clone(),
-            source,
-        })?;
+    for entry in entries(dir, path)? {
+        let (name, child, st) = entry?;
         if file_type(&st) != FileType::Directory {
             continue;
         }

@@ -24,9 +24,9 @@ use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timestamps};
 use rustix::process::{Gid, Uid};
 
 use crate::ImageError;
-use crate::inode::{PERMISSION_BITS, file_type, is_whiteout, stat_at, stat_fd};
+use crate::inode::{PERMISSION_BITS, file_type, is_whiteout, stat_fd};
 use crate::opaque::{OpaqueReport, drop_needless_opaque};
-use crate::tree::{child_path, list_dir, open_dir_at, open_root};
+use crate::tree::{entries, open_dir_at, open_root};
 use crate::xattr::{self, Node, XattrPolicy};
 
 /// A range of ids: `start .. start + count`.
@@ -100,16 +100,8 @@ fn rewrite_dir(
     path: &Path,
     seen: &mut HashSet<(u32, u32, u64)>,
 ) -> Result<(), ImageError> {
-    let names = list_dir(dir).map_err(|source| ImageError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    for name in names {
-        let child = child_path(path, &name);
-        let st = stat_at(dir, &name).map_err(|source| ImageError::Stat {
-            path: child.clone(),
-            source,
-        })?;
+    for entry in entries(dir, path)? {
+        let (name, child, st) = entry?;
         if file_type(&st) == FileType::Directory {
             let sub: OwnedFd = open_dir_at(dir, &name).map_err(|source| ImageError::Open {
                 path: child.clone(),

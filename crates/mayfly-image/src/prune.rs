@@ -10,7 +10,7 @@ use rustix::fs::{self as rfs, AtFlags, FileType};
 
 use crate::ImageError;
 use crate::inode::{file_type, stat_at};
-use crate::tree::{child_path, list_dir, open_dir_at, open_dir_beneath, open_root};
+use crate::tree::{entries, open_dir_at, open_dir_beneath, open_root};
 
 /// Removes from the tree `root` every non-directory below each of `emptied` (relative
 /// directory paths; their directories, at any depth, stay) and each of `removed` (relative
@@ -80,17 +80,9 @@ fn open_beneath(
 }
 
 fn empty_dir(dir: BorrowedFd<'_>, path: &Path) -> Result<u64, ImageError> {
-    let names = list_dir(dir).map_err(|source| ImageError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
     let mut count = 0;
-    for name in names {
-        let child = child_path(path, &name);
-        let st = stat_at(dir, &name).map_err(|source| ImageError::Stat {
-            path: child.clone(),
-            source,
-        })?;
+    for entry in entries(dir, path)? {
+        let (name, child, st) = entry?;
         if file_type(&st) == FileType::Directory {
             if crate::inode::device(&st) != crate::inode::device(&stat_dir(dir, path)?) {
                 continue;

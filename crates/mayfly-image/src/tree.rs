@@ -96,6 +96,31 @@ pub(crate) fn child_path(base: &Path, name: &CStr) -> PathBuf {
     base.join(OsStr::from_bytes(name.to_bytes()))
 }
 
+/// The entries of `dir` (at `path`), sorted by name, each with its path and its `statx` (no
+/// link following), taken one at a time; a failure names the directory or the entry.
+pub(crate) fn entries<'a>(
+    dir: BorrowedFd<'a>,
+    path: &'a Path,
+) -> Result<
+    impl Iterator<Item = Result<(CString, PathBuf, rustix::fs::Statx), ImageError>> + 'a,
+    ImageError,
+> {
+    let names = list_dir(dir).map_err(|source| ImageError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(names.into_iter().map(move |name| {
+        let child = child_path(path, &name);
+        match stat_at(dir, &name) {
+            Ok(st) => Ok((name, child, st)),
+            Err(source) => Err(ImageError::Stat {
+                path: child,
+                source,
+            }),
+        }
+    }))
+}
+
 /// Total entries and regular-file bytes under `root` (the root itself not counted; every path
 /// counts as an entry but a hard-linked file's bytes count once), no link following.
 pub fn tree_stats(root: &Path) -> Result<TreeStats, ImageError> {
@@ -115,16 +140,8 @@ fn stats_below(
     stats: &mut TreeStats,
     seen: &mut HashSet<((u32, u32), u64)>,
 ) -> Result<(), ImageError> {
-    let names = list_dir(dir).map_err(|source| ImageError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    for name in names {
-        let child = child_path(path, &name);
-        let st = stat_at(dir, &name).map_err(|source| ImageError::Stat {
-            path: child.clone(),
-            source,
-        })?;
+    for entry in entries(dir, path)? {
+        let (name, child, st) = entry?;
         stats.entries += 1;
         match file_type(&st) {
             FileType::Directory => {
