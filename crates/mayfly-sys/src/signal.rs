@@ -33,6 +33,14 @@ pub fn ignore_sigpipe() {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
 }
 
+/// Restores SIGPIPE's default action (the Rust runtime ignores it), so that a command whose
+/// output goes to a reader that left (`mayfly list | head -1`) ends quietly, as `ls` does,
+/// instead of failing on EPIPE.
+pub fn default_sigpipe() {
+    // SAFETY: SIG_DFL installs no handler code.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+}
+
 /// Signal `sig` as rustix sends it: a named signal, or a real-time one from this libc's
 /// `SIGRTMIN` to `SIGRTMAX` (systemd's halt request is `SIGRTMIN+3`); `None` for anything
 /// else, including the numbers the C library keeps for itself (32 and 33 with glibc).

@@ -407,3 +407,38 @@ fn a_wrong_method_gets_the_json_error_body_and_a_trailing_slash_is_accepted() {
     d.ok(&["rm", "--force", "ap-box"]);
     d.finish();
 }
+
+#[test]
+fn a_command_whose_reader_left_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let d = TestDaemon::start();
+    for n in 0..3 {
+        launch(&d, &format!("quiet{n}"), &[], None);
+    }
+    // `mayfly list | head -0`: the reader is gone before the CLI writes a line.
+    for args in [&["list"][..], &["template", "info", "busybox"][..]] {
+        let mut cmd = d.command(args);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn the CLI");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("wait for the CLI");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+            "`mayfly {}` with no reader: {stderr}",
+            args.join(" ")
+        );
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGPIPE),
+            "`mayfly {}` ends as `ls | head` does: {:?} {stderr}",
+            args.join(" "),
+            out.status
+        );
+    }
+    for n in 0..3 {
+        d.ok(&["rm", "--force", &format!("quiet{n}")]);
+    }
+    d.finish();
+}

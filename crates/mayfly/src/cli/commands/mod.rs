@@ -33,6 +33,14 @@ fn fail(e: &ClientError) -> i32 {
 
 /// Runs one client command; returns the exit code.
 pub async fn dispatch(client: &Client, command: Command) -> i32 {
+    // Commands that print and end stop quietly when their reader leaves (`| head`); the
+    // attached ones (run, exec, console) relay streams and handle a closed output themselves.
+    if !matches!(
+        command,
+        Command::Run(_) | Command::Exec(_) | Command::Console(_)
+    ) {
+        mayfly_sys::signal::default_sigpipe();
+    }
     let result: Result<i32, ClientError> = match command {
         Command::Daemon(_) | Command::Forker(_) => Ok(2),
         Command::Info(args) => match args.name {
