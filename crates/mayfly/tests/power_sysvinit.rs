@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::debian::{DEBOOTSTRAP_TIMEOUT, debian_daemon, long_ok};
+use common::debian::{build_minbase, debian_daemon, long_ok};
 use common::{TestDaemon, init_pid, template_info, version, wait_until};
 
 /// How long installing sysvinit-core may take (its scripts try to reach an init that is not
@@ -37,20 +37,7 @@ fn ending(d: &TestDaemon, name: &str) -> String {
 #[test]
 fn sysvinit_boots_halts_on_stop_powers_off_and_reboots_from_inside() {
     let (_lock, d) = debian_daemon();
-    long_ok(
-        &d,
-        &[
-            "template",
-            "build",
-            "deb",
-            "--debian",
-            "bookworm",
-            "--variant",
-            "minbase",
-            "--no-init",
-        ],
-        DEBOOTSTRAP_TIMEOUT,
-    );
+    build_minbase(&d, "deb");
     long_ok(
         &d,
         &[

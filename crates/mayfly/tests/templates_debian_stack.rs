@@ -10,7 +10,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::debian::{APT_TIMEOUT, DEBOOTSTRAP_TIMEOUT, debian_daemon, long_ok};
+use common::debian::{APT_TIMEOUT, build_minbase, debian_daemon, long_ok};
 use common::{TestDaemon, layer_dir_name, strings, template_info, top_layer, version};
 
 /// The tree of the top layer of version 1 of template `name`.
@@ -149,20 +149,7 @@ fn assert_packages_consistent(d: &TestDaemon, name: &str) {
 #[test]
 fn debian_minbase_is_clean_and_real_applications_stack_without_false_conflicts() {
     let (_lock, d) = debian_daemon();
-    long_ok(
-        &d,
-        &[
-            "template",
-            "build",
-            "deb",
-            "--debian",
-            "bookworm",
-            "--variant",
-            "minbase",
-            "--no-init",
-        ],
-        DEBOOTSTRAP_TIMEOUT,
-    );
+    build_minbase(&d, "deb");
 
     // The OS template keeps apt's sources and directories, and nothing of the build.
     let base = own_layer(&d, "deb");

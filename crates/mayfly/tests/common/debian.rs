@@ -28,6 +28,25 @@ pub fn long_ok(d: &TestDaemon, args: &[&str], timeout: Duration) -> Output {
     out
 }
 
+/// Builds `name`, a bookworm minbase template without an init (debootstrap, cached), the
+/// base the Debian tests stack their packages on.
+pub fn build_minbase(d: &TestDaemon, name: &str) -> Output {
+    long_ok(
+        d,
+        &[
+            "template",
+            "build",
+            name,
+            "--debian",
+            "bookworm",
+            "--variant",
+            "minbase",
+            "--no-init",
+        ],
+        DEBOOTSTRAP_TIMEOUT,
+    )
+}
+
 /// An exclusive lock on a file, released when dropped.
 #[derive(Debug)]
 pub struct FileLock(#[allow(dead_code)] std::fs::File);
