@@ -10,7 +10,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    TestDaemon, init_pid, last_exit, template_info, version, wait_new_run, wait_stopped, wait_until,
+    TestDaemon, ask_init, init_pid, last_exit, template_info, version, wait_new_run, wait_stopped,
+    wait_until,
 };
 use serde_json::json;
 
@@ -91,7 +92,7 @@ fn busybox_init_halts_on_stop_powers_off_and_reboots_from_inside() {
     wait_booted(&d, "b1");
     d.sh("b1", "echo dirty > /marker");
     let before = init_pid(&d, "b1");
-    d.ok(&["exec", "b1", "--", "reboot"]);
+    ask_init(&d, "b1", &["reboot"]);
     wait_new_run(&d, "b1", before, Duration::from_secs(20));
     let exit = last_exit(&d, "b1");
     assert_eq!(exit["ending"], "rebooted", "{exit}");
@@ -101,7 +102,7 @@ fn busybox_init_halts_on_stop_powers_off_and_reboots_from_inside() {
     assert!(!marker.success(), "the layer was not discarded: {marker}");
 
     // `poweroff` inside: the instance stops, and stays stopped.
-    d.ok(&["exec", "b1", "--", "poweroff"]);
+    ask_init(&d, "b1", &["poweroff"]);
     wait_stopped(&d, "b1", Duration::from_secs(20));
     assert_eq!(last_exit(&d, "b1")["ending"], "halted");
     std::thread::sleep(Duration::from_secs(1));
@@ -110,7 +111,7 @@ fn busybox_init_halts_on_stop_powers_off_and_reboots_from_inside() {
     // `halt` too.
     d.ok(&["start", "b1"]);
     wait_booted(&d, "b1");
-    d.ok(&["exec", "b1", "--", "halt"]);
+    ask_init(&d, "b1", &["halt"]);
     wait_stopped(&d, "b1", Duration::from_secs(20));
     assert_eq!(last_exit(&d, "b1")["ending"], "halted");
 

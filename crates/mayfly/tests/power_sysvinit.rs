@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::debian::{build_minbase, debian_daemon, long_ok};
-use common::{TestDaemon, init_pid, template_info, version, wait_until};
+use common::{TestDaemon, ask_init, init_pid, template_info, version, wait_until};
 
 /// How long installing sysvinit-core may take (its scripts try to reach an init that is not
 /// there, and wait for it).
@@ -80,7 +80,7 @@ fn sysvinit_boots_halts_on_stop_powers_off_and_reboots_from_inside() {
     wait_booted(&d, "s1");
     d.sh("s1", "echo dirty > /root/marker");
     let before = init_pid(&d, "s1");
-    d.ok(&["exec", "s1", "--", "reboot"]);
+    ask_init(&d, "s1", &["reboot"]);
     wait_until(Duration::from_secs(30), "s1 runs again", || {
         init_pid(&d, "s1").is_some_and(|p| Some(p) != before)
     });

@@ -155,3 +155,18 @@ pub fn wait_stopped(d: &TestDaemon, name: &str, within: Duration) {
         d.state_of(name).as_deref() == Some("stopped")
     });
 }
+
+/// Asks the init of `name` to reboot or power off with `cmd` run by `exec`. The init's
+/// shutdown ends every process, so the command may be ended by SIGTERM or SIGKILL before it
+/// returns: that, or a success, is the expected outcome; anything else fails the test.
+pub fn ask_init(d: &TestDaemon, name: &str, cmd: &[&str]) {
+    let mut args = vec!["exec", name, "--"];
+    args.extend_from_slice(cmd);
+    let out = d.mayfly(&args);
+    let ended_by_shutdown = out.code == 128 + libc::SIGTERM || out.code == 128 + libc::SIGKILL;
+    assert!(
+        out.success() || ended_by_shutdown,
+        "`mayfly {}` failed: {out}",
+        args.join(" ")
+    );
+}
