@@ -207,6 +207,13 @@ pub struct InstanceInfo {
     /// Whether a mayfly init runs as PID 1 in front of the command (`--init`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub init: bool,
+    /// Its network interfaces (address and MAC stay with the instance across restarts and
+    /// resets; a clone gets new ones).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<crate::InterfaceInfo>,
+    /// Ports published on the host while it runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<crate::PublishPort>,
     /// In the answer of `start` and `stop`: what the action did besides the obvious, e.g.
     /// `already running` or `already stopped` when there was nothing to do.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -268,6 +275,13 @@ pub struct CreateInstance {
     /// the instance (every start uses it).
     #[serde(default)]
     pub init: bool,
+    /// The networks to join, one interface each, in order (`eth0`, `eth1`…); absent: the
+    /// default network; `["none"]`: none (only `lo`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub networks: Option<Vec<String>>,
+    /// Ports published on the host while the instance runs (needs a network).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<crate::PublishPort>,
 }
 
 fn yes() -> bool {

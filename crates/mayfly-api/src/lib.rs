@@ -9,6 +9,7 @@
 mod error;
 mod instance;
 pub mod names;
+mod network;
 pub mod size;
 pub mod stream;
 mod template;
@@ -19,6 +20,10 @@ pub use instance::{
     CloneRequest, ConsoleRequest, CreateInstance, CreateSnapshot, Ending, ExecRequest, ExitInfo,
     InstanceInfo, InstanceState, Isolation, LogsQuery, MAX_ARG_BYTES, MAX_PROCESS_BYTES, Mode,
     PublishRequest, RemoveQuery, SnapshotInfo, StopRequest, check_process_size,
+};
+pub use network::{
+    CHANNELS_DIR, ChannelInfo, CreateChannel, CreateNetwork, DEFAULT_NETWORK, InterfaceInfo,
+    NO_NETWORK, NetworkInfo, PortProto, PublishPort, RenameRequest, check_network_name,
 };
 pub use template::{
     BuildTemplate, GcReport, HeldBack, ImportEvent, ImportQuery, ImportTemplate, LayerInfo, NDJSON,
@@ -67,6 +72,19 @@ pub mod paths {
     /// `POST` with `Upgrade: mayfly-stream`: create an ephemeral instance attached to the
     /// caller's stream, start it, and remove it when it exits (`mayfly run --rm`).
     pub const RUN: &str = "/v1/run";
+    /// `GET`: list; `POST`: create from [`super::CreateNetwork`].
+    pub const NETWORKS: &str = "/v1/networks";
+    /// `GET`: list; `POST`: create from [`super::CreateChannel`].
+    pub const CHANNELS: &str = "/v1/channels";
+
+    /// `/v1/networks/{name}`: `GET` info, `DELETE` remove (refused while instances use it).
+    pub fn network(name: &str) -> String {
+        format!("{NETWORKS}/{name}")
+    }
+    /// `/v1/channels/{name}`: `DELETE` remove.
+    pub fn channel(name: &str) -> String {
+        format!("{CHANNELS}/{name}")
+    }
 
     /// `/v1/templates/{name}`: `GET` info, `DELETE` remove.
     pub fn template(name: &str) -> String {
@@ -77,7 +95,7 @@ pub mod paths {
         format!("{INSTANCES}/{name}")
     }
     /// `/v1/instances/{name}/{action}`, action one of start, stop, restart, reset, exec, logs,
-    /// snapshots (`GET` list, `POST` create), clone, publish.
+    /// snapshots (`GET` list, `POST` create), clone, publish, rename.
     pub fn instance_action(name: &str, action: &str) -> String {
         format!("{INSTANCES}/{name}/{action}")
     }

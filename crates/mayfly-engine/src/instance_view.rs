@@ -77,6 +77,8 @@ impl Engine {
             writable_bytes,
             error,
             init: rec.config.init,
+            interfaces: Vec::new(),
+            publish: Vec::new(),
             note: None,
         }
     }

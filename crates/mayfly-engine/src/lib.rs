@@ -27,6 +27,7 @@ mod instance;
 mod instance_view;
 mod layer;
 mod logs;
+mod network;
 mod power;
 mod process;
 mod recovery;

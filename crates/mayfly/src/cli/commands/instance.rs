@@ -41,6 +41,8 @@ pub(super) fn create_request(
         tty: false,
         term_size: None,
         init: options.init,
+        networks: None,
+        publish: Vec::new(),
     })
 }
 
