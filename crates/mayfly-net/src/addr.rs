@@ -35,6 +35,16 @@ impl Ipv4Net {
         Ok(net)
     }
 
+    /// The subnet of `prefix` bits (clamped to 32) around `addr`, host bits cleared: what an
+    /// address or route of the host covers, for overlap checks. Unlike [`Ipv4Net::new`] it
+    /// takes any prefix, so not every method makes sense on the result (a /32 has no gateway).
+    pub fn covering(addr: Ipv4Addr, prefix: u8) -> Ipv4Net {
+        let prefix = prefix.min(32);
+        let mut net = Ipv4Net { addr, prefix };
+        net.addr = Ipv4Addr::from(u32::from(addr) & net.mask());
+        net
+    }
+
     /// The network address.
     pub fn addr(&self) -> Ipv4Addr {
         self.addr
@@ -47,7 +57,7 @@ impl Ipv4Net {
 
     /// The netmask as a number.
     pub fn mask(&self) -> u32 {
-        u32::MAX << (32 - u32::from(self.prefix))
+        u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0)
     }
 
     /// The first host address: the gateway.
@@ -254,6 +264,16 @@ mod tests {
         assert_eq!(n.first_free(&taken), Some(Ipv4Addr::new(10, 1, 0, 4)));
         let gap = [Ipv4Addr::new(10, 1, 0, 3)];
         assert_eq!(n.first_free(&gap), Some(Ipv4Addr::new(10, 1, 0, 2)));
+    }
+
+    #[test]
+    fn covering_clears_host_bits_for_any_prefix() {
+        let ip = Ipv4Addr::new(192, 168, 7, 9);
+        assert_eq!(Ipv4Net::covering(ip, 24).to_string(), "192.168.7.0/24");
+        assert_eq!(Ipv4Net::covering(ip, 32).to_string(), "192.168.7.9/32");
+        assert_eq!(Ipv4Net::covering(ip, 0).to_string(), "0.0.0.0/0");
+        let n: Ipv4Net = "192.168.0.0/16".parse().unwrap();
+        assert!(n.overlaps(&Ipv4Net::covering(ip, 32)));
     }
 
     #[test]

@@ -198,6 +198,16 @@ pub fn unshare_cgroup_namespace() -> io::Result<()> {
         .map_err(io::Error::from)
 }
 
+/// Moves the calling thread into a new network namespace (tests that must not touch the
+/// host's network: nextest runs each test in its own process, and the processes the thread
+/// spawns inherit its namespace).
+pub fn unshare_network_namespace() -> io::Result<()> {
+    // SAFETY: unsharing only the network namespace changes no memory, file table or fs state
+    // that Rust code relies on.
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }
+        .map_err(io::Error::from)
+}
+
 /// Duplicates `fd` onto descriptor number `target` (0, 1 or 2 in practice), replacing what
 /// was there; the duplicate is inherited across `execve`.
 pub fn dup_onto(fd: std::os::fd::BorrowedFd<'_>, target: i32) -> io::Result<()> {
