@@ -57,7 +57,9 @@ impl Ipv4Net {
 
     /// The netmask as a number.
     pub fn mask(&self) -> u32 {
-        u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0)
+        u32::MAX
+            .checked_shl(32 - u32::from(self.prefix))
+            .unwrap_or(0)
     }
 
     /// The first host address: the gateway.

@@ -11,6 +11,7 @@
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
+use netlink_packet_route::AddressFamily;
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{
     InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute,
@@ -19,7 +20,6 @@ use netlink_packet_route::link::{
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
-use netlink_packet_route::AddressFamily;
 use rustix::thread::LinkNameSpaceType;
 
 use super::nl::{CREATE_EXCL, Netlink};
@@ -52,16 +52,24 @@ pub fn attach(netns: BorrowedFd<'_>, iface: &Interface) -> Result<()> {
         Netlink::open()
     })?;
     let mut peer = LinkMessage::default();
-    peer.attributes.push(LinkAttribute::IfName(iface.name.clone()));
-    peer.attributes.push(LinkAttribute::Address(iface.mac.0.to_vec()));
-    peer.attributes.push(LinkAttribute::NetNsFd(netns.as_raw_fd()));
+    peer.attributes
+        .push(LinkAttribute::IfName(iface.name.clone()));
+    peer.attributes
+        .push(LinkAttribute::Address(iface.mac.0.to_vec()));
+    peer.attributes
+        .push(LinkAttribute::NetNsFd(netns.as_raw_fd()));
     let mut msg = LinkMessage::default();
-    msg.attributes.push(LinkAttribute::IfName(iface.host_name.clone()));
+    msg.attributes
+        .push(LinkAttribute::IfName(iface.host_name.clone()));
     msg.attributes.push(LinkAttribute::LinkInfo(vec![
         LinkInfo::Kind(InfoKind::Veth),
         LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
     ]));
-    host.request(RouteNetlinkMessage::NewLink(msg), CREATE_EXCL, &format!("create {ctx}"))?;
+    host.request(
+        RouteNetlinkMessage::NewLink(msg),
+        CREATE_EXCL,
+        &format!("create {ctx}"),
+    )?;
     let configured = configure(&mut host, &mut inside, bridge.header.index, iface, &ctx);
     if configured.is_err() {
         let _ = delete_named(&mut host, &iface.host_name);
@@ -82,7 +90,11 @@ fn configure(
         errno: None,
     })?;
     let index = host_end.header.index;
-    sysctl::set_if_present(&format!("net/ipv6/conf/{}/disable_ipv6", iface.host_name), "1", ctx)?;
+    sysctl::set_if_present(
+        &format!("net/ipv6/conf/{}/disable_ipv6", iface.host_name),
+        "1",
+        ctx,
+    )?;
     let mut msg = LinkMessage::default();
     msg.header.index = index;
     msg.attributes.push(LinkAttribute::Controller(bridge));
@@ -96,7 +108,9 @@ fn configure(
         msg.header.index = index;
         msg.attributes.push(LinkAttribute::LinkInfo(vec![
             LinkInfo::PortKind(InfoPortKind::Bridge),
-            LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::Isolated(true)])),
+            LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::Isolated(
+                true,
+            )])),
         ]));
         host.request(
             RouteNetlinkMessage::NewLink(msg),
@@ -128,7 +142,9 @@ fn configure(
         route.header.protocol = RouteProtocol::Boot;
         route.header.scope = RouteScope::Universe;
         route.header.kind = RouteType::Unicast;
-        route.attributes.push(RouteAttribute::Gateway(RouteAddress::Inet(gateway)));
+        route
+            .attributes
+            .push(RouteAttribute::Gateway(RouteAddress::Inet(gateway)));
         route.attributes.push(RouteAttribute::Oif(inner));
         inside.request(
             RouteNetlinkMessage::NewRoute(route),

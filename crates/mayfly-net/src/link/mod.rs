@@ -10,11 +10,11 @@ mod sysctl;
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use netlink_packet_route::AddressFamily;
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage};
-use netlink_packet_route::AddressFamily;
 
 pub use attach::attach;
 use nl::{CREATE_EXCL, Netlink, is_errno};
@@ -31,12 +31,21 @@ pub fn ensure_bridge(plan: &NetworkPlan) -> Result<()> {
         Some(link) => link,
         None => {
             let mut msg = LinkMessage::default();
-            msg.attributes.push(LinkAttribute::IfName(plan.bridge.clone()));
+            msg.attributes
+                .push(LinkAttribute::IfName(plan.bridge.clone()));
             // A fixed MAC: a bridge without one takes its lowest port's, which changes as
             // instances come and go and confuses every neighbour's ARP cache.
-            msg.attributes.push(LinkAttribute::Address(Mac::random().0.to_vec()));
-            msg.attributes.push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Bridge)]));
-            nl.request(RouteNetlinkMessage::NewLink(msg), CREATE_EXCL, &format!("create {ctx}"))?;
+            msg.attributes
+                .push(LinkAttribute::Address(Mac::random().0.to_vec()));
+            msg.attributes
+                .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+                    InfoKind::Bridge,
+                )]));
+            nl.request(
+                RouteNetlinkMessage::NewLink(msg),
+                CREATE_EXCL,
+                &format!("create {ctx}"),
+            )?;
             find_link(&mut nl, &plan.bridge)?.ok_or_else(|| NetError::Netlink {
                 what: format!("create {ctx}"),
                 message: "the bridge vanished right after its creation".into(),
@@ -51,8 +60,16 @@ pub fn ensure_bridge(plan: &NetworkPlan) -> Result<()> {
         )));
     }
     let index = link.header.index;
-    sysctl::set_if_present(&format!("net/ipv6/conf/{}/disable_ipv6", plan.bridge), "1", &ctx)?;
-    sysctl::set(&format!("net/ipv4/conf/{}/route_localnet", plan.bridge), "1", &ctx)?;
+    sysctl::set_if_present(
+        &format!("net/ipv6/conf/{}/disable_ipv6", plan.bridge),
+        "1",
+        &ctx,
+    )?;
+    sysctl::set(
+        &format!("net/ipv4/conf/{}/route_localnet", plan.bridge),
+        "1",
+        &ctx,
+    )?;
     let mut has_gateway = false;
     for (ip, prefix) in ipv4_addresses(&mut nl, Some(index))? {
         if ip == plan.gateway && prefix == plan.subnet.prefix() {
@@ -72,7 +89,11 @@ pub fn ensure_bridge(plan: &NetworkPlan) -> Result<()> {
         nl.request(
             RouteNetlinkMessage::NewAddress(msg),
             CREATE_EXCL,
-            &format!("give {ctx} the address {}/{}", plan.gateway, plan.subnet.prefix()),
+            &format!(
+                "give {ctx} the address {}/{}",
+                plan.gateway,
+                plan.subnet.prefix()
+            ),
         )?;
     }
     set_up(&mut nl, index, &format!("bring up {ctx}"))?;
@@ -115,7 +136,9 @@ pub fn used_ipv4_nets() -> Result<Vec<Ipv4Net>> {
     let mut req = RouteMessage::default();
     req.header.address_family = AddressFamily::Inet;
     for msg in nl.dump(RouteNetlinkMessage::GetRoute(req), "list the IPv4 routes")? {
-        let RouteNetlinkMessage::NewRoute(route) = msg else { continue };
+        let RouteNetlinkMessage::NewRoute(route) = msg else {
+            continue;
+        };
         let table = route
             .attributes
             .iter()
@@ -143,7 +166,10 @@ pub fn used_ipv4_nets() -> Result<Vec<Ipv4Net>> {
 
 fn all_links(nl: &mut Netlink) -> Result<Vec<LinkMessage>> {
     Ok(nl
-        .dump(RouteNetlinkMessage::GetLink(LinkMessage::default()), "list the interfaces")?
+        .dump(
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+            "list the interfaces",
+        )?
         .into_iter()
         .filter_map(|m| match m {
             RouteNetlinkMessage::NewLink(l) => Some(l),
@@ -171,7 +197,9 @@ fn link_kind(link: &LinkMessage) -> Option<InfoKind> {
 
 /// The interface called `name`, if there is one.
 fn find_link(nl: &mut Netlink, name: &str) -> Result<Option<LinkMessage>> {
-    Ok(all_links(nl)?.into_iter().find(|l| link_name(l) == Some(name)))
+    Ok(all_links(nl)?
+        .into_iter()
+        .find(|l| link_name(l) == Some(name)))
 }
 
 fn delete_named(nl: &mut Netlink, name: &str) -> Result<()> {
@@ -180,7 +208,11 @@ fn delete_named(nl: &mut Netlink, name: &str) -> Result<()> {
     };
     let mut msg = LinkMessage::default();
     msg.header.index = link.header.index;
-    match nl.request(RouteNetlinkMessage::DelLink(msg), 0, &format!("delete interface {name}")) {
+    match nl.request(
+        RouteNetlinkMessage::DelLink(msg),
+        0,
+        &format!("delete interface {name}"),
+    ) {
         Err(e) if is_errno(&e, libc::ENODEV) => Ok(()),
         other => other,
     }
@@ -200,10 +232,12 @@ fn address_message(index: u32, ip: Ipv4Addr, prefix: u8) -> AddressMessage {
     msg.header.prefix_len = prefix;
     msg.header.index = index;
     msg.attributes.push(AddressAttribute::Local(IpAddr::V4(ip)));
-    msg.attributes.push(AddressAttribute::Address(IpAddr::V4(ip)));
+    msg.attributes
+        .push(AddressAttribute::Address(IpAddr::V4(ip)));
     if prefix <= 30 {
         let net = Ipv4Net::covering(ip, prefix);
-        msg.attributes.push(AddressAttribute::Broadcast(net.broadcast()));
+        msg.attributes
+            .push(AddressAttribute::Broadcast(net.broadcast()));
     }
     msg
 }
@@ -213,9 +247,16 @@ fn ipv4_addresses(nl: &mut Netlink, index: Option<u32>) -> Result<Vec<(Ipv4Addr,
     let mut req = AddressMessage::default();
     req.header.family = AddressFamily::Inet;
     let mut out = Vec::new();
-    for msg in nl.dump(RouteNetlinkMessage::GetAddress(req), "list the IPv4 addresses")? {
-        let RouteNetlinkMessage::NewAddress(addr) = msg else { continue };
-        if addr.header.family != AddressFamily::Inet || index.is_some_and(|i| i != addr.header.index) {
+    for msg in nl.dump(
+        RouteNetlinkMessage::GetAddress(req),
+        "list the IPv4 addresses",
+    )? {
+        let RouteNetlinkMessage::NewAddress(addr) = msg else {
+            continue;
+        };
+        if addr.header.family != AddressFamily::Inet
+            || index.is_some_and(|i| i != addr.header.index)
+        {
             continue;
         }
         let ip = addr.attributes.iter().find_map(|a| match a {

@@ -79,7 +79,11 @@ impl Netlink {
     ) -> Result<()> {
         let mut buf = vec![0u8; RECV_BUFFER];
         loop {
-            let n = match rustix::net::recv(self.sock.as_fd(), &mut buf, rustix::net::RecvFlags::empty()) {
+            let n = match rustix::net::recv(
+                self.sock.as_fd(),
+                &mut buf,
+                rustix::net::RecvFlags::empty(),
+            ) {
                 Ok((n, _)) => n,
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(rustix::io::Errno::AGAIN) => {
@@ -102,10 +106,12 @@ impl Netlink {
             let mut offset = 0;
             while offset < n.min(buf.len()) {
                 let msg: NetlinkMessage<RouteNetlinkMessage> =
-                    NetlinkMessage::deserialize(&buf[offset..n]).map_err(|e| NetError::Netlink {
-                        what: what.to_owned(),
-                        message: format!("unreadable answer: {e}"),
-                        errno: None,
+                    NetlinkMessage::deserialize(&buf[offset..n]).map_err(|e| {
+                        NetError::Netlink {
+                            what: what.to_owned(),
+                            message: format!("unreadable answer: {e}"),
+                            errno: None,
+                        }
                     })?;
                 let len = msg.header.length as usize;
                 if len == 0 {
@@ -133,15 +139,27 @@ impl Netlink {
     }
 
     /// Sends a request and waits for its acknowledgement.
-    pub(crate) fn request(&mut self, msg: RouteNetlinkMessage, flags: u16, what: &str) -> Result<()> {
+    pub(crate) fn request(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+        what: &str,
+    ) -> Result<()> {
         let seq = self.send(msg, NLM_F_REQUEST | NLM_F_ACK | flags, what)?;
         self.receive(seq, what, |payload| {
-            Ok(matches!(payload, NetlinkPayload::Error(_) | NetlinkPayload::Done(_)))
+            Ok(matches!(
+                payload,
+                NetlinkPayload::Error(_) | NetlinkPayload::Done(_)
+            ))
         })
     }
 
     /// Sends a dump request and collects the messages of the answer.
-    pub(crate) fn dump(&mut self, msg: RouteNetlinkMessage, what: &str) -> Result<Vec<RouteNetlinkMessage>> {
+    pub(crate) fn dump(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        what: &str,
+    ) -> Result<Vec<RouteNetlinkMessage>> {
         let seq = self.send(msg, NLM_F_REQUEST | NLM_F_DUMP, what)?;
         let mut out = Vec::new();
         self.receive(seq, what, |payload| match payload {

@@ -1,0 +1,125 @@
+//! What the network tests share: a network namespace of the test's own (never the host's),
+//! "containers" (processes in their own namespaces) and commands run inside them.
+#![allow(dead_code)]
+
+use std::net::Ipv4Addr;
+use std::os::fd::OwnedFd;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use mayfly_net::{Interface, Mac, NetworkPlan};
+
+/// Moves the test's thread (and what it spawns) into a new network namespace with `lo` up.
+/// nextest runs every test in a process of its own, so nothing else shares the thread.
+pub fn isolate() {
+    mayfly_sys::process::unshare_network_namespace().expect("unshare the network namespace");
+    mayfly_sys::net::loopback_up().expect("lo up");
+}
+
+fn ns_inode(path: &str) -> Option<u64> {
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+}
+
+/// A process in a network namespace of its own, below the test's.
+pub struct Container {
+    child: Child,
+}
+
+impl Container {
+    pub fn new() -> Container {
+        let child = Command::new("unshare")
+            .args(["--net", "sleep", "120"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn unshare");
+        let mine = ns_inode("/proc/thread-self/ns/net");
+        let path = format!("/proc/{}/ns/net", child.id());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // `unshare` runs before it execs sleep: wait until the namespace is its own.
+        while ns_inode(&path) == mine {
+            assert!(
+                Instant::now() < deadline,
+                "unshare did not make a namespace"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Container { child }
+    }
+
+    pub fn netns(&self) -> OwnedFd {
+        rustix::fs::open(
+            format!("/proc/{}/ns/net", self.child.id()).as_str(),
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .expect("open the container's namespace")
+    }
+
+    pub fn ns_path(&self) -> String {
+        format!("/proc/{}/ns/net", self.child.id())
+    }
+
+    /// Runs a command inside (network namespace only), with a deadline.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new("timeout");
+        cmd.arg("10")
+            .arg("nsenter")
+            .arg(format!("--net={}", self.ns_path()));
+        cmd.args(args);
+        cmd.output().expect("run nsenter")
+    }
+
+    /// Whether one ping from inside reaches `ip` within a second.
+    pub fn pings(&self, ip: Ipv4Addr) -> bool {
+        let out = self.run(&["busybox", "ping", "-c", "1", "-W", "1", &ip.to_string()]);
+        out.status.success()
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plan for network `name` on `subnet`.
+pub fn plan(name: &str, bridge: &str, subnet: &str, isolated: bool) -> NetworkPlan {
+    let subnet: mayfly_net::Ipv4Net = subnet.parse().unwrap();
+    NetworkPlan {
+        name: name.into(),
+        bridge: bridge.into(),
+        subnet,
+        gateway: subnet.gateway(),
+        isolated,
+        nat: false,
+        upstream: vec![],
+    }
+}
+
+/// Interface `idx` of instance `n` on `plan` (address: the `n`th of the subnet).
+pub fn iface(plan: &NetworkPlan, n: u32, idx: u8) -> Interface {
+    Interface {
+        network: plan.name.clone(),
+        bridge: plan.bridge.clone(),
+        host_name: format!("mv{n:012x}{idx}"),
+        name: format!("eth{idx}"),
+        mac: Mac::random(),
+        ipv4: plan.subnet.host(n).unwrap(),
+        prefix: plan.subnet.prefix(),
+        gateway: (idx == 0).then_some(plan.gateway),
+        isolated: plan.isolated,
+    }
+}
+
+/// `ip -o link` of the test's namespace, names only.
+pub fn link_names() -> Vec<String> {
+    let out = Command::new("ip").args(["-o", "link"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(':').nth(1))
+        .map(|n| n.trim().split('@').next().unwrap_or("").to_owned())
+        .collect()
+}
