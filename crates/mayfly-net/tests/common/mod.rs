@@ -5,6 +5,7 @@
 use std::net::Ipv4Addr;
 use std::os::fd::OwnedFd;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use mayfly_net::{Interface, Mac, NetworkPlan};
@@ -71,6 +72,20 @@ impl Container {
         cmd.output().expect("run nsenter")
     }
 
+    /// Whether a ping from inside reaches `ip` within 3 s (neighbour entries that failed
+    /// while traffic was dropped take a moment to be tried again).
+    pub fn pings_soon(&self, ip: Ipv4Addr) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            if self.pings(ip) {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+        }
+    }
+
     /// Whether one ping from inside reaches `ip` within a second.
     pub fn pings(&self, ip: Ipv4Addr) -> bool {
         let out = self.run(&["busybox", "ping", "-c", "1", "-W", "1", &ip.to_string()]);
@@ -99,12 +114,15 @@ pub fn plan(name: &str, bridge: &str, subnet: &str, isolated: bool) -> NetworkPl
     }
 }
 
-/// Interface `idx` of instance `n` on `plan` (address: the `n`th of the subnet).
+/// Interface `idx` of instance `n` on `plan` (address: the `n`th of the subnet; the host
+/// end's name is unique in the test).
 pub fn iface(plan: &NetworkPlan, n: u32, idx: u8) -> Interface {
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    let n_host = NEXT.fetch_add(1, Ordering::Relaxed);
     Interface {
         network: plan.name.clone(),
         bridge: plan.bridge.clone(),
-        host_name: format!("mv{n:012x}{idx}"),
+        host_name: format!("mv{n_host:012x}{idx}"),
         name: format!("eth{idx}"),
         mac: Mac::random(),
         ipv4: plan.subnet.host(n).unwrap(),

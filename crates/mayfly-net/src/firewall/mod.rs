@@ -1,0 +1,98 @@
+//! mayfly's own nftables tables, `inet mayfly` and `bridge mayfly`: rendered whole from the
+//! desired state ([`render`]) and replaced in one `nft --json` transaction, so that the
+//! kernel never holds half of an update and a crash leaves either the old or the new rules.
+//! No other table is ever touched.
+
+pub mod render;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{FirewallState, NetError, Proto, Result};
+
+/// How long one `nft` run may take.
+const NFT_DEADLINE: Duration = Duration::from_secs(10);
+/// How much of nft's output is kept for an error message.
+const OUTPUT_LIMIT: u64 = 64 * 1024;
+
+/// Makes both tables what `state` says, atomically; with no network in `state`, deletes them.
+pub fn apply(state: &FirewallState) -> Result<()> {
+    run_nft(&render::batch(state), "apply mayfly's firewall tables")
+}
+
+/// Deletes both tables. Idempotent.
+pub fn remove() -> Result<()> {
+    run_nft(
+        &render::batch(&FirewallState::default()),
+        "remove mayfly's firewall tables",
+    )
+}
+
+/// Whether a host socket holds `ip:port` for `proto` (binding it fails with "address in
+/// use"); an address the host does not have is not "in use".
+pub fn port_in_use(ip: Ipv4Addr, port: u16, proto: Proto) -> bool {
+    let addr = SocketAddrV4::new(ip, port);
+    let res = match proto {
+        Proto::Tcp => TcpListener::bind(addr).map(drop),
+        Proto::Udp => UdpSocket::bind(addr).map(drop),
+    };
+    matches!(res, Err(e) if e.kind() == std::io::ErrorKind::AddrInUse)
+}
+
+fn run_nft(batch: &serde_json::Value, what: &str) -> Result<()> {
+    let tool = |message: String| NetError::Tool {
+        what: what.to_owned(),
+        message,
+    };
+    let mut child = Command::new("nft")
+        .args(["-j", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            tool(format!(
+                "cannot run `nft` ({e}); install the nftables package"
+            ))
+        })?;
+    let stderr = child.stderr.take();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(s) = stderr {
+            let _ = s.take(OUTPUT_LIMIT).read_to_string(&mut text);
+        }
+        text
+    });
+    let body = serde_json::to_vec(batch).unwrap_or_default();
+    let written = child.stdin.take().map(|mut stdin| stdin.write_all(&body));
+    let deadline = Instant::now() + NFT_DEADLINE;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Ok(status),
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break Err(tool(format!(
+                    "`nft` did not finish within {} s and was killed",
+                    NFT_DEADLINE.as_secs()
+                )));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => break Err(tool(format!("cannot wait for `nft`: {e}"))),
+        }
+    };
+    let stderr = reader.join().unwrap_or_default();
+    let status = status?;
+    if !status.success() {
+        return Err(tool(format!(
+            "`nft -j -f -` failed ({status}): {}",
+            stderr.trim()
+        )));
+    }
+    if let Some(Err(e)) = written {
+        return Err(tool(format!("cannot feed `nft`: {e}")));
+    }
+    Ok(())
+}

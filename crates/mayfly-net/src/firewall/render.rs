@@ -1,0 +1,425 @@
+//! mayfly's two nftables tables, rendered whole as an `nft --json` batch.
+//!
+//! `bridge mayfly` (anti-spoofing, on frames entering the bridges from instance ports, all
+//! named `mv…`): a frame must carry its port's MAC, IPv4 and ARP their port's address
+//! (looked up in two sets keyed by port name, so the rules do not grow per instance), and
+//! nothing but IPv4 and ARP passes. A port absent from the sets (an instance not yet in the
+//! state) passes nothing.
+//!
+//! `inet mayfly`: published ports (DNAT in prerouting for other hosts and in output for the
+//! host itself; 127/8 sources leaving to a bridge masqueraded, which with `route_localnet`
+//! makes `127.0.0.1:PORT` work), forward drop between different mayfly bridges (and within an
+//! isolated one, where instances must not route to each other through the host), and the
+//! masquerade of a NAT network's subnet leaving through a non-mayfly interface.
+
+use serde_json::{Value, json};
+
+use crate::{FirewallState, Forward, NetworkPlan};
+
+/// The name of both tables.
+pub const TABLE: &str = "mayfly";
+/// Every instance port's name starts with this (`mv` + instance id + index).
+pub const PORT_PATTERN: &str = "mv*";
+/// Every mayfly bridge's name starts with this.
+pub const BRIDGE_PATTERN: &str = "mf-*";
+
+/// The batch that replaces both tables with what `state` says; with no network, the batch
+/// that deletes them (an `add` first makes the `delete` of a missing table harmless).
+pub fn batch(state: &FirewallState) -> Value {
+    let mut cmds = Vec::new();
+    for family in ["inet", "bridge"] {
+        cmds.push(json!({"add": {"table": {"family": family, "name": TABLE}}}));
+        cmds.push(json!({"delete": {"table": {"family": family, "name": TABLE}}}));
+    }
+    if !state.networks.is_empty() {
+        bridge_table(state, &mut cmds);
+        inet_table(state, &mut cmds);
+    }
+    json!({ "nftables": cmds })
+}
+
+fn meta(key: &str) -> Value {
+    json!({"meta": {"key": key}})
+}
+
+fn payload(protocol: &str, field: &str) -> Value {
+    json!({"payload": {"protocol": protocol, "field": field}})
+}
+
+fn matches(op: &str, left: Value, right: Value) -> Value {
+    json!({"match": {"op": op, "left": left, "right": right}})
+}
+
+fn chain(family: &str, name: &str, kind: &str, hook: &str, prio: i32) -> Value {
+    json!({"add": {"chain": {
+        "family": family, "table": TABLE, "name": name,
+        "type": kind, "hook": hook, "prio": prio, "policy": "accept",
+    }}})
+}
+
+fn rule(family: &str, chain: &str, expr: Vec<Value>) -> Value {
+    json!({"add": {"rule": {"family": family, "table": TABLE, "chain": chain, "expr": expr}}})
+}
+
+fn bridge_table(state: &FirewallState, cmds: &mut Vec<Value>) {
+    const F: &str = "bridge";
+    cmds.push(json!({"add": {"table": {"family": F, "name": TABLE}}}));
+    let macs: Vec<Value> = state
+        .interfaces
+        .iter()
+        .map(|i| json!({"concat": [i.host_name, i.mac.to_string()]}))
+        .collect();
+    let addrs: Vec<Value> = state
+        .interfaces
+        .iter()
+        .map(|i| json!({"concat": [i.host_name, i.ipv4.to_string()]}))
+        .collect();
+    for (name, kind, elems) in [("macs", "ether_addr", macs), ("addrs", "ipv4_addr", addrs)] {
+        let mut set = json!({"family": F, "table": TABLE, "name": name, "type": ["ifname", kind]});
+        if !elems.is_empty() {
+            set["elem"] = Value::Array(elems);
+        }
+        cmds.push(json!({"add": {"set": set}}));
+    }
+    cmds.push(chain(F, "ports", "filter", "prerouting", -200));
+    let port = || meta("iifname");
+    cmds.push(rule(
+        F,
+        "ports",
+        vec![
+            matches("!=", port(), json!(PORT_PATTERN)),
+            json!({"accept": null}),
+        ],
+    ));
+    cmds.push(rule(
+        F,
+        "ports",
+        vec![
+            matches(
+                "!=",
+                json!({"concat": [port(), payload("ether", "saddr")]}),
+                json!("@macs"),
+            ),
+            json!({"drop": null}),
+        ],
+    ));
+    cmds.push(rule(
+        F,
+        "ports",
+        vec![
+            matches("==", payload("ether", "type"), json!("ip")),
+            matches(
+                "!=",
+                json!({"concat": [port(), payload("ip", "saddr")]}),
+                json!("@addrs"),
+            ),
+            json!({"drop": null}),
+        ],
+    ));
+    cmds.push(rule(
+        F,
+        "ports",
+        vec![
+            matches("==", payload("ether", "type"), json!("arp")),
+            matches(
+                "!=",
+                json!({"concat": [port(), payload("arp", "saddr ether")]}),
+                json!("@macs"),
+            ),
+            json!({"drop": null}),
+        ],
+    ));
+    cmds.push(rule(
+        F,
+        "ports",
+        vec![
+            matches("==", payload("ether", "type"), json!("arp")),
+            matches(
+                "!=",
+                json!({"concat": [port(), payload("arp", "saddr ip")]}),
+                json!("@addrs"),
+            ),
+            json!({"drop": null}),
+        ],
+    ));
+    cmds.push(rule(
+        F,
+        "ports",
+        vec![
+            matches(
+                "!=",
+                payload("ether", "type"),
+                json!({"set": ["ip", "arp"]}),
+            ),
+            json!({"drop": null}),
+        ],
+    ));
+}
+
+fn inet_table(state: &FirewallState, cmds: &mut Vec<Value>) {
+    const F: &str = "inet";
+    cmds.push(json!({"add": {"table": {"family": F, "name": TABLE}}}));
+
+    cmds.push(chain(F, "forward", "filter", "forward", 0));
+    // Published services are for everybody, whichever network asks.
+    cmds.push(rule(
+        F,
+        "forward",
+        vec![
+            matches("in", json!({"ct": {"key": "status"}}), json!("dnat")),
+            json!({"accept": null}),
+        ],
+    ));
+    for net in &state.networks {
+        forward_rules(net, cmds);
+    }
+
+    cmds.push(chain(F, "prerouting", "nat", "prerouting", -100));
+    cmds.push(chain(F, "output", "nat", "output", -100));
+    for fwd in &state.forwards {
+        for chain in ["prerouting", "output"] {
+            cmds.push(rule(F, chain, dnat(fwd)));
+        }
+    }
+
+    cmds.push(chain(F, "postrouting", "nat", "postrouting", 100));
+    // A published port reached through 127.0.0.1: the answer must come back to the host.
+    cmds.push(rule(
+        F,
+        "postrouting",
+        vec![
+            matches(
+                "==",
+                payload("ip", "saddr"),
+                json!({"prefix": {"addr": "127.0.0.0", "len": 8}}),
+            ),
+            matches("==", meta("oifname"), json!(BRIDGE_PATTERN)),
+            json!({"masquerade": null}),
+        ],
+    ));
+    for net in state.networks.iter().filter(|n| n.nat) {
+        cmds.push(rule(
+            F,
+            "postrouting",
+            vec![
+                matches("==", payload("ip", "saddr"), subnet(net)),
+                matches("!=", meta("oifname"), json!(BRIDGE_PATTERN)),
+                json!({"masquerade": null}),
+            ],
+        ));
+    }
+}
+
+fn subnet(net: &NetworkPlan) -> Value {
+    json!({"prefix": {"addr": net.subnet.addr().to_string(), "len": net.subnet.prefix()}})
+}
+
+fn forward_rules(net: &NetworkPlan, cmds: &mut Vec<Value>) {
+    let from = matches("==", meta("iifname"), json!(net.bridge));
+    // To another mayfly bridge.
+    cmds.push(rule(
+        "inet",
+        "forward",
+        vec![
+            from.clone(),
+            matches("==", meta("oifname"), json!(BRIDGE_PATTERN)),
+            matches("!=", meta("oifname"), json!(net.bridge)),
+            json!({"drop": null}),
+        ],
+    ));
+    if net.isolated {
+        // Back into the same isolated network, routed through the host.
+        cmds.push(rule(
+            "inet",
+            "forward",
+            vec![
+                from,
+                matches("==", meta("oifname"), json!(net.bridge)),
+                json!({"drop": null}),
+            ],
+        ));
+    }
+}
+
+fn dnat(fwd: &Forward) -> Vec<Value> {
+    let mut expr = Vec::new();
+    if fwd.host_ip.is_unspecified() {
+        expr.push(matches(
+            "==",
+            json!({"fib": {"result": "type", "flags": ["daddr"]}}),
+            json!("local"),
+        ));
+    } else {
+        expr.push(matches(
+            "==",
+            payload("ip", "daddr"),
+            json!(fwd.host_ip.to_string()),
+        ));
+    }
+    expr.push(matches(
+        "==",
+        payload(fwd.proto.as_str(), "dport"),
+        json!(fwd.host_port),
+    ));
+    expr.push(json!({"dnat": {"family": "ip", "addr": fwd.ipv4.to_string(), "port": fwd.port}}));
+    expr
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::{Interface, Mac, Proto};
+
+    fn plan(name: &str, bridge: &str, subnet: &str, isolated: bool, nat: bool) -> NetworkPlan {
+        let subnet: crate::Ipv4Net = subnet.parse().unwrap();
+        NetworkPlan {
+            name: name.into(),
+            bridge: bridge.into(),
+            subnet,
+            gateway: subnet.gateway(),
+            isolated,
+            nat,
+            upstream: vec![],
+        }
+    }
+
+    fn cmds(v: &Value) -> &Vec<Value> {
+        v["nftables"].as_array().unwrap()
+    }
+
+    fn rules_of<'a>(v: &'a Value, family: &str, chain: &str) -> Vec<&'a Value> {
+        cmds(v)
+            .iter()
+            .filter_map(|c| c["add"].get("rule"))
+            .filter(|r| r["family"] == family && r["chain"] == chain)
+            .map(|r| &r["expr"])
+            .collect()
+    }
+
+    fn state() -> FirewallState {
+        let a = plan("a", "mf-aaaaaaaaaaaa", "10.77.0.0/24", false, true);
+        let b = plan("b", "mf-bbbbbbbbbbbb", "10.78.0.0/24", true, false);
+        let iface = Interface {
+            network: "a".into(),
+            bridge: a.bridge.clone(),
+            host_name: "mv0123456789ab0".into(),
+            name: "eth0".into(),
+            mac: "02:00:00:00:00:07".parse::<Mac>().unwrap(),
+            ipv4: Ipv4Addr::new(10, 77, 0, 2),
+            prefix: 24,
+            gateway: Some(a.gateway),
+            isolated: false,
+        };
+        FirewallState {
+            networks: vec![a, b],
+            interfaces: vec![iface],
+            forwards: vec![
+                Forward {
+                    proto: Proto::Tcp,
+                    host_ip: Ipv4Addr::LOCALHOST,
+                    host_port: 8080,
+                    ipv4: Ipv4Addr::new(10, 77, 0, 2),
+                    port: 80,
+                },
+                Forward {
+                    proto: Proto::Udp,
+                    host_ip: Ipv4Addr::UNSPECIFIED,
+                    host_port: 5353,
+                    ipv4: Ipv4Addr::new(10, 77, 0, 2),
+                    port: 53,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn no_network_deletes_both_tables_and_adds_nothing() {
+        let v = batch(&FirewallState::default());
+        let c = cmds(&v);
+        assert_eq!(c.len(), 4);
+        for (i, family) in ["inet", "bridge"].iter().enumerate() {
+            assert_eq!(c[2 * i]["add"]["table"]["family"], *family);
+            assert_eq!(c[2 * i + 1]["delete"]["table"]["family"], *family);
+            assert_eq!(c[2 * i + 1]["delete"]["table"]["name"], TABLE);
+        }
+    }
+
+    #[test]
+    fn tables_are_replaced_whole_in_one_batch() {
+        let v = batch(&state());
+        let c = cmds(&v);
+        // Every command is on mayfly's tables only.
+        for cmd in c {
+            let obj = cmd.as_object().unwrap().values().next().unwrap();
+            let inner = obj.as_object().unwrap().values().next().unwrap();
+            let table = inner.get("table").unwrap_or(&inner["name"]);
+            assert_eq!(table, TABLE, "{cmd}");
+        }
+        // Deletions come before any content.
+        let last_delete = c.iter().rposition(|x| x.get("delete").is_some()).unwrap();
+        let first_chain = c
+            .iter()
+            .position(|x| x["add"].get("chain").is_some())
+            .unwrap();
+        assert!(last_delete < first_chain);
+    }
+
+    #[test]
+    fn spoofing_sets_hold_each_port_with_its_mac_and_address() {
+        let v = batch(&state());
+        let sets: Vec<&Value> = cmds(&v)
+            .iter()
+            .filter_map(|c| c["add"].get("set"))
+            .collect();
+        assert_eq!(sets.len(), 2);
+        let macs = sets.iter().find(|s| s["name"] == "macs").unwrap();
+        assert_eq!(
+            macs["elem"][0]["concat"],
+            json!(["mv0123456789ab0", "02:00:00:00:00:07"])
+        );
+        let addrs = sets.iter().find(|s| s["name"] == "addrs").unwrap();
+        assert_eq!(
+            addrs["elem"][0]["concat"],
+            json!(["mv0123456789ab0", "10.77.0.2"])
+        );
+        let rules = rules_of(&v, "bridge", "ports");
+        // The rules do not grow with instances: one per check.
+        assert_eq!(rules.len(), 6);
+        let text = serde_json::to_string(&rules).unwrap();
+        assert!(text.contains("@macs") && text.contains("@addrs") && text.contains("saddr ip"));
+    }
+
+    #[test]
+    fn forwards_nat_and_isolation_rules() {
+        let v = batch(&state());
+        for chain in ["prerouting", "output"] {
+            let rules = rules_of(&v, "inet", chain);
+            assert_eq!(rules.len(), 2, "{chain}");
+            let text = serde_json::to_string(&rules).unwrap();
+            assert!(
+                text.contains(r#""addr":"10.77.0.2","family":"ip","port":80"#),
+                "{text}"
+            );
+            assert!(text.contains(r#""right":"127.0.0.1""#), "{text}");
+            assert!(
+                text.contains(r#""fib""#),
+                "0.0.0.0 is every local address: {text}"
+            );
+        }
+        let post = serde_json::to_string(&rules_of(&v, "inet", "postrouting")).unwrap();
+        assert!(
+            post.contains(r#""addr":"10.77.0.0","len":24"#),
+            "nat network: {post}"
+        );
+        assert!(
+            !post.contains("10.78.0.0"),
+            "no-nat network masqueraded: {post}"
+        );
+        assert!(post.contains("127.0.0.0"));
+        let fwd = rules_of(&v, "inet", "forward");
+        // dnat accept, one cross-bridge drop per network, one more for the isolated one.
+        assert_eq!(fwd.len(), 1 + 2 + 1);
+    }
+}

@@ -1,0 +1,354 @@
+//! mayfly's nftables tables, for real, in a network namespace of the test's own.
+
+mod common;
+
+use std::net::{Ipv4Addr, TcpListener};
+use std::os::fd::AsFd;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Container, iface, isolate, plan};
+use mayfly_net::{FirewallState, Forward, Proto, firewall, link};
+
+fn tables() -> String {
+    let out = Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn sh(args: &[&str]) {
+    let st = Command::new(args[0]).args(&args[1..]).status().unwrap();
+    assert!(st.success(), "{args:?}");
+}
+
+#[test]
+fn tables_are_applied_replaced_and_removed_leaving_others_alone() {
+    isolate();
+    sh(&["nft", "add", "table", "inet", "other"]);
+    let mut p = plan("a", "mf-aaaaaaaaaaaa", "10.77.0.0/24", false);
+    p.nat = true;
+    let mut state = FirewallState {
+        networks: vec![p.clone()],
+        ..Default::default()
+    };
+    firewall::apply(&state).unwrap();
+    let t = tables();
+    assert!(
+        t.contains("table inet mayfly") && t.contains("table bridge mayfly"),
+        "{t}"
+    );
+    let ruleset = String::from_utf8_lossy(
+        &Command::new("nft")
+            .args(["list", "table", "inet", "mayfly"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        ruleset.contains("ip saddr 10.77.0.0/24 oifname != \"mf-*\" masquerade"),
+        "{ruleset}"
+    );
+
+    // Replaced whole: the old network's rule is gone.
+    state.networks[0].subnet = "10.88.0.0/24".parse().unwrap();
+    firewall::apply(&state).unwrap();
+    let ruleset = String::from_utf8_lossy(
+        &Command::new("nft")
+            .args(["list", "table", "inet", "mayfly"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        !ruleset.contains("10.77.0.0") && ruleset.contains("10.88.0.0/24"),
+        "{ruleset}"
+    );
+
+    firewall::apply(&FirewallState::default()).unwrap();
+    assert_eq!(tables().trim(), "table inet other");
+    firewall::apply(&state).unwrap();
+    firewall::remove().unwrap();
+    firewall::remove().unwrap();
+    assert_eq!(tables().trim(), "table inet other");
+}
+
+#[test]
+fn a_refused_batch_says_why_and_changes_nothing() {
+    isolate();
+    let p = plan("a", "mf-aaaaaaaaaaaa", "10.77.0.0/24", false);
+    let state = FirewallState {
+        networks: vec![p],
+        ..Default::default()
+    };
+    firewall::apply(&state).unwrap();
+    let before = String::from_utf8_lossy(
+        &Command::new("nft")
+            .args(["list", "ruleset"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    // An interface name too long for nftables' ifname type.
+    let mut bad = state.clone();
+    bad.networks[0].bridge = "x".repeat(40);
+    let e = firewall::apply(&bad).unwrap_err().to_string();
+    assert!(
+        e.contains("nft -j -f -") && e.contains("apply mayfly's firewall"),
+        "{e}"
+    );
+    let after = String::from_utf8_lossy(
+        &Command::new("nft")
+            .args(["list", "ruleset"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    assert_eq!(before, after);
+}
+
+#[test]
+fn ports_in_use_are_seen() {
+    isolate();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    assert!(firewall::port_in_use(Ipv4Addr::LOCALHOST, port, Proto::Tcp));
+    assert!(firewall::port_in_use(
+        Ipv4Addr::UNSPECIFIED,
+        port,
+        Proto::Tcp
+    ));
+    drop(l);
+    assert!(!firewall::port_in_use(
+        Ipv4Addr::LOCALHOST,
+        port,
+        Proto::Tcp
+    ));
+    let u = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    let port = u.local_addr().unwrap().port();
+    assert!(firewall::port_in_use(Ipv4Addr::LOCALHOST, port, Proto::Udp));
+    assert!(!firewall::port_in_use(Ipv4Addr::LOCALHOST, port, Proto::Tcp) || port == 0);
+}
+
+#[test]
+fn spoofed_addresses_and_macs_are_dropped_and_unknown_ports_pass_nothing() {
+    isolate();
+    let p = plan("lan", "mf-000000000001", "10.77.0.0/24", false);
+    link::ensure_bridge(&p).unwrap();
+    let (a, b, c) = (Container::new(), Container::new(), Container::new());
+    let (ia, ib, ic) = (iface(&p, 0, 0), iface(&p, 1, 0), iface(&p, 2, 0));
+    link::attach(a.netns().as_fd(), &ia).unwrap();
+    link::attach(b.netns().as_fd(), &ib).unwrap();
+    link::attach(c.netns().as_fd(), &ic).unwrap();
+    let spoof = |ip: &str| {
+        assert!(
+            a.run(&["ip", "addr", "flush", "dev", "eth0"])
+                .status
+                .success()
+        );
+        assert!(
+            a.run(&["ip", "addr", "add", ip, "dev", "eth0"])
+                .status
+                .success()
+        );
+    };
+    // Without the firewall, a stolen address works (so the test below can fail).
+    spoof("10.77.0.50/24");
+    assert!(a.pings(ib.ipv4), "spoofing fails even without the firewall");
+    let state = FirewallState {
+        networks: vec![p.clone()],
+        interfaces: vec![ia.clone(), ib.clone()],
+        forwards: vec![],
+    };
+    firewall::apply(&state).unwrap();
+    assert!(!a.pings(ib.ipv4), "a spoofed address got through");
+    spoof(&format!("{}/24", ia.ipv4));
+    assert!(a.pings_soon(ib.ipv4), "the own address is refused");
+    // Another MAC on the own address.
+    assert!(
+        a.run(&["ip", "link", "set", "eth0", "address", "02:11:22:33:44:55"])
+            .status
+            .success()
+    );
+    assert!(!a.pings(ib.ipv4), "a spoofed MAC got through");
+    assert!(
+        a.run(&["ip", "link", "set", "eth0", "address", &ia.mac.to_string()])
+            .status
+            .success()
+    );
+    assert!(a.pings(ib.ipv4));
+    // An instance port the state does not know passes nothing.
+    assert!(!c.pings(p.gateway), "an unknown port passed traffic");
+    firewall::remove().unwrap();
+    assert!(c.pings_soon(p.gateway));
+}
+
+/// A namespace joined to the test's by a veth: 10.200.0.1 on the test's side, 10.200.0.2 on
+/// its own, and no route back to the instances' subnets.
+fn outside() -> Container {
+    let o = Container::new();
+    sh(&[
+        "ip",
+        "link",
+        "add",
+        "up0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        &o.ns_path(),
+    ]);
+    sh(&["ip", "addr", "add", "10.200.0.1/24", "dev", "up0"]);
+    sh(&["ip", "link", "set", "up0", "up"]);
+    assert!(
+        o.run(&["ip", "addr", "add", "10.200.0.2/24", "dev", "eth0"])
+            .status
+            .success()
+    );
+    assert!(o.run(&["ip", "link", "set", "eth0", "up"]).status.success());
+    assert!(o.run(&["ip", "link", "set", "lo", "up"]).status.success());
+    o
+}
+
+#[test]
+fn networks_cannot_reach_each_other_and_nat_reaches_the_outside() {
+    isolate();
+    let mut p = plan("one", "mf-000000000001", "10.77.0.0/24", false);
+    p.nat = true;
+    let q = plan("two", "mf-000000000002", "10.78.0.0/24", false);
+    link::ensure_bridge(&p).unwrap();
+    link::ensure_bridge(&q).unwrap();
+    let (a, b) = (Container::new(), Container::new());
+    let (ia, ib) = (iface(&p, 0, 0), iface(&q, 0, 0));
+    link::attach(a.netns().as_fd(), &ia).unwrap();
+    link::attach(b.netns().as_fd(), &ib).unwrap();
+    let o = outside();
+    // Routed by the host, without the firewall.
+    assert!(
+        a.pings(ib.ipv4),
+        "routing between networks does not work to begin with"
+    );
+    assert!(
+        !a.pings(Ipv4Addr::new(10, 200, 0, 2)),
+        "the outside answered without NAT"
+    );
+    let state = FirewallState {
+        networks: vec![p.clone(), q.clone()],
+        interfaces: vec![ia.clone(), ib.clone()],
+        forwards: vec![],
+    };
+    firewall::apply(&state).unwrap();
+    assert!(!a.pings(ib.ipv4), "network one reached network two");
+    assert!(!b.pings(ia.ipv4), "network two reached network one");
+    assert!(a.pings(p.gateway) && b.pings(q.gateway));
+    assert!(
+        a.pings(Ipv4Addr::new(10, 200, 0, 2)),
+        "NAT does not reach the outside"
+    );
+    assert!(
+        !b.pings(Ipv4Addr::new(10, 200, 0, 2)),
+        "a network without NAT got out masqueraded"
+    );
+    drop(o);
+    firewall::remove().unwrap();
+}
+
+fn serve(c: &Container, port: &str, text: &str) -> Child {
+    Command::new("nsenter")
+        .arg(format!("--net={}", c.ns_path()))
+        .args(["busybox", "nc", "-ll", "-p", port, "-e", "echo", text])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn fetch(ns: Option<&Container>, ip: &str, port: &str) -> String {
+    let mut cmd = Command::new("timeout");
+    cmd.arg("5");
+    if let Some(c) = ns {
+        cmd.arg("nsenter").arg(format!("--net={}", c.ns_path()));
+    }
+    let out = cmd
+        .args(["busybox", "nc", "-w", "2", ip, port])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn eventually(mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+#[test]
+fn published_ports_answer_on_localhost_and_from_outside() {
+    isolate();
+    let p = plan("web", "mf-000000000001", "10.77.0.0/24", false);
+    link::ensure_bridge(&p).unwrap();
+    let a = Container::new();
+    let ia = iface(&p, 0, 0);
+    link::attach(a.netns().as_fd(), &ia).unwrap();
+    let mut server = serve(&a, "80", "hello");
+    let o = outside();
+    let state = FirewallState {
+        networks: vec![p.clone()],
+        interfaces: vec![ia.clone()],
+        forwards: vec![
+            Forward {
+                proto: Proto::Tcp,
+                host_ip: Ipv4Addr::LOCALHOST,
+                host_port: 8080,
+                ipv4: ia.ipv4,
+                port: 80,
+            },
+            Forward {
+                proto: Proto::Tcp,
+                host_ip: Ipv4Addr::UNSPECIFIED,
+                host_port: 8081,
+                ipv4: ia.ipv4,
+                port: 80,
+            },
+        ],
+    };
+    assert!(
+        eventually(|| fetch(None, &ia.ipv4.to_string(), "80") == "hello"),
+        "the server does not answer"
+    );
+    assert_eq!(
+        fetch(None, "127.0.0.1", "8080"),
+        "",
+        "answered before publishing"
+    );
+    firewall::apply(&state).unwrap();
+    assert_eq!(fetch(None, "127.0.0.1", "8080"), "hello");
+    assert_eq!(fetch(None, "127.0.0.1", "8081"), "hello");
+    assert_eq!(
+        fetch(Some(&o), "10.200.0.1", "8081"),
+        "hello",
+        "0.0.0.0 is not reachable from outside"
+    );
+    assert_eq!(
+        fetch(Some(&o), "10.200.0.1", "8080"),
+        "",
+        "a 127.0.0.1 port answered outside"
+    );
+    firewall::remove().unwrap();
+    assert_eq!(fetch(None, "127.0.0.1", "8080"), "");
+    let _ = server.kill();
+    let _ = server.wait();
+}
