@@ -215,6 +215,7 @@ impl Driver for ContainerDriver {
                 id: spec.id.clone(),
                 new_identity: spec.new_identity,
                 network: spec.network,
+                interfaces: spec.interfaces.clone(),
                 binds: spec.binds.clone(),
                 init: spec.init,
             };

@@ -123,6 +123,9 @@ pub struct InstanceSpec {
     pub new_identity: bool,
     /// Network.
     pub network: spec::NetworkMode,
+    /// Network interfaces attached before the init runs (with [`NetworkMode::Isolated`]
+    /// only; the engine allocates them, the driver creates them).
+    pub interfaces: Vec<mayfly_net::Interface>,
     /// Host paths mounted inside.
     pub binds: Vec<spec::BindMount>,
     /// User namespace mapping, if any.

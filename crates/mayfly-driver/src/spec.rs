@@ -59,7 +59,7 @@ pub enum StdioSpec {
 /// Which network a container gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum NetworkMode {
-    /// Its own network namespace with only `lo` (until mayfly has networks).
+    /// Its own network namespace with `lo` and the spec's interfaces (none: `lo` only).
     #[default]
     Isolated,
     /// The host's network namespace (template builds that download packages).
@@ -115,6 +115,10 @@ pub struct ContainerSpec {
     /// Network.
     #[serde(default)]
     pub network: NetworkMode,
+    /// Network interfaces (veths on mayfly bridges) the forker attaches before the init
+    /// runs; only with [`NetworkMode::Isolated`].
+    #[serde(default)]
+    pub interfaces: Vec<mayfly_net::Interface>,
     /// Host paths mounted inside.
     #[serde(default)]
     pub binds: Vec<BindMount>,

@@ -291,6 +291,7 @@ impl Engine {
             writable: writable.clone(),
             new_identity: false,
             network: NetworkMode::Host,
+            interfaces: Vec::new(),
             binds,
             idmap,
             process: ProcessSpec {

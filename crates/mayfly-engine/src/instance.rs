@@ -372,6 +372,7 @@ impl Engine {
             writable: self.layout.writable_dir(&rec.id, rec.writable_gen),
             new_identity: next.new_identity,
             network,
+            interfaces: Vec::new(),
             binds: files.binds,
             idmap: rec.id_base.map(|host_base| IdMap {
                 host_base,

@@ -2,10 +2,12 @@
 //!
 //! A container start, in order: create its cgroup; clone a child into new user, mount, pid,
 //! uts, ipc and net namespaces, where it waits on a socket; write its uid/gid maps; move it
-//! into its cgroup; build the overlay root on the host side (template layers cloned as
-//! read-only, no-dev, idmapped detached mounts, so templates are never chowned per instance);
-//! pass that detached mount to the child, which attaches it inside its own mount namespace
-//! (the host's mount table never sees it, so it cannot leak) and goes on to exec the init.
+//! into its cgroup; attach its network interfaces (veths whose inside end is made in its
+//! namespace, see `mayfly_net::link::attach`); build the overlay root on the host side
+//! (template layers cloned as read-only, no-dev, idmapped detached mounts, so templates are
+//! never chowned per instance); pass that detached mount to the child, which attaches it
+//! inside its own mount namespace (the host's mount table never sees it, so it cannot leak)
+//! and goes on to exec the init.
 //! The sync socket is close-on-exec: EOF means the init runs; a message means setup failed.
 //!
 //! Only the quick host-side steps run here, synchronously. The child's own set-up (mounts,
@@ -393,6 +395,7 @@ pub(crate) fn begin_container(
                 .delegate(&spec.cgroup, map.host_base, map.host_base)
                 .map_err(|e| failure("delegate cgroup", crate::error_chain(&e)))?;
         }
+        attach_interfaces(pid, spec)?;
         let userns = match spec.idmap {
             Some(_) => Some(
                 rustix::fs::open(
@@ -430,6 +433,36 @@ pub(crate) fn begin_container(
             })
         }
     }
+}
+
+/// Gives the child (in its own network namespace, waiting) the spec's network interfaces.
+/// On failure none of them is left: the one that failed cleans up after itself, the ones
+/// before it are deleted here (they would go with the namespace too, but only once the
+/// kernel gets round to it).
+fn attach_interfaces(pid: Pid, spec: &ContainerSpec) -> Result<(), Failure> {
+    if spec.interfaces.is_empty() {
+        return Ok(());
+    }
+    if spec.network != NetworkMode::Isolated {
+        return Err(Failure::other(
+            "network interfaces need the instance's own network namespace, not the host's",
+        ));
+    }
+    let netns = rustix::fs::open(
+        format!("/proc/{}/ns/net", pid.as_raw_nonzero()).as_str(),
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| failure("open the instance's network namespace", e))?;
+    for (i, iface) in spec.interfaces.iter().enumerate() {
+        if let Err(e) = mayfly_net::link::attach(netns.as_fd(), iface) {
+            for done in &spec.interfaces[..i] {
+                let _ = mayfly_net::link::delete_link(&done.host_name);
+            }
+            return Err(failure("attach network interface", e));
+        }
+    }
+    Ok(())
 }
 
 /// A detached mount of the terminal `tty`, to become the instance's `/dev/console`.

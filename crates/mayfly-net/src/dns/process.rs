@@ -62,7 +62,7 @@ fn is_ours(pid: i32, dir: &Path) -> bool {
     cmdline(pid).is_some_and(|args| {
         args.first()
             .is_some_and(|a| Path::new(a).file_name().is_some_and(|n| n == "dnsmasq"))
-            && args.iter().any(|a| *a == want)
+            && args.contains(&want)
     })
 }
 
