@@ -219,6 +219,42 @@ fn outside() -> Container {
 }
 
 #[test]
+fn instances_of_an_isolated_network_cannot_route_to_each_other_through_the_host() {
+    isolate();
+    let p = plan("iso", "mf-000000000001", "10.77.0.0/24", true);
+    link::ensure_bridge(&p).unwrap();
+    let (a, b) = (Container::new(), Container::new());
+    let (ia, ib) = (iface(&p, 0, 0), iface(&p, 1, 0));
+    link::attach(a.netns().as_fd(), &ia).unwrap();
+    link::attach(b.netns().as_fd(), &ib).unwrap();
+    for (c, other) in [(&a, &ib), (&b, &ia)] {
+        let to = format!("{}/32", other.ipv4);
+        let via = p.gateway.to_string();
+        assert!(
+            c.run(&["ip", "route", "add", &to, "via", &via])
+                .status
+                .success()
+        );
+    }
+    assert!(
+        a.pings(ib.ipv4),
+        "routing through the host does not work to begin with"
+    );
+    let state = FirewallState {
+        networks: vec![p.clone()],
+        interfaces: vec![ia.clone(), ib.clone()],
+        forwards: vec![],
+    };
+    firewall::apply(&state).unwrap();
+    assert!(
+        !a.pings(ib.ipv4),
+        "isolated instances reached each other through the host"
+    );
+    assert!(a.pings(p.gateway));
+    firewall::remove().unwrap();
+}
+
+#[test]
 fn networks_cannot_reach_each_other_and_nat_reaches_the_outside() {
     isolate();
     let mut p = plan("one", "mf-000000000001", "10.77.0.0/24", false);
@@ -346,6 +382,33 @@ fn published_ports_answer_on_localhost_and_from_outside() {
         fetch(Some(&o), "10.200.0.1", "8080"),
         "",
         "a 127.0.0.1 port answered outside"
+    );
+    // A neighbour on the same bridge (hairpin), and an instance of another network.
+    let (b, c) = (Container::new(), Container::new());
+    let ib = iface(&p, 1, 0);
+    link::attach(b.netns().as_fd(), &ib).unwrap();
+    let q = plan("other", "mf-000000000002", "10.78.0.0/24", false);
+    link::ensure_bridge(&q).unwrap();
+    let ic = iface(&q, 0, 0);
+    link::attach(c.netns().as_fd(), &ic).unwrap();
+    let mut state = state;
+    state.networks.push(q.clone());
+    state.interfaces.extend([ib, ic]);
+    firewall::apply(&state).unwrap();
+    assert_eq!(
+        fetch(Some(&b), &p.gateway.to_string(), "8081"),
+        "hello",
+        "hairpin"
+    );
+    assert_eq!(
+        fetch(Some(&c), &q.gateway.to_string(), "8081"),
+        "hello",
+        "from another network"
+    );
+    assert_eq!(
+        fetch(Some(&c), &ia.ipv4.to_string(), "80"),
+        "",
+        "another network reached the instance"
     );
     firewall::remove().unwrap();
     assert_eq!(fetch(None, "127.0.0.1", "8080"), "");

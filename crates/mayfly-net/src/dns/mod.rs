@@ -41,7 +41,11 @@ pub fn conf_arg(dir: &Path) -> String {
 /// gives: adopts a live one whose configuration is current, restarts one whose
 /// configuration changed, starts one otherwise. Idempotent.
 pub fn ensure_running(plan: &NetworkPlan, dir: &Path) -> Result<()> {
-    for d in [dir.to_path_buf(), dir.join(HOSTS)] {
+    let parent = dir.parent().map(Path::to_path_buf);
+    for d in parent
+        .into_iter()
+        .chain([dir.to_path_buf(), dir.join(HOSTS)])
+    {
         std::fs::create_dir_all(&d).map_err(io(format!("create {}", d.display())))?;
         // dnsmasq reads the hosts files after dropping its privileges.
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755))

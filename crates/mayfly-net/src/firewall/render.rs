@@ -8,7 +8,8 @@
 //!
 //! `inet mayfly`: published ports (DNAT in prerouting for other hosts and in output for the
 //! host itself; 127/8 sources leaving to a bridge masqueraded, which with `route_localnet`
-//! makes `127.0.0.1:PORT` work), forward drop between different mayfly bridges (and within an
+//! makes `127.0.0.1:PORT` work; and an instance reaching a neighbour's published port is
+//! masqueraded to the gateway, so that the answer comes back the way it went), forward drop between different mayfly bridges (and within an
 //! isolated one, where instances must not route to each other through the host), and the
 //! masquerade of a NAT network's subnet leaving through a non-mayfly interface.
 
@@ -197,6 +198,20 @@ fn inet_table(state: &FirewallState, cmds: &mut Vec<Value>) {
             json!({"masquerade": null}),
         ],
     ));
+    for net in &state.networks {
+        // An instance reaching a published port of a neighbour on its own bridge: without
+        // this the answer would come straight from the neighbour and be ignored.
+        cmds.push(rule(
+            F,
+            "postrouting",
+            vec![
+                matches("in", json!({"ct": {"key": "status"}}), json!("dnat")),
+                matches("==", payload("ip", "saddr"), subnet(net)),
+                matches("==", meta("oifname"), json!(net.bridge)),
+                json!({"masquerade": null}),
+            ],
+        ));
+    }
     for net in state.networks.iter().filter(|n| n.nat) {
         cmds.push(rule(
             F,
@@ -408,16 +423,25 @@ mod tests {
                 "0.0.0.0 is every local address: {text}"
             );
         }
-        let post = serde_json::to_string(&rules_of(&v, "inet", "postrouting")).unwrap();
-        assert!(
-            post.contains(r#""addr":"10.77.0.0","len":24"#),
-            "nat network: {post}"
+        let post = rules_of(&v, "inet", "postrouting");
+        let leaving: Vec<String> = post
+            .iter()
+            .map(|r| serde_json::to_string(r).unwrap())
+            .filter(|r| r.contains(r#""op":"!=""#) && r.contains("oifname"))
+            .collect();
+        assert_eq!(
+            leaving.len(),
+            1,
+            "only the NAT network leaves masqueraded: {leaving:?}"
         );
         assert!(
-            !post.contains("10.78.0.0"),
-            "no-nat network masqueraded: {post}"
+            leaving[0].contains(r#""addr":"10.77.0.0","len":24"#),
+            "{leaving:?}"
         );
-        assert!(post.contains("127.0.0.0"));
+        let text = serde_json::to_string(&post).unwrap();
+        assert!(text.contains("127.0.0.0"));
+        // Hairpin: one per network.
+        assert_eq!(text.matches(r#""right":"dnat""#).count(), 2, "{text}");
         let fwd = rules_of(&v, "inet", "forward");
         // dnat accept, one cross-bridge drop per network, one more for the isolated one.
         assert_eq!(fwd.len(), 1 + 2 + 1);
