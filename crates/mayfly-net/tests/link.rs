@@ -188,3 +188,18 @@ fn a_second_interface_gets_no_default_route_and_a_failure_leaves_no_veth() {
     );
     assert_eq!(link::links_with_prefix("mv").unwrap().len(), 2);
 }
+
+#[test]
+fn a_namespace_owned_by_a_user_namespace_is_configured_too() {
+    isolate();
+    let p = plan("lan", "mf-000000000005", "10.77.0.0/24", false);
+    link::ensure_bridge(&p).unwrap();
+    let (a, b) = (Container::with_user_namespace(), Container::new());
+    let (ia, ib) = (iface(&p, 0, 0), iface(&p, 1, 0));
+    link::attach(a.netns().as_fd(), &ia).unwrap();
+    link::attach(b.netns().as_fd(), &ib).unwrap();
+    assert!(b.pings(ia.ipv4));
+    let range = a.run(&["cat", "/proc/sys/net/ipv4/ping_group_range"]);
+    let range = String::from_utf8_lossy(&range.stdout).into_owned();
+    assert_eq!(range.split_whitespace().next(), Some("0"), "{range}");
+}

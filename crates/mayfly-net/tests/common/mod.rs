@@ -30,8 +30,19 @@ pub struct Container {
 
 impl Container {
     pub fn new() -> Container {
+        Container::spawn(&["--net"])
+    }
+
+    /// One whose network namespace belongs to a user namespace of its own, as an instance's
+    /// does.
+    pub fn with_user_namespace() -> Container {
+        Container::spawn(&["--user", "--map-root-user", "--net"])
+    }
+
+    fn spawn(flags: &[&str]) -> Container {
         let child = Command::new("unshare")
-            .args(["--net", "sleep", "120"])
+            .args(flags)
+            .args(["sleep", "120"])
             .stdin(Stdio::null())
             .spawn()
             .expect("spawn unshare");
