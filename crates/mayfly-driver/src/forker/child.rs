@@ -153,6 +153,8 @@ pub(crate) fn enter_rootfs(
     if super::boot_mounts::boots_init(&spec.process.args) {
         super::boot_mounts::mount_run(&spec.id)?;
     }
+    // Binds come after every filesystem mayfly mounts (the /run tmpfs above all): one whose
+    // target is below such a mount point must land on it, not under it.
     for (bind, tree) in spec.binds.iter().zip(&binds) {
         if bind.only_over_file {
             super::file_mounts::mount_over_file(&spec.id, root_mount, bind, tree)?;

@@ -79,32 +79,39 @@ impl Netlink {
     ) -> Result<()> {
         let mut buf = vec![0u8; RECV_BUFFER];
         loop {
-            let n = match rustix::net::recv(
-                self.sock.as_fd(),
-                &mut buf,
-                rustix::net::RecvFlags::empty(),
-            ) {
-                Ok((n, _)) => n,
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(rustix::io::Errno::AGAIN) => {
-                    return Err(NetError::Netlink {
-                        what: what.to_owned(),
-                        message: format!(
-                            "the kernel did not answer within {} s",
-                            ANSWER_DEADLINE.as_secs()
-                        ),
-                        errno: None,
-                    });
-                }
-                Err(e) => {
-                    return Err(NetError::Io {
-                        what: format!("{what}: read the netlink answer"),
-                        source: e.into(),
-                    });
-                }
-            };
+            let n =
+                match rustix::net::recv(self.sock.as_fd(), &mut buf, rustix::net::RecvFlags::TRUNC)
+                {
+                    Ok((n, full)) if full <= n => n,
+                    Ok((_, full)) => {
+                        return Err(NetError::Netlink {
+                            what: what.to_owned(),
+                            message: format!(
+                                "an answer of {full} bytes exceeds the {RECV_BUFFER}-byte buffer"
+                            ),
+                            errno: None,
+                        });
+                    }
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(rustix::io::Errno::AGAIN) => {
+                        return Err(NetError::Netlink {
+                            what: what.to_owned(),
+                            message: format!(
+                                "the kernel did not answer within {} s",
+                                ANSWER_DEADLINE.as_secs()
+                            ),
+                            errno: None,
+                        });
+                    }
+                    Err(e) => {
+                        return Err(NetError::Io {
+                            what: format!("{what}: read the netlink answer"),
+                            source: e.into(),
+                        });
+                    }
+                };
             let mut offset = 0;
-            while offset < n.min(buf.len()) {
+            while offset < n {
                 let msg: NetlinkMessage<RouteNetlinkMessage> =
                     NetlinkMessage::deserialize(&buf[offset..n]).map_err(|e| {
                         NetError::Netlink {
