@@ -90,7 +90,11 @@ pub fn set_host(dir: &Path, key: &str, ipv4: Ipv4Addr, name: &str) -> Result<()>
         )));
     }
     let hosts = dir.join(HOSTS);
-    std::fs::create_dir_all(&hosts).map_err(io(format!("create {}", hosts.display())))?;
+    if !hosts.is_dir() {
+        std::fs::create_dir_all(&hosts).map_err(io(format!("create {}", hosts.display())))?;
+        std::fs::set_permissions(&hosts, std::fs::Permissions::from_mode(0o755))
+            .map_err(io(format!("set the mode of {}", hosts.display())))?;
+    }
     let line = format!("{ipv4} {name} {name}.{DOMAIN}\n");
     write_atomic(&hosts.join(key), line.as_bytes(), 0o644)
 }
