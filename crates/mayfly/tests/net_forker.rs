@@ -1,0 +1,218 @@
+//! The forker gives an instance its network interfaces before its init runs, and a failure
+//! to do so fails the start cleanly (issue 21). Driven through the container driver, with the
+//! forker in a network namespace of the test's own: nothing here touches the host's network.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mayfly_driver::cgroup::CgroupLayout;
+use mayfly_driver::container::ContainerDriver;
+use mayfly_driver::{Driver, InitStdio, InstanceSpec, NetworkMode, ProcessSpec};
+
+const BRIDGE: &str = "mf-7e57000000a1";
+
+fn sh(args: &[&str]) -> String {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + within;
+    while !f() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The cgroups named `parent` in every hierarchy.
+fn cgroups(parent: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let root = Path::new("/sys/fs/cgroup");
+    if root.join(parent).is_dir() {
+        out.push(root.join(parent));
+    }
+    for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        let p = e.path().join(parent);
+        if p.is_dir() {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn remove_tree(group: &Path) {
+    for e in std::fs::read_dir(group).into_iter().flatten().flatten() {
+        if e.path().is_dir() {
+            remove_tree(&e.path());
+        }
+    }
+    let _ = std::fs::remove_dir(group);
+}
+
+/// Ends the forker and removes what the test left in the cgroup hierarchies.
+struct Cleanup {
+    forker: Child,
+    parent: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = self.forker.kill();
+        let _ = self.forker.wait();
+        for g in cgroups(&self.parent) {
+            remove_tree(&g);
+        }
+    }
+}
+
+/// One interface on the test's bridge, as JSON (the spec's type is mayfly-net's).
+fn interface(host_name: &str, ipv4: &str, gateway: &str) -> serde_json::Value {
+    serde_json::json!({
+        "network": "lan",
+        "bridge": BRIDGE,
+        "host_name": host_name,
+        "name": "eth0",
+        "mac": "02:7e:57:00:00:02",
+        "ipv4": ipv4,
+        "prefix": 24,
+        "gateway": gateway,
+        "isolated": false,
+    })
+}
+
+fn spec(state: &Path, layer: &Path, id: &str, interfaces: serde_json::Value) -> InstanceSpec {
+    let dir = state.join(id);
+    std::fs::create_dir_all(&dir).unwrap();
+    InstanceSpec {
+        id: id.to_owned(),
+        hostname: id.to_owned(),
+        layers: vec![layer.to_owned()],
+        instance_dir: dir.clone(),
+        writable: dir.join("upper"),
+        new_identity: false,
+        network: NetworkMode::Isolated,
+        interfaces: serde_json::from_value(interfaces).unwrap(),
+        binds: vec![],
+        idmap: None,
+        process: ProcessSpec {
+            args: vec!["sleep".into(), "60".into()],
+            env: vec!["PATH=/bin".into()],
+            cwd: "/".into(),
+            user: String::new(),
+            tty: false,
+        },
+        init: false,
+    }
+}
+
+fn host_ends() -> Vec<String> {
+    sh(&["ip", "-o", "link"])
+        .lines()
+        .filter_map(|l| l.split(':').nth(1))
+        .map(|n| n.trim().split('@').next().unwrap_or("").to_owned())
+        .filter(|n| n.starts_with("mv"))
+        .collect()
+}
+
+#[test]
+fn the_forker_attaches_interfaces_before_the_init_and_a_failure_leaves_nothing() {
+    mayfly_sys::process::unshare_network_namespace().expect("a network namespace of our own");
+    mayfly_sys::net::loopback_up().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().to_owned();
+    let layer = state.join("layer");
+    std::fs::create_dir(&layer).unwrap();
+    mayfly_image::build_busybox_rootfs(Path::new("/bin/busybox"), &layer).unwrap();
+    let trash = state.join("trash");
+    std::fs::create_dir(&trash).unwrap();
+    sh(&["ip", "link", "add", BRIDGE, "type", "bridge"]);
+    sh(&["ip", "addr", "add", "10.77.0.1/24", "dev", BRIDGE]);
+    sh(&["ip", "link", "set", BRIDGE, "up"]);
+
+    // Started from this thread so that it is in this namespace (the driver would start one
+    // from a runtime thread, in the host's).
+    let exe = env!("CARGO_BIN_EXE_mayfly");
+    let parent = format!("mayfly-nettest-{}", std::process::id());
+    let forker = Command::new(exe)
+        .args(["forker", "--state-dir"])
+        .arg(&state)
+        .args(["--cgroup-parent", &parent])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _cleanup = Cleanup {
+        forker,
+        parent: parent.clone(),
+    };
+    wait_for("the forker's socket", Duration::from_secs(10), || {
+        state.join("run/forker.sock").exists()
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (tx, _rx) = tokio::sync::mpsc::channel(64);
+    let driver = ContainerDriver::new(&state, Path::new(exe), &parent, CgroupLayout::Auto, tx);
+
+    let good = spec(
+        &state,
+        &layer,
+        "nettest-a",
+        serde_json::json!([interface("mv7e5700000a10", "10.77.0.2", "10.77.0.1")]),
+    );
+    driver.prepare_writable(&good, &trash).unwrap();
+    let started = rt
+        .block_on(driver.start(good, InitStdio::Log { max_bytes: 1 << 20 }))
+        .expect("start with an interface");
+    let ns = format!("--net=/proc/{}/ns/net", started.pid);
+    let inside = sh(&["nsenter", &ns, "ip", "-o", "addr"]);
+    assert!(inside.contains("eth0    inet 10.77.0.2/24"), "{inside}");
+    let route = sh(&["nsenter", &ns, "ip", "route"]);
+    assert!(route.contains("default via 10.77.0.1 dev eth0"), "{route}");
+    let ping = Command::new("busybox")
+        .args(["ping", "-c", "1", "-W", "2", "10.77.0.2"])
+        .output()
+        .unwrap();
+    assert!(
+        ping.status.success(),
+        "the instance does not answer on the bridge"
+    );
+    assert_eq!(host_ends(), ["mv7e5700000a10"]);
+
+    // A gateway outside the subnet: the interface cannot be completed.
+    let bad = spec(
+        &state,
+        &layer,
+        "nettest-b",
+        serde_json::json!([interface("mv7e5700000b10", "10.77.0.3", "192.0.2.1")]),
+    );
+    driver.prepare_writable(&bad, &trash).unwrap();
+    let err = rt
+        .block_on(driver.start(bad, InitStdio::Log { max_bytes: 1 << 20 }))
+        .expect_err("a start whose interface fails");
+    let msg = mayfly_driver::error_chain(&err);
+    assert!(msg.contains("eth0") && msg.contains("network lan"), "{msg}");
+    assert_eq!(
+        host_ends(),
+        ["mv7e5700000a10"],
+        "the failed start left a veth"
+    );
+    let _ = rt.block_on(driver.release("nettest-b"));
+
+    rt.block_on(driver.kill("nettest-a")).unwrap();
+    wait_for("the instance to end", Duration::from_secs(10), || {
+        !Path::new(&format!("/proc/{}", started.pid)).exists()
+            || std::fs::read_to_string(format!("/proc/{}/stat", started.pid))
+                .is_ok_and(|s| s.contains(") Z "))
+    });
+    wait_for("the host end to go", Duration::from_secs(10), || {
+        host_ends().is_empty()
+    });
+    let _ = rt.block_on(driver.release("nettest-a"));
+}
