@@ -76,8 +76,7 @@ pub fn ensure_bridge(plan: &NetworkPlan) -> Result<()> {
             has_gateway = true;
             continue;
         }
-        let mut msg = address_message(index, ip, prefix);
-        msg.header.index = index;
+        let msg = address_message(index, ip, prefix);
         nl.request(
             RouteNetlinkMessage::DelAddress(msg),
             0,
