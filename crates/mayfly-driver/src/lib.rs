@@ -131,6 +131,9 @@ pub struct InstanceSpec {
     pub process: ProcessSpec,
     /// Run mayfly's own init as PID 1 in front of `process` (`--init`).
     pub init: bool,
+    /// Network interfaces (with `NetworkMode::Isolated`), set up before the init runs.
+    // added by engine; nethost owns the forker side
+    pub interfaces: Vec<mayfly_net::Interface>,
 }
 
 /// Where an instance's init writes.
