@@ -193,9 +193,18 @@ impl Engine {
         let id = format!("build-{}", crate::random_hex(6));
         let staging = self.layout.tmp().join(&id);
         let journal = self.journal(kind::IMPORT, &id, &staging).await?;
-        let result = self
-            .run_build(&id, &staging, layers, env, script, log)
-            .await;
+        // The build reaches out through the default network with NAT (not the host's
+        // namespace): an interface leased for its life, its rules gone at its end.
+        let result = match self.build_net_up(&id).await {
+            Ok(_) => {
+                let r = self
+                    .run_build(&id, &staging, layers, env, script, log)
+                    .await;
+                self.build_net_down(&id).await;
+                r
+            }
+            Err(e) => Err(e),
+        };
         match result {
             Ok((tree, layer)) => Ok(BuiltLayer {
                 staging,
@@ -221,6 +230,8 @@ impl Engine {
         script: String,
         log: BuildLog,
     ) -> Result<(PathBuf, LayerRecord), EngineError> {
+        // Its lease on the default network (`build_net_up`).
+        let interfaces = self.interfaces_of(id).await?;
         std::fs::create_dir(staging).map_err(io_err("create", staging))?;
         let writable = staging.join("upper");
         let debian = layers.iter().any(|l| l.join("var/lib/dpkg").is_dir());
@@ -277,8 +288,9 @@ impl Engine {
             .etc_files(
                 staging.to_owned(),
                 BUILD_HOSTNAME.to_owned(),
-                NetworkMode::Host,
+                NetworkMode::Isolated,
                 layers.clone(),
+                crate::etc_files::EtcNet::of(&interfaces),
             )
             .await?;
         layers.extend(files.mount_points);
@@ -290,7 +302,7 @@ impl Engine {
             instance_dir: staging.to_owned(),
             writable: writable.clone(),
             new_identity: false,
-            network: NetworkMode::Host,
+            network: NetworkMode::Isolated,
             binds,
             idmap,
             process: ProcessSpec {
@@ -301,6 +313,7 @@ impl Engine {
                 tty: false,
             },
             init: false,
+            interfaces,
         };
         self.prepare_writable(&spec).await?;
         let null =
