@@ -404,7 +404,10 @@ impl Engine {
         // creates them; a start that fails takes them out again.
         let result = match self.instance_net_up(&rec).await {
             Ok(_) => {
-                let r = self.start_spec(&rec, spec, stdio, version, apps).await;
+                let r = match crate::inject("start:networked") {
+                    Ok(()) => self.start_spec(&rec, spec, stdio, version, apps).await,
+                    Err(e) => Err(e),
+                };
                 match &r {
                     Ok(_) => {
                         if let Err(e) = self.instance_net_started(&rec.id).await {

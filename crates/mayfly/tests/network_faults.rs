@@ -1,0 +1,159 @@
+//! The engine's fault paths of networks (issue 21): a start that fails after the firewall
+//! took the instance in leaves no rule, no host end and no lease; an exhausted subnet refuses
+//! the instance whole; a kill -9 of the daemon leaves nothing stale once it is back.
+//!
+//! Every daemon here runs in its own network namespace (the test harness's), where the nft
+//! tables and links are looked at through `nsenter --net=/proc/<daemon>/ns/net`.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{CLI_TIMEOUT, TestDaemon, is_gone, launch, run_command, wait_state};
+
+const IDLE: &str = "while true; do sleep 1; done";
+
+/// Runs `args` in the daemon's network namespace; its standard output.
+fn in_daemon_netns(d: &TestDaemon, args: &[&str]) -> String {
+    let pid = d.daemon_pid().expect("the daemon runs");
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/proc/{pid}/ns/net")).args(args);
+    run_command(cmd, None, CLI_TIMEOUT).stdout
+}
+
+/// mayfly's `inet` table as nft prints it (empty when there is none).
+fn inet_table(d: &TestDaemon) -> String {
+    in_daemon_netns(d, &["nft", "list", "table", "inet", "mayfly"])
+}
+
+/// The links whose name starts with `mv` (instances' host ends).
+fn host_ends(d: &TestDaemon) -> Vec<String> {
+    in_daemon_netns(d, &["ip", "-o", "link", "show"])
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_owned())
+        .filter(|n| n.starts_with("mv"))
+        .collect()
+}
+
+/// The addresses of network `net`'s interfaces, by instance name.
+fn leases(d: &TestDaemon, net: &str) -> Vec<(String, String)> {
+    let info = d.json(&["network", "info", net, "--json"]);
+    info["interfaces"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|i| {
+                    (
+                        i["instance"].as_str().unwrap_or_default().to_owned(),
+                        i["ipv4"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_start_that_fails_after_the_firewall_apply_leaves_no_rule_no_host_end_and_no_lease() {
+    let mut d = TestDaemon::start_with_env(&[], &[("MAYFLY_FAIL_AT", "start:networked")]);
+    d.ok(&["network", "create", "n1", "--subnet", "10.99.0.0/24"]);
+    let out = d.fails(&[
+        "launch",
+        "busybox",
+        "--name",
+        "a",
+        "--network",
+        "n1",
+        "-p",
+        "18080:80",
+        "--",
+        "sh",
+        "-c",
+        IDLE,
+    ]);
+    assert!(out.stderr.contains("injected failure"), "{out}");
+    assert!(is_gone(&d, "a"), "the failed launch was not undone");
+    assert!(leases(&d, "n1").is_empty(), "{:?}", leases(&d, "n1"));
+    let table = inet_table(&d);
+    assert!(!table.contains("18080"), "the forward stayed:\n{table}");
+    assert!(!table.contains("mv"), "a host end's rule stayed:\n{table}");
+    assert!(host_ends(&d).is_empty(), "{:?}", host_ends(&d));
+
+    // The same launch without the fault gets the subnet's first address: nothing leaked.
+    d.set_env(&[]);
+    d.restart();
+    launch(&d, "a", &["--network", "n1", "-p", "18080:80"], Some(IDLE));
+    assert_eq!(leases(&d, "n1"), [("a".to_owned(), "10.99.0.2".to_owned())]);
+    let table = inet_table(&d);
+    assert!(table.contains("18080"), "the forward is missing:\n{table}");
+    d.ok(&["rm", "--force", "a"]);
+    assert!(!inet_table(&d).contains("18080"));
+    assert!(host_ends(&d).is_empty(), "{:?}", host_ends(&d));
+    d.finish();
+}
+
+#[test]
+fn an_exhausted_subnet_refuses_the_instance_whole_and_a_used_network_stays() {
+    let d = TestDaemon::start();
+    d.ok(&["network", "create", "tiny", "--subnet", "10.98.0.0/30"]);
+    launch(&d, "a", &["--network", "tiny"], Some(IDLE));
+    let out = d.fails(&["launch", "busybox", "--name", "b", "--network", "tiny"]);
+    assert!(
+        out.stderr
+            .contains("no free address in 10.98.0.0/30 (1 in use)"),
+        "{out}"
+    );
+    assert!(is_gone(&d, "b"));
+    let out = d.fails(&["network", "rm", "tiny"]);
+    assert!(
+        out.stderr.contains("`a`") || out.stderr.contains(" a"),
+        "{out}"
+    );
+    d.ok(&["rm", "--force", "a"]);
+    d.ok(&["network", "rm", "tiny"]);
+    d.finish();
+}
+
+#[test]
+fn after_a_kill_9_of_the_daemon_nothing_of_a_gone_instance_is_left() {
+    let mut d = TestDaemon::start();
+    d.ok(&["network", "create", "n2", "--subnet", "10.97.0.0/24"]);
+    launch(&d, "keep", &["--network", "n2"], Some(IDLE));
+    launch(
+        &d,
+        "gone",
+        &["--network", "n2", "-p", "18081:80"],
+        Some(IDLE),
+    );
+    let gone_pid = d.pid_of("gone");
+    d.kill_daemon();
+    // The instance dies while no daemon watches.
+    let _ = Command::new("kill")
+        .args(["-9", &gone_pid.to_string()])
+        .status();
+    std::thread::sleep(Duration::from_millis(200));
+    d.restart();
+    wait_state(&d, "gone", "stopped");
+    wait_state(&d, "keep", "running");
+    let table = inet_table(&d);
+    assert!(
+        !table.contains("18081"),
+        "the gone run's forward stayed:\n{table}"
+    );
+    let ends = host_ends(&d);
+    assert_eq!(ends.len(), 1, "only keep's host end stays: {ends:?}");
+    // Names: keep resolves on the network, gone does not.
+    let gw = d.json(&["network", "info", "n2", "--json"])["gateway"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let keep = d.sh("keep", &format!("nslookup keep {gw} 2>&1 || true"));
+    assert!(keep.contains("10.97.0."), "{keep}");
+    let gone = d.sh("keep", &format!("nslookup gone {gw} 2>&1 || true"));
+    assert!(!gone.contains("10.97.0."), "{gone}");
+    d.ok(&["rm", "--force", "keep"]);
+    d.ok(&["rm", "--force", "gone"]);
+    d.finish();
+}
