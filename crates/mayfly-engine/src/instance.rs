@@ -373,6 +373,14 @@ impl Engine {
             &channels,
         ));
         layers.extend(files.mount_points);
+        let channel_layer = {
+            let dir = self.layout.instance_dir(&rec.id);
+            let stack = layers.clone();
+            let names: Vec<String> = channels.iter().map(|c| c.name.clone()).collect();
+            self.blocking(move || crate::network::channel_layer(&dir, &stack, &names))
+                .await?
+        };
+        layers.extend(channel_layer);
         // systemd's Container Interface: the container's UUID beside `container=mayfly`, for
         // the init (exec'd processes do not need it).
         let mut process = process;

@@ -34,7 +34,7 @@ use mayfly_store::{InterfaceRecord, NetworkRecord};
 use crate::{Engine, EngineError};
 
 pub(crate) use catalogue::{check_publish, resolve_networks};
-pub(crate) use channels::channel_binds;
+pub(crate) use channels::{channel_binds, channel_layer};
 
 /// Most interfaces an instance may have (`mv<id><index>` has one digit for the index).
 pub(crate) const MAX_INTERFACES: usize = 10;
