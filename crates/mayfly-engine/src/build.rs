@@ -2,7 +2,8 @@
 //! script (package installs, patches) in a throwaway container over a template version.
 //!
 //! A build container is not an instance: it lives under `tmp/build-<id>/` (journalled, so a
-//! crash leaves nothing), shares the host's network (to reach the package archive), has the
+//! crash leaves nothing), is on the default network with NAT (to reach the package archive;
+//! an address leased for its life, `network/host.rs`), has the
 //! host's apt package cache bind-mounted (idmapped) over `/var/cache/apt/archives` so a rebuild
 //! does not download again and the packages never end up in the layer, and runs its script as
 //! its init with stdout and stderr captured: every line is reported as it comes, and the tail
