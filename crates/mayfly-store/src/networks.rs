@@ -215,7 +215,28 @@ pub(crate) fn allocate(
     Ok(())
 }
 
+/// The instances (by name; `build <id>` for a running build) with an interface on network
+/// `name`.
+fn users_of(conn: &rusqlite::Connection, name: &str) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT DISTINCT COALESCE(i.name, 'build ' || f.owner) FROM interfaces f
+             LEFT JOIN instances i ON i.id = f.owner WHERE f.network = ?1 ORDER BY 1",
+        )
+        .map_err(sql("find a network's users"))?;
+    stmt.query_map([name], |r| r.get(0))
+        .map_err(sql("find a network's users"))?
+        .collect::<Result<_, _>>()
+        .map_err(sql("find a network's users"))
+}
+
 impl Store {
+    /// The instances (by name; `build <id>` for a running build) with an interface on
+    /// network `name`.
+    pub fn network_users(&self, name: &str) -> Result<Vec<String>, StoreError> {
+        users_of(&self.conn, name)
+    }
+
     /// Catalogues network `rec`, refusing a taken name or a subnet that overlaps another
     /// network's.
     pub fn create_network(&mut self, rec: &NetworkRecord) -> Result<(), StoreError> {
@@ -312,18 +333,7 @@ impl Store {
                 name: name.to_owned(),
             })
             .and_then(decode_net)?;
-        let users: Vec<String> = {
-            let mut stmt = tx
-                .prepare(
-                    "SELECT DISTINCT COALESCE(i.name, 'build ' || f.owner) FROM interfaces f
-                     LEFT JOIN instances i ON i.id = f.owner WHERE f.network = ?1 ORDER BY 1",
-                )
-                .map_err(sql("find a network's users"))?;
-            stmt.query_map([name], |r| r.get(0))
-                .map_err(sql("find a network's users"))?
-                .collect::<Result<_, _>>()
-                .map_err(sql("find a network's users"))?
-        };
+        let users = users_of(&tx, name)?;
         if !users.is_empty() {
             return Err(StoreError::NetworkInUse {
                 network: name.to_owned(),

@@ -207,9 +207,12 @@ impl Engine {
         self.db(move |s| s.create_network(&r)).await?;
         if let Err(e) = self.network_up(&rec).await {
             tracing::error!(network = %rec.name, "cannot set the network up: {e}");
+            self.network_down(&rec).await;
             let n = rec.name.clone();
             let _ = self.db(move |s| s.delete_network(&n)).await;
-            self.network_down(&rec).await;
+            if let Err(e2) = self.apply_firewall_locked().await {
+                tracing::error!(network = %rec.name, "cannot update the firewall: {e2}");
+            }
             return Err(e);
         }
         Ok(rec)
@@ -263,9 +266,27 @@ impl Engine {
     pub(crate) async fn network_remove(self: &Arc<Self>, name: &str) -> Result<(), EngineError> {
         let _g = self.net.apply.lock().await;
         let n = name.to_owned();
-        let rec = self.db(move |s| s.delete_network(&n)).await?;
+        let rec = self.db(move |s| s.network(&n)).await?;
+        let n = name.to_owned();
+        let users = self.db(move |s| s.network_users(&n)).await?;
+        if !users.is_empty() {
+            return Err(EngineError::Store(StoreError::NetworkInUse {
+                network: name.to_owned(),
+                users,
+            }));
+        }
+        // The host's side first: a crash before the row goes leaves the network, which
+        // start-up sets up again; never a name server or bridge the catalogue forgot.
         self.network_down(&rec).await;
-        Ok(())
+        let n = name.to_owned();
+        if let Err(e) = self.db(move |s| s.delete_network(&n)).await {
+            // An instance joined meanwhile: the network stays.
+            if let Err(e2) = self.network_up(&rec).await {
+                tracing::error!(network = %name, "cannot set the network up again: {e2}");
+            }
+            return Err(e);
+        }
+        self.apply_firewall_locked().await
     }
 
     /// The networks `asked` by a new instance (see [`resolve_networks`]), the default one

@@ -36,9 +36,9 @@ impl Engine {
         self.apply_firewall_locked().await
     }
 
-    /// Takes network `rec` (already gone from the catalogue) down on the host: its name
-    /// server, its bridge, its rules. Failures are logged (start-up finds what is left). The
-    /// caller holds the apply lock.
+    /// Takes network `rec` down on the host: its name server and its bridge (its rules go
+    /// with the next apply, once its row is gone). Failures are logged. The caller holds the
+    /// apply lock.
     pub(crate) async fn network_down(&self, rec: &NetworkRecord) {
         let dir = self.layout.net_dir(&rec.name);
         let bridge = rec.bridge.clone();
@@ -51,9 +51,6 @@ impl Engine {
             .await;
         if let Err(e) = done {
             tracing::error!(network = %rec.name, "cannot take the network down: {e}");
-        }
-        if let Err(e) = self.apply_firewall_locked().await {
-            tracing::error!(network = %rec.name, "cannot update the firewall: {e}");
         }
     }
 
@@ -285,7 +282,10 @@ impl Engine {
                 "dropped {dropped} address lease(s) of builds the daemon's end interrupted"
             );
         }
-        let (nets, recs) = self.db(|s| Ok((s.networks()?, s.instances()?))).await?;
+        let (nets, recs, chans) = self
+            .db(|s| Ok((s.networks()?, s.instances()?, s.channels()?)))
+            .await?;
+        self.sweep_stale_networks(&nets, &chans).await;
         for n in &nets {
             if let Err(e) = self.network_host_up(n).await {
                 tracing::error!(network = %n.name, "cannot set the network up: {e}");
@@ -341,15 +341,65 @@ impl Engine {
                 tracing::error!(instance = %a.name, "cannot publish its name: {e}");
             }
         }
+        // Host ends of this daemon's instances that do not run (another daemon may share the
+        // namespace: its own are left alone). A build's die with its namespace, which the
+        // reconciliation ended.
+        let ours: HashSet<String> = recs
+            .iter()
+            .flat_map(|r| (0..=9u8).map(|i| super::host_name(&r.id, i)))
+            .collect();
         let stale = self
             .blocking(|| Ok(link::links_with_prefix("mv")?))
             .await
             .unwrap_or_default();
-        for l in stale.into_iter().filter(|l| !keep_links.contains(l)) {
+        for l in stale
+            .into_iter()
+            .filter(|l| ours.contains(l) && !keep_links.contains(l))
+        {
             tracing::warn!("deleting host end {l}: its instance does not run");
             let _ = self.blocking(move || Ok(link::delete_link(&l)?)).await;
         }
         Ok(())
+    }
+}
+
+impl Engine {
+    /// Removes what a crash left of removed networks and channels: name servers and
+    /// directories of networks the catalogue no longer has (a removal takes the bridge down
+    /// before the row goes, so a crash in between leaves the network, set up again here),
+    /// and channel directories without a channel.
+    async fn sweep_stale_networks(
+        &self,
+        nets: &[NetworkRecord],
+        chans: &[mayfly_store::ChannelRecord],
+    ) {
+        let known: HashSet<String> = nets.iter().map(|n| n.name.clone()).collect();
+        let net_root = self.layout.root().join("net");
+        let stale_dirs: Vec<std::path::PathBuf> = std::fs::read_dir(&net_root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| !known.contains(&*e.file_name().to_string_lossy()))
+            .map(|e| e.path())
+            .collect();
+        for dir in stale_dirs {
+            tracing::warn!(
+                "stopping the name server of a removed network ({})",
+                dir.display()
+            );
+            let d = dir.clone();
+            if let Err(e) = self.blocking(move || Ok(dns::stop(&d)?)).await {
+                tracing::error!("cannot stop the name server in {}: {e}", dir.display());
+            }
+        }
+        let channels: HashSet<&str> = chans.iter().map(|c| c.name.as_str()).collect();
+        if let Ok(entries) = std::fs::read_dir(self.layout.channels()) {
+            for e in entries.flatten() {
+                if !channels.contains(&*e.file_name().to_string_lossy()) {
+                    let _ = self.trash.discard(&e.path());
+                }
+            }
+        }
     }
 }
 
