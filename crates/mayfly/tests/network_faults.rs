@@ -157,3 +157,113 @@ fn after_a_kill_9_of_the_daemon_nothing_of_a_gone_instance_is_left() {
     d.ok(&["rm", "--force", "gone"]);
     d.finish();
 }
+
+/// Creates instance `name` through the API with `extra` fields; the status and answer.
+fn create(d: &TestDaemon, name: &str, extra: serde_json::Value) -> (u16, serde_json::Value) {
+    let mut body = serde_json::json!({
+        "template": "busybox", "name": name, "command": ["sh", "-c", IDLE],
+    });
+    for (k, v) in extra.as_object().into_iter().flatten() {
+        body[k] = v.clone();
+    }
+    d.api("POST", "/v1/instances", Some(&body))
+}
+
+/// The addresses of instance `name`'s interfaces.
+fn addresses(d: &TestDaemon, name: &str) -> Vec<(String, String)> {
+    d.info(name)["interfaces"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|i| {
+                    (
+                        i["ipv4"].as_str().unwrap_or_default().to_owned(),
+                        i["mac"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn addresses_stay_with_an_instance_a_clone_gets_new_ones_and_bad_choices_change_nothing() {
+    let d = TestDaemon::start();
+    // The default network, at first use; addresses in order, kept across restarts and
+    // resets, released by rm.
+    let (status, body) = create(&d, "a", serde_json::json!({"publish": ["18090:80"]}));
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        body["publish"],
+        serde_json::json!(["127.0.0.1:18090:80/tcp"])
+    );
+    let (status, body) = create(&d, "b", serde_json::json!({}));
+    assert_eq!(status, 201, "{body}");
+    let a = addresses(&d, "a");
+    let b = addresses(&d, "b");
+    assert_eq!(a.len(), 1);
+    assert!(a[0].0.starts_with("10.") && a[0].0.ends_with(".2"), "{a:?}");
+    assert!(b[0].0.ends_with(".3"), "{b:?}");
+    assert_ne!(a[0].1, b[0].1, "MACs differ");
+    d.ok(&["restart", "a"]);
+    d.ok(&["reset", "a"]);
+    assert_eq!(addresses(&d, "a"), a, "kept across restart and reset");
+    d.ok(&["clone", "a", "a2"]);
+    let a2 = addresses(&d, "a2");
+    assert_eq!(a2.len(), 1);
+    assert!(a2[0].0 != a[0].0 && a2[0].1 != a[0].1, "{a2:?} {a:?}");
+    let published = d.info("a2")["publish"].clone();
+    assert!(
+        published.is_null(),
+        "a clone does not take the host port: {published}"
+    );
+
+    // Bad choices: clear errors, and no instance, no address taken.
+    let cases = [
+        (
+            serde_json::json!({"networks": ["none", "default"]}),
+            400,
+            "cannot be combined",
+        ),
+        (
+            serde_json::json!({"networks": ["Bad_Name"]}),
+            400,
+            "not a valid network name",
+        ),
+        (serde_json::json!({"networks": ["nosuch"]}), 404, "nosuch"),
+        (
+            serde_json::json!({"networks": (0..11).map(|i| format!("n{i}")).collect::<Vec<_>>()}),
+            400,
+            "at most 10",
+        ),
+        (
+            serde_json::json!({"networks": ["none"], "publish": ["18091:80"]}),
+            400,
+            "need a network",
+        ),
+        (
+            serde_json::json!({"publish": ["0.0.0.0:18090:81"]}),
+            409,
+            "instance `a`",
+        ),
+    ];
+    for (extra, code, says) in cases {
+        let (status, body) = create(&d, "bad", extra.clone());
+        assert_eq!(status, code, "{extra}: {body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{extra}: {body}");
+        assert!(is_gone(&d, "bad"), "{extra}");
+    }
+    let (_, body) = create(&d, "bad", serde_json::json!({"networks": ["nosuch"]}));
+    let hint = body["error"]["hint"].as_str().unwrap_or_default();
+    assert!(hint.contains("mayfly network create"), "{body}");
+    // The next instance gets the first free address: the refusals took none.
+    d.ok(&["rm", "--force", "b"]);
+    let (status, body) = create(&d, "c", serde_json::json!({}));
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(addresses(&d, "c")[0].0, b[0].0, "b's address is free again");
+    for n in ["a", "a2", "c"] {
+        d.ok(&["rm", "--force", n]);
+    }
+    d.finish();
+}
