@@ -334,14 +334,16 @@ impl Engine {
             let _ = w.send(status);
         }
         if let Some(journal) = again {
-            if lock(&self.slots).get(&slot.name).is_some() {
+            // By id: the instance may have been renamed since `slot` was taken.
+            let current = lock(&self.slots).by_id(&slot.id).map(|s| s.name.clone());
+            if let Some(name) = current {
                 // After the operation lock is let go (the caller holds it now).
                 let why = if reboot == Some(journal) {
                     "it was rebooted from inside"
                 } else {
                     "a restart, reset or restore of it was interrupted"
                 };
-                tokio::spawn(start_again(self.clone(), slot.name.clone(), journal, why));
+                tokio::spawn(start_again(self.clone(), name, journal, why));
             } else {
                 self.journal_end(journal).await;
             }
