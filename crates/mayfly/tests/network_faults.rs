@@ -267,3 +267,39 @@ fn addresses_stay_with_an_instance_a_clone_gets_new_ones_and_bad_choices_change_
     }
     d.finish();
 }
+
+#[test]
+fn a_renamed_instance_is_found_by_its_new_name_at_once_and_its_hostname_follows_at_its_next_start()
+{
+    let d = TestDaemon::start();
+    launch(&d, "a", &[], Some(IDLE));
+    launch(&d, "b", &[], Some(IDLE));
+    let ip = addresses(&d, "a")[0].0.clone();
+    let gw = d.json(&["network", "info", "default", "--json"])["gateway"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let resolves = |name: &str| {
+        d.sh("b", &format!("nslookup {name} {gw} 2>&1 || true"))
+            .contains(&ip)
+    };
+    assert!(resolves("a"));
+    d.ok(&["rename", "a", "web"]);
+    assert!(
+        common::poll_until(Duration::from_secs(1), || resolves("web") && !resolves("a")),
+        "the record did not follow the rename within a second"
+    );
+    // Refusals: a taken name, an invalid one; nothing changes.
+    let out = d.fails(&["rename", "b", "web"]);
+    assert!(out.stderr.contains("already exists"), "{out}");
+    let out = d.fails(&["rename", "b", "Bad Name"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert_eq!(d.state_of("b").as_deref(), Some("running"));
+    // The hostname inside follows at the next start; the address stays.
+    assert_eq!(d.sh("web", "hostname").trim(), "a");
+    d.ok(&["restart", "web"]);
+    assert_eq!(d.sh("web", "hostname").trim(), "web");
+    assert_eq!(addresses(&d, "web")[0].0, ip);
+    d.ok(&["rm", "--force", "web", "b"]);
+    d.finish();
+}
