@@ -148,6 +148,9 @@ impl Engine {
             client: client.id.clone(),
             created_at: mayfly_store::now(),
         };
+        // One creation at a time: the directory of a name is only made (or replaced, when an
+        // interrupted creation left one) by the creation that then catalogues it.
+        let _g = self.net.apply.lock().await;
         let exists = {
             let r = rec.name.clone();
             self.db(move |st| Ok(st.channels()?.iter().any(|c| c.name == r)))
