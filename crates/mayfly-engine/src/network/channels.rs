@@ -223,6 +223,7 @@ impl Engine {
 
     /// Removes a channel (running instances keep their mount until they stop).
     pub(crate) async fn channel_remove(&self, name: &str) -> Result<(), EngineError> {
+        let _g = self.net.apply.lock().await;
         let n = name.to_owned();
         let rec = self.db(move |s| s.delete_channel(&n)).await?;
         self.trash.discard(&self.layout.channel_dir(&rec.name))
