@@ -168,8 +168,17 @@ impl Engine {
         let host_nets = self
             .blocking(|| mayfly_net::link::used_ipv4_nets().map_err(EngineError::Net))
             .await?;
+        let existing = self.db(|s| s.networks()).await?;
         let subnet = match subnet {
             Some(s) => {
+                // Another network's bridge is also a host route: name the network.
+                if let Some(other) = existing.iter().find(|n| n.subnet.overlaps(&s)) {
+                    return Err(EngineError::Store(StoreError::SubnetOverlaps {
+                        subnet: s.to_string(),
+                        other: other.name.clone(),
+                        other_subnet: other.subnet.to_string(),
+                    }));
+                }
                 if let Some(r) = host_nets.iter().find(|r| r.overlaps(&s)) {
                     return Err(EngineError::Conflict {
                         message: format!(
@@ -185,7 +194,7 @@ impl Engine {
             }
             None => {
                 let mut taken = host_nets;
-                taken.extend(self.db(|s| s.networks()).await?.iter().map(|n| n.subnet));
+                taken.extend(existing.iter().map(|n| n.subnet));
                 auto_subnet(&taken).ok_or_else(|| EngineError::Conflict {
                     message: "no free 10.N.0.0/24 subnet is left for a network".into(),
                     hint: Some("give one with `--subnet CIDR`".into()),
