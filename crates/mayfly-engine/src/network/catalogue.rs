@@ -169,6 +169,12 @@ impl Engine {
             .blocking(|| mayfly_net::link::used_ipv4_nets().map_err(EngineError::Net))
             .await?;
         let existing = self.db(|s| s.networks()).await?;
+        if existing.iter().any(|n| n.name == name) {
+            return Err(EngineError::Store(StoreError::AlreadyExists {
+                kind: "network",
+                name: name.to_owned(),
+            }));
+        }
         let subnet = match subnet {
             Some(s) => {
                 // Another network's bridge is also a host route: name the network.
