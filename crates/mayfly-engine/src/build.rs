@@ -2,7 +2,8 @@
 //! script (package installs, patches) in a throwaway container over a template version.
 //!
 //! A build container is not an instance: it lives under `tmp/build-<id>/` (journalled, so a
-//! crash leaves nothing), shares the host's network (to reach the package archive), has the
+//! crash leaves nothing), is on the default network with NAT (to reach the package archive;
+//! an address leased for its life, `network/host.rs`), has the
 //! host's apt package cache bind-mounted (idmapped) over `/var/cache/apt/archives` so a rebuild
 //! does not download again and the packages never end up in the layer, and runs its script as
 //! its init with stdout and stderr captured: every line is reported as it comes, and the tail
@@ -193,9 +194,18 @@ impl Engine {
         let id = format!("build-{}", crate::random_hex(6));
         let staging = self.layout.tmp().join(&id);
         let journal = self.journal(kind::IMPORT, &id, &staging).await?;
-        let result = self
-            .run_build(&id, &staging, layers, env, script, log)
-            .await;
+        // The build reaches out through the default network with NAT (not the host's
+        // namespace): an interface leased for its life, its rules gone at its end.
+        let result = match self.build_net_up(&id).await {
+            Ok(_) => {
+                let r = self
+                    .run_build(&id, &staging, layers, env, script, log)
+                    .await;
+                self.build_net_down(&id).await;
+                r
+            }
+            Err(e) => Err(e),
+        };
         match result {
             Ok((tree, layer)) => Ok(BuiltLayer {
                 staging,
@@ -221,6 +231,8 @@ impl Engine {
         script: String,
         log: BuildLog,
     ) -> Result<(PathBuf, LayerRecord), EngineError> {
+        // Its lease on the default network (`build_net_up`).
+        let interfaces = self.interfaces_of(id).await?;
         std::fs::create_dir(staging).map_err(io_err("create", staging))?;
         let writable = staging.join("upper");
         let debian = layers.iter().any(|l| l.join("var/lib/dpkg").is_dir());
@@ -277,8 +289,9 @@ impl Engine {
             .etc_files(
                 staging.to_owned(),
                 BUILD_HOSTNAME.to_owned(),
-                NetworkMode::Host,
+                NetworkMode::Isolated,
                 layers.clone(),
+                crate::etc_files::EtcNet::of(&interfaces),
             )
             .await?;
         layers.extend(files.mount_points);
@@ -290,8 +303,7 @@ impl Engine {
             instance_dir: staging.to_owned(),
             writable: writable.clone(),
             new_identity: false,
-            network: NetworkMode::Host,
-            interfaces: Vec::new(),
+            network: NetworkMode::Isolated,
             binds,
             idmap,
             process: ProcessSpec {
@@ -302,6 +314,7 @@ impl Engine {
                 tty: false,
             },
             init: false,
+            interfaces,
         };
         self.prepare_writable(&spec).await?;
         let null =

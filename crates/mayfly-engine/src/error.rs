@@ -81,6 +81,17 @@ pub enum EngineError {
     /// The driver failed.
     #[error(transparent)]
     Driver(#[from] DriverError),
+    /// The request conflicts with what exists (a taken port, an overlapping subnet).
+    #[error("{message}")]
+    Conflict {
+        /// What conflicts with what.
+        message: String,
+        /// What to do.
+        hint: Option<String>,
+    },
+    /// Host networking failed (a bridge, the firewall, a name server).
+    #[error(transparent)]
+    Net(#[from] mayfly_net::NetError),
     /// The host lacks something.
     #[error("{0}")]
     Unavailable(String),
@@ -153,6 +164,8 @@ impl EngineError {
                     "snapshot" => {
                         "list an instance's snapshots with `mayfly snapshot list NAME`".into()
                     }
+                    "network" => "create it with `mayfly network create NAME` (see `mayfly network list`)".into(),
+                    "channel" => "list channels with `mayfly channel list`".into(),
                     _ => "check the name".into(),
                 }),
             ),
@@ -165,6 +178,28 @@ impl EngineError {
                 Some(in_use_hint(users)),
             ),
             EngineError::Store(StoreError::IdRangesExhausted) => (ErrorCode::Unavailable, None),
+            EngineError::Store(StoreError::SubnetExhausted { network, .. }) => (
+                ErrorCode::InUse,
+                Some(format!(
+                    "remove instances from network `{network}`, or use another network (`mayfly network create NAME --subnet CIDR` with a larger subnet)"
+                )),
+            ),
+            EngineError::Store(StoreError::SubnetOverlaps { .. }) => (
+                ErrorCode::InUse,
+                Some("choose another subnet with `--subnet`, or leave it out to get a free one".into()),
+            ),
+            EngineError::Store(StoreError::NetworkInUse { .. }) => (
+                ErrorCode::InUse,
+                Some("remove those instances first (`mayfly rm NAME`)".into()),
+            ),
+            EngineError::Conflict { hint, .. } => (ErrorCode::InUse, hint.clone()),
+            EngineError::Net(mayfly_net::NetError::Invalid(_)) => {
+                (ErrorCode::InvalidArgument, None)
+            }
+            EngineError::Net(_) => (
+                ErrorCode::Unavailable,
+                Some("the host's networking refused; the daemon's log says more".into()),
+            ),
             EngineError::Store(_) => (ErrorCode::Internal, None),
             EngineError::Image(e) => image_error(e),
             EngineError::Driver(DriverError::TooLarge(_)) => (

@@ -20,11 +20,13 @@
 //! the writable layer ([`mayfly_image::mount_points`], kept in the run's directory as
 //! `mounts-<key>/`), so the writable layer stays clean there too.
 //!
-//! This module is the one place that decides the content. The resolvers are the host's for
-//! now; networks (issue 21) will point instances at their network's resolver here.
+//! This module is the one place that decides the content. An instance with networks asks its
+//! first network's name server (the gateway of `eth0`, which knows the other instances by
+//! name and forwards the rest) and has its own name on its `eth0` address; one without
+//! (`--network none`) gets the host's resolvers and its name on 127.0.1.1.
 
 use std::io::Write;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -92,13 +94,47 @@ pub(crate) fn hostname_file(name: &str) -> String {
     format!("{name}\n")
 }
 
-/// `/etc/hosts`: localhost, the container's own name on 127.0.1.1 (as Debian installs do, so
-/// that `hostname -f` and `getent hosts NAME` work without a network), and the usual IPv6
-/// names.
-pub(crate) fn hosts_file(name: &str) -> String {
+/// The network facts of a container's files: its `eth0` address and that network's gateway
+/// (its name server).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EtcNet {
+    /// The address of `eth0`.
+    pub ipv4: Ipv4Addr,
+    /// The gateway of `eth0`'s network.
+    pub gateway: Ipv4Addr,
+}
+
+impl EtcNet {
+    /// The facts of a container with `interfaces` (`None` without any).
+    pub(crate) fn of(interfaces: &[mayfly_net::Interface]) -> Option<EtcNet> {
+        let eth0 = interfaces.first()?;
+        Some(EtcNet {
+            ipv4: eth0.ipv4,
+            gateway: eth0.gateway?,
+        })
+    }
+}
+
+/// `/etc/resolv.conf` of a container with a network: its network's name server, and the
+/// instances' domain to search.
+pub(crate) fn network_resolv_conf(net: EtcNet) -> String {
+    format!(
+        "# Written by mayfly at every start: the network's name server.\n\
+         nameserver {}\n\
+         search {}\n",
+        net.gateway,
+        mayfly_net::dns::DOMAIN
+    )
+}
+
+/// `/etc/hosts`: localhost, the container's own name on its `eth0` address, or on 127.0.1.1
+/// without a network (as Debian installs do, so that `hostname -f` and `getent hosts NAME`
+/// work without a network), and the usual IPv6 names.
+pub(crate) fn hosts_file(name: &str, own: Option<Ipv4Addr>) -> String {
+    let own = own.unwrap_or(Ipv4Addr::new(127, 0, 1, 1));
     format!(
         "127.0.0.1\tlocalhost\n\
-         127.0.1.1\t{name}\n\
+         {own}\t{name}\n\
          ::1\tlocalhost ip6-localhost ip6-loopback\n\
          fe00::0\tip6-localnet\n\
          ff00::0\tip6-mcastprefix\n\
@@ -193,6 +229,7 @@ pub(crate) fn prepare(
     hostname: &str,
     network: NetworkMode,
     layers: &[PathBuf],
+    net: Option<EtcNet>,
 ) -> Result<Prepared, EngineError> {
     let run = dir.join("run");
     std::fs::create_dir_all(&run).map_err(io_err("create", &run))?;
@@ -201,9 +238,12 @@ pub(crate) fn prepare(
     for (name, target) in FILES {
         let content = match name {
             "hostname" => hostname_file(hostname),
-            "hosts" => hosts_file(hostname),
+            "hosts" => hosts_file(hostname, net.map(|n| n.ipv4)),
             "machine-id" => format!("{machine_id}\n"),
-            _ => resolv_conf(network),
+            _ => match net {
+                Some(n) => network_resolv_conf(n),
+                None => resolv_conf(network),
+            },
         };
         let path = run.join(name);
         write_file(&path, content.as_bytes())?;
@@ -231,8 +271,9 @@ impl Engine {
         hostname: String,
         network: NetworkMode,
         layers: Vec<PathBuf>,
+        net: Option<EtcNet>,
     ) -> Result<Prepared, EngineError> {
-        self.blocking(move || prepare(&dir, &hostname, network, &layers))
+        self.blocking(move || prepare(&dir, &hostname, network, &layers, net))
             .await
     }
 }
@@ -292,10 +333,34 @@ mod tests {
 
     #[test]
     fn hosts_map_the_name_to_itself_and_localhost() {
-        let hosts = hosts_file("web-1");
+        let hosts = hosts_file("web-1", None);
         assert!(hosts.starts_with("127.0.0.1\tlocalhost\n127.0.1.1\tweb-1\n"));
         assert!(hosts.contains("::1\tlocalhost ip6-localhost ip6-loopback\n"));
         assert_eq!(hostname_file("web-1"), "web-1\n");
+    }
+
+    #[test]
+    fn an_instance_on_a_network_asks_its_gateway_and_has_its_name_on_eth0() {
+        let iface = mayfly_net::Interface {
+            network: "default".into(),
+            bridge: "mf-0123456789ab".into(),
+            host_name: "mv0123456789ab0".into(),
+            name: "eth0".into(),
+            mac: mayfly_net::Mac([2, 0, 0, 0, 0, 1]),
+            ipv4: Ipv4Addr::new(10, 77, 0, 5),
+            prefix: 24,
+            gateway: Some(Ipv4Addr::new(10, 77, 0, 1)),
+            isolated: false,
+        };
+        let net = EtcNet::of(std::slice::from_ref(&iface)).unwrap();
+        let resolv = network_resolv_conf(net);
+        let servers: Vec<&str> = resolv.lines().filter_map(nameserver).collect();
+        assert_eq!(servers, ["10.77.0.1"], "{resolv}");
+        assert!(resolv.contains("\nsearch mayfly\n"), "{resolv}");
+        let hosts = hosts_file("web", Some(net.ipv4));
+        assert!(hosts.contains("\n10.77.0.5\tweb\n"), "{hosts}");
+        assert!(!hosts.contains("127.0.1.1"), "{hosts}");
+        assert_eq!(EtcNet::of(&[]), None);
     }
 
     #[test]

@@ -164,7 +164,7 @@ impl Engine {
                 "remove it",
             ));
         }
-        let config = InstanceConfig {
+        let mut config = InstanceConfig {
             command: req.command.clone(),
             entrypoint: req.entrypoint.clone(),
             user: req.user.clone(),
@@ -173,8 +173,13 @@ impl Engine {
             apps: req.apps.clone(),
             ordered_apps: req.ordered_apps,
             init: req.init,
+            networks: Vec::new(),
+            publish: req.publish.clone(),
         };
         process::check_overrides(&config)?;
+        // Checked before anything is looked up, made (the default network) last.
+        let wanted = crate::network::resolve_networks(req.networks.as_deref())?;
+        crate::network::check_publish(&req.publish, &wanted, &[])?;
         let tname = tref.name.clone();
         let template = self.db(move |s| s.template(&tname)).await?;
         let version = match tref.version {
@@ -192,6 +197,9 @@ impl Engine {
                 .await?;
         }
         process::init_process(&tref.name, &vrec.config, &config)?;
+        config.networks = self.networks_for_instance(req.networks.as_deref()).await?;
+        self.check_instance_publish(&req.publish, &config.networks)
+            .await?;
         let name = match &req.name {
             Some(n) => {
                 check_instance_name(n)
@@ -346,15 +354,33 @@ impl Engine {
             )
             .await?;
         let network = mayfly_driver::NetworkMode::Isolated;
+        let interfaces = self.interfaces_of(&rec.id).await?;
         let files = self
             .etc_files(
                 self.layout.instance_dir(&rec.id),
                 rec.name.clone(),
                 network,
                 layers.clone(),
+                crate::etc_files::EtcNet::of(&interfaces),
             )
             .await?;
+        let id = rec.id.clone();
+        let channels = self.db(move |s| s.channels_of(&id)).await?;
+        let mut binds = files.binds;
+        binds.extend(crate::network::channel_binds(
+            &self.layout,
+            &rec.id,
+            &channels,
+        ));
         layers.extend(files.mount_points);
+        let channel_layer = {
+            let dir = self.layout.instance_dir(&rec.id);
+            let stack = layers.clone();
+            let names: Vec<String> = channels.iter().map(|c| c.name.clone()).collect();
+            self.blocking(move || crate::network::channel_layer(&dir, &stack, &names))
+                .await?
+        };
+        layers.extend(channel_layer);
         // systemd's Container Interface: the container's UUID beside `container=mayfly`, for
         // the init (exec'd processes do not need it).
         let mut process = process;
@@ -372,17 +398,36 @@ impl Engine {
             writable: self.layout.writable_dir(&rec.id, rec.writable_gen),
             new_identity: next.new_identity,
             network,
-            interfaces: Vec::new(),
-            binds: files.binds,
+            binds,
             idmap: rec.id_base.map(|host_base| IdMap {
                 host_base,
                 count: ID_RANGE,
             }),
             process,
             init: rec.config.init,
+            interfaces,
         };
         lock(&slot.rt).state = InstanceState::Starting;
-        let result = self.start_spec(&rec, spec, stdio, version, apps).await;
+        // The firewall knows the instance's interfaces and forwards before the driver
+        // creates them; a start that fails takes them out again.
+        let result = match self.instance_net_up(&rec).await {
+            Ok(_) => {
+                let r = match crate::inject("start:networked") {
+                    Ok(()) => self.start_spec(&rec, spec, stdio, version, apps).await,
+                    Err(e) => Err(e),
+                };
+                match &r {
+                    Ok(_) => {
+                        if let Err(e) = self.instance_net_started(&rec.id).await {
+                            tracing::error!(instance = %rec.name, "cannot publish its name: {e}");
+                        }
+                    }
+                    Err(_) => self.instance_net_down(&rec.id).await,
+                }
+                r
+            }
+            Err(e) => Err(e),
+        };
         let mut rt = lock(&slot.rt);
         match result {
             Ok(run) => {

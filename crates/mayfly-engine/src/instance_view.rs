@@ -3,7 +3,7 @@
 //! runs (or, stopped, would start on).
 
 use mayfly_api::{ExitInfo, InstanceInfo, InstanceState, Isolation};
-use mayfly_store::{ID_RANGE, InstanceRecord, TemplateRecord};
+use mayfly_store::{ID_RANGE, InstanceRecord, InterfaceRecord, TemplateRecord};
 
 use crate::{Engine, EngineError, lock, process};
 
@@ -15,6 +15,7 @@ impl Engine {
         rec: &InstanceRecord,
         template: Option<&TemplateRecord>,
         writable_bytes: Option<u64>,
+        interfaces: &[InterfaceRecord],
     ) -> InstanceInfo {
         let (state, pid, version, started_at, error) = match lock(&self.slots).get(&rec.name) {
             Some(slot) => {
@@ -77,42 +78,49 @@ impl Engine {
             writable_bytes,
             error,
             init: rec.config.init,
-            interfaces: Vec::new(),
-            publish: Vec::new(),
+            interfaces: interfaces
+                .iter()
+                .filter(|i| i.owner == rec.id)
+                .map(|i| crate::network::interface_info(&rec.name, &rec.id, i))
+                .collect(),
+            publish: rec.config.publish.clone(),
             note: None,
         }
     }
 
     /// Every instance.
     pub async fn list_instances(&self) -> Result<Vec<InstanceInfo>, EngineError> {
-        let (recs, templates) = self.db(|s| Ok((s.instances()?, s.templates()?))).await?;
+        let (recs, templates, ifaces) = self
+            .db(|s| Ok((s.instances()?, s.templates()?, s.all_interfaces()?)))
+            .await?;
         Ok(recs
             .iter()
             .map(|r| {
                 let t = templates.iter().find(|t| t.name == r.template);
-                self.info_of(r, t, None)
+                self.info_of(r, t, None, &ifaces)
             })
             .collect())
     }
 
-    /// Instance `name`'s record and its template's (when the template is still there), what
-    /// [`Engine::info_of`] needs.
+    /// Instance `name`'s record, its template's (when the template is still there) and its
+    /// interfaces: what [`Engine::info_of`] needs.
     pub(crate) async fn instance_and_template(
         &self,
         name: &str,
-    ) -> Result<(InstanceRecord, Option<TemplateRecord>), EngineError> {
+    ) -> Result<(InstanceRecord, Option<TemplateRecord>, Vec<InterfaceRecord>), EngineError> {
         let n = name.to_owned();
         self.db(move |s| {
             let rec = s.instance(&n)?;
             let template = s.template(&rec.template).ok();
-            Ok((rec, template))
+            let ifaces = s.interfaces(&rec.id)?;
+            Ok((rec, template, ifaces))
         })
         .await
     }
 
     /// One instance, with the size of its writable layer.
     pub async fn instance_info(&self, name: &str) -> Result<InstanceInfo, EngineError> {
-        let (rec, template) = self.instance_and_template(name).await?;
+        let (rec, template, ifaces) = self.instance_and_template(name).await?;
         let upper = self.layout.writable_dir(&rec.id, rec.writable_gen);
         let bytes = self
             .blocking(move || {
@@ -122,6 +130,6 @@ impl Engine {
                 })
             })
             .await?;
-        Ok(self.info_of(&rec, template.as_ref(), bytes))
+        Ok(self.info_of(&rec, template.as_ref(), bytes, &ifaces))
     }
 }

@@ -133,6 +133,8 @@ pub struct Engine {
     trash: Trash,
     /// Serialises moving layers into place with deleting them.
     layers_lock: tokio::sync::Mutex<()>,
+    /// Networking's run-time state (the firewall's lock, the instances whose network is up).
+    net: network::NetState,
     /// Why instances run without a user namespace; `None` when they get one.
     userns_off: Option<String>,
     cgroup_mode: &'static str,
@@ -203,6 +205,7 @@ impl Engine {
             next_exec: AtomicU64::new(1),
             trash,
             layers_lock: tokio::sync::Mutex::new(()),
+            net: network::NetState::default(),
             userns_off,
             cgroup_mode,
             boot_id,
@@ -214,6 +217,9 @@ impl Engine {
             );
         }
         engine.reconcile(true).await?;
+        if let Err(e) = engine.recover_networks().await {
+            tracing::error!("cannot reconcile networks: {e}");
+        }
         engine.thaw_interrupted(recovered.thaw).await;
         // In the background (resets and starts can take a while; the daemon serves the others
         // meanwhile), and in this order: interrupted rollouts are put back first, so that an

@@ -65,8 +65,8 @@ pub(crate) struct Slot {
     pub id: String,
     pub name: String,
     op: Arc<tokio::sync::Mutex<()>>,
-    op_name: Mutex<&'static str>,
-    pub rt: Mutex<Runtime>,
+    op_name: Arc<Mutex<&'static str>>,
+    pub rt: Arc<Mutex<Runtime>>,
 }
 
 impl Slot {
@@ -75,8 +75,20 @@ impl Slot {
             id: id.to_owned(),
             name: name.to_owned(),
             op: Arc::new(tokio::sync::Mutex::new(())),
-            op_name: Mutex::new(""),
-            rt: Mutex::new(Runtime::default()),
+            op_name: Arc::new(Mutex::new("")),
+            rt: Arc::new(Mutex::new(Runtime::default())),
+        })
+    }
+
+    /// The same instance under name `name` (a rename): the operation lock and the runtime
+    /// state are shared with this slot.
+    pub(crate) fn renamed(&self, name: &str) -> Arc<Slot> {
+        Arc::new(Slot {
+            id: self.id.clone(),
+            name: name.to_owned(),
+            op: self.op.clone(),
+            op_name: self.op_name.clone(),
+            rt: self.rt.clone(),
         })
     }
 
@@ -153,9 +165,12 @@ impl Slots {
         self.by_name.insert(slot.name.clone(), slot);
     }
 
+    /// Removes the slot of `slot`'s instance (found by id: it may have been renamed since
+    /// the caller took `slot`).
     pub(crate) fn remove(&mut self, slot: &Slot) {
-        self.name_of.remove(&slot.id);
-        self.by_name.remove(&slot.name);
+        if let Some(name) = self.name_of.remove(&slot.id) {
+            self.by_name.remove(&name);
+        }
     }
 
     pub(crate) fn all(&self) -> impl Iterator<Item = &Arc<Slot>> {
@@ -238,9 +253,12 @@ impl Engine {
             }
             _ => {}
         }
-        let name = slot.name.clone();
+        // The run's names, rules and host ends go first: nothing of a stopped instance
+        // stays reachable.
+        self.instance_net_down(&slot.id).await;
+        let id = slot.id.clone();
         let rec = match crate::inject("finish-run:read") {
-            Ok(()) => self.db(move |s| s.instance(&name)).await,
+            Ok(()) => self.db(move |s| s.instance_by_id(&id)).await,
             Err(e) => Err(e),
         };
         let asked = std::mem::take(&mut lock(&slot.rt).asked);
@@ -316,14 +334,16 @@ impl Engine {
             let _ = w.send(status);
         }
         if let Some(journal) = again {
-            if lock(&self.slots).get(&slot.name).is_some() {
+            // By id: the instance may have been renamed since `slot` was taken.
+            let current = lock(&self.slots).by_id(&slot.id).map(|s| s.name.clone());
+            if let Some(name) = current {
                 // After the operation lock is let go (the caller holds it now).
                 let why = if reboot == Some(journal) {
                     "it was rebooted from inside"
                 } else {
                     "a restart, reset or restore of it was interrupted"
                 };
-                tokio::spawn(start_again(self.clone(), slot.name.clone(), journal, why));
+                tokio::spawn(start_again(self.clone(), name, journal, why));
             } else {
                 self.journal_end(journal).await;
             }
@@ -337,16 +357,18 @@ impl Engine {
         rec: &mayfly_store::InstanceRecord,
     ) -> Result<(), EngineError> {
         let (id, mode) = (rec.id.clone(), rec.mode);
-        let snapshots = self
+        let (snapshots, channels) = self
             .db(move |s| {
                 let snaps = s.snapshots(&id)?;
+                let channels = s.channels_of(&id)?;
                 s.delete_instance(&id, mode)?;
-                Ok(snaps)
+                Ok((snaps, channels))
             })
             .await?;
         lock(&self.slots).remove(slot);
         let mut dirs = vec![self.layout.instance_dir(&rec.id)];
         dirs.extend(snapshots.iter().map(|s| self.layout.snapshot_dir(&s.id)));
+        dirs.extend(channels.iter().map(|c| self.layout.channel_dir(&c.name)));
         for dir in dirs {
             self.trash.discard(&dir)?;
         }

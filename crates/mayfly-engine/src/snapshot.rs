@@ -466,7 +466,12 @@ impl Engine {
                     template: src_rec.template.clone(),
                     pinned_version: src_rec.pinned_version,
                     mode,
-                    config: src_rec.config.clone(),
+                    // New interfaces (allocated with the row); the source's published host
+                    // ports stay the source's.
+                    config: mayfly_store::InstanceConfig {
+                        publish: Vec::new(),
+                        ..src_rec.config.clone()
+                    },
                     id_base: None,
                     created_at: mayfly_store::now(),
                     run: None,

@@ -115,10 +115,10 @@ impl Engine {
             if idle {
                 Some(ALREADY_STOPPED)
             } else {
-                let (before, template) = self.instance_and_template(name).await?;
+                let (before, template, ifaces) = self.instance_and_template(name).await?;
                 self.stop_locked(&slot, &req).await?;
                 if lock(&self.slots).get(name).is_none_or(|s| s.id != slot.id) {
-                    let mut info = self.info_of(&before, template.as_ref(), None);
+                    let mut info = self.info_of(&before, template.as_ref(), None, &ifaces);
                     info.note = Some(REMOVED.to_owned());
                     return Ok(info);
                 }
@@ -127,8 +127,8 @@ impl Engine {
         };
         // Without the size of the writable layer: a walk of a persistent instance's layer
         // would make every stop as slow as that walk.
-        let (rec, template) = self.instance_and_template(name).await?;
-        let mut info = self.info_of(&rec, template.as_ref(), None);
+        let (rec, template, ifaces) = self.instance_and_template(name).await?;
+        let mut info = self.info_of(&rec, template.as_ref(), None, &ifaces);
         info.note = note.map(str::to_owned);
         Ok(info)
     }

@@ -87,6 +87,7 @@ impl Store {
                     source: e,
                 },
             })?;
+            crate::networks::allocate(&tx, &rec.id, &rec.config.networks, false)?;
             tx.commit().map_err(sql("commit"))
         })();
         self.durable(true)?;
@@ -217,6 +218,29 @@ impl Store {
         }
     }
 
+    /// Instance with id `id`.
+    pub fn instance_by_id(&self, id: &str) -> Result<InstanceRecord, StoreError> {
+        let cols = self
+            .conn
+            .query_row(
+                &format!(
+                    "SELECT {} FROM instances WHERE id = ?1",
+                    Self::INSTANCE_COLUMNS
+                ),
+                [id],
+                Self::instance_from_row,
+            )
+            .optional()
+            .map_err(sql("look up instance"))?;
+        match cols {
+            Some(cols) => Self::decode_instance(cols),
+            None => Err(StoreError::NotFound {
+                kind: "instance",
+                name: id.to_owned(),
+            }),
+        }
+    }
+
     /// Records that instance `id` runs (`Some`) or stopped (`None`, with how it ended).
     pub fn set_run(
         &mut self,
@@ -297,19 +321,53 @@ impl Store {
         tx.commit().map_err(sql("commit"))
     }
 
-    /// Deletes instance `id`'s row and its snapshots' rows (their trees are the caller's).
+    /// Deletes instance `id`'s row, its snapshots' rows (their trees are the caller's), its
+    /// interfaces (releasing their addresses) and its channels' rows.
     pub fn delete_instance(&mut self, id: &str, mode: Mode) -> Result<(), StoreError> {
         self.durable(mode != Mode::Ephemeral)?;
         let result = (|| {
             let tx = self.conn.transaction().map_err(sql("begin"))?;
             tx.execute("DELETE FROM snapshots WHERE instance_id = ?1", [id])
                 .map_err(sql("delete snapshots"))?;
+            tx.execute("DELETE FROM interfaces WHERE owner = ?1", [id])
+                .map_err(sql("release interfaces"))?;
+            tx.execute(
+                "DELETE FROM channels WHERE server = ?1 OR client = ?1",
+                [id],
+            )
+            .map_err(sql("delete channels"))?;
             tx.execute("DELETE FROM instances WHERE id = ?1", [id])
                 .map_err(sql("delete instance"))?;
             tx.commit().map_err(sql("commit"))
         })();
         self.durable(true)?;
         result
+    }
+
+    /// Renames instance `id` to `new_name`, refusing a taken name.
+    pub fn rename_instance(&mut self, id: &str, new_name: &str) -> Result<(), StoreError> {
+        let tx = self.conn.transaction().map_err(sql("begin"))?;
+        let taken = tx
+            .query_row(
+                "SELECT 1 FROM instances WHERE name = ?1",
+                [new_name],
+                |_| Ok(()),
+            )
+            .optional()
+            .map_err(sql("look up instance"))?
+            .is_some();
+        if taken {
+            return Err(StoreError::AlreadyExists {
+                kind: "instance",
+                name: new_name.to_owned(),
+            });
+        }
+        tx.execute(
+            "UPDATE instances SET name = ?2 WHERE id = ?1",
+            params![id, new_name],
+        )
+        .map_err(sql("rename instance"))?;
+        tx.commit().map_err(sql("commit"))
     }
 
     /// Deletes an instance row inserted by an operation that is being rolled back (and its

@@ -139,4 +139,19 @@ impl Layout {
     pub fn run(&self) -> PathBuf {
         self.root.join("run")
     }
+
+    /// Network `name`'s directory (its dnsmasq's configuration, pid file and hosts).
+    pub fn net_dir(&self, name: &str) -> PathBuf {
+        self.root.join("net").join(name)
+    }
+
+    /// Where channels' directories are.
+    pub fn channels(&self) -> PathBuf {
+        self.root.join("channels")
+    }
+
+    /// Channel `name`'s directory (bind-mounted into its server and client).
+    pub fn channel_dir(&self, name: &str) -> PathBuf {
+        self.channels().join(name)
+    }
 }

@@ -12,15 +12,18 @@
 //! off the fsync path.
 //!
 //! One file per table group: `layers.rs`, `templates.rs` (templates and their versions),
-//! `instances.rs`, `snapshots.rs`, `meta.rs` (daemon facts), `journal.rs`; the records and
+//! `instances.rs`, `snapshots.rs`, `networks.rs` (networks and the interfaces allocated on
+//! them), `channels.rs`, `meta.rs` (daemon facts), `journal.rs`; the records and
 //! the helpers they share are here, the schema and its migrations in `schema.rs`.
 #![forbid(unsafe_code)]
 
+mod channels;
 mod instances;
 mod journal;
 mod layers;
 mod layout;
 mod meta;
+mod networks;
 mod schema;
 mod snapshots;
 mod templates;
@@ -31,7 +34,9 @@ use mayfly_api::{Mode, TemplateConfig};
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
+pub use channels::ChannelRecord;
 pub use layout::Layout;
+pub use networks::{InterfaceRecord, NetworkRecord};
 
 /// A catalogue operation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +87,34 @@ pub enum StoreError {
         /// The cause.
         #[source]
         source: std::io::Error,
+    },
+    /// A network has no free address left for a new interface.
+    #[error("no free address in {subnet} ({in_use} in use) on network `{network}`")]
+    SubnetExhausted {
+        /// The network.
+        network: String,
+        /// Its subnet.
+        subnet: String,
+        /// Addresses handed out (all it has).
+        in_use: u32,
+    },
+    /// A new network's subnet overlaps an existing network's.
+    #[error("subnet {subnet} overlaps network `{other}` ({other_subnet})")]
+    SubnetOverlaps {
+        /// The subnet asked for.
+        subnet: String,
+        /// The network it overlaps.
+        other: String,
+        /// That network's subnet.
+        other_subnet: String,
+    },
+    /// A network is used by instances (or builds).
+    #[error("network `{network}` is used by {}", users.join(", "))]
+    NetworkInUse {
+        /// The network.
+        network: String,
+        /// Instance names (`build <id>` for running builds).
+        users: Vec<String>,
     },
     /// A stored value could not be decoded.
     #[error("state database holds an unreadable {what}: {detail}")]
@@ -193,6 +226,13 @@ pub struct InstanceConfig {
     /// Whether mayfly's init runs as PID 1 in front of the command (`--init`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub init: bool,
+    /// The networks it has an interface on, in interface order (`eth0` first); empty: only
+    /// `lo` (`--network none`, and instances made before networks existed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<String>,
+    /// Published ports (forwarded while it runs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<mayfly_api::PublishPort>,
 }
 
 /// What the catalogue remembers of a running init, to find it again after a daemon restart.

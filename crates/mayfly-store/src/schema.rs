@@ -95,6 +95,35 @@ const MIGRATIONS: &[&str] = &[
         SELECT MAX(v.version) FROM template_versions v
         WHERE v.template = templates.name AND v.version < templates.current_version
     );",
+    // 6: networks, the interfaces of instances (and of running builds) with their addresses
+    // and MACs, and channels between instances.
+    "CREATE TABLE networks (
+        name TEXT PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        bridge TEXT NOT NULL UNIQUE,
+        subnet TEXT NOT NULL,
+        isolated INTEGER NOT NULL,
+        nat INTEGER NOT NULL,
+        upstream TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE interfaces (
+        owner TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        network TEXT NOT NULL REFERENCES networks(name),
+        ipv4 TEXT NOT NULL,
+        mac TEXT NOT NULL,
+        build INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (owner, idx),
+        UNIQUE (network, ipv4),
+        UNIQUE (mac)
+    );
+    CREATE TABLE channels (
+        name TEXT PRIMARY KEY,
+        server TEXT NOT NULL REFERENCES instances(id),
+        client TEXT NOT NULL REFERENCES instances(id),
+        created_at INTEGER NOT NULL
+    );",
 ];
 
 /// Brings the database to the newest schema. Refuses a database newer than this binary.

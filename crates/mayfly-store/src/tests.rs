@@ -350,7 +350,8 @@ fn the_previous_version_of_an_older_catalogue_is_the_one_below_the_current() {
     // Back to schema 4, as a catalogue written by the previous mayfly.
     let conn = rusqlite::Connection::open(root.join("mayfly.db")).unwrap();
     conn.execute_batch(
-        "ALTER TABLE templates DROP COLUMN previous_version; PRAGMA user_version = 4;",
+        "DROP TABLE channels; DROP TABLE interfaces; DROP TABLE networks; \
+         ALTER TABLE templates DROP COLUMN previous_version; PRAGMA user_version = 4;",
     )
     .unwrap();
     drop(conn);
@@ -401,4 +402,168 @@ fn template_configs_stored_before_entrypoint_and_user_read_as_cmd() {
     )
     .unwrap();
     assert_eq!(s.template("new").unwrap().version(1).unwrap().config, split);
+}
+
+fn network(name: &str, subnet: &str) -> NetworkRecord {
+    NetworkRecord {
+        name: name.into(),
+        id: format!("{name}-id"),
+        bridge: format!("mf-{name}"),
+        subnet: subnet.parse().unwrap(),
+        isolated: false,
+        nat: true,
+        upstream: vec![],
+        created_at: now(),
+    }
+}
+
+fn with_template(s: &mut Store) {
+    let cfg = TemplateConfig::default();
+    s.create_template(
+        "t",
+        false,
+        &v(&[layer(1)], &cfg, &VersionMeta::default()),
+        None,
+    )
+    .unwrap();
+}
+
+fn on(name: &str, nets: &[&str]) -> InstanceRecord {
+    let mut r = instance(name, "t", Mode::Transient);
+    r.config.networks = nets.iter().map(|n| (*n).to_owned()).collect();
+    r
+}
+
+#[test]
+fn networks_refuse_taken_names_and_overlapping_subnets() {
+    let (_d, mut s) = open();
+    s.create_network(&network("a", "10.77.0.0/24")).unwrap();
+    let e = s.create_network(&network("a", "10.78.0.0/24")).unwrap_err();
+    assert!(matches!(e, StoreError::AlreadyExists { .. }), "{e}");
+    let e = s
+        .create_network(&network("b", "10.77.0.128/25"))
+        .unwrap_err();
+    assert!(e.to_string().contains("network `a` (10.77.0.0/24)"), "{e}");
+    s.create_network(&network("b", "10.78.0.0/24")).unwrap();
+    let names: Vec<_> = s.networks().unwrap().into_iter().map(|n| n.name).collect();
+    assert_eq!(names, ["a", "b"]);
+    assert_eq!(s.network("b").unwrap(), network("b", "10.78.0.0/24"));
+}
+
+#[test]
+fn instances_get_the_first_free_address_and_unique_macs_and_release_them() {
+    let (_d, mut s) = open();
+    with_template(&mut s);
+    s.create_network(&network("a", "10.77.0.0/24")).unwrap();
+    s.create_network(&network("b", "10.78.0.0/24")).unwrap();
+    let mut x = on("x", &["a", "b"]);
+    s.insert_instance(&mut x, false).unwrap();
+    let mut y = on("y", &["a"]);
+    s.insert_instance(&mut y, false).unwrap();
+    let xi = s.interfaces(&x.id).unwrap();
+    assert_eq!(xi.len(), 2);
+    assert_eq!((xi[0].idx, xi[0].network.as_str()), (0, "a"));
+    assert_eq!(xi[0].ipv4.to_string(), "10.77.0.2");
+    assert_eq!((xi[1].idx, xi[1].ipv4.to_string()), (1, "10.78.0.2".into()));
+    let yi = s.interfaces(&y.id).unwrap();
+    assert_eq!(yi[0].ipv4.to_string(), "10.77.0.3");
+    let macs: std::collections::HashSet<_> =
+        s.all_interfaces().unwrap().iter().map(|i| i.mac).collect();
+    assert_eq!(macs.len(), 3);
+    // A network in use is not removed, and says by whom.
+    let e = s.delete_network("a").unwrap_err().to_string();
+    assert!(e.contains("x, y"), "{e}");
+    // Removal releases the addresses: the next instance gets x's.
+    s.delete_instance(&x.id, Mode::Transient).unwrap();
+    assert!(s.interfaces(&x.id).unwrap().is_empty());
+    let mut z = on("z", &["a"]);
+    s.insert_instance(&mut z, false).unwrap();
+    assert_eq!(
+        s.interfaces(&z.id).unwrap()[0].ipv4.to_string(),
+        "10.77.0.2"
+    );
+    assert_ne!(s.interfaces(&z.id).unwrap()[0].mac, xi[0].mac);
+    s.delete_instance(&y.id, Mode::Transient).unwrap();
+    s.delete_instance(&z.id, Mode::Transient).unwrap();
+    s.delete_network("a").unwrap();
+    assert!(matches!(s.network("a"), Err(StoreError::NotFound { .. })));
+}
+
+#[test]
+fn an_exhausted_subnet_refuses_the_instance_whole() {
+    let (_d, mut s) = open();
+    with_template(&mut s);
+    s.create_network(&network("big", "10.77.0.0/24")).unwrap();
+    s.create_network(&network("tiny", "10.9.0.0/30")).unwrap();
+    let mut a = on("a", &["tiny"]);
+    s.insert_instance(&mut a, false).unwrap();
+    // The second interface cannot be allocated: the first one and the row go too (one
+    // transaction, as a crash would leave it).
+    let mut b = on("b", &["big", "tiny"]);
+    let e = s.insert_instance(&mut b, false).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        matches!(e, StoreError::SubnetExhausted { in_use: 1, .. }),
+        "{msg}"
+    );
+    assert!(msg.contains("10.9.0.0/30 (1 in use)"), "{msg}");
+    assert!(matches!(s.instance("b"), Err(StoreError::NotFound { .. })));
+    assert!(s.network_interfaces("big").unwrap().is_empty());
+    // An unknown network refuses the instance too.
+    let mut c = on("c", &["nope"]);
+    assert!(matches!(
+        s.insert_instance(&mut c, false),
+        Err(StoreError::NotFound {
+            kind: "network",
+            ..
+        })
+    ));
+    assert!(matches!(s.instance("c"), Err(StoreError::NotFound { .. })));
+}
+
+#[test]
+fn build_leases_are_dropped_and_renames_refuse_taken_names() {
+    let (_d, mut s) = open();
+    with_template(&mut s);
+    s.create_network(&network("default", "10.77.0.0/24"))
+        .unwrap();
+    let lease = s
+        .lease_build_interfaces("build1", &["default".to_owned()])
+        .unwrap();
+    assert_eq!(lease[0].ipv4.to_string(), "10.77.0.2");
+    assert!(lease[0].build);
+    let e = s.delete_network("default").unwrap_err().to_string();
+    assert!(e.contains("build build1"), "{e}");
+    let mut x = on("x", &["default"]);
+    s.insert_instance(&mut x, false).unwrap();
+    assert_eq!(s.drop_build_leases().unwrap(), 1);
+    assert_eq!(s.all_interfaces().unwrap().len(), 1, "the instance's stays");
+    let mut y = on("y", &[]);
+    s.insert_instance(&mut y, false).unwrap();
+    assert!(matches!(
+        s.rename_instance(&x.id, "y"),
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    s.rename_instance(&x.id, "w").unwrap();
+    assert_eq!(s.instance("w").unwrap().id, x.id);
+    // Channels go with either of their instances.
+    s.create_channel(&ChannelRecord {
+        name: "c".into(),
+        server: x.id.clone(),
+        client: y.id.clone(),
+        created_at: now(),
+    })
+    .unwrap();
+    assert!(matches!(
+        s.create_channel(&ChannelRecord {
+            name: "c".into(),
+            server: y.id.clone(),
+            client: x.id.clone(),
+            created_at: now(),
+        }),
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    assert_eq!(s.channels_of(&y.id).unwrap().len(), 1);
+    s.delete_instance(&y.id, Mode::Transient).unwrap();
+    assert!(s.channels().unwrap().is_empty());
 }

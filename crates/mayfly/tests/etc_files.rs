@@ -13,10 +13,11 @@ use serde_json::json;
 
 const TARGETS: [&str; 3] = ["etc/hostname", "etc/hosts", "etc/resolv.conf"];
 
-/// The `/etc/hosts` mayfly writes for `name`.
-fn expected_hosts(name: &str) -> String {
+/// The `/etc/hosts` mayfly writes for `name` whose own address is `own` (its `eth0`'s, or
+/// 127.0.1.1 without a network).
+fn expected_hosts(name: &str, own: &str) -> String {
     format!(
-        "127.0.0.1\tlocalhost\n127.0.1.1\t{name}\n::1\tlocalhost ip6-localhost ip6-loopback\n\
+        "127.0.0.1\tlocalhost\n{own}\t{name}\n::1\tlocalhost ip6-localhost ip6-loopback\n\
          fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n"
     )
 }
@@ -54,15 +55,32 @@ fn expected_servers() -> Vec<String> {
         .collect()
 }
 
-/// Asserts that instance `name` sees its own name, hosts and resolvers.
+/// The gateway of the /24 default network that `ipv4` is on (its name server).
+fn gateway_of(ipv4: &str) -> String {
+    let (net, _) = ipv4.rsplit_once('.').expect("an IPv4 address");
+    format!("{net}.1")
+}
+
+/// Asserts that instance `name` sees its own name, hosts and resolvers: on a network, its
+/// `eth0` address and the network's name server; without one (`--network none`), 127.0.1.1
+/// and the host's resolvers.
 fn assert_own_files(d: &TestDaemon, name: &str) {
     assert_eq!(d.sh(name, "hostname").trim(), name, "the UTS hostname");
     assert_eq!(d.sh(name, "cat /etc/hostname"), format!("{name}\n"));
-    assert_eq!(d.sh(name, "cat /etc/hosts"), expected_hosts(name));
-    // The name resolves to the instance itself through /etc/hosts (no network needed).
-    assert_eq!(d.sh(name, "hostname -i").trim(), "127.0.1.1");
+    let info = d.info(name);
+    let eth0 = info["interfaces"][0]["ipv4"].as_str().map(str::to_owned);
+    let own = eth0.clone().unwrap_or_else(|| "127.0.1.1".to_owned());
+    assert_eq!(d.sh(name, "cat /etc/hosts"), expected_hosts(name, &own));
+    // The name resolves to the instance itself through /etc/hosts.
+    assert_eq!(d.sh(name, "hostname -i").trim(), own);
     let resolv = d.sh(name, "cat /etc/resolv.conf");
-    assert_eq!(nameservers(&resolv), expected_servers(), "{resolv}");
+    match &eth0 {
+        Some(ip) => {
+            assert_eq!(nameservers(&resolv), [gateway_of(ip)], "{resolv}");
+            assert!(resolv.contains("\nsearch mayfly\n"), "{resolv}");
+        }
+        None => assert_eq!(nameservers(&resolv), expected_servers(), "{resolv}"),
+    }
     assert!(
         resolv.starts_with("# Written by mayfly"),
         "mayfly's resolv.conf: {resolv}"
@@ -100,6 +118,15 @@ fn every_instance_has_its_own_name_hosts_and_resolvers_and_never_keeps_them() {
     );
     assert_eq!(status, 201, "{body}");
     assert_own_files(&d, "api-made");
+    let (status, body) = d.api(
+        "POST",
+        "/v1/instances",
+        Some(&json!({"template": "busybox", "name": "alone", "networks": ["none"]})),
+    );
+    assert_eq!(status, 201, "{body}");
+    let none = d.info("alone")["interfaces"].clone();
+    assert!(none.as_array().is_none_or(Vec::is_empty), "{none}");
+    assert_own_files(&d, "alone");
     let once = d.ok(&["run", "--rm", "busybox", "--", "cat", "/etc/hostname"]);
     assert!(once.trim().starts_with("busybox-"), "{once}");
 
@@ -215,10 +242,13 @@ fn build_containers_get_the_files_and_their_layers_keep_neither_them_nor_build_l
     let read = |p: &str| std::fs::read_to_string(layer.join(p)).unwrap();
     assert_eq!(read("seen-hostname"), "mayfly-build\n");
     assert_eq!(read("seen-uts"), "mayfly-build\n");
-    assert_eq!(
-        read("seen-resolv"),
-        std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
-        "a build shares the host's network, and so its resolver configuration"
+    // A build is on the default network: it asks that network's name server.
+    let resolv = read("seen-resolv");
+    let servers = nameservers(&resolv);
+    assert_eq!(servers.len(), 1, "{resolv}");
+    assert!(
+        servers[0].starts_with("10.") && servers[0].ends_with(".0.1"),
+        "{resolv}"
     );
     assert_eq!(targets_in(&layer), Vec::<&str>::new(), "the build's layer");
     assert!(layer.join("srv-marker").exists());
