@@ -510,6 +510,13 @@ pub fn install_usock(d: &TestDaemon) {
     ]);
 }
 
+/// The host's copy of usock (built by [`install_usock`]), to run in a namespace.
+pub fn usock_on_host(d: &TestDaemon) -> String {
+    let p = d.dir.join("usock-tree/bin/usock");
+    assert!(p.is_file(), "install_usock(&d) first");
+    p.to_str().expect("a UTF-8 path").to_owned()
+}
+
 /// Network and instance names unique enough for one test.
 pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}{}", SEQ.fetch_add(1, Ordering::Relaxed))
