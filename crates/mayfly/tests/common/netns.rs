@@ -197,12 +197,10 @@ pub fn nslookup_addresses(out: &str) -> Vec<Ipv4Addr> {
     for l in out.lines() {
         if l.starts_with("Name:") {
             in_answer = true;
-        } else if in_answer {
-            if let Some(a) = l.strip_prefix("Address:") {
-                if let Ok(ip) = a.trim().parse() {
-                    answers.push(ip);
-                }
-            }
+        } else if let (true, Some(a)) = (in_answer, l.strip_prefix("Address:"))
+            && let Ok(ip) = a.trim().parse()
+        {
+            answers.push(ip);
         }
     }
     answers
