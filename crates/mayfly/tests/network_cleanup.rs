@@ -126,7 +126,17 @@ fn kill_9_of_the_daemon_while_instances_end_is_reconciled_at_start_up() {
     // Stale: a host end of an instance that does not exist (mv + 12 hex digits + index).
     in_ns_ok(
         d.netns(),
-        &["ip", "link", "add", "mvdeadbeef00010", "type", "dummy"],
+        &[
+            "ip",
+            "link",
+            "add",
+            "mvdeadbeef00010",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "tstale0",
+        ],
     );
     d.restart();
 
