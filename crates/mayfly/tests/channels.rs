@@ -17,9 +17,12 @@ use serde_json::Value;
 
 const DIR: &str = "/run/mayfly/channels";
 
-/// The init of a server listening on `DIR/<chan>/sock`.
+/// The init of a server listening on `DIR/<chan>/sock` once the channel is mounted (a
+/// running instance gets a new channel at its next start).
 fn server_init(chan: &str) -> String {
-    format!("exec usock serve unix {DIR}/{chan}/sock")
+    format!(
+        "while [ ! -d {DIR}/{chan} ]; do sleep 0.2; done; exec usock serve unix {DIR}/{chan}/sock"
+    )
 }
 
 fn channels(d: &TestDaemon) -> Vec<Value> {
