@@ -290,6 +290,15 @@ pub fn ifaces(d: &TestDaemon, name: &str) -> Vec<Iface> {
         .collect()
 }
 
+/// The interfaces an instance sees (`ip -o link` inside), by name.
+pub fn links_inside(d: &TestDaemon, name: &str) -> Vec<String> {
+    d.sh(name, "ip -o link show")
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_owned())
+        .collect()
+}
+
 /// The eth0 of instance `name`.
 pub fn eth0(d: &TestDaemon, name: &str) -> Iface {
     ifaces(d, name)
@@ -305,7 +314,10 @@ pub fn seen_inside(d: &TestDaemon, name: &str, dev: &str) -> (String, String) {
         name,
         &format!("ip -o -4 addr show dev {dev} | awk '{{print $4}}'"),
     );
-    let mac = d.sh(name, &format!("cat /sys/class/net/{dev}/address"));
+    let mac = d.sh(
+        name,
+        &format!("ip -o link show dev {dev} | sed 's/.*link\\/ether \\([0-9a-f:]*\\).*/\\1/'"),
+    );
     (addr.trim().to_owned(), mac.trim().to_owned())
 }
 
