@@ -120,6 +120,35 @@ fn names_follow_starts_stops_restarts_resets_and_renames_within_a_second() {
 }
 
 #[test]
+fn instance_records_have_a_ttl_of_at_most_one_second() {
+    let d = TestDaemon::start();
+    install_usock(&d);
+    let usock = usock_on_host(&d);
+    launch(&d, "web", &[], Some(IDLE));
+    let gw = gateway(&d, "default");
+    let web = eth0(&d, "web").ipv4;
+    for name in ["web", "web.mayfly"] {
+        let out = in_daemon_ns(&d, &[&usock, "dns-ttl", &gw, name]);
+        assert!(out.success(), "no answer for {name} on {gw}: {out}");
+        let (ttl, addr) = out
+            .stdout
+            .lines()
+            .find_map(|l| {
+                let rest = l.strip_prefix("ttl=")?;
+                let (ttl, addr) = rest.split_once(" addr=")?;
+                Some((ttl.parse::<u32>().ok()?, addr.to_owned()))
+            })
+            .unwrap_or_else(|| panic!("no A record in {out}"));
+        assert_eq!(addr, web, "{name} answers web's address");
+        assert!(
+            ttl <= 1,
+            "{name}'s record has a TTL of {ttl} s: caches would keep a stale name longer than a second"
+        );
+    }
+    d.finish();
+}
+
+#[test]
 fn rename_refuses_a_taken_name_and_keeps_the_old_record() {
     let d = TestDaemon::start();
     launch(&d, "one", &[], Some(IDLE));

@@ -3,7 +3,7 @@
 //! instances' subnets, so an answer proves the masquerade) and from the daemon's namespace
 //! itself (the host of the test): 127.0.0.1 by default, every address with 0.0.0.0, TCP and
 //! UDP, refused when a host process or another instance holds the port, removed when the
-//! instance stops and restored when it starts.
+//! instance stops and restored when it starts. (Builds on the default network: network_build.rs.)
 
 mod common;
 
@@ -206,74 +206,4 @@ fn a_port_published_by_another_instance_is_refused_naming_it() {
     // The same number over UDP is another port.
     launch(&d, "udp", &["--publish", "18084:53/udp"], Some(IDLE));
     d.finish();
-}
-
-#[test]
-fn build_containers_use_the_default_network_with_nat() {
-    let d = TestDaemon::start();
-    let mut out = Outside::new(&d);
-    out.serve_http(&d.dir.join("outside-www"), "fetched-by-the-build");
-    let built = d.mayfly(&[
-        "template",
-        "build",
-        "fetched",
-        "--from",
-        "busybox",
-        "--run",
-        &format!("wget -q -O /fetched http://{OUTSIDE_IP}/ && ip -o link > /links"),
-    ]);
-    assert!(
-        built.success(),
-        "the build could not reach the outside: {built}\n{}",
-        d.logs()
-    );
-    launch(&d, "check", &["--network", "none"], Some(IDLE));
-    let got = d.sh("check", "cat /fetched");
-    assert_eq!(
-        got.trim(),
-        "fetched-by-the-build",
-        "the build fetched through NAT"
-    );
-    let links = d.sh("check", "cat /links");
-    assert!(
-        links.contains("eth0"),
-        "the build had an interface of its own (not the host's namespace): {links}"
-    );
-    assert!(
-        !links.contains(UPLINK),
-        "the build ran in its own namespace, not the daemon's: {links}"
-    );
-    // The build's interface and lease are gone.
-    assert!(
-        mayfly_links(&d, "mv").is_empty(),
-        "no veth left after the build: {:?}",
-        links_of(&d)
-    );
-    assert!(
-        leases(&d, "default").is_empty(),
-        "no lease left after the build: {}",
-        network_info(&d, "default")
-    );
-    // patch --run too.
-    d.ok(&[
-        "template",
-        "patch",
-        "fetched",
-        "--run",
-        &format!("wget -q -O /fetched2 http://{OUTSIDE_IP}/"),
-    ]);
-    d.ok(&["rm", "--force", "check"]);
-    launch(&d, "check2", &["--network", "none"], Some(IDLE));
-    assert_eq!(
-        d.sh("check2", "cat /fetched2").trim(),
-        "fetched-by-the-build"
-    );
-    d.ok(&["rm", "--force", "check2"]);
-    d.ok(&["network", "rm", "default"]);
-    out.close();
-    d.finish();
-}
-
-fn links_of(d: &TestDaemon) -> Vec<String> {
-    links(d.netns())
 }
