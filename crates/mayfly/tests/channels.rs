@@ -149,9 +149,13 @@ fn a_running_instance_sees_a_new_channel_at_its_next_start() {
         Some(&server_init("late")),
     );
     launch(&d, "cli", &["--network", "none"], Some(IDLE));
-    let created = d.json(&[
-        "channel", "create", "late", "--server", "srv", "--client", "cli", "--json",
-    ]);
+    // The note of the answer (the API's; the CLI prints it).
+    let req = serde_json::json!({"name": "late", "server": "srv", "client": "cli"});
+    let (status, created) = d.api("POST", "/v1/channels", Some(&req));
+    assert!(
+        status == 200 || status == 201,
+        "channel create over the API: {status} {created}"
+    );
     let note = created["note"].as_str().unwrap_or_default();
     assert!(
         note.contains("start"),

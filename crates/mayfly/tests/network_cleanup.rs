@@ -293,17 +293,22 @@ fn removing_the_last_network_removes_tables_bridge_and_dnsmasq() {
     d.finish();
 }
 
-/// A ruleset's text without the values of its counters (traffic changes them).
-fn without_counters(rules: &str) -> String {
+/// A ruleset's words, sorted, without the values of its counters (traffic changes them):
+/// the same rules and elements in any order compare equal, a duplicated one does not.
+fn without_counters(rules: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut skip = false;
-    for w in rules.split_whitespace() {
+    for w in rules.split(|c: char| c.is_whitespace() || c == ',' || c == '{' || c == '}') {
+        if w.is_empty() {
+            continue;
+        }
         if skip {
             skip = false;
             continue;
         }
         skip = w == "packets" || w == "bytes";
-        out.push(w);
+        out.push(w.to_owned());
     }
-    out.join(" ")
+    out.sort();
+    out
 }

@@ -32,6 +32,21 @@ fn assert_api_refusal(what: &str, got: &(u16, Value), statuses: &[u16], parts: &
     }
 }
 
+/// Asserts that the CLI refused a malformed value, whichever side checked it: the daemon
+/// (exit 1) or the CLI's own parser (exit 2, bad usage); the message names what is wrong.
+fn assert_bad_value(out: &Output, parts: &[&str]) {
+    assert!(
+        out.code == 1 || out.code == 2,
+        "expected a refusal (exit 1 or 2): {out}"
+    );
+    for p in parts {
+        assert!(
+            out.stderr.contains(p),
+            "the error should mention `{p}`: {out}"
+        );
+    }
+}
+
 fn network_names(d: &TestDaemon) -> Vec<String> {
     d.json(&["network", "list", "--json"])
         .as_array()
@@ -99,10 +114,10 @@ fn malformed_subnets_and_upstreams_are_refused() {
         ("10.250.0.0", "10.250.0.0"),
     ] {
         let out = d.fails(&["network", "create", "bad", "--subnet", sub]);
-        assert_refused_with(&out, &[part]);
+        assert_bad_value(&out, &[part]);
     }
     let out = d.fails(&["network", "create", "bad", "--dns-upstream", "not-an-ip"]);
-    assert_refused_with(&out, &["not-an-ip"]);
+    assert_bad_value(&out, &["not-an-ip"]);
     let got = d.api(
         "POST",
         "/v1/networks",
@@ -183,7 +198,7 @@ fn invalid_and_reserved_network_names_are_refused() {
     let d = TestDaemon::start();
     for bad in ["Bad_Name", "2net", "ends-", "none", "host", &"n".repeat(33)] {
         let out = d.fails(&["network", "create", bad]);
-        assert_refused_with(&out, &[bad]);
+        assert_bad_value(&out, &[bad]);
     }
     let got = d.api("POST", "/v1/networks", Some(&json!({"name": "UPPER"})));
     assert_api_refusal("a bad name over the API", &got, &[400], &["UPPER"]);
@@ -277,7 +292,7 @@ fn bad_published_ports_are_refused() {
     let d = TestDaemon::start();
     for bad in ["80", "0:80", "8080:80/sctp", "1.2.3:8080:80", "8080:70000"] {
         let out = d.fails(&["launch", "busybox", "--name", "p", "--publish", bad]);
-        assert_refused_with(&out, &[bad, "[HOST_IP:]HOST_PORT:PORT"]);
+        assert_bad_value(&out, &[bad, "[HOST_IP:]HOST_PORT:PORT"]);
         assert!(is_gone(&d, "p"), "no instance for --publish {bad}");
     }
     // The same host port twice in one launch.
