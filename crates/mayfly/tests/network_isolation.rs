@@ -2,7 +2,7 @@
 //! each other; on an `--isolated` network they reach only the gateway (and published
 //! services); an instance cannot spoof another's address or MAC (tenants keep CAP_NET_RAW,
 //! docs/security.md, so they can forge frames with a packet socket: the bridge table must
-//! drop them); mayfly's rules live in its two tables and never touch another table.
+//! drop them, and every ethertype but IPv4 and ARP); mayfly's rules live in its two tables and never touch another table.
 
 mod common;
 
@@ -233,6 +233,75 @@ fn an_instance_cannot_spoof_another_address_or_mac() {
         pings(&d, "observer", &vic.ipv4),
         "the victim is still reached"
     );
+    d.finish();
+}
+
+#[test]
+fn only_ipv4_and_arp_leave_an_instance_and_it_has_no_ipv6() {
+    let d = TestDaemon::start();
+    install_usock(&d);
+    launch(&d, "attacker", &[], Some(IDLE));
+    let att = eth0(&d, "attacker");
+    launch(
+        &d,
+        "sniffer",
+        &[],
+        Some(&format!(
+            "usock sniff eth0 {} 300000 > /tmp/sniff 2>&1; exec sleep 3600",
+            att.mac
+        )),
+    );
+    let sn = eth0(&d, "sniffer");
+    wait_until(Duration::from_secs(10), "the sniffer listens", || {
+        let got = d.sh("sniffer", "cat /tmp/sniff 2>/dev/null || true");
+        got.contains("listening") || got.contains("refused")
+    });
+    if d.sh("sniffer", "cat /tmp/sniff").contains("refused") {
+        panic!(
+            "tenants have no packet socket (CAP_NET_RAW, docs/security.md): {}",
+            d.sh("sniffer", "cat /tmp/sniff")
+        );
+    }
+    // IPv6 is off inside (and on the host ends): no address, no traffic.
+    let v6 = d.sh("attacker", "ip -6 addr show dev eth0");
+    assert!(v6.trim().is_empty(), "no IPv6 address on eth0: {v6}");
+    let disabled = d.sh(
+        "attacker",
+        "cat /proc/sys/net/ipv6/conf/eth0/disable_ipv6 2>/dev/null || echo 1",
+    );
+    assert_eq!(disabled.trim(), "1", "IPv6 is disabled on eth0");
+
+    for (ethertype, msg) in [
+        ("88b5", "experimental"),
+        ("86dd", "ipv6-ish"),
+        ("8100", "vlan"),
+    ] {
+        let out = d.mayfly(&[
+            "exec", "attacker", "--", "usock", "frame", "eth0", &sn.mac, &att.mac, ethertype, msg,
+        ]);
+        assert!(
+            out.success(),
+            "usock frame {ethertype} could not send: {out}"
+        );
+    }
+    // The control, sent after them: IPv4 (and ARP) pass.
+    assert!(
+        d.mayfly(&[
+            "exec", "attacker", "--", "ping", "-c", "1", "-W", "2", &sn.ipv4
+        ])
+        .success(),
+        "the attacker pings the sniffer"
+    );
+    wait_until(Duration::from_secs(5), "the sniffer sees IPv4", || {
+        d.sh("sniffer", "cat /tmp/sniff").contains("type=0800")
+    });
+    let seen = d.sh("sniffer", "cat /tmp/sniff");
+    for ethertype in ["88b5", "86dd", "8100"] {
+        assert!(
+            !seen.contains(&format!("type={ethertype}")),
+            "a frame of ethertype {ethertype} from an instance crossed the bridge:\n{seen}"
+        );
+    }
     d.finish();
 }
 
