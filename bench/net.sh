@@ -17,6 +17,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+SELF="$ROOT/bench/net.sh"
 cd "$ROOT"
 
 # Internal: the launch-latency loop, run by this script itself under `unshare -m` (a private
@@ -168,7 +169,7 @@ inns ip link set crbr0 up
 
 mf run --rm busybox -- true >/dev/null   # makes the default network (not timed)
 export TMP SOCK NS MAYFLY BUNDLE RUNS
-unshare -m --propagation private "$0" --latency-inner >"$TMP/latency"
+unshare -m --propagation private "$SELF" --latency-inner >"$TMP/latency"
 inns ip link del crbr0
 
 stats() { # microseconds on stdin -> "median X ms, p90 Y ms"
@@ -212,7 +213,8 @@ LAUNCH_MS=$(( ($(now_ns) - t) / 1000000 ))
 GW="$(mf network info many --json | jq -r .gateway)"
 MISSING=0
 for i in $(seq "$INSTANCES"); do
-    inns busybox nslookup "n$i" "$GW" 2>/dev/null | grep -q '^Name:' || MISSING=$((MISSING + 1))
+    answer="$(inns busybox timeout 5 busybox nslookup "n$i" "$GW" 2>/dev/null || true)"
+    case "$answer" in *Name:*) ;; *) MISSING=$((MISSING + 1)) ;; esac
 done
 DNSMASQ_PID="$(pgrep -f -- "--conf-file=$STATE/net/many/dnsmasq.conf" | head -1 || true)"
 say "== $INSTANCES instances on one network"
