@@ -273,9 +273,11 @@ pub struct Iface {
 /// The interfaces of instance `name`.
 pub fn ifaces(d: &TestDaemon, name: &str) -> Vec<Iface> {
     let info = d.info(name);
+    // Absent when empty (skip_serializing_if).
     info["interfaces"]
         .as_array()
-        .unwrap_or_else(|| panic!("info --json of {name} has no `interfaces`: {info}"))
+        .cloned()
+        .unwrap_or_default()
         .iter()
         .map(|i| {
             let s = |k: &str| i[k].as_str().unwrap_or_default().to_owned();
