@@ -189,14 +189,14 @@ fn other_names_are_forwarded_to_the_networks_upstream() {
     );
     launch(&d, "cli", &["--network", "up"], Some(IDLE));
     launch(&d, "peer", &["--network", "up"], Some(IDLE));
-    let looked = d.sh("cli", "nslookup service.outside.test");
+    let looked = d.sh("cli", "nslookup -type=a service.outside.test");
     assert_eq!(
         nslookup_addresses(&looked),
         vec![ip("192.0.2.77")],
         "an outside name is answered by the upstream through the network's dnsmasq: {looked}"
     );
     // And instance names are still answered locally, not forwarded.
-    let looked = d.sh("cli", "nslookup peer");
+    let looked = d.sh("cli", "nslookup -type=a peer");
     assert_eq!(
         nslookup_addresses(&looked),
         vec![ip(&eth0(&d, "peer").ipv4)],
@@ -232,7 +232,14 @@ fn names_are_answered_while_the_daemon_is_stopped_or_killed() {
     let pid = d.pid_of("cli");
     d.stop_daemon();
     expect_name(&d, &gw, "web", Some(&web), "while the daemon is stopped");
-    let inside = in_instance_netns(pid, &["busybox", "nslookup", "web"]);
+    // The host's nslookup in the instance's network namespace, asking its name server (the
+    // host's /etc/resolv.conf is not the instance's: name the server).
+    let inside = in_instance_netns(
+        pid,
+        &[
+            "busybox", "timeout", "5", "busybox", "nslookup", "-type=a", "web", &gw,
+        ],
+    );
     assert_eq!(
         nslookup_addresses(&inside.stdout),
         vec![ip(&web)],
