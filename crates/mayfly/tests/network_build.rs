@@ -28,7 +28,7 @@ fn build_containers_use_the_default_network_with_nat() {
         "the build could not reach the outside: {built}\n{}",
         d.logs()
     );
-    launch(&d, "check", &["--network", "none"], Some(IDLE));
+    launch_from(&d, "fetched", "check");
     let got = d.sh("check", "cat /fetched");
     assert_eq!(
         got.trim(),
@@ -64,7 +64,7 @@ fn build_containers_use_the_default_network_with_nat() {
         &format!("wget -q -O /fetched2 http://{OUTSIDE_IP}/"),
     ]);
     d.ok(&["rm", "--force", "check"]);
-    launch(&d, "check2", &["--network", "none"], Some(IDLE));
+    launch_from(&d, "fetched", "check2");
     assert_eq!(
         d.sh("check2", "cat /fetched2").trim(),
         "fetched-by-the-build"
@@ -77,4 +77,20 @@ fn build_containers_use_the_default_network_with_nat() {
 
 fn links_of(d: &TestDaemon) -> Vec<String> {
     links(d.netns())
+}
+
+/// Launches `name` from `template`, without network, idling.
+fn launch_from(d: &TestDaemon, template: &str, name: &str) {
+    d.ok(&[
+        "launch",
+        template,
+        "--name",
+        name,
+        "--network",
+        "none",
+        "--",
+        "sh",
+        "-c",
+        IDLE,
+    ]);
 }
