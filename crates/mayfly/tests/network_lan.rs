@@ -256,6 +256,17 @@ fn a_clone_gets_a_new_address_and_mac_and_both_serve() {
         (format!("{}/24", copy.ipv4), copy.mac.to_lowercase()),
         "the clone sees its own address, not the original's"
     );
+    // A snapshot restore keeps the original's address and MAC (the running instance is
+    // restarted).
+    d.ok(&["snapshot", "create", "orig", "s1"]);
+    d.ok(&["snapshot", "restore", "orig", "s1"]);
+    wait_state(&d, "orig", "running");
+    let restored = eth0(&d, "orig");
+    assert_eq!(
+        (&restored.ipv4, &restored.mac),
+        (&orig.ipv4, &orig.mac),
+        "the same address and MAC after a snapshot restore"
+    );
     for (who, ip) in [("orig", &orig.ipv4), ("copy", &copy.ipv4)] {
         let page = http_get_in(&d, "cli", &format!("http://{ip}/"))
             .unwrap_or_else(|e| panic!("cli cannot reach {who} at {ip}: {e}"));

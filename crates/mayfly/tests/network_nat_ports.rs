@@ -207,3 +207,22 @@ fn a_port_published_by_another_instance_is_refused_naming_it() {
     launch(&d, "udp", &["--publish", "18084:53/udp"], Some(IDLE));
     d.finish();
 }
+
+#[test]
+fn a_clone_does_not_take_its_sources_published_ports() {
+    let d = TestDaemon::start();
+    launch(&d, "orig", &["--publish", "18091:80"], Some(IDLE));
+    d.ok(&["clone", "orig", "copy", "--start"]);
+    wait_state(&d, "copy", "running");
+    assert!(
+        strings(&d.info("copy")["publish"]).is_empty(),
+        "a clone publishes nothing of its source's: {}",
+        d.info("copy")
+    );
+    assert_eq!(
+        strings(&d.info("orig")["publish"]),
+        ["127.0.0.1:18091:80/tcp"],
+        "the source keeps its port"
+    );
+    d.finish();
+}
