@@ -19,6 +19,7 @@ mod http;
 pub mod images;
 pub mod imports;
 mod instances;
+pub mod netns;
 mod refusals;
 mod templates;
 pub mod tools;
