@@ -112,7 +112,7 @@ fn bad_published_ports_and_networks_are_refused_before_anything_is_made() {
 fn the_api_refuses_unknown_fields_and_bad_names_with_400() {
     let d = TestDaemon::start();
     launch(&d, "nc-a", &["--network", "none"], Some(IDLE));
-    let cases: [(&str, &str, Value, &str); 7] = [
+    let cases: [(&str, &str, Value, &str); 8] = [
         (
             "/v1/networks",
             "POST",
@@ -142,6 +142,12 @@ fn the_api_refuses_unknown_fields_and_bad_names_with_400() {
             "POST",
             json!({"name": "ch", "server": "nc-a", "client": "nc-a", "mode": "rw"}),
             "unknown field `mode`",
+        ),
+        (
+            "/v1/channels",
+            "POST",
+            json!({"name": "Ch", "server": "nc-a", "client": "nc-b"}),
+            "`Ch` is not a valid channel name",
         ),
         (
             "/v1/channels",

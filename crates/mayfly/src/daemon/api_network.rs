@@ -21,8 +21,8 @@ type AppState = Arc<Engine>;
 fn valid_name(what: &str, name: &str) -> Result<(), ApiFailure> {
     check_network_name(name).map_err(|why| {
         bad_request(
-            format!("invalid {what} name: {why}"),
-            format!("a {what} name is a DNS label, e.g. `backend`"),
+            why.replace("network name", &format!("{what} name")),
+            format!("a {what} name is a lowercase DNS label, e.g. `backend`"),
         )
     })
 }
