@@ -43,6 +43,39 @@ fn the_test_daemon_runs_in_a_network_namespace_of_its_own_that_finish_deletes() 
 }
 
 #[test]
+fn finish_fails_on_a_link_or_an_nft_table_left_in_the_namespace_and_still_deletes_it() {
+    for (leak, says) in [
+        (
+            &[
+                "ip", "link", "add", "mfleak0", "type", "veth", "peer", "name", "mfleak1",
+            ][..],
+            "links remain",
+        ),
+        (
+            &["nft", "add", "table", "inet", "mayfly"][..],
+            "nft tables remain",
+        ),
+    ] {
+        let d = TestDaemon::start();
+        let ns = d.netns().to_owned();
+        let dir = d.dir.clone();
+        let mut cmd = std::process::Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{ns}")).args(leak);
+        let out = common::run_command(cmd, None, common::CLI_TIMEOUT);
+        assert!(out.success(), "{out}");
+        let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| d.finish()))
+            .expect_err("finish() fails on the leak");
+        let message = failed.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(message.contains(says), "{message}");
+        assert!(
+            !std::path::Path::new(&format!("/run/netns/{ns}")).exists(),
+            "the namespace is deleted all the same"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+#[test]
 fn bad_published_ports_and_networks_are_refused_before_anything_is_made() {
     let d = TestDaemon::start();
     for bad in [
