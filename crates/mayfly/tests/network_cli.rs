@@ -396,3 +396,45 @@ fn network_channel_and_rename_commands_show_what_they_made() {
     );
     d.finish();
 }
+
+#[test]
+fn the_help_says_what_the_network_flags_and_nouns_do() {
+    let help = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(common::bin());
+        cmd.args(args).arg("--help");
+        let out = common::run_command(cmd, None, common::CLI_TIMEOUT);
+        assert!(out.success(), "{out}");
+        out.stdout
+    };
+    for verb in ["launch", "run"] {
+        let text = help(&[verb]);
+        for says in [
+            "--network <NAME|none>",
+            "the network `default`, created at first use",
+            "`none`: no interface but lo",
+            "-p, --publish",
+            "[HOST_IP:]HOST_PORT:PORT[/tcp|udp]",
+            "0.0.0.0",
+            "127.0.0.1",
+        ] {
+            assert!(text.contains(says), "`{verb} --help` lacks {says}:\n{text}");
+        }
+    }
+    let top = help(&[]);
+    for noun in ["network", "channel", "rename"] {
+        assert!(
+            top.lines().any(|l| l.trim_start().starts_with(noun)),
+            "no `{noun}` in:\n{top}"
+        );
+    }
+    assert!(help(&["channel", "create"]).contains("/run/mayfly/channels/NAME"));
+    let create = help(&["network", "create"]);
+    for says in [
+        "--subnet <CIDR>",
+        "--isolated",
+        "--no-nat",
+        "--dns-upstream <IP>",
+    ] {
+        assert!(create.contains(says), "{create}");
+    }
+}
