@@ -2,6 +2,7 @@
 //! `/v1/instances/{name}/rename`. As in [`super::api`], each parses and validates its request,
 //! calls one engine action, and answers its result or its error (through [`ApiFailure`]).
 
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use axum::Json;
@@ -41,6 +42,23 @@ pub(super) async fn create_network(
 ) -> Result<(StatusCode, Json<NetworkInfo>), ApiFailure> {
     let body: CreateNetwork = json_body(req.into_body()).await?;
     valid_name("network", &body.name)?;
+    if let Some(subnet) = &body.subnet {
+        subnet.parse::<mayfly_net::Ipv4Net>().map_err(|e| {
+            bad_request(
+                format!("invalid subnet `{subnet}`: {e}"),
+                "give ADDRESS/PREFIX with a prefix from /8 to /30 and no host bits, e.g. \
+                 10.20.0.0/24 (or no subnet: mayfly picks a free one)",
+            )
+        })?;
+    }
+    for server in &body.dns_upstream {
+        server.parse::<Ipv4Addr>().map_err(|_| {
+            bad_request(
+                format!("invalid name server `{server}`: not an IPv4 address"),
+                "give each DNS upstream as an IPv4 address, e.g. 192.0.2.53",
+            )
+        })?;
+    }
     let info = detached(async move { engine.create_network(body).await }).await?;
     Ok((StatusCode::CREATED, Json(info)))
 }
