@@ -515,7 +515,8 @@ fn under_the_v2_layout_systemd_boots_on_its_delegated_cgroup2_tree() {
     };
     let lock = lock_file(DEBIAN_LOCK);
     std::fs::create_dir_all(DEBIAN_CACHE).expect("create the download cache");
-    let d = TestDaemon::start_with(&["--cache-dir", DEBIAN_CACHE, "--cgroup-layout", "v2"]);
+    let d =
+        TestDaemon::start_in_host_netns(&["--cache-dir", DEBIAN_CACHE, "--cgroup-layout", "v2"]);
     assert_eq!(d.daemon_info()["cgroup_mode"], "v2");
     long_ok(
         &d,

@@ -12,7 +12,7 @@ use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use bytes::Bytes;
 use mayfly_api::{
     ApiError, CreateInstance, ErrorBody, ErrorCode, ImportEvent, LogsQuery, RemoveQuery,
@@ -20,6 +20,7 @@ use mayfly_api::{
 };
 use mayfly_engine::{Engine, EngineError, LogFollower};
 
+use super::api_network as net;
 use super::events::EventSink;
 use super::stream;
 
@@ -186,6 +187,20 @@ fn routes(engine: AppState) -> Router {
         .route("/v1/instances/{name}/clone", post(clone_instance))
         .route("/v1/instances/{name}/publish", post(publish))
         .route(mayfly_api::paths::RUN, post(stream::run))
+        .route("/v1/instances/{name}/rename", post(net::rename_instance))
+        .route(
+            mayfly_api::paths::NETWORKS,
+            get(net::list_networks).post(net::create_network),
+        )
+        .route(
+            "/v1/networks/{name}",
+            get(net::network_info).delete(net::remove_network),
+        )
+        .route(
+            mayfly_api::paths::CHANNELS,
+            get(net::list_channels).post(net::create_channel),
+        )
+        .route("/v1/channels/{name}", delete(net::remove_channel))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .layer(axum::middleware::from_fn(log_request))

@@ -6,6 +6,7 @@
 //! daemon re-attaches.
 
 mod api;
+mod api_network;
 mod events;
 mod import;
 mod stream;

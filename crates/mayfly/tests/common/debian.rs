@@ -64,9 +64,13 @@ pub fn lock_file(path: &str) -> FileLock {
     FileLock(f)
 }
 
-/// Takes the Debian cache's lock and starts a daemon that uses the cache.
+/// Takes the Debian cache's lock and starts a daemon that uses the cache, in the machine's own
+/// network namespace: its builds download packages through NAT.
 pub fn debian_daemon() -> (FileLock, TestDaemon) {
     let lock = lock_file(DEBIAN_LOCK);
     std::fs::create_dir_all(DEBIAN_CACHE).expect("create the download cache");
-    (lock, TestDaemon::start_with(&["--cache-dir", DEBIAN_CACHE]))
+    (
+        lock,
+        TestDaemon::start_in_host_netns(&["--cache-dir", DEBIAN_CACHE]),
+    )
 }

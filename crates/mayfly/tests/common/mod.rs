@@ -8,10 +8,15 @@
 //! that mentions the test directory, no cgroup of this daemon in any hierarchy, no mount that
 //! mentions the test directory, an empty `<state>/tmp`. On failure it prints the daemon's and
 //! the forker's logs, and cleans up by force so that a failing test does not poison the host.
+//!
+//! Each daemon runs in a network namespace of its own ([`TestDaemon::netns`]; see
+//! `daemon_net.rs`): the teardown removes every network (`mayfly network rm`), then asserts
+//! that the namespace holds nothing but `lo` and no nft table, and deletes it.
 #![allow(dead_code)]
 
 mod archives;
 mod clients;
+mod daemon_net;
 pub mod debian;
 mod faults;
 mod host;
@@ -51,6 +56,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+use daemon_net::DaemonNet;
 
 /// The binary under test.
 pub fn bin() -> &'static str {
@@ -211,20 +218,39 @@ pub struct TestDaemon {
     extra_args: Vec<String>,
     /// Environment of the daemons started from now on (fault injection).
     env: Vec<(String, String)>,
+    /// The network namespace its daemons run in.
+    net: DaemonNet,
     daemon: Option<Child>,
     finished: bool,
 }
 
 impl TestDaemon {
-    /// Starts a daemon with the default options.
+    /// Starts a daemon with the default options, in a network namespace of its own.
     pub fn start() -> TestDaemon {
         Self::start_with(&[])
+    }
+
+    /// Starts a daemon with `extra` arguments in the machine's own network namespace (the
+    /// Debian builds, which download packages through NAT); the teardown checks that it left
+    /// none of mayfly's links or nft tables there.
+    pub fn start_in_host_netns(extra: &[&str]) -> TestDaemon {
+        let mut d = Self::create(extra, false);
+        d.spawn_daemon();
+        d
+    }
+
+    /// The name of the network namespace the daemon runs in (`/run/netns/<name>`; enter it
+    /// with `nsenter --net=/run/netns/<name>`, never `ip netns exec`).
+    pub fn netns(&self) -> &str {
+        self.net
+            .name()
+            .expect("this daemon runs in the machine's network namespace (start_in_host_netns)")
     }
 
     /// Starts a daemon with `extra` arguments and environment `env` (e.g. fault injection
     /// with `MAYFLY_FAIL_AT`); restarts keep both until [`Self::set_env`] changes them.
     pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> TestDaemon {
-        let mut d = Self::create(extra);
+        let mut d = Self::create(extra, true);
         d.set_env(env);
         d.spawn_daemon();
         d
@@ -240,17 +266,31 @@ impl TestDaemon {
 
     /// Starts a daemon with `extra` arguments (e.g. `--log-max-size 4096`).
     pub fn start_with(extra: &[&str]) -> TestDaemon {
-        let mut d = Self::create(extra);
+        let mut d = Self::create(extra, true);
         d.spawn_daemon();
         d
     }
 
-    fn create(extra: &[&str]) -> TestDaemon {
+    /// A test directory, and a network namespace named after it when `own_netns`.
+    fn create(extra: &[&str], own_netns: bool) -> TestDaemon {
         let dir = tempfile::Builder::new()
             .prefix("mft-")
             .tempdir_in("/tmp")
             .expect("create the test directory")
             .keep();
+        let net = if own_netns {
+            // The directory's name (`mft-XXXXXX`) is unique while it exists: so is this.
+            let name = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            DaemonNet::own(&name).unwrap_or_else(|e| {
+                let _ = std::fs::remove_dir_all(&dir);
+                panic!("cannot create the test's network namespace: {e}")
+            })
+        } else {
+            DaemonNet::host()
+        };
         TestDaemon {
             state: dir.join("state"),
             socket: dir.join("sock"),
@@ -258,6 +298,7 @@ impl TestDaemon {
             dir,
             extra_args: extra.iter().map(|s| (*s).to_owned()).collect(),
             env: Vec::new(),
+            net,
             daemon: None,
             finished: false,
         }
@@ -278,7 +319,7 @@ impl TestDaemon {
         let log2 = log
             .try_clone()
             .map_err(|e| format!("cannot open the daemon log: {e}"))?;
-        let mut cmd = Command::new(bin());
+        let mut cmd = self.net.command(bin());
         cmd.arg("daemon")
             .arg("--state-dir")
             .arg(&self.state)
@@ -564,12 +605,19 @@ impl TestDaemon {
         if !problems.is_empty() {
             let logs = self.logs();
             self.force_cleanup();
+            let netns = self
+                .net
+                .delete()
+                .map(|e| format!("\n  - {e}"))
+                .unwrap_or_default();
             panic!(
-                "teardown found leaks or failures:\n  - {}\n{logs}",
+                "teardown found leaks or failures:\n  - {}{netns}\n{logs}",
                 problems.join("\n  - ")
             );
         }
-        self.remove_dir();
+        if let Some(e) = self.remove_dir() {
+            panic!("teardown: cannot delete the test's network namespace: {e}");
+        }
     }
 
     /// Everything the teardown finds wrong (empty: all clean). Never panics.
@@ -584,6 +632,7 @@ impl TestDaemon {
         }
         if self.daemon.is_some() {
             self.remove_all_instances(&mut problems);
+            self.remove_all_networks(&mut problems);
             if let Err(e) = self.try_stop_daemon() {
                 problems.push(e);
             }
@@ -594,10 +643,11 @@ impl TestDaemon {
         });
         if !gone {
             problems.push(format!(
-                "processes remain after the daemon stopped: {:?}",
+                "processes remain after the daemon stopped (a network's dnsmasq too?): {:?}",
                 processes_mentioning(&dir)
             ));
         }
+        self.net.leaks(&mut problems);
         let parent = self.cgroup_parent();
         let no_cgroup = poll_until(Duration::from_secs(5), || {
             cgroup_present(&parent).is_empty()
@@ -686,10 +736,14 @@ impl TestDaemon {
                 let _ = rustix::mount::unmount(point, rustix::mount::UnmountFlags::DETACH);
             }
         }
+        self.net.force_cleanup();
     }
 
-    fn remove_dir(&self) {
+    /// Deletes the test's network namespace and directory; what failed, if anything.
+    fn remove_dir(&self) -> Option<String> {
+        let failed = self.net.delete();
         let _ = std::fs::remove_dir_all(&self.dir);
+        failed
     }
 }
 
@@ -725,7 +779,9 @@ impl Drop for TestDaemon {
         if !problems.is_empty() {
             self.force_cleanup();
         }
-        self.remove_dir();
+        if let Some(e) = self.remove_dir() {
+            eprintln!("teardown: cannot delete the test's network namespace: {e}");
+        }
         if !problems.is_empty() && !panicking {
             panic!(
                 "teardown found leaks or failures (the test did not call finish()):\n  - {}",

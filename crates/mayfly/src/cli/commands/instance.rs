@@ -26,6 +26,12 @@ pub(super) fn create_request(
         .as_deref()
         .map(|e| crate::cli::process::parse_command("--entrypoint", e))
         .transpose()?;
+    let networks = options.network.networks().map_err(|message| {
+        ClientError::Api(
+            mayfly_api::ApiError::new(mayfly_api::ErrorCode::InvalidArgument, message)
+                .with_hint("see `mayfly launch --help` for --network and --publish"),
+        )
+    })?;
     Ok(CreateInstance {
         template,
         name: options.name,
@@ -41,8 +47,8 @@ pub(super) fn create_request(
         tty: false,
         term_size: None,
         init: options.init,
-        networks: None,
-        publish: Vec::new(),
+        networks,
+        publish: options.network.publish,
     })
 }
 
@@ -95,12 +101,18 @@ pub(super) async fn list(client: &Client, as_json: bool) -> Result<i32, ClientEr
                 i.mode.to_string(),
                 template,
                 i.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                i.interfaces
+                    .first()
+                    .map(|n| n.ipv4.clone())
+                    .unwrap_or_else(|| "-".into()),
                 ago(&i.created_at),
             ]
         })
         .collect();
     table(
-        &["NAME", "STATE", "MODE", "TEMPLATE", "PID", "CREATED"],
+        &[
+            "NAME", "STATE", "MODE", "TEMPLATE", "PID", "IPV4", "CREATED",
+        ],
         &rows,
     );
     Ok(0)
@@ -172,6 +184,21 @@ pub(super) async fn instance_info(
             base + i.isolation.host_id_count.unwrap_or(1) - 1
         ),
         _ => println!("isolation:   no user namespace"),
+    }
+    if i.interfaces.is_empty() {
+        println!("network:     none (lo only)");
+    }
+    for n in &i.interfaces {
+        println!(
+            "interface:   {} on network {}: ipv4 {}, mac {}",
+            n.name, n.network, n.ipv4, n.mac
+        );
+    }
+    for p in &i.publish {
+        println!(
+            "published:   {p} ({}:{} on the host → its port {})",
+            p.host_ip, p.host_port, p.port
+        );
     }
     if let Some(b) = i.writable_bytes {
         println!("changes:     {} in the writable layer", size(b));

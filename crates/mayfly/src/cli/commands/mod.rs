@@ -7,6 +7,7 @@ mod daemon;
 mod exec;
 mod import;
 mod instance;
+mod network;
 mod snapshot;
 mod template;
 
@@ -64,6 +65,9 @@ pub async fn dispatch(client: &Client, command: Command) -> i32 {
         Command::Exec(a) => return exec::exec(client, a).await,
         Command::Console(a) => return console::console(client, a).await,
         Command::Logs(a) => instance::logs(client, &a.name, a.follow, a.tail).await,
+        Command::Network(c) => network::network(client, c).await,
+        Command::Channel(c) => network::channel(client, c).await,
+        Command::Rename(a) => network::rename(client, a).await,
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,237 @@
+//! Network nouns: network create/list/info/rm, channel create/list/rm, and `rename`.
+
+use hyper::Method;
+use mayfly_api::{
+    ChannelInfo, CreateChannel, CreateNetwork, InstanceInfo, NetworkInfo, RenameRequest, paths,
+};
+
+use super::{each, enc};
+use crate::cli::client::{Client, ClientError};
+use crate::cli::output::{ago, json, table};
+use crate::cli::{ChannelCommand, NetworkCommand, RenameArgs};
+
+/// `mayfly network …`.
+pub(super) async fn network(client: &Client, command: NetworkCommand) -> Result<i32, ClientError> {
+    match command {
+        NetworkCommand::Create(a) => {
+            let req = CreateNetwork {
+                name: a.name,
+                subnet: a.subnet,
+                isolated: a.isolated,
+                nat: !a.no_nat,
+                dns_upstream: a.dns_upstream.iter().map(ToString::to_string).collect(),
+            };
+            let n: NetworkInfo = client
+                .call(Method::POST, paths::NETWORKS, Some(&req))
+                .await?;
+            if a.json {
+                json(&n);
+            } else {
+                println!("created network {}", n.name);
+                print_network(&n);
+            }
+        }
+        NetworkCommand::List(f) => {
+            let all: Vec<NetworkInfo> = client
+                .call(Method::GET, paths::NETWORKS, None::<&()>)
+                .await?;
+            if f.json {
+                json(&all);
+            } else {
+                let rows: Vec<Vec<String>> = all
+                    .iter()
+                    .map(|n| {
+                        vec![
+                            n.name.clone(),
+                            n.subnet.clone(),
+                            n.gateway.clone(),
+                            n.bridge.clone(),
+                            flags(n),
+                            n.interfaces.len().to_string(),
+                            ago(&n.created_at),
+                        ]
+                    })
+                    .collect();
+                table(
+                    &[
+                        "NAME",
+                        "SUBNET",
+                        "GATEWAY",
+                        "BRIDGE",
+                        "OPTIONS",
+                        "INTERFACES",
+                        "CREATED",
+                    ],
+                    &rows,
+                );
+            }
+        }
+        NetworkCommand::Info(a) => {
+            let n: NetworkInfo = client
+                .call(Method::GET, &paths::network(&enc(&a.name)), None::<&()>)
+                .await?;
+            if a.json {
+                json(&n);
+            } else {
+                print_network(&n);
+            }
+        }
+        NetworkCommand::Rm(a) => {
+            return each(&a.names, |n| async move {
+                client
+                    .call::<()>(Method::DELETE, &paths::network(&enc(&n)), None::<&()>)
+                    .await
+                    .map(|()| println!("removed network {n}"))
+            })
+            .await;
+        }
+    }
+    Ok(0)
+}
+
+/// `isolated`, `no-nat`, or `-`.
+fn flags(n: &NetworkInfo) -> String {
+    let mut f = Vec::new();
+    if n.isolated {
+        f.push("isolated");
+    }
+    if !n.nat {
+        f.push("no-nat");
+    }
+    if f.is_empty() {
+        "-".to_owned()
+    } else {
+        f.join(",")
+    }
+}
+
+fn print_network(n: &NetworkInfo) {
+    println!("name:        {}", n.name);
+    println!("subnet:      {}", n.subnet);
+    println!(
+        "gateway:     {} (the instances' router and name server)",
+        n.gateway
+    );
+    println!("bridge:      {}", n.bridge);
+    println!(
+        "isolated:    {}",
+        if n.isolated {
+            "yes (instances reach only the gateway)"
+        } else {
+            "no"
+        }
+    );
+    println!(
+        "nat:         {}",
+        if n.nat {
+            "yes (outbound traffic is masqueraded)"
+        } else {
+            "no"
+        }
+    );
+    if n.dns_upstream.is_empty() {
+        println!("dns:         other names go to the host's name servers");
+    } else {
+        println!(
+            "dns:         other names go to {}",
+            n.dns_upstream.join(", ")
+        );
+    }
+    println!("created:     {} ({})", n.created_at, ago(&n.created_at));
+    if n.interfaces.is_empty() {
+        println!("interfaces:  none");
+    } else {
+        println!("interfaces:");
+        let rows: Vec<Vec<String>> = n
+            .interfaces
+            .iter()
+            .map(|i| {
+                vec![
+                    format!("  {}", i.instance),
+                    i.name.clone(),
+                    i.ipv4.clone(),
+                    i.mac.clone(),
+                    i.host_name.clone(),
+                ]
+            })
+            .collect();
+        table(&["  INSTANCE", "NAME", "IPV4", "MAC", "HOST END"], &rows);
+    }
+}
+
+/// `mayfly channel …`.
+pub(super) async fn channel(client: &Client, command: ChannelCommand) -> Result<i32, ClientError> {
+    match command {
+        ChannelCommand::Create(a) => {
+            let req = CreateChannel {
+                name: a.name,
+                server: a.server,
+                client: a.client,
+            };
+            let c: ChannelInfo = client
+                .call(Method::POST, paths::CHANNELS, Some(&req))
+                .await?;
+            if a.json {
+                json(&c);
+            } else {
+                println!(
+                    "created channel {}: {} in {} (read-write) and {} (read-only)",
+                    c.name, c.path, c.server, c.client
+                );
+                if let Some(note) = &c.note {
+                    println!("note: {note}");
+                }
+            }
+        }
+        ChannelCommand::List(f) => {
+            let all: Vec<ChannelInfo> = client
+                .call(Method::GET, paths::CHANNELS, None::<&()>)
+                .await?;
+            if f.json {
+                json(&all);
+            } else {
+                let rows: Vec<Vec<String>> = all
+                    .iter()
+                    .map(|c| {
+                        vec![
+                            c.name.clone(),
+                            c.server.clone(),
+                            c.client.clone(),
+                            c.path.clone(),
+                            ago(&c.created_at),
+                        ]
+                    })
+                    .collect();
+                table(&["NAME", "SERVER", "CLIENT", "PATH", "CREATED"], &rows);
+            }
+        }
+        ChannelCommand::Rm(a) => {
+            return each(&a.names, |n| async move {
+                client
+                    .call::<()>(Method::DELETE, &paths::channel(&enc(&n)), None::<&()>)
+                    .await
+                    .map(|()| println!("removed channel {n}"))
+            })
+            .await;
+        }
+    }
+    Ok(0)
+}
+
+/// `mayfly rename OLD NEW`.
+pub(super) async fn rename(client: &Client, a: RenameArgs) -> Result<i32, ClientError> {
+    let req = RenameRequest {
+        name: a.new_name.clone(),
+    };
+    let path = paths::instance_action(&enc(&a.name), "rename");
+    let info: InstanceInfo = client.call(Method::POST, &path, Some(&req)).await?;
+    if a.json {
+        json(&info);
+    } else {
+        println!("renamed {} to {}", a.name, info.name);
+        if let Some(note) = &info.note {
+            println!("note: {note}");
+        }
+    }
+    Ok(0)
+}
