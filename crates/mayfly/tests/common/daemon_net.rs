@@ -217,34 +217,23 @@ impl DaemonNet {
     }
 }
 
-/// Whether a failed `network list`/`channel list` is the engine's stub answering (before
-/// issue 21's engine is merged). TODO(issue 21, merge): remove with its two uses below.
-fn not_built_yet(out: &Output) -> bool {
-    !out.success() && out.stderr.contains("not built yet")
-}
-
 impl TestDaemon {
     /// With the daemon running and the instances gone: removes every network with `mayfly
     /// network rm` (each must succeed: that proves removal works), then checks that no
     /// network and no channel is left. Never panics.
     pub(crate) fn remove_all_networks(&mut self, problems: &mut Vec<String>) {
-        let list = |what: &str| -> Result<Option<Vec<String>>, String> {
+        let list = |what: &str| -> Result<Vec<String>, String> {
             let out = self.try_mayfly(&[what, "list", "--json"], None, CLI_TIMEOUT)?;
-            if not_built_yet(&out) {
-                return Ok(None);
-            }
             match serde_json::from_str::<Value>(&out.stdout) {
-                Ok(Value::Array(all)) if out.success() => Ok(Some(
-                    all.iter()
-                        .filter_map(|n| n["name"].as_str().map(str::to_owned))
-                        .collect(),
-                )),
+                Ok(Value::Array(all)) if out.success() => Ok(all
+                    .iter()
+                    .filter_map(|n| n["name"].as_str().map(str::to_owned))
+                    .collect()),
                 _ => Err(format!("`mayfly {what} list --json` failed: {out}")),
             }
         };
         let networks = match list("network") {
-            Ok(Some(names)) => names,
-            Ok(None) => return,
+            Ok(names) => names,
             Err(e) => {
                 problems.push(e);
                 return;
@@ -259,7 +248,7 @@ impl TestDaemon {
         }
         for what in ["network", "channel"] {
             match list(what) {
-                Ok(Some(left)) if !left.is_empty() => {
+                Ok(left) if !left.is_empty() => {
                     problems.push(format!("{what}s remain after the teardown: {left:?}"));
                 }
                 Ok(_) => {}

@@ -12,21 +12,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::*;
 
-/// Until the harness runs each daemon in its own namespace (`TestDaemon::netns()`, added by
-/// the harness's change of issue 21), this stub names a namespace that does not exist, so
-/// that every network test fails clearly instead of touching the machine's namespace. The
-/// inherent method, once merged, takes precedence over this trait's.
-pub trait DaemonNetns {
-    /// The name of the daemon's network namespace (under /run/netns).
-    fn netns(&self) -> &str;
-}
-
-impl DaemonNetns for TestDaemon {
-    fn netns(&self) -> &str {
-        "mayfly-test-harness-has-no-netns-yet"
-    }
-}
-
 /// How long one command in a namespace may take.
 pub const NS_TIMEOUT: Duration = Duration::from_secs(20);
 
