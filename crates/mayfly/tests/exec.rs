@@ -160,7 +160,8 @@ fn instance_sees_its_own_hostname_pid_and_net_namespaces_and_no_stray_fds() {
         "the instance sees host processes: {pids:?}"
     );
 
-    // Net namespace: only the loopback.
+    // Net namespace: the loopback and the default network's interface, nothing of the
+    // host's.
     let dev = d.sh("ns-box", "cat /proc/net/dev");
     let ifaces: Vec<&str> = dev
         .lines()
@@ -168,7 +169,7 @@ fn instance_sees_its_own_hostname_pid_and_net_namespaces_and_no_stray_fds() {
         .filter_map(|l| l.split(':').next())
         .map(str::trim)
         .collect();
-    assert_eq!(ifaces, vec!["lo"], "{dev}");
+    assert_eq!(ifaces, vec!["lo", "eth0"], "{dev}");
 
     // File descriptors: an exec'd shell has 0, 1, 2 only (`; true` keeps the shell from
     // exec'ing ls, so $$ is the shell); so has the init.

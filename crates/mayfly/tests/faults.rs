@@ -301,7 +301,12 @@ fn a_run_whose_clean_up_cannot_read_the_catalogue_still_ends_and_settles() {
     d.stop_daemon();
     d.set_env(&[]);
     d.restart();
-    assert_eq!(d.instance_names(), ["t"]);
+    // Settled in the background after the start-up (as every run found ended then).
+    wait_until(
+        Duration::from_secs(10),
+        "the ephemeral instance removed",
+        || d.instance_names() == ["t"],
+    );
     d.ok(&["start", "t"]);
     d.ok(&["rm", "--force", "t"]);
     d.finish();

@@ -200,6 +200,9 @@ impl Engine {
     /// rest still done (start-up reconciles what is left).
     pub(crate) async fn instance_net_down(&self, id: &str) {
         let removed = lock(&self.net.active).remove(id);
+        // The firewall holds only active runs: one that was not (a run found ended at
+        // start-up) has no rule to take out.
+        let was_active = removed.is_some();
         let ifaces = match removed {
             Some(a) => a.interfaces,
             None => self.interfaces_of(id).await.unwrap_or_default(),
@@ -208,7 +211,7 @@ impl Engine {
             return;
         }
         self.remove_names(id).await;
-        if let Err(e) = self.sync_firewall().await {
+        if was_active && let Err(e) = self.sync_firewall().await {
             tracing::error!(owner = %id, "cannot remove the rules of an ended run: {e}");
         }
         let hosts: Vec<String> = ifaces.into_iter().map(|i| i.host_name).collect();

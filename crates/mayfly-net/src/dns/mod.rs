@@ -55,8 +55,14 @@ pub fn ensure_running(plan: &NetworkPlan, dir: &Path) -> Result<()> {
     let conf = render_conf(plan, dir, &user);
     let conf_path = dir.join(CONF);
     let current = std::fs::read_to_string(&conf_path).ok();
+    let same_conf = current.as_deref() == Some(conf.as_str());
+    // The common case (every instance start): the pid file names a live server of this
+    // configuration; no walk of /proc.
+    if same_conf && process::from_pid_file(dir).is_some() {
+        return Ok(());
+    }
     let running = process::find(dir);
-    if current.as_deref() == Some(conf.as_str()) && !running.is_empty() {
+    if same_conf && !running.is_empty() {
         return Ok(());
     }
     process::kill_all(dir, &running)?;

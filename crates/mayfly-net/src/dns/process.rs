@@ -69,14 +69,7 @@ fn is_ours(pid: i32, dir: &Path) -> bool {
 /// The dnsmasq processes of `dir`: the one its pid file names, and any other whose command
 /// line names its configuration (a pid file lost in a crash must not leave one running).
 pub(super) fn find(dir: &Path) -> Vec<i32> {
-    let mut out = Vec::new();
-    if let Some(pid) = std::fs::read_to_string(dir.join(PID))
-        .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok())
-        && is_ours(pid, dir)
-    {
-        out.push(pid);
-    }
+    let mut out: Vec<i32> = from_pid_file(dir).into_iter().collect();
     if let Ok(entries) = std::fs::read_dir("/proc") {
         for entry in entries.flatten() {
             let Some(pid) = entry
@@ -92,6 +85,14 @@ pub(super) fn find(dir: &Path) -> Vec<i32> {
         }
     }
     out
+}
+
+/// The server that `dir`'s pid file names, if that process is alive and is ours.
+pub(super) fn from_pid_file(dir: &Path) -> Option<i32> {
+    std::fs::read_to_string(dir.join(PID))
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .filter(|pid| is_ours(*pid, dir))
 }
 
 /// Whether `pidfd`'s process ended within `deadline`.
