@@ -415,3 +415,80 @@ fn published_ports_answer_on_localhost_and_from_outside() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+/// The elements of the bridge table's set `name`, as `nft` lists them.
+fn set_elements(name: &str) -> String {
+    let out = Command::new("nft")
+        .args(["list", "set", "bridge", "mayfly", name])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_start_or_an_end_changes_only_set_elements_and_a_changed_table_is_replaced_whole() {
+    isolate();
+    let p = plan("a", "mf-aaaaaaaaaaab", "10.78.0.0/24", false);
+    let a = iface(&p, 0, 0);
+    let b = iface(&p, 1, 0);
+    let only_a = FirewallState {
+        networks: vec![p.clone()],
+        interfaces: vec![a.clone()],
+        ..Default::default()
+    };
+    let both = FirewallState {
+        interfaces: vec![a.clone(), b.clone()],
+        ..only_a.clone()
+    };
+    let only_b = FirewallState {
+        interfaces: vec![b.clone()],
+        ..only_a.clone()
+    };
+    firewall::apply_change(None, &only_a).unwrap();
+    let chain_before = String::from_utf8_lossy(
+        &Command::new("nft")
+            .args(["-a", "list", "chain", "bridge", "mayfly", "ports"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+
+    // A start: b's elements are added; the chain (its rules' handles) stays as it was.
+    firewall::apply_change(Some(&only_a), &both).unwrap();
+    let addrs = set_elements("addrs");
+    assert!(
+        addrs.contains(&a.host_name) && addrs.contains(&b.host_name),
+        "{addrs}"
+    );
+    assert!(set_elements("macs").contains(&b.mac.to_string()));
+    let chain_after = String::from_utf8_lossy(
+        &Command::new("nft")
+            .args(["-a", "list", "chain", "bridge", "mayfly", "ports"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    assert_eq!(chain_before, chain_after, "the tables were replaced");
+
+    // An end: a's elements go.
+    firewall::apply_change(Some(&both), &only_b).unwrap();
+    let addrs = set_elements("addrs");
+    assert!(
+        !addrs.contains(&a.host_name) && addrs.contains(&b.host_name),
+        "{addrs}"
+    );
+
+    // Someone emptied the set behind our back: the change cannot delete b's element, so
+    // the tables are replaced whole and end up as asked.
+    sh(&["nft", "flush", "set", "bridge", "mayfly", "addrs"]);
+    firewall::apply_change(Some(&only_b), &only_a).unwrap();
+    let addrs = set_elements("addrs");
+    assert!(
+        addrs.contains(&a.host_name) && !addrs.contains(&b.host_name),
+        "{addrs}"
+    );
+    firewall::remove().unwrap();
+}

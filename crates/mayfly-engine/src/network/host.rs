@@ -72,15 +72,20 @@ impl Engine {
                 state.forwards.extend(a.forwards.iter().cloned());
             }
         }
-        self.blocking(move || {
-            if state.networks.is_empty() {
-                firewall::remove()?;
-            } else {
-                firewall::apply(&state)?;
-            }
-            Ok(())
-        })
-        .await
+        let prev = lock(&self.net.applied).take();
+        let applied = self
+            .blocking(move || {
+                if state.networks.is_empty() {
+                    firewall::remove()?;
+                    Ok(None)
+                } else {
+                    firewall::apply_change(prev.as_ref(), &state)?;
+                    Ok(Some(state))
+                }
+            })
+            .await?;
+        *lock(&self.net.applied) = applied;
+        Ok(())
     }
 
     /// Applies the firewall under the apply lock.

@@ -48,6 +48,9 @@ pub(crate) struct NetState {
     /// The instances (and builds) whose network is up, by id: their interfaces and
     /// forwards are in the firewall.
     pub active: Mutex<HashMap<String, Active>>,
+    /// What the last successful apply put in the kernel (`None`: unknown, the next apply
+    /// replaces the tables whole).
+    pub applied: Mutex<Option<mayfly_net::FirewallState>>,
 }
 
 /// An instance (or build) whose interfaces are up.

@@ -22,6 +22,28 @@ pub fn apply(state: &FirewallState) -> Result<()> {
     run_nft(&render::batch(state), "apply mayfly's firewall tables")
 }
 
+/// Makes both tables what `next` says, knowing that they hold `prev` (what this process
+/// applied last): when only the instances' interfaces differ (an instance started or ended),
+/// only the elements of the spoofing sets change, which is cheaper than replacing the tables
+/// (no hook is unregistered and registered again) and does not grow with the number of
+/// instances; otherwise, or if that fails (someone changed the tables), as [`apply`].
+pub fn apply_change(prev: Option<&FirewallState>, next: &FirewallState) -> Result<()> {
+    if let Some(prev) = prev
+        && !next.networks.is_empty()
+        && prev.networks == next.networks
+        && prev.forwards == next.forwards
+    {
+        let Some(batch) = render::element_changes(prev, next) else {
+            return Ok(());
+        };
+        match run_nft(&batch, "update mayfly's firewall") {
+            Ok(()) => return Ok(()),
+            Err(e) => tracing::warn!("{e}; replacing the tables whole"),
+        }
+    }
+    apply(next)
+}
+
 /// Deletes both tables. Idempotent.
 pub fn remove() -> Result<()> {
     run_nft(

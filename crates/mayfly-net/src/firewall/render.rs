@@ -15,7 +15,7 @@
 
 use serde_json::{Value, json};
 
-use crate::{FirewallState, Forward, NetworkPlan};
+use crate::{FirewallState, Forward, Interface, NetworkPlan};
 
 /// The name of both tables.
 pub const TABLE: &str = "mayfly";
@@ -37,6 +37,44 @@ pub fn batch(state: &FirewallState) -> Value {
         inet_table(state, &mut cmds);
     }
     json!({ "nftables": cmds })
+}
+
+/// The batch that turns the spoofing sets of `prev` into those of `next` (elements of
+/// interfaces gone are deleted, then those of new ones added): for two states that differ
+/// only in their interfaces. `None` when nothing changes.
+pub fn element_changes(prev: &FirewallState, next: &FirewallState) -> Option<Value> {
+    let gone: Vec<_> = prev
+        .interfaces
+        .iter()
+        .filter(|i| !next.interfaces.contains(i))
+        .collect();
+    let new: Vec<_> = next
+        .interfaces
+        .iter()
+        .filter(|i| !prev.interfaces.contains(i))
+        .collect();
+    let mut cmds = Vec::new();
+    for (verb, ifaces) in [("delete", &gone), ("add", &new)] {
+        if ifaces.is_empty() {
+            continue;
+        }
+        for (set, value) in [
+            (
+                "macs",
+                &(|i: &Interface| i.mac.to_string()) as &dyn Fn(&Interface) -> String,
+            ),
+            ("addrs", &|i: &Interface| i.ipv4.to_string()),
+        ] {
+            let elem: Vec<Value> = ifaces
+                .iter()
+                .map(|i| json!({"concat": [i.host_name, value(i)]}))
+                .collect();
+            cmds.push(json!({verb: {"element": {
+                "family": "bridge", "table": TABLE, "name": set, "elem": elem
+            }}}));
+        }
+    }
+    (!cmds.is_empty()).then(|| json!({ "nftables": cmds }))
 }
 
 fn meta(key: &str) -> Value {
