@@ -415,3 +415,69 @@ fn published_ports_answer_on_localhost_and_from_outside() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+/// `route_localnet` is on for the bridges: an instance sending to 127.0.0.1 through its
+/// gateway (any tenant can, with a packet socket; here the container simply routes 127/8
+/// there) must not reach the host's loopback-only services.
+#[test]
+fn instances_cannot_reach_the_hosts_loopback_services() {
+    isolate();
+    let p = plan("lo", "mf-000000000001", "10.77.0.0/24", false);
+    link::ensure_bridge(&p).unwrap();
+    let a = Container::new();
+    let ia = iface(&p, 0, 0);
+    link::attach(a.netns().as_fd(), &ia).unwrap();
+    // The host's loopback-only service.
+    let listener = TcpListener::bind("127.0.0.1:9999").unwrap();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let _ = std::io::Write::write_all(&mut conn, b"secret\n");
+        }
+    });
+    for args in [
+        vec!["ip", "addr", "del", "127.0.0.1/8", "dev", "lo"],
+        vec!["ip", "route", "flush", "table", "local", "127.0.0.0/8"],
+        vec!["sysctl", "-qw", "net.ipv4.conf.eth0.route_localnet=1"],
+        vec![
+            "ip",
+            "route",
+            "add",
+            "127.0.0.0/8",
+            "via",
+            "10.77.0.1",
+            "dev",
+            "eth0",
+        ],
+    ] {
+        let out = a.run(&args);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    }
+    // Without mayfly's tables the hole is there (so that the test can fail).
+    assert!(
+        eventually(|| fetch(Some(&a), "127.0.0.1", "9999") == "secret"),
+        "the instance cannot reach 127.0.0.1 even without the firewall"
+    );
+    let state = FirewallState {
+        networks: vec![p.clone()],
+        interfaces: vec![ia.clone()],
+        forwards: vec![Forward {
+            proto: Proto::Tcp,
+            host_ip: Ipv4Addr::LOCALHOST,
+            host_port: 8080,
+            ipv4: ia.ipv4,
+            port: 80,
+        }],
+    };
+    firewall::apply(&state).unwrap();
+    assert_eq!(
+        fetch(Some(&a), "127.0.0.1", "9999"),
+        "",
+        "an instance reached a loopback-only service of the host"
+    );
+    // The host's own 127.0.0.1 published port still works.
+    let mut web = serve(&a, "80", "hello");
+    assert!(eventually(|| fetch(None, "127.0.0.1", "8080") == "hello"));
+    firewall::remove().unwrap();
+    let _ = web.kill();
+    let _ = web.wait();
+}

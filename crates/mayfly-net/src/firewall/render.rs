@@ -161,6 +161,26 @@ fn inet_table(state: &FirewallState, cmds: &mut Vec<Value>) {
     const F: &str = "inet";
     cmds.push(json!({"add": {"table": {"family": F, "name": TABLE}}}));
 
+    // `route_localnet` on the bridges (for published ports reached through 127.0.0.1) would
+    // also let an instance reach the host's loopback-only services, by sending to 127.0.0.1
+    // through its gateway (a packet socket suffices): drop those before routing. The
+    // priority is after conntrack, before NAT: the answers of the host's own 127.0.0.1
+    // connections to a published port still carry the gateway's address here.
+    cmds.push(chain(F, "loopback", "filter", "prerouting", -150));
+    cmds.push(rule(
+        F,
+        "loopback",
+        vec![
+            matches("==", meta("iifname"), json!(BRIDGE_PATTERN)),
+            matches(
+                "==",
+                payload("ip", "daddr"),
+                json!({"prefix": {"addr": "127.0.0.0", "len": 8}}),
+            ),
+            json!({"drop": null}),
+        ],
+    ));
+
     cmds.push(chain(F, "forward", "filter", "forward", 0));
     // Published services are for everybody, whichever network asks.
     cmds.push(rule(
