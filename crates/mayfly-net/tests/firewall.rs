@@ -383,6 +383,25 @@ fn published_ports_answer_on_localhost_and_from_outside() {
         "",
         "a 127.0.0.1 port answered outside"
     );
+    // A machine of the outside that routes the subnet to the host reaches only what is
+    // published, but the instance's own connections out get their answers.
+    assert!(
+        o.run(&["ip", "route", "add", "10.77.0.0/24", "via", "10.200.0.1"])
+            .status
+            .success()
+    );
+    assert_eq!(
+        fetch(Some(&o), &ia.ipv4.to_string(), "80"),
+        "",
+        "the outside reached an unpublished port of an instance"
+    );
+    let mut outside_server = serve(&o, "81", "out");
+    assert!(
+        eventually(|| fetch(Some(&a), "10.200.0.2", "81") == "out"),
+        "an instance's own connection to the outside got no answer"
+    );
+    let _ = outside_server.kill();
+    let _ = outside_server.wait();
     // A neighbour on the same bridge (hairpin), and an instance of another network.
     let (b, c) = (Container::new(), Container::new());
     let ib = iface(&p, 1, 0);

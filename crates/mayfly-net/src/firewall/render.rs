@@ -191,6 +191,24 @@ fn inet_table(state: &FirewallState, cmds: &mut Vec<Value>) {
             json!({"accept": null}),
         ],
     ));
+    // Nobody else reaches an instance but through a published port: with forwarding on, a
+    // machine of the host's LAN that routes a network's subnet to the host would otherwise
+    // reach every service of every instance. Answers to the instances' own connections
+    // (established, related) still come in.
+    cmds.push(rule(
+        F,
+        "forward",
+        vec![
+            matches("!=", meta("iifname"), json!(BRIDGE_PATTERN)),
+            matches("==", meta("oifname"), json!(BRIDGE_PATTERN)),
+            matches(
+                "!=",
+                json!({"ct": {"key": "state"}}),
+                json!({"set": ["established", "related"]}),
+            ),
+            json!({"drop": null}),
+        ],
+    ));
     for net in &state.networks {
         forward_rules(net, cmds);
     }
@@ -463,7 +481,8 @@ mod tests {
         // Hairpin: one per network.
         assert_eq!(text.matches(r#""right":"dnat""#).count(), 2, "{text}");
         let fwd = rules_of(&v, "inet", "forward");
-        // dnat accept, one cross-bridge drop per network, one more for the isolated one.
-        assert_eq!(fwd.len(), 1 + 2 + 1);
+        // dnat accept, inbound drop, one cross-bridge drop per network, one more for the
+        // isolated one.
+        assert_eq!(fwd.len(), 1 + 1 + 2 + 1);
     }
 }
