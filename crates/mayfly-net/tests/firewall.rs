@@ -267,6 +267,10 @@ fn networks_cannot_reach_each_other_and_nat_reaches_the_outside() {
     link::attach(a.netns().as_fd(), &ia).unwrap();
     link::attach(b.netns().as_fd(), &ib).unwrap();
     let o = outside();
+    assert!(
+        a.pings(q.gateway),
+        "another gateway is unreachable to begin with"
+    );
     // Routed by the host, without the firewall.
     assert!(
         a.pings(ib.ipv4),
@@ -285,6 +289,15 @@ fn networks_cannot_reach_each_other_and_nat_reaches_the_outside() {
     assert!(!a.pings(ib.ipv4), "network one reached network two");
     assert!(!b.pings(ia.ipv4), "network two reached network one");
     assert!(a.pings(p.gateway) && b.pings(q.gateway));
+    // Nor another network's gateway (its name server knows that network's instances).
+    assert!(
+        !a.pings(q.gateway),
+        "network one reached network two's gateway"
+    );
+    assert!(
+        !b.pings(p.gateway),
+        "network two reached network one's gateway"
+    );
     assert!(
         a.pings(Ipv4Addr::new(10, 200, 0, 2)),
         "NAT does not reach the outside"

@@ -181,6 +181,23 @@ fn inet_table(state: &FirewallState, cmds: &mut Vec<Value>) {
         ],
     ));
 
+    // A gateway's address is its own network's: an instance of another network asking it
+    // would get the answers of that network's name server (its instances' names and
+    // addresses).
+    cmds.push(chain(F, "input", "filter", "input", 0));
+    for net in &state.networks {
+        cmds.push(rule(
+            F,
+            "input",
+            vec![
+                matches("==", meta("iifname"), json!(BRIDGE_PATTERN)),
+                matches("!=", meta("iifname"), json!(net.bridge)),
+                matches("==", payload("ip", "daddr"), json!(net.gateway.to_string())),
+                json!({"drop": null}),
+            ],
+        ));
+    }
+
     cmds.push(chain(F, "forward", "filter", "forward", 0));
     // Published services are for everybody, whichever network asks.
     cmds.push(rule(
