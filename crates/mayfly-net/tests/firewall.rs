@@ -372,6 +372,14 @@ fn published_ports_answer_on_localhost_and_from_outside() {
                 ipv4: ia.ipv4,
                 port: 80,
             },
+            // An address that is not the host's (the outside's).
+            Forward {
+                proto: Proto::Tcp,
+                host_ip: Ipv4Addr::new(10, 200, 0, 2),
+                host_port: 81,
+                ipv4: ia.ipv4,
+                port: 80,
+            },
         ],
     };
     assert!(
@@ -412,6 +420,11 @@ fn published_ports_answer_on_localhost_and_from_outside() {
     assert!(
         eventually(|| fetch(Some(&a), "10.200.0.2", "81") == "out"),
         "an instance's own connection to the outside got no answer"
+    );
+    assert_eq!(
+        fetch(None, "10.200.0.2", "81"),
+        "out",
+        "a forward from an address that is not the host's took over the host's connections"
     );
     let _ = outside_server.kill();
     let _ = outside_server.wait();

@@ -312,14 +312,14 @@ fn forward_rules(net: &NetworkPlan, cmds: &mut Vec<Value>) {
 }
 
 fn dnat(fwd: &Forward) -> Vec<Value> {
-    let mut expr = Vec::new();
-    if fwd.host_ip.is_unspecified() {
-        expr.push(matches(
-            "==",
-            json!({"fib": {"result": "type", "flags": ["daddr"]}}),
-            json!("local"),
-        ));
-    } else {
+    // Only ever the host's own addresses: a forward from an address the host does not have
+    // would take over the host's (and the routed) connections to that remote address.
+    let mut expr = vec![matches(
+        "==",
+        json!({"fib": {"result": "type", "flags": ["daddr"]}}),
+        json!("local"),
+    )];
+    if !fwd.host_ip.is_unspecified() {
         expr.push(matches(
             "==",
             payload("ip", "daddr"),
