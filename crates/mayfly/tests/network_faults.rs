@@ -314,3 +314,60 @@ fn a_renamed_instance_is_found_by_its_new_name_at_once_and_its_hostname_follows_
     d.ok(&["rm", "--force", "web", "b"]);
     d.finish();
 }
+
+/// The pids of the dnsmasq of network `net` of daemon `d`.
+fn dnsmasq_pids(d: &TestDaemon, net: &str) -> Vec<String> {
+    let conf = d.state.join("net").join(net).join("dnsmasq.conf");
+    let mut cmd = Command::new("pgrep");
+    cmd.args(["-f", &format!("conf-file={}", conf.display())]);
+    run_command(cmd, None, CLI_TIMEOUT)
+        .stdout
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn starts_at_once_on_a_network_whose_name_server_died_all_succeed_with_one_server() {
+    let d = TestDaemon::start();
+    d.ok(&["network", "create", "n4", "--subnet", "10.96.0.0/24"]);
+    let names = ["s1", "s2", "s3", "s4"];
+    for n in names {
+        launch(&d, n, &["--network", "n4"], Some(IDLE));
+        d.ok(&["stop", n]);
+    }
+    let pids = dnsmasq_pids(&d, "n4");
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    let _ = Command::new("kill").args(["-9", &pids[0]]).status();
+    assert!(common::poll_until(Duration::from_secs(5), || dnsmasq_pids(
+        &d, "n4"
+    )
+    .is_empty()));
+    // Every start finds the name server missing at once.
+    let children: Vec<_> = names
+        .iter()
+        .map(|n| {
+            d.command(&["start", n])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (n, c) in names.iter().zip(children) {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "start {n}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(dnsmasq_pids(&d, "n4").len(), 1);
+    let gw = "10.96.0.1";
+    let answer = d.sh("s1", &format!("nslookup s4 {gw} 2>&1 || true"));
+    assert!(answer.contains("Name:"), "{answer}");
+    for n in names {
+        d.ok(&["rm", "--force", n]);
+    }
+    d.finish();
+}

@@ -21,6 +21,7 @@ impl Engine {
     pub(crate) async fn network_host_up(&self, rec: &NetworkRecord) -> Result<(), EngineError> {
         let plan = plan_of(rec);
         let dir = self.layout.net_dir(&rec.name);
+        let _g = self.net.host.lock().await;
         self.blocking(move || {
             link::ensure_bridge(&plan)?;
             dns::ensure_running(&plan, &dir)?;
@@ -42,6 +43,7 @@ impl Engine {
     pub(crate) async fn network_down(&self, rec: &NetworkRecord) {
         let dir = self.layout.net_dir(&rec.name);
         let bridge = rec.bridge.clone();
+        let _g = self.net.host.lock().await;
         let done = self
             .blocking(move || {
                 dns::stop(&dir)?;
