@@ -526,3 +526,53 @@ fn instances_cannot_reach_the_hosts_loopback_services() {
     let _ = web.kill();
     let _ = web.wait();
 }
+
+/// An `nft` that never reads its batch (hung) is killed at the deadline, even when the batch
+/// is larger than a pipe holds. Run as a child process of this test binary, whose `PATH`
+/// finds a fake `nft` first.
+#[test]
+fn a_hung_nft_with_a_large_batch_is_killed_at_the_deadline() {
+    let bin = tempfile::tempdir().unwrap();
+    let fake = bin.path().join("nft");
+    std::fs::write(&fake, "#!/bin/sh\nexec sleep 60\n").unwrap();
+    sh(&["chmod", "755", &fake.display().to_string()]);
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let start = Instant::now();
+    let out = Command::new("timeout")
+        .arg("40")
+        .arg(std::env::current_exe().unwrap())
+        .args(["hung_nft_child", "--exact", "--ignored", "--nocapture"])
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+/// The child of [`a_hung_nft_with_a_large_batch_is_killed_at_the_deadline`].
+#[test]
+#[ignore = "run by a_hung_nft_with_a_large_batch_is_killed_at_the_deadline"]
+fn hung_nft_child() {
+    isolate();
+    let p = plan("big", "mf-000000000001", "10.0.0.0/16", false);
+    let state = FirewallState {
+        networks: vec![p.clone()],
+        interfaces: (1..3000).map(|n| iface(&p, n, 0)).collect(),
+        forwards: vec![],
+    };
+    let err = firewall::apply(&state).unwrap_err().to_string();
+    assert!(err.contains("did not finish"), "{err}");
+}

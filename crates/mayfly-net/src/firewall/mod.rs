@@ -66,7 +66,11 @@ fn run_nft(batch: &serde_json::Value, what: &str) -> Result<()> {
         text
     });
     let body = serde_json::to_vec(batch).unwrap_or_default();
-    let written = child.stdin.take().map(|mut stdin| stdin.write_all(&body));
+    // Fed from a thread: a batch larger than the pipe would otherwise block here, past the
+    // deadline, when nft does not read it (the kill below ends the write too).
+    let writer = child.stdin.take().map(|mut stdin| {
+        std::thread::spawn(move || -> std::io::Result<()> { stdin.write_all(&body) })
+    });
     let deadline = Instant::now() + NFT_DEADLINE;
     let status = loop {
         match child.try_wait() {
@@ -84,6 +88,10 @@ fn run_nft(batch: &serde_json::Value, what: &str) -> Result<()> {
         }
     };
     let stderr = reader.join().unwrap_or_default();
+    let written = writer.map(|w| {
+        w.join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the writer panicked")))
+    });
     let status = status?;
     if !status.success() {
         return Err(tool(format!(
