@@ -30,6 +30,14 @@ pub fn remove() -> Result<()> {
     )
 }
 
+/// Whether `ip` is one of the host's addresses (a socket can be bound to it).
+pub fn is_host_address(ip: Ipv4Addr) -> bool {
+    !matches!(
+        UdpSocket::bind(SocketAddrV4::new(ip, 0)),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable
+    )
+}
+
 /// Whether a host socket holds `ip:port` for `proto` (binding it fails with "address in
 /// use"); an address the host does not have is not "in use".
 pub fn port_in_use(ip: Ipv4Addr, port: u16, proto: Proto) -> bool {
