@@ -166,20 +166,24 @@ fn inet_table(state: &FirewallState, cmds: &mut Vec<Value>) {
     // through its gateway (a packet socket suffices): drop those before routing. The
     // priority is after conntrack, before NAT: the answers of the host's own 127.0.0.1
     // connections to a published port still carry the gateway's address here.
+    // With `br_netfilter` loaded (as on Docker hosts), a bridged frame passes this hook
+    // once, with the port (`mv…`) as its input interface: both names are matched.
     cmds.push(chain(F, "loopback", "filter", "prerouting", -150));
-    cmds.push(rule(
-        F,
-        "loopback",
-        vec![
-            matches("==", meta("iifname"), json!(BRIDGE_PATTERN)),
-            matches(
-                "==",
-                payload("ip", "daddr"),
-                json!({"prefix": {"addr": "127.0.0.0", "len": 8}}),
-            ),
-            json!({"drop": null}),
-        ],
-    ));
+    for from in [BRIDGE_PATTERN, PORT_PATTERN] {
+        cmds.push(rule(
+            F,
+            "loopback",
+            vec![
+                matches("==", meta("iifname"), json!(from)),
+                matches(
+                    "==",
+                    payload("ip", "daddr"),
+                    json!({"prefix": {"addr": "127.0.0.0", "len": 8}}),
+                ),
+                json!({"drop": null}),
+            ],
+        ));
+    }
 
     // A gateway's address is its own network's: an instance of another network asking it
     // would get the answers of that network's name server (its instances' names and
