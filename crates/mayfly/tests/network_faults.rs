@@ -371,3 +371,26 @@ fn starts_at_once_on_a_network_whose_name_server_died_all_succeed_with_one_serve
     }
     d.finish();
 }
+
+#[test]
+fn a_firewall_failure_at_start_up_does_not_keep_stale_names_from_going() {
+    let mut d = TestDaemon::start();
+    d.ok(&["network", "create", "n5", "--subnet", "10.95.0.0/24"]);
+    launch(&d, "keep", &["--network", "n5"], Some(IDLE));
+    d.stop_daemon();
+    // A record left by a crash between an instance's removal and its name's.
+    let stale = d.state.join("net/n5/hosts/0123456789abcdef");
+    std::fs::write(&stale, "10.95.0.9 ghost ghost.mayfly\n").unwrap();
+    d.set_env(&[("MAYFLY_FAIL_AT", "recover:firewall")]);
+    d.restart();
+    wait_state(&d, "keep", "running");
+    assert!(
+        common::poll_until(Duration::from_secs(5), || !stale.exists()),
+        "a stale name stayed after a firewall failure at start-up"
+    );
+    d.stop_daemon();
+    d.set_env(&[]);
+    d.restart();
+    d.ok(&["rm", "--force", "keep"]);
+    d.finish();
+}

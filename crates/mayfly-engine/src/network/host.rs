@@ -317,7 +317,15 @@ impl Engine {
                 },
             );
         }
-        self.sync_firewall().await?;
+        // A firewall that cannot be applied now (the next network change tries again) must
+        // not keep the names and host ends below from being set right.
+        let synced = match crate::inject("recover:firewall") {
+            Ok(()) => self.sync_firewall().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = synced {
+            tracing::error!("cannot apply the firewall at start-up: {e}");
+        }
         // Names: exactly the running instances'.
         let wanted: HashMap<String, Active> = lock(&self.net.active).clone();
         for n in &nets {
