@@ -401,3 +401,38 @@ fn a_firewall_failure_at_start_up_does_not_keep_stale_names_from_going() {
     d.ok(&["rm", "--force", "keep"]);
     d.finish();
 }
+
+#[test]
+fn a_name_server_that_will_not_stop_does_not_keep_network_rm_from_removing_the_bridge() {
+    let mut d = TestDaemon::start_with_env(&[], &[("MAYFLY_FAIL_AT", "network-down:dns")]);
+    let info: serde_json::Value = serde_json::from_str(&d.ok(&[
+        "network",
+        "create",
+        "n6",
+        "--subnet",
+        "10.94.0.0/24",
+        "--json",
+    ]))
+    .unwrap_or_default();
+    let bridge = d.json(&["network", "info", "n6", "--json"])["bridge"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(bridge.starts_with("mf-"), "{info}");
+    let links = || in_daemon_netns(&d, &["ip", "-o", "link", "show"]);
+    assert!(links().contains(&bridge));
+    d.ok(&["network", "rm", "n6"]);
+    assert!(
+        !links().contains(&bridge),
+        "the bridge of a removed network stayed:\n{}",
+        links()
+    );
+    // The name server left running goes at the next start-up.
+    d.stop_daemon();
+    d.set_env(&[]);
+    d.restart();
+    assert!(common::poll_until(Duration::from_secs(5), || {
+        dnsmasq_pids(&d, "n6").is_empty()
+    }));
+    d.finish();
+}

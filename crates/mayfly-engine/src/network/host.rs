@@ -44,14 +44,16 @@ impl Engine {
         let dir = self.layout.net_dir(&rec.name);
         let bridge = rec.bridge.clone();
         let _g = self.net.host.lock().await;
-        let done = self
-            .blocking(move || {
-                dns::stop(&dir)?;
-                link::remove_bridge(&bridge)?;
-                Ok(())
-            })
+        // Each step whatever the other did: a name server that will not stop must not leave
+        // the bridge behind (nothing removes a bridge whose network is gone).
+        let stopped = match crate::inject("network-down:dns") {
+            Ok(()) => self.blocking(move || Ok(dns::stop(&dir)?)).await,
+            Err(e) => Err(e),
+        };
+        let removed = self
+            .blocking(move || Ok(link::remove_bridge(&bridge)?))
             .await;
-        if let Err(e) = done {
+        for e in [stopped, removed].into_iter().filter_map(Result::err) {
             tracing::error!(network = %rec.name, "cannot take the network down: {e}");
         }
     }
