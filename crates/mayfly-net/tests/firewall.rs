@@ -416,6 +416,10 @@ fn published_ports_answer_on_localhost_and_from_outside() {
         "",
         "the outside reached an unpublished port of an instance"
     );
+    assert!(
+        !o.pings(p.gateway),
+        "the outside reached the gateway's address (its name server)"
+    );
     let mut outside_server = serve(&o, "81", "out");
     assert!(
         eventually(|| fetch(Some(&a), "10.200.0.2", "81") == "out"),

@@ -185,16 +185,16 @@ fn inet_table(state: &FirewallState, cmds: &mut Vec<Value>) {
         ));
     }
 
-    // A gateway's address is its own network's: an instance of another network asking it
-    // would get the answers of that network's name server (its instances' names and
-    // addresses).
+    // A gateway's address is its own network's (and the host's own): an instance of another
+    // network, or a machine of the host's LAN routing to it, would get the answers of that
+    // network's name server (its instances' names and addresses, and recursion).
     cmds.push(chain(F, "input", "filter", "input", 0));
     for net in &state.networks {
         cmds.push(rule(
             F,
             "input",
             vec![
-                matches("==", meta("iifname"), json!(BRIDGE_PATTERN)),
+                matches("!=", meta("iifname"), json!("lo")),
                 matches("!=", meta("iifname"), json!(net.bridge)),
                 matches("==", payload("ip", "daddr"), json!(net.gateway.to_string())),
                 json!({"drop": null}),
