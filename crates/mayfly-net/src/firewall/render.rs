@@ -10,8 +10,12 @@
 //! host itself; 127/8 sources leaving to a bridge masqueraded, which with `route_localnet`
 //! makes `127.0.0.1:PORT` work; and an instance reaching a neighbour's published port is
 //! masqueraded to the gateway, so that the answer comes back the way it went), forward drop between different mayfly bridges (and within an
-//! isolated one, where instances must not route to each other through the host), and the
-//! masquerade of a NAT network's subnet leaving through a non-mayfly interface.
+//! isolated one, where instances must not route to each other through the host), forward
+//! drop of new connections into a bridge from elsewhere (only published ports are reachable
+//! from outside), the masquerade of a NAT network's subnet leaving through a non-mayfly
+//! interface, a prerouting drop of instances' packets to 127/8 (which `route_localnet` would
+//! otherwise deliver to the host's loopback services), and an input drop of packets to a
+//! gateway from anywhere but its own bridge and the host.
 
 use serde_json::{Value, json};
 
