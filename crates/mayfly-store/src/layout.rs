@@ -41,6 +41,7 @@ impl Layout {
             self.tmp(),
             self.trash(),
             self.run(),
+            self.channels(),
         ] {
             std::fs::create_dir_all(&dir).map_err(|source| StoreError::Io {
                 action: "create",
@@ -61,6 +62,9 @@ impl Layout {
             self.run(),
             self.layers(),
             self.instances(),
+            // A server instance writes there as root (idmapped): a setuid-root file it makes
+            // must not be reachable by the host's users.
+            self.channels(),
         ] {
             std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).map_err(
                 |source| StoreError::Io {

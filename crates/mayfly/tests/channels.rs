@@ -120,6 +120,21 @@ fn a_channel_connects_two_instances_without_any_network() {
         "srv",
         &format!("touch {DIR}/pipe/by-server && rm {DIR}/pipe/by-server"),
     );
+    // What it writes is the host's root's, setuid bits included: the host's users must not
+    // reach it, so the directory of all channels is private.
+    d.sh(
+        "srv",
+        &format!("cp /bin/busybox {DIR}/pipe/suid && chmod 4755 {DIR}/pipe/suid"),
+    );
+    let planted = std::fs::metadata(host_dir.join("suid")).unwrap();
+    assert_eq!((planted.uid(), planted.mode() & 0o4000), (0, 0o4000));
+    let parent = std::fs::metadata(d.state.join("channels")).unwrap();
+    assert_eq!(
+        parent.mode() & 0o777,
+        0o700,
+        "the host's users can reach a setuid-root file a server made"
+    );
+    d.sh("srv", &format!("rm {DIR}/pipe/suid"));
 
     // Restarts: the channel comes back with each start.
     d.ok(&["restart", "srv", "cli"]);

@@ -78,7 +78,14 @@ fn a_start_that_fails_after_the_firewall_apply_leaves_no_rule_no_host_end_and_no
     assert!(leases(&d, "n1").is_empty(), "{:?}", leases(&d, "n1"));
     let table = inet_table(&d);
     assert!(!table.contains("18080"), "the forward stayed:\n{table}");
-    assert!(!table.contains("mv"), "a host end's rule stayed:\n{table}");
+    // Host ends appear by name in the anti-spoofing sets (the `mv*` pattern is every port's).
+    let bridge = in_daemon_netns(&d, &["nft", "list", "table", "bridge", "mayfly"]);
+    for t in [&table, &bridge] {
+        assert!(
+            !t.replace("\"mv*\"", "").contains("mv"),
+            "a host end's rule stayed:\n{t}"
+        );
+    }
     assert!(host_ends(&d).is_empty(), "{:?}", host_ends(&d));
 
     // The same launch without the fault gets the subnet's first address: nothing leaked.
@@ -312,5 +319,120 @@ fn a_renamed_instance_is_found_by_its_new_name_at_once_and_its_hostname_follows_
     assert_eq!(d.sh("web", "hostname").trim(), "web");
     assert_eq!(addresses(&d, "web")[0].0, ip);
     d.ok(&["rm", "--force", "web", "b"]);
+    d.finish();
+}
+
+/// The pids of the dnsmasq of network `net` of daemon `d`.
+fn dnsmasq_pids(d: &TestDaemon, net: &str) -> Vec<String> {
+    let conf = d.state.join("net").join(net).join("dnsmasq.conf");
+    let mut cmd = Command::new("pgrep");
+    cmd.args(["-f", &format!("conf-file={}", conf.display())]);
+    run_command(cmd, None, CLI_TIMEOUT)
+        .stdout
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn starts_at_once_on_a_network_whose_name_server_died_all_succeed_with_one_server() {
+    let d = TestDaemon::start();
+    d.ok(&["network", "create", "n4", "--subnet", "10.96.0.0/24"]);
+    let names = ["s1", "s2", "s3", "s4"];
+    for n in names {
+        launch(&d, n, &["--network", "n4"], Some(IDLE));
+        d.ok(&["stop", n]);
+    }
+    let pids = dnsmasq_pids(&d, "n4");
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    let _ = Command::new("kill").args(["-9", &pids[0]]).status();
+    assert!(common::poll_until(Duration::from_secs(5), || dnsmasq_pids(
+        &d, "n4"
+    )
+    .is_empty()));
+    // Every start finds the name server missing at once.
+    let children: Vec<_> = names
+        .iter()
+        .map(|n| {
+            d.command(&["start", n])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (n, c) in names.iter().zip(children) {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "start {n}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(dnsmasq_pids(&d, "n4").len(), 1);
+    let gw = "10.96.0.1";
+    let answer = d.sh("s1", &format!("nslookup s4 {gw} 2>&1 || true"));
+    assert!(answer.contains("Name:"), "{answer}");
+    for n in names {
+        d.ok(&["rm", "--force", n]);
+    }
+    d.finish();
+}
+
+#[test]
+fn a_firewall_failure_at_start_up_does_not_keep_stale_names_from_going() {
+    let mut d = TestDaemon::start();
+    d.ok(&["network", "create", "n5", "--subnet", "10.95.0.0/24"]);
+    launch(&d, "keep", &["--network", "n5"], Some(IDLE));
+    d.stop_daemon();
+    // A record left by a crash between an instance's removal and its name's.
+    let stale = d.state.join("net/n5/hosts/0123456789abcdef");
+    std::fs::write(&stale, "10.95.0.9 ghost ghost.mayfly\n").unwrap();
+    d.set_env(&[("MAYFLY_FAIL_AT", "recover:firewall")]);
+    d.restart();
+    wait_state(&d, "keep", "running");
+    assert!(
+        common::poll_until(Duration::from_secs(5), || !stale.exists()),
+        "a stale name stayed after a firewall failure at start-up"
+    );
+    d.stop_daemon();
+    d.set_env(&[]);
+    d.restart();
+    d.ok(&["rm", "--force", "keep"]);
+    d.finish();
+}
+
+#[test]
+fn a_name_server_that_will_not_stop_does_not_keep_network_rm_from_removing_the_bridge() {
+    let mut d = TestDaemon::start_with_env(&[], &[("MAYFLY_FAIL_AT", "network-down:dns")]);
+    let info: serde_json::Value = serde_json::from_str(&d.ok(&[
+        "network",
+        "create",
+        "n6",
+        "--subnet",
+        "10.94.0.0/24",
+        "--json",
+    ]))
+    .unwrap_or_default();
+    let bridge = d.json(&["network", "info", "n6", "--json"])["bridge"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(bridge.starts_with("mf-"), "{info}");
+    let links = || in_daemon_netns(&d, &["ip", "-o", "link", "show"]);
+    assert!(links().contains(&bridge));
+    d.ok(&["network", "rm", "n6"]);
+    assert!(
+        !links().contains(&bridge),
+        "the bridge of a removed network stayed:\n{}",
+        links()
+    );
+    // The name server left running goes at the next start-up.
+    d.stop_daemon();
+    d.set_env(&[]);
+    d.restart();
+    assert!(common::poll_until(Duration::from_secs(5), || {
+        dnsmasq_pids(&d, "n6").is_empty()
+    }));
     d.finish();
 }

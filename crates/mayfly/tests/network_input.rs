@@ -315,6 +315,17 @@ fn bad_published_ports_are_refused() {
         &["18089", "holder"],
     );
     assert!(is_gone(&d, "p"));
+    // An address the host does not have.
+    let out = d.fails(&[
+        "launch",
+        "busybox",
+        "--name",
+        "p",
+        "-p",
+        "192.0.2.77:18091:80",
+    ]);
+    assert_refused_with(&out, &["192.0.2.77", "not an address of this host"]);
+    assert!(is_gone(&d, "p"));
     // Publishing needs a network.
     let out = d.fails(&[
         "launch",

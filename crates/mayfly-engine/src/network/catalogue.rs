@@ -336,6 +336,21 @@ impl Engine {
         publish: &[PublishPort],
         networks: &[String],
     ) -> Result<(), EngineError> {
+        for p in publish {
+            let ip = p.host_ip;
+            if ip.is_unspecified() || ip.is_loopback() {
+                continue;
+            }
+            let local = self
+                .blocking(move || Ok(mayfly_net::firewall::is_host_address(ip)))
+                .await?;
+            if !local {
+                return Err(EngineError::invalid(
+                    format!("cannot publish {p}: {ip} is not an address of this host"),
+                    "give one of the host's addresses (`ip -4 addr`), 0.0.0.0 for all, or none for 127.0.0.1",
+                ));
+            }
+        }
         let others: Vec<(String, Vec<PublishPort>)> = if publish.is_empty() {
             Vec::new()
         } else {

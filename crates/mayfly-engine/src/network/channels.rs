@@ -172,6 +172,9 @@ impl Engine {
                     .map(std::path::Path::to_owned)
                     .unwrap_or_default();
                 std::fs::create_dir_all(&parent).map_err(io_err("create", &parent))?;
+                // Private (as the layout makes it): the servers write there as the host's root.
+                std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o700))
+                    .map_err(io_err("set permissions of", &parent))?;
                 if dir.exists() {
                     // Left by an interrupted creation or removal: not anyone's.
                     let _ = std::fs::remove_dir_all(&dir);

@@ -21,6 +21,7 @@ impl Engine {
     pub(crate) async fn network_host_up(&self, rec: &NetworkRecord) -> Result<(), EngineError> {
         let plan = plan_of(rec);
         let dir = self.layout.net_dir(&rec.name);
+        let _g = self.net.host.lock().await;
         self.blocking(move || {
             link::ensure_bridge(&plan)?;
             dns::ensure_running(&plan, &dir)?;
@@ -42,14 +43,17 @@ impl Engine {
     pub(crate) async fn network_down(&self, rec: &NetworkRecord) {
         let dir = self.layout.net_dir(&rec.name);
         let bridge = rec.bridge.clone();
-        let done = self
-            .blocking(move || {
-                dns::stop(&dir)?;
-                link::remove_bridge(&bridge)?;
-                Ok(())
-            })
+        let _g = self.net.host.lock().await;
+        // Each step whatever the other did: a name server that will not stop must not leave
+        // the bridge behind (nothing removes a bridge whose network is gone).
+        let stopped = match crate::inject("network-down:dns") {
+            Ok(()) => self.blocking(move || Ok(dns::stop(&dir)?)).await,
+            Err(e) => Err(e),
+        };
+        let removed = self
+            .blocking(move || Ok(link::remove_bridge(&bridge)?))
             .await;
-        if let Err(e) = done {
+        for e in [stopped, removed].into_iter().filter_map(Result::err) {
             tracing::error!(network = %rec.name, "cannot take the network down: {e}");
         }
     }
@@ -323,7 +327,15 @@ impl Engine {
                 },
             );
         }
-        self.sync_firewall().await?;
+        // A firewall that cannot be applied now (the next network change tries again) must
+        // not keep the names and host ends below from being set right.
+        let synced = match crate::inject("recover:firewall") {
+            Ok(()) => self.sync_firewall().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = synced {
+            tracing::error!("cannot apply the firewall at start-up: {e}");
+        }
         // Names: exactly the running instances'.
         let wanted: HashMap<String, Active> = lock(&self.net.active).clone();
         for n in &nets {

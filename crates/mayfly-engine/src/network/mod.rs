@@ -45,6 +45,10 @@ pub(crate) struct NetState {
     /// Serialises firewall applies and network creations and removals (the firewall is
     /// rendered whole from the catalogue and [`NetState::active`] under it).
     pub apply: tokio::sync::Mutex<()>,
+    /// Serialises the host's side of networks (bridges, name servers): two starts at once
+    /// on a network whose bridge or name server is missing would otherwise both create it,
+    /// and one would fail. Never held while waiting for [`NetState::apply`].
+    pub host: tokio::sync::Mutex<()>,
     /// The instances (and builds) whose network is up, by id: their interfaces and
     /// forwards are in the firewall.
     pub active: Mutex<HashMap<String, Active>>,

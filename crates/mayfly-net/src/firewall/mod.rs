@@ -52,6 +52,14 @@ pub fn remove() -> Result<()> {
     )
 }
 
+/// Whether `ip` is one of the host's addresses (a socket can be bound to it).
+pub fn is_host_address(ip: Ipv4Addr) -> bool {
+    !matches!(
+        UdpSocket::bind(SocketAddrV4::new(ip, 0)),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable
+    )
+}
+
 /// Whether a host socket holds `ip:port` for `proto` (binding it fails with "address in
 /// use"); an address the host does not have is not "in use".
 pub fn port_in_use(ip: Ipv4Addr, port: u16, proto: Proto) -> bool {
@@ -88,7 +96,11 @@ fn run_nft(batch: &serde_json::Value, what: &str) -> Result<()> {
         text
     });
     let body = serde_json::to_vec(batch).unwrap_or_default();
-    let written = child.stdin.take().map(|mut stdin| stdin.write_all(&body));
+    // Fed from a thread: a batch larger than the pipe would otherwise block here, past the
+    // deadline, when nft does not read it (the kill below ends the write too).
+    let writer = child.stdin.take().map(|mut stdin| {
+        std::thread::spawn(move || -> std::io::Result<()> { stdin.write_all(&body) })
+    });
     let deadline = Instant::now() + NFT_DEADLINE;
     let status = loop {
         match child.try_wait() {
@@ -106,6 +118,10 @@ fn run_nft(batch: &serde_json::Value, what: &str) -> Result<()> {
         }
     };
     let stderr = reader.join().unwrap_or_default();
+    let written = writer.map(|w| {
+        w.join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the writer panicked")))
+    });
     let status = status?;
     if !status.success() {
         return Err(tool(format!(

@@ -10,8 +10,12 @@
 //! host itself; 127/8 sources leaving to a bridge masqueraded, which with `route_localnet`
 //! makes `127.0.0.1:PORT` work; and an instance reaching a neighbour's published port is
 //! masqueraded to the gateway, so that the answer comes back the way it went), forward drop between different mayfly bridges (and within an
-//! isolated one, where instances must not route to each other through the host), and the
-//! masquerade of a NAT network's subnet leaving through a non-mayfly interface.
+//! isolated one, where instances must not route to each other through the host), forward
+//! drop of new connections into a bridge from elsewhere (only published ports are reachable
+//! from outside), the masquerade of a NAT network's subnet leaving through a non-mayfly
+//! interface, a prerouting drop of instances' packets to 127/8 (which `route_localnet` would
+//! otherwise deliver to the host's loopback services), and an input drop of packets to a
+//! gateway from anywhere but its own bridge and the host.
 
 use serde_json::{Value, json};
 
@@ -199,6 +203,47 @@ fn inet_table(state: &FirewallState, cmds: &mut Vec<Value>) {
     const F: &str = "inet";
     cmds.push(json!({"add": {"table": {"family": F, "name": TABLE}}}));
 
+    // `route_localnet` on the bridges (for published ports reached through 127.0.0.1) would
+    // also let an instance reach the host's loopback-only services, by sending to 127.0.0.1
+    // through its gateway (a packet socket suffices): drop those before routing. The
+    // priority is after conntrack, before NAT: the answers of the host's own 127.0.0.1
+    // connections to a published port still carry the gateway's address here.
+    // With `br_netfilter` loaded (as on Docker hosts), a bridged frame passes this hook
+    // once, with the port (`mv…`) as its input interface: both names are matched.
+    cmds.push(chain(F, "loopback", "filter", "prerouting", -150));
+    for from in [BRIDGE_PATTERN, PORT_PATTERN] {
+        cmds.push(rule(
+            F,
+            "loopback",
+            vec![
+                matches("==", meta("iifname"), json!(from)),
+                matches(
+                    "==",
+                    payload("ip", "daddr"),
+                    json!({"prefix": {"addr": "127.0.0.0", "len": 8}}),
+                ),
+                json!({"drop": null}),
+            ],
+        ));
+    }
+
+    // A gateway's address is its own network's (and the host's own): an instance of another
+    // network, or a machine of the host's LAN routing to it, would get the answers of that
+    // network's name server (its instances' names and addresses, and recursion).
+    cmds.push(chain(F, "input", "filter", "input", 0));
+    for net in &state.networks {
+        cmds.push(rule(
+            F,
+            "input",
+            vec![
+                matches("!=", meta("iifname"), json!("lo")),
+                matches("!=", meta("iifname"), json!(net.bridge)),
+                matches("==", payload("ip", "daddr"), json!(net.gateway.to_string())),
+                json!({"drop": null}),
+            ],
+        ));
+    }
+
     cmds.push(chain(F, "forward", "filter", "forward", 0));
     // Published services are for everybody, whichever network asks.
     cmds.push(rule(
@@ -207,6 +252,24 @@ fn inet_table(state: &FirewallState, cmds: &mut Vec<Value>) {
         vec![
             matches("in", json!({"ct": {"key": "status"}}), json!("dnat")),
             json!({"accept": null}),
+        ],
+    ));
+    // Nobody else reaches an instance but through a published port: with forwarding on, a
+    // machine of the host's LAN that routes a network's subnet to the host would otherwise
+    // reach every service of every instance. Answers to the instances' own connections
+    // (established, related) still come in.
+    cmds.push(rule(
+        F,
+        "forward",
+        vec![
+            matches("!=", meta("iifname"), json!(BRIDGE_PATTERN)),
+            matches("==", meta("oifname"), json!(BRIDGE_PATTERN)),
+            matches(
+                "!=",
+                json!({"ct": {"key": "state"}}),
+                json!({"set": ["established", "related"]}),
+            ),
+            json!({"drop": null}),
         ],
     ));
     for net in &state.networks {
@@ -295,14 +358,14 @@ fn forward_rules(net: &NetworkPlan, cmds: &mut Vec<Value>) {
 }
 
 fn dnat(fwd: &Forward) -> Vec<Value> {
-    let mut expr = Vec::new();
-    if fwd.host_ip.is_unspecified() {
-        expr.push(matches(
-            "==",
-            json!({"fib": {"result": "type", "flags": ["daddr"]}}),
-            json!("local"),
-        ));
-    } else {
+    // Only ever the host's own addresses: a forward from an address the host does not have
+    // would take over the host's (and the routed) connections to that remote address.
+    let mut expr = vec![matches(
+        "==",
+        json!({"fib": {"result": "type", "flags": ["daddr"]}}),
+        json!("local"),
+    )];
+    if !fwd.host_ip.is_unspecified() {
         expr.push(matches(
             "==",
             payload("ip", "daddr"),
@@ -481,7 +544,8 @@ mod tests {
         // Hairpin: one per network.
         assert_eq!(text.matches(r#""right":"dnat""#).count(), 2, "{text}");
         let fwd = rules_of(&v, "inet", "forward");
-        // dnat accept, one cross-bridge drop per network, one more for the isolated one.
-        assert_eq!(fwd.len(), 1 + 2 + 1);
+        // dnat accept, inbound drop, one cross-bridge drop per network, one more for the
+        // isolated one.
+        assert_eq!(fwd.len(), 1 + 1 + 2 + 1);
     }
 }
