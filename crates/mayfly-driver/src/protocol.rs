@@ -252,6 +252,9 @@ pub enum FailureKind {
     TimedOut,
     /// The resource is taken (a console that has a client attached already).
     Busy,
+    /// The container runs (a release asked for a run that ended, while a newer run of the
+    /// same container started: that end was settled already).
+    StillRunning,
     /// Anything else.
     Other,
 }

@@ -248,6 +248,17 @@ impl Engine {
         let chain =
             |what: &str, e: &EngineError| format!("{what}: {}", mayfly_driver::error_chain(e));
         match self.driver.release(&slot.id).await {
+            Err(e) if e.failure_kind() == Some(FailureKind::StillRunning) => {
+                // A second report of a run that was settled already (a daemon that started
+                // up while it ended learns of it from the forker's state and from its
+                // event), arriving after the next run started: that run is not over.
+                tracing::warn!(instance = %slot.name, "ignoring a late report of an earlier run's end");
+                let mut rt = lock(&slot.rt);
+                if rt.state == InstanceState::Stopping && rt.pid.is_some() {
+                    rt.state = InstanceState::Running;
+                }
+                return;
+            }
             Err(e) if e.failure_kind() != Some(FailureKind::UnknownContainer) => {
                 errors.push(chain("release", &EngineError::Driver(e)));
             }

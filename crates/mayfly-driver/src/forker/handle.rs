@@ -297,7 +297,12 @@ impl Forker {
     fn begin_release(&mut self, generation: u64, seq: u64, id: &str) -> Result<(), Failure> {
         match self.containers.get(id) {
             Some(c) if c.exited.is_some() => {}
-            Some(_) => return Err(Failure::other(format!("container {id} is still running"))),
+            Some(_) => {
+                return Err(Failure {
+                    kind: FailureKind::StillRunning,
+                    message: format!("container {id} is still running"),
+                });
+            }
             None => {
                 self.reply(generation, seq, Ok(Reply::Done), Vec::new());
                 return Ok(());
