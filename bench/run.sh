@@ -90,6 +90,12 @@ cleanup() {
         alive "$FORKER_PID" && { echo "run.sh: forker $FORKER_PID did not exit; killing it" >&2; kill -KILL "$FORKER_PID"; }
     fi
 
+    if [ -n "${NETNS:-}" ] && [ -e "/run/netns/$NETNS" ]; then
+        # Its networks' name servers run in it; then it goes, with whatever links are left.
+        for p in $(ps -eo pid=,args= | grep -F "$STATE/net/" | grep -v grep | awk '{print $1}'); do kill "$p"; done
+        ip netns del "$NETNS"
+    fi
+
     # Leak checks: processes, mounts, cgroups of this run.
     local leaks=0
     local procs
@@ -130,7 +136,12 @@ trap 'exit 143' TERM
 
 mkdir -p "$ROOT/bench/out"
 echo "run.sh: starting a private daemon in $TMP…" >&2
-"$MAYFLY" daemon --state-dir "$STATE" --socket "$SOCK" >"$TMP/daemon.log" 2>&1 &
+# In a network namespace of its own: the networks its instances get (the rollout suite's
+# launches) change nothing of the host's.
+NETNS="mfbench-$$"
+ip netns add "$NETNS"
+ip -n "$NETNS" link set lo up
+nsenter --net="/run/netns/$NETNS" -- "$MAYFLY" daemon --state-dir "$STATE" --socket "$SOCK" >"$TMP/daemon.log" 2>&1 &
 DAEMON_PID=$!
 for _ in $(seq 300); do
     if [ -S "$SOCK" ] && mf info --json >/dev/null 2>&1; then break; fi

@@ -44,10 +44,11 @@ impl Mayfly {
         c
     }
 
-    /// `mayfly run --rm busybox -- /bin/true`, whole CLI invocation.
+    /// `mayfly run --rm --network none busybox -- /bin/true`, whole CLI invocation (without
+    /// a network interface, as crun's case: bench/net.sh compares the networked cases).
     pub fn run_once(&self) -> io::Result<Duration> {
         let mut c = self.cmd();
-        c.args(["run", "--rm", "busybox", "--", "/bin/true"]);
+        c.args(["run", "--rm", "--network", "none", "busybox", "--", "/bin/true"]);
         let t = Instant::now();
         run_quiet(&mut c, "mayfly run --rm busybox -- /bin/true")?;
         Ok(t.elapsed())
@@ -56,7 +57,7 @@ impl Mayfly {
     /// `launch busybox --name N`, `stop N`, `rm N`: three durations.
     pub fn lifecycle_once(&self, name: &str) -> io::Result<[Duration; 3]> {
         let mut launch = self.cmd();
-        launch.args(["launch", "busybox", "--name", name]);
+        launch.args(["launch", "busybox", "--network", "none", "--name", name]);
         let mut stop = self.cmd();
         stop.args(["stop", name]);
         let mut rm = self.cmd();

@@ -2,8 +2,9 @@
 //! starts a private one):
 //!
 //! - `--suite lifecycle` (default), start-up, interleaved round by round:
-//!   - A: `mayfly run --rm busybox -- /bin/true` (the whole CLI invocation);
-//!   - B: `mayfly launch busybox --name bN`, `mayfly stop bN`, then `mayfly rm bN`;
+//!   - A: `mayfly run --rm --network none busybox -- /bin/true` (the whole CLI invocation;
+//!     without a network interface, as crun here: bench/net.sh compares networked launches);
+//!   - B: `mayfly launch busybox --network none --name bN`, `mayfly stop bN`, then `mayfly rm bN`;
 //!   - C: crun over a freshly mounted overlay of the same busybox layer;
 //!   - D: the floor: namespaces + overlay + pivot_root + exec `/bin/true`, no runtime.
 //!
@@ -515,7 +516,7 @@ fn run(args: &Args) -> io::Result<()> {
             v[v.len() - 1]
         )
     };
-    row(&mut out, "A  mayfly run --rm busybox -- /bin/true", a)?;
+    row(&mut out, "A  mayfly run --rm --network none busybox -- /bin/true", a)?;
     row(&mut out, "B  mayfly launch + stop", ls)?;
     row(&mut out, "     launch", l)?;
     row(&mut out, "     stop", s)?;
