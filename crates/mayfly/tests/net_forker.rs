@@ -1,6 +1,7 @@
-//! The forker gives an instance its network interfaces before its init runs, and a failure
-//! to do so fails the start cleanly (issue 21). Driven through the container driver, with the
-//! forker in a network namespace of the test's own: nothing here touches the host's network.
+//! The forker driven through the container driver, without a daemon: it gives an instance its
+//! network interfaces before its init runs, and a failure to do so fails the start cleanly
+//! (issue 21; that forker runs in a network namespace of the test's own: nothing here touches
+//! the host's network); and it tells a late release of an ended run from the end of the next.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -215,4 +216,83 @@ fn the_forker_attaches_interfaces_before_the_init_and_a_failure_leaves_nothing()
         host_ends().is_empty()
     });
     let _ = rt.block_on(driver.release("nettest-a"));
+}
+
+/// A daemon starting up while a run ends can hear of that end twice (from the forker's state
+/// and from its event); if the second report comes after the next run started, releasing the
+/// container must not end that next run: the forker answers `StillRunning`, which the engine
+/// takes as a late report (slot.rs, `finish_run`).
+#[test]
+fn a_release_that_comes_after_the_next_run_started_is_answered_still_running() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().to_owned();
+    let layer = state.join("layer");
+    std::fs::create_dir(&layer).unwrap();
+    mayfly_image::build_busybox_rootfs(Path::new("/bin/busybox"), &layer).unwrap();
+    let trash = state.join("trash");
+    std::fs::create_dir(&trash).unwrap();
+    let exe = env!("CARGO_BIN_EXE_mayfly");
+    let parent = format!("mayfly-runtest-{}", std::process::id());
+    let forker = Command::new(exe)
+        .args(["forker", "--state-dir"])
+        .arg(&state)
+        .args(["--cgroup-parent", &parent])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _cleanup = Cleanup {
+        forker,
+        parent: parent.clone(),
+    };
+    wait_for("the forker's socket", Duration::from_secs(10), || {
+        state.join("run/forker.sock").exists()
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let driver = ContainerDriver::new(&state, Path::new(exe), &parent, CgroupLayout::Auto, tx);
+    let id = "runtest-a";
+    let run = |driver: &ContainerDriver| {
+        let s = spec(&state, &layer, id, serde_json::json!([]));
+        driver.prepare_writable(&s, &trash).unwrap();
+        rt.block_on(driver.start(s, InitStdio::Log { max_bytes: 1 << 20 }))
+            .expect("start")
+    };
+    let ended = |rx: &mut tokio::sync::mpsc::Receiver<mayfly_driver::DriverEvent>| {
+        rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(10), async {
+                while let Some(e) = rx.recv().await {
+                    if matches!(e, mayfly_driver::DriverEvent::Exited { ref id, .. } if id == "runtest-a") {
+                        return;
+                    }
+                }
+            })
+            .await
+            .expect("the end of the run is reported");
+        });
+    };
+
+    run(&driver);
+    rt.block_on(driver.kill(id)).unwrap();
+    ended(&mut rx);
+    rt.block_on(driver.release(id))
+        .expect("the ended run is released");
+
+    // The next run, then the late second release of the first one.
+    run(&driver);
+    let err = rt
+        .block_on(driver.release(id))
+        .expect_err("a release while the container runs");
+    assert_eq!(
+        err.failure_kind(),
+        Some(mayfly_driver::FailureKind::StillRunning),
+        "{}",
+        mayfly_driver::error_chain(&err)
+    );
+    rt.block_on(driver.kill(id)).unwrap();
+    ended(&mut rx);
+    rt.block_on(driver.release(id))
+        .expect("the second run is released");
 }
