@@ -9,6 +9,21 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::NetError;
 
+/// Fills `b` with random bytes (the kernel's; without an entropy syscall, time and pid,
+/// enough to avoid collisions on one host).
+pub(crate) fn random_bytes(b: &mut [u8]) {
+    if rustix::rand::getrandom(&mut *b, rustix::rand::GetRandomFlags::empty()).is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let mix = t ^ (u128::from(std::process::id()) << 64);
+        for (x, byte) in b.iter_mut().zip(mix.to_le_bytes().into_iter().cycle()) {
+            *x = byte;
+        }
+    }
+}
+
 /// An IPv4 subnet: a network address (host bits zero) and a prefix length (8..=30).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Ipv4Net {
@@ -159,19 +174,7 @@ impl Mac {
     /// A random locally administered unicast address (`x2:…`, `x6:…`, `xa:…`, `xe:…`).
     pub fn random() -> Mac {
         let mut b = [0u8; 6];
-        rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty())
-            .map(|_| ())
-            .unwrap_or_else(|_| {
-                // No entropy syscall: time and pid are enough to avoid collisions on one host.
-                let t = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos())
-                    .unwrap_or(0);
-                let mix = t ^ (u128::from(std::process::id()) << 64);
-                for (x, byte) in b.iter_mut().zip(mix.to_le_bytes()) {
-                    *x = byte;
-                }
-            });
+        random_bytes(&mut b);
         b[0] = (b[0] & 0xfe) | 0x02;
         Mac(b)
     }

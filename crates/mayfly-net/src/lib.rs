@@ -11,11 +11,12 @@
 //! device on the same bridge, and the same firewall and names apply.
 
 pub mod addr;
+pub mod addr6;
 pub mod dns;
 pub mod firewall;
 pub mod link;
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
@@ -79,6 +80,16 @@ pub struct NetworkPlan {
     /// Name servers dnsmasq forwards other names to; empty: the host's `/etc/resolv.conf`.
     #[serde(default)]
     pub upstream: Vec<Ipv4Addr>,
+    /// The IPv6 ULA /64 (its gateway is `prefix::1` on the bridge); `None`: IPv4 only.
+    #[serde(default)]
+    pub subnet6: Option<Ipv6Addr>,
+}
+
+impl NetworkPlan {
+    /// The bridge's IPv6 address, when the network has IPv6.
+    pub fn gateway6(&self) -> Option<Ipv6Addr> {
+        self.subnet6.map(addr6::gateway6)
+    }
 }
 
 /// One network interface of an instance, as allocated in the catalogue: what the forker
@@ -105,6 +116,12 @@ pub struct Interface {
     pub gateway: Option<Ipv4Addr>,
     /// Isolate the bridge port (an `--isolated` network).
     pub isolated: bool,
+    /// The IPv6 address inside (/64), derived from `ipv4`; `None`: IPv6 stays off inside.
+    #[serde(default)]
+    pub ipv6: Option<Ipv6Addr>,
+    /// The IPv6 default route's gateway: for the first interface of a network with IPv6.
+    #[serde(default)]
+    pub gateway6: Option<Ipv6Addr>,
 }
 
 /// One published port: `host_ip:host_port` on the host forwarded to `ipv4:port` of an

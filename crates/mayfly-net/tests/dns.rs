@@ -88,7 +88,7 @@ fn names_appear_and_vanish_within_a_second_and_stop_leaves_nothing() {
     dns::ensure_running(&p, &dir).unwrap();
     assert_eq!(ours(&dir), first);
 
-    dns::set_host(&dir, "id1", Ipv4Addr::new(10, 77, 0, 9), "web").unwrap();
+    dns::set_host(&dir, "id1", Ipv4Addr::new(10, 77, 0, 9), None, "web").unwrap();
     let took = within(Duration::from_secs(1), || {
         lookup(&c, "web", p.gateway).as_deref() == Some("10.77.0.9")
     });
@@ -98,7 +98,7 @@ fn names_appear_and_vanish_within_a_second_and_stop_leaves_nothing() {
         Some("10.77.0.9")
     );
     // Renamed (same key, new name).
-    dns::set_host(&dir, "id1", Ipv4Addr::new(10, 77, 0, 9), "www").unwrap();
+    dns::set_host(&dir, "id1", Ipv4Addr::new(10, 77, 0, 9), None, "www").unwrap();
     assert!(
         within(Duration::from_secs(1), || lookup(&c, "www", p.gateway)
             .is_some())
@@ -211,7 +211,7 @@ fn with_a_reachable_state_directory_it_drops_root() {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
     assert!(!uid.split_whitespace().skip(1).any(|u| u == "0"), "{uid}");
-    dns::set_host(&dir, "id1", Ipv4Addr::new(10, 77, 0, 9), "web").unwrap();
+    dns::set_host(&dir, "id1", Ipv4Addr::new(10, 77, 0, 9), None, "web").unwrap();
     assert!(
         within(Duration::from_secs(1), || lookup(&c, "web", p.gateway)
             .is_some())

@@ -26,7 +26,22 @@ fn bridge_is_created_idempotently_and_removed() {
         .unwrap();
     let show = String::from_utf8_lossy(&show.stdout);
     assert!(show.contains("inet 10.77.0.1/24"), "{show}");
-    assert!(!show.contains("inet6"), "IPv6 left on the bridge: {show}");
+    let gateway6 = p.gateway6().unwrap();
+    assert!(show.contains(&format!("inet6 {gateway6}/64")), "{show}");
+    for (key, value) in [("accept_ra", "0"), ("autoconf", "0"), ("disable_ipv6", "0")] {
+        let path = format!("/proc/sys/net/ipv6/conf/{}/{key}", p.bridge);
+        assert_eq!(
+            std::fs::read_to_string(path).unwrap().trim(),
+            value,
+            "{key}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/forwarding")
+            .unwrap()
+            .trim(),
+        "1"
+    );
     assert_eq!(
         std::fs::read_to_string(format!(
             "/proc/sys/net/ipv4/conf/{}/route_localnet",
@@ -43,9 +58,27 @@ fn bridge_is_created_idempotently_and_removed() {
         "1"
     );
 
-    // A changed plan replaces the address.
-    let q = plan("n1", "mf-0123456789ab", "10.78.0.0/16", false);
+    // A changed plan replaces the address; a plan without IPv6 turns it off.
+    let mut q = plan("n1", "mf-0123456789ab", "10.78.0.0/16", false);
     link::ensure_bridge(&q).unwrap();
+    let show = std::process::Command::new("ip")
+        .args(["-o", "addr", "show", "dev", &p.bridge])
+        .output()
+        .unwrap();
+    let show = String::from_utf8_lossy(&show.stdout).into_owned();
+    let gateway6_q = q.gateway6().unwrap();
+    assert!(
+        show.contains(&format!("inet6 {gateway6_q}/64")) && !show.contains(&gateway6.to_string()),
+        "{show}"
+    );
+    q.subnet6 = None;
+    link::ensure_bridge(&q).unwrap();
+    let show = std::process::Command::new("ip")
+        .args(["-o", "addr", "show", "dev", &p.bridge])
+        .output()
+        .unwrap();
+    let show = String::from_utf8_lossy(&show.stdout).into_owned();
+    assert!(!show.contains("inet6"), "IPv6 left on the bridge: {show}");
     let used = link::used_ipv4_nets().unwrap();
     assert!(
         used.contains(&q.subnet) && !used.contains(&p.subnet),
@@ -95,7 +128,52 @@ fn two_containers_reach_each_other_through_the_bridge() {
         inside.contains("lo    inet6 ::1"),
         "lo keeps IPv6: {inside}"
     );
-    assert!(!inside.contains("eth0    inet6"), "IPv6 on eth0: {inside}");
+    let ipv6 = ia.ipv6.unwrap();
+    assert!(
+        inside.contains(&format!("eth0    inet6 {ipv6}/64")),
+        "{inside}"
+    );
+    assert!(
+        inside.contains("eth0    inet6 fe80::"),
+        "link-local kept: {inside}"
+    );
+    let ipv6_b = ib.ipv6.unwrap();
+    let ping6 = a.run(&[
+        "busybox",
+        "ping",
+        "-6",
+        "-c",
+        "1",
+        "-W",
+        "2",
+        &ipv6_b.to_string(),
+    ]);
+    assert!(
+        ping6.status.success(),
+        "a cannot reach b over IPv6: {ping6:?}"
+    );
+    let gw6 = p.gateway6().unwrap().to_string();
+    let ping6 = b.run(&["busybox", "ping", "-6", "-c", "1", "-W", "2", &gw6]);
+    assert!(
+        ping6.status.success(),
+        "b cannot reach the IPv6 gateway: {ping6:?}"
+    );
+    let route6 = String::from_utf8_lossy(&a.run(&["ip", "-6", "route"]).stdout).into_owned();
+    assert!(
+        route6.contains(&format!("default via {gw6} dev eth0")),
+        "{route6}"
+    );
+    for (key, value) in [("accept_ra", "0"), ("autoconf", "0")] {
+        let out = a.run(&["cat", &format!("/proc/sys/net/ipv6/conf/eth0/{key}")]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), value, "{key}");
+    }
+    // The host ends stay without IPv6 (bridge ports need none).
+    let host_end = std::fs::read_to_string(format!(
+        "/proc/sys/net/ipv6/conf/{}/disable_ipv6",
+        ia.host_name
+    ))
+    .unwrap();
+    assert_eq!(host_end.trim(), "1");
     let link =
         String::from_utf8_lossy(&a.run(&["ip", "-o", "link", "show", "eth0"]).stdout).into_owned();
     assert!(link.contains(&ia.mac.to_string()), "{link}");

@@ -13,7 +13,7 @@
 mod process;
 
 use std::io::Write;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -83,8 +83,15 @@ pub fn stop(dir: &Path) -> Result<()> {
     }
 }
 
-/// Records that instance `key` (its id) answers to `name` and `name.mayfly` at `ipv4`.
-pub fn set_host(dir: &Path, key: &str, ipv4: Ipv4Addr, name: &str) -> Result<()> {
+/// Records that instance `key` (its id) answers to `name` and `name.mayfly` at `ipv4` (A)
+/// and at `ipv6` when it has one (AAAA).
+pub fn set_host(
+    dir: &Path,
+    key: &str,
+    ipv4: Ipv4Addr,
+    ipv6: Option<Ipv6Addr>,
+    name: &str,
+) -> Result<()> {
     check_key(key)?;
     if name.is_empty()
         || name.len() > 63
@@ -101,8 +108,11 @@ pub fn set_host(dir: &Path, key: &str, ipv4: Ipv4Addr, name: &str) -> Result<()>
         std::fs::set_permissions(&hosts, std::fs::Permissions::from_mode(0o755))
             .map_err(io(format!("set the mode of {}", hosts.display())))?;
     }
-    let line = format!("{ipv4} {name} {name}.{DOMAIN}\n");
-    write_atomic(&hosts.join(key), line.as_bytes(), 0o644)
+    let mut lines = format!("{ipv4} {name} {name}.{DOMAIN}\n");
+    if let Some(ipv6) = ipv6 {
+        lines.push_str(&format!("{ipv6} {name} {name}.{DOMAIN}\n"));
+    }
+    write_atomic(&hosts.join(key), lines.as_bytes(), 0o644)
 }
 
 /// Forgets instance `key`'s name. Idempotent.
@@ -181,6 +191,9 @@ pub fn render_conf(plan: &NetworkPlan, dir: &Path, user: &str) -> String {
     // Only the gateway address, bound as it comes and goes (the bridge may be recreated
     // under a running server).
     c.push_str(&format!("listen-address={}\n", plan.gateway));
+    if let Some(gateway6) = plan.gateway6() {
+        c.push_str(&format!("listen-address={gateway6}\n"));
+    }
     c.push_str("bind-dynamic\n");
     c.push_str("no-hosts\n");
     c.push_str(&format!("hostsdir={}\n", dir.join(HOSTS).display()));
@@ -219,11 +232,23 @@ mod tests {
             isolated: false,
             nat: true,
             upstream: vec![],
+            subnet6: None,
         };
         let dir = Path::new("/var/lib/mayfly/net/web");
         let c = render_conf(&plan, dir, "dnsmasq");
         let lines: Vec<&str> = c.lines().filter(|l| !l.starts_with('#')).collect();
         assert!(lines.contains(&"listen-address=10.77.0.1"));
+        assert_eq!(
+            lines
+                .iter()
+                .filter(|l| l.starts_with("listen-address="))
+                .count(),
+            1
+        );
+        plan.subnet6 = Some("fd12:3456:789a::".parse().unwrap());
+        let c = render_conf(&plan, dir, "dnsmasq");
+        assert!(c.contains("listen-address=10.77.0.1\nlisten-address=fd12:3456:789a::1\n"));
+        plan.subnet6 = None;
         assert!(lines.contains(&"hostsdir=/var/lib/mayfly/net/web/hosts"));
         assert!(lines.contains(&"local-ttl=1"));
         assert!(lines.contains(&"user=dnsmasq"));
@@ -247,24 +272,31 @@ mod tests {
     fn host_records_are_files_named_by_key() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
-        set_host(dir, "abc123", Ipv4Addr::new(10, 77, 0, 2), "web").unwrap();
-        set_host(dir, "def456", Ipv4Addr::new(10, 77, 0, 3), "db").unwrap();
-        set_host(dir, "abc123", Ipv4Addr::new(10, 77, 0, 4), "www").unwrap();
+        set_host(dir, "abc123", Ipv4Addr::new(10, 77, 0, 2), None, "web").unwrap();
+        set_host(dir, "def456", Ipv4Addr::new(10, 77, 0, 3), None, "db").unwrap();
+        set_host(dir, "abc123", Ipv4Addr::new(10, 77, 0, 4), None, "www").unwrap();
         assert_eq!(host_keys(dir).unwrap(), ["abc123", "def456"]);
         let text = std::fs::read_to_string(dir.join("hosts/abc123")).unwrap();
         assert_eq!(text, "10.77.0.4 www www.mayfly\n");
+        let v6: Ipv6Addr = "fd12:3456:789a::a4d:3".parse().unwrap();
+        set_host(dir, "def456", Ipv4Addr::new(10, 77, 0, 3), Some(v6), "db").unwrap();
+        let text = std::fs::read_to_string(dir.join("hosts/def456")).unwrap();
+        assert_eq!(
+            text,
+            "10.77.0.3 db db.mayfly\nfd12:3456:789a::a4d:3 db db.mayfly\n"
+        );
         remove_host(dir, "abc123").unwrap();
         remove_host(dir, "abc123").unwrap();
         assert_eq!(host_keys(dir).unwrap(), ["def456"]);
         for bad in ["", "a b", "x\n10.0.0.1 evil", "-x", &"a".repeat(64)] {
             assert!(
-                set_host(dir, "k", Ipv4Addr::LOCALHOST, bad).is_err(),
+                set_host(dir, "k", Ipv4Addr::LOCALHOST, None, bad).is_err(),
                 "{bad:?}"
             );
         }
         for bad in ["", "../x", ".hidden", "a/b"] {
             assert!(
-                set_host(dir, bad, Ipv4Addr::LOCALHOST, "ok").is_err(),
+                set_host(dir, bad, Ipv4Addr::LOCALHOST, None, "ok").is_err(),
                 "{bad:?}"
             );
         }

@@ -62,19 +62,12 @@ pub fn element_changes(prev: &FirewallState, next: &FirewallState) -> Option<Val
         if ifaces.is_empty() {
             continue;
         }
-        for (set, value) in [
-            (
-                "macs",
-                &(|i: &Interface| i.mac.to_string()) as &dyn Fn(&Interface) -> String,
-            ),
-            ("addrs", &|i: &Interface| i.ipv4.to_string()),
-        ] {
-            let elem: Vec<Value> = ifaces
-                .iter()
-                .map(|i| json!({"concat": [i.host_name, value(i)]}))
-                .collect();
+        for (set, elems) in sets(ifaces.iter().copied()) {
+            if elems.is_empty() {
+                continue;
+            }
             cmds.push(json!({verb: {"element": {
-                "family": "bridge", "table": TABLE, "name": set, "elem": elem
+                "family": "bridge", "table": TABLE, "name": set, "elem": elems
             }}}));
         }
     }
@@ -107,18 +100,14 @@ fn rule(family: &str, chain: &str, expr: Vec<Value>) -> Value {
 fn bridge_table(state: &FirewallState, cmds: &mut Vec<Value>) {
     const F: &str = "bridge";
     cmds.push(json!({"add": {"table": {"family": F, "name": TABLE}}}));
-    let macs: Vec<Value> = state
-        .interfaces
-        .iter()
-        .map(|i| json!({"concat": [i.host_name, i.mac.to_string()]}))
-        .collect();
-    let addrs: Vec<Value> = state
-        .interfaces
-        .iter()
-        .map(|i| json!({"concat": [i.host_name, i.ipv4.to_string()]}))
-        .collect();
-    for (name, kind, elems) in [("macs", "ether_addr", macs), ("addrs", "ipv4_addr", addrs)] {
-        let mut set = json!({"family": F, "table": TABLE, "name": name, "type": ["ifname", kind]});
+    for (name, elems) in sets(state.interfaces.iter()) {
+        let kind = match name {
+            "macs" => json!(["ifname", "ether_addr"]),
+            "addrs" => json!(["ifname", "ipv4_addr"]),
+            "addrs6" => json!(["ifname", "ipv6_addr"]),
+            _ => json!("ifname"),
+        };
+        let mut set = json!({"family": F, "table": TABLE, "name": name, "type": kind});
         if !elems.is_empty() {
             set["elem"] = Value::Array(elems);
         }
@@ -185,6 +174,31 @@ fn bridge_table(state: &FirewallState, cmds: &mut Vec<Value>) {
             json!({"drop": null}),
         ],
     ));
+    // IPv6 only from ports that have an IPv6 address, and only from that address or a
+    // link-local one (neighbour discovery needs those).
+    cmds.push(rule(
+        F,
+        "ports",
+        vec![
+            matches("==", payload("ether", "type"), json!("ip6")),
+            matches("!=", port(), json!("@ports6")),
+            json!({"drop": null}),
+        ],
+    ));
+    cmds.push(rule(
+        F,
+        "ports",
+        vec![
+            matches("==", payload("ether", "type"), json!("ip6")),
+            matches("!=", payload("ip6", "saddr"), link_local()),
+            matches(
+                "!=",
+                json!({"concat": [port(), payload("ip6", "saddr")]}),
+                json!("@addrs6"),
+            ),
+            json!({"drop": null}),
+        ],
+    ));
     cmds.push(rule(
         F,
         "ports",
@@ -192,11 +206,45 @@ fn bridge_table(state: &FirewallState, cmds: &mut Vec<Value>) {
             matches(
                 "!=",
                 payload("ether", "type"),
-                json!({"set": ["ip", "arp"]}),
+                json!({"set": ["ip", "arp", "ip6"]}),
             ),
             json!({"drop": null}),
         ],
     ));
+}
+
+fn link_local() -> Value {
+    json!({"prefix": {"addr": "fe80::", "len": 64}})
+}
+
+/// The anti-spoofing sets' elements for `ifaces`: `macs` (port . MAC), `addrs` (port .
+/// IPv4), `addrs6` (port . IPv6) and `ports6` (the ports that may send IPv6).
+fn sets<'a>(
+    ifaces: impl Iterator<Item = &'a Interface> + Clone,
+) -> [(&'static str, Vec<Value>); 4] {
+    let v6 = ifaces.clone().filter_map(|i| i.ipv6.map(|a| (i, a)));
+    [
+        (
+            "macs",
+            ifaces
+                .clone()
+                .map(|i| json!({"concat": [i.host_name, i.mac.to_string()]}))
+                .collect(),
+        ),
+        (
+            "addrs",
+            ifaces
+                .map(|i| json!({"concat": [i.host_name, i.ipv4.to_string()]}))
+                .collect(),
+        ),
+        (
+            "addrs6",
+            v6.clone()
+                .map(|(i, a)| json!({"concat": [i.host_name, a.to_string()]}))
+                .collect(),
+        ),
+        ("ports6", v6.map(|(i, _)| json!(i.host_name)).collect()),
+    ]
 }
 
 fn inet_table(state: &FirewallState, cmds: &mut Vec<Value>) {
@@ -225,6 +273,16 @@ fn inet_table(state: &FirewallState, cmds: &mut Vec<Value>) {
                 json!({"drop": null}),
             ],
         ));
+        // The kernel drops ::1 arriving on another interface anyway; said here too.
+        cmds.push(rule(
+            F,
+            "loopback",
+            vec![
+                matches("==", meta("iifname"), json!(from)),
+                matches("==", payload("ip6", "daddr"), json!("::1")),
+                json!({"drop": null}),
+            ],
+        ));
     }
 
     // A gateway's address is its own network's (and the host's own): an instance of another
@@ -242,6 +300,18 @@ fn inet_table(state: &FirewallState, cmds: &mut Vec<Value>) {
                 json!({"drop": null}),
             ],
         ));
+        if let Some(gateway6) = net.gateway6() {
+            cmds.push(rule(
+                F,
+                "input",
+                vec![
+                    matches("!=", meta("iifname"), json!("lo")),
+                    matches("!=", meta("iifname"), json!(net.bridge)),
+                    matches("==", payload("ip6", "daddr"), json!(gateway6.to_string())),
+                    json!({"drop": null}),
+                ],
+            ));
+        }
     }
 
     cmds.push(chain(F, "forward", "filter", "forward", 0));
@@ -323,6 +393,22 @@ fn inet_table(state: &FirewallState, cmds: &mut Vec<Value>) {
                 json!({"masquerade": null}),
             ],
         ));
+        // NAT66: the ULA prefix is not routed outside the host.
+        if let Some(prefix) = net.subnet6 {
+            cmds.push(rule(
+                F,
+                "postrouting",
+                vec![
+                    matches(
+                        "==",
+                        payload("ip6", "saddr"),
+                        json!({"prefix": {"addr": prefix.to_string(), "len": crate::addr6::PREFIX6}}),
+                    ),
+                    matches("!=", meta("oifname"), json!(BRIDGE_PATTERN)),
+                    json!({"masquerade": null}),
+                ],
+            ));
+        }
     }
 }
 
@@ -398,6 +484,7 @@ mod tests {
             isolated,
             nat,
             upstream: vec![],
+            subnet6: nat.then(|| "fd12:3456:789a::".parse().unwrap()),
         }
     }
 
@@ -427,6 +514,8 @@ mod tests {
             prefix: 24,
             gateway: Some(a.gateway),
             isolated: false,
+            ipv6: Some("fd12:3456:789a::a4d:2".parse().unwrap()),
+            gateway6: a.gateway6(),
         };
         FirewallState {
             networks: vec![a, b],
@@ -489,7 +578,7 @@ mod tests {
             .iter()
             .filter_map(|c| c["add"].get("set"))
             .collect();
-        assert_eq!(sets.len(), 2);
+        assert_eq!(sets.len(), 4);
         let macs = sets.iter().find(|s| s["name"] == "macs").unwrap();
         assert_eq!(
             macs["elem"][0]["concat"],
@@ -500,11 +589,46 @@ mod tests {
             addrs["elem"][0]["concat"],
             json!(["mv0123456789ab0", "10.77.0.2"])
         );
+        let addrs6 = sets.iter().find(|s| s["name"] == "addrs6").unwrap();
+        assert_eq!(
+            addrs6["elem"][0]["concat"],
+            json!(["mv0123456789ab0", "fd12:3456:789a::a4d:2"])
+        );
+        let ports6 = sets.iter().find(|s| s["name"] == "ports6").unwrap();
+        assert_eq!(ports6["elem"], json!(["mv0123456789ab0"]));
         let rules = rules_of(&v, "bridge", "ports");
         // The rules do not grow with instances: one per check.
-        assert_eq!(rules.len(), 6);
+        assert_eq!(rules.len(), 8);
         let text = serde_json::to_string(&rules).unwrap();
         assert!(text.contains("@macs") && text.contains("@addrs") && text.contains("saddr ip"));
+        assert!(text.contains("@addrs6") && text.contains("@ports6") && text.contains("fe80::"));
+        assert!(text.contains(r#"["ip","arp","ip6"]"#), "{text}");
+        // An interface without IPv6 is in neither IPv6 set.
+        let mut st = state();
+        st.interfaces[0].ipv6 = None;
+        let v = batch(&st);
+        for name in ["addrs6", "ports6"] {
+            let set = cmds(&v)
+                .iter()
+                .filter_map(|c| c["add"].get("set"))
+                .find(|s| s["name"] == name)
+                .unwrap();
+            assert!(set.get("elem").is_none(), "{set}");
+        }
+        // The element changes of a start: all four sets.
+        let start = element_changes(
+            &FirewallState {
+                interfaces: vec![],
+                ..state()
+            },
+            &state(),
+        )
+        .unwrap();
+        let names: Vec<&str> = cmds(&start)
+            .iter()
+            .map(|c| c["add"]["element"]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["macs", "addrs", "addrs6", "ports6"]);
     }
 
     #[test]
@@ -532,13 +656,21 @@ mod tests {
             .collect();
         assert_eq!(
             leaving.len(),
-            1,
-            "only the NAT network leaves masqueraded: {leaving:?}"
+            2,
+            "only the NAT network leaves masqueraded (IPv4 and IPv6): {leaving:?}"
         );
         assert!(
             leaving[0].contains(r#""addr":"10.77.0.0","len":24"#),
             "{leaving:?}"
         );
+        assert!(
+            leaving[1].contains(r#""addr":"fd12:3456:789a::","len":64"#),
+            "{leaving:?}"
+        );
+        let input = serde_json::to_string(&rules_of(&v, "inet", "input")).unwrap();
+        assert!(input.contains(r#""right":"fd12:3456:789a::1""#), "{input}");
+        let lo = serde_json::to_string(&rules_of(&v, "inet", "loopback")).unwrap();
+        assert!(lo.contains(r#""right":"::1""#), "{lo}");
         let text = serde_json::to_string(&post).unwrap();
         assert!(text.contains("127.0.0.0"));
         // Hairpin: one per network.

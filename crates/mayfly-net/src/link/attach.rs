@@ -23,13 +23,15 @@ use netlink_packet_route::route::{
 use rustix::thread::LinkNameSpaceType;
 
 use super::nl::{CREATE_EXCL, Netlink};
-use super::{address_message, delete_named, find_link, set_up, sysctl};
-use crate::{Interface, NetError, Result};
+use super::{address_message, delete_named, find_link, set_up, sysctl, v6};
+use crate::{Interface, NetError, Result, addr6};
 
 /// Creates `iface` for the container whose network namespace is `netns`: the host end on
 /// its bridge (isolated when the network is, no IPv6, up), the inside end renamed, with its
 /// MAC and address, up, and the default route through the gateway when it has one; `lo` up;
-/// IPv6 off on the new interface; ping for every group (`net.ipv4.ping_group_range`), so
+/// IPv6 on the new interface only when it has an IPv6 address (then without RA,
+/// autoconfiguration or DAD, its link-local address kept for neighbour discovery, and the
+/// IPv6 default route through `gateway6` when it has one), off otherwise; ping for every group (`net.ipv4.ping_group_range`), so
 /// that an unprivileged ping works. On failure nothing of the pair is left.
 pub fn attach(netns: BorrowedFd<'_>, iface: &Interface) -> Result<()> {
     let ctx = format!(
@@ -46,8 +48,10 @@ pub fn attach(netns: BorrowedFd<'_>, iface: &Interface) -> Result<()> {
     // A host end left by an instance that died with its namespace held elsewhere.
     delete_named(&mut host, &iface.host_name)?;
     let mut inside = in_namespace(netns, || {
-        // Interfaces made in the namespace from now on start without IPv6 (lo keeps ::1).
-        sysctl::set_if_present("net/ipv6/conf/default/disable_ipv6", "1", &ctx)?;
+        // The interface made next inherits these: IPv6 off (lo keeps ::1), or on without
+        // router advertisements, autoconfiguration or DAD, so that from its first moment
+        // nothing but mayfly configures it.
+        v6::switch("default", iface.ipv6.is_some(), &ctx)?;
         sysctl::set("net/ipv4/ping_group_range", "0 2147483647", &ctx)?;
         Netlink::open()
     })?;
@@ -131,6 +135,13 @@ fn configure(
         CREATE_EXCL,
         &format!("{ctx}: give it the address {}/{}", iface.ipv4, iface.prefix),
     )?;
+    if let Some(ipv6) = iface.ipv6 {
+        inside.request(
+            RouteNetlinkMessage::NewAddress(v6::address_message(inner, ipv6, addr6::PREFIX6)),
+            CREATE_EXCL,
+            &format!("{ctx}: give it the address {ipv6}/{}", addr6::PREFIX6),
+        )?;
+    }
     set_up(inside, inner, &format!("{ctx}: bring it up"))?;
     if let Some(lo) = find_link(inside, "lo")? {
         set_up(inside, lo.header.index, &format!("{ctx}: bring up lo"))?;
@@ -151,6 +162,9 @@ fn configure(
             CREATE_EXCL,
             &format!("{ctx}: add the default route via {gateway}"),
         )?;
+    }
+    if let (Some(gateway6), Some(_)) = (iface.gateway6, iface.ipv6) {
+        v6::default_route(inside, inner, gateway6, ctx)?;
     }
     Ok(())
 }

@@ -7,6 +7,7 @@
 mod attach;
 mod nl;
 mod sysctl;
+mod v6;
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -19,11 +20,14 @@ use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, Rou
 pub use attach::attach;
 use nl::{CREATE_EXCL, Netlink, is_errno};
 
-use crate::{Ipv4Net, Mac, NetError, NetworkPlan, Result};
+use crate::{Ipv4Net, Mac, NetError, NetworkPlan, Result, addr6};
 
 /// Creates the network's bridge if it is missing and makes it what the plan says: the gateway
-/// address with the subnet's prefix (and no other IPv4 address), no IPv6, `route_localnet`
-/// (published ports reached through 127.0.0.1), up; and turns on IPv4 forwarding. Idempotent.
+/// address with the subnet's prefix (and no other IPv4 address), `route_localnet`
+/// (published ports reached through 127.0.0.1), up; and turns on IPv4 forwarding. With an
+/// IPv6 subnet, also the IPv6 gateway `prefix::1/64` (and no other global IPv6 address; no
+/// RA, no autoconfiguration) and IPv6 forwarding; without one, IPv6 off on the bridge.
+/// Idempotent.
 pub fn ensure_bridge(plan: &NetworkPlan) -> Result<()> {
     let ctx = format!("bridge {} of network {}", plan.bridge, plan.name);
     let mut nl = Netlink::open()?;
@@ -60,11 +64,7 @@ pub fn ensure_bridge(plan: &NetworkPlan) -> Result<()> {
         )));
     }
     let index = link.header.index;
-    sysctl::set_if_present(
-        &format!("net/ipv6/conf/{}/disable_ipv6", plan.bridge),
-        "1",
-        &ctx,
-    )?;
+    v6::switch(&plan.bridge, plan.subnet6.is_some(), &ctx)?;
     sysctl::set(
         &format!("net/ipv4/conf/{}/route_localnet", plan.bridge),
         "1",
@@ -95,8 +95,36 @@ pub fn ensure_bridge(plan: &NetworkPlan) -> Result<()> {
             ),
         )?;
     }
+    if let Some(gateway6) = plan.gateway6() {
+        let mut has_gateway6 = false;
+        for (ip, prefix) in v6::global_addresses(&mut nl, index)? {
+            if ip == gateway6 && prefix == addr6::PREFIX6 {
+                has_gateway6 = true;
+                continue;
+            }
+            nl.request(
+                RouteNetlinkMessage::DelAddress(v6::address_message(index, ip, prefix)),
+                0,
+                &format!("remove the stale address {ip}/{prefix} of {ctx}"),
+            )?;
+        }
+        if !has_gateway6 {
+            nl.request(
+                RouteNetlinkMessage::NewAddress(v6::address_message(
+                    index,
+                    gateway6,
+                    addr6::PREFIX6,
+                )),
+                CREATE_EXCL,
+                &format!("give {ctx} the address {gateway6}/{}", addr6::PREFIX6),
+            )?;
+        }
+    }
     set_up(&mut nl, index, &format!("bring up {ctx}"))?;
     sysctl::set("net/ipv4/ip_forward", "1", &ctx)?;
+    if plan.subnet6.is_some() {
+        sysctl::set("net/ipv6/conf/all/forwarding", "1", &ctx)?;
+    }
     Ok(())
 }
 

@@ -122,6 +122,7 @@ pub fn plan(name: &str, bridge: &str, subnet: &str, isolated: bool) -> NetworkPl
         isolated,
         nat: false,
         upstream: vec![],
+        subnet6: Some(mayfly_net::addr6::random_ula64()),
     }
 }
 
@@ -140,6 +141,10 @@ pub fn iface(plan: &NetworkPlan, n: u32, idx: u8) -> Interface {
         prefix: plan.subnet.prefix(),
         gateway: (idx == 0).then_some(plan.gateway),
         isolated: plan.isolated,
+        ipv6: plan
+            .subnet6
+            .map(|p| mayfly_net::addr6::derived6(p, plan.subnet.host(n).unwrap())),
+        gateway6: plan.gateway6().filter(|_| idx == 0),
     }
 }
 
