@@ -59,6 +59,10 @@ pub struct CreateNetwork {
     /// `/etc/resolv.conf`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dns_upstream: Vec<String>,
+    /// Give the network an IPv6 ULA /64 too (default true; instances' IPv6 addresses derive
+    /// from their IPv4 ones).
+    #[serde(default = "yes")]
+    pub ipv6: bool,
 }
 
 fn yes() -> bool {
@@ -77,6 +81,12 @@ pub struct NetworkInfo {
     /// The bridge's address: the instances' gateway and name server (the host resolves
     /// instance names by asking it).
     pub gateway: String,
+    /// The IPv6 ULA /64 (absent: IPv4 only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<String>,
+    /// The bridge's IPv6 address (`prefix::1`), the instances' IPv6 gateway and name server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<String>,
     /// Instances reach only the gateway, not each other.
     pub isolated: bool,
     /// Outbound traffic is masqueraded.
@@ -104,6 +114,9 @@ pub struct InterfaceInfo {
     pub mac: String,
     /// IPv4 address.
     pub ipv4: String,
+    /// IPv6 address (`prefix::` and the IPv4 address's 32 bits), on a network with IPv6.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<String>,
     /// The host end (a veth on the bridge while the instance runs).
     pub host_name: String,
 }

@@ -351,6 +351,8 @@ mod tests {
             prefix: 24,
             gateway: Some(Ipv4Addr::new(10, 77, 0, 1)),
             isolated: false,
+            ipv6: None,
+            gateway6: None,
         };
         let net = EtcNet::of(std::slice::from_ref(&iface)).unwrap();
         let resolv = network_resolv_conf(net);

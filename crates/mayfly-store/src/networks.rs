@@ -2,7 +2,7 @@
 //! unique (the table's constraints say so too), allocated inside the owner's own transaction
 //! so that a crash leaves either the owner with its interfaces or neither.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use mayfly_net::{Ipv4Net, Mac};
 use rusqlite::{OptionalExtension, Transaction, params};
@@ -28,6 +28,9 @@ pub struct NetworkRecord {
     pub upstream: Vec<Ipv4Addr>,
     /// Unix seconds.
     pub created_at: i64,
+    /// The IPv6 ULA /64 (`None`: IPv4 only); instances' IPv6 addresses derive from their
+    /// IPv4 ones.
+    pub subnet6: Option<Ipv6Addr>,
 }
 
 /// One interface of an instance or of a running build.
@@ -45,6 +48,9 @@ pub struct InterfaceRecord {
     pub mac: Mac,
     /// Whether it is a build's lease (dropped at the build's end and at start-up).
     pub build: bool,
+    /// Its IPv6 address, derived from `ipv4` and the network's ULA prefix (not stored; `None`
+    /// on a network without IPv6).
+    pub ipv6: Option<Ipv6Addr>,
 }
 
 /// How many times a random MAC is drawn before giving up (a collision is already
@@ -52,10 +58,20 @@ pub struct InterfaceRecord {
 const MAC_TRIES: usize = 16;
 
 /// A network row as SQLite returns it, before decoding.
-type RawNet = (String, String, String, String, bool, bool, String, i64);
+type RawNet = (
+    String,
+    String,
+    String,
+    String,
+    bool,
+    bool,
+    String,
+    i64,
+    Option<String>,
+);
 
 /// An interface row as SQLite returns it, before decoding.
-type RawIface = (String, i64, String, String, String, bool);
+type RawIface = (String, i64, String, String, String, bool, Option<String>);
 
 fn net_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawNet> {
     Ok((
@@ -67,12 +83,26 @@ fn net_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawNet> {
         r.get(5)?,
         r.get(6)?,
         r.get(7)?,
+        r.get(8)?,
     ))
 }
 
 fn decode_net(raw: RawNet) -> Result<NetworkRecord, StoreError> {
-    let (name, id, bridge, subnet, isolated, nat, upstream, created_at) = raw;
+    let (name, id, bridge, subnet, isolated, nat, upstream, created_at, subnet6) = raw;
+    let subnet6 = match subnet6 {
+        Some(s) => Some(
+            s.parse::<Ipv6Addr>()
+                .ok()
+                .filter(|p| mayfly_net::addr6::is_ula64(*p))
+                .ok_or_else(|| StoreError::Corrupt {
+                    what: "network IPv6 subnet",
+                    detail: s.clone(),
+                })?,
+        ),
+        None => None,
+    };
     Ok(NetworkRecord {
+        subnet6,
         subnet: subnet
             .parse()
             .map_err(|e: mayfly_net::NetError| StoreError::Corrupt {
@@ -97,17 +127,28 @@ fn iface_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawIface> {
         r.get(3)?,
         r.get(4)?,
         r.get(5)?,
+        r.get(6)?,
     ))
 }
 
 fn decode_iface(raw: RawIface) -> Result<InterfaceRecord, StoreError> {
-    let (owner, idx, network, ipv4, mac, build) = raw;
+    let (owner, idx, network, ipv4, mac, build, subnet6) = raw;
     let bad = |what: &'static str, detail: String| StoreError::Corrupt { what, detail };
+    let ipv4: Ipv4Addr = ipv4
+        .parse()
+        .map_err(|_| bad("interface address", ipv4.clone()))?;
+    let ipv6 = match subnet6 {
+        Some(p) => Some(mayfly_net::addr6::derived6(
+            p.parse()
+                .map_err(|_| bad("network IPv6 subnet", p.clone()))?,
+            ipv4,
+        )),
+        None => None,
+    };
     Ok(InterfaceRecord {
         idx: u8::try_from(idx).map_err(|_| bad("interface index", idx.to_string()))?,
-        ipv4: ipv4
-            .parse()
-            .map_err(|_| bad("interface address", ipv4.clone()))?,
+        ipv4,
+        ipv6,
         mac: mac
             .parse()
             .map_err(|e: mayfly_net::NetError| bad("interface MAC", e.to_string()))?,
@@ -117,8 +158,10 @@ fn decode_iface(raw: RawIface) -> Result<InterfaceRecord, StoreError> {
     })
 }
 
-const NET_COLUMNS: &str = "name, id, bridge, subnet, isolated, nat, upstream, created_at";
-const IFACE_COLUMNS: &str = "owner, idx, network, ipv4, mac, build";
+const NET_COLUMNS: &str = "name, id, bridge, subnet, isolated, nat, upstream, created_at, subnet6";
+/// The last column is the network's IPv6 prefix, from which the IPv6 address derives.
+const IFACE_COLUMNS: &str = "owner, idx, network, ipv4, mac, build, \
+     (SELECT n.subnet6 FROM networks n WHERE n.name = interfaces.network)";
 
 fn query_ifaces(
     conn: &rusqlite::Connection,
@@ -268,7 +311,7 @@ impl Store {
         }
         tx.execute(
             &format!(
-                "INSERT INTO networks ({NET_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+                "INSERT INTO networks ({NET_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
             ),
             params![
                 rec.name,
@@ -278,7 +321,8 @@ impl Store {
                 rec.isolated,
                 rec.nat,
                 to_json(&rec.upstream),
-                rec.created_at
+                rec.created_at,
+                rec.subnet6.map(|p| p.to_string())
             ],
         )
         .map_err(sql("insert network"))?;

@@ -105,7 +105,8 @@ const MIGRATIONS: &[&str] = &[
         isolated INTEGER NOT NULL,
         nat INTEGER NOT NULL,
         upstream TEXT NOT NULL,
-        created_at INTEGER NOT NULL
+        created_at INTEGER NOT NULL,
+        subnet6 TEXT
     );
     CREATE TABLE interfaces (
         owner TEXT NOT NULL,

@@ -414,6 +414,7 @@ fn network(name: &str, subnet: &str) -> NetworkRecord {
         nat: true,
         upstream: vec![],
         created_at: now(),
+        subnet6: Some("fd12:3456:789a::".parse().unwrap()),
     }
 }
 
@@ -448,6 +449,15 @@ fn networks_refuse_taken_names_and_overlapping_subnets() {
     let names: Vec<_> = s.networks().unwrap().into_iter().map(|n| n.name).collect();
     assert_eq!(names, ["a", "b"]);
     assert_eq!(s.network("b").unwrap(), network("b", "10.78.0.0/24"));
+    // IPv6 is optional: a network without it reads back without it.
+    let mut c = network("c", "10.79.0.0/24");
+    c.subnet6 = None;
+    s.create_network(&c).unwrap();
+    assert_eq!(s.network("c").unwrap().subnet6, None);
+    assert_eq!(
+        s.network("a").unwrap().subnet6.unwrap().to_string(),
+        "fd12:3456:789a::"
+    );
 }
 
 #[test]

@@ -113,6 +113,12 @@ fn to_info(rec: &NetworkRecord, ifaces: Vec<mayfly_api::InterfaceInfo>) -> Netwo
         bridge: rec.bridge.clone(),
         subnet: rec.subnet.to_string(),
         gateway: rec.subnet.gateway().to_string(),
+        subnet6: rec
+            .subnet6
+            .map(|p| format!("{p}/{}", mayfly_net::addr6::PREFIX6)),
+        gateway6: rec
+            .subnet6
+            .map(|p| mayfly_net::addr6::gateway6(p).to_string()),
         isolated: rec.isolated,
         nat: rec.nat,
         dns_upstream: rec.upstream.iter().map(Ipv4Addr::to_string).collect(),
@@ -148,7 +154,7 @@ impl Engine {
             })?);
         }
         let _g = self.net.apply.lock().await;
-        self.create_network_locked(&req.name, subnet, req.isolated, req.nat, upstream)
+        self.create_network_locked(&req.name, subnet, req.isolated, req.nat, upstream, req.ipv6)
             .await?;
         drop(_g);
         self.network_info_of(&req.name).await
@@ -164,6 +170,7 @@ impl Engine {
         isolated: bool,
         nat: bool,
         upstream: Vec<Ipv4Addr>,
+        ipv6: bool,
     ) -> Result<NetworkRecord, EngineError> {
         let host_nets = self
             .blocking(|| mayfly_net::link::used_ipv4_nets().map_err(EngineError::Net))
@@ -217,6 +224,17 @@ impl Engine {
             nat,
             upstream,
             created_at: mayfly_store::now(),
+            // A random ULA /64 (RFC 4193): 40 random bits make a clash with another network
+            // (here or on a host it is joined to later) negligible; one with an existing
+            // network of this host is drawn again.
+            subnet6: ipv6.then(|| {
+                loop {
+                    let p = mayfly_net::addr6::random_ula64();
+                    if !existing.iter().any(|n| n.subnet6 == Some(p)) {
+                        break p;
+                    }
+                }
+            }),
         };
         let r = rec.clone();
         self.db(move |s| s.create_network(&r)).await?;
@@ -244,7 +262,7 @@ impl Engine {
         if self.db(|s| s.network(DEFAULT_NETWORK)).await.is_ok() {
             return Ok(());
         }
-        self.create_network_locked(DEFAULT_NETWORK, None, false, true, Vec::new())
+        self.create_network_locked(DEFAULT_NETWORK, None, false, true, Vec::new(), true)
             .await
             .map(|_| ())
     }

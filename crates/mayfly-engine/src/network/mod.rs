@@ -132,6 +132,7 @@ pub(crate) fn plan_of(rec: &NetworkRecord) -> NetworkPlan {
         isolated: rec.isolated,
         nat: rec.nat,
         upstream: rec.upstream.clone(),
+        subnet6: rec.subnet6,
     }
 }
 
@@ -153,6 +154,11 @@ pub(crate) fn interface_of(rec: &InterfaceRecord, net: &NetworkRecord) -> Interf
         prefix: net.subnet.prefix(),
         gateway: (rec.idx == 0).then(|| net.subnet.gateway()),
         isolated: net.isolated,
+        ipv6: rec.ipv6,
+        gateway6: net
+            .subnet6
+            .filter(|_| rec.idx == 0)
+            .map(mayfly_net::addr6::gateway6),
     }
 }
 
@@ -164,6 +170,7 @@ pub(crate) fn interface_info(name: &str, id: &str, rec: &InterfaceRecord) -> Int
         name: format!("eth{}", rec.idx),
         mac: rec.mac.to_string(),
         ipv4: rec.ipv4.to_string(),
+        ipv6: rec.ipv6.map(|a| a.to_string()),
         host_name: host_name(id, rec.idx),
     }
 }

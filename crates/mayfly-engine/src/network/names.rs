@@ -12,8 +12,8 @@ impl Engine {
     pub(crate) async fn set_names(&self, id: &str, a: &Active) -> Result<(), EngineError> {
         for i in &a.interfaces {
             let dir = self.layout.net_dir(&i.network);
-            let (key, ip, name) = (id.to_owned(), i.ipv4, a.name.clone());
-            self.blocking(move || Ok(dns::set_host(&dir, &key, ip, &name)?))
+            let (key, ip, ip6, name) = (id.to_owned(), i.ipv4, i.ipv6, a.name.clone());
+            self.blocking(move || Ok(dns::set_host(&dir, &key, ip, ip6, &name)?))
                 .await?;
         }
         Ok(())

@@ -23,6 +23,7 @@ BRIDGE ~mayfly`). Instances on different networks cannot reach each other.
 Examples:
   mayfly network create backend
   mayfly network create lab --subnet 10.20.0.0/24 --isolated --no-nat
+  mayfly network create legacy --no-ipv6
   mayfly network create dmz --dns-upstream 192.0.2.53 --dns-upstream 192.0.2.54")]
     Create(NetworkCreateArgs),
     /// List networks.
@@ -63,6 +64,10 @@ pub struct NetworkCreateArgs {
     /// No outbound NAT: instances cannot reach beyond the host.
     #[arg(long)]
     pub no_nat: bool,
+    /// No IPv6: without this flag the network also gets a random IPv6 ULA /64 (instances'
+    /// IPv6 addresses derive from their IPv4 ones; outbound IPv6 is masqueraded with NAT).
+    #[arg(long)]
+    pub no_ipv6: bool,
     /// A name server (IPv4 address) for the names that are not instances' (repeatable).
     /// Default: those of the host's /etc/resolv.conf.
     #[arg(long = "dns-upstream", value_name = "IP")]

@@ -189,8 +189,13 @@ pub(super) async fn instance_info(
         println!("network:     none (lo only)");
     }
     for n in &i.interfaces {
+        let ipv6 = n
+            .ipv6
+            .as_ref()
+            .map(|a| format!(", ipv6 {a}"))
+            .unwrap_or_default();
         println!(
-            "interface:   {} on network {}: ipv4 {}, mac {}",
+            "interface:   {} on network {}: ipv4 {}{ipv6}, mac {}",
             n.name, n.network, n.ipv4, n.mac
         );
     }

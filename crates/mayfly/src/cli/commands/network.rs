@@ -19,6 +19,7 @@ pub(super) async fn network(client: &Client, command: NetworkCommand) -> Result<
                 subnet: a.subnet,
                 isolated: a.isolated,
                 nat: !a.no_nat,
+                ipv6: !a.no_ipv6,
                 dns_upstream: a.dns_upstream.iter().map(ToString::to_string).collect(),
             };
             let n: NetworkInfo = client
@@ -112,6 +113,13 @@ fn print_network(n: &NetworkInfo) {
         "gateway:     {} (the instances' router and name server)",
         n.gateway
     );
+    match (&n.subnet6, &n.gateway6) {
+        (Some(subnet6), Some(gateway6)) => {
+            println!("subnet6:     {subnet6}");
+            println!("gateway6:    {gateway6}");
+        }
+        _ => println!("ipv6:        none (created with --no-ipv6)"),
+    }
     println!("bridge:      {}", n.bridge);
     println!(
         "isolated:    {}",
@@ -150,12 +158,16 @@ fn print_network(n: &NetworkInfo) {
                     format!("  {}", i.instance),
                     i.name.clone(),
                     i.ipv4.clone(),
+                    i.ipv6.clone().unwrap_or_else(|| "-".into()),
                     i.mac.clone(),
                     i.host_name.clone(),
                 ]
             })
             .collect();
-        table(&["  INSTANCE", "NAME", "IPV4", "MAC", "HOST END"], &rows);
+        table(
+            &["  INSTANCE", "NAME", "IPV4", "IPV6", "MAC", "HOST END"],
+            &rows,
+        );
     }
 }
 
