@@ -2,7 +2,7 @@
 //! each other; on an `--isolated` network they reach only the gateway (and published
 //! services); an instance cannot spoof another's address or MAC (tenants keep CAP_NET_RAW,
 //! docs/security.md, so they can forge frames with a packet socket: the bridge table must
-//! drop them, and every ethertype but IPv4 and ARP); mayfly's rules live in its two tables and never touch another table.
+//! drop them, and every ethertype but IPv4, ARP and IPv6); mayfly's rules live in its two tables and never touch another table.
 
 mod common;
 
@@ -237,7 +237,7 @@ fn an_instance_cannot_spoof_another_address_or_mac() {
 }
 
 #[test]
-fn only_ipv4_and_arp_leave_an_instance_and_it_has_no_ipv6() {
+fn only_ipv4_arp_and_its_own_ipv6_leave_an_instance() {
     let d = TestDaemon::start();
     install_usock(&d);
     launch(&d, "attacker", &[], Some(IDLE));
@@ -262,14 +262,19 @@ fn only_ipv4_and_arp_leave_an_instance_and_it_has_no_ipv6() {
             d.sh("sniffer", "cat /tmp/sniff")
         );
     }
-    // IPv6 is off inside (and on the host ends): no address, no traffic.
-    let v6 = d.sh("attacker", "ip -6 addr show dev eth0");
-    assert!(v6.trim().is_empty(), "no IPv6 address on eth0: {v6}");
+    // IPv6 is on inside, configured by mayfly alone: its derived address and the link-local
+    // one. A frame of ethertype 86dd that is not from its own address (below: garbage, whose
+    // "source" is the padding's zeros) is dropped like any other forgery.
+    let v6 = d.sh("attacker", "ip -o -6 addr show dev eth0");
+    assert!(
+        !att.ipv6.is_empty() && v6.contains(&format!("inet6 {}/64", att.ipv6)),
+        "eth0 has its IPv6 address: {v6}"
+    );
     let disabled = d.sh(
         "attacker",
         "cat /proc/sys/net/ipv6/conf/eth0/disable_ipv6 2>/dev/null || echo 1",
     );
-    assert_eq!(disabled.trim(), "1", "IPv6 is disabled on eth0");
+    assert_eq!(disabled.trim(), "0", "IPv6 is on on eth0");
 
     for (ethertype, msg) in [
         ("88b5", "experimental"),

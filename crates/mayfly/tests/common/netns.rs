@@ -249,6 +249,8 @@ pub struct Iface {
     pub name: String,
     /// IPv4 address.
     pub ipv4: String,
+    /// IPv6 address (empty on a network without IPv6).
+    pub ipv6: String,
     /// MAC address.
     pub mac: String,
     /// The host end.
@@ -270,6 +272,7 @@ pub fn ifaces(d: &TestDaemon, name: &str) -> Vec<Iface> {
                 network: s("network"),
                 name: s("name"),
                 ipv4: s("ipv4"),
+                ipv6: s("ipv6"),
                 mac: s("mac"),
                 host_name: s("host_name"),
             }
