@@ -227,7 +227,8 @@ impl Engine {
             // A random ULA /64 (RFC 4193): 40 random bits make a clash with another network
             // (here or on a host it is joined to later) negligible; one with an existing
             // network of this host is drawn again.
-            subnet6: ipv6.then(|| {
+            // A host without IPv6 (booted with `ipv6.disable=1`) gets IPv4-only networks.
+            subnet6: (ipv6 && mayfly_net::link::ipv6_available()).then(|| {
                 loop {
                     let p = mayfly_net::addr6::random_ula64();
                     if !existing.iter().any(|n| n.subnet6 == Some(p)) {

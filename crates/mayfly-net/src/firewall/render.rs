@@ -1,10 +1,12 @@
 //! mayfly's two nftables tables, rendered whole as an `nft --json` batch.
 //!
 //! `bridge mayfly` (anti-spoofing, on frames entering the bridges from instance ports, all
-//! named `mv…`): a frame must carry its port's MAC, IPv4 and ARP their port's address
-//! (looked up in two sets keyed by port name, so the rules do not grow per instance), and
-//! nothing but IPv4 and ARP passes. A port absent from the sets (an instance not yet in the
-//! state) passes nothing.
+//! named `mv…`): a frame must carry its port's MAC, IPv4 and ARP their port's address, IPv6
+//! its port's IPv6 address or a link-local source, and only ports with an IPv6 address send
+//! IPv6 (looked up in sets keyed by port name, so the rules do not grow per instance);
+//! nothing but IPv4, ARP and IPv6 passes. A port absent from the sets (an instance not yet
+//! in the state) passes nothing. (A Neighbor Advertisement's target is not checked: nft 1.0.6
+//! has no `icmpv6 taddr`; docs/decisions.md.)
 //!
 //! `inet mayfly`: published ports (DNAT in prerouting for other hosts and in output for the
 //! host itself; 127/8 sources leaving to a bridge masqueraded, which with `route_localnet`
@@ -15,7 +17,9 @@
 //! from outside), the masquerade of a NAT network's subnet leaving through a non-mayfly
 //! interface, a prerouting drop of instances' packets to 127/8 (which `route_localnet` would
 //! otherwise deliver to the host's loopback services), and an input drop of packets to a
-//! gateway from anywhere but its own bridge and the host.
+//! gateway from anywhere but its own bridge and the host; for IPv6 the same (the forward
+//! rules match interfaces only, so they hold for both), with NAT66 of the ULA prefix, `::1`
+//! and the IPv6 gateway. Published ports are IPv4 only.
 
 use serde_json::{Value, json};
 

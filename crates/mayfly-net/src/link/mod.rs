@@ -128,6 +128,12 @@ pub fn ensure_bridge(plan: &NetworkPlan) -> Result<()> {
     Ok(())
 }
 
+/// Whether the calling thread's network namespace has IPv6 at all (a kernel booted with
+/// `ipv6.disable=1`, or built without it, has no `/proc/sys/net/ipv6`).
+pub fn ipv6_available() -> bool {
+    std::path::Path::new("/proc/sys/net/ipv6/conf/default").is_dir()
+}
+
 /// Removes a bridge (its ports are released by the kernel). Idempotent.
 pub fn remove_bridge(name: &str) -> Result<()> {
     delete_link(name)
