@@ -512,6 +512,12 @@ fn a_start_or_an_end_changes_only_set_elements_and_a_changed_table_is_replaced_w
         "{addrs}"
     );
     assert!(set_elements("macs").contains(&b.mac.to_string()));
+    let addrs6 = set_elements("addrs6");
+    assert!(
+        addrs6.contains(&b.ipv6.unwrap().to_string()),
+        "the IPv6 sets change too: {addrs6}"
+    );
+    assert!(set_elements("ports6").contains(&b.host_name));
     let chain_after = String::from_utf8_lossy(
         &Command::new("nft")
             .args(["-a", "list", "chain", "bridge", "mayfly", "ports"])
