@@ -36,6 +36,21 @@ pub fn derived6(prefix: Ipv6Addr, ipv4: Ipv4Addr) -> Ipv6Addr {
     host6(prefix, u32::from(ipv4))
 }
 
+/// The link-local address the kernel gives an interface with MAC `mac` when its
+/// `addr_gen_mode` is 0 (EUI-64, RFC 4291 appendix A): `fe80::` and the MAC with `ff:fe` in
+/// its middle and the universal/local bit flipped.
+pub fn link_local(mac: [u8; 6]) -> Ipv6Addr {
+    let mut b = [0u8; 16];
+    b[0] = 0xfe;
+    b[1] = 0x80;
+    b[8] = mac[0] ^ 0x02;
+    b[9..11].copy_from_slice(&mac[1..3]);
+    b[11] = 0xff;
+    b[12] = 0xfe;
+    b[13..16].copy_from_slice(&mac[3..6]);
+    Ipv6Addr::from(b)
+}
+
 fn host6(prefix: Ipv6Addr, low: u32) -> Ipv6Addr {
     let net = u128::from(prefix) & !((1u128 << 64) - 1);
     Ipv6Addr::from(net | u128::from(low))
@@ -62,6 +77,10 @@ mod tests {
             "fd12:3456:789a::a4d:2".parse::<Ipv6Addr>().unwrap()
         );
         assert!(!is_ula64("fe80::".parse().unwrap()));
+        assert_eq!(
+            link_local([0x02, 0x4d, 0x66, 0x01, 0x02, 0x03]),
+            "fe80::4d:66ff:fe01:203".parse::<Ipv6Addr>().unwrap()
+        );
         assert!(!is_ula64("fd00::1".parse().unwrap()));
     }
 }

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Container, iface, isolate, plan};
-use mayfly_net::{FirewallState, Forward, Proto, firewall, link};
+use mayfly_net::{FirewallState, Forward, Proto, addr6, firewall, link};
 
 fn tables() -> String {
     let out = Command::new("nft")
@@ -518,6 +518,13 @@ fn a_start_or_an_end_changes_only_set_elements_and_a_changed_table_is_replaced_w
         "the IPv6 sets change too: {addrs6}"
     );
     assert!(set_elements("ports6").contains(&b.host_name));
+    let nd6 = set_elements("nd6");
+    let ll_b = format!("0x{:032x}", u128::from(addr6::link_local(b.mac.0)));
+    let ula_b = format!("0x{:032x}", u128::from(b.ipv6.unwrap()));
+    assert!(
+        nd6.contains(&ll_b) && nd6.contains(&ula_b),
+        "the advertisement targets change too: {nd6}"
+    );
     let chain_after = String::from_utf8_lossy(
         &Command::new("nft")
             .args(["-a", "list", "chain", "bridge", "mayfly", "ports"])
@@ -534,6 +541,11 @@ fn a_start_or_an_end_changes_only_set_elements_and_a_changed_table_is_replaced_w
     assert!(
         !addrs.contains(&a.host_name) && addrs.contains(&b.host_name),
         "{addrs}"
+    );
+    let nd6 = set_elements("nd6");
+    assert!(
+        !nd6.contains(&a.host_name) && nd6.contains(&b.host_name),
+        "{nd6}"
     );
 
     // Someone emptied the set behind our back: the change cannot delete b's element, so

@@ -1,5 +1,6 @@
 //! mayfly's own nftables tables, `inet mayfly` and `bridge mayfly`: rendered whole from the
-//! desired state ([`render`]) and replaced in one `nft --json` transaction, so that the
+//! desired state ([`render`]) and replaced in one `nft --json` transaction (then the neighbour
+//! advertisement check in a text one, see [`apply`]), so that the
 //! kernel never holds half of an update and a crash leaves either the old or the new rules.
 //! No other table is ever touched.
 
@@ -18,8 +19,19 @@ const NFT_DEADLINE: Duration = Duration::from_secs(10);
 const OUTPUT_LIMIT: u64 = 64 * 1024;
 
 /// Makes both tables what `state` says, atomically; with no network in `state`, deletes them.
+/// The neighbour-advertisement check goes in by a second, text batch
+/// ([`render::nd_batch`]); until it is in, chain `nd` drops every advertisement from an
+/// instance, so the tables never let a forged one through.
 pub fn apply(state: &FirewallState) -> Result<()> {
-    run_nft(&render::batch(state), "apply mayfly's firewall tables")
+    run_nft(&render::batch(state), "apply mayfly's firewall tables")?;
+    if state.networks.is_empty() {
+        return Ok(());
+    }
+    run(
+        render::nd_batch(state).into_bytes(),
+        false,
+        "apply mayfly's neighbour advertisement check",
+    )
 }
 
 /// Makes both tables what `next` says, knowing that they hold `prev` (what this process
@@ -72,12 +84,22 @@ pub fn port_in_use(ip: Ipv4Addr, port: u16, proto: Proto) -> bool {
 }
 
 fn run_nft(batch: &serde_json::Value, what: &str) -> Result<()> {
+    run(serde_json::to_vec(batch).unwrap_or_default(), true, what)
+}
+
+/// Runs `nft -f -` on `body`, JSON (`-j`) or text.
+fn run(body: Vec<u8>, json: bool, what: &str) -> Result<()> {
     let tool = |message: String| NetError::Tool {
         what: what.to_owned(),
         message,
     };
+    let args: &[&str] = if json {
+        &["-j", "-f", "-"]
+    } else {
+        &["-f", "-"]
+    };
     let mut child = Command::new("nft")
-        .args(["-j", "-f", "-"])
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -95,7 +117,6 @@ fn run_nft(batch: &serde_json::Value, what: &str) -> Result<()> {
         }
         text
     });
-    let body = serde_json::to_vec(batch).unwrap_or_default();
     // Fed from a thread: a batch larger than the pipe would otherwise block here, past the
     // deadline, when nft does not read it (the kill below ends the write too).
     let writer = child.stdin.take().map(|mut stdin| {
@@ -125,7 +146,8 @@ fn run_nft(batch: &serde_json::Value, what: &str) -> Result<()> {
     let status = status?;
     if !status.success() {
         return Err(tool(format!(
-            "`nft -j -f -` failed ({status}): {}",
+            "`nft {}` failed ({status}): {}",
+            args.join(" "),
             stderr.trim()
         )));
     }

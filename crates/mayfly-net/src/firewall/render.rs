@@ -2,11 +2,11 @@
 //!
 //! `bridge mayfly` (anti-spoofing, on frames entering the bridges from instance ports, all
 //! named `mv…`): a frame must carry its port's MAC, IPv4 and ARP their port's address, IPv6
-//! its port's IPv6 address or a link-local source, and only ports with an IPv6 address send
-//! IPv6 (looked up in sets keyed by port name, so the rules do not grow per instance);
-//! nothing but IPv4, ARP and IPv6 passes. A port absent from the sets (an instance not yet
-//! in the state) passes nothing. (A Neighbor Advertisement's target is not checked: nft 1.0.6
-//! has no `icmpv6 taddr`; docs/decisions.md.)
+//! its port's IPv6 address or its own (EUI-64) link-local one, and only ports with an IPv6
+//! address send IPv6; a neighbour advertisement's target must be one of those two, and no
+//! router advertisement or redirect passes (looked up in sets keyed by port name, so the
+//! rules do not grow per instance); nothing but IPv4, ARP and IPv6 passes. A port absent
+//! from the sets (an instance not yet in the state) passes nothing.
 //!
 //! `inet mayfly`: published ports (DNAT in prerouting for other hosts and in output for the
 //! host itself; 127/8 sources leaving to a bridge masqueraded, which with `route_localnet`
@@ -23,7 +23,9 @@
 
 use serde_json::{Value, json};
 
-use crate::{FirewallState, Forward, Interface, NetworkPlan};
+use std::net::Ipv6Addr;
+
+use crate::{FirewallState, Forward, Interface, NetworkPlan, addr6};
 
 /// The name of both tables.
 pub const TABLE: &str = "mayfly";
@@ -74,6 +76,15 @@ pub fn element_changes(prev: &FirewallState, next: &FirewallState) -> Option<Val
                 "family": "bridge", "table": TABLE, "name": set, "elem": elems
             }}}));
         }
+        let nd: Vec<_> = ifaces
+            .iter()
+            .flat_map(|i| own6(i).map(|a| json!({"concat": [i.host_name, hex128(a)]})))
+            .collect();
+        if !nd.is_empty() {
+            cmds.push(json!({verb: {"element": {
+                "family": "bridge", "table": TABLE, "name": "nd6", "elem": nd
+            }}}));
+        }
     }
     (!cmds.is_empty()).then(|| json!({ "nftables": cmds }))
 }
@@ -117,6 +128,9 @@ fn bridge_table(state: &FirewallState, cmds: &mut Vec<Value>) {
         }
         cmds.push(json!({"add": {"set": set}}));
     }
+    // Filled by `nd_batch`; until then (or if that fails) no advertisement passes.
+    cmds.push(json!({"add": {"chain": {"family": F, "table": TABLE, "name": "nd"}}}));
+    cmds.push(rule(F, "nd", vec![json!({"drop": null})]));
     cmds.push(chain(F, "ports", "filter", "prerouting", -200));
     let port = || meta("iifname");
     cmds.push(rule(
@@ -178,8 +192,8 @@ fn bridge_table(state: &FirewallState, cmds: &mut Vec<Value>) {
             json!({"drop": null}),
         ],
     ));
-    // IPv6 only from ports that have an IPv6 address, and only from that address or a
-    // link-local one (neighbour discovery needs those).
+    // IPv6 only from ports that have an IPv6 address, and only from that address or the
+    // port's own link-local one (neighbour discovery needs it).
     cmds.push(rule(
         F,
         "ports",
@@ -194,13 +208,34 @@ fn bridge_table(state: &FirewallState, cmds: &mut Vec<Value>) {
         "ports",
         vec![
             matches("==", payload("ether", "type"), json!("ip6")),
-            matches("!=", payload("ip6", "saddr"), link_local()),
             matches(
                 "!=",
                 json!({"concat": [port(), payload("ip6", "saddr")]}),
                 json!("@addrs6"),
             ),
             json!({"drop": null}),
+        ],
+    ));
+    // No router advertisement or redirect from an instance; a neighbour advertisement only
+    // for the port's own addresses (chain `nd`, see `nd_batch`).
+    cmds.push(rule(
+        F,
+        "ports",
+        vec![
+            matches(
+                "==",
+                payload("icmpv6", "type"),
+                json!({"set": ["nd-router-advert", "nd-redirect"]}),
+            ),
+            json!({"drop": null}),
+        ],
+    ));
+    cmds.push(rule(
+        F,
+        "ports",
+        vec![
+            matches("==", payload("icmpv6", "type"), json!("nd-neighbor-advert")),
+            json!({"jump": {"target": "nd"}}),
         ],
     ));
     cmds.push(rule(
@@ -217,12 +252,50 @@ fn bridge_table(state: &FirewallState, cmds: &mut Vec<Value>) {
     ));
 }
 
-fn link_local() -> Value {
-    json!({"prefix": {"addr": "fe80::", "len": 64}})
+/// The IPv6 addresses port `iface` may use: its own and its link-local one (none without
+/// IPv6).
+fn own6(iface: &Interface) -> impl Iterator<Item = Ipv6Addr> + '_ {
+    iface
+        .ipv6
+        .into_iter()
+        .flat_map(|a| [a, addr6::link_local(iface.mac.0)])
+}
+
+/// The text (not JSON) batch run after [`batch`] when there is a network: set `nd6` (port .
+/// target address as a raw 128-bit number) and the rule of chain `nd` dropping a neighbour
+/// advertisement whose target is not one of its port's own addresses ([`own6`]). Text
+/// because nft 1.0.6's JSON cannot declare a set of raw payloads (`typeof`), and there is
+/// no `icmpv6 taddr` field yet; its elements are JSON-able (a hex string), see
+/// [`element_changes`].
+pub fn nd_batch(state: &FirewallState) -> String {
+    let elems: Vec<String> = state
+        .interfaces
+        .iter()
+        .flat_map(|i| own6(i).map(move |a| format!("\"{}\" . {}", i.host_name, hex128(a))))
+        .collect();
+    let elems = if elems.is_empty() {
+        String::new()
+    } else {
+        format!(" elements = {{ {} }} ;", elems.join(", "))
+    };
+    format!(
+        "add set bridge {TABLE} nd6 {{ typeof iifname . {TARGET} ;{elems} }}\n\
+         flush chain bridge {TABLE} nd\n\
+         add rule bridge {TABLE} nd iifname . {TARGET} != @nd6 drop\n"
+    )
+}
+
+/// A neighbour advertisement's target address: the 128 bits after the ICMPv6 header's
+/// first 8 bytes.
+const TARGET: &str = "@th,64,128";
+
+fn hex128(a: Ipv6Addr) -> String {
+    format!("0x{:032x}", u128::from(a))
 }
 
 /// The anti-spoofing sets' elements for `ifaces`: `macs` (port . MAC), `addrs` (port .
-/// IPv4), `addrs6` (port . IPv6) and `ports6` (the ports that may send IPv6).
+/// IPv4), `addrs6` (port . IPv6, its own and its link-local one) and `ports6` (the ports
+/// that may send IPv6).
 fn sets<'a>(
     ifaces: impl Iterator<Item = &'a Interface> + Clone,
 ) -> [(&'static str, Vec<Value>); 4] {
@@ -244,7 +317,7 @@ fn sets<'a>(
         (
             "addrs6",
             v6.clone()
-                .map(|(i, a)| json!({"concat": [i.host_name, a.to_string()]}))
+                .flat_map(|(i, _)| own6(i).map(|a| json!({"concat": [i.host_name, a.to_string()]})))
                 .collect(),
         ),
         ("ports6", v6.map(|(i, _)| json!(i.host_name)).collect()),
@@ -595,17 +668,37 @@ mod tests {
         );
         let addrs6 = sets.iter().find(|s| s["name"] == "addrs6").unwrap();
         assert_eq!(
-            addrs6["elem"][0]["concat"],
-            json!(["mv0123456789ab0", "fd12:3456:789a::a4d:2"])
+            addrs6["elem"],
+            json!([
+                {"concat": ["mv0123456789ab0", "fd12:3456:789a::a4d:2"]},
+                {"concat": ["mv0123456789ab0", "fe80::ff:fe00:7"]},
+            ]),
+            "its own address and its own link-local one, not all of fe80::/64"
         );
         let ports6 = sets.iter().find(|s| s["name"] == "ports6").unwrap();
         assert_eq!(ports6["elem"], json!(["mv0123456789ab0"]));
         let rules = rules_of(&v, "bridge", "ports");
         // The rules do not grow with instances: one per check.
-        assert_eq!(rules.len(), 8);
+        assert_eq!(rules.len(), 10);
         let text = serde_json::to_string(&rules).unwrap();
         assert!(text.contains("@macs") && text.contains("@addrs") && text.contains("saddr ip"));
-        assert!(text.contains("@addrs6") && text.contains("@ports6") && text.contains("fe80::"));
+        assert!(text.contains("@addrs6") && text.contains("@ports6") && !text.contains("fe80"));
+        assert!(
+            text.contains(r#"["nd-router-advert","nd-redirect"]"#)
+                && text.contains(r#""nd-neighbor-advert"}},{"jump":{"target":"nd"}}"#),
+            "{text}"
+        );
+        // Until the text batch fills it, chain `nd` drops every advertisement.
+        assert_eq!(rules_of(&v, "bridge", "nd"), [&json!([{"drop": null}])]);
+        let nd = nd_batch(&state());
+        assert_eq!(
+            nd,
+            "add set bridge mayfly nd6 { typeof iifname . @th,64,128 ; elements = { \
+             \"mv0123456789ab0\" . 0xfd123456789a0000000000000a4d0002, \
+             \"mv0123456789ab0\" . 0xfe80000000000000000000fffe000007 } ; }\n\
+             flush chain bridge mayfly nd\n\
+             add rule bridge mayfly nd iifname . @th,64,128 != @nd6 drop\n"
+        );
         assert!(text.contains(r#"["ip","arp","ip6"]"#), "{text}");
         // An interface without IPv6 is in neither IPv6 set.
         let mut st = state();
@@ -632,7 +725,11 @@ mod tests {
             .iter()
             .map(|c| c["add"]["element"]["name"].as_str().unwrap())
             .collect();
-        assert_eq!(names, ["macs", "addrs", "addrs6", "ports6"]);
+        assert_eq!(names, ["macs", "addrs", "addrs6", "ports6", "nd6"]);
+        assert_eq!(
+            cmds(&start)[4]["add"]["element"]["elem"][1]["concat"],
+            json!(["mv0123456789ab0", "0xfe80000000000000000000fffe000007"])
+        );
     }
 
     #[test]

@@ -30,7 +30,8 @@ use crate::{Interface, NetError, Result, addr6};
 /// its bridge (isolated when the network is, no IPv6, up), the inside end renamed, with its
 /// MAC and address, up, and the default route through the gateway when it has one; `lo` up;
 /// IPv6 on the new interface only when it has an IPv6 address (then without RA,
-/// autoconfiguration or DAD, its link-local address kept for neighbour discovery, and the
+/// autoconfiguration or DAD, its link-local address, made from its MAC by EUI-64, kept for
+/// neighbour discovery, and the
 /// IPv6 default route through `gateway6` when it has one), off otherwise; ping for every group (`net.ipv4.ping_group_range`), so
 /// that an unprivileged ping works. On failure nothing of the pair is left.
 pub fn attach(netns: BorrowedFd<'_>, iface: &Interface) -> Result<()> {
@@ -52,6 +53,11 @@ pub fn attach(netns: BorrowedFd<'_>, iface: &Interface) -> Result<()> {
         // router advertisements, autoconfiguration or DAD, so that from its first moment
         // nothing but mayfly configures it.
         v6::switch("default", iface.ipv6.is_some(), &ctx)?;
+        if iface.ipv6.is_some() {
+            // Its link-local address from its MAC by EUI-64, whatever the distribution's
+            // default: the firewall expects exactly that one (`addr6::link_local`).
+            sysctl::set("net/ipv6/conf/default/addr_gen_mode", "0", &ctx)?;
+        }
         sysctl::set("net/ipv4/ping_group_range", "0 2147483647", &ctx)?;
         Netlink::open()
     })?;
