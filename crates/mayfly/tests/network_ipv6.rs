@@ -250,7 +250,9 @@ fn an_instance_cannot_send_from_another_ipv6_address() {
     };
     spoof6(&vic.ipv6, forged);
     spoof6("fd00:dead::1", forged);
-    spoof6("fe80::1234", link_local);
+    spoof6("fe80::1234", forged);
+    spoof6(&link_local_of(&vic.mac).to_string(), forged);
+    spoof6(&link_local_of(&att.mac).to_string(), link_local);
     spoof6(&att.ipv6, honest);
     let arrived = poll_until(Duration::from_secs(5), || {
         d.sh("observer", "cat /tmp/sniff")
@@ -271,8 +273,97 @@ fn an_instance_cannot_send_from_another_ipv6_address() {
     );
     assert!(
         seen.contains(&seen_len(link_local)),
-        "link-local sources pass (neighbour discovery needs them):\n{seen}"
+        "its own link-local source passes (neighbour discovery needs it):\n{seen}"
     );
+    d.finish();
+}
+
+/// The link-local address of the interface with MAC `mac` (EUI-64, as mayfly sets it up).
+fn link_local_of(mac: &str) -> Ipv6Addr {
+    let m: mayfly_net::Mac = mac.parse().expect("a MAC");
+    mayfly_net::addr6::link_local(m.0)
+}
+
+/// Instance `name`'s IPv6 neighbour table (`ip -6 neigh` in its namespace, entered from
+/// the daemon's).
+fn neighbours6(d: &TestDaemon, name: &str) -> String {
+    let net = format!("--net=/proc/{}/ns/net", d.pid_of(name));
+    let out = in_daemon_ns(
+        d,
+        &["nsenter", &net, "ip", "-6", "neigh", "show", "dev", "eth0"],
+    );
+    assert!(out.success(), "ip -6 neigh in {name}: {out}");
+    out.stdout
+}
+
+/// The MAC that `table` (from [`neighbours6`]) has for `ip`, if any.
+fn lladdr_of(table: &str, ip: &str) -> Option<String> {
+    table.lines().find_map(|l| {
+        let mut w = l.split_whitespace();
+        (w.next() == Some(ip))
+            .then(|| w.skip_while(|x| *x != "lladdr").nth(1).map(str::to_owned))
+            .flatten()
+    })
+}
+
+/// ARP's sender checks have an IPv6 counterpart: an instance cannot advertise another's
+/// address, global or link-local, to divert its neighbours' traffic; its own it can.
+#[test]
+fn an_instance_cannot_advertise_another_instances_ipv6_addresses() {
+    let d = TestDaemon::start();
+    install_usock(&d);
+    for name in ["attacker", "victim", "peer"] {
+        launch(&d, name, &[], Some(IDLE));
+    }
+    let att = eth0(&d, "attacker");
+    let vic = eth0(&d, "victim");
+    let peer = eth0(&d, "peer");
+    let peer_ll = link_local_of(&peer.mac).to_string();
+    // The victim knows the peer (both addresses) and the attacker.
+    assert!(pings6(&d, "victim", &peer.ipv6));
+    assert!(pings6(&d, "victim", &att.ipv6));
+    let o = d.mayfly(&[
+        "exec", "victim", "--", "ping", "-6", "-c", "1", "-W", "2", "-I", "eth0", &peer_ll,
+    ]);
+    assert!(
+        o.success(),
+        "the victim cannot ping the peer's link-local: {o}"
+    );
+    let before = neighbours6(&d, "victim");
+    for ip in [&peer.ipv6, &peer_ll, &att.ipv6] {
+        assert!(lladdr_of(&before, ip).is_some(), "{ip} unknown: {before}");
+    }
+    const FAKE: &str = "02:00:00:00:99:99";
+    let advertise = |target: &str, at: &str| {
+        let o = d.mayfly(&[
+            "exec", "attacker", "--", "usock", "na6", "eth0", &vic.mac, &att.mac, &att.ipv6,
+            &vic.ipv6, target, at,
+        ]);
+        assert!(o.success(), "usock na6 for {target}: {o}");
+    };
+    // Its own address at another MAC: the victim takes it (so the advertisements work).
+    advertise(&att.ipv6, FAKE);
+    let taken = poll_until(Duration::from_secs(5), || {
+        lladdr_of(&neighbours6(&d, "victim"), &att.ipv6).as_deref() == Some(FAKE)
+    });
+    assert!(
+        taken,
+        "an advertisement of the own address did not arrive: {}",
+        neighbours6(&d, "victim")
+    );
+    // The peer's addresses at the attacker's MAC: dropped at the bridge.
+    advertise(&peer.ipv6, &att.mac);
+    advertise(&peer_ll, &att.mac);
+    std::thread::sleep(Duration::from_millis(500));
+    let after = neighbours6(&d, "victim");
+    for ip in [&peer.ipv6, &peer_ll] {
+        assert_eq!(
+            lladdr_of(&after, ip).as_deref(),
+            Some(peer.mac.as_str()),
+            "a forged advertisement diverted {ip}:\n{after}\n{}",
+            nft_text(&d)
+        );
+    }
     d.finish();
 }
 
