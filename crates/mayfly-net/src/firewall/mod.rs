@@ -1,7 +1,7 @@
 //! mayfly's own nftables tables, `inet mayfly` and `bridge mayfly`: rendered whole from the
-//! desired state ([`render`]) and replaced in one `nft --json` transaction (then the neighbour
-//! advertisement check in a text one, see [`apply`]), so that the
-//! kernel never holds half of an update and a crash leaves either the old or the new rules.
+//! desired state ([`render`]) and replaced in one `nft --json` transaction (then the
+//! neighbour advertisement check in a text one, see [`apply`]), so that the kernel never
+//! holds half of an update and a crash leaves either the old or the new rules.
 //! No other table is ever touched.
 
 pub mod render;
