@@ -253,6 +253,16 @@ fn an_instance_cannot_send_from_another_ipv6_address() {
     spoof6("fe80::1234", forged);
     spoof6(&link_local_of(&vic.mac).to_string(), forged);
     spoof6(&link_local_of(&att.mac).to_string(), link_local);
+    // A router advertisement and a redirect from its own link-local address: 94 bytes,
+    // no other frame's length.
+    let own_ll = link_local_of(&att.mac).to_string();
+    for ty in ["134", "137"] {
+        let o = d.mayfly(&[
+            "exec", "attacker", "--", "usock", "na6", "eth0", &obs.mac, &att.mac, &own_ll,
+            &obs.ipv6, &own_ll, &att.mac, ty,
+        ]);
+        assert!(o.success(), "usock na6 type {ty}: {o}");
+    }
     spoof6(&att.ipv6, honest);
     let arrived = poll_until(Duration::from_secs(5), || {
         d.sh("observer", "cat /tmp/sniff")
@@ -269,6 +279,11 @@ fn an_instance_cannot_send_from_another_ipv6_address() {
     assert!(
         !seen.contains(&seen_len(forged)),
         "a datagram from a forged IPv6 source crossed the bridge:\n{seen}\n{}",
+        nft_text(&d)
+    );
+    assert!(
+        !seen.contains("type=86dd len=94\n"),
+        "a router advertisement or redirect crossed the bridge:\n{seen}\n{}",
         nft_text(&d)
     );
     assert!(
