@@ -26,7 +26,7 @@
 //! (`--network none`) gets the host's resolvers and its name on 127.0.1.1.
 
 use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -100,6 +100,8 @@ pub(crate) fn hostname_file(name: &str) -> String {
 pub(crate) struct EtcNet {
     /// The address of `eth0`.
     pub ipv4: Ipv4Addr,
+    /// Its IPv6 address, on a network with IPv6.
+    pub ipv6: Option<Ipv6Addr>,
     /// The gateway of `eth0`'s network.
     pub gateway: Ipv4Addr,
 }
@@ -110,6 +112,7 @@ impl EtcNet {
         let eth0 = interfaces.first()?;
         Some(EtcNet {
             ipv4: eth0.ipv4,
+            ipv6: eth0.ipv6,
             gateway: eth0.gateway?,
         })
     }
@@ -127,14 +130,18 @@ pub(crate) fn network_resolv_conf(net: EtcNet) -> String {
     )
 }
 
-/// `/etc/hosts`: localhost, the container's own name on its `eth0` address, or on 127.0.1.1
-/// without a network (as Debian installs do, so that `hostname -f` and `getent hosts NAME`
-/// work without a network), and the usual IPv6 names.
-pub(crate) fn hosts_file(name: &str, own: Option<Ipv4Addr>) -> String {
+/// `/etc/hosts`: localhost, the container's own name on its `eth0` addresses (IPv4, and IPv6
+/// where its network has it: resolvers that ask for IPv6 first find it here, not from the
+/// name server under `NAME.mayfly`), or on 127.0.1.1 without a network (as Debian installs
+/// do, so that `hostname -f` and `getent hosts NAME` work without a network), and the usual
+/// IPv6 names.
+pub(crate) fn hosts_file(name: &str, own: Option<Ipv4Addr>, own6: Option<Ipv6Addr>) -> String {
     let own = own.unwrap_or(Ipv4Addr::new(127, 0, 1, 1));
+    let own6 = own6.map(|a| format!("{a}\t{name}\n")).unwrap_or_default();
     format!(
         "127.0.0.1\tlocalhost\n\
          {own}\t{name}\n\
+         {own6}\
          ::1\tlocalhost ip6-localhost ip6-loopback\n\
          fe00::0\tip6-localnet\n\
          ff00::0\tip6-mcastprefix\n\
@@ -238,7 +245,7 @@ pub(crate) fn prepare(
     for (name, target) in FILES {
         let content = match name {
             "hostname" => hostname_file(hostname),
-            "hosts" => hosts_file(hostname, net.map(|n| n.ipv4)),
+            "hosts" => hosts_file(hostname, net.map(|n| n.ipv4), net.and_then(|n| n.ipv6)),
             "machine-id" => format!("{machine_id}\n"),
             _ => match net {
                 Some(n) => network_resolv_conf(n),
@@ -333,7 +340,7 @@ mod tests {
 
     #[test]
     fn hosts_map_the_name_to_itself_and_localhost() {
-        let hosts = hosts_file("web-1", None);
+        let hosts = hosts_file("web-1", None, None);
         assert!(hosts.starts_with("127.0.0.1\tlocalhost\n127.0.1.1\tweb-1\n"));
         assert!(hosts.contains("::1\tlocalhost ip6-localhost ip6-loopback\n"));
         assert_eq!(hostname_file("web-1"), "web-1\n");
@@ -359,8 +366,14 @@ mod tests {
         let servers: Vec<&str> = resolv.lines().filter_map(nameserver).collect();
         assert_eq!(servers, ["10.77.0.1"], "{resolv}");
         assert!(resolv.contains("\nsearch mayfly\n"), "{resolv}");
-        let hosts = hosts_file("web", Some(net.ipv4));
+        let hosts = hosts_file("web", Some(net.ipv4), net.ipv6);
         assert!(hosts.contains("\n10.77.0.5\tweb\n"), "{hosts}");
+        let six: Ipv6Addr = "fd00:1:2::a4d:5".parse().unwrap();
+        let hosts = hosts_file("web", Some(net.ipv4), Some(six));
+        assert!(
+            hosts.contains("\n10.77.0.5\tweb\nfd00:1:2::a4d:5\tweb\n"),
+            "{hosts}"
+        );
         assert!(!hosts.contains("127.0.1.1"), "{hosts}");
         assert_eq!(EtcNet::of(&[]), None);
     }

@@ -15,9 +15,10 @@ const TARGETS: [&str; 3] = ["etc/hostname", "etc/hosts", "etc/resolv.conf"];
 
 /// The `/etc/hosts` mayfly writes for `name` whose own address is `own` (its `eth0`'s, or
 /// 127.0.1.1 without a network).
-fn expected_hosts(name: &str, own: &str) -> String {
+fn expected_hosts(name: &str, own: &str, own6: Option<&str>) -> String {
+    let own6 = own6.map(|a| format!("{a}\t{name}\n")).unwrap_or_default();
     format!(
-        "127.0.0.1\tlocalhost\n{own}\t{name}\n::1\tlocalhost ip6-localhost ip6-loopback\n\
+        "127.0.0.1\tlocalhost\n{own}\t{name}\n{own6}::1\tlocalhost ip6-localhost ip6-loopback\n\
          fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n"
     )
 }
@@ -70,7 +71,12 @@ fn assert_own_files(d: &TestDaemon, name: &str) {
     let info = d.info(name);
     let eth0 = info["interfaces"][0]["ipv4"].as_str().map(str::to_owned);
     let own = eth0.clone().unwrap_or_else(|| "127.0.1.1".to_owned());
-    assert_eq!(d.sh(name, "cat /etc/hosts"), expected_hosts(name, &own));
+    let own6 = info["interfaces"][0]["ipv6"].as_str();
+    assert_eq!(eth0.is_some(), own6.is_some(), "IPv6 beside IPv4: {info}");
+    assert_eq!(
+        d.sh(name, "cat /etc/hosts"),
+        expected_hosts(name, &own, own6)
+    );
     // The name resolves to the instance itself through /etc/hosts.
     assert_eq!(d.sh(name, "hostname -i").trim(), own);
     let resolv = d.sh(name, "cat /etc/resolv.conf");

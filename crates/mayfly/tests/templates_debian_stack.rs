@@ -244,13 +244,22 @@ fn debian_minbase_is_clean_and_real_applications_stack_without_false_conflicts()
     assert_eq!(d.sh("both", "hostname -f").trim(), "both");
     let info = d.info("both");
     let ipv4 = info["interfaces"][0]["ipv4"].as_str().unwrap_or_default();
-    assert!(!ipv4.is_empty(), "{info}");
+    let ipv6 = info["interfaces"][0]["ipv6"].as_str().unwrap_or_default();
+    assert!(!ipv4.is_empty() && !ipv6.is_empty(), "{info}");
+    // glibc asks for IPv6 first: /etc/hosts gives it the instance's own IPv6 address.
     assert_eq!(
         d.sh("both", "getent hosts both")
             .split_whitespace()
             .take(2)
             .collect::<Vec<_>>(),
-        vec![ipv4, "both"]
+        vec![ipv6, "both"]
+    );
+    assert_eq!(
+        d.sh("both", "getent ahostsv4 both")
+            .split_whitespace()
+            .next()
+            .unwrap_or_default(),
+        ipv4
     );
     let resolv = d.sh("both", "cat /etc/resolv.conf");
     assert!(resolv.starts_with("# Written by mayfly"), "{resolv}");
