@@ -121,55 +121,95 @@ fn host_ends() -> Vec<String> {
         .collect()
 }
 
+/// What a forker test works with: a state directory with a busybox layer and a trash
+/// directory, its own forker (started from this thread, so in this thread's network
+/// namespace: the driver would start one from a runtime thread), a driver talking to it, and
+/// a runtime to drive it.
+///
+/// Fields drop in this order: the driver, then the forker (and the test's cgroups), then
+/// the state directory.
+struct Bench {
+    driver: ContainerDriver,
+    rt: tokio::runtime::Runtime,
+    events: tokio::sync::mpsc::Receiver<mayfly_driver::DriverEvent>,
+    state: PathBuf,
+    layer: PathBuf,
+    trash: PathBuf,
+    _cleanup: Cleanup,
+    _tmp: tempfile::TempDir,
+}
+
+impl Bench {
+    /// A bench whose cgroups are under `mayfly-<name>-<pid>`.
+    fn new(name: &str) -> Bench {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = tmp.path().to_owned();
+        let layer = state.join("layer");
+        std::fs::create_dir(&layer).unwrap();
+        mayfly_image::build_busybox_rootfs(Path::new("/bin/busybox"), &layer).unwrap();
+        let trash = state.join("trash");
+        std::fs::create_dir(&trash).unwrap();
+        let exe = env!("CARGO_BIN_EXE_mayfly");
+        let parent = format!("mayfly-{name}-{}", std::process::id());
+        let forker = Command::new(exe)
+            .args(["forker", "--state-dir"])
+            .arg(&state)
+            .args(["--cgroup-parent", &parent])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let cleanup = Cleanup {
+            forker,
+            parent: parent.clone(),
+        };
+        wait_for("the forker's socket", Duration::from_secs(10), || {
+            state.join("run/forker.sock").exists()
+        });
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (tx, events) = tokio::sync::mpsc::channel(64);
+        let driver = ContainerDriver::new(&state, Path::new(exe), &parent, CgroupLayout::Auto, tx);
+        Bench {
+            driver,
+            rt,
+            events,
+            state,
+            layer,
+            trash,
+            _cleanup: cleanup,
+            _tmp: tmp,
+        }
+    }
+
+    /// Starts container `id` (`sleep 60`) with `interfaces` (JSON).
+    fn start(
+        &self,
+        id: &str,
+        interfaces: serde_json::Value,
+    ) -> Result<mayfly_driver::Started, mayfly_driver::DriverError> {
+        let s = spec(&self.state, &self.layer, id, interfaces);
+        self.driver.prepare_writable(&s, &self.trash).unwrap();
+        self.rt
+            .block_on(self.driver.start(s, InitStdio::Log { max_bytes: 1 << 20 }))
+    }
+}
+
 #[test]
 fn the_forker_attaches_interfaces_before_the_init_and_a_failure_leaves_nothing() {
     mayfly_sys::process::unshare_network_namespace().expect("a network namespace of our own");
     mayfly_sys::net::loopback_up().unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let state = tmp.path().to_owned();
-    let layer = state.join("layer");
-    std::fs::create_dir(&layer).unwrap();
-    mayfly_image::build_busybox_rootfs(Path::new("/bin/busybox"), &layer).unwrap();
-    let trash = state.join("trash");
-    std::fs::create_dir(&trash).unwrap();
     sh(&["ip", "link", "add", BRIDGE, "type", "bridge"]);
     sh(&["ip", "addr", "add", "10.77.0.1/24", "dev", BRIDGE]);
     sh(&["ip", "link", "set", BRIDGE, "up"]);
+    let b = Bench::new("nettest");
 
-    // Started from this thread so that it is in this namespace (the driver would start one
-    // from a runtime thread, in the host's).
-    let exe = env!("CARGO_BIN_EXE_mayfly");
-    let parent = format!("mayfly-nettest-{}", std::process::id());
-    let forker = Command::new(exe)
-        .args(["forker", "--state-dir"])
-        .arg(&state)
-        .args(["--cgroup-parent", &parent])
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _cleanup = Cleanup {
-        forker,
-        parent: parent.clone(),
-    };
-    wait_for("the forker's socket", Duration::from_secs(10), || {
-        state.join("run/forker.sock").exists()
-    });
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let (tx, _rx) = tokio::sync::mpsc::channel(64);
-    let driver = ContainerDriver::new(&state, Path::new(exe), &parent, CgroupLayout::Auto, tx);
-
-    let good = spec(
-        &state,
-        &layer,
-        "nettest-a",
-        serde_json::json!([interface("mv7e5700000a10", "10.77.0.2", "10.77.0.1")]),
-    );
-    driver.prepare_writable(&good, &trash).unwrap();
-    let started = rt
-        .block_on(driver.start(good, InitStdio::Log { max_bytes: 1 << 20 }))
+    let started = b
+        .start(
+            "nettest-a",
+            serde_json::json!([interface("mv7e5700000a10", "10.77.0.2", "10.77.0.1")]),
+        )
         .expect("start with an interface");
     let ns = format!("--net=/proc/{}/ns/net", started.pid);
     let inside = sh(&["nsenter", &ns, "ip", "-o", "addr"]);
@@ -187,15 +227,11 @@ fn the_forker_attaches_interfaces_before_the_init_and_a_failure_leaves_nothing()
     assert_eq!(host_ends(), ["mv7e5700000a10"]);
 
     // A gateway outside the subnet: the interface cannot be completed.
-    let bad = spec(
-        &state,
-        &layer,
-        "nettest-b",
-        serde_json::json!([interface("mv7e5700000b10", "10.77.0.3", "192.0.2.1")]),
-    );
-    driver.prepare_writable(&bad, &trash).unwrap();
-    let err = rt
-        .block_on(driver.start(bad, InitStdio::Log { max_bytes: 1 << 20 }))
+    let err = b
+        .start(
+            "nettest-b",
+            serde_json::json!([interface("mv7e5700000b10", "10.77.0.3", "192.0.2.1")]),
+        )
         .expect_err("a start whose interface fails");
     let msg = mayfly_driver::error_chain(&err);
     assert!(msg.contains("eth0") && msg.contains("network lan"), "{msg}");
@@ -204,9 +240,9 @@ fn the_forker_attaches_interfaces_before_the_init_and_a_failure_leaves_nothing()
         ["mv7e5700000a10"],
         "the failed start left a veth"
     );
-    let _ = rt.block_on(driver.release("nettest-b"));
+    let _ = b.rt.block_on(b.driver.release("nettest-b"));
 
-    rt.block_on(driver.kill("nettest-a")).unwrap();
+    b.rt.block_on(b.driver.kill("nettest-a")).unwrap();
     wait_for("the instance to end", Duration::from_secs(10), || {
         !Path::new(&format!("/proc/{}", started.pid)).exists()
             || std::fs::read_to_string(format!("/proc/{}/stat", started.pid))
@@ -215,7 +251,7 @@ fn the_forker_attaches_interfaces_before_the_init_and_a_failure_leaves_nothing()
     wait_for("the host end to go", Duration::from_secs(10), || {
         host_ends().is_empty()
     });
-    let _ = rt.block_on(driver.release("nettest-a"));
+    let _ = b.rt.block_on(b.driver.release("nettest-a"));
 }
 
 /// A daemon starting up while a run ends can hear of that end twice (from the forker's state
@@ -224,46 +260,13 @@ fn the_forker_attaches_interfaces_before_the_init_and_a_failure_leaves_nothing()
 /// takes as a late report (slot.rs, `finish_run`).
 #[test]
 fn a_release_that_comes_after_the_next_run_started_is_answered_still_running() {
-    let tmp = tempfile::tempdir().unwrap();
-    let state = tmp.path().to_owned();
-    let layer = state.join("layer");
-    std::fs::create_dir(&layer).unwrap();
-    mayfly_image::build_busybox_rootfs(Path::new("/bin/busybox"), &layer).unwrap();
-    let trash = state.join("trash");
-    std::fs::create_dir(&trash).unwrap();
-    let exe = env!("CARGO_BIN_EXE_mayfly");
-    let parent = format!("mayfly-runtest-{}", std::process::id());
-    let forker = Command::new(exe)
-        .args(["forker", "--state-dir"])
-        .arg(&state)
-        .args(["--cgroup-parent", &parent])
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _cleanup = Cleanup {
-        forker,
-        parent: parent.clone(),
-    };
-    wait_for("the forker's socket", Duration::from_secs(10), || {
-        state.join("run/forker.sock").exists()
-    });
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-    let driver = ContainerDriver::new(&state, Path::new(exe), &parent, CgroupLayout::Auto, tx);
+    let mut b = Bench::new("runtest");
     let id = "runtest-a";
-    let run = |driver: &ContainerDriver| {
-        let s = spec(&state, &layer, id, serde_json::json!([]));
-        driver.prepare_writable(&s, &trash).unwrap();
-        rt.block_on(driver.start(s, InitStdio::Log { max_bytes: 1 << 20 }))
-            .expect("start")
-    };
-    let ended = |rx: &mut tokio::sync::mpsc::Receiver<mayfly_driver::DriverEvent>| {
-        rt.block_on(async {
+    let ended = |b: &mut Bench| {
+        let events = &mut b.events;
+        b.rt.block_on(async {
             tokio::time::timeout(Duration::from_secs(10), async {
-                while let Some(e) = rx.recv().await {
+                while let Some(e) = events.recv().await {
                     if matches!(e, mayfly_driver::DriverEvent::Exited { ref id, .. } if id == "runtest-a") {
                         return;
                     }
@@ -274,25 +277,25 @@ fn a_release_that_comes_after_the_next_run_started_is_answered_still_running() {
         });
     };
 
-    run(&driver);
-    rt.block_on(driver.kill(id)).unwrap();
-    ended(&mut rx);
-    rt.block_on(driver.release(id))
+    b.start(id, serde_json::json!([])).expect("start");
+    b.rt.block_on(b.driver.kill(id)).unwrap();
+    ended(&mut b);
+    b.rt.block_on(b.driver.release(id))
         .expect("the ended run is released");
 
     // The next run, then the late second release of the first one.
-    run(&driver);
-    let err = rt
-        .block_on(driver.release(id))
-        .expect_err("a release while the container runs");
+    b.start(id, serde_json::json!([])).expect("start again");
+    let err =
+        b.rt.block_on(b.driver.release(id))
+            .expect_err("a release while the container runs");
     assert_eq!(
         err.failure_kind(),
         Some(mayfly_driver::FailureKind::StillRunning),
         "{}",
         mayfly_driver::error_chain(&err)
     );
-    rt.block_on(driver.kill(id)).unwrap();
-    ended(&mut rx);
-    rt.block_on(driver.release(id))
+    b.rt.block_on(b.driver.kill(id)).unwrap();
+    ended(&mut b);
+    b.rt.block_on(b.driver.release(id))
         .expect("the second run is released");
 }
