@@ -11,19 +11,15 @@
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
-use netlink_packet_route::AddressFamily;
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{
     InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute,
     LinkInfo, LinkMessage,
 };
-use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
-};
 use rustix::thread::LinkNameSpaceType;
 
 use super::nl::{CREATE_EXCL, Netlink};
-use super::{address_message, delete_named, find_link, set_up, sysctl, v6};
+use super::{address_message, default_route, delete_named, find_link, set_up, sysctl, v6};
 use crate::{Interface, NetError, Result, addr6};
 
 /// Creates `iface` for the container whose network namespace is `netns`: the host end on
@@ -153,24 +149,10 @@ fn configure(
         set_up(inside, lo.header.index, &format!("{ctx}: bring up lo"))?;
     }
     if let Some(gateway) = iface.gateway {
-        let mut route = RouteMessage::default();
-        route.header.address_family = AddressFamily::Inet;
-        route.header.table = RouteHeader::RT_TABLE_MAIN;
-        route.header.protocol = RouteProtocol::Boot;
-        route.header.scope = RouteScope::Universe;
-        route.header.kind = RouteType::Unicast;
-        route
-            .attributes
-            .push(RouteAttribute::Gateway(RouteAddress::Inet(gateway)));
-        route.attributes.push(RouteAttribute::Oif(inner));
-        inside.request(
-            RouteNetlinkMessage::NewRoute(route),
-            CREATE_EXCL,
-            &format!("{ctx}: add the default route via {gateway}"),
-        )?;
+        default_route(inside, inner, gateway.into(), ctx)?;
     }
     if let (Some(gateway6), Some(_)) = (iface.gateway6, iface.ipv6) {
-        v6::default_route(inside, inner, gateway6, ctx)?;
+        default_route(inside, inner, gateway6.into(), ctx)?;
     }
     Ok(())
 }

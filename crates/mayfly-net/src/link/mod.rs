@@ -15,7 +15,9 @@ use netlink_packet_route::AddressFamily;
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
 
 pub use attach::attach;
 use nl::{CREATE_EXCL, Netlink, is_errno};
@@ -307,4 +309,31 @@ fn ipv4_addresses(nl: &mut Netlink, index: Option<u32>) -> Result<Vec<(Ipv4Addr,
         }
     }
     Ok(out)
+}
+
+/// Adds the default route (IPv4 or IPv6, as `gateway` is) through `gateway` on interface
+/// `index`.
+pub(crate) fn default_route(
+    nl: &mut Netlink,
+    index: u32,
+    gateway: IpAddr,
+    ctx: &str,
+) -> Result<()> {
+    let mut route = RouteMessage::default();
+    let (family, via) = match gateway {
+        IpAddr::V4(a) => (AddressFamily::Inet, RouteAddress::Inet(a)),
+        IpAddr::V6(a) => (AddressFamily::Inet6, RouteAddress::Inet6(a)),
+    };
+    route.header.address_family = family;
+    route.header.table = RouteHeader::RT_TABLE_MAIN;
+    route.header.protocol = RouteProtocol::Boot;
+    route.header.scope = RouteScope::Universe;
+    route.header.kind = RouteType::Unicast;
+    route.attributes.push(RouteAttribute::Gateway(via));
+    route.attributes.push(RouteAttribute::Oif(index));
+    nl.request(
+        RouteNetlinkMessage::NewRoute(route),
+        CREATE_EXCL,
+        &format!("{ctx}: add the default route via {gateway}"),
+    )
 }

@@ -9,11 +9,8 @@ use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
 };
-use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
-};
 
-use super::nl::{CREATE_EXCL, Netlink};
+use super::nl::Netlink;
 use super::sysctl;
 use crate::Result;
 
@@ -71,28 +68,4 @@ pub(crate) fn global_addresses(nl: &mut Netlink, index: u32) -> Result<Vec<(Ipv6
         }
     }
     Ok(out)
-}
-
-/// Adds the IPv6 default route through `gateway` on interface `index`.
-pub(crate) fn default_route(
-    nl: &mut Netlink,
-    index: u32,
-    gateway: Ipv6Addr,
-    ctx: &str,
-) -> Result<()> {
-    let mut route = RouteMessage::default();
-    route.header.address_family = AddressFamily::Inet6;
-    route.header.table = RouteHeader::RT_TABLE_MAIN;
-    route.header.protocol = RouteProtocol::Boot;
-    route.header.scope = RouteScope::Universe;
-    route.header.kind = RouteType::Unicast;
-    route
-        .attributes
-        .push(RouteAttribute::Gateway(RouteAddress::Inet6(gateway)));
-    route.attributes.push(RouteAttribute::Oif(index));
-    nl.request(
-        RouteNetlinkMessage::NewRoute(route),
-        CREATE_EXCL,
-        &format!("{ctx}: add the IPv6 default route via {gateway}"),
-    )
 }
