@@ -153,45 +153,25 @@ fn bridge_table(state: &FirewallState, cmds: &mut Vec<Value>) {
             json!({"drop": null}),
         ],
     ));
-    cmds.push(rule(
-        F,
-        "ports",
-        vec![
-            matches("==", payload("ether", "type"), json!("ip")),
-            matches(
-                "!=",
-                json!({"concat": [port(), payload("ip", "saddr")]}),
-                json!("@addrs"),
-            ),
-            json!({"drop": null}),
-        ],
-    ));
-    cmds.push(rule(
-        F,
-        "ports",
-        vec![
-            matches("==", payload("ether", "type"), json!("arp")),
-            matches(
-                "!=",
-                json!({"concat": [port(), payload("arp", "saddr ether")]}),
-                json!("@macs"),
-            ),
-            json!({"drop": null}),
-        ],
-    ));
-    cmds.push(rule(
-        F,
-        "ports",
-        vec![
-            matches("==", payload("ether", "type"), json!("arp")),
-            matches(
-                "!=",
-                json!({"concat": [port(), payload("arp", "saddr ip")]}),
-                json!("@addrs"),
-            ),
-            json!({"drop": null}),
-        ],
-    ));
+    // A frame of these ethertypes whose (port, source field) is not in the port's set.
+    let not_own = |ethertype: &str, protocol: &str, field: &str, set: &str| {
+        rule(
+            F,
+            "ports",
+            vec![
+                matches("==", payload("ether", "type"), json!(ethertype)),
+                matches(
+                    "!=",
+                    json!({"concat": [port(), payload(protocol, field)]}),
+                    json!(format!("@{set}")),
+                ),
+                json!({"drop": null}),
+            ],
+        )
+    };
+    cmds.push(not_own("ip", "ip", "saddr", "addrs"));
+    cmds.push(not_own("arp", "arp", "saddr ether", "macs"));
+    cmds.push(not_own("arp", "arp", "saddr ip", "addrs"));
     // IPv6 only from ports that have an IPv6 address, and only from that address or the
     // port's own link-local one (neighbour discovery needs it).
     cmds.push(rule(
@@ -203,19 +183,7 @@ fn bridge_table(state: &FirewallState, cmds: &mut Vec<Value>) {
             json!({"drop": null}),
         ],
     ));
-    cmds.push(rule(
-        F,
-        "ports",
-        vec![
-            matches("==", payload("ether", "type"), json!("ip6")),
-            matches(
-                "!=",
-                json!({"concat": [port(), payload("ip6", "saddr")]}),
-                json!("@addrs6"),
-            ),
-            json!({"drop": null}),
-        ],
-    ));
+    cmds.push(not_own("ip6", "ip6", "saddr", "addrs6"));
     // No router advertisement or redirect from an instance; a neighbour advertisement only
     // for the port's own addresses (chain `nd`, see `nd_batch`).
     cmds.push(rule(
