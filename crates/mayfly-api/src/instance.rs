@@ -59,6 +59,8 @@ pub enum InstanceState {
     Running,
     /// A stop was asked for and the init has not exited yet.
     Stopping,
+    /// Running, with every process frozen (`mayfly pause`): no CPU used, memory kept.
+    Paused,
 }
 
 impl InstanceState {
@@ -69,6 +71,7 @@ impl InstanceState {
             InstanceState::Starting => "starting",
             InstanceState::Running => "running",
             InstanceState::Stopping => "stopping",
+            InstanceState::Paused => "paused",
         }
     }
 }
@@ -94,6 +97,13 @@ pub struct ExitInfo {
     /// mayfly told them apart, and for exec'd processes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ending: Option<Ending>,
+    /// Processes the kernel's OOM killer ended during that run (instances only).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub oom_kills: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// How an instance's run ended.
@@ -218,6 +228,15 @@ pub struct InstanceInfo {
     /// `already running` or `already stopped` when there was nothing to do.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The flavor its limits come from, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flavor: Option<String>,
+    /// Its effective limits: the flavor's with the instance's own over them.
+    #[serde(default, skip_serializing_if = "crate::Limits::is_empty")]
+    pub limits: crate::Limits,
+    /// Processes the kernel's OOM killer ended in the current run (or, stopped, the last).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub oom_kills: u64,
 }
 
 /// `POST /v1/instances`: create an instance, and start it unless `start` is false. Its
@@ -282,6 +301,12 @@ pub struct CreateInstance {
     /// Ports published on the host while the instance runs (needs a network).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub publish: Vec<crate::PublishPort>,
+    /// A flavor whose limits it gets (its own `limits` go over them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flavor: Option<String>,
+    /// Its own limits (over the flavor's).
+    #[serde(default, skip_serializing_if = "crate::Limits::is_empty")]
+    pub limits: crate::Limits,
 }
 
 fn yes() -> bool {

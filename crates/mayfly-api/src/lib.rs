@@ -10,6 +10,7 @@ mod error;
 mod instance;
 pub mod names;
 mod network;
+mod resources;
 pub mod size;
 pub mod stream;
 mod template;
@@ -24,6 +25,10 @@ pub use instance::{
 pub use network::{
     CHANNELS_DIR, ChannelInfo, CreateChannel, CreateNetwork, DEFAULT_NETWORK, InterfaceInfo,
     NO_NETWORK, NetworkInfo, PortProto, PublishPort, RenameRequest, check_network_name,
+};
+pub use resources::{
+    Cpus, CreateFlavor, FlavorInfo, InstanceStats, IoMax, LIMIT_KEYS, Limits, SetLimits,
+    SetOutcome, StatsQuery, builtin_flavors, parse_cpus,
 };
 pub use template::{
     BuildTemplate, GcReport, HeldBack, ImportEvent, ImportQuery, ImportTemplate, LayerInfo, NDJSON,

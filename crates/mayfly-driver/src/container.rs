@@ -218,6 +218,7 @@ impl Driver for ContainerDriver {
                 interfaces: spec.interfaces.clone(),
                 binds: spec.binds.clone(),
                 init: spec.init,
+                limits: spec.limits.clone(),
             };
             let id = container.id.clone();
             let answer = self
@@ -366,6 +367,34 @@ impl Driver for ContainerDriver {
             self.keep_reader(&id).await;
             Ok(())
         })
+    }
+
+    fn set_limits(
+        &self,
+        id: &str,
+        limits: &mayfly_api::Limits,
+    ) -> BoxFuture<'_, Result<crate::LimitsApplied, DriverError>> {
+        let _ = (id, limits);
+        todo!("cgroup limits: live change")
+    }
+
+    fn usage(&self, id: &str) -> BoxFuture<'_, Result<crate::Usage, DriverError>> {
+        let _ = id;
+        todo!("cgroup limits: usage")
+    }
+
+    fn disk_quota_unsupported(&self) -> Option<String> {
+        todo!("quota: support")
+    }
+
+    fn set_disk_quota(&self, instance_dir: &Path, bytes: Option<u64>) -> Result<(), DriverError> {
+        let _ = (instance_dir, bytes);
+        todo!("quota: set")
+    }
+
+    fn disk_usage(&self, instance_dir: &Path) -> Result<Option<u64>, DriverError> {
+        let _ = instance_dir;
+        todo!("quota: usage")
     }
 }
 

@@ -16,6 +16,7 @@ pub mod client;
 pub mod container;
 pub mod forker;
 pub mod protocol;
+pub mod quota;
 pub mod security;
 pub mod spec;
 pub mod user;
@@ -134,6 +135,35 @@ pub struct InstanceSpec {
     pub process: ProcessSpec,
     /// Run mayfly's own init as PID 1 in front of `process` (`--init`).
     pub init: bool,
+    /// Limits applied before the init runs (cgroup ones by the driver; `disk` through
+    /// [`Driver::set_disk_quota`] and `net_rate` by the engine's network code).
+    pub limits: mayfly_api::Limits,
+}
+
+/// What the kernel refused of a live change of limits ([`Driver::set_limits`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LimitsApplied {
+    /// `(key, reason)` for each limit (keys of [`mayfly_api::LIMIT_KEYS`]) that could not be
+    /// applied to the running instance; the others were.
+    pub refused: Vec<(String, String)>,
+}
+
+/// Usage figures of a running instance, read from its cgroup.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// CPU time used, nanoseconds.
+    pub cpu_usage_ns: u64,
+    /// Memory in use, bytes (without the page cache the kernel can drop at once, as `docker
+    /// stats` counts it).
+    pub memory_bytes: u64,
+    /// Processes and threads.
+    pub pids: u64,
+    /// Bytes read from block devices.
+    pub io_read_bytes: u64,
+    /// Bytes written to block devices.
+    pub io_write_bytes: u64,
+    /// Processes killed by the OOM killer in this group since it was made.
+    pub oom_kills: u64,
 }
 
 /// Where an instance's init writes.
@@ -273,6 +303,29 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     /// Picks up what the driver keeps per running instance after a daemon restart (for the
     /// container driver: a reader of its console pipe, in case the forker dies).
     fn reattach(&self, id: &str) -> BoxFuture<'_, Result<(), DriverError>>;
+
+    /// Applies the cgroup limits of `limits` to the running instance `id` (every key; absent
+    /// ones are lifted); what the kernel refused is answered, not an error.
+    fn set_limits(
+        &self,
+        id: &str,
+        limits: &mayfly_api::Limits,
+    ) -> BoxFuture<'_, Result<LimitsApplied, DriverError>>;
+
+    /// Usage figures of the running instance `id`.
+    fn usage(&self, id: &str) -> BoxFuture<'_, Result<Usage, DriverError>>;
+
+    /// Why a disk limit cannot be enforced on this host's state filesystem (`None`: it can).
+    /// Checked once; cheap to call.
+    fn disk_quota_unsupported(&self) -> Option<String>;
+
+    /// Sets (`Some`) or lifts (`None`) the disk limit of the instance whose files are all under
+    /// `instance_dir` (its writable layers, work directory and logs). Synchronous.
+    fn set_disk_quota(&self, instance_dir: &Path, bytes: Option<u64>) -> Result<(), DriverError>;
+
+    /// Bytes counted against the disk limit of the instance under `instance_dir`; `None` when
+    /// it has none (or the host has no quotas). Synchronous.
+    fn disk_usage(&self, instance_dir: &Path) -> Result<Option<u64>, DriverError>;
 }
 
 /// The message of `e` followed by its sources, `a: b: c`.

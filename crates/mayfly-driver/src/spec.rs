@@ -125,6 +125,9 @@ pub struct ContainerSpec {
     /// Run mayfly's init as PID 1, with the process as its child (`mayfly_sys::init`).
     #[serde(default)]
     pub init: bool,
+    /// Cgroup limits, written into the instance's group before its first process joins.
+    #[serde(default)]
+    pub limits: mayfly_api::Limits,
 }
 
 /// How a process ended.

@@ -315,6 +315,7 @@ impl Engine {
             },
             init: false,
             interfaces,
+            limits: mayfly_api::Limits::default(),
         };
         self.prepare_writable(&spec).await?;
         let null =

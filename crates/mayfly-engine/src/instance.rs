@@ -50,6 +50,9 @@ pub(crate) fn wrong_state(slot: &Slot, state: InstanceState, action: &'static st
         (InstanceState::Running, _) => {
             format!("stop it first (`mayfly stop {name}`), then {action} again")
         }
+        (InstanceState::Paused, _) => {
+            format!("it is paused: resume it first (`mayfly resume {name}`), then {action} again")
+        }
         (InstanceState::Starting, _) => {
             format!("it is starting: retry once `mayfly info {name}` says running")
         }
@@ -406,6 +409,7 @@ impl Engine {
             process,
             init: rec.config.init,
             interfaces,
+            limits: mayfly_api::Limits::default(),
         };
         lock(&slot.rt).state = InstanceState::Starting;
         // The firewall knows the instance's interfaces and forwards before the driver

@@ -69,6 +69,7 @@ impl Engine {
                 signal: e.signal,
                 at: Some(crate::rfc3339(e.at)),
                 ending: e.ending,
+                oom_kills: 0,
             }),
             isolation: Isolation {
                 user_namespace: rec.id_base.is_some(),
@@ -85,6 +86,9 @@ impl Engine {
                 .collect(),
             publish: rec.config.publish.clone(),
             note: None,
+            flavor: None,
+            limits: mayfly_api::Limits::default(),
+            oom_kills: 0,
         }
     }
 

@@ -31,6 +31,7 @@ mod network;
 mod power;
 mod process;
 mod recovery;
+mod resources;
 mod rollout;
 mod slot;
 mod snapshot;
@@ -85,6 +86,9 @@ pub struct EngineConfig {
     pub user_namespaces: UserNamespaces,
     /// What one template import (an archive, an image and its layers) may cost the host.
     pub import_limits: mayfly_image::ImportLimits,
+    /// How far memory reservations of running instances may go past the host's memory
+    /// (`1.0`: their sum stays within it).
+    pub memory_overcommit: f64,
 }
 
 /// Whether new instances get a user namespace.

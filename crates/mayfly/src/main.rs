@@ -88,6 +88,7 @@ fn daemon_main(args: cli::DaemonArgs, socket: std::path::PathBuf) -> i32 {
         cgroup_layout: args.cgroup_layout,
         user_namespaces: args.user_namespaces,
         import_limits: args.import.limits(),
+        memory_overcommit: args.memory_overcommit,
     };
     match runtime.block_on(daemon::run(options)) {
         Ok(()) => 0,

@@ -109,6 +109,7 @@ fn spec(state: &Path, layer: &Path, id: &str, interfaces: serde_json::Value) -> 
             tty: false,
         },
         init: false,
+        limits: Default::default(),
     }
 }
 

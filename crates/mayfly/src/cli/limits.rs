@@ -139,3 +139,13 @@ mod tests {
         assert!(err.contains("0% to 100%"), "{err}");
     }
 }
+
+/// Parses a positive ratio (`1`, `1.5`), for `--memory-overcommit`.
+pub fn parse_ratio(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 1000.0 => Ok(v),
+        _ => Err(format!(
+            "invalid ratio `{text}`: give a positive number up to 1000, e.g. 1 or 1.5"
+        )),
+    }
+}

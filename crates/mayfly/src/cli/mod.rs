@@ -306,6 +306,16 @@ pub struct DaemonArgs {
         value_name = "auto|off"
     )]
     pub user_namespaces: mayfly_engine::UserNamespaces,
+    /// Memory reservations (`--memory-reserve`, flavors) of running instances may sum to the
+    /// host's memory times this ratio; a launch or start past it is refused.
+    #[arg(
+        long,
+        env = "MAYFLY_MEMORY_OVERCOMMIT",
+        default_value_t = 1.0,
+        value_name = "RATIO",
+        value_parser = limits::parse_ratio
+    )]
+    pub memory_overcommit: f64,
     /// Import limits.
     #[command(flatten)]
     pub import: limits::ImportLimitArgs,

@@ -37,6 +37,8 @@ pub struct DaemonOptions {
     pub user_namespaces: mayfly_engine::UserNamespaces,
     /// What one template import may cost the host.
     pub import_limits: mayfly_image::ImportLimits,
+    /// Memory reservations may sum to the host's memory times this.
+    pub memory_overcommit: f64,
 }
 
 fn lock_state_dir(state_dir: &Path) -> anyhow::Result<std::fs::File> {
@@ -105,6 +107,7 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
         cgroup_layout: options.cgroup_layout,
         user_namespaces: options.user_namespaces,
         import_limits: options.import_limits,
+        memory_overcommit: options.memory_overcommit,
     })
     .await
     .map_err(|e| anyhow::anyhow!(mayfly_driver::error_chain(&e)))

@@ -49,6 +49,8 @@ pub(super) fn create_request(
         init: options.init,
         networks,
         publish: options.network.publish,
+        flavor: None,
+        limits: mayfly_api::Limits::default(),
     })
 }
 

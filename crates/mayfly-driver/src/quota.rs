@@ -1,0 +1,1 @@
+//! Disk limits on writable layers: project quotas on the state filesystem.
