@@ -490,6 +490,10 @@ pub struct PublishRequest {
     /// History message.
     #[serde(default)]
     pub message: Option<String>,
+    /// Make the instance's flavor and limits the new version's defaults (not copied unless
+    /// asked: a template is usually published to run elsewhere, with other limits).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub limits: bool,
 }
 
 /// Query of `GET /v1/instances/{name}/logs`.

@@ -39,6 +39,10 @@ pub struct TemplateConfig {
     pub workdir: String,
     /// Signal that asks the init to stop (`SIGTERM` unless the init wants another).
     pub stop_signal: String,
+    /// The flavor instances get when their launch names none (`publish --limits`).
+    pub flavor: Option<String>,
+    /// Limits instances get under their own (`publish --limits`).
+    pub limits: crate::Limits,
 }
 
 impl TemplateConfig {
@@ -84,6 +88,8 @@ impl Default for TemplateConfig {
             env: Vec::new(),
             workdir: root_dir(),
             stop_signal: sigterm(),
+            flavor: None,
+            limits: crate::Limits::default(),
         }
     }
 }
@@ -108,6 +114,10 @@ struct TemplateConfigFields {
     workdir: String,
     #[serde(default = "sigterm")]
     stop_signal: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    flavor: Option<String>,
+    #[serde(default, skip_serializing_if = "crate::Limits::is_empty")]
+    limits: crate::Limits,
 }
 
 impl From<TemplateConfigFields> for TemplateConfig {
@@ -120,6 +130,8 @@ impl From<TemplateConfigFields> for TemplateConfig {
             env: f.env,
             workdir: f.workdir,
             stop_signal: f.stop_signal,
+            flavor: f.flavor,
+            limits: f.limits,
         }
         .normalized()
     }
@@ -136,6 +148,8 @@ impl From<TemplateConfig> for TemplateConfigFields {
             env: c.env,
             workdir: c.workdir,
             stop_signal: c.stop_signal,
+            flavor: c.flavor,
+            limits: c.limits,
         }
     }
 }

@@ -383,6 +383,11 @@ impl Driver for ContainerDriver {
         todo!("cgroup limits: usage")
     }
 
+    fn check_limits(&self, limits: &mayfly_api::Limits) -> Result<(), String> {
+        let _ = limits;
+        todo!("cgroup limits: check")
+    }
+
     fn disk_quota_unsupported(&self) -> Option<String> {
         todo!("quota: support")
     }

@@ -315,6 +315,12 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     /// Usage figures of the running instance `id`.
     fn usage(&self, id: &str) -> BoxFuture<'_, Result<Usage, DriverError>>;
 
+    /// Why some of `limits` cannot be enforced here (a controller the host's hierarchies
+    /// lack, an IO limit without a block device under the state directory), as one message
+    /// naming each such key and what to do; `Ok` when all can. Disk limits are checked by
+    /// [`Self::disk_quota_unsupported`]. Cheap; synchronous.
+    fn check_limits(&self, limits: &mayfly_api::Limits) -> Result<(), String>;
+
     /// Why a disk limit cannot be enforced on this host's state filesystem (`None`: it can).
     /// Checked once; cheap to call.
     fn disk_quota_unsupported(&self) -> Option<String>;
