@@ -188,4 +188,38 @@ mod tests {
         };
         assert_eq!(resolve(None, &own), own);
     }
+
+    #[test]
+    fn the_own_limits_go_over_the_flavor_and_the_request_over_the_template() {
+        let flavor = Limits {
+            cpus: Some(mayfly_api::Cpus(1000)),
+            memory: Some(1 << 30),
+            pids: Some(256),
+            ..Limits::default()
+        };
+        let own = Limits {
+            memory: Some(2 << 30),
+            ..Limits::default()
+        };
+        let eff = resolve(Some(&flavor), &own);
+        assert_eq!(eff.memory, Some(2 << 30));
+        assert_eq!((eff.cpus, eff.pids), (flavor.cpus, flavor.pids));
+
+        let t = TemplateConfig {
+            flavor: Some("small".into()),
+            limits: Limits {
+                pids: Some(100),
+                memory: Some(1 << 30),
+                ..Limits::default()
+            },
+            ..TemplateConfig::default()
+        };
+        let req = Limits {
+            memory: Some(512 << 20),
+            ..Limits::default()
+        };
+        let (f, own) = launch_settings(Some("tiny"), &req, &t);
+        assert_eq!(f.as_deref(), Some("tiny"));
+        assert_eq!((own.memory, own.pids), (Some(512 << 20), Some(100)));
+    }
 }

@@ -239,4 +239,30 @@ mod tests {
         assert!(!cg.contains(&&"disk") && !cg.contains(&&"net-rate"));
         assert_eq!(cg.len(), mayfly_api::LIMIT_KEYS.len() - 2);
     }
+
+    #[test]
+    fn changes_are_parsed_on_the_own_limits_and_a_bad_one_changes_nothing() {
+        let r = rec(Some("small"));
+        let req = |changes: &[(&str, &str)]| SetLimits {
+            flavor: None,
+            changes: changes
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        };
+        let (f, own) = apply_request(&r, &req(&[("memory", "512M"), ("pids", "none")])).unwrap();
+        assert_eq!(f.as_deref(), Some("small"), "the flavor stays");
+        assert_eq!((own.memory, own.pids), (Some(512 << 20), None));
+        let e = apply_request(&r, &req(&[("memory", "1G"), ("memory", "12XB")])).unwrap_err();
+        let api = e.to_api();
+        assert_eq!(api.code, mayfly_api::ErrorCode::InvalidArgument);
+        assert!(
+            api.message.contains("--memory") && api.message.contains("12XB"),
+            "{}",
+            api.message
+        );
+        assert!(api.hint.unwrap_or_default().contains("KEY=none"));
+        let e = apply_request(&r, &req(&[("colour", "red")])).unwrap_err();
+        assert!(e.to_string().contains("colour"), "{e}");
+    }
 }
