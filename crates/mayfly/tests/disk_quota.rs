@@ -80,13 +80,20 @@ struct Bench {
 }
 
 impl Bench {
+    /// On a fresh quota filesystem of `kind`.
     fn new(kind: QuotaKind, name: &str) -> Bench {
+        Self::on(Some(kind), name)
+    }
+
+    /// On a quota filesystem of `kind`, or a plain directory of /tmp.
+    fn on(kind: Option<QuotaKind>, name: &str) -> Bench {
         let tmp = tempfile::Builder::new()
             .prefix("mfq-")
             .tempdir_in("/tmp")
             .unwrap();
         let state = tmp.path().join("state");
-        let fs = QuotaFs::mount(kind, &tmp.path().join("img"), &state, 512);
+        let fs = kind.map(|k| QuotaFs::mount(k, &tmp.path().join("img"), &state, 512));
+        std::fs::create_dir_all(&state).unwrap();
         let layer = state.join("layer");
         std::fs::create_dir(&layer).unwrap();
         mayfly_image::build_busybox_rootfs(Path::new("/bin/busybox"), &layer).unwrap();
@@ -120,7 +127,7 @@ impl Bench {
             trash,
             forker,
             parent,
-            fs: Some(fs),
+            fs,
             _tmp: tmp,
         }
     }
@@ -155,7 +162,11 @@ impl Bench {
     }
 
     fn start(&self, id: &str) {
-        let s = self.spec(id, &["sleep", "600"]);
+        self.start_with(id, &["sleep", "600"]);
+    }
+
+    fn start_with(&self, id: &str, args: &[&str]) {
+        let s = self.spec(id, args);
         self.rt
             .block_on(self.driver.start(s, InitStdio::Log { max_bytes: 1 << 20 }))
             .expect("start");
@@ -220,7 +231,7 @@ impl Bench {
         for g in cgroups(&self.parent) {
             remove_tree(&g);
         }
-        let problems = self.fs.take().unwrap().finish();
+        let problems = self.fs.take().map(QuotaFs::finish).unwrap_or_default();
         assert!(problems.is_empty(), "left behind: {problems:?}");
         assert!(
             cgroups(&self.parent).is_empty(),
@@ -538,6 +549,72 @@ fn without_project_quotas_the_driver_says_why() {
     assert!(mayfly_driver::error_chain(&err).contains(&why), "{err}");
     driver.set_disk_quota(&dir, None).expect("nothing to lift");
     assert_eq!(driver.disk_usage(&dir).unwrap(), None);
+}
+
+/// A static probe that calls `quotactl_fd(2)` (Q_GETINFO of project quotas, which needs no
+/// privilege) and `quotactl(2)` on `/` and prints both errnos.
+fn quotactl_probe() -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("q.c");
+    std::fs::write(
+        &src,
+        "#include <errno.h>\n#include <fcntl.h>\n#include <stdio.h>\n#include <unistd.h>\n\
+         #include <sys/syscall.h>\n\
+         int main(void) {\n\
+           char buf[512]; int fd = open(\"/\", O_RDONLY | O_DIRECTORY);\n\
+           long a = syscall(443, fd, (0x800005 << 8) | 2, 0, buf); int ea = a < 0 ? errno : 0;\n\
+           long b = syscall(SYS_quotactl, (0x800005 << 8) | 2, \"/\", 0, buf);\n\
+           int eb = b < 0 ? errno : 0;\n\
+           printf(\"quotactl_fd %d quotactl %d\\n\", ea, eb); return 0;\n}\n",
+    )
+    .unwrap();
+    let bin = dir.path().join("q");
+    let out = Command::new("gcc")
+        .args(["-static", "-O1", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .output()
+        .expect("gcc (build-essential, scripts/install-deps)");
+    assert!(
+        out.status.success(),
+        "gcc: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read(&bin).unwrap()
+}
+
+/// Instances cannot reach the quota system calls at all: both are refused by the seccomp
+/// filter with EPERM (without it, `quotactl_fd` on the overlay root would answer ENOSYS).
+#[test]
+fn instances_cannot_call_quotactl_fd() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut b = Bench::on(None, "dq-seccomp");
+    let probe = b.layer.join("bin/quota-probe");
+    std::fs::write(&probe, quotactl_probe()).unwrap();
+    std::fs::set_permissions(&probe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let id = "dq-seccomp-a";
+    b.prepare(id);
+    b.start_with(id, &["/bin/quota-probe"]);
+    let events = &mut b.events;
+    b.rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(e) = events.recv().await {
+                if matches!(e, DriverEvent::Exited { id: ref i, .. } if i == id) {
+                    return;
+                }
+            }
+        })
+        .await
+        .expect("the probe ends");
+    });
+    b.rt.block_on(b.driver.release(id)).unwrap();
+    let log = std::fs::read_to_string(b.dir(id).join("console.log")).unwrap();
+    assert_eq!(
+        log.trim(),
+        format!("quotactl_fd {0} quotactl {0}", libc::EPERM),
+        "the quota system calls are not refused inside"
+    );
+    b.finish();
 }
 
 // ---- through the daemon and the CLI ----------------------------------------------------------
