@@ -269,8 +269,11 @@ impl DiskQuotas {
         mayfly_sys::quota::set_project(&dir, id, true)
             .map_err(files("set the project of", instance_dir))?;
         let mut budget = max_entries;
-        stamp(&dir, id, dev, 0, &mut budget, max_entries)
-            .map_err(files("set the project of the files under", instance_dir))?;
+        if let Err(e) = stamp(&dir, id, dev, 0, &mut budget, max_entries) {
+            // Not read back as assigned: a later call chooses again and stamps everything.
+            let _ = mayfly_sys::quota::set_project(&dir, 0, false);
+            return Err(files("set the project of the files under", instance_dir)(e));
+        }
         Ok(id)
     }
 

@@ -220,14 +220,16 @@ pub fn project_of(file: impl AsFd) -> io::Result<(u32, bool)> {
 }
 
 /// Gives the open file or directory `file` project id `id` (moving its usage to that
-/// project), and on a directory the inherit flag, so that whatever is created in it later
-/// gets the same id.
+/// project), and sets (`inherit`) or clears the inherit flag: on a directory, whatever is
+/// created in it later then gets the same id.
 pub fn set_project(file: impl AsFd, id: u32, inherit: bool) -> io::Result<()> {
     let fd = file.as_fd();
     let mut x = get_fsxattr(fd)?;
     x.projid = id;
     if inherit {
         x.xflags |= FS_XFLAG_PROJINHERIT;
+    } else {
+        x.xflags &= !FS_XFLAG_PROJINHERIT;
     }
     // SAFETY: FS_IOC_FSSETXATTR reads one fsxattr from `x`; the fd is borrowed and open.
     let ret = unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_FSSETXATTR, &raw const x) };
