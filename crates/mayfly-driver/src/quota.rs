@@ -147,6 +147,14 @@ impl DiskQuotas {
                 "the state directory {shown} is on {fstype}, but this kernel was built without {option}, so it has no project quotas there: boot a kernel with {option}=y, or use a filesystem whose quotas it supports"
             ));
         }
+        if let Err(e) = &state
+            && e.raw_os_error() == Some(libc::ENOSYS)
+            && matches!(fstype.as_str(), "ext4" | "xfs")
+        {
+            return Err(format!(
+                "the state directory {shown} is on {fstype}, but this kernel has no quota calls for it (quotactl_fd: {e}): mayfly needs Linux 5.14 or later built with quota support for {fstype}"
+            ));
+        }
         Err(match fstype.as_str() {
             "ext4" => format!(
                 "the state directory {shown} is on ext4 mounted without project quotas{detail}: run `tune2fs -O project,quota {source}` on the unmounted filesystem and mount it with `prjquota`, or put the state directory on xfs mounted with `prjquota`"
