@@ -70,6 +70,14 @@ impl ContainerDriver {
         format!("{}/{id}", self.cgroup_parent)
     }
 
+    /// The hierarchies, when instance `id`'s group `rel` exists in them.
+    fn running_group(&self, id: &str, rel: &str) -> Result<&Cgroups, DriverError> {
+        match &self.cgroups {
+            Some(cg) if cg.exists(rel) => Ok(cg),
+            _ => Err(not_running(id)),
+        }
+    }
+
     /// Asks the forker for a reader of instance `id`'s console pipe and keeps it (best effort:
     /// an instance attached to a client has no console pipe).
     async fn keep_reader(&self, id: &str) {
@@ -443,16 +451,6 @@ fn not_running(id: &str) -> DriverError {
         kind: FailureKind::UnknownContainer,
         message: format!("container {id} is not running"),
     })
-}
-
-impl ContainerDriver {
-    /// The hierarchies, when instance `id`'s group `rel` exists in them.
-    fn running_group(&self, id: &str, rel: &str) -> Result<&Cgroups, DriverError> {
-        match &self.cgroups {
-            Some(cg) if cg.exists(rel) => Ok(cg),
-            _ => Err(not_running(id)),
-        }
-    }
 }
 
 #[cfg(test)]
