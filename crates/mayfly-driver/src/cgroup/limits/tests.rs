@@ -125,6 +125,25 @@ fn v2_uses_bfq_weights_when_the_kernel_has_no_io_weight() {
 }
 
 #[test]
+fn v2_refuses_io_weight_where_the_io_controller_has_no_weight() {
+    let f = fake::v2(ALL_V2);
+    f.remove("unified/mayfly/io.weight");
+    f.remove(&g("io.weight"));
+    let e = f.cg.check_limits("mayfly", &full(), DEV).unwrap_err();
+    assert!(
+        e.contains("--io-weight: this kernel's io controller offers no weight"),
+        "{e}"
+    );
+    assert!(!e.contains("--io-max"), "{e}");
+    let refused = f.cg.apply_limits(GROUP, &full(), DEV);
+    assert_eq!(keys(&refused), ["io-weight"]);
+    assert!(
+        f.get(&g("io.max")).starts_with("254:0 rbps="),
+        "io-max still applies"
+    );
+}
+
+#[test]
 fn v2_without_controllers_refuses_what_is_set_and_skips_what_is_not() {
     // This build machine's unified tree: no controller mayfly uses.
     let f = fake::v2(&["hugetlb"]);
