@@ -200,6 +200,7 @@ fn limits_are_applied_before_the_init_changed_live_and_refused_cleanly() {
     }
     let io_dev = mayfly_driver::cgroup::limits::io_device(&b.state).is_some();
     let limits = Limits {
+        cpus: Some(Cpus(500)),
         cpu_weight: Some(50),
         cpuset: Some("0".into()),
         memory: Some(64 << 20),
@@ -230,7 +231,7 @@ fn limits_are_applied_before_the_init_changed_live_and_refused_cleanly() {
             kernel(&rel, "memory.soft_limit_in_bytes"),
             (32u64 << 20).to_string()
         );
-        assert_eq!(kernel(&rel, "cpu.cfs_quota_us"), "-1");
+        assert_eq!(kernel(&rel, "cpu.cfs_quota_us"), "50000");
         assert_eq!(kernel(&rel, "cpu.shares"), "512");
         assert_eq!(kernel(&rel, "cpuset.cpus"), "0");
         assert_eq!(kernel(&rel, "pids.max"), "32");
@@ -246,9 +247,9 @@ fn limits_are_applied_before_the_init_changed_live_and_refused_cleanly() {
     let usage = b.rt.block_on(b.driver.usage("lim-a")).expect("usage");
     assert!(usage.pids >= 1, "{usage:?}");
 
-    // Live: raise memory, add a CPU quota, change pids.
+    // Live: raise memory, lower the CPU quota, change pids.
     let live = Limits {
-        cpus: Some(Cpus(500)),
+        cpus: Some(Cpus(250)),
         memory: Some(128 << 20),
         pids: Some(64),
         ..limits.clone()
@@ -260,7 +261,7 @@ fn limits_are_applied_before_the_init_changed_live_and_refused_cleanly() {
             kernel(&rel, "memory.limit_in_bytes"),
             (128u64 << 20).to_string()
         );
-        assert_eq!(kernel(&rel, "cpu.cfs_quota_us"), "50000");
+        assert_eq!(kernel(&rel, "cpu.cfs_quota_us"), "25000");
     }
     assert_eq!(kernel(&rel, "pids.max"), "64");
 
@@ -279,14 +280,7 @@ fn limits_are_applied_before_the_init_changed_live_and_refused_cleanly() {
 
     // A start whose limits cannot be applied fails, naming the key, and leaves no group.
     let err = b
-        .start(
-            "lim-b",
-            "sleep 60",
-            Limits {
-                cpus: None,
-                ..odd.clone()
-            },
-        )
+        .start("lim-b", "sleep 60", odd.clone())
         .expect_err("a start with a CPU the host lacks");
     let msg = mayfly_driver::error_chain(&err);
     assert!(
