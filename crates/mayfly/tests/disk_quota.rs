@@ -630,6 +630,10 @@ fn instances_cannot_call_quotactl_fd() {
 #[test]
 #[ignore = "needs the CLI's --disk/set/stats (issue 22, part 4) and a kernel with quota support"]
 fn launch_with_disk_limits_the_instance_through_the_cli() {
+    if let Some(option) = QuotaKind::Ext4.kernel_lacks_quota() {
+        eprintln!("NOT RUN: this kernel was built without {option}: no project quotas on ext4");
+        return;
+    }
     let d = common::TestDaemon::start_on_quota_fs(QuotaKind::Ext4, &[]);
     d.ok(&[
         "launch", "busybox", "--name", "a", "--disk", "64M", "--", "sleep", "1000",
@@ -698,7 +702,6 @@ fn launch_with_disk_limits_the_instance_through_the_cli() {
 /// state filesystem (no project quotas) a disk limit is refused with the reason, and nothing
 /// is created; the same launch without it works.
 #[test]
-#[ignore = "the engine calls the container driver's check_limits first, still todo!() until part 1's container.rs stubs are merged"]
 fn a_disk_limit_is_refused_where_the_state_filesystem_has_no_project_quotas() {
     let d = common::TestDaemon::start();
     let body = serde_json::json!({
