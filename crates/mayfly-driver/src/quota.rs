@@ -99,10 +99,17 @@ fn mount_of(path: &Path) -> Option<(String, String)> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let mut best: Option<(usize, String, String)> = None;
     for line in info.lines() {
-        let (left, right) = line.split_once(" - ")?;
-        let point = left.split(' ').nth(4)?.replace("\\040", " ");
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let Some(point) = left.split(' ').nth(4) else {
+            continue;
+        };
+        let point = point.replace("\\040", " ");
         let mut r = right.split(' ');
-        let (fstype, source) = (r.next()?, r.next()?);
+        let (Some(fstype), Some(source)) = (r.next(), r.next()) else {
+            continue;
+        };
         // The last mount of the longest matching point is the visible one.
         if path.starts_with(&point) && best.as_ref().is_none_or(|b| point.len() >= b.0) {
             best = Some((point.len(), fstype.to_owned(), source.to_owned()));
