@@ -37,6 +37,8 @@ pub struct ContainerDriver {
     log_readers: std::sync::Mutex<HashMap<String, OwnedFd>>,
     /// Project quotas of the state filesystem (probed once, here).
     quotas: crate::quota::DiskQuotas,
+    /// Filesystem images per instance, for disk limits where there are no project quotas.
+    images: crate::disk_image::DiskImages,
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -60,6 +62,7 @@ impl ContainerDriver {
             io_device: crate::cgroup::limits::io_device(state_dir),
             log_readers: std::sync::Mutex::new(HashMap::new()),
             quotas: crate::quota::DiskQuotas::probe(state_dir),
+            images: crate::disk_image::DiskImages::probe(state_dir),
         }
     }
 
@@ -90,6 +93,17 @@ impl ContainerDriver {
         {
             lock(&self.log_readers).insert(id.to_owned(), fd);
         }
+    }
+
+    /// Whether the instance of `instance_dir` runs (its cgroup exists).
+    fn dir_running(&self, instance_dir: &Path) -> bool {
+        let id = instance_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        self.cgroups
+            .as_ref()
+            .is_some_and(|cg| !id.is_empty() && cg.exists(&self.cgroup_of(id)))
     }
 
     async fn expect_done(&self, request: Request, fds: Vec<OwnedFd>) -> Result<(), DriverError> {
@@ -125,7 +139,11 @@ fn files<'a>(
     }
 }
 
-/// Moves `path` (if it exists) into `trash` under a unique name.
+/// Moves `path` (if it exists) into `trash` under a unique name. A path on another
+/// filesystem than the trash (inside an instance directory that is a disk image's mount) is
+/// renamed next to itself under a hidden name, then deleted there, before this returns. A
+/// mount point itself cannot be moved (EBUSY): release its disk first
+/// ([`Driver::release_disk`]).
 pub fn move_to_trash(path: &Path, trash: &Path) -> Result<(), DriverError> {
     if std::fs::symlink_metadata(path).is_err() {
         return Ok(());
@@ -138,7 +156,18 @@ pub fn move_to_trash(path: &Path, trash: &Path) -> Result<(), DriverError> {
         path.file_name().and_then(|n| n.to_str()).unwrap_or("x"),
         u64::from_le_bytes(rnd)
     );
-    std::fs::rename(path, trash.join(name)).map_err(files("move to trash", path))
+    match std::fs::rename(path, trash.join(&name)) {
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            let aside = path.with_file_name(format!(".trash-{name}"));
+            std::fs::rename(path, &aside).map_err(files("move to trash", path))?;
+            mayfly_image::remove_tree(&aside).map_err(|e| DriverError::Files {
+                action: "delete",
+                path: aside.clone(),
+                source: std::io::Error::other(crate::error_chain(&e)),
+            })
+        }
+        r => r.map_err(files("move to trash", path)),
+    }
 }
 
 impl Driver for ContainerDriver {
@@ -435,15 +464,41 @@ impl Driver for ContainerDriver {
     }
 
     fn disk_quota_unsupported(&self) -> Option<String> {
-        self.quotas.unsupported().map(str::to_owned)
+        let quotas = self.quotas.unsupported()?;
+        let images = self.images.unsupported()?;
+        Some(format!(
+            "{quotas}; and no filesystem image per instance can be used instead: {images}"
+        ))
     }
 
     fn set_disk_quota(&self, instance_dir: &Path, bytes: Option<u64>) -> Result<(), DriverError> {
-        self.quotas.set(instance_dir, bytes)
+        // Project quotas where they work; an image where they do not (or one exists).
+        let image = self.images.has_image(instance_dir);
+        match bytes {
+            Some(b) if image || self.quotas.unsupported().is_some() => {
+                self.images
+                    .set(instance_dir, b, self.dir_running(instance_dir))
+            }
+            None if image => self
+                .images
+                .unset(instance_dir, self.dir_running(instance_dir)),
+            _ => self.quotas.set(instance_dir, bytes),
+        }
     }
 
     fn disk_usage(&self, instance_dir: &Path) -> Result<Option<u64>, DriverError> {
+        if self.images.has_image(instance_dir) {
+            return self.images.usage(instance_dir);
+        }
         self.quotas.usage(instance_dir)
+    }
+
+    fn release_disk(&self, instance_dir: &Path) -> Result<(), DriverError> {
+        self.images.release(instance_dir)?;
+        if self.quotas.unsupported().is_none() {
+            self.quotas.set(instance_dir, None)?;
+        }
+        Ok(())
     }
 }
 

@@ -7,6 +7,7 @@
 //! - [`cgroup`]: v1, v2 and hybrid cgroup handling;
 //! - [`security`]: seccomp filter, capabilities, masked paths;
 //! - [`quota`]: disk limits as project quotas on the state filesystem.
+//! - [`disk_image`]: disk limits as a filesystem image per instance, where there are none.
 //!
 //! The engine talks to drivers through the [`Driver`] trait, so that a VM driver can serve the
 //! same templates later without touching the engine.
@@ -15,6 +16,7 @@
 pub mod cgroup;
 pub mod client;
 pub mod container;
+pub mod disk_image;
 pub mod forker;
 pub mod protocol;
 pub mod quota;
@@ -333,6 +335,11 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     /// Bytes counted against the disk limit of the instance under `instance_dir`; `None` when
     /// it has none (or the host has no quotas). Synchronous.
     fn disk_usage(&self, instance_dir: &Path) -> Result<Option<u64>, DriverError>;
+
+    /// Before the instance under `instance_dir` is removed: drops what holds its disk limit
+    /// (its filesystem image is unmounted and deleted, its content discarded, nothing copied;
+    /// a project quota is lifted). A no-op where there is none. Synchronous.
+    fn release_disk(&self, instance_dir: &Path) -> Result<(), DriverError>;
 }
 
 /// The message of `e` followed by its sources, `a: b: c`.

@@ -65,6 +65,10 @@ pub(crate) struct Recovered {
 /// Rolls back interrupted operations and sweeps unreferenced trees.
 pub(crate) fn recover(store: &mut Store, layout: &Layout) -> Result<Recovered, StoreError> {
     let mut left = Recovered::default();
+    // Disk images first: the directories of instances with one are their mounts (after a
+    // reboot, not yet), and images of instances not in the catalogue go.
+    let known: HashSet<String> = store.instances()?.into_iter().map(|i| i.id).collect();
+    mayfly_driver::disk_image::recover(layout.root(), &known);
     for entry in store.journal_pending()? {
         tracing::warn!(
             "rolling back an interrupted {} of `{}` (started at {})",

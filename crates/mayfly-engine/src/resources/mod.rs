@@ -88,6 +88,21 @@ impl Engine {
             .map_err(crate::error::from_driver)
     }
 
+    /// Before instance `id`'s directory is removed: drops what holds its disk limit (a
+    /// filesystem image is unmounted and deleted, a project quota lifted). Best effort: logged.
+    pub(crate) async fn release_disk(&self, id: &str) {
+        let dir = self.layout.instance_dir(id);
+        let driver = self.driver.clone();
+        match tokio::task::spawn_blocking(move || driver.release_disk(&dir)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(
+                "cannot release the disk of instance {id}: {}",
+                mayfly_driver::error_chain(&e)
+            ),
+            Err(e) => tracing::warn!("cannot release the disk of instance {id}: {e}"),
+        }
+    }
+
     /// Lifts the disk limit of instance `id`'s directory if it may have one (before the
     /// directory is removed or when the limit was dropped). Best effort: logged.
     pub(crate) async fn lift_disk_quota(&self, id: &str, had_limit: bool) {
