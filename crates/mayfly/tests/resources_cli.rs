@@ -361,6 +361,77 @@ fn stats_gives_one_sample_without_a_terminal_and_every_field_in_json() {
 }
 
 #[test]
+fn stats_on_a_terminal_redraws_every_second_until_ctrl_c() {
+    use std::io::{Read, Write};
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    let d = TestDaemon::start();
+    idle(&d, "tty1", &["--memory", "64M"]);
+    // `script` gives the CLI a terminal; a Ctrl-C typed on it is a SIGINT to the CLI.
+    let mut child = Command::new("script")
+        .args(["-qfec", &format!("{} stats", common::bin()), "/dev/null"])
+        .env("MAYFLY_SOCKET", &d.socket)
+        .env_remove("MAYFLY_STATE_DIR")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run script");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    const CLEAR: &str = "\x1b[H\x1b[2J";
+    let mut seen = Vec::new();
+    let began = Instant::now();
+    while began.elapsed() < Duration::from_secs(15) {
+        if let Ok(bytes) = rx.recv_timeout(Duration::from_millis(100)) {
+            seen.extend(bytes);
+        }
+        if String::from_utf8_lossy(&seen).matches(CLEAR).count() >= 3 {
+            break;
+        }
+    }
+    let frames = String::from_utf8_lossy(&seen).into_owned();
+    assert!(
+        frames.matches(CLEAR).count() >= 3,
+        "three frames within 15 s: {frames:?}"
+    );
+    let waited = began.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1500),
+        "frames come about a second apart, not at once ({waited:?})"
+    );
+    let last = frames.rsplit(CLEAR).next().unwrap_or_default();
+    assert!(last.contains("NAME") && last.contains("tty1"), "{last:?}");
+
+    child
+        .stdin
+        .as_mut()
+        .expect("stdin")
+        .write_all(b"\x03")
+        .expect("type Ctrl-C");
+    let ok = common::poll_until(Duration::from_secs(5), || {
+        child.try_wait().ok().flatten().is_some()
+    });
+    if !ok {
+        let _ = child.kill();
+    }
+    let status = child.wait().expect("wait");
+    assert!(ok, "stats left within 5 s of Ctrl-C");
+    assert_eq!(status.code(), Some(0), "Ctrl-C is a clean exit");
+    d.ok(&["rm", "--force", "tty1"]);
+    d.finish();
+}
+
+#[test]
 fn the_api_answers_resources_with_the_right_status_codes() {
     let d = TestDaemon::start();
     let (status, list) = d.api("GET", "/v1/flavors", None);

@@ -469,7 +469,10 @@ fn the_docs_table_of_builtin_flavors_is_what_builtin_flavors_holds() {
             key(f, "pids"),
             f.description
         );
-        assert!(doc.contains(&row), "docs/resources.md lacks the row `{row}`");
+        assert!(
+            doc.contains(&row),
+            "docs/resources.md lacks the row `{row}`"
+        );
     }
     let rows = doc
         .lines()
@@ -477,5 +480,9 @@ fn the_docs_table_of_builtin_flavors_is_what_builtin_flavors_holds() {
         .skip(2)
         .take_while(|l| l.starts_with('|'))
         .count();
-    assert_eq!(rows, flavors.len(), "the table has a row per built-in flavor");
+    assert_eq!(
+        rows,
+        flavors.len(),
+        "the table has a row per built-in flavor"
+    );
 }

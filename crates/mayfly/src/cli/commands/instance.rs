@@ -178,6 +178,9 @@ pub(super) async fn instance_info(
         if let Some(ending) = e.ending {
             how = format!("{how}: {}", ending.as_str());
         }
+        if e.oom_kills > 0 {
+            how = format!("{how}, {} process(es) OOM-killed", e.oom_kills);
+        }
         println!(
             "last exit:   {how}{}",
             e.at.as_deref()
