@@ -170,6 +170,17 @@ fn bad_values_are_refused_before_anything_is_made() {
             assert!(out.stderr.contains(says), "`{}`: {out}", args.join(" "));
         }
     }
+    // A negative value after a space is a value, not a flag.
+    for (flag, value) in [("--memory", "-1"), ("--cpus", "-0.5"), ("--pids", "-8")] {
+        let out = d.mayfly(&["launch", "busybox", "--network", "none", flag, value]);
+        assert_eq!(out.code, 2, "{out}");
+        assert!(
+            out.stderr.contains(&format!(
+                "invalid {flag} `{value}`: negative values are not limits"
+            )),
+            "{out}"
+        );
+    }
     // Above the host: the daemon's refusals, nothing made either.
     for (flag, value, says) in [
         ("--memory", "100T", "more than this host's memory"),

@@ -85,42 +85,42 @@ pub const LIMITS: &str = "Limits (docs/resources.md)";
 #[derive(Debug, Clone, Default, Args)]
 pub struct LimitArgs {
     /// CPU time: at most this many CPUs' worth, e.g. 0.5, 2 (0.01 to 1024, 3 decimals).
-    #[arg(long, help_heading = LIMITS, value_name = "CPUS", value_parser = LimitValue("cpus"))]
+    #[arg(long, help_heading = LIMITS, allow_negative_numbers = true, value_name = "CPUS", value_parser = LimitValue("cpus"))]
     pub cpus: Option<String>,
     /// CPU share against other instances when the CPUs are busy: 1 to 10000 (default 100).
-    #[arg(long, help_heading = LIMITS, value_name = "WEIGHT", value_parser = LimitValue("cpu-weight"))]
+    #[arg(long, help_heading = LIMITS, allow_negative_numbers = true, value_name = "WEIGHT", value_parser = LimitValue("cpu-weight"))]
     pub cpu_weight: Option<String>,
     /// The CPUs it may run on, e.g. 0-3,6.
-    #[arg(long, help_heading = LIMITS, value_name = "LIST", value_parser = LimitValue("cpuset"))]
+    #[arg(long, help_heading = LIMITS, allow_negative_numbers = true, value_name = "LIST", value_parser = LimitValue("cpuset"))]
     pub cpuset: Option<String>,
     /// Memory limit, at least 6M, e.g. 512M, 2GiB, 1.5G (K/M/G/T: powers of 1024): past it
     /// the kernel reclaims, then OOM-kills a process of the instance (`info` counts them).
-    #[arg(long, help_heading = LIMITS, value_name = "SIZE", value_parser = LimitValue("memory"))]
+    #[arg(long, help_heading = LIMITS, allow_negative_numbers = true, value_name = "SIZE", value_parser = LimitValue("memory"))]
     pub memory: Option<String>,
     /// Memory guaranteed to it, e.g. 256M (at most --memory): launches and starts past the
     /// host's memory × the daemon's --memory-overcommit are refused.
-    #[arg(long, help_heading = LIMITS, value_name = "SIZE", value_parser = LimitValue("memory-reserve"))]
+    #[arg(long, help_heading = LIMITS, allow_negative_numbers = true, value_name = "SIZE", value_parser = LimitValue("memory-reserve"))]
     pub memory_reserve: Option<String>,
     /// Swap it may use, e.g. 1G (default: none, swap off).
-    #[arg(long, help_heading = LIMITS, value_name = "SIZE", value_parser = LimitValue("swap"))]
+    #[arg(long, help_heading = LIMITS, allow_negative_numbers = true, value_name = "SIZE", value_parser = LimitValue("swap"))]
     pub swap: Option<String>,
     /// Most processes and threads at once, at least 8 (a fork bomb stops there).
-    #[arg(long, help_heading = LIMITS, value_name = "N", value_parser = LimitValue("pids"))]
+    #[arg(long, help_heading = LIMITS, allow_negative_numbers = true, value_name = "N", value_parser = LimitValue("pids"))]
     pub pids: Option<String>,
     /// IO share against other instances: 1 to 10000 (default 100).
-    #[arg(long, help_heading = LIMITS, value_name = "WEIGHT", value_parser = LimitValue("io-weight"))]
+    #[arg(long, help_heading = LIMITS, allow_negative_numbers = true, value_name = "WEIGHT", value_parser = LimitValue("io-weight"))]
     pub io_weight: Option<String>,
     /// IO limits on the state directory's disk: RATE (bytes/s, reads and writes each, e.g.
     /// 50M) or rbps=R,wbps=W,riops=N,wiops=N (any of them).
-    #[arg(long, help_heading = LIMITS, value_name = "RATE|rbps=R,…", value_parser = LimitValue("io-max"))]
+    #[arg(long, help_heading = LIMITS, allow_negative_numbers = true, value_name = "RATE|rbps=R,…", value_parser = LimitValue("io-max"))]
     pub io_max: Option<String>,
     /// Size of the writable layer, at least 16M, e.g. 2G (a project quota: writing past it
     /// gives ENOSPC; needs quotas on the state filesystem, see docs/quotas.md).
-    #[arg(long, help_heading = LIMITS, value_name = "SIZE", value_parser = LimitValue("disk"))]
+    #[arg(long, help_heading = LIMITS, allow_negative_numbers = true, value_name = "SIZE", value_parser = LimitValue("disk"))]
     pub disk: Option<String>,
     /// Bandwidth of each network interface, each way: bytes/s (10M) or bits/s (100mbit,
     /// 512kbit, 1gbit); at least 8kbit.
-    #[arg(long, help_heading = LIMITS, value_name = "RATE", value_parser = LimitValue("net-rate"))]
+    #[arg(long, help_heading = LIMITS, allow_negative_numbers = true, value_name = "RATE", value_parser = LimitValue("net-rate"))]
     pub net_rate: Option<String>,
 }
 
