@@ -281,6 +281,44 @@ fn set_changes_a_stopped_instance_at_its_next_start_and_a_running_one_now() {
 }
 
 #[test]
+fn publish_copies_flavor_and_limits_only_with_limits() {
+    let d = TestDaemon::start();
+    idle(&d, "src", &["--flavor", "tiny", "--memory", "64M"]);
+    d.sh("src", "echo x > /root/mark");
+    d.ok(&["publish", "src", "--as", "plain"]);
+    d.ok(&["publish", "src", "--as", "sized", "--limits"]);
+    let from = |template: &str, name: &str, extra: &[&str]| {
+        let mut args = vec![
+            "launch",
+            template,
+            "--name",
+            name,
+            "--network",
+            "none",
+            "--no-start",
+        ];
+        args.extend_from_slice(extra);
+        d.ok(&args);
+    };
+    from("plain", "from-plain", &[]);
+    let i = d.info("from-plain");
+    assert_eq!(i.get("flavor"), None, "{i}");
+    assert_eq!(i.get("limits"), None, "{i}");
+    from("sized", "from-sized", &[]);
+    let i = d.info("from-sized");
+    assert_eq!(i["flavor"], json!("tiny"), "{i}");
+    assert_eq!(i["limits"]["memory"], json!(64 * MIB), "{i}");
+    assert_eq!(i["limits"]["pids"], json!(256), "the flavor's: {i}");
+    // Flags go over the template's defaults.
+    from("sized", "over", &["--memory", "96M"]);
+    assert_eq!(d.info("over")["limits"]["memory"], json!(96 * MIB));
+    d.ok(&["rm", "--force", "src", "from-plain", "from-sized", "over"]);
+    d.ok(&["template", "rm", "plain"]);
+    d.ok(&["template", "rm", "sized"]);
+    d.finish();
+}
+
+#[test]
 fn pause_and_resume_show_in_list_and_info() {
     let d = TestDaemon::start();
     idle(&d, "p1", &[]);
