@@ -13,9 +13,10 @@
 //! content `<id>.old`) are removed on failure and by [`recover`] at start-up. Loop devices are
 //! made by `mount -o loop`, which gives them the auto-clear flag: they go with their mount.
 //!
-//! Growing works on a mounted image (`losetup -c` + online `resize2fs`); shrinking, making the
-//! first image and going back to a plain directory copy the content, so they need the
-//! instance stopped.
+//! Growing works on a mounted image (`losetup -c` + online `resize2fs`, which needs
+//! `CAP_SYS_RESOURCE`; without it the new size waits for the next start); shrinking, growing
+//! a stopped instance, making the first image and going back to a plain directory copy the
+//! content, so they need the instance stopped.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -48,8 +49,7 @@ fn files<'a>(
 
 /// The test hook: `MAYFLY_FAIL_AT` (comma-separated) naming `name` fails that step.
 fn inject(name: &str) -> Result<(), DriverError> {
-    let hit = std::env::var("MAYFLY_FAIL_AT")
-        .is_ok_and(|v| v.split(',').any(|n| n.trim() == name));
+    let hit = std::env::var("MAYFLY_FAIL_AT").is_ok_and(|v| v.split(',').any(|n| n.trim() == name));
     if hit {
         return Err(failed(format!(
             "injected failure at {name} (MAYFLY_FAIL_AT)"
@@ -87,8 +87,11 @@ fn find_program(program: &str) -> Option<PathBuf> {
 /// Runs `program` with `args` within `deadline`; an error carries its error output.
 fn run(program: &str, args: &[&std::ffi::OsStr], deadline: Duration) -> Result<(), DriverError> {
     use std::io::Read;
-    let exe = find_program(program)
-        .ok_or_else(|| failed(format!("`{program}` is not installed (it is in e2fsprogs / util-linux)")))?;
+    let exe = find_program(program).ok_or_else(|| {
+        failed(format!(
+            "`{program}` is not installed (it is in e2fsprogs / util-linux)"
+        ))
+    })?;
     let shown = || {
         let mut s = program.to_owned();
         for a in args {
@@ -128,7 +131,11 @@ fn run(program: &str, args: &[&std::ffi::OsStr], deadline: Duration) -> Result<(
     if let Some(stderr) = child.stderr.take() {
         let _ = stderr.take(STDERR_MAX).read_to_string(&mut err);
     }
-    Err(failed(format!("{} failed ({status}): {}", shown(), err.trim())))
+    Err(failed(format!(
+        "{} failed ({status}): {}",
+        shown(),
+        err.trim()
+    )))
 }
 
 /// The source (device) of the mount whose mount point is exactly `dir`, from
@@ -188,8 +195,13 @@ fn umount_all(dir: &Path) {
 fn remove_any(path: &Path) -> Result<(), DriverError> {
     match std::fs::symlink_metadata(path) {
         Err(_) => Ok(()),
-        Ok(m) if m.is_dir() => mayfly_image::remove_tree(path)
-            .map_err(|e| failed(format!("cannot remove {}: {}", path.display(), crate::error_chain(&e)))),
+        Ok(m) if m.is_dir() => mayfly_image::remove_tree(path).map_err(|e| {
+            failed(format!(
+                "cannot remove {}: {}",
+                path.display(),
+                crate::error_chain(&e)
+            ))
+        }),
         Ok(_) => std::fs::remove_file(path).map_err(files("remove", path)),
     }
 }
@@ -201,7 +213,8 @@ fn make_image(path: &Path, bytes: u64) -> Result<(), DriverError> {
         .create_new(true)
         .open(path)
         .map_err(files("create", path))?;
-    file.set_len(image_size(bytes)).map_err(files("size", path))?;
+    file.set_len(image_size(bytes))
+        .map_err(files("size", path))?;
     drop(file);
     let journal = format!("size={}", journal_mib(bytes));
     run(
@@ -342,7 +355,12 @@ impl DiskImages {
             .file_name()
             .and_then(|n| n.to_str())
             .filter(|n| !n.is_empty() && !n.starts_with('.'))
-            .ok_or_else(|| failed(format!("{} is no instance directory", instance_dir.display())))?;
+            .ok_or_else(|| {
+                failed(format!(
+                    "{} is no instance directory",
+                    instance_dir.display()
+                ))
+            })?;
         Ok((id.to_owned(), self.dir()))
     }
 
@@ -408,18 +426,27 @@ impl DiskImages {
             return self.swap_in(&id, &new, &image, instance_dir, false);
         }
         self.ensure_mounted(instance_dir)?;
-        let current = std::fs::metadata(&image).map_err(files("stat", &image))?.len();
+        let current = std::fs::metadata(&image)
+            .map_err(files("stat", &image))?
+            .len();
         if size == current {
             return Ok(());
         }
-        if size > current {
-            return grow(&image, instance_dir, current, size);
-        }
         if running {
-            return Err(failed(
-                "a disk image shrinks only while the instance is stopped: the new limit takes effect at its next start".into(),
-            ));
+            if size < current {
+                return Err(failed(
+                    "a disk image shrinks only while the instance is stopped: the new limit takes effect at its next start".into(),
+                ));
+            }
+            return grow(&image, instance_dir, current, size).map_err(|e| {
+                failed(format!(
+                    "the mounted disk image cannot grow ({}): the new limit takes effect at the next start",
+                    crate::error_chain(&e)
+                ))
+            });
         }
+        // Stopped: a new image of the new size with a copy of the content (growing
+        // offline the same way needs no CAP_SYS_RESOURCE, which online resizing does).
         build(&new, &mnt, instance_dir, bytes)?;
         self.swap_in(&id, &new, &image, instance_dir, true)
     }
@@ -495,16 +522,17 @@ impl DiskImages {
             xattrs: mayfly_image::XattrPolicy::All,
             one_file_system: true,
         };
-        let copied = mayfly_image::copy_tree(instance_dir, &out, options, &mayfly_image::NoProgress)
-            .map_err(|e| {
-                failed(format!(
-                    "cannot copy {} out of its disk image: {}",
-                    instance_dir.display(),
-                    crate::error_chain(&e)
-                ))
-            })
-            .and_then(|_| inject("disk-image:copied-out"))
-            .and_then(|()| umount(instance_dir));
+        let copied =
+            mayfly_image::copy_tree(instance_dir, &out, options, &mayfly_image::NoProgress)
+                .map_err(|e| {
+                    failed(format!(
+                        "cannot copy {} out of its disk image: {}",
+                        instance_dir.display(),
+                        crate::error_chain(&e)
+                    ))
+                })
+                .and_then(|_| inject("disk-image:copied-out"))
+                .and_then(|()| umount(instance_dir));
         if let Err(e) = copied {
             let _ = remove_any(&out);
             return Err(e);
@@ -512,8 +540,12 @@ impl DiskImages {
         // The image stays authoritative until the copy is in place.
         let old = disks.join(format!("{id}.old"));
         let placed = remove_any(&old)
-            .and_then(|()| std::fs::rename(instance_dir, &old).map_err(files("move aside", instance_dir)))
-            .and_then(|()| std::fs::rename(&out, instance_dir).map_err(files("move into place", &out)));
+            .and_then(|()| {
+                std::fs::rename(instance_dir, &old).map_err(files("move aside", instance_dir))
+            })
+            .and_then(|()| {
+                std::fs::rename(&out, instance_dir).map_err(files("move into place", &out))
+            });
         if let Err(e) = placed {
             let _ = self.ensure_mounted(instance_dir);
             let _ = remove_any(&out);
@@ -552,9 +584,7 @@ impl DiskImages {
         }
         let st = rustix::fs::statvfs(instance_dir)
             .map_err(|e| files("read the disk use of", instance_dir)(e.into()))?;
-        Ok(Some(
-            st.f_blocks.saturating_sub(st.f_bfree) * st.f_frsize,
-        ))
+        Ok(Some(st.f_blocks.saturating_sub(st.f_bfree) * st.f_frsize))
     }
 }
 
@@ -571,12 +601,8 @@ fn grow(image: &Path, dir: &Path, current: u64, size: u64) -> Result<(), DriverE
             .map_err(files("resize", image))
     };
     set_len(size)?;
-    let resized = run(
-        "losetup",
-        &["-c".as_ref(), device.as_ref()],
-        MOUNT_DEADLINE,
-    )
-    .and_then(|()| run("resize2fs", &[device.as_ref()], MKFS_DEADLINE));
+    let resized = run("losetup", &["-c".as_ref(), device.as_ref()], MOUNT_DEADLINE)
+        .and_then(|()| run("resize2fs", &[device.as_ref()], MKFS_DEADLINE));
     if resized.is_err() {
         let _ = set_len(current);
         let _ = run("losetup", &["-c".as_ref(), device.as_ref()], MOUNT_DEADLINE);

@@ -5,7 +5,9 @@
 //! limit gives ENOSPC inside it while the host, the template and another instance go on
 //! writing; raising and lifting the limit take effect at once; usage is reported; nothing is
 //! left in the quota file, the mount table or the loop devices. The daemon-level tests drive
-//! the CLI (`launch --disk`, `set`, `stats`).
+//! the CLI (`launch --disk`, `set`, `stats`). Where the state filesystem has no project
+//! quotas (as on this machine) the fallback, an image per instance, is tested in
+//! `disk_image.rs`.
 
 mod common;
 
@@ -525,9 +527,14 @@ fn without_project_quotas_the_driver_says_why() {
     let (tx, _events) = tokio::sync::mpsc::channel(4);
     let exe = env!("CARGO_BIN_EXE_mayfly");
     let driver = ContainerDriver::new(tmp.path(), Path::new(exe), "unused", CgroupLayout::Auto, tx);
-    let why = driver
-        .disk_quota_unsupported()
-        .expect("the root filesystem has no project quotas");
+    // The driver falls back to a filesystem image per instance (tests/disk_image.rs), so it
+    // refuses nothing here; the project-quota mechanism says why it cannot serve.
+    assert_eq!(driver.disk_quota_unsupported(), None);
+    let quotas = mayfly_driver::quota::DiskQuotas::probe(tmp.path());
+    let why = quotas
+        .unsupported()
+        .expect("the root filesystem has no project quotas")
+        .to_owned();
     let root_fs = std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .lines()
@@ -555,10 +562,12 @@ fn without_project_quotas_the_driver_says_why() {
     assert!(why.contains(&tmp.path().display().to_string()), "{why}");
     let dir = tmp.path().join("instances/x");
     std::fs::create_dir_all(&dir).unwrap();
-    let err = driver.set_disk_quota(&dir, Some(64 * MIB)).unwrap_err();
+    let err = quotas.set(&dir, Some(64 * MIB)).unwrap_err();
     assert!(mayfly_driver::error_chain(&err).contains(&why), "{err}");
+    quotas.set(&dir, None).expect("nothing to lift");
     driver.set_disk_quota(&dir, None).expect("nothing to lift");
     assert_eq!(driver.disk_usage(&dir).unwrap(), None);
+    driver.release_disk(&dir).expect("nothing to release");
 }
 
 /// A static probe that calls `quotactl_fd(2)` (Q_GETINFO of project quotas, which needs no
@@ -699,37 +708,5 @@ fn launch_with_disk_limits_the_instance_through_the_cli() {
     ]);
     d.ok(&["rm", "--force", "a"]);
     d.ok(&["rm", "--force", "b"]);
-    d.finish();
-}
-
-/// Through the API (the engine checks `disk_quota_unsupported` at launch): on this machine's
-/// state filesystem (no project quotas) a disk limit is refused with the reason, and nothing
-/// is created; the same launch without it works.
-#[test]
-fn a_disk_limit_is_refused_where_the_state_filesystem_has_no_project_quotas() {
-    let d = common::TestDaemon::start();
-    let body = serde_json::json!({
-        "template": "busybox", "name": "a", "command": ["sleep", "1000"],
-        "limits": {"disk": 64 * MIB},
-    });
-    let (status, err) = d.api("POST", "/v1/instances", Some(&body));
-    assert_eq!(status, 400, "{err}");
-    let text = err.to_string();
-    assert!(
-        text.contains("--disk cannot be enforced on this host")
-            && text.contains(&d.state.display().to_string())
-            && text.contains("project quotas"),
-        "{text}"
-    );
-    assert!(
-        d.instance_names().is_empty(),
-        "the refused launch left an instance"
-    );
-    assert!(d.state_entries("instances").is_empty());
-    let body =
-        serde_json::json!({"template": "busybox", "name": "a", "command": ["sleep", "1000"]});
-    let (status, created) = d.api("POST", "/v1/instances", Some(&body));
-    assert_eq!(status, 201, "{created}");
-    d.ok(&["rm", "--force", "a"]);
     d.finish();
 }

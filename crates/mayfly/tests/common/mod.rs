@@ -687,6 +687,11 @@ impl TestDaemon {
         if !mounts.is_empty() {
             problems.push(format!("mounts remain: {mounts:#?}"));
         }
+        // Disk images of instances (docs/quotas.md) are loop-mounted: none may stay attached.
+        let loops = quota_fs::loop_devices_under(&self.dir);
+        if !loops.is_empty() {
+            problems.push(format!("loop devices remain: {loops:#?}"));
+        }
         problems
     }
 

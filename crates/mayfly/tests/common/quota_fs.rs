@@ -219,3 +219,16 @@ impl Drop for QuotaFs {
         let _ = self.undo();
     }
 }
+
+/// The loop devices (`losetup -a`) whose backing file is under `dir`.
+pub fn loop_devices_under(dir: &Path) -> Vec<String> {
+    let Ok(out) = Command::new("losetup").arg("-a").output() else {
+        return Vec::new();
+    };
+    let needle = dir.display().to_string();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(&needle))
+        .map(str::to_owned)
+        .collect()
+}

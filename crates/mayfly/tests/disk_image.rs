@@ -1,0 +1,259 @@
+//! Disk limits where the state filesystem has no project quotas (as on this machine): a
+//! filesystem image per instance, loop-mounted over its directory. Through the CLI: `dd` past
+//! the limit gets ENOSPC while another instance and the host go on; `stats`/`info` show the use
+//! against the limit; the data survives stop/start, a daemon restart and a lost mount (a
+//! reboot); a transient instance's restart and reset work; the limit grows live, shrinks
+//! while stopped, goes with `disk=none` keeping the data; `rm` leaves no mount, loop device or
+//! image. A failure while the image is made leaves nothing of it.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::TestDaemon;
+
+const MIB: u64 = 1 << 20;
+
+use common::quota_fs::loop_devices_under;
+
+fn is_mount(dir: &Path) -> bool {
+    let want = dir.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
+fn id_of(d: &TestDaemon, name: &str) -> String {
+    d.info(name)["id"].as_str().expect("an id").to_owned()
+}
+
+fn image_of(d: &TestDaemon, id: &str) -> PathBuf {
+    d.state.join("disks").join(format!("{id}.img"))
+}
+
+/// What the test leaves must be nothing: no image, no mount, no loop device of the state.
+fn assert_nothing_left(d: &TestDaemon) {
+    let clean = common::poll_until(Duration::from_secs(10), || {
+        loop_devices_under(&d.state).is_empty()
+    });
+    assert!(
+        clean,
+        "loop devices remain: {:?}",
+        loop_devices_under(&d.state)
+    );
+    assert!(
+        d.state_entries("disks").is_empty(),
+        "images remain: {:?}",
+        d.state_entries("disks")
+    );
+    let mounts = common::mounts_mentioning(&d.state.join("instances").display().to_string());
+    assert!(mounts.is_empty(), "mounts remain: {mounts:?}");
+}
+
+fn dd(d: &TestDaemon, name: &str, file: &str, mib: u64) -> common::Output {
+    d.mayfly(&[
+        "exec",
+        name,
+        "--",
+        "dd",
+        "if=/dev/zero",
+        &format!("of={file}"),
+        "bs=1M",
+        &format!("count={mib}"),
+    ])
+}
+
+fn set(d: &TestDaemon, name: &str, kv: &str) -> serde_json::Value {
+    d.json(&["set", name, kv, "--json"])
+}
+
+#[test]
+fn an_image_per_instance_limits_its_disk() {
+    let mut d = TestDaemon::start();
+    d.ok(&[
+        "launch",
+        "busybox",
+        "--name",
+        "a",
+        "--persistent",
+        "--disk",
+        "32M",
+        "--",
+        "sleep",
+        "1000",
+    ]);
+    d.ok(&["launch", "busybox", "--name", "b", "--", "sleep", "1000"]);
+    let id = id_of(&d, "a");
+    let dir = d.state.join("instances").join(&id);
+    let image = image_of(&d, &id);
+    assert!(image.is_file(), "no image at {}", image.display());
+    assert!(is_mount(&dir), "{} is not a mount", dir.display());
+    assert_eq!(loop_devices_under(&d.state).len(), 1);
+
+    // Past the limit: ENOSPC inside; the other instance and the host write on.
+    let out = dd(&d, "a", "/big", 64);
+    assert!(!out.success(), "{out}");
+    assert!(out.stderr.contains("No space left on device"), "{out}");
+    let out = dd(&d, "b", "/big", 64);
+    assert!(out.success(), "{out}");
+    let host_file = d.state.join("host-write");
+    std::fs::write(&host_file, vec![1u8; 16 << 20]).expect("the host writes on");
+    std::fs::remove_file(&host_file).unwrap();
+
+    // Use against the limit.
+    let stats = d.json(&["stats", "a", "--json", "--no-stream"]);
+    let used = stats[0]["disk_bytes"].as_u64().expect("disk use");
+    assert!((24 * MIB..=40 * MIB).contains(&used), "{stats}");
+    assert_eq!(stats[0]["disk_limit"].as_u64(), Some(32 * MIB), "{stats}");
+    let info = d.info("a");
+    assert_eq!(info["limits"]["disk"].as_u64(), Some(32 * MIB), "{info}");
+
+    // Grown: live where the daemon may resize a mounted filesystem (CAP_SYS_RESOURCE),
+    // otherwise at the next start, saying why.
+    let out = set(&d, "a", "disk=128M");
+    if !out["applied"].to_string().contains("disk") {
+        let why = out["next_start"].to_string();
+        assert!(
+            why.contains("cannot grow") && why.contains("next start"),
+            "{out}"
+        );
+        d.ok(&["stop", "a"]);
+        d.ok(&["start", "a"]);
+    }
+    d.ok(&["exec", "a", "--", "rm", "/big"]);
+    let out = dd(&d, "a", "/big", 64);
+    assert!(out.success(), "{out}");
+    d.ok(&["exec", "a", "--", "sh", "-c", "echo kept > /keep"]);
+
+    // Shrunk: only at the next start.
+    let out = set(&d, "a", "disk=100M");
+    assert!(out["next_start"].to_string().contains("disk"), "{out}");
+    let before = std::fs::metadata(&image).unwrap().len();
+    d.ok(&["stop", "a"]);
+    d.ok(&["start", "a"]);
+    let after = std::fs::metadata(&image).unwrap().len();
+    assert!(
+        after < before,
+        "the image did not shrink: {before} -> {after}"
+    );
+    assert_eq!(d.sh("a", "cat /keep").trim(), "kept");
+    let out = dd(&d, "a", "/big2", 64);
+    assert!(
+        !out.success() && out.stderr.contains("No space left on device"),
+        "{out}"
+    );
+    d.ok(&["exec", "a", "--", "rm", "-f", "/big2"]);
+
+    // A daemon restart: the image stays mounted, the data there.
+    d.stop_daemon();
+    d.restart();
+    assert!(is_mount(&dir));
+    d.ok(&["start", "a"]).to_string();
+    assert_eq!(d.sh("a", "cat /keep").trim(), "kept");
+
+    // A lost mount (as after a reboot): the daemon mounts the image again at start-up.
+    d.ok(&["stop", "a"]);
+    d.stop_daemon();
+    let out = std::process::Command::new("umount")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(!is_mount(&dir));
+    d.restart();
+    assert!(is_mount(&dir), "not mounted again at start-up");
+    d.ok(&["start", "a"]);
+    assert_eq!(d.sh("a", "cat /keep").trim(), "kept");
+
+    // No limit: at the next start, the content is copied out and the image goes.
+    let out = set(&d, "a", "disk=none");
+    assert!(out["next_start"].to_string().contains("disk"), "{out}");
+    d.ok(&["stop", "a"]);
+    d.ok(&["start", "a"]);
+    assert!(!image.exists() && !is_mount(&dir));
+    assert_eq!(d.sh("a", "cat /keep").trim(), "kept");
+    let stats = d.json(&["stats", "a", "--json", "--no-stream"]);
+    assert!(stats[0]["disk_limit"].is_null(), "{stats}");
+
+    d.ok(&["rm", "--force", "a"]);
+    d.ok(&["rm", "--force", "b"]);
+    assert_nothing_left(&d);
+    d.finish();
+}
+
+#[test]
+fn a_transient_instance_with_an_image_restarts_resets_and_goes() {
+    let d = TestDaemon::start();
+    d.ok(&[
+        "launch", "busybox", "--name", "t", "--disk", "32M", "--", "sleep", "1000",
+    ]);
+    let id = id_of(&d, "t");
+    let dir = d.state.join("instances").join(&id);
+    assert!(is_mount(&dir));
+    let out = dd(&d, "t", "/big", 20);
+    assert!(out.success(), "{out}");
+    // The discarded writable layer is deleted inside the image: its room comes back.
+    d.ok(&["restart", "t"]);
+    let out = dd(&d, "t", "/big", 20);
+    assert!(out.success(), "restart did not free the layer: {out}");
+    d.ok(&["reset", "t"]);
+    let out = dd(&d, "t", "/big", 20);
+    assert!(out.success(), "reset did not free the layer: {out}");
+    let out = dd(&d, "t", "/big2", 40);
+    assert!(out.stderr.contains("No space left on device"), "{out}");
+    d.ok(&["rm", "--force", "t"]);
+    assert!(!dir.exists());
+    assert_nothing_left(&d);
+    d.finish();
+}
+
+/// A failure after the directory was copied into the new image: the launch (or start) fails
+/// with the reason, and no mount, loop device, image or copy is left; the plain directory is
+/// intact.
+#[test]
+fn a_failure_while_making_the_image_leaves_nothing() {
+    let d = TestDaemon::start_with_env(&[], &[("MAYFLY_FAIL_AT", "disk-image:copied")]);
+    let out = d.fails(&[
+        "launch", "busybox", "--name", "f", "--disk", "32M", "--", "sleep", "1000",
+    ]);
+    assert!(
+        out.stderr.contains("injected failure at disk-image:copied"),
+        "{out}"
+    );
+    assert!(d.instance_names().is_empty());
+    assert_nothing_left(&d);
+    // A stopped instance: its start fails the same way and its directory stays as it was.
+    d.ok(&[
+        "launch",
+        "busybox",
+        "--name",
+        "g",
+        "--persistent",
+        "--no-start",
+        "--disk",
+        "32M",
+        "--",
+        "sleep",
+        "1000",
+    ]);
+    let id = id_of(&d, "g");
+    let dir = d.state.join("instances").join(&id);
+    std::fs::write(dir.join("marker"), b"here").unwrap();
+    let out = d.fails(&["start", "g"]);
+    assert!(
+        out.stderr.contains("injected failure at disk-image:copied"),
+        "{out}"
+    );
+    assert!(!is_mount(&dir));
+    assert_eq!(std::fs::read(dir.join("marker")).unwrap(), b"here");
+    assert_nothing_left(&d);
+    // Without the limit it starts, from the same directory.
+    d.ok(&["set", "g", "disk=none"]);
+    d.ok(&["start", "g"]);
+    assert_eq!(std::fs::read(dir.join("marker")).unwrap(), b"here");
+    d.ok(&["rm", "--force", "g"]);
+    assert_nothing_left(&d);
+    d.finish();
+}
