@@ -64,7 +64,7 @@ fn inject(name: &str) -> Result<(), DriverError> {
 pub fn image_size(bytes: u64) -> u64 {
     const MIB: u64 = 1 << 20;
     let journal = journal_mib(bytes) * MIB;
-    let size = bytes + bytes / 32 + journal + 4 * MIB;
+    let size = bytes + bytes / 24 + journal + 4 * MIB;
     size.div_ceil(MIB) * MIB
 }
 
@@ -658,5 +658,37 @@ mod tests {
         assert!(image_size(1 << 30) < (1 << 30) + (64 << 20));
         assert_eq!(journal_mib(16 << 20), 4);
         assert_eq!(journal_mib(100 << 30), 128);
+    }
+
+    /// The formatted image leaves at least the limit free (and not much more).
+    #[test]
+    fn a_formatted_image_holds_the_limit() {
+        if find_program("mkfs.ext4").is_none() || find_program("dumpe2fs").is_none() {
+            eprintln!("NOT RUN: no e2fsprogs");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        for limit in [16u64 << 20, 1 << 30, 4 << 30] {
+            let path = tmp.path().join(format!("{limit}.img"));
+            make_image(&path, limit).unwrap();
+            let out = Command::new(find_program("dumpe2fs").unwrap())
+                .args(["-h".as_ref(), path.as_os_str()])
+                .stderr(Stdio::null())
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            let field = |name: &str| -> u64 {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or_else(|| panic!("no {name} in {text}"))
+            };
+            let free = field("Free blocks:") * field("Block size:");
+            assert!(
+                free >= limit && free < limit + limit / 16 + (8 << 20),
+                "limit {limit}: {free} bytes free"
+            );
+            std::fs::remove_file(&path).unwrap();
+        }
     }
 }

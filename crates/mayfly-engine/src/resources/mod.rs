@@ -64,7 +64,7 @@ impl Engine {
         {
             return Err(EngineError::invalid(
                 format!("--disk cannot be enforced on this host: {why}"),
-                "leave --disk out (or `mayfly set NAME disk=none`), or put the state directory on a filesystem with project quotas (see docs/quotas.md)",
+                "leave --disk out (or `mayfly set NAME disk=none`), or put the state directory on a filesystem with project quotas, or make loop devices and e2fsprogs available (see docs/quotas.md)",
             ));
         }
         Ok(())
