@@ -58,6 +58,14 @@ fn inject(name: &str) -> Result<(), DriverError> {
     Ok(())
 }
 
+/// The test hook for crashes: `MAYFLY_CRASH_AT` naming `name` aborts the process there.
+fn crash_point(name: &str) {
+    if std::env::var("MAYFLY_CRASH_AT").is_ok_and(|v| v == name) {
+        eprintln!("mayfly: crashing at {name} (MAYFLY_CRASH_AT)");
+        std::process::abort();
+    }
+}
+
 /// The size of the image for a limit of `bytes`: the limit, plus ext4's own metadata (inode
 /// tables at one 256-byte inode per 16 KiB, bitmaps and group descriptors, the journal), so
 /// that about the limit is usable. Whole MiB.
@@ -477,6 +485,7 @@ impl DiskImages {
                 return Err(undo(files("create", instance_dir)(e)));
             }
         }
+        crash_point("disk-image:moved-aside");
         // From here the new image is the instance's content.
         if let Err(e) = std::fs::rename(new, image) {
             // Put things back as they were.
@@ -488,6 +497,7 @@ impl DiskImages {
             }
             return Err(undo(files("move into place", new)(e)));
         }
+        crash_point("disk-image:placed");
         if let Err(e) = mount(image, instance_dir) {
             if !replacing {
                 // Back to the plain directory, which still holds everything.
@@ -631,10 +641,7 @@ pub fn recover(state_dir: &Path, known: &std::collections::HashSet<String>) {
         let dir = instances.join(&id);
         let disks = images.dir();
         let result = if known.contains(&id) {
-            umount_all(&disks.join(format!("{id}.mnt")));
-            let _ = remove_any(&disks.join(format!("{id}.mnt")));
-            let _ = remove_any(&disks.join(format!("{id}.img.new")));
-            images.ensure_mounted(&dir).map(|_| ())
+            recover_known(&images, &disks, &id, &dir)
         } else {
             images.release(&dir)
         };
@@ -645,6 +652,36 @@ pub fn recover(state_dir: &Path, known: &std::collections::HashSet<String>) {
             );
         }
     }
+}
+
+/// Settles the disk image of a catalogued instance after a crash or reboot: temporaries go;
+/// without a complete image, the old content moved aside (a crash while the first image was
+/// put in place) goes back; with one, it is mounted.
+fn recover_known(
+    images: &DiskImages,
+    disks: &Path,
+    id: &str,
+    dir: &Path,
+) -> Result<(), DriverError> {
+    let mnt = disks.join(format!("{id}.mnt"));
+    umount_all(&mnt);
+    remove_any(&mnt)?;
+    remove_any(&disks.join(format!("{id}.img.new")))?;
+    let old = disks.join(format!("{id}.old"));
+    if !disks.join(format!("{id}.img").as_str()).is_file() && old.exists() {
+        let empty = std::fs::read_dir(dir).map_or(true, |mut e| e.next().is_none());
+        if !empty {
+            return Err(failed(format!(
+                "{} and {} both hold content and there is no image: left for an administrator",
+                dir.display(),
+                old.display()
+            )));
+        }
+        let _ = std::fs::remove_dir(dir);
+        return std::fs::rename(&old, dir).map_err(files("put back", &old));
+    }
+    images.ensure_mounted(dir)?;
+    remove_any(&old)
 }
 
 #[cfg(test)]

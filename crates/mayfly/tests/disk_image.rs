@@ -257,3 +257,47 @@ fn a_failure_while_making_the_image_leaves_nothing() {
     assert_nothing_left(&d);
     d.finish();
 }
+
+/// A daemon that dies while the first image is put in place (after the directory was moved
+/// aside; after the image was renamed into place) loses nothing: at the next start-up the
+/// content is back (the plain directory, or the mounted image) and the start works.
+#[test]
+fn a_crash_while_the_image_is_put_in_place_loses_nothing() {
+    let mut d = TestDaemon::start();
+    for (name, point) in [("m", "disk-image:moved-aside"), ("p", "disk-image:placed")] {
+        d.ok(&[
+            "launch",
+            "busybox",
+            "--name",
+            name,
+            "--persistent",
+            "--no-start",
+            "--disk",
+            "32M",
+            "--",
+            "sleep",
+            "1000",
+        ]);
+        let id = id_of(&d, name);
+        let dir = d.state.join("instances").join(&id);
+        std::fs::write(dir.join("marker"), b"here").unwrap();
+        d.crash_at(point, &["start", name]);
+        assert_eq!(
+            std::fs::read(dir.join("marker")).unwrap(),
+            b"here",
+            "after a crash at {point}"
+        );
+        let leftovers: Vec<String> = d
+            .state_entries("disks")
+            .into_iter()
+            .filter(|e| !e.ends_with(".img"))
+            .collect();
+        assert!(leftovers.is_empty(), "{point}: {leftovers:?}");
+        d.ok(&["start", name]);
+        assert!(is_mount(&dir));
+        assert_eq!(std::fs::read(dir.join("marker")).unwrap(), b"here");
+        d.ok(&["rm", "--force", name]);
+        assert_nothing_left(&d);
+    }
+    d.finish();
+}
