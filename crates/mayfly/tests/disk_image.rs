@@ -301,3 +301,41 @@ fn a_crash_while_the_image_is_put_in_place_loses_nothing() {
     }
     d.finish();
 }
+
+/// Snapshot, restore and clone of an instance whose directory is an image: the restore
+/// stages the snapshot inside the image and discards the old layer there; the clone copies
+/// out of it and gets an image of its own at its first start.
+#[test]
+fn snapshots_restores_and_clones_work_on_an_image() {
+    let d = TestDaemon::start();
+    d.ok(&[
+        "launch",
+        "busybox",
+        "--name",
+        "s",
+        "--persistent",
+        "--disk",
+        "32M",
+        "--",
+        "sleep",
+        "1000",
+    ]);
+    d.ok(&["exec", "s", "--", "sh", "-c", "echo one > /v"]);
+    d.ok(&["snapshot", "create", "s", "s1"]);
+    d.ok(&["exec", "s", "--", "sh", "-c", "echo two > /v"]);
+    d.ok(&["snapshot", "restore", "s", "s1"]);
+    assert_eq!(d.sh("s", "cat /v").trim(), "one");
+    let out = dd(&d, "s", "/big", 64);
+    assert!(out.stderr.contains("No space left on device"), "{out}");
+    d.ok(&["exec", "s", "--", "rm", "/big"]);
+    d.ok(&["clone", "s", "c", "--start"]);
+    assert_eq!(d.sh("c", "cat /v").trim(), "one");
+    let cid = id_of(&d, "c");
+    assert!(is_mount(&d.state.join("instances").join(&cid)));
+    let out = dd(&d, "c", "/big", 64);
+    assert!(out.stderr.contains("No space left on device"), "{out}");
+    d.ok(&["rm", "--force", "c"]);
+    d.ok(&["rm", "--force", "s"]);
+    assert_nothing_left(&d);
+    d.finish();
+}
