@@ -18,6 +18,20 @@ use crate::{Engine, EngineError, lock};
 
 fn to_trash(layout: &Layout, path: &std::path::Path, why: &str) {
     tracing::info!("removing {} ({why})", path.display());
+    let hidden = path
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+    if path.parent() == Some(layout.instances().as_path()) && !hidden {
+        // An instance directory may be a disk image's mount, which cannot be moved.
+        let images = mayfly_driver::disk_image::DiskImages::at(layout.root());
+        if let Err(e) = images.release(path) {
+            tracing::warn!(
+                "cannot release the disk image of {}: {}",
+                path.display(),
+                mayfly_driver::error_chain(&e)
+            );
+        }
+    }
     if let Err(e) = mayfly_driver::container::move_to_trash(path, &layout.trash()) {
         tracing::warn!(
             "cannot remove {}: {}",
