@@ -139,10 +139,14 @@ fn files<'a>(
     }
 }
 
+/// The prefix of a tree [`move_to_trash`] renamed next to itself (on another filesystem
+/// than the trash) and is deleting there; start-up recovery deletes what is left of them.
+pub const TRASH_ASIDE: &str = ".trash-";
+
 /// Moves `path` (if it exists) into `trash` under a unique name. A path on another
 /// filesystem than the trash (inside an instance directory that is a disk image's mount) is
-/// renamed next to itself under a hidden name, then deleted there, before this returns. A
-/// mount point itself cannot be moved (EBUSY): release its disk first
+/// renamed next to itself under a hidden name ([`TRASH_ASIDE`]) and deleted there by a
+/// thread. A mount point itself cannot be moved (EBUSY): release its disk first
 /// ([`Driver::release_disk`]).
 pub fn move_to_trash(path: &Path, trash: &Path) -> Result<(), DriverError> {
     if std::fs::symlink_metadata(path).is_err() {
@@ -158,13 +162,20 @@ pub fn move_to_trash(path: &Path, trash: &Path) -> Result<(), DriverError> {
     );
     match std::fs::rename(path, trash.join(&name)) {
         Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-            let aside = path.with_file_name(format!(".trash-{name}"));
+            let aside = path.with_file_name(format!("{TRASH_ASIDE}{name}"));
             std::fs::rename(path, &aside).map_err(files("move to trash", path))?;
-            mayfly_image::remove_tree(&aside).map_err(|e| DriverError::Files {
-                action: "delete",
-                path: aside.clone(),
-                source: std::io::Error::other(crate::error_chain(&e)),
-            })
+            let spawned = std::thread::Builder::new()
+                .name("trash-aside".into())
+                .spawn(move || {
+                    if let Err(e) = mayfly_image::remove_tree(&aside) {
+                        tracing::warn!(
+                            "cannot delete {}: {}",
+                            aside.display(),
+                            crate::error_chain(&e)
+                        );
+                    }
+                });
+            spawned.map(|_| ()).map_err(files("start deleting", path))
         }
         r => r.map_err(files("move to trash", path)),
     }

@@ -164,6 +164,16 @@ pub(crate) fn recover(store: &mut Store, layout: &Layout) -> Result<Recovered, S
             let name = e.file_name().to_string_lossy().into_owned();
             if name.starts_with("upper") && name != current {
                 to_trash(layout, &e.path(), "stale writable layer");
+            } else if name.starts_with(mayfly_driver::container::TRASH_ASIDE) {
+                // On a disk image: being deleted in place when the daemon stopped.
+                let path = e.path();
+                if let Err(e) = mayfly_image::remove_tree(&path) {
+                    tracing::warn!(
+                        "cannot delete {}: {}",
+                        path.display(),
+                        mayfly_driver::error_chain(&e)
+                    );
+                }
             }
         }
     }

@@ -183,6 +183,19 @@ fn an_image_per_instance_limits_its_disk() {
     d.finish();
 }
 
+/// Waits until instance `name` uses less than `bytes` of its disk (a discarded layer is
+/// deleted by a thread).
+fn wait_disk_below(d: &TestDaemon, name: &str, bytes: u64) {
+    common::wait_until(
+        Duration::from_secs(10),
+        "the discarded layer's room back",
+        || {
+            let stats = d.json(&["stats", name, "--json", "--no-stream"]);
+            stats[0]["disk_bytes"].as_u64().is_some_and(|b| b < bytes)
+        },
+    );
+}
+
 #[test]
 fn a_transient_instance_with_an_image_restarts_resets_and_goes() {
     let d = TestDaemon::start();
@@ -196,9 +209,11 @@ fn a_transient_instance_with_an_image_restarts_resets_and_goes() {
     assert!(out.success(), "{out}");
     // The discarded writable layer is deleted inside the image: its room comes back.
     d.ok(&["restart", "t"]);
+    wait_disk_below(&d, "t", 8 * MIB);
     let out = dd(&d, "t", "/big", 20);
     assert!(out.success(), "restart did not free the layer: {out}");
     d.ok(&["reset", "t"]);
+    wait_disk_below(&d, "t", 8 * MIB);
     let out = dd(&d, "t", "/big", 20);
     assert!(out.success(), "reset did not free the layer: {out}");
     let out = dd(&d, "t", "/big2", 40);
