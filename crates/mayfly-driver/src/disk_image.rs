@@ -150,7 +150,9 @@ fn run(program: &str, args: &[&std::ffi::OsStr], deadline: Duration) -> Result<(
 /// `/proc/self/mountinfo` (the last one: the visible one).
 pub fn mount_source(dir: &Path) -> Option<String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let want = dir.to_str()?;
+    // The table shows resolved paths (a state directory reached through a symbolic link).
+    let resolved = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned());
+    let want = resolved.to_str()?;
     let mut found = None;
     for line in info.lines() {
         let Some((left, right)) = line.split_once(" - ") else {
