@@ -9,13 +9,10 @@ use mayfly_store::InstanceRecord;
 use crate::{Engine, lock};
 
 impl Engine {
-    /// The bandwidth limit of `rec`'s interfaces (`None`: unlimited).
-    // INTEGRATOR (issue 22): once P3's `InstanceConfig.limits` and
-    // `Engine::effective_limits` are in main, this body is `self.effective_limits(rec).net_rate`
-    // (a flavor's rate counts too); until then no instance has a stored rate.
+    /// The bandwidth limit of `rec`'s interfaces (`None`: unlimited): its effective limits'
+    /// (a flavor's rate counts too).
     pub(super) fn net_rate_of(&self, rec: &InstanceRecord) -> Option<u64> {
-        let _ = rec;
-        None
+        self.effective_limits(rec).net_rate
     }
 
     /// Makes the firewall police running instance `rec`'s interfaces at its (new) effective
