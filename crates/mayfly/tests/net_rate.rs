@@ -202,3 +202,28 @@ fn a_stopped_instance_gets_its_new_rate_at_its_next_start() {
     assert!(!bridge_table(&d).contains("limit mv"));
     d.finish();
 }
+
+#[test]
+fn a_rate_the_firewall_cannot_take_leaves_the_old_one_in_force_and_says_why() {
+    let d = TestDaemon::start_with_env(&[], &[("MAYFLY_FAIL_AT", "net-rate:apply")]);
+    launch_with(&d, "lim", json!({"net_rate": RATE}));
+    let lim = eth0(&d, "lim").host_name;
+    assert_limited(
+        &d,
+        &lim,
+        RATE,
+        "at its start (the fault is only on live changes)",
+    );
+    let out = set(&d, "lim", "net-rate", "4M");
+    let later = out["next_start"].to_string();
+    assert!(
+        later.contains("net-rate") && later.contains("firewall"),
+        "the refused live change is reported with its reason: {out}"
+    );
+    assert!(!out["applied"].to_string().contains("net-rate"), "{out}");
+    assert_limited(&d, &lim, RATE, "after the failed change");
+    assert!(!bridge_table(&d).contains(&format!("-{}", 4u64 << 20)));
+    d.ok(&["rm", "--force", "lim"]);
+    assert!(!bridge_table(&d).contains("limit mv"));
+    d.finish();
+}
