@@ -39,15 +39,16 @@ fn stream_secs(d: &TestDaemon, from: &str, to: &str) -> f64 {
     MIB / rate
 }
 
-/// Launches `name` serving the sink, through the API with `limits`.
-fn launch_with(d: &TestDaemon, name: &str, limits: Value) {
+/// Launches `name` running `script` (e.g. [`SERVE`], which needs `install_usock`), through
+/// the API with `limits`.
+fn launch_with(d: &TestDaemon, name: &str, script: &str, limits: Value) {
     let (status, body) = d.api(
         "POST",
         "/v1/instances",
         Some(&json!({
             "template": "busybox",
             "name": name,
-            "command": ["sh", "-c", SERVE],
+            "command": ["sh", "-c", script],
             "limits": limits,
         })),
     );
@@ -89,7 +90,7 @@ fn a_net_rate_slows_an_instance_both_ways_changes_live_and_leaves_nothing_behind
     install_usock(&d);
     launch(&d, "free", &[], Some(SERVE));
     launch(&d, "other", &[], Some(SERVE));
-    launch_with(&d, "lim", json!({"net_rate": RATE}));
+    launch_with(&d, "lim", SERVE, json!({"net_rate": RATE}));
     let lim = eth0(&d, "lim").host_name;
     assert_eq!(
         d.info("lim")["limits"]["net_rate"],
@@ -185,7 +186,7 @@ fn a_net_rate_slows_an_instance_both_ways_changes_live_and_leaves_nothing_behind
 #[test]
 fn a_stopped_instance_gets_its_new_rate_at_its_next_start() {
     let d = TestDaemon::start();
-    launch_with(&d, "lim", json!({"net_rate": RATE}));
+    launch_with(&d, "lim", IDLE, json!({"net_rate": RATE}));
     let lim = eth0(&d, "lim").host_name;
     d.ok(&["stop", "lim"]);
     let t = bridge_table(&d);
@@ -206,7 +207,7 @@ fn a_stopped_instance_gets_its_new_rate_at_its_next_start() {
 #[test]
 fn a_rate_the_firewall_cannot_take_leaves_the_old_one_in_force_and_says_why() {
     let d = TestDaemon::start_with_env(&[], &[("MAYFLY_FAIL_AT", "net-rate:apply")]);
-    launch_with(&d, "lim", json!({"net_rate": RATE}));
+    launch_with(&d, "lim", IDLE, json!({"net_rate": RATE}));
     let lim = eth0(&d, "lim").host_name;
     assert_limited(
         &d,
