@@ -1,8 +1,9 @@
 //! The network rate limit (issue 22, points 1 to 3: `--net-rate`, bytes per second each way
 //! per interface): TCP between instances on one network is slowed to the rate, whichever
-//! way it goes through the limited instance, and runs free without it; the rate changes on a
-//! running instance (`PATCH /v1/instances/NAME/limits`, what `mayfly set` sends), survives a
-//! restart of the daemon and of the instance, and nothing of it stays in nftables after `rm`.
+//! way it goes through the limited instance, and runs free without it; the rate (`--net-rate`
+//! at launch, or `limits.net_rate` in the API) changes on a running instance (`mayfly set`),
+//! survives a restart of the daemon and of the instance, and nothing of it stays in nftables
+//! after `rm`.
 //!
 //! The daemon runs in its own network namespace (the harness); the traffic is between its
 //! instances, on its bridge. Timings have wide margins: 2 MiB at 512 KiB/s take about 3 s
@@ -73,15 +74,9 @@ fn assert_limited(d: &TestDaemon, host_end: &str, rate: u64, when: &str) {
     }
 }
 
-/// Changes limits of running `name` as `mayfly set` does; returns the outcome.
+/// `mayfly set NAME KEY=VALUE --json`: the outcome (`applied`, `next_start`).
 fn set(d: &TestDaemon, name: &str, key: &str, value: &str) -> Value {
-    let (status, body) = d.api(
-        "PATCH",
-        &format!("/v1/instances/{name}/limits"),
-        Some(&json!({"changes": [[key, value]]})),
-    );
-    assert_eq!(status, 200, "set {key}={value}: {body}");
-    body
+    d.json(&["set", name, &format!("{key}={value}"), "--json"])
 }
 
 #[test]
@@ -90,7 +85,7 @@ fn a_net_rate_slows_an_instance_both_ways_changes_live_and_leaves_nothing_behind
     install_usock(&d);
     launch(&d, "free", &[], Some(SERVE));
     launch(&d, "other", &[], Some(SERVE));
-    launch_with(&d, "lim", SERVE, json!({"net_rate": RATE}));
+    launch(&d, "lim", &["--net-rate", "512K"], Some(SERVE));
     let lim = eth0(&d, "lim").host_name;
     assert_eq!(
         d.info("lim")["limits"]["net_rate"],
@@ -186,8 +181,10 @@ fn a_net_rate_slows_an_instance_both_ways_changes_live_and_leaves_nothing_behind
 #[test]
 fn a_stopped_instance_gets_its_new_rate_at_its_next_start() {
     let d = TestDaemon::start();
-    launch_with(&d, "lim", IDLE, json!({"net_rate": RATE}));
+    // In bits per second: 4 Mbit/s are 500000 bytes/s.
+    launch(&d, "lim", &["--net-rate", "4mbit"], Some(IDLE));
     let lim = eth0(&d, "lim").host_name;
+    assert_limited(&d, &lim, 500_000, "launched with 4mbit");
     d.ok(&["stop", "lim"]);
     let t = bridge_table(&d);
     assert!(!t.contains(&lim), "a stopped instance has no limit:\n{t}");
