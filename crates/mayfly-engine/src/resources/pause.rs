@@ -190,4 +190,17 @@ mod tests {
         assert!(hint(InstanceState::Stopped).contains("mayfly start web"));
         assert!(hint(InstanceState::Paused).contains("mayfly resume web"));
     }
+
+    #[test]
+    fn a_paused_running_instance_shows_as_paused_and_nothing_else_does() {
+        let mut rt = crate::slot::Runtime {
+            state: InstanceState::Running,
+            ..crate::slot::Runtime::default()
+        };
+        assert_eq!(rt.shown_state(), InstanceState::Running);
+        rt.paused = true;
+        assert_eq!(rt.shown_state(), InstanceState::Paused);
+        rt.state = InstanceState::Stopping;
+        assert_eq!(rt.shown_state(), InstanceState::Stopping);
+    }
 }
