@@ -13,6 +13,9 @@
 //! - A launch that cannot start leaves nothing behind.
 //! - A stop that fails leaves the instance running, not stopping; the end of a run always
 //!   settles it (see `slot.rs`).
+//! - Launch and start check the instance's effective limits against the host and admit its
+//!   memory reservation (`resources/`); a paused instance is still `running` here (shown as
+//!   `paused`), and what each action does with it is in `resources/pause.rs`.
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
