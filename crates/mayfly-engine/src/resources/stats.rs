@@ -57,7 +57,12 @@ impl Engine {
         let chosen: Vec<InstanceRecord> = if names.is_empty() {
             records
                 .into_iter()
-                .filter(|r| self.shown_state(&r.name) != InstanceState::Stopped)
+                .filter(|r| {
+                    matches!(
+                        self.shown_state(&r.name),
+                        InstanceState::Running | InstanceState::Paused
+                    )
+                })
                 .collect()
         } else {
             let mut out = Vec::new();
