@@ -487,7 +487,9 @@ impl Engine {
             self.discard_writable(&rec.id, rec.writable_gen).await?;
         }
         self.prepare_writable(&spec).await?;
-        self.apply_disk_quota(&rec.id, spec.limits.disk).await?;
+        if let Some(bytes) = spec.limits.disk {
+            self.apply_disk_quota(&rec.id, bytes).await?;
+        }
         let started = self.driver.start(spec, stdio).await.map_err(from_driver)?;
         let run = RunRecord {
             pid: started.pid,

@@ -412,8 +412,9 @@ impl Engine {
             .await?;
         lock(&self.slots).remove(slot);
         // Its disk limit goes before its directory (the quota would stay on the project id).
-        let had_limit = self.effective_limits(rec).disk.is_some();
-        self.lift_disk_quota(&rec.id, had_limit).await;
+        if self.effective_limits(rec).disk.is_some() {
+            self.lift_disk_quota(&rec.id).await;
+        }
         let mut dirs = vec![self.layout.instance_dir(&rec.id)];
         dirs.extend(snapshots.iter().map(|s| self.layout.snapshot_dir(&s.id)));
         dirs.extend(channels.iter().map(|c| self.layout.channel_dir(&c.name)));

@@ -93,6 +93,10 @@ impl Engine {
                 let rec = InstanceRecord { config, ..rec };
                 self.apply_live(&rec, &after, &changed).await
             } else {
+                // A dropped disk limit goes now: nothing would lift it before an `rm`.
+                if changed.contains(&"disk") && after.disk.is_none() {
+                    self.lift_disk_quota(&rec.id).await;
+                }
                 (
                     Vec::new(),
                     changed

@@ -2,7 +2,7 @@
 //! apart (every instance's first sample, one shared wait, every second sample; a bounded
 //! number of readings at a time), CPU use over that gap,
 //! memory and pids against the effective limits, the disk use of the writable layer from its
-//! quota, and network bytes from the host ends of its interfaces.
+//! quota (instances with a disk limit), and network bytes from the host ends of its interfaces.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -75,15 +75,17 @@ impl Engine {
             out
         };
         let mut stats: Vec<InstanceStats> = chosen.iter().map(|r| self.blank_stats(r)).collect();
-        // Disk use of every writable layer, off the async runtime.
+        // Disk use of the writable layers that have a limit (counted by their quota), off
+        // the async runtime.
         let dirs: Vec<_> = chosen
             .iter()
-            .map(|r| self.layout.instance_dir(&r.id))
+            .zip(&stats)
+            .map(|(r, s)| s.disk_limit.map(|_| self.layout.instance_dir(&r.id)))
             .collect();
         let driver = self.driver.clone();
         let disk = tokio::task::spawn_blocking(move || {
             dirs.iter()
-                .map(|d| driver.disk_usage(d).ok().flatten())
+                .map(|d| d.as_ref().and_then(|d| driver.disk_usage(d).ok().flatten()))
                 .collect::<Vec<_>>()
         })
         .await
