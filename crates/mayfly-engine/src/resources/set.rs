@@ -153,16 +153,11 @@ impl Engine {
             }
         }
         if changed.contains(&"net-rate") {
-            // INTEGRATOR (P5 hook): the one call site of the live network rate. Replace this
-            // line with
-            //     match self.apply_net_rate(rec).await {
-            //         Ok(()) => applied.push("net-rate".to_owned()),
-            //         Err(why) => later.push(("net-rate".to_owned(), why)),
-            //     }
-            later.push((
-                "net-rate".to_owned(),
-                "applied at the next start".to_owned(),
-            ));
+            // The network rate is the network code's (`network/rate.rs`).
+            match self.apply_net_rate(rec).await {
+                Ok(()) => applied.push("net-rate".to_owned()),
+                Err(why) => later.push(("net-rate".to_owned(), why)),
+            }
         }
         (applied, later)
     }
