@@ -163,6 +163,11 @@ fn a_fork_bomb_stops_at_the_pids_limit_and_the_rest_stays_responsive() {
     }
     eprintln!("fork bomb under --pids 32: at most {most} pids, slowest `mayfly list` {slowest:?}");
     assert!(most <= 32, "pids.current reached {most} under --pids 32");
+    // The kernel's own high-water mark, where it keeps one (pids.peak, Linux 6.1+).
+    if limits_common::v1_dir("pids", &rel).join("pids.peak").exists() {
+        let peak = cg_u64("pids", &rel, "pids.peak");
+        assert!(peak <= 32, "pids.peak is {peak} under --pids 32");
+    }
     assert!(most >= 24, "the bomb held only {most} pids: did it run?");
     assert!(
         slowest < Duration::from_secs(2),
