@@ -8,6 +8,15 @@
 
 use serde::{Deserialize, Serialize};
 
+mod parse;
+#[cfg(test)]
+mod tests;
+
+use parse::{
+    accepted, canonical_key, cpus_from, cpuset, integer, io_max, net_rate, parse_or_clear,
+    show_io_max, show_rate, show_size, size, size_at_least, weight,
+};
+
 /// A number of CPUs' worth of CPU time, kept in thousandths (`1.5` is 1500), so that limits
 /// compare exactly. On the wire: a JSON number (`1.5`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -131,39 +140,140 @@ impl Limits {
     /// Sets limit `key` (one of [`LIMIT_KEYS`]; `_` may stand for `-`) from `value` as people
     /// write it; `none` clears it. The error says what is wrong and what is accepted.
     pub fn set_key(&mut self, key: &str, value: &str) -> Result<(), String> {
-        let _ = (key, value);
-        todo!("resources: parse one limit")
+        let key = canonical_key(key)?;
+        let text = value.trim();
+        let clear = text.eq_ignore_ascii_case("none");
+        let bad = |why: &str| format!("invalid --{key} `{value}`: {why} ({})", accepted(key));
+        if !clear && text.starts_with('-') {
+            return Err(bad("negative values are not limits"));
+        }
+        match key {
+            "cpus" => {
+                self.cpus = if clear {
+                    None
+                } else {
+                    Some(cpus_from(text).map_err(bad)?)
+                }
+            }
+            "cpu-weight" => {
+                self.cpu_weight = parse_or_clear(clear, || weight(text).map_err(|w| bad(&w)))?
+            }
+            "io-weight" => {
+                self.io_weight = parse_or_clear(clear, || weight(text).map_err(|w| bad(&w)))?
+            }
+            "cpuset" => {
+                self.cpuset = parse_or_clear(clear, || cpuset(text).map_err(|w| bad(&w)))?;
+            }
+            "memory" => {
+                self.memory =
+                    parse_or_clear(clear, || size_at_least(text, 6 << 20).map_err(|w| bad(&w)))?
+            }
+            "memory-reserve" => {
+                self.memory_reserve =
+                    parse_or_clear(clear, || size_at_least(text, 1).map_err(|w| bad(&w)))?
+            }
+            "swap" => self.swap = parse_or_clear(clear, || size(text).map_err(|w| bad(&w)))?,
+            "pids" => {
+                self.pids = parse_or_clear(clear, || {
+                    let n = integer(text).map_err(|w| bad(&w))?;
+                    if n < 8 {
+                        return Err(bad("below the minimum of 8"));
+                    }
+                    Ok(n)
+                })?
+            }
+            "io-max" => self.io_max = parse_or_clear(clear, || io_max(text).map_err(|w| bad(&w)))?,
+            "disk" => {
+                self.disk =
+                    parse_or_clear(clear, || size_at_least(text, 16 << 20).map_err(|w| bad(&w)))?
+            }
+            "net-rate" => {
+                self.net_rate = parse_or_clear(clear, || net_rate(text).map_err(|w| bad(&w)))?
+            }
+            _ => unreachable!("canonical_key returns one of LIMIT_KEYS"),
+        }
+        Ok(())
     }
 
     /// The limit `key` as `set_key` reads it (`None` when unset).
     pub fn get_key(&self, key: &str) -> Option<String> {
-        let _ = key;
-        todo!("resources: show one limit")
+        let key = canonical_key(key).ok()?;
+        match key {
+            "cpus" => self.cpus.map(|c| c.to_string()),
+            "cpu-weight" => self.cpu_weight.map(|w| w.to_string()),
+            "cpuset" => self.cpuset.clone(),
+            "memory" => self.memory.map(show_size),
+            "memory-reserve" => self.memory_reserve.map(show_size),
+            "swap" => self.swap.map(show_size),
+            "pids" => self.pids.map(|n| n.to_string()),
+            "io-weight" => self.io_weight.map(|w| w.to_string()),
+            "io-max" => self.io_max.and_then(|io| show_io_max(&io)),
+            "disk" => self.disk.map(show_size),
+            "net-rate" => self.net_rate.map(show_rate),
+            _ => None,
+        }
     }
 
     /// `self` with every limit `over` sets put over it (flavor, then the instance's own).
     pub fn overlaid(&self, over: &Limits) -> Limits {
-        let _ = over;
-        todo!("resources: overlay limits")
+        Limits {
+            cpus: over.cpus.or(self.cpus),
+            cpu_weight: over.cpu_weight.or(self.cpu_weight),
+            cpuset: over.cpuset.clone().or_else(|| self.cpuset.clone()),
+            memory: over.memory.or(self.memory),
+            memory_reserve: over.memory_reserve.or(self.memory_reserve),
+            swap: over.swap.or(self.swap),
+            pids: over.pids.or(self.pids),
+            io_weight: over.io_weight.or(self.io_weight),
+            io_max: over.io_max.or(self.io_max),
+            disk: over.disk.or(self.disk),
+            net_rate: over.net_rate.or(self.net_rate),
+        }
     }
 
     /// Checks the limits against each other (a reservation above the limit, …); host-dependent
     /// checks are the daemon's.
     pub fn check(&self) -> Result<(), String> {
-        todo!("resources: check limits")
+        // Each value on its own, as `set_key` would take it (limits that came in as JSON did
+        // not go through it).
+        if self.io_max.is_some_and(|io| io == IoMax::default()) {
+            return Err(format!(
+                "invalid --io-max: no limit given ({})",
+                accepted("io-max")
+            ));
+        }
+        for key in LIMIT_KEYS {
+            if let Some(value) = self.get_key(key) {
+                Limits::default().set_key(key, &value)?;
+            }
+        }
+        if let (Some(reserve), Some(memory)) = (self.memory_reserve, self.memory)
+            && reserve > memory
+        {
+            return Err(format!(
+                "--memory-reserve ({}) is above --memory ({}): a reservation cannot exceed the \
+                 limit; lower --memory-reserve or raise --memory",
+                crate::size::format_size(reserve),
+                crate::size::format_size(memory)
+            ));
+        }
+        Ok(())
     }
 
     /// The keys whose values differ between `self` and `other`, in [`LIMIT_KEYS`] order.
     pub fn changed_keys(&self, other: &Limits) -> Vec<&'static str> {
-        let _ = other;
-        todo!("resources: changed keys")
+        LIMIT_KEYS
+            .iter()
+            .copied()
+            .filter(|key| self.get_key(key) != other.get_key(key))
+            .collect()
     }
 }
 
 /// Parses a CPU count (`2`, `0.5`, `1.25`; at least 0.01, at most three decimals).
 pub fn parse_cpus(text: &str) -> Result<Cpus, String> {
-    let _ = text;
-    todo!("resources: parse cpus")
+    cpus_from(text.trim())
+        .map_err(|why| format!("invalid CPU count `{text}`: {why} ({})", accepted("cpus")))
 }
 
 /// A named preset of limits (OpenStack's flavor).
