@@ -13,7 +13,7 @@ impl Engine {
     /// stream follows the instance by id).
     pub async fn console(&self, name: &str) -> Result<(String, ConsoleAttached), EngineError> {
         let slot = self.slot(name)?;
-        let state = lock(&slot.rt).state;
+        let state = lock(&slot.rt).shown_state();
         if state != InstanceState::Running {
             return Err(wrong_state(&slot, state, "attach to its console"));
         }

@@ -166,6 +166,7 @@ impl EngineError {
                     }
                     "network" => "create it with `mayfly network create NAME` (see `mayfly network list`)".into(),
                     "channel" => "list channels with `mayfly channel list`".into(),
+                    "flavor" => "see the flavors with `mayfly flavor list`".into(),
                     _ => "check the name".into(),
                 }),
             ),
@@ -176,6 +177,12 @@ impl EngineError {
             EngineError::Store(StoreError::InUse { users, .. }) => (
                 ErrorCode::InUse,
                 Some(in_use_hint(users)),
+            ),
+            EngineError::Store(StoreError::FlavorInUse { flavor, .. }) => (
+                ErrorCode::InUse,
+                Some(format!(
+                    "remove those instances first (`mayfly rm NAME`), or move them to another flavor (`mayfly set NAME --flavor OTHER`; `--flavor ''` for none) before removing `{flavor}`"
+                )),
             ),
             EngineError::Store(StoreError::IdRangesExhausted) => (ErrorCode::Unavailable, None),
             EngineError::Store(StoreError::SubnetExhausted { network, .. }) => (

@@ -59,7 +59,7 @@ impl Engine {
         let slot = self.slot(name)?;
         let (state, version) = {
             let rt = lock(&slot.rt);
-            (rt.state, rt.version)
+            (rt.shown_state(), rt.version)
         };
         if state != InstanceState::Running {
             return Err(wrong_state(&slot, state, "exec"));

@@ -5,8 +5,10 @@
 //! only once the instance is thawed again. A daemon killed in between finds the entry at its
 //! next start and thaws the instance (a thaw reaches the instance's group whether or not the
 //! forker tracks it), closing the entry only when that worked: an entry stays until its
-//! instance runs again. A user's pause, once mayfly has one, is state of the instance, not a
-//! journal entry, so recovery never undoes it.
+//! instance runs again. A user's pause (`resources/pause.rs`) is state of the instance, not a
+//! journal entry, so recovery never undoes it: a paused instance is copied as it is (no
+//! freeze, no thaw, no entry), and an entry left for an instance paused since is closed
+//! without a thaw.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,17 +24,24 @@ const STARTUP_THAW_WAIT: Duration = Duration::from_secs(2);
 /// A frozen instance and the journal entry that says so.
 #[derive(Debug)]
 pub(crate) struct Frozen {
-    journal: i64,
+    /// `None`: the instance was paused, nothing was done.
+    journal: Option<i64>,
 }
 
 impl Engine {
     /// Freezes running instance `slot` (the caller holds its operation lock).
+    /// A paused instance is frozen already: nothing is done (and nothing undone after).
     pub(crate) async fn freeze_instance(&self, slot: &Slot) -> Result<Frozen, EngineError> {
+        if crate::lock(&slot.rt).paused {
+            return Ok(Frozen { journal: None });
+        }
         let id = slot.id.clone();
         let journal = self
             .db(move |s| s.journal_begin(kind::FREEZE, &id, &[]))
             .await?;
-        let frozen = Frozen { journal };
+        let frozen = Frozen {
+            journal: Some(journal),
+        };
         if let Err(e) = self.driver.freeze(&slot.id, true).await {
             // The forker thaws what it could not freeze completely; make sure, and close the
             // entry.
@@ -47,8 +56,11 @@ impl Engine {
     /// (a forker being replaced answers a moment later); if it still fails, the journal entry
     /// stays open and the next start of the daemon thaws the instance.
     pub(crate) async fn thaw_instance(&self, slot: &Slot, frozen: Frozen) {
+        let Some(journal) = frozen.journal else {
+            return; // paused: it stays so
+        };
         if self.thaw_retrying(&slot.id).await {
-            self.journal_end(frozen.journal).await;
+            self.journal_end(journal).await;
         } else {
             tracing::error!(
                 instance = %slot.name,
@@ -82,6 +94,22 @@ impl Engine {
     pub(crate) async fn thaw_interrupted(self: &Arc<Self>, entries: Vec<(i64, String)>) {
         if entries.is_empty() {
             return;
+        }
+        // A user's pause since then wins: its entry is closed without a thaw.
+        let mut entries = entries;
+        let paused: Vec<(i64, String)> = {
+            let slots = crate::lock(&self.slots);
+            let (paused, others) = entries
+                .into_iter()
+                .partition(|(_, id)| slots.by_id(id).is_some_and(|s| crate::lock(&s.rt).paused));
+            entries = others;
+            paused
+        };
+        for (journal, id) in paused {
+            tracing::warn!("instance {id} is paused: not thawing it after an interrupted copy");
+            if journal != 0 {
+                self.journal_end(journal).await;
+            }
         }
         let engine = self.clone();
         let all = tokio::spawn(async move {

@@ -178,6 +178,8 @@ impl Engine {
             init: req.init,
             networks: Vec::new(),
             publish: req.publish.clone(),
+            flavor: None,
+            limits: mayfly_api::Limits::default(),
         };
         process::check_overrides(&config)?;
         // Checked before anything is looked up, made (the default network) last.
@@ -200,6 +202,17 @@ impl Engine {
                 .await?;
         }
         process::init_process(&tref.name, &vrec.config, &config)?;
+        // Limits: the flavor (the request's, else the template's), own limits over it; all
+        // checked against this host before anything is made.
+        let (flavor, own) =
+            crate::resources::launch_settings(req.flavor.as_deref(), &req.limits, &vrec.config);
+        let flavor_limits = match &flavor {
+            Some(f) => Some(self.flavor_limits(f)?),
+            None => None,
+        };
+        self.check_limits_here(&crate::resources::resolve(flavor_limits.as_ref(), &own))?;
+        config.flavor = flavor;
+        config.limits = own;
         config.networks = self.networks_for_instance(req.networks.as_deref()).await?;
         self.check_instance_publish(&req.publish, &config.networks)
             .await?;
@@ -226,6 +239,7 @@ impl Engine {
             writable_version: None,
             layer_since: None,
             next_run: None,
+            paused: false,
         };
         let dir = self.layout.instance_dir(&rec.id);
         self.blocking({
@@ -334,6 +348,9 @@ impl Engine {
             )
         })?;
         let (args, user) = process::init_process(&rec.template, &vrec.config, &rec.config)?;
+        // The host may have changed since the launch (or the daemon's flags): checked again.
+        let limits = self.effective_limits(&rec);
+        self.check_limits_here(&limits)?;
         let process = ProcessSpec {
             args,
             env: process::environment(&rec.name, tty, &[&vrec.config.env, &rec.config.env]),
@@ -409,9 +426,14 @@ impl Engine {
             process,
             init: rec.config.init,
             interfaces,
-            limits: mayfly_api::Limits::default(),
+            limits: limits.clone(),
         };
-        lock(&slot.rt).state = InstanceState::Starting;
+        {
+            // Admitted and `starting` under one lock: from then on its reservation counts.
+            let _admission = self.admission.lock().await;
+            self.admit(slot, limits.memory_reserve).await?;
+            lock(&slot.rt).state = InstanceState::Starting;
+        }
         // The firewall knows the instance's interfaces and forwards before the driver
         // creates them; a start that fails takes them out again.
         let result = match self.instance_net_up(&rec).await {
@@ -462,6 +484,7 @@ impl Engine {
             self.discard_writable(&rec.id, rec.writable_gen).await?;
         }
         self.prepare_writable(&spec).await?;
+        self.apply_disk_quota(&rec.id, spec.limits.disk).await?;
         let started = self.driver.start(spec, stdio).await.map_err(from_driver)?;
         let run = RunRecord {
             pid: started.pid,

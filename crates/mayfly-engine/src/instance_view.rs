@@ -7,6 +7,9 @@ use mayfly_store::{ID_RANGE, InstanceRecord, InterfaceRecord, TemplateRecord};
 
 use crate::{Engine, EngineError, lock, process};
 
+/// How long `info` waits for a running instance's live figures (its OOM kills).
+const LIVE_READ: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Engine {
     /// What `list` and `info` say of `rec`; `template` is its template's record, from which
     /// the command and user it runs (or would start with) are resolved.
@@ -21,7 +24,7 @@ impl Engine {
             Some(slot) => {
                 let rt = lock(&slot.rt);
                 (
-                    rt.state,
+                    rt.shown_state(),
                     rt.pid,
                     rt.version,
                     rt.started_at,
@@ -69,7 +72,7 @@ impl Engine {
                 signal: e.signal,
                 at: Some(crate::rfc3339(e.at)),
                 ending: e.ending,
-                oom_kills: 0,
+                oom_kills: e.oom_kills,
             }),
             isolation: Isolation {
                 user_namespace: rec.id_base.is_some(),
@@ -86,9 +89,13 @@ impl Engine {
                 .collect(),
             publish: rec.config.publish.clone(),
             note: None,
-            flavor: None,
-            limits: mayfly_api::Limits::default(),
-            oom_kills: 0,
+            flavor: rec.config.flavor.clone(),
+            limits: self.effective_limits(rec),
+            // Stopped: the last run's (a running one's is read live by `instance_info`).
+            oom_kills: match state {
+                InstanceState::Stopped => rec.last_exit.as_ref().map_or(0, |e| e.oom_kills),
+                _ => 0,
+            },
         }
     }
 
@@ -134,6 +141,12 @@ impl Engine {
                 })
             })
             .await?;
-        Ok(self.info_of(&rec, template.as_ref(), bytes, &ifaces))
+        let mut info = self.info_of(&rec, template.as_ref(), bytes, &ifaces);
+        if matches!(info.state, InstanceState::Running | InstanceState::Paused)
+            && let Ok(Ok(usage)) = tokio::time::timeout(LIVE_READ, self.driver.usage(&rec.id)).await
+        {
+            info.oom_kills = usage.oom_kills;
+        }
+        Ok(info)
     }
 }

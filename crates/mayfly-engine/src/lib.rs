@@ -139,6 +139,10 @@ pub struct Engine {
     layers_lock: tokio::sync::Mutex<()>,
     /// Networking's run-time state (the firewall's lock, the instances whose network is up).
     net: network::NetState,
+    /// The stored flavors (immutable, so kept here too).
+    flavors: resources::FlavorCache,
+    /// Serialises admission checks with the starts they admit.
+    admission: resources::AdmissionLock,
     /// Why instances run without a user namespace; `None` when they get one.
     userns_off: Option<String>,
     cgroup_mode: &'static str,
@@ -159,6 +163,12 @@ impl Engine {
             let store = store.clone();
             let layout = layout.clone();
             tokio::task::spawn_blocking(move || recovery::recover(&mut lock(&store), &layout))
+                .await
+                .map_err(|e| EngineError::Internal(e.to_string()))??
+        };
+        let flavors = {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || lock(&store).flavors())
                 .await
                 .map_err(|e| EngineError::Internal(e.to_string()))??
         };
@@ -210,6 +220,8 @@ impl Engine {
             trash,
             layers_lock: tokio::sync::Mutex::new(()),
             net: network::NetState::default(),
+            flavors: resources::FlavorCache::load(flavors),
+            admission: resources::AdmissionLock::default(),
             userns_off,
             cgroup_mode,
             boot_id,

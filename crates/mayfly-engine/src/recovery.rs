@@ -205,6 +205,9 @@ impl Engine {
                 Some(c) if c.exited.is_none() => {
                     self.mark_running(&slot, c.pid, version, started_at);
                     let _ = self.driver.reattach(&rec.id).await;
+                    if rec.paused {
+                        self.repause(&slot).await;
+                    }
                     None
                 }
                 Some(c) => Some(c.exited),
@@ -225,6 +228,9 @@ impl Engine {
                                     "adopted a running instance whose forker was lost; its exit status will be unknown"
                                 );
                                 self.mark_running(&slot, run.pid, version, started_at);
+                                if rec.paused {
+                                    self.repause(&slot).await;
+                                }
                                 None
                             }
                             Err(_) => Some(None),

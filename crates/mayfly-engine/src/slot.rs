@@ -39,6 +39,19 @@ pub(crate) struct Runtime {
     pub asked: crate::power::Asked,
     /// When the instance's latest reboots were (a reboot loop leaves it stopped).
     pub reboots: Vec<std::time::Instant>,
+    /// Paused by its user (`state` stays `Running`; shown as `Paused`).
+    pub paused: bool,
+}
+
+impl Runtime {
+    /// The state `list` and `info` show: `paused` for a paused running instance.
+    pub(crate) fn shown_state(&self) -> InstanceState {
+        if self.paused && self.state == InstanceState::Running {
+            InstanceState::Paused
+        } else {
+            self.state
+        }
+    }
 }
 
 impl Default for Runtime {
@@ -55,6 +68,7 @@ impl Default for Runtime {
             restart_on_exit: None,
             asked: crate::power::Asked::default(),
             reboots: Vec::new(),
+            paused: false,
         }
     }
 }
@@ -247,12 +261,26 @@ impl Engine {
         let mut errors: Vec<String> = Vec::new();
         let chain =
             |what: &str, e: &EngineError| format!("{what}: {}", mayfly_driver::error_chain(e));
+        // A paused run is thawed first: frozen processes cannot be killed (cgroup v1) and
+        // the group could not be emptied. Its OOM kills are read before the group goes.
+        let thawed = lock(&slot.rt).paused;
+        if thawed && let Err(e) = self.driver.freeze(&slot.id, false).await {
+            errors.push(chain("thaw the paused instance", &EngineError::Driver(e)));
+        }
+        let oom_kills = match self.driver.usage(&slot.id).await {
+            Ok(u) => u.oom_kills,
+            Err(_) => 0,
+        };
         match self.driver.release(&slot.id).await {
             Err(e) if e.failure_kind() == Some(FailureKind::StillRunning) => {
                 // A second report of a run that was settled already (a daemon that started
                 // up while it ended learns of it from the forker's state and from its
                 // event), arriving after the next run started: that run is not over.
                 tracing::warn!(instance = %slot.name, "ignoring a late report of an earlier run's end");
+                if thawed {
+                    // That run is paused: it stays so.
+                    let _ = self.driver.freeze(&slot.id, true).await;
+                }
                 let mut rt = lock(&slot.rt);
                 if rt.state == InstanceState::Stopping && rt.pid.is_some() {
                     rt.state = InstanceState::Running;
@@ -279,6 +307,7 @@ impl Engine {
             signal: s.signal,
             at: mayfly_store::now(),
             ending,
+            oom_kills,
         });
         let mut reboot = None;
         match rec {
@@ -329,6 +358,7 @@ impl Engine {
         let (watchers, again) = {
             let mut rt = lock(&slot.rt);
             rt.state = InstanceState::Stopped;
+            rt.paused = false;
             rt.pid = None;
             rt.version = None;
             rt.started_at = None;
@@ -377,6 +407,9 @@ impl Engine {
             })
             .await?;
         lock(&self.slots).remove(slot);
+        // Its disk limit goes before its directory (the quota would stay on the project id).
+        let had_limit = self.effective_limits(rec).disk.is_some();
+        self.lift_disk_quota(&rec.id, had_limit).await;
         let mut dirs = vec![self.layout.instance_dir(&rec.id)];
         dirs.extend(snapshots.iter().map(|s| self.layout.snapshot_dir(&s.id)));
         dirs.extend(channels.iter().map(|c| self.layout.channel_dir(&c.name)));

@@ -490,6 +490,8 @@ impl Engine {
                         keep_writable: true,
                         new_identity: true,
                     }),
+                    // Not the source's pause: the clone starts as any stopped instance.
+                    paused: false,
                 };
                 let want_ids = self.userns_off.is_none();
                 let r = rec.clone();
@@ -650,7 +652,12 @@ impl Engine {
             self.abandon_tree(&tmp, Some(journal)).await;
             return Err(e);
         }
-        let (target, config) = (req.template.clone(), base_version.config.clone());
+        let (target, mut config) = (req.template.clone(), base_version.config.clone());
+        // The instance's flavor and own limits become the version's defaults only when asked.
+        if req.limits {
+            config.flavor = rec.config.flavor.clone();
+            config.limits = rec.config.limits.clone();
+        }
         let meta = VersionMeta {
             base: Some(format!("{}@{version}", rec.template)),
             ..VersionMeta::default()

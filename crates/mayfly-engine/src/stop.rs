@@ -138,6 +138,11 @@ impl Engine {
         slot: &Arc<Slot>,
         req: &StopRequest,
     ) -> Result<(), EngineError> {
+        // A paused instance is thawed first (and its pause cleared): a frozen init cannot
+        // act on its stop signal, nor die of a kill on cgroup v1.
+        if lock(&slot.rt).pending_exit.is_none() {
+            self.unpause_locked(slot).await?;
+        }
         let (tx, rx) = oneshot::channel();
         {
             let mut rt = lock(&slot.rt);

@@ -24,6 +24,7 @@ struct RawInstance {
     writable_version: Option<i64>,
     next_run: Option<String>,
     layer_since: Option<i64>,
+    paused: bool,
 }
 
 impl Store {
@@ -56,8 +57,8 @@ impl Store {
                 rec.id_base = Some(Self::free_id_base(&tx)?);
             }
             tx.execute(
-                "INSERT INTO instances (id, name, template, pinned_version, mode, config, id_base, created_at, run, last_exit, writable_gen, writable_version, next_run, layer_since)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                "INSERT INTO instances (id, name, template, pinned_version, mode, config, id_base, created_at, run, last_exit, writable_gen, writable_version, next_run, layer_since, paused)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
                 params![
                     rec.id,
                     rec.name,
@@ -73,6 +74,7 @@ impl Store {
                     rec.writable_version,
                     rec.next_run.as_ref().map(to_json),
                     rec.layer_since,
+                    rec.paused,
                 ],
             )
             .map_err(|e| match e {
@@ -134,6 +136,7 @@ impl Store {
             writable_version: r.get(11)?,
             next_run: r.get(12)?,
             layer_since: r.get(13)?,
+            paused: r.get(14)?,
         })
     }
 
@@ -167,6 +170,7 @@ impl Store {
                 .layer_since
                 .map(|v| to_u32(v, "layer version"))
                 .transpose()?,
+            paused: raw.paused,
             id: raw.id,
             name: raw.name,
             template: raw.template,
@@ -174,7 +178,7 @@ impl Store {
         })
     }
 
-    const INSTANCE_COLUMNS: &'static str = "id, name, template, pinned_version, mode, config, id_base, created_at, run, last_exit, writable_gen, writable_version, next_run, layer_since";
+    const INSTANCE_COLUMNS: &'static str = "id, name, template, pinned_version, mode, config, id_base, created_at, run, last_exit, writable_gen, writable_version, next_run, layer_since, paused";
 
     /// Every instance, by name.
     pub fn instances(&self) -> Result<Vec<InstanceRecord>, StoreError> {
@@ -241,7 +245,8 @@ impl Store {
         }
     }
 
-    /// Records that instance `id` runs (`Some`) or stopped (`None`, with how it ended).
+    /// Records that instance `id` runs (`Some`) or stopped (`None`, with how it ended). The
+    /// end of a run clears a pause.
     pub fn set_run(
         &mut self,
         id: &str,
@@ -252,11 +257,15 @@ impl Store {
         self.durable(mode != Mode::Ephemeral)?;
         let result = match last_exit {
             Some(exit) => self.conn.execute(
-                "UPDATE instances SET run = ?2, last_exit = ?3 WHERE id = ?1",
+                "UPDATE instances SET run = ?2, last_exit = ?3,
+                     paused = CASE WHEN ?2 IS NULL THEN 0 ELSE paused END
+                 WHERE id = ?1",
                 params![id, run.map(to_json), to_json(exit)],
             ),
             None => self.conn.execute(
-                "UPDATE instances SET run = ?2 WHERE id = ?1",
+                "UPDATE instances SET run = ?2,
+                     paused = CASE WHEN ?2 IS NULL THEN 0 ELSE paused END
+                 WHERE id = ?1",
                 params![id, run.map(to_json)],
             ),
         };
@@ -283,6 +292,46 @@ impl Store {
         );
         self.durable(true)?;
         result.map(|_| ()).map_err(sql("record instance start"))
+    }
+
+    /// Records whether instance `id` is paused by its user.
+    pub fn set_paused(&mut self, id: &str, paused: bool) -> Result<(), StoreError> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE instances SET paused = ?2 WHERE id = ?1",
+                params![id, paused],
+            )
+            .map_err(sql("record the pause"))?;
+        if n == 0 {
+            return Err(StoreError::NotFound {
+                kind: "instance",
+                name: id.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Replaces instance `id`'s settings (its limits and flavor changed).
+    pub fn set_instance_config(
+        &mut self,
+        id: &str,
+        config: &crate::InstanceConfig,
+    ) -> Result<(), StoreError> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE instances SET config = ?2 WHERE id = ?1",
+                params![id, to_json(config)],
+            )
+            .map_err(sql("update instance settings"))?;
+        if n == 0 {
+            return Err(StoreError::NotFound {
+                kind: "instance",
+                name: id.to_owned(),
+            });
+        }
+        Ok(())
     }
 
     /// Sets what the next start of instance `id` must do differently (its writable layer

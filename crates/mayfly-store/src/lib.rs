@@ -12,12 +12,13 @@
 //! off the fsync path.
 //!
 //! One file per table group: `layers.rs`, `templates.rs` (templates and their versions),
-//! `instances.rs`, `snapshots.rs`, `networks.rs` (networks and the interfaces allocated on
+//! `instances.rs`, `flavors.rs`, `snapshots.rs`, `networks.rs` (networks and the interfaces allocated on
 //! them), `channels.rs`, `meta.rs` (daemon facts), `journal.rs`; the records and
 //! the helpers they share are here, the schema and its migrations in `schema.rs`.
 #![forbid(unsafe_code)]
 
 mod channels;
+mod flavors;
 mod instances;
 mod journal;
 mod layers;
@@ -35,6 +36,7 @@ use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
 pub use channels::ChannelRecord;
+pub use flavors::FlavorRecord;
 pub use layout::Layout;
 pub use networks::{InterfaceRecord, NetworkRecord};
 
@@ -114,6 +116,14 @@ pub enum StoreError {
         /// The network.
         network: String,
         /// Instance names (`build <id>` for running builds).
+        users: Vec<String>,
+    },
+    /// A flavor is used by instances.
+    #[error("flavor `{flavor}` is used by {}", users.join(", "))]
+    FlavorInUse {
+        /// The flavor.
+        flavor: String,
+        /// Instance names.
         users: Vec<String>,
     },
     /// A stored value could not be decoded.
@@ -233,6 +243,12 @@ pub struct InstanceConfig {
     /// Published ports (forwarded while it runs).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub publish: Vec<mayfly_api::PublishPort>,
+    /// The flavor its limits come from (its own `limits` go over the flavor's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flavor: Option<String>,
+    /// Its own limits (the template's defaults with the launch's over them, then `set`).
+    #[serde(default, skip_serializing_if = "mayfly_api::Limits::is_empty")]
+    pub limits: mayfly_api::Limits,
 }
 
 /// What the catalogue remembers of a running init, to find it again after a daemon restart.
@@ -307,6 +323,13 @@ pub struct ExitRecord {
     /// How the run ended, as the engine read it (absent in records written before).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ending: Option<mayfly_api::Ending>,
+    /// Processes the kernel's OOM killer ended during that run.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub oom_kills: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A template version to create.
@@ -355,6 +378,9 @@ pub struct InstanceRecord {
     pub layer_since: Option<u32>,
     /// What the next start must do differently.
     pub next_run: Option<NextRun>,
+    /// Paused by its user (`mayfly pause`): frozen again after a daemon restart, cleared by
+    /// the end of the run.
+    pub paused: bool,
 }
 
 /// A journalled operation in flight.

@@ -125,6 +125,15 @@ const MIGRATIONS: &[&str] = &[
         client TEXT NOT NULL REFERENCES instances(id),
         created_at INTEGER NOT NULL
     );",
+    // 7: flavors (named presets of limits; the built-in ones are not stored), and whether an
+    // instance is paused by its user (kept across daemon restarts).
+    "CREATE TABLE flavors (
+        name TEXT PRIMARY KEY,
+        description TEXT NOT NULL,
+        limits TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    ALTER TABLE instances ADD COLUMN paused INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Brings the database to the newest schema. Refuses a database newer than this binary.

@@ -1,6 +1,6 @@
 use super::*;
 
-fn layer(n: u8) -> LayerRecord {
+pub(crate) fn layer(n: u8) -> LayerRecord {
     LayerRecord {
         digest: format!("blake3:{}", format!("{n:02x}").repeat(32)),
         size: u64::from(n) * 10,
@@ -8,7 +8,7 @@ fn layer(n: u8) -> LayerRecord {
     }
 }
 
-fn instance(name: &str, template: &str, mode: Mode) -> InstanceRecord {
+pub(crate) fn instance(name: &str, template: &str, mode: Mode) -> InstanceRecord {
     InstanceRecord {
         id: format!("id-{name}"),
         name: name.into(),
@@ -24,10 +24,11 @@ fn instance(name: &str, template: &str, mode: Mode) -> InstanceRecord {
         writable_version: None,
         layer_since: None,
         next_run: None,
+        paused: false,
     }
 }
 
-fn v<'a>(
+pub(crate) fn v<'a>(
     layers: &'a [LayerRecord],
     cfg: &'a TemplateConfig,
     meta: &'a VersionMeta,
@@ -40,7 +41,7 @@ fn v<'a>(
     }
 }
 
-fn open() -> (tempfile::TempDir, Store) {
+pub(crate) fn open() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("state")).unwrap();
     (dir, store)
@@ -197,6 +198,7 @@ fn run_records_and_journal_round_trip() {
         signal: Some(9),
         at: 5,
         ending: Some(mayfly_api::Ending::Killed),
+        oom_kills: 2,
     };
     s.set_run("id-a", Mode::Persistent, None, Some(&exit))
         .unwrap();
@@ -350,7 +352,8 @@ fn the_previous_version_of_an_older_catalogue_is_the_one_below_the_current() {
     // Back to schema 4, as a catalogue written by the previous mayfly.
     let conn = rusqlite::Connection::open(root.join("mayfly.db")).unwrap();
     conn.execute_batch(
-        "DROP TABLE channels; DROP TABLE interfaces; DROP TABLE networks; \
+        "DROP TABLE flavors; ALTER TABLE instances DROP COLUMN paused; \
+         DROP TABLE channels; DROP TABLE interfaces; DROP TABLE networks; \
          ALTER TABLE templates DROP COLUMN previous_version; PRAGMA user_version = 4;",
     )
     .unwrap();

@@ -19,6 +19,7 @@
 
 mod boot;
 pub mod devices;
+pub mod limits;
 
 pub use boot::{BootMounts, EXEC_LEAF};
 
@@ -504,8 +505,12 @@ impl Cgroups {
 }
 
 fn write_file(path: &Path, value: &str) -> io::Result<()> {
-    // cgroup files take one value per write(2); no truncation, no buffering.
-    let mut f = fs::OpenOptions::new().write(true).open(path)?;
+    // cgroup files take one value per write(2), no buffering. (Truncation means nothing to
+    // cgroupfs; it makes the fake trees of the unit tests behave like it.)
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)?;
     f.write_all(value.as_bytes())
 }
 

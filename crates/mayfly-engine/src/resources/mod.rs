@@ -1,64 +1,225 @@
 //! Resources of instances: flavors, limits (resolution, checks against the host, live
 //! changes), admission of memory reservations, pause and resume, and usage figures.
+//!
+//! One file per concern: `flavors.rs` (the presets and their catalogue), `host.rs` (what the
+//! host has: memory, online CPUs), `admission.rs` (memory reservations against the host's
+//! capacity), `set.rs` (`mayfly set`), `pause.rs` (pause, resume and what other actions do
+//! with a paused instance), `stats.rs` (`mayfly stats`). Here: how an instance's limits are
+//! resolved and checked, the part every start shares.
+//!
+//! An instance's effective limits are its flavor's with its own over them
+//! ([`Limits::overlaid`]); its own are, at launch, the template's defaults with the request's
+//! over them, and change with `set`. Flavors are immutable, so the effective limits of a
+//! catalogued instance are a pure function of its record.
 
-use std::sync::Arc;
+mod admission;
+mod flavors;
+mod host;
+mod pause;
+mod set;
+mod stats;
 
-use mayfly_api::{CreateFlavor, FlavorInfo, InstanceInfo, InstanceStats, SetLimits, SetOutcome};
+use mayfly_api::Limits;
+use mayfly_store::InstanceRecord;
 
 use crate::{Engine, EngineError};
 
+pub(crate) use admission::AdmissionLock;
+pub(crate) use flavors::FlavorCache;
+
 impl Engine {
-    /// Every flavor, built-in ones first.
-    pub async fn list_flavors(&self) -> Result<Vec<FlavorInfo>, EngineError> {
-        todo!("resources: list flavors")
+    /// The limits instance `rec` runs with: its flavor's with its own over them. A flavor
+    /// that no longer resolves (it cannot be removed while used) counts as none.
+    pub(crate) fn effective_limits(&self, rec: &InstanceRecord) -> Limits {
+        resolve(
+            rec.config
+                .flavor
+                .as_deref()
+                .and_then(|f| self.flavor_limits(f).ok())
+                .as_ref(),
+            &rec.config.limits,
+        )
     }
 
-    /// One flavor.
-    pub async fn flavor_info(&self, name: &str) -> Result<FlavorInfo, EngineError> {
-        let _ = name;
-        todo!("resources: flavor info")
+    /// Refuses limits this host cannot give or enforce (400, nothing changed): their own
+    /// consistency, more memory or CPUs than the host has, keys the cgroup driver cannot
+    /// enforce here, a disk limit without quotas on the state filesystem.
+    pub(crate) fn check_limits_here(&self, limits: &Limits) -> Result<(), EngineError> {
+        limits.check().map_err(|e| {
+            EngineError::invalid(
+                e,
+                "lower --memory-reserve or raise --memory (see `mayfly set --help`)",
+            )
+        })?;
+        host::check_against(limits, &host::HostFacts::read())
+            .map_err(|(e, hint)| EngineError::invalid(e, hint))?;
+        self.driver.check_limits(limits).map_err(|e| {
+            EngineError::invalid(
+                e,
+                "leave those limits out on this host (`KEY=none` with `mayfly set`)",
+            )
+        })?;
+        if limits.disk.is_some()
+            && let Some(why) = self.driver.disk_quota_unsupported()
+        {
+            return Err(EngineError::invalid(
+                format!("--disk cannot be enforced on this host: {why}"),
+                "leave --disk out (or `mayfly set NAME disk=none`), or put the state directory on a filesystem with project quotas (see docs/quotas.md)",
+            ));
+        }
+        Ok(())
     }
 
-    /// Creates a flavor.
-    pub async fn create_flavor(&self, req: CreateFlavor) -> Result<FlavorInfo, EngineError> {
-        let _ = req;
-        todo!("resources: create flavor")
+    /// Sets instance `id`'s disk limit before a start (`None`: lifts one a former run had).
+    pub(crate) async fn apply_disk_quota(
+        &self,
+        id: &str,
+        bytes: Option<u64>,
+    ) -> Result<(), EngineError> {
+        let Some(bytes) = bytes else {
+            self.lift_disk_quota(id, false).await;
+            return Ok(());
+        };
+        let dir = self.layout.instance_dir(id);
+        let driver = self.driver.clone();
+        tokio::task::spawn_blocking(move || driver.set_disk_quota(&dir, Some(bytes)))
+            .await
+            .map_err(|e| EngineError::Internal(e.to_string()))?
+            .map_err(crate::error::from_driver)
     }
 
-    /// Removes a flavor no instance uses.
-    pub async fn remove_flavor(&self, name: &str) -> Result<(), EngineError> {
-        let _ = name;
-        todo!("resources: remove flavor")
+    /// Lifts the disk limit of instance `id`'s directory if it may have one (before the
+    /// directory is removed or when the limit was dropped). Best effort: logged.
+    pub(crate) async fn lift_disk_quota(&self, id: &str, had_limit: bool) {
+        if self.driver.disk_quota_unsupported().is_some() {
+            return;
+        }
+        let dir = self.layout.instance_dir(id);
+        let driver = self.driver.clone();
+        let lifted = tokio::task::spawn_blocking(move || {
+            let has = had_limit || matches!(driver.disk_usage(&dir), Ok(Some(_)));
+            if has {
+                driver.set_disk_quota(&dir, None).map(|()| true)
+            } else {
+                Ok(false)
+            }
+        })
+        .await;
+        match lifted {
+            Ok(Err(e)) => tracing::warn!(
+                "cannot lift the disk limit of instance {id}: {}",
+                mayfly_driver::error_chain(&e)
+            ),
+            Err(e) => tracing::warn!("cannot lift the disk limit of instance {id}: {e}"),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// The refusal of an unknown instance.
+pub(crate) fn not_found_instance(name: &str) -> EngineError {
+    EngineError::Store(mayfly_store::StoreError::NotFound {
+        kind: "instance",
+        name: name.to_owned(),
+    })
+}
+
+/// The limits of an instance whose flavor holds `flavor` and whose own are `own`.
+pub(crate) fn resolve(flavor: Option<&Limits>, own: &Limits) -> Limits {
+    match flavor {
+        Some(f) => f.overlaid(own),
+        None => own.clone(),
+    }
+}
+
+/// The flavor and own limits of a new instance: the request's flavor, else the template's;
+/// own limits are the template's defaults with the request's over them.
+pub(crate) fn launch_settings(
+    req_flavor: Option<&str>,
+    req_limits: &Limits,
+    template: &mayfly_api::TemplateConfig,
+) -> (Option<String>, Limits) {
+    let flavor = req_flavor
+        .filter(|f| !f.is_empty())
+        .map(str::to_owned)
+        .or_else(|| template.flavor.clone());
+    let own = if template.limits.is_empty() {
+        req_limits.clone()
+    } else {
+        template.limits.overlaid(req_limits)
+    };
+    (flavor, own)
+}
+
+#[cfg(test)]
+mod tests {
+    use mayfly_api::{Limits, TemplateConfig};
+
+    use super::{launch_settings, resolve};
+
+    #[test]
+    fn the_request_names_the_flavor_else_the_template_does() {
+        let mut t = TemplateConfig::default();
+        let own = Limits::default();
+        assert_eq!(launch_settings(None, &own, &t).0, None);
+        t.flavor = Some("small".into());
+        assert_eq!(launch_settings(None, &own, &t).0.as_deref(), Some("small"));
+        assert_eq!(
+            launch_settings(Some("large"), &own, &t).0.as_deref(),
+            Some("large")
+        );
+        // Without template defaults, the request's own limits are taken as they are (no
+        // overlay needed).
+        let req = Limits {
+            pids: Some(64),
+            ..Limits::default()
+        };
+        assert_eq!(
+            launch_settings(None, &req, &TemplateConfig::default()).1,
+            req
+        );
     }
 
-    /// Changes an instance's limits (live where the kernel allows it).
-    pub async fn set_limits(
-        self: &Arc<Self>,
-        name: &str,
-        req: SetLimits,
-    ) -> Result<SetOutcome, EngineError> {
-        let _ = (name, req);
-        todo!("resources: set limits")
+    #[test]
+    fn without_a_flavor_the_own_limits_are_the_effective_ones() {
+        let own = Limits {
+            memory: Some(1 << 30),
+            ..Limits::default()
+        };
+        assert_eq!(resolve(None, &own), own);
     }
 
-    /// Freezes every process of a running instance.
-    pub async fn pause_instance(self: &Arc<Self>, name: &str) -> Result<InstanceInfo, EngineError> {
-        let _ = name;
-        todo!("resources: pause")
-    }
+    #[test]
+    fn the_own_limits_go_over_the_flavor_and_the_request_over_the_template() {
+        let flavor = Limits {
+            cpus: Some(mayfly_api::Cpus(1000)),
+            memory: Some(1 << 30),
+            pids: Some(256),
+            ..Limits::default()
+        };
+        let own = Limits {
+            memory: Some(2 << 30),
+            ..Limits::default()
+        };
+        let eff = resolve(Some(&flavor), &own);
+        assert_eq!(eff.memory, Some(2 << 30));
+        assert_eq!((eff.cpus, eff.pids), (flavor.cpus, flavor.pids));
 
-    /// Thaws a paused instance.
-    pub async fn resume_instance(
-        self: &Arc<Self>,
-        name: &str,
-    ) -> Result<InstanceInfo, EngineError> {
-        let _ = name;
-        todo!("resources: resume")
-    }
-
-    /// Usage of the named instances (every running one when `names` is empty).
-    pub async fn stats(&self, names: Vec<String>) -> Result<Vec<InstanceStats>, EngineError> {
-        let _ = names;
-        todo!("resources: stats")
+        let t = TemplateConfig {
+            flavor: Some("small".into()),
+            limits: Limits {
+                pids: Some(100),
+                memory: Some(1 << 30),
+                ..Limits::default()
+            },
+            ..TemplateConfig::default()
+        };
+        let req = Limits {
+            memory: Some(512 << 20),
+            ..Limits::default()
+        };
+        let (f, own) = launch_settings(Some("tiny"), &req, &t);
+        assert_eq!(f.as_deref(), Some("tiny"));
+        assert_eq!((own.memory, own.pids), (Some(512 << 20), Some(100)));
     }
 }
