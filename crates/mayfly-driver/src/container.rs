@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 
 use tokio::sync::mpsc;
 
-use crate::cgroup::CgroupLayout;
+use crate::cgroup::{CgroupLayout, Cgroups};
 use crate::client::ForkerClient;
-use crate::protocol::{ContainerState, LogTarget, Reply, Request};
+use crate::protocol::{ContainerState, Failure, FailureKind, LogTarget, Reply, Request};
 use crate::spec::{ContainerSpec, ProcessSpec, StdioSpec};
 use crate::{
     BoxFuture, ConsoleAttached, Driver, DriverError, DriverEvent, ExecStarted, InitStdio,
@@ -26,6 +26,11 @@ use crate::{
 pub struct ContainerDriver {
     client: ForkerClient,
     cgroup_parent: String,
+    /// The hierarchies the forker puts instance groups in (the same layout), for live limits
+    /// and usage, which are plain file accesses; `None` when none is mounted.
+    cgroups: Option<Cgroups>,
+    /// The disk holding the state directory, which `io-max` limits (`MAJ:MIN`).
+    io_device: Option<String>,
     /// A duplicate of the read end of each detached instance's console pipe. A pipe without
     /// readers kills its writers (SIGPIPE): if the forker dies, this keeps the instances
     /// alive until a new forker adopts them and pumps the pipe again.
@@ -49,6 +54,8 @@ impl ContainerDriver {
         ContainerDriver {
             client: ForkerClient::new(state_dir, exe, cgroup_parent, cgroup_layout, events),
             cgroup_parent: cgroup_parent.to_owned(),
+            cgroups: Cgroups::detect_as(cgroup_layout).ok(),
+            io_device: crate::cgroup::limits::io_device(state_dir),
             log_readers: std::sync::Mutex::new(HashMap::new()),
         }
     }
@@ -61,6 +68,14 @@ impl ContainerDriver {
     /// The cgroup of instance `id`, relative to each hierarchy root.
     pub fn cgroup_of(&self, id: &str) -> String {
         format!("{}/{id}", self.cgroup_parent)
+    }
+
+    /// The hierarchies, when instance `id`'s group `rel` exists in them.
+    fn running_group(&self, id: &str, rel: &str) -> Result<&Cgroups, DriverError> {
+        match &self.cgroups {
+            Some(cg) if cg.exists(rel) => Ok(cg),
+            _ => Err(not_running(id)),
+        }
     }
 
     /// Asks the forker for a reader of instance `id`'s console pipe and keeps it (best effort:
@@ -374,18 +389,46 @@ impl Driver for ContainerDriver {
         id: &str,
         limits: &mayfly_api::Limits,
     ) -> BoxFuture<'_, Result<crate::LimitsApplied, DriverError>> {
-        let _ = (id, limits);
-        todo!("cgroup limits: live change")
+        let rel = self.cgroup_of(id);
+        let (id, limits) = (id.to_owned(), limits.clone());
+        Box::pin(async move {
+            let cgroups = self.running_group(&id, &rel)?.clone();
+            let io_device = self.io_device.clone();
+            // Lowering a memory limit makes the kernel reclaim before the write returns.
+            let refused = tokio::task::spawn_blocking(move || {
+                cgroups.apply_limits(&rel, &limits, io_device.as_deref())
+            })
+            .await
+            .map_err(|e| DriverError::Failed(Failure::other(format!("set limits of {id}: {e}"))))?;
+            Ok(crate::LimitsApplied { refused })
+        })
     }
 
     fn usage(&self, id: &str) -> BoxFuture<'_, Result<crate::Usage, DriverError>> {
-        let _ = id;
-        todo!("cgroup limits: usage")
+        let rel = self.cgroup_of(id);
+        let id = id.to_owned();
+        Box::pin(async move {
+            let cgroups = self.running_group(&id, &rel)?;
+            cgroups.usage(&rel).map_err(|_| not_running(&id))
+        })
     }
 
     fn check_limits(&self, limits: &mayfly_api::Limits) -> Result<(), String> {
-        let _ = limits;
-        todo!("cgroup limits: check")
+        match &self.cgroups {
+            Some(cg) => cg.check_limits(&self.cgroup_parent, limits, self.io_device.as_deref()),
+            None => {
+                let cgroup_keys = mayfly_api::Limits {
+                    disk: None,
+                    net_rate: None,
+                    ..limits.clone()
+                };
+                if cgroup_keys.is_empty() {
+                    Ok(())
+                } else {
+                    Err("this host has no cgroup hierarchy mounted, so no cpu, memory, pids or io limit can be enforced: mount cgroup2 (or the v1 controllers) at /sys/fs/cgroup and restart the daemon".to_owned())
+                }
+            }
+        }
     }
 
     fn disk_quota_unsupported(&self) -> Option<String> {
@@ -401,6 +444,13 @@ impl Driver for ContainerDriver {
         let _ = instance_dir;
         todo!("quota: usage")
     }
+}
+
+fn not_running(id: &str) -> DriverError {
+    DriverError::Failed(Failure {
+        kind: FailureKind::UnknownContainer,
+        message: format!("container {id} is not running"),
+    })
 }
 
 #[cfg(test)]

@@ -8,8 +8,11 @@
 //!
 //! The operator can force a layout (`mayfly daemon --cgroup-layout v1|v2`): `v2` on a hybrid
 //! host drives the unified hierarchy even though it holds no controllers (freezing, killing
-//! and accounting of processes work; limits of later issues need the controllers), which is
-//! also how the test suite exercises the v2 code on a hybrid machine.
+//! and accounting of processes work; every limit asked for is refused, naming the missing
+//! controller), which is also how the test suite exercises the v2 code on a hybrid machine.
+//!
+//! Limits and usage are in [`limits`]: one controller abstraction with a v1 and a v2
+//! implementation of each controller.
 //!
 //! Invariants: a group is created before its first process joins, and removed only once it is
 //! empty. Nothing here waits: freezing and removal are requests whose completion the caller

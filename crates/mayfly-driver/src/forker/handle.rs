@@ -134,6 +134,23 @@ impl Forker {
                 crate::error_chain(&e)
             )));
         }
+        // Still before the first process joins: the instance's limits. The IO device is the
+        // disk its writable layer (in the state directory) is on.
+        let io_device = crate::cgroup::limits::io_device(&spec.upper);
+        let refused = self
+            .cgroups
+            .apply_limits(&spec.cgroup, &spec.limits, io_device.as_deref());
+        if !refused.is_empty() {
+            self.remove_cgroup_later(spec.cgroup.clone());
+            let each: Vec<String> = refused
+                .iter()
+                .map(|(key, why)| format!("--{key}: {why}"))
+                .collect();
+            return Err(Failure::other(format!(
+                "cannot apply the instance's limits: {}",
+                each.join("; ")
+            )));
+        }
         let starting =
             match spawn::begin_container(&self.cgroups, &spec, fds, self.faults.init_slow) {
                 Ok(s) => s,

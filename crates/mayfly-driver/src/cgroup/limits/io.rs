@@ -129,7 +129,10 @@ fn v1_weight(file: &str, weight: u32) -> u32 {
     }
 }
 
-const THROTTLE: &[(&str, fn(&IoMax) -> Option<u64>)] = &[
+/// One field of [`IoMax`].
+type Field = fn(&IoMax) -> Option<u64>;
+
+const THROTTLE: &[(&str, Field)] = &[
     ("blkio.throttle.read_bps_device", |m| m.rbps),
     ("blkio.throttle.write_bps_device", |m| m.wbps),
     ("blkio.throttle.read_iops_device", |m| m.riops),

@@ -19,6 +19,18 @@ impl Controller for MemoryV2 {
         let Some(dir) = at.v2() else { return };
         if !v2_available(&dir).iter().any(|c| c == "memory") {
             refuse_set(limits, KEYS, &v2_missing(at, "memory"), out);
+            return;
+        }
+        // The root group has no memory.swap.max: only a group below it tells.
+        let base = super::existing(&dir);
+        if limits.swap.is_some_and(|s| s > 0)
+            && at.mount_of(&base) != Some(base.as_path())
+            && !base.join("memory.swap.max").exists()
+        {
+            out.push((
+                "swap".to_owned(),
+                "the kernel accounts no swap for cgroups here (no memory.swap.max: boot with swapaccount=1), so swap can only be off: drop --swap".to_owned(),
+            ));
         }
     }
 

@@ -209,8 +209,9 @@ fn cpu_list(s: &str) -> Option<BTreeSet<u32>> {
 /// The whole disk (`MAJ:MIN`) holding `path`: the device of its filesystem, or, when that is
 /// a partition, the disk it is part of. `None` when the filesystem is on no block device
 /// (tmpfs, overlayfs, btrfs subvolumes, …), so IO limits have nothing to apply to.
+/// A path not made yet counts as its nearest existing ancestor.
 pub fn io_device(path: &Path) -> Option<String> {
-    let dev = fs::metadata(path).ok()?.dev();
+    let dev = path.ancestors().find_map(|p| fs::metadata(p).ok())?.dev();
     let (major, minor) = (rustix::fs::major(dev), rustix::fs::minor(dev));
     io_device_in(Path::new("/sys/dev/block"), major, minor)
 }
@@ -311,5 +312,7 @@ impl Cgroups {
 #[cfg(test)]
 pub(crate) mod fake;
 
+#[cfg(test)]
+mod real;
 #[cfg(test)]
 mod tests;

@@ -90,6 +90,24 @@ fn v2_absent_limits_are_lifted() {
 }
 
 #[test]
+fn v2_refuses_swap_without_swap_accounting() {
+    let f = fake::v2(ALL_V2);
+    let swap = Limits {
+        memory: Some(1 << 30),
+        swap: Some(1 << 30),
+        ..Limits::default()
+    };
+    assert!(f.cg.check_limits("mayfly", &swap, DEV).is_ok());
+    f.remove("unified/mayfly/memory.swap.max");
+    f.remove(&g("memory.swap.max"));
+    let e = f.cg.check_limits("mayfly", &swap, DEV).unwrap_err();
+    assert!(e.contains("--swap: the kernel accounts no swap"), "{e}");
+    assert_eq!(keys(&f.cg.apply_limits(GROUP, &swap, DEV)), ["swap"]);
+    // No swap needs no accounting.
+    assert!(f.cg.apply_limits(GROUP, &Limits::default(), DEV).is_empty());
+}
+
+#[test]
 fn v2_uses_bfq_weights_when_the_kernel_has_no_io_weight() {
     let f = fake::v2(ALL_V2);
     f.remove(&g("io.weight"));
@@ -103,6 +121,25 @@ fn v2_uses_bfq_weights_when_the_kernel_has_no_io_weight() {
         f.get(&g("io.bfq.weight")),
         "default 1000",
         "BFQ's range ends at 1000"
+    );
+}
+
+#[test]
+fn v2_refuses_io_weight_where_the_io_controller_has_no_weight() {
+    let f = fake::v2(ALL_V2);
+    f.remove("unified/mayfly/io.weight");
+    f.remove(&g("io.weight"));
+    let e = f.cg.check_limits("mayfly", &full(), DEV).unwrap_err();
+    assert!(
+        e.contains("--io-weight: this kernel's io controller offers no weight"),
+        "{e}"
+    );
+    assert!(!e.contains("--io-max"), "{e}");
+    let refused = f.cg.apply_limits(GROUP, &full(), DEV);
+    assert_eq!(keys(&refused), ["io-weight"]);
+    assert!(
+        f.get(&g("io.max")).starts_with("254:0 rbps="),
+        "io-max still applies"
     );
 }
 
