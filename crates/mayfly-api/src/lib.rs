@@ -81,6 +81,17 @@ pub mod paths {
     pub const NETWORKS: &str = "/v1/networks";
     /// `GET`: list; `POST`: create from [`super::CreateChannel`].
     pub const CHANNELS: &str = "/v1/channels";
+    /// `GET`: list (built-in ones first); `POST`: create from [`super::CreateFlavor`].
+    pub const FLAVORS: &str = "/v1/flavors";
+    /// `GET`: [`super::InstanceStats`] of the instances named in `?instances=a,b` (every
+    /// running one without it).
+    pub const STATS: &str = "/v1/stats";
+
+    /// `/v1/flavors/{name}`: `GET` info, `DELETE` remove (refused for built-in flavors and
+    /// while instances use it).
+    pub fn flavor(name: &str) -> String {
+        format!("{FLAVORS}/{name}")
+    }
 
     /// `/v1/networks/{name}`: `GET` info, `DELETE` remove (refused while instances use it).
     pub fn network(name: &str) -> String {
@@ -100,7 +111,8 @@ pub mod paths {
         format!("{INSTANCES}/{name}")
     }
     /// `/v1/instances/{name}/{action}`, action one of start, stop, restart, reset, exec, logs,
-    /// snapshots (`GET` list, `POST` create), clone, publish, rename.
+    /// snapshots (`GET` list, `POST` create), clone, publish, rename, pause, resume, limits
+    /// (`PATCH` with [`super::SetLimits`]).
     pub fn instance_action(name: &str, action: &str) -> String {
         format!("{INSTANCES}/{name}/{action}")
     }

@@ -35,6 +35,8 @@ pub struct ContainerDriver {
     /// readers kills its writers (SIGPIPE): if the forker dies, this keeps the instances
     /// alive until a new forker adopts them and pumps the pipe again.
     log_readers: std::sync::Mutex<HashMap<String, OwnedFd>>,
+    /// Project quotas of the state filesystem (probed once, here).
+    quotas: crate::quota::DiskQuotas,
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -57,6 +59,7 @@ impl ContainerDriver {
             cgroups: Cgroups::detect_as(cgroup_layout).ok(),
             io_device: crate::cgroup::limits::io_device(state_dir),
             log_readers: std::sync::Mutex::new(HashMap::new()),
+            quotas: crate::quota::DiskQuotas::probe(state_dir),
         }
     }
 
@@ -432,17 +435,15 @@ impl Driver for ContainerDriver {
     }
 
     fn disk_quota_unsupported(&self) -> Option<String> {
-        todo!("quota: support")
+        self.quotas.unsupported().map(str::to_owned)
     }
 
     fn set_disk_quota(&self, instance_dir: &Path, bytes: Option<u64>) -> Result<(), DriverError> {
-        let _ = (instance_dir, bytes);
-        todo!("quota: set")
+        self.quotas.set(instance_dir, bytes)
     }
 
     fn disk_usage(&self, instance_dir: &Path) -> Result<Option<u64>, DriverError> {
-        let _ = instance_dir;
-        todo!("quota: usage")
+        self.quotas.usage(instance_dir)
     }
 }
 

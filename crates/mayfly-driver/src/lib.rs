@@ -5,7 +5,8 @@
 //!   processes, parents and reaps them, and pumps their logs;
 //! - [`client`]: the daemon's async connection to it;
 //! - [`cgroup`]: v1, v2 and hybrid cgroup handling;
-//! - [`security`]: seccomp filter, capabilities, masked paths.
+//! - [`security`]: seccomp filter, capabilities, masked paths;
+//! - [`quota`]: disk limits as project quotas on the state filesystem.
 //!
 //! The engine talks to drivers through the [`Driver`] trait, so that a VM driver can serve the
 //! same templates later without touching the engine.

@@ -134,6 +134,7 @@ fn denied_syscalls() -> Vec<libc::c_long> {
         libc::SYS_name_to_handle_at,
         libc::SYS_lookup_dcookie,
         libc::SYS_quotactl,
+        libc::SYS_quotactl_fd,
         libc::SYS_fanotify_init,
         libc::SYS_io_uring_setup,
         libc::SYS_io_uring_enter,

@@ -47,7 +47,7 @@ pub(super) fn parse_or_clear<T>(
     if clear { Ok(None) } else { parse().map(Some) }
 }
 
-pub(super) const ZERO: &str = "zero is not a limit (write `none` to lift the limit)";
+pub(super) const ZERO: &str = "zero is not a limit, `none` lifts one";
 
 /// Thousandths of a CPU from `2`, `0.5`, `1.25`; the error is the reason only.
 pub(super) fn cpus_from(text: &str) -> Result<Cpus, &'static str> {

@@ -447,3 +447,42 @@ fn changed_keys_in_order() {
     c.set_key("cpus", "1.000").unwrap();
     assert!(b.changed_keys(&c).is_empty());
 }
+
+#[test]
+fn the_docs_table_of_builtin_flavors_is_what_builtin_flavors_holds() {
+    let doc = include_str!("../../../../docs/resources.md");
+    let key = |f: &FlavorInfo, k: &str| f.limits.get_key(k).unwrap_or_else(|| "-".into());
+    let flavors = builtin_flavors();
+    for f in &flavors {
+        // Only these keys are in the table: a built-in flavor with another would need a column.
+        let mut shown = f.limits.clone();
+        for k in ["cpus", "memory", "memory-reserve", "pids"] {
+            shown.set_key(k, "none").unwrap();
+        }
+        assert!(shown.is_empty(), "{} holds a limit the table lacks", f.name);
+        let row = format!(
+            "| {} | {} | {} | {} | {} | {} |",
+            f.name,
+            key(f, "cpus"),
+            key(f, "memory"),
+            key(f, "memory-reserve"),
+            key(f, "pids"),
+            f.description
+        );
+        assert!(
+            doc.contains(&row),
+            "docs/resources.md lacks the row `{row}`"
+        );
+    }
+    let rows = doc
+        .lines()
+        .skip_while(|l| !l.starts_with("| flavor |"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .count();
+    assert_eq!(
+        rows,
+        flavors.len(),
+        "the table has a row per built-in flavor"
+    );
+}

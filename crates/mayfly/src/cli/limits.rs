@@ -59,6 +59,16 @@ impl ImportLimitArgs {
     }
 }
 
+/// Parses a positive ratio (`1`, `1.5`), for `--memory-overcommit`.
+pub fn parse_ratio(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 1000.0 => Ok(v),
+        _ => Err(format!(
+            "invalid ratio `{text}`: give a positive number up to 1000, e.g. 1 or 1.5"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser as _;
@@ -137,15 +147,5 @@ mod tests {
         assert!(err.contains("1..=4096"), "{err}");
         let err = limits(&["--import-min-free", "150%"]).unwrap_err();
         assert!(err.contains("0% to 100%"), "{err}");
-    }
-}
-
-/// Parses a positive ratio (`1`, `1.5`), for `--memory-overcommit`.
-pub fn parse_ratio(text: &str) -> Result<f64, String> {
-    match text.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 && v <= 1000.0 => Ok(v),
-        _ => Err(format!(
-            "invalid ratio `{text}`: give a positive number up to 1000, e.g. 1 or 1.5"
-        )),
     }
 }

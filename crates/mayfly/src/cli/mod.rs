@@ -19,7 +19,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+pub use args::instance::*;
 pub use args::network::*;
+pub use args::resources::*;
 pub use args::snapshot::*;
 pub use args::template::*;
 pub use client::Client;
@@ -88,6 +90,7 @@ Examples:
   mayfly launch busybox --name web -p 8080:80 --init -- httpd -f   127.0.0.1:8080 → its port 80
   mayfly launch busybox --name app --network backend --network db  eth0 on backend, eth1 on db
   mayfly launch busybox --name calc --network none                 lo only
+  mayfly launch busybox --name api --flavor small --memory 2G      a flavor, one limit over it
 
 Without --network an instance joins the network `default` (created at first use).")]
     Launch(LaunchArgs),
@@ -199,7 +202,8 @@ Examples:
 Examples:
   mayfly publish web --as web-golden
   mayfly publish web/before-upgrade --as web-golden --message 'known good'
-  mayfly publish web --as busybox        # a new version of the template it came from")]
+  mayfly publish web --as busybox        # a new version of the template it came from
+  mayfly publish web --as web-golden --limits   # its flavor and limits become the defaults")]
     Publish(PublishArgs),
     /// Show an instance's console output (its init's stdout and stderr, and what is written
     /// to its /dev/console).
@@ -253,6 +257,50 @@ Examples:
     /// hostname at its next start.
     #[command(after_help = "Examples:\n  mayfly rename web web-old")]
     Rename(RenameArgs),
+    /// Manage flavors: named presets of limits (built-in: tiny, small, medium, large).
+    #[command(
+        subcommand,
+        after_help = "\
+Examples:
+  mayfly flavor list
+  mayfly flavor create web-small --cpus 0.5 --memory 512M
+  mayfly launch busybox --name web --flavor small --memory 2G
+  mayfly flavor rm web-small"
+    )]
+    Flavor(FlavorCommand),
+    /// Change an instance's limits; a running instance gets what the kernel can change at
+    /// once, the rest at its next start (the answer says which).
+    #[command(after_help = "\
+Examples:
+  mayfly set web memory=1G cpus=2
+  mayfly set web pids=none                 lift the instance's own pids limit
+  mayfly set web --flavor medium           the flavor's limits, the instance's own over them
+  mayfly set web --flavor none disk=4G
+
+The limits are part of the instance's configuration: they stay across restarts, daemon
+restarts and `clone`. Exit code 1 when the daemon refuses a value (nothing is changed).")]
+    Set(SetArgs),
+    /// Show instances' usage: CPU, memory, pids, disk, IO and network (refreshed every
+    /// second on a terminal; Ctrl-C leaves).
+    #[command(after_help = "\
+Examples:
+  mayfly stats                   every running instance, refreshed like `docker stats`
+  mayfly stats web db --no-stream
+  mayfly stats --json")]
+    Stats(StatsArgs),
+    /// Freeze every process of running instances (no CPU used, memory kept).
+    #[command(after_help = "\
+Examples:
+  mayfly pause web
+  mayfly resume web
+
+A paused instance shows `paused` in `list` and `info`; it stays paused across daemon
+restarts. exec and console are refused until `resume`; stop, restart, reset, rm and
+snapshot work (a snapshot leaves it paused).")]
+    Pause(NamesArgs),
+    /// Thaw paused instances.
+    #[command(after_help = "Examples:\n  mayfly resume web")]
+    Resume(NamesArgs),
 }
 
 /// `mayfly console`.
@@ -351,149 +399,6 @@ pub struct InfoArgs {
     /// Print JSON for scripts.
     #[arg(long)]
     pub json: bool,
-}
-
-/// Options shared by `launch` and `run`.
-#[derive(Debug, Args)]
-pub struct InstanceOptions {
-    /// Instance name (a DNS label); generated when omitted.
-    #[arg(long)]
-    pub name: Option<String>,
-    /// Extra environment, KEY=VALUE (repeatable).
-    #[arg(long, short, value_name = "KEY=VALUE")]
-    pub env: Vec<String>,
-    /// Working directory of the command.
-    #[arg(long, short, value_name = "DIR")]
-    pub workdir: Option<String>,
-    /// Stack an application template (built over TEMPLATE) on it; repeatable, in order.
-    #[arg(long = "app", value_name = "APP")]
-    pub apps: Vec<String>,
-    /// Allow applications that change the same files (the later --app wins).
-    #[arg(long, requires = "apps")]
-    pub ordered: bool,
-    #[command(flatten)]
-    pub process: process::ProcessArgs,
-    #[command(flatten)]
-    pub network: InstanceNetworkArgs,
-    /// Run mayfly's tiny init as PID 1: it forwards signals to the command, reaps orphaned
-    /// processes, and exits with the command's status (kept for every start).
-    #[arg(long)]
-    pub init: bool,
-}
-
-/// `mayfly launch`.
-#[derive(Debug, Args)]
-pub struct LaunchArgs {
-    /// Template: NAME (follow the latest version) or NAME@N (pin version N).
-    pub template: String,
-    /// Init command, or the arguments to the template's entrypoint if it has one (default:
-    /// the template's).
-    #[arg(last = true)]
-    pub command: Vec<String>,
-    #[command(flatten)]
-    pub options: InstanceOptions,
-    /// Delete the instance when it stops.
-    #[arg(long, conflicts_with = "persistent")]
-    pub ephemeral: bool,
-    /// Keep the writable layer across restarts (`reset` discards it).
-    #[arg(long)]
-    pub persistent: bool,
-    /// Create it stopped.
-    #[arg(long)]
-    pub no_start: bool,
-    /// Print the new instance as JSON.
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// `mayfly run`.
-#[derive(Debug, Args)]
-pub struct RunArgs {
-    /// Template: NAME or NAME@N.
-    pub template: String,
-    /// Command, or the arguments to the template's entrypoint if it has one (default: the
-    /// template's).
-    #[arg(last = true)]
-    pub command: Vec<String>,
-    #[command(flatten)]
-    pub options: InstanceOptions,
-    /// Delete the instance when the command ends (without it, a transient instance stays).
-    #[arg(long)]
-    pub rm: bool,
-    /// Give the command a terminal.
-    #[arg(long, short)]
-    pub tty: bool,
-}
-
-/// Commands that take instance names.
-#[derive(Debug, Args)]
-pub struct NamesArgs {
-    /// Instance names.
-    #[arg(required = true)]
-    pub names: Vec<String>,
-}
-
-/// `stop`, `restart`, `reset`.
-#[derive(Debug, Args)]
-pub struct StopArgs {
-    /// Instance names.
-    #[arg(required = true)]
-    pub names: Vec<String>,
-    /// Seconds to wait after the stop signal before SIGKILL.
-    #[arg(long, short, default_value_t = 10)]
-    pub timeout: u64,
-    /// Kill at once (SIGKILL).
-    #[arg(long, short, conflicts_with = "signal")]
-    pub force: bool,
-    /// Send this signal instead of the template's stop signal, this once (SIGPWR,
-    /// SIGRTMIN+3, 15).
-    #[arg(long, short, value_name = "SIGNAL")]
-    pub signal: Option<String>,
-}
-
-/// `mayfly rm`.
-#[derive(Debug, Args)]
-pub struct RmArgs {
-    /// Instance names.
-    #[arg(required = true)]
-    pub names: Vec<String>,
-    /// Stop running instances first, and delete their snapshots without asking.
-    #[arg(long, short)]
-    pub force: bool,
-}
-
-/// `mayfly exec`.
-#[derive(Debug, Args)]
-pub struct ExecArgs {
-    /// Instance name.
-    pub name: String,
-    /// Command and arguments.
-    #[arg(last = true, required = true)]
-    pub command: Vec<String>,
-    /// Give the command a terminal.
-    #[arg(long, short)]
-    pub tty: bool,
-    /// Extra environment, KEY=VALUE (repeatable).
-    #[arg(long, short, value_name = "KEY=VALUE")]
-    pub env: Vec<String>,
-    /// Working directory.
-    #[arg(long, short, value_name = "DIR")]
-    pub workdir: Option<String>,
-    #[command(flatten)]
-    pub user: process::ExecUserArg,
-}
-
-/// `mayfly logs`.
-#[derive(Debug, Args)]
-pub struct LogsArgs {
-    /// Instance name.
-    pub name: String,
-    /// Keep printing new output.
-    #[arg(long, short)]
-    pub follow: bool,
-    /// Only the last N lines.
-    #[arg(long, short = 'n', value_name = "N")]
-    pub tail: Option<u64>,
 }
 
 /// Runs a client command; returns the process exit code.

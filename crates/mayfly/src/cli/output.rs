@@ -4,6 +4,11 @@ use std::time::{Duration, SystemTime};
 
 /// Prints rows as left-aligned columns under a header.
 pub fn table(header: &[&str], rows: &[Vec<String>]) {
+    print!("{}", table_text(header, rows));
+}
+
+/// Rows as left-aligned columns under a header, one line each (ending in a newline).
+pub fn table_text(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -12,23 +17,26 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
             }
         }
     }
-    let line = |cells: Vec<String>| {
+    let mut text = String::new();
+    let mut line = |cells: Vec<String>| {
         let mut out = String::new();
         for (i, cell) in cells.iter().enumerate() {
             if i + 1 == cells.len() {
                 out.push_str(cell);
             } else {
-                let pad = widths[i] - cell.chars().count();
+                let pad = widths[i].saturating_sub(cell.chars().count());
                 out.push_str(cell);
                 out.push_str(&" ".repeat(pad + 2));
             }
         }
-        println!("{}", out.trim_end());
+        text.push_str(out.trim_end());
+        text.push('\n');
     };
     line(header.iter().map(|h| (*h).to_owned()).collect());
     for row in rows {
         line(row.clone());
     }
+    text
 }
 
 /// `1.5 MiB`-style size.

@@ -12,7 +12,7 @@ use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, patch, post};
 use bytes::Bytes;
 use mayfly_api::{
     ApiError, CreateInstance, ErrorBody, ErrorCode, ImportEvent, LogsQuery, RemoveQuery,
@@ -21,6 +21,7 @@ use mayfly_api::{
 use mayfly_engine::{Engine, EngineError, LogFollower};
 
 use super::api_network as net;
+use super::api_resources as res;
 use super::events::EventSink;
 use super::stream;
 
@@ -201,6 +202,18 @@ fn routes(engine: AppState) -> Router {
             get(net::list_channels).post(net::create_channel),
         )
         .route("/v1/channels/{name}", delete(net::remove_channel))
+        .route(
+            mayfly_api::paths::FLAVORS,
+            get(res::list_flavors).post(res::create_flavor),
+        )
+        .route(
+            "/v1/flavors/{name}",
+            get(res::flavor_info).delete(res::remove_flavor),
+        )
+        .route("/v1/instances/{name}/limits", patch(res::set_limits))
+        .route("/v1/instances/{name}/pause", post(res::pause_instance))
+        .route("/v1/instances/{name}/resume", post(res::resume_instance))
+        .route(mayfly_api::paths::STATS, get(res::stats))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .layer(axum::middleware::from_fn(log_request))

@@ -7,6 +7,7 @@
 
 mod api;
 mod api_network;
+mod api_resources;
 mod events;
 mod import;
 mod stream;

@@ -25,6 +25,7 @@ pub mod images;
 pub mod imports;
 mod instances;
 pub mod netns;
+pub mod quota_fs;
 mod refusals;
 mod templates;
 pub mod tools;
@@ -222,6 +223,8 @@ pub struct TestDaemon {
     net: DaemonNet,
     daemon: Option<Child>,
     finished: bool,
+    /// The filesystem with project quotas mounted at `state` ([`Self::start_on_quota_fs`]).
+    quota_fs: Option<quota_fs::QuotaFs>,
 }
 
 impl TestDaemon {
@@ -264,6 +267,17 @@ impl TestDaemon {
             .collect();
     }
 
+    /// Starts a daemon with `extra` arguments whose state directory is a fresh filesystem of
+    /// `kind` with project quotas (see `quota_fs.rs`), mounted before the daemon starts and
+    /// unmounted and detached by the teardown.
+    pub fn start_on_quota_fs(kind: quota_fs::QuotaKind, extra: &[&str]) -> TestDaemon {
+        let mut d = Self::create(extra, true);
+        let image = d.dir.join("quota.img");
+        d.quota_fs = Some(quota_fs::QuotaFs::mount(kind, &image, &d.state, 512));
+        d.spawn_daemon();
+        d
+    }
+
     /// Starts a daemon with `extra` arguments (e.g. `--log-max-size 4096`).
     pub fn start_with(extra: &[&str]) -> TestDaemon {
         let mut d = Self::create(extra, true);
@@ -301,6 +315,7 @@ impl TestDaemon {
             net,
             daemon: None,
             finished: false,
+            quota_fs: None,
         }
     }
 
@@ -648,6 +663,16 @@ impl TestDaemon {
             ));
         }
         self.net.leaks(&mut problems);
+        let tmp = self.state_entries("tmp");
+        if !tmp.is_empty() {
+            problems.push(format!(
+                "{}/tmp is not empty: {tmp:?}",
+                self.state.display()
+            ));
+        }
+        if let Some(fs) = self.quota_fs.take() {
+            problems.extend(fs.finish());
+        }
         let parent = self.cgroup_parent();
         let no_cgroup = poll_until(Duration::from_secs(5), || {
             cgroup_present(&parent).is_empty()
@@ -661,13 +686,6 @@ impl TestDaemon {
         let mounts = mounts_mentioning(&dir);
         if !mounts.is_empty() {
             problems.push(format!("mounts remain: {mounts:#?}"));
-        }
-        let tmp = self.state_entries("tmp");
-        if !tmp.is_empty() {
-            problems.push(format!(
-                "{}/tmp is not empty: {tmp:?}",
-                self.state.display()
-            ));
         }
         problems
     }

@@ -97,6 +97,10 @@ pub struct PublishArgs {
     /// History message.
     #[arg(long, short)]
     pub message: Option<String>,
+    /// Make the instance's flavor and own limits the defaults of instances launched from the
+    /// new version (not copied without it).
+    #[arg(long)]
+    pub limits: bool,
     /// Print the template as JSON.
     #[arg(long)]
     pub json: bool,

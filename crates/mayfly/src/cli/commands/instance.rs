@@ -32,6 +32,12 @@ pub(super) fn create_request(
                 .with_hint("see `mayfly launch --help` for --network and --publish"),
         )
     })?;
+    let limits = options.limits.limits().map_err(|message| {
+        ClientError::Api(
+            mayfly_api::ApiError::new(mayfly_api::ErrorCode::InvalidArgument, message)
+                .with_hint("see `mayfly launch --help` for the limit flags"),
+        )
+    })?;
     Ok(CreateInstance {
         template,
         name: options.name,
@@ -49,8 +55,8 @@ pub(super) fn create_request(
         init: options.init,
         networks,
         publish: options.network.publish,
-        flavor: None,
-        limits: mayfly_api::Limits::default(),
+        flavor: options.flavor,
+        limits,
     })
 }
 
@@ -172,6 +178,9 @@ pub(super) async fn instance_info(
         if let Some(ending) = e.ending {
             how = format!("{how}: {}", ending.as_str());
         }
+        if e.oom_kills > 0 {
+            how = format!("{how}, {} process(es) OOM-killed", e.oom_kills);
+        }
         println!(
             "last exit:   {how}{}",
             e.at.as_deref()
@@ -207,6 +216,7 @@ pub(super) async fn instance_info(
             p.host_ip, p.host_port, p.port
         );
     }
+    super::resources::print_limits(&i);
     if let Some(b) = i.writable_bytes {
         println!("changes:     {} in the writable layer", size(b));
     }

@@ -8,7 +8,9 @@ mod exec;
 mod import;
 mod instance;
 mod network;
+mod resources;
 mod snapshot;
+mod stats;
 mod template;
 
 use super::Command;
@@ -68,6 +70,11 @@ pub async fn dispatch(client: &Client, command: Command) -> i32 {
         Command::Network(c) => network::network(client, c).await,
         Command::Channel(c) => network::channel(client, c).await,
         Command::Rename(a) => network::rename(client, a).await,
+        Command::Flavor(c) => resources::flavor(client, c).await,
+        Command::Set(a) => resources::set(client, a).await,
+        Command::Stats(a) => stats::stats(client, a).await,
+        Command::Pause(a) => resources::pause(client, a, false).await,
+        Command::Resume(a) => resources::pause(client, a, true).await,
     };
     match result {
         Ok(code) => code,

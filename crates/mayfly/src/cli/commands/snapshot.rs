@@ -137,7 +137,7 @@ pub(super) async fn publish(client: &Client, a: PublishArgs) -> Result<i32, Clie
         template: a.template.clone(),
         snapshot: snap,
         message: a.message.clone(),
-        limits: false,
+        limits: a.limits,
     };
     let path = paths::instance_action(&enc(&name), "publish");
     client
