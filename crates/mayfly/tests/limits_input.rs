@@ -79,7 +79,7 @@ fn bad_limit_values_are_refused_clearly_and_create_nothing() {
             "POST {body}: expected 4xx, got {status} {answer}"
         );
         assert!(
-            answer["code"].is_string() && answer["message"].is_string(),
+            answer["error"]["code"].is_string() && answer["error"]["message"].is_string(),
             "POST {body}: no error body: {answer}"
         );
     }
