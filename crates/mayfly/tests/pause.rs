@@ -35,7 +35,7 @@ fn counter(d: &TestDaemon, name: &str) -> u64 {
     let path = format!("/proc/{pid}/root/tmp/count");
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        // Between the truncation and the write the file may be empty for a moment.
+        // Absent only before the first write (alloc renames each value into place).
         if let Some(n) = std::fs::read_to_string(&path)
             .ok()
             .and_then(|s| s.trim().parse().ok())
