@@ -174,6 +174,11 @@ fn a_flavor_gives_its_limits_and_flags_go_over_them() {
         "the reservation (a quarter of tiny's memory) is the v1 soft limit"
     );
 
+    // A clone keeps the flavor, not only its values.
+    d.ok(&["clone", "t1", "t1-copy", "--start"]);
+    assert_limits(&d, "t1-copy", &tiny_held, "a clone of a tiny instance");
+    assert_eq!(d.info("t1-copy")["flavor"], "tiny");
+
     launch_idle(&d, "t2", &["--flavor", "tiny", "--memory", "512M"]);
     let mut over = tiny_held.clone();
     over.memory = 512 * MIB;
