@@ -2,7 +2,8 @@
 //! the host through /proc/PID/root, which needs nothing of the frozen instance) and goes on
 //! after `resume`; `list`/`info`/`stats` say paused; exec is refused with a clear error;
 //! snapshot and clone are allowed and leave it paused; the pause survives daemon restarts
-//! (SIGTERM and SIGKILL) and recovery does not undo it; stop, restart, reset and rm of a
+//! (SIGTERM and SIGKILL), a daemon freezes a paused instance found thawed, and recovery after
+//! a crash in a snapshot does not undo it; stop, restart, reset and rm of a
 //! paused instance work and end the pause.
 
 mod common;
@@ -160,6 +161,20 @@ fn a_pause_survives_daemon_restarts_and_recovery_does_not_undo_it() {
     d.restart();
     assert_paused(&d, "ctr", "after the daemon was killed");
     assert_stopped_counting(&d, "ctr", "after the daemon was killed");
+
+    // Thawed behind its back while no daemon runs: the next daemon freezes it again.
+    let (file, thawed, _) = freezer_file(&d, "ctr").expect("a freezer");
+    d.kill_daemon();
+    std::fs::write(&file, thawed).expect("thaw by hand");
+    d.restart();
+    assert_paused(&d, "ctr", "thawed by hand while the daemon was down");
+    assert_stopped_counting(&d, "ctr", "frozen again by the next daemon");
+
+    // A daemon killed in the middle of a snapshot of the paused instance: recovery thaws
+    // only what an interrupted operation froze, not a pause.
+    d.crash_at("snapshot:copied", &["snapshot", "create", "ctr", "s1"]);
+    assert_paused(&d, "ctr", "after a crash during a snapshot");
+    assert_stopped_counting(&d, "ctr", "after a crash during a snapshot");
 
     d.ok(&["resume", "ctr"]);
     assert_running_unpaused(&d, "ctr", "resumed after the restarts");
