@@ -13,6 +13,9 @@
 //! - A launch that cannot start leaves nothing behind.
 //! - A stop that fails leaves the instance running, not stopping; the end of a run always
 //!   settles it (see `slot.rs`).
+//! - Launch and start check the instance's effective limits against the host and admit its
+//!   memory reservation (`resources/`); a paused instance is still `running` here (shown as
+//!   `paused`), and what each action does with it is in `resources/pause.rs`.
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -484,7 +487,9 @@ impl Engine {
             self.discard_writable(&rec.id, rec.writable_gen).await?;
         }
         self.prepare_writable(&spec).await?;
-        self.apply_disk_quota(&rec.id, spec.limits.disk).await?;
+        if let Some(bytes) = spec.limits.disk {
+            self.apply_disk_quota(&rec.id, bytes).await?;
+        }
         let started = self.driver.start(spec, stdio).await.map_err(from_driver)?;
         let run = RunRecord {
             pid: started.pid,

@@ -288,4 +288,26 @@ mod tests {
         let config: crate::InstanceConfig = serde_json::from_str(r#"{"command":[]}"#).unwrap();
         assert_eq!((config.flavor, config.limits), (None, Limits::default()));
     }
+
+    #[test]
+    fn a_catalogue_of_schema_6_gets_flavors_and_unpaused_instances() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("state");
+        {
+            let mut s = crate::Store::open(&root).unwrap();
+            with_template(&mut s);
+            s.insert_instance(&mut instance("a", "t", Mode::Persistent), false)
+                .unwrap();
+        }
+        let conn = rusqlite::Connection::open(root.join("mayfly.db")).unwrap();
+        conn.execute_batch(
+            "DROP TABLE flavors; ALTER TABLE instances DROP COLUMN paused; PRAGMA user_version = 6;",
+        )
+        .unwrap();
+        drop(conn);
+        let mut s = crate::Store::open(&root).unwrap();
+        assert!(!s.instance("a").unwrap().paused);
+        assert!(s.flavors().unwrap().is_empty());
+        s.insert_flavor(&flavor("web", 1 << 30)).unwrap();
+    }
 }

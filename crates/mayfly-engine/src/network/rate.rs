@@ -20,8 +20,6 @@ impl Engine {
     /// do for an instance whose network is not up (stopped, or `--network none`): its next
     /// start reads the rate. On failure the previous rate stays in force and the error says
     /// why.
-    // INTEGRATOR (issue 22): P3's `set_limits` calls this; drop the allow then.
-    #[allow(dead_code)]
     pub(crate) async fn apply_net_rate(&self, rec: &InstanceRecord) -> Result<(), String> {
         let rate = self.net_rate_of(rec);
         let _g = self.net.apply.lock().await;
