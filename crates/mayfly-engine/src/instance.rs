@@ -217,6 +217,12 @@ impl Engine {
         config.flavor = flavor;
         config.limits = own;
         config.networks = self.networks_for_instance(req.networks.as_deref()).await?;
+        if req.limits.net_rate.is_some() && config.networks.is_empty() {
+            return Err(EngineError::invalid(
+                "--net-rate limits network interfaces, and this instance has none (--network none)",
+                "leave --net-rate out, or give the instance a network (`--network NAME`)",
+            ));
+        }
         self.check_instance_publish(&req.publish, &config.networks)
             .await?;
         let name = match &req.name {

@@ -148,8 +148,7 @@ impl Store {
                 .map_err(sql("list template versions"))?;
             for row in rows {
                 let (template, version, config) = row.map_err(sql("list template versions"))?;
-                let config: mayfly_api::TemplateConfig =
-                    from_json(&config, "template config")?;
+                let config: mayfly_api::TemplateConfig = from_json(&config, "template config")?;
                 if config.flavor.as_deref() == Some(name) {
                     users.push(format!("template {template} version {version}"));
                 }

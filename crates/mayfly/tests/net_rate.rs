@@ -225,3 +225,28 @@ fn a_rate_the_firewall_cannot_take_leaves_the_old_one_in_force_and_says_why() {
     assert!(!bridge_table(&d).contains("limit mv"));
     d.finish();
 }
+
+/// A rate for an instance without a network would limit nothing: refused, nothing made.
+#[test]
+fn a_net_rate_without_a_network_is_refused() {
+    let d = TestDaemon::start();
+    let out = d.fails(&[
+        "launch",
+        "busybox",
+        "--name",
+        "lonely",
+        "--network",
+        "none",
+        "--net-rate",
+        "1M",
+        "--",
+        "sleep",
+        "60",
+    ]);
+    assert!(
+        out.stderr.contains("--net-rate") && out.stderr.contains("--network none"),
+        "{out}"
+    );
+    assert!(d.instance_names().is_empty(), "{out}");
+    d.finish();
+}
