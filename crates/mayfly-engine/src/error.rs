@@ -181,7 +181,7 @@ impl EngineError {
             EngineError::Store(StoreError::FlavorInUse { flavor, .. }) => (
                 ErrorCode::InUse,
                 Some(format!(
-                    "remove those instances first (`mayfly rm NAME`), or move them to another flavor (`mayfly set NAME --flavor OTHER`; `--flavor ''` for none) before removing `{flavor}`"
+                    "remove those instances first (`mayfly rm NAME`), or move them to another flavor (`mayfly set NAME --flavor OTHER`, or `--flavor none`), and publish template versions without it, before removing `{flavor}`"
                 )),
             ),
             EngineError::Store(StoreError::IdRangesExhausted) => (ErrorCode::Unavailable, None),

@@ -13,6 +13,9 @@
 //! - A launch that cannot start leaves nothing behind.
 //! - A stop that fails leaves the instance running, not stopping; the end of a run always
 //!   settles it (see `slot.rs`).
+//! - Launch and start check the instance's effective limits against the host and admit its
+//!   memory reservation (`resources/`); a paused instance is still `running` here (shown as
+//!   `paused`), and what each action does with it is in `resources/pause.rs`.
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -214,6 +217,12 @@ impl Engine {
         config.flavor = flavor;
         config.limits = own;
         config.networks = self.networks_for_instance(req.networks.as_deref()).await?;
+        if req.limits.net_rate.is_some() && config.networks.is_empty() {
+            return Err(EngineError::invalid(
+                "--net-rate limits network interfaces, and this instance has none (--network none)",
+                "leave --net-rate out, or give the instance a network (`--network NAME`)",
+            ));
+        }
         self.check_instance_publish(&req.publish, &config.networks)
             .await?;
         let name = match &req.name {
@@ -484,7 +493,13 @@ impl Engine {
             self.discard_writable(&rec.id, rec.writable_gen).await?;
         }
         self.prepare_writable(&spec).await?;
-        self.apply_disk_quota(&rec.id, spec.limits.disk).await?;
+        if let Some(bytes) = spec.limits.disk {
+            self.apply_disk_quota(&rec.id, bytes).await?;
+        } else {
+            // A limit dropped while it ran may still hold: a disk image is copied out only
+            // while the instance is stopped. A no-op where there is none.
+            self.lift_disk_quota(&rec.id).await;
+        }
         let started = self.driver.start(spec, stdio).await.map_err(from_driver)?;
         let run = RunRecord {
             pid: started.pid,

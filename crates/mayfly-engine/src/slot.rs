@@ -15,6 +15,9 @@ use tokio::sync::{OwnedMutexGuard, oneshot};
 
 use crate::{Engine, EngineError, lock};
 
+/// How long the end of a run waits for the group's usage figures (its OOM kills).
+const USAGE_DEADLINE: Duration = Duration::from_secs(2);
+
 /// What the daemon knows of a running (or ending) instance.
 #[derive(Debug)]
 pub(crate) struct Runtime {
@@ -267,10 +270,11 @@ impl Engine {
         if thawed && let Err(e) = self.driver.freeze(&slot.id, false).await {
             errors.push(chain("thaw the paused instance", &EngineError::Driver(e)));
         }
-        let oom_kills = match self.driver.usage(&slot.id).await {
-            Ok(u) => u.oom_kills,
-            Err(_) => 0,
-        };
+        let oom_kills =
+            match tokio::time::timeout(USAGE_DEADLINE, self.driver.usage(&slot.id)).await {
+                Ok(Ok(u)) => u.oom_kills,
+                _ => 0,
+            };
         match self.driver.release(&slot.id).await {
             Err(e) if e.failure_kind() == Some(FailureKind::StillRunning) => {
                 // A second report of a run that was settled already (a daemon that started
@@ -408,7 +412,8 @@ impl Engine {
             .await?;
         lock(&self.slots).remove(slot);
         // Its disk goes before its directory (a quota would stay on the project id; an
-        // image's mount cannot be moved to the trash).
+        // image's mount cannot be moved to the trash). Whatever its limit now: an image
+        // stays until a start without a limit copies it out.
         self.release_disk(&rec.id).await;
         let mut dirs = vec![self.layout.instance_dir(&rec.id)];
         dirs.extend(snapshots.iter().map(|s| self.layout.snapshot_dir(&s.id)));

@@ -16,6 +16,7 @@ pub mod dns;
 pub mod firewall;
 pub mod link;
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
@@ -171,4 +172,7 @@ pub struct FirewallState {
     pub interfaces: Vec<Interface>,
     /// Published ports of running instances.
     pub forwards: Vec<Forward>,
+    /// Bandwidth limits of running instances' interfaces: host end (`mv…`) to bytes per
+    /// second, each way (policed in `bridge mayfly`, see [`firewall::rate`]).
+    pub rates: BTreeMap<String, u64>,
 }

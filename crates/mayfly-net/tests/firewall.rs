@@ -165,6 +165,7 @@ fn spoofed_addresses_and_macs_are_dropped_and_unknown_ports_pass_nothing() {
         networks: vec![p.clone()],
         interfaces: vec![ia.clone(), ib.clone()],
         forwards: vec![],
+        rates: Default::default(),
     };
     firewall::apply(&state).unwrap();
     assert!(!a.pings(ib.ipv4), "a spoofed address got through");
@@ -244,6 +245,7 @@ fn instances_of_an_isolated_network_cannot_route_to_each_other_through_the_host(
         networks: vec![p.clone()],
         interfaces: vec![ia.clone(), ib.clone()],
         forwards: vec![],
+        rates: Default::default(),
     };
     firewall::apply(&state).unwrap();
     assert!(
@@ -284,6 +286,7 @@ fn networks_cannot_reach_each_other_and_nat_reaches_the_outside() {
         networks: vec![p.clone(), q.clone()],
         interfaces: vec![ia.clone(), ib.clone()],
         forwards: vec![],
+        rates: Default::default(),
     };
     firewall::apply(&state).unwrap();
     assert!(!a.pings(ib.ipv4), "network one reached network two");
@@ -381,6 +384,7 @@ fn published_ports_answer_on_localhost_and_from_outside() {
                 port: 80,
             },
         ],
+        rates: Default::default(),
     };
     assert!(
         eventually(|| fetch(None, &ia.ipv4.to_string(), "80") == "hello"),
@@ -611,6 +615,7 @@ fn instances_cannot_reach_the_hosts_loopback_services() {
             ipv4: ia.ipv4,
             port: 80,
         }],
+        rates: Default::default(),
     };
     firewall::apply(&state).unwrap();
     assert_eq!(
@@ -671,6 +676,7 @@ fn hung_nft_child() {
         networks: vec![p.clone()],
         interfaces: (1..3000).map(|n| iface(&p, n, 0)).collect(),
         forwards: vec![],
+        rates: Default::default(),
     };
     let err = firewall::apply(&state).unwrap_err().to_string();
     assert!(err.contains("did not finish"), "{err}");

@@ -112,7 +112,8 @@ impl Store {
             .collect())
     }
 
-    /// Removes flavor `name`, refusing while instances use it (naming them). The check and
+    /// Removes flavor `name`, refusing while instances or template versions (published with
+    /// their limits) use it, naming them. The check and
     /// the removal are one transaction: no launch can slip in between.
     pub fn delete_flavor(&mut self, name: &str) -> Result<(), StoreError> {
         let tx = self.conn.transaction().map_err(sql("begin"))?;
@@ -129,6 +130,27 @@ impl Store {
                 let config: crate::InstanceConfig = from_json(&config, "instance config")?;
                 if config.flavor.as_deref() == Some(name) {
                     users.push(instance);
+                }
+            }
+            // Template versions published with `--limits` name it too: their instances
+            // would get it at launch.
+            let mut stmt = tx
+                .prepare("SELECT template, version, config FROM template_versions ORDER BY template, version")
+                .map_err(sql("list template versions"))?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, u32>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                })
+                .map_err(sql("list template versions"))?;
+            for row in rows {
+                let (template, version, config) = row.map_err(sql("list template versions"))?;
+                let config: mayfly_api::TemplateConfig = from_json(&config, "template config")?;
+                if config.flavor.as_deref() == Some(name) {
+                    users.push(format!("template {template} version {version}"));
                 }
             }
             users
@@ -287,5 +309,27 @@ mod tests {
         assert_eq!(exit.oom_kills, 0);
         let config: crate::InstanceConfig = serde_json::from_str(r#"{"command":[]}"#).unwrap();
         assert_eq!((config.flavor, config.limits), (None, Limits::default()));
+    }
+
+    #[test]
+    fn a_catalogue_of_schema_6_gets_flavors_and_unpaused_instances() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("state");
+        {
+            let mut s = crate::Store::open(&root).unwrap();
+            with_template(&mut s);
+            s.insert_instance(&mut instance("a", "t", Mode::Persistent), false)
+                .unwrap();
+        }
+        let conn = rusqlite::Connection::open(root.join("mayfly.db")).unwrap();
+        conn.execute_batch(
+            "DROP TABLE flavors; ALTER TABLE instances DROP COLUMN paused; PRAGMA user_version = 6;",
+        )
+        .unwrap();
+        drop(conn);
+        let mut s = crate::Store::open(&root).unwrap();
+        assert!(!s.instance("a").unwrap().paused);
+        assert!(s.flavors().unwrap().is_empty());
+        s.insert_flavor(&flavor("web", 1 << 30)).unwrap();
     }
 }

@@ -3,9 +3,10 @@
 //! what an instance's start and end, a build, and the daemon's start-up do to them.
 //!
 //! Order at an instance's start: bridges and name servers (idempotent), then the firewall with
-//! the instance's interfaces and forwards (rules match the host end's name, which works before
-//! the veth exists), then the driver creates the veth and starts the init, then its names
-//! are published. At the end of the run, in reverse: names, firewall, host ends.
+//! the instance's interfaces, forwards and rate (rules match the host end's name, which works
+//! before the veth exists: the first frame is already policed), then the driver creates the
+//! veth and starts the init, then its names are published. At the end of the run, in
+//! reverse: names, firewall (its rate goes with its interfaces), host ends.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -74,6 +75,11 @@ impl Engine {
                 let a = &active[id];
                 state.interfaces.extend(a.interfaces.iter().cloned());
                 state.forwards.extend(a.forwards.iter().cloned());
+                if let Some(rate) = a.rate {
+                    state
+                        .rates
+                        .extend(a.interfaces.iter().map(|i| (i.host_name.clone(), rate)));
+                }
             }
         }
         let prev = lock(&self.net.applied).take();
@@ -185,6 +191,7 @@ impl Engine {
                 name: rec.name.clone(),
                 interfaces: interfaces.clone(),
                 forwards,
+                rate: self.net_rate_of(rec),
             },
         );
         if let Err(e) = self.apply_firewall_locked().await {
@@ -263,6 +270,7 @@ impl Engine {
                     name: String::new(),
                     interfaces: interfaces.clone(),
                     forwards: Vec::new(),
+                    rate: None,
                 },
             );
             self.apply_firewall_locked().await?;
@@ -324,6 +332,7 @@ impl Engine {
                     name: r.name.clone(),
                     interfaces,
                     forwards,
+                    rate: self.net_rate_of(r),
                 },
             );
         }

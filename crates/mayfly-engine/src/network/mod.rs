@@ -10,6 +10,8 @@
 //! - `host.rs`: the host's side (bridges, name servers, the firewall) at an instance's start
 //!   and end, for builds, and at the daemon's start-up;
 //! - `names.rs`: the instances' names on their networks' name servers;
+//! - `rate.rs`: the bandwidth limit of an instance's interfaces (`--net-rate`), at its start
+//!   and changed live;
 //! - `channels.rs`: unix-socket channels between instances;
 //! - `rename.rs`: renaming an instance.
 
@@ -17,6 +19,7 @@ mod catalogue;
 mod channels;
 mod host;
 mod names;
+mod rate;
 mod rename;
 
 use std::collections::HashMap;
@@ -66,6 +69,9 @@ pub(crate) struct Active {
     pub interfaces: Vec<Interface>,
     /// Its published ports.
     pub forwards: Vec<Forward>,
+    /// The bandwidth limit of each of its interfaces, each way, in bytes per second
+    /// (`--net-rate`; `None`: unlimited).
+    pub rate: Option<u64>,
 }
 
 impl Engine {

@@ -84,13 +84,8 @@ pub(crate) fn check_against(limits: &Limits, host: &HostFacts) -> Result<(), (St
                     format_size(v),
                     format_size(host.mem_total)
                 ),
-                format!(
-                    "give at most {} (`{flag} {}`)",
-                    format_size(host.mem_total),
-                    format_size(host.mem_total)
-                        .replace(' ', "")
-                        .replace("iB", "")
-                ),
+                // Whole MiB, rounded down: the example itself is accepted.
+                format!("give at most `{flag} {}M`", host.mem_total >> 20),
             ));
         }
     }
@@ -119,6 +114,26 @@ mod tests {
         mem_total: 8 << 30,
         cpus: 2,
     };
+
+    #[test]
+    fn the_suggested_memory_is_never_above_the_host() {
+        let host = HostFacts {
+            mem_total: (23 << 30) + (600 << 20) + 5,
+            cpus: 2,
+        };
+        let (_, hint) = check_against(
+            &Limits {
+                memory: Some(30 << 30),
+                ..Limits::default()
+            },
+            &host,
+        )
+        .unwrap_err();
+        assert!(
+            hint.contains(&format!("--memory {}M", 23 * 1024 + 600)),
+            "{hint}"
+        );
+    }
 
     #[test]
     fn meminfo_and_cpu_lists_are_read() {
@@ -154,7 +169,7 @@ mod tests {
             msg.contains("--memory 9 GiB") && msg.contains("(8 GiB)"),
             "{msg}"
         );
-        assert!(hint.contains("--memory 8G"), "{hint}");
+        assert!(hint.contains("--memory 8192M"), "{hint}");
         let (msg, _) = check_against(
             &Limits {
                 memory_reserve: Some(9 << 30),

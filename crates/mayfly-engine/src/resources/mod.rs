@@ -70,16 +70,10 @@ impl Engine {
         Ok(())
     }
 
-    /// Sets instance `id`'s disk limit before a start (`None`: lifts one a former run had).
-    pub(crate) async fn apply_disk_quota(
-        &self,
-        id: &str,
-        bytes: Option<u64>,
-    ) -> Result<(), EngineError> {
-        let Some(bytes) = bytes else {
-            self.lift_disk_quota(id, false).await;
-            return Ok(());
-        };
+    /// Sets instance `id`'s disk limit (before a start). Without one, the start calls
+    /// [`Self::lift_disk_quota`]: a disk image whose limit was dropped while the instance ran
+    /// is copied out then.
+    pub(crate) async fn apply_disk_quota(&self, id: &str, bytes: u64) -> Result<(), EngineError> {
         let dir = self.layout.instance_dir(id);
         let driver = self.driver.clone();
         tokio::task::spawn_blocking(move || driver.set_disk_quota(&dir, Some(bytes)))
@@ -103,30 +97,19 @@ impl Engine {
         }
     }
 
-    /// Lifts the disk limit of instance `id`'s directory if it may have one (before the
-    /// directory is removed or when the limit was dropped). Best effort: logged.
-    pub(crate) async fn lift_disk_quota(&self, id: &str, had_limit: bool) {
-        if self.driver.disk_quota_unsupported().is_some() {
-            return;
-        }
+    /// Lifts the disk limit of instance `id`'s directory if it has one (when a stopped
+    /// instance's limit is dropped, and at a start without one). Best effort: logged.
+    pub(crate) async fn lift_disk_quota(&self, id: &str) {
         let dir = self.layout.instance_dir(id);
         let driver = self.driver.clone();
-        let lifted = tokio::task::spawn_blocking(move || {
-            let has = had_limit || matches!(driver.disk_usage(&dir), Ok(Some(_)));
-            if has {
-                driver.set_disk_quota(&dir, None).map(|()| true)
-            } else {
-                Ok(false)
-            }
-        })
-        .await;
+        let lifted = tokio::task::spawn_blocking(move || driver.set_disk_quota(&dir, None)).await;
         match lifted {
             Ok(Err(e)) => tracing::warn!(
                 "cannot lift the disk limit of instance {id}: {}",
                 mayfly_driver::error_chain(&e)
             ),
             Err(e) => tracing::warn!("cannot lift the disk limit of instance {id}: {e}"),
-            Ok(Ok(_)) => {}
+            Ok(Ok(())) => {}
         }
     }
 }

@@ -69,11 +69,20 @@ impl Engine {
                     // Recorded first: a daemon that dies between the two finds the pause and
                     // freezes the instance again, never a frozen instance it does not know of.
                     self.record_pause(&slot.id, true).await?;
-                    if let Err(e) = self.driver.freeze(&slot.id, true).await {
+                    // `MAYFLY_FAIL_AT=pause:freeze` fails the freeze (tests of the undo).
+                    let frozen = match crate::inject("pause:freeze") {
+                        Ok(()) => self
+                            .driver
+                            .freeze(&slot.id, true)
+                            .await
+                            .map_err(from_driver),
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = frozen {
                         if let Err(undo) = self.record_pause(&slot.id, false).await {
                             tracing::error!(instance = %slot.name, "cannot undo the record of a failed pause: {undo}");
                         }
-                        return Err(from_driver(e));
+                        return Err(e);
                     }
                     lock(&slot.rt).paused = true;
                     None
@@ -189,5 +198,18 @@ mod tests {
         };
         assert!(hint(InstanceState::Stopped).contains("mayfly start web"));
         assert!(hint(InstanceState::Paused).contains("mayfly resume web"));
+    }
+
+    #[test]
+    fn a_paused_running_instance_shows_as_paused_and_nothing_else_does() {
+        let mut rt = crate::slot::Runtime {
+            state: InstanceState::Running,
+            ..crate::slot::Runtime::default()
+        };
+        assert_eq!(rt.shown_state(), InstanceState::Running);
+        rt.paused = true;
+        assert_eq!(rt.shown_state(), InstanceState::Paused);
+        rt.state = InstanceState::Stopping;
+        assert_eq!(rt.shown_state(), InstanceState::Stopping);
     }
 }

@@ -93,6 +93,10 @@ impl Engine {
                 let rec = InstanceRecord { config, ..rec };
                 self.apply_live(&rec, &after, &changed).await
             } else {
+                // A dropped disk limit goes now: nothing would lift it before an `rm`.
+                if changed.contains(&"disk") && after.disk.is_none() {
+                    self.lift_disk_quota(&rec.id).await;
+                }
                 (
                     Vec::new(),
                     changed
@@ -149,16 +153,11 @@ impl Engine {
             }
         }
         if changed.contains(&"net-rate") {
-            // INTEGRATOR (P5 hook): the one call site of the live network rate. Replace this
-            // line with
-            //     match self.apply_net_rate(rec).await {
-            //         Ok(()) => applied.push("net-rate".to_owned()),
-            //         Err(why) => later.push(("net-rate".to_owned(), why)),
-            //     }
-            later.push((
-                "net-rate".to_owned(),
-                "applied at the next start".to_owned(),
-            ));
+            // The network rate is the network code's (`network/rate.rs`).
+            match self.apply_net_rate(rec).await {
+                Ok(()) => applied.push("net-rate".to_owned()),
+                Err(why) => later.push(("net-rate".to_owned(), why)),
+            }
         }
         (applied, later)
     }

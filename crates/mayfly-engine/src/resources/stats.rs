@@ -1,9 +1,10 @@
 //! Usage figures (`mayfly stats`): two samples of each running instance's cgroup 250 ms
-//! apart (every instance's first sample, one wait, every second sample: the wait is shared,
-//! and one reading at a time keeps the cost bounded), CPU use over that gap,
+//! apart (every instance's first sample, one shared wait, every second sample; a bounded
+//! number of readings at a time), CPU use over that gap,
 //! memory and pids against the effective limits, the disk use of the writable layer from its
-//! quota, and network bytes from the host ends of its interfaces.
+//! quota (instances with a disk limit), and network bytes from the host ends of its interfaces.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mayfly_api::{InstanceState, InstanceStats};
@@ -14,6 +15,8 @@ use crate::{Engine, EngineError, lock};
 
 /// The gap between the two samples.
 const SAMPLE_GAP: Duration = Duration::from_millis(250);
+/// Instances whose cgroups are read at the same time.
+const PARALLEL_SAMPLES: usize = 32;
 /// How long one sample may take.
 const SAMPLE_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -54,7 +57,12 @@ impl Engine {
         let chosen: Vec<InstanceRecord> = if names.is_empty() {
             records
                 .into_iter()
-                .filter(|r| self.shown_state(&r.name) != InstanceState::Stopped)
+                .filter(|r| {
+                    matches!(
+                        self.shown_state(&r.name),
+                        InstanceState::Running | InstanceState::Paused
+                    )
+                })
                 .collect()
         } else {
             let mut out = Vec::new();
@@ -67,15 +75,17 @@ impl Engine {
             out
         };
         let mut stats: Vec<InstanceStats> = chosen.iter().map(|r| self.blank_stats(r)).collect();
-        // Disk use of every writable layer, off the async runtime.
+        // Disk use of the writable layers that have a limit (counted by their quota), off
+        // the async runtime.
         let dirs: Vec<_> = chosen
             .iter()
-            .map(|r| self.layout.instance_dir(&r.id))
+            .zip(&stats)
+            .map(|(r, s)| s.disk_limit.map(|_| self.layout.instance_dir(&r.id)))
             .collect();
         let driver = self.driver.clone();
         let disk = tokio::task::spawn_blocking(move || {
             dirs.iter()
-                .map(|d| driver.disk_usage(d).ok().flatten())
+                .map(|d| d.as_ref().and_then(|d| driver.disk_usage(d).ok().flatten()))
                 .collect::<Vec<_>>()
         })
         .await
@@ -95,13 +105,11 @@ impl Engine {
         if live.is_empty() {
             return Ok(stats);
         }
-        let mut first = Vec::with_capacity(live.len());
-        for &i in &live {
-            first.push(self.sample(&stats[i].id).await);
-        }
+        let ids: Vec<String> = live.iter().map(|&i| stats[i].id.clone()).collect();
+        let first = self.sample_all(&ids).await;
         tokio::time::sleep(SAMPLE_GAP).await;
-        for (&i, before) in live.iter().zip(first) {
-            let after = self.sample(&stats[i].id).await;
+        let second = self.sample_all(&ids).await;
+        for ((&i, before), after) in live.iter().zip(first).zip(second) {
             let (usage, percent) = match (before, after) {
                 (Some((u0, t0)), Some((u1, t1))) => {
                     (u1, cpu_percent(u0.cpu_usage_ns, u1.cpu_usage_ns, t1 - t0))
@@ -136,14 +144,29 @@ impl Engine {
             .map_or(InstanceState::Stopped, |s| lock(&s.rt).shown_state())
     }
 
-    /// One reading of instance `id`'s usage, with when it was taken (`None`: it could not be
-    /// read in time, e.g. the run just ended).
-    async fn sample(&self, id: &str) -> Option<(Usage, Instant)> {
-        let at = Instant::now();
-        match tokio::time::timeout(SAMPLE_DEADLINE, self.driver.usage(id)).await {
-            Ok(Ok(u)) => Some((u, at)),
-            _ => None,
+    /// One reading of each instance's usage, with when it was taken (`None`: it could not
+    /// be read in time, e.g. the run just ended); [`PARALLEL_SAMPLES`] at a time.
+    async fn sample_all(&self, ids: &[String]) -> Vec<Option<(Usage, Instant)>> {
+        let limiter = Arc::new(tokio::sync::Semaphore::new(PARALLEL_SAMPLES));
+        let tasks: Vec<_> = ids
+            .iter()
+            .map(|id| {
+                let (driver, id, limiter) = (self.driver.clone(), id.clone(), limiter.clone());
+                tokio::spawn(async move {
+                    let _permit = limiter.acquire_owned().await.ok()?;
+                    let at = Instant::now();
+                    match tokio::time::timeout(SAMPLE_DEADLINE, driver.usage(&id)).await {
+                        Ok(Ok(u)) => Some((u, at)),
+                        _ => None,
+                    }
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            out.push(t.await.ok().flatten());
         }
+        out
     }
 
     /// Zeros, with the limits and the state filled in.

@@ -4,6 +4,7 @@
 //! holds half of an update and a crash leaves either the old or the new rules.
 //! No other table is ever touched.
 
+pub mod rate;
 pub mod render;
 
 use std::io::{Read, Write};
@@ -35,8 +36,9 @@ pub fn apply(state: &FirewallState) -> Result<()> {
 }
 
 /// Makes both tables what `next` says, knowing that they hold `prev` (what this process
-/// applied last): when only the instances' interfaces differ (an instance started or ended),
-/// only the elements of the spoofing sets change, which is cheaper than replacing the tables
+/// applied last): when only the instances' interfaces and rates differ (an instance started
+/// or ended, a rate changed), only the elements of the spoofing sets and the rate maps (and
+/// the rates' limit objects) change, which is cheaper than replacing the tables
 /// (no hook is unregistered and registered again) and does not grow with the number of
 /// instances; otherwise, or if that fails (someone changed the tables), as [`apply`].
 pub fn apply_change(prev: Option<&FirewallState>, next: &FirewallState) -> Result<()> {

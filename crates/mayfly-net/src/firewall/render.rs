@@ -6,7 +6,8 @@
 //! address send IPv6; a neighbour advertisement's target must be one of those two, and no
 //! router advertisement or redirect passes (looked up in sets keyed by port name, so the
 //! rules do not grow per instance); nothing but IPv4, ARP and IPv6 passes. A port absent
-//! from the sets (an instance not yet in the state) passes nothing.
+//! from the sets (an instance not yet in the state) passes nothing. The bandwidth limits of
+//! instances' interfaces are policed there too ([`super::rate`]).
 //!
 //! `inet mayfly`: published ports (DNAT in prerouting for other hosts and in output for the
 //! host itself; 127/8 sources leaving to a bridge masqueraded, which with `route_localnet`
@@ -49,9 +50,10 @@ pub fn batch(state: &FirewallState) -> Value {
     json!({ "nftables": cmds })
 }
 
-/// The batch that turns the spoofing sets of `prev` into those of `next` (elements of
-/// interfaces gone are deleted, then those of new ones added): for two states that differ
-/// only in their interfaces. `None` when nothing changes.
+/// The batch that turns the spoofing sets and the rates of `prev` into those of `next`
+/// (elements of interfaces gone are deleted, the rates changed ([`super::rate::changes`]),
+/// then the elements of new interfaces added): for two states that differ only in their
+/// interfaces and rates. `None` when nothing changes.
 pub fn element_changes(prev: &FirewallState, next: &FirewallState) -> Option<Value> {
     let gone: Vec<_> = prev
         .interfaces
@@ -63,8 +65,13 @@ pub fn element_changes(prev: &FirewallState, next: &FirewallState) -> Option<Val
         .iter()
         .filter(|i| !prev.interfaces.contains(i))
         .collect();
+    let (rate_deletes, rate_adds) = super::rate::changes(prev, next);
     let mut cmds = Vec::new();
     for (verb, ifaces) in [("delete", &gone), ("add", &new)] {
+        if verb == "add" {
+            cmds.extend(rate_deletes.iter().cloned());
+            cmds.extend(rate_adds.iter().cloned());
+        }
         if ifaces.is_empty() {
             continue;
         }
@@ -218,6 +225,7 @@ fn bridge_table(state: &FirewallState, cmds: &mut Vec<Value>) {
             json!({"drop": null}),
         ],
     ));
+    super::rate::declare(state, cmds);
 }
 
 /// The IPv6 addresses port `iface` may use: its own and its link-local one (none without
@@ -581,6 +589,7 @@ mod tests {
                     port: 53,
                 },
             ],
+            rates: Default::default(),
         }
     }
 
