@@ -354,3 +354,45 @@ fn snapshots_restores_and_clones_work_on_an_image() {
     assert_nothing_left(&d);
     d.finish();
 }
+
+/// A limit below what a stopped instance holds: its start fails saying why, and the old image
+/// with the data stays as it was (nothing of the new one is left).
+#[test]
+fn a_limit_below_the_content_fails_the_start_and_keeps_the_data() {
+    let d = TestDaemon::start();
+    d.ok(&[
+        "launch",
+        "busybox",
+        "--name",
+        "k",
+        "--persistent",
+        "--disk",
+        "64M",
+        "--",
+        "sleep",
+        "1000",
+    ]);
+    let out = dd(&d, "k", "/big", 40);
+    assert!(out.success(), "{out}");
+    let id = id_of(&d, "k");
+    let image = image_of(&d, &id);
+    d.ok(&["stop", "k"]);
+    let before = std::fs::metadata(&image).unwrap().len();
+    d.ok(&["set", "k", "disk=16M"]);
+    let out = d.fails(&["start", "k"]);
+    assert!(out.stderr.contains("No space left on device"), "{out}");
+    assert_eq!(std::fs::metadata(&image).unwrap().len(), before);
+    let left: Vec<String> = d
+        .state_entries("disks")
+        .into_iter()
+        .filter(|e| !e.ends_with(".img"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(loop_devices_under(&d.state).len(), 1);
+    d.ok(&["set", "k", "disk=64M"]);
+    d.ok(&["start", "k"]);
+    assert_eq!(d.sh("k", "wc -c < /big").trim(), (40 * MIB).to_string());
+    d.ok(&["rm", "--force", "k"]);
+    assert_nothing_left(&d);
+    d.finish();
+}
