@@ -396,3 +396,49 @@ fn a_limit_below_the_content_fails_the_start_and_keeps_the_data() {
     assert_nothing_left(&d);
     d.finish();
 }
+
+/// A failure while a dropped limit's image is copied out leaves the image (mounted, with the
+/// data) and no copy; the next start without the failure copies it out.
+#[test]
+fn a_failure_while_copying_out_keeps_the_image() {
+    let mut d = TestDaemon::start_with_env(&[], &[("MAYFLY_FAIL_AT", "disk-image:copied-out")]);
+    d.ok(&[
+        "launch",
+        "busybox",
+        "--name",
+        "o",
+        "--persistent",
+        "--disk",
+        "32M",
+        "--",
+        "sleep",
+        "1000",
+    ]);
+    d.ok(&["exec", "o", "--", "sh", "-c", "echo kept > /keep"]);
+    let id = id_of(&d, "o");
+    let dir = d.state.join("instances").join(&id);
+    let image = image_of(&d, &id);
+    d.ok(&["stop", "o"]);
+    d.ok(&["set", "o", "disk=none"]);
+    assert!(image.is_file() && is_mount(&dir));
+    assert!(
+        !d.state
+            .join("instances")
+            .join(format!(".{id}.out"))
+            .exists(),
+        "the copy was left"
+    );
+    assert!(
+        d.logs()
+            .contains("injected failure at disk-image:copied-out")
+    );
+    d.stop_daemon();
+    d.set_env(&[]);
+    d.restart();
+    d.ok(&["start", "o"]);
+    assert!(!image.exists() && !is_mount(&dir));
+    assert_eq!(d.sh("o", "cat /keep").trim(), "kept");
+    d.ok(&["rm", "--force", "o"]);
+    assert_nothing_left(&d);
+    d.finish();
+}
