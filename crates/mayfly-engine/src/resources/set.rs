@@ -65,6 +65,8 @@ impl Engine {
             let n = name.to_owned();
             let rec = self.db(move |s| s.instance(&n)).await?;
             let (flavor, own) = apply_request(&rec, &req)?;
+            // Held until the record names the flavor (a removal waits for it).
+            let _gate = self.flavor_gate.read().await;
             let flavor_limits = match &flavor {
                 Some(f) => Some(self.flavor_limits(f)?),
                 None => None,
