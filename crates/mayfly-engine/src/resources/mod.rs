@@ -46,10 +46,7 @@ impl Engine {
     /// enforce here, a disk limit without quotas on the state filesystem.
     pub(crate) fn check_limits_here(&self, limits: &Limits) -> Result<(), EngineError> {
         limits.check().map_err(|e| {
-            EngineError::invalid(
-                e,
-                "lower --memory-reserve or raise --memory (see `mayfly set --help`)",
-            )
+            EngineError::invalid(e, "see docs/resources.md for every limit and its forms")
         })?;
         host::check_against(limits, &host::HostFacts::read())
             .map_err(|(e, hint)| EngineError::invalid(e, hint))?;
