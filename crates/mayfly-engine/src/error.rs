@@ -227,7 +227,7 @@ impl EngineError {
                 ),
                 Some(FailureKind::Frozen) => (
                     ErrorCode::WrongState,
-                    Some("retry once the snapshot, clone or publish that copies it is done".into()),
+                    Some("it is paused (`mayfly resume NAME`), or a snapshot, clone or publish is copying it (retry once that is done)".into()),
                 ),
                 Some(FailureKind::TimedOut) => (ErrorCode::Unavailable, None),
                 Some(FailureKind::LimitRefused) => (

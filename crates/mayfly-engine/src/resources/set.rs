@@ -48,6 +48,21 @@ pub(crate) fn apply_request(
             )
         })?;
     }
+    if own.net_rate.is_some()
+        && rec.config.networks.is_empty()
+        && req
+            .changes
+            .iter()
+            .any(|(k, _)| k.replace('_', "-") == "net-rate")
+    {
+        return Err(EngineError::invalid(
+            format!(
+                "net-rate limits network interfaces, and `{}` has none (--network none)",
+                rec.name
+            ),
+            "leave net-rate out",
+        ));
+    }
     Ok((flavor, own))
 }
 
