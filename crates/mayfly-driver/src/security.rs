@@ -164,6 +164,9 @@ fn denied_syscalls() -> Vec<libc::c_long> {
 /// (TIOCSTI) and the Linux console's selection/paste ioctl (TIOCLINUX).
 const DENIED_IOCTLS: &[u32] = &[0x5412 /* TIOCSTI */, 0x541C /* TIOCLINUX */];
 
+/// `FS_IOC_FSSETXATTR` (`_IOW('X', 32, struct fsxattr)`): sets a file's project id.
+const FS_IOC_FSSETXATTR: u32 = 0x401c_5820;
+
 fn stmt(code: u16, k: u32) -> BpfInstruction {
     BpfInstruction {
         code,
@@ -239,10 +242,16 @@ pub fn filter(no_new_user_namespaces: bool) -> Option<Vec<BpfInstruction>> {
         }
     }
     // ioctl: compare the request (low 32 bits of the second argument).
-    let ioctl_checks = u8::try_from(DENIED_IOCTLS.len() * 2 + 1).unwrap_or(u8::MAX);
+    let mut ioctls = DENIED_IOCTLS.to_vec();
+    if no_new_user_namespaces {
+        // Its root could move its files out of the instance's quota project (the kernel lets
+        // only the initial user namespace change a project id).
+        ioctls.push(FS_IOC_FSSETXATTR);
+    }
+    let ioctl_checks = u8::try_from(ioctls.len() * 2 + 1).unwrap_or(u8::MAX);
     prog.push(jump(BPF_JMP_JEQ_K, nr(libc::SYS_ioctl), 0, ioctl_checks));
     prog.push(stmt(BPF_LD_W_ABS, OFFSET_ARG1_LOW));
-    for request in DENIED_IOCTLS {
+    for request in &ioctls {
         prog.push(jump(BPF_JMP_JEQ_K, *request, 0, 1));
         prog.push(stmt(BPF_RET_K, eperm));
     }
@@ -269,6 +278,12 @@ mod tests {
         };
         assert!(has(&filter(true).unwrap()));
         assert!(!has(&filter(false).unwrap()));
+        let sets_projects = |prog: &[BpfInstruction]| {
+            prog.iter()
+                .any(|i| i.code == BPF_JMP_JEQ_K && i.k == FS_IOC_FSSETXATTR)
+        };
+        assert!(sets_projects(&filter(true).unwrap()));
+        assert!(!sets_projects(&filter(false).unwrap()));
         assert_eq!(default_filter(), filter(false));
     }
 
