@@ -116,6 +116,9 @@ pub struct Limits {
     pub net_rate: Option<u64>,
 }
 
+/// The kernel's most processes (`PID_MAX_LIMIT`): `pids.max` takes nothing above it.
+const PIDS_MAX: u64 = 4 * 1024 * 1024;
+
 /// The keys of [`Limits`] as flags and `set` write them, in display order.
 pub const LIMIT_KEYS: &[&str] = &[
     "cpus",
@@ -178,6 +181,9 @@ impl Limits {
                     let n = integer(text).map_err(|w| bad(&w))?;
                     if n < 8 {
                         return Err(bad("below the minimum of 8"));
+                    }
+                    if n > PIDS_MAX {
+                        return Err(bad("above the kernel's most processes, 4194304"));
                     }
                     Ok(n)
                 })?

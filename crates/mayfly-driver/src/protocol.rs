@@ -255,6 +255,8 @@ pub enum FailureKind {
     /// The container runs (a release asked for a run that ended, while a newer run of the
     /// same container started: that end was settled already).
     StillRunning,
+    /// The kernel refused a limit of the instance (a value its cgroup files do not take).
+    LimitRefused,
     /// Anything else.
     Other,
 }

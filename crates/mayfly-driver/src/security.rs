@@ -97,7 +97,11 @@ const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
 // Offsets in struct seccomp_data.
 const OFFSET_NR: u32 = 0;
 const OFFSET_ARCH: u32 = 4;
+const OFFSET_ARG0_LOW: u32 = 16; // args[0], low 32 bits on little-endian
 const OFFSET_ARG1_LOW: u32 = 16 + 8; // args[1], low 32 bits on little-endian
+
+/// `CLONE_NEWUSER`, in the flags of `clone(2)` and `unshare(2)` (their first argument).
+const CLONE_NEWUSER: u32 = 0x1000_0000;
 
 #[cfg(target_arch = "x86_64")]
 const NATIVE_ARCH: u32 = 62 | 0x8000_0000 | 0x4000_0000; // AUDIT_ARCH_X86_64
@@ -160,6 +164,9 @@ fn denied_syscalls() -> Vec<libc::c_long> {
 /// (TIOCSTI) and the Linux console's selection/paste ioctl (TIOCLINUX).
 const DENIED_IOCTLS: &[u32] = &[0x5412 /* TIOCSTI */, 0x541C /* TIOCLINUX */];
 
+/// `FS_IOC_FSSETXATTR` (`_IOW('X', 32, struct fsxattr)`): sets a file's project id.
+const FS_IOC_FSSETXATTR: u32 = 0x401c_5820;
+
 fn stmt(code: u16, k: u32) -> BpfInstruction {
     BpfInstruction {
         code,
@@ -179,6 +186,28 @@ fn nr(call: libc::c_long) -> u32 {
 
 /// Builds the default filter. `None` on architectures mayfly has no syscall table for.
 pub fn default_filter() -> Option<Vec<BpfInstruction>> {
+    filter(false)
+}
+
+/// Whether the calling process is in the host's initial user namespace (an instance without
+/// a user namespace), read from `/proc/self/ns/user`: the initial namespace's inode number is
+/// fixed (`PROC_USER_INIT_INO`). Unknown counts as yes (the stricter filter).
+pub fn in_initial_user_namespace() -> bool {
+    const PROC_USER_INIT_INO: &str = "user:[4026531837]";
+    std::fs::read_link("/proc/self/ns/user")
+        .map(|l| l.as_os_str() == PROC_USER_INIT_INO)
+        .unwrap_or(true)
+}
+
+/// Builds the filter of a process of an instance; with `no_new_user_namespaces` (an
+/// instance without a user namespace, whose root is the host's) it also refuses to make a
+/// user namespace: `unshare` and `clone` with `CLONE_NEWUSER` fail with EPERM, and `clone3`
+/// (whose flags a filter cannot read) with ENOSYS, which C libraries answer by falling back
+/// to `clone`. In a user namespace of its own, such a process would own the host's uid-0
+/// cgroup files through a fresh cgroup mount and could lift its limits; with a user
+/// namespace (the default), the files' owner is not mapped there and nothing is refused.
+/// `None` on architectures mayfly has no syscall table for.
+pub fn filter(no_new_user_namespaces: bool) -> Option<Vec<BpfInstruction>> {
     if !cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
         return None;
     }
@@ -199,11 +228,30 @@ pub fn default_filter() -> Option<Vec<BpfInstruction>> {
         prog.push(jump(BPF_JMP_JEQ_K, nr(call), 0, 1));
         prog.push(stmt(BPF_RET_K, eperm));
     }
+    if no_new_user_namespaces {
+        let enosys = SECCOMP_RET_ERRNO | u32::try_from(libc::ENOSYS).unwrap_or(38);
+        prog.push(jump(BPF_JMP_JEQ_K, nr(libc::SYS_clone3), 0, 1));
+        prog.push(stmt(BPF_RET_K, enosys));
+        for call in [libc::SYS_unshare, libc::SYS_clone] {
+            // The flags replace the number in the accumulator: the call is decided here.
+            prog.push(jump(BPF_JMP_JEQ_K, nr(call), 0, 4));
+            prog.push(stmt(BPF_LD_W_ABS, OFFSET_ARG0_LOW));
+            prog.push(jump(BPF_JMP_JSET_K, CLONE_NEWUSER, 0, 1));
+            prog.push(stmt(BPF_RET_K, eperm));
+            prog.push(stmt(BPF_RET_K, SECCOMP_RET_ALLOW));
+        }
+    }
     // ioctl: compare the request (low 32 bits of the second argument).
-    let ioctl_checks = u8::try_from(DENIED_IOCTLS.len() * 2 + 1).unwrap_or(u8::MAX);
+    let mut ioctls = DENIED_IOCTLS.to_vec();
+    if no_new_user_namespaces {
+        // Its root could move its files out of the instance's quota project (the kernel lets
+        // only the initial user namespace change a project id).
+        ioctls.push(FS_IOC_FSSETXATTR);
+    }
+    let ioctl_checks = u8::try_from(ioctls.len() * 2 + 1).unwrap_or(u8::MAX);
     prog.push(jump(BPF_JMP_JEQ_K, nr(libc::SYS_ioctl), 0, ioctl_checks));
     prog.push(stmt(BPF_LD_W_ABS, OFFSET_ARG1_LOW));
-    for request in DENIED_IOCTLS {
+    for request in &ioctls {
         prog.push(jump(BPF_JMP_JEQ_K, *request, 0, 1));
         prog.push(stmt(BPF_RET_K, eperm));
     }
@@ -217,7 +265,29 @@ mod tests {
 
     #[test]
     fn filter_jumps_stay_inside_the_program() {
-        let prog = default_filter().expect("x86_64 or aarch64");
+        for strict in [false, true] {
+            filter_jumps_stay_inside(&filter(strict).expect("x86_64 or aarch64"));
+        }
+    }
+
+    #[test]
+    fn only_the_strict_filter_refuses_new_user_namespaces() {
+        let has = |prog: &[BpfInstruction]| {
+            prog.iter()
+                .any(|i| i.code == BPF_JMP_JSET_K && i.k == CLONE_NEWUSER)
+        };
+        assert!(has(&filter(true).unwrap()));
+        assert!(!has(&filter(false).unwrap()));
+        let sets_projects = |prog: &[BpfInstruction]| {
+            prog.iter()
+                .any(|i| i.code == BPF_JMP_JEQ_K && i.k == FS_IOC_FSSETXATTR)
+        };
+        assert!(sets_projects(&filter(true).unwrap()));
+        assert!(!sets_projects(&filter(false).unwrap()));
+        assert_eq!(default_filter(), filter(false));
+    }
+
+    fn filter_jumps_stay_inside(prog: &[BpfInstruction]) {
         for (i, ins) in prog.iter().enumerate() {
             if ins.code & 0x07 == 0x05 {
                 // BPF_JMP: both targets must exist.

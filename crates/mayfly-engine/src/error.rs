@@ -227,9 +227,13 @@ impl EngineError {
                 ),
                 Some(FailureKind::Frozen) => (
                     ErrorCode::WrongState,
-                    Some("retry once the snapshot, clone or publish that copies it is done".into()),
+                    Some("it is paused (`mayfly resume NAME`), or a snapshot, clone or publish is copying it (retry once that is done)".into()),
                 ),
                 Some(FailureKind::TimedOut) => (ErrorCode::Unavailable, None),
+                Some(FailureKind::LimitRefused) => (
+                    ErrorCode::InvalidArgument,
+                    Some("change or lift that limit (`mayfly set NAME KEY=VALUE` or `KEY=none`), then start it again".into()),
+                ),
                 Some(FailureKind::Busy) => (
                     ErrorCode::Busy,
                     Some("detach the other client first (Ctrl-a q in `mayfly console`), or end its connection".into()),

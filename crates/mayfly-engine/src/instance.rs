@@ -209,6 +209,8 @@ impl Engine {
         // checked against this host before anything is made.
         let (flavor, own) =
             crate::resources::launch_settings(req.flavor.as_deref(), &req.limits, &vrec.config);
+        // Held until the record names the flavor (a removal waits for it).
+        let _flavor_gate = self.flavor_gate.read().await;
         let flavor_limits = match &flavor {
             Some(f) => Some(self.flavor_limits(f)?),
             None => None,
@@ -358,6 +360,11 @@ impl Engine {
         })?;
         let (args, user) = process::init_process(&rec.template, &vrec.config, &rec.config)?;
         // The host may have changed since the launch (or the daemon's flags): checked again.
+        if let Some(f) = &rec.config.flavor {
+            // Its limits must be known (a flavor cannot be removed while used; never run
+            // without them).
+            self.flavor_limits(f)?;
+        }
         let limits = self.effective_limits(&rec);
         self.check_limits_here(&limits)?;
         let process = ProcessSpec {

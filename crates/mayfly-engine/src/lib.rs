@@ -141,6 +141,10 @@ pub struct Engine {
     net: network::NetState,
     /// The stored flavors (immutable, so kept here too).
     flavors: resources::FlavorCache,
+    /// Held shared by a launch or `set` from resolving a flavor until the instance's record
+    /// names it, and exclusively by a flavor's removal: no instance can come to name a
+    /// flavor that is being removed.
+    flavor_gate: tokio::sync::RwLock<()>,
     /// Serialises admission checks with the starts they admit.
     admission: resources::AdmissionLock,
     /// Why instances run without a user namespace; `None` when they get one.
@@ -221,6 +225,7 @@ impl Engine {
             layers_lock: tokio::sync::Mutex::new(()),
             net: network::NetState::default(),
             flavors: resources::FlavorCache::load(flavors),
+            flavor_gate: tokio::sync::RwLock::new(()),
             admission: resources::AdmissionLock::default(),
             userns_off,
             cgroup_mode,

@@ -287,6 +287,11 @@ fn limits_are_applied_before_the_init_changed_live_and_refused_cleanly() {
         msg.contains("cannot apply the instance's limits") && msg.contains("--cpuset"),
         "{msg}"
     );
+    assert_eq!(
+        err.failure_kind(),
+        Some(mayfly_driver::FailureKind::LimitRefused),
+        "a refusal the engine answers with 400: {msg}"
+    );
     let _ = b.rt.block_on(b.driver.release("lim-b"));
     let rel_b = format!("{}/lim-b", b.parent);
     wait_for("the refused group to go", Duration::from_secs(5), || {

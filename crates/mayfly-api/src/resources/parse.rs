@@ -26,7 +26,7 @@ pub(super) fn accepted(key: &str) -> &'static str {
             "e.g. 100: a whole number from 1 to 10000, 100 is the default"
         }
         "cpuset" => "e.g. 0-3,6: CPU numbers and ranges up to 4095, comma-separated",
-        "pids" => "e.g. 512: a whole number of processes, at least 8",
+        "pids" => "e.g. 512: a whole number of processes, 8 to 4194304",
         "io-max" => {
             "e.g. 50M for reads and writes, or rbps=50M,wbps=20M,riops=1000,wiops=500 (any \
              of them); K/M/G/T are powers of 1024"

@@ -298,6 +298,7 @@ fn ranges_are_enforced() {
         ("memory", "5M", "below the minimum of 6 MiB"),
         ("memory", "", "no number"),
         ("pids", "7", "below the minimum of 8"),
+        ("pids", "4194305", "above the kernel's most processes"),
         ("pids", "99999999999999999999999", "too large"),
         ("disk", "15M", "below the minimum of 16 MiB"),
         ("net-rate", "7kbit", "below the minimum of 8kbit"),

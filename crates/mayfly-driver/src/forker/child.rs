@@ -511,7 +511,9 @@ fn prepare_process(
 /// What confines a process of the instance (the command, or the init that runs it): the
 /// seccomp filter, the bounding set, the identity and the capability sets.
 fn confine(identity: &Identity) -> ChildResult<()> {
-    if let Some(filter) = security::default_filter() {
+    // Without a user namespace of its own, the instance may not make one either (see
+    // `security::filter`).
+    if let Some(filter) = security::filter(security::in_initial_user_namespace()) {
         mayfly_sys::seccomp::install_filter(&filter).step(|| "install seccomp filter".into())?;
     }
     drop_bounding_set()?;

@@ -146,10 +146,10 @@ impl Forker {
                 .iter()
                 .map(|(key, why)| format!("--{key}: {why}"))
                 .collect();
-            return Err(Failure::other(format!(
-                "cannot apply the instance's limits: {}",
-                each.join("; ")
-            )));
+            return Err(Failure {
+                kind: crate::protocol::FailureKind::LimitRefused,
+                message: format!("cannot apply the instance's limits: {}", each.join("; ")),
+            });
         }
         let starting =
             match spawn::begin_container(&self.cgroups, &spec, fds, self.faults.init_slow) {

@@ -134,6 +134,7 @@ impl Engine {
         if builtin(name).is_some() {
             return Err(builtin_refusal(name, "removed"));
         }
+        let _gate = self.flavor_gate.write().await;
         let n = name.to_owned();
         self.db(move |s| s.delete_flavor(&n)).await?;
         lock(&self.flavors.0).remove(name);

@@ -46,10 +46,7 @@ impl Engine {
     /// enforce here, a disk limit without quotas on the state filesystem.
     pub(crate) fn check_limits_here(&self, limits: &Limits) -> Result<(), EngineError> {
         limits.check().map_err(|e| {
-            EngineError::invalid(
-                e,
-                "lower --memory-reserve or raise --memory (see `mayfly set --help`)",
-            )
+            EngineError::invalid(e, "see docs/resources.md for every limit and its forms")
         })?;
         host::check_against(limits, &host::HostFacts::read())
             .map_err(|(e, hint)| EngineError::invalid(e, hint))?;
@@ -130,17 +127,19 @@ pub(crate) fn resolve(flavor: Option<&Limits>, own: &Limits) -> Limits {
     }
 }
 
-/// The flavor and own limits of a new instance: the request's flavor, else the template's;
-/// own limits are the template's defaults with the request's over them.
+/// The flavor and own limits of a new instance: the request's flavor (`none`: none), else
+/// the template's; own limits are the template's defaults with the request's over them.
 pub(crate) fn launch_settings(
     req_flavor: Option<&str>,
     req_limits: &Limits,
     template: &mayfly_api::TemplateConfig,
 ) -> (Option<String>, Limits) {
-    let flavor = req_flavor
-        .filter(|f| !f.is_empty())
-        .map(str::to_owned)
-        .or_else(|| template.flavor.clone());
+    // `none` (or empty) asks for no flavor, even where the template names one.
+    let flavor = match req_flavor {
+        Some(f) if f.is_empty() || f == "none" => None,
+        Some(f) => Some(f.to_owned()),
+        None => template.flavor.clone(),
+    };
     let own = if template.limits.is_empty() {
         req_limits.clone()
     } else {
@@ -166,6 +165,8 @@ mod tests {
             launch_settings(Some("large"), &own, &t).0.as_deref(),
             Some("large")
         );
+        // `none` drops the template's flavor.
+        assert_eq!(launch_settings(Some("none"), &own, &t).0, None);
         // Without template defaults, the request's own limits are taken as they are (no
         // overlay needed).
         let req = Limits {

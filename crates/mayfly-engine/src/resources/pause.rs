@@ -119,7 +119,15 @@ impl Engine {
                         let _ = self.driver.freeze(&slot.id, true).await;
                         return Err(e);
                     }
-                    lock(&slot.rt).paused = false;
+                    let mut rt = lock(&slot.rt);
+                    rt.paused = false;
+                    if rt
+                        .last_error
+                        .as_deref()
+                        .is_some_and(|e| e.starts_with("its pause could not be restored"))
+                    {
+                        rt.last_error = None;
+                    }
                     None
                 }
             }
@@ -150,11 +158,16 @@ impl Engine {
     pub(crate) async fn repause(&self, slot: &Slot) {
         lock(&slot.rt).paused = true;
         if let Err(e) = self.driver.freeze(&slot.id, true).await {
+            let why = mayfly_driver::error_chain(&e);
             tracing::error!(
                 instance = %slot.name,
-                "cannot freeze the paused instance again: {}",
-                mayfly_driver::error_chain(&e)
+                "cannot freeze the paused instance again: {why}"
             );
+            // `info` says so: it is on record as paused, but may run.
+            lock(&slot.rt).last_error = Some(format!(
+                "its pause could not be restored after a restart of the daemon ({why}); it may be running: `mayfly resume {}` then `mayfly pause {}`",
+                slot.name, slot.name
+            ));
         }
     }
 

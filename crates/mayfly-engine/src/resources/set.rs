@@ -48,6 +48,21 @@ pub(crate) fn apply_request(
             )
         })?;
     }
+    if own.net_rate.is_some()
+        && rec.config.networks.is_empty()
+        && req
+            .changes
+            .iter()
+            .any(|(k, _)| k.replace('_', "-") == "net-rate")
+    {
+        return Err(EngineError::invalid(
+            format!(
+                "net-rate limits network interfaces, and `{}` has none (--network none)",
+                rec.name
+            ),
+            "leave net-rate out",
+        ));
+    }
     Ok((flavor, own))
 }
 
@@ -65,6 +80,8 @@ impl Engine {
             let n = name.to_owned();
             let rec = self.db(move |s| s.instance(&n)).await?;
             let (flavor, own) = apply_request(&rec, &req)?;
+            // Held until the record names the flavor (a removal waits for it).
+            let _gate = self.flavor_gate.read().await;
             let flavor_limits = match &flavor {
                 Some(f) => Some(self.flavor_limits(f)?),
                 None => None,

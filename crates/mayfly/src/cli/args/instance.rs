@@ -29,7 +29,7 @@ pub struct InstanceOptions {
     #[command(flatten)]
     pub network: InstanceNetworkArgs,
     /// A flavor: a named preset of limits (`mayfly flavor list`); the limit flags go over
-    /// its limits. Default: the template's, if it has one.
+    /// its limits. Default: the template's, if it has one; `none` for none.
     #[arg(long, help_heading = LIMITS, value_name = "FLAVOR")]
     pub flavor: Option<String>,
     #[command(flatten)]
