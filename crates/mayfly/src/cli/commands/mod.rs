@@ -82,6 +82,23 @@ pub async fn dispatch(client: &Client, command: Command) -> i32 {
     }
 }
 
+/// `DELETE`s the object of each name (`path` makes its API path from the encoded name) and
+/// says `removed NOUN NAME`; reports each failure and goes on.
+async fn remove_each(
+    client: &Client,
+    names: &[String],
+    noun: &str,
+    path: fn(&str) -> String,
+) -> Result<i32, ClientError> {
+    each(names, |n| async move {
+        client
+            .call::<()>(hyper::Method::DELETE, &path(&enc(&n)), None::<&()>)
+            .await
+            .map(|()| println!("removed {noun} {n}"))
+    })
+    .await
+}
+
 /// Applies `f` to every name; reports each failure and goes on. Exit 1 if any failed.
 async fn each<F, Fut>(names: &[String], f: F) -> Result<i32, ClientError>
 where

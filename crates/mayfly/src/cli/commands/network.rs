@@ -5,7 +5,7 @@ use mayfly_api::{
     ChannelInfo, CreateChannel, CreateNetwork, InstanceInfo, NetworkInfo, RenameRequest, paths,
 };
 
-use super::{each, enc};
+use super::{enc, remove_each};
 use crate::cli::client::{Client, ClientError};
 use crate::cli::output::{ago, json, table};
 use crate::cli::{ChannelCommand, NetworkCommand, RenameArgs};
@@ -78,13 +78,7 @@ pub(super) async fn network(client: &Client, command: NetworkCommand) -> Result<
             }
         }
         NetworkCommand::Rm(a) => {
-            return each(&a.names, |n| async move {
-                client
-                    .call::<()>(Method::DELETE, &paths::network(&enc(&n)), None::<&()>)
-                    .await
-                    .map(|()| println!("removed network {n}"))
-            })
-            .await;
+            return remove_each(client, &a.names, "network", paths::network).await;
         }
     }
     Ok(0)
@@ -218,13 +212,7 @@ pub(super) async fn channel(client: &Client, command: ChannelCommand) -> Result<
             }
         }
         ChannelCommand::Rm(a) => {
-            return each(&a.names, |n| async move {
-                client
-                    .call::<()>(Method::DELETE, &paths::channel(&enc(&n)), None::<&()>)
-                    .await
-                    .map(|()| println!("removed channel {n}"))
-            })
-            .await;
+            return remove_each(client, &a.names, "channel", paths::channel).await;
         }
     }
     Ok(0)

@@ -7,7 +7,7 @@ use mayfly_api::{
     SetOutcome, paths,
 };
 
-use super::{each, enc};
+use super::{each, enc, remove_each};
 use crate::cli::client::{Client, ClientError};
 use crate::cli::output::{json, table};
 use crate::cli::{FlavorCommand, NamesArgs, SetArgs};
@@ -108,13 +108,7 @@ pub(super) async fn flavor(client: &Client, command: FlavorCommand) -> Result<i3
             }
         }
         FlavorCommand::Rm(a) => {
-            return each(&a.names, |n| async move {
-                client
-                    .call::<()>(Method::DELETE, &paths::flavor(&enc(&n)), None::<&()>)
-                    .await
-                    .map(|()| println!("removed flavor {n}"))
-            })
-            .await;
+            return remove_each(client, &a.names, "flavor", paths::flavor).await;
         }
     }
     Ok(0)

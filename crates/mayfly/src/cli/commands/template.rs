@@ -9,7 +9,7 @@ use hyper::Method;
 use mayfly_api::{ImportEvent, TemplateInfo, paths};
 
 use super::import::import;
-use super::{each, enc};
+use super::{enc, remove_each};
 use crate::cli::client::{Client, ClientError, full};
 use crate::cli::output::{ago, json, size, table};
 use crate::cli::{RolloutArgs, TemplateCommand};
@@ -109,15 +109,7 @@ pub(super) async fn template(client: &Client, t: TemplateCommand) -> Result<i32,
                 }
                 0
             }),
-        TemplateCommand::Rm(a) => {
-            each(&a.names, |n| async move {
-                client
-                    .call::<()>(Method::DELETE, &paths::template(&enc(&n)), None::<&()>)
-                    .await
-                    .map(|()| println!("removed template {n}"))
-            })
-            .await
-        }
+        TemplateCommand::Rm(a) => remove_each(client, &a.names, "template", paths::template).await,
     }
 }
 
