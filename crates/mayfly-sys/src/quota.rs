@@ -159,15 +159,32 @@ pub fn get_project_quota(fs: impl AsFd, id: u32) -> io::Result<ProjectQuota> {
     })
 }
 
+/// Bytes of space limit per inode allowed: empty files, short symbolic links and
+/// directories stored in their inode use no counted blocks, so without an inode limit an
+/// instance could use up the filesystem's inodes within its space limit.
+const BYTES_PER_INODE: u64 = 4096;
+/// The fewest inodes a limit allows.
+const MIN_INODES: u64 = 4096;
+
+/// The inode limit that goes with a space limit of `bytes` (0: none).
+pub fn inode_limit_for(bytes: u64) -> u64 {
+    if bytes == 0 {
+        0
+    } else {
+        (bytes / BYTES_PER_INODE).max(MIN_INODES)
+    }
+}
+
 /// `Q_SETQUOTA` of project `id`: a hard space limit of `bytes` rounded up to whole KiB
-/// (`None` or 0: no limit), no soft limit, no inode limits.
+/// (`None` or 0: no limit) and the inode limit [`inode_limit_for`] that goes with it; no soft
+/// limits.
 pub fn set_project_space_limit(fs: impl AsFd, id: u32, bytes: Option<u64>) -> io::Result<()> {
     let blocks = bytes.unwrap_or(0).div_ceil(QIF_DQBLKSIZE);
     let mut q = libc::dqblk {
         dqb_bhardlimit: blocks,
         dqb_bsoftlimit: 0,
         dqb_curspace: 0,
-        dqb_ihardlimit: 0,
+        dqb_ihardlimit: inode_limit_for(bytes.unwrap_or(0)),
         dqb_isoftlimit: 0,
         dqb_curinodes: 0,
         dqb_btime: 0,
