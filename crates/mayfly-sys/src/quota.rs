@@ -270,4 +270,11 @@ mod tests {
         assert_eq!(FS_IOC_FSSETXATTR, 0x401c_5820);
         assert_eq!(qcmd(libc::Q_GETQUOTA as u32), 0x8000_0702);
     }
+
+    #[test]
+    fn a_space_limit_brings_an_inode_limit() {
+        assert_eq!(inode_limit_for(0), 0, "no space limit, no inode limit");
+        assert_eq!(inode_limit_for(16 << 20), 4096, "the floor");
+        assert_eq!(inode_limit_for(1 << 30), 262_144, "one per 4 KiB");
+    }
 }
