@@ -12,23 +12,16 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
+use common::forker_bench::{ForkerBench, Layout, Sweep, groups};
 use common::quota_fs::{QuotaFs, QuotaKind};
 use mayfly_driver::cgroup::CgroupLayout;
 use mayfly_driver::container::ContainerDriver;
 use mayfly_driver::{Driver, DriverEvent, InitStdio, InstanceSpec, NetworkMode, ProcessSpec};
 
 const MIB: u64 = 1 << 20;
-
-fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + within;
-    while !f() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn process(args: &[&str]) -> ProcessSpec {
     ProcessSpec {
@@ -40,48 +33,11 @@ fn process(args: &[&str]) -> ProcessSpec {
     }
 }
 
-/// The groups named `parent` in every cgroup hierarchy.
-fn cgroups(parent: &str) -> Vec<PathBuf> {
-    let root = Path::new("/sys/fs/cgroup");
-    let mut out: Vec<PathBuf> = std::iter::once(root.join(parent))
-        .chain(
-            std::fs::read_dir(root)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|e| e.path().join(parent)),
-        )
-        .filter(|p| p.is_dir())
-        .collect();
-    out.dedup();
-    out
-}
+/// A forker and a container driver on a state directory that is a quota filesystem (see
+/// `common/forker_bench.rs`).
+type Bench = ForkerBench;
 
-fn remove_tree(group: &Path) {
-    for e in std::fs::read_dir(group).into_iter().flatten().flatten() {
-        if e.path().is_dir() {
-            remove_tree(&e.path());
-        }
-    }
-    let _ = std::fs::remove_dir(group);
-}
-
-/// A forker and a container driver on a state directory that is a quota filesystem.
-/// Fields drop in order: driver, forker (and cgroups), filesystem, test directory.
-struct Bench {
-    driver: ContainerDriver,
-    rt: tokio::runtime::Runtime,
-    events: tokio::sync::mpsc::Receiver<DriverEvent>,
-    state: PathBuf,
-    layer: PathBuf,
-    trash: PathBuf,
-    forker: Child,
-    parent: String,
-    fs: Option<QuotaFs>,
-    _tmp: tempfile::TempDir,
-}
-
-impl Bench {
+impl ForkerBench {
     /// On a fresh quota filesystem of `kind`.
     fn new(kind: QuotaKind, name: &str) -> Bench {
         Self::on(Some(kind), name)
@@ -89,49 +45,7 @@ impl Bench {
 
     /// On a quota filesystem of `kind`, or a plain directory of /tmp.
     fn on(kind: Option<QuotaKind>, name: &str) -> Bench {
-        let tmp = tempfile::Builder::new()
-            .prefix("mfq-")
-            .tempdir_in("/tmp")
-            .unwrap();
-        let state = tmp.path().join("state");
-        let fs = kind.map(|k| QuotaFs::mount(k, &tmp.path().join("img"), &state, 512));
-        std::fs::create_dir_all(&state).unwrap();
-        let layer = state.join("layer");
-        std::fs::create_dir(&layer).unwrap();
-        mayfly_image::build_busybox_rootfs(Path::new("/bin/busybox"), &layer).unwrap();
-        let trash = state.join("trash");
-        std::fs::create_dir(&trash).unwrap();
-        std::fs::create_dir(state.join("instances")).unwrap();
-        let exe = env!("CARGO_BIN_EXE_mayfly");
-        let parent = format!("mayfly-{name}-{}", std::process::id());
-        let forker = Command::new(exe)
-            .args(["forker", "--state-dir"])
-            .arg(&state)
-            .args(["--cgroup-parent", &parent])
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        wait_for("the forker's socket", Duration::from_secs(10), || {
-            state.join("run/forker.sock").exists()
-        });
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let (tx, events) = tokio::sync::mpsc::channel(64);
-        let driver = ContainerDriver::new(&state, Path::new(exe), &parent, CgroupLayout::Auto, tx);
-        Bench {
-            driver,
-            rt,
-            events,
-            state,
-            layer,
-            trash,
-            forker,
-            parent,
-            fs,
-            _tmp: tmp,
-        }
+        Self::create(name, Layout::Quota(kind), Sweep::Remove)
     }
 
     fn spec(&self, id: &str, args: &[&str]) -> InstanceSpec {
@@ -205,7 +119,7 @@ impl Bench {
     }
 
     fn stderr_path(&self, id: &str) -> PathBuf {
-        self._tmp.path().join(format!("{id}.stderr"))
+        self.tmp.path().join(format!("{id}.stderr"))
     }
 
     /// What the last exec in `id` wrote to its stderr.
@@ -233,28 +147,14 @@ impl Bench {
     /// Stops the forker, removes the test's cgroups, unmounts the filesystem and says what
     /// was left.
     fn finish(mut self) {
-        let _ = self.forker.kill();
-        let _ = self.forker.wait();
-        for g in cgroups(&self.parent) {
-            remove_tree(&g);
-        }
+        self.end_forker();
         let problems = self.fs.take().map(QuotaFs::finish).unwrap_or_default();
         assert!(problems.is_empty(), "left behind: {problems:?}");
         assert!(
-            cgroups(&self.parent).is_empty(),
+            groups(&self.parent).is_empty(),
             "cgroups left: {:?}",
-            cgroups(&self.parent)
+            groups(&self.parent)
         );
-    }
-}
-
-impl Drop for Bench {
-    fn drop(&mut self) {
-        let _ = self.forker.kill();
-        let _ = self.forker.wait();
-        for g in cgroups(&self.parent) {
-            remove_tree(&g);
-        }
     }
 }
 

@@ -3,43 +3,14 @@
 //! host cannot enforce fails the start and leaves no group, and the driver changes limits of
 //! a running instance and reads its usage straight from the kernel's files.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
+use std::path::Path;
+use std::time::Duration;
+
+use common::forker_bench::{ForkerBench, Layout, Sweep, groups, wait_for};
 use mayfly_api::{Cpus, IoMax, Limits};
-use mayfly_driver::cgroup::CgroupLayout;
-use mayfly_driver::container::ContainerDriver;
 use mayfly_driver::{Driver, InitStdio, InstanceSpec, NetworkMode, ProcessSpec};
-
-fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + within;
-    while !f() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The hierarchies' mount points: `/sys/fs/cgroup` itself (v2) and each directory in it (v1).
-fn hierarchies() -> Vec<PathBuf> {
-    let root = Path::new("/sys/fs/cgroup");
-    let mut out = vec![root.to_owned()];
-    for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
-        if e.path().is_dir() {
-            out.push(e.path());
-        }
-    }
-    out
-}
-
-/// The groups at `rel` in every hierarchy.
-fn groups(rel: &str) -> Vec<PathBuf> {
-    hierarchies()
-        .into_iter()
-        .map(|h| h.join(rel))
-        .filter(|p| p.is_dir())
-        .collect()
-}
 
 /// The content of cgroup file `file` of group `rel`, in whichever hierarchy has it.
 fn kernel(rel: &str, file: &str) -> String {
@@ -51,95 +22,13 @@ fn kernel(rel: &str, file: &str) -> String {
     std::fs::read_to_string(path).unwrap().trim().to_owned()
 }
 
-/// Kills what runs in `group` (and below), then removes the groups, deepest first.
-fn remove_tree(group: &Path) {
-    for e in std::fs::read_dir(group).into_iter().flatten().flatten() {
-        if e.path().is_dir() {
-            remove_tree(&e.path());
-        }
-    }
-    let procs = std::fs::read_to_string(group.join("cgroup.procs")).unwrap_or_default();
-    for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-    }
-    let end = Instant::now() + Duration::from_secs(5);
-    while std::fs::remove_dir(group).is_err() && group.exists() && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
+/// A state directory with a busybox layer, its own forker, and a driver talking to it (see
+/// `common/forker_bench.rs`); the cleanup kills what is left in the test's cgroups.
+type Bench = ForkerBench;
 
-/// Ends the forker and removes what the test left in the cgroup hierarchies.
-struct Cleanup {
-    forker: Child,
-    parent: String,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = self.forker.kill();
-        let _ = self.forker.wait();
-        for g in groups(&self.parent) {
-            remove_tree(&g);
-        }
-    }
-}
-
-/// A state directory with a busybox layer, its own forker, and a driver talking to it.
-/// Fields drop in order: the driver, then the forker (and the test's cgroups), then the state.
-struct Bench {
-    driver: ContainerDriver,
-    rt: tokio::runtime::Runtime,
-    _events: tokio::sync::mpsc::Receiver<mayfly_driver::DriverEvent>,
-    state: PathBuf,
-    layer: PathBuf,
-    trash: PathBuf,
-    parent: String,
-    _cleanup: Cleanup,
-    _tmp: tempfile::TempDir,
-}
-
-impl Bench {
+impl ForkerBench {
     fn new() -> Bench {
-        let tmp = tempfile::tempdir().unwrap();
-        let state = tmp.path().to_owned();
-        let layer = state.join("layer");
-        std::fs::create_dir(&layer).unwrap();
-        mayfly_image::build_busybox_rootfs(Path::new("/bin/busybox"), &layer).unwrap();
-        let trash = state.join("trash");
-        std::fs::create_dir(&trash).unwrap();
-        let exe = env!("CARGO_BIN_EXE_mayfly");
-        let parent = format!("mayfly-limtest-{}", std::process::id());
-        let forker = Command::new(exe)
-            .args(["forker", "--state-dir"])
-            .arg(&state)
-            .args(["--cgroup-parent", &parent])
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        let cleanup = Cleanup {
-            forker,
-            parent: parent.clone(),
-        };
-        wait_for("the forker's socket", Duration::from_secs(10), || {
-            state.join("run/forker.sock").exists()
-        });
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let (tx, events) = tokio::sync::mpsc::channel(64);
-        let driver = ContainerDriver::new(&state, Path::new(exe), &parent, CgroupLayout::Auto, tx);
-        Bench {
-            driver,
-            rt,
-            _events: events,
-            state,
-            layer,
-            trash,
-            parent,
-            _cleanup: cleanup,
-            _tmp: tmp,
-        }
+        Self::create("limtest", Layout::Plain, Sweep::KillAndRemove)
     }
 
     /// Starts container `id` running `sh -c script` under `limits`.

@@ -3,12 +3,13 @@
 //! (issue 21; that forker runs in a network namespace of the test's own: nothing here touches
 //! the host's network); and it tells a late release of an ended run from the end of the next.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-use mayfly_driver::cgroup::CgroupLayout;
-use mayfly_driver::container::ContainerDriver;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::forker_bench::{ForkerBench, Layout, Sweep, wait_for};
 use mayfly_driver::{Driver, InitStdio, InstanceSpec, NetworkMode, ProcessSpec};
 
 const BRIDGE: &str = "mf-7e57000000a1";
@@ -21,55 +22,6 @@ fn sh(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + within;
-    while !f() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The cgroups named `parent` in every hierarchy.
-fn cgroups(parent: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let root = Path::new("/sys/fs/cgroup");
-    if root.join(parent).is_dir() {
-        out.push(root.join(parent));
-    }
-    for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
-        let p = e.path().join(parent);
-        if p.is_dir() {
-            out.push(p);
-        }
-    }
-    out
-}
-
-fn remove_tree(group: &Path) {
-    for e in std::fs::read_dir(group).into_iter().flatten().flatten() {
-        if e.path().is_dir() {
-            remove_tree(&e.path());
-        }
-    }
-    let _ = std::fs::remove_dir(group);
-}
-
-/// Ends the forker and removes what the test left in the cgroup hierarchies.
-struct Cleanup {
-    forker: Child,
-    parent: String,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = self.forker.kill();
-        let _ = self.forker.wait();
-        for g in cgroups(&self.parent) {
-            remove_tree(&g);
-        }
-    }
 }
 
 /// One interface on the test's bridge, as JSON (the spec's type is mayfly-net's).
@@ -122,66 +74,14 @@ fn host_ends() -> Vec<String> {
         .collect()
 }
 
-/// What a forker test works with: a state directory with a busybox layer and a trash
-/// directory, its own forker (started from this thread, so in this thread's network
-/// namespace: the driver would start one from a runtime thread), a driver talking to it, and
-/// a runtime to drive it.
-///
-/// Fields drop in this order: the driver, then the forker (and the test's cgroups), then
-/// the state directory.
-struct Bench {
-    driver: ContainerDriver,
-    rt: tokio::runtime::Runtime,
-    events: tokio::sync::mpsc::Receiver<mayfly_driver::DriverEvent>,
-    state: PathBuf,
-    layer: PathBuf,
-    trash: PathBuf,
-    _cleanup: Cleanup,
-    _tmp: tempfile::TempDir,
-}
+/// What a forker test works with (see `common/forker_bench.rs`): its cgroups are under
+/// `mayfly-<name>-<pid>`.
+type Bench = ForkerBench;
 
-impl Bench {
+impl ForkerBench {
     /// A bench whose cgroups are under `mayfly-<name>-<pid>`.
     fn new(name: &str) -> Bench {
-        let tmp = tempfile::tempdir().unwrap();
-        let state = tmp.path().to_owned();
-        let layer = state.join("layer");
-        std::fs::create_dir(&layer).unwrap();
-        mayfly_image::build_busybox_rootfs(Path::new("/bin/busybox"), &layer).unwrap();
-        let trash = state.join("trash");
-        std::fs::create_dir(&trash).unwrap();
-        let exe = env!("CARGO_BIN_EXE_mayfly");
-        let parent = format!("mayfly-{name}-{}", std::process::id());
-        let forker = Command::new(exe)
-            .args(["forker", "--state-dir"])
-            .arg(&state)
-            .args(["--cgroup-parent", &parent])
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        let cleanup = Cleanup {
-            forker,
-            parent: parent.clone(),
-        };
-        wait_for("the forker's socket", Duration::from_secs(10), || {
-            state.join("run/forker.sock").exists()
-        });
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let (tx, events) = tokio::sync::mpsc::channel(64);
-        let driver = ContainerDriver::new(&state, Path::new(exe), &parent, CgroupLayout::Auto, tx);
-        Bench {
-            driver,
-            rt,
-            events,
-            state,
-            layer,
-            trash,
-            _cleanup: cleanup,
-            _tmp: tmp,
-        }
+        Self::create(name, Layout::Plain, Sweep::Remove)
     }
 
     /// Starts container `id` (`sleep 60`) with `interfaces` (JSON).

@@ -19,6 +19,7 @@ mod clients;
 mod daemon_net;
 pub mod debian;
 mod faults;
+pub mod forker_bench;
 mod host;
 mod http;
 pub mod images;
