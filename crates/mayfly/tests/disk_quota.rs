@@ -541,7 +541,6 @@ fn instances_cannot_call_quotactl_fd() {
 /// The CLI contract of issue 22 on a state directory with project quotas (needs a kernel
 /// with quota support: see the driver-level tests' `NOT RUN` note).
 #[test]
-#[ignore = "needs the CLI's --disk/set/stats (issue 22, part 4) and a kernel with quota support"]
 fn launch_with_disk_limits_the_instance_through_the_cli() {
     if let Some(option) = QuotaKind::Ext4.kernel_lacks_quota() {
         eprintln!("NOT RUN: this kernel was built without {option}: no project quotas on ext4");
