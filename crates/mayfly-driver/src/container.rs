@@ -95,15 +95,21 @@ impl ContainerDriver {
         }
     }
 
-    /// Whether the instance of `instance_dir` runs (its cgroup exists).
+    /// Whether the instance of `instance_dir` runs (its cgroup holds processes).
     fn dir_running(&self, instance_dir: &Path) -> bool {
         let id = instance_dir
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or_default();
-        self.cgroups
-            .as_ref()
-            .is_some_and(|cg| !id.is_empty() && cg.exists(&self.cgroup_of(id)))
+        // Processes in its group, not the group's existence: the forker removes a stopped
+        // instance's group a moment after its last process is reaped, and a start may come
+        // before that (a read that fails counts as running: nothing is then copied).
+        self.cgroups.as_ref().is_some_and(|cg| {
+            !id.is_empty()
+                && cg
+                    .pids(&self.cgroup_of(id))
+                    .map_or(true, |pids| !pids.is_empty())
+        })
     }
 
     async fn expect_done(&self, request: Request, fds: Vec<OwnedFd>) -> Result<(), DriverError> {
