@@ -114,8 +114,9 @@ pub struct LimitArgs {
     /// 50M) or rbps=R,wbps=W,riops=N,wiops=N (any of them).
     #[arg(long, help_heading = LIMITS, allow_negative_numbers = true, value_name = "RATE|rbps=R,…", value_parser = LimitValue("io-max"))]
     pub io_max: Option<String>,
-    /// Size of the writable layer, at least 16M, e.g. 2G (a project quota: writing past it
-    /// gives ENOSPC; needs quotas on the state filesystem, see docs/quotas.md).
+    /// Size of the writable layer, at least 16M, e.g. 2G: writing past it gives ENOSPC (a
+    /// project quota where the state filesystem has them, else an ext4 image per instance;
+    /// see docs/quotas.md).
     #[arg(long, help_heading = LIMITS, allow_negative_numbers = true, value_name = "SIZE", value_parser = LimitValue("disk"))]
     pub disk: Option<String>,
     /// Bandwidth of each network interface, each way: bytes/s (10M) or bits/s (100mbit,
