@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::cgroup::{CgroupLayout, Cgroups};
 use crate::client::ForkerClient;
+use crate::files;
 use crate::protocol::{ContainerState, Failure, FailureKind, LogTarget, Reply, Request};
 use crate::spec::{ContainerSpec, ProcessSpec, StdioSpec};
 use crate::{
@@ -132,17 +133,6 @@ pub fn overlay_lowers(layers: &[PathBuf]) -> Vec<PathBuf> {
         .collect();
     out.reverse();
     out
-}
-
-fn files<'a>(
-    action: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(std::io::Error) -> DriverError + 'a {
-    move |source| DriverError::Files {
-        action,
-        path: path.to_owned(),
-        source,
-    }
 }
 
 /// The prefix of a tree [`move_to_trash`] renamed next to itself (on another filesystem

@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::DriverError;
 use crate::protocol::Failure;
+use crate::{DriverError, files};
 
 /// Deadline of `mount`, `umount` and `losetup`.
 const MOUNT_DEADLINE: Duration = Duration::from_secs(30);
@@ -34,17 +34,6 @@ const STDERR_MAX: u64 = 4096;
 
 fn failed(message: String) -> DriverError {
     DriverError::Failed(Failure::other(message))
-}
-
-fn files<'a>(
-    action: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(std::io::Error) -> DriverError + 'a {
-    move |source| DriverError::Files {
-        action,
-        path: path.to_owned(),
-        source,
-    }
 }
 
 /// The test hook: `MAYFLY_FAIL_AT` (comma-separated) naming `name` fails that step.

@@ -342,6 +342,18 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     fn release_disk(&self, instance_dir: &Path) -> Result<(), DriverError>;
 }
 
+/// The error of a file operation `action` on `path` (for `map_err`).
+pub(crate) fn files<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> DriverError + 'a {
+    move |source| DriverError::Files {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}
+
 /// The message of `e` followed by its sources, `a: b: c`.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();

@@ -22,7 +22,7 @@ use std::sync::Mutex;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
-use crate::DriverError;
+use crate::{DriverError, files};
 
 /// Project ids mayfly hands out (high, to stay clear of ids an administrator assigns by hand
 /// in `/etc/projid`).
@@ -42,17 +42,6 @@ pub struct DiskQuotas {
     dev: u64,
     /// Serialises choosing and claiming project ids.
     assign: Mutex<()>,
-}
-
-fn files<'a>(
-    action: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(std::io::Error) -> DriverError + 'a {
-    move |source| DriverError::Files {
-        action,
-        path: path.to_owned(),
-        source,
-    }
 }
 
 fn open_dir(path: &Path) -> std::io::Result<OwnedFd> {

@@ -82,6 +82,25 @@ pub async fn dispatch(client: &Client, command: Command) -> i32 {
     }
 }
 
+/// `GET`s the object at `path` and prints it: JSON for scripts (`as_json`), else `print`.
+async fn show<T>(
+    client: &Client,
+    path: &str,
+    as_json: bool,
+    print: fn(&T),
+) -> Result<(), ClientError>
+where
+    T: serde::de::DeserializeOwned + serde::Serialize,
+{
+    let object: T = client.call(hyper::Method::GET, path, None::<&()>).await?;
+    if as_json {
+        crate::cli::output::json(&object);
+    } else {
+        print(&object);
+    }
+    Ok(())
+}
+
 /// `DELETE`s the object of each name (`path` makes its API path from the encoded name) and
 /// says `removed NOUN NAME`; reports each failure and goes on.
 async fn remove_each(

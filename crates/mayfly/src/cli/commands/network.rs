@@ -5,7 +5,7 @@ use mayfly_api::{
     ChannelInfo, CreateChannel, CreateNetwork, InstanceInfo, NetworkInfo, RenameRequest, paths,
 };
 
-use super::{enc, remove_each};
+use super::{enc, remove_each, show};
 use crate::cli::client::{Client, ClientError};
 use crate::cli::output::{ago, json, table};
 use crate::cli::{ChannelCommand, NetworkCommand, RenameArgs};
@@ -68,14 +68,13 @@ pub(super) async fn network(client: &Client, command: NetworkCommand) -> Result<
             }
         }
         NetworkCommand::Info(a) => {
-            let n: NetworkInfo = client
-                .call(Method::GET, &paths::network(&enc(&a.name)), None::<&()>)
-                .await?;
-            if a.json {
-                json(&n);
-            } else {
-                print_network(&n);
-            }
+            show::<NetworkInfo>(
+                client,
+                &paths::network(&enc(&a.name)),
+                a.json,
+                print_network,
+            )
+            .await?;
         }
         NetworkCommand::Rm(a) => {
             return remove_each(client, &a.names, "network", paths::network).await;

@@ -7,7 +7,7 @@ use mayfly_api::{
     SetOutcome, paths,
 };
 
-use super::{each, enc, remove_each};
+use super::{each, enc, remove_each, show};
 use crate::cli::client::{Client, ClientError};
 use crate::cli::output::{json, table};
 use crate::cli::{FlavorCommand, NamesArgs, SetArgs};
@@ -98,14 +98,7 @@ pub(super) async fn flavor(client: &Client, command: FlavorCommand) -> Result<i3
             }
         }
         FlavorCommand::Info(a) => {
-            let f: FlavorInfo = client
-                .call(Method::GET, &paths::flavor(&enc(&a.name)), None::<&()>)
-                .await?;
-            if a.json {
-                json(&f);
-            } else {
-                print_flavor(&f);
-            }
+            show::<FlavorInfo>(client, &paths::flavor(&enc(&a.name)), a.json, print_flavor).await?;
         }
         FlavorCommand::Rm(a) => {
             return remove_each(client, &a.names, "flavor", paths::flavor).await;
