@@ -170,3 +170,27 @@ pub fn ask_init(d: &TestDaemon, name: &str, cmd: &[&str]) {
         args.join(" ")
     );
 }
+
+/// Compiles `tests/fixtures/NAME.c` (static) into the test's directory and lays it over the
+/// busybox template as `/bin/NAME` (`template patch --from`), so that every instance
+/// launched afterwards has it. Returns the host's copy of the program.
+pub fn install_fixture(d: &TestDaemon, name: &str) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{name}.c"));
+    let tree = d.dir.join(format!("{name}-tree"));
+    std::fs::create_dir_all(tree.join("bin")).expect("mkdir the fixture's tree");
+    let bin = tree.join("bin").join(name);
+    let mut gcc = Command::new("gcc");
+    gcc.args(["-static", "-O2", "-o"]).arg(&bin).arg(&src);
+    let out = run_command(gcc, None, Duration::from_secs(120));
+    assert!(out.success(), "cannot build {name}: {out}");
+    d.ok(&[
+        "template",
+        "patch",
+        "busybox",
+        "--from",
+        tree.to_str().expect("a UTF-8 path"),
+        "-m",
+        name,
+    ]);
+    bin
+}

@@ -487,27 +487,9 @@ impl Drop for Outside {
 
 // ---- the usock tool -----------------------------------------------------------------------
 
-/// Compiles `tests/fixtures/usock.c` (static) into the test's directory and lays it over the
-/// busybox template as `/bin/usock` (`template patch --from`), so that every instance
-/// launched afterwards has it.
+/// Lays `tests/fixtures/usock.c`, built, over the busybox template as `/bin/usock`.
 pub fn install_usock(d: &TestDaemon) {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/usock.c");
-    let tree = d.dir.join("usock-tree");
-    std::fs::create_dir_all(tree.join("bin")).expect("mkdir the usock tree");
-    let bin = tree.join("bin/usock");
-    let mut gcc = Command::new("gcc");
-    gcc.args(["-static", "-O2", "-o"]).arg(&bin).arg(&src);
-    let out = run_command(gcc, None, Duration::from_secs(120));
-    assert!(out.success(), "cannot build usock: {out}");
-    d.ok(&[
-        "template",
-        "patch",
-        "busybox",
-        "--from",
-        tree.to_str().expect("a UTF-8 path"),
-        "-m",
-        "usock",
-    ]);
+    super::install_fixture(d, "usock");
 }
 
 /// The host's copy of usock (built by [`install_usock`]), to run in a namespace.

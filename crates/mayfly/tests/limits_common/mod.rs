@@ -4,34 +4,14 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::{IDLE, Output, TestDaemon, cgroup_present, run_command};
+use crate::common::{IDLE, Output, TestDaemon, cgroup_present};
 
-/// Compiles `tests/fixtures/alloc.c` (static) into the test's directory and lays it over the
-/// busybox template as `/bin/alloc`, so that every instance launched afterwards has it.
+/// Lays `tests/fixtures/alloc.c`, built, over the busybox template as `/bin/alloc`.
 pub fn install_alloc(d: &TestDaemon) {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/alloc.c");
-    let tree = d.dir.join("alloc-tree");
-    std::fs::create_dir_all(tree.join("bin")).expect("mkdir the alloc tree");
-    let mut gcc = Command::new("gcc");
-    gcc.args(["-static", "-O2", "-o"])
-        .arg(tree.join("bin/alloc"))
-        .arg(&src);
-    let out = run_command(gcc, None, Duration::from_secs(120));
-    assert!(out.success(), "cannot build alloc: {out}");
-    d.ok(&[
-        "template",
-        "patch",
-        "busybox",
-        "--from",
-        tree.to_str().expect("a UTF-8 path"),
-        "-m",
-        "alloc",
-    ]);
+    crate::common::install_fixture(d, "alloc");
 }
 
 /// Launches `name` from busybox with `extra` flags and an idle init.
