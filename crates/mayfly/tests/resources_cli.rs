@@ -417,9 +417,16 @@ fn stats_on_a_terminal_redraws_every_second_until_ctrl_c() {
 
     let d = TestDaemon::start();
     idle(&d, "tty1", &["--memory", "64M"]);
-    // `script` gives the CLI a terminal; a Ctrl-C typed on it is a SIGINT to the CLI.
+    // `script` gives the CLI a terminal; a Ctrl-C typed on it is a SIGINT to the CLI. `script`
+    // runs the command through $SHELL (sh when unset, as in CI); `exec` leaves the CLI alone in
+    // the terminal's process group, or the shell would take the SIGINT too and exit with 130.
     let mut child = Command::new("script")
-        .args(["-qfec", &format!("{} stats", common::bin()), "/dev/null"])
+        .args([
+            "-qfec",
+            &format!("exec {} stats", common::bin()),
+            "/dev/null",
+        ])
+        .env_remove("SHELL")
         .env("MAYFLY_SOCKET", &d.socket)
         .env_remove("MAYFLY_STATE_DIR")
         .stdin(Stdio::piped())
