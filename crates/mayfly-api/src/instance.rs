@@ -237,6 +237,21 @@ pub struct InstanceInfo {
     /// Processes the kernel's OOM killer ended in the current run (or, stopped, the last).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub oom_kills: u64,
+    /// Volumes mounted into it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<crate::VolumeMount>,
+    /// Its `--meta` pairs (also in its `/run/mayfly/meta.json`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub meta: std::collections::BTreeMap<String, String>,
+    /// Its user data, if it has any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data: Option<crate::UserDataInfo>,
+    /// What happens when its init ends unasked.
+    #[serde(default, skip_serializing_if = "crate::RestartPolicy::is_no")]
+    pub restart: crate::RestartPolicy,
+    /// Where its restart policy stands (restarts in a row, next attempt), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarts: Option<crate::RestartInfo>,
 }
 
 /// `POST /v1/instances`: create an instance, and start it unless `start` is false. Its
@@ -307,6 +322,22 @@ pub struct CreateInstance {
     /// Its own limits (over the flavor's).
     #[serde(default, skip_serializing_if = "crate::Limits::is_empty")]
     pub limits: crate::Limits,
+    /// User data: a script (`#!…`) or a cloud-config (`#cloud-config`), at most
+    /// [`crate::MAX_USER_DATA`] bytes, carried out at every start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data: Option<String>,
+    /// `KEY=VALUE` metadata for `/run/mayfly/meta.json` (see [`crate::check_meta`]).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub meta: std::collections::BTreeMap<String, String>,
+    /// Volumes to mount (each attached to this instance only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<crate::VolumeMount>,
+    /// What happens when its init ends unasked (default `no`; refused for ephemeral ones).
+    #[serde(default, skip_serializing_if = "crate::RestartPolicy::is_no")]
+    pub restart: crate::RestartPolicy,
+    /// Reset it every day at this time (`HH:MM`, local time): a reset schedule made with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset_at: Option<String>,
 }
 
 fn yes() -> bool {
@@ -476,6 +507,10 @@ pub struct CloneRequest {
     /// Start the clone.
     #[serde(default)]
     pub start: bool,
+    /// Give the clone a copy of each volume of the source (named `<clone>-<volume>`)
+    /// instead of none: a volume is attached to one instance at a time.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub copy_volumes: bool,
 }
 
 /// `POST /v1/instances/{name}/publish`.

@@ -12,6 +12,7 @@ pub mod names;
 mod network;
 mod resources;
 pub mod size;
+mod state;
 pub mod stream;
 mod template;
 pub mod text;
@@ -29,6 +30,12 @@ pub use network::{
 pub use resources::{
     Cpus, CreateFlavor, FlavorInfo, InstanceStats, IoMax, LIMIT_KEYS, Limits, SetLimits,
     SetOutcome, StatsQuery, builtin_flavors, parse_cpus,
+};
+pub use state::{
+    AttachVolume, CreateSchedule, CreateVolume, DetachVolume, MAX_META_BYTES, MAX_META_PAIRS,
+    MAX_USER_DATA, META_PATH, RestartInfo, RestartPolicy, ScheduleAction, ScheduleInfo,
+    UserDataHandler, UserDataInfo, UserDataKind, UserDataStatus, VolumeAttachment, VolumeInfo,
+    VolumeMount, check_meta, parse_meta_pair,
 };
 pub use template::{
     BuildTemplate, GcReport, HeldBack, ImportEvent, ImportQuery, ImportTemplate, LayerInfo, NDJSON,
@@ -86,6 +93,22 @@ pub mod paths {
     /// `GET`: [`super::InstanceStats`] of the instances named in `?instances=a,b` (every
     /// running one without it).
     pub const STATS: &str = "/v1/stats";
+    /// `GET`: list; `POST`: create from [`super::CreateVolume`].
+    pub const VOLUMES: &str = "/v1/volumes";
+    /// `GET`: every schedule of every instance.
+    pub const SCHEDULES: &str = "/v1/schedules";
+
+    /// `/v1/volumes/{name}`: `GET` info, `DELETE` remove (refused while attached); with
+    /// `/attach` and `/detach` (`POST`).
+    pub fn volume(name: &str) -> String {
+        format!("{VOLUMES}/{name}")
+    }
+
+    /// `/v1/instances/{name}/schedules`: `GET` list, `POST` add ([`super::CreateSchedule`]);
+    /// `/{id}`: `DELETE` remove.
+    pub fn schedules(instance: &str) -> String {
+        format!("{INSTANCES}/{instance}/schedules")
+    }
 
     /// `/v1/flavors/{name}`: `GET` info, `DELETE` remove (refused for built-in flavors and
     /// while instances use it).

@@ -170,6 +170,14 @@ impl Engine {
                 "remove it",
             ));
         }
+        let user_data = crate::user_data::check_request(req)?;
+        crate::restart_policy::check_policy(req.mode, req.restart)?;
+        let reset_cron = req
+            .reset_at
+            .as_deref()
+            .map(crate::schedules::daily_at)
+            .transpose()?;
+        self.check_volume_mounts(&req.volumes).await?;
         let mut config = InstanceConfig {
             command: req.command.clone(),
             entrypoint: req.entrypoint.clone(),
@@ -183,6 +191,10 @@ impl Engine {
             publish: req.publish.clone(),
             flavor: None,
             limits: mayfly_api::Limits::default(),
+            volumes: req.volumes.clone(),
+            meta: req.meta.clone(),
+            user_data: user_data.as_ref().map(|(summary, _)| summary.clone()),
+            restart: req.restart,
         };
         process::check_overrides(&config)?;
         // Checked before anything is looked up, made (the default network) last.
@@ -251,6 +263,7 @@ impl Engine {
             layer_since: None,
             next_run: None,
             paused: false,
+            restart_state: None,
         };
         let dir = self.layout.instance_dir(&rec.id);
         self.blocking({
@@ -267,9 +280,16 @@ impl Engine {
         let want_ids = self.userns_off.is_none();
         let inserted = {
             let mut r = rec.clone();
+            let data = user_data.map(|(_, bytes)| bytes);
             let res = self
                 .db(move |s| {
                     s.insert_instance(&mut r, want_ids)?;
+                    if let Some(data) = &data {
+                        s.set_user_data(&r.id, Some(data))?;
+                    }
+                    if let Some(cron) = &reset_cron {
+                        s.add_schedule(&r.id, mayfly_api::ScheduleAction::Reset, cron, None)?;
+                    }
                     Ok(r)
                 })
                 .await;
@@ -391,6 +411,15 @@ impl Engine {
             .await?;
         let network = mayfly_driver::NetworkMode::Isolated;
         let interfaces = self.interfaces_of(&rec.id).await?;
+        let extras = self
+            .user_data_start(crate::user_data::StartContext {
+                rec: &rec,
+                version,
+                layers: &layers,
+                limits: &limits,
+                interfaces: &interfaces,
+            })
+            .await?;
         let files = self
             .etc_files(
                 self.layout.instance_dir(&rec.id),
@@ -408,6 +437,7 @@ impl Engine {
             &rec.id,
             &channels,
         ));
+        binds.extend(self.volume_binds(&rec).await?);
         layers.extend(files.mount_points);
         let channel_layer = {
             let dir = self.layout.instance_dir(&rec.id);
@@ -426,7 +456,7 @@ impl Engine {
                 crate::etc_files::as_uuid(&files.machine_id)
             ));
         }
-        let spec = InstanceSpec {
+        let mut spec = InstanceSpec {
             id: rec.id.clone(),
             hostname: rec.name.clone(),
             layers,
@@ -444,6 +474,7 @@ impl Engine {
             interfaces,
             limits: limits.clone(),
         };
+        extras.apply(&mut spec);
         {
             // Admitted and `starting` under one lock: from then on its reservation counts.
             let _admission = self.admission.lock().await;

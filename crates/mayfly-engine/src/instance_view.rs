@@ -96,6 +96,11 @@ impl Engine {
                 InstanceState::Stopped => rec.last_exit.as_ref().map_or(0, |e| e.oom_kills),
                 _ => 0,
             },
+            volumes: rec.config.volumes.clone(),
+            meta: rec.config.meta.clone(),
+            user_data: self.user_data_info(rec),
+            restart: rec.config.restart,
+            restarts: self.restart_info(rec),
         }
     }
 

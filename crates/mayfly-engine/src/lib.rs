@@ -32,13 +32,17 @@ mod power;
 mod process;
 mod recovery;
 mod resources;
+mod restart_policy;
 mod rollout;
+mod schedules;
 mod slot;
 mod snapshot;
 mod stop;
 mod template;
 mod trash;
+mod user_data;
 mod versions;
+mod volumes;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -258,6 +262,7 @@ impl Engine {
             }
         });
         tokio::spawn(engine.clone().event_loop(events_rx));
+        engine.start_timers();
         Ok(engine)
     }
 

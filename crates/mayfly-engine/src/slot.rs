@@ -378,6 +378,10 @@ impl Engine {
         for w in watchers {
             let _ = w.send(status);
         }
+        if again.is_none() {
+            // Settled and not started again anyway: its restart policy decides.
+            self.apply_restart_policy(slot, status, ending).await;
+        }
         if let Some(journal) = again {
             // By id: the instance may have been renamed since `slot` was taken.
             let current = lock(&self.slots).by_id(&slot.id).map(|s| s.name.clone());

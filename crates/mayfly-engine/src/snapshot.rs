@@ -468,8 +468,10 @@ impl Engine {
                     mode,
                     // New interfaces (allocated with the row); the source's published host
                     // ports stay the source's.
+                    // and the source's volumes stay the source's (one holder at a time).
                     config: mayfly_store::InstanceConfig {
                         publish: Vec::new(),
+                        volumes: Vec::new(),
                         ..src_rec.config.clone()
                     },
                     id_base: None,
@@ -492,13 +494,18 @@ impl Engine {
                     }),
                     // Not the source's pause: the clone starts as any stopped instance.
                     paused: false,
+                    restart_state: None,
                 };
                 let want_ids = self.userns_off.is_none();
                 let r = rec.clone();
+                let src_id = src_rec.id.clone();
                 rec = self
                     .db(move |st| {
                         let mut r = r;
                         st.insert_instance(&mut r, want_ids)?;
+                        // Its user data too (the config names it, the bytes are apart).
+                        let data = st.user_data(&src_id)?;
+                        st.set_user_data(&r.id, data.as_deref())?;
                         Ok(r)
                     })
                     .await?;

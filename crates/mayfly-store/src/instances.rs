@@ -25,6 +25,7 @@ struct RawInstance {
     next_run: Option<String>,
     layer_since: Option<i64>,
     paused: bool,
+    restart_state: Option<String>,
 }
 
 impl Store {
@@ -57,8 +58,8 @@ impl Store {
                 rec.id_base = Some(Self::free_id_base(&tx)?);
             }
             tx.execute(
-                "INSERT INTO instances (id, name, template, pinned_version, mode, config, id_base, created_at, run, last_exit, writable_gen, writable_version, next_run, layer_since, paused)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                "INSERT INTO instances (id, name, template, pinned_version, mode, config, id_base, created_at, run, last_exit, writable_gen, writable_version, next_run, layer_since, paused, restart_state)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
                 params![
                     rec.id,
                     rec.name,
@@ -75,6 +76,7 @@ impl Store {
                     rec.next_run.as_ref().map(to_json),
                     rec.layer_since,
                     rec.paused,
+                    rec.restart_state.as_ref().map(to_json),
                 ],
             )
             .map_err(|e| match e {
@@ -90,6 +92,7 @@ impl Store {
                 },
             })?;
             crate::networks::allocate(&tx, &rec.id, &rec.config.networks, false)?;
+            crate::volumes::attach_all(&tx, &rec.id, &rec.config.volumes)?;
             tx.commit().map_err(sql("commit"))
         })();
         self.durable(true)?;
@@ -137,6 +140,7 @@ impl Store {
             next_run: r.get(12)?,
             layer_since: r.get(13)?,
             paused: r.get(14)?,
+            restart_state: r.get(15)?,
         })
     }
 
@@ -171,6 +175,10 @@ impl Store {
                 .map(|v| to_u32(v, "layer version"))
                 .transpose()?,
             paused: raw.paused,
+            restart_state: raw
+                .restart_state
+                .map(|s| from_json(&s, "restart state"))
+                .transpose()?,
             id: raw.id,
             name: raw.name,
             template: raw.template,
@@ -178,7 +186,7 @@ impl Store {
         })
     }
 
-    const INSTANCE_COLUMNS: &'static str = "id, name, template, pinned_version, mode, config, id_base, created_at, run, last_exit, writable_gen, writable_version, next_run, layer_since, paused";
+    const INSTANCE_COLUMNS: &'static str = "id, name, template, pinned_version, mode, config, id_base, created_at, run, last_exit, writable_gen, writable_version, next_run, layer_since, paused, restart_state";
 
     /// Every instance, by name.
     pub fn instances(&self) -> Result<Vec<InstanceRecord>, StoreError> {
@@ -385,6 +393,9 @@ impl Store {
                 [id],
             )
             .map_err(sql("delete channels"))?;
+            crate::volumes::detach_all(&tx, id)?;
+            tx.execute("DELETE FROM schedules WHERE instance_id = ?1", [id])
+                .map_err(sql("delete schedules"))?;
             tx.execute("DELETE FROM instances WHERE id = ?1", [id])
                 .map_err(sql("delete instance"))?;
             tx.commit().map_err(sql("commit"))
@@ -417,6 +428,43 @@ impl Store {
         )
         .map_err(sql("rename instance"))?;
         tx.commit().map_err(sql("commit"))
+    }
+
+    /// Records where instance `id`'s restart policy stands.
+    pub fn set_restart_state(
+        &mut self,
+        id: &str,
+        state: Option<&crate::RestartState>,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE instances SET restart_state = ?2 WHERE id = ?1",
+                params![id, state.map(to_json)],
+            )
+            .map_err(sql("record the restart state"))?;
+        Ok(())
+    }
+
+    /// Instance `id`'s user data (`None`: it has none).
+    pub fn user_data(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.conn
+            .query_row("SELECT user_data FROM instances WHERE id = ?1", [id], |r| {
+                r.get::<_, Option<Vec<u8>>>(0)
+            })
+            .optional()
+            .map_err(sql("read user data"))
+            .map(Option::flatten)
+    }
+
+    /// Sets instance `id`'s user data (its summary is in its config, set by the caller).
+    pub fn set_user_data(&mut self, id: &str, data: Option<&[u8]>) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE instances SET user_data = ?2 WHERE id = ?1",
+                params![id, data],
+            )
+            .map_err(sql("record user data"))?;
+        Ok(())
     }
 
     /// Deletes an instance row inserted by an operation that is being rolled back (and its

@@ -25,9 +25,11 @@ mod layers;
 mod layout;
 mod meta;
 mod networks;
+mod schedules;
 mod schema;
 mod snapshots;
 mod templates;
+mod volumes;
 
 use std::path::PathBuf;
 
@@ -249,6 +251,42 @@ pub struct InstanceConfig {
     /// Its own limits (the template's defaults with the launch's over them, then `set`).
     #[serde(default, skip_serializing_if = "mayfly_api::Limits::is_empty")]
     pub limits: mayfly_api::Limits,
+    /// Volumes mounted into it. Kept in step with the `volumes` table (which holds who holds
+    /// each volume) by the volume functions of the store, in one transaction.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<mayfly_api::VolumeMount>,
+    /// `--meta` pairs.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub meta: std::collections::BTreeMap<String, String>,
+    /// What its user data is, when it has some (the bytes are in their own column:
+    /// [`Store::user_data`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data: Option<UserDataSummary>,
+    /// Restart policy.
+    #[serde(default, skip_serializing_if = "mayfly_api::RestartPolicy::is_no")]
+    pub restart: mayfly_api::RestartPolicy,
+}
+
+/// What an instance's user data is (its bytes are read only when a start needs them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserDataSummary {
+    /// Script or cloud-config.
+    pub kind: mayfly_api::UserDataKind,
+    /// Size in bytes.
+    pub bytes: u64,
+}
+
+/// Where an instance's restart policy stands (kept across daemon restarts).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct RestartState {
+    /// Restarts in a row by the policy.
+    pub restarts: u32,
+    /// When the next attempt is due (Unix seconds), while it waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_at: Option<i64>,
+    /// Why the policy gave up, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gave_up: Option<String>,
 }
 
 /// What the catalogue remembers of a running init, to find it again after a daemon restart.
@@ -381,6 +419,8 @@ pub struct InstanceRecord {
     /// Paused by its user (`mayfly pause`): frozen again after a daemon restart, cleared by
     /// the end of the run.
     pub paused: bool,
+    /// Where its restart policy stands (`None`: nothing to remember).
+    pub restart_state: Option<RestartState>,
 }
 
 /// A journalled operation in flight.

@@ -134,6 +134,32 @@ const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL
     );
     ALTER TABLE instances ADD COLUMN paused INTEGER NOT NULL DEFAULT 0;",
+    // 8: per-instance state: volumes (attached to at most one instance: the row holds the
+    // holder), schedules, user data (a column of its own, read only when needed), and where a
+    // restart policy stands.
+    "CREATE TABLE volumes (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        size INTEGER,
+        created_at INTEGER NOT NULL,
+        instance_id TEXT REFERENCES instances(id),
+        path TEXT,
+        readonly INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX volumes_instance ON volumes(instance_id);
+    CREATE TABLE schedules (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        instance_id TEXT NOT NULL REFERENCES instances(id),
+        action TEXT NOT NULL,
+        cron TEXT NOT NULL,
+        keep INTEGER,
+        created_at INTEGER NOT NULL,
+        last_run INTEGER,
+        last_error TEXT
+    );
+    CREATE INDEX schedules_instance ON schedules(instance_id);
+    ALTER TABLE instances ADD COLUMN user_data BLOB;
+    ALTER TABLE instances ADD COLUMN restart_state TEXT;",
 ];
 
 /// Brings the database to the newest schema. Refuses a database newer than this binary.

@@ -22,8 +22,10 @@ use clap::{Args, Parser, Subcommand};
 pub use args::instance::*;
 pub use args::network::*;
 pub use args::resources::*;
+pub use args::schedule::*;
 pub use args::snapshot::*;
 pub use args::template::*;
+pub use args::volume::*;
 pub use client::Client;
 
 /// Default API socket.
@@ -301,6 +303,28 @@ snapshot work (a snapshot leaves it paused).")]
     /// Thaw paused instances.
     #[command(after_help = "Examples:\n  mayfly resume web")]
     Resume(NamesArgs),
+    /// Manage volumes: data that outlives instances, attached to one at a time.
+    #[command(
+        subcommand,
+        after_help = "\
+Examples:
+  mayfly volume create data --size 1G
+  mayfly launch busybox --name db --volume data:/srv/data
+  mayfly volume list
+  mayfly volume rm data"
+    )]
+    Volume(VolumeCommand),
+    /// Manage schedules: reset, restart or snapshot an instance at cron times.
+    #[command(
+        subcommand,
+        after_help = "\
+Examples:
+  mayfly schedule add web reset '0 3 * * *'
+  mayfly schedule add db snapshot '0 * * * *' --keep 24
+  mayfly schedule list
+  mayfly schedule rm 3"
+    )]
+    Schedule(ScheduleCommand),
 }
 
 /// `mayfly console`.

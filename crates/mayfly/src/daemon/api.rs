@@ -214,6 +214,8 @@ fn routes(engine: AppState) -> Router {
         .route("/v1/instances/{name}/pause", post(res::pause_instance))
         .route("/v1/instances/{name}/resume", post(res::resume_instance))
         .route(mayfly_api::paths::STATS, get(res::stats))
+        .merge(super::api_volumes::routes())
+        .merge(super::api_schedules::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .layer(axum::middleware::from_fn(log_request))

@@ -8,6 +8,8 @@
 mod api;
 mod api_network;
 mod api_resources;
+mod api_schedules;
+mod api_volumes;
 mod events;
 mod import;
 mod stream;

@@ -38,6 +38,32 @@ pub struct InstanceOptions {
     /// processes, and exits with the command's status (kept for every start).
     #[arg(long)]
     pub init: bool,
+    #[command(flatten)]
+    pub state: InstanceStateArgs,
+}
+
+/// Per-instance state given at launch: user data, metadata, volumes, restart policy.
+#[derive(Debug, Args)]
+pub struct InstanceStateArgs {
+    /// User data: a script (`#!…`) or a cloud-config (`#cloud-config`) from FILE (`-`:
+    /// standard input), carried out at every start (by the template's cloud-init when it has
+    /// it, else by mayfly before the init).
+    #[arg(long, value_name = "FILE")]
+    pub user_data: Option<std::path::PathBuf>,
+    /// Metadata KEY=VALUE for /run/mayfly/meta.json inside (repeatable).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub meta: Vec<String>,
+    /// Mount a volume (`mayfly volume create`) at a path inside: NAME:/path[:ro]
+    /// (repeatable). A volume is attached to one instance at a time.
+    #[arg(long = "volume", short = 'v', value_name = "NAME:/PATH[:ro]")]
+    pub volumes: Vec<mayfly_api::VolumeMount>,
+    /// When its init ends unasked: no (default), on-failure[:N] (at most N restarts in a
+    /// row) or always; with back-off. `mayfly stop` always stops it for good.
+    #[arg(long, value_name = "POLICY")]
+    pub restart: Option<mayfly_api::RestartPolicy>,
+    /// Reset it every day at HH:MM (local time): a reset schedule (`mayfly schedule list`).
+    #[arg(long, value_name = "HH:MM")]
+    pub reset_at: Option<String>,
 }
 
 /// `mayfly launch`.

@@ -5,5 +5,7 @@
 pub mod instance;
 pub mod network;
 pub mod resources;
+pub mod schedule;
 pub mod snapshot;
 pub mod template;
+pub mod volume;

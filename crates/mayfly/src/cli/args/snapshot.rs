@@ -81,6 +81,10 @@ pub struct CloneArgs {
     /// Start the clone.
     #[arg(long)]
     pub start: bool,
+    /// Give the clone a copy of each of the source's volumes (named CLONE-VOLUME); without
+    /// it the clone gets no volume (a volume is attached to one instance at a time).
+    #[arg(long)]
+    pub copy_volumes: bool,
     /// Print the new instance as JSON.
     #[arg(long)]
     pub json: bool,

@@ -38,6 +38,20 @@ pub(super) fn create_request(
                 .with_hint("see `mayfly launch --help` for the limit flags"),
         )
     })?;
+    let state = options.state;
+    let invalid = |message: String, hint: &str| {
+        ClientError::Api(
+            mayfly_api::ApiError::new(mayfly_api::ErrorCode::InvalidArgument, message)
+                .with_hint(hint),
+        )
+    };
+    let mut meta = std::collections::BTreeMap::new();
+    for pair in &state.meta {
+        let (k, v) = mayfly_api::parse_meta_pair(pair)
+            .map_err(|e| invalid(e, "see `mayfly launch --help`"))?;
+        meta.insert(k, v);
+    }
+    let user_data = state.user_data.as_deref().map(read_user_data).transpose()?;
     Ok(CreateInstance {
         template,
         name: options.name,
@@ -57,7 +71,40 @@ pub(super) fn create_request(
         publish: options.network.publish,
         flavor: options.flavor,
         limits,
+        user_data,
+        meta,
+        volumes: state.volumes,
+        restart: state.restart.unwrap_or_default(),
+        reset_at: state.reset_at,
     })
+}
+
+/// Reads `--user-data FILE` (`-`: standard input), refusing more than the daemon accepts.
+fn read_user_data(path: &std::path::Path) -> Result<String, ClientError> {
+    use std::io::Read;
+    let invalid = |message: String| {
+        ClientError::Api(
+            mayfly_api::ApiError::new(mayfly_api::ErrorCode::InvalidArgument, message)
+                .with_hint("give a script (#!...) or a cloud-config (#cloud-config) file"),
+        )
+    };
+    let limit = mayfly_api::MAX_USER_DATA as u64 + 1;
+    let mut bytes = Vec::new();
+    let read = if path == std::path::Path::new("-") {
+        std::io::stdin().lock().take(limit).read_to_end(&mut bytes)
+    } else {
+        std::fs::File::open(path).and_then(|f| f.take(limit).read_to_end(&mut bytes))
+    };
+    read.map_err(|e| invalid(format!("cannot read --user-data {}: {e}", path.display())))?;
+    if bytes.len() > mayfly_api::MAX_USER_DATA {
+        return Err(invalid(format!(
+            "--user-data {} is larger than {} bytes, the most an instance may be given",
+            path.display(),
+            mayfly_api::MAX_USER_DATA
+        )));
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| invalid(format!("--user-data {} is not UTF-8 text", path.display())))
 }
 
 pub(super) async fn launch(client: &Client, args: LaunchArgs) -> Result<i32, ClientError> {
@@ -217,6 +264,7 @@ pub(super) async fn instance_info(
         );
     }
     super::resources::print_limits(&i);
+    print_state(&i);
     if let Some(b) = i.writable_bytes {
         println!("changes:     {} in the writable layer", size(b));
     }
@@ -366,4 +414,58 @@ pub(super) async fn logs(
         }
     }
     Ok(0)
+}
+
+/// The per-instance state lines of `info`: volumes, metadata, user data, restart policy.
+fn print_state(i: &InstanceInfo) {
+    for v in &i.volumes {
+        println!("volume:      {v}");
+    }
+    for (k, v) in &i.meta {
+        println!("meta:        {k}={v}");
+    }
+    if let Some(u) = &i.user_data {
+        let kind = match u.kind {
+            mayfly_api::UserDataKind::Script => "script",
+            mayfly_api::UserDataKind::CloudConfig => "cloud-config",
+        };
+        let by = match u.handler {
+            mayfly_api::UserDataHandler::CloudInit => "the template's cloud-init",
+            mayfly_api::UserDataHandler::Mayfly => "mayfly, before the init",
+        };
+        let status = match &u.status {
+            Some(s) => {
+                let code = s
+                    .code
+                    .map(|c| format!(", exit code {c}"))
+                    .unwrap_or_default();
+                let at =
+                    s.at.as_deref()
+                        .map(|a| format!(" at {a}"))
+                        .unwrap_or_default();
+                format!("; last run: {}{code}{at}", s.state)
+            }
+            None => String::new(),
+        };
+        println!(
+            "user data:   {kind}, {}, run by {by}{status}",
+            size(u.bytes)
+        );
+        for e in u.status.iter().flat_map(|s| &s.errors) {
+            println!("             error: {e}");
+        }
+    }
+    if !i.restart.is_no() {
+        let mut line = format!("restart:     {}", i.restart);
+        if let Some(r) = &i.restarts {
+            line.push_str(&format!(", {} restart(s) in a row", r.restarts));
+            if let Some(next) = &r.next_attempt {
+                line.push_str(&format!(", next attempt at {next}"));
+            }
+            if let Some(why) = &r.gave_up {
+                line.push_str(&format!(", gave up: {why}"));
+            }
+        }
+        println!("{line}");
+    }
 }

@@ -9,9 +9,11 @@ mod import;
 mod instance;
 mod network;
 mod resources;
+mod schedule;
 mod snapshot;
 mod stats;
 mod template;
+mod volume;
 
 use super::Command;
 use super::client::{Client, ClientError};
@@ -75,6 +77,8 @@ pub async fn dispatch(client: &Client, command: Command) -> i32 {
         Command::Stats(a) => stats::stats(client, a).await,
         Command::Pause(a) => resources::pause(client, a, false).await,
         Command::Resume(a) => resources::pause(client, a, true).await,
+        Command::Volume(c) => volume::volume(client, c).await,
+        Command::Schedule(c) => schedule::schedule(client, c).await,
     };
     match result {
         Ok(code) => code,

@@ -107,6 +107,7 @@ pub(super) async fn clone_instance(client: &Client, a: CloneArgs) -> Result<i32,
         snapshot: a.snapshot.clone(),
         mode: a.mode,
         start: a.start,
+        copy_volumes: a.copy_volumes,
     };
     let path = paths::instance_action(&enc(&a.source), "clone");
     client
