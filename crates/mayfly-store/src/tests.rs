@@ -25,6 +25,7 @@ pub(crate) fn instance(name: &str, template: &str, mode: Mode) -> InstanceRecord
         layer_since: None,
         next_run: None,
         paused: false,
+        restart_state: None,
     }
 }
 

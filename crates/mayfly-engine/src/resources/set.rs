@@ -211,6 +211,7 @@ mod tests {
             layer_since: None,
             next_run: None,
             paused: false,
+            restart_state: None,
         }
     }
 
