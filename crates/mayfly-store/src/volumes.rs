@@ -298,8 +298,8 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tests::{instance, layer, open, v};
     use crate::VersionMeta;
+    use crate::tests::{instance, layer, open, v};
     use mayfly_api::{Mode, TemplateConfig, VolumeMount};
 
     fn vol(name: &str) -> VolumeRecord {
@@ -344,8 +344,13 @@ mod tests {
     fn a_volume_has_one_holder_and_is_freed_by_its_holders_delete() {
         let (_d, mut s) = open();
         let cfg = TemplateConfig::default();
-        s.create_template("t", false, &v(&[layer(1)], &cfg, &VersionMeta::default()), None)
-            .unwrap();
+        s.create_template(
+            "t",
+            false,
+            &v(&[layer(1)], &cfg, &VersionMeta::default()),
+            None,
+        )
+        .unwrap();
         s.insert_volume(&vol("data")).unwrap();
         let mut a = instance("a", "t", Mode::Persistent);
         a.config.volumes = vec![mount("data")];

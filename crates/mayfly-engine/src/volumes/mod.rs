@@ -28,7 +28,7 @@ use crate::{Engine, EngineError, lock};
 pub(crate) use targets::check_mounts;
 
 /// The smallest size limit accepted (an ext4 image needs room for itself).
-pub const MIN_VOLUME_SIZE: u64 = 8 << 20;
+pub const MIN_VOLUME_SIZE: u64 = 16 << 20;
 
 /// At most this many entries are counted for the used bytes of a volume without a limit.
 const USAGE_MAX_ENTRIES: u64 = 1_000_000;
@@ -112,7 +112,10 @@ pub(crate) fn sweep(store: &Store, layout: &Layout) -> Result<(), StoreError> {
             continue;
         }
         let path = e.path();
-        tracing::info!("removing {} (a volume the catalogue does not know)", path.display());
+        tracing::info!(
+            "removing {} (a volume the catalogue does not know)",
+            path.display()
+        );
         if let Err(err) = images.release(&path) {
             tracing::warn!(
                 "cannot release the disk image of {}: {}",
@@ -354,11 +357,7 @@ impl Engine {
     async fn discard_volume_dir(&self, dir: &Path) {
         let (d, driver) = (dir.to_owned(), self.driver.clone());
         let released = self
-            .blocking(move || {
-                driver
-                    .release_disk(&d)
-                    .map_err(crate::error::from_driver)
-            })
+            .blocking(move || driver.release_disk(&d).map_err(crate::error::from_driver))
             .await;
         if let Err(e) = released {
             tracing::warn!(
