@@ -119,6 +119,17 @@ fn a_planted_symlink_cannot_redirect_a_volume_onto_the_host() {
     d.ok(&["stop", "p"]);
     d.ok(&["volume", "attach", "one", "p:/srv/data"]);
     d.ok(&["volume", "attach", "two", "p:/srv/up"]);
+    // The climbing link resolves inside the root, where nothing is there yet: the start is
+    // refused (the forker never creates through a link) and nothing of the host changed.
+    let out = d.fails(&["start", "p"]);
+    assert!(out.stderr.contains("/srv/up"), "{out}");
+    assert_eq!(dir_listing(&host_dir), ["keep"]);
+    // Once the tenant makes that path inside its own root, the volume lands there.
+    d.ok(&["volume", "detach", "two", "p"]);
+    d.ok(&["start", "p"]);
+    d.sh("p", &format!("mkdir -p {}", host_dir.display()));
+    d.ok(&["stop", "p"]);
+    d.ok(&["volume", "attach", "two", "p:/srv/up"]);
     d.ok(&["start", "p"]);
     wait_state(&d, "p", "running");
     d.sh(

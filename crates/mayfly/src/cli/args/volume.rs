@@ -68,7 +68,8 @@ fn parse_size(s: &str) -> Result<u64, String> {
 /// field holds the instance).
 fn parse_target(s: &str) -> Result<mayfly_api::VolumeMount, String> {
     s.parse::<mayfly_api::VolumeMount>().map_err(|e| {
-        e.replace("NAME:/path", "INSTANCE:/path")
+        e.replace("invalid volume", "invalid target")
+            .replace("NAME:/path", "INSTANCE:/path")
             .replace("no volume name", "no instance name")
             .replace(
                 "`--volume data:/srv/data`",
