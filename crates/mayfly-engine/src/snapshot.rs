@@ -59,6 +59,7 @@ fn snapshot_info(instance: &str, s: &SnapshotRecord) -> SnapshotInfo {
         size: s.size,
         entries: s.entries,
         frozen_ms: s.frozen_ms,
+        volumes: s.config.volumes.clone(),
     }
 }
 

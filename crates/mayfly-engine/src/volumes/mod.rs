@@ -210,20 +210,9 @@ impl Engine {
             None => None,
         };
         let used = if used {
-            let dir = self.layout.volume_dir(&v.id);
-            let driver = self.driver.clone();
-            let limited = v.size.is_some();
-            Some(
-                self.blocking(move || {
-                    let quota = if limited {
-                        driver.disk_usage(&dir).ok().flatten()
-                    } else {
-                        None
-                    };
-                    Ok(quota.unwrap_or_else(|| used_bytes(&dir.join("data"))))
-                })
-                .await?,
-            )
+            // The blocks of its files (an image's own ext4 metadata not counted).
+            let data = self.layout.volume_data(&v.id);
+            Some(self.blocking(move || Ok(used_bytes(&data))).await?)
         } else {
             None
         };
@@ -297,8 +286,13 @@ impl Engine {
         let inserted = match made {
             Ok(()) => {
                 crate::failpoint("volume:made");
-                let r = rec.clone();
-                self.db(move |s| s.insert_volume(&r)).await
+                match crate::inject("volume:made") {
+                    Ok(()) => {
+                        let r = rec.clone();
+                        self.db(move |s| s.insert_volume(&r)).await
+                    }
+                    Err(e) => Err(e),
+                }
             }
             Err(e) => Err(e),
         };
