@@ -289,7 +289,7 @@ fn of_simultaneous_attaches_and_launches_exactly_one_wins() {
         .collect();
     assert_eq!(
         holding,
-        [holder.clone()],
+        std::slice::from_ref(&holder),
         "only the winner's config names it"
     );
     d.ok(&["volume", "detach", "shared", &holder]);
