@@ -224,6 +224,20 @@ fn a_clone_gets_no_volume_or_copies_of_them() {
         .collect();
     assert_eq!(names, ["again-conf", "conf", "copy-conf", "copy-db", "db"]);
 
+    // Restoring a snapshot that recorded a volume does not take it back from its new holder.
+    d.ok(&["volume", "detach", "db", "src"]);
+    d.ok(&["volume", "attach", "db", "plain:/srv/db"]);
+    d.ok(&["snapshot", "restore", "src", "s1"]);
+    let kept: Vec<_> = d.info("src")["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["volume"].clone())
+        .collect();
+    assert_eq!(kept, [serde_json::json!("conf")]);
+    let v = d.json(&["volume", "info", "db", "--json"]);
+    assert_eq!(v["attached"]["instance"], "plain", "{v}");
+
     for n in ["src", "plain", "copy"] {
         d.ok(&["rm", "--force", n]);
     }
