@@ -335,6 +335,7 @@ fn of_simultaneous_attaches_and_launches_exactly_one_wins() {
         .into_iter()
         .filter(|n| n.starts_with('l'))
         .collect();
+    d.wait_instance_dirs(N + 1);
     assert_eq!(
         launched.len(),
         1,

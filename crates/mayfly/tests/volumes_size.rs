@@ -119,6 +119,16 @@ fn a_volume_size_is_enforced_and_its_image_follows_the_volume() {
     );
     d.ok(&["start", "w"]);
     assert_eq!(d.sh("w", "cat /v/note"), "kept\n");
+    // Lost while the daemon runs: the next start mounts it again.
+    d.ok(&["stop", "w"]);
+    let out = std::process::Command::new("umount")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    d.ok(&["start", "w"]);
+    assert!(is_mount(&dir));
+    assert_eq!(d.sh("w", "cat /v/note"), "kept\n");
 
     d.ok(&["rm", "--force", "w"]);
     d.ok(&["volume", "rm", "small"]);

@@ -183,6 +183,27 @@ impl Engine {
                 )));
             }
             let data = self.layout.volume_data(&v.id);
+            if !data.is_dir()
+                && let Some(bytes) = v.size
+            {
+                // A disk image whose mount was lost while the daemon ran: mounted again
+                // (setting the same limit mounts it and changes nothing else).
+                let (dir, driver) = (self.layout.volume_dir(&v.id), self.driver.clone());
+                let remounted = self
+                    .blocking(move || {
+                        driver
+                            .set_disk_quota(&dir, Some(bytes))
+                            .map_err(crate::error::from_driver)
+                    })
+                    .await;
+                if let Err(e) = remounted {
+                    tracing::warn!(
+                        "cannot mount the disk image of volume `{}` again: {}",
+                        m.volume,
+                        mayfly_driver::error_chain(&e)
+                    );
+                }
+            }
             if !data.is_dir() {
                 return Err(EngineError::Unavailable(format!(
                     "the data of volume `{}` is missing ({}): its disk image may not be mounted; restart the daemon or see its log",
