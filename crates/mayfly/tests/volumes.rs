@@ -72,6 +72,28 @@ fn volumes_are_made_listed_attached_and_removed_through_cli_and_api() {
             .contains("too small"),
         "{e}"
     );
+    let (status, e) = d.api(
+        "POST",
+        "/v1/volumes/data/attach",
+        Some(&json!({"instance": "ghost", "path": "/x"})),
+    );
+    assert_eq!(status, 404, "{e}");
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("ghost"),
+        "{e}"
+    );
+    let (status, e) = d.api(
+        "POST",
+        "/v1/volumes/nope/detach",
+        Some(&json!({"instance": "ghost"})),
+    );
+    assert_eq!(status, 404, "{e}");
+    let (status, e) = d.api(
+        "POST",
+        "/v1/volumes/data/attach",
+        Some(&json!({"path": "/x"})),
+    );
+    assert_eq!(status, 400, "{e}");
     let (status, e) = d.api("GET", "/v1/volumes/nope", None);
     assert_eq!(status, 404, "{e}");
     assert!(

@@ -166,6 +166,18 @@ fn a_failure_or_a_crash_while_a_sized_volume_is_made_leaves_nothing() {
             .is_empty()
     );
     assert_nothing_left(&d);
+    // A crash in the middle of a removal: the restart finishes it.
+    d.ok(&["volume", "create", "r", "--size", "16M"]);
+    let (_, dir) = volume_dir(&d, "r");
+    assert!(is_mount(&dir));
+    d.crash_at("volume:removed", &["volume", "rm", "r"]);
+    assert!(
+        d.json(&["volume", "list", "--json"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert_nothing_left(&d);
     d.finish();
 }
 
