@@ -481,6 +481,10 @@ pub struct SnapshotInfo {
     /// How long the instance was frozen to take it (running instances only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frozen_ms: Option<u64>,
+    /// The volumes the instance had when it was taken (recorded, not copied: a restore
+    /// keeps the instance's current volumes, and a clone gets none or copies).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<crate::VolumeMount>,
 }
 
 /// `POST /v1/instances/{name}/snapshots`.

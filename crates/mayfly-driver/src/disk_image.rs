@@ -612,14 +612,19 @@ fn grow(image: &Path, dir: &Path, current: u64, size: u64) -> Result<(), DriverE
 }
 
 /// At start-up, before anything reads instance directories: mounts the images of the
-/// instances `known` (after a reboot) and removes the images of the others and every
-/// temporary an interrupted change left. Best effort: logged.
-pub fn recover(state_dir: &Path, known: &std::collections::HashSet<String>) {
+/// instances `known` and of the volumes `volumes` (after a reboot) and removes the images of
+/// the others and every temporary an interrupted change left. Best effort: logged.
+pub fn recover(
+    state_dir: &Path,
+    known: &std::collections::HashSet<String>,
+    volumes: &std::collections::HashSet<String>,
+) {
     let images = DiskImages::at(state_dir);
     let Ok(entries) = std::fs::read_dir(images.dir()) else {
         return;
     };
     let instances = state_dir.join("instances");
+    let volume_dirs = state_dir.join("volumes");
     let mut ids = std::collections::BTreeSet::new();
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
@@ -629,9 +634,14 @@ pub fn recover(state_dir: &Path, known: &std::collections::HashSet<String>) {
         }
     }
     for id in ids {
-        let dir = instances.join(&id);
+        // A volume's image is mounted over its directory, an instance's over its own.
+        let dir = if volumes.contains(&id) || volume_dirs.join(&id).is_dir() {
+            volume_dirs.join(&id)
+        } else {
+            instances.join(&id)
+        };
         let disks = images.dir();
-        let result = if known.contains(&id) {
+        let result = if known.contains(&id) || volumes.contains(&id) {
             recover_known(&images, &disks, &id, &dir)
         } else {
             images.release(&dir)

@@ -167,6 +167,7 @@ impl EngineError {
                     "network" => "create it with `mayfly network create NAME` (see `mayfly network list`)".into(),
                     "channel" => "list channels with `mayfly channel list`".into(),
                     "flavor" => "see the flavors with `mayfly flavor list`".into(),
+                    "volume" => "create it with `mayfly volume create NAME` (see `mayfly volume list`)".into(),
                     _ => "check the name".into(),
                 }),
             ),
@@ -198,6 +199,12 @@ impl EngineError {
             EngineError::Store(StoreError::NetworkInUse { .. }) => (
                 ErrorCode::InUse,
                 Some("remove those instances first (`mayfly rm NAME`)".into()),
+            ),
+            EngineError::Store(StoreError::VolumeAttached { volume, holder }) => (
+                ErrorCode::InUse,
+                Some(format!(
+                    "detach it first (`mayfly volume detach {volume} {holder}`, with `{holder}` stopped), or use another volume"
+                )),
             ),
             EngineError::Conflict { hint, .. } => (ErrorCode::InUse, hint.clone()),
             EngineError::Net(mayfly_net::NetError::Invalid(_)) => {

@@ -82,7 +82,9 @@ pub(crate) fn recover(store: &mut Store, layout: &Layout) -> Result<Recovered, S
     // Disk images first: the directories of instances with one are their mounts (after a
     // reboot, not yet), and images of instances not in the catalogue go.
     let known: HashSet<String> = store.instances()?.into_iter().map(|i| i.id).collect();
-    mayfly_driver::disk_image::recover(layout.root(), &known);
+    let volumes: HashSet<String> = store.volumes()?.into_iter().map(|v| v.id).collect();
+    mayfly_driver::disk_image::recover(layout.root(), &known, &volumes);
+    crate::volumes::sweep(store, layout)?;
     for entry in store.journal_pending()? {
         tracing::warn!(
             "rolling back an interrupted {} of `{}` (started at {})",

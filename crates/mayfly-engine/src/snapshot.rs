@@ -59,6 +59,7 @@ fn snapshot_info(instance: &str, s: &SnapshotRecord) -> SnapshotInfo {
         size: s.size,
         entries: s.entries,
         frozen_ms: s.frozen_ms,
+        volumes: s.config.volumes.clone(),
     }
 }
 
@@ -426,7 +427,20 @@ impl Engine {
             let new_id = crate::random_hex(8);
             let dir = self.layout.instance_dir(&new_id);
             let upper = self.layout.writable_dir(&new_id, 1);
-            let journal = self.journal(kind::CLONE, &new_id, &dir).await?;
+            // Copies of its volumes first (free volumes, attached by the clone's insert).
+            let copies = if req.copy_volumes {
+                self.copy_volumes(&slot, &src_rec, &req.name).await?
+            } else {
+                Vec::new()
+            };
+            let copy_names: Vec<String> = copies.iter().map(|m| m.volume.clone()).collect();
+            let journal = match self.journal(kind::CLONE, &new_id, &dir).await {
+                Ok(j) => j,
+                Err(e) => {
+                    self.remove_copies(&copy_names).await;
+                    return Err(e);
+                }
+            };
             let result: Result<InstanceRecord, EngineError> = async {
                 let d = dir.clone();
                 self.blocking(move || {
@@ -468,10 +482,11 @@ impl Engine {
                     mode,
                     // New interfaces (allocated with the row); the source's published host
                     // ports stay the source's.
-                    // and the source's volumes stay the source's (one holder at a time).
+                    // and the source's volumes stay the source's (one holder at a time): the
+                    // clone gets none, or the copies made above.
                     config: mayfly_store::InstanceConfig {
                         publish: Vec::new(),
-                        volumes: Vec::new(),
+                        volumes: copies.clone(),
                         ..src_rec.config.clone()
                     },
                     id_base: None,
@@ -531,6 +546,7 @@ impl Engine {
                     let id = new_id.clone();
                     let _ = self.db(move |st| st.forget_instance(&id)).await;
                     self.abandon_tree(&dir, Some(journal)).await;
+                    self.remove_copies(&copy_names).await;
                     return Err(e);
                 }
             }

@@ -5,6 +5,8 @@
 //! <state>/layers/<algo>-<hex>/   immutable layer trees, named by digest
 //! <state>/instances/<id>/    upper-<gen>/ (writable layer), work dir, mount point, logs
 //! <state>/snapshots/<id>/    frozen copies of writable layers
+//! <state>/volumes/<id>/data/ volumes' data (a size-limited volume's directory is a project
+//!                            quota's or a loop-mounted disk image's, `<state>/disks/<id>.img`)
 //! <state>/tmp/               trees being built; swept at start-up
 //! <state>/trash/             trees being deleted in the background; emptied at start-up
 //! <state>/run/               sockets and locks of the daemon and its forker
@@ -42,6 +44,7 @@ impl Layout {
             self.trash(),
             self.run(),
             self.channels(),
+            self.volumes(),
         ] {
             std::fs::create_dir_all(&dir).map_err(|source| StoreError::Io {
                 action: "create",
@@ -63,8 +66,9 @@ impl Layout {
             self.layers(),
             self.instances(),
             // A server instance writes there as root (idmapped): a setuid-root file it makes
-            // must not be reachable by the host's users.
+            // must not be reachable by the host's users. Volumes likewise.
             self.channels(),
+            self.volumes(),
         ] {
             std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).map_err(
                 |source| StoreError::Io {
@@ -157,5 +161,21 @@ impl Layout {
     /// Channel `name`'s directory (bind-mounted into its server and client).
     pub fn channel_dir(&self, name: &str) -> PathBuf {
         self.channels().join(name)
+    }
+
+    /// Where volumes' directories are.
+    pub fn volumes(&self) -> PathBuf {
+        self.root.join("volumes")
+    }
+
+    /// Volume `id`'s directory (where its size limit applies: a quota's project, or the
+    /// mount point of its disk image).
+    pub fn volume_dir(&self, id: &str) -> PathBuf {
+        self.volumes().join(id)
+    }
+
+    /// Volume `id`'s data (bind-mounted into the instance holding it).
+    pub fn volume_data(&self, id: &str) -> PathBuf {
+        self.volume_dir(id).join("data")
     }
 }

@@ -41,6 +41,7 @@ pub use channels::ChannelRecord;
 pub use flavors::FlavorRecord;
 pub use layout::Layout;
 pub use networks::{InterfaceRecord, NetworkRecord};
+pub use volumes::VolumeRecord;
 
 /// A catalogue operation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +128,14 @@ pub enum StoreError {
         flavor: String,
         /// Instance names.
         users: Vec<String>,
+    },
+    /// A volume is attached to another instance (one holder at a time).
+    #[error("volume `{volume}` is attached to instance `{holder}`")]
+    VolumeAttached {
+        /// The volume.
+        volume: String,
+        /// The instance holding it.
+        holder: String,
     },
     /// A stored value could not be decoded.
     #[error("state database holds an unreadable {what}: {detail}")]

@@ -75,6 +75,9 @@ pub(super) async fn snapshot(
                 if let Some(ms) = s.frozen_ms {
                     println!("frozen:     {ms} ms");
                 }
+                for v in &s.volumes {
+                    println!("volume:     {v} (recorded, its data is not in the snapshot)");
+                }
             }
         }
         S::Restore(a) => {

@@ -1,11 +1,115 @@
 //! `mayfly volume …`.
-//!
-//! (Skeleton: filled in by the volumes work.)
 
+use hyper::Method;
+use mayfly_api::{AttachVolume, CreateVolume, DetachVolume, VolumeInfo, paths};
+
+use super::{enc, remove_each, show};
 use crate::cli::VolumeCommand;
 use crate::cli::client::{Client, ClientError};
+use crate::cli::output::{ago, json, table};
 
 /// `mayfly volume …`.
-pub(super) async fn volume(_client: &Client, _c: VolumeCommand) -> Result<i32, ClientError> {
-    Ok(2)
+pub(super) async fn volume(client: &Client, c: VolumeCommand) -> Result<i32, ClientError> {
+    match c {
+        VolumeCommand::Create(a) => {
+            let req = CreateVolume {
+                name: a.name,
+                size: a.size,
+            };
+            let v: VolumeInfo = client
+                .call(Method::POST, paths::VOLUMES, Some(&req))
+                .await?;
+            if a.json {
+                json(&v);
+            } else {
+                println!("created volume {}", v.name);
+            }
+        }
+        VolumeCommand::List(f) => {
+            let all: Vec<VolumeInfo> = client
+                .call(Method::GET, paths::VOLUMES, None::<&()>)
+                .await?;
+            if f.json {
+                json(&all);
+            } else {
+                let rows: Vec<Vec<String>> = all
+                    .iter()
+                    .map(|v| {
+                        vec![
+                            v.name.clone(),
+                            v.size
+                                .map_or_else(|| "-".into(), mayfly_api::size::format_size),
+                            attachment(v),
+                            ago(&v.created_at),
+                        ]
+                    })
+                    .collect();
+                table(&["NAME", "SIZE", "ATTACHED", "CREATED"], &rows);
+            }
+        }
+        VolumeCommand::Info(a) => {
+            show::<VolumeInfo>(client, &paths::volume(&enc(&a.name)), a.json, print_volume).await?;
+        }
+        VolumeCommand::Rm(a) => {
+            return remove_each(client, &a.names, "volume", paths::volume).await;
+        }
+        VolumeCommand::Attach(a) => {
+            // INSTANCE:/path[:ro]: the mount's `volume` field holds the instance.
+            let m = a.target;
+            let req = AttachVolume {
+                instance: m.volume,
+                path: m.path,
+                readonly: m.readonly,
+            };
+            let path = format!("{}/attach", paths::volume(&enc(&a.name)));
+            let v: VolumeInfo = client.call(Method::POST, &path, Some(&req)).await?;
+            if a.json {
+                json(&v);
+            } else {
+                println!("attached volume {} to {}", v.name, attachment(&v));
+            }
+        }
+        VolumeCommand::Detach(a) => {
+            let req = DetachVolume {
+                instance: a.instance.clone(),
+            };
+            let path = format!("{}/detach", paths::volume(&enc(&a.name)));
+            let _: VolumeInfo = client.call(Method::POST, &path, Some(&req)).await?;
+            println!("detached volume {} from {}", a.name, a.instance);
+        }
+    }
+    Ok(0)
+}
+
+/// `INSTANCE:/path[:ro]`, or `-`.
+fn attachment(v: &VolumeInfo) -> String {
+    match &v.attached {
+        Some(a) => format!(
+            "{}:{}{}",
+            a.instance,
+            a.path,
+            if a.readonly { ":ro" } else { "" }
+        ),
+        None => "-".into(),
+    }
+}
+
+fn print_volume(v: &VolumeInfo) {
+    println!("name:        {}", v.name);
+    println!("id:          {}", v.id);
+    println!(
+        "size:        {}",
+        v.size.map_or_else(
+            || "no limit".into(),
+            |s| format!("{} ({s} bytes)", mayfly_api::size::format_size(s))
+        )
+    );
+    if let Some(used) = v.used {
+        println!(
+            "used:        {} ({used} bytes)",
+            mayfly_api::size::format_size(used)
+        );
+    }
+    println!("attached:    {}", attachment(v));
+    println!("created:     {}", v.created_at);
 }
