@@ -322,6 +322,7 @@ mod tests {
                 .unwrap();
         }
         let conn = rusqlite::Connection::open(root.join("mayfly.db")).unwrap();
+        conn.execute_batch(crate::schema::BACK_TO_7).unwrap();
         conn.execute_batch(
             "DROP TABLE flavors; ALTER TABLE instances DROP COLUMN paused; PRAGMA user_version = 6;",
         )

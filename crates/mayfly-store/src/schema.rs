@@ -162,6 +162,13 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE instances ADD COLUMN restart_state TEXT;",
 ];
 
+/// SQL that takes a database of the newest schema back to schema 7 (tests that open an older
+/// catalogue rewind a new one step by step).
+#[cfg(test)]
+pub(crate) const BACK_TO_7: &str = "DROP TABLE volumes; DROP TABLE schedules; \
+     ALTER TABLE instances DROP COLUMN user_data; \
+     ALTER TABLE instances DROP COLUMN restart_state;";
+
 /// Brings the database to the newest schema. Refuses a database newer than this binary.
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let current: i64 = conn

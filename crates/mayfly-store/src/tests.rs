@@ -352,6 +352,7 @@ fn the_previous_version_of_an_older_catalogue_is_the_one_below_the_current() {
     }
     // Back to schema 4, as a catalogue written by the previous mayfly.
     let conn = rusqlite::Connection::open(root.join("mayfly.db")).unwrap();
+    conn.execute_batch(crate::schema::BACK_TO_7).unwrap();
     conn.execute_batch(
         "DROP TABLE flavors; ALTER TABLE instances DROP COLUMN paused; \
          DROP TABLE channels; DROP TABLE interfaces; DROP TABLE networks; \
