@@ -106,8 +106,10 @@ impl Engine {
         let name = slot.name.as_str();
         let note = {
             let _guard = slot.acquire("stop").await?;
-            // A stop asked for now wins over an interrupted restart's wish to run again.
+            // A stop asked for now wins over an interrupted restart's wish to run again, and
+            // over a restart policy's pending restart.
             self.forget_restart(&slot).await;
+            self.cancel_restart(&slot).await;
             let idle = {
                 let rt = lock(&slot.rt);
                 rt.state == InstanceState::Stopped && rt.pending_exit.is_none()

@@ -55,7 +55,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ScheduleRecord> {
 }
 
 impl Store {
-    /// Adds a schedule to instance `instance_id`; returns its id.
+    /// Adds a schedule to instance `instance_id`, created now; returns its id.
     pub fn add_schedule(
         &mut self,
         instance_id: &str,
@@ -63,11 +63,24 @@ impl Store {
         cron: &str,
         keep: Option<u32>,
     ) -> Result<u64, StoreError> {
+        self.add_schedule_at(instance_id, action, cron, keep, crate::now())
+    }
+
+    /// Adds a schedule to instance `instance_id`, created at `created_at` (Unix seconds, as
+    /// the scheduler's clock reads); returns its id.
+    pub fn add_schedule_at(
+        &mut self,
+        instance_id: &str,
+        action: mayfly_api::ScheduleAction,
+        cron: &str,
+        keep: Option<u32>,
+        created_at: i64,
+    ) -> Result<u64, StoreError> {
         self.conn
             .execute(
                 "INSERT INTO schedules (instance_id, action, cron, keep, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![instance_id, action.as_str(), cron, keep, crate::now()],
+                params![instance_id, action.as_str(), cron, keep, created_at],
             )
             .map_err(sql("add a schedule"))?;
         Ok(u64::try_from(self.conn.last_insert_rowid()).unwrap_or(0))
@@ -125,6 +138,19 @@ impl Store {
                 name: id.to_string(),
             });
         }
+        Ok(())
+    }
+
+    /// Records what stands in the way of schedule `id` without recording a run (it is
+    /// tried again).
+    pub fn set_schedule_error(&mut self, id: u64, error: &str) -> Result<(), StoreError> {
+        let id_sql = i64::try_from(id).unwrap_or(-1);
+        self.conn
+            .execute(
+                "UPDATE schedules SET last_error = ?2 WHERE id = ?1",
+                params![id_sql, error],
+            )
+            .map_err(sql("record a schedule's error"))?;
         Ok(())
     }
 
