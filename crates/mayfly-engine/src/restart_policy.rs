@@ -362,7 +362,12 @@ mod tests {
             decide(p, Some(Ending::Signalled), None, None, None, 0, B),
             Decision::Restart { .. }
         ));
-        for ending in [Ending::Stopped, Ending::Killed, Ending::Halted, Ending::Rebooted] {
+        for ending in [
+            Ending::Stopped,
+            Ending::Killed,
+            Ending::Halted,
+            Ending::Rebooted,
+        ] {
             assert_eq!(
                 decide(p, Some(ending), None, None, None, 0, B),
                 Decision::Clear,
@@ -374,7 +379,15 @@ mod tests {
             Decision::Clear
         );
         assert_eq!(
-            decide(RestartPolicy::No, Some(Ending::Exited), Some(1), None, None, 0, B),
+            decide(
+                RestartPolicy::No,
+                Some(Ending::Exited),
+                Some(1),
+                None,
+                None,
+                0,
+                B
+            ),
             Decision::Nothing
         );
     }
@@ -394,7 +407,10 @@ mod tests {
             ));
         }
         for ending in [Ending::Stopped, Ending::Killed] {
-            assert_eq!(decide(p, Some(ending), None, None, None, 0, B), Decision::Clear);
+            assert_eq!(
+                decide(p, Some(ending), None, None, None, 0, B),
+                Decision::Clear
+            );
         }
     }
 
@@ -404,7 +420,15 @@ mod tests {
         let mut prev = None;
         let mut delays = Vec::new();
         for _ in 0..12 {
-            let d = decide(p, Some(Ending::Exited), Some(1), prev.as_ref(), Some(0), 0, B);
+            let d = decide(
+                p,
+                Some(Ending::Exited),
+                Some(1),
+                prev.as_ref(),
+                Some(0),
+                0,
+                B,
+            );
             let Decision::Restart { delay, state } = d else {
                 unreachable!()
             };
@@ -412,7 +436,15 @@ mod tests {
             prev = Some(state);
         }
         assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
-        let d = decide(p, Some(Ending::Exited), Some(1), prev.as_ref(), Some(STABLE_RUN), 0, B);
+        let d = decide(
+            p,
+            Some(Ending::Exited),
+            Some(1),
+            prev.as_ref(),
+            Some(STABLE_RUN),
+            0,
+            B,
+        );
         assert_eq!(restart(&d), (B, 1));
         assert_eq!(backoff(B, 1000), BACKOFF_MAX);
     }
@@ -422,14 +454,30 @@ mod tests {
         let p = RestartPolicy::OnFailure { max: Some(2) };
         let mut prev = None;
         for n in 1..=2 {
-            let d = decide(p, Some(Ending::Exited), Some(1), prev.as_ref(), Some(0), 0, B);
+            let d = decide(
+                p,
+                Some(Ending::Exited),
+                Some(1),
+                prev.as_ref(),
+                Some(0),
+                0,
+                B,
+            );
             assert_eq!(restart(&d).1, n);
             let Decision::Restart { state, .. } = d else {
                 unreachable!()
             };
             prev = Some(state);
         }
-        let d = decide(p, Some(Ending::Exited), Some(1), prev.as_ref(), Some(0), 0, B);
+        let d = decide(
+            p,
+            Some(Ending::Exited),
+            Some(1),
+            prev.as_ref(),
+            Some(0),
+            0,
+            B,
+        );
         let Decision::GiveUp(state) = d else {
             panic!("{d:?}")
         };

@@ -151,7 +151,9 @@ pub(crate) fn next_after(cron: &Cron, after: i64) -> Option<i64> {
 /// When schedule `r` is due next (Unix seconds): the first occurrence after its last run, or
 /// after its creation when it never ran.
 pub(crate) fn due_at(r: &ScheduleRecord) -> Option<i64> {
-    let cron = Cron::from_str(&r.cron).ok().or_else(|| parse_cron(&r.cron).ok())?;
+    let cron = Cron::from_str(&r.cron)
+        .ok()
+        .or_else(|| parse_cron(&r.cron).ok())?;
     next_after(&cron, r.last_run.unwrap_or(r.created_at))
 }
 
@@ -203,12 +205,17 @@ impl Engine {
             (ScheduleAction::Snapshot, Some(k)) if k == 0 || k > MAX_KEEP => {
                 return Err(EngineError::invalid(
                     format!("--keep {k} is out of range"),
-                    format!("keep between 1 and {MAX_KEEP} snapshots, or leave --keep out to keep them all"),
+                    format!(
+                        "keep between 1 and {MAX_KEEP} snapshots, or leave --keep out to keep them all"
+                    ),
                 ));
             }
             (ScheduleAction::Reset | ScheduleAction::Restart, Some(_)) => {
                 return Err(EngineError::invalid(
-                    format!("--keep applies to snapshot schedules only, not to {}", req.action),
+                    format!(
+                        "--keep applies to snapshot schedules only, not to {}",
+                        req.action
+                    ),
                     "leave --keep out",
                 ));
             }
@@ -218,7 +225,9 @@ impl Engine {
         let rec = self.db(move |s| s.instance(&n)).await?;
         if rec.mode == mayfly_api::Mode::Ephemeral {
             return Err(EngineError::invalid(
-                format!("instance `{name}` is ephemeral: it is deleted when it stops, so it cannot be reset, restarted or snapshotted on a schedule"),
+                format!(
+                    "instance `{name}` is ephemeral: it is deleted when it stops, so it cannot be reset, restarted or snapshotted on a schedule"
+                ),
                 "launch it transient or persistent to schedule actions on it",
             ));
         }
@@ -259,12 +268,12 @@ impl Engine {
         })
         .await
         .map_err(|e| match e {
-            EngineError::Store(mayfly_store::StoreError::NotFound { kind: "schedule", .. }) => {
-                EngineError::Store(mayfly_store::StoreError::NotFound {
-                    kind: "schedule",
-                    name: format!("{id} of instance {name}"),
-                })
-            }
+            EngineError::Store(mayfly_store::StoreError::NotFound {
+                kind: "schedule", ..
+            }) => EngineError::Store(mayfly_store::StoreError::NotFound {
+                kind: "schedule",
+                name: format!("{id} of instance {name}"),
+            }),
             other => other,
         })?;
         self.scheduler.wake.notify_one();
@@ -326,8 +335,7 @@ impl Engine {
             tracing::info!(instance = %r.instance, "schedule {}: busy with `{operation}`, trying again shortly", r.id);
             let msg = format!("instance busy with `{operation}`: tried again shortly");
             let id = r.id;
-            let _ = self
-.db(move |s| s.set_schedule_error(id, &msg)).await;
+            let _ = self.db(move |s| s.set_schedule_error(id, &msg)).await;
             lock(&self.scheduler.held).insert(r.id, Some(Instant::now() + BUSY_RETRY));
             self.scheduler.wake.notify_one();
             return;
@@ -408,7 +416,9 @@ mod tests {
 
     fn at(s: &str) -> i64 {
         Local
-            .from_local_datetime(&chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M").unwrap())
+            .from_local_datetime(
+                &chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M").unwrap(),
+            )
             .earliest()
             .unwrap()
             .timestamp()
@@ -432,7 +442,14 @@ mod tests {
     fn cron_expressions_have_five_fields_and_bad_ones_say_why() {
         assert!(parse_cron("0 3 * * *").is_ok());
         assert!(parse_cron("*/15 * * * 1-5").is_ok());
-        for bad in ["0 0 3 * * *", "0 3 * *", "61 * * * *", "x * * * *", "", "0 3 * * * 2030"] {
+        for bad in [
+            "0 0 3 * * *",
+            "0 3 * *",
+            "61 * * * *",
+            "x * * * *",
+            "",
+            "0 3 * * * 2030",
+        ] {
             let e = parse_cron(bad).unwrap_err().to_string();
             assert!(e.contains("invalid cron expression"), "{bad}: {e}");
         }
@@ -445,7 +462,9 @@ mod tests {
         assert_eq!(daily_at("03:00").unwrap(), "0 3 * * *");
         assert_eq!(daily_at("23:59").unwrap(), "59 23 * * *");
         assert_eq!(daily_at("7:05").unwrap(), "5 7 * * *");
-        for bad in ["24:00", "12:60", "3", "03:0", "a:bc", "03:00:00", "-1:00", ""] {
+        for bad in [
+            "24:00", "12:60", "3", "03:0", "a:bc", "03:00:00", "-1:00", "",
+        ] {
             assert!(daily_at(bad).is_err(), "{bad}");
         }
     }
@@ -468,8 +487,14 @@ mod tests {
 
     #[test]
     fn snapshot_names_carry_the_schedule_and_the_minute() {
-        assert_eq!(snapshot_name(3, at("2030-02-03 04:05")), "sched-3-20300203-0405");
-        assert!(mayfly_api::names::check_snapshot_name(&snapshot_name(3, at("2030-02-03 04:05"))).is_ok());
+        assert_eq!(
+            snapshot_name(3, at("2030-02-03 04:05")),
+            "sched-3-20300203-0405"
+        );
+        assert!(
+            mayfly_api::names::check_snapshot_name(&snapshot_name(3, at("2030-02-03 04:05")))
+                .is_ok()
+        );
     }
 
     #[test]

@@ -31,7 +31,8 @@ pub struct ScheduleRecord {
     pub last_error: Option<String>,
 }
 
-const COLUMNS: &str = "s.id, s.instance_id, i.name, s.action, s.cron, s.keep, s.created_at, s.last_run, s.last_error";
+const COLUMNS: &str =
+    "s.id, s.instance_id, i.name, s.action, s.cron, s.keep, s.created_at, s.last_run, s.last_error";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ScheduleRecord> {
     let action: String = r.get(3)?;
@@ -189,8 +190,13 @@ mod tests {
     fn schedules_are_added_listed_run_and_removed() {
         let (_dir, mut s) = open();
         let cfg = TemplateConfig::default();
-        s.create_template("t", false, &v(&[layer(1)], &cfg, &VersionMeta::default()), None)
-            .unwrap();
+        s.create_template(
+            "t",
+            false,
+            &v(&[layer(1)], &cfg, &VersionMeta::default()),
+            None,
+        )
+        .unwrap();
         let a = add(&mut s, "a");
         let b = add(&mut s, "b");
         let one = s
@@ -207,7 +213,10 @@ mod tests {
         assert_eq!(s.schedules(Some(&a)).unwrap().len(), 1);
         s.set_schedule_run(one, 1234, Some("busy")).unwrap();
         let r = s.schedule(one).unwrap();
-        assert_eq!((r.last_run, r.last_error.as_deref()), (Some(1234), Some("busy")));
+        assert_eq!(
+            (r.last_run, r.last_error.as_deref()),
+            (Some(1234), Some("busy"))
+        );
         // Only through its own instance.
         assert!(s.remove_schedule(&a, two).is_err());
         s.remove_schedule(&b, two).unwrap();

@@ -29,13 +29,21 @@ fn daemon(backoff_ms: &str) -> TestDaemon {
 #[test]
 fn on_failure_restarts_failures_with_back_off_and_gives_up_after_n() {
     let d = daemon("200");
-    launch(&d, "rp-fail", &["--restart", "on-failure:2"], Some("echo run; exit 3"));
+    launch(
+        &d,
+        "rp-fail",
+        &["--restart", "on-failure:2"],
+        Some("echo run; exit 3"),
+    );
     wait_until(SETTLE, "the policy to give up", || {
         restarts(&d, "rp-fail")["gave_up"].is_string()
     });
     let r = restarts(&d, "rp-fail");
     assert_eq!(r["restarts"], 2, "{r}");
-    assert!(r["gave_up"].as_str().unwrap().contains("on-failure:2"), "{r}");
+    assert!(
+        r["gave_up"].as_str().unwrap().contains("on-failure:2"),
+        "{r}"
+    );
     assert!(r.get("next_attempt").is_none(), "{r}");
     // The first run and two restarts, then no more.
     std::thread::sleep(Duration::from_millis(1500));
@@ -57,14 +65,24 @@ fn on_failure_restarts_failures_with_back_off_and_gives_up_after_n() {
     });
 
     // A clean exit is no failure.
-    launch(&d, "rp-clean", &["--restart", "on-failure"], Some("echo run; exit 0"));
+    launch(
+        &d,
+        "rp-clean",
+        &["--restart", "on-failure"],
+        Some("echo run; exit 0"),
+    );
     wait_state(&d, "rp-clean", "stopped");
     std::thread::sleep(Duration::from_millis(1000));
     assert_eq!(runs(&d, "rp-clean"), 1);
     assert_eq!(restarts(&d, "rp-clean")["restarts"], 0);
 
     // A signal mayfly did not send (as the OOM killer's) is one.
-    launch(&d, "rp-sig", &["--restart", "on-failure"], Some("echo run; exec sleep 1000"));
+    launch(
+        &d,
+        "rp-sig",
+        &["--restart", "on-failure"],
+        Some("echo run; exec sleep 1000"),
+    );
     let pid = d.pid_of("rp-sig");
     signal(pid, Signal::KILL);
     wait_until(SETTLE, "a new run after SIGKILL", || {
@@ -78,7 +96,12 @@ fn on_failure_restarts_failures_with_back_off_and_gives_up_after_n() {
 #[test]
 fn always_restarts_clean_exits_and_never_fights_a_stop() {
     let d = daemon("100");
-    launch(&d, "rp-always", &["--restart", "always"], Some("echo run; sleep 0.2"));
+    launch(
+        &d,
+        "rp-always",
+        &["--restart", "always"],
+        Some("echo run; sleep 0.2"),
+    );
     wait_until(SETTLE, "three runs", || runs(&d, "rp-always") >= 3);
     // A stop of a running or waiting instance: it stays stopped.
     d.ok(&["stop", "rp-always"]);
@@ -94,17 +117,29 @@ fn always_restarts_clean_exits_and_never_fights_a_stop() {
 #[test]
 fn a_stop_cancels_a_pending_restart() {
     let d = daemon("1500");
-    launch(&d, "rp-wait", &["--restart", "always"], Some("echo run; exit 1"));
+    launch(
+        &d,
+        "rp-wait",
+        &["--restart", "always"],
+        Some("echo run; exit 1"),
+    );
     wait_until(SETTLE, "a pending restart", || {
         restarts(&d, "rp-wait")["next_attempt"].is_string()
     });
     let text = d.ok(&["info", "rp-wait"]);
-    assert!(text.contains("1 restart(s) in a row, next attempt at "), "{text}");
+    assert!(
+        text.contains("1 restart(s) in a row, next attempt at "),
+        "{text}"
+    );
     let out = d.ok(&["stop", "rp-wait"]);
     assert!(out.contains("stopped"), "{out}");
     assert!(restarts(&d, "rp-wait").get("next_attempt").is_none());
     std::thread::sleep(Duration::from_millis(2500));
-    assert_eq!(runs(&d, "rp-wait"), 1, "the pending restart ran after a stop");
+    assert_eq!(
+        runs(&d, "rp-wait"),
+        1,
+        "the pending restart ran after a stop"
+    );
     assert_eq!(d.state_of("rp-wait").as_deref(), Some("stopped"));
     d.finish();
 }
@@ -112,7 +147,12 @@ fn a_stop_cancels_a_pending_restart() {
 #[test]
 fn a_pending_restart_survives_a_killed_daemon() {
     let mut d = daemon("1500");
-    launch(&d, "rp-kill", &["--restart", "always"], Some("echo run; exit 1"));
+    launch(
+        &d,
+        "rp-kill",
+        &["--restart", "always"],
+        Some("echo run; exit 1"),
+    );
     wait_until(SETTLE, "a pending restart", || {
         restarts(&d, "rp-kill")["next_attempt"].is_string()
     });
@@ -123,14 +163,22 @@ fn a_pending_restart_survives_a_killed_daemon() {
     });
     let info = d.info("rp-kill");
     assert_eq!(info["restart"], "always");
-    assert!(info["restarts"]["restarts"].as_u64().unwrap() >= 1, "{info}");
+    assert!(
+        info["restarts"]["restarts"].as_u64().unwrap() >= 1,
+        "{info}"
+    );
     d.finish();
 }
 
 #[test]
 fn a_run_that_ended_while_no_daemon_ran_is_judged_at_start_up() {
     let mut d = daemon("200");
-    launch(&d, "rp-down", &["--restart", "on-failure:3"], Some("echo run; exec sleep 1000"));
+    launch(
+        &d,
+        "rp-down",
+        &["--restart", "on-failure:3"],
+        Some("echo run; exec sleep 1000"),
+    );
     launch(&d, "rp-none", &[], Some("echo run; exec sleep 1000"));
     let pid = d.pid_of("rp-down");
     let other = d.pid_of("rp-none");
@@ -144,19 +192,36 @@ fn a_run_that_ended_while_no_daemon_ran_is_judged_at_start_up() {
     assert_eq!(restarts(&d, "rp-down")["restarts"], 1);
     // Without a policy: it stays stopped.
     wait_state(&d, "rp-none", "stopped");
-    assert!(
-        !poll_until(Duration::from_millis(1000), || d.state_of("rp-none").as_deref()
-            == Some("running"))
-    );
+    assert!(!poll_until(Duration::from_millis(1000), || d
+        .state_of("rp-none")
+        .as_deref()
+        == Some("running")));
     d.finish();
 }
 
 #[test]
 fn policies_are_checked_from_the_cli_and_the_api() {
     let d = daemon("200");
-    let out = d.fails(&["launch", "busybox", "--name", "rp-bad", "--restart", "sometimes"]);
-    assert!(out.stderr.contains("unknown restart policy `sometimes`"), "{out}");
-    let out = d.fails(&["launch", "busybox", "--name", "rp-bad", "--restart", "on-failure:0"]);
+    let out = d.fails(&[
+        "launch",
+        "busybox",
+        "--name",
+        "rp-bad",
+        "--restart",
+        "sometimes",
+    ]);
+    assert!(
+        out.stderr.contains("unknown restart policy `sometimes`"),
+        "{out}"
+    );
+    let out = d.fails(&[
+        "launch",
+        "busybox",
+        "--name",
+        "rp-bad",
+        "--restart",
+        "on-failure:0",
+    ]);
     assert!(out.stderr.contains("on-failure:N"), "{out}");
     let out = d.fails(&[
         "launch",
@@ -175,12 +240,20 @@ fn policies_are_checked_from_the_cli_and_the_api() {
         Some(&json!({"template": "busybox", "name": "rp-api", "restart": "never"})),
     );
     assert_eq!(status, 400, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("restart policy"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("restart policy"),
+        "{body}"
+    );
     let (status, body) = d.api(
         "POST",
         "/v1/instances",
-        Some(&json!({"template": "busybox", "name": "rp-api", "restart": "on-failure:4",
-                     "command": ["sh", "-c", "exit 2"]})),
+        Some(
+            &json!({"template": "busybox", "name": "rp-api", "restart": "on-failure:4",
+                     "command": ["sh", "-c", "exit 2"]}),
+        ),
     );
     assert!(status == 201 || status == 200, "{status} {body}");
     let (_, info) = d.api("GET", "/v1/instances/rp-api", None);

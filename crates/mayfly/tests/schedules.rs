@@ -19,7 +19,10 @@ fn daemon(start: i64) -> (TestDaemon, tempfile::TempDir, PathBuf) {
     set_clock(&clock, start);
     let d = TestDaemon::start_with_env(
         &[],
-        &[("MAYFLY_TEST_CLOCK", clock.to_str().unwrap()), ("TZ", "UTC")],
+        &[
+            ("MAYFLY_TEST_CLOCK", clock.to_str().unwrap()),
+            ("TZ", "UTC"),
+        ],
     );
     (d, dir, clock)
 }
@@ -100,12 +103,27 @@ fn schedules_are_added_listed_and_removed_from_the_cli_and_the_api() {
 
     // Refusals, with the reason.
     for (args, needle) in [
-        (vec!["sc-web", "reset", "0 3 * *"], "invalid cron expression `0 3 * *`"),
-        (vec!["sc-web", "reset", "0 0 3 * * *"], "invalid cron expression"),
-        (vec!["sc-web", "reset", "61 * * * *"], "invalid cron expression"),
+        (
+            vec!["sc-web", "reset", "0 3 * *"],
+            "invalid cron expression `0 3 * *`",
+        ),
+        (
+            vec!["sc-web", "reset", "0 0 3 * * *"],
+            "invalid cron expression",
+        ),
+        (
+            vec!["sc-web", "reset", "61 * * * *"],
+            "invalid cron expression",
+        ),
         (vec!["sc-web", "reset", "25:00"], "invalid time of day"),
-        (vec!["sc-web", "reset", "0 3 * * *", "--keep", "2"], "--keep applies to snapshot schedules only"),
-        (vec!["sc-web", "snapshot", "0 3 * * *", "--keep", "0"], "--keep 0 is out of range"),
+        (
+            vec!["sc-web", "reset", "0 3 * * *", "--keep", "2"],
+            "--keep applies to snapshot schedules only",
+        ),
+        (
+            vec!["sc-web", "snapshot", "0 3 * * *", "--keep", "0"],
+            "--keep 0 is out of range",
+        ),
         (vec!["sc-eph", "reset", "0 3 * * *"], "is ephemeral"),
         (vec!["sc-none", "reset", "0 3 * * *"], "does not exist"),
     ] {
@@ -115,7 +133,10 @@ fn schedules_are_added_listed_and_removed_from_the_cli_and_the_api() {
         assert!(out.stderr.contains(needle), "{args:?}: {out}");
     }
     let out = d.fails(&["schedule", "add", "sc-web", "reboot", "0 3 * * *"]);
-    assert!(out.stderr.contains("unknown scheduled action `reboot`"), "{out}");
+    assert!(
+        out.stderr.contains("unknown scheduled action `reboot`"),
+        "{out}"
+    );
 
     // The API.
     let (status, body) = d.api(
@@ -134,7 +155,10 @@ fn schedules_are_added_listed_and_removed_from_the_cli_and_the_api() {
     );
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "invalid_argument", "{body}");
-    assert!(body["error"]["hint"].as_str().unwrap().contains("5 fields"), "{body}");
+    assert!(
+        body["error"]["hint"].as_str().unwrap().contains("5 fields"),
+        "{body}"
+    );
     let (status, _) = d.api(
         "POST",
         "/v1/instances/sc-none/schedules",
@@ -157,18 +181,34 @@ fn schedules_are_added_listed_and_removed_from_the_cli_and_the_api() {
     assert_eq!(status, 400, "{body}");
     let (status, body) = d.api("DELETE", "/v1/instances/sc-eph/schedules/1", None);
     assert_eq!(status, 404, "only through its own instance: {body}");
-    let (status, _) = d.api("DELETE", &format!("/v1/instances/sc-web/schedules/{api_id}"), None);
+    let (status, _) = d.api(
+        "DELETE",
+        &format!("/v1/instances/sc-web/schedules/{api_id}"),
+        None,
+    );
     assert_eq!(status, 204);
 
     // list and rm from the CLI.
     let text = d.ok(&["schedule", "list"]);
-    assert!(text.contains("snapshot (keep 2)") && text.contains("30 4 * * *"), "{text}");
+    assert!(
+        text.contains("snapshot (keep 2)") && text.contains("30 4 * * *"),
+        "{text}"
+    );
     assert_eq!(d.json(&["schedule", "list", "sc-eph", "--json"]), json!([]));
     let out = d.ok(&["schedule", "rm", &daily.to_string()]);
-    assert!(out.contains(&format!("removed schedule {daily} of sc-web")), "{out}");
+    assert!(
+        out.contains(&format!("removed schedule {daily} of sc-web")),
+        "{out}"
+    );
     let out = d.fails(&["schedule", "rm", &daily.to_string()]);
     assert!(out.stderr.contains("does not exist"), "{out}");
-    assert_eq!(d.json(&["schedule", "list", "--json"]).as_array().unwrap().len(), 2);
+    assert_eq!(
+        d.json(&["schedule", "list", "--json"])
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
 
     // launch --reset-at makes a daily reset schedule; a bad time is refused before anything.
     launch(&d, "sc-nightly", &["--reset-at", "03:00"], Some(IDLE));
@@ -182,7 +222,13 @@ fn schedules_are_added_listed_and_removed_from_the_cli_and_the_api() {
     d.ok(&["rm", "--force", "sc-nightly"]);
     let out = d.fails(&["schedule", "list", "sc-nightly"]);
     assert!(out.stderr.contains("does not exist"), "{out}");
-    assert_eq!(d.json(&["schedule", "list", "--json"]).as_array().unwrap().len(), 2);
+    assert_eq!(
+        d.json(&["schedule", "list", "--json"])
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
     d.finish();
 }
 
@@ -206,13 +252,23 @@ fn due_resets_restarts_and_snapshots_run_when_the_clock_passes_them() {
 
     let pid = d.pid_of("sc-reset");
     run_next(&d, &clock, reset, 5);
-    assert_ne!(d.pid_of("sc-reset"), pid, "reset restarts a running instance");
-    assert!(!exists_in(&d, "sc-reset", "/root/mark"), "reset discarded the writable layer");
+    assert_ne!(
+        d.pid_of("sc-reset"),
+        pid,
+        "reset restarts a running instance"
+    );
+    assert!(
+        !exists_in(&d, "sc-reset", "/root/mark"),
+        "reset discarded the writable layer"
+    );
 
     let pid = d.pid_of("sc-restart");
     run_next(&d, &clock, restart, 0);
     assert_ne!(d.pid_of("sc-restart"), pid);
-    assert!(exists_in(&d, "sc-restart", "/root/mark"), "a persistent instance keeps its layer");
+    assert!(
+        exists_in(&d, "sc-restart", "/root/mark"),
+        "a persistent instance keeps its layer"
+    );
 
     // The clock is now past 02:00: the hourly snapshot is due for 01:00 ... runs once.
     let mut made = Vec::new();
@@ -228,7 +284,14 @@ fn due_resets_restarts_and_snapshots_run_when_the_clock_passes_them() {
         )
         .to_string();
         // 2030-01-01T03:01:00Z → 20300101-0301
-        format!("sched-{snap}-{}{}{}-{}{}", &s[0..4], &s[5..7], &s[8..10], &s[11..13], &s[14..16])
+        format!(
+            "sched-{snap}-{}{}{}-{}{}",
+            &s[0..4],
+            &s[5..7],
+            &s[8..10],
+            &s[11..13],
+            &s[14..16]
+        )
     };
     assert_eq!(names, vec![stamp(made[1]), stamp(made[2])]);
     // A snapshot taken by hand is never pruned.
@@ -247,7 +310,10 @@ fn due_resets_restarts_and_snapshots_run_when_the_clock_passes_them() {
             .is_some_and(|t| secs(t) == next)
     });
     let s = schedule(&d, snap);
-    assert!(s["last_error"].as_str().unwrap().contains("already exists"), "{s}");
+    assert!(
+        s["last_error"].as_str().unwrap().contains("already exists"),
+        "{s}"
+    );
     let text = d.ok(&["schedule", "list", "sc-snap"]);
     assert!(text.contains("already exists"), "{text}");
     run_next(&d, &clock, snap, 0);
@@ -270,7 +336,11 @@ fn a_run_missed_while_the_daemon_was_down_runs_once_at_start_up() {
     });
     std::thread::sleep(std::time::Duration::from_millis(1000));
     let names = sched_snapshots(&d, "sc-missed", snap);
-    assert_eq!(names.len(), 1, "once, not once per missed occurrence: {names:?}");
+    assert_eq!(
+        names.len(),
+        1,
+        "once, not once per missed occurrence: {names:?}"
+    );
     let s = schedule(&d, snap);
     assert_eq!(secs(s["last_run"].as_str().unwrap()), later);
     assert_eq!(s["next_run"], "2030-01-01T06:00:00Z", "{s}");

@@ -28,6 +28,7 @@ impl StartExtras {
 
 /// What the start of an instance is given (see [`Engine::user_data_start`]).
 #[derive(Debug)]
+#[allow(dead_code)] // skeleton: read by the user-data work
 pub(crate) struct StartContext<'a> {
     /// The instance.
     pub rec: &'a InstanceRecord,

@@ -58,7 +58,15 @@ pub(super) async fn schedule(client: &Client, c: ScheduleCommand) -> Result<i32,
                     })
                     .collect();
                 table(
-                    &["ID", "INSTANCE", "ACTION", "CRON", "NEXT", "LAST", "LAST ERROR"],
+                    &[
+                        "ID",
+                        "INSTANCE",
+                        "ACTION",
+                        "CRON",
+                        "NEXT",
+                        "LAST",
+                        "LAST ERROR",
+                    ],
                     &rows,
                 );
             }
@@ -69,12 +77,17 @@ pub(super) async fn schedule(client: &Client, c: ScheduleCommand) -> Result<i32,
                 .await?;
             let Some(s) = all.iter().find(|s| s.id == a.id) else {
                 return Err(ClientError::Api(
-                    ApiError::new(ErrorCode::NotFound, format!("schedule {} does not exist", a.id))
-                        .with_hint("see `mayfly schedule list` for the ids"),
+                    ApiError::new(
+                        ErrorCode::NotFound,
+                        format!("schedule {} does not exist", a.id),
+                    )
+                    .with_hint("see `mayfly schedule list` for the ids"),
                 ));
             };
             let path = format!("{}/{}", paths::schedules(&enc(&s.instance)), a.id);
-            client.call::<()>(Method::DELETE, &path, None::<&()>).await?;
+            client
+                .call::<()>(Method::DELETE, &path, None::<&()>)
+                .await?;
             println!("removed schedule {} of {}", a.id, s.instance);
         }
     }
