@@ -453,6 +453,7 @@ mod tests {
             let e = parse_cron(bad).unwrap_err().to_string();
             assert!(e.contains("invalid cron expression"), "{bad}: {e}");
         }
+        assert!(parse_cron("@daily").is_ok());
         assert!(normalize("nonsense").is_err());
         assert_eq!(normalize(" 03:00 ").unwrap(), "0 3 * * *");
     }

@@ -57,7 +57,10 @@ fn on_failure_restarts_failures_with_back_off_and_gives_up_after_n() {
         text.contains("restart:     on-failure:2, 2 restart(s) in a row, gave up:"),
         "{text}"
     );
-    assert!(text.contains("exit"), "info shows the last exit: {text}");
+    assert!(
+        text.contains("last exit:   exit code 3: exited"),
+        "info shows the last exit: {text}"
+    );
     // An explicit start begins a new row.
     d.ok(&["start", "rp-fail"]);
     wait_until(SETTLE, "the policy to give up again", || {
