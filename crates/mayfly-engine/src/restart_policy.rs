@@ -147,6 +147,11 @@ impl Engine {
         let Ok(rec) = self.db(move |s| s.instance_by_id(&id)).await else {
             return;
         };
+        if started_at.is_none() && rec.restart_state.is_some() {
+            // A second report of a run settled already (at start-up, the forker's state and
+            // its event both tell of it): judged once.
+            return;
+        }
         let now = mayfly_store::now();
         let decision = decide(
             rec.config.restart,
@@ -167,6 +172,8 @@ impl Engine {
             tracing::error!(instance = %rec.name, "cannot record the restart policy's state: {e}");
             return;
         }
+        // Recorded and not armed yet: the next daemon re-arms it.
+        crate::failpoint("restart-policy:recorded");
         match decision {
             Decision::Restart { delay, state } => {
                 tracing::info!(
@@ -260,8 +267,13 @@ impl Engine {
             self.settle(&slot).await;
             let result = if slot.state() == InstanceState::Stopped {
                 let max = self.config.log_max_bytes;
-                self.start_locked(&slot, InitStdio::Log { max_bytes: max }, false)
-                    .await
+                match crate::inject("restart-policy:start") {
+                    Ok(()) => {
+                        self.start_locked(&slot, InitStdio::Log { max_bytes: max }, false)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                }
             } else {
                 Ok(()) // started by someone else meanwhile
             };

@@ -345,13 +345,23 @@ impl Engine {
             tracing::warn!(instance = %r.instance, "schedule {} failed: {msg}", r.id);
             msg
         });
+        // Done and not recorded yet: the next daemon runs it again (at least once).
+        crate::failpoint("schedule:ran");
         let id = r.id;
-        if let Err(e) = self
-            .db(move |s| s.set_schedule_run(id, now, error.as_deref()))
-            .await
-        {
-            // Gone with its instance, or the catalogue failed.
-            tracing::debug!("schedule {id}: cannot record its run: {e}");
+        let recorded = match crate::inject("schedule:record") {
+            Ok(()) => {
+                self.db(move |s| s.set_schedule_run(id, now, error.as_deref()))
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = recorded {
+            // Gone with its instance, or the catalogue failed: not run again before a while
+            // (it would otherwise be due again at once).
+            tracing::error!("schedule {id}: cannot record its run: {e}");
+            lock(&self.scheduler.held).insert(id, Some(Instant::now() + BUSY_RETRY));
+            self.scheduler.wake.notify_one();
+            return;
         }
         lock(&self.scheduler.held).remove(&r.id);
         self.scheduler.wake.notify_one();

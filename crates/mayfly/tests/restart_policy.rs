@@ -263,3 +263,60 @@ fn policies_are_checked_from_the_cli_and_the_api() {
     assert_eq!(info["restart"], "on-failure:4", "{info}");
     d.finish();
 }
+
+#[test]
+fn a_start_by_the_policy_that_fails_gives_up_with_the_reason() {
+    let d = TestDaemon::start_with_env(
+        &[],
+        &[
+            ("MAYFLY_TEST_RESTART_BACKOFF_MS", "100"),
+            ("MAYFLY_FAIL_AT", "restart-policy:start"),
+        ],
+    );
+    launch(
+        &d,
+        "rp-nostart",
+        &["--restart", "always"],
+        Some("echo run; exit 1"),
+    );
+    wait_until(SETTLE, "the policy to give up", || {
+        restarts(&d, "rp-nostart")["gave_up"].is_string()
+    });
+    let r = restarts(&d, "rp-nostart");
+    let why = r["gave_up"].as_str().unwrap();
+    assert!(
+        why.contains("the start failed") && why.contains("injected failure"),
+        "{r}"
+    );
+    assert!(r.get("next_attempt").is_none(), "{r}");
+    assert_eq!(d.state_of("rp-nostart").as_deref(), Some("stopped"));
+    assert_eq!(runs(&d, "rp-nostart"), 1);
+    d.finish();
+}
+
+#[test]
+fn a_restart_recorded_by_a_daemon_that_crashed_before_arming_it_is_re_armed() {
+    let mut d = daemon("300");
+    d.stop_daemon();
+    d.set_env(&[
+        ("MAYFLY_TEST_RESTART_BACKOFF_MS", "300"),
+        ("MAYFLY_CRASH_AT", "restart-policy:recorded"),
+    ]);
+    d.restart();
+    launch(
+        &d,
+        "rp-crash",
+        &["--restart", "always"],
+        Some("sleep 1; echo run; exit 1"),
+    );
+    wait_until(
+        SETTLE,
+        "the daemon to crash at restart-policy:recorded",
+        || !d.daemon_running(),
+    );
+    d.kill_daemon();
+    d.set_env(&[("MAYFLY_TEST_RESTART_BACKOFF_MS", "300")]);
+    d.restart();
+    wait_until(SETTLE, "the re-armed restart", || runs(&d, "rp-crash") >= 2);
+    d.finish();
+}

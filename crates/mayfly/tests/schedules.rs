@@ -350,3 +350,33 @@ fn a_run_missed_while_the_daemon_was_down_runs_once_at_start_up() {
     d.ok(&["rm", "--force", "sc-missed"]);
     d.finish();
 }
+
+#[test]
+fn a_run_that_cannot_be_recorded_is_not_repeated_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = dir.path().join("clock");
+    set_clock(&clock, T0);
+    let d = TestDaemon::start_with_env(
+        &[],
+        &[
+            ("MAYFLY_TEST_CLOCK", clock.to_str().unwrap()),
+            ("TZ", "UTC"),
+            ("MAYFLY_FAIL_AT", "schedule:record"),
+        ],
+    );
+    launch(&d, "sc-norec", &[], Some("echo run; exec sleep 1000"));
+    let id = add(&d, &["sc-norec", "restart", "0 * * * *"]);
+    let pid = d.pid_of("sc-norec");
+    set_clock(&clock, T0 + 3600);
+    wait_until(SETTLE, "the scheduled restart", || {
+        d.state_of("sc-norec").as_deref() == Some("running") && d.pid_of("sc-norec") != pid
+    });
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let runs = common::logs(&d, "sc-norec")
+        .lines()
+        .filter(|l| *l == "run")
+        .count();
+    assert_eq!(runs, 2, "restarted once, not again and again");
+    assert!(schedule(&d, id).get("last_run").is_none());
+    d.finish();
+}
