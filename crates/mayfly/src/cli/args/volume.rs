@@ -8,6 +8,6 @@ use clap::Subcommand;
 #[derive(Debug, Subcommand)]
 pub enum VolumeCommand {
     /// List volumes.
-    #[command(visible_alias = "ls")]
+    #[command(visible_alias = "ls", after_help = "Examples:\n  mayfly volume list")]
     List,
 }
