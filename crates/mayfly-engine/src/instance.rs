@@ -172,6 +172,7 @@ impl Engine {
         }
         let user_data = crate::user_data::check_request(req)?;
         crate::restart_policy::check_policy(req.mode, req.restart)?;
+        crate::schedules::check_mode(req.mode, req.reset_at.is_some())?;
         let reset_cron = req
             .reset_at
             .as_deref()

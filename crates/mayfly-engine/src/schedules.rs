@@ -116,6 +116,18 @@ pub(crate) fn normalize(expr: &str) -> Result<String, EngineError> {
     Ok(expr.to_owned())
 }
 
+/// Refuses `--reset-at` at the launch of an instance of `mode` (ephemeral: it would never
+/// be stopped to be reset, only deleted).
+pub(crate) fn check_mode(mode: mayfly_api::Mode, reset_at: bool) -> Result<(), EngineError> {
+    if mode != mayfly_api::Mode::Ephemeral || !reset_at {
+        return Ok(());
+    }
+    Err(EngineError::invalid(
+        "an ephemeral instance is deleted when it stops: it cannot be reset on a schedule",
+        "leave --reset-at out, or launch it transient or persistent",
+    ))
+}
+
 /// Turns `--reset-at HH:MM` into the cron expression of a daily schedule.
 pub(crate) fn daily_at(time: &str) -> Result<String, EngineError> {
     let bad = || {

@@ -8,6 +8,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use common::{IDLE, SETTLE, TestDaemon, exists_in, launch, wait_until};
 use serde_json::{Value, json};
@@ -218,6 +219,17 @@ fn schedules_are_added_listed_and_removed_from_the_cli_and_the_api() {
     let out = d.fails(&["launch", "busybox", "--name", "sc-bad", "--reset-at", "3pm"]);
     assert!(out.stderr.contains("invalid time of day `3pm`"), "{out}");
     assert!(common::is_gone(&d, "sc-bad"));
+    let out = d.fails(&[
+        "launch",
+        "busybox",
+        "--name",
+        "sc-bad",
+        "--ephemeral",
+        "--reset-at",
+        "03:00",
+    ]);
+    assert!(out.stderr.contains("ephemeral"), "{out}");
+    assert!(common::is_gone(&d, "sc-bad"));
     // rm of an instance takes its schedules.
     d.ok(&["rm", "--force", "sc-nightly"]);
     let out = d.fails(&["schedule", "list", "sc-nightly"]);
@@ -246,7 +258,7 @@ fn due_resets_restarts_and_snapshots_run_when_the_clock_passes_them() {
 
     // Nothing runs before its time.
     set_clock(&clock, T0 + 600);
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    std::thread::sleep(Duration::from_millis(500));
     assert!(schedule(&d, reset).get("last_run").is_none());
     assert!(sched_snapshots(&d, "sc-snap", snap).is_empty());
 
@@ -280,7 +292,7 @@ fn due_resets_restarts_and_snapshots_run_when_the_clock_passes_them() {
     assert_eq!(names.len(), 2, "pruned to the newest two: {names:?}");
     let stamp = |t: i64| {
         let s = humantime::format_rfc3339_seconds(
-            std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(t).unwrap()),
+            std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(t).unwrap()),
         )
         .to_string();
         // 2030-01-01T03:01:00Z → 20300101-0301
@@ -334,7 +346,7 @@ fn a_run_missed_while_the_daemon_was_down_runs_once_at_start_up() {
     wait_until(SETTLE, "the missed run", || {
         schedule(&d, snap)["last_run"].is_string()
     });
-    std::thread::sleep(std::time::Duration::from_millis(1000));
+    std::thread::sleep(Duration::from_millis(1000));
     let names = sched_snapshots(&d, "sc-missed", snap);
     assert_eq!(
         names.len(),
@@ -371,12 +383,48 @@ fn a_run_that_cannot_be_recorded_is_not_repeated_at_once() {
     wait_until(SETTLE, "the scheduled restart", || {
         d.state_of("sc-norec").as_deref() == Some("running") && d.pid_of("sc-norec") != pid
     });
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(1500));
     let runs = common::logs(&d, "sc-norec")
         .lines()
         .filter(|l| *l == "run")
         .count();
     assert_eq!(runs, 2, "restarted once, not again and again");
     assert!(schedule(&d, id).get("last_run").is_none());
+    d.finish();
+}
+
+#[test]
+fn a_busy_instance_is_tried_again_not_skipped() {
+    let (d, _dir, clock) = daemon(T0);
+    // An init that ignores SIGTERM: `stop --timeout 5` holds the instance for 5 s.
+    launch(
+        &d,
+        "sc-busy",
+        &[],
+        Some("trap 'echo term' TERM; echo run; while :; do sleep 0.1; done"),
+    );
+    let id = add(&d, &["sc-busy", "restart", "0 * * * *"]);
+    std::thread::scope(|s| {
+        let stopping = s.spawn(|| d.mayfly(&["stop", "--timeout", "5", "sc-busy"]));
+        wait_until(SETTLE, "the stop to begin", || {
+            d.state_of("sc-busy").as_deref() == Some("stopping")
+        });
+        set_clock(&clock, T0 + 3600);
+        wait_until(SETTLE, "the schedule to find it busy", || {
+            schedule(&d, id)["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("busy with `stop`"))
+        });
+        assert!(schedule(&d, id).get("last_run").is_none());
+        let out = stopping.join().unwrap();
+        assert!(out.success(), "{out}");
+    });
+    // Tried again: the restart starts the stopped instance.
+    wait_until(Duration::from_secs(20), "the retried run", || {
+        schedule(&d, id)["last_run"].is_string()
+    });
+    let s = schedule(&d, id);
+    assert!(s.get("last_error").is_none(), "{s}");
+    assert_eq!(d.state_of("sc-busy").as_deref(), Some("running"));
     d.finish();
 }
