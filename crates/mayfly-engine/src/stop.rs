@@ -263,6 +263,8 @@ impl Engine {
         {
             let _guard = slot.acquire("restart").await?;
             self.refuse_ephemeral_restart(&slot, "restart").await?;
+            // It ends with a start: a restart policy's row (and pending restart) ends too.
+            self.cancel_restart(&slot).await;
             let mut journal = None;
             let stopped = if slot.state() != InstanceState::Stopped {
                 journal = Some(self.journal_restart(&slot.id).await?);

@@ -67,6 +67,12 @@ fn on_failure_restarts_failures_with_back_off_and_gives_up_after_n() {
         restarts(&d, "rp-fail")["gave_up"].is_string() && runs(&d, "rp-fail") == 6
     });
 
+    // So does an explicit restart.
+    d.ok(&["restart", "rp-fail"]);
+    wait_until(SETTLE, "the policy to give up a third time", || {
+        restarts(&d, "rp-fail")["gave_up"].is_string() && runs(&d, "rp-fail") == 9
+    });
+
     // A clean exit is no failure.
     launch(
         &d,
