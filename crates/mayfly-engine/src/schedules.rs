@@ -14,7 +14,6 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -163,9 +162,7 @@ pub(crate) fn next_after(cron: &Cron, after: i64) -> Option<i64> {
 /// When schedule `r` is due next (Unix seconds): the first occurrence after its last run, or
 /// after its creation when it never ran.
 pub(crate) fn due_at(r: &ScheduleRecord) -> Option<i64> {
-    let cron = Cron::from_str(&r.cron)
-        .ok()
-        .or_else(|| parse_cron(&r.cron).ok())?;
+    let cron = parse_cron(&r.cron).ok()?;
     next_after(&cron, r.last_run.unwrap_or(r.created_at))
 }
 
