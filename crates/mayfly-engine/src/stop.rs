@@ -119,6 +119,9 @@ impl Engine {
             } else {
                 let (before, template, ifaces) = self.instance_and_template(name).await?;
                 self.stop_locked(&slot, &req).await?;
+                // An end that came unasked just before this stop was judged by its policy
+                // while the stop settled it: the stop wins.
+                self.cancel_restart(&slot).await;
                 if lock(&self.slots).get(name).is_none_or(|s| s.id != slot.id) {
                     let mut info = self.info_of(&before, template.as_ref(), None, &ifaces);
                     info.note = Some(REMOVED.to_owned());
