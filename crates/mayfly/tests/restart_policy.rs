@@ -326,3 +326,35 @@ fn a_restart_recorded_by_a_daemon_that_crashed_before_arming_it_is_re_armed() {
     wait_until(SETTLE, "the re-armed restart", || runs(&d, "rp-crash") >= 2);
     d.finish();
 }
+
+#[test]
+fn the_back_off_doubles_between_failures() {
+    let d = daemon("300");
+    launch(
+        &d,
+        "rp-backoff",
+        &["--restart", "always"],
+        Some("echo run; exit 1"),
+    );
+    // When each run was first seen (waits of 0.3, 0.6, 1.2 and 2.4 s between them).
+    let mut seen = Vec::new();
+    for n in 1..=5 {
+        wait_until(Duration::from_secs(20), "the next run", || {
+            runs(&d, "rp-backoff") >= n
+        });
+        seen.push(std::time::Instant::now());
+    }
+    let first = seen[1] - seen[0];
+    let last = seen[4] - seen[3];
+    assert!(
+        last >= Duration::from_millis(2000),
+        "the 4th restart came after {last:?}"
+    );
+    assert!(
+        first < Duration::from_millis(2000),
+        "the 1st restart came after {first:?}"
+    );
+    assert!(last > first * 2, "{first:?} then {last:?}");
+    d.ok(&["stop", "rp-backoff"]);
+    d.finish();
+}
