@@ -172,6 +172,7 @@ impl Engine {
         }
         let user_data = crate::user_data::check_request(req)?;
         crate::restart_policy::check_policy(req.mode, req.restart)?;
+        crate::schedules::check_mode(req.mode, req.reset_at.is_some())?;
         let reset_cron = req
             .reset_at
             .as_deref()
@@ -334,6 +335,8 @@ impl Engine {
         let note = {
             let _guard = slot.acquire("start").await?;
             self.settle(&slot).await;
+            // An explicit start ends a restart policy's row (and its pending restart).
+            self.cancel_restart(&slot).await;
             if slot.state() == InstanceState::Running {
                 Some(ALREADY_RUNNING)
             } else {
@@ -601,6 +604,7 @@ impl Engine {
         let slot = self.slot(name)?;
         let _guard = slot.acquire("remove").await?;
         self.forget_restart(&slot).await;
+        self.cancel_restart(&slot).await;
         self.settle(&slot).await;
         if lock(&self.slots).get(name).is_none() {
             return Ok(()); // an ephemeral instance removed itself meanwhile

@@ -155,6 +155,12 @@ pub struct Engine {
     userns_off: Option<String>,
     cgroup_mode: &'static str,
     boot_id: String,
+    /// Where the scheduler's "now" comes from (real, or a test clock).
+    clock: schedules::Clock,
+    /// The scheduler's run-time state.
+    scheduler: schedules::Scheduler,
+    /// Pending restarts of restart policies.
+    restart_timers: restart_policy::RestartTimers,
 }
 
 impl Engine {
@@ -234,6 +240,9 @@ impl Engine {
             userns_off,
             cgroup_mode,
             boot_id,
+            clock: schedules::Clock::from_env(),
+            scheduler: schedules::Scheduler::default(),
+            restart_timers: restart_policy::RestartTimers::default(),
         });
         if let Err(e) = engine.ensure_builtin_template().await {
             tracing::error!(

@@ -1,18 +1,526 @@
 //! Schedules: reset, restart or snapshot an instance at the times of a cron expression.
 //!
-//! (Skeleton: filled in by the schedules work.)
+//! Expressions have 5 fields (minute hour day-of-month month day-of-week, parsed by
+//! `croner`), in the host's local time; `HH:MM` means every day at that time. One task (the
+//! scheduler) sleeps until the next due time (at most [`MAX_SLEEP`] at once, and woken when a
+//! schedule is added) and runs what is due through the engine's own actions. A schedule is
+//! due when its next occurrence after its last run (or its creation) has passed: a run
+//! missed while no daemon ran is run once at start-up, not once per missed occurrence. An
+//! instance busy with another action is tried again shortly ([`BUSY_RETRY`]); other failures
+//! are recorded (`last_error`) and the schedule goes on.
+//!
+//! "Now" comes from a [`Clock`]: the real one, or for tests only the file named by
+//! `MAYFLY_TEST_CLOCK` (Unix seconds or RFC 3339), re-read every [`TEST_POLL`].
 
-use crate::{Engine, EngineError};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Local, TimeZone};
+use croner::Cron;
+use croner::parser::{CronParser, Seconds, Year};
+use mayfly_api::{CreateSchedule, ScheduleAction, ScheduleInfo, StopRequest};
+use mayfly_store::ScheduleRecord;
+
+use crate::{Engine, EngineError, lock};
+
+/// The longest sleep of the scheduler with the real clock.
+const MAX_SLEEP: Duration = Duration::from_secs(60);
+/// How often the scheduler re-reads a test clock.
+const TEST_POLL: Duration = Duration::from_millis(100);
+/// How soon a schedule whose instance was busy is tried again.
+const BUSY_RETRY: Duration = Duration::from_secs(5);
+/// Most snapshots a schedule may keep.
+const MAX_KEEP: u32 = 1000;
+
+/// Where the engine's "now" comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Clock {
+    /// The system's clock.
+    Real,
+    /// Tests only: the time written in this file.
+    File(PathBuf),
+}
+
+impl Clock {
+    /// The real clock, or the test clock of `MAYFLY_TEST_CLOCK`.
+    pub(crate) fn from_env() -> Clock {
+        match std::env::var_os("MAYFLY_TEST_CLOCK") {
+            Some(path) if !path.is_empty() => {
+                tracing::warn!(
+                    "MAYFLY_TEST_CLOCK is set: schedules follow the time in {} (for tests only)",
+                    PathBuf::from(&path).display()
+                );
+                Clock::File(PathBuf::from(path))
+            }
+            _ => Clock::Real,
+        }
+    }
+
+    /// Now, in Unix seconds.
+    pub(crate) fn now(&self) -> i64 {
+        match self {
+            Clock::Real => mayfly_store::now(),
+            Clock::File(path) => match std::fs::read_to_string(path)
+                .ok()
+                .and_then(|s| parse_time(s.trim()))
+            {
+                Some(t) => t,
+                None => {
+                    tracing::warn!("cannot read the test clock {}: real time", path.display());
+                    mayfly_store::now()
+                }
+            },
+        }
+    }
+
+    fn poll(&self) -> Duration {
+        match self {
+            Clock::Real => MAX_SLEEP,
+            Clock::File(_) => TEST_POLL,
+        }
+    }
+}
+
+/// Unix seconds or RFC 3339.
+fn parse_time(s: &str) -> Option<i64> {
+    s.parse::<i64>()
+        .ok()
+        .or_else(|| DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp()))
+}
+
+/// Parses a 5-field cron expression (or `HH:MM`), with croner's reason when it is not one.
+pub(crate) fn parse_cron(expr: &str) -> Result<Cron, EngineError> {
+    let parser = CronParser::builder()
+        .seconds(Seconds::Disallowed)
+        .year(Year::Disallowed)
+        .build();
+    parser.parse(expr).map_err(|e| {
+        EngineError::invalid(
+            format!("invalid cron expression `{expr}`: {e}"),
+            "use 5 fields, minute hour day-of-month month day-of-week, e.g. `0 3 * * *` (every day at 03:00) or `*/15 * * * *`; or HH:MM for every day at that time",
+        )
+    })
+}
+
+/// The cron expression a schedule is stored with: `HH:MM` becomes a daily one; anything
+/// else must parse.
+pub(crate) fn normalize(expr: &str) -> Result<String, EngineError> {
+    let expr = expr.trim();
+    if expr.contains(':') {
+        return daily_at(expr);
+    }
+    parse_cron(expr)?;
+    Ok(expr.to_owned())
+}
+
+/// Refuses `--reset-at` at the launch of an instance of `mode` (ephemeral: it would never
+/// be stopped to be reset, only deleted).
+pub(crate) fn check_mode(mode: mayfly_api::Mode, reset_at: bool) -> Result<(), EngineError> {
+    if mode != mayfly_api::Mode::Ephemeral || !reset_at {
+        return Ok(());
+    }
+    Err(EngineError::invalid(
+        "an ephemeral instance is deleted when it stops: it cannot be reset on a schedule",
+        "leave --reset-at out, or launch it transient or persistent",
+    ))
+}
 
 /// Turns `--reset-at HH:MM` into the cron expression of a daily schedule.
 pub(crate) fn daily_at(time: &str) -> Result<String, EngineError> {
-    Err(EngineError::invalid(
-        format!("--reset-at `{time}` is not supported yet"),
-        "leave --reset-at out",
-    ))
+    let bad = || {
+        EngineError::invalid(
+            format!("invalid time of day `{time}`"),
+            "use HH:MM in 24-hour local time, e.g. `03:00` or `23:30`",
+        )
+    };
+    let (h, m) = time.trim().split_once(':').ok_or_else(bad)?;
+    let digits = |s: &str| !s.is_empty() && s.len() <= 2 && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(h) || m.len() != 2 || !digits(m) {
+        return Err(bad());
+    }
+    let (h, m): (u32, u32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+    if h > 23 || m > 59 {
+        return Err(bad());
+    }
+    Ok(format!("{m} {h} * * *"))
+}
+
+fn local(secs: i64) -> Option<DateTime<Local>> {
+    Local.timestamp_opt(secs, 0).earliest()
+}
+
+/// The first time of `cron` after `after` (Unix seconds), if any.
+pub(crate) fn next_after(cron: &Cron, after: i64) -> Option<i64> {
+    let t = local(after)?;
+    cron.find_next_occurrence(&t, false)
+        .ok()
+        .map(|t| t.timestamp())
+}
+
+/// When schedule `r` is due next (Unix seconds): the first occurrence after its last run, or
+/// after its creation when it never ran.
+pub(crate) fn due_at(r: &ScheduleRecord) -> Option<i64> {
+    let cron = parse_cron(&r.cron).ok()?;
+    next_after(&cron, r.last_run.unwrap_or(r.created_at))
+}
+
+/// The name of the snapshot schedule `id` makes at `at` (local time).
+pub(crate) fn snapshot_name(id: u64, at: i64) -> String {
+    let stamp = local(at).map_or_else(|| at.to_string(), |t| t.format("%Y%m%d-%H%M").to_string());
+    format!("sched-{id}-{stamp}")
+}
+
+/// The scheduler's run-time state.
+#[derive(Debug, Default)]
+pub(crate) struct Scheduler {
+    /// Told when a schedule is added or removed.
+    wake: tokio::sync::Notify,
+    /// Schedules running now, and those whose instance was busy: not before this instant.
+    held: Mutex<HashMap<u64, Option<Instant>>>,
+}
+
+fn info_of(r: &ScheduleRecord) -> ScheduleInfo {
+    ScheduleInfo {
+        id: r.id,
+        instance: r.instance.clone(),
+        action: r.action,
+        cron: r.cron.clone(),
+        keep: r.keep,
+        created_at: crate::rfc3339(r.created_at),
+        last_run: r.last_run.map(crate::rfc3339),
+        next_run: due_at(r).map(crate::rfc3339),
+        last_error: r.last_error.clone(),
+    }
 }
 
 impl Engine {
     /// Starts the scheduler and re-arms pending restarts (once, at daemon start).
-    pub(crate) fn start_timers(self: &std::sync::Arc<Self>) {}
+    pub(crate) fn start_timers(self: &Arc<Self>) {
+        tokio::spawn(self.clone().scheduler_loop());
+        let engine = self.clone();
+        tokio::spawn(async move { engine.rearm_restarts().await });
+    }
+
+    /// Adds a schedule to instance `name`.
+    pub async fn add_schedule(
+        &self,
+        name: &str,
+        req: CreateSchedule,
+    ) -> Result<ScheduleInfo, EngineError> {
+        let cron = normalize(&req.cron)?;
+        match (req.action, req.keep) {
+            (ScheduleAction::Snapshot, Some(k)) if k == 0 || k > MAX_KEEP => {
+                return Err(EngineError::invalid(
+                    format!("--keep {k} is out of range"),
+                    format!(
+                        "keep between 1 and {MAX_KEEP} snapshots, or leave --keep out to keep them all"
+                    ),
+                ));
+            }
+            (ScheduleAction::Reset | ScheduleAction::Restart, Some(_)) => {
+                return Err(EngineError::invalid(
+                    format!(
+                        "--keep applies to snapshot schedules only, not to {}",
+                        req.action
+                    ),
+                    "leave --keep out",
+                ));
+            }
+            _ => {}
+        }
+        let n = name.to_owned();
+        let rec = self.db(move |s| s.instance(&n)).await?;
+        if rec.mode == mayfly_api::Mode::Ephemeral {
+            return Err(EngineError::invalid(
+                format!(
+                    "instance `{name}` is ephemeral: it is deleted when it stops, so it cannot be reset, restarted or snapshotted on a schedule"
+                ),
+                "launch it transient or persistent to schedule actions on it",
+            ));
+        }
+        let now = self.clock.now();
+        let (id, action, keep) = (rec.id.clone(), req.action, req.keep);
+        let r = self
+            .db(move |s| {
+                let sid = s.add_schedule_at(&id, action, &cron, keep, now)?;
+                s.schedule(sid)
+            })
+            .await?;
+        self.scheduler.wake.notify_one();
+        Ok(info_of(&r))
+    }
+
+    /// Every schedule, or instance `name`'s.
+    pub async fn list_schedules(
+        &self,
+        name: Option<&str>,
+    ) -> Result<Vec<ScheduleInfo>, EngineError> {
+        let id = match name {
+            Some(n) => {
+                let n = n.to_owned();
+                Some(self.db(move |s| s.instance(&n)).await?.id)
+            }
+            None => None,
+        };
+        let rows = self.db(move |s| s.schedules(id.as_deref())).await?;
+        Ok(rows.iter().map(info_of).collect())
+    }
+
+    /// Removes schedule `id` of instance `name` (its snapshots stay).
+    pub async fn remove_schedule(&self, name: &str, id: u64) -> Result<(), EngineError> {
+        let n = name.to_owned();
+        self.db(move |s| {
+            let rec = s.instance(&n)?;
+            s.remove_schedule(&rec.id, id)
+        })
+        .await
+        .map_err(|e| match e {
+            EngineError::Store(mayfly_store::StoreError::NotFound {
+                kind: "schedule", ..
+            }) => EngineError::Store(mayfly_store::StoreError::NotFound {
+                kind: "schedule",
+                name: format!("{id} of instance {name}"),
+            }),
+            other => other,
+        })?;
+        self.scheduler.wake.notify_one();
+        Ok(())
+    }
+
+    /// The scheduler: runs due schedules until the daemon ends.
+    async fn scheduler_loop(self: Arc<Self>) {
+        loop {
+            let wait = self.run_due().await;
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.scheduler.wake.notified() => {}
+            }
+        }
+    }
+
+    /// Starts every due schedule that is not running or held back; answers how long to sleep.
+    async fn run_due(self: &Arc<Self>) -> Duration {
+        let poll = self.clock.poll();
+        let rows = match self.db(|s| s.schedules(None)).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!("scheduler: cannot read the schedules: {e}");
+                return poll;
+            }
+        };
+        let now = self.clock.now();
+        let mut wait = poll;
+        for r in rows {
+            let Some(due) = due_at(&r) else { continue };
+            if due > now {
+                let secs = u64::try_from(due - now).unwrap_or(0);
+                wait = wait.min(Duration::from_secs(secs));
+                continue;
+            }
+            {
+                let mut held = lock(&self.scheduler.held);
+                match held.get(&r.id) {
+                    Some(None) => continue, // running
+                    Some(Some(until)) if Instant::now() < *until => {
+                        wait = wait.min(until.saturating_duration_since(Instant::now()));
+                        continue;
+                    }
+                    _ => {}
+                }
+                held.insert(r.id, None);
+            }
+            tokio::spawn(self.clone().run_schedule(r, now));
+        }
+        wait.max(Duration::from_millis(10))
+    }
+
+    /// Runs schedule `r`, due at clock time `now`.
+    async fn run_schedule(self: Arc<Self>, r: ScheduleRecord, now: i64) {
+        tracing::info!(instance = %r.instance, "schedule {}: {} ({})", r.id, r.action, r.cron);
+        let result = self.scheduled_action(&r, now).await;
+        if let Err(EngineError::Busy { operation, .. }) = &result {
+            tracing::info!(instance = %r.instance, "schedule {}: busy with `{operation}`, trying again shortly", r.id);
+            let msg = format!("instance busy with `{operation}`: tried again shortly");
+            let id = r.id;
+            let _ = self.db(move |s| s.set_schedule_error(id, &msg)).await;
+            lock(&self.scheduler.held).insert(r.id, Some(Instant::now() + BUSY_RETRY));
+            self.scheduler.wake.notify_one();
+            return;
+        }
+        let error = result.err().map(|e| {
+            let msg = mayfly_driver::error_chain(&e);
+            tracing::warn!(instance = %r.instance, "schedule {} failed: {msg}", r.id);
+            msg
+        });
+        // Done and not recorded yet: the next daemon runs it again (at least once).
+        crate::failpoint("schedule:ran");
+        let id = r.id;
+        let recorded = match crate::inject("schedule:record") {
+            Ok(()) => {
+                self.db(move |s| s.set_schedule_run(id, now, error.as_deref()))
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = recorded {
+            // Gone with its instance, or the catalogue failed: not run again before a while
+            // (it would otherwise be due again at once).
+            tracing::error!("schedule {id}: cannot record its run: {e}");
+            lock(&self.scheduler.held).insert(id, Some(Instant::now() + BUSY_RETRY));
+            self.scheduler.wake.notify_one();
+            return;
+        }
+        lock(&self.scheduler.held).remove(&r.id);
+        self.scheduler.wake.notify_one();
+    }
+
+    /// The action of schedule `r` (its instance by id: a rename keeps its schedules).
+    async fn scheduled_action(
+        self: &Arc<Self>,
+        r: &ScheduleRecord,
+        now: i64,
+    ) -> Result<(), EngineError> {
+        let name = lock(&self.slots)
+            .by_id(&r.instance_id)
+            .map(|s| s.name.clone())
+            .ok_or_else(|| {
+                EngineError::Store(mayfly_store::StoreError::NotFound {
+                    kind: "instance",
+                    name: r.instance.clone(),
+                })
+            })?;
+        match r.action {
+            ScheduleAction::Reset => {
+                self.reset_instance(&name, StopRequest::default()).await?;
+            }
+            ScheduleAction::Restart => {
+                self.restart_instance(&name, StopRequest::default()).await?;
+            }
+            ScheduleAction::Snapshot => {
+                self.create_snapshot(&name, Some(snapshot_name(r.id, now)))
+                    .await?;
+                if let Some(keep) = r.keep {
+                    self.prune_snapshots(&name, r.id, keep).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the oldest snapshots schedule `id` made beyond the newest `keep`.
+    async fn prune_snapshots(&self, name: &str, id: u64, keep: u32) -> Result<(), EngineError> {
+        let prefix = format!("sched-{id}-");
+        let mut mine: Vec<String> = self
+            .list_snapshots(name)
+            .await?
+            .into_iter()
+            .map(|s| s.name)
+            .filter(|n| n.strip_prefix(&prefix).is_some_and(|rest| rest.len() == 13))
+            .collect();
+        // The stamps sort as the times they name.
+        mine.sort();
+        let extra = mine.len().saturating_sub(keep as usize);
+        for old in &mine[..extra] {
+            self.remove_snapshot(name, old).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> i64 {
+        Local
+            .from_local_datetime(
+                &chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M").unwrap(),
+            )
+            .earliest()
+            .unwrap()
+            .timestamp()
+    }
+
+    fn rec(cron: &str, created: i64, last_run: Option<i64>) -> ScheduleRecord {
+        ScheduleRecord {
+            id: 7,
+            instance_id: "i".into(),
+            instance: "web".into(),
+            action: ScheduleAction::Reset,
+            cron: cron.into(),
+            keep: None,
+            created_at: created,
+            last_run,
+            last_error: None,
+        }
+    }
+
+    #[test]
+    fn cron_expressions_have_five_fields_and_bad_ones_say_why() {
+        assert!(parse_cron("0 3 * * *").is_ok());
+        assert!(parse_cron("*/15 * * * 1-5").is_ok());
+        for bad in [
+            "0 0 3 * * *",
+            "0 3 * *",
+            "61 * * * *",
+            "x * * * *",
+            "",
+            "0 3 * * * 2030",
+        ] {
+            let e = parse_cron(bad).unwrap_err().to_string();
+            assert!(e.contains("invalid cron expression"), "{bad}: {e}");
+        }
+        assert!(parse_cron("@daily").is_ok());
+        assert!(normalize("nonsense").is_err());
+        assert_eq!(normalize(" 03:00 ").unwrap(), "0 3 * * *");
+    }
+
+    #[test]
+    fn daily_at_takes_hh_mm() {
+        assert_eq!(daily_at("03:00").unwrap(), "0 3 * * *");
+        assert_eq!(daily_at("23:59").unwrap(), "59 23 * * *");
+        assert_eq!(daily_at("7:05").unwrap(), "5 7 * * *");
+        for bad in [
+            "24:00", "12:60", "3", "03:0", "a:bc", "03:00:00", "-1:00", "",
+        ] {
+            assert!(daily_at(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_schedule_is_due_after_its_last_run_once_however_many_were_missed() {
+        let created = at("2030-01-01 12:00");
+        let r = rec("0 3 * * *", created, None);
+        assert_eq!(due_at(&r), Some(at("2030-01-02 03:00")));
+        // Ran on the 2nd: next on the 3rd.
+        let r = rec("0 3 * * *", created, Some(at("2030-01-02 03:00")));
+        assert_eq!(due_at(&r), Some(at("2030-01-03 03:00")));
+        // The daemon was down from the 3rd to the 10th: due (once) at the 3rd; after that
+        // run, recorded at the start-up time, the next is on the 11th.
+        let r = rec("0 3 * * *", created, Some(at("2030-01-10 09:00")));
+        assert_eq!(due_at(&r), Some(at("2030-01-11 03:00")));
+        let hourly = rec("0 * * * *", created, Some(at("2030-01-01 12:30")));
+        assert_eq!(due_at(&hourly), Some(at("2030-01-01 13:00")));
+    }
+
+    #[test]
+    fn snapshot_names_carry_the_schedule_and_the_minute() {
+        assert_eq!(
+            snapshot_name(3, at("2030-02-03 04:05")),
+            "sched-3-20300203-0405"
+        );
+        assert!(
+            mayfly_api::names::check_snapshot_name(&snapshot_name(3, at("2030-02-03 04:05")))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn the_test_clock_reads_seconds_or_rfc3339() {
+        assert_eq!(parse_time("1700000000"), Some(1_700_000_000));
+        assert_eq!(parse_time("2030-01-01T00:00:00Z"), Some(1_893_456_000));
+        assert_eq!(parse_time("soon"), None);
+    }
 }

@@ -359,17 +359,18 @@ impl Engine {
         if let Some(e) = &error {
             tracing::error!(instance = %slot.name, "cleaning up after the run failed: {e}");
         }
-        let (watchers, again) = {
+        let (watchers, again, started_at) = {
             let mut rt = lock(&slot.rt);
             rt.state = InstanceState::Stopped;
             rt.paused = false;
             rt.pid = None;
             rt.version = None;
-            rt.started_at = None;
+            let started_at = rt.started_at.take();
             rt.last_error = error;
             (
                 std::mem::take(&mut rt.watchers),
                 std::mem::take(&mut rt.restart_on_exit).or(reboot),
+                started_at,
             )
         };
         if reboot.is_some() {
@@ -380,7 +381,8 @@ impl Engine {
         }
         if again.is_none() {
             // Settled and not started again anyway: its restart policy decides.
-            self.apply_restart_policy(slot, status, ending).await;
+            self.apply_restart_policy(slot, status, ending, started_at)
+                .await;
         }
         if let Some(journal) = again {
             // By id: the instance may have been renamed since `slot` was taken.

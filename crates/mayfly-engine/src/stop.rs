@@ -106,8 +106,10 @@ impl Engine {
         let name = slot.name.as_str();
         let note = {
             let _guard = slot.acquire("stop").await?;
-            // A stop asked for now wins over an interrupted restart's wish to run again.
+            // A stop asked for now wins over an interrupted restart's wish to run again, and
+            // over a restart policy's pending restart.
             self.forget_restart(&slot).await;
+            self.cancel_restart(&slot).await;
             let idle = {
                 let rt = lock(&slot.rt);
                 rt.state == InstanceState::Stopped && rt.pending_exit.is_none()
@@ -117,6 +119,9 @@ impl Engine {
             } else {
                 let (before, template, ifaces) = self.instance_and_template(name).await?;
                 self.stop_locked(&slot, &req).await?;
+                // An end that came unasked just before this stop was judged by its policy
+                // while the stop settled it: the stop wins.
+                self.cancel_restart(&slot).await;
                 if lock(&self.slots).get(name).is_none_or(|s| s.id != slot.id) {
                     let mut info = self.info_of(&before, template.as_ref(), None, &ifaces);
                     info.note = Some(REMOVED.to_owned());
@@ -261,6 +266,8 @@ impl Engine {
         {
             let _guard = slot.acquire("restart").await?;
             self.refuse_ephemeral_restart(&slot, "restart").await?;
+            // It ends with a start: a restart policy's row (and pending restart) ends too.
+            self.cancel_restart(&slot).await;
             let mut journal = None;
             let stopped = if slot.state() != InstanceState::Stopped {
                 journal = Some(self.journal_restart(&slot.id).await?);

@@ -41,6 +41,7 @@ pub use channels::ChannelRecord;
 pub use flavors::FlavorRecord;
 pub use layout::Layout;
 pub use networks::{InterfaceRecord, NetworkRecord};
+pub use schedules::ScheduleRecord;
 pub use volumes::VolumeRecord;
 
 /// A catalogue operation that failed.

@@ -1,11 +1,95 @@
-//! `mayfly schedule …`.
-//!
-//! (Skeleton: filled in by the schedules work.)
+//! `mayfly schedule add|list|rm`.
 
+use hyper::Method;
+use mayfly_api::{ApiError, CreateSchedule, ErrorCode, ScheduleInfo, paths};
+
+use super::enc;
 use crate::cli::ScheduleCommand;
 use crate::cli::client::{Client, ClientError};
+use crate::cli::output::{json, table};
 
 /// `mayfly schedule …`.
-pub(super) async fn schedule(_client: &Client, _c: ScheduleCommand) -> Result<i32, ClientError> {
-    Ok(2)
+pub(super) async fn schedule(client: &Client, c: ScheduleCommand) -> Result<i32, ClientError> {
+    match c {
+        ScheduleCommand::Add(a) => {
+            let req = CreateSchedule {
+                action: a.action,
+                cron: a.cron,
+                keep: a.keep,
+            };
+            let path = paths::schedules(&enc(&a.name));
+            let s: ScheduleInfo = client.call(Method::POST, &path, Some(&req)).await?;
+            if a.json {
+                json(&s);
+            } else {
+                let next = s.next_run.as_deref().unwrap_or("never");
+                println!(
+                    "schedule {} added: {} {} at `{}` (next run {next})",
+                    s.id, s.action, s.instance, s.cron
+                );
+            }
+        }
+        ScheduleCommand::List(a) => {
+            let path = match &a.name {
+                Some(n) => paths::schedules(&enc(n)),
+                None => paths::SCHEDULES.to_owned(),
+            };
+            let all: Vec<ScheduleInfo> = client.call(Method::GET, &path, None::<&()>).await?;
+            if a.json {
+                json(&all);
+            } else {
+                let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+                let rows: Vec<Vec<String>> = all
+                    .iter()
+                    .map(|s| {
+                        let action = match s.keep {
+                            Some(k) => format!("{} (keep {k})", s.action),
+                            None => s.action.to_string(),
+                        };
+                        vec![
+                            s.id.to_string(),
+                            s.instance.clone(),
+                            action,
+                            s.cron.clone(),
+                            dash(&s.next_run),
+                            dash(&s.last_run),
+                            dash(&s.last_error),
+                        ]
+                    })
+                    .collect();
+                table(
+                    &[
+                        "ID",
+                        "INSTANCE",
+                        "ACTION",
+                        "CRON",
+                        "NEXT",
+                        "LAST",
+                        "LAST ERROR",
+                    ],
+                    &rows,
+                );
+            }
+        }
+        ScheduleCommand::Rm(a) => {
+            let all: Vec<ScheduleInfo> = client
+                .call(Method::GET, paths::SCHEDULES, None::<&()>)
+                .await?;
+            let Some(s) = all.iter().find(|s| s.id == a.id) else {
+                return Err(ClientError::Api(
+                    ApiError::new(
+                        ErrorCode::NotFound,
+                        format!("schedule {} does not exist", a.id),
+                    )
+                    .with_hint("see `mayfly schedule list` for the ids"),
+                ));
+            };
+            let path = format!("{}/{}", paths::schedules(&enc(&s.instance)), a.id);
+            client
+                .call::<()>(Method::DELETE, &path, None::<&()>)
+                .await?;
+            println!("removed schedule {} of {}", a.id, s.instance);
+        }
+    }
+    Ok(0)
 }
