@@ -57,12 +57,20 @@ fn crash_point(name: &str) {
 
 /// The size of the image for a limit of `bytes`: the limit, plus ext4's own metadata (inode
 /// tables at one 256-byte inode per 16 KiB, bitmaps and group descriptors, the journal), so
-/// that about the limit is usable. Whole MiB.
-pub fn image_size(bytes: u64) -> u64 {
+/// that about the limit is usable. Whole MiB. `None` where that overflows.
+pub fn image_size(bytes: u64) -> Option<u64> {
     const MIB: u64 = 1 << 20;
     let journal = journal_mib(bytes) * MIB;
-    let size = bytes + bytes / 24 + journal + 4 * MIB;
-    size.div_ceil(MIB) * MIB
+    let size = bytes
+        .checked_add(bytes / 24)?
+        .checked_add(journal)?
+        .checked_add(4 * MIB)?;
+    size.div_ceil(MIB).checked_mul(MIB)
+}
+
+/// [`image_size`], or the error of a limit too large for an image.
+fn checked_image_size(bytes: u64) -> Result<u64, DriverError> {
+    image_size(bytes).ok_or_else(|| failed(format!("a disk limit of {bytes} bytes is too large")))
 }
 
 /// The journal of an image for a limit of `bytes` (MiB): 1/64 of it, 4 to 128 MiB.
@@ -212,7 +220,7 @@ fn make_image(path: &Path, bytes: u64) -> Result<(), DriverError> {
         .create_new(true)
         .open(path)
         .map_err(files("create", path))?;
-    file.set_len(image_size(bytes))
+    file.set_len(checked_image_size(bytes)?)
         .map_err(files("size", path))?;
     drop(file);
     let journal = format!("size={}", journal_mib(bytes));
@@ -408,7 +416,7 @@ impl DiskImages {
         let image = disks.join(format!("{id}.img"));
         let new = disks.join(format!("{id}.img.new"));
         let mnt = disks.join(format!("{id}.mnt"));
-        let size = image_size(bytes);
+        let size = checked_image_size(bytes)?;
         if !image.is_file() {
             if running {
                 return Err(failed(
@@ -691,9 +699,12 @@ mod tests {
 
     #[test]
     fn images_leave_room_for_ext4_and_about_the_limit_usable() {
-        assert_eq!(image_size(16 << 20) % (1 << 20), 0);
-        assert!(image_size(16 << 20) >= (16 << 20) + (4 << 20));
-        assert!(image_size(1 << 30) < (1 << 30) + (64 << 20));
+        let size = |b| image_size(b).unwrap();
+        assert_eq!(size(16 << 20) % (1 << 20), 0);
+        assert!(size(16 << 20) >= (16 << 20) + (4 << 20));
+        assert!(size(1 << 30) < (1 << 30) + (64 << 20));
+        assert_eq!(image_size(u64::MAX), None);
+        assert_eq!(image_size(u64::MAX - (1 << 30)), None);
         assert_eq!(journal_mib(16 << 20), 4);
         assert_eq!(journal_mib(100 << 30), 128);
     }

@@ -178,7 +178,7 @@ impl Engine {
             .as_deref()
             .map(crate::schedules::daily_at)
             .transpose()?;
-        self.check_volume_mounts(&req.volumes).await?;
+        let volumes = self.check_volume_mounts(&req.volumes).await?;
         let mut config = InstanceConfig {
             command: req.command.clone(),
             entrypoint: req.entrypoint.clone(),
@@ -192,7 +192,7 @@ impl Engine {
             publish: req.publish.clone(),
             flavor: None,
             limits: mayfly_api::Limits::default(),
-            volumes: req.volumes.clone(),
+            volumes,
             meta: req.meta.clone(),
             user_data: user_data.as_ref().map(|(summary, _)| summary.clone()),
             restart: req.restart,

@@ -57,5 +57,5 @@ pub use opaque::{OpaqueReport, drop_needless_opaque};
 pub use owners::{IdRange, shift_owners, upper_to_layer};
 pub use progress::{NoProgress, Progress, TreeStats};
 pub use prune::prune_tree;
-pub use tree::{remove_tree, tree_stats};
+pub use tree::{remove_tree, tree_stats, tree_usage};
 pub use xattr::XattrPolicy;

@@ -160,6 +160,69 @@ fn stats_below(
     Ok(())
 }
 
+/// Below this depth, [`tree_usage`] does not descend.
+const USAGE_MAX_DEPTH: usize = 1024;
+
+/// The bytes of the blocks used by the tree at `root` (the root included), each inode counted
+/// once, without following symlinks nor leaving `root`'s filesystem, counting at most
+/// `max_entries` entries. Best effort, for a tree that may change meanwhile: what cannot be
+/// read (or was swapped for something else) is skipped.
+pub fn tree_usage(root: &Path, max_entries: u64) -> u64 {
+    let Ok(fd) = open_root(root) else {
+        return 0;
+    };
+    let Ok(st) = crate::inode::stat_fd(fd.as_fd()) else {
+        return 0;
+    };
+    let mut walk = Usage {
+        dev: device(&st),
+        seen: HashSet::new(),
+        left: max_entries,
+        bytes: st.stx_blocks.saturating_mul(512),
+    };
+    walk.below(fd.as_fd(), 0);
+    walk.bytes
+}
+
+struct Usage {
+    dev: (u32, u32),
+    seen: HashSet<u64>,
+    left: u64,
+    bytes: u64,
+}
+
+impl Usage {
+    fn below(&mut self, dir: BorrowedFd<'_>, depth: usize) {
+        let Ok(names) = list_dir(dir) else { return };
+        for name in names {
+            if self.left == 0 {
+                return;
+            }
+            self.left -= 1;
+            let Ok(st) = stat_at(dir, &name) else {
+                continue;
+            };
+            if device(&st) != self.dev || !self.seen.insert(st.stx_ino) {
+                continue;
+            }
+            self.bytes = self.bytes.saturating_add(st.stx_blocks.saturating_mul(512));
+            if file_type(&st) == FileType::Directory && depth < USAGE_MAX_DEPTH {
+                // Opened without following a link; a directory swapped meanwhile for one fails
+                // here, and one swapped for another directory is checked by its inode.
+                let Ok(sub) = open_dir_at(dir, &name) else {
+                    continue;
+                };
+                match crate::inode::stat_fd(sub.as_fd()) {
+                    Ok(now) if device(&now) == self.dev && now.stx_ino == st.stx_ino => {
+                        self.below(sub.as_fd(), depth + 1);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
 /// Removes the tree at `root` depth-first without following symlinks. Succeeds if `root` does not
 /// exist. Refuses with [`ImageError::MountPoint`] if `root` or anything below it is a mount point,
 /// leaving everything below that mount point alone; a symlink at `root` is removed, not followed.

@@ -367,3 +367,84 @@ fn of_simultaneous_attaches_and_launches_exactly_one_wins() {
     d.ok(&["volume", "rm", "shared"]);
     d.finish();
 }
+
+/// Targets one inside another (the forker does not resolve a target across another mount),
+/// under `/run` (a tmpfs in a system container), and sizes too large for any disk are refused
+/// with 400 at launch and attach; a launch stores its paths normalised, as attach does.
+#[test]
+fn nested_run_and_oversized_volumes_are_refused_and_paths_normalised() {
+    let d = TestDaemon::start();
+    for v in ["db", "wal", "x"] {
+        d.ok(&["volume", "create", v]);
+    }
+    for pair in [
+        ["db:/var/lib/db", "wal:/var/lib/db/wal"],
+        ["wal:/var/lib/db//wal/", "db:/var/lib/db"],
+    ] {
+        let out = d.fails(&[
+            "launch", "busybox", "--name", "n", "-v", pair[0], "-v", pair[1],
+        ]);
+        assert_refused_with(&out, &["volume `wal`", "inside volume `db`"]);
+        assert!(is_gone(&d, "n"), "the refused launch left no instance");
+    }
+    let out = d.fails(&["launch", "busybox", "--name", "n", "-v", "x:/run/app"]);
+    assert_refused_with(&out, &["volume `x`", "/run", "tmpfs"]);
+    assert!(is_gone(&d, "n"));
+
+    // A launch stores its paths normalised: the instance and the volume agree.
+    launch(
+        &d,
+        "a",
+        &["--persistent", "--no-start", "-v", "db://var//lib/./db/"],
+        Some(IDLE),
+    );
+    assert_eq!(d.info("a")["volumes"][0]["path"], "/var/lib/db");
+    let v = d.json(&["volume", "info", "db", "--json"]);
+    assert_eq!(v["attached"]["path"], "/var/lib/db", "{v}");
+
+    // Attach checks against the instance's volumes, both ways.
+    for (vol, path) in [("wal", "/var/lib/db/wal"), ("wal", "/var"), ("x", "/run")] {
+        let (status, e) = d.api(
+            "POST",
+            &format!("/v1/volumes/{vol}/attach"),
+            Some(&json!({"instance": "a", "path": path})),
+        );
+        assert_eq!(status, 400, "{path}: {e}");
+        let msg = e["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(&format!("volume `{vol}`")), "{e}");
+        assert!(e["error"]["hint"].as_str().is_some(), "{e}");
+    }
+    let v = d.json(&["volume", "info", "wal", "--json"]);
+    assert!(v["attached"].is_null(), "{v}");
+    // A shared name prefix is not nesting.
+    d.ok(&["volume", "attach", "wal", "a:/var/lib/dbwal"]);
+    d.ok(&["start", "a"]);
+    d.sh("a", "echo w >/var/lib/dbwal/f && echo d >/var/lib/db/f");
+    assert_eq!(d.sh("a", "cat /var/lib/dbwal/f /var/lib/db/f"), "w\nd\n");
+
+    // Sizes above what any disk here could hold: 400, nothing made.
+    let before = d.state_entries("volumes").len();
+    let (status, e) = d.api(
+        "POST",
+        "/v1/volumes",
+        Some(&json!({"name": "huge", "size": u64::MAX})),
+    );
+    assert_eq!(status, 400, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("too large"),
+        "{e}"
+    );
+    assert_refused_with(
+        &d.fails(&["volume", "create", "huge", "--size", "20T"]),
+        &["volume `huge`", "too large"],
+    );
+    assert_eq!(d.state_entries("volumes").len(), before, "nothing made");
+    assert!(d.mayfly(&["volume", "info", "huge"]).code != 0);
+
+    d.ok(&["rm", "--force", "a"]);
+    d.ok(&["volume", "rm", "db", "wal", "x"]);
+    d.finish();
+}

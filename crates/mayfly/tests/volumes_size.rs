@@ -196,6 +196,8 @@ fn a_clone_gets_no_volume_or_copies_of_them() {
         Some(IDLE),
     );
     d.sh("src", "echo row >/srv/db/table");
+    // The copy keeps the owner and mode of the volume's top directory.
+    d.sh("src", "chown 1000:1000 /srv/db && chmod 0750 /srv/db");
     // Volumes are in the snapshot's metadata.
     d.ok(&["snapshot", "create", "src", "s1"]);
     let snap = d.json(&["snapshot", "info", "src", "s1", "--json"]);
@@ -213,6 +215,16 @@ fn a_clone_gets_no_volume_or_copies_of_them() {
             .is_none_or(Vec::is_empty)
     );
     d.ok(&["clone", "src", "copy", "--copy-volumes"]);
+    {
+        use std::os::unix::fs::MetadataExt;
+        let top = |name: &str| {
+            let m = std::fs::metadata(volume_dir(&d, name).1.join("data")).unwrap();
+            (m.uid(), m.gid(), m.mode() & 0o7777)
+        };
+        let (src_top, copy_top) = (top("db"), top("copy-db"));
+        assert_eq!(src_top.2, 0o750, "{src_top:?}");
+        assert_eq!(copy_top, src_top, "the copy's top directory");
+    }
     let vols = d.info("copy")["volumes"].clone();
     assert_eq!(vols[0]["volume"], "copy-db", "{vols}");
     assert_eq!(vols[0]["path"], "/srv/db", "{vols}");
@@ -225,6 +237,10 @@ fn a_clone_gets_no_volume_or_copies_of_them() {
     }
     // The copy is the clone's own: writes do not reach the source's volume.
     d.ok(&["start", "copy"]);
+    assert_eq!(
+        d.sh("copy", "stat -c '%u:%g %a' /srv/db"),
+        "1000:1000 750\n"
+    );
     assert_eq!(
         d.sh("copy", "cat /srv/db/table && echo more >>/srv/db/table"),
         "row\n"

@@ -30,6 +30,10 @@ pub(crate) use targets::check_mounts;
 /// The smallest size limit accepted (an ext4 image needs room for itself).
 pub const MIN_VOLUME_SIZE: u64 = 16 << 20;
 
+/// The largest size limit accepted (an image for it stays below ext4's 16 TiB file limit);
+/// a limit is also refused above the size of the state filesystem.
+pub const MAX_VOLUME_SIZE: u64 = 15 << 40;
+
 /// At most this many entries are counted for the used bytes of a volume without a limit.
 const USAGE_MAX_ENTRIES: u64 = 1_000_000;
 
@@ -67,34 +71,11 @@ fn make_dirs(dir: &Path) -> Result<(), EngineError> {
     crate::layer::flush(dir)
 }
 
-/// Bytes used under `dir` (blocks of the entries, not following links nor crossing mounts),
-/// counting at most [`USAGE_MAX_ENTRIES`] entries.
+/// Bytes used under `dir`: the blocks of its entries, each inode once, walked by descriptor
+/// without following links nor crossing mounts (a tenant swapping a directory for a link
+/// cannot send the walk elsewhere), counting at most [`USAGE_MAX_ENTRIES`] entries.
 fn used_bytes(dir: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(top) = std::fs::symlink_metadata(dir) else {
-        return 0;
-    };
-    let dev = top.dev();
-    let mut total = top.blocks() * 512;
-    let mut stack = vec![dir.to_owned()];
-    let mut seen = 0u64;
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            seen += 1;
-            if seen > USAGE_MAX_ENTRIES {
-                return total;
-            }
-            let Ok(m) = e.metadata() else { continue };
-            total += m.blocks() * 512;
-            if m.is_dir() && m.dev() == dev {
-                stack.push(e.path());
-            }
-        }
-    }
-    total
+    mayfly_image::tree_usage(dir, USAGE_MAX_ENTRIES)
 }
 
 /// At start-up, after the disk images are settled: removes the directories of volumes the
@@ -105,6 +86,7 @@ pub(crate) fn sweep(store: &Store, layout: &Layout) -> Result<(), StoreError> {
     let Ok(entries) = std::fs::read_dir(layout.volumes()) else {
         return Ok(());
     };
+    let mut quotas = None;
     let images = mayfly_driver::disk_image::DiskImages::at(layout.root());
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
@@ -116,9 +98,21 @@ pub(crate) fn sweep(store: &Store, layout: &Layout) -> Result<(), StoreError> {
             "removing {} (a volume the catalogue does not know)",
             path.display()
         );
+        // What `release_disk` does: the image, or the project quota.
         if let Err(err) = images.release(&path) {
             tracing::warn!(
                 "cannot release the disk image of {}: {}",
+                path.display(),
+                mayfly_driver::error_chain(&err)
+            );
+        }
+        let quotas =
+            quotas.get_or_insert_with(|| mayfly_driver::quota::DiskQuotas::probe(layout.root()));
+        if quotas.unsupported().is_none()
+            && let Err(err) = quotas.set(&path, None)
+        {
+            tracing::warn!(
+                "cannot lift the disk quota of {}: {}",
                 path.display(),
                 mayfly_driver::error_chain(&err)
             );
@@ -137,15 +131,16 @@ pub(crate) fn sweep(store: &Store, layout: &Layout) -> Result<(), StoreError> {
 impl Engine {
     /// Checks a launch's `--volume` list before anything is made: names exist, paths are
     /// absolute, distinct and not where mayfly mounts its own filesystems. (Whether another
-    /// instance holds one is decided by the insert of the instance, atomically.)
+    /// instance holds one is decided by the insert of the instance, atomically.) Returns
+    /// them with normalised paths, as attach stores them.
     pub(crate) async fn check_volume_mounts(
         &self,
         mounts: &[VolumeMount],
-    ) -> Result<(), EngineError> {
+    ) -> Result<Vec<VolumeMount>, EngineError> {
         if mounts.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
-        check_mounts(mounts)?;
+        let checked = check_mounts(mounts)?;
         let names: Vec<String> = mounts.iter().map(|m| m.volume.clone()).collect();
         self.db(move |s| {
             for n in &names {
@@ -153,7 +148,8 @@ impl Engine {
             }
             Ok(())
         })
-        .await
+        .await?;
+        Ok(checked)
     }
 
     /// The bind mounts of instance `rec`'s volumes for a start.
@@ -265,6 +261,28 @@ impl Engine {
                     "e.g. `--size 1G`",
                 ));
             }
+            let root = self.layout.root().to_owned();
+            let fs_bytes = self
+                .blocking(move || {
+                    let st = rustix::fs::statvfs(&root).map_err(|e| EngineError::Io {
+                        action: "measure the filesystem of",
+                        path: root.clone(),
+                        source: e.into(),
+                    })?;
+                    Ok(st.f_blocks.saturating_mul(st.f_frsize))
+                })
+                .await?;
+            let max = MAX_VOLUME_SIZE.min(fs_bytes);
+            if size > max {
+                return Err(EngineError::invalid(
+                    format!(
+                        "volume `{}`: a size of {size} bytes is too large (the most is {} MiB: the state filesystem's size, at most 15 TiB)",
+                        req.name,
+                        max >> 20
+                    ),
+                    "give a smaller --size, e.g. `--size 10G`",
+                ));
+            }
             if let Some(why) = self.driver.disk_quota_unsupported() {
                 return Err(EngineError::invalid(
                     format!(
@@ -354,16 +372,18 @@ impl Engine {
             .await?;
         }
         let d = dir.to_owned();
-        self.blocking(move || {
-            if let Some(from) = from {
+        self.blocking(move || match from {
+            // A copy keeps the owner and mode of the source's top directory too.
+            Some(from) => {
                 let options = mayfly_image::CopyOptions {
                     xattrs: mayfly_image::XattrPolicy::All,
                     one_file_system: true,
                 };
                 mayfly_image::copy_tree(&from, &d.join("data"), options, &mayfly_image::NoProgress)
                     .map_err(EngineError::Image)?;
+                crate::layer::flush(&d)
             }
-            make_dirs(&d)
+            None => make_dirs(&d),
         })
         .await
     }
@@ -497,5 +517,66 @@ impl Engine {
             ));
         }
         self.volume_info(name).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::used_bytes;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn used_bytes_count_a_hard_linked_file_once() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("data");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("a"), vec![7u8; 4 << 20]).unwrap();
+        for i in 0..4 {
+            std::fs::hard_link(dir.join("a"), dir.join(format!("link{i}"))).unwrap();
+        }
+        let used = used_bytes(&dir);
+        assert!((4 * MIB..5 * MIB).contains(&used), "{used}");
+    }
+
+    #[test]
+    fn a_directory_swapped_for_a_link_does_not_send_the_walk_elsewhere() {
+        let t = tempfile::tempdir().unwrap();
+        // "The host": 8 MiB the walk must never count.
+        let host = t.path().join("host");
+        std::fs::create_dir(&host).unwrap();
+        std::fs::write(host.join("big"), vec![1u8; 8 << 20]).unwrap();
+        let dir = t.path().join("data");
+        std::fs::create_dir_all(dir.join("d")).unwrap();
+        for i in 0..64 {
+            std::fs::write(dir.join(format!("f{i}")), b"x").unwrap();
+        }
+        std::fs::create_dir(t.path().join("real")).unwrap();
+        std::os::unix::fs::symlink(&host, t.path().join("link")).unwrap();
+        // The tenant swaps `d` between a directory and a link to the host, again and again.
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let (d, real, link) = (dir.join("d"), t.path().join("real"), t.path().join("link"));
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = std::fs::rename(&d, &real);
+                    let _ = std::fs::rename(&link, &d);
+                    let _ = std::fs::rename(&d, &link);
+                    let _ = std::fs::rename(&real, &d);
+                }
+            });
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+            let mut walks = 0;
+            while std::time::Instant::now() < deadline {
+                let used = used_bytes(&dir);
+                walks += 1;
+                if used >= 8 * MIB {
+                    stop.store(true, Ordering::Relaxed);
+                    panic!("walk {walks} counted the host: {used} bytes");
+                }
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
     }
 }

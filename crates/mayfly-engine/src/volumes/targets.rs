@@ -1,7 +1,7 @@
 //! Where a volume may be mounted inside an instance.
 //!
 //! The path is only checked here for what can be refused up front (absolute, no `..`, not
-//! where mayfly mounts its own filesystems, not twice); the forker resolves it inside the
+//! where mayfly mounts its own filesystems, not twice, not one inside another); the forker resolves it inside the
 //! instance's root (`RESOLVE_IN_ROOT`), so a symbolic link the tenant planted on the way
 //! cannot lead the mount out of the root.
 
@@ -12,7 +12,10 @@ use mayfly_api::VolumeMount;
 use crate::EngineError;
 
 /// Mount points mayfly owns inside an instance: a volume is not mounted on or below them.
-const RESERVED: &[&str] = &["/proc", "/sys", "/dev", "/run/mayfly"];
+/// `/run` is a tmpfs mayfly mounts in an instance that boots an init (before the volumes, on
+/// another filesystem, which the forker's `RESOLVE_NO_XDEV` refuses to cross), and holds
+/// `/run/mayfly`.
+const RESERVED: &[&str] = &["/proc", "/sys", "/dev", "/run"];
 
 /// The hint of a refused target.
 const HINT: &str = "give an absolute path of a directory of your own, e.g. `/srv/data`";
@@ -46,7 +49,12 @@ pub(crate) fn check_target(volume: &str, path: &str) -> Result<String, EngineErr
     let norm = format!("/{}", parts.join("/"));
     for r in RESERVED {
         if norm == *r || norm.starts_with(&format!("{r}/")) {
-            return Err(bad(&format!("mayfly mounts {r} itself")));
+            return Err(bad(&if *r == "/run" {
+                "mayfly mounts /run itself (a tmpfs in a system container, holding /run/mayfly)"
+                    .to_owned()
+            } else {
+                format!("mayfly mounts {r} itself")
+            }));
         }
     }
     Ok(norm)
@@ -78,6 +86,19 @@ pub(crate) fn check_mounts(mounts: &[VolumeMount]) -> Result<Vec<VolumeMount>, E
             readonly: m.readonly,
         });
     }
+    for outer in &out {
+        for inner in &out {
+            if inner.path.starts_with(&format!("{}/", outer.path)) {
+                return Err(EngineError::invalid(
+                    format!(
+                        "volume `{}` at `{}` would be inside volume `{}` at `{}`",
+                        inner.volume, inner.path, outer.volume, outer.path
+                    ),
+                    "mount volumes at paths that do not contain one another, e.g. `/srv/db` and `/srv/wal`",
+                ));
+            }
+        }
+    }
     Ok(out)
 }
 
@@ -88,7 +109,7 @@ mod tests {
     #[test]
     fn targets_are_absolute_without_dotdot_and_outside_mayflys_mounts() {
         assert_eq!(check_target("v", "/srv//data/./").unwrap(), "/srv/data");
-        assert_eq!(check_target("v", "/run/mayflyx").unwrap(), "/run/mayflyx");
+        assert_eq!(check_target("v", "/runx").unwrap(), "/runx");
         assert_eq!(check_target("v", "/devices").unwrap(), "/devices");
         for bad in [
             "/",
@@ -100,6 +121,9 @@ mod tests {
             "/sys/fs",
             "/dev",
             "/dev/shm",
+            "/run",
+            "/run/",
+            "/run/app",
             "/run/mayfly",
             "/run/mayfly/x",
             "/a\nb",
@@ -119,5 +143,14 @@ mod tests {
         assert!(check_mounts(&[m("a", "/a"), m("b", "/b")]).is_ok());
         assert!(check_mounts(&[m("a", "/a"), m("b", "/a/")]).is_err());
         assert!(check_mounts(&[m("a", "/a"), m("a", "/b")]).is_err());
+        // One inside another, in either order; a shared name prefix is not nesting.
+        assert!(check_mounts(&[m("db", "/var/lib/db"), m("wal", "/var/lib/dbwal")]).is_ok());
+        for pair in [
+            [m("db", "/var/lib/db"), m("wal", "/var/lib/db/wal")],
+            [m("wal", "/var/lib/db//wal/"), m("db", "/var/lib/db")],
+        ] {
+            let e = check_mounts(&pair).unwrap_err().to_string();
+            assert!(e.contains("inside volume `db`"), "{e}");
+        }
     }
 }
