@@ -150,8 +150,19 @@ pub(crate) fn enter_rootfs(
     }
     super::boot_mounts::mount_cgroups(cgroup_mounts, spec.idmap.is_some())?;
     build_dev(spec, console)?;
+    // mayfly's own /run tmpfs (when it mounted one): fresh, with nothing of the tenant in it
+    // yet, so binds below /run are resolved inside it (the root's resolution would refuse to
+    // cross onto it).
+    let mut run_root = None;
     if super::boot_mounts::boots_init(&spec.process.args) {
         super::boot_mounts::mount_run(&spec.id)?;
+        run_root = rustix::fs::open(
+            "run",
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()
+        .filter(|fd| rustix::fs::fstatfs(fd).is_ok_and(|st| st.f_type == libc::TMPFS_MAGIC));
     }
     // Binds come after every filesystem mayfly mounts (the /run tmpfs above all): one whose
     // target is below such a mount point must land on it, not under it.
@@ -169,7 +180,14 @@ pub(crate) fn enter_rootfs(
         .step(|| format!("inspect bind source {}", bind.source.display()))?;
         let kind = rustix::fs::FileType::from_raw_mode(u32::from(st.stx_mode));
         let rel = bind.target.trim_start_matches('/');
-        let target = open_in_root(root_mount, rel, Some(kind))?;
+        let target = match (&run_root, rel.strip_prefix("run/")) {
+            (Some(run), Some(below)) if !below.is_empty() => open_in_root(run, below, Some(kind))
+                .map_err(|mut f| {
+                f.step = format!("{} (below /run)", f.step);
+                f
+            })?,
+            _ => open_in_root(root_mount, rel, Some(kind))?,
+        };
         move_onto(tree, &target)
             .step(|| format!("mount {} on {}", bind.source.display(), bind.target))?;
     }
@@ -510,7 +528,7 @@ fn prepare_process(
 
 /// What confines a process of the instance (the command, or the init that runs it): the
 /// seccomp filter, the bounding set, the identity and the capability sets.
-fn confine(identity: &Identity) -> ChildResult<()> {
+pub(super) fn confine(identity: &Identity) -> ChildResult<()> {
     // Without a user namespace of its own, the instance may not make one either (see
     // `security::filter`).
     if let Some(filter) = security::filter(security::in_initial_user_namespace()) {

@@ -1,0 +1,482 @@
+//! Cloud-config: parsing (errors with their line), the subset mayfly's own runner handles,
+//! and its translation to a POSIX sh script.
+
+use std::fmt::Write as _;
+
+use serde::Deserialize;
+
+/// The top-level keys mayfly's runner handles (templates without cloud-init).
+pub(crate) const SUPPORTED_KEYS: &[&str] = &["hostname", "runcmd", "users", "write_files"];
+
+/// A cloud-config of the subset.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct CloudConfig {
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub write_files: Vec<WriteFile>,
+    #[serde(default)]
+    pub runcmd: Vec<Command>,
+    #[serde(default)]
+    pub users: Vec<User>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WriteFile {
+    pub path: String,
+    #[serde(default)]
+    pub content: String,
+    #[serde(default)]
+    pub encoding: Option<String>,
+    #[serde(default)]
+    pub permissions: Option<Permissions>,
+    #[serde(default)]
+    pub owner: Option<String>,
+    #[serde(default)]
+    pub append: bool,
+    /// cloud-init's: write after the packages are installed; mayfly installs none.
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub defer: bool,
+}
+
+/// `permissions: '0644'` (cloud-init's form) or an octal-looking number.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Permissions {
+    Text(String),
+    Number(u32),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Command {
+    Line(String),
+    Argv(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum User {
+    /// `- default`: the distribution's default user, which mayfly's runner has none of.
+    Name(String),
+    Full(Box<FullUser>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FullUser {
+    pub name: String,
+    #[serde(default)]
+    pub ssh_authorized_keys: Vec<String>,
+    #[serde(default)]
+    pub shell: Option<String>,
+    #[serde(default)]
+    pub groups: Option<Groups>,
+    #[serde(default)]
+    pub homedir: Option<String>,
+    #[serde(default)]
+    pub gecos: Option<String>,
+    /// Ignored (mayfly's runner installs no sudo rules): said in the output.
+    #[serde(default)]
+    pub sudo: Option<serde_yaml_ng::Value>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub lock_passwd: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Groups {
+    List(Vec<String>),
+    Text(String),
+}
+
+fn located(e: &serde_yaml_ng::Error) -> String {
+    let text = e.to_string();
+    match e.location() {
+        // libyaml's messages say where (and often in what context) themselves.
+        Some(_) if text.contains(" at line ") => text,
+        Some(l) => format!("line {}: {text}", l.line()),
+        None => text,
+    }
+}
+
+/// Parses `text` (a `#cloud-config`): the top-level mapping, checked for its YAML syntax and
+/// the shape of the subset's keys. `subset_only` refuses keys outside [`SUPPORTED_KEYS`].
+pub(crate) fn parse(text: &str, subset_only: bool) -> Result<CloudConfig, String> {
+    let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(text)
+        .map_err(|e| format!("malformed cloud-config: {}", located(&e)))?;
+    let map = match &value {
+        serde_yaml_ng::Value::Null => return Ok(CloudConfig::default()),
+        serde_yaml_ng::Value::Mapping(m) => m,
+        _ => {
+            return Err(
+                "malformed cloud-config: it must be a mapping of keys (`key: value`)".into(),
+            );
+        }
+    };
+    let mut unknown = Vec::new();
+    let mut subset = serde_yaml_ng::Mapping::new();
+    for (k, v) in map {
+        let Some(key) = k.as_str() else {
+            return Err("malformed cloud-config: a top-level key is not a string".into());
+        };
+        if SUPPORTED_KEYS.contains(&key) {
+            subset.insert(k.clone(), v.clone());
+        } else {
+            unknown.push(key.to_owned());
+        }
+    }
+    if subset_only && !unknown.is_empty() {
+        return Err(format!(
+            "the cloud-config uses {} that mayfly's own runner does not handle (the template has no cloud-init); it handles: {}",
+            unknown
+                .iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            SUPPORTED_KEYS.join(", ")
+        ));
+    }
+    // Typed again from the text, so that a wrong shape is reported with its line.
+    let config: CloudConfig = serde_yaml_ng::from_str(text)
+        .map_err(|e| format!("invalid cloud-config: {}", located(&e)))?;
+    for f in &config.write_files {
+        if !f.path.starts_with('/') {
+            return Err(format!(
+                "invalid cloud-config: write_files path `{}` is not absolute",
+                f.path
+            ));
+        }
+        decode(f)?;
+        mode_of(f)?;
+    }
+    for u in &config.users {
+        if let User::Full(u) = u
+            && !safe_name(&u.name)
+        {
+            return Err(format!("invalid cloud-config: user name `{}`", u.name));
+        }
+        if let User::Full(full) = u
+            && let Some(g) = &full.groups
+        {
+            let list = match g {
+                Groups::List(l) => l.clone(),
+                Groups::Text(t) => t.split(',').map(|x| x.trim().to_owned()).collect(),
+            };
+            if let Some(bad) = list.iter().find(|g| !safe_name(g)) {
+                return Err(format!("invalid cloud-config: group name `{bad}`"));
+            }
+        }
+    }
+    if let Some(h) = &config.hostname {
+        check_hostname(h)?;
+    }
+    Ok(config)
+}
+
+/// An account or group name: letters, digits, `_`, `-` and `.`, not starting with `-`.
+fn safe_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 32
+        && !n.starts_with('-')
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// A hostname given by a cloud-config.
+pub(crate) fn check_hostname(h: &str) -> Result<(), String> {
+    let ok = !h.is_empty()
+        && h.len() <= 63
+        && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !h.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid cloud-config: hostname `{h}`: use 1 to 63 letters, digits and `-`"
+        ))
+    }
+}
+
+fn decode(f: &WriteFile) -> Result<Vec<u8>, String> {
+    let bytes = match f.encoding.as_deref() {
+        None | Some("text") | Some("text/plain") => f.content.as_bytes().to_vec(),
+        Some("b64") | Some("base64") => base64_decode(&f.content).ok_or_else(|| {
+            format!(
+                "invalid cloud-config: the content of {} is not valid base64",
+                f.path
+            )
+        })?,
+        Some(other) => {
+            return Err(format!(
+                "invalid cloud-config: encoding `{other}` of {}: use b64, base64 or text",
+                f.path
+            ));
+        }
+    };
+    if bytes.contains(&0) {
+        return Err(format!(
+            "invalid cloud-config: the content of {} holds a NUL byte, which mayfly's runner cannot write",
+            f.path
+        ));
+    }
+    Ok(bytes)
+}
+
+fn mode_of(f: &WriteFile) -> Result<Option<u32>, String> {
+    let text = match &f.permissions {
+        None => return Ok(None),
+        Some(Permissions::Text(t)) => t.clone(),
+        Some(Permissions::Number(n)) => n.to_string(),
+    };
+    let digits = text.trim_start_matches("0o");
+    u32::from_str_radix(digits, 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .map(Some)
+        .ok_or_else(|| {
+            format!(
+                "invalid cloud-config: permissions `{text}` of {}: use octal, e.g. '0644'",
+                f.path
+            )
+        })
+}
+
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut acc = 0u32;
+    let mut bits = 0;
+    let mut padding = false;
+    for c in text.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            b'=' => {
+                padding = true;
+                continue;
+            }
+            b' ' | b'\n' | b'\r' | b'\t' => continue,
+            _ => return None,
+        };
+        if padding {
+            return None;
+        }
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push(u8::try_from(acc >> bits).ok()?);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+/// `s` quoted for sh.
+fn q(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// The sh script that does what `config` asks (checked by [`parse`] first).
+pub(crate) fn to_script(config: &CloudConfig) -> String {
+    let mut s = String::from(
+        "#!/bin/sh\n# mayfly: the cloud-config's subset, translated\nrc=0\nfail() { rc=$1; echo \"mayfly user data: $2 failed (status $1)\" >&2; }\n",
+    );
+    if !config.users.is_empty() {
+        s.push_str(ACCOUNT_HELPERS);
+    }
+    for u in &config.users {
+        match u {
+            User::Name(n) => {
+                let _ = writeln!(
+                    s,
+                    "echo {}",
+                    q(&format!(
+                        "mayfly user data: users: `{n}` ignored (no default user without cloud-init)"
+                    ))
+                );
+            }
+            User::Full(u) => user_script(&mut s, u),
+        }
+    }
+    for f in &config.write_files {
+        let bytes = decode(f).unwrap_or_default();
+        let content = String::from_utf8_lossy(&bytes);
+        let path = q(&f.path);
+        let redirect = if f.append { ">>" } else { ">" };
+        let _ = writeln!(
+            s,
+            "{{ mkdir -p \"$(dirname {path})\" && printf '%s' {} {redirect} {path}; }} || fail $? {}",
+            q(&content),
+            q(&format!("write_files {}", f.path))
+        );
+        if let Ok(Some(mode)) = mode_of(f) {
+            let _ = writeln!(
+                s,
+                "chmod {mode:o} {path} || fail $? {}",
+                q(&format!("chmod {}", f.path))
+            );
+        }
+        if let Some(owner) = &f.owner {
+            let _ = writeln!(
+                s,
+                "chown {} {path} || fail $? {}",
+                q(owner),
+                q(&format!("chown {}", f.path))
+            );
+        }
+    }
+    for (i, c) in config.runcmd.iter().enumerate() {
+        let line = match c {
+            Command::Line(l) => format!("sh -c {}", q(l)),
+            Command::Argv(a) => a.iter().map(|w| q(w)).collect::<Vec<_>>().join(" "),
+        };
+        let _ = writeln!(s, "{line} || fail $? {}", q(&format!("runcmd #{}", i + 1)));
+    }
+    s.push_str("exit $rc\n");
+    s
+}
+
+/// For templates without useradd or adduser (a bare busybox): the account files by hand.
+const ACCOUNT_HELPERS: &str = r#"mf_adduser() {
+  uid=1000
+  while cut -d: -f3 /etc/passwd /etc/group 2>/dev/null | grep -qx "$uid"; do uid=$((uid + 1)); done
+  echo "$1:x:$uid:$uid:$4:$2:$3" >> /etc/passwd || return 1
+  grep -q "^$1:" /etc/group 2>/dev/null || echo "$1:x:$uid:" >> /etc/group || return 1
+  if [ -e /etc/shadow ]; then echo "$1:!:0:0:99999:7:::" >> /etc/shadow; fi
+  mkdir -p "$2" && chown "$uid:$uid" "$2" && chmod 755 "$2"
+}
+mf_addgroup() {
+  grep -q "^$2:" /etc/group || return 1
+  sed -i -e "/^$2:/ s/\$/,$1/" -e "/^$2:/ s/:,/:/" /etc/group
+}
+"#;
+
+fn user_script(s: &mut String, u: &FullUser) {
+    let name = q(&u.name);
+    let shell = u.shell.as_deref().unwrap_or("/bin/sh");
+    let mut add = format!("useradd -m -s {}", q(shell));
+    let mut busybox = format!("adduser -D -s {}", q(shell));
+    if let Some(h) = &u.homedir {
+        let _ = write!(add, " -d {}", q(h));
+        let _ = write!(busybox, " -h {}", q(h));
+    }
+    if let Some(g) = &u.gecos {
+        let _ = write!(add, " -c {}", q(g));
+        let _ = write!(busybox, " -g {}", q(g));
+    }
+    let home = u
+        .homedir
+        .clone()
+        .unwrap_or_else(|| format!("/home/{}", u.name));
+    let by_hand = format!(
+        "mf_adduser {name} {} {} {}",
+        q(&home),
+        q(shell),
+        q(u.gecos.as_deref().unwrap_or(""))
+    );
+    let _ = writeln!(
+        s,
+        "if ! grep -q ^{}: /etc/passwd; then if command -v useradd >/dev/null 2>&1; then {add} {name}; elif command -v adduser >/dev/null 2>&1; then {busybox} {name}; else {by_hand}; fi || fail $? {}; fi",
+        q(&u.name),
+        q(&format!("users: create {}", u.name))
+    );
+    let groups: Vec<String> = match &u.groups {
+        None => Vec::new(),
+        Some(Groups::List(l)) => l.clone(),
+        Some(Groups::Text(t)) => t
+            .split(',')
+            .map(|g| g.trim().to_owned())
+            .filter(|g| !g.is_empty())
+            .collect(),
+    };
+    for g in groups {
+        let g = q(&g);
+        let _ = writeln!(
+            s,
+            "if command -v usermod >/dev/null 2>&1; then usermod -aG {g} {name}; elif command -v addgroup >/dev/null 2>&1; then addgroup {name} {g}; else mf_addgroup {name} {g}; fi || fail $? {}",
+            q(&format!("users: add {} to a group", u.name))
+        );
+    }
+    if u.sudo.is_some() {
+        let _ = writeln!(
+            s,
+            "echo {}",
+            q(&format!(
+                "mayfly user data: users: `sudo` of {} ignored (mayfly's runner writes no sudo rules)",
+                u.name
+            ))
+        );
+    }
+    if !u.ssh_authorized_keys.is_empty() {
+        let _ = writeln!(
+            s,
+            "home=$(grep ^{}: /etc/passwd | cut -d: -f6); group=$(id -g {name})",
+            q(&u.name)
+        );
+        let mut keys = String::new();
+        for k in &u.ssh_authorized_keys {
+            keys.push_str(k.trim());
+            keys.push('\n');
+        }
+        let _ = writeln!(
+            s,
+            "{{ mkdir -p \"$home/.ssh\" && printf '%s' {} >> \"$home/.ssh/authorized_keys\" && chmod 700 \"$home/.ssh\" && chmod 600 \"$home/.ssh/authorized_keys\" && chown -R {name}:\"$group\" \"$home/.ssh\"; }} || fail $? {}",
+            q(&keys),
+            q(&format!("users: ssh keys of {}", u.name))
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_yaml_is_refused_with_its_line() {
+        let e = parse("#cloud-config\nruncmd:\n  - a\n - b: [\n", true).unwrap_err();
+        assert!(e.contains("line 4"), "{e}");
+        let e = parse("#cloud-config\nwrite_files: 3\n", true).unwrap_err();
+        assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn keys_outside_the_subset_are_refused_without_cloud_init() {
+        let text = "#cloud-config\npackages: [nginx]\nruncmd: [ls]\n";
+        let e = parse(text, true).unwrap_err();
+        assert!(e.contains("`packages`") && e.contains("write_files"), "{e}");
+        assert!(parse(text, false).is_ok());
+    }
+
+    #[test]
+    fn base64_and_permissions_are_checked() {
+        assert_eq!(base64_decode("aGVsbG8=").unwrap(), b"hello");
+        assert_eq!(base64_decode("aGk=\n").unwrap(), b"hi");
+        assert!(base64_decode("a$b").is_none());
+        let e = parse(
+            "#cloud-config\nwrite_files:\n- path: /x\n  permissions: '0999'\n",
+            true,
+        )
+        .unwrap_err();
+        assert!(e.contains("permissions"), "{e}");
+    }
+
+    #[test]
+    fn the_script_quotes_what_it_writes() {
+        let c = parse(
+            "#cloud-config\nwrite_files:\n- path: /a b\n  content: \"it's\"\n  permissions: '0600'\nruncmd:\n- [echo, \"x'y\"]\n",
+            true,
+        )
+        .unwrap();
+        let s = to_script(&c);
+        assert!(s.contains("printf '%s' 'it'\\''s' > '/a b'"), "{s}");
+        assert!(s.contains("chmod 600 '/a b'"), "{s}");
+        assert!(s.contains("'echo' 'x'\\''y'"), "{s}");
+    }
+}
