@@ -103,8 +103,9 @@ fn located(e: &serde_yaml_ng::Error) -> String {
     }
 }
 
-/// Parses `text` (a `#cloud-config`): the top-level mapping, checked for its YAML syntax and
-/// the shape of the subset's keys. `subset_only` refuses keys outside [`SUPPORTED_KEYS`].
+/// Parses `text` (a `#cloud-config`): its YAML syntax and top-level mapping; with
+/// `subset_only` (for mayfly's runner), also refuses keys outside [`SUPPORTED_KEYS`] and
+/// checks the shape of those (else only `hostname` is taken, cloud-init checks the rest).
 pub(crate) fn parse(text: &str, subset_only: bool) -> Result<CloudConfig, String> {
     let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(text)
         .map_err(|e| format!("malformed cloud-config: {}", located(&e)))?;
@@ -118,18 +119,30 @@ pub(crate) fn parse(text: &str, subset_only: bool) -> Result<CloudConfig, String
         }
     };
     let mut unknown = Vec::new();
-    let mut subset = serde_yaml_ng::Mapping::new();
-    for (k, v) in map {
+    for k in map.keys() {
         let Some(key) = k.as_str() else {
             return Err("malformed cloud-config: a top-level key is not a string".into());
         };
-        if SUPPORTED_KEYS.contains(&key) {
-            subset.insert(k.clone(), v.clone());
-        } else {
+        if !SUPPORTED_KEYS.contains(&key) {
             unknown.push(key.to_owned());
         }
     }
-    if subset_only && !unknown.is_empty() {
+    if !subset_only {
+        // cloud-init checks its own schema (and knows more shapes than mayfly's subset):
+        // only the hostname is taken, for the instance's UTS name and meta.json.
+        let hostname = map
+            .get("hostname")
+            .and_then(|h| h.as_str())
+            .map(str::to_owned);
+        if let Some(h) = &hostname {
+            check_hostname(h)?;
+        }
+        return Ok(CloudConfig {
+            hostname,
+            ..CloudConfig::default()
+        });
+    }
+    if !unknown.is_empty() {
         return Err(format!(
             "the cloud-config uses {} that mayfly's own runner does not handle (the template has no cloud-init); it handles: {}",
             unknown
@@ -452,6 +465,15 @@ mod tests {
         let e = parse(text, true).unwrap_err();
         assert!(e.contains("`packages`") && e.contains("write_files"), "{e}");
         assert!(parse(text, false).is_ok());
+    }
+
+    #[test]
+    fn cloud_init_gets_what_only_it_understands() {
+        let text = "#cloud-config\nhostname: h1\nusers:\n- name: a\n  passwd: x\nwrite_files:\n- path: /x\n  encoding: gz+b64\n  content: H4sI\n";
+        let c = parse(text, false).unwrap();
+        assert_eq!(c.hostname.as_deref(), Some("h1"));
+        assert!(parse(text, true).is_err());
+        assert!(parse("#cloud-config\nhostname: a_b\n", false).is_err());
     }
 
     #[test]

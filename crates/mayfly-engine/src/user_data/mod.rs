@@ -244,6 +244,7 @@ impl Engine {
                 std::fs::create_dir_all(&run_dir)
                     .map_err(crate::error::io_err("create", &run_dir))?;
                 extras.binds.push(meta::write(&dir, &meta)?);
+                crate::inject("start:user-data")?;
                 let script = dir.join(SCRIPT_FILE);
                 let status = dir.join(STATUS_FILE);
                 let _ = std::fs::remove_file(&script);

@@ -55,7 +55,8 @@ pub(super) fn write(dir: &Path, seed: &Seed) -> Result<mayfly_driver::BindMount,
 }
 
 /// Opens `rel` inside the root of running process `pid`, resolving every component inside
-/// that root (a symlink the tenant planted cannot lead out of it).
+/// that root: symlinks are followed (cloud-init's `result.json` is one) but cannot lead out
+/// of it, whatever the tenant planted.
 fn open_in_instance(pid: i32, rel: &str) -> Option<OwnedFd> {
     use rustix::fs::{Mode, OFlags, ResolveFlags};
     let root = rustix::fs::open(
@@ -67,7 +68,7 @@ fn open_in_instance(pid: i32, rel: &str) -> Option<OwnedFd> {
     rustix::fs::openat2(
         &root,
         rel,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
         Mode::empty(),
         ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
     )
