@@ -308,3 +308,55 @@ fn bad_user_data_is_refused_at_launch_with_what_is_wrong() {
     assert!(d.instance_names().is_empty(), "nothing was made");
     d.finish();
 }
+
+#[test]
+fn a_failed_preparation_or_a_killed_daemon_leaves_the_user_data_consistent() {
+    let mut d = TestDaemon::start_with_env(&[], &[("MAYFLY_FAIL_AT", "start:user-data")]);
+    let dir = tempfile::tempdir().unwrap();
+    let script = write(
+        dir.path(),
+        "s.sh",
+        "#!/bin/sh\nsleep 2\necho ran >> /root/ran\n",
+    );
+    // The start fails while its files are prepared: nothing runs, nothing is left mounted.
+    let out = d.fails(&[
+        "launch",
+        "busybox",
+        "--name",
+        "f1",
+        "--persistent",
+        "--user-data",
+        &script,
+    ]);
+    assert!(out.stderr.contains("start:user-data"), "{out}");
+    assert_ne!(d.state_of("f1").as_deref(), Some("running"));
+    d.stop_daemon();
+    d.set_env(&[]);
+    d.restart();
+    if d.state_of("f1").is_some() {
+        d.ok(&["start", "f1"]);
+    } else {
+        d.ok(&[
+            "launch",
+            "busybox",
+            "--name",
+            "f1",
+            "--persistent",
+            "--user-data",
+            &script,
+        ]);
+    }
+    assert_eq!(wait_status(&d, "f1")["status"]["state"], "done");
+    assert_eq!(d.sh("f1", "cat /root/ran"), "ran\n");
+
+    // The daemon killed while the user data runs: it goes on (the forker holds the
+    // instance), and the status is there once the daemon is back.
+    d.ok(&["launch", "busybox", "--name", "f2", "--user-data", &script]);
+    assert_eq!(status_of(&d, "f2")["status"]["state"], "running");
+    d.kill_daemon();
+    d.restart();
+    let ud = wait_status(&d, "f2");
+    assert_eq!(ud["status"]["state"], "done", "{ud}");
+    assert_eq!(d.sh("f2", "cat /root/ran"), "ran\n");
+    d.finish();
+}

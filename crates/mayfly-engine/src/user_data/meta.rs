@@ -44,6 +44,12 @@ pub(super) fn write(
 ) -> Result<mayfly_driver::BindMount, EngineError> {
     use std::os::unix::fs::PermissionsExt;
     let run = dir.join("run/mayfly");
+    // Fresh at each start: the mount points of the last start's channels go with it.
+    match std::fs::remove_dir_all(&run) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(crate::error::io_err("remove", &run)(e)),
+    }
     std::fs::create_dir_all(&run).map_err(crate::error::io_err("create", &run))?;
     std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755))
         .map_err(crate::error::io_err("set the mode of", &run))?;
