@@ -112,6 +112,26 @@ fn a_script_runs_before_the_init_with_its_output_in_logs_and_its_status_in_info(
     );
     assert_eq!(d.state_of("u3").as_deref(), Some("running"));
 
+    // A stop while it runs is not held up by it: the user data ends, the init never starts.
+    let long = write(dir.path(), "long.sh", "#!/bin/sh\nsleep 300\n");
+    d.ok(&["launch", "busybox", "--name", "u5", "--user-data", &long]);
+    let asked = std::time::Instant::now();
+    d.ok(&["stop", "u5"]);
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "stop took {:?}",
+        asked.elapsed()
+    );
+    let ud = status_of(&d, "u5");
+    assert_eq!(ud["status"]["state"], "failed", "{ud}");
+    assert!(
+        ud["status"]["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("stopped"),
+        "{ud}"
+    );
+
     // From standard input too; it runs again at each start.
     let out = d.mayfly_stdin(
         &[

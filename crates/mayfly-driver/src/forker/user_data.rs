@@ -63,19 +63,22 @@ pub(super) fn run(p: Prepared, stdio: &ChildStdio) {
             error: None,
         },
     );
+    let mut stop = None;
     let outcome = match spawn_and_wait(&p.script, out, p.timeout) {
-        Ok((code, None)) => UserDataOutcome {
-            state: if code == 0 { "done" } else { "failed" }.into(),
-            code: Some(code),
-            at: Some(unix_now()),
-            error: None,
-        },
-        Ok((code, Some(error))) => UserDataOutcome {
-            state: "failed".into(),
-            code: Some(code),
-            at: Some(unix_now()),
-            error: Some(error),
-        },
+        Ok(ended) => {
+            stop = ended.stop;
+            UserDataOutcome {
+                state: if ended.code == 0 && ended.why.is_none() {
+                    "done"
+                } else {
+                    "failed"
+                }
+                .into(),
+                code: Some(ended.code),
+                at: Some(unix_now()),
+                error: ended.why,
+            }
+        }
         Err(f) => UserDataOutcome {
             state: "failed".into(),
             code: None,
@@ -98,6 +101,9 @@ pub(super) fn run(p: Prepared, stdio: &ChildStdio) {
         );
     }
     record(&mut status, &outcome);
+    if let Some(sig) = stop {
+        mayfly_sys::process::exit_immediately(128 + sig);
+    }
 }
 
 /// A duplicate (close-on-exec) of where `stdio` writes, to report a failure after it is gone.
@@ -132,13 +138,18 @@ fn record(file: &mut std::fs::File, outcome: &UserDataOutcome) {
     let _ = file.write_all(&bytes);
 }
 
-/// Runs `script` from a memory file; returns its shell-style code and, when mayfly ended it
-/// or it could not run, why.
-fn spawn_and_wait(
-    script: &[u8],
-    out: BorrowedFd<'_>,
-    timeout: Duration,
-) -> ChildResult<(i32, Option<String>)> {
+/// How the user data's run ended.
+struct Ended {
+    /// Shell-style code.
+    code: i32,
+    /// When mayfly ended it: why.
+    why: Option<String>,
+    /// The signal that stops the instance, received meanwhile.
+    stop: Option<i32>,
+}
+
+/// Runs `script` from a memory file and waits for it.
+fn spawn_and_wait(script: &[u8], out: BorrowedFd<'_>, timeout: Duration) -> ChildResult<Ended> {
     let mem = rustix::fs::memfd_create("mayfly-user-data", rustix::fs::MemfdFlags::CLOEXEC)
         .step(|| "create the user data's memory file".into())?;
     let mut written = 0;
@@ -154,6 +165,9 @@ fn spawn_and_wait(
     )
     .step(|| "reopen the user data's memory file".into())?;
     drop(mem);
+    // This process is the instance's PID 1 until the init is executed: with handlers, a
+    // `mayfly stop` meanwhile reaches it (the runner's side restores the defaults).
+    mayfly_sys::init::block_signals().step(|| "block signals".into())?;
     let started = Instant::now();
     let pid = match mayfly_sys::process::clone_process(mayfly_sys::process::CloneFlags::default())
         .step(|| "fork the user data".into())?
@@ -184,11 +198,31 @@ fn spawn_and_wait(
                         timeout.as_secs()
                     )
                 });
-                return Ok((code, why));
+                return Ok(Ended {
+                    code,
+                    why,
+                    stop: None,
+                });
             }
             Ok(None) => {}
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(ChildFailure::io("wait for the user data", e)),
+        }
+        if let Some(sig) = mayfly_sys::signal::wait_blocked(POLL)
+            && ends_the_instance(sig)
+        {
+            // Stopped while the user data runs: it ends, and so does the instance (the init
+            // never starts).
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
+            return Ok(Ended {
+                code: 128 + sig,
+                why: Some(format!(
+                    "the instance was stopped (signal {sig}) while it ran: the init did not start"
+                )),
+                stop: Some(sig),
+            });
         }
         if !killed && started.elapsed() >= timeout {
             // Its own session and group (setsid): everything it started that stayed in it.
@@ -196,8 +230,23 @@ fn spawn_and_wait(
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
             killed = true;
         }
-        std::thread::sleep(POLL);
     }
+}
+
+/// Whether signal `sig`, received while the user data runs, stops the instance (not the
+/// terminal and job-control ones).
+fn ends_the_instance(sig: i32) -> bool {
+    !matches!(
+        sig,
+        libc::SIGCHLD
+            | libc::SIGWINCH
+            | libc::SIGCONT
+            | libc::SIGURG
+            | libc::SIGTSTP
+            | libc::SIGTTIN
+            | libc::SIGTTOU
+            | libc::SIGPIPE
+    )
 }
 
 /// Turns the forked child into the user data's program; returns only on failure.
