@@ -6,6 +6,19 @@ mod common;
 use common::TestDaemon;
 use serde_json::{Value, json};
 
+/// The JSON a running instance's command prints, once it succeeds (its user data may still
+/// be running).
+fn json_when_ready(d: &TestDaemon, name: &str, cmd: &str) -> Value {
+    let mut last = String::new();
+    let ok = common::poll_until(std::time::Duration::from_secs(20), || {
+        let out = d.mayfly(&["exec", name, "--", "sh", "-c", cmd]);
+        last = out.stdout.clone();
+        out.success() && serde_json::from_str::<Value>(&out.stdout).is_ok()
+    });
+    assert!(ok, "`{cmd}` in {name} gave no JSON: {last}");
+    serde_json::from_str(&last).unwrap()
+}
+
 fn meta_of(d: &TestDaemon, name: &str) -> Value {
     let text = d.sh(name, "cat /run/mayfly/meta.json");
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("meta.json is not JSON ({e}): {text}"))
@@ -66,6 +79,37 @@ fn meta_json_describes_the_instance_and_cannot_be_written() {
     let again = meta_of(&d, "m1");
     assert_eq!(again["id"], info["id"]);
     assert_eq!(again["meta"]["role"], "web");
+
+    // A clone is another instance: its own id and name in its metadata, the same pairs,
+    // and its user data (copied) runs in it.
+    let dir = tempfile::tempdir().unwrap();
+    let ud = dir.path().join("ud.sh");
+    std::fs::write(&ud, "#!/bin/sh\ncat /run/mayfly/meta.json > /root/seen\n").unwrap();
+    d.ok(&[
+        "launch",
+        "busybox",
+        "--name",
+        "orig",
+        "--meta",
+        "role=db",
+        "--user-data",
+        ud.to_str().unwrap(),
+    ]);
+    d.ok(&["stop", "orig"]);
+    d.ok(&["clone", "orig", "twin", "--start"]);
+    let twin = d.info("twin");
+    let seen: Value = json_when_ready(&d, "twin", "cat /root/seen");
+    assert_eq!(seen["id"], twin["id"], "{seen}");
+    assert_ne!(seen["id"], d.info("orig")["id"]);
+    assert_eq!(seen["name"], "twin");
+    assert_eq!(seen["meta"]["role"], "db");
+    assert!(
+        common::poll_until(std::time::Duration::from_secs(20), || {
+            d.info("twin")["user_data"]["status"]["state"] == "done"
+        }),
+        "{}",
+        d.info("twin")
+    );
 
     // Bad pairs are refused (CLI and API), nothing made.
     let out = d.fails(&["launch", "busybox", "--name", "m2", "--meta", "bad key=1"]);

@@ -41,7 +41,16 @@ fn cloud_init_in_the_template_does_the_user_data_from_the_nocloud_seed() {
     )
     .unwrap();
     let ud = ud.display().to_string();
-    d.ok(&["launch", "ci", "--name", "c1", "--user-data", &ud]);
+    d.ok(&[
+        "launch",
+        "ci",
+        "--name",
+        "c1",
+        "--user-data",
+        &ud,
+        "--meta",
+        "role=ci-test",
+    ]);
     let id = d.info("c1")["id"].as_str().unwrap().to_owned();
     assert_eq!(d.info("c1")["user_data"]["handler"], "cloud-init");
     wait_until(Duration::from_secs(240), "cloud-init to finish", || {
@@ -86,6 +95,11 @@ fn cloud_init_in_the_template_does_the_user_data_from_the_nocloud_seed() {
     assert!(
         d.sh("c1", "cat /var/lib/cloud/seed/nocloud/network-config")
             .contains("disabled")
+    );
+    // The metadata is cloud-init's meta-data too.
+    assert_eq!(
+        d.sh("c1", "cloud-init query ds.meta_data.meta.role").trim(),
+        "ci-test"
     );
     // meta.json is there too.
     assert!(d.sh("c1", "cat /run/mayfly/meta.json").contains(&id));

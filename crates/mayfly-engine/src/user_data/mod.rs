@@ -224,7 +224,7 @@ impl Engine {
         let hostname = config.as_ref().and_then(|c| c.hostname.clone());
         let meta = meta::build(&ctx, hostname.as_deref().unwrap_or(&rec.name));
         let seed = cloud_init.then(|| nocloud::Seed {
-            meta_data: nocloud::meta_data(&rec.id, hostname.as_deref().unwrap_or(&rec.name)),
+            meta_data: nocloud::meta_data(&rec.id, hostname.as_deref().unwrap_or(&rec.name), &meta),
             user_data: text
                 .clone()
                 .unwrap_or_else(|| "#cloud-config\n{}\n".to_owned()),

@@ -24,9 +24,19 @@ pub(super) struct Seed {
     pub user_data: String,
 }
 
-/// `meta-data`: the instance id (stable for the instance, new for a clone) and its hostname.
-pub(super) fn meta_data(id: &str, hostname: &str) -> String {
-    format!("instance-id: {id}\nlocal-hostname: {hostname}\n")
+/// `meta-data`: mayfly's metadata (as in `meta.json`; JSON is YAML) with cloud-init's own
+/// keys added: `instance-id` (stable for the instance, new for a clone) and
+/// `local-hostname`. cloud-init shows it to templates and `cloud-init query` as
+/// `ds.meta_data`.
+pub(super) fn meta_data(id: &str, hostname: &str, meta: &serde_json::Value) -> String {
+    let mut m = meta.clone();
+    if let Some(obj) = m.as_object_mut() {
+        obj.insert("instance-id".into(), id.into());
+        obj.insert("local-hostname".into(), hostname.into());
+    }
+    let mut text = serde_json::to_string_pretty(&m).unwrap_or_default();
+    text.push('\n');
+    text
 }
 
 /// Whether the last start of the instance in `dir` was given a seed.
