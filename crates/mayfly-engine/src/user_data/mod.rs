@@ -1,15 +1,17 @@
 //! User data and metadata: `/run/mayfly/meta.json`, a NoCloud seed for a template's own
 //! cloud-init, and mayfly's own runner for scripts and a cloud-config subset.
 //!
-//! - [`cloud_config`]: parsing (with lines in errors), the subset, its translation to sh.
+//! - [`cloud_config`]: parsing (with lines in errors) and the subset.
 //! - [`meta`]: the metadata file, written at each start, bound read-only at `/run/mayfly`.
 //! - [`nocloud`]: the seed for cloud-init and reading its result.
+//! - [`to_sh`]: the subset translated to sh for mayfly's runner.
 //! - the runner itself is the forker's (`mayfly_driver::UserDataRun`); here its script and
 //!   status file are prepared and the status read back.
 
 pub(crate) mod cloud_config;
 mod meta;
 mod nocloud;
+mod to_sh;
 
 use std::path::{Path, PathBuf};
 
@@ -230,7 +232,7 @@ impl Engine {
                 .unwrap_or_else(|| "#cloud-config\n{}\n".to_owned()),
         });
         let run = text.filter(|_| !cloud_init).map(|t| match &config {
-            Some(c) => cloud_config::to_script(c),
+            Some(c) => to_sh::to_script(c),
             None => t,
         });
         let timeout = timeout_secs();
