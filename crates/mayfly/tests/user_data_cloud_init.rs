@@ -103,6 +103,10 @@ fn cloud_init_in_the_template_does_the_user_data_from_the_nocloud_seed() {
     );
     // meta.json is there too.
     assert!(d.sh("c1", "cat /run/mayfly/meta.json").contains(&id));
+    // Once it stopped, `info` still shows how cloud-init's last run ended.
+    d.ok(&["stop", "c1"]);
+    let stopped = d.info("c1");
+    assert_eq!(stopped["user_data"]["status"]["state"], "done", "{stopped}");
     d.ok(&["rm", "-f", "c1"]);
     d.finish();
 }

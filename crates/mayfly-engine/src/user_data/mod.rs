@@ -275,10 +275,11 @@ impl Engine {
         let u = rec.config.user_data.as_ref()?;
         let dir = self.layout.instance_dir(&rec.id);
         let (handler, status) = if nocloud::seeded(&dir) {
-            (
-                UserDataHandler::CloudInit,
-                rec.run.as_ref().and_then(|r| nocloud::status(r.pid)),
-            )
+            let status = match &rec.run {
+                Some(r) => nocloud::status(r.pid).inspect(|s| nocloud::remember(&dir, s)),
+                None => nocloud::remembered(&dir),
+            };
+            (UserDataHandler::CloudInit, status)
         } else {
             (UserDataHandler::Mayfly, runner_status(&dir))
         };

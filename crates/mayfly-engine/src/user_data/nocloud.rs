@@ -44,13 +44,35 @@ pub(super) fn seeded(dir: &Path) -> bool {
     dir.join(SEED_DIR).join("meta-data").exists()
 }
 
+/// Where the last cloud-init status seen in the running instance is kept, for `info` once it
+/// stopped.
+const LAST_STATUS: &str = "run/cloud-init.status";
+
+/// Keeps `status` (seen in the running instance of `dir`) for when it has stopped.
+pub(super) fn remember(dir: &Path, status: &UserDataStatus) {
+    let path = dir.join(LAST_STATUS);
+    let Ok(bytes) = serde_json::to_vec(status) else {
+        return;
+    };
+    if std::fs::read(&path).ok().as_deref() != Some(&bytes[..]) {
+        let _ = super::write_private(&path, &bytes, 0o600);
+    }
+}
+
+/// The last cloud-init status seen while the instance of `dir` ran.
+pub(super) fn remembered(dir: &Path) -> Option<UserDataStatus> {
+    serde_json::from_slice(&std::fs::read(dir.join(LAST_STATUS)).ok()?).ok()
+}
+
 /// Removes a seed left by an earlier start (the template's new version has no cloud-init).
 pub(super) fn remove(dir: &Path) {
     let _ = std::fs::remove_dir_all(dir.join(SEED_DIR));
+    let _ = std::fs::remove_file(dir.join(LAST_STATUS));
 }
 
 /// Writes `seed` under `dir`; returns the bind that shows it.
 pub(super) fn write(dir: &Path, seed: &Seed) -> Result<mayfly_driver::BindMount, EngineError> {
+    let _ = std::fs::remove_file(dir.join(LAST_STATUS));
     let d = dir.join(SEED_DIR);
     std::fs::create_dir_all(&d).map_err(crate::error::io_err("create", &d))?;
     super::write_private(&d.join("meta-data"), seed.meta_data.as_bytes(), 0o600)?;
