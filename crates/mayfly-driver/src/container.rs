@@ -273,6 +273,7 @@ impl Driver for ContainerDriver {
                 binds: spec.binds.clone(),
                 init: spec.init,
                 limits: spec.limits.clone(),
+                user_data: spec.user_data.clone(),
             };
             let id = container.id.clone();
             let answer = self

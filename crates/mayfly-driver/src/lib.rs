@@ -30,7 +30,9 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 
 pub use protocol::{ContainerState, Event, FailureKind};
-pub use spec::{BindMount, ExitStatus, IdMap, NetworkMode, ProcessSpec};
+pub use spec::{
+    BindMount, ExitStatus, IdMap, NetworkMode, ProcessSpec, UserDataOutcome, UserDataRun,
+};
 pub use user::UserSpec;
 
 /// `PATH` when neither the template nor the instance sets one.
@@ -141,6 +143,8 @@ pub struct InstanceSpec {
     /// Limits applied before the init runs (cgroup ones by the driver; `disk` through
     /// [`Driver::set_disk_quota`] and `net_rate` by the engine's network code).
     pub limits: mayfly_api::Limits,
+    /// User data mayfly runs before the init (see [`spec::UserDataRun`]).
+    pub user_data: Option<spec::UserDataRun>,
 }
 
 /// What the kernel refused of a live change of limits ([`Driver::set_limits`]).

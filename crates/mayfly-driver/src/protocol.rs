@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::spec::{ContainerSpec, ExitStatus, ProcessSpec};
 
 /// Bumped whenever a message changes shape or meaning.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// Largest message, in bytes. The engine refuses process specifications that could not fit
 /// (see `mayfly_engine`'s limits) long before this.

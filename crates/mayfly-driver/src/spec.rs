@@ -85,6 +85,37 @@ pub struct BindMount {
     pub only_over_file: bool,
 }
 
+/// User data that the container's first process runs before the init (mayfly's own runner,
+/// for templates without cloud-init).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserDataRun {
+    /// Host path of the program to run (a `#!` script), read by the forker's child before it
+    /// enters the container; inside, it runs from a memory file, as root in the instance's
+    /// namespaces and confinement, with the init's output.
+    pub script: PathBuf,
+    /// Host path of an existing file the child writes the run's status into, as JSON (see
+    /// [`UserDataOutcome`]): `running` when it starts, the outcome when it ends.
+    pub status: PathBuf,
+    /// How long it may run; then its process group is killed and the init starts anyway.
+    pub timeout_secs: u64,
+}
+
+/// What [`UserDataRun::status`] holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserDataOutcome {
+    /// `running`, `done` (exit 0) or `failed`.
+    pub state: String,
+    /// Shell-style exit code, once it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<i32>,
+    /// Unix seconds when it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<i64>,
+    /// What went wrong, when something did (a timeout, a program that could not run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// Everything needed to start one container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerSpec {
@@ -128,6 +159,9 @@ pub struct ContainerSpec {
     /// Cgroup limits, written into the instance's group before its first process joins.
     #[serde(default)]
     pub limits: mayfly_api::Limits,
+    /// User data to run before the init.
+    #[serde(default)]
+    pub user_data: Option<UserDataRun>,
 }
 
 /// How a process ended.

@@ -316,6 +316,7 @@ impl Engine {
             init: false,
             interfaces,
             limits: mayfly_api::Limits::default(),
+            user_data: None,
         };
         self.prepare_writable(&spec).await?;
         let null =

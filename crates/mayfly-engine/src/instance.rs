@@ -213,6 +213,7 @@ impl Engine {
                 format!("see its versions with `mayfly template info {}`", tref.name),
             ));
         };
+        self.check_user_data_for(vrec, user_data.as_ref())?;
         if !req.apps.is_empty() {
             self.check_apps(&tref.name, vrec, &req.apps, req.ordered_apps)
                 .await?;
@@ -426,7 +427,7 @@ impl Engine {
         let files = self
             .etc_files(
                 self.layout.instance_dir(&rec.id),
-                rec.name.clone(),
+                extras.hostname.clone().unwrap_or_else(|| rec.name.clone()),
                 network,
                 layers.clone(),
                 crate::etc_files::EtcNet::of(&interfaces),
@@ -476,6 +477,7 @@ impl Engine {
             init: rec.config.init,
             interfaces,
             limits: limits.clone(),
+            user_data: None,
         };
         extras.apply(&mut spec);
         {

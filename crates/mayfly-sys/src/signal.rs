@@ -54,6 +54,23 @@ pub fn sendable(sig: i32) -> Option<rustix::process::Signal> {
     })
 }
 
+/// Waits at most `timeout` for one of the calling process's blocked signals (see
+/// [`crate::init::block_signals`]) and takes it: its number, or `None` when none came.
+pub fn wait_blocked(timeout: std::time::Duration) -> Option<i32> {
+    let ts = libc::timespec {
+        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: libc::c_long::from(timeout.subsec_nanos()),
+    };
+    // SAFETY: `set` is a valid, initialised sigset_t and `ts` a valid timespec; a null
+    // siginfo pointer is allowed.
+    let sig = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&raw mut set);
+        libc::sigtimedwait(&raw const set, std::ptr::null_mut(), &raw const ts)
+    };
+    (sig > 0).then_some(sig)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

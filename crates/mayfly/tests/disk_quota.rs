@@ -64,6 +64,7 @@ impl ForkerBench {
             process: process(args),
             init: false,
             limits: Default::default(),
+            user_data: None,
         }
     }
 

@@ -60,6 +60,7 @@ impl ForkerBench {
             },
             init: false,
             limits,
+            user_data: None,
         };
         self.driver.prepare_writable(&spec, &self.trash).unwrap();
         self.rt.block_on(

@@ -62,6 +62,7 @@ fn spec(state: &Path, layer: &Path, id: &str, interfaces: serde_json::Value) -> 
         },
         init: false,
         limits: Default::default(),
+        user_data: None,
     }
 }
 

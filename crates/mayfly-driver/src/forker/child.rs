@@ -150,8 +150,22 @@ pub(crate) fn enter_rootfs(
     }
     super::boot_mounts::mount_cgroups(cgroup_mounts, spec.idmap.is_some())?;
     build_dev(spec, console)?;
+    // mayfly's own /run tmpfs (when it mounted one): fresh, with nothing of the tenant in it
+    // yet; binds below /run are resolved inside it (see below).
+    let mut run_root = None;
     if super::boot_mounts::boots_init(&spec.process.args) {
         super::boot_mounts::mount_run(&spec.id)?;
+        run_root = rustix::fs::open(
+            "run",
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()
+        .filter(|fd| rustix::fs::fstatfs(fd).is_ok_and(|st| st.f_type == libc::TMPFS_MAGIC));
+    }
+    let mut bases: Vec<(String, &OwnedFd)> = Vec::new();
+    if let Some(run) = &run_root {
+        bases.push(("run".to_owned(), run));
     }
     // Binds come after every filesystem mayfly mounts (the /run tmpfs above all): one whose
     // target is below such a mount point must land on it, not under it.
@@ -169,9 +183,24 @@ pub(crate) fn enter_rootfs(
         .step(|| format!("inspect bind source {}", bind.source.display()))?;
         let kind = rustix::fs::FileType::from_raw_mode(u32::from(st.stx_mode));
         let rel = bind.target.trim_start_matches('/');
-        let target = open_in_root(root_mount, rel, Some(kind))?;
+        // Resolved inside the deepest mount already made above it (our /run tmpfs, an
+        // earlier bind): the root's resolution does not cross onto mounts.
+        let (base, below) = bases
+            .iter()
+            .filter_map(|(path, fd)| {
+                rel.strip_prefix(path.as_str())
+                    .and_then(|r| r.strip_prefix('/'))
+                    .filter(|r| !r.is_empty())
+                    .map(|r| (path.len(), *fd, r))
+            })
+            .max_by_key(|(len, _, _)| *len)
+            .map_or((root_mount, rel), |(_, fd, r)| (fd, r));
+        let target = open_in_root(base, below, Some(kind))?;
         move_onto(tree, &target)
             .step(|| format!("mount {} on {}", bind.source.display(), bind.target))?;
+        if kind == rustix::fs::FileType::Directory {
+            bases.push((rel.to_owned(), tree));
+        }
     }
     drop(binds);
     mask_paths()?;
@@ -510,7 +539,7 @@ fn prepare_process(
 
 /// What confines a process of the instance (the command, or the init that runs it): the
 /// seccomp filter, the bounding set, the identity and the capability sets.
-fn confine(identity: &Identity) -> ChildResult<()> {
+pub(super) fn confine(identity: &Identity) -> ChildResult<()> {
     // Without a user namespace of its own, the instance may not make one either (see
     // `security::filter`).
     if let Some(filter) = security::filter(security::in_initial_user_namespace()) {

@@ -40,6 +40,7 @@ mod machine_identity;
 mod pending;
 mod probe;
 mod spawn;
+mod user_data;
 
 use std::collections::HashMap;
 use std::io::{self, Write};

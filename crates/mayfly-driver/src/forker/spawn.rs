@@ -512,64 +512,101 @@ fn container_child(
             };
         }
     };
-    let run = || -> Result<crate::user::Identity, ChildFailure> {
-        let io_fail = |step: &str| {
-            let step = step.to_owned();
-            move |e: io::Error| ChildFailure {
-                step,
-                errno: e.raw_os_error(),
-                detail: e.to_string(),
+    #[allow(clippy::type_complexity)]
+    let run =
+        || -> Result<(crate::user::Identity, Option<super::user_data::Prepared>), ChildFailure> {
+            let io_fail = |step: &str| {
+                let step = step.to_owned();
+                move |e: io::Error| ChildFailure {
+                    step,
+                    errno: e.raw_os_error(),
+                    detail: e.to_string(),
+                }
+            };
+            // Resolve the mount point now, in our own mount namespace, while our file system
+            // identity is still the host root that owns the private state directory; the
+            // instance's root (a high host uid) may not look up paths in it.
+            let mount_point = rustix::fs::open(
+                &spec.rootfs,
+                rustix::fs::OFlags::PATH
+                    | rustix::fs::OFlags::DIRECTORY
+                    | rustix::fs::OFlags::NOFOLLOW
+                    | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .map_err(|e| io_fail("open the mount point")(e.into()))?;
+            // Same reason: the user data's files are in the instance's private directory.
+            let user_data = spec
+                .user_data
+                .as_ref()
+                .map(super::user_data::prepare)
+                .transpose()?;
+            if spec.idmap.is_some() {
+                // Become the namespace's root (host uid `host_base`); until now we were the
+                // unmapped host root.
+                let zero_u = rustix::process::Uid::from_raw(0);
+                let zero_g = rustix::process::Gid::from_raw(0);
+                rustix::thread::set_thread_res_gid(zero_g, zero_g, zero_g)
+                    .map_err(|e| io_fail("become root in the user namespace")(e.into()))?;
+                rustix::thread::set_thread_res_uid(zero_u, zero_u, zero_u)
+                    .map_err(|e| io_fail("become root in the user namespace")(e.into()))?;
             }
+            mayfly_sys::process::unshare_cgroup_namespace()
+                .map_err(io_fail("enter a cgroup namespace"))?;
+            child::enter_rootfs(
+                spec,
+                &root,
+                &mount_point,
+                binds,
+                cgroups.boot_mounts(),
+                console.as_ref(),
+            )?;
+            rustix::system::sethostname(spec.hostname.as_bytes())
+                .map_err(|e| io_fail("set hostname")(e.into()))?;
+            if spec.network == NetworkMode::Isolated {
+                mayfly_sys::net::loopback_up().map_err(io_fail("bring up lo"))?;
+            }
+            if spec.new_identity {
+                super::machine_identity::regenerate_identity(&spec.hostname)?;
+            }
+            Ok((identity::resolve_user(&spec.process.user)?, user_data))
         };
-        // Resolve the mount point now, in our own mount namespace, while our file system
-        // identity is still the host root that owns the private state directory; the
-        // instance's root (a high host uid) may not look up paths in it.
-        let mount_point = rustix::fs::open(
-            &spec.rootfs,
-            rustix::fs::OFlags::PATH
-                | rustix::fs::OFlags::DIRECTORY
-                | rustix::fs::OFlags::NOFOLLOW
-                | rustix::fs::OFlags::CLOEXEC,
-            rustix::fs::Mode::empty(),
-        )
-        .map_err(|e| io_fail("open the mount point")(e.into()))?;
-        if spec.idmap.is_some() {
-            // Become the namespace's root (host uid `host_base`); until now we were the
-            // unmapped host root.
-            let zero_u = rustix::process::Uid::from_raw(0);
-            let zero_g = rustix::process::Gid::from_raw(0);
-            rustix::thread::set_thread_res_gid(zero_g, zero_g, zero_g)
-                .map_err(|e| io_fail("become root in the user namespace")(e.into()))?;
-            rustix::thread::set_thread_res_uid(zero_u, zero_u, zero_u)
-                .map_err(|e| io_fail("become root in the user namespace")(e.into()))?;
-        }
-        mayfly_sys::process::unshare_cgroup_namespace()
-            .map_err(io_fail("enter a cgroup namespace"))?;
-        child::enter_rootfs(
-            spec,
-            &root,
-            &mount_point,
-            binds,
-            cgroups.boot_mounts(),
-            console.as_ref(),
-        )?;
-        rustix::system::sethostname(spec.hostname.as_bytes())
-            .map_err(|e| io_fail("set hostname")(e.into()))?;
-        if spec.network == NetworkMode::Isolated {
-            mayfly_sys::net::loopback_up().map_err(io_fail("bring up lo"))?;
-        }
-        if spec.new_identity {
-            super::machine_identity::regenerate_identity(&spec.hostname)?;
-        }
-        identity::resolve_user(&spec.process.user)
-    };
-    let identity = match run() {
-        Ok(identity) => identity,
+    let (identity, user_data) = match run() {
+        Ok(found) => found,
         Err(f) => return f,
     };
     drop(root);
-    if spec.init {
-        return child::become_init(&spec.process, &identity, stdio, slow_init);
+    let Some(user_data) = user_data else {
+        return become_init_or_process(spec, &identity, stdio, slow_init);
+    };
+    // The container is set up: the start is reported now (EOF on the sync socket), not after
+    // the user data, which may take minutes. A failure to execute the init from here on
+    // ends the instance, with the reason in its output.
+    let _ = rustix::net::shutdown(sock, rustix::net::Shutdown::Write);
+    super::user_data::run(user_data, &stdio);
+    let out = super::user_data::duplicate_output(&stdio);
+    let f = become_init_or_process(spec, &identity, stdio, slow_init);
+    if let Some(out) = out {
+        let _ = rustix::io::write(
+            &out,
+            format!(
+                "mayfly: cannot start the init: cannot {}: {}\n",
+                f.step, f.detail
+            )
+            .as_bytes(),
+        );
     }
-    child::become_process(&spec.process, &identity, stdio)
+    f
+}
+
+fn become_init_or_process(
+    spec: &ContainerSpec,
+    identity: &crate::user::Identity,
+    stdio: ChildStdio,
+    slow_init: bool,
+) -> ChildFailure {
+    if spec.init {
+        return child::become_init(&spec.process, identity, stdio, slow_init);
+    }
+    child::become_process(&spec.process, identity, stdio)
 }
