@@ -257,6 +257,10 @@ pub enum FailureKind {
     StillRunning,
     /// The kernel refused a limit of the instance (a value its cgroup files do not take).
     LimitRefused,
+    /// A mount (a volume, a channel, mayfly's own directories) cannot be made on its target
+    /// inside the instance: the instance's own files make that path unusable (a symbolic
+    /// link to nothing, a file where a directory is needed).
+    BadMountTarget,
     /// Anything else.
     Other,
 }

@@ -241,6 +241,10 @@ impl EngineError {
                     ErrorCode::InvalidArgument,
                     Some("change or lift that limit (`mayfly set NAME KEY=VALUE` or `KEY=none`), then start it again".into()),
                 ),
+                Some(FailureKind::BadMountTarget) => (
+                    ErrorCode::InvalidArgument,
+                    Some("the instance's own files make that path unusable as a mount point (a symbolic link to nothing, a file where a directory is needed): fix it inside the instance (`mayfly reset NAME` discards a persistent instance's changes), or mount at another path".into()),
+                ),
                 Some(FailureKind::Busy) => (
                     ErrorCode::Busy,
                     Some("detach the other client first (Ctrl-a q in `mayfly console`), or end its connection".into()),

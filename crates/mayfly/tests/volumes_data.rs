@@ -123,6 +123,15 @@ fn a_planted_symlink_cannot_redirect_a_volume_onto_the_host() {
     // refused (the forker never creates through a link) and nothing of the host changed.
     let out = d.fails(&["start", "p"]);
     assert!(out.stderr.contains("/srv/up"), "{out}");
+    // The user's error, not mayfly's: a 400 that says what to do.
+    let (status, body) = d.api("POST", "/v1/instances/p/start", None);
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["hint"]
+            .as_str()
+            .is_some_and(|h| h.contains("another path")),
+        "{body}"
+    );
     assert_eq!(dir_listing(&host_dir), ["keep"]);
     // Once the tenant makes that path inside its own root, the volume lands there.
     d.ok(&["volume", "detach", "two", "p"]);

@@ -35,6 +35,11 @@ pub(crate) struct ChildFailure {
 /// [`crate::protocol::FailureKind::BadUser`] (see `spawn::child_failure`).
 pub(crate) const RESOLVE_USER_STEP: &str = "resolve user";
 
+/// The step name of mounting a bind on its target inside the instance: the forker
+/// classifies it as [`crate::protocol::FailureKind::BadMountTarget`] (the instance's own
+/// files are in the way).
+pub(crate) const MOUNT_TARGET_STEP: &str = "mount on";
+
 /// The step name of taking the resolved ids; one the user namespace does not map
 /// (`EINVAL`) is the user's error too.
 pub(crate) const TAKE_IDS_STEP: &str = "take";
@@ -195,9 +200,15 @@ pub(crate) fn enter_rootfs(
             })
             .max_by_key(|(len, _, _)| *len)
             .map_or((root_mount, rel), |(_, fd, r)| (fd, r));
-        let target = open_in_root(base, below, Some(kind))?;
+        let on_target = |f: ChildFailure| ChildFailure {
+            step: format!("{MOUNT_TARGET_STEP} {}", bind.target),
+            errno: f.errno,
+            detail: format!("{}: {}", f.step, f.detail),
+        };
+        let target = open_in_root(base, below, Some(kind)).map_err(on_target)?;
         move_onto(tree, &target)
-            .step(|| format!("mount {} on {}", bind.source.display(), bind.target))?;
+            .step(|| format!("mount {}", bind.source.display()))
+            .map_err(on_target)?;
         if kind == rustix::fs::FileType::Directory {
             bases.push((rel.to_owned(), tree));
         }

@@ -141,6 +141,8 @@ pub(super) fn child_failure(f: ChildFailure) -> Failure {
     let unmapped_id = f.step.starts_with(child::TAKE_IDS_STEP) && f.errno == Some(libc::EINVAL);
     let kind = if f.step.starts_with(child::RESOLVE_USER_STEP) || unmapped_id {
         FailureKind::BadUser
+    } else if f.step.starts_with(child::MOUNT_TARGET_STEP) {
+        FailureKind::BadMountTarget
     } else if f.step.starts_with("exec ") {
         match f.errno {
             Some(libc::ENOENT) | Some(libc::ENOTDIR) => FailureKind::ProgramNotFound,
