@@ -28,6 +28,8 @@ fn bad_limit_values_are_refused_clearly_and_create_nothing() {
         // Above what the host has.
         (&["--memory", "100T"], &["memory"]),
         (&["--cpus", "512"], &["cpus"]),
+        // More than the state filesystem holds (and than an image file may be).
+        (&["--disk", "20T"], &["disk", "too large"]),
         (&["--memory-reserve", "100T"], &["memory-reserve"]),
         // Against each other.
         (
@@ -71,6 +73,7 @@ fn bad_limit_values_are_refused_clearly_and_create_nothing() {
         json!({"template": "busybox", "name": "api3", "limits": {"cpus": 0}}),
         json!({"template": "busybox", "name": "api4", "limits": {"pids": 1}}),
         json!({"template": "busybox", "name": "api5", "limits": {"memory": "12XB"}}),
+        json!({"template": "busybox", "name": "api6", "limits": {"disk": u64::MAX}}),
     ];
     for body in &bodies {
         let (status, answer) = d.api("POST", "/v1/instances", Some(body));

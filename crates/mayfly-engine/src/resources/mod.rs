@@ -27,6 +27,10 @@ use crate::{Engine, EngineError};
 pub(crate) use admission::AdmissionLock;
 pub(crate) use flavors::FlavorCache;
 
+/// The largest disk limit accepted, for instances and volumes (a disk image for it stays
+/// below ext4's 16 TiB file limit).
+pub const MAX_DISK_LIMIT: u64 = 15 << 40;
+
 impl Engine {
     /// The limits instance `rec` runs with: its flavor's with its own over them. A flavor
     /// that no longer resolves (it cannot be removed while used) counts as none.
@@ -39,6 +43,16 @@ impl Engine {
                 .as_ref(),
             &rec.config.limits,
         )
+    }
+
+    /// The largest disk limit (of an instance or a volume) this host takes: the size of the
+    /// state filesystem, at most [`MAX_DISK_LIMIT`]. Unknown when the filesystem cannot be
+    /// measured: then only the fixed maximum holds.
+    pub(crate) fn largest_disk_limit(&self) -> u64 {
+        let fs = rustix::fs::statvfs(self.layout.root())
+            .map(|st| st.f_blocks.saturating_mul(st.f_frsize))
+            .unwrap_or(u64::MAX);
+        MAX_DISK_LIMIT.min(fs)
     }
 
     /// Refuses limits this host cannot give or enforce (400, nothing changed): their own
@@ -56,6 +70,18 @@ impl Engine {
                 "leave those limits out on this host (`KEY=none` with `mayfly set`)",
             )
         })?;
+        if let Some(disk) = limits.disk {
+            let max = self.largest_disk_limit();
+            if disk > max {
+                return Err(EngineError::invalid(
+                    format!(
+                        "a disk limit of {disk} bytes is too large (the most is {} MiB: the state filesystem's size, at most 15 TiB)",
+                        max >> 20
+                    ),
+                    "give a smaller --disk, e.g. `--disk 10G`",
+                ));
+            }
+        }
         if limits.disk.is_some()
             && let Some(why) = self.driver.disk_quota_unsupported()
         {

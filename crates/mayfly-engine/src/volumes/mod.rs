@@ -30,10 +30,6 @@ pub(crate) use targets::check_mounts;
 /// The smallest size limit accepted (an ext4 image needs room for itself).
 pub const MIN_VOLUME_SIZE: u64 = 16 << 20;
 
-/// The largest size limit accepted (an image for it stays below ext4's 16 TiB file limit);
-/// a limit is also refused above the size of the state filesystem.
-pub const MAX_VOLUME_SIZE: u64 = 15 << 40;
-
 /// At most this many entries are counted for the used bytes of a volume without a limit.
 const USAGE_MAX_ENTRIES: u64 = 1_000_000;
 
@@ -261,18 +257,7 @@ impl Engine {
                     "e.g. `--size 1G`",
                 ));
             }
-            let root = self.layout.root().to_owned();
-            let fs_bytes = self
-                .blocking(move || {
-                    let st = rustix::fs::statvfs(&root).map_err(|e| EngineError::Io {
-                        action: "measure the filesystem of",
-                        path: root.clone(),
-                        source: e.into(),
-                    })?;
-                    Ok(st.f_blocks.saturating_mul(st.f_frsize))
-                })
-                .await?;
-            let max = MAX_VOLUME_SIZE.min(fs_bytes);
+            let max = self.largest_disk_limit();
             if size > max {
                 return Err(EngineError::invalid(
                     format!(
