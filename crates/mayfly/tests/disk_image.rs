@@ -35,21 +35,7 @@ fn image_of(d: &TestDaemon, id: &str) -> PathBuf {
 
 /// What the test leaves must be nothing: no image, no mount, no loop device of the state.
 fn assert_nothing_left(d: &TestDaemon) {
-    let clean = common::poll_until(Duration::from_secs(10), || {
-        loop_devices_under(&d.state).is_empty()
-    });
-    assert!(
-        clean,
-        "loop devices remain: {:?}",
-        loop_devices_under(&d.state)
-    );
-    assert!(
-        d.state_entries("disks").is_empty(),
-        "images remain: {:?}",
-        d.state_entries("disks")
-    );
-    let mounts = common::mounts_mentioning(&d.state.join("instances").display().to_string());
-    assert!(mounts.is_empty(), "mounts remain: {mounts:?}");
+    common::quota_fs::assert_no_disk_left(d, &["instances"]);
 }
 
 fn dd(d: &TestDaemon, name: &str, file: &str, mib: u64) -> common::Output {

@@ -9,9 +9,8 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use common::quota_fs::loop_devices_under;
+use common::quota_fs::assert_no_disk_left;
 use common::*;
 
 const MIB: u64 = 1 << 20;
@@ -34,26 +33,12 @@ fn volume_dir(d: &TestDaemon, name: &str) -> (String, PathBuf) {
 }
 
 fn assert_nothing_left(d: &TestDaemon) {
-    let clean = poll_until(Duration::from_secs(10), || {
-        loop_devices_under(&d.state).is_empty()
-    });
-    assert!(
-        clean,
-        "loop devices remain: {:?}",
-        loop_devices_under(&d.state)
-    );
-    assert!(
-        d.state_entries("disks").is_empty(),
-        "{:?}",
-        d.state_entries("disks")
-    );
+    assert_no_disk_left(d, &["volumes"]);
     assert!(
         d.state_entries("volumes").is_empty(),
         "{:?}",
         d.state_entries("volumes")
     );
-    let mounts = mounts_mentioning(&d.state.join("volumes").display().to_string());
-    assert!(mounts.is_empty(), "{mounts:?}");
 }
 
 /// Creates volume `name` of 16 MiB; false (and a NOT RUN line) where the host cannot limit

@@ -232,3 +232,26 @@ pub fn loop_devices_under(dir: &Path) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// Asserts that the daemon of `d` left no disk of its own: no loop device backed by a file of
+/// its state directory (waiting up to 10 s: loop devices are released after their unmount),
+/// no image in `disks/`, and no mount under any of `dirs` (relative to the state directory).
+pub fn assert_no_disk_left(d: &super::TestDaemon, dirs: &[&str]) {
+    let clean = super::poll_until(Duration::from_secs(10), || {
+        loop_devices_under(&d.state).is_empty()
+    });
+    assert!(
+        clean,
+        "loop devices remain: {:?}",
+        loop_devices_under(&d.state)
+    );
+    assert!(
+        d.state_entries("disks").is_empty(),
+        "images remain: {:?}",
+        d.state_entries("disks")
+    );
+    for dir in dirs {
+        let mounts = super::mounts_mentioning(&d.state.join(dir).display().to_string());
+        assert!(mounts.is_empty(), "mounts remain under {dir}: {mounts:?}");
+    }
+}
