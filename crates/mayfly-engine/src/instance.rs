@@ -609,6 +609,8 @@ impl Engine {
         if lock(&self.slots).get(name).is_none() {
             return Ok(()); // an ephemeral instance removed itself meanwhile
         }
+        // The settle may have judged an unasked end and armed a restart: the rm wins.
+        self.cancel_restart(&slot).await;
         if !with_snapshots {
             let id = slot.id.clone();
             let snapshots = self.db(move |s| s.snapshots(&id)).await?;
@@ -641,6 +643,7 @@ impl Engine {
             if lock(&self.slots).get(name).is_none() {
                 return Ok(());
             }
+            self.cancel_restart(&slot).await;
         }
         let n = name.to_owned();
         let rec = self.db(move |s| s.instance(&n)).await?;
