@@ -279,6 +279,9 @@ impl Engine {
         })
         .await?;
         let want_ids = self.userns_off.is_none();
+        // A reset schedule begins at the scheduler's "now" (a test clock too).
+        let sched_now = self.clock.now();
+        let scheduled = reset_cron.is_some();
         let inserted = {
             let mut r = rec.clone();
             let data = user_data.map(|(_, bytes)| bytes);
@@ -289,13 +292,17 @@ impl Engine {
                         s.set_user_data(&r.id, Some(data))?;
                     }
                     if let Some(cron) = &reset_cron {
-                        s.add_schedule(&r.id, mayfly_api::ScheduleAction::Reset, cron, None)?;
+                        let reset = mayfly_api::ScheduleAction::Reset;
+                        s.add_schedule_at(&r.id, reset, cron, None, sched_now)?;
                     }
                     Ok(r)
                 })
                 .await;
             res.map(|r| rec = r)
         };
+        if inserted.is_ok() && scheduled {
+            self.scheduler.wake.notify_one();
+        }
         if let Err(e) = inserted {
             let _ = std::fs::remove_dir(&dir);
             return Err(e);

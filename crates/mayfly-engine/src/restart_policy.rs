@@ -123,12 +123,26 @@ pub(crate) fn decide(
     Decision::Restart { delay, state }
 }
 
-/// The back-off base of this daemon (`MAYFLY_TEST_RESTART_BACKOFF_MS`, for tests only).
+/// The shortest back-off base a test may ask for (0 would be a tight loop).
+const MIN_TEST_BASE: Duration = Duration::from_millis(10);
+
+/// The back-off base of this daemon (`MAYFLY_TEST_RESTART_BACKOFF_MS`, for tests only: at
+/// least [`MIN_TEST_BASE`]; its use is said once).
 fn backoff_base() -> Duration {
-    std::env::var("MAYFLY_TEST_RESTART_BACKOFF_MS")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .map_or(BACKOFF_BASE, Duration::from_millis)
+    static BASE: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *BASE.get_or_init(|| {
+        let Some(ms) = std::env::var("MAYFLY_TEST_RESTART_BACKOFF_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+        else {
+            return BACKOFF_BASE;
+        };
+        let base = Duration::from_millis(ms).max(MIN_TEST_BASE);
+        tracing::warn!(
+            "MAYFLY_TEST_RESTART_BACKOFF_MS is set: restart policies back off from {base:?} (for tests only)"
+        );
+        base
+    })
 }
 
 /// Whether a failed policy start would fail again however long it waits (the template or
