@@ -311,6 +311,7 @@ impl Engine {
         {
             // Asked to stop by a daemon that died before it saw the end.
             asked.signal = Some(st.signal.unwrap_or(libc::SIGTERM));
+            asked.stopping = true;
         }
         let ending = status.map(|s| crate::power::ending(&s, asked));
         let exit = status.map(|s| ExitRecord {

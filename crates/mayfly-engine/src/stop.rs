@@ -227,6 +227,7 @@ impl Engine {
         // Recorded before any signal: an end after this point is never the restart
         // policy's, even if this daemon dies before it settles it.
         self.note_stop_requested(&slot.id).await;
+        self.note_stopping(&slot.id);
         let pid = lock(&slot.rt).pid;
         let signal = signal.filter(|sig| pid.is_none_or(|p| catches(p, *sig)));
         let graceful = match signal {
