@@ -565,6 +565,10 @@ impl Engine {
             let _ = self.driver.kill(&rec.id).await;
             return Err(e);
         }
+        // A stop request was for the run before (a restart or reset stops and starts).
+        if rec.restart_state.as_ref().is_some_and(|s| s.stop_requested) {
+            self.clear_stop_requested(&rec.id).await;
+        }
         Ok(run)
     }
 

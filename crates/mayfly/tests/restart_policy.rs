@@ -423,3 +423,26 @@ fn the_back_off_doubles_between_failures() {
     d.ok(&["stop", "rp-backoff"]);
     d.finish();
 }
+
+#[test]
+fn after_a_restart_or_reset_the_policy_still_restarts_failures() {
+    let d = daemon("100");
+    launch(
+        &d,
+        "rp-again",
+        &["--restart", "on-failure"],
+        Some("echo run; exec sleep 1000"),
+    );
+    // Both stop the run and start a new one: the stop request was for the old run only.
+    for verb in ["reset", "restart"] {
+        let before = d.pid_of("rp-again");
+        d.ok(&[verb, "rp-again"]);
+        let pid = d.pid_of("rp-again");
+        assert_ne!(pid, before);
+        signal(pid, Signal::KILL);
+        wait_until(SETTLE, "the policy's restart after the kill", || {
+            d.state_of("rp-again").as_deref() == Some("running") && d.pid_of("rp-again") != pid
+        });
+    }
+    d.finish();
+}
