@@ -378,6 +378,9 @@ impl Engine {
                         .await
                     }
                 };
+                // The end and the policy's decision are recorded together: a daemon killed
+                // here re-arms the restart at its next start.
+                crate::failpoint("finish-run:recorded");
                 if let Err(e) = result {
                     let what = match rec.mode {
                         Mode::Ephemeral => "remove the ephemeral instance",

@@ -367,29 +367,35 @@ fn a_stop_interrupted_by_a_killed_daemon_is_not_fought_by_the_next() {
 
 #[test]
 fn a_restart_recorded_by_a_daemon_that_crashed_before_arming_it_is_re_armed() {
-    let mut d = daemon("300");
-    d.stop_daemon();
-    d.set_env(&[
-        ("MAYFLY_TEST_RESTART_BACKOFF_MS", "300"),
-        ("MAYFLY_CRASH_AT", "restart-policy:recorded"),
-    ]);
-    d.restart();
-    launch(
-        &d,
-        "rp-crash",
-        &["--restart", "always"],
-        Some("sleep 1; echo run; exit 1"),
-    );
-    wait_until(
-        SETTLE,
-        "the daemon to crash at restart-policy:recorded",
-        || !d.daemon_running(),
-    );
-    d.kill_daemon();
-    d.set_env(&[("MAYFLY_TEST_RESTART_BACKOFF_MS", "300")]);
-    d.restart();
-    wait_until(SETTLE, "the re-armed restart", || runs(&d, "rp-crash") >= 2);
-    d.finish();
+    // Right after the end of the run was recorded (with the policy's decision, in one
+    // transaction), and after the run was settled, before the timer was armed.
+    for (n, point) in ["finish-run:recorded", "restart-policy:recorded"]
+        .into_iter()
+        .enumerate()
+    {
+        let mut d = daemon("300");
+        d.stop_daemon();
+        d.set_env(&[
+            ("MAYFLY_TEST_RESTART_BACKOFF_MS", "300"),
+            ("MAYFLY_CRASH_AT", point),
+        ]);
+        d.restart();
+        let name = format!("rp-crash{n}");
+        launch(
+            &d,
+            &name,
+            &["--restart", "always"],
+            Some("sleep 1; echo run; exit 1"),
+        );
+        wait_until(SETTLE, &format!("the daemon to crash at {point}"), || {
+            !d.daemon_running()
+        });
+        d.kill_daemon();
+        d.set_env(&[("MAYFLY_TEST_RESTART_BACKOFF_MS", "300")]);
+        d.restart();
+        wait_until(SETTLE, "the re-armed restart", || runs(&d, &name) >= 2);
+        d.finish();
+    }
 }
 
 #[test]
