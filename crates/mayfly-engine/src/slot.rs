@@ -381,6 +381,11 @@ impl Engine {
                 // The end and the policy's decision are recorded together: a daemon killed
                 // here re-arms the restart at its next start.
                 crate::failpoint("finish-run:recorded");
+                if result.is_err() {
+                    // Not recorded: nothing pending to follow (the next start-up judges the
+                    // run the catalogue still holds).
+                    judged = None;
+                }
                 if let Err(e) = result {
                     let what = match rec.mode {
                         Mode::Ephemeral => "remove the ephemeral instance",
