@@ -280,6 +280,9 @@ impl Engine {
         })
         .await?;
         let want_ids = self.userns_off.is_none();
+        // A reset schedule begins at the scheduler's "now" (a test clock too).
+        let sched_now = self.clock.now();
+        let scheduled = reset_cron.is_some();
         let inserted = {
             let mut r = rec.clone();
             let data = user_data.map(|(_, bytes)| bytes);
@@ -290,13 +293,17 @@ impl Engine {
                         s.set_user_data(&r.id, Some(data))?;
                     }
                     if let Some(cron) = &reset_cron {
-                        s.add_schedule(&r.id, mayfly_api::ScheduleAction::Reset, cron, None)?;
+                        let reset = mayfly_api::ScheduleAction::Reset;
+                        s.add_schedule_at(&r.id, reset, cron, None, sched_now)?;
                     }
                     Ok(r)
                 })
                 .await;
             res.map(|r| rec = r)
         };
+        if inserted.is_ok() && scheduled {
+            self.scheduler.wake.notify_one();
+        }
         if let Err(e) = inserted {
             let _ = std::fs::remove_dir(&dir);
             return Err(e);
@@ -560,6 +567,10 @@ impl Engine {
             let _ = self.driver.kill(&rec.id).await;
             return Err(e);
         }
+        // A stop request was for the run before (a restart or reset stops and starts).
+        if rec.restart_state.as_ref().is_some_and(|s| s.stop_requested) {
+            self.clear_stop_requested(&rec.id).await;
+        }
         Ok(run)
     }
 
@@ -611,6 +622,8 @@ impl Engine {
         if lock(&self.slots).get(name).is_none() {
             return Ok(()); // an ephemeral instance removed itself meanwhile
         }
+        // The settle may have judged an unasked end and armed a restart: the rm wins.
+        self.cancel_restart(&slot).await;
         if !with_snapshots {
             let id = slot.id.clone();
             let snapshots = self.db(move |s| s.snapshots(&id)).await?;
@@ -643,6 +656,7 @@ impl Engine {
             if lock(&self.slots).get(name).is_none() {
                 return Ok(());
             }
+            self.cancel_restart(&slot).await;
         }
         let n = name.to_owned();
         let rec = self.db(move |s| s.instance(&n)).await?;

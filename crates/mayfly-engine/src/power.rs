@@ -37,6 +37,10 @@ pub(crate) struct Asked {
     pub signal: Option<i32>,
     /// mayfly killed it (SIGKILL through its cgroup).
     pub killed: bool,
+    /// mayfly's stop path (stop, restart, reset, rm) asked it to end: only then is a plain
+    /// exit an asked-for end (a signal an attached run forwarded may be ignored by the init,
+    /// which can exit on its own much later).
+    pub stopping: bool,
 }
 
 /// How many reboots in [`REBOOT_WINDOW`] start the instance again; the next one leaves it
@@ -48,7 +52,7 @@ const REBOOT_WINDOW: Duration = Duration::from_secs(60);
 /// documentation for why a SIGHUP or SIGINT is read only when mayfly sent nothing).
 pub(crate) fn ending(status: &ExitStatus, asked: Asked) -> Ending {
     let Some(sig) = status.signal else {
-        return if asked.signal.is_some() || asked.killed {
+        return if asked.stopping || asked.killed {
             Ending::Stopped
         } else {
             Ending::Exited
@@ -107,6 +111,13 @@ impl Engine {
         }
     }
 
+    /// Notes that mayfly's stop path asks instance `id`'s init to end.
+    pub(crate) fn note_stopping(&self, id: &str) {
+        if let Some(slot) = lock(&self.slots).by_id(id) {
+            lock(&slot.rt).asked.stopping = true;
+        }
+    }
+
     /// The run of `slot` ended with a reboot: decides whether it starts again and, if so,
     /// writes the journal entry that makes sure it does (closed once it runs again). `Err`
     /// says why it stays stopped.
@@ -155,13 +166,42 @@ mod tests {
     const NOTHING: Asked = Asked {
         signal: None,
         killed: false,
+        stopping: false,
     };
 
+    /// Sent by a stop.
     fn sent(sig: i32) -> Asked {
         Asked {
             signal: Some(sig),
             killed: false,
+            stopping: true,
         }
+    }
+
+    /// Forwarded by an attached run.
+    fn forwarded(sig: i32) -> Asked {
+        Asked {
+            signal: Some(sig),
+            killed: false,
+            stopping: false,
+        }
+    }
+
+    #[test]
+    fn a_forwarded_signal_makes_no_later_exit_an_asked_one() {
+        assert_eq!(
+            ending(&ExitStatus::exited(3), forwarded(libc::SIGINT)),
+            Ending::Exited
+        );
+        assert_eq!(
+            ending(&ExitStatus::exited(3), sent(libc::SIGTERM)),
+            Ending::Stopped
+        );
+        // The forwarded signal itself ending it is still asked for (no reboot either).
+        assert_eq!(
+            ending(&killed(libc::SIGHUP), forwarded(libc::SIGHUP)),
+            Ending::Stopped
+        );
     }
 
     #[test]
@@ -237,11 +277,13 @@ mod tests {
         let asked = Asked {
             signal: Some(libc::SIGTERM),
             killed: true,
+            stopping: true,
         };
         assert_eq!(ending(&killed(libc::SIGKILL), asked), Ending::Killed);
         let forced = Asked {
             signal: None,
             killed: true,
+            stopping: true,
         };
         assert_eq!(ending(&killed(libc::SIGKILL), forced), Ending::Killed);
         // Killed while it was halting by itself: the kernel's word stands.

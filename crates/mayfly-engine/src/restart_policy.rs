@@ -123,76 +123,141 @@ pub(crate) fn decide(
     Decision::Restart { delay, state }
 }
 
-/// The back-off base of this daemon (`MAYFLY_TEST_RESTART_BACKOFF_MS`, for tests only).
+/// The shortest back-off base a test may ask for (0 would be a tight loop).
+const MIN_TEST_BASE: Duration = Duration::from_millis(10);
+
+/// The back-off base of this daemon (`MAYFLY_TEST_RESTART_BACKOFF_MS`, for tests only: at
+/// least [`MIN_TEST_BASE`]; its use is said once).
 fn backoff_base() -> Duration {
-    std::env::var("MAYFLY_TEST_RESTART_BACKOFF_MS")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .map_or(BACKOFF_BASE, Duration::from_millis)
+    static BASE: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *BASE.get_or_init(|| {
+        let Some(ms) = std::env::var("MAYFLY_TEST_RESTART_BACKOFF_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+        else {
+            return BACKOFF_BASE;
+        };
+        let base = Duration::from_millis(ms).max(MIN_TEST_BASE);
+        tracing::warn!(
+            "MAYFLY_TEST_RESTART_BACKOFF_MS is set: restart policies back off from {base:?} (for tests only)"
+        );
+        base
+    })
+}
+
+/// Whether a failed policy start would fail again however long it waits (the template or
+/// version is gone, the configuration is invalid); other failures are tried again.
+fn permanent(e: &EngineError) -> bool {
+    matches!(
+        e,
+        EngineError::Invalid { .. }
+            | EngineError::TooLarge { .. }
+            | EngineError::ProgramNotFound(_)
+            | EngineError::ProgramNotExecutable(_)
+            | EngineError::Store(mayfly_store::StoreError::NotFound { .. })
+    )
+}
+
+/// The restart state to record with the end of a run judged `decision` (`None`: leave it).
+pub(crate) fn restart_write(
+    decision: Option<&Decision>,
+    prev: Option<&RestartState>,
+) -> Option<Option<RestartState>> {
+    match decision? {
+        Decision::Nothing => None,
+        Decision::Clear if prev.is_none() => None,
+        Decision::Clear => Some(None),
+        Decision::Restart { state, .. } | Decision::GiveUp(state) => Some(Some(state.clone())),
+    }
 }
 
 impl Engine {
-    /// Applies instance `slot`'s restart policy to a run that just ended and was settled
-    /// (`ending`: how, as mayfly read it; `started_at`: when the run began). Called by the
-    /// end of every run that is not started again anyway.
-    pub(crate) async fn apply_restart_policy(
-        self: &Arc<Self>,
-        slot: &Arc<Slot>,
+    /// Judges the end of `rec`'s current run by its restart policy (`ending`: how, as
+    /// mayfly read it), before the end is recorded: the state to write goes into the same
+    /// transaction as the end ([`restart_write`]). `None`: nothing to judge (no policy, or
+    /// no run left in the catalogue: a second report of a run settled already, as at
+    /// start-up, when the forker's state and its event both tell of it).
+    pub(crate) fn judge_end(
+        rec: &InstanceRecord,
         status: Option<ExitStatus>,
         ending: Option<Ending>,
-        started_at: Option<i64>,
-    ) {
-        let id = slot.id.clone();
-        // Gone (ephemeral, removed): nothing to restart.
-        let Ok(rec) = self.db(move |s| s.instance_by_id(&id)).await else {
-            return;
-        };
-        if started_at.is_none() && rec.restart_state.is_some() {
-            // A second report of a run settled already (at start-up, the forker's state and
-            // its event both tell of it): judged once.
-            return;
+        now: i64,
+    ) -> Option<Decision> {
+        let run = rec.run.as_ref()?;
+        if rec.config.restart.is_no() {
+            return None;
         }
-        let now = mayfly_store::now();
-        let decision = decide(
+        if rec.restart_state.as_ref().is_some_and(|s| s.stop_requested) {
+            // Asked to stop, maybe by a daemon that died before it saw the end.
+            return Some(Decision::Clear);
+        }
+        Some(decide(
             rec.config.restart,
             ending,
             status.map(|s| s.code),
             rec.restart_state.as_ref(),
-            started_at.map(|t| now - t),
+            Some(now - run.started_at),
             now,
             backoff_base(),
-        );
-        let state = match &decision {
-            Decision::Nothing => return,
-            Decision::Clear if rec.restart_state.is_none() => return,
-            Decision::Clear => None,
-            Decision::Restart { state, .. } | Decision::GiveUp(state) => Some(state.clone()),
-        };
-        if let Err(e) = self.save_restart_state(&rec.id, state).await {
-            tracing::error!(instance = %rec.name, "cannot record the restart policy's state: {e}");
-            return;
-        }
-        // Recorded and not armed yet: the next daemon re-arms it.
-        crate::failpoint("restart-policy:recorded");
+        ))
+    }
+
+    /// Carries out `decision` on instance `slot` once the end is recorded: arms the timer.
+    pub(crate) fn follow_decision(self: &Arc<Self>, slot: &Arc<Slot>, decision: Decision) {
         match decision {
             Decision::Restart { delay, state } => {
                 tracing::info!(
-                    instance = %rec.name,
-                    "restart policy {}: starting it again in {delay:?} (restart {} in a row)",
-                    rec.config.restart,
+                    instance = %slot.name,
+                    "restart policy: starting it again in {delay:?} (restart {} in a row)",
                     state.restarts
                 );
-                self.arm_restart(&rec.id, delay);
+                self.arm_restart(&slot.id, delay);
             }
             Decision::GiveUp(state) => {
                 tracing::warn!(
-                    instance = %rec.name,
-                    "restart policy {}: giving up: {}",
-                    rec.config.restart,
+                    instance = %slot.name,
+                    "restart policy: giving up: {}",
                     state.gave_up.as_deref().unwrap_or_default()
                 );
             }
             _ => {}
+        }
+    }
+
+    /// Forgets a stop request of instance `id` whose stop failed (its run goes on).
+    pub(crate) async fn clear_stop_requested(&self, id: &str) {
+        let id = id.to_owned();
+        let _ = self
+            .db(move |s| match s.instance_by_id(&id)?.restart_state {
+                Some(mut st) if st.stop_requested => {
+                    st.stop_requested = false;
+                    s.set_restart_state(&id, Some(&st))
+                }
+                _ => Ok(()),
+            })
+            .await;
+    }
+
+    /// Records that instance `id` is being stopped on request (before its stop signal), so
+    /// that its end is never restarted by the policy, even by the next daemon.
+    pub(crate) async fn note_stop_requested(&self, id: &str) {
+        let id = id.to_owned();
+        let result = self
+            .db(move |s| {
+                let rec = s.instance_by_id(&id)?;
+                if rec.config.restart.is_no() || rec.run.is_none() {
+                    return Ok(());
+                }
+                let mut state = rec.restart_state.unwrap_or_default();
+                if state.stop_requested {
+                    return Ok(());
+                }
+                state.stop_requested = true;
+                s.set_restart_state(&id, Some(&state))
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::error!("cannot record the stop request for the restart policy: {e}");
         }
     }
 
@@ -222,13 +287,6 @@ impl Engine {
         }
     }
 
-    /// Whether timer `token` is still instance `id`'s pending restart.
-    fn restart_armed(&self, id: &str, token: u64) -> bool {
-        lock(&self.restart_timers.armed)
-            .get(id)
-            .is_some_and(|(t, _)| *t == token)
-    }
-
     /// Cancels instance `slot`'s pending restart and forgets where its policy stood (an
     /// explicit stop, start or rm). The caller holds its operation lock.
     pub(crate) async fn cancel_restart(&self, slot: &Arc<Slot>) {
@@ -253,16 +311,31 @@ impl Engine {
             let Some(slot) = lock(&self.slots).by_id(id) else {
                 return;
             };
-            let guard = match slot.acquire("restart (policy)").await {
-                Ok(g) => g,
-                Err(_) => {
-                    // Busy with an action of its own: tried again shortly.
-                    tokio::time::sleep(BUSY_RETRY).await;
-                    continue;
-                }
+            let Ok(guard) = slot.acquire("restart (policy)").await else {
+                // Busy with an action of its own: tried again shortly.
+                tokio::time::sleep(BUSY_RETRY).await;
+                continue;
             };
-            if !self.restart_armed(id, token) {
-                return; // cancelled while it waited for the lock
+            {
+                // Ours now: a run settled below that arms a new restart must not abort
+                // this very task (it would be cut off at its next await).
+                let mut armed = lock(&self.restart_timers.armed);
+                if armed.get(id).is_none_or(|(t, _)| *t != token) {
+                    return; // cancelled while it waited for the lock
+                }
+                armed.remove(id);
+            }
+            // Under the lock, the catalogue has the last word: a stop in between (or at
+            // start-up, before this timer was re-armed) cleared the pending attempt.
+            let i = id.to_owned();
+            let pending = self
+                .db(move |s| s.instance_by_id(&i))
+                .await
+                .ok()
+                .and_then(|r| r.restart_state)
+                .is_some_and(|s| s.next_at.is_some() && !s.stop_requested);
+            if !pending {
+                return;
             }
             self.settle(&slot).await;
             let result = if slot.state() == InstanceState::Stopped {
@@ -279,32 +352,67 @@ impl Engine {
             };
             let i = id.to_owned();
             let current = self.db(move |s| s.instance_by_id(&i)).await;
-            if let Ok(rec) = current {
+            // Only if no newer run's end armed a new restart meanwhile.
+            let rearmed = lock(&self.restart_timers.armed).contains_key(id);
+            if let Ok(rec) = current
+                && !rearmed
+            {
                 let mut state = rec.restart_state.unwrap_or_default();
                 state.next_at = None;
+                let mut retry = None;
                 if let Err(e) = &result {
-                    state.gave_up = Some(format!(
-                        "the start failed: {}",
-                        mayfly_driver::error_chain(e)
-                    ));
-                    tracing::warn!(instance = %rec.name, "restart policy: {}", state.gave_up.as_deref().unwrap_or_default());
+                    let why = mayfly_driver::error_chain(e);
+                    if permanent(e) {
+                        state.gave_up = Some(format!("the start failed for good: {why}"));
+                    } else {
+                        // Perhaps passing (admission, the network): tried again later.
+                        let delay = backoff(backoff_base(), state.restarts);
+                        let secs = i64::try_from(delay.as_secs().max(1)).unwrap_or(i64::MAX);
+                        state.next_at = Some(mayfly_store::now().saturating_add(secs));
+                        tracing::warn!(instance = %rec.name, "restart policy: the start failed ({why}); trying again in {delay:?}");
+                        retry = Some(delay);
+                    }
+                    if let Some(g) = &state.gave_up {
+                        tracing::warn!(instance = %rec.name, "restart policy: {g}");
+                    }
                 }
-                // Only if no newer run's end armed a new restart meanwhile.
-                if self.restart_armed(id, token)
-                    && let Err(e) = self.save_restart_state(id, Some(state)).await
-                {
+                if let Err(e) = self.save_restart_state(id, Some(state)).await {
                     tracing::error!(instance = %rec.name, "cannot record the restart: {e}");
+                } else if let Some(delay) = retry {
+                    self.arm_restart(id, delay);
                 }
             }
-            let mut armed = lock(&self.restart_timers.armed);
-            if armed.get(id).is_some_and(|(t, _)| *t == token) {
-                armed.remove(id);
-            }
-            drop(armed);
             drop(guard);
             return;
         }
         tracing::warn!(instance = %id, "restart policy: the instance stayed busy; not restarted");
+        // The attempt is over: `info` must not show it as pending.
+        let ours = {
+            let mut armed = lock(&self.restart_timers.armed);
+            let ours = armed.get(id).is_some_and(|(t, _)| *t == token);
+            if ours {
+                armed.remove(id);
+            }
+            ours
+        };
+        if ours {
+            let i = id.to_owned();
+            let _ = self
+                .db(move |s| {
+                    let rec = s.instance_by_id(&i)?;
+                    match rec.restart_state {
+                        Some(mut st) if st.next_at.is_some() => {
+                            st.next_at = None;
+                            st.gave_up = Some(
+                                "the instance stayed busy when the restart was due".to_owned(),
+                            );
+                            s.set_restart_state(&i, Some(&st))
+                        }
+                        _ => Ok(()),
+                    }
+                })
+                .await;
+        }
     }
 
     /// Re-arms the restarts that were pending when the last daemon ended (at start-up).
@@ -459,6 +567,26 @@ mod tests {
         );
         assert_eq!(restart(&d), (B, 1));
         assert_eq!(backoff(B, 1000), BACKOFF_MAX);
+    }
+
+    #[test]
+    fn only_failures_that_would_recur_end_the_attempts() {
+        assert!(permanent(&EngineError::invalid("bad", "fix it")));
+        assert!(permanent(&EngineError::ProgramNotFound("x".into())));
+        assert!(!permanent(&EngineError::Internal("injected".into())));
+        assert!(!permanent(&EngineError::Unavailable("no memory".into())));
+    }
+
+    #[test]
+    fn a_stop_request_or_a_settled_run_is_not_judged_again() {
+        let d = Decision::Clear;
+        assert_eq!(restart_write(Some(&d), None), None);
+        let prev = RestartState {
+            restarts: 2,
+            ..Default::default()
+        };
+        assert_eq!(restart_write(Some(&d), Some(&prev)), Some(None));
+        assert_eq!(restart_write(None, Some(&prev)), None);
     }
 
     #[test]

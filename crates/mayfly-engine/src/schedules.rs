@@ -31,6 +31,10 @@ const MAX_SLEEP: Duration = Duration::from_secs(60);
 const TEST_POLL: Duration = Duration::from_millis(100);
 /// How soon a schedule whose instance was busy is tried again.
 const BUSY_RETRY: Duration = Duration::from_secs(5);
+/// The longest cron expression accepted.
+const MAX_CRON_LEN: usize = 128;
+/// Most scheduled actions running at once.
+const MAX_RUNNING: usize = 4;
 /// Most snapshots a schedule may keep.
 const MAX_KEEP: u32 = 1000;
 
@@ -44,31 +48,47 @@ pub(crate) enum Clock {
 }
 
 impl Clock {
-    /// The real clock, or the test clock of `MAYFLY_TEST_CLOCK`.
+    /// The real clock, or the test clock of `MAYFLY_TEST_CLOCK` (said once, at start-up).
     pub(crate) fn from_env() -> Clock {
         match std::env::var_os("MAYFLY_TEST_CLOCK") {
             Some(path) if !path.is_empty() => {
-                tracing::warn!(
-                    "MAYFLY_TEST_CLOCK is set: schedules follow the time in {} (for tests only)",
-                    PathBuf::from(&path).display()
-                );
-                Clock::File(PathBuf::from(path))
+                let path = PathBuf::from(path);
+                match trusted(&path) {
+                    Ok(()) => tracing::warn!(
+                        "MAYFLY_TEST_CLOCK is set: schedules follow the time in {} (for tests only)",
+                        path.display()
+                    ),
+                    Err(why) => tracing::error!(
+                        "MAYFLY_TEST_CLOCK {} is not used ({why}): schedules follow the real time",
+                        path.display()
+                    ),
+                }
+                Clock::File(path)
             }
             _ => Clock::Real,
         }
     }
 
-    /// Now, in Unix seconds.
+    /// Now, in Unix seconds. A test clock that cannot be read, or that anybody but root
+    /// could have written, gives the real time (said once).
     pub(crate) fn now(&self) -> i64 {
+        static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
         match self {
             Clock::Real => mayfly_store::now(),
-            Clock::File(path) => match std::fs::read_to_string(path)
-                .ok()
-                .and_then(|s| parse_time(s.trim()))
-            {
-                Some(t) => t,
-                None => {
-                    tracing::warn!("cannot read the test clock {}: real time", path.display());
+            Clock::File(path) => match trusted(path).and_then(|()| {
+                std::fs::read_to_string(path)
+                    .ok()
+                    .and_then(|s| parse_time(s.trim()))
+                    .ok_or_else(|| "unreadable".to_owned())
+            }) {
+                Ok(t) => t,
+                Err(why) => {
+                    if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                        tracing::warn!(
+                            "test clock {}: {why}: real time (said once)",
+                            path.display()
+                        );
+                    }
                     mayfly_store::now()
                 }
             },
@@ -81,6 +101,26 @@ impl Clock {
             Clock::File(_) => TEST_POLL,
         }
     }
+}
+
+/// Whether the test clock at `path` (and its directory) can only have been written by root:
+/// otherwise any local user could fire resets by writing a time into it.
+fn trusted(path: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    for p in [path, dir] {
+        let m = std::fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        if m.uid() != 0 || m.mode() & 0o022 != 0 {
+            return Err(format!(
+                "{} must be owned by root and not group- or world-writable",
+                p.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Unix seconds or RFC 3339.
@@ -106,12 +146,27 @@ pub(crate) fn parse_cron(expr: &str) -> Result<Cron, EngineError> {
 
 /// The cron expression a schedule is stored with: `HH:MM` becomes a daily one; anything
 /// else must parse.
-pub(crate) fn normalize(expr: &str) -> Result<String, EngineError> {
+pub(crate) fn normalize(expr: &str, now: i64) -> Result<String, EngineError> {
     let expr = expr.trim();
+    if expr.len() > MAX_CRON_LEN {
+        return Err(EngineError::invalid(
+            format!(
+                "the cron expression is {} bytes long: at most {MAX_CRON_LEN}",
+                expr.len()
+            ),
+            "use 5 fields, minute hour day-of-month month day-of-week, e.g. `0 3 * * *`",
+        ));
+    }
     if expr.contains(':') {
         return daily_at(expr);
     }
-    parse_cron(expr)?;
+    let cron = parse_cron(expr)?;
+    if next_after(&cron, now).is_none() {
+        return Err(EngineError::invalid(
+            format!("the cron expression `{expr}` never comes round (no such date)"),
+            "check the day of the month against the month, e.g. `0 0 28 2 *` rather than `0 0 30 2 *`",
+        ));
+    }
     Ok(expr.to_owned())
 }
 
@@ -159,29 +214,49 @@ pub(crate) fn next_after(cron: &Cron, after: i64) -> Option<i64> {
         .map(|t| t.timestamp())
 }
 
-/// When schedule `r` is due next (Unix seconds): the first occurrence after its last run, or
-/// after its creation when it never ran.
-pub(crate) fn due_at(r: &ScheduleRecord) -> Option<i64> {
+/// When schedule `r` is due next (Unix seconds), the clock reading `now`: the first
+/// occurrence after its last run, or after its creation when it never ran; if the clock was
+/// set back before that, after `now` (it would otherwise wait for the clock to catch up).
+pub(crate) fn due_at(r: &ScheduleRecord, now: i64) -> Option<i64> {
     let cron = parse_cron(&r.cron).ok()?;
-    next_after(&cron, r.last_run.unwrap_or(r.created_at))
+    next_after(&cron, r.last_run.unwrap_or(r.created_at).min(now))
 }
 
-/// The name of the snapshot schedule `id` makes at `at` (local time).
+/// The name of the snapshot schedule `id` makes at `at` (UTC: local stamps repeat when the
+/// clocks go back).
 pub(crate) fn snapshot_name(id: u64, at: i64) -> String {
-    let stamp = local(at).map_or_else(|| at.to_string(), |t| t.format("%Y%m%d-%H%M").to_string());
+    let stamp = chrono::Utc
+        .timestamp_opt(at, 0)
+        .single()
+        .map_or_else(|| at.to_string(), |t| t.format("%Y%m%d-%H%M").to_string());
     format!("sched-{id}-{stamp}")
 }
 
 /// The scheduler's run-time state.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Scheduler {
     /// Told when a schedule is added or removed.
-    wake: tokio::sync::Notify,
+    pub(crate) wake: tokio::sync::Notify,
     /// Schedules running now, and those whose instance was busy: not before this instant.
     held: Mutex<HashMap<u64, Option<Instant>>>,
+    /// Bounds the scheduled actions running at once.
+    running: tokio::sync::Semaphore,
+    /// The clock was seen going back (said once).
+    went_back: std::sync::atomic::AtomicBool,
 }
 
-fn info_of(r: &ScheduleRecord) -> ScheduleInfo {
+impl Default for Scheduler {
+    fn default() -> Self {
+        Scheduler {
+            wake: tokio::sync::Notify::new(),
+            held: Mutex::default(),
+            running: tokio::sync::Semaphore::new(MAX_RUNNING),
+            went_back: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+}
+
+fn info_of(r: &ScheduleRecord, now: i64) -> ScheduleInfo {
     ScheduleInfo {
         id: r.id,
         instance: r.instance.clone(),
@@ -190,7 +265,7 @@ fn info_of(r: &ScheduleRecord) -> ScheduleInfo {
         keep: r.keep,
         created_at: crate::rfc3339(r.created_at),
         last_run: r.last_run.map(crate::rfc3339),
-        next_run: due_at(r).map(crate::rfc3339),
+        next_run: due_at(r, now).map(crate::rfc3339),
         last_error: r.last_error.clone(),
     }
 }
@@ -209,7 +284,8 @@ impl Engine {
         name: &str,
         req: CreateSchedule,
     ) -> Result<ScheduleInfo, EngineError> {
-        let cron = normalize(&req.cron)?;
+        let now = self.clock.now();
+        let cron = normalize(&req.cron, now)?;
         match (req.action, req.keep) {
             (ScheduleAction::Snapshot, Some(k)) if k == 0 || k > MAX_KEEP => {
                 return Err(EngineError::invalid(
@@ -240,7 +316,6 @@ impl Engine {
                 "launch it transient or persistent to schedule actions on it",
             ));
         }
-        let now = self.clock.now();
         let (id, action, keep) = (rec.id.clone(), req.action, req.keep);
         let r = self
             .db(move |s| {
@@ -249,7 +324,7 @@ impl Engine {
             })
             .await?;
         self.scheduler.wake.notify_one();
-        Ok(info_of(&r))
+        Ok(info_of(&r, now))
     }
 
     /// Every schedule, or instance `name`'s.
@@ -265,7 +340,8 @@ impl Engine {
             None => None,
         };
         let rows = self.db(move |s| s.schedules(id.as_deref())).await?;
-        Ok(rows.iter().map(info_of).collect())
+        let now = self.clock.now();
+        Ok(rows.iter().map(|r| info_of(r, now)).collect())
     }
 
     /// Removes schedule `id` of instance `name` (its snapshots stay).
@@ -313,7 +389,18 @@ impl Engine {
         let now = self.clock.now();
         let mut wait = poll;
         for r in rows {
-            let Some(due) = due_at(&r) else { continue };
+            if r.last_run.unwrap_or(r.created_at) > now
+                && !self
+                    .scheduler
+                    .went_back
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                tracing::warn!(
+                    "the clock went back before schedule {}'s last run: its next run is counted from now (said once)",
+                    r.id
+                );
+            }
+            let Some(due) = due_at(&r, now) else { continue };
             if due > now {
                 let secs = u64::try_from(due - now).unwrap_or(0);
                 wait = wait.min(Duration::from_secs(secs));
@@ -338,6 +425,8 @@ impl Engine {
 
     /// Runs schedule `r`, due at clock time `now`.
     async fn run_schedule(self: Arc<Self>, r: ScheduleRecord, now: i64) {
+        // At most MAX_RUNNING at once; the others wait their turn (never closed).
+        let _permit = self.scheduler.running.acquire().await.ok();
         tracing::info!(instance = %r.instance, "schedule {}: {} ({})", r.id, r.action, r.cron);
         let result = self.scheduled_action(&r, now).await;
         if let Err(EngineError::Busy { operation, .. }) = &result {
@@ -391,6 +480,7 @@ impl Engine {
                     name: r.instance.clone(),
                 })
             })?;
+        crate::inject("schedule:action")?;
         match r.action {
             ScheduleAction::Reset => {
                 self.reset_instance(&name, StopRequest::default()).await?;
@@ -399,7 +489,7 @@ impl Engine {
                 self.restart_instance(&name, StopRequest::default()).await?;
             }
             ScheduleAction::Snapshot => {
-                self.create_snapshot(&name, Some(snapshot_name(r.id, now)))
+                self.snapshot_as(&name, Some(snapshot_name(r.id, now)))
                     .await?;
                 if let Some(keep) = r.keep {
                     self.prune_snapshots(&name, r.id, keep).await?;
@@ -409,18 +499,20 @@ impl Engine {
         Ok(())
     }
 
-    /// Removes the oldest snapshots schedule `id` made beyond the newest `keep`.
+    /// Removes the oldest snapshots schedule `id` made beyond the newest `keep` (by their
+    /// creation, not their names: only names `sched-<id>-…`, which users cannot choose).
     async fn prune_snapshots(&self, name: &str, id: u64, keep: u32) -> Result<(), EngineError> {
         let prefix = format!("sched-{id}-");
-        let mut mine: Vec<String> = self
-            .list_snapshots(name)
+        let n = name.to_owned();
+        let rec = self.db(move |s| s.instance(&n)).await?;
+        // Oldest first (created_at, then insertion order).
+        let mine: Vec<String> = self
+            .db(move |s| s.snapshots(&rec.id))
             .await?
             .into_iter()
             .map(|s| s.name)
-            .filter(|n| n.strip_prefix(&prefix).is_some_and(|rest| rest.len() == 13))
+            .filter(|n| n.starts_with(&prefix))
             .collect();
-        // The stamps sort as the times they name.
-        mine.sort();
         let extra = mine.len().saturating_sub(keep as usize);
         for old in &mine[..extra] {
             self.remove_snapshot(name, old).await?;
@@ -473,8 +565,18 @@ mod tests {
             assert!(e.contains("invalid cron expression"), "{bad}: {e}");
         }
         assert!(parse_cron("@daily").is_ok());
-        assert!(normalize("nonsense").is_err());
-        assert_eq!(normalize(" 03:00 ").unwrap(), "0 3 * * *");
+        let now = at("2030-01-01 12:00");
+        assert!(normalize("nonsense", now).is_err());
+        assert_eq!(normalize(" 03:00 ", now).unwrap(), "0 3 * * *");
+        let never = normalize("0 0 30 2 *", now).unwrap_err().to_string();
+        assert!(never.contains("never comes round"), "{never}");
+        let long = format!("0 0 * * {}", "1,".repeat(80) + "2");
+        assert!(
+            normalize(&long, now)
+                .unwrap_err()
+                .to_string()
+                .contains("at most 128")
+        );
     }
 
     #[test]
@@ -492,6 +594,7 @@ mod tests {
     #[test]
     fn a_schedule_is_due_after_its_last_run_once_however_many_were_missed() {
         let created = at("2030-01-01 12:00");
+        let due_at = |r: &ScheduleRecord| super::due_at(r, at("2031-01-01 00:00"));
         let r = rec("0 3 * * *", created, None);
         assert_eq!(due_at(&r), Some(at("2030-01-02 03:00")));
         // Ran on the 2nd: next on the 3rd.
@@ -503,18 +606,42 @@ mod tests {
         assert_eq!(due_at(&r), Some(at("2030-01-11 03:00")));
         let hourly = rec("0 * * * *", created, Some(at("2030-01-01 12:30")));
         assert_eq!(due_at(&hourly), Some(at("2030-01-01 13:00")));
+        // The clock went back a day before the last run: counted from now, not in a day.
+        let back = at("2030-01-09 09:00");
+        assert_eq!(super::due_at(&r, back), Some(at("2030-01-10 03:00")));
     }
 
     #[test]
     fn snapshot_names_carry_the_schedule_and_the_minute() {
-        assert_eq!(
-            snapshot_name(3, at("2030-02-03 04:05")),
-            "sched-3-20300203-0405"
-        );
+        let utc = chrono::Utc
+            .with_ymd_and_hms(2030, 2, 3, 4, 5, 0)
+            .unwrap()
+            .timestamp();
+        assert_eq!(snapshot_name(3, utc), "sched-3-20300203-0405");
         assert!(
             mayfly_api::names::check_snapshot_name(&snapshot_name(3, at("2030-02-03 04:05")))
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn a_test_clock_others_could_write_is_not_trusted() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let file = dir.path().join("clock");
+        std::fs::write(&file, "1000").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let clock = Clock::File(file.clone());
+        if rustix::process::geteuid().is_root() {
+            assert_eq!(clock.now(), 1000);
+        }
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(trusted(&file).unwrap_err().contains("world-writable"));
+        assert_ne!(clock.now(), 1000);
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(trusted(&file).is_err());
     }
 
     #[test]

@@ -304,7 +304,15 @@ impl Engine {
             Ok(()) => self.db(move |s| s.instance_by_id(&id)).await,
             Err(e) => Err(e),
         };
-        let asked = std::mem::take(&mut lock(&slot.rt).asked);
+        let mut asked = std::mem::take(&mut lock(&slot.rt).asked);
+        if let (Ok(rec), Some(st)) = (&rec, status)
+            && asked == crate::power::Asked::default()
+            && rec.restart_state.as_ref().is_some_and(|s| s.stop_requested)
+        {
+            // Asked to stop by a daemon that died before it saw the end.
+            asked.signal = Some(st.signal.unwrap_or(libc::SIGTERM));
+            asked.stopping = true;
+        }
         let ending = status.map(|s| crate::power::ending(&s, asked));
         let exit = status.map(|s| ExitRecord {
             code: s.code,
@@ -314,6 +322,7 @@ impl Engine {
             oom_kills,
         });
         let mut reboot = None;
+        let mut judged = None;
         match rec {
             Err(e) => errors.push(chain("read the catalogue", &e)),
             Ok(rec) => {
@@ -326,6 +335,15 @@ impl Engine {
                     }
                     crate::failpoint("reboot:journalled");
                 }
+                // Judged before the end is recorded, and recorded with it (one transaction).
+                let again = reboot.is_some() || lock(&slot.rt).restart_on_exit.is_some();
+                if !again && rec.mode != Mode::Ephemeral {
+                    judged = Self::judge_end(&rec, status, ending, mayfly_store::now());
+                }
+                let write = crate::restart_policy::restart_write(
+                    judged.as_ref(),
+                    rec.restart_state.as_ref(),
+                );
                 let result = match rec.mode {
                     Mode::Ephemeral => self.delete_instance(slot, &rec).await,
                     Mode::Transient => {
@@ -337,15 +355,37 @@ impl Engine {
                             errors.push(chain("discard the writable layer", &e));
                         }
                         let id = rec.id.clone();
-                        self.db(move |s| s.set_run(&id, Mode::Transient, None, exit.as_ref()))
-                            .await
+                        self.db(move |s| {
+                            s.end_run(
+                                &id,
+                                Mode::Transient,
+                                exit.as_ref(),
+                                write.as_ref().map(|w| w.as_ref()),
+                            )
+                        })
+                        .await
                     }
                     Mode::Persistent => {
                         let id = rec.id.clone();
-                        self.db(move |s| s.set_run(&id, Mode::Persistent, None, exit.as_ref()))
-                            .await
+                        self.db(move |s| {
+                            s.end_run(
+                                &id,
+                                Mode::Persistent,
+                                exit.as_ref(),
+                                write.as_ref().map(|w| w.as_ref()),
+                            )
+                        })
+                        .await
                     }
                 };
+                // The end and the policy's decision are recorded together: a daemon killed
+                // here re-arms the restart at its next start.
+                crate::failpoint("finish-run:recorded");
+                if result.is_err() {
+                    // Not recorded: nothing pending to follow (the next start-up judges the
+                    // run the catalogue still holds).
+                    judged = None;
+                }
                 if let Err(e) = result {
                     let what = match rec.mode {
                         Mode::Ephemeral => "remove the ephemeral instance",
@@ -359,18 +399,17 @@ impl Engine {
         if let Some(e) = &error {
             tracing::error!(instance = %slot.name, "cleaning up after the run failed: {e}");
         }
-        let (watchers, again, started_at) = {
+        let (watchers, again) = {
             let mut rt = lock(&slot.rt);
             rt.state = InstanceState::Stopped;
             rt.paused = false;
             rt.pid = None;
             rt.version = None;
-            let started_at = rt.started_at.take();
+            rt.started_at = None;
             rt.last_error = error;
             (
                 std::mem::take(&mut rt.watchers),
                 std::mem::take(&mut rt.restart_on_exit).or(reboot),
-                started_at,
             )
         };
         if reboot.is_some() {
@@ -379,10 +418,13 @@ impl Engine {
         for w in watchers {
             let _ = w.send(status);
         }
-        if again.is_none() {
-            // Settled and not started again anyway: its restart policy decides.
-            self.apply_restart_policy(slot, status, ending, started_at)
-                .await;
+        if again.is_none()
+            && let Some(decision) = judged
+        {
+            // Settled and not started again anyway: its restart policy decided (recorded
+            // with the end; a daemon killed before this point re-arms it at start-up).
+            crate::failpoint("restart-policy:recorded");
+            self.follow_decision(slot, decision);
         }
         if let Some(journal) = again {
             // By id: the instance may have been renamed since `slot` was taken.

@@ -172,6 +172,24 @@ impl Engine {
         name: &str,
         snap: Option<String>,
     ) -> Result<SnapshotInfo, EngineError> {
+        if let Some(s) = snap.as_deref().filter(|s| s.starts_with("sched-")) {
+            return Err(EngineError::invalid(
+                format!(
+                    "snapshot name `{s}`: names beginning with `sched-` are kept for the snapshots of schedules (which prune them)"
+                ),
+                "choose another name, e.g. `mayfly snapshot create web before-upgrade`",
+            ));
+        }
+        self.snapshot_as(name, snap).await
+    }
+
+    /// Snapshots instance `name` as `snap` (a name made up when `None`); the scheduler's
+    /// `sched-…` names too.
+    pub(crate) async fn snapshot_as(
+        self: &Arc<Self>,
+        name: &str,
+        snap: Option<String>,
+    ) -> Result<SnapshotInfo, EngineError> {
         if let Some(s) = &snap {
             check_snapshot_name(s).map_err(|e| {
                 EngineError::invalid(e, "e.g. `mayfly snapshot create web before-upgrade`")

@@ -190,12 +190,16 @@ impl Engine {
             if let Err(e) = waited {
                 // The stop failed: the instance runs on (unless its end arrived meanwhile,
                 // which is settled now), and is not left `stopping` with nobody to finish it.
-                {
+                let runs_on = {
                     let mut rt = lock(&slot.rt);
                     rt.exit_waiter = None;
                     if rt.pending_exit.is_none() && rt.state == InstanceState::Stopping {
                         rt.state = InstanceState::Running;
                     }
+                    rt.pending_exit.is_none()
+                };
+                if runs_on {
+                    self.clear_stop_requested(&slot.id).await;
                 }
                 self.settle(slot).await;
                 return Err(e);
@@ -220,6 +224,10 @@ impl Engine {
         // The init is pid 1 of its namespace: the kernel drops a signal it has no handler
         // for, so waiting would only burn the timeout (an init stopped right after it started,
         // before its shell installed its trap, is the common case).
+        // Recorded before any signal: an end after this point is never the restart
+        // policy's, even if this daemon dies before it settles it.
+        self.note_stop_requested(&slot.id).await;
+        self.note_stopping(&slot.id);
         let pid = lock(&slot.rt).pid;
         let signal = signal.filter(|sig| pid.is_none_or(|p| catches(p, *sig)));
         let graceful = match signal {
@@ -275,6 +283,9 @@ impl Engine {
             } else {
                 Ok(())
             };
+            // The stop's settle may have judged an unasked end and armed a restart: this
+            // restart starts it itself.
+            self.cancel_restart(&slot).await;
             // Whatever happens from here, the journal entry goes: a stop that failed leaves
             // the instance running, and a start that failed is reported now.
             let started = match stopped.and_then(|()| self.ensure_not_gone(&slot)) {

@@ -281,6 +281,41 @@ impl Store {
         result.map(|_| ()).map_err(sql("record instance state"))
     }
 
+    /// Records the end of instance `id`'s run (`last_exit`) and, in the same transaction,
+    /// where its restart policy now stands (`restart`: `None` leaves it as it is), so that a
+    /// daemon killed in between cannot lose the restart the end calls for.
+    pub fn end_run(
+        &mut self,
+        id: &str,
+        mode: Mode,
+        last_exit: Option<&ExitRecord>,
+        restart: Option<Option<&crate::RestartState>>,
+    ) -> Result<(), StoreError> {
+        self.durable(mode != Mode::Ephemeral)?;
+        let result = (|| {
+            let tx = self.conn.transaction()?;
+            match last_exit {
+                Some(exit) => tx.execute(
+                    "UPDATE instances SET run = NULL, last_exit = ?2, paused = 0 WHERE id = ?1",
+                    params![id, to_json(exit)],
+                )?,
+                None => tx.execute(
+                    "UPDATE instances SET run = NULL, paused = 0 WHERE id = ?1",
+                    params![id],
+                )?,
+            };
+            if let Some(state) = restart {
+                tx.execute(
+                    "UPDATE instances SET restart_state = ?2 WHERE id = ?1",
+                    params![id, state.map(to_json)],
+                )?;
+            }
+            tx.commit()
+        })();
+        self.durable(true)?;
+        result.map_err(sql("record the end of the run"))
+    }
+
     /// Records that instance `id` started with `run`: the writable layer is now of `run`'s
     /// template version, and the one-run settings are used up.
     pub fn record_start(

@@ -297,6 +297,10 @@ pub struct RestartState {
     /// Why the policy gave up, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gave_up: Option<String>,
+    /// mayfly was asked to stop the current run (recorded before its stop signal): its end
+    /// is not the policy's to restart, even if the daemon dies before it settles it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stop_requested: bool,
 }
 
 /// What the catalogue remembers of a running init, to find it again after a daemon restart.

@@ -271,7 +271,7 @@ fn policies_are_checked_from_the_cli_and_the_api() {
 }
 
 #[test]
-fn a_start_by_the_policy_that_fails_gives_up_with_the_reason() {
+fn a_start_by_the_policy_that_fails_for_a_passing_reason_is_tried_again() {
     let d = TestDaemon::start_with_env(
         &[],
         &[
@@ -285,46 +285,117 @@ fn a_start_by_the_policy_that_fails_gives_up_with_the_reason() {
         &["--restart", "always"],
         Some("echo run; exit 1"),
     );
-    wait_until(SETTLE, "the policy to give up", || {
-        restarts(&d, "rp-nostart")["gave_up"].is_string()
+    // An injected failure is no permanent one (like a refused admission): the policy keeps
+    // backing off instead of giving up for good.
+    wait_until(SETTLE, "the start to be tried again", || {
+        d.logs().matches("the start failed").count() >= 2
     });
     let r = restarts(&d, "rp-nostart");
-    let why = r["gave_up"].as_str().unwrap();
-    assert!(
-        why.contains("the start failed") && why.contains("injected failure"),
-        "{r}"
-    );
-    assert!(r.get("next_attempt").is_none(), "{r}");
+    assert!(r.get("gave_up").is_none(), "{r}");
     assert_eq!(d.state_of("rp-nostart").as_deref(), Some("stopped"));
     assert_eq!(runs(&d, "rp-nostart"), 1);
+    // A stop ends the attempts.
+    d.ok(&["stop", "rp-nostart"]);
+    assert!(restarts(&d, "rp-nostart").get("next_attempt").is_none());
+    d.finish();
+}
+
+#[test]
+fn a_crash_loop_whose_init_died_while_no_daemon_ran_is_restarted() {
+    let mut d = daemon("200");
+    launch(
+        &d,
+        "rp-loop",
+        &["--restart", "on-failure"],
+        Some("echo run; exec sleep 1000"),
+    );
+    // A first restart by the policy: its state is recorded.
+    let first = d.pid_of("rp-loop");
+    signal(first, Signal::KILL);
+    wait_until(SETTLE, "the first restart", || {
+        d.state_of("rp-loop").as_deref() == Some("running") && d.pid_of("rp-loop") != first
+    });
+    assert_eq!(restarts(&d, "rp-loop")["restarts"], 1);
+    let second = d.pid_of("rp-loop");
+    d.kill_daemon();
+    signal(second, Signal::KILL);
+    d.restart();
+    wait_until(
+        SETTLE,
+        "the restart of the run that ended while no daemon ran",
+        || d.state_of("rp-loop").as_deref() == Some("running") && d.pid_of("rp-loop") != second,
+    );
+    assert_eq!(runs(&d, "rp-loop"), 3, "{}", logs(&d, "rp-loop"));
+    d.finish();
+}
+
+#[test]
+fn a_stop_interrupted_by_a_killed_daemon_is_not_fought_by_the_next() {
+    let mut d = daemon("100");
+    launch(
+        &d,
+        "rp-slow",
+        &["--restart", "always"],
+        Some("trap 'sleep 2; exit 0' TERM; echo run; while :; do sleep 0.1; done"),
+    );
+    wait_until(SETTLE, "the first run", || runs(&d, "rp-slow") == 1);
+    let pid = d.pid_of("rp-slow");
+    let mut stop = d
+        .command(&["stop", "rp-slow", "--timeout", "30"])
+        .spawn()
+        .expect("run mayfly stop");
+    // The stop signal arrived when the trap's `sleep 2` runs.
+    wait_until(SETTLE, "the init's trap to run", || {
+        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"));
+        children.unwrap_or_default().split_whitespace().any(|c| {
+            std::fs::read(format!("/proc/{c}/cmdline")).is_ok_and(|l| l == b"sleep\x002\x00")
+        })
+    });
+    d.kill_daemon();
+    let _ = stop.wait();
+    // The init ends (its trap ran) while no daemon runs.
+    wait_until(SETTLE, "the init to end", || {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    });
+    d.restart();
+    wait_state(&d, "rp-slow", "stopped");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(d.state_of("rp-slow").as_deref(), Some("stopped"));
+    assert_eq!(runs(&d, "rp-slow"), 1, "the policy fought the stop");
     d.finish();
 }
 
 #[test]
 fn a_restart_recorded_by_a_daemon_that_crashed_before_arming_it_is_re_armed() {
-    let mut d = daemon("300");
-    d.stop_daemon();
-    d.set_env(&[
-        ("MAYFLY_TEST_RESTART_BACKOFF_MS", "300"),
-        ("MAYFLY_CRASH_AT", "restart-policy:recorded"),
-    ]);
-    d.restart();
-    launch(
-        &d,
-        "rp-crash",
-        &["--restart", "always"],
-        Some("sleep 1; echo run; exit 1"),
-    );
-    wait_until(
-        SETTLE,
-        "the daemon to crash at restart-policy:recorded",
-        || !d.daemon_running(),
-    );
-    d.kill_daemon();
-    d.set_env(&[("MAYFLY_TEST_RESTART_BACKOFF_MS", "300")]);
-    d.restart();
-    wait_until(SETTLE, "the re-armed restart", || runs(&d, "rp-crash") >= 2);
-    d.finish();
+    // Right after the end of the run was recorded (with the policy's decision, in one
+    // transaction), and after the run was settled, before the timer was armed.
+    for (n, point) in ["finish-run:recorded", "restart-policy:recorded"]
+        .into_iter()
+        .enumerate()
+    {
+        let mut d = daemon("300");
+        d.stop_daemon();
+        d.set_env(&[
+            ("MAYFLY_TEST_RESTART_BACKOFF_MS", "300"),
+            ("MAYFLY_CRASH_AT", point),
+        ]);
+        d.restart();
+        let name = format!("rp-crash{n}");
+        launch(
+            &d,
+            &name,
+            &["--restart", "always"],
+            Some("sleep 1; echo run; exit 1"),
+        );
+        wait_until(SETTLE, &format!("the daemon to crash at {point}"), || {
+            !d.daemon_running()
+        });
+        d.kill_daemon();
+        d.set_env(&[("MAYFLY_TEST_RESTART_BACKOFF_MS", "300")]);
+        d.restart();
+        wait_until(SETTLE, "the re-armed restart", || runs(&d, &name) >= 2);
+        d.finish();
+    }
 }
 
 #[test]
@@ -356,5 +427,28 @@ fn the_back_off_doubles_between_failures() {
     );
     assert!(last > first * 2, "{first:?} then {last:?}");
     d.ok(&["stop", "rp-backoff"]);
+    d.finish();
+}
+
+#[test]
+fn after_a_restart_or_reset_the_policy_still_restarts_failures() {
+    let d = daemon("100");
+    launch(
+        &d,
+        "rp-again",
+        &["--restart", "on-failure"],
+        Some("echo run; exec sleep 1000"),
+    );
+    // Both stop the run and start a new one: the stop request was for the old run only.
+    for verb in ["reset", "restart"] {
+        let before = d.pid_of("rp-again");
+        d.ok(&[verb, "rp-again"]);
+        let pid = d.pid_of("rp-again");
+        assert_ne!(pid, before);
+        signal(pid, Signal::KILL);
+        wait_until(SETTLE, "the policy's restart after the kill", || {
+            d.state_of("rp-again").as_deref() == Some("running") && d.pid_of("rp-again") != pid
+        });
+    }
     d.finish();
 }

@@ -117,6 +117,7 @@ fn schedules_are_added_listed_and_removed_from_the_cli_and_the_api() {
             "invalid cron expression",
         ),
         (vec!["sc-web", "reset", "25:00"], "invalid time of day"),
+        (vec!["sc-web", "reset", "0 0 30 2 *"], "never comes round"),
         (
             vec!["sc-web", "reset", "0 3 * * *", "--keep", "2"],
             "--keep applies to snapshot schedules only",
@@ -312,24 +313,68 @@ fn due_resets_restarts_and_snapshots_run_when_the_clock_passes_them() {
     assert_eq!(sched_snapshots(&d, "sc-snap", snap).len(), 2);
     assert!(d.ok(&["snapshot", "list", "sc-snap"]).contains("mine"));
 
-    // A failing action is recorded and the schedule goes on: the snapshot's name is taken.
+    // The `sched-` names are the schedules': a hand-made one is refused (it would be pruned).
     let next = secs(schedule(&d, snap)["next_run"].as_str().unwrap());
-    d.ok(&["snapshot", "create", "sc-snap", &stamp(next)]);
-    set_clock(&clock, next);
-    wait_until(SETTLE, "the failed run to be recorded", || {
-        schedule(&d, snap)["last_run"]
-            .as_str()
-            .is_some_and(|t| secs(t) == next)
-    });
-    let s = schedule(&d, snap);
+    let out = d.fails(&["snapshot", "create", "sc-snap", &stamp(next)]);
     assert!(
-        s["last_error"].as_str().unwrap().contains("already exists"),
-        "{s}"
+        out.stderr.contains("kept for the snapshots of schedules"),
+        "{out}"
     );
-    let text = d.ok(&["schedule", "list", "sc-snap"]);
-    assert!(text.contains("already exists"), "{text}");
-    run_next(&d, &clock, snap, 0);
-    assert!(schedule(&d, snap).get("last_error").is_none());
+    let (status, body) = d.api(
+        "POST",
+        "/v1/instances/sc-snap/snapshots",
+        Some(&serde_json::json!({"name": "sched-99-x"})),
+    );
+    assert_eq!(status, 400, "{body}");
+    d.finish();
+}
+
+#[test]
+fn a_failing_action_is_recorded_and_the_schedule_goes_on() {
+    let dir = tempfile::tempdir().expect("a directory for the clock");
+    let clock = dir.path().join("clock");
+    set_clock(&clock, T0);
+    let d = TestDaemon::start_with_env(
+        &[],
+        &[
+            ("MAYFLY_TEST_CLOCK", clock.to_str().unwrap()),
+            ("TZ", "UTC"),
+            ("MAYFLY_FAIL_AT", "schedule:action"),
+        ],
+    );
+    launch(&d, "sc-fail", &[], Some(IDLE));
+    let id = add(&d, &["sc-fail", "restart", "0 * * * *"]);
+    for _ in 0..2 {
+        let next = secs(schedule(&d, id)["next_run"].as_str().unwrap());
+        set_clock(&clock, next);
+        wait_until(SETTLE, "the failed run to be recorded", || {
+            schedule(&d, id)["last_run"]
+                .as_str()
+                .is_some_and(|t| secs(t) == next)
+        });
+        let s = schedule(&d, id);
+        assert!(
+            s["last_error"]
+                .as_str()
+                .unwrap()
+                .contains("injected failure"),
+            "{s}"
+        );
+    }
+    let text = d.ok(&["schedule", "list", "sc-fail"]);
+    assert!(text.contains("injected failure"), "{text}");
+    d.finish();
+}
+
+#[test]
+fn launch_reset_at_counts_from_the_scheduler_clock() {
+    let (d, _dir, _clock) = daemon(T0);
+    launch(&d, "sc-at", &["--reset-at", "03:00"], Some(IDLE));
+    let list = d.json(&["schedule", "list", "sc-at", "--json"]);
+    // The test clock says 2030-01-01 00:10: the first reset is that night, not one counted
+    // from the real time.
+    assert_eq!(list[0]["next_run"], "2030-01-01T03:00:00Z", "{list}");
+    assert_eq!(secs(list[0]["created_at"].as_str().unwrap()), T0, "{list}");
     d.finish();
 }
 
