@@ -36,6 +36,11 @@ use crate::error::io_err;
 use crate::{Engine, EngineError};
 
 /// The files: their name in the run directory and their path inside the container.
+/// The directories every instance gets mounted that a template may lack (relative to its
+/// root): made in the mount-point layer, so that they never land in a writable layer (and from
+/// there in snapshots and published templates).
+const DIRS: [&str; 1] = ["run/mayfly"];
+
 pub(crate) const FILES: [(&str, &str); 4] = [
     ("hostname", "/etc/hostname"),
     ("hosts", "/etc/hosts"),
@@ -301,7 +306,9 @@ fn write_file(path: &Path, content: &[u8]) -> Result<(), EngineError> {
 /// The layer of mount points for `layers` under `dir` (`mounts-<key>`, named after the stack,
 /// made once and kept while the stack stays the same), `None` when the stack lacks nothing.
 fn mount_point_layer(dir: &Path, layers: &[PathBuf]) -> Result<Option<PathBuf>, EngineError> {
-    let key_source: Vec<String> = layers.iter().map(|l| l.display().to_string()).collect();
+    let mut key_source: Vec<String> = layers.iter().map(|l| l.display().to_string()).collect();
+    // The set of mount points is part of the key: a layer made for fewer is remade.
+    key_source.extend(DIRS.iter().map(|d| format!("dir:{d}")));
     let key = crate::apps::short_hash(&key_source.join("|"));
     let layer = dir.join(format!("mounts-{key}"));
     if layer.is_dir() {
@@ -320,7 +327,7 @@ fn mount_point_layer(dir: &Path, layers: &[PathBuf]) -> Result<Option<PathBuf>, 
         .map(|(_, t)| t.trim_start_matches('/'))
         .collect();
     let tmp = layer.with_extension("new");
-    let made = mayfly_image::mount_points(layers, &tmp, &targets)?;
+    let made = mayfly_image::mount_points(layers, &tmp, &targets, &DIRS)?;
     if made.is_empty() {
         return Ok(None);
     }

@@ -1,5 +1,6 @@
 //! A small layer of mount points: empty files for the paths a container gets files mounted on
-//! (`/etc/hostname`, `/etc/hosts`, `/etc/resolv.conf`) that its template lacks.
+//! (`/etc/hostname`, `/etc/hosts`, `/etc/resolv.conf`) that its template lacks, and empty
+//! directories for the directories it gets mounted (`/run/mayfly`).
 //!
 //! Docker's answer to the same problem is an "init layer" between the image and the
 //! container's writable layer; this is that layer. A bind mount needs an existing file to
@@ -13,8 +14,10 @@
 //! shows nothing, an empty root-owned 0644 file, with its parent directories. Those directories
 //! take the attributes (owner, mode, xattrs but overlayfs's own, times) of the directory the
 //! stack shows there, and the layer's root those of the topmost layer's root, so that stacking
-//! it on top changes nothing else an instance sees. A path whose parent is missing, a symlink
+//! it on top changes nothing else an instance sees. A file whose parent is missing, a symlink
 //! or another non-directory in the stack is left out (there is nothing sensible to mount on).
+//! A directory is made with whatever parents the stack lacks (root-owned, 0755), unless a
+//! symlink or another non-directory is in its way.
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, OwnedFd};
@@ -33,14 +36,16 @@ use crate::{CopyOptions, ImageError, NoProgress};
 /// there (its topmost layer's), whose attributes the copy takes.
 struct Parent {
     rel: String,
-    src: OwnedFd,
-    src_path: PathBuf,
+    /// The directory the stack shows there and its path; `None` where the stack has none (a
+    /// directory made for a directory mount point: root's, 0755).
+    src: Option<(OwnedFd, PathBuf)>,
 }
 
-/// A file the stack lacks.
+/// A file (`name`) or directory (`None`: its last parent is the directory itself) the stack
+/// lacks.
 struct Missing<'a> {
     parents: Vec<Parent>,
-    name: CString,
+    name: Option<CString>,
     file: &'a str,
 }
 
@@ -52,15 +57,33 @@ struct Made {
     src_path: PathBuf,
 }
 
+/// A copy of the stack's roots (topmost first), to look a path up from the top.
+fn clone_level(stack: &[LowerDir]) -> Result<Vec<LowerDir>, ImageError> {
+    stack
+        .iter()
+        .map(|l| {
+            Ok(LowerDir {
+                fd: l.fd.try_clone().map_err(|source| ImageError::Open {
+                    path: l.path.clone(),
+                    source,
+                })?,
+                path: l.path.clone(),
+            })
+        })
+        .collect()
+}
+
 /// Writes into `dest` (which must not exist; its parent must) a layer with an empty file for
 /// each of `files` (relative paths such as `etc/hosts`) that the stack `layers` (lowest first)
-/// lacks, when the stack has its parent directories; returns the paths it made, in the order
+/// lacks, when the stack has its parent directories, and an empty directory for each of
+/// `dirs` it lacks (with the parents it lacks); returns the paths it made, in the order
 /// given. When nothing is missing, `dest` is not created and the list is empty. On error,
 /// `dest` may be left partly written for the caller to remove.
 pub fn mount_points(
     layers: &[PathBuf],
     dest: &Path,
     files: &[&str],
+    dirs: &[&str],
 ) -> Result<Vec<String>, ImageError> {
     let stack = open_stack(layers)?;
     let Some(top_root) = stack.first() else {
@@ -70,18 +93,7 @@ pub fn mount_points(
     'files: for &file in files {
         let mut parts: Vec<&str> = file.split('/').filter(|p| !p.is_empty()).collect();
         let Some(leaf) = parts.pop() else { continue };
-        let mut level: Vec<LowerDir> = stack
-            .iter()
-            .map(|l| {
-                Ok(LowerDir {
-                    fd: l.fd.try_clone().map_err(|source| ImageError::Open {
-                        path: l.path.clone(),
-                        source,
-                    })?,
-                    path: l.path.clone(),
-                })
-            })
-            .collect::<Result<_, ImageError>>()?;
+        let mut level = clone_level(&stack)?;
         let mut parents = Vec::new();
         let mut rel = String::new();
         for part in parts {
@@ -102,8 +114,7 @@ pub fn mount_points(
             })?;
             parents.push(Parent {
                 rel: rel.clone(),
-                src: fd,
-                src_path: top.path.clone(),
+                src: Some((fd, top.path.clone())),
             });
             level = dirs;
         }
@@ -113,8 +124,63 @@ pub fn mount_points(
         if let Shown::Nothing = lookup(&level, &name)? {
             missing.push(Missing {
                 parents,
-                name,
+                name: Some(name),
                 file,
+            });
+        }
+    }
+    'dirs: for &wanted in dirs {
+        let mut level = clone_level(&stack)?;
+        let mut parents = Vec::new();
+        let mut rel = String::new();
+        let mut absent = false;
+        for part in wanted.split('/').filter(|p| !p.is_empty() && *p != ".") {
+            let Ok(name) = CString::new(part) else {
+                continue 'dirs;
+            };
+            if part == ".." {
+                continue 'dirs;
+            }
+            if !rel.is_empty() {
+                rel.push('/');
+            }
+            rel.push_str(part);
+            if absent {
+                parents.push(Parent {
+                    rel: rel.clone(),
+                    src: None,
+                });
+                continue;
+            }
+            match lookup(&level, &name)? {
+                Shown::Dir(dirs) => {
+                    let top = &dirs[0];
+                    let fd = top.fd.try_clone().map_err(|source| ImageError::Open {
+                        path: top.path.clone(),
+                        source,
+                    })?;
+                    parents.push(Parent {
+                        rel: rel.clone(),
+                        src: Some((fd, top.path.clone())),
+                    });
+                    level = dirs;
+                }
+                Shown::Nothing => {
+                    absent = true;
+                    parents.push(Parent {
+                        rel: rel.clone(),
+                        src: None,
+                    });
+                }
+                // A symlink or a file in the way: nothing sensible to make.
+                _ => continue 'dirs,
+            }
+        }
+        if absent {
+            missing.push(Missing {
+                parents,
+                name: None,
+                file: wanted,
             });
         }
     }
@@ -142,7 +208,7 @@ pub fn mount_points(
             source,
         })?;
         let mut path = dest.to_owned();
-        for Parent { rel, src, src_path } in parents {
+        for Parent { rel, src } in parents {
             let part = rel.rsplit('/').next().unwrap_or(&rel);
             let c = CString::new(part).map_err(|_| ImageError::Create {
                 path: dest.join(&rel),
@@ -162,19 +228,32 @@ pub fn mount_points(
                 path: path.clone(),
                 source,
             })?;
-            if !made_dirs.iter().any(|m| m.rel == rel) {
-                let dst = dir.try_clone().map_err(|source| ImageError::Open {
-                    path: path.clone(),
-                    source,
-                })?;
-                made_dirs.push(Made {
-                    rel,
-                    dst,
-                    src,
-                    src_path,
-                });
+            match src {
+                Some((src, src_path)) if !made_dirs.iter().any(|m| m.rel == rel) => {
+                    let dst = dir.try_clone().map_err(|source| ImageError::Open {
+                        path: path.clone(),
+                        source,
+                    })?;
+                    made_dirs.push(Made {
+                        rel,
+                        dst,
+                        src,
+                        src_path,
+                    });
+                }
+                Some(_) => {}
+                None => rfs::fchmod(&dir, Mode::from_raw_mode(0o755)).map_err(|e| {
+                    ImageError::Create {
+                        path: path.clone(),
+                        source: e.into(),
+                    }
+                })?,
             }
         }
+        let Some(name) = name else {
+            made.push(file.to_owned());
+            continue;
+        };
         let file_path = child_path(&path, &name);
         rfs::openat(
             &dir,
@@ -259,7 +338,7 @@ mod tests {
         // The top layer's etc is opaque: the bottom's resolv.conf does not show.
         let layers = vec![bottom, top];
         let dest = tmp.path().join("points");
-        let made = mount_points(&layers, &dest, FILES).unwrap();
+        let made = mount_points(&layers, &dest, FILES, &[]).unwrap();
         assert_eq!(made, vec!["etc/hostname", "etc/resolv.conf"]);
         let etc = fs::metadata(dest.join("etc")).unwrap();
         assert_eq!(
@@ -310,7 +389,7 @@ mod tests {
         // Nothing missing: no layer at all.
         let full = tmp.path().join("full");
         assert!(
-            mount_points(&layers, &full, &["etc/hosts"])
+            mount_points(&layers, &full, &["etc/hosts"], &[])
                 .unwrap()
                 .is_empty()
         );
@@ -335,6 +414,7 @@ mod tests {
             std::slice::from_ref(&linked),
             &dest,
             &["etc/hosts", "usr/hosts", "none/x"],
+            &[],
         )
         .unwrap();
         assert!(made.is_empty(), "{made:?}");
@@ -350,7 +430,61 @@ mod tests {
                 spec("usr/hosts", Kind::Char(0, 0), 0, T),
             ],
         );
-        let made = mount_points(&[linked, over], &dest, &["etc/hosts", "usr/hosts"]).unwrap();
+        let made = mount_points(&[linked, over], &dest, &["etc/hosts", "usr/hosts"], &[]).unwrap();
         assert_eq!(made, vec!["usr/hosts"]);
+    }
+
+    #[test]
+    fn directory_mount_points_are_made_with_the_parents_the_stack_lacks() {
+        let tmp = tempfile::tempdir().unwrap();
+        // No /run at all: run (root's, 0755) and run/mayfly are made.
+        let bare = tree(tmp.path(), "bare", &[spec("", Kind::Dir, 0o755, T)]);
+        let dest = tmp.path().join("p1");
+        let made = mount_points(std::slice::from_ref(&bare), &dest, &[], &["run/mayfly"]).unwrap();
+        assert_eq!(made, vec!["run/mayfly"]);
+        for d in ["run", "run/mayfly"] {
+            let m = fs::symlink_metadata(dest.join(d)).unwrap();
+            assert!(m.is_dir(), "{d}");
+            assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o755, 0, 0), "{d}");
+        }
+        // The stack's /run (0700, its owner): only run/mayfly is new; run looks as the stack's.
+        let with_run = tree(
+            tmp.path(),
+            "with-run",
+            &[
+                spec("", Kind::Dir, 0o755, T),
+                owned(spec("run", Kind::Dir, 0o700, T), 7, 8),
+            ],
+        );
+        let dest = tmp.path().join("p2");
+        let made =
+            mount_points(std::slice::from_ref(&with_run), &dest, &[], &["run/mayfly"]).unwrap();
+        assert_eq!(made, vec!["run/mayfly"]);
+        let run = fs::symlink_metadata(dest.join("run")).unwrap();
+        assert_eq!((run.mode() & 0o7777, run.uid(), run.gid()), (0o700, 7, 8));
+        // Already there, or a symlink in the way: nothing is made.
+        let has = tree(
+            tmp.path(),
+            "has",
+            &[
+                spec("", Kind::Dir, 0o755, T),
+                spec("run", Kind::Dir, 0o755, T),
+                spec("run/mayfly", Kind::Dir, 0o755, T),
+            ],
+        );
+        let linked = tree(
+            tmp.path(),
+            "linked",
+            &[
+                spec("", Kind::Dir, 0o755, T),
+                spec("run", Kind::Symlink("/host/run"), 0o777, T),
+            ],
+        );
+        for (i, layer) in [has, linked].into_iter().enumerate() {
+            let dest = tmp.path().join(format!("none-{i}"));
+            let made = mount_points(&[layer], &dest, &[], &["run/mayfly"]).unwrap();
+            assert!(made.is_empty(), "{made:?}");
+            assert!(!dest.exists());
+        }
     }
 }

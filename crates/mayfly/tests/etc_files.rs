@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use common::{TestDaemon, digests, layer_dir_name, template_info, top_layer, version};
 use serde_json::json;
 
-const TARGETS: [&str; 3] = ["etc/hostname", "etc/hosts", "etc/resolv.conf"];
+/// What mayfly mounts over or into every instance (its files, and the directory of its
+/// metadata), relative to the root.
+const TARGETS: [&str; 4] = ["etc/hostname", "etc/hosts", "etc/resolv.conf", "run/mayfly"];
 
 /// The `/etc/hosts` mayfly writes for `name` whose own address is `own` (its `eth0`'s, or
 /// 127.0.1.1 without a network).
