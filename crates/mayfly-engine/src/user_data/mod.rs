@@ -408,7 +408,11 @@ mod tests {
 
     #[test]
     fn a_planted_link_to_kernel_files_is_not_read() {
-        let t = tempfile::tempdir().unwrap();
+        // On a tmpfs where there is one (as the instance's /run is), so that plain files are
+        // read.
+        let t = tempfile::tempdir_in("/dev/shm")
+            .or_else(|_| tempfile::tempdir())
+            .unwrap();
         let d = t.path().join("run/cloud-init");
         std::fs::create_dir_all(&d).unwrap();
         std::os::unix::fs::symlink("/proc/kmsg", d.join("result.json")).unwrap();
@@ -424,6 +428,30 @@ mod tests {
             nocloud::read_small_in(&root, "run/cloud-init/result.json").is_some(),
             on_tmpfs
         );
+        // cloud-init's own layout: a link in /run to /var/lib/cloud/data, not followed, the
+        // file read at its place (when that is a tmpfs or overlay).
+        let data = t.path().join("var/lib/cloud/data");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("result.json"), "{\"v1\": {}}").unwrap();
+        std::fs::remove_file(d.join("result.json")).unwrap();
+        std::os::unix::fs::symlink(
+            "../../var/lib/cloud/data/result.json",
+            d.join("result.json"),
+        )
+        .unwrap();
+        assert_eq!(
+            nocloud::read_cloud_init(&root, "result.json").is_some(),
+            on_tmpfs
+        );
+        std::fs::remove_file(d.join("result.json")).unwrap();
+        assert!(
+            nocloud::read_cloud_init(&root, "result.json").is_none(),
+            "not of this boot"
+        );
+        std::os::unix::fs::symlink("/proc/kmsg", d.join("result.json")).unwrap();
+        std::fs::remove_file(data.join("result.json")).unwrap();
+        std::os::unix::fs::symlink("/proc/kmsg", data.join("result.json")).unwrap();
+        assert!(nocloud::read_cloud_init(&root, "result.json").is_none());
         // Files of /proc itself, reached without a link, are refused by their filesystem.
         let proc_root = std::fs::File::open("/proc/self").unwrap();
         assert!(nocloud::read_small_in(&proc_root, "status").is_none());

@@ -136,9 +136,37 @@ pub(super) fn read_small_in(root: &impl std::os::fd::AsFd, rel: &str) -> Option<
     Some(out)
 }
 
-/// Reads at most 64 KiB of the regular file `rel` of the running instance `pid`. Blocking:
-/// call it off the async workers.
-fn read_small(pid: i32, rel: &str) -> Option<Vec<u8>> {
+/// Whether `/run/cloud-init/NAME` exists (as anything, not followed) under `root`: cloud-init
+/// made it during this boot (`/run` is a fresh tmpfs).
+fn in_run(root: &impl std::os::fd::AsFd, name: &str) -> bool {
+    use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
+    let Ok(dir) = rustix::fs::openat2(
+        root,
+        "run/cloud-init",
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_SYMLINKS,
+    ) else {
+        return false;
+    };
+    rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW).is_ok()
+}
+
+/// cloud-init's `NAME` (`result.json`, `status.json`) of this boot under `root`: cloud-init
+/// makes `/run/cloud-init/NAME` a link to `/var/lib/cloud/data/NAME`; the link is never
+/// followed, its presence says the file is of this boot, and the file is read at its own
+/// place (a plain file in `/run/cloud-init` is read there).
+pub(super) fn read_cloud_init(root: &impl std::os::fd::AsFd, name: &str) -> Option<Vec<u8>> {
+    if !in_run(root, name) {
+        return None;
+    }
+    read_small_in(root, &format!("run/cloud-init/{name}"))
+        .or_else(|| read_small_in(root, &format!("var/lib/cloud/data/{name}")))
+}
+
+/// cloud-init's `name` of this boot in the running instance `pid`. Blocking: call it off the
+/// async workers.
+fn read_small(pid: i32, name: &str) -> Option<Vec<u8>> {
     use rustix::fs::{Mode, OFlags};
     let root = rustix::fs::open(
         format!("/proc/{pid}/root").as_str(),
@@ -146,13 +174,13 @@ fn read_small(pid: i32, rel: &str) -> Option<Vec<u8>> {
         Mode::empty(),
     )
     .ok()?;
-    read_small_in(&root, rel)
+    read_cloud_init(&root, name)
 }
 
 /// cloud-init's status in running instance `pid`: `/run/cloud-init/result.json` once it
 /// finished, else `running` while `/run/cloud-init/status.json` exists. Blocking.
 pub(super) fn status(pid: i32) -> Option<UserDataStatus> {
-    if let Some(bytes) = read_small(pid, "run/cloud-init/result.json") {
+    if let Some(bytes) = read_small(pid, "result.json") {
         let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
         let errors: Vec<String> = v["v1"]["errors"]
             .as_array()
@@ -169,7 +197,7 @@ pub(super) fn status(pid: i32) -> Option<UserDataStatus> {
             errors,
         });
     }
-    read_small(pid, "run/cloud-init/status.json").map(|_| UserDataStatus {
+    read_small(pid, "status.json").map(|_| UserDataStatus {
         state: "running".into(),
         code: None,
         at: None,
