@@ -67,6 +67,9 @@ pub enum UserDataKind {
     Script,
     /// A cloud-config (`#cloud-config`).
     CloudConfig,
+    /// Another format only cloud-init understands (`## template: jinja`, `#include`, MIME
+    /// multipart, …): accepted only for a template whose cloud-init boots.
+    Other,
 }
 
 /// Who carries out an instance's user data.

@@ -35,6 +35,12 @@ pub use spec::{
 };
 pub use user::UserSpec;
 
+/// Whether the command `args` boots an init (`/sbin/init`, systemd, busybox `init`): only
+/// then does a template's own cloud-init get to run.
+pub fn boots_init(args: &[String]) -> bool {
+    forker::boot_mounts::boots_init(args)
+}
+
 /// `PATH` when neither the template nor the instance sets one.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 

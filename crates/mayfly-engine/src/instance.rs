@@ -213,12 +213,12 @@ impl Engine {
                 format!("see its versions with `mayfly template info {}`", tref.name),
             ));
         };
-        self.check_user_data_for(vrec, user_data.as_ref())?;
         if !req.apps.is_empty() {
             self.check_apps(&tref.name, vrec, &req.apps, req.ordered_apps)
                 .await?;
         }
-        process::init_process(&tref.name, &vrec.config, &config)?;
+        let (init_args, _) = process::init_process(&tref.name, &vrec.config, &config)?;
+        self.check_user_data_for(vrec, user_data.as_ref(), &init_args)?;
         // Limits: the flavor (the request's, else the template's), own limits over it; all
         // checked against this host before anything is made.
         let (flavor, own) =
@@ -426,6 +426,7 @@ impl Engine {
             .user_data_start(crate::user_data::StartContext {
                 rec: &rec,
                 version,
+                boots_init: mayfly_driver::boots_init(&process.args),
                 layers: &layers,
                 limits: &limits,
                 interfaces: &interfaces,

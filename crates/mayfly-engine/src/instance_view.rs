@@ -147,6 +147,11 @@ impl Engine {
             })
             .await?;
         let mut info = self.info_of(&rec, template.as_ref(), bytes, &ifaces);
+        if let Some(status) = self.live_user_data_status(&rec).await
+            && let Some(u) = info.user_data.as_mut()
+        {
+            u.status = Some(status);
+        }
         if matches!(info.state, InstanceState::Running | InstanceState::Paused)
             && let Ok(Ok(usage)) = tokio::time::timeout(LIVE_READ, self.driver.usage(&rec.id)).await
         {

@@ -33,6 +33,7 @@ mod owners;
 mod progress;
 mod prune;
 mod stack;
+pub use stack::stack_shows_file;
 mod tree;
 mod xattr;
 

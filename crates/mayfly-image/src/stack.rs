@@ -111,3 +111,25 @@ pub(crate) fn visible_dirs(stack: &[LowerDir], name: &CStr) -> Result<Vec<LowerD
     }
     Ok(dirs)
 }
+
+/// Whether the stack of `layers` (lowest first) shows a non-directory at `path` (relative,
+/// `/`-separated), looked up as an overlay of them would show it: a whiteout or an opaque
+/// directory in a layer above hides what is below; no symlink is followed (one on the way
+/// means the path shows nothing here), so nothing outside the layers is ever looked at.
+pub fn stack_shows_file(layers: &[PathBuf], path: &str) -> Result<bool, ImageError> {
+    let mut stack = open_stack(layers)?;
+    let mut parts = path.split('/').filter(|p| !p.is_empty()).peekable();
+    while let Some(part) = parts.next() {
+        let Ok(name) = std::ffi::CString::new(part) else {
+            return Ok(false);
+        };
+        if parts.peek().is_none() {
+            return Ok(matches!(lookup(&stack, &name)?, Shown::Leaf));
+        }
+        stack = visible_dirs(&stack, &name)?;
+        if stack.is_empty() {
+            return Ok(false);
+        }
+    }
+    Ok(false)
+}

@@ -71,6 +71,25 @@ pub fn wait_blocked(timeout: std::time::Duration) -> Option<i32> {
     (sig > 0).then_some(sig)
 }
 
+/// Like [`wait_blocked`], with the sender: `(signal, sender's pid as the caller sees it)`.
+/// The pid is 0 when the sender is outside the caller's pid namespace (the host) or the
+/// kernel.
+pub fn wait_blocked_from(timeout: std::time::Duration) -> Option<(i32, i32)> {
+    let ts = libc::timespec {
+        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: libc::c_long::from(timeout.subsec_nanos()),
+    };
+    // SAFETY: `set` is a valid, initialised sigset_t, `info` a writable siginfo_t and `ts` a
+    // valid timespec; `si_pid` is read only once the call filled `info`.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&raw mut set);
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let sig = libc::sigtimedwait(&raw const set, &raw mut info, &raw const ts);
+        (sig > 0).then(|| (sig, info.si_pid()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

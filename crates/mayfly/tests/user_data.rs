@@ -380,3 +380,107 @@ fn a_failed_preparation_or_a_killed_daemon_leaves_the_user_data_consistent() {
     assert_eq!(d.sh("f2", "cat /root/ran"), "ran\n");
     d.finish();
 }
+
+#[test]
+fn the_runner_holds_against_its_own_script_and_writes_what_it_is_given() {
+    let d = TestDaemon::start();
+    let dir = tempfile::tempdir().unwrap();
+    // Signals the script sends to PID 1 do not end the instance (only mayfly's do).
+    let hup = write(
+        dir.path(),
+        "hup.sh",
+        "#!/bin/sh\nkill -HUP 1\nkill -TERM 1\nsleep 1\necho survived > /root/survived\n",
+    );
+    d.ok(&["launch", "busybox", "--name", "s1", "--user-data", &hup]);
+    let ud = wait_status(&d, "s1");
+    assert_eq!(ud["status"]["state"], "done", "{ud}");
+    assert_eq!(d.state_of("s1").as_deref(), Some("running"));
+    assert_eq!(d.sh("s1", "cat /root/survived"), "survived\n");
+
+    // Binary content, default modes, a dotted hostname, a user by name only; a persistent
+    // instance started again does not duplicate its keys.
+    let cc = write(
+        dir.path(),
+        "cc.yaml",
+        "#cloud-config\nhostname: web1.example.com\nusers:\n- bob\n- name: al\n  ssh_authorized_keys: [ssh-ed25519 AAAAk al@x]\nwrite_files:\n- path: /srv/bin\n  encoding: b64\n  content: //6AQQ==\n- path: /srv/plain\n  content: x\n",
+    );
+    d.ok(&[
+        "launch",
+        "busybox",
+        "--name",
+        "s2",
+        "--persistent",
+        "--user-data",
+        &cc,
+    ]);
+    let ud = wait_status(&d, "s2");
+    assert_eq!(
+        ud["status"]["state"],
+        "done",
+        "{ud} {}",
+        d.ok(&["logs", "s2"])
+    );
+    assert_eq!(
+        d.sh("s2", "od -An -tx1 /srv/bin")
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["ff", "fe", "80", "41"]
+    );
+    assert_eq!(
+        d.sh("s2", "stat -c '%a %U' /srv/plain /srv/bin"),
+        "644 root\n644 root\n"
+    );
+    assert_eq!(d.sh("s2", "hostname").trim(), "web1");
+    assert_eq!(
+        d.sh("s2", "awk -F: '$1==\"bob\"' /etc/passwd | wc -l")
+            .trim(),
+        "1"
+    );
+    d.ok(&["stop", "s2"]);
+    d.ok(&["start", "s2"]);
+    wait_status(&d, "s2");
+    assert_eq!(
+        d.sh("s2", "grep -c al@x ~al/.ssh/authorized_keys").trim(),
+        "1"
+    );
+
+    // A run that ended without the runner saying how (its PID 1 killed from the host) is
+    // shown interrupted, not running forever.
+    let long = write(dir.path(), "long.sh", "#!/bin/sh\nsleep 300\n");
+    d.ok(&[
+        "launch",
+        "busybox",
+        "--name",
+        "s3",
+        "--persistent",
+        "--user-data",
+        &long,
+    ]);
+    assert_eq!(status_of(&d, "s3")["status"]["state"], "running");
+    let pid = d.pid_of("s3");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    wait_until(Duration::from_secs(20), "s3 to stop", || {
+        d.state_of("s3").as_deref() == Some("stopped")
+    });
+    assert_eq!(status_of(&d, "s3")["status"]["state"], "interrupted");
+
+    // Formats only cloud-init reads are refused for mayfly's runner, saying why; an empty
+    // runcmd command with its line.
+    let inc = write(dir.path(), "inc.txt", "#include\nhttp://example.com/x\n");
+    let out = d.fails(&["launch", "busybox", "--name", "b1", "--user-data", &inc]);
+    assert!(
+        out.stderr.contains("without cloud-init") && out.stderr.contains("#include"),
+        "{out}"
+    );
+    let empty = write(dir.path(), "e.yaml", "#cloud-config\nruncmd:\n- ls\n- []\n");
+    let out = d.fails(&["launch", "busybox", "--name", "b1", "--user-data", &empty]);
+    assert!(
+        out.stderr.contains("line 4") && out.stderr.contains("empty command"),
+        "{out}"
+    );
+    d.finish();
+}

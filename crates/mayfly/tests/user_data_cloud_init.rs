@@ -96,6 +96,16 @@ fn cloud_init_in_the_template_does_the_user_data_from_the_nocloud_seed() {
         d.sh("c1", "cat /var/lib/cloud/seed/nocloud/network-config")
             .contains("disabled")
     );
+    // … and cloud-init understood it (bookworm's 22.4 reads only a top-level `config:`).
+    let log = d.sh("c1", "cat /var/log/cloud-init.log");
+    assert!(
+        log.contains("network config is disabled by ds"),
+        "{}",
+        log.lines()
+            .filter(|l| l.contains("etwork"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     // The metadata is cloud-init's meta-data too.
     assert_eq!(
         d.sh("c1", "cloud-init query ds.meta_data.meta.role").trim(),
@@ -108,5 +118,42 @@ fn cloud_init_in_the_template_does_the_user_data_from_the_nocloud_seed() {
     let stopped = d.info("c1");
     assert_eq!(stopped["user_data"]["status"]["state"], "done", "{stopped}");
     d.ok(&["rm", "-f", "c1"]);
+    // A command that boots no init never runs cloud-init: mayfly's runner takes the user
+    // data, and formats only cloud-init reads are refused.
+    let script = dir.path().join("s.sh");
+    std::fs::write(&script, "#!/bin/sh\necho by-mayfly > /root/runner-marker\n").unwrap();
+    let script = script.display().to_string();
+    d.ok(&[
+        "launch",
+        "ci",
+        "--name",
+        "c2",
+        "--user-data",
+        &script,
+        "--",
+        "sleep",
+        "600",
+    ]);
+    assert_eq!(d.info("c2")["user_data"]["handler"], "mayfly");
+    wait_until(Duration::from_secs(30), "the runner to finish", || {
+        d.info("c2")["user_data"]["status"]["state"] == "done"
+    });
+    assert_eq!(d.sh("c2", "cat /root/runner-marker"), "by-mayfly\n");
+    let inc = dir.path().join("inc.txt");
+    std::fs::write(&inc, "#include\nhttp://192.0.2.1/x\n").unwrap();
+    let inc = inc.display().to_string();
+    let out = d.fails(&[
+        "launch",
+        "ci",
+        "--name",
+        "c3",
+        "--user-data",
+        &inc,
+        "--",
+        "sleep",
+        "600",
+    ]);
+    assert!(out.stderr.contains("without cloud-init"), "{out}");
+    d.ok(&["rm", "-f", "c2"]);
     d.finish();
 }

@@ -532,9 +532,16 @@ fn prepare_process(
         });
     }
     confine(identity)?;
-    // The forker raised its own descriptor limit for the host's sake; processes inside get
-    // the conventional soft limit back (programs that close every possible descriptor at
-    // start would crawl through a million), with the hard limit left for them to raise.
+    conventional_nofile();
+    mayfly_sys::signal::reset_all().step(|| "reset signals".into())?;
+    mayfly_sys::process::cloexec_from(3).step(|| "close inherited descriptors".into())?;
+    Ok(())
+}
+
+/// The forker raised its own descriptor limit for the host's sake; processes inside get the
+/// conventional soft limit back (programs that close every possible descriptor at start
+/// would crawl through a million), with the hard limit left for them to raise.
+pub(super) fn conventional_nofile() {
     let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
     let _ = rustix::process::setrlimit(
         rustix::process::Resource::Nofile,
@@ -543,9 +550,6 @@ fn prepare_process(
             maximum: limit.maximum,
         },
     );
-    mayfly_sys::signal::reset_all().step(|| "reset signals".into())?;
-    mayfly_sys::process::cloexec_from(3).step(|| "close inherited descriptors".into())?;
-    Ok(())
 }
 
 /// What confines a process of the instance (the command, or the init that runs it): the

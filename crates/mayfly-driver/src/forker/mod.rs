@@ -26,7 +26,7 @@
 //! - **One bad request hurts only itself** (see `protocol`), and the daemon's connection
 //!   never blocks the loop (see `conn`).
 
-mod boot_mounts;
+pub(crate) mod boot_mounts;
 mod child;
 mod children;
 mod conn;

@@ -20,6 +20,9 @@ use super::child::{ChildFailure, ChildResult, ChildStdio, Step};
 use crate::spec::{UserDataOutcome, UserDataRun};
 use crate::user::Identity;
 
+/// `MFD_EXEC` (Linux 6.3).
+const MFD_EXEC: u32 = 0x10;
+
 /// How often the waiting side looks whether the program ended.
 const POLL: Duration = Duration::from_millis(20);
 
@@ -150,8 +153,18 @@ struct Ended {
 
 /// Runs `script` from a memory file and waits for it.
 fn spawn_and_wait(script: &[u8], out: BorrowedFd<'_>, timeout: Duration) -> ChildResult<Ended> {
-    let mem = rustix::fs::memfd_create("mayfly-user-data", rustix::fs::MemfdFlags::CLOEXEC)
-        .step(|| "create the user data's memory file".into())?;
+    // Executable memory files must say so where the host restricts them (vm.memfd_noexec);
+    // kernels before 6.3 do not know the flag.
+    let mem = match rustix::fs::memfd_create(
+        "mayfly-user-data",
+        rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::from_bits_retain(MFD_EXEC),
+    ) {
+        Err(rustix::io::Errno::INVAL) => {
+            rustix::fs::memfd_create("mayfly-user-data", rustix::fs::MemfdFlags::CLOEXEC)
+        }
+        other => other,
+    }
+    .step(|| "create the user data's memory file".into())?;
     let mut written = 0;
     while written < script.len() {
         written += rustix::io::write(&mem, &script[written..])
@@ -168,6 +181,10 @@ fn spawn_and_wait(script: &[u8], out: BorrowedFd<'_>, timeout: Duration) -> Chil
     // This process is the instance's PID 1 until the init is executed: with handlers, a
     // `mayfly stop` meanwhile reaches it (the runner's side restores the defaults).
     mayfly_sys::init::block_signals().step(|| "block signals".into())?;
+    // The script runs as the instance's root: it must not ptrace this process (which holds
+    // descriptors of the host) or read its memory.
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+        .step(|| "make the runner not dumpable".into())?;
     let started = Instant::now();
     let pid = match mayfly_sys::process::clone_process(mayfly_sys::process::CloneFlags::default())
         .step(|| "fork the user data".into())?
@@ -208,7 +225,11 @@ fn spawn_and_wait(script: &[u8], out: BorrowedFd<'_>, timeout: Duration) -> Chil
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(ChildFailure::io("wait for the user data", e)),
         }
-        if let Some(sig) = mayfly_sys::signal::wait_blocked(POLL)
+        // Only a signal from outside the instance's pid namespace (mayfly's stop: its sender
+        // shows as pid 0) stops it; the script's own (`kill -HUP 1`) are ignored, as a
+        // container's PID 1 ignores signals it has no handler for.
+        if let Some((sig, from)) = mayfly_sys::signal::wait_blocked_from(POLL)
+            && from == 0
             && ends_the_instance(sig)
         {
             // Stopped while the user data runs: it ends, and so does the instance (the init
@@ -263,6 +284,7 @@ fn become_user_data(program: &OwnedFd, out: BorrowedFd<'_>) -> ChildFailure {
         mayfly_sys::process::dup_onto(out, 1).step(|| "set up stdout".into())?;
         mayfly_sys::process::dup_onto(out, 2).step(|| "set up stderr".into())?;
         rustix::process::chdir(c"/").step(|| "chdir /".into())?;
+        super::child::conventional_nofile();
         let root = Identity {
             uid: 0,
             gid: 0,

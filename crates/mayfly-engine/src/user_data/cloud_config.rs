@@ -4,13 +4,15 @@
 use serde::Deserialize;
 
 /// The top-level keys mayfly's runner handles (templates without cloud-init).
-pub(crate) const SUPPORTED_KEYS: &[&str] = &["hostname", "runcmd", "users", "write_files"];
+pub(crate) const SUPPORTED_KEYS: &[&str] = &["fqdn", "hostname", "runcmd", "users", "write_files"];
 
 /// A cloud-config of the subset.
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct CloudConfig {
     #[serde(default)]
     pub hostname: Option<String>,
+    #[serde(default)]
+    pub fqdn: Option<String>,
     #[serde(default)]
     pub write_files: Vec<WriteFile>,
     #[serde(default)]
@@ -39,7 +41,9 @@ pub(crate) struct WriteFile {
     pub defer: bool,
 }
 
-/// `permissions: '0644'` (cloud-init's form) or an octal-looking number.
+/// `permissions:` as cloud-init reads it: a string is octal (`'0644'`, `'644'`, `0644`
+/// unquoted, which YAML keeps as a string); an integer is its value (`420` = 0o644,
+/// `0o644` too).
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub(crate) enum Permissions {
@@ -47,17 +51,35 @@ pub(crate) enum Permissions {
     Number(u32),
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub(crate) enum Command {
     Line(String),
     Argv(Vec<String>),
 }
 
+impl<'de> Deserialize<'de> for Command {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Line(String),
+            Argv(Vec<String>),
+        }
+        match Raw::deserialize(d) {
+            Ok(Raw::Argv(a)) => Ok(Command::Argv(a)),
+            Ok(Raw::Line(l)) => Ok(Command::Line(l)),
+            Err(_) => Err(serde::de::Error::custom(
+                "each command is a string or a list of strings",
+            )),
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub(crate) enum User {
-    /// `- default`: the distribution's default user, which mayfly's runner has none of.
+    /// `- alice`: that user is made; `- default`, the distribution's default user, which
+    /// mayfly's runner has none of, is ignored (said in the output).
     Name(String),
     Full(Box<FullUser>),
 }
@@ -128,15 +150,14 @@ pub(crate) fn parse(text: &str, subset_only: bool) -> Result<CloudConfig, String
     if !subset_only {
         // cloud-init checks its own schema (and knows more shapes than mayfly's subset):
         // only the hostname is taken, for the instance's UTS name and meta.json.
-        let hostname = map
-            .get("hostname")
-            .and_then(|h| h.as_str())
-            .map(str::to_owned);
-        if let Some(h) = &hostname {
+        let text_of = |k: &str| map.get(k).and_then(|h| h.as_str()).map(str::to_owned);
+        let (hostname, fqdn) = (text_of("hostname"), text_of("fqdn"));
+        for h in hostname.iter().chain(&fqdn) {
             check_hostname(h)?;
         }
         return Ok(CloudConfig {
             hostname,
+            fqdn,
             ..CloudConfig::default()
         });
     }
@@ -164,11 +185,41 @@ pub(crate) fn parse(text: &str, subset_only: bool) -> Result<CloudConfig, String
         decode(f)?;
         mode_of(f)?;
     }
+    if let Some(i) = config
+        .runcmd
+        .iter()
+        .position(|c| matches!(c, Command::Argv(a) if a.is_empty()))
+    {
+        return Err(format!(
+            "invalid cloud-config: {}runcmd #{}: an empty command `[]`: give a program and its arguments",
+            nth_item_line(text, "runcmd", i).map_or_else(String::new, |l| format!("line {l}: ")),
+            i + 1
+        ));
+    }
     for u in &config.users {
-        if let User::Full(u) = u
-            && !safe_name(&u.name)
-        {
-            return Err(format!("invalid cloud-config: user name `{}`", u.name));
+        let name = match u {
+            User::Name(n) => n,
+            User::Full(f) => &f.name,
+        };
+        if name != "default" && !safe_name(name) {
+            return Err(format!(
+                "invalid cloud-config: user name `{name}`: use letters, digits, `_`, `-` and `.`, not starting with `-` (and not `.` or `..`)"
+            ));
+        }
+        if let User::Full(f) = u {
+            for (what, v) in [
+                ("gecos", &f.gecos),
+                ("homedir", &f.homedir),
+                ("shell", &f.shell),
+            ] {
+                if let Some(v) = v
+                    && (v.contains(':') || v.contains('\n'))
+                {
+                    return Err(format!(
+                        "invalid cloud-config: the {what} of user `{name}` holds a `:` or a newline, which /etc/passwd cannot"
+                    ));
+                }
+            }
         }
         if let User::Full(full) = u
             && let Some(g) = &full.groups
@@ -182,33 +233,79 @@ pub(crate) fn parse(text: &str, subset_only: bool) -> Result<CloudConfig, String
             }
         }
     }
-    if let Some(h) = &config.hostname {
+    for h in config.hostname.iter().chain(&config.fqdn) {
         check_hostname(h)?;
     }
     Ok(config)
 }
 
-/// An account or group name: letters, digits, `_`, `-` and `.`, not starting with `-`.
+/// The line (1-based) of the `n`th block-sequence item (`- …`) under the top-level `key:` of
+/// `text`, when written in block style.
+fn nth_item_line(text: &str, key: &str, n: usize) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.trim_end() == format!("{key}:"))?;
+    let mut seen = 0;
+    for (i, l) in lines.iter().enumerate().skip(start + 1) {
+        if !l.is_empty() && !l.starts_with([' ', '-', '#']) {
+            return None;
+        }
+        if l.trim_start().starts_with("- ") || l.trim() == "-" {
+            let indent = l.len() - l.trim_start().len();
+            let first = lines[start + 1..]
+                .iter()
+                .find(|x| x.trim_start().starts_with('-'))
+                .map(|x| x.len() - x.trim_start().len());
+            if Some(indent) == first {
+                if seen == n {
+                    return Some(i + 1);
+                }
+                seen += 1;
+            }
+        }
+    }
+    None
+}
+
+/// An account or group name: letters, digits, `_`, `-` and `.`, not starting with `-`, not
+/// `.` or `..`.
 fn safe_name(n: &str) -> bool {
     !n.is_empty()
+        && n != "."
+        && n != ".."
         && n.len() <= 32
         && !n.starts_with('-')
         && n.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
-/// A hostname given by a cloud-config.
+/// A hostname (or fqdn) given by a cloud-config: an RFC 1123 name, labels of 1 to 63
+/// letters, digits and `-` (not first or last) separated by dots, 253 bytes at most.
 pub(crate) fn check_hostname(h: &str) -> Result<(), String> {
-    let ok = !h.is_empty()
-        && h.len() <= 63
-        && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        && !h.starts_with('-');
-    if ok {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let name = h.strip_suffix('.').unwrap_or(h);
+    if !name.is_empty() && name.len() <= 253 && name.split('.').all(label_ok) {
         Ok(())
     } else {
         Err(format!(
-            "invalid cloud-config: hostname `{h}`: use 1 to 63 letters, digits and `-`"
+            "invalid cloud-config: hostname `{h}`: use labels of 1 to 63 letters, digits and `-` (not first or last), separated by dots, 253 bytes at most"
         ))
+    }
+}
+
+impl CloudConfig {
+    /// The instance's UTS name the cloud-config asks for: the first label of `hostname`, else
+    /// of `fqdn` (as cloud-init sets it when it does not prefer the fqdn).
+    pub(crate) fn uts_name(&self) -> Option<String> {
+        let h = self.hostname.as_ref().or(self.fqdn.as_ref())?;
+        Some(h.split('.').next().unwrap_or(h).to_owned())
     }
 }
 
@@ -241,6 +338,7 @@ pub(super) fn mode_of(f: &WriteFile) -> Result<Option<u32>, String> {
     let text = match &f.permissions {
         None => return Ok(None),
         Some(Permissions::Text(t)) => t.clone(),
+        Some(Permissions::Number(n)) if *n <= 0o7777 => return Ok(Some(*n)),
         Some(Permissions::Number(n)) => n.to_string(),
     };
     let digits = text.trim_start_matches("0o");
@@ -316,6 +414,60 @@ mod tests {
         assert_eq!(c.hostname.as_deref(), Some("h1"));
         assert!(parse(text, true).is_err());
         assert!(parse("#cloud-config\nhostname: a_b\n", false).is_err());
+    }
+
+    #[test]
+    fn dotted_hostnames_follow_rfc_1123() {
+        let c = parse("#cloud-config\nhostname: web1.example.com\n", true).unwrap();
+        assert_eq!(c.uts_name().as_deref(), Some("web1"));
+        let c = parse("#cloud-config\nfqdn: db.example.org\n", true).unwrap();
+        assert_eq!(c.uts_name().as_deref(), Some("db"));
+        for bad in ["a-.b", "-a.b", "a..b", "a_b"] {
+            assert!(
+                parse(&format!("#cloud-config\nhostname: {bad}\n"), true).is_err(),
+                "{bad}"
+            );
+        }
+        let long = format!("{}.x", vec!["a".repeat(63); 4].join("."));
+        assert!(parse(&format!("#cloud-config\nhostname: {long}\n"), false).is_err());
+        assert!(check_hostname(&vec!["a".repeat(63); 3].join(".")).is_ok());
+    }
+
+    #[test]
+    fn integer_permissions_are_their_value_strings_octal() {
+        for (yaml, want) in [
+            ("420", 0o644),
+            ("0o644", 0o644),
+            ("'0644'", 0o644),
+            ("'644'", 0o644),
+            ("0644", 0o644),
+            ("0600", 0o600),
+        ] {
+            let c = parse(
+                &format!("#cloud-config\nwrite_files:\n- path: /x\n  permissions: {yaml}\n"),
+                true,
+            )
+            .unwrap();
+            assert_eq!(mode_of(&c.write_files[0]).unwrap(), Some(want), "{yaml}");
+        }
+    }
+
+    #[test]
+    fn empty_runcmd_and_odd_users_are_refused() {
+        let e = parse("#cloud-config\nruncmd:\n- [ls]\n- []\n", true).unwrap_err();
+        assert!(e.contains("empty command") && e.contains("line 4"), "{e}");
+        for bad in [
+            "- '..'",
+            "- name: .",
+            "- name: a\n  gecos: \"x:y\"",
+            "- name: a\n  shell: \"/bin/sh\\n\"",
+        ] {
+            assert!(
+                parse(&format!("#cloud-config\nusers:\n{bad}\n"), true).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(parse("#cloud-config\nusers:\n- alice\n- default\n", true).is_ok());
     }
 
     #[test]

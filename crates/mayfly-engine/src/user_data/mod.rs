@@ -28,19 +28,30 @@ const DEFAULT_TIMEOUT_SECS: u64 = 600;
 const SCRIPT_FILE: &str = "run/user-data.script";
 const STATUS_FILE: &str = "run/user-data.status";
 
-/// The kind of user data `bytes` are, from its first line.
-fn kind_of(text: &str) -> Result<UserDataKind, String> {
+/// The kind of user data `text` is, from its first line.
+fn kind_of(text: &str) -> UserDataKind {
     let first = text.lines().next().unwrap_or("").trim_end();
     if first.starts_with("#!") {
-        Ok(UserDataKind::Script)
+        UserDataKind::Script
     } else if first == "#cloud-config" {
-        Ok(UserDataKind::CloudConfig)
+        UserDataKind::CloudConfig
     } else {
-        Err(format!(
-            "user data must start with `#!` (a script) or `#cloud-config`; its first line is `{}`",
-            first.chars().take(60).collect::<String>()
-        ))
+        UserDataKind::Other
     }
+}
+
+/// The refusal of user data of another kind for mayfly's own runner.
+fn other_kind_refused(text: &str) -> EngineError {
+    let first = text.lines().next().unwrap_or("").trim_end();
+    EngineError::invalid(
+        format!(
+            "without cloud-init booting in the instance, user data must start with `#!` (a \
+             script) or `#cloud-config`; its first line is `{}`",
+            first.chars().take(60).collect::<String>()
+        ),
+        "give a script or a cloud-config, or use a template with cloud-init whose init boots \
+         (`--packages cloud-init`, command /sbin/init)",
+    )
 }
 
 /// Checks a launch's user data and metadata; returns the user data's summary and bytes.
@@ -71,12 +82,7 @@ pub(crate) fn check_request(
             "give a text script or cloud-config",
         ));
     }
-    let kind = kind_of(text).map_err(|e| {
-        EngineError::invalid(
-            e,
-            "e.g. a first line `#!/bin/sh`, or `#cloud-config` followed by YAML",
-        )
-    })?;
+    let kind = kind_of(text);
     if kind == UserDataKind::CloudConfig {
         cloud_config::parse(text, false).map_err(|e| {
             EngineError::invalid(e, "fix the YAML (see docs/user-data.md for the subset)")
@@ -91,14 +97,20 @@ pub(crate) fn check_request(
     )))
 }
 
-/// Whether the template whose layers are `layers` has cloud-init (its program, in any of
-/// them).
+/// Whether cloud-init carries out the user data of an instance of the template whose layers
+/// are `layers`, started with the command `init_args`: it must be in the template and run,
+/// i.e. the command boots an init. Anything else gets mayfly's runner.
+pub(crate) fn cloud_init_handles(layers: &[PathBuf], boots_init: bool) -> bool {
+    boots_init && has_cloud_init(layers)
+}
+
+/// Whether the template whose layers are `layers` (lowest first) has cloud-init: its program
+/// as the merged layers show it (a whiteout above deletes it; no symlink is followed, so a
+/// layer cannot make the host's files count).
 pub(crate) fn has_cloud_init(layers: &[PathBuf]) -> bool {
-    layers.iter().any(|l| {
-        ["usr/bin/cloud-init", "usr/local/bin/cloud-init"]
-            .iter()
-            .any(|p| std::fs::symlink_metadata(l.join(p)).is_ok_and(|m| !m.is_dir()))
-    })
+    ["usr/bin/cloud-init", "usr/local/bin/cloud-init"]
+        .iter()
+        .any(|p| mayfly_image::stack_shows_file(layers, p).unwrap_or(false))
 }
 
 /// What a start needs for user data and metadata, applied to the instance's spec.
@@ -140,6 +152,8 @@ pub(crate) struct StartContext<'a> {
     pub rec: &'a InstanceRecord,
     /// The template version it starts on.
     pub version: u32,
+    /// Whether its command boots an init (else a template's cloud-init would never run).
+    pub boots_init: bool,
     /// Its layers, lowest first (to find out whether the template has cloud-init).
     pub layers: &'a [std::path::PathBuf],
     /// Its effective limits.
@@ -173,11 +187,12 @@ impl Engine {
         &self,
         vrec: &VersionRecord,
         user_data: Option<&(UserDataSummary, Vec<u8>)>,
+        init_args: &[String],
     ) -> Result<(), EngineError> {
         let Some((summary, bytes)) = user_data else {
             return Ok(());
         };
-        if summary.kind != UserDataKind::CloudConfig {
+        if summary.kind == UserDataKind::Script {
             return Ok(());
         }
         let layers: Vec<PathBuf> = vrec
@@ -185,8 +200,11 @@ impl Engine {
             .iter()
             .map(|l| self.layout.layer_dir(&l.digest))
             .collect();
-        if has_cloud_init(&layers) {
+        if cloud_init_handles(&layers, mayfly_driver::boots_init(init_args)) {
             return Ok(());
+        }
+        if summary.kind == UserDataKind::Other {
+            return Err(other_kind_refused(&String::from_utf8_lossy(bytes)));
         }
         cloud_config::parse(&String::from_utf8_lossy(bytes), true).map_err(|e| {
             EngineError::invalid(
@@ -212,7 +230,17 @@ impl Engine {
             None => None,
         };
         let text = bytes.map(|b| String::from_utf8_lossy(&b).into_owned());
-        let cloud_init = has_cloud_init(ctx.layers);
+        let cloud_init = cloud_init_handles(ctx.layers, ctx.boots_init);
+        if !cloud_init
+            && let (Some(s), Some(t)) = (&rec.config.user_data, &text)
+            && s.kind == UserDataKind::Other
+        {
+            let e = other_kind_refused(t);
+            return Err(EngineError::invalid(
+                format!("instance `{}` cannot start: {}", rec.name, e),
+                "launch it again on a template with cloud-init, or with other user data",
+            ));
+        }
         let config = match (&rec.config.user_data, &text) {
             (Some(s), Some(t)) if s.kind == UserDataKind::CloudConfig => {
                 Some(cloud_config::parse(t, !cloud_init).map_err(|e| {
@@ -224,7 +252,9 @@ impl Engine {
             }
             _ => None,
         };
-        let hostname = config.as_ref().and_then(|c| c.hostname.clone());
+        let hostname = config
+            .as_ref()
+            .and_then(cloud_config::CloudConfig::uts_name);
         let meta = meta::build(&ctx, hostname.as_deref().unwrap_or(&rec.name));
         let seed = cloud_init.then(|| nocloud::Seed {
             meta_data: nocloud::meta_data(&rec.id, hostname.as_deref().unwrap_or(&rec.name), &meta),
@@ -234,7 +264,7 @@ impl Engine {
         });
         let run = text.filter(|_| !cloud_init).map(|t| match &config {
             Some(c) => to_sh::to_script(c),
-            None => t,
+            None => t.into_bytes(),
         });
         let timeout = timeout_secs();
         let extras = self
@@ -257,7 +287,7 @@ impl Engine {
                     None => nocloud::remove(&dir),
                 }
                 if let Some(program) = run {
-                    write_private(&script, program.as_bytes(), 0o600)?;
+                    write_private(&script, &program, 0o600)?;
                     write_private(&status, b"", 0o600)?;
                     extras.run = Some(mayfly_driver::UserDataRun {
                         script,
@@ -271,19 +301,18 @@ impl Engine {
         Ok(extras)
     }
 
-    /// What `info` shows of `rec`'s user data.
+    /// What `info` shows of `rec`'s user data, from what is on the host (a running
+    /// instance's live cloud-init status is read by [`Engine::live_user_data_status`]). A
+    /// status still `running` once the instance stopped is shown `interrupted`.
     pub(crate) fn user_data_info(&self, rec: &InstanceRecord) -> Option<mayfly_api::UserDataInfo> {
         let u = rec.config.user_data.as_ref()?;
         let dir = self.layout.instance_dir(&rec.id);
         let (handler, status) = if nocloud::seeded(&dir) {
-            let status = match &rec.run {
-                Some(r) => nocloud::status(r.pid).inspect(|s| nocloud::remember(&dir, s)),
-                None => nocloud::remembered(&dir),
-            };
-            (UserDataHandler::CloudInit, status)
+            (UserDataHandler::CloudInit, nocloud::remembered(&dir))
         } else {
             (UserDataHandler::Mayfly, runner_status(&dir))
         };
+        let status = status.map(|s| interrupted_unless_running(s, rec.run.is_some()));
         Some(mayfly_api::UserDataInfo {
             kind: u.kind,
             handler,
@@ -291,6 +320,36 @@ impl Engine {
             status,
         })
     }
+
+    /// cloud-init's status in the running instance `rec` (read off the async workers), kept
+    /// for when it has stopped; `None` when it is not running or cloud-init does not handle
+    /// its user data.
+    pub(crate) async fn live_user_data_status(
+        &self,
+        rec: &InstanceRecord,
+    ) -> Option<UserDataStatus> {
+        rec.config.user_data.as_ref()?;
+        let pid = rec.run.as_ref()?.pid;
+        let dir = self.layout.instance_dir(&rec.id);
+        tokio::task::spawn_blocking(move || {
+            if !nocloud::seeded(&dir) {
+                return None;
+            }
+            nocloud::status(pid).inspect(|s| nocloud::remember(&dir, s))
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+}
+
+/// A status left `running` by a run that ended (stopped, killed, the daemon died) is shown as
+/// `interrupted`.
+fn interrupted_unless_running(mut s: UserDataStatus, running: bool) -> UserDataStatus {
+    if !running && s.state == "running" {
+        s.state = "interrupted".into();
+    }
+    s
 }
 
 /// The status the forker's runner wrote for the last start of the instance in `dir`.
@@ -309,4 +368,104 @@ pub(crate) fn rfc3339(unix: i64) -> String {
     let t =
         std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(unix).unwrap_or(0));
     humantime::format_rfc3339_seconds(t).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mknod_whiteout(p: &Path) {
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            p,
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::empty(),
+            0,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn cloud_init_is_looked_up_in_the_merged_layers_only() {
+        let t = tempfile::tempdir().unwrap();
+        let (low, high) = (t.path().join("low"), t.path().join("high"));
+        std::fs::create_dir_all(low.join("usr/bin")).unwrap();
+        std::fs::write(low.join("usr/bin/cloud-init"), "#!/usr/bin/python3\n").unwrap();
+        std::fs::create_dir_all(high.join("usr/bin")).unwrap();
+        assert!(has_cloud_init(&[low.clone(), high.clone()]));
+        // A later layer deleted it.
+        mknod_whiteout(&high.join("usr/bin/cloud-init"));
+        assert!(!has_cloud_init(&[low.clone(), high.clone()]));
+        // A layer's absolute link must not make a host file count.
+        let host = t.path().join("host");
+        std::fs::create_dir_all(host.join("bin")).unwrap();
+        std::fs::write(host.join("bin/cloud-init"), "x").unwrap();
+        let evil = t.path().join("evil");
+        std::fs::create_dir_all(&evil).unwrap();
+        std::os::unix::fs::symlink(&host, evil.join("usr")).unwrap();
+        assert!(!has_cloud_init(&[evil]));
+    }
+
+    #[test]
+    fn a_planted_link_to_kernel_files_is_not_read() {
+        // On a tmpfs where there is one (as the instance's /run is), so that plain files are
+        // read.
+        let t = tempfile::tempdir_in("/dev/shm")
+            .or_else(|_| tempfile::tempdir())
+            .unwrap();
+        let d = t.path().join("run/cloud-init");
+        std::fs::create_dir_all(&d).unwrap();
+        std::os::unix::fs::symlink("/proc/kmsg", d.join("result.json")).unwrap();
+        std::os::unix::fs::symlink("/proc/self/status", d.join("status.json")).unwrap();
+        let root = std::fs::File::open(t.path()).unwrap();
+        assert!(nocloud::read_small_in(&root, "run/cloud-init/result.json").is_none());
+        assert!(nocloud::read_small_in(&root, "run/cloud-init/status.json").is_none());
+        // A plain file is read (when on a tmpfs or overlay, as /run is).
+        let on_tmpfs = rustix::fs::statfs(t.path()).unwrap().f_type as i64 == 0x0102_1994;
+        std::fs::remove_file(d.join("result.json")).unwrap();
+        std::fs::write(d.join("result.json"), "{}").unwrap();
+        assert_eq!(
+            nocloud::read_small_in(&root, "run/cloud-init/result.json").is_some(),
+            on_tmpfs
+        );
+        // cloud-init's own layout: a link in /run to /var/lib/cloud/data, not followed, the
+        // file read at its place (when that is a tmpfs or overlay).
+        let data = t.path().join("var/lib/cloud/data");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("result.json"), "{\"v1\": {}}").unwrap();
+        std::fs::remove_file(d.join("result.json")).unwrap();
+        std::os::unix::fs::symlink(
+            "../../var/lib/cloud/data/result.json",
+            d.join("result.json"),
+        )
+        .unwrap();
+        assert_eq!(
+            nocloud::read_cloud_init(&root, "result.json").is_some(),
+            on_tmpfs
+        );
+        std::fs::remove_file(d.join("result.json")).unwrap();
+        assert!(
+            nocloud::read_cloud_init(&root, "result.json").is_none(),
+            "not of this boot"
+        );
+        std::os::unix::fs::symlink("/proc/kmsg", d.join("result.json")).unwrap();
+        std::fs::remove_file(data.join("result.json")).unwrap();
+        std::os::unix::fs::symlink("/proc/kmsg", data.join("result.json")).unwrap();
+        assert!(nocloud::read_cloud_init(&root, "result.json").is_none());
+        // Files of /proc itself, reached without a link, are refused by their filesystem.
+        let proc_root = std::fs::File::open("/proc/self").unwrap();
+        assert!(nocloud::read_small_in(&proc_root, "status").is_none());
+    }
+
+    #[test]
+    fn a_status_left_running_by_an_ended_run_is_interrupted() {
+        let s = UserDataStatus {
+            state: "running".into(),
+            code: None,
+            at: None,
+            errors: Vec::new(),
+        };
+        assert_eq!(interrupted_unless_running(s.clone(), true).state, "running");
+        assert_eq!(interrupted_unless_running(s, false).state, "interrupted");
+    }
 }

@@ -14,8 +14,10 @@ const SEED_TARGET: &str = "/var/lib/cloud/seed/nocloud";
 const SEED_DIR: &str = "run/nocloud";
 
 /// mayfly configures the instance's interfaces itself (before the init runs): cloud-init is
-/// told to leave the network alone.
-const NETWORK_CONFIG: &str = "network:\n  config: disabled\n";
+/// told to leave the network alone. Top-level `config: disabled` (no `network:` wrapper): the
+/// form NoCloud's `network-config` file takes in every cloud-init (bookworm's 22.4 ignores
+/// it inside a `network:` mapping).
+const NETWORK_CONFIG: &str = "config: disabled\n";
 
 /// A seed's files.
 #[derive(Debug)]
@@ -86,35 +88,46 @@ pub(super) fn write(dir: &Path, seed: &Seed) -> Result<mayfly_driver::BindMount,
     })
 }
 
-/// Opens `rel` inside the root of running process `pid`, resolving every component inside
-/// that root: symlinks are followed (cloud-init's `result.json` is one) but cannot lead out
-/// of it, whatever the tenant planted.
-fn open_in_instance(pid: i32, rel: &str) -> Option<OwnedFd> {
+/// Opens `rel` under `root` for reading, safely whatever the tenant planted: every component
+/// is resolved inside `root`, no symlink at all is followed (cloud-init writes plain files
+/// there), and the file must be a regular file on a tmpfs or overlay (never proc, sysfs or a
+/// device bound over it). The file is first opened as a path only (nothing of it is read or
+/// triggered), checked, then reopened through that descriptor.
+pub(super) fn open_checked(root: &impl std::os::fd::AsFd, rel: &str) -> Option<OwnedFd> {
     use rustix::fs::{Mode, OFlags, ResolveFlags};
-    let root = rustix::fs::open(
-        format!("/proc/{pid}/root").as_str(),
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    const OVERLAYFS_MAGIC: i64 = 0x794c_7630;
+    let path = rustix::fs::openat2(
+        root,
+        rel,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_SYMLINKS,
     )
     .ok()?;
-    rustix::fs::openat2(
-        &root,
-        rel,
+    let st = rustix::fs::fstat(&path).ok()?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+        return None;
+    }
+    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+    let fs_type = i64::from(rustix::fs::fstatfs(&path).ok()?.f_type as i64);
+    if fs_type != TMPFS_MAGIC && fs_type != OVERLAYFS_MAGIC {
+        return None;
+    }
+    // Our own descriptor's link: the same file, now opened for reading.
+    use std::os::fd::AsRawFd;
+    rustix::fs::open(
+        format!("/proc/self/fd/{}", path.as_raw_fd()).as_str(),
         OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
         Mode::empty(),
-        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
     )
     .ok()
 }
 
-/// Reads at most 64 KiB of a regular file `rel` of the running instance `pid`.
-fn read_small(pid: i32, rel: &str) -> Option<Vec<u8>> {
+/// Reads at most 64 KiB of the regular file `rel` under `root` (see [`open_checked`]).
+pub(super) fn read_small_in(root: &impl std::os::fd::AsFd, rel: &str) -> Option<Vec<u8>> {
     use std::io::Read;
-    let fd = open_in_instance(pid, rel)?;
-    let st = rustix::fs::fstat(&fd).ok()?;
-    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
-        return None;
-    }
+    let fd = open_checked(root, rel)?;
     let mut out = Vec::new();
     std::fs::File::from(fd)
         .take(64 * 1024)
@@ -123,10 +136,51 @@ fn read_small(pid: i32, rel: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Whether `/run/cloud-init/NAME` exists (as anything, not followed) under `root`: cloud-init
+/// made it during this boot (`/run` is a fresh tmpfs).
+fn in_run(root: &impl std::os::fd::AsFd, name: &str) -> bool {
+    use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
+    let Ok(dir) = rustix::fs::openat2(
+        root,
+        "run/cloud-init",
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_SYMLINKS,
+    ) else {
+        return false;
+    };
+    rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW).is_ok()
+}
+
+/// cloud-init's `NAME` (`result.json`, `status.json`) of this boot under `root`: cloud-init
+/// makes `/run/cloud-init/NAME` a link to `/var/lib/cloud/data/NAME`; the link is never
+/// followed, its presence says the file is of this boot, and the file is read at its own
+/// place (a plain file in `/run/cloud-init` is read there).
+pub(super) fn read_cloud_init(root: &impl std::os::fd::AsFd, name: &str) -> Option<Vec<u8>> {
+    if !in_run(root, name) {
+        return None;
+    }
+    read_small_in(root, &format!("run/cloud-init/{name}"))
+        .or_else(|| read_small_in(root, &format!("var/lib/cloud/data/{name}")))
+}
+
+/// cloud-init's `name` of this boot in the running instance `pid`. Blocking: call it off the
+/// async workers.
+fn read_small(pid: i32, name: &str) -> Option<Vec<u8>> {
+    use rustix::fs::{Mode, OFlags};
+    let root = rustix::fs::open(
+        format!("/proc/{pid}/root").as_str(),
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    read_cloud_init(&root, name)
+}
+
 /// cloud-init's status in running instance `pid`: `/run/cloud-init/result.json` once it
-/// finished, else `running` while `/run/cloud-init/status.json` exists.
+/// finished, else `running` while `/run/cloud-init/status.json` exists. Blocking.
 pub(super) fn status(pid: i32) -> Option<UserDataStatus> {
-    if let Some(bytes) = read_small(pid, "run/cloud-init/result.json") {
+    if let Some(bytes) = read_small(pid, "result.json") {
         let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
         let errors: Vec<String> = v["v1"]["errors"]
             .as_array()
@@ -143,7 +197,7 @@ pub(super) fn status(pid: i32) -> Option<UserDataStatus> {
             errors,
         });
     }
-    read_small(pid, "run/cloud-init/status.json").map(|_| UserDataStatus {
+    read_small(pid, "status.json").map(|_| UserDataStatus {
         state: "running".into(),
         code: None,
         at: None,

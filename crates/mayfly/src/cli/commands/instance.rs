@@ -428,6 +428,7 @@ fn print_state(i: &InstanceInfo) {
         let kind = match u.kind {
             mayfly_api::UserDataKind::Script => "script",
             mayfly_api::UserDataKind::CloudConfig => "cloud-config",
+            mayfly_api::UserDataKind::Other => "other (for cloud-init)",
         };
         let by = match u.handler {
             mayfly_api::UserDataHandler::CloudInit => "the template's cloud-init",
