@@ -176,11 +176,11 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use mayfly_api::{Limits, Mode, TemplateConfig};
+    use mayfly_api::{Limits, Mode};
 
     use super::FlavorRecord;
-    use crate::tests::{instance, layer, open, v};
-    use crate::{StoreError, VersionMeta};
+    use crate::StoreError;
+    use crate::tests::{instance, open, with_template};
 
     fn flavor(name: &str, memory: u64) -> FlavorRecord {
         FlavorRecord {
@@ -193,17 +193,6 @@ mod tests {
             },
             created_at: 7,
         }
-    }
-
-    fn with_template(s: &mut crate::Store) {
-        let cfg = TemplateConfig::default();
-        s.create_template(
-            "t",
-            false,
-            &v(&[layer(1)], &cfg, &VersionMeta::default()),
-            None,
-        )
-        .unwrap();
     }
 
     #[test]

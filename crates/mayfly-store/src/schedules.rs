@@ -177,8 +177,8 @@ impl Store {
 mod tests {
     use mayfly_api::{Mode, ScheduleAction};
 
-    use crate::tests::{instance, layer, open, v};
-    use crate::{Store, TemplateConfig, VersionMeta};
+    use crate::Store;
+    use crate::tests::{instance, open, with_template};
 
     fn add(s: &mut Store, name: &str) -> String {
         let mut r = instance(name, "t", Mode::Persistent);
@@ -189,14 +189,7 @@ mod tests {
     #[test]
     fn schedules_are_added_listed_run_and_removed() {
         let (_dir, mut s) = open();
-        let cfg = TemplateConfig::default();
-        s.create_template(
-            "t",
-            false,
-            &v(&[layer(1)], &cfg, &VersionMeta::default()),
-            None,
-        )
-        .unwrap();
+        with_template(&mut s);
         let a = add(&mut s, "a");
         let b = add(&mut s, "b");
         let one = s

@@ -42,6 +42,18 @@ pub(crate) fn v<'a>(
     }
 }
 
+/// Creates template `t` (one layer), which the instances of a test name.
+pub(crate) fn with_template(s: &mut Store) {
+    let cfg = TemplateConfig::default();
+    s.create_template(
+        "t",
+        false,
+        &v(&[layer(1)], &cfg, &VersionMeta::default()),
+        None,
+    )
+    .unwrap();
+}
+
 pub(crate) fn open() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("state")).unwrap();
@@ -421,17 +433,6 @@ fn network(name: &str, subnet: &str) -> NetworkRecord {
         created_at: now(),
         subnet6: Some("fd12:3456:789a::".parse().unwrap()),
     }
-}
-
-fn with_template(s: &mut Store) {
-    let cfg = TemplateConfig::default();
-    s.create_template(
-        "t",
-        false,
-        &v(&[layer(1)], &cfg, &VersionMeta::default()),
-        None,
-    )
-    .unwrap();
 }
 
 fn on(name: &str, nets: &[&str]) -> InstanceRecord {

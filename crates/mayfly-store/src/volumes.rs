@@ -298,9 +298,8 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::VersionMeta;
-    use crate::tests::{instance, layer, open, v};
-    use mayfly_api::{Mode, TemplateConfig, VolumeMount};
+    use crate::tests::{instance, open, with_template};
+    use mayfly_api::{Mode, VolumeMount};
 
     fn vol(name: &str) -> VolumeRecord {
         VolumeRecord {
@@ -343,14 +342,7 @@ mod tests {
     #[test]
     fn a_volume_has_one_holder_and_is_freed_by_its_holders_delete() {
         let (_d, mut s) = open();
-        let cfg = TemplateConfig::default();
-        s.create_template(
-            "t",
-            false,
-            &v(&[layer(1)], &cfg, &VersionMeta::default()),
-            None,
-        )
-        .unwrap();
+        with_template(&mut s);
         s.insert_volume(&vol("data")).unwrap();
         let mut a = instance("a", "t", Mode::Persistent);
         a.config.volumes = vec![mount("data")];
