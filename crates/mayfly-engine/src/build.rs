@@ -292,6 +292,7 @@ impl Engine {
                 NetworkMode::Isolated,
                 layers.clone(),
                 crate::etc_files::EtcNet::of(&interfaces),
+                Vec::new(),
             )
             .await?;
         layers.extend(files.mount_points);

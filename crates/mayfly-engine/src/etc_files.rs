@@ -38,7 +38,8 @@ use crate::{Engine, EngineError};
 /// The files: their name in the run directory and their path inside the container.
 /// The directories every instance gets mounted that a template may lack (relative to its
 /// root): made in the mount-point layer, so that they never land in a writable layer (and from
-/// there in snapshots and published templates).
+/// there in snapshots and published templates). A start adds its own (volume targets, the
+/// NoCloud seed).
 const DIRS: [&str; 1] = ["run/mayfly"];
 
 pub(crate) const FILES: [(&str, &str); 4] = [
@@ -242,6 +243,7 @@ pub(crate) fn prepare(
     network: NetworkMode,
     layers: &[PathBuf],
     net: Option<EtcNet>,
+    dirs: &[String],
 ) -> Result<Prepared, EngineError> {
     let run = dir.join("run");
     std::fs::create_dir_all(&run).map_err(io_err("create", &run))?;
@@ -266,7 +268,7 @@ pub(crate) fn prepare(
             only_over_file: true,
         });
     }
-    let mount_points = mount_point_layer(dir, layers)?;
+    let mount_points = mount_point_layer(dir, layers, dirs)?;
     Ok(Prepared {
         binds,
         mount_points,
@@ -276,7 +278,8 @@ pub(crate) fn prepare(
 
 impl Engine {
     /// Writes the files of container `hostname` (see [`prepare`]) into `dir` and finds the
-    /// mount points its stack `layers` lacks, off the async runtime.
+    /// mount points its stack `layers` lacks (the files, [`DIRS`] and `dirs`), off the async
+    /// runtime.
     pub(crate) async fn etc_files(
         &self,
         dir: PathBuf,
@@ -284,8 +287,9 @@ impl Engine {
         network: NetworkMode,
         layers: Vec<PathBuf>,
         net: Option<EtcNet>,
+        dirs: Vec<String>,
     ) -> Result<Prepared, EngineError> {
-        self.blocking(move || prepare(&dir, &hostname, network, &layers, net))
+        self.blocking(move || prepare(&dir, &hostname, network, &layers, net, &dirs))
             .await
     }
 }
@@ -305,10 +309,20 @@ fn write_file(path: &Path, content: &[u8]) -> Result<(), EngineError> {
 
 /// The layer of mount points for `layers` under `dir` (`mounts-<key>`, named after the stack,
 /// made once and kept while the stack stays the same), `None` when the stack lacks nothing.
-fn mount_point_layer(dir: &Path, layers: &[PathBuf]) -> Result<Option<PathBuf>, EngineError> {
+fn mount_point_layer(
+    dir: &Path,
+    layers: &[PathBuf],
+    extra_dirs: &[String],
+) -> Result<Option<PathBuf>, EngineError> {
+    let dirs: Vec<&str> = DIRS
+        .iter()
+        .copied()
+        .chain(extra_dirs.iter().map(|d| d.trim_start_matches('/')))
+        .filter(|d| !d.is_empty())
+        .collect();
     let mut key_source: Vec<String> = layers.iter().map(|l| l.display().to_string()).collect();
     // The set of mount points is part of the key: a layer made for fewer is remade.
-    key_source.extend(DIRS.iter().map(|d| format!("dir:{d}")));
+    key_source.extend(dirs.iter().map(|d| format!("dir:{d}")));
     let key = crate::apps::short_hash(&key_source.join("|"));
     let layer = dir.join(format!("mounts-{key}"));
     if layer.is_dir() {
@@ -327,7 +341,7 @@ fn mount_point_layer(dir: &Path, layers: &[PathBuf]) -> Result<Option<PathBuf>, 
         .map(|(_, t)| t.trim_start_matches('/'))
         .collect();
     let tmp = layer.with_extension("new");
-    let made = mayfly_image::mount_points(layers, &tmp, &targets, &DIRS)?;
+    let made = mayfly_image::mount_points(layers, &tmp, &targets, &dirs)?;
     if made.is_empty() {
         return Ok(None);
     }

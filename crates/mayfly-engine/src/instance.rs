@@ -439,6 +439,14 @@ impl Engine {
                 network,
                 layers.clone(),
                 crate::etc_files::EtcNet::of(&interfaces),
+                // Where its volumes and the NoCloud seed are mounted: made in the mount-point
+                // layer when the template lacks them, never in the writable layer.
+                rec.config
+                    .volumes
+                    .iter()
+                    .map(|v| v.path.clone())
+                    .chain(extras.mount_dirs())
+                    .collect(),
             )
             .await?;
         let id = rec.id.clone();

@@ -268,10 +268,12 @@ impl Engine {
                     }
                 }
                 e.restart_interrupted(recovered.restart).await;
+                // Last: a restart policy or a schedule must not start an instance on a
+                // version an interrupted rollout is putting back, nor race those starts.
+                e.start_timers();
             }
         });
         tokio::spawn(engine.clone().event_loop(events_rx));
-        engine.start_timers();
         Ok(engine)
     }
 

@@ -33,9 +33,6 @@ pub(crate) const BACKOFF_BASE: Duration = Duration::from_secs(1);
 pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(300);
 /// A run at least this long (seconds) ends a crash loop: the next failure starts a new row.
 pub(crate) const STABLE_RUN: i64 = 10;
-/// How often a restart due while the instance is busy is tried again, and how many times.
-const BUSY_RETRY: Duration = Duration::from_secs(1);
-const BUSY_TRIES: u32 = 120;
 
 /// Refuses a policy that cannot apply to `mode`.
 pub(crate) fn check_policy(mode: Mode, policy: RestartPolicy) -> Result<(), EngineError> {
@@ -53,6 +50,29 @@ pub(crate) fn check_policy(mode: Mode, policy: RestartPolicy) -> Result<(), Engi
 pub(crate) struct RestartTimers {
     next: AtomicU64,
     armed: Mutex<HashMap<String, (u64, tokio::task::AbortHandle)>>,
+    /// Set once start-up's own work (interrupted rollouts put back, interrupted restarts
+    /// started) is done: no timer starts an instance before (see [`Engine::start_timers`]).
+    ready: std::sync::atomic::AtomicBool,
+    ready_now: tokio::sync::Notify,
+}
+
+impl RestartTimers {
+    /// Lets the timers start instances (once, at the end of start-up).
+    pub(crate) fn open(&self) {
+        self.ready.store(true, Ordering::SeqCst);
+        self.ready_now.notify_waiters();
+    }
+
+    /// Waits until start-up's own work is done.
+    async fn opened(&self) {
+        loop {
+            let woken = self.ready_now.notified();
+            if self.ready.load(Ordering::SeqCst) {
+                return;
+            }
+            woken.await;
+        }
+    }
 }
 
 /// What the end of a run leads to.
@@ -148,14 +168,27 @@ fn backoff_base() -> Duration {
 /// Whether a failed policy start would fail again however long it waits (the template or
 /// version is gone, the configuration is invalid); other failures are tried again.
 fn permanent(e: &EngineError) -> bool {
-    matches!(
-        e,
+    use mayfly_driver::FailureKind;
+    match e {
         EngineError::Invalid { .. }
-            | EngineError::TooLarge { .. }
-            | EngineError::ProgramNotFound(_)
-            | EngineError::ProgramNotExecutable(_)
-            | EngineError::Store(mayfly_store::StoreError::NotFound { .. })
-    )
+        | EngineError::TooLarge { .. }
+        | EngineError::ProgramNotFound(_)
+        | EngineError::ProgramNotExecutable(_)
+        | EngineError::Store(mayfly_store::StoreError::NotFound { .. }) => true,
+        // What the instance's own files or settings make impossible (a mount target, a
+        // user, a limit the kernel refuses) stays so until someone changes them.
+        EngineError::Driver(d) => matches!(
+            d.failure_kind(),
+            Some(
+                FailureKind::BadMountTarget
+                    | FailureKind::BadUser
+                    | FailureKind::LimitRefused
+                    | FailureKind::ProgramNotFound
+                    | FailureKind::ProgramNotExecutable
+            )
+        ),
+        _ => false,
+    }
 }
 
 /// The restart state to record with the end of a run judged `decision` (`None`: leave it).
@@ -178,6 +211,7 @@ impl Engine {
     /// no run left in the catalogue: a second report of a run settled already, as at
     /// start-up, when the forker's state and its event both tell of it).
     pub(crate) fn judge_end(
+        &self,
         rec: &InstanceRecord,
         status: Option<ExitStatus>,
         ending: Option<Ending>,
@@ -191,12 +225,15 @@ impl Engine {
             // Asked to stop, maybe by a daemon that died before it saw the end.
             return Some(Decision::Clear);
         }
+        // How long the init ran: a slow user-data script before it is no stable run.
+        let began =
+            crate::user_data::init_began(&self.layout.instance_dir(&rec.id), run.started_at);
         Some(decide(
             rec.config.restart,
             ending,
             status.map(|s| s.code),
             rec.restart_state.as_ref(),
-            Some(now - run.started_at),
+            Some(began.map_or(0, |b| now - b)),
             now,
             backoff_base(),
         ))
@@ -279,6 +316,7 @@ impl Engine {
             let (engine, id) = (self.clone(), id.to_owned());
             async move {
                 tokio::time::sleep(delay).await;
+                engine.restart_timers.opened().await;
                 engine.restart_due(&id, token).await;
             }
         });
@@ -307,15 +345,13 @@ impl Engine {
     /// The timer of instance `id`'s pending restart went off: start it, unless something
     /// else did or it was cancelled meanwhile.
     async fn restart_due(self: &Arc<Self>, id: &str, token: u64) {
-        for _ in 0..BUSY_TRIES {
+        {
             let Some(slot) = lock(&self.slots).by_id(id) else {
                 return;
             };
-            let Ok(guard) = slot.acquire("restart (policy)").await else {
-                // Busy with an action of its own: tried again shortly.
-                tokio::time::sleep(BUSY_RETRY).await;
-                continue;
-            };
+            // Busy with an action of its own (a long snapshot, a stop): waits for it; a stop
+            // or rm cancels this task (and its wait) through the timer table.
+            let guard = slot.acquire_wait("restart (policy)").await;
             {
                 // Ours now: a run settled below that arms a new restart must not abort
                 // this very task (it would be cut off at its next await).
@@ -364,8 +400,16 @@ impl Engine {
                     let why = mayfly_driver::error_chain(e);
                     if permanent(e) {
                         state.gave_up = Some(format!("the start failed for good: {why}"));
+                    } else if let RestartPolicy::OnFailure { max: Some(max) } = rec.config.restart
+                        && state.restarts >= max
+                    {
+                        state.gave_up = Some(format!(
+                            "{max} attempt(s) in a row failed (on-failure:{max}); the last start: {why}"
+                        ));
                     } else {
-                        // Perhaps passing (admission, the network): tried again later.
+                        // Perhaps passing (admission, the network): tried again later, each
+                        // failed attempt counting as a restart (the back-off grows).
+                        state.restarts = state.restarts.saturating_add(1);
                         let delay = backoff(backoff_base(), state.restarts);
                         let secs = i64::try_from(delay.as_secs().max(1)).unwrap_or(i64::MAX);
                         state.next_at = Some(mayfly_store::now().saturating_add(secs));
@@ -383,35 +427,6 @@ impl Engine {
                 }
             }
             drop(guard);
-            return;
-        }
-        tracing::warn!(instance = %id, "restart policy: the instance stayed busy; not restarted");
-        // The attempt is over: `info` must not show it as pending.
-        let ours = {
-            let mut armed = lock(&self.restart_timers.armed);
-            let ours = armed.get(id).is_some_and(|(t, _)| *t == token);
-            if ours {
-                armed.remove(id);
-            }
-            ours
-        };
-        if ours {
-            let i = id.to_owned();
-            let _ = self
-                .db(move |s| {
-                    let rec = s.instance_by_id(&i)?;
-                    match rec.restart_state {
-                        Some(mut st) if st.next_at.is_some() => {
-                            st.next_at = None;
-                            st.gave_up = Some(
-                                "the instance stayed busy when the restart was due".to_owned(),
-                            );
-                            s.set_restart_state(&i, Some(&st))
-                        }
-                        _ => Ok(()),
-                    }
-                })
-                .await;
         }
     }
 
@@ -575,6 +590,25 @@ mod tests {
         assert!(permanent(&EngineError::ProgramNotFound("x".into())));
         assert!(!permanent(&EngineError::Internal("injected".into())));
         assert!(!permanent(&EngineError::Unavailable("no memory".into())));
+        // What the instance's own files or settings make impossible stays so.
+        let driver = |kind| {
+            EngineError::Driver(mayfly_driver::DriverError::Failed(
+                mayfly_driver::protocol::Failure {
+                    kind,
+                    message: "x".into(),
+                },
+            ))
+        };
+        use mayfly_driver::FailureKind;
+        for kind in [
+            FailureKind::BadMountTarget,
+            FailureKind::BadUser,
+            FailureKind::LimitRefused,
+        ] {
+            assert!(permanent(&driver(kind)), "{kind:?}");
+        }
+        assert!(!permanent(&driver(FailureKind::TimedOut)));
+        assert!(!permanent(&driver(FailureKind::Other)));
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Local, TimeZone};
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
-use mayfly_api::{CreateSchedule, ScheduleAction, ScheduleInfo, StopRequest};
+use mayfly_api::{CreateSchedule, InstanceState, ScheduleAction, ScheduleInfo, StopRequest};
 use mayfly_store::ScheduleRecord;
 
 use crate::{Engine, EngineError, lock};
@@ -273,6 +273,7 @@ fn info_of(r: &ScheduleRecord, now: i64) -> ScheduleInfo {
 impl Engine {
     /// Starts the scheduler and re-arms pending restarts (once, at daemon start).
     pub(crate) fn start_timers(self: &Arc<Self>) {
+        self.restart_timers.open();
         tokio::spawn(self.clone().scheduler_loop());
         let engine = self.clone();
         tokio::spawn(async move { engine.rearm_restarts().await });
@@ -471,9 +472,9 @@ impl Engine {
         r: &ScheduleRecord,
         now: i64,
     ) -> Result<(), EngineError> {
-        let name = lock(&self.slots)
+        let (name, state) = lock(&self.slots)
             .by_id(&r.instance_id)
-            .map(|s| s.name.clone())
+            .map(|s| (s.name.clone(), lock(&s.rt).shown_state()))
             .ok_or_else(|| {
                 EngineError::Store(mayfly_store::StoreError::NotFound {
                     kind: "instance",
@@ -481,6 +482,24 @@ impl Engine {
                 })
             })?;
         crate::inject("schedule:action")?;
+        // A pause or a stop is the user's: a schedule does not undo it.
+        match (r.action, state) {
+            (ScheduleAction::Reset | ScheduleAction::Restart, InstanceState::Paused) => {
+                return Err(EngineError::invalid(
+                    format!("skipped the scheduled {}: `{name}` is paused", r.action),
+                    format!("`mayfly resume {name}` lets the next run happen"),
+                ));
+            }
+            (ScheduleAction::Restart, InstanceState::Stopped) => {
+                return Err(EngineError::invalid(
+                    format!("skipped the scheduled restart: `{name}` is stopped"),
+                    format!(
+                        "a scheduled restart leaves a stopped instance stopped; `mayfly start {name}`"
+                    ),
+                ));
+            }
+            _ => {}
+        }
         match r.action {
             ScheduleAction::Reset => {
                 self.reset_instance(&name, StopRequest::default()).await?;

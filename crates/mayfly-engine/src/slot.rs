@@ -338,7 +338,7 @@ impl Engine {
                 // Judged before the end is recorded, and recorded with it (one transaction).
                 let again = reboot.is_some() || lock(&slot.rt).restart_on_exit.is_some();
                 if !again && rec.mode != Mode::Ephemeral {
-                    judged = Self::judge_end(&rec, status, ending, mayfly_store::now());
+                    judged = self.judge_end(&rec, status, ending, mayfly_store::now());
                 }
                 let write = crate::restart_policy::restart_write(
                     judged.as_ref(),

@@ -499,12 +499,17 @@ impl Engine {
                     pinned_version: src_rec.pinned_version,
                     mode,
                     // New interfaces (allocated with the row); the source's published host
-                    // ports stay the source's.
-                    // and the source's volumes stay the source's (one holder at a time): the
-                    // clone gets none, or the copies made above.
+                    // ports stay the source's, and so do its volumes (one holder at a time):
+                    // the clone gets none, or the copies made above. An ephemeral clone has
+                    // no restart policy (it is deleted when it stops).
                     config: mayfly_store::InstanceConfig {
                         publish: Vec::new(),
                         volumes: copies.clone(),
+                        restart: if mode == Mode::Ephemeral {
+                            mayfly_api::RestartPolicy::No
+                        } else {
+                            src_rec.config.restart
+                        },
                         ..src_rec.config.clone()
                     },
                     id_base: None,

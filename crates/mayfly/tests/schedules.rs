@@ -464,12 +464,29 @@ fn a_busy_instance_is_tried_again_not_skipped() {
         let out = stopping.join().unwrap();
         assert!(out.success(), "{out}");
     });
-    // Tried again: the restart starts the stopped instance.
+    // Tried again once the stop is over: it finds the instance stopped by its user, and a
+    // scheduled restart does not undo a stop (it is skipped, and says so).
     wait_until(Duration::from_secs(20), "the retried run", || {
         schedule(&d, id)["last_run"].is_string()
     });
     let s = schedule(&d, id);
-    assert!(s.get("last_error").is_none(), "{s}");
-    assert_eq!(d.state_of("sc-busy").as_deref(), Some("running"));
+    assert!(
+        s["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("is stopped")),
+        "{s}"
+    );
+    assert_eq!(d.state_of("sc-busy").as_deref(), Some("stopped"));
+    // A paused instance is left alone too.
+    d.ok(&["start", "sc-busy"]);
+    d.ok(&["pause", "sc-busy"]);
+    set_clock(&clock, T0 + 2 * 3600);
+    wait_until(SETTLE, "the run on the paused instance", || {
+        schedule(&d, id)["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("is paused"))
+    });
+    assert_eq!(d.state_of("sc-busy").as_deref(), Some("paused"));
+    d.ok(&["rm", "--force", "sc-busy"]);
     d.finish();
 }

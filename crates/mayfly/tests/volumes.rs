@@ -182,6 +182,13 @@ fn volumes_are_made_listed_attached_and_removed_through_cli_and_api() {
         &d.fails(&["volume", "detach", "data", "db"]),
         &["web", "not `db`"],
     );
+    // Through the API: a conflict with where it is (409), as an attach to a held volume.
+    let (status, e) = d.api(
+        "POST",
+        "/v1/volumes/data/detach",
+        Some(&json!({"instance": "db"})),
+    );
+    assert_eq!(status, 409, "{e}");
     d.ok(&["volume", "detach", "data", "web"]);
     assert!(
         d.info("web")["volumes"]

@@ -194,3 +194,34 @@ fn dir_listing(dir: &std::path::Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// A volume's mount point that the template lacks is made in the mount-point layer: it never
+/// lands in a persistent instance's writable layer (nor, from there, in its snapshots or a
+/// template published from it).
+#[test]
+fn a_volume_target_never_lands_in_the_writable_layer() {
+    let d = TestDaemon::start();
+    d.ok(&["volume", "create", "v"]);
+    launch(
+        &d,
+        "p",
+        &["--persistent", "-v", "v:/srv/deep/data"],
+        Some(IDLE),
+    );
+    d.sh("p", "test -d /srv/deep/data && echo x >/srv/deep/data/f");
+    d.ok(&["stop", "p"]);
+    assert_eq!(
+        std::fs::read_to_string(volume_data(&d, "v").join("f")).unwrap(),
+        "x\n"
+    );
+    let id = d.info("p")["id"].as_str().unwrap().to_owned();
+    let upper = d.state.join("instances").join(&id).join("upper-1");
+    assert!(upper.is_dir(), "{}", upper.display());
+    assert!(
+        !upper.join("srv").exists(),
+        "the mount point landed in the writable layer"
+    );
+    d.ok(&["rm", "p"]);
+    d.ok(&["volume", "rm", "v"]);
+    d.finish();
+}

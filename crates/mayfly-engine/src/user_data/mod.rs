@@ -123,6 +123,16 @@ pub(crate) struct StartExtras {
 }
 
 impl StartExtras {
+    /// The directories it mounts besides `/run/mayfly` (the NoCloud seed), for the
+    /// mount-point layer.
+    pub(crate) fn mount_dirs(&self) -> impl Iterator<Item = String> + '_ {
+        self.binds
+            .iter()
+            .skip(1)
+            .filter(|b| !b.only_over_file && b.source.is_dir())
+            .map(|b| b.target.clone())
+    }
+
     /// Adds what it holds to the spec of the start.
     pub(crate) fn apply(self, spec: &mut mayfly_driver::InstanceSpec) {
         let mut binds = self.binds.into_iter();
@@ -352,6 +362,18 @@ fn interrupted_unless_running(mut s: UserDataStatus, running: bool) -> UserDataS
     s
 }
 
+/// When the init of the instance in `dir` began in its current (or last) run that began at
+/// `run_started` (Unix seconds): right after mayfly's runner ended the user data, or at the
+/// start without a runner. `None` when the run ended before the runner did: all of it was
+/// user data, no init ran.
+pub(crate) fn init_began(dir: &Path, run_started: i64) -> Option<i64> {
+    let Ok(bytes) = std::fs::read(dir.join(STATUS_FILE)) else {
+        return Some(run_started); // no user data for mayfly's runner
+    };
+    let outcome: mayfly_driver::UserDataOutcome = serde_json::from_slice(&bytes).ok()?;
+    outcome.at.map(|at| at.max(run_started))
+}
+
 /// The status the forker's runner wrote for the last start of the instance in `dir`.
 fn runner_status(dir: &Path) -> Option<UserDataStatus> {
     let bytes = std::fs::read(dir.join(STATUS_FILE)).ok()?;
@@ -467,5 +489,21 @@ mod tests {
         };
         assert_eq!(interrupted_unless_running(s.clone(), true).state, "running");
         assert_eq!(interrupted_unless_running(s, false).state, "interrupted");
+    }
+
+    #[test]
+    fn the_init_begins_when_the_runner_ended() {
+        let t = tempfile::tempdir().unwrap();
+        // No runner: the run's start.
+        assert_eq!(init_began(t.path(), 100), Some(100));
+        std::fs::create_dir_all(t.path().join("run")).unwrap();
+        let status = t.path().join(STATUS_FILE);
+        // Made at the start, not yet written: no init ran.
+        std::fs::write(&status, b"").unwrap();
+        assert_eq!(init_began(t.path(), 100), None);
+        std::fs::write(&status, br#"{"state":"running"}"#).unwrap();
+        assert_eq!(init_began(t.path(), 100), None);
+        std::fs::write(&status, br#"{"state":"done","code":0,"at":160}"#).unwrap();
+        assert_eq!(init_began(t.path(), 100), Some(160));
     }
 }

@@ -490,16 +490,17 @@ impl Engine {
         let (id, n) = (slot.id.clone(), name.to_owned());
         if !self.db(move |s| s.detach_volume(&id, &n)).await? {
             let now = self.volume_view(v, false).await?;
-            return Err(EngineError::invalid(
-                match now.attached {
+            // It is not where the request says (409, as an attach to a held volume).
+            return Err(EngineError::Conflict {
+                message: match now.attached {
                     Some(a) => format!(
                         "volume `{name}` is attached to instance `{}`, not `{}`",
                         a.instance, req.instance
                     ),
                     None => format!("volume `{name}` is not attached to any instance"),
                 },
-                "see where it is with `mayfly volume info NAME`",
-            ));
+                hint: Some(format!("see where it is with `mayfly volume info {name}`")),
+            });
         }
         self.volume_info(name).await
     }
