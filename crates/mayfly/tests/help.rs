@@ -114,3 +114,22 @@ fn an_unreachable_daemon_exits_three_with_a_hint() {
     );
     assert!(out.stderr.contains("hint"), "{out}");
 }
+
+#[test]
+fn run_refuses_user_data_from_the_stdin_it_gives_the_command() {
+    let mut cmd = Command::new(bin());
+    cmd.args([
+        "--socket",
+        "/tmp/mayfly-test-no-such.sock",
+        "run",
+        "--user-data",
+        "-",
+        "busybox",
+    ]);
+    let out = run_command(cmd, None, Duration::from_secs(10));
+    assert_eq!(out.code, 125, "{out}");
+    assert!(
+        out.stderr.contains("--user-data FILE") && !out.stderr.contains("cannot reach"),
+        "refused before the daemon is asked: {out}"
+    );
+}

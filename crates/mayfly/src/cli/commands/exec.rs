@@ -41,6 +41,12 @@ pub(super) async fn run(client: &Client, args: RunArgs) -> i32 {
         Mode::Transient
     };
     let tty = args.tty;
+    if args.options.state.user_data.as_deref() == Some(std::path::Path::new("-")) {
+        eprintln!(
+            "error: `--user-data -` reads standard input, which `run` gives to the command\n  hint: put the user data in a file (`--user-data FILE`)"
+        );
+        return 125;
+    }
     let mut req = match create_request(args.template, args.command, args.options, mode) {
         Ok(req) => req,
         Err(e) => return exec_failure(&e),
