@@ -8,22 +8,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use common::TestDaemon;
 
 const MIB: u64 = 1 << 20;
 
-use common::quota_fs::loop_devices_under;
-
-fn is_mount(dir: &Path) -> bool {
-    let want = dir.display().to_string();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
-}
+use common::quota_fs::{is_mount, loop_devices_under};
 
 fn id_of(d: &TestDaemon, name: &str) -> String {
     d.info(name)["id"].as_str().expect("an id").to_owned()

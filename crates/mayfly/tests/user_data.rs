@@ -15,6 +15,26 @@ fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
     p.display().to_string()
 }
 
+/// Writes `text` into the test's directory and launches busybox instance `name` with it as
+/// its user data.
+fn launch_with(d: &TestDaemon, name: &str, text: &str) -> common::Output {
+    let file = write(&d.dir, &format!("{name}.user-data"), text);
+    d.mayfly(&["launch", "busybox", "--name", name, "--user-data", &file])
+}
+
+/// [`launch_with`], which must succeed.
+fn launched(d: &TestDaemon, name: &str, text: &str) {
+    let out = launch_with(d, name, text);
+    assert!(out.success(), "{out}");
+}
+
+/// [`launch_with`] (instance `b1`), which must be refused: the answer, to check its words.
+fn refused(d: &TestDaemon, text: &str) -> common::Output {
+    let out = launch_with(d, "b1", text);
+    assert!(!out.success(), "launched with bad user data: {out}");
+    out
+}
+
 fn status_of(d: &TestDaemon, name: &str) -> Value {
     d.info(name)["user_data"].clone()
 }
@@ -161,13 +181,11 @@ fn a_script_runs_before_the_init_with_its_output_in_logs_and_its_status_in_info(
 #[test]
 fn a_script_past_its_deadline_is_killed_and_the_init_starts() {
     let d = TestDaemon::start_with_env(&[], &[("MAYFLY_USER_DATA_TIMEOUT", "2")]);
-    let dir = tempfile::tempdir().unwrap();
-    let slow = write(
-        dir.path(),
-        "slow.sh",
+    launched(
+        &d,
+        "slow",
         "#!/bin/sh\n(sleep 300; touch /child-survived) &\necho started slow\nsleep 300\n",
     );
-    d.ok(&["launch", "busybox", "--name", "slow", "--user-data", &slow]);
     assert_eq!(status_of(&d, "slow")["status"]["state"], "running");
     let ud = wait_status(&d, "slow");
     assert_eq!(ud["status"]["state"], "failed", "{ud}");
@@ -263,41 +281,24 @@ runcmd:
 #[test]
 fn bad_user_data_is_refused_at_launch_with_what_is_wrong() {
     let d = TestDaemon::start();
-    let dir = tempfile::tempdir().unwrap();
     // Malformed YAML: the line and the reason.
-    let bad = write(
-        dir.path(),
-        "bad.yaml",
-        "#cloud-config\nruncmd:\n  - echo one\n - echo two: [\n",
-    );
-    let out = d.fails(&["launch", "busybox", "--name", "b1", "--user-data", &bad]);
+    let out = refused(&d, "#cloud-config\nruncmd:\n  - echo one\n - echo two: [\n");
     assert!(
         out.stderr.contains("malformed cloud-config") && out.stderr.contains("line 4"),
         "{out}"
     );
     // A wrong shape: its line too.
-    let shape = write(
-        dir.path(),
-        "shape.yaml",
-        "#cloud-config\nruncmd:\n  - ls\nwrite_files: yes\n",
-    );
-    let out = d.fails(&["launch", "busybox", "--name", "b1", "--user-data", &shape]);
+    let out = refused(&d, "#cloud-config\nruncmd:\n  - ls\nwrite_files: yes\n");
     assert!(out.stderr.contains("line 4"), "{out}");
     // Keys outside the subset, on a template without cloud-init: the supported ones listed.
-    let pkgs = write(
-        dir.path(),
-        "pkgs.yaml",
-        "#cloud-config\npackages: [nginx]\n",
-    );
-    let out = d.fails(&["launch", "busybox", "--name", "b1", "--user-data", &pkgs]);
+    let out = refused(&d, "#cloud-config\npackages: [nginx]\n");
     assert!(
         out.stderr.contains("`packages`")
             && out.stderr.contains("hostname, runcmd, users, write_files"),
         "{out}"
     );
     // Neither a script nor a cloud-config.
-    let plain = write(dir.path(), "plain.txt", "echo hi\n");
-    let out = d.fails(&["launch", "busybox", "--name", "b1", "--user-data", &plain]);
+    let out = refused(&d, "echo hi\n");
     assert!(out.stderr.contains("#cloud-config"), "{out}");
     // Through the API: 400 with the JSON error; too large: 413.
     let (status, body) = d.api(
@@ -386,12 +387,11 @@ fn the_runner_holds_against_its_own_script_and_writes_what_it_is_given() {
     let d = TestDaemon::start();
     let dir = tempfile::tempdir().unwrap();
     // Signals the script sends to PID 1 do not end the instance (only mayfly's do).
-    let hup = write(
-        dir.path(),
-        "hup.sh",
+    launched(
+        &d,
+        "s1",
         "#!/bin/sh\nkill -HUP 1\nkill -TERM 1\nsleep 1\necho survived > /root/survived\n",
     );
-    d.ok(&["launch", "busybox", "--name", "s1", "--user-data", &hup]);
     let ud = wait_status(&d, "s1");
     assert_eq!(ud["status"]["state"], "done", "{ud}");
     assert_eq!(d.state_of("s1").as_deref(), Some("running"));
@@ -470,14 +470,12 @@ fn the_runner_holds_against_its_own_script_and_writes_what_it_is_given() {
 
     // Formats only cloud-init reads are refused for mayfly's runner, saying why; an empty
     // runcmd command with its line.
-    let inc = write(dir.path(), "inc.txt", "#include\nhttp://example.com/x\n");
-    let out = d.fails(&["launch", "busybox", "--name", "b1", "--user-data", &inc]);
+    let out = refused(&d, "#include\nhttp://example.com/x\n");
     assert!(
         out.stderr.contains("without cloud-init") && out.stderr.contains("#include"),
         "{out}"
     );
-    let empty = write(dir.path(), "e.yaml", "#cloud-config\nruncmd:\n- ls\n- []\n");
-    let out = d.fails(&["launch", "busybox", "--name", "b1", "--user-data", &empty]);
+    let out = refused(&d, "#cloud-config\nruncmd:\n- ls\n- []\n");
     assert!(
         out.stderr.contains("line 4") && out.stderr.contains("empty command"),
         "{out}"

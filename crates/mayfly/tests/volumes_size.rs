@@ -8,20 +8,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use common::quota_fs::assert_no_disk_left;
+use common::quota_fs::{assert_no_disk_left, is_mount};
 use common::*;
 
 const MIB: u64 = 1 << 20;
-
-fn is_mount(dir: &Path) -> bool {
-    let want = dir.display().to_string();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
-}
 
 fn volume_dir(d: &TestDaemon, name: &str) -> (String, PathBuf) {
     let id = d.json(&["volume", "info", name, "--json"])["id"]

@@ -255,3 +255,12 @@ pub fn assert_no_disk_left(d: &super::TestDaemon, dirs: &[&str]) {
         assert!(mounts.is_empty(), "mounts remain under {dir}: {mounts:?}");
     }
 }
+
+/// Whether `dir` is a mount point (in this process's mount namespace).
+pub fn is_mount(dir: &Path) -> bool {
+    let want = dir.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
