@@ -105,6 +105,28 @@ where
     Ok(())
 }
 
+/// `GET`s the list at `path` and prints it: JSON for scripts (`as_json`), else a table of
+/// `headers` with one row per object, made by `row`.
+async fn list<T>(
+    client: &Client,
+    path: &str,
+    as_json: bool,
+    headers: &[&str],
+    row: impl Fn(&T) -> Vec<String>,
+) -> Result<(), ClientError>
+where
+    T: serde::de::DeserializeOwned + serde::Serialize,
+{
+    let all: Vec<T> = client.call(hyper::Method::GET, path, None::<&()>).await?;
+    if as_json {
+        crate::cli::output::json(&all);
+    } else {
+        let rows: Vec<Vec<String>> = all.iter().map(row).collect();
+        crate::cli::output::table(headers, &rows);
+    }
+    Ok(())
+}
+
 /// `DELETE`s the object of each name (`path` makes its API path from the encoded name) and
 /// says `removed NOUN NAME`; reports each failure and goes on.
 async fn remove_each(

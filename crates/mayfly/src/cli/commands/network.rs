@@ -33,39 +33,32 @@ pub(super) async fn network(client: &Client, command: NetworkCommand) -> Result<
             }
         }
         NetworkCommand::List(f) => {
-            let all: Vec<NetworkInfo> = client
-                .call(Method::GET, paths::NETWORKS, None::<&()>)
-                .await?;
-            if f.json {
-                json(&all);
-            } else {
-                let rows: Vec<Vec<String>> = all
-                    .iter()
-                    .map(|n| {
-                        vec![
-                            n.name.clone(),
-                            n.subnet.clone(),
-                            n.gateway.clone(),
-                            n.bridge.clone(),
-                            flags(n),
-                            n.interfaces.len().to_string(),
-                            ago(&n.created_at),
-                        ]
-                    })
-                    .collect();
-                table(
-                    &[
-                        "NAME",
-                        "SUBNET",
-                        "GATEWAY",
-                        "BRIDGE",
-                        "OPTIONS",
-                        "INTERFACES",
-                        "CREATED",
-                    ],
-                    &rows,
-                );
-            }
+            super::list(
+                client,
+                paths::NETWORKS,
+                f.json,
+                &[
+                    "NAME",
+                    "SUBNET",
+                    "GATEWAY",
+                    "BRIDGE",
+                    "OPTIONS",
+                    "INTERFACES",
+                    "CREATED",
+                ],
+                |n: &NetworkInfo| {
+                    vec![
+                        n.name.clone(),
+                        n.subnet.clone(),
+                        n.gateway.clone(),
+                        n.bridge.clone(),
+                        flags(n),
+                        n.interfaces.len().to_string(),
+                        ago(&n.created_at),
+                    ]
+                },
+            )
+            .await?;
         }
         NetworkCommand::Info(a) => {
             show::<NetworkInfo>(
@@ -189,26 +182,22 @@ pub(super) async fn channel(client: &Client, command: ChannelCommand) -> Result<
             }
         }
         ChannelCommand::List(f) => {
-            let all: Vec<ChannelInfo> = client
-                .call(Method::GET, paths::CHANNELS, None::<&()>)
-                .await?;
-            if f.json {
-                json(&all);
-            } else {
-                let rows: Vec<Vec<String>> = all
-                    .iter()
-                    .map(|c| {
-                        vec![
-                            c.name.clone(),
-                            c.server.clone(),
-                            c.client.clone(),
-                            c.path.clone(),
-                            ago(&c.created_at),
-                        ]
-                    })
-                    .collect();
-                table(&["NAME", "SERVER", "CLIENT", "PATH", "CREATED"], &rows);
-            }
+            super::list(
+                client,
+                paths::CHANNELS,
+                f.json,
+                &["NAME", "SERVER", "CLIENT", "PATH", "CREATED"],
+                |c: &ChannelInfo| {
+                    vec![
+                        c.name.clone(),
+                        c.server.clone(),
+                        c.client.clone(),
+                        c.path.clone(),
+                        ago(&c.created_at),
+                    ]
+                },
+            )
+            .await?;
         }
         ChannelCommand::Rm(a) => {
             return remove_each(client, &a.names, "channel", paths::channel).await;

@@ -9,7 +9,7 @@ use mayfly_api::{
 
 use super::{each, enc, remove_each, show};
 use crate::cli::client::{Client, ClientError};
-use crate::cli::output::{json, table};
+use crate::cli::output::json;
 use crate::cli::{FlavorCommand, NamesArgs, SetArgs};
 
 /// `key=value …` of every limit set, in [`LIMIT_KEYS`] order (`-` when none).
@@ -69,33 +69,26 @@ pub(super) async fn flavor(client: &Client, command: FlavorCommand) -> Result<i3
             }
         }
         FlavorCommand::List(f) => {
-            let all: Vec<FlavorInfo> = client
-                .call(Method::GET, paths::FLAVORS, None::<&()>)
-                .await?;
-            if f.json {
-                json(&all);
-            } else {
-                let rows: Vec<Vec<String>> = all
-                    .iter()
-                    .map(|f| {
-                        vec![
-                            f.name.clone(),
-                            if f.builtin { "built-in" } else { "custom" }.to_owned(),
-                            limits_line(&f.limits),
-                            f.used_by.len().to_string(),
-                            if f.description.is_empty() {
-                                "-".to_owned()
-                            } else {
-                                f.description.clone()
-                            },
-                        ]
-                    })
-                    .collect();
-                table(
-                    &["NAME", "KIND", "LIMITS", "INSTANCES", "DESCRIPTION"],
-                    &rows,
-                );
-            }
+            super::list(
+                client,
+                paths::FLAVORS,
+                f.json,
+                &["NAME", "KIND", "LIMITS", "INSTANCES", "DESCRIPTION"],
+                |f: &FlavorInfo| {
+                    vec![
+                        f.name.clone(),
+                        if f.builtin { "built-in" } else { "custom" }.to_owned(),
+                        limits_line(&f.limits),
+                        f.used_by.len().to_string(),
+                        if f.description.is_empty() {
+                            "-".to_owned()
+                        } else {
+                            f.description.clone()
+                        },
+                    ]
+                },
+            )
+            .await?;
         }
         FlavorCommand::Info(a) => {
             show::<FlavorInfo>(client, &paths::flavor(&enc(&a.name)), a.json, print_flavor).await?;

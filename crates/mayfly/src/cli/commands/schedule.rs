@@ -6,7 +6,7 @@ use mayfly_api::{ApiError, CreateSchedule, ErrorCode, ScheduleInfo, paths};
 use super::enc;
 use crate::cli::ScheduleCommand;
 use crate::cli::client::{Client, ClientError};
-use crate::cli::output::{json, table};
+use crate::cli::output::json;
 
 /// `mayfly schedule …`.
 pub(super) async fn schedule(client: &Client, c: ScheduleCommand) -> Result<i32, ClientError> {
@@ -34,42 +34,37 @@ pub(super) async fn schedule(client: &Client, c: ScheduleCommand) -> Result<i32,
                 Some(n) => paths::schedules(&enc(n)),
                 None => paths::SCHEDULES.to_owned(),
             };
-            let all: Vec<ScheduleInfo> = client.call(Method::GET, &path, None::<&()>).await?;
-            if a.json {
-                json(&all);
-            } else {
-                let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
-                let rows: Vec<Vec<String>> = all
-                    .iter()
-                    .map(|s| {
-                        let action = match s.keep {
-                            Some(k) => format!("{} (keep {k})", s.action),
-                            None => s.action.to_string(),
-                        };
-                        vec![
-                            s.id.to_string(),
-                            s.instance.clone(),
-                            action,
-                            s.cron.clone(),
-                            dash(&s.next_run),
-                            dash(&s.last_run),
-                            dash(&s.last_error),
-                        ]
-                    })
-                    .collect();
-                table(
-                    &[
-                        "ID",
-                        "INSTANCE",
-                        "ACTION",
-                        "CRON",
-                        "NEXT",
-                        "LAST",
-                        "LAST ERROR",
-                    ],
-                    &rows,
-                );
-            }
+            let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+            super::list(
+                client,
+                &path,
+                a.json,
+                &[
+                    "ID",
+                    "INSTANCE",
+                    "ACTION",
+                    "CRON",
+                    "NEXT",
+                    "LAST",
+                    "LAST ERROR",
+                ],
+                |s: &ScheduleInfo| {
+                    let action = match s.keep {
+                        Some(k) => format!("{} (keep {k})", s.action),
+                        None => s.action.to_string(),
+                    };
+                    vec![
+                        s.id.to_string(),
+                        s.instance.clone(),
+                        action,
+                        s.cron.clone(),
+                        dash(&s.next_run),
+                        dash(&s.last_run),
+                        dash(&s.last_error),
+                    ]
+                },
+            )
+            .await?;
         }
         ScheduleCommand::Rm(a) => {
             let all: Vec<ScheduleInfo> = client

@@ -6,7 +6,7 @@ use mayfly_api::{AttachVolume, CreateVolume, DetachVolume, VolumeInfo, paths};
 use super::{enc, remove_each, show};
 use crate::cli::VolumeCommand;
 use crate::cli::client::{Client, ClientError};
-use crate::cli::output::{ago, json, table};
+use crate::cli::output::{ago, json};
 
 /// `mayfly volume …`.
 pub(super) async fn volume(client: &Client, c: VolumeCommand) -> Result<i32, ClientError> {
@@ -26,26 +26,22 @@ pub(super) async fn volume(client: &Client, c: VolumeCommand) -> Result<i32, Cli
             }
         }
         VolumeCommand::List(f) => {
-            let all: Vec<VolumeInfo> = client
-                .call(Method::GET, paths::VOLUMES, None::<&()>)
-                .await?;
-            if f.json {
-                json(&all);
-            } else {
-                let rows: Vec<Vec<String>> = all
-                    .iter()
-                    .map(|v| {
-                        vec![
-                            v.name.clone(),
-                            v.size
-                                .map_or_else(|| "-".into(), mayfly_api::size::format_size),
-                            attachment(v),
-                            ago(&v.created_at),
-                        ]
-                    })
-                    .collect();
-                table(&["NAME", "SIZE", "ATTACHED", "CREATED"], &rows);
-            }
+            super::list(
+                client,
+                paths::VOLUMES,
+                f.json,
+                &["NAME", "SIZE", "ATTACHED", "CREATED"],
+                |v: &VolumeInfo| {
+                    vec![
+                        v.name.clone(),
+                        v.size
+                            .map_or_else(|| "-".into(), mayfly_api::size::format_size),
+                        attachment(v),
+                        ago(&v.created_at),
+                    ]
+                },
+            )
+            .await?;
         }
         VolumeCommand::Info(a) => {
             show::<VolumeInfo>(client, &paths::volume(&enc(&a.name)), a.json, print_volume).await?;
