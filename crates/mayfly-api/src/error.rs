@@ -24,6 +24,12 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// The request body is larger than the daemon accepts (413).
     TooLarge,
+    /// No credentials, or unknown or revoked ones (401; over TCP only).
+    Unauthenticated,
+    /// The caller may not do this (403).
+    Forbidden,
+    /// The caller has too many requests or streams open at once (429).
+    TooManyRequests,
     /// The host lacks something the action needs (e.g. a kernel feature) (503).
     Unavailable,
     /// Something failed inside the daemon (500).
@@ -42,6 +48,9 @@ impl ErrorCode {
             | ErrorCode::InUse => 409,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::TooLarge => 413,
+            ErrorCode::Unauthenticated => 401,
+            ErrorCode::Forbidden => 403,
+            ErrorCode::TooManyRequests => 429,
             ErrorCode::Unavailable => 503,
             ErrorCode::Internal => 500,
         }

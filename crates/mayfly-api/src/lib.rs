@@ -6,7 +6,9 @@
 //! default. Paths of the API are in [`paths`].
 #![forbid(unsafe_code)]
 
+pub mod actions;
 mod error;
+mod events;
 mod instance;
 pub mod names;
 mod network;
@@ -17,7 +19,11 @@ pub mod stream;
 mod template;
 pub mod text;
 
+pub use actions::{ACTIONS, Action, ActionSpec, Answer};
 pub use error::{ApiError, ErrorBody, ErrorCode};
+pub use events::{
+    CreateToken, CreatedToken, Event, EventSubject, EventsQuery, LoginRequest, Outcome, TokenInfo,
+};
 pub use instance::{
     CloneRequest, ConsoleRequest, CreateInstance, CreateSnapshot, Ending, ExecRequest, ExitInfo,
     InstanceInfo, InstanceState, Isolation, LogsQuery, MAX_ARG_BYTES, MAX_PROCESS_BYTES, Mode,

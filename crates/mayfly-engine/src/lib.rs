@@ -20,6 +20,7 @@ mod build;
 mod console;
 mod error;
 mod etc_files;
+pub mod events;
 mod exec;
 mod freeze;
 mod hygiene;

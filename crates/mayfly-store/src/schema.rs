@@ -160,12 +160,31 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX schedules_instance ON schedules(instance_id);
     ALTER TABLE instances ADD COLUMN user_data BLOB;
     ALTER TABLE instances ADD COLUMN restart_state TEXT;",
+    // 9: the management interface: the event log (bounded: the oldest rows are deleted past
+    // a cap, `seq` is never reused) and the API's tokens (only a hash of each secret).
+    "CREATE TABLE events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        time INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        subject_kind TEXT,
+        subject_name TEXT,
+        actor TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        details TEXT
+    );
+    CREATE TABLE tokens (
+        name TEXT PRIMARY KEY,
+        hash TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        last_used INTEGER
+    );",
 ];
 
 /// SQL that takes a database of the newest schema back to schema 7 (tests that open an older
 /// catalogue rewind a new one step by step).
 #[cfg(test)]
-pub(crate) const BACK_TO_7: &str = "DROP TABLE volumes; DROP TABLE schedules; \
+pub(crate) const BACK_TO_7: &str = "DROP TABLE events; DROP TABLE tokens; \
+     DROP TABLE volumes; DROP TABLE schedules; \
      ALTER TABLE instances DROP COLUMN user_data; \
      ALTER TABLE instances DROP COLUMN restart_state;";
 

@@ -76,6 +76,16 @@ fn lost(what: &str, e: impl std::fmt::Display) -> ClientError {
     ))
 }
 
+/// The HTTP method of an action of the API table.
+pub fn method(action: mayfly_api::Action) -> Method {
+    match action.method() {
+        mayfly_api::actions::Method::Get => Method::GET,
+        mayfly_api::actions::Method::Post => Method::POST,
+        mayfly_api::actions::Method::Patch => Method::PATCH,
+        mayfly_api::actions::Method::Delete => Method::DELETE,
+    }
+}
+
 /// A body from bytes.
 pub fn full(bytes: impl Into<Bytes>) -> ReqBody {
     Full::new(bytes.into())
@@ -174,6 +184,23 @@ impl Client {
             body
         };
         serde_json::from_slice(&body).map_err(|e| protocol("decode the daemon's answer", e))
+    }
+
+    /// Calls `action` of the API table, its path filled by `args` (encoded there), with
+    /// `body` as JSON; decodes a JSON answer (`()` for none).
+    pub async fn act<T: DeserializeOwned>(
+        &self,
+        action: mayfly_api::Action,
+        args: &[&str],
+        body: Option<&impl Serialize>,
+    ) -> Result<T, ClientError> {
+        self.call(method(action), &action.path(args), body).await
+    }
+
+    /// The client and bare name for an instance argument: `REMOTE:NAME` names an instance
+    /// of a configured remote (part R of issue 24); anything else is this client's.
+    pub fn target<'a>(&self, name: &'a str) -> Result<(Client, &'a str), ClientError> {
+        Ok((self.clone(), name))
     }
 
     /// Sends `body` as JSON with `Upgrade: mayfly-stream` and returns the upgraded stream,

@@ -62,7 +62,9 @@ pub(crate) fn bad_request(message: impl Into<String>, hint: impl Into<String>) -
 pub(crate) async fn detached<T: Send + 'static>(
     action: impl std::future::Future<Output = Result<T, EngineError>> + Send + 'static,
 ) -> Result<T, ApiFailure> {
-    match tokio::spawn(action).await {
+    // The spawned task is the request's too: what it emits names the request's caller.
+    let actor = mayfly_engine::events::current_actor();
+    match tokio::spawn(mayfly_engine::events::with_actor(actor, action)).await {
         Ok(result) => result.map_err(ApiFailure::from),
         Err(e) => Err(ApiFailure(ApiError::new(
             ErrorCode::Internal,
@@ -216,6 +218,18 @@ fn routes(engine: AppState) -> Router {
         .route(mayfly_api::paths::STATS, get(res::stats))
         .merge(super::api_volumes::routes())
         .merge(super::api_schedules::routes())
+        .route("/v1/openapi.json", get(super::openapi::document))
+        .route("/metrics", get(super::metrics::metrics))
+        .route("/v1/events", get(super::api_events::events))
+        .route(
+            "/v1/tokens",
+            get(super::auth::list_tokens).post(super::auth::create_token),
+        )
+        .route("/v1/tokens/{name}", delete(super::auth::revoke_token))
+        .route("/v1/login", post(super::auth::login))
+        .route("/v1/logout", post(super::auth::logout))
+        .route("/v1/instances/{name}/terminal", get(super::web::terminal))
+        .merge(super::web::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .layer(axum::middleware::from_fn(log_request))

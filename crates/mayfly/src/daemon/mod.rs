@@ -6,13 +6,20 @@
 //! daemon re-attaches.
 
 mod api;
+mod api_events;
 mod api_network;
 mod api_resources;
 mod api_schedules;
 mod api_volumes;
+mod audit;
+mod auth;
 mod events;
 mod import;
+mod metrics;
+mod notify;
+mod openapi;
 mod stream;
+mod web;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -147,7 +154,9 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
             _ = term => {}
         }
         tracing::info!("stopping the daemon; instances keep running");
+        notify::stopping();
     };
+    notify::ready();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

@@ -1,14 +1,13 @@
 //! `mayfly info` without a name: the daemon's own facts (version, state directory, cgroup
 //! mode, user namespaces, counts).
 
-use hyper::Method;
-use mayfly_api::{DaemonInfo, paths};
+use mayfly_api::{Action, DaemonInfo};
 
 use crate::cli::client::{Client, ClientError};
 use crate::cli::output::json;
 
 pub(super) async fn daemon_info(client: &Client, as_json: bool) -> Result<i32, ClientError> {
-    let info: DaemonInfo = client.call(Method::GET, paths::INFO, None::<&()>).await?;
+    let info: DaemonInfo = client.act(Action::Info, &[], None::<&()>).await?;
     if as_json {
         json(&info);
         return Ok(0);

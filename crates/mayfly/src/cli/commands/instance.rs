@@ -178,8 +178,9 @@ pub(super) async fn instance_info(
     name: &str,
     as_json: bool,
 ) -> Result<i32, ClientError> {
+    let (client, name) = client.target(name)?;
     let i: InstanceInfo = client
-        .call(Method::GET, &paths::instance(&enc(name)), None::<&()>)
+        .act(mayfly_api::Action::InstanceInfo, &[name], None::<&()>)
         .await?;
     if as_json {
         json(&i);
