@@ -89,6 +89,7 @@ fn daemon_main(args: cli::DaemonArgs, socket: std::path::PathBuf) -> i32 {
         user_namespaces: args.user_namespaces,
         import_limits: args.import.limits(),
         memory_overcommit: args.memory_overcommit,
+        listen: args.listen,
     };
     match runtime.block_on(daemon::run(options)) {
         Ok(()) => 0,

@@ -19,12 +19,16 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+pub use args::events::*;
 pub use args::instance::*;
+pub use args::meta::*;
 pub use args::network::*;
+pub use args::remote::*;
 pub use args::resources::*;
 pub use args::schedule::*;
 pub use args::snapshot::*;
 pub use args::template::*;
+pub use args::token::*;
 pub use args::volume::*;
 pub use client::Client;
 
@@ -49,6 +53,9 @@ pub struct Cli {
     /// The daemon's API socket.
     #[arg(long, global = true, env = "MAYFLY_SOCKET", default_value = DEFAULT_SOCKET, value_name = "PATH")]
     pub socket: PathBuf,
+    /// Talk to this remote daemon (see `mayfly remote`) instead of the local socket.
+    #[arg(long, global = true, env = "MAYFLY_REMOTE", value_name = "NAME")]
+    pub remote: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -325,6 +332,46 @@ Examples:
   mayfly schedule rm 3"
     )]
     Schedule(ScheduleCommand),
+    /// Show the event log: what happened to instances and templates, who did it, how it
+    /// ended; --follow keeps printing new events.
+    #[command(after_help = "\
+Examples:
+  mayfly events
+  mayfly events --since 10m
+  mayfly events --follow --json")]
+    Events(EventsArgs),
+    /// Manage API tokens for remote clients and the web page.
+    #[command(
+        subcommand,
+        after_help = "\
+Examples:
+  mayfly token create ci
+  mayfly token list
+  mayfly token revoke ci"
+    )]
+    Token(TokenCommand),
+    /// Manage remote daemons this CLI can talk to (`--remote NAME`, or `NAME:INSTANCE`).
+    #[command(
+        subcommand,
+        after_help = "\
+Examples:
+  mayfly remote add lab https://lab.example:8443 --token SECRET
+  mayfly --remote lab list
+  mayfly start lab:web"
+    )]
+    Remote(RemoteCommand),
+    /// Print a shell completion script.
+    #[command(after_help = "\
+Examples:
+  mayfly completion bash > /etc/bash_completion.d/mayfly
+  mayfly completion zsh > ~/.zfunc/_mayfly")]
+    Completion(CompletionArgs),
+    /// Print the manual page (roff), or write one per command into a directory.
+    #[command(after_help = "\
+Examples:
+  mayfly man | man -l -
+  mayfly man --dir /usr/local/share/man/man1")]
+    Man(ManArgs),
 }
 
 /// `mayfly console`.
@@ -391,6 +438,10 @@ pub struct DaemonArgs {
     /// Import limits.
     #[command(flatten)]
     pub import: limits::ImportLimitArgs,
+    /// Also serve the API and the web page over TCP, with TLS and token authentication, on
+    /// ADDR:PORT (repeatable); `none` for the unix socket only.
+    #[arg(long, env = "MAYFLY_LISTEN", value_name = "ADDR:PORT")]
+    pub listen: Vec<String>,
 }
 
 /// `mayfly forker`.

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::Json;
 use axum::Router;
@@ -15,10 +15,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post};
 use bytes::Bytes;
 use mayfly_api::{
-    ApiError, CreateInstance, ErrorBody, ErrorCode, ImportEvent, LogsQuery, RemoveQuery,
-    StopRequest,
+    ApiError, CreateInstance, ErrorBody, ErrorCode, ImportEvent, RemoveQuery, StopRequest,
 };
-use mayfly_engine::{Engine, EngineError, LogFollower};
+use mayfly_engine::{Engine, EngineError};
 
 use super::api_network as net;
 use super::api_resources as res;
@@ -28,7 +27,7 @@ use super::stream;
 /// Largest JSON body accepted.
 const MAX_JSON_BODY: usize = 1 << 20;
 
-type AppState = Arc<Engine>;
+pub(crate) type AppState = Arc<Engine>;
 
 /// An error response: the API error with its HTTP status.
 #[derive(Debug)]
@@ -174,7 +173,7 @@ fn routes(engine: AppState) -> Router {
         .route("/v1/instances/{name}/reset", post(reset_instance))
         .route("/v1/instances/{name}/exec", post(stream::exec))
         .route("/v1/instances/{name}/console", post(stream::console))
-        .route("/v1/instances/{name}/logs", get(logs))
+        .route("/v1/instances/{name}/logs", get(super::api_logs::logs))
         .route(
             "/v1/instances/{name}/snapshots",
             get(list_snapshots).post(create_snapshot),
@@ -588,79 +587,4 @@ async fn publish(
     let body: mayfly_api::PublishRequest = json_body(req.into_body()).await?;
     let info = detached(async move { engine.publish(&name, body).await }).await?;
     Ok((StatusCode::CREATED, Json(info)))
-}
-
-/// `GET /v1/instances/{name}/logs`: the console log (`?tail=N`), then with `?follow=true` what
-/// is appended, until the client goes or the instance is removed.
-async fn logs(
-    State(engine): State<AppState>,
-    Path(name): Path<String>,
-    req: Request,
-) -> Result<Response, ApiFailure> {
-    let q: LogsQuery = query(req.uri())?;
-    let files = engine.log_files(&name)?;
-    let id = engine.instance_id(&name)?;
-    let f = files.clone();
-    let (head, offset) = tokio::task::spawn_blocking(move || -> std::io::Result<(Vec<u8>, u64)> {
-        let offset = f.current_len();
-        Ok((f.read(q.tail)?, offset))
-    })
-    .await
-    .map_err(|e| ApiFailure(ApiError::new(ErrorCode::Internal, e.to_string())))?
-    .map_err(|e| {
-        ApiFailure(ApiError::new(
-            ErrorCode::Internal,
-            format!("cannot read the log of `{name}`: {e}"),
-        ))
-    })?;
-    if !q.follow {
-        return Ok(Response::builder()
-            .header(header::CONTENT_TYPE, "application/octet-stream")
-            .body(Body::from(head))
-            .unwrap_or_default());
-    }
-    let follower = tokio::task::spawn_blocking(move || LogFollower::new(files, offset))
-        .await
-        .map_err(|e| ApiFailure(ApiError::new(ErrorCode::Internal, e.to_string())))?
-        .map_err(|e| {
-            ApiFailure(ApiError::new(
-                ErrorCode::Internal,
-                format!("cannot follow the log: {e}"),
-            ))
-        })?;
-    // Until the instance is gone: whether it exists is asked before each read, so the read
-    // after it was gone still gets its last output (the follower holds the file open).
-    let state = (Some(head), Some(follower), engine, id);
-    let stream = futures_util::stream::unfold(state, |(head, follower, engine, id)| async move {
-        if let Some(head) = head {
-            return Some((
-                Ok::<Bytes, std::io::Error>(Bytes::from(head)),
-                (None, follower, engine, id),
-            ));
-        }
-        let mut follower = follower?;
-        loop {
-            let alive = engine.instance_id_exists(&id);
-            let read = tokio::task::spawn_blocking(move || {
-                let bytes = follower.read_new();
-                (follower, bytes)
-            })
-            .await;
-            let Ok((f, Ok(bytes))) = read else {
-                return None;
-            };
-            follower = f;
-            if !bytes.is_empty() {
-                return Some((Ok(Bytes::from(bytes)), (None, Some(follower), engine, id)));
-            }
-            if !alive {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    });
-    Ok(Response::builder()
-        .header(header::CONTENT_TYPE, "application/octet-stream")
-        .body(Body::from_stream(stream))
-        .unwrap_or_default())
 }

@@ -7,6 +7,7 @@
 
 mod api;
 mod api_events;
+mod api_logs;
 mod api_network;
 mod api_resources;
 mod api_schedules;
@@ -49,6 +50,9 @@ pub struct DaemonOptions {
     pub import_limits: mayfly_image::ImportLimits,
     /// Memory reservations may sum to the host's memory times this.
     pub memory_overcommit: f64,
+    /// TCP listeners (`ADDR:PORT`, or `none`), served with TLS and authentication.
+    #[allow(dead_code)] // served by part R
+    pub listen: Vec<String>,
 }
 
 fn lock_state_dir(state_dir: &Path) -> anyhow::Result<std::fs::File> {

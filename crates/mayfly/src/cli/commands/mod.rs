@@ -4,15 +4,19 @@
 
 mod console;
 mod daemon;
+mod events;
 mod exec;
 mod import;
 mod instance;
+mod meta;
 mod network;
+mod remote;
 mod resources;
 mod schedule;
 mod snapshot;
 mod stats;
 mod template;
+mod token;
 mod volume;
 
 use super::Command;
@@ -79,6 +83,11 @@ pub async fn dispatch(client: &Client, command: Command) -> i32 {
         Command::Resume(a) => resources::pause(client, a, true).await,
         Command::Volume(c) => volume::volume(client, c).await,
         Command::Schedule(c) => schedule::schedule(client, c).await,
+        Command::Events(a) => events::events(client, a).await,
+        Command::Token(c) => token::token(client, c).await,
+        Command::Remote(c) => remote::remote(client, c).await,
+        Command::Completion(a) => return meta::completion(a),
+        Command::Man(a) => return meta::man(a),
     };
     match result {
         Ok(code) => code,
