@@ -36,7 +36,7 @@ fn main() {
             }
         }
         Command::Daemon(args) => daemon_main(args, socket),
-        command => cli::run(socket, command),
+        command => cli::run(socket, cli.remote, command),
     };
     #[allow(clippy::exit)]
     std::process::exit(code);

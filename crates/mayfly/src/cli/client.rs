@@ -105,6 +105,17 @@ impl Client {
         Client { socket }
     }
 
+    /// The client the command line asks for: the daemon at `remote` (a name configured by
+    /// `mayfly remote add`, part R of issue 24) when given, else the one on `socket`.
+    pub fn for_command_line(socket: PathBuf, remote: Option<&str>) -> Result<Self, ClientError> {
+        match remote {
+            None => Ok(Client::new(socket)),
+            Some(r) => Err(ClientError::Protocol(format!(
+                "remote `{r}`: remotes are not implemented yet"
+            ))),
+        }
+    }
+
     /// The socket.
     pub fn socket(&self) -> &Path {
         &self.socket

@@ -477,7 +477,7 @@ pub struct InfoArgs {
 }
 
 /// Runs a client command; returns the process exit code.
-pub fn run(socket: PathBuf, command: Command) -> i32 {
+pub fn run(socket: PathBuf, remote: Option<String>, command: Command) -> i32 {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -488,7 +488,13 @@ pub fn run(socket: PathBuf, command: Command) -> i32 {
             return 1;
         }
     };
-    let client = Client::new(socket);
+    let client = match Client::for_command_line(socket, remote.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return e.exit_code();
+        }
+    };
     let code = runtime.block_on(commands::dispatch(&client, command));
     // A blocking read of a terminal stdin (`exec -t`, `run -t`) never returns on its own;
     // waiting for it would hang the CLI after the program ended.
