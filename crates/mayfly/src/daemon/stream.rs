@@ -32,12 +32,12 @@ use self::tee::LogTee;
 use super::api::{ApiFailure, bad_request, json_body};
 
 /// The daemon's ends of a process's stdio.
-struct HostStdio {
-    stdin: Option<pipe::Sender>,
-    stdout: pipe::Receiver,
-    stderr: Option<pipe::Receiver>,
+pub(crate) struct HostStdio {
+    pub(crate) stdin: Option<pipe::Sender>,
+    pub(crate) stdout: pipe::Receiver,
+    pub(crate) stderr: Option<pipe::Receiver>,
     /// The terminal's master side, for window-size changes.
-    pty: Option<OwnedFd>,
+    pub(crate) pty: Option<OwnedFd>,
 }
 
 fn internal(what: &str, e: impl std::fmt::Display) -> ApiFailure {
@@ -49,7 +49,10 @@ fn nonblocking(fd: &OwnedFd) -> std::io::Result<()> {
 }
 
 /// Creates the stdio of a process: our ends, and the descriptors to pass to it.
-fn make_stdio(tty: bool, size: Option<[u16; 2]>) -> Result<(HostStdio, Vec<OwnedFd>), ApiFailure> {
+pub(crate) fn make_stdio(
+    tty: bool,
+    size: Option<[u16; 2]>,
+) -> Result<(HostStdio, Vec<OwnedFd>), ApiFailure> {
     use rustix::pty::OpenptFlags;
     if tty {
         let flags = OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC;
@@ -90,7 +93,7 @@ fn make_stdio(tty: bool, size: Option<[u16; 2]>) -> Result<(HostStdio, Vec<Owned
 }
 
 /// Our ends of a terminal whose master side is `master`.
-fn terminal_host(master: OwnedFd) -> Result<HostStdio, ApiFailure> {
+pub(crate) fn terminal_host(master: OwnedFd) -> Result<HostStdio, ApiFailure> {
     let fail = |e| internal("open a terminal", e);
     let reader = master.try_clone().map_err(fail)?;
     let writer = master.try_clone().map_err(fail)?;
@@ -103,7 +106,7 @@ fn terminal_host(master: OwnedFd) -> Result<HostStdio, ApiFailure> {
     })
 }
 
-fn resize(master: &OwnedFd, rows: u16, cols: u16) {
+pub(crate) fn resize(master: &OwnedFd, rows: u16, cols: u16) {
     let size = rustix::termios::Winsize {
         ws_row: rows,
         ws_col: cols,
