@@ -31,6 +31,7 @@ mod refusals;
 mod templates;
 pub mod tools;
 pub mod umoci;
+pub mod webdriver;
 
 #[allow(unused_imports)]
 pub use archives::*;

@@ -97,13 +97,15 @@ function removeButton(name, after) {
   return b;
 }
 
-function instanceButtons(i, after) {
+function instanceButtons(i, after, all = false) {
   const running = i.state === 'running';
   const paused = i.state === 'paused';
   return h('div', { class: 'actions' },
     !running && !paused && actionButton('Start', 'instance.start', i.name, after),
     (running || paused) && actionButton('Stop', 'instance.stop', i.name, after),
     running && actionButton('Restart', 'instance.restart', i.name, after),
+    all && running && actionButton('Pause', 'instance.pause', i.name, after),
+    all && paused && actionButton('Resume', 'instance.resume', i.name, after),
     actionButton('Reset', 'instance.reset', i.name, after),
     running && h('a', { class: 'button', href: `#/instances/${encodeURIComponent(i.name)}/terminal`, 'data-action': 'terminal' }, 'Terminal'),
     removeButton(i.name, after));
@@ -173,10 +175,7 @@ export async function instanceView(name) {
     };
     head.replaceChildren(h('div', { class: 'card', id: 'instance', 'data-instance': i.name, 'data-state': i.state },
       h('div', { class: 'inline' }, h('h1', {}, i.name), stateBadge(i.state)),
-      instanceButtons(i, after),
-      h('div', { class: 'actions' },
-        i.state === 'running' && actionButton('Pause', 'instance.pause', i.name, after),
-        i.state === 'paused' && actionButton('Resume', 'instance.resume', i.name, after)),
+      instanceButtons(i, after, true),
       h('h2', {}, 'Details'),
       info([
         ['Mode', i.mode], ['Template', templateOf(i)], ['Resources', resourcesOf(i)],

@@ -1,0 +1,137 @@
+//! The web dashboard in a real browser (headless Chromium from Debian, driven through its
+//! chromedriver, both inside the test daemon's network namespace): log in, launch an instance
+//! from the page, see it running, run a command in its terminal and see the output, reset it,
+//! remove it. With `MAYFLY_SCREENSHOTS=1` the main pages are saved to docs/screenshots/.
+
+mod common;
+
+use std::time::Duration;
+
+use common::webdriver::{Bridge, Browser};
+use common::*;
+
+/// Where the page is served inside the daemon's namespace.
+const PAGE_PORT: u16 = 8080;
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The page's address, and what serves it (a bridge to the unix socket).
+struct Site {
+    url: String,
+    _bridge: Bridge,
+}
+
+impl Site {
+    fn open(d: &TestDaemon) -> Site {
+        let bridge = Bridge::start(
+            d.netns(),
+            &format!("TCP-LISTEN:{PAGE_PORT},bind=127.0.0.1,fork,reuseaddr"),
+            &format!("UNIX-CONNECT:{}", d.socket.display()),
+        );
+        let url = format!("http://127.0.0.1:{PAGE_PORT}/");
+        Site {
+            url,
+            _bridge: bridge,
+        }
+    }
+}
+
+fn screenshot(b: &Browser, name: &str) {
+    if std::env::var_os("MAYFLY_SCREENSHOTS").is_none_or(|v| v != "1") {
+        return;
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots");
+    std::fs::create_dir_all(&dir).expect("create docs/screenshots");
+    // Let the page settle (fonts, the terminal's cursor).
+    std::thread::sleep(Duration::from_millis(400));
+    b.screenshot(&dir.join(format!("{name}.png")));
+}
+
+fn goto_hash(b: &Browser, site: &Site, hash: &str) {
+    b.goto(&format!("{}{hash}", site.url));
+}
+
+#[test]
+fn dashboard_launches_runs_a_terminal_resets_and_removes_an_instance() {
+    let d = TestDaemon::start();
+    let site = Site::open(&d);
+    wait_until(WAIT, "the page's bridge to listen", || {
+        std::process::Command::new("nsenter")
+                .arg(format!("--net=/run/netns/{}", d.netns()))
+                .args(["socat", "-u", "OPEN:/dev/null", &format!("TCP:127.0.0.1:{PAGE_PORT}")])
+                .status()
+                .is_ok_and(|s| s.success())
+    });
+    let b = Browser::start(&d);
+    b.goto(&site.url);
+
+    // The instances page, empty.
+    b.wait_text("#instances", "No instances", WAIT);
+    screenshot(&b, "instances-empty");
+
+    // Launch from the form: busybox, a name, a command, a memory limit.
+    b.click_on("#nav-launch");
+    b.wait_for("#launch-form", WAIT);
+    b.set_field("#launch-template", "busybox");
+    b.set_field("#launch-name", "web1");
+    b.set_field("#launch-command", "sleep 3600");
+    b.set_field("#launch-form input[name=memory]", "64M");
+    screenshot(&b, "launch");
+    b.click_on("#launch");
+    b.wait_for("#instance[data-state=running]", WAIT);
+    // The daemon agrees: it runs, with what the form said.
+    let info = d.info("web1");
+    assert_eq!(info["state"], "running", "{info}");
+    assert_eq!(info["command"], serde_json::json!(["sleep", "3600"]), "{info}");
+    assert_eq!(info["limits"]["memory"], 64 * 1024 * 1024, "{info}");
+    b.wait_text("#instance", "64 MiB", WAIT);
+    screenshot(&b, "instance");
+
+    // The list shows it running, with its template and version.
+    goto_hash(&b, &site, "#/instances");
+    b.wait_text("tr[data-instance=web1] .state-cell", "running", WAIT);
+    b.wait_text("tr[data-instance=web1]", "busybox@1", WAIT);
+    screenshot(&b, "instances");
+
+    // Its terminal: run a command and see its output (computed in the instance, so the echo
+    // of what was typed does not count), and leave a file behind for the reset to take.
+    b.click_on("tr[data-instance=web1] a[data-action=terminal]");
+    b.wait_for("#terminal[data-connected=true]", WAIT);
+    let input = b.wait_for(".xterm-helper-textarea", WAIT);
+    b.type_into(&input, "echo web-$((6*7)) > /marker; cat /marker\n");
+    b.wait_text("#terminal .xterm-rows", "web-42", WAIT);
+    screenshot(&b, "terminal");
+    assert_eq!(d.sh("web1", "cat /marker").trim(), "web-42");
+    // Ending the shell ends the page's terminal with its status.
+    b.type_into(&input, "exit 3\n");
+    b.wait_text("#terminal-status", "exited with status 3", WAIT);
+
+    // Reset from the instance's page: the file is gone, the instance runs again.
+    goto_hash(&b, &site, "#/instances/web1");
+    b.click_on("#instance button[data-action=reset]");
+    b.wait_text("#flash", "web1: reset done", WAIT);
+    b.wait_for("#instance[data-state=running]", WAIT);
+    wait_state(&d, "web1", "running");
+    assert!(!exists_in(&d, "web1", "/marker"), "the reset kept /marker");
+
+    // The other pages.
+    goto_hash(&b, &site, "#/templates");
+    b.wait_text("tr[data-template=busybox]", "busybox", WAIT);
+    screenshot(&b, "templates");
+    goto_hash(&b, &site, "#/templates/busybox");
+    b.wait_text("#versions", "@1", WAIT);
+    screenshot(&b, "template");
+    goto_hash(&b, &site, "#/events");
+    b.wait_for("#events", WAIT);
+    screenshot(&b, "events");
+
+    // Remove, after confirming.
+    goto_hash(&b, &site, "#/instances");
+    b.click_on("tr[data-instance=web1] button[data-action=remove]");
+    b.click_on("#confirm-yes");
+    b.wait_gone("tr[data-instance=web1]", WAIT);
+    assert!(is_gone(&d, "web1"), "the page removed web1 but the daemon has it");
+
+    b.quit();
+    drop(site);
+    d.finish();
+}
