@@ -56,10 +56,15 @@ fn dashboard_launches_runs_a_terminal_resets_and_removes_an_instance() {
     let site = Site::open(&d);
     wait_until(WAIT, "the page's bridge to listen", || {
         std::process::Command::new("nsenter")
-                .arg(format!("--net=/run/netns/{}", d.netns()))
-                .args(["socat", "-u", "OPEN:/dev/null", &format!("TCP:127.0.0.1:{PAGE_PORT}")])
-                .status()
-                .is_ok_and(|s| s.success())
+            .arg(format!("--net=/run/netns/{}", d.netns()))
+            .args([
+                "socat",
+                "-u",
+                "OPEN:/dev/null",
+                &format!("TCP:127.0.0.1:{PAGE_PORT}"),
+            ])
+            .status()
+            .is_ok_and(|s| s.success())
     });
     let b = Browser::start(&d);
     b.goto(&site.url);
@@ -81,7 +86,11 @@ fn dashboard_launches_runs_a_terminal_resets_and_removes_an_instance() {
     // The daemon agrees: it runs, with what the form said.
     let info = d.info("web1");
     assert_eq!(info["state"], "running", "{info}");
-    assert_eq!(info["command"], serde_json::json!(["sleep", "3600"]), "{info}");
+    assert_eq!(
+        info["command"],
+        serde_json::json!(["sleep", "3600"]),
+        "{info}"
+    );
     assert_eq!(info["limits"]["memory"], 64 * 1024 * 1024, "{info}");
     b.wait_text("#instance", "64 MiB", WAIT);
     screenshot(&b, "instance");
@@ -129,7 +138,10 @@ fn dashboard_launches_runs_a_terminal_resets_and_removes_an_instance() {
     b.click_on("tr[data-instance=web1] button[data-action=remove]");
     b.click_on("#confirm-yes");
     b.wait_gone("tr[data-instance=web1]", WAIT);
-    assert!(is_gone(&d, "web1"), "the page removed web1 but the daemon has it");
+    assert!(
+        is_gone(&d, "web1"),
+        "the page removed web1 but the daemon has it"
+    );
 
     b.quit();
     drop(site);

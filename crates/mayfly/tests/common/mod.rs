@@ -32,6 +32,7 @@ mod templates;
 pub mod tools;
 pub mod umoci;
 pub mod webdriver;
+pub mod websocket;
 
 #[allow(unused_imports)]
 pub use archives::*;

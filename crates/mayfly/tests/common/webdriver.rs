@@ -66,7 +66,11 @@ const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 impl Browser {
     /// Starts chromedriver and a headless Chromium inside `d`'s network namespace.
     pub fn start(d: &TestDaemon) -> Browser {
-        for tool in ["/usr/bin/chromium", "/usr/bin/chromedriver", "/usr/bin/socat"] {
+        for tool in [
+            "/usr/bin/chromium",
+            "/usr/bin/chromedriver",
+            "/usr/bin/socat",
+        ] {
             assert!(
                 Path::new(tool).exists(),
                 "{tool} is missing: run scripts/install-deps (chromium, chromium-driver, socat)"
@@ -101,11 +105,13 @@ impl Browser {
             session: String::new(),
         };
         let mut last = String::new();
-        let up = poll_until(Duration::from_secs(20), || match b.try_call("GET", "/status", None) {
-            Ok(_) => true,
-            Err(e) => {
-                last = e;
-                false
+        let up = poll_until(Duration::from_secs(20), || {
+            match b.try_call("GET", "/status", None) {
+                Ok(_) => true,
+                Err(e) => {
+                    last = e;
+                    false
+                }
             }
         });
         assert!(up, "chromedriver did not answer within 20 s: {last}");
@@ -235,7 +241,11 @@ impl Browser {
 
     /// Clicks `el`.
     pub fn click(&self, el: &Element) {
-        self.session_call("POST", &format!("/element/{}/click", el.0), Some(&json!({})));
+        self.session_call(
+            "POST",
+            &format!("/element/{}/click", el.0),
+            Some(&json!({})),
+        );
     }
 
     /// Clicks the element matching `css` once it is there.
@@ -343,8 +353,8 @@ impl Drop for Browser {
 }
 
 /// Reads one HTTP answer: chromedriver keeps the connection open after it, `Connection:
-/// close` or not, so the body is read by its length.
-fn read_answer(s: &mut UnixStream) -> Result<Vec<u8>, String> {
+/// close` or not, so the body is read by its length (and a `101` ends at its head).
+pub fn read_answer(s: &mut UnixStream) -> Result<Vec<u8>, String> {
     let mut raw = Vec::new();
     let mut buf = [0u8; 16 * 1024];
     loop {
@@ -354,16 +364,16 @@ fn read_answer(s: &mut UnixStream) -> Result<Vec<u8>, String> {
                 .lines()
                 .find_map(|l| l.strip_prefix("content-length:"))
                 .and_then(|v| v.trim().parse::<usize>().ok());
-            if let Some(len) = len
-                && raw.len() >= end + 4 + len
-            {
+            // A `101` (a WebSocket's) has no body: what follows is the new protocol's.
+            let switching = head.starts_with("http/1.1 101");
+            if switching || len.is_some_and(|len| raw.len() >= end + 4 + len) {
                 return Ok(raw);
             }
         }
         match s.read(&mut buf) {
             Ok(0) => return Ok(raw),
             Ok(n) => raw.extend_from_slice(&buf[..n]),
-            Err(e) => return Err(format!("reading chromedriver's answer: {e}")),
+            Err(e) => return Err(format!("reading the answer: {e}")),
         }
     }
 }

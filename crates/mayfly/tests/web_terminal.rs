@@ -1,0 +1,221 @@
+//! The web page's assets and its terminal's WebSocket (`GET /v1/instances/{name}/terminal`),
+//! driven without a browser: what the page is served with, the terminal's bytes, its resize
+//! and exit messages, its refusals (plain HTTP errors before any upgrade), and the hang-up of
+//! a process whose page went away.
+
+mod common;
+
+use std::time::Duration;
+
+use common::websocket::{WsClient, WsMessage};
+use common::*;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn terminal(d: &TestDaemon, query: &str) -> WsClient {
+    WsClient::connect(&d.socket, &format!("/v1/instances/web1/terminal{query}"))
+        .unwrap_or_else(|r| panic!("the terminal was refused: {} {:?}", r.status, r.json()))
+}
+
+/// Waits for the `{"exit":N}` message (output before it is skipped) and the close after it.
+fn exit_status(ws: &mut WsClient) -> i64 {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match ws.recv(left) {
+            Some(WsMessage::Binary(_)) => {}
+            Some(WsMessage::Text(t)) => {
+                let v: serde_json::Value = serde_json::from_str(&t).expect("JSON control");
+                if let Some(code) = v["exit"].as_i64() {
+                    assert_eq!(
+                        ws.recv(WAIT),
+                        Some(WsMessage::Close),
+                        "no close after the exit"
+                    );
+                    return code;
+                }
+                panic!("unexpected message {t}");
+            }
+            other => panic!("the terminal ended without an exit message: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn page_and_assets_are_served_embedded_with_their_types() {
+    let d = TestDaemon::start();
+    let page = d.api_raw("GET", "/", "text/plain", b"");
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert!(String::from_utf8_lossy(&page.body).contains("/ui/app.js"));
+    let csp = page.header("content-security-policy").unwrap_or_default();
+    assert!(csp.contains("default-src 'self'"), "{csp}");
+    assert_eq!(page.header("x-frame-options"), Some("DENY"));
+    for (path, kind) in [
+        ("/ui/app.js", "text/javascript"),
+        ("/ui/api.js", "text/javascript"),
+        ("/ui/views.js", "text/javascript"),
+        ("/ui/style.css", "text/css"),
+        ("/ui/xterm.css", "text/css"),
+    ] {
+        let r = d.api_raw("GET", path, "text/plain", b"");
+        assert_eq!(r.status, 200, "{path}");
+        assert!(
+            r.header("content-type")
+                .unwrap_or_default()
+                .starts_with(kind),
+            "{path}: {:?}",
+            r.header("content-type")
+        );
+    }
+    // xterm.js is the whole terminal, not Debian's stub.
+    let xterm = d.api_raw("GET", "/ui/xterm.js", "text/plain", b"");
+    assert!(xterm.body.len() > 100_000, "{} bytes", xterm.body.len());
+    // The page's paths come from the action table, every action of it.
+    let actions = d.api_raw("GET", "/ui/actions.js", "text/plain", b"");
+    let actions = String::from_utf8_lossy(&actions.body).into_owned();
+    for spec in mayfly_api::actions::ACTIONS {
+        let entry = format!(
+            "\"{}\":[\"{}\",\"{}\"]",
+            spec.id,
+            spec.method.as_str(),
+            spec.path
+        );
+        assert!(actions.contains(&entry), "{entry} missing from {actions}");
+    }
+    // What is not a page file is the API's 404.
+    let (status, body) = d.api("GET", "/ui/nothing.js", None);
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "not_found", "{body}");
+    d.finish();
+}
+
+#[test]
+fn terminal_relays_bytes_resizes_and_ends_with_the_exit_status() {
+    let d = TestDaemon::start();
+    launch(&d, "web1", &[], Some("sleep 3600"));
+    wait_state(&d, "web1", "running");
+
+    let mut ws = terminal(&d, "?cols=90&rows=30");
+    let mut texts = Vec::new();
+    ws.send_binary(b"stty size; echo size-$((1+1))\n");
+    let out = ws.output_until("size-2", WAIT, &mut texts);
+    assert!(out.contains("30 90"), "{out:?}");
+    // The page resizes the terminal with a text message.
+    ws.send_text(r#"{"resize":{"cols":100,"rows":40}}"#);
+    ws.send_binary(b"stty size; echo size-$((2+1))\n");
+    let out = ws.output_until("size-3", WAIT, &mut texts);
+    assert!(out.contains("40 100"), "{out:?}");
+    // A control message it does not know is answered with an error, and the terminal goes on.
+    ws.send_text("hello");
+    ws.send_binary(b"echo still-$((3+1))\n");
+    ws.output_until("still-4", WAIT, &mut texts);
+    assert!(
+        texts.iter().any(|t| t.contains("bad control message")),
+        "{texts:?}"
+    );
+    ws.send_binary(b"exit 7\n");
+    assert_eq!(exit_status(&mut ws), 7);
+
+    // A command of the page's choice instead of the shell.
+    let mut ws = terminal(&d, "?command=echo%20one%20two");
+    ws.output_until("one two", WAIT, &mut Vec::new());
+    assert_eq!(exit_status(&mut ws), 0);
+
+    d.finish();
+}
+
+#[test]
+fn terminal_refusals_are_api_errors_before_any_upgrade() {
+    let d = TestDaemon::start();
+    launch(&d, "web1", &[], Some("sleep 3600"));
+    wait_state(&d, "web1", "running");
+    launch(&d, "off", &["--no-start"], Some("sleep 3600"));
+
+    let refused = |path: &str, status: u16, code: &str| {
+        let r = match WsClient::connect(&d.socket, path) {
+            Ok(_) => panic!("{path} was upgraded"),
+            Err(r) => r,
+        };
+        let body = r.json();
+        assert_eq!(r.status, status, "{path}: {body}");
+        assert_eq!(body["error"]["code"], code, "{path}: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{body}"
+        );
+    };
+    refused("/v1/instances/nope/terminal", 404, "not_found");
+    refused("/v1/instances/off/terminal", 409, "wrong_state");
+    refused(
+        "/v1/instances/web1/terminal?cols=0",
+        400,
+        "invalid_argument",
+    );
+    refused(
+        "/v1/instances/web1/terminal?rows=5000",
+        400,
+        "invalid_argument",
+    );
+    refused(
+        "/v1/instances/web1/terminal?cols=wide",
+        400,
+        "invalid_argument",
+    );
+    refused(
+        "/v1/instances/web1/terminal?shell=bash",
+        400,
+        "invalid_argument",
+    );
+    // Not a WebSocket: the API's error, saying what to do.
+    let (status, body) = d.api("GET", "/v1/instances/web1/terminal", None);
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("WebSocket")),
+        "{body}"
+    );
+    // None of them left a process in the instance.
+    let ps = d.sh("web1", "ps -o args");
+    assert_eq!(
+        ps.lines().filter(|l| !l.contains("ps -o")).count(),
+        2,
+        "{ps}"
+    );
+    d.finish();
+}
+
+#[test]
+fn a_page_that_goes_away_hangs_up_its_process() {
+    let d = TestDaemon::start();
+    launch(&d, "web1", &[], Some("sleep 3600"));
+    wait_state(&d, "web1", "running");
+    let running = |what: &str| d.sh("web1", "ps -o args").contains(what);
+
+    // A process that dies of SIGHUP.
+    let ws = terminal(&d, "?command=sleep%20777");
+    wait_until(WAIT, "sleep 777 to run", || running("sleep 777"));
+    ws.drop_connection();
+    wait_until(WAIT, "sleep 777 to be hung up", || !running("sleep 777"));
+
+    // One that ignores it is killed after the grace period.
+    d.sh(
+        "web1",
+        "printf 'trap \"\" HUP\\nsleep 778\\n' > /stubborn.sh",
+    );
+    let ws = terminal(&d, "?command=sh%20/stubborn.sh");
+    wait_until(WAIT, "sleep 778 to run", || running("sleep 778"));
+    ws.drop_connection();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(running("sh /stubborn.sh"), "SIGHUP was not ignored?");
+    wait_until(WAIT, "the stubborn process to be killed", || {
+        !running("sh /stubborn.sh")
+    });
+    d.finish();
+}
