@@ -50,10 +50,9 @@ fn goto_hash(b: &Browser, site: &Site, hash: &str) {
     b.goto(&format!("{}{hash}", site.url));
 }
 
-#[test]
-fn dashboard_launches_runs_a_terminal_resets_and_removes_an_instance() {
-    let d = TestDaemon::start();
-    let site = Site::open(&d);
+/// The page open in a browser (the bridge waited for).
+fn open_dashboard(d: &TestDaemon) -> (Site, Browser) {
+    let site = Site::open(d);
     wait_until(WAIT, "the page's bridge to listen", || {
         std::process::Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}", d.netns()))
@@ -66,8 +65,15 @@ fn dashboard_launches_runs_a_terminal_resets_and_removes_an_instance() {
             .status()
             .is_ok_and(|s| s.success())
     });
-    let b = Browser::start(&d);
+    let b = Browser::start(d);
     b.goto(&site.url);
+    (site, b)
+}
+
+#[test]
+fn dashboard_launches_runs_a_terminal_resets_and_removes_an_instance() {
+    let d = TestDaemon::start();
+    let (site, b) = open_dashboard(&d);
 
     // The instances page, empty.
     b.wait_text("#instances", "No instances", WAIT);
@@ -129,6 +135,9 @@ fn dashboard_launches_runs_a_terminal_resets_and_removes_an_instance() {
     goto_hash(&b, &site, "#/templates/busybox");
     b.wait_text("#versions", "@1", WAIT);
     screenshot(&b, "template");
+    goto_hash(&b, &site, "#/resources");
+    b.wait_text("#flavors-card", "tiny", WAIT);
+    screenshot(&b, "resources");
     goto_hash(&b, &site, "#/events");
     b.wait_for("#events", WAIT);
     screenshot(&b, "events");
@@ -142,6 +151,86 @@ fn dashboard_launches_runs_a_terminal_resets_and_removes_an_instance() {
         is_gone(&d, "web1"),
         "the page removed web1 but the daemon has it"
     );
+
+    b.quit();
+    drop(site);
+    d.finish();
+}
+
+#[test]
+fn dashboard_snapshots_restores_clones_publishes_and_rolls_back() {
+    let d = TestDaemon::start();
+    launch(&d, "web2", &["--persistent"], Some("sleep 3600"));
+    wait_state(&d, "web2", "running");
+    d.sh("web2", "echo one > /data");
+    let (site, b) = open_dashboard(&d);
+
+    // A snapshot from the instance's page.
+    goto_hash(&b, &site, "#/instances/web2");
+    b.wait_for("#instance[data-state=running]", WAIT);
+    b.set_field("#snapshot-form input[name=snapshot]", "s1");
+    b.click_on("#snapshot-form button");
+    b.wait_for("tr[data-snapshot=s1]", WAIT);
+    assert_eq!(
+        d.json(&["snapshot", "list", "web2", "--json"])[0]["name"],
+        "s1"
+    );
+
+    // Restore it, after confirming: what changed since is gone.
+    d.sh("web2", "echo two > /data");
+    b.click_on("tr[data-snapshot=s1] button[data-action=restore]");
+    b.click_on("#confirm-yes");
+    b.wait_text("#flash", "restored to s1", WAIT);
+    wait_state(&d, "web2", "running");
+    assert_eq!(d.sh("web2", "cat /data").trim(), "one");
+
+    // Clone it from the snapshot.
+    b.set_field("#clone-form input[name=name]", "web3");
+    b.set_field("#clone-form select[name=snapshot]", "s1");
+    b.click_on("#clone-form button");
+    b.wait_for("#instance[data-instance=web3]", WAIT);
+    wait_state(&d, "web3", "running");
+    assert_eq!(d.sh("web3", "cat /data").trim(), "one");
+
+    // Publish it as a template, twice: two versions.
+    goto_hash(&b, &site, "#/instances/web2");
+    b.wait_for("#publish-form", WAIT);
+    for message in ["first", "second"] {
+        b.set_field("#publish-form input[name=template]", "pub");
+        b.set_field("#publish-form input[name=message]", message);
+        b.click_on("#publish-form button");
+        b.wait_text("#flash", "published as pub@", WAIT);
+        b.execute("document.getElementById('flash').hidden = true;", &[]);
+    }
+    assert_eq!(template_info(&d, "pub")["current_version"], 2);
+
+    // The template's history, and a rollback to the first version.
+    goto_hash(&b, &site, "#/templates/pub");
+    b.wait_text("#versions", "second", WAIT);
+    b.wait_text("#versions tr[data-version='2']", "(current)", WAIT);
+    b.click_on("#versions tr[data-version='1'] button[data-action=rollback]");
+    b.wait_text("#versions tr[data-version='1']", "(current)", WAIT);
+    assert_eq!(template_info(&d, "pub")["current_version"], 1);
+    screenshot(&b, "template-versions");
+
+    // Launch from the snapshot with the launch form (a clone).
+    goto_hash(&b, &site, "#/launch");
+    b.click_on("#launch-form input[name=source][value=snapshot]");
+    b.set_field("#launch-snapshot", "web2/s1");
+    b.set_field("#launch-name", "web4");
+    b.click_on("#launch");
+    b.wait_for("#instance[data-instance=web4]", WAIT);
+    wait_state(&d, "web4", "running");
+    assert_eq!(d.sh("web4", "cat /data").trim(), "one");
+
+    // A refusal shows the daemon's message.
+    goto_hash(&b, &site, "#/launch");
+    b.set_field("#launch-template", "busybox");
+    b.set_field("#launch-name", "web4");
+    b.set_field("#launch-command", "sleep 1");
+    b.click_on("#launch");
+    b.wait_text("#flash.error", "web4", WAIT);
+    screenshot(&b, "error");
 
     b.quit();
     drop(site);

@@ -43,6 +43,7 @@ async function render() {
     case 'launch': return views.launchView();
     case 'templates': return name ? views.templateView(name) : views.templatesView();
     case 'events': return views.eventsView(events);
+    case 'resources': return views.resourcesView();
     default:
       location.hash = '#/instances';
       return undefined;

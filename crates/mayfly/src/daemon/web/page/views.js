@@ -184,11 +184,26 @@ export async function instanceView(name) {
         ['Last exit', i.last_exit ? JSON.stringify(i.last_exit) : undefined],
         ['OOM kills', i.oom_kills || undefined], ['Error', i.error], ['Id', i.id],
       ])));
-    snapshots.replaceChildren(snapshotCard(i, snaps, after));
+    snapshots.replaceChildren(snapshotCard(i, snaps, after), await scheduleCard(i));
+    if (i.state === 'running') {
+      act('stats', [], undefined, { instances: i.name }).then((list) => {
+        const st = (list || [])[0];
+        if (!st) return;
+        const usage = h('div', { id: 'usage' }, info([
+          ['CPU', `${st.cpu_percent.toFixed(1)} %`],
+          ['Memory', `${human(st.memory_bytes)}${st.memory_limit ? ` of ${human(st.memory_limit)}` : ''}`],
+          ['Processes', `${st.pids}${st.pids_limit ? ` of ${st.pids_limit}` : ''}`],
+          ['Disk', st.disk_bytes !== undefined ? `${human(st.disk_bytes)}${st.disk_limit ? ` of ${human(st.disk_limit)}` : ''}` : undefined],
+          ['I/O', `read ${human(st.io_read_bytes)}, written ${human(st.io_write_bytes)}`],
+        ]));
+        head.querySelector('#instance').append(h('h2', {}, 'Usage'), usage);
+      }).catch(() => {});
+    }
     if (!built) {
       built = true;
-      forms.replaceChildren(cloneCard(i, snaps), publishCard(i, snaps), limitsCard(i, after));
+      forms.replaceChildren(cloneCard(i, snaps), publishCard(i, snaps), limitsCard(i, after), renameCard(i));
     }
+    for (const select of forms.querySelectorAll('select.snapshot-choice')) snapshotOptions(select, snaps);
   };
   keepFresh(refresh, (e) => !e.subject || e.subject.name === name || e.subject.name.startsWith(`${name}/`));
   await refresh();
@@ -232,9 +247,69 @@ function snapshotCard(i, snaps, after) {
     form);
 }
 
+async function scheduleCard(i) {
+  let list = [];
+  try { list = await act('schedule.list', [i.name]); } catch (e) { flash(e); }
+  const card = h('div', { class: 'card' });
+  const redraw = async () => card.replaceWith(await scheduleCard(i));
+  const rows = list.map((sc) => {
+    const rm = h('button', { type: 'button', class: 'danger' }, 'Remove');
+    rm.addEventListener('click', () => busy(rm, async () => {
+      if (!(await confirmDialog(`Remove the ${sc.action} schedule \`${sc.cron}\` of ${i.name}?`))) return;
+      await act('schedule.remove', [i.name, String(sc.id)]);
+      await redraw();
+    }));
+    return h('tr', {}, h('td', {}, sc.id), h('td', {}, sc.action), h('td', { class: 'tag' }, sc.cron),
+      h('td', {}, sc.keep ?? ''), h('td', {}, sc.next_run ?? ''), h('td', {}, sc.last_run ?? ''),
+      h('td', { class: 'outcome-error' }, sc.last_error ?? ''), h('td', {}, rm));
+  });
+  const form = h('form', { class: 'inline', id: 'schedule-form' },
+    h('select', { name: 'action' }, ['reset', 'restart', 'snapshot'].map((a) => h('option', { value: a }, a))),
+    h('input', { name: 'cron', placeholder: 'cron: 0 3 * * *', required: true }),
+    h('input', { name: 'keep', type: 'number', min: 1, placeholder: 'snapshots kept' }),
+    h('button', { type: 'submit' }, 'Add a schedule'));
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    busy(form.querySelector('button'), async () => {
+      const keep = field(form, 'keep');
+      await act('schedule.add', [i.name], { action: field(form, 'action'), cron: field(form, 'cron'), keep: keep ? Number(keep) : undefined });
+      await redraw();
+    });
+  });
+  card.append(h('h2', {}, 'Schedules'),
+    rows.length ? h('table', {}, h('thead', {}, h('tr', {}, ['#', 'Action', 'When', 'Keep', 'Next', 'Last', 'Last error', ''].map((t) => h('th', {}, t)))), h('tbody', {}, rows))
+      : h('p', { class: 'muted' }, 'None.'),
+    form);
+  return card;
+}
+
+function renameCard(i) {
+  const form = h('form', { class: 'inline', id: 'rename-form' },
+    h('input', { name: 'name', required: true, placeholder: 'new name' }),
+    h('button', { type: 'submit', 'data-action': 'rename' }, 'Rename'));
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    busy(form.querySelector('button'), async () => {
+      const r = await act('instance.rename', [i.name], { name: field(form, 'name') });
+      flash(`${i.name}: renamed to ${r.name}`);
+      location.hash = `#/instances/${encodeURIComponent(r.name)}`;
+    });
+  });
+  return h('div', { class: 'card' }, h('h2', {}, 'Rename'), form);
+}
+
+function snapshotOptions(select, snaps) {
+  const chosen = select.value;
+  select.replaceChildren(h('option', { value: '' }, select.dataset.none),
+    ...snaps.map((s) => h('option', { value: s.name }, s.name)));
+  if (snaps.some((s) => s.name === chosen)) select.value = chosen;
+}
+
+/** A choice of the instance's snapshots, kept current by the instance's view. */
 function snapshotSelect(snaps, none) {
-  return h('select', { name: 'snapshot' }, h('option', { value: '' }, none),
-    snaps.map((s) => h('option', { value: s.name }, s.name)));
+  const select = h('select', { name: 'snapshot', class: 'snapshot-choice', 'data-none': none });
+  snapshotOptions(select, snaps);
+  return select;
 }
 
 function modeSelect(withSame) {
@@ -549,6 +624,106 @@ export async function templateView(name) {
   });
   keepFresh(refresh, (e) => !e.subject || e.subject.name === name);
   await refresh();
+}
+
+// ---- resources: networks, flavors, volumes, channels ---------------------------------------
+
+/** A card listing one noun with a remove button per row and a create form. */
+function nounCard({ title, list, remove, columns, row, form, create }) {
+  const body = h('tbody', {});
+  const card = h('div', { class: 'card', id: `${title.toLowerCase()}-card` }, h('h2', {}, title),
+    h('table', {}, h('thead', {}, h('tr', {}, [...columns, ''].map((c) => h('th', {}, c)))), body), form);
+  const refresh = async () => {
+    let items;
+    try { items = await act(list); } catch (e) { flash(e); return; }
+    body.replaceChildren(...items.map((it) => {
+      const rm = h('button', { type: 'button', class: 'danger' }, 'Remove');
+      rm.addEventListener('click', () => busy(rm, async () => {
+        if (!(await confirmDialog(`Remove ${title.toLowerCase().replace(/s$/, '')} ${it.name}?`))) return;
+        await act(remove, [it.name]);
+        flash(`${it.name} removed`);
+        await refresh();
+      }));
+      return h('tr', { 'data-name': it.name }, row(it).map((c) => h('td', {}, c)), h('td', {}, it.builtin ? '' : rm));
+    }));
+  };
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    busy(form.querySelector('button'), async () => {
+      const made = await act(create, [], form.body());
+      flash(`${made.name} created`);
+      form.reset();
+      await refresh();
+    });
+  });
+  refresh();
+  return card;
+}
+
+function formOf(id, fields, body) {
+  const form = h('form', { class: 'inline', id }, fields, h('button', { type: 'submit' }, 'Create'));
+  form.body = () => body(form);
+  return form;
+}
+
+export function resourcesView() {
+  const limitsOf = (form) => {
+    const l = {};
+    const cpus = field(form, 'cpus');
+    if (cpus) l.cpus = Number(cpus);
+    const memory = size(field(form, 'memory'), 'memory');
+    if (memory !== undefined) l.memory = memory;
+    const pids = field(form, 'pids');
+    if (pids) l.pids = Number(pids);
+    return l;
+  };
+  const cards = [
+    nounCard({
+      title: 'Networks', list: 'network.list', remove: 'network.remove', create: 'network.create',
+      columns: ['Name', 'Subnet', 'IPv6', 'Bridge', 'NAT', 'Isolated'],
+      row: (n) => [n.name, n.subnet, n.subnet6 ?? '—', n.bridge, n.nat ? 'yes' : 'no', n.isolated ? 'yes' : 'no'],
+      form: formOf('network-form', [
+        h('input', { name: 'name', placeholder: 'name', required: true }),
+        h('input', { name: 'subnet', placeholder: 'subnet (10.20.0.0/24; chosen when empty)' }),
+        h('label', {}, h('input', { type: 'checkbox', name: 'isolated' }), ' isolated'),
+        h('label', {}, h('input', { type: 'checkbox', name: 'nonat' }), ' no NAT'),
+      ], (f) => ({ name: field(f, 'name'), subnet: field(f, 'subnet') || undefined,
+        isolated: f.elements.namedItem('isolated').checked, nat: !f.elements.namedItem('nonat').checked })),
+    }),
+    nounCard({
+      title: 'Flavors', list: 'flavor.list', remove: 'flavor.remove', create: 'flavor.create',
+      columns: ['Name', 'Description', 'Limits', 'Used by'],
+      row: (fl) => [fl.name, fl.description, resourcesOf({ limits: fl.limits }), (fl.used_by || []).join(', ') || '—'],
+      form: formOf('flavor-form', [
+        h('input', { name: 'name', placeholder: 'name', required: true }),
+        h('input', { name: 'description', placeholder: 'description' }),
+        h('input', { name: 'cpus', placeholder: 'CPUs', size: 6 }),
+        h('input', { name: 'memory', placeholder: 'memory', size: 8 }),
+        h('input', { name: 'pids', placeholder: 'pids', size: 6 }),
+      ], (f) => ({ name: field(f, 'name'), description: field(f, 'description'), limits: limitsOf(f) })),
+    }),
+    nounCard({
+      title: 'Volumes', list: 'volume.list', remove: 'volume.remove', create: 'volume.create',
+      columns: ['Name', 'Size', 'Used', 'Attached to', 'Created'],
+      row: (v) => [v.name, v.size ? human(v.size) : 'unbounded', v.used !== undefined ? human(v.used) : '',
+        v.attached ? JSON.stringify(v.attached) : '—', v.created_at],
+      form: formOf('volume-form', [
+        h('input', { name: 'name', placeholder: 'name', required: true }),
+        h('input', { name: 'size', placeholder: 'size (1G; unbounded when empty)' }),
+      ], (f) => ({ name: field(f, 'name'), size: size(field(f, 'size'), 'size') })),
+    }),
+    nounCard({
+      title: 'Channels', list: 'channel.list', remove: 'channel.remove', create: 'channel.create',
+      columns: ['Name', 'Server', 'Client', 'Created'],
+      row: (c) => [c.name, c.server, c.client, c.created_at],
+      form: formOf('channel-form', [
+        h('input', { name: 'name', placeholder: 'name', required: true }),
+        h('input', { name: 'server', placeholder: 'server instance', required: true }),
+        h('input', { name: 'client', placeholder: 'client instance', required: true }),
+      ], (f) => ({ name: field(f, 'name'), server: field(f, 'server'), client: field(f, 'client') })),
+    }),
+  ];
+  show(h('h1', {}, 'Resources'), cards);
 }
 
 // ---- events --------------------------------------------------------------------------------
