@@ -40,6 +40,7 @@ mod slot;
 mod snapshot;
 mod stop;
 mod template;
+pub mod tokens;
 mod trash;
 mod user_data;
 mod versions;

@@ -29,6 +29,7 @@ mod schedules;
 mod schema;
 mod snapshots;
 mod templates;
+mod tokens;
 mod volumes;
 
 use std::path::PathBuf;
@@ -42,6 +43,7 @@ pub use flavors::FlavorRecord;
 pub use layout::Layout;
 pub use networks::{InterfaceRecord, NetworkRecord};
 pub use schedules::ScheduleRecord;
+pub use tokens::TokenRecord;
 pub use volumes::VolumeRecord;
 
 /// A catalogue operation that failed.
