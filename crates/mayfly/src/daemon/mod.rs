@@ -17,7 +17,7 @@ mod auth;
 mod events;
 mod import;
 mod metrics;
-mod notify;
+pub(crate) mod notify;
 mod openapi;
 mod serve;
 mod stream;
