@@ -66,8 +66,8 @@ pub fn now_ms() -> i64 {
 
 /// Milliseconds since the epoch as the API shows event times (RFC 3339, UTC, milliseconds).
 pub fn rfc3339_ms(ms: i64) -> String {
-    let t = std::time::UNIX_EPOCH
-        + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    let t =
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
     humantime::format_rfc3339_millis(t).to_string()
 }
 
@@ -199,7 +199,9 @@ impl EventBus {
 
     /// Makes this the bus of API actions ([`emit_current`]).
     pub fn make_current(&self) {
-        *CURRENT.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(self.clone());
+        *CURRENT
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(self.clone());
     }
 
     /// Emits `ev` (never waits: dropped and counted when the queue is full).
@@ -372,7 +374,11 @@ mod tests {
         }
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
         // The writer holds one batch it took before blocking on the store.
-        assert!(bus.dropped() as usize >= 500 - BATCH, "dropped {}", bus.dropped());
+        assert!(
+            bus.dropped() as usize >= 500 - BATCH,
+            "dropped {}",
+            bus.dropped()
+        );
         assert!(bus.dropped() <= 500, "dropped {}", bus.dropped());
         drop(held);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);

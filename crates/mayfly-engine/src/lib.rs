@@ -31,6 +31,7 @@ mod logs;
 mod network;
 mod power;
 mod process;
+mod recorded;
 mod recovery;
 mod resources;
 mod restart_policy;

@@ -280,7 +280,7 @@ impl Engine {
     }
 
     /// Adds a schedule to instance `name`.
-    pub async fn add_schedule(
+    pub(crate) async fn add_schedule_unrecorded(
         &self,
         name: &str,
         req: CreateSchedule,
@@ -346,7 +346,11 @@ impl Engine {
     }
 
     /// Removes schedule `id` of instance `name` (its snapshots stay).
-    pub async fn remove_schedule(&self, name: &str, id: u64) -> Result<(), EngineError> {
+    pub(crate) async fn remove_schedule_unrecorded(
+        &self,
+        name: &str,
+        id: u64,
+    ) -> Result<(), EngineError> {
         let n = name.to_owned();
         self.db(move |s| {
             let rec = s.instance(&n)?;
