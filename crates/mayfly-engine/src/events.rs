@@ -20,7 +20,8 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, RwLock};
 
 use mayfly_api::{Event, EventSubject, Outcome};
-use mayfly_store::{EventFilter, EventRecord, NewEvent, Store};
+pub use mayfly_store::EventFilter;
+use mayfly_store::{EventRecord, NewEvent, Store};
 use tokio::sync::broadcast;
 
 use crate::{EngineError, lock};
