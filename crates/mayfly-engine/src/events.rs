@@ -376,7 +376,7 @@ mod tests {
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
         // The writer holds one batch it took before blocking on the store.
         assert!(
-            bus.dropped() as usize >= 500 - BATCH,
+            bus.dropped() >= (500 - BATCH) as u64,
             "dropped {}",
             bus.dropped()
         );
