@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 /// One entry of the event log.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Event {
     /// Position in the log: strictly increasing, never reused (also across restarts).
     pub seq: u64,
@@ -32,7 +32,7 @@ pub struct Event {
 }
 
 /// The object an event is about.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct EventSubject {
     /// `instance`, `template`, `snapshot`, `network`, `channel`, `flavor`, `volume`,
     /// `schedule`, `token`, `layer`.
@@ -42,7 +42,7 @@ pub struct EventSubject {
 }
 
 /// How an event's action ended.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Outcome {
     /// It worked (or it is a fact, like an exit).
@@ -52,7 +52,7 @@ pub enum Outcome {
 }
 
 /// The query of `GET /v1/events`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     /// Only events at or after this time: RFC 3339, or a duration back from now (`10m`).
@@ -67,7 +67,7 @@ pub struct EventsQuery {
 }
 
 /// What `GET /v1/tokens` lists (never the secret).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct TokenInfo {
     pub name: String,
     /// Creation time (RFC 3339).
@@ -78,14 +78,14 @@ pub struct TokenInfo {
 }
 
 /// `POST /v1/tokens`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     pub name: String,
 }
 
 /// The answer of `POST /v1/tokens`: the only time the secret is shown.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct CreatedToken {
     pub name: String,
     /// The bearer token (`Authorization: Bearer SECRET`).
@@ -96,7 +96,7 @@ pub struct CreatedToken {
 }
 
 /// `POST /v1/login` (the web page): a token traded for a session cookie.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     pub token: String,

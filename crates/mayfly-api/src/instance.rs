@@ -3,7 +3,9 @@
 use serde::{Deserialize, Serialize};
 
 /// What happens to an instance's writable layer (and the instance) when it stops.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// The instance is deleted when it stops (`docker run --rm`).
@@ -48,7 +50,7 @@ impl std::str::FromStr for Mode {
 }
 
 /// Where an instance is in its life cycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum InstanceState {
     /// Not running; it can be started.
@@ -83,7 +85,7 @@ impl std::fmt::Display for InstanceState {
 }
 
 /// How an instance's init (or an exec'd process) ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExitInfo {
     /// Exit code as a shell reports it: the status, or 128 + the signal number.
     pub code: i32,
@@ -115,7 +117,7 @@ fn is_zero(n: &u64) -> bool {
 /// signal itself during that run (`stop`, `restart`, `reset`, the signals an attached run
 /// forwards), and after its own stop signal any end is `stopped` (or `killed`, once it had
 /// to kill).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Ending {
     /// The init exited (with its exit code), unasked.
@@ -147,7 +149,7 @@ impl Ending {
 }
 
 /// How the instance is isolated from the host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Isolation {
     /// Whether the instance runs in its own user namespace.
     pub user_namespace: bool,
@@ -160,7 +162,7 @@ pub struct Isolation {
 }
 
 /// An instance as `list` and `info` show it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InstanceInfo {
     /// Stable random id (16 hex digits).
     pub id: String,
@@ -256,7 +258,7 @@ pub struct InstanceInfo {
 
 /// `POST /v1/instances`: create an instance, and start it unless `start` is false. Its
 /// command, environment and working directory together take at most [`MAX_PROCESS_BYTES`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateInstance {
     /// `NAME` (follow the latest version) or `NAME@N` (pin version N).
@@ -345,7 +347,7 @@ fn yes() -> bool {
 }
 
 /// `POST /v1/instances/{name}/stop` (and `restart`, `reset`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StopRequest {
     /// Seconds to wait after the stop signal before SIGKILL (default 10).
@@ -411,7 +413,7 @@ pub fn check_process_size(
 /// `POST /v1/instances/{name}/exec` (with `Upgrade: mayfly-stream`). The command line,
 /// environment and working directory together take at most [`MAX_PROCESS_BYTES`] (one
 /// entry at most [`MAX_ARG_BYTES`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExecRequest {
     /// Program and arguments; the program is looked up in the instance's `PATH`.
@@ -441,7 +443,7 @@ pub struct ExecRequest {
 /// Signal frames are ignored. Closing the connection (or a Kill frame) detaches, leaving
 /// the instance running; when the instance ends, the stream ends with an Exit frame (0).
 /// One client at a time: another attach is refused with 409 (`busy`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConsoleRequest {
     /// The client's terminal size, `[rows, cols]`.
@@ -450,7 +452,7 @@ pub struct ConsoleRequest {
 }
 
 /// Query of `DELETE /v1/instances/{name}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RemoveQuery {
     /// Stop a running instance first instead of refusing.
@@ -462,7 +464,7 @@ pub struct RemoveQuery {
 }
 
 /// A snapshot as `snapshot list` and `snapshot info` show it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SnapshotInfo {
     /// Name, unique per instance.
     pub name: String,
@@ -488,7 +490,7 @@ pub struct SnapshotInfo {
 }
 
 /// `POST /v1/instances/{name}/snapshots`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSnapshot {
     /// Snapshot name; `snapN` when absent.
@@ -497,7 +499,7 @@ pub struct CreateSnapshot {
 }
 
 /// `POST /v1/instances/{name}/clone`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CloneRequest {
     /// The new instance's name.
@@ -518,7 +520,7 @@ pub struct CloneRequest {
 }
 
 /// `POST /v1/instances/{name}/publish`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PublishRequest {
     /// Template to create, or to add a version to when it exists.
@@ -536,7 +538,7 @@ pub struct PublishRequest {
 }
 
 /// Query of `GET /v1/instances/{name}/logs`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LogsQuery {
     /// Keep streaming new output until the client disconnects.
@@ -545,4 +547,19 @@ pub struct LogsQuery {
     /// Only the last N lines.
     #[serde(default)]
     pub tail: Option<u64>,
+}
+
+/// The query of `GET /v1/instances/{name}/terminal` (the web page's terminal).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TerminalQuery {
+    /// Columns of the terminal.
+    #[serde(default)]
+    pub cols: Option<u16>,
+    /// Rows of the terminal.
+    #[serde(default)]
+    pub rows: Option<u16>,
+    /// The command to run, as a shell command line (default: the instance's login shell).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
 }

@@ -12,6 +12,7 @@ mod events;
 mod instance;
 pub mod names;
 mod network;
+pub mod openapi;
 mod resources;
 pub mod size;
 mod state;
@@ -27,7 +28,7 @@ pub use events::{
 pub use instance::{
     CloneRequest, ConsoleRequest, CreateInstance, CreateSnapshot, Ending, ExecRequest, ExitInfo,
     InstanceInfo, InstanceState, Isolation, LogsQuery, MAX_ARG_BYTES, MAX_PROCESS_BYTES, Mode,
-    PublishRequest, RemoveQuery, SnapshotInfo, StopRequest, check_process_size,
+    PublishRequest, RemoveQuery, SnapshotInfo, StopRequest, TerminalQuery, check_process_size,
 };
 pub use network::{
     CHANNELS_DIR, ChannelInfo, CreateChannel, CreateNetwork, DEFAULT_NETWORK, InterfaceInfo,
@@ -55,7 +56,7 @@ use serde::{Deserialize, Serialize};
 pub const API_PREFIX: &str = "/v1";
 
 /// What `GET /v1/info` answers: the daemon and the host it runs on.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct DaemonInfo {
     /// mayfly's version.
     pub version: String,

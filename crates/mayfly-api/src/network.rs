@@ -40,7 +40,7 @@ pub fn check_network_name(name: &str) -> Result<(), String> {
 }
 
 /// `POST /v1/networks`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateNetwork {
     /// The network's name ([`check_network_name`]).
@@ -70,7 +70,7 @@ fn yes() -> bool {
 }
 
 /// A network as `network list` and `network info` show it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NetworkInfo {
     /// Its name.
     pub name: String,
@@ -102,7 +102,7 @@ pub struct NetworkInfo {
 }
 
 /// One interface of an instance.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InterfaceInfo {
     /// The instance's name.
     pub instance: String,
@@ -122,7 +122,9 @@ pub struct InterfaceInfo {
 }
 
 /// A transport protocol of a published port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum PortProto {
     /// TCP (the default).
@@ -218,8 +220,20 @@ impl<'de> Deserialize<'de> for PublishPort {
     }
 }
 
+/// On the wire a string, `[HOST_IP:]HOST_PORT:PORT[/PROTO]`.
+impl utoipa::PartialSchema for PublishPort {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::openapi::string_schema(
+            "A published port: `[HOST_IP:]HOST_PORT:PORT[/tcp|/udp]`, e.g. `8080:80`",
+            Some("8080:80"),
+        )
+    }
+}
+
+impl utoipa::ToSchema for PublishPort {}
+
 /// `POST /v1/channels`: a unix-socket channel from a service in `server` to `client`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateChannel {
     /// The channel's name (same rules as a network's).
@@ -231,7 +245,7 @@ pub struct CreateChannel {
 }
 
 /// A channel as `channel list` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChannelInfo {
     /// Its name.
     pub name: String,
@@ -250,7 +264,7 @@ pub struct ChannelInfo {
 }
 
 /// `POST /v1/instances/{name}/rename`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RenameRequest {
     /// The new name.

@@ -54,9 +54,18 @@ impl<'de> Deserialize<'de> for Cpus {
     }
 }
 
+/// On the wire a JSON number of CPUs (`1.5`), in thousandths at most.
+impl utoipa::PartialSchema for Cpus {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::openapi::number_schema("CPUs' worth of CPU time, e.g. `1.5` (thousandths at most)")
+    }
+}
+
+impl utoipa::ToSchema for Cpus {}
+
 /// Bandwidth and operation limits on the block device that holds the state directory (where
 /// writable layers live). Each absent field is unlimited.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IoMax {
     /// Read bytes per second.
@@ -75,7 +84,7 @@ pub struct IoMax {
 
 /// An instance's limits and guarantees. Every field is optional: absent means "no limit" (or
 /// the kernel's default share), except `swap`, whose absence means no swap at all.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// CPU time per period, in CPUs (`cpu.max` on v2, `cpu.cfs_quota_us` on v1).
@@ -283,7 +292,7 @@ pub fn parse_cpus(text: &str) -> Result<Cpus, String> {
 }
 
 /// A named preset of limits (OpenStack's flavor).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FlavorInfo {
     /// Its name.
     pub name: String,
@@ -300,7 +309,7 @@ pub struct FlavorInfo {
 }
 
 /// `POST /v1/flavors`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateFlavor {
     /// Its name (the rules of instance names).
@@ -341,7 +350,7 @@ pub fn builtin_flavors() -> Vec<FlavorInfo> {
 
 /// `PATCH /v1/instances/{name}/limits`: changes of an instance's limits, as `mayfly set NAME
 /// key=value…` writes them (values as [`Limits::set_key`] reads them; `none` clears).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetLimits {
     /// A flavor to take the limits from (the instance's own limits stay over it); `""`
@@ -354,7 +363,7 @@ pub struct SetLimits {
 }
 
 /// What `PATCH /v1/instances/{name}/limits` did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SetOutcome {
     /// The instance afterwards.
     pub instance: crate::InstanceInfo,
@@ -366,7 +375,7 @@ pub struct SetOutcome {
 }
 
 /// One instance's usage, as `mayfly stats` shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InstanceStats {
     /// Instance name.
     pub name: String,
@@ -408,7 +417,7 @@ pub struct InstanceStats {
 
 /// `GET /v1/stats` query: which instances (comma-separated names; all running ones when
 /// absent).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StatsQuery {
     /// Comma-separated instance names.

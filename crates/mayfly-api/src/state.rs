@@ -60,7 +60,7 @@ pub fn parse_meta_pair(text: &str) -> Result<(String, String), String> {
 // ---- user data ---------------------------------------------------------------------------
 
 /// What kind of user data an instance has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum UserDataKind {
     /// A script (`#!…`), run as root before the init.
@@ -73,7 +73,7 @@ pub enum UserDataKind {
 }
 
 /// Who carries out an instance's user data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum UserDataHandler {
     /// The template's own cloud-init, from a NoCloud seed mayfly provides.
@@ -83,7 +83,7 @@ pub enum UserDataHandler {
 }
 
 /// An instance's user data, as `info` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UserDataInfo {
     /// Script or cloud-config.
     pub kind: UserDataKind,
@@ -97,7 +97,7 @@ pub struct UserDataInfo {
 }
 
 /// How the user data's last run ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UserDataStatus {
     /// `running`, `done` (exit 0) or `failed`.
     pub state: String,
@@ -115,7 +115,7 @@ pub struct UserDataStatus {
 // ---- volumes -----------------------------------------------------------------------------
 
 /// A volume mounted into an instance (`--volume NAME:/path[:ro]`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VolumeMount {
     /// The volume's name.
@@ -171,7 +171,7 @@ impl std::fmt::Display for VolumeMount {
 }
 
 /// Where a volume is attached.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VolumeAttachment {
     /// The instance holding it.
     pub instance: String,
@@ -183,7 +183,7 @@ pub struct VolumeAttachment {
 }
 
 /// A volume as `volume list` and `volume info` show it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VolumeInfo {
     /// Unique name.
     pub name: String,
@@ -203,7 +203,7 @@ pub struct VolumeInfo {
 }
 
 /// `POST /v1/volumes`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateVolume {
     /// Unique name (a DNS label).
@@ -214,7 +214,7 @@ pub struct CreateVolume {
 }
 
 /// `POST /v1/volumes/{name}/attach`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AttachVolume {
     /// The instance.
@@ -227,7 +227,7 @@ pub struct AttachVolume {
 }
 
 /// `POST /v1/volumes/{name}/detach`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DetachVolume {
     /// The instance it must be attached to (a check against detaching the wrong one).
@@ -304,8 +304,21 @@ impl<'de> Deserialize<'de> for RestartPolicy {
     }
 }
 
+/// On the wire a string: `no`, `on-failure`, `on-failure:N` or `always`.
+impl utoipa::PartialSchema for RestartPolicy {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::openapi::pattern_schema(
+            "When mayfly starts the instance again: `no`, `on-failure`, `on-failure:N` \
+             (N ≥ 1) or `always`",
+            "^(no|always|on-failure(:[1-9][0-9]*)?)$",
+        )
+    }
+}
+
+impl utoipa::ToSchema for RestartPolicy {}
+
 /// Where an instance with a restart policy stands (in `info`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 pub struct RestartInfo {
     /// Restarts in a row by the policy (reset once a run lasts long enough, and by an
     /// explicit start).
@@ -321,7 +334,7 @@ pub struct RestartInfo {
 // ---- schedules ---------------------------------------------------------------------------
 
 /// What a schedule does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ScheduleAction {
     /// `mayfly reset`.
@@ -364,7 +377,7 @@ impl std::str::FromStr for ScheduleAction {
 }
 
 /// A schedule as `schedule list` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ScheduleInfo {
     /// Its id (unique on the host).
     pub id: u64,
@@ -391,7 +404,7 @@ pub struct ScheduleInfo {
 }
 
 /// `POST /v1/instances/{name}/schedules`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSchedule {
     /// What to do.

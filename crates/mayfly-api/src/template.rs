@@ -94,10 +94,28 @@ impl Default for TemplateConfig {
     }
 }
 
+/// On the wire: [`TemplateConfigFields`].
+impl utoipa::PartialSchema for TemplateConfig {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        <TemplateConfigFields as utoipa::PartialSchema>::schema()
+    }
+}
+
+impl utoipa::ToSchema for TemplateConfig {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        <TemplateConfigFields as utoipa::ToSchema>::schemas(schemas);
+    }
+}
+
 /// [`TemplateConfig`] as stored and sent: the same fields, read with defaults (a template
 /// stored before entrypoint, cmd and user were kept has only `command`) and normalized
 /// both ways.
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TemplateConfigFields {
     #[serde(default)]
@@ -163,7 +181,7 @@ fn sigterm() -> String {
 }
 
 /// One layer of a template version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LayerInfo {
     /// Content digest (`blake3:…`).
     pub digest: String,
@@ -174,7 +192,7 @@ pub struct LayerInfo {
 }
 
 /// One immutable version of a template.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VersionInfo {
     /// Version number, from 1.
     pub version: u32,
@@ -201,7 +219,7 @@ pub struct VersionInfo {
 }
 
 /// A template as `template list` and `template info` show it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TemplateInfo {
     /// Name.
     pub name: String,
@@ -247,7 +265,7 @@ impl TemplateInfo {
 /// directory: its index, the image chosen, its manifest, config and the presence and size of
 /// every layer blob); what fails after that (a damaged layer) is the last line, an
 /// [`ImportEvent::Error`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImportTemplate {
     /// Template name.
@@ -274,7 +292,7 @@ pub struct ImportTemplate {
 /// Query of `POST /v1/templates` when the body is an archive (answered as for
 /// [`ImportTemplate`]; with `Accept: application/x-ndjson` the import is under way once the
 /// name is checked, since the rest is in the body).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImportQuery {
     /// Template name.
@@ -311,7 +329,7 @@ pub fn split_image_tag(source: &str, exists: impl Fn(&str) -> bool) -> (&str, Op
 }
 
 /// One line of the newline-delimited JSON answer to an import.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ImportEvent {
     /// A line of output of a build (debootstrap, a package install, a script).
@@ -335,7 +353,7 @@ pub enum ImportEvent {
 /// `POST /v1/templates/build`: build a template (answers a stream of [`ImportEvent`] lines).
 /// Either `debian` (an OS template from packages, with debootstrap) or `from` (an application
 /// template over a base: `packages` and/or `run`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BuildTemplate {
     /// Template name (the path's name wins).
@@ -383,7 +401,7 @@ pub struct BuildTemplate {
 
 /// `POST /v1/templates/{name}/patch`: make version N+1 = version N + one new layer (answers a
 /// stream of [`ImportEvent`] lines). Exactly one of `packages`, `run`, `from_dir`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchTemplate {
     /// Packages to install, or `["upgrade"]` to upgrade everything.
@@ -405,7 +423,7 @@ pub struct PatchTemplate {
 }
 
 /// `POST /v1/templates/{name}/rollback`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RollbackRequest {
     /// The version to point the name at (default: the one before the current).
@@ -414,7 +432,7 @@ pub struct RollbackRequest {
 }
 
 /// Answer of `POST /v1/templates/gc`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 pub struct GcReport {
     /// Layers removed.
     pub removed: Vec<String>,
@@ -424,7 +442,7 @@ pub struct GcReport {
 
 /// `POST /v1/templates/{name}/rollout`: reset the running transient instances that follow the
 /// template, in waves (answers a stream of [`RolloutEvent`] lines).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RolloutRequest {
     /// Instances reset at once (default 1).
@@ -439,7 +457,7 @@ pub struct RolloutRequest {
 }
 
 /// Paths a persistent instance's own changes hide from a newer template version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Shadowed {
     /// Instance name.
     pub instance: String,
@@ -453,7 +471,7 @@ pub struct Shadowed {
 /// A follower (an instance without `@N`) that does not take the current version because the
 /// application templates stacked on it (`--app`) are not built on it: it follows the newest
 /// version they are built on until they are rebuilt over the current one.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HeldBack {
     /// Instance name.
     pub instance: String,
@@ -464,7 +482,7 @@ pub struct HeldBack {
 }
 
 /// One line of the answer to a rollout.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RolloutEvent {
     /// A wave starts.

@@ -2,6 +2,7 @@
 //! turns the result (or the error, through [`ApiFailure`]) into a response. No lifecycle rule
 //! lives here.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -10,19 +11,23 @@ use axum::Json;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::handler::Handler;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, patch, post};
+use axum::routing::{MethodFilter, MethodRouter, on};
 use bytes::Bytes;
+use mayfly_api::actions::Method;
 use mayfly_api::{
-    ApiError, CreateInstance, ErrorBody, ErrorCode, ImportEvent, RemoveQuery, StopRequest,
+    ACTIONS, Action, ApiError, CreateInstance, ErrorBody, ErrorCode, ImportEvent, RemoveQuery,
+    StopRequest,
 };
 use mayfly_engine::{Engine, EngineError};
 
 use super::api_network as net;
 use super::api_resources as res;
 use super::events::EventSink;
-use super::stream;
+
+use Action as A;
 
 /// Largest JSON body accepted.
 const MAX_JSON_BODY: usize = 1 << 20;
@@ -115,6 +120,8 @@ pub(crate) fn query<T: serde::de::DeserializeOwned>(
 pub(crate) fn router(engine: AppState) -> Router {
     Router::new()
         .fallback_service(routes(engine))
+        // Until each handler is wrapped in `audit::around` (which then makes this a no-op).
+        .layer(axum::middleware::from_fn(super::audit::by_route))
         .layer(axum::middleware::from_fn(method_not_allowed))
         .layer(axum::middleware::map_request(trim_trailing_slash))
 }
@@ -140,99 +147,120 @@ async fn trim_trailing_slash(mut req: Request) -> Request {
     req
 }
 
-/// The routes of API v1.
+/// The routes of API v1, built from the action table: each path of [`ACTIONS`] gets the
+/// handlers of its actions (see [`handler`]), each wrapped in [`super::audit::around`]. The
+/// web page's static routes are not actions (they hold no data) and are merged as they are.
 fn routes(engine: AppState) -> Router {
-    Router::new()
-        .route(mayfly_api::paths::INFO, get(info))
-        .route(
-            mayfly_api::paths::TEMPLATES,
-            get(list_templates)
-                .post(super::import::import_template)
-                .layer(DefaultBodyLimit::disable()),
-        )
-        .route(
-            "/v1/templates/{name}",
-            get(template_info).delete(remove_template),
-        )
-        .route(
-            mayfly_api::paths::INSTANCES,
-            get(list_instances).post(create_instance),
-        )
-        .route(
-            "/v1/instances/{name}",
-            get(instance_info).delete(remove_instance),
-        )
-        .route("/v1/templates/{name}/build", post(build_template))
-        .route("/v1/templates/{name}/patch", post(patch_template))
-        .route("/v1/templates/{name}/rollback", post(rollback_template))
-        .route("/v1/templates/{name}/rollout", post(rollout))
-        .route("/v1/layers/gc", post(collect_garbage))
-        .route("/v1/instances/{name}/start", post(start_instance))
-        .route("/v1/instances/{name}/stop", post(stop_instance))
-        .route("/v1/instances/{name}/restart", post(restart_instance))
-        .route("/v1/instances/{name}/reset", post(reset_instance))
-        .route("/v1/instances/{name}/exec", post(stream::exec))
-        .route("/v1/instances/{name}/console", post(stream::console))
-        .route("/v1/instances/{name}/logs", get(super::api_logs::logs))
-        .route(
-            "/v1/instances/{name}/snapshots",
-            get(list_snapshots).post(create_snapshot),
-        )
-        .route(
-            "/v1/instances/{name}/snapshots/{snap}",
-            get(snapshot_info).delete(remove_snapshot),
-        )
-        .route(
-            "/v1/instances/{name}/snapshots/{snap}/restore",
-            post(restore_snapshot),
-        )
-        .route("/v1/instances/{name}/clone", post(clone_instance))
-        .route("/v1/instances/{name}/publish", post(publish))
-        .route(mayfly_api::paths::RUN, post(stream::run))
-        .route("/v1/instances/{name}/rename", post(net::rename_instance))
-        .route(
-            mayfly_api::paths::NETWORKS,
-            get(net::list_networks).post(net::create_network),
-        )
-        .route(
-            "/v1/networks/{name}",
-            get(net::network_info).delete(net::remove_network),
-        )
-        .route(
-            mayfly_api::paths::CHANNELS,
-            get(net::list_channels).post(net::create_channel),
-        )
-        .route("/v1/channels/{name}", delete(net::remove_channel))
-        .route(
-            mayfly_api::paths::FLAVORS,
-            get(res::list_flavors).post(res::create_flavor),
-        )
-        .route(
-            "/v1/flavors/{name}",
-            get(res::flavor_info).delete(res::remove_flavor),
-        )
-        .route("/v1/instances/{name}/limits", patch(res::set_limits))
-        .route("/v1/instances/{name}/pause", post(res::pause_instance))
-        .route("/v1/instances/{name}/resume", post(res::resume_instance))
-        .route(mayfly_api::paths::STATS, get(res::stats))
-        .merge(super::api_volumes::routes())
-        .merge(super::api_schedules::routes())
-        .route("/v1/openapi.json", get(super::openapi::document))
-        .route("/metrics", get(super::metrics::metrics))
-        .route("/v1/events", get(super::api_events::events))
-        .route(
-            "/v1/tokens",
-            get(super::auth::list_tokens).post(super::auth::create_token),
-        )
-        .route("/v1/tokens/{name}", delete(super::auth::revoke_token))
-        .route("/v1/login", post(super::auth::login))
-        .route("/v1/logout", post(super::auth::logout))
-        .route("/v1/instances/{name}/terminal", get(super::web::terminal))
+    let mut by_path: BTreeMap<&'static str, MethodRouter<AppState>> = BTreeMap::new();
+    for spec in ACTIONS {
+        let route = by_path.remove(spec.path).unwrap_or_default();
+        by_path.insert(spec.path, route.merge(handler(spec.action)));
+    }
+    let mut router = Router::new();
+    for (path, route) in by_path {
+        router = router.route(path, route);
+    }
+    router
         .merge(super::web::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .layer(axum::middleware::from_fn(log_request))
         .with_state(engine)
+}
+
+/// The handler of `action`: one arm per [`Action`] (the match is exhaustive, so an action
+/// added to the table without a handler does not compile). The method comes from the table.
+fn handler(action: Action) -> MethodRouter<AppState> {
+    use super::{api_schedules as sched, api_volumes as vol, auth, stream};
+    match action {
+        A::Info => to(action, info),
+        A::OpenApi => to(action, super::openapi::document),
+        A::Metrics => to(action, super::metrics::metrics),
+        A::Events => to(action, super::api_events::events),
+        A::ListTemplates => to(action, list_templates),
+        // An archive upload is not a JSON body: it is read as it is unpacked, unbounded.
+        A::ImportTemplate => to(
+            action,
+            super::import::import_template.layer(DefaultBodyLimit::disable()),
+        ),
+        A::TemplateInfo => to(action, template_info),
+        A::RemoveTemplate => to(action, remove_template),
+        A::BuildTemplate => to(action, build_template),
+        A::PatchTemplate => to(action, patch_template),
+        A::RollbackTemplate => to(action, rollback_template),
+        A::Rollout => to(action, rollout),
+        A::CollectGarbage => to(action, collect_garbage),
+        A::ListInstances => to(action, list_instances),
+        A::CreateInstance => to(action, create_instance),
+        A::InstanceInfo => to(action, instance_info),
+        A::RemoveInstance => to(action, remove_instance),
+        A::StartInstance => to(action, start_instance),
+        A::StopInstance => to(action, stop_instance),
+        A::RestartInstance => to(action, restart_instance),
+        A::ResetInstance => to(action, reset_instance),
+        A::PauseInstance => to(action, res::pause_instance),
+        A::ResumeInstance => to(action, res::resume_instance),
+        A::RenameInstance => to(action, net::rename_instance),
+        A::SetLimits => to(action, res::set_limits),
+        A::Exec => to(action, stream::exec),
+        A::Terminal => to(action, super::web::terminal),
+        A::Console => to(action, stream::console),
+        A::Logs => to(action, super::api_logs::logs),
+        A::Run => to(action, stream::run),
+        A::ListSnapshots => to(action, list_snapshots),
+        A::CreateSnapshot => to(action, create_snapshot),
+        A::SnapshotInfo => to(action, snapshot_info),
+        A::RemoveSnapshot => to(action, remove_snapshot),
+        A::RestoreSnapshot => to(action, restore_snapshot),
+        A::CloneInstance => to(action, clone_instance),
+        A::Publish => to(action, publish),
+        A::ListNetworks => to(action, net::list_networks),
+        A::CreateNetwork => to(action, net::create_network),
+        A::NetworkInfo => to(action, net::network_info),
+        A::RemoveNetwork => to(action, net::remove_network),
+        A::ListChannels => to(action, net::list_channels),
+        A::CreateChannel => to(action, net::create_channel),
+        A::RemoveChannel => to(action, net::remove_channel),
+        A::ListFlavors => to(action, res::list_flavors),
+        A::CreateFlavor => to(action, res::create_flavor),
+        A::FlavorInfo => to(action, res::flavor_info),
+        A::RemoveFlavor => to(action, res::remove_flavor),
+        A::Stats => to(action, res::stats),
+        A::ListVolumes => to(action, vol::list_volumes),
+        A::CreateVolume => to(action, vol::create_volume),
+        A::VolumeInfo => to(action, vol::volume_info),
+        A::RemoveVolume => to(action, vol::remove_volume),
+        A::AttachVolume => to(action, vol::attach_volume),
+        A::DetachVolume => to(action, vol::detach_volume),
+        A::ListAllSchedules => to(action, sched::list_all),
+        A::ListSchedules => to(action, sched::list_instance),
+        A::AddSchedule => to(action, sched::add),
+        A::RemoveSchedule => to(action, sched::remove),
+        A::ListTokens => to(action, auth::list_tokens),
+        A::CreateToken => to(action, auth::create_token),
+        A::RevokeToken => to(action, auth::revoke_token),
+        A::Login => to(action, auth::login),
+        A::Logout => to(action, auth::logout),
+    }
+}
+
+/// `handler` as the route of `action`'s method, wrapped in [`super::audit::around`]: the one
+/// place every action goes through (its caller, its audit record, its metrics).
+fn to<H, T>(action: Action, handler: H) -> MethodRouter<AppState>
+where
+    H: Handler<T, AppState>,
+    T: 'static,
+{
+    let filter = match action.method() {
+        Method::Get => MethodFilter::GET,
+        Method::Post => MethodFilter::POST,
+        Method::Patch => MethodFilter::PATCH,
+        Method::Delete => MethodFilter::DELETE,
+    };
+    let around = axum::middleware::from_fn(move |req: Request, next: axum::middleware::Next| {
+        super::audit::around(action, req, next)
+    });
+    on(filter, handler.layer(around))
 }
 
 /// Gives the router's bare `405 Method Not Allowed` the API's error body, naming the methods

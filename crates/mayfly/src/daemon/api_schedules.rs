@@ -4,10 +4,9 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
-use axum::{Json, Router};
 use mayfly_api::{CreateSchedule, ScheduleInfo};
 use mayfly_engine::Engine;
 
@@ -15,24 +14,15 @@ use super::api::{ApiFailure, bad_request, detached, json_body};
 
 type AppState = Arc<Engine>;
 
-/// The routes of schedules.
-pub(super) fn routes() -> Router<Arc<Engine>> {
-    Router::new()
-        .route(mayfly_api::paths::SCHEDULES, get(list_all))
-        .route(
-            "/v1/instances/{name}/schedules",
-            get(list_instance).post(add),
-        )
-        .route("/v1/instances/{name}/schedules/{id}", delete(remove))
-}
-
 /// `GET /v1/schedules`: every schedule, by id.
-async fn list_all(State(engine): State<AppState>) -> Result<Json<Vec<ScheduleInfo>>, ApiFailure> {
+pub(super) async fn list_all(
+    State(engine): State<AppState>,
+) -> Result<Json<Vec<ScheduleInfo>>, ApiFailure> {
     Ok(Json(engine.list_schedules(None).await?))
 }
 
 /// `GET /v1/instances/{name}/schedules`.
-async fn list_instance(
+pub(super) async fn list_instance(
     State(engine): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Vec<ScheduleInfo>>, ApiFailure> {
@@ -40,7 +30,7 @@ async fn list_instance(
 }
 
 /// `POST /v1/instances/{name}/schedules` ([`CreateSchedule`]): `201` with the schedule.
-async fn add(
+pub(super) async fn add(
     State(engine): State<AppState>,
     Path(name): Path<String>,
     req: Request,
@@ -52,7 +42,7 @@ async fn add(
 
 /// `DELETE /v1/instances/{name}/schedules/{id}`: `204`; `404` when the instance has no
 /// schedule of that id. The snapshots it made stay.
-async fn remove(
+pub(super) async fn remove(
     State(engine): State<AppState>,
     Path((name, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiFailure> {

@@ -3,33 +3,25 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use mayfly_api::{AttachVolume, CreateVolume, DetachVolume, VolumeInfo, paths};
+use mayfly_api::{AttachVolume, CreateVolume, DetachVolume, VolumeInfo};
 use mayfly_engine::Engine;
 
 use super::api::{ApiFailure, detached, json_body};
 
 type AppState = Arc<Engine>;
 
-/// The routes of volumes.
-pub(super) fn routes() -> Router<Arc<Engine>> {
-    Router::new()
-        .route(paths::VOLUMES, get(list_volumes).post(create_volume))
-        .route("/v1/volumes/{name}", get(volume_info).delete(remove_volume))
-        .route("/v1/volumes/{name}/attach", post(attach_volume))
-        .route("/v1/volumes/{name}/detach", post(detach_volume))
-}
-
 /// `GET /v1/volumes`.
-async fn list_volumes(State(engine): State<AppState>) -> Result<Json<Vec<VolumeInfo>>, ApiFailure> {
+pub(super) async fn list_volumes(
+    State(engine): State<AppState>,
+) -> Result<Json<Vec<VolumeInfo>>, ApiFailure> {
     Ok(Json(engine.list_volumes().await?))
 }
 
 /// `POST /v1/volumes` ([`CreateVolume`]): `201` with the new volume.
-async fn create_volume(
+pub(super) async fn create_volume(
     State(engine): State<AppState>,
     req: Request,
 ) -> Result<(StatusCode, Json<VolumeInfo>), ApiFailure> {
@@ -39,7 +31,7 @@ async fn create_volume(
 }
 
 /// `GET /v1/volumes/{name}`: with the bytes it uses.
-async fn volume_info(
+pub(super) async fn volume_info(
     State(engine): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<VolumeInfo>, ApiFailure> {
@@ -47,7 +39,7 @@ async fn volume_info(
 }
 
 /// `DELETE /v1/volumes/{name}`: `204`; `409` naming the instance while it is attached.
-async fn remove_volume(
+pub(super) async fn remove_volume(
     State(engine): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiFailure> {
@@ -57,7 +49,7 @@ async fn remove_volume(
 
 /// `POST /v1/volumes/{name}/attach` ([`AttachVolume`]): `409` naming the holder when
 /// another instance holds it, or when the instance is not stopped.
-async fn attach_volume(
+pub(super) async fn attach_volume(
     State(engine): State<AppState>,
     Path(name): Path<String>,
     req: Request,
@@ -68,7 +60,7 @@ async fn attach_volume(
 }
 
 /// `POST /v1/volumes/{name}/detach` ([`DetachVolume`]).
-async fn detach_volume(
+pub(super) async fn detach_volume(
     State(engine): State<AppState>,
     Path(name): Path<String>,
     req: Request,

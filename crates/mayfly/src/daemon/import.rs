@@ -89,7 +89,7 @@ fn joined(
 
 /// `201 Created` with the template.
 fn created(info: TemplateInfo) -> Response {
-    let location = mayfly_api::paths::template(&info.name);
+    let location = mayfly_api::Action::TemplateInfo.path(&[&info.name]);
     let mut response = (StatusCode::CREATED, Json(info)).into_response();
     if let Ok(value) = header::HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, value);
