@@ -7,32 +7,22 @@ mod common;
 
 use std::time::Duration;
 
-use common::webdriver::{Bridge, Browser};
+use common::tls::create_token;
+use common::webdriver::Browser;
 use common::*;
 
-/// Where the page is served inside the daemon's namespace.
-const PAGE_PORT: u16 = 8080;
+/// The daemon's TLS listener inside its namespace, where the page is served.
+const LISTEN: &str = "127.0.0.1:9443";
 const WAIT: Duration = Duration::from_secs(20);
 
-/// The page's address, and what serves it (a bridge to the unix socket).
-struct Site {
-    url: String,
-    _bridge: Bridge,
+/// A daemon that serves the page on [`LISTEN`] (TLS, authenticated).
+fn daemon() -> TestDaemon {
+    TestDaemon::start_with(&["--listen", LISTEN])
 }
 
-impl Site {
-    fn open(d: &TestDaemon) -> Site {
-        let bridge = Bridge::start(
-            d.netns(),
-            &format!("TCP-LISTEN:{PAGE_PORT},bind=127.0.0.1,fork,reuseaddr"),
-            &format!("UNIX-CONNECT:{}", d.socket.display()),
-        );
-        let url = format!("http://127.0.0.1:{PAGE_PORT}/");
-        Site {
-            url,
-            _bridge: bridge,
-        }
-    }
+/// The page's address.
+struct Site {
+    url: String,
 }
 
 fn screenshot(b: &Browser, name: &str) {
@@ -50,30 +40,38 @@ fn goto_hash(b: &Browser, site: &Site, hash: &str) {
     b.goto(&format!("{}{hash}", site.url));
 }
 
-/// The page open in a browser (the bridge waited for).
+/// The page open in a browser, logged in with a token made on the daemon's host.
 fn open_dashboard(d: &TestDaemon) -> (Site, Browser) {
-    let site = Site::open(d);
-    wait_until(WAIT, "the page's bridge to listen", || {
-        std::process::Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", d.netns()))
-            .args([
-                "socat",
-                "-u",
-                "OPEN:/dev/null",
-                &format!("TCP:127.0.0.1:{PAGE_PORT}"),
-            ])
-            .status()
-            .is_ok_and(|s| s.success())
-    });
+    let site = Site {
+        url: format!("https://{LISTEN}/"),
+    };
     let b = Browser::start(d);
     b.goto(&site.url);
+    log_in(&b, &create_token(d, "web"));
     (site, b)
+}
+
+/// Logs in on the page's form.
+fn log_in(b: &Browser, token: &str) {
+    b.set_field("#login-form #token", token);
+    b.click_on("#login");
+    b.wait_for("#nav:not([hidden])", WAIT);
 }
 
 #[test]
 fn dashboard_launches_runs_a_terminal_resets_and_removes_an_instance() {
-    let d = TestDaemon::start();
-    let (site, b) = open_dashboard(&d);
+    let d = daemon();
+    let site = Site {
+        url: format!("https://{LISTEN}/"),
+    };
+    let b = Browser::start(&d);
+    b.goto(&site.url);
+
+    // Without a session the page asks for a token; a wrong one is refused.
+    b.wait_for("#login-form #token", WAIT);
+    screenshot(&b, "login");
+    log_in_refused(&b, "not-a-token");
+    log_in(&b, &create_token(&d, "web"));
 
     // The instances page, empty.
     b.wait_text("#instances", "No instances", WAIT);
@@ -152,14 +150,32 @@ fn dashboard_launches_runs_a_terminal_resets_and_removes_an_instance() {
         "the page removed web1 but the daemon has it"
     );
 
+    // Logging out ends the session: the page asks for a token again, and the daemon
+    // refuses the old cookie.
+    b.click_on("#logout");
+    b.wait_for("#login-form #token", WAIT);
+    let status = b.execute(
+        "return fetch('/v1/instances', {credentials: 'same-origin'}).then(r => r.status);",
+        &[],
+    );
+    assert_eq!(status, 401, "the session outlived the logout");
+
     b.quit();
-    drop(site);
     d.finish();
+}
+
+/// Tries to log in with a wrong token: the page says why and stays on the form.
+fn log_in_refused(b: &Browser, token: &str) {
+    b.set_field("#login-form #token", token);
+    b.click_on("#login");
+    b.wait_for("#flash.error:not([hidden])", WAIT);
+    assert!(b.find("#login-form").is_some(), "{}", b.page_text());
+    assert!(b.find("#nav:not([hidden])").is_none(), "{}", b.page_text());
 }
 
 #[test]
 fn dashboard_snapshots_restores_clones_publishes_and_rolls_back() {
-    let d = TestDaemon::start();
+    let d = daemon();
     launch(&d, "web2", &["--persistent"], Some("sleep 3600"));
     wait_state(&d, "web2", "running");
     d.sh("web2", "echo one > /data");
@@ -183,6 +199,17 @@ fn dashboard_snapshots_restores_clones_publishes_and_rolls_back() {
     b.wait_text("#flash", "restored to s1", WAIT);
     wait_state(&d, "web2", "running");
     assert_eq!(d.sh("web2", "cat /data").trim(), "one");
+
+    // A schedule, added from the page while live events re-render it.
+    b.set_field("#schedule-form select[name=action]", "snapshot");
+    b.set_field("#schedule-form input[name=cron]", "0 3 * * *");
+    b.set_field("#schedule-form input[name=keep]", "2");
+    b.click_on("#schedule-form button");
+    b.wait_for("tr[data-schedule]", WAIT);
+    let schedules = d.json(&["schedule", "list", "web2", "--json"]);
+    assert_eq!(schedules[0]["cron"], "0 3 * * *", "{schedules}");
+    assert_eq!(schedules[0]["action"], "snapshot", "{schedules}");
+    assert_eq!(schedules[0]["keep"], 2, "{schedules}");
 
     // Clone it from the snapshot.
     b.set_field("#clone-form input[name=name]", "web3");
@@ -232,7 +259,12 @@ fn dashboard_snapshots_restores_clones_publishes_and_rolls_back() {
     b.wait_text("#flash.error", "web4", WAIT);
     screenshot(&b, "error");
 
+    // Revoking the token ends its session: the next call sends the page back to the login.
+    d.ok(&["token", "revoke", "web"]);
+    b.click_on("#launch");
+    b.wait_for("#login-form #token", WAIT);
+    b.wait_text("#flash.error", "the session has ended", WAIT);
+
     b.quit();
-    drop(site);
     d.finish();
 }

@@ -249,9 +249,30 @@ impl Browser {
     }
 
     /// Clicks the element matching `css` once it is there.
+    /// The page re-renders what live events change: an element found may be replaced before
+    /// the click lands (a stale reference), and is then found again.
     pub fn click_on(&self, css: &str) {
-        let el = self.wait_for(css, Duration::from_secs(15));
-        self.click(&el);
+        let mut last = String::new();
+        let clicked = poll_until(Duration::from_secs(15), || {
+            let Ok(el) = self.try_find(css) else {
+                last = format!("no element `{css}`");
+                return false;
+            };
+            let path = format!("/session/{}/element/{}/click", self.session, el.0);
+            match self.try_call("POST", &path, Some(&json!({}))) {
+                Ok(_) => true,
+                Err(e) if e.contains("stale element") => {
+                    last = e;
+                    false
+                }
+                Err(e) => panic!("WebDriver: {e}"),
+            }
+        });
+        assert!(
+            clicked,
+            "cannot click `{css}`: {last}; the page says: {}",
+            self.page_text()
+        );
     }
 
     /// Types `text` into `el` (`\n` is Enter).

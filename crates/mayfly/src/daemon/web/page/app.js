@@ -120,7 +120,7 @@ window.addEventListener('mayfly-unauthenticated', () => {
   if (!authenticated) return;
   authenticated = false;
   stopEvents();
-  flash('The session ended: log in again.');
+  // The call that found out flashes the daemon's word for it (logged out, expired, revoked).
   closeTerminal();
   views.stopTimers();
   loginView();

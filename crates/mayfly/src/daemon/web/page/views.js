@@ -158,6 +158,8 @@ export async function instanceView(name) {
         log.hidden = false;
       }) }, 'Show the last 200 lines'), log));
   let built = false;
+  let snapshotList = null;
+  let scheduleList = null;
   const refresh = async () => {
     let i;
     let snaps;
@@ -184,7 +186,13 @@ export async function instanceView(name) {
         ['Last exit', i.last_exit ? JSON.stringify(i.last_exit) : undefined],
         ['OOM kills', i.oom_kills || undefined], ['Error', i.error], ['Id', i.id],
       ])));
-    snapshots.replaceChildren(snapshotCard(i, snaps, after), await scheduleCard(i));
+    if (!snapshotList) {
+      snapshotList = snapshotCard(name, after);
+      scheduleList = scheduleCard(name);
+      snapshots.replaceChildren(snapshotList.card, scheduleList.card);
+    }
+    snapshotList.update(snaps);
+    scheduleList.update();
     if (i.state === 'running') {
       act('stats', [], undefined, { instances: i.name }).then((list) => {
         const st = (list || [])[0];
@@ -209,78 +217,86 @@ export async function instanceView(name) {
   await refresh();
 }
 
-function snapshotCard(i, snaps, after) {
+/** A table that a refresh rewrites, over a form that stays (what is typed in it too). */
+function listCard(title, columns, form) {
+  const list = h('div', {});
+  const card = h('div', { class: 'card' }, h('h2', {}, title), list, form);
+  const update = (rows) => list.replaceChildren(rows.length
+    ? h('table', {}, h('thead', {}, h('tr', {}, columns.map((t) => h('th', {}, t)))), h('tbody', {}, rows))
+    : h('p', { class: 'muted' }, 'None.'));
+  return { card, update };
+}
+
+function snapshotCard(name, after) {
   const form = h('form', { class: 'inline', id: 'snapshot-form' },
     h('input', { name: 'snapshot', placeholder: 'snapshot name (optional)' }),
     h('button', { type: 'submit', 'data-action': 'snapshot' }, 'Take a snapshot'));
   form.addEventListener('submit', (ev) => {
     ev.preventDefault();
     busy(form.querySelector('button'), async () => {
-      const s = await act('snapshot.create', [i.name], { name: field(form, 'snapshot') || null });
-      flash(`${i.name}: snapshot ${s.name} taken`);
+      const s = await act('snapshot.create', [name], { name: field(form, 'snapshot') || null });
+      flash(`${name}: snapshot ${s.name} taken`);
       form.reset();
       await after();
     });
   });
-  const rows = snaps.map((s) => {
-    const restore = h('button', { type: 'button', 'data-action': 'restore' }, 'Restore');
-    restore.addEventListener('click', () => busy(restore, async () => {
-      if (!(await confirmDialog(`Rewind ${i.name} to snapshot ${s.name}? What changed since is lost.`, 'Restore'))) return;
-      await act('snapshot.restore', [i.name, s.name]);
-      flash(`${i.name}: restored to ${s.name}`);
-      await after();
-    }));
-    const remove = h('button', { type: 'button', class: 'danger' }, 'Remove');
-    remove.addEventListener('click', () => busy(remove, async () => {
-      if (!(await confirmDialog(`Remove snapshot ${s.name} of ${i.name}?`))) return;
-      await act('snapshot.remove', [i.name, s.name]);
-      flash(`${i.name}: snapshot ${s.name} removed`);
-      await after();
-    }));
-    return h('tr', { 'data-snapshot': s.name }, h('td', {}, s.name), h('td', {}, s.created_at),
-      h('td', { class: 'tag' }, `${s.template}@${s.template_version}`), h('td', {}, human(s.size)),
-      h('td', {}, h('div', { class: 'actions' }, restore, remove)));
-  });
-  return h('div', { class: 'card' }, h('h2', {}, 'Snapshots'),
-    rows.length ? h('table', {}, h('thead', {}, h('tr', {}, ['Name', 'Taken', 'Template', 'Size', ''].map((t) => h('th', {}, t)))), h('tbody', {}, rows))
-      : h('p', { class: 'muted' }, 'None.'),
-    form);
+  const { card, update } = listCard('Snapshots', ['Name', 'Taken', 'Template', 'Size', ''], form);
+  return {
+    card,
+    update: (snaps) => update(snaps.map((s) => {
+      const restore = h('button', { type: 'button', 'data-action': 'restore' }, 'Restore');
+      restore.addEventListener('click', () => busy(restore, async () => {
+        if (!(await confirmDialog(`Rewind ${name} to snapshot ${s.name}? What changed since is lost.`, 'Restore'))) return;
+        await act('snapshot.restore', [name, s.name]);
+        flash(`${name}: restored to ${s.name}`);
+        await after();
+      }));
+      const remove = h('button', { type: 'button', class: 'danger' }, 'Remove');
+      remove.addEventListener('click', () => busy(remove, async () => {
+        if (!(await confirmDialog(`Remove snapshot ${s.name} of ${name}?`))) return;
+        await act('snapshot.remove', [name, s.name]);
+        flash(`${name}: snapshot ${s.name} removed`);
+        await after();
+      }));
+      return h('tr', { 'data-snapshot': s.name }, h('td', {}, s.name), h('td', {}, s.created_at),
+        h('td', { class: 'tag' }, `${s.template}@${s.template_version}`), h('td', {}, human(s.size)),
+        h('td', {}, h('div', { class: 'actions' }, restore, remove)));
+    })),
+  };
 }
 
-async function scheduleCard(i) {
-  let list = [];
-  try { list = await act('schedule.list', [i.name]); } catch (e) { flash(e); }
-  const card = h('div', { class: 'card' });
-  const redraw = async () => card.replaceWith(await scheduleCard(i));
-  const rows = list.map((sc) => {
-    const rm = h('button', { type: 'button', class: 'danger' }, 'Remove');
-    rm.addEventListener('click', () => busy(rm, async () => {
-      if (!(await confirmDialog(`Remove the ${sc.action} schedule \`${sc.cron}\` of ${i.name}?`))) return;
-      await act('schedule.remove', [i.name, String(sc.id)]);
-      await redraw();
-    }));
-    return h('tr', {}, h('td', {}, sc.id), h('td', {}, sc.action), h('td', { class: 'tag' }, sc.cron),
-      h('td', {}, sc.keep ?? ''), h('td', {}, sc.next_run ?? ''), h('td', {}, sc.last_run ?? ''),
-      h('td', { class: 'outcome-error' }, sc.last_error ?? ''), h('td', {}, rm));
-  });
+function scheduleCard(name) {
   const form = h('form', { class: 'inline', id: 'schedule-form' },
     h('select', { name: 'action' }, ['reset', 'restart', 'snapshot'].map((a) => h('option', { value: a }, a))),
     h('input', { name: 'cron', placeholder: 'cron: 0 3 * * *', required: true }),
     h('input', { name: 'keep', type: 'number', min: 1, placeholder: 'snapshots kept' }),
     h('button', { type: 'submit' }, 'Add a schedule'));
+  const { card, update } = listCard('Schedules', ['#', 'Action', 'When', 'Keep', 'Next', 'Last', 'Last error', ''], form);
+  const refresh = async () => {
+    let list = [];
+    try { list = await act('schedule.list', [name]); } catch (e) { flash(e); return; }
+    update(list.map((sc) => {
+      const rm = h('button', { type: 'button', class: 'danger' }, 'Remove');
+      rm.addEventListener('click', () => busy(rm, async () => {
+        if (!(await confirmDialog(`Remove the ${sc.action} schedule \`${sc.cron}\` of ${name}?`))) return;
+        await act('schedule.remove', [name, String(sc.id)]);
+        await refresh();
+      }));
+      return h('tr', { 'data-schedule': sc.id }, h('td', {}, sc.id), h('td', {}, sc.action), h('td', { class: 'tag' }, sc.cron),
+        h('td', {}, sc.keep ?? ''), h('td', {}, sc.next_run ?? ''), h('td', {}, sc.last_run ?? ''),
+        h('td', { class: 'outcome-error' }, sc.last_error ?? ''), h('td', {}, rm));
+    }));
+  };
   form.addEventListener('submit', (ev) => {
     ev.preventDefault();
     busy(form.querySelector('button'), async () => {
       const keep = field(form, 'keep');
-      await act('schedule.add', [i.name], { action: field(form, 'action'), cron: field(form, 'cron'), keep: keep ? Number(keep) : undefined });
-      await redraw();
+      await act('schedule.add', [name], { action: field(form, 'action'), cron: field(form, 'cron'), keep: keep ? Number(keep) : undefined });
+      form.reset();
+      await refresh();
     });
   });
-  card.append(h('h2', {}, 'Schedules'),
-    rows.length ? h('table', {}, h('thead', {}, h('tr', {}, ['#', 'Action', 'When', 'Keep', 'Next', 'Last', 'Last error', ''].map((t) => h('th', {}, t)))), h('tbody', {}, rows))
-      : h('p', { class: 'muted' }, 'None.'),
-    form);
-  return card;
+  return { card, update: refresh };
 }
 
 function renameCard(i) {
