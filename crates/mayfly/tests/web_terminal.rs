@@ -219,3 +219,67 @@ fn a_page_that_goes_away_hangs_up_its_process() {
     });
     d.finish();
 }
+
+#[test]
+fn over_tcp_the_terminal_needs_the_session_and_the_page_s_own_origin() {
+    use common::tls::{DEFAULT_ADDR, create_token, https};
+    let d = TestDaemon::start();
+    launch(&d, "web1", &[], Some("sleep 3600"));
+    wait_state(&d, "web1", "running");
+    let ws = [
+        ("Upgrade", "websocket"),
+        ("Sec-WebSocket-Version", "13"),
+        ("Sec-WebSocket-Key", "bWF5Zmx5LXRlcm1pbmFsIQ=="),
+    ];
+    let path = "/v1/instances/web1/terminal";
+
+    // No session: refused before anything runs.
+    let r = https(d.netns(), DEFAULT_ADDR, "GET", path, &ws, b"");
+    assert_eq!(r.status, 401, "{:?}", r.json());
+
+    // The page's session (the login's cookie) from another site's page: refused.
+    let secret = create_token(&d, "web");
+    let body = serde_json::json!({ "token": secret }).to_string();
+    let login = https(
+        d.netns(),
+        DEFAULT_ADDR,
+        "POST",
+        "/v1/login",
+        &[],
+        body.as_bytes(),
+    );
+    assert_eq!(login.status, 204, "{:?}", login.json());
+    let cookie = login
+        .header("set-cookie")
+        .and_then(|c| c.split(';').next())
+        .expect("a session cookie")
+        .to_owned();
+    let mut headers = ws.to_vec();
+    headers.push(("Cookie", &cookie));
+    headers.push(("Origin", "https://evil.example"));
+    let r = https(d.netns(), DEFAULT_ADDR, "GET", path, &headers, b"");
+    assert_eq!(r.status, 403, "{:?}", r.json());
+    assert_eq!(r.json()["error"]["code"], "forbidden", "{:?}", r.json());
+
+    // From the page's own origin it passes authentication (and this client, which does not
+    // upgrade, gets the endpoint's own answer).
+    headers.pop();
+    headers.push(("Origin", "https://localhost:8443"));
+    let r = https(d.netns(), DEFAULT_ADDR, "GET", path, &headers, b"");
+    assert_eq!(r.status, 400, "{:?}", r.json());
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("WebSocket")),
+        "{:?}",
+        r.json()
+    );
+    // Nothing ran in the instance.
+    let ps = d.sh("web1", "ps -o args");
+    assert_eq!(
+        ps.lines().filter(|l| !l.contains("ps -o")).count(),
+        2,
+        "{ps}"
+    );
+    d.finish();
+}
