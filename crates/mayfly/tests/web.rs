@@ -240,6 +240,28 @@ fn dashboard_snapshots_restores_clones_publishes_and_rolls_back() {
     assert_eq!(template_info(&d, "pub")["current_version"], 1);
     screenshot(&b, "template-versions");
 
+    // Build an application template over busybox, its progress streamed into the page.
+    goto_hash(&b, &site, "#/templates");
+    b.set_field("#build-form input[name=name]", "app1");
+    b.set_field("#build-form select[name=from]", "busybox");
+    b.set_field("#build-form textarea[name=run]", "echo built > /built");
+    b.set_field("#build-form input[name=command]", "sleep 3600");
+    b.click_on("#build-form button");
+    b.wait_text("#flash", "app1: built", WAIT);
+    b.wait_text("#build-log", "done: app1@1", WAIT);
+    b.wait_for("tr[data-template=app1]", WAIT);
+    assert_eq!(template_info(&d, "app1")["current_version"], 1);
+    // And launch busybox with it stacked over.
+    goto_hash(&b, &site, "#/launch");
+    b.set_field("#launch-template", "busybox");
+    b.set_field("#launch-form input[name=apps]", "app1");
+    b.set_field("#launch-name", "web5");
+    b.set_field("#launch-command", "sleep 3600");
+    b.click_on("#launch");
+    b.wait_for("#instance[data-instance=web5]", WAIT);
+    wait_state(&d, "web5", "running");
+    assert_eq!(d.sh("web5", "cat /built").trim(), "built");
+
     // Launch from the snapshot with the launch form (a clone).
     goto_hash(&b, &site, "#/launch");
     b.click_on("#launch-form input[name=source][value=snapshot]");

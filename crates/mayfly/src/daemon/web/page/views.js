@@ -418,7 +418,7 @@ export async function launchView() {
   }
   const versions = h('select', { name: 'version' });
   const templateSelect = h('select', { name: 'template', id: 'launch-template' },
-    templates.filter((t) => !t.versions.every((v) => v.app)).map((t) => h('option', { value: t.name }, t.name)));
+    templates.map((t) => h('option', { value: t.name }, t.name)));
   const fillVersions = () => {
     const t = templates.find((x) => x.name === templateSelect.value);
     versions.replaceChildren(h('option', { value: '' }, 'the current one (follow it)'),
@@ -435,6 +435,8 @@ export async function launchView() {
       h('label', {}, h('input', { type: 'radio', name: 'source', value: 'snapshot', disabled: !sources.length }), ' a snapshot (a clone)')),
     h('label', { class: 'from-template' }, 'Template'), h('div', { class: 'inline from-template' }, templateSelect, versions),
     h('label', { class: 'from-snapshot', hidden: true }, 'Snapshot'), h('div', { class: 'from-snapshot', hidden: true }, snapshotSelect),
+    h('label', { class: 'from-template' }, 'Applications'),
+    h('input', { name: 'apps', class: 'from-template', placeholder: 'application templates stacked over it, in order (NAME or NAME@N)' }),
     h('label', {}, 'Name'), h('input', { name: 'name', id: 'launch-name', placeholder: 'generated when empty' }),
     h('label', {}, 'Mode'), modeSelect(false),
     h('label', { class: 'from-template' }, 'Flavor'),
@@ -488,7 +490,7 @@ export async function launchView() {
         const userData = form.elements.namedItem('user_data').value;
         created = await act('instance.create', [], {
           template: version ? `${field(form, 'template')}@${version}` : field(form, 'template'),
-          name, mode, command: words(field(form, 'command')),
+          name, mode, command: words(field(form, 'command')), apps: words(field(form, 'apps')),
           flavor: field(form, 'flavor') || undefined, limits,
           networks: network ? [network] : undefined,
           user_data: userData.trim() ? userData : undefined,
@@ -510,12 +512,48 @@ export async function templatesView() {
     const r = await act('layer.gc');
     flash(`garbage collection: ${JSON.stringify(r)}`);
   }));
+  const bases = h('select', { name: 'from' });
+  const out = h('pre', { class: 'log', id: 'build-log', hidden: true });
+  const build = h('form', { class: 'grid', id: 'build-form' },
+    h('label', {}, 'Name'), h('input', { name: 'name', required: true }),
+    h('label', {}, 'From'),
+    h('div', { class: 'inline' },
+      h('label', {}, h('input', { type: 'radio', name: 'kind', value: 'app', checked: true }), ' an application over '), bases,
+      h('label', {}, h('input', { type: 'radio', name: 'kind', value: 'debian' }), ' Debian '),
+      h('input', { name: 'suite', placeholder: 'bookworm', size: 10 })),
+    h('label', {}, 'Packages'), h('input', { name: 'packages', placeholder: 'nginx curl' }),
+    h('label', {}, 'Script'), h('textarea', { name: 'run', placeholder: 'shell commands run in the new template' }),
+    h('label', {}, 'Command'), h('input', { name: 'command', placeholder: "its init command (the base's when empty)" }),
+    h('label', {}, 'Message'), h('input', { name: 'message' }),
+    h('div', { class: 'full' }, h('button', { type: 'submit', 'data-action': 'build' }, 'Build')));
+  build.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    busy(build.querySelector('button'), async () => {
+      const name = field(build, 'name');
+      const debian = build.elements.namedItem('kind').value === 'debian';
+      const command = words(field(build, 'command'));
+      await job('template.build', name, {
+        debian: debian ? (field(build, 'suite') || 'bookworm') : undefined,
+        from: debian ? undefined : field(build, 'from'),
+        packages: words(field(build, 'packages')),
+        run: build.elements.namedItem('run').value.trim() || undefined,
+        command: command.length ? command : undefined,
+        message: field(build, 'message') || undefined,
+      }, out);
+      flash(`${name}: built`);
+      await refresh();
+    });
+  });
   show(h('div', { class: 'inline' }, h('h1', {}, 'Templates'), gc),
     h('table', { id: 'templates' }, h('thead', {}, h('tr', {}, ['Name', 'Current', 'Versions', 'Used by', 'Kind'].map((t) => h('th', {}, t)))), body),
-    h('p', { class: 'muted' }, 'Import and build templates with ', h('code', {}, 'mayfly template import|build'), ' on the daemon\'s host (they read files there).'));
+    h('div', { class: 'card' }, h('h2', {}, 'Build a template'), build, out),
+    h('p', { class: 'muted' }, 'Import archives and images with ', h('code', {}, 'mayfly template import'), ' on the daemon\'s host (it reads files there).'));
   const refresh = async () => {
     let list;
     try { list = await act('template.list'); } catch (e) { flash(e); return; }
+    const chosen = bases.value;
+    bases.replaceChildren(...list.map((t) => h('option', { value: t.name }, t.name)));
+    if (list.some((t) => t.name === chosen)) bases.value = chosen;
     body.replaceChildren(...list.map((t) => h('tr', { 'data-template': t.name },
       h('td', {}, h('a', { href: `#/templates/${encodeURIComponent(t.name)}` }, t.name)),
       h('td', {}, `@${t.current_version}`), h('td', {}, t.versions.length),
