@@ -12,7 +12,7 @@ mod client;
 mod commands;
 pub mod config;
 mod limits;
-mod output;
+pub(crate) mod output;
 mod process;
 mod stream;
 
@@ -57,6 +57,10 @@ pub struct Cli {
     /// Talk to this remote daemon (see `mayfly remote`) instead of the local socket.
     #[arg(long, global = true, env = "MAYFLY_REMOTE", value_name = "NAME")]
     pub remote: Option<String>,
+    /// No informational lines (confirmations, notes, progress): lists print their names
+    /// only, `launch` the new instance's name; errors still go to stderr.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
