@@ -309,6 +309,23 @@ mod tests {
     }
 
     #[test]
+    fn a_global_option_given_before_the_command_wins_too() {
+        let file = "socket = \"/from/file.sock\"\n";
+        assert_eq!(
+            added(file, &["mayfly", "--socket", "/given.sock", "daemon"]).unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            added(file, &["mayfly", "daemon", "--socket", "/given.sock"]).unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            added(file, &["mayfly", "daemon"]).unwrap(),
+            ["--socket=/from/file.sock"]
+        );
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_are_refused_naming_the_key() {
         let e = added("log_level = \"debug\"", &["mayfly", "daemon"]).unwrap_err();
         assert!(e.contains("unknown key `log_level`"), "{e}");
