@@ -49,7 +49,13 @@ Examples:
 
 /// mayfly runs transient containers from shared read-only templates.
 #[derive(Debug, Parser)]
-#[command(name = "mayfly", version, about, after_help = TOP_HELP, propagate_version = true)]
+#[command(
+    name = "mayfly",
+    version,
+    about = "Transient containers from shared read-only templates",
+    after_help = TOP_HELP,
+    propagate_version = true
+)]
 pub struct Cli {
     /// The daemon's API socket.
     #[arg(long, global = true, env = "MAYFLY_SOCKET", default_value = DEFAULT_SOCKET, value_name = "PATH")]
