@@ -6,7 +6,7 @@ use mayfly_api::{
 
 use super::{remove_each, show};
 use crate::cli::client::{Client, ClientError};
-use crate::cli::output::{ago, json, table};
+use crate::cli::output::{ago, json, table_text};
 use crate::cli::{ChannelCommand, NetworkCommand, RenameArgs};
 
 /// `mayfly network …`.
@@ -143,9 +143,13 @@ fn print_network(n: &NetworkInfo) {
                 ]
             })
             .collect();
-        table(
-            &["  INSTANCE", "NAME", "IPV4", "IPV6", "MAC", "HOST END"],
-            &rows,
+        // Part of the report, not a list: printed whole even with --quiet.
+        print!(
+            "{}",
+            table_text(
+                &["  INSTANCE", "NAME", "IPV4", "IPV6", "MAC", "HOST END"],
+                &rows,
+            )
         );
     }
 }
