@@ -120,10 +120,10 @@ fn terminal_relays_bytes_resizes_and_ends_with_the_exit_status() {
     ws.send_binary(b"exit 7\n");
     assert_eq!(exit_status(&mut ws), 7);
 
-    // A command of the page's choice instead of the shell.
-    let mut ws = terminal(&d, "?command=echo%20one%20two");
-    ws.output_until("one two", WAIT, &mut Vec::new());
-    assert_eq!(exit_status(&mut ws), 0);
+    // A command line of the page's choice instead of the login shell (run by `sh -c`).
+    let mut ws = terminal(&d, "?command=echo%20%22one%20%20two%22%3B%20exit%205");
+    ws.output_until("one  two", WAIT, &mut Vec::new());
+    assert_eq!(exit_status(&mut ws), 5);
 
     d.finish();
 }
@@ -209,7 +209,7 @@ fn a_page_that_goes_away_hangs_up_its_process() {
         "web1",
         "printf 'trap \"\" HUP\\nsleep 778\\n' > /stubborn.sh",
     );
-    let ws = terminal(&d, "?command=sh%20/stubborn.sh");
+    let ws = terminal(&d, "?command=exec%20sh%20/stubborn.sh");
     wait_until(WAIT, "sleep 778 to run", || running("sleep 778"));
     ws.drop_connection();
     std::thread::sleep(Duration::from_millis(1500));

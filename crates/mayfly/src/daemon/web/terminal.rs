@@ -1,5 +1,6 @@
 //! `GET /v1/instances/{name}/terminal?cols=N&rows=N[&command=...]`: a process with a terminal
-//! in a running instance (`mayfly exec -t`), over a WebSocket, for the web page's xterm.js.
+//! in a running instance (`mayfly exec -t`), over a WebSocket, for the web page's xterm.js:
+//! `sh -c COMMAND`, or a login shell (`sh -l`) without one.
 //!
 //! The process is started (with the engine's exec and a pseudo-terminal, as `exec -t` does)
 //! before the handshake is answered, so that a refusal (no such instance, not running, a bad
@@ -18,7 +19,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::http::Uri;
 use axum::response::Response;
-use mayfly_api::ExecRequest;
+use mayfly_api::{ExecRequest, TerminalQuery};
 use mayfly_engine::Engine;
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -41,23 +42,6 @@ const HANGUP_GRACE: Duration = Duration::from_secs(3);
 const KILL_WAIT: Duration = Duration::from_secs(30);
 /// The most a terminal may have of either dimension.
 const MAX_SIZE: u16 = 1000;
-
-/// The query of the terminal's WebSocket.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TerminalQuery {
-    /// Columns (default 80).
-    #[serde(default)]
-    cols: Option<u16>,
-    /// Rows (default 24).
-    #[serde(default)]
-    rows: Option<u16>,
-    /// The program and its arguments, separated by spaces (default `sh`, looked up in the
-    /// instance's `PATH`); for anything that needs quoting, `sh -c` a script through the
-    /// terminal.
-    #[serde(default)]
-    command: Option<String>,
-}
 
 /// A control message of the page (a text frame).
 #[derive(Debug, Deserialize)]
@@ -93,9 +77,10 @@ pub(crate) async fn terminal(
     })?;
     let cols = size(q.cols, 80, "cols")?;
     let rows = size(q.rows, 24, "rows")?;
+    // A shell command line, run by the instance's `sh`; without one, a login shell.
     let command: Vec<String> = match q.command.as_deref().map(str::trim) {
-        None | Some("") => vec!["sh".to_owned()],
-        Some(c) => c.split_whitespace().map(str::to_owned).collect(),
+        None | Some("") => vec!["sh".to_owned(), "-l".to_owned()],
+        Some(c) => vec!["sh".to_owned(), "-c".to_owned(), c.to_owned()],
     };
     let (host, fds) = make_stdio(true, Some([rows, cols]))?;
     let req = ExecRequest {
