@@ -283,3 +283,27 @@ fn over_tcp_the_terminal_needs_the_session_and_the_page_s_own_origin() {
     );
     d.finish();
 }
+
+#[test]
+fn a_terminal_whose_daemon_is_killed_does_not_outlive_it() {
+    let mut d = TestDaemon::start();
+    launch(&d, "web1", &[], Some("sleep 3600"));
+    wait_state(&d, "web1", "running");
+    let mut ws = terminal(&d, "?command=exec%20sleep%20779");
+    wait_until(WAIT, "sleep 779 to run", || {
+        d.sh("web1", "ps -o args").contains("sleep 779")
+    });
+    d.kill_daemon();
+    // The page sees its terminal end.
+    let deadline = std::time::Instant::now() + WAIT;
+    while let Some(WsMessage::Binary(_)) =
+        ws.recv(deadline.saturating_duration_since(std::time::Instant::now()))
+    {}
+    d.restart();
+    wait_state(&d, "web1", "running");
+    // Nobody follows it any more: the terminal's process is gone with the daemon's end of it.
+    wait_until(WAIT, "sleep 779 to end", || {
+        !d.sh("web1", "ps -o args").contains("sleep 779")
+    });
+    d.finish();
+}
