@@ -71,6 +71,31 @@ fn page_and_assets_are_served_embedded_with_their_types() {
             r.header("content-type")
         );
     }
+    // Every module the page imports is served (from the entry point, transitively).
+    let mut todo = vec!["app.js".to_owned()];
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(module) = todo.pop() {
+        if !seen.insert(module.clone()) {
+            continue;
+        }
+        let r = d.api_raw("GET", &format!("/ui/{module}"), "text/plain", b"");
+        assert_eq!(
+            r.status, 200,
+            "/ui/{module}, imported by the page, is not served"
+        );
+        let text = String::from_utf8_lossy(&r.body).into_owned();
+        for part in text.split("from './").skip(1) {
+            if let Some(name) = part.split('\'').next() {
+                todo.push(name.to_owned());
+            }
+        }
+        for part in text.split("import('./").skip(1) {
+            if let Some(name) = part.split('\'').next() {
+                todo.push(name.to_owned());
+            }
+        }
+    }
+    assert!(seen.len() >= 10, "{seen:?}");
     // xterm.js is the whole terminal, not Debian's stub.
     let xterm = d.api_raw("GET", "/ui/xterm.js", "text/plain", b"");
     assert!(xterm.body.len() > 100_000, "{} bytes", xterm.body.len());

@@ -57,6 +57,36 @@ const ASSETS: &[Asset] = &[
         body: include_bytes!("page/views.js"),
     },
     Asset {
+        path: "/ui/shared.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("page/shared.js"),
+    },
+    Asset {
+        path: "/ui/instances.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("page/instances.js"),
+    },
+    Asset {
+        path: "/ui/launch.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("page/launch.js"),
+    },
+    Asset {
+        path: "/ui/templates.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("page/templates.js"),
+    },
+    Asset {
+        path: "/ui/resources.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("page/resources.js"),
+    },
+    Asset {
+        path: "/ui/events.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("page/events.js"),
+    },
+    Asset {
         path: "/ui/terminal.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_bytes!("page/terminal.js"),
