@@ -128,7 +128,10 @@ fn metrics_parse_and_move_with_operations() {
     d.fails(&["start", "mt-nosuch"]);
     let after = scrape(&d);
     // Per-instance families exist once an instance runs.
-    for family in ["mayfly_instance_cpu_seconds", "mayfly_instance_memory_bytes"] {
+    for family in [
+        "mayfly_instance_cpu_seconds",
+        "mayfly_instance_memory_bytes",
+    ] {
         assert!(after.types.contains_key(family), "no family {family}");
     }
     assert_eq!(after.value(running), 1.0);
