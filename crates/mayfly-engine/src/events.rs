@@ -269,7 +269,14 @@ fn writer(
             }
         }
         let n = batch.len() as u64;
-        let written = lock(&store).append_events(batch, keep);
+        // `MAYFLY_FAIL_AT=events:write` fails every write (tests that a broken log fails no
+        // action and counts what it lost).
+        let written = match crate::inject("events:write") {
+            Ok(()) => lock(&store)
+                .append_events(batch, keep)
+                .map_err(EngineError::Store),
+            Err(e) => Err(e),
+        };
         let Some(bus) = bus.upgrade() else {
             return;
         };

@@ -309,3 +309,24 @@ fn follow_prints_the_log_then_live_events() {
     d.ok(&["flavor", "rm", "evl-1"]);
     d.finish();
 }
+
+#[test]
+fn a_failing_event_log_fails_no_action_and_counts_what_it_lost() {
+    let d = TestDaemon::start_with_env(&[], &[("MAYFLY_FAIL_AT", "events:write")]);
+    launch(&d, "evx-box", &[], Some(common::imports::IDLE));
+    d.ok(&["stop", "evx-box"]);
+    d.ok(&["rm", "evx-box"]);
+    assert!(events(&d, "").is_empty());
+    let r = d.api_raw("GET", "/metrics", "text/plain", b"");
+    let text = String::from_utf8_lossy(&r.body);
+    let dropped: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("mayfly_events_dropped_total "))
+        .unwrap_or_else(|| panic!("{text}"))
+        .parse()
+        .unwrap();
+    // At least the launch's, the stop's and the removal's events and audit records.
+    assert!(dropped >= 6.0, "{dropped}");
+    assert!(d.logs().contains("cannot write"), "the daemon says why");
+    d.finish();
+}
