@@ -57,6 +57,16 @@ pub fn current_actor() -> String {
         .unwrap_or_else(|_| DAEMON_ACTOR.to_owned())
 }
 
+/// Spawns `fut` as a task of the current actor (a plain `tokio::spawn` would lose it: the
+/// actor is task-local): what a request starts in the background stays the caller's.
+pub fn spawn<F>(fut: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(with_actor(current_actor(), fut))
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

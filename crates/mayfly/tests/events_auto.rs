@@ -93,3 +93,29 @@ fn a_schedules_runs_are_its_own() {
     assert!(snap["seq"].as_u64() < run["seq"].as_u64());
     d.finish();
 }
+
+#[test]
+fn background_jobs_of_a_request_are_the_callers() {
+    let d = TestDaemon::start();
+    // An attached run: its instance is made by a task of the request.
+    d.ok(&["run", "--rm", "--name", "eva-run", "busybox", "--", "true"]);
+    // A rollout: an NDJSON job that runs on after the answer's head.
+    d.ok(&["template", "rollout", "busybox"]);
+    wait_event(&d, "instance.remove", "eva-run");
+    let done = wait_event(&d, "rollout.done", "busybox");
+    let all = events(&d, "");
+    for kind in ["instance.create", "instance.start"] {
+        let e = about(&all, kind, "eva-run");
+        assert_eq!(e.len(), 1, "{all:#?}");
+        assert_eq!(e[0]["actor"], "unix:uid=0", "{kind}: {:?}", e[0]);
+    }
+    assert_eq!(done["actor"], "unix:uid=0", "{done}");
+    assert_eq!(
+        about(&all, "rollout.start", "busybox")[0]["actor"],
+        "unix:uid=0"
+    );
+    // The run's exit: how it ended.
+    let exit = about(&all, "instance.exit", "eva-run");
+    assert_eq!(exit[0]["details"]["code"], 0, "{all:#?}");
+    d.finish();
+}
