@@ -169,6 +169,10 @@ struct BusInner {
     queue: SyncSender<NewEvent>,
     live: broadcast::Sender<Arc<Event>>,
     dropped: AtomicU64,
+    /// Events put in the queue.
+    queued: AtomicU64,
+    /// Events the writer is done with (written, or failed and counted).
+    settled: tokio::sync::watch::Sender<u64>,
 }
 
 /// The event bus (one per engine; cheap to clone).
@@ -197,6 +201,8 @@ impl EventBus {
             queue,
             live,
             dropped: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
+            settled: tokio::sync::watch::Sender::new(0),
         });
         let weak = Arc::downgrade(&inner);
         let spawned = std::thread::Builder::new()
@@ -226,7 +232,9 @@ impl EventBus {
             details: ev.details,
         };
         match self.inner.queue.try_send(event) {
-            Ok(()) => {}
+            Ok(()) => {
+                self.inner.queued.fetch_add(1, Ordering::Relaxed);
+            }
             Err(TrySendError::Full(e) | TrySendError::Disconnected(e)) => {
                 let n = self.inner.dropped.fetch_add(1, Ordering::Relaxed);
                 if n.is_power_of_two() || n == 0 {
@@ -243,6 +251,18 @@ impl EventBus {
     /// Live events from now on (each once it is in the log).
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.inner.live.subscribe()
+    }
+
+    /// Waits until what was emitted so far is in the log (or counted as dropped), up to
+    /// `deadline`: the daemon's last events are not lost when it stops. Returns whether
+    /// everything was settled in time.
+    pub async fn flush(&self, deadline: std::time::Duration) -> bool {
+        // Queued before counted: a count read now covers at least what was emitted.
+        let target = self.inner.queued.load(Ordering::Relaxed);
+        let mut settled = self.inner.settled.subscribe();
+        tokio::time::timeout(deadline, settled.wait_for(|n| *n >= target))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// Events dropped because the log could not keep up (or could not be written).
@@ -290,6 +310,7 @@ fn writer(
         let Some(bus) = bus.upgrade() else {
             return;
         };
+        bus.settled.send_modify(|s| *s += n);
         match written {
             Ok(records) => {
                 for rec in records {
@@ -377,6 +398,14 @@ mod tests {
         let seen: Vec<_> = got.iter().map(|e| (**e).clone()).collect();
         assert_eq!(logged, seen);
         assert_eq!(bus.dropped(), 0);
+        // A flush waits for what was emitted to be in the log.
+        for i in 0..200 {
+            bus.emit(Ev::new(format!("test.{i}")));
+        }
+        assert!(bus.flush(std::time::Duration::from_secs(10)).await);
+        let kept = lock(&store).events(EventFilter::default(), 1000).unwrap();
+        assert_eq!(kept.len(), 100, "bounded to the newest 100");
+        assert_eq!(kept.last().unwrap().event.kind, "test.199");
     }
 
     #[tokio::test]
