@@ -1,7 +1,9 @@
 //! Events of what the daemon does on its own: a restart policy's restarts and a schedule's
-//! runs name their own actors (`restart-policy`, `schedule`), and exits carry their status.
+//! runs name their own actors (`restart-policy`, `schedule`), jobs a request leaves running
+//! name its caller, exits carry their status, an OOM kill is an event.
 
 mod common;
+mod limits_common;
 
 use std::path::Path;
 
@@ -117,5 +119,31 @@ fn background_jobs_of_a_request_are_the_callers() {
     // The run's exit: how it ended.
     let exit = about(&all, "instance.exit", "eva-run");
     assert_eq!(exit[0]["details"]["code"], 0, "{all:#?}");
+    d.finish();
+}
+
+#[test]
+fn an_oom_kill_is_an_event_and_the_exit_says_so() {
+    if !limits_common::has_v1("memory") {
+        eprintln!("this host has no v1 memory hierarchy: the OOM event is not tested here");
+        return;
+    }
+    let d = TestDaemon::start();
+    limits_common::install_alloc(&d);
+    d.ok(&[
+        "launch", "busybox", "--name", "eva-oom", "--memory", "32M", "--", "alloc", "mem", "512",
+    ]);
+    common::wait_stopped(&d, "eva-oom", std::time::Duration::from_secs(30));
+    let oom = wait_event(&d, "instance.oom", "eva-oom");
+    assert!(
+        oom["details"]["oom_kills"].as_u64().unwrap_or(0) >= 1,
+        "{oom}"
+    );
+    let all = events(&d, "");
+    let exit = about(&all, "instance.exit", "eva-oom");
+    assert_eq!(exit.len(), 1, "{all:#?}");
+    assert_eq!(exit[0]["details"]["signal"], 9, "{}", exit[0]);
+    assert!(exit[0]["details"]["oom_kills"].as_u64().unwrap_or(0) >= 1);
+    assert!(oom["seq"].as_u64() < exit[0]["seq"].as_u64());
     d.finish();
 }
