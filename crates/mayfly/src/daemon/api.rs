@@ -397,7 +397,7 @@ async fn build_template(
     body.name = name;
     let (events, response) = EventSink::new(dropped_lines);
     let log = log_to(events.clone());
-    tokio::spawn(async move {
+    mayfly_engine::events::spawn(async move {
         let result = engine.build_template(body, log).await;
         events.finish(Some(import_outcome(result))).await;
     });
@@ -413,7 +413,7 @@ async fn patch_template(
     let body: mayfly_api::PatchTemplate = json_body(req.into_body()).await?;
     let (events, response) = EventSink::new(dropped_lines);
     let log = log_to(events.clone());
-    tokio::spawn(async move {
+    mayfly_engine::events::spawn(async move {
         let result = engine.patch_template(&name, body, log).await;
         events.finish(Some(import_outcome(result))).await;
     });
@@ -447,7 +447,7 @@ async fn rollout(
         }
         ev => sink.counted(ev),
     });
-    tokio::spawn(async move {
+    mayfly_engine::events::spawn(async move {
         let outcome = engine.rollout(&name, body, log).await;
         events
             .finish(outcome.err().map(|e| mayfly_engine::rollout_error(&e)))

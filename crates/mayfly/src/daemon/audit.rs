@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::Request;
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::Response;
 use mayfly_api::{ACTIONS, Action, ActionSpec, ErrorBody, Outcome};
@@ -23,6 +24,9 @@ use super::auth::Caller;
 
 /// The largest error body read for its code and message.
 const ERROR_BODY_MAX: usize = 64 * 1024;
+
+/// The largest answer of a creation read for the name of what it made.
+const CREATED_BODY_MAX: usize = 1 << 20;
 
 /// Marks a request already audited (the router may wrap a handler twice).
 #[derive(Debug, Clone, Copy)]
@@ -41,7 +45,7 @@ pub(crate) async fn around(action: Action, mut req: Request, next: Next) -> Resp
         .get::<Caller>()
         .cloned()
         .unwrap_or_else(Caller::local);
-    let subject = subject_of(spec, req.uri().path());
+    let mut subject = subject_of(spec, req.uri().path());
     let started = Instant::now();
     let actor = caller.actor;
     let response = with_actor(actor.clone(), next.run(req)).await;
@@ -72,6 +76,24 @@ pub(crate) async fn around(action: Action, mut req: Request, next: Next) -> Resp
             },
         };
         (Response::from_parts(parts, Body::from(bytes)), outcome)
+    } else if status == StatusCode::CREATED
+        && (subject.is_none() || spec.action == Action::CreateSnapshot)
+    {
+        // A creation names what it made in its answer (`{"name": …}`).
+        let (parts, body) = response.into_parts();
+        let bytes = axum::body::to_bytes(body, CREATED_BODY_MAX)
+            .await
+            .unwrap_or_default();
+        subject = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v.get("name").and_then(|n| n.as_str()).map(str::to_owned))
+            .map(|name| match &subject {
+                // A snapshot is named `instance/snapshot`.
+                Some((_, instance)) => ("snapshot", format!("{instance}/{name}")),
+                None => (noun_of(spec), name),
+            })
+            .or(subject);
+        (Response::from_parts(parts, Body::from(bytes)), Outcome::Ok)
     } else {
         (response, Outcome::Ok)
     };
@@ -151,15 +173,20 @@ fn decode(s: &str) -> String {
 fn subject_of(spec: &ActionSpec, path: &str) -> Option<(&'static str, String)> {
     let values = placeholders(spec.path, path)?;
     let first = values.first()?;
-    let noun = spec.id.split('.').next().unwrap_or(spec.id);
-    if noun == "snapshot" && values.len() > 1 {
+    if spec.id.starts_with("snapshot.") && values.len() > 1 {
         return Some(("snapshot", format!("{first}/{}", values[1])));
     }
-    let kind = match noun {
+    Some((noun_of(spec), first.clone()))
+}
+
+/// The kind of subject an action's path (or answer) names: its id's noun (`instance.start`
+/// → `instance`); a schedule's and a snapshot list's are their instance's.
+fn noun_of(spec: &ActionSpec) -> &'static str {
+    let noun = spec.id.split('.').next().unwrap_or(spec.id);
+    match noun {
         "schedule" | "snapshot" => "instance",
         other => other,
-    };
-    Some((kind, first.clone()))
+    }
 }
 
 #[cfg(test)]

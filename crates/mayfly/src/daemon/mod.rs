@@ -250,5 +250,13 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     while servers.join_next().await.is_some() {}
     let _ = std::fs::remove_file(&options.socket);
+    // The last requests' events (their audit records) go into the log before the end.
+    if !engine
+        .event_bus()
+        .flush(std::time::Duration::from_secs(5))
+        .await
+    {
+        tracing::warn!("the event log did not take the last events within 5 s");
+    }
     Ok(())
 }
