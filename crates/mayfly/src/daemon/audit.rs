@@ -17,7 +17,7 @@ use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::Response;
-use mayfly_api::{ACTIONS, Action, ActionSpec, ErrorBody, Outcome};
+use mayfly_api::{Action, ActionSpec, ErrorBody, Outcome};
 use mayfly_engine::events::{Ev, emit_current, with_actor};
 
 use super::auth::Caller;
@@ -28,17 +28,9 @@ const ERROR_BODY_MAX: usize = 64 * 1024;
 /// The largest answer of a creation read for the name of what it made.
 const CREATED_BODY_MAX: usize = 1 << 20;
 
-/// Marks a request already audited (the router may wrap a handler twice).
-#[derive(Debug, Clone, Copy)]
-struct Audited;
-
 /// Runs the request of `action` as its caller, records it in the audit log (when it changes
 /// state) and in the metrics.
-pub(crate) async fn around(action: Action, mut req: Request, next: Next) -> Response {
-    if req.extensions().get::<Audited>().is_some() {
-        return next.run(req).await;
-    }
-    req.extensions_mut().insert(Audited);
+pub(crate) async fn around(action: Action, req: Request, next: Next) -> Response {
     let spec = action.spec();
     let caller = req
         .extensions()
@@ -106,24 +98,6 @@ pub(crate) async fn around(action: Action, mut req: Request, next: Next) -> Resp
     }
     emit_current(ev);
     response
-}
-
-/// Resolves the action of a request from the table (method and path), then runs it through
-/// [`around`]: the audit of a router that does not wrap each handler itself. Requests that
-/// match no action (a 404) pass through.
-pub(crate) async fn by_route(req: Request, next: Next) -> Response {
-    match action_of(req.method().as_str(), req.uri().path()) {
-        Some(action) => around(action, req, next).await,
-        None => next.run(req).await,
-    }
-}
-
-/// The action whose method and path template match.
-fn action_of(method: &str, path: &str) -> Option<Action> {
-    ACTIONS
-        .iter()
-        .find(|s| s.method.as_str() == method && placeholders(s.path, path).is_some())
-        .map(|s| s.action)
 }
 
 /// The values of the `{..}` placeholders of `template` in `path` (decoded), if it matches.
@@ -194,21 +168,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn requests_resolve_to_their_action_and_subject() {
-        assert_eq!(
-            action_of("POST", "/v1/instances/web/start"),
-            Some(Action::StartInstance)
-        );
-        assert_eq!(
-            action_of("DELETE", "/v1/instances/web/snapshots/s1"),
-            Some(Action::RemoveSnapshot)
-        );
-        assert_eq!(
-            action_of("GET", "/v1/instances"),
-            Some(Action::ListInstances)
-        );
-        assert_eq!(action_of("GET", "/v1/nothing"), None);
-        assert_eq!(action_of("POST", "/v1/instances//start"), None);
+    fn requests_resolve_to_their_subject() {
         let spec = Action::RestoreSnapshot.spec();
         assert_eq!(
             subject_of(spec, "/v1/instances/web/snapshots/a%20b/restore"),
