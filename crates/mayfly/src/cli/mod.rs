@@ -13,6 +13,7 @@ mod commands;
 mod limits;
 mod output;
 mod process;
+mod remote;
 mod stream;
 
 use std::path::PathBuf;

@@ -199,3 +199,45 @@ pub fn create_token(d: &TestDaemon, name: &str) -> String {
         .unwrap_or_else(|| panic!("no secret in {created}"))
         .to_owned()
 }
+
+/// The CLI as a remote client of `d`: run inside the daemon's namespace, with its own list of
+/// remotes (`XDG_CONFIG_HOME=<dir>/client`) and no reachable local socket.
+pub fn remote_cli(d: &TestDaemon, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{}", d.netns()))
+        .arg("--")
+        .arg(bin())
+        .args(args)
+        .env("XDG_CONFIG_HOME", client_config(d))
+        .env("MAYFLY_SOCKET", d.dir.join("no-local-daemon.sock"))
+        .env_remove("MAYFLY_TOKEN")
+        .env_remove("MAYFLY_STATE_DIR");
+    run_command(cmd, stdin, CLI_TIMEOUT)
+}
+
+/// The `XDG_CONFIG_HOME` of [`remote_cli`].
+pub fn client_config(d: &TestDaemon) -> PathBuf {
+    d.dir.join("client")
+}
+
+/// Adds `d`'s default listener as remote `name` with a new token `name` (certificate
+/// accepted); returns the token's secret.
+pub fn add_remote(d: &TestDaemon, name: &str) -> String {
+    let secret = create_token(d, name);
+    let url = format!("https://{DEFAULT_ADDR}");
+    let out = remote_cli(
+        d,
+        &[
+            "remote",
+            "add",
+            name,
+            &url,
+            "--token",
+            &secret,
+            "--accept-certificate",
+        ],
+        None,
+    );
+    assert!(out.success(), "{out}");
+    secret
+}
