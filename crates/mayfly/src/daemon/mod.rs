@@ -159,6 +159,14 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     };
     let _lock = lock_state_dir(&state_dir)?;
     let (tcp_addrs, tcp_fatal) = listen_addresses(&options.listen)?;
+    // Before the engine starts: a listener that cannot be had stops the daemon before it
+    // has started anything (the forker, cgroups).
+    let tcp = bind_tcp(&tcp_addrs, tcp_fatal).await?;
+    let tls = if tcp.is_empty() {
+        None
+    } else {
+        Some(tls::load_or_create(&state_dir)?)
+    };
     let exe = std::env::current_exe().context("cannot find the mayfly executable")?;
     let engine = Engine::start(EngineConfig {
         state_dir: state_dir.clone(),
@@ -178,12 +186,6 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     .map_err(|e| anyhow::anyhow!(mayfly_driver::error_chain(&e)))
     .context("cannot start the engine")?;
     let listener = bind_socket(&options.socket)?;
-    let tcp = bind_tcp(&tcp_addrs, tcp_fatal).await?;
-    let tls = if tcp.is_empty() {
-        None
-    } else {
-        Some(tls::load_or_create(&state_dir)?)
-    };
     let info = engine
         .info()
         .await

@@ -10,7 +10,9 @@
 //!   (a TCP client is its IP address, a unix one its user id). One HTTP/1.1 connection carries
 //!   one request (or stream) at a time, so this also caps a client's concurrent streams; the
 //!   connection over the cap is answered `429` with the API's error body and closed;
-//! - request bodies: the API's own caps (JSON bodies, template uploads).
+//! - request bodies: the API's own caps (JSON bodies, template uploads), and a body that
+//!   stalls (no byte for [`BODY_READ_TIMEOUT`] while the handler waits for one) fails the
+//!   request, so a slow-body client cannot hold a handler either.
 //!
 //! Every request gets its connection's [`Peer`] as an extension; [`super::auth::authenticate`]
 //! (layered over the whole API) turns it into the [`super::auth::Caller`].
@@ -38,6 +40,9 @@ pub(crate) const MAX_HEADER_BYTES: usize = 16 << 10;
 
 /// A request head must arrive within this long; an idle connection is closed after it.
 pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A request body that sends nothing for this long while it is read is cut off.
+pub(crate) const BODY_READ_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A TLS handshake must end within this long.
 pub(crate) const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -165,6 +170,54 @@ fn http1() -> hyper::server::conn::http1::Builder {
     b
 }
 
+/// A request body whose reader gives up when no data comes for [`BODY_READ_TIMEOUT`].
+struct TimedBody {
+    inner: Incoming,
+    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl hyper::body::Body for TimedBody {
+    type Data = bytes::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        use std::future::Future;
+        use std::task::Poll;
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.timer = None;
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(BODY_READ_TIMEOUT)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    this.timer = None;
+                    return Poll::Ready(Some(Err(format!(
+                        "no request body data for {} s",
+                        BODY_READ_TIMEOUT.as_secs()
+                    )
+                    .into())));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// Returns once `stop` turns true (or its sender is gone).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
@@ -178,6 +231,7 @@ where
     let svc = TowerToHyperService::new(app);
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(peer);
+        let req = req.map(|inner| Body::new(TimedBody { inner, timer: None }));
         hyper::service::Service::call(&svc, req)
     });
     let conn = http1()
