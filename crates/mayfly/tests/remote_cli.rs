@@ -167,6 +167,23 @@ fn commands_and_exec_run_on_the_remote_and_a_revoked_token_stops_them() {
     assert_eq!(out.code, 5, "{out}");
     assert_eq!(out.stdout, "over the wire\n", "{out}");
     assert_eq!(out.stderr, "err\n", "{out}");
+    // run: a new instance attached through the upgrade, its exit code ours.
+    let out = remote_cli(
+        &d,
+        &[
+            "--remote",
+            "lab",
+            "run",
+            "busybox",
+            "--",
+            "sh",
+            "-c",
+            "echo ran; exit 3",
+        ],
+        None,
+    );
+    assert_eq!(out.code, 3, "{out}");
+    assert_eq!(out.stdout, "ran\n", "{out}");
     // A remote launch and removal.
     let out = remote_cli(
         &d,

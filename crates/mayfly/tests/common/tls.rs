@@ -211,6 +211,7 @@ pub fn remote_cli(d: &TestDaemon, args: &[&str], stdin: Option<&[u8]>) -> Output
         .env("XDG_CONFIG_HOME", client_config(d))
         .env("MAYFLY_SOCKET", d.dir.join("no-local-daemon.sock"))
         .env_remove("MAYFLY_TOKEN")
+        .env_remove("MAYFLY_REMOTE")
         .env_remove("MAYFLY_STATE_DIR");
     run_command(cmd, stdin, CLI_TIMEOUT)
 }
