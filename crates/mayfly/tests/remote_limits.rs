@@ -165,7 +165,8 @@ fn oversized_requests_are_refused_and_slow_bodies_cut_off() {
         Err(e) => assert!(e.contains("write") || e.contains("reset"), "{e}"),
     }
 
-    // A body that stops halfway: the request fails within the body timeout, not never.
+    // A body that stops halfway: the connection is closed within the body timeout (no
+    // answer: the request never arrived whole).
     let t = Instant::now();
     let answer = in_netns(&ns, || {
         let (mut s, _) = connect(DEFAULT_ADDR).unwrap();
@@ -181,9 +182,11 @@ fn oversized_requests_are_refused_and_slow_bodies_cut_off() {
         raw
     });
     let elapsed = t.elapsed();
-    let head = String::from_utf8_lossy(&answer);
-    assert!(head.starts_with("HTTP/1.1 4"), "{head}");
-    assert!(elapsed < Duration::from_secs(30), "{elapsed:?}");
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+    assert!(
+        elapsed >= Duration::from_secs(14) && elapsed < Duration::from_secs(30),
+        "{elapsed:?}"
+    );
 
     // Others were served all along.
     assert_eq!(https_bearer(&d, &secret, "GET", "/v1/info").status, 200);

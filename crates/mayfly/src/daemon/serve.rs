@@ -10,9 +10,11 @@
 //!   (a TCP client is its IP address, a unix one its user id). One HTTP/1.1 connection carries
 //!   one request (or stream) at a time, so this also caps a client's concurrent streams; the
 //!   connection over the cap is answered `429` with the API's error body and closed;
-//! - request bodies: the API's own caps (JSON bodies, template uploads), and a body that
-//!   stalls (no byte for [`BODY_READ_TIMEOUT`] while the handler waits for one) fails the
-//!   request, so a slow-body client cannot hold a handler either.
+//! - request bodies: the API's own caps (JSON bodies, template uploads), and a JSON body that
+//!   stalls (no byte for [`BODY_READ_TIMEOUT`] while the handler waits for one) gets its
+//!   connection closed, so a slow-body client cannot hold a handler either. Uploads (template
+//!   archives) are exempt: their source (a pipe from a download) may pause for longer, and
+//!   the connection caps bound what a stalled one holds.
 //!
 //! Every request gets its connection's [`Peer`] as an extension; [`super::auth::authenticate`]
 //! (layered over the whole API) turns it into the [`super::auth::Caller`].
@@ -170,10 +172,13 @@ fn http1() -> hyper::server::conn::http1::Builder {
     b
 }
 
-/// A request body whose reader gives up when no data comes for [`BODY_READ_TIMEOUT`].
+/// A request body that cuts its connection off ([`TimedBody::cut`]) when no data comes for
+/// [`BODY_READ_TIMEOUT`] while it is read.
 struct TimedBody {
     inner: Incoming,
     timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// Tells the connection to close (its handler is dropped with it).
+    cut: Arc<tokio::sync::Notify>,
 }
 
 impl hyper::body::Body for TimedBody {
@@ -197,12 +202,9 @@ impl hyper::body::Body for TimedBody {
                     .timer
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(BODY_READ_TIMEOUT)));
                 if timer.as_mut().poll(cx).is_ready() {
-                    this.timer = None;
-                    return Poll::Ready(Some(Err(format!(
-                        "no request body data for {} s",
-                        BODY_READ_TIMEOUT.as_secs()
-                    )
-                    .into())));
+                    // No answer: the connection goes (the handler with it); the request never
+                    // arrived whole.
+                    this.cut.notify_one();
                 }
                 Poll::Pending
             }
@@ -229,9 +231,27 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let svc = TowerToHyperService::new(app);
+    let cut = Arc::new(tokio::sync::Notify::new());
+    let cut_by_body = Arc::clone(&cut);
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(peer);
-        let req = req.map(|inner| Body::new(TimedBody { inner, timer: None }));
+        let json = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_none_or(|v| v.starts_with("application/json"));
+        let cut = Arc::clone(&cut_by_body);
+        let req = req.map(|inner| {
+            if json {
+                Body::new(TimedBody {
+                    inner,
+                    timer: None,
+                    cut,
+                })
+            } else {
+                Body::new(inner)
+            }
+        });
         hyper::service::Service::call(&svc, req)
     });
     let conn = http1()
@@ -240,6 +260,10 @@ where
     tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,
+        () = cut.notified() => {
+            tracing::debug!(?peer, "request body stalled: connection closed");
+            return;
+        }
         () = stopped(&mut stop) => {
             conn.as_mut().graceful_shutdown();
             conn.await
