@@ -227,3 +227,39 @@ fn a_changed_certificate_is_refused_with_both_fingerprints() {
     assert!(out.stderr.contains("not the one trusted"), "{out}");
     d.finish();
 }
+
+#[test]
+fn remote_add_asks_on_a_terminal() {
+    let d = TestDaemon::start();
+    let fp = fingerprint(&d);
+    let secret = create_token(&d, "tty");
+    let url = format!("https://{DEFAULT_ADDR}");
+    // `script` gives the CLI a terminal; what the test writes is the user's answer.
+    let on_terminal = |answer: &[u8]| {
+        let line = format!("{} remote add lab {url} --token {secret}", common::bin());
+        let mut cmd = std::process::Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", d.netns()))
+            .args(["--", "script", "-qec", &line, "/dev/null"])
+            .env("XDG_CONFIG_HOME", client_config(&d))
+            .env_remove("MAYFLY_TOKEN")
+            .env_remove("MAYFLY_REMOTE");
+        common::run_command(cmd, Some(answer), common::CLI_TIMEOUT)
+    };
+    let out = on_terminal(b"n\n");
+    assert_ne!(out.code, 0, "{out}");
+    assert!(
+        out.stdout.contains(&fp) && out.stdout.contains("[y/N]"),
+        "{out}"
+    );
+    assert!(out.stdout.contains("not added"), "{out}");
+    assert!(
+        remote_cli(&d, &["--remote", "lab", "list"], None)
+            .stderr
+            .contains("not configured")
+    );
+    let out = on_terminal(b"y\n");
+    assert!(out.success(), "{out}");
+    assert!(out.stdout.contains("added remote lab"), "{out}");
+    assert!(remote_cli(&d, &["--remote", "lab", "list"], None).success());
+    d.finish();
+}
