@@ -230,6 +230,32 @@ fn a_client_over_its_connection_cap_gets_429_and_others_are_not_affected() {
     drop(held);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(d.api("GET", "/v1/info", None).0, 200);
+
+    // An exec session is a stream of the client until it ends: with it and 63 connections
+    // open, the next is refused.
+    common::launch(&d, "cap-box", &[], None);
+    let mut exec = d
+        .command(&["exec", "cap-box", "--", "sh", "-c", "echo ready; sleep 60"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(exec.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line, "ready\n");
+    let held: Vec<UnixStream> = (0..63)
+        .map(|_| UnixStream::connect(&d.socket).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(d.api("GET", "/v1/info", None).0, 429);
+    drop(held);
+    let _ = exec.kill();
+    let _ = exec.wait();
     d.finish();
 }
 
