@@ -352,3 +352,42 @@ impl Remote {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Endpoint, normalize_fingerprint};
+
+    #[test]
+    fn urls_are_taken_apart_or_refused_with_the_form_to_use() {
+        let e = Endpoint::parse("https://lab.example:9443/").unwrap();
+        assert_eq!((e.host.as_str(), e.port), ("lab.example", 9443));
+        assert_eq!(e.url(), "https://lab.example:9443");
+        let e = Endpoint::parse("lab.example").unwrap();
+        assert_eq!(e.port, super::DEFAULT_PORT);
+        let e = Endpoint::parse("https://[::1]:8444").unwrap();
+        assert_eq!((e.host.as_str(), e.port), ("::1", 8444));
+        assert_eq!(e.authority(), "[::1]:8444");
+        for (bad, says) in [
+            ("http://lab:8443", "only speaks TLS"),
+            ("https://lab:8443/v1", "no path"),
+            ("https://user@lab", "no path or user"),
+            ("https://lab:0", "bad port"),
+            ("https://lab:http", "bad port"),
+            ("https://::1:8443", "brackets"),
+            ("https://", "no host"),
+            ("https://[::1", "unclosed"),
+        ] {
+            let e = Endpoint::parse(bad).unwrap_err();
+            assert!(
+                e.contains(says) && e.contains("https://HOST:PORT"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn fingerprints_compare_in_any_case_with_or_without_colons() {
+        assert_eq!(normalize_fingerprint("AB:cd:0F"), "abcd0f");
+        assert_eq!(normalize_fingerprint("abcd0f"), "abcd0f");
+    }
+}
