@@ -306,3 +306,40 @@ fn a_broken_certificate_stops_the_start_and_says_what_to_do() {
     assert_ne!(new, fp);
     d.finish();
 }
+
+#[test]
+fn the_listener_comes_back_after_a_kill_and_a_half_made_certificate_is_made_again() {
+    let mut d = TestDaemon::start();
+    let secret = create_token(&d, "k");
+    let fp = d.daemon_info()["tls_fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A client connected while the daemon is killed: the next daemon binds the port again
+    // and serves the same certificate and tokens.
+    let (held, seen) =
+        common::tls::in_netns(d.netns(), || common::tls::connect(DEFAULT_ADDR).unwrap());
+    assert_eq!(
+        seen, fp,
+        "the fingerprint the client sees is the one `info` shows"
+    );
+    d.kill_daemon();
+    d.restart();
+    drop(held);
+    assert_eq!(https_bearer(&d, &secret, "GET", "/v1/info").status, 200);
+    assert_eq!(d.daemon_info()["tls_fingerprint"], fp.as_str());
+
+    // Killed between writing the key and the certificate: both are made again.
+    d.kill_daemon();
+    std::fs::remove_file(d.state.join("tls/cert.pem")).unwrap();
+    d.restart();
+    let new = d.daemon_info()["tls_fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(new, fp);
+    let (_, seen) =
+        common::tls::in_netns(d.netns(), || common::tls::connect(DEFAULT_ADDR).unwrap());
+    assert_eq!(seen, new);
+    d.finish();
+}
