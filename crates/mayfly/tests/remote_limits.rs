@@ -9,6 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use common::TestDaemon;
+use common::tls;
 use common::tls::{
     DEFAULT_ADDR, TlsStream, connect, create_token, exchange, https_bearer, in_netns,
 };
@@ -256,6 +257,37 @@ fn a_client_over_its_connection_cap_gets_429_and_others_are_not_affected() {
     drop(held);
     let _ = exec.kill();
     let _ = exec.wait();
+    d.finish();
+}
+
+#[test]
+fn the_listener_serves_at_most_512_connections() {
+    let d = TestDaemon::start();
+    let ns = d.netns().to_owned();
+    let secret = create_token(&d, "ok");
+    let auth = format!("Bearer {secret}");
+    let daemon: std::net::SocketAddrV4 = DEFAULT_ADDR.parse().unwrap();
+    // 8 clients (loopback addresses) of 64 connections each: the listener is full.
+    let (held, r) = in_netns(&ns, || {
+        let held: Vec<std::net::TcpStream> = (2..10u8)
+            .flat_map(|i| (0..64).map(move |_| i))
+            .map(|i| tls::tcp_from(std::net::Ipv4Addr::new(127, 0, 0, i), daemon))
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        let tcp = tls::tcp_from(std::net::Ipv4Addr::new(127, 0, 0, 20), daemon);
+        let (mut s, _) = tls::tls_over(tcp).unwrap();
+        let r = exchange(&mut s, "GET", "/v1/info", &[("Authorization", &auth)], b"");
+        (held, r)
+    });
+    let r = r.unwrap();
+    assert_eq!(r.status, 429, "{}", String::from_utf8_lossy(&r.body));
+    let message = r.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("at most 512"), "{message}");
+    // The unix socket is a listener of its own: served.
+    assert_eq!(d.api("GET", "/v1/info", None).0, 200);
+    drop(held);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(https_bearer(&d, &secret, "GET", "/v1/info").status, 200);
     d.finish();
 }
 

@@ -107,6 +107,27 @@ pub type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 /// Connects to `addr` over TLS (call inside [`in_netns`]); returns the stream and the
 /// fingerprint of the certificate the daemon showed.
 pub fn connect(addr: &str) -> Result<(TlsStream, String), String> {
+    let tcp = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    tls_over(tcp)
+}
+
+/// A TCP connection to `addr` from local address `from` (e.g. another loopback address:
+/// another client as the daemon counts them; call inside [`in_netns`]).
+pub fn tcp_from(from: std::net::Ipv4Addr, addr: std::net::SocketAddrV4) -> TcpStream {
+    let fd = rustix::net::socket(
+        rustix::net::AddressFamily::INET,
+        rustix::net::SocketType::STREAM,
+        None,
+    )
+    .expect("socket");
+    rustix::net::bind(&fd, &std::net::SocketAddrV4::new(from, 0)).expect("bind");
+    rustix::net::connect(&fd, &addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    TcpStream::from(fd)
+}
+
+/// TLS over an open TCP connection; returns the stream and the certificate's fingerprint.
+pub fn tls_over(tcp: TcpStream) -> Result<(TlsStream, String), String> {
+    let addr = tcp.peer_addr().map_err(|e| e.to_string())?;
     let verifier = Arc::new(AnyCert {
         seen: Mutex::new(None),
         provider: provider(),
