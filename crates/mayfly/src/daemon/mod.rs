@@ -1,4 +1,6 @@
-//! `mayfly daemon`: the engine behind a REST API on a unix socket.
+//! `mayfly daemon`: the engine behind a REST API on a unix socket, and on TCP listeners with
+//! TLS and authentication (`--listen`, default `127.0.0.1:8443`; see docs/remote.md and
+//! `serve.rs`, `tls.rs`, `auth.rs`).
 //!
 //! The socket is created with mode 0600 (root only) inside a 0755 directory; a second daemon
 //! on the same state directory is refused by an exclusive lock. SIGTERM or SIGINT stop the
@@ -208,6 +210,9 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
         Arc::clone(&auth),
         auth::authenticate,
     ));
+    // Handled from before the first request is served: a SIGTERM must never find the default
+    // action (which would leave the socket behind).
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
     servers.spawn(serve::serve_unix(listener, app.clone(), stop.clone()));
@@ -234,7 +239,6 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
         }
     }
     notify::ready();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let term = async {
         match term.as_mut() {
             Some(t) => {
