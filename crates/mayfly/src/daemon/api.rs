@@ -322,8 +322,13 @@ async fn not_found(req: Request) -> ApiFailure {
     )
 }
 
-async fn info(State(engine): State<AppState>) -> Result<Json<mayfly_api::DaemonInfo>, ApiFailure> {
-    Ok(Json(engine.info().await?))
+async fn info(
+    State(engine): State<AppState>,
+    auth: Option<axum::Extension<Arc<super::auth::Auth>>>,
+) -> Result<Json<mayfly_api::DaemonInfo>, ApiFailure> {
+    let mut info = engine.info().await?;
+    info.tls_fingerprint = auth.and_then(|a| a.fingerprint.clone());
+    Ok(Json(info))
 }
 
 // ---- templates ------------------------------------------------------------------------------
