@@ -14,6 +14,11 @@ use common::*;
 /// The daemon's TLS listener inside its namespace, where the page is served.
 const LISTEN: &str = "127.0.0.1:9443";
 const WAIT: Duration = Duration::from_secs(20);
+/// An init that prints what it finds in /tmp/say, as the launch form's command line.
+const LOOP: &str =
+    "sh -c 'while :; do [ -e /tmp/say ] && { cat /tmp/say; rm /tmp/say; }; sleep 0.1; done'";
+const LOOP_SCRIPT: &str =
+    "while :; do [ -e /tmp/say ] && { cat /tmp/say; rm /tmp/say; }; sleep 0.1; done";
 
 /// A daemon that serves the page on [`LISTEN`] (TLS, authenticated).
 fn daemon() -> TestDaemon {
@@ -82,7 +87,8 @@ fn dashboard_launches_runs_a_terminal_resets_and_removes_an_instance() {
     b.wait_for("#launch-form", WAIT);
     b.set_field("#launch-template", "busybox");
     b.set_field("#launch-name", "web1");
-    b.set_field("#launch-command", "sleep 3600");
+    // The init prints what it finds in /tmp/say (the command line is quoted as a shell's).
+    b.set_field("#launch-command", LOOP);
     b.set_field("#launch-form input[name=memory]", "64M");
     screenshot(&b, "launch");
     b.click_on("#launch");
@@ -92,12 +98,17 @@ fn dashboard_launches_runs_a_terminal_resets_and_removes_an_instance() {
     assert_eq!(info["state"], "running", "{info}");
     assert_eq!(
         info["command"],
-        serde_json::json!(["sleep", "3600"]),
+        serde_json::json!(["sh", "-c", LOOP_SCRIPT]),
         "{info}"
     );
     assert_eq!(info["limits"]["memory"], 64 * 1024 * 1024, "{info}");
     b.wait_text("#instance", "64 MiB", WAIT);
     screenshot(&b, "instance");
+
+    // Its console log, followed: what the instance writes later shows up.
+    b.click_on("#follow-log");
+    d.sh("web1", "echo logged-$((5*5)) > /tmp/x; mv /tmp/x /tmp/say");
+    b.wait_text("#log", "logged-25", WAIT);
 
     // The list shows it running, with its template and version.
     goto_hash(&b, &site, "#/instances");

@@ -3,7 +3,7 @@
 import { act, path, words, human } from './api.js';
 import { h, show, flash, busy, field, confirmDialog } from './dom.js';
 import {
-  keepFresh, stopTimers, stateBadge, templateOf, resourcesOf, addressesOf, info, listCard, modeSelect,
+  keepFresh, onLeave, stopTimers, stateBadge, templateOf, resourcesOf, addressesOf, info, listCard, modeSelect,
 } from './shared.js';
 
 /** Runs instance action `id` on `name` and flashes what happened. */
@@ -82,14 +82,34 @@ export async function instanceView(name) {
   const head = h('div', {});
   const snapshots = h('div', {});
   const forms = h('div', {});
-  const log = h('pre', { class: 'log', hidden: true });
+  const log = h('pre', { class: 'log', id: 'log', hidden: true });
+  let following = null;
+  onLeave(() => { if (following) following.abort(); });
+  // The last 200 lines, then what comes (`logs --follow`) until the view changes.
+  const follow = h('button', { type: 'button', id: 'follow-log', onclick: () => {
+    if (following) return;
+    following = new AbortController();
+    log.hidden = false;
+    log.textContent = '';
+    follow.disabled = true;
+    const decoder = new TextDecoder();
+    fetch(path('instance.logs', [name], { tail: 200, follow: 'true' }), { credentials: 'same-origin', signal: following.signal })
+      .then(async (r) => {
+        if (!r.ok) throw new Error(`the log: HTTP ${r.status}`);
+        const reader = r.body.getReader();
+        for (;;) {
+          const { done, value } = await reader.read();
+          if (done) break;
+          log.append(decoder.decode(value, { stream: true }));
+          if (log.textContent.length > 1 << 20) log.textContent = log.textContent.slice(-(1 << 19));
+          log.scrollTop = log.scrollHeight;
+        }
+      })
+      .catch((e) => { if (e.name !== 'AbortError') flash(e); })
+      .finally(() => { following = null; follow.disabled = false; });
+  } }, 'Follow the console log');
   show(h('p', {}, h('a', { href: '#/instances' }, '← Instances')), head, snapshots, forms,
-    h('div', { class: 'card' }, h('h2', {}, 'Console log'),
-      h('button', { type: 'button', onclick: (ev) => busy(ev.target, async () => {
-        const r = await fetch(path('instance.logs', [name], { tail: 200 }), { credentials: 'same-origin' });
-        log.textContent = r.ok ? await r.text() : `HTTP ${r.status}`;
-        log.hidden = false;
-      }) }, 'Show the last 200 lines'), log));
+    h('div', { class: 'card' }, h('h2', {}, 'Console log'), follow, log));
   let built = false;
   let snapshotList = null;
   let scheduleList = null;
