@@ -142,6 +142,34 @@ fn the_document_matches_the_router() {
     d.finish();
 }
 
+/// An answer given without reading the request's body (the 404 and 405 answers, a handler that
+/// takes no body) still reaches a client that sends one: the daemon reads a body of JSON size
+/// before it answers, instead of closing the connection under it.
+#[test]
+fn an_answer_that_needs_no_body_reaches_a_client_that_sends_one() {
+    let d = TestDaemon::start();
+    let body =
+        serde_json::to_vec(&serde_json::json!({"padding": "x".repeat(200_000)})).expect("json");
+    for (method, path, status) in [
+        ("PATCH", "/v1/instances/oa-missing/publish", 405),
+        ("POST", "/v1/nothing", 404),
+        ("POST", "/v1/instances/oa-missing/start", 404),
+        ("PUT", "/v1/info", 405),
+    ] {
+        for _ in 0..5 {
+            let r = d.api_raw(method, path, "application/json", &body);
+            assert_eq!(
+                r.status,
+                status,
+                "{method} {path}: {}",
+                String::from_utf8_lossy(&r.body)
+            );
+            assert!(r.json()["error"]["code"].is_string(), "{method} {path}");
+        }
+    }
+    d.finish();
+}
+
 #[test]
 fn a_path_outside_the_document_is_the_routers_404() {
     let d = TestDaemon::start();
