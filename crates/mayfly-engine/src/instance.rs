@@ -310,6 +310,16 @@ impl Engine {
         }
         let slot = Slot::new(&rec.id, &rec.name);
         lock(&self.slots).insert(slot.clone());
+        self.emit(
+            crate::events::Ev::new("instance.create")
+                .on("instance", &rec.name)
+                .details(serde_json::json!({
+                    "id": rec.id,
+                    "template": rec.template,
+                    "pinned_version": rec.pinned_version,
+                    "mode": rec.mode,
+                })),
+        );
         Ok(slot)
     }
 
@@ -530,6 +540,12 @@ impl Engine {
                 rt.version = Some(version);
                 rt.started_at = Some(run.started_at);
                 rt.last_error = None;
+                drop(rt);
+                self.emit(
+                    crate::events::Ev::new("instance.start")
+                        .on("instance", &slot.name)
+                        .details(serde_json::json!({ "version": version, "pid": run.pid })),
+                );
                 Ok(())
             }
             Err(e) => {

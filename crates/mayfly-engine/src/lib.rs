@@ -31,6 +31,7 @@ mod logs;
 mod network;
 mod power;
 mod process;
+mod recorded;
 mod recovery;
 mod resources;
 mod restart_policy;
@@ -40,6 +41,7 @@ mod slot;
 mod snapshot;
 mod stop;
 mod template;
+pub mod tokens;
 mod trash;
 mod user_data;
 mod versions;
@@ -162,6 +164,10 @@ pub struct Engine {
     scheduler: schedules::Scheduler,
     /// Pending restarts of restart policies.
     restart_timers: restart_policy::RestartTimers,
+    /// The event bus (the event log and live subscribers).
+    events: events::EventBus,
+    /// How many times the forker helper was lost (and a new one started).
+    forker_restarts: AtomicU64,
 }
 
 impl Engine {
@@ -174,6 +180,8 @@ impl Engine {
             .map_err(|e| EngineError::Internal(e.to_string()))??;
         let layout = store.layout().clone();
         let store = Arc::new(Mutex::new(store));
+        let events = events::EventBus::start(store.clone(), events::kept());
+        events.make_current();
         let recovered = {
             let store = store.clone();
             let layout = layout.clone();
@@ -244,6 +252,8 @@ impl Engine {
             clock: schedules::Clock::from_env(),
             scheduler: schedules::Scheduler::default(),
             restart_timers: restart_policy::RestartTimers::default(),
+            events,
+            forker_restarts: AtomicU64::new(0),
         });
         if let Err(e) = engine.ensure_builtin_template().await {
             tracing::error!(
@@ -394,6 +404,14 @@ impl Engine {
                     );
                     // Exec sessions die with the helper's connection.
                     lock(&self.execs).clear();
+                    let n = self
+                        .forker_restarts
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.emit(
+                        events::Ev::new("forker.restart")
+                            .by(events::DAEMON_ACTOR)
+                            .details(serde_json::json!({ "restarts": n + 1 })),
+                    );
                     let mut delay = std::time::Duration::from_millis(50);
                     while let Err(e) = self.reconcile(false).await {
                         tracing::error!(
@@ -406,6 +424,17 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// How many times the forker helper was lost (and a new one started).
+    pub fn forker_restarts(&self) -> u64 {
+        self.forker_restarts
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether the forker helper runs (its pid, when it does).
+    pub fn forker_pid(&self) -> Option<i32> {
+        self.driver.helper_pid()
     }
 
     /// Facts about the daemon and its host.

@@ -317,7 +317,11 @@ impl Engine {
             async move {
                 tokio::time::sleep(delay).await;
                 engine.restart_timers.opened().await;
-                engine.restart_due(&id, token).await;
+                crate::events::with_actor(
+                    crate::events::RESTART_POLICY_ACTOR.to_owned(),
+                    engine.restart_due(&id, token),
+                )
+                .await;
             }
         });
         if let Some((_, old)) = armed.insert(id.to_owned(), (token, task.abort_handle())) {
@@ -386,6 +390,12 @@ impl Engine {
             } else {
                 Ok(()) // started by someone else meanwhile
             };
+            self.emit(
+                crate::events::Ev::new("restart_policy.restart")
+                    .on("instance", &slot.name)
+                    .by(crate::events::RESTART_POLICY_ACTOR)
+                    .result(&result),
+            );
             let i = id.to_owned();
             let current = self.db(move |s| s.instance_by_id(&i)).await;
             // Only if no newer run's end armed a new restart meanwhile.

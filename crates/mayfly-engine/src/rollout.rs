@@ -40,6 +40,7 @@ use mayfly_driver::InitStdio;
 use mayfly_store::NextRun;
 use tokio::io::AsyncReadExt;
 
+use crate::events::Ev;
 use crate::{Engine, EngineError, lock};
 
 /// Largest health-check output kept.
@@ -138,8 +139,38 @@ impl Engine {
         let journal = self
             .db(move |s| s.journal_begin(crate::recovery::kind::ROLLOUT, &subject, &[]))
             .await?;
+        self.emit(
+            Ev::new("rollout.start")
+                .on("template", name)
+                .details(serde_json::json!({ "version": target, "wave": req.wave })),
+        );
+        // Every step the client sees is an event too (the final one is `rollout.done`).
+        let log: RolloutLog = Arc::new({
+            let (bus, name, actor) = (
+                self.event_bus().clone(),
+                name.to_owned(),
+                crate::events::current_actor(),
+            );
+            move |ev: RolloutEvent| {
+                if !matches!(ev, RolloutEvent::Done { .. } | RolloutEvent::Error(_)) {
+                    bus.emit(
+                        Ev::new("rollout.step")
+                            .on("template", &name)
+                            .by(&actor)
+                            .details(serde_json::to_value(&ev).unwrap_or_default()),
+                    );
+                }
+                log(ev)
+            }
+        });
         let result = self.rollout_journalled(name, template, req, log).await;
         self.journal_end(journal).await;
+        self.emit(
+            Ev::new("rollout.done")
+                .on("template", name)
+                .details(serde_json::json!({ "version": target }))
+                .result(&result),
+        );
         result
     }
 

@@ -23,6 +23,7 @@ use croner::parser::{CronParser, Seconds, Year};
 use mayfly_api::{CreateSchedule, InstanceState, ScheduleAction, ScheduleInfo, StopRequest};
 use mayfly_store::ScheduleRecord;
 
+use crate::events::Ev;
 use crate::{Engine, EngineError, lock};
 
 /// The longest sleep of the scheduler with the real clock.
@@ -280,7 +281,7 @@ impl Engine {
     }
 
     /// Adds a schedule to instance `name`.
-    pub async fn add_schedule(
+    pub(crate) async fn add_schedule_unrecorded(
         &self,
         name: &str,
         req: CreateSchedule,
@@ -346,7 +347,11 @@ impl Engine {
     }
 
     /// Removes schedule `id` of instance `name` (its snapshots stay).
-    pub async fn remove_schedule(&self, name: &str, id: u64) -> Result<(), EngineError> {
+    pub(crate) async fn remove_schedule_unrecorded(
+        &self,
+        name: &str,
+        id: u64,
+    ) -> Result<(), EngineError> {
         let n = name.to_owned();
         self.db(move |s| {
             let rec = s.instance(&n)?;
@@ -429,7 +434,11 @@ impl Engine {
         // At most MAX_RUNNING at once; the others wait their turn (never closed).
         let _permit = self.scheduler.running.acquire().await.ok();
         tracing::info!(instance = %r.instance, "schedule {}: {} ({})", r.id, r.action, r.cron);
-        let result = self.scheduled_action(&r, now).await;
+        let result = crate::events::with_actor(
+            crate::events::SCHEDULE_ACTOR.to_owned(),
+            self.scheduled_action(&r, now),
+        )
+        .await;
         if let Err(EngineError::Busy { operation, .. }) = &result {
             tracing::info!(instance = %r.instance, "schedule {}: busy with `{operation}`, trying again shortly", r.id);
             let msg = format!("instance busy with `{operation}`: tried again shortly");
@@ -439,6 +448,17 @@ impl Engine {
             self.scheduler.wake.notify_one();
             return;
         }
+        self.emit(
+            Ev::new("schedule.run")
+                .on("instance", &r.instance)
+                .by(crate::events::SCHEDULE_ACTOR)
+                .details(serde_json::json!({
+                    "id": r.id,
+                    "action": r.action,
+                    "cron": r.cron,
+                }))
+                .result(&result),
+        );
         let error = result.err().map(|e| {
             let msg = mayfly_driver::error_chain(&e);
             tracing::warn!(instance = %r.instance, "schedule {} failed: {msg}", r.id);
@@ -508,8 +528,9 @@ impl Engine {
                 self.restart_instance(&name, StopRequest::default()).await?;
             }
             ScheduleAction::Snapshot => {
-                self.snapshot_as(&name, Some(snapshot_name(r.id, now)))
-                    .await?;
+                let snap = snapshot_name(r.id, now);
+                self.snapshot_as(&name, Some(snap.clone())).await?;
+                self.emit(Ev::new("snapshot.create").on("snapshot", &format!("{name}/{snap}")));
                 if let Some(keep) = r.keep {
                     self.prune_snapshots(&name, r.id, keep).await?;
                 }

@@ -13,6 +13,7 @@ use mayfly_driver::{ExitStatus, FailureKind};
 use mayfly_store::ExitRecord;
 use tokio::sync::{OwnedMutexGuard, oneshot};
 
+use crate::events::Ev;
 use crate::{Engine, EngineError, lock};
 
 /// How long the end of a run waits for the group's usage figures (its OOM kills).
@@ -321,6 +322,12 @@ impl Engine {
             ending,
             oom_kills,
         });
+        let exit_details = serde_json::json!({
+            "code": status.map(|s| s.code),
+            "signal": status.and_then(|s| s.signal),
+            "ending": ending,
+            "oom_kills": oom_kills,
+        });
         let mut reboot = None;
         let mut judged = None;
         match rec {
@@ -399,6 +406,23 @@ impl Engine {
         if let Some(e) = &error {
             tracing::error!(instance = %slot.name, "cleaning up after the run failed: {e}");
         }
+        if oom_kills > 0 {
+            self.emit(
+                Ev::new("instance.oom")
+                    .on("instance", &slot.name)
+                    .details(serde_json::json!({ "oom_kills": oom_kills })),
+            );
+        }
+        let mut exit_event = Ev::new("instance.exit")
+            .on("instance", &slot.name)
+            .details(exit_details);
+        if let Some(e) = &error {
+            exit_event = exit_event.outcome(mayfly_api::Outcome::Failed {
+                code: "internal".to_owned(),
+                message: format!("cleaning up after the run failed: {e}"),
+            });
+        }
+        self.emit(exit_event);
         let (watchers, again) = {
             let mut rt = lock(&slot.rt);
             rt.state = InstanceState::Stopped;
@@ -459,6 +483,11 @@ impl Engine {
             })
             .await?;
         lock(&self.slots).remove(slot);
+        self.emit(
+            Ev::new("instance.remove")
+                .on("instance", &slot.name)
+                .details(serde_json::json!({ "mode": rec.mode, "snapshots": snapshots.len() })),
+        );
         // Its disk goes before its directory (a quota would stay on the project id; an
         // image's mount cannot be moved to the trash). Whatever its limit now: an image
         // stays until a start without a limit copies it out.

@@ -167,7 +167,7 @@ impl Engine {
     // ---- snapshots -----------------------------------------------------------------------
 
     /// Takes a snapshot of instance `name` (running or stopped).
-    pub async fn create_snapshot(
+    pub(crate) async fn create_snapshot_unrecorded(
         self: &Arc<Self>,
         name: &str,
         snap: Option<String>,
@@ -299,7 +299,11 @@ impl Engine {
     }
 
     /// Deletes one snapshot.
-    pub async fn remove_snapshot(&self, name: &str, snap: &str) -> Result<(), EngineError> {
+    pub(crate) async fn remove_snapshot_unrecorded(
+        &self,
+        name: &str,
+        snap: &str,
+    ) -> Result<(), EngineError> {
         let slot = self.slot(name)?;
         let _guard = slot.acquire("remove a snapshot").await?;
         let (_, s) = self.snapshot_record(name, snap).await?;
@@ -312,7 +316,7 @@ impl Engine {
 
     /// Rewinds instance `name` to snapshot `snap`: a running instance is stopped, rewound and
     /// started again; a transient one runs from the snapshot for its next run.
-    pub async fn restore_snapshot(
+    pub(crate) async fn restore_snapshot_unrecorded(
         self: &Arc<Self>,
         name: &str,
         snap: &str,
@@ -413,7 +417,7 @@ impl Engine {
 
     /// Creates instance `req.name` whose writable layer starts as `src`'s (or one of its
     /// snapshots'), with the same template reference and a new identity.
-    pub async fn clone_instance(
+    pub(crate) async fn clone_instance_unrecorded(
         self: &Arc<Self>,
         src: &str,
         req: CloneRequest,
@@ -591,7 +595,7 @@ impl Engine {
 
     /// Turns instance `name`'s writable layer (or one of its snapshots) into a layer on top of
     /// its template version: a new template, or a new version of `req.template` if it exists.
-    pub async fn publish(
+    pub(crate) async fn publish_unrecorded(
         self: &Arc<Self>,
         name: &str,
         req: PublishRequest,

@@ -9,6 +9,7 @@ use mayfly_api::{InstanceInfo, InstanceState, Mode, StopRequest};
 use mayfly_driver::InitStdio;
 use tokio::sync::oneshot;
 
+use crate::events::Ev;
 use crate::instance::wrong_state;
 use crate::slot::Slot;
 use crate::{Engine, EngineError, lock, process};
@@ -119,6 +120,11 @@ impl Engine {
             } else {
                 let (before, template, ifaces) = self.instance_and_template(name).await?;
                 self.stop_locked(&slot, &req).await?;
+                self.emit(
+                    Ev::new("instance.stop")
+                        .on("instance", name)
+                        .details(serde_json::to_value(&req).unwrap_or_default()),
+                );
                 // An end that came unasked just before this stop was judged by its policy
                 // while the stop settled it: the stop wins.
                 self.cancel_restart(&slot).await;
@@ -300,6 +306,7 @@ impl Engine {
                 self.journal_end(j).await;
             }
             started?;
+            self.emit(Ev::new("instance.restart").on("instance", name));
         }
         self.instance_info(name).await
     }
@@ -369,6 +376,11 @@ impl Engine {
                 self.journal_end(j).await;
             }
             reset?;
+            self.emit(
+                Ev::new("instance.reset")
+                    .on("instance", name)
+                    .details(serde_json::json!({ "was_running": was_running })),
+            );
         }
         self.instance_info(name).await
     }

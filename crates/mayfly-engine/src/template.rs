@@ -278,7 +278,7 @@ impl Engine {
     /// Imports template `name` from a directory or archive on the daemon's host. `path` may
     /// end in `:TAG` to name an image of a layout or archive that holds several, when the
     /// whole does not exist (see [`mayfly_api::split_image_tag`]).
-    pub async fn import_template_path(
+    pub(crate) async fn import_template_path_unrecorded(
         self: &Arc<Self>,
         name: &str,
         path: &str,
@@ -334,7 +334,7 @@ impl Engine {
     }
 
     /// Imports template `name` from an archive read from `reader` (an upload).
-    pub async fn import_template_archive(
+    pub(crate) async fn import_template_archive_unrecorded(
         self: &Arc<Self>,
         name: &str,
         reader: ChannelReader,
@@ -594,7 +594,7 @@ impl Engine {
     }
 
     /// Removes a template (refused while instances use it) and the layers nothing else uses.
-    pub async fn remove_template(&self, name: &str) -> Result<(), EngineError> {
+    pub(crate) async fn remove_template_unrecorded(&self, name: &str) -> Result<(), EngineError> {
         let _guard = self.layers_lock.lock().await;
         let n = name.to_owned();
         let gone = self

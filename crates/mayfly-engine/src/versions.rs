@@ -186,7 +186,7 @@ impl Engine {
     /// Builds an OS template (`debian`) or an application template (`from`). Building an
     /// existing application template again (`from`) adds a version to it: that is how an
     /// application moves to a newer base, releasing the followers it held back.
-    pub async fn build_template(
+    pub(crate) async fn build_template_unrecorded(
         self: &Arc<Self>,
         req: BuildTemplate,
         log: BuildLog,
@@ -424,7 +424,7 @@ impl Engine {
 
     /// Makes version N+1 of `name` = version N + one layer (packages, a script, or a
     /// directory laid over it).
-    pub async fn patch_template(
+    pub(crate) async fn patch_template_unrecorded(
         self: &Arc<Self>,
         name: &str,
         req: PatchTemplate,
@@ -538,7 +538,7 @@ impl Engine {
 
     /// Points template `name` back at version `to` (default: the one before the current).
     /// Instant: followers pick it up at their next start or reset.
-    pub async fn rollback_template(
+    pub(crate) async fn rollback_template_unrecorded(
         &self,
         name: &str,
         to: Option<u32>,
@@ -569,7 +569,7 @@ impl Engine {
     }
 
     /// Removes one version of a template (not the current one, not one in use).
-    pub async fn remove_template_version(
+    pub(crate) async fn remove_template_version_unrecorded(
         &self,
         name: &str,
         version: u32,
@@ -591,7 +591,7 @@ impl Engine {
 
     /// Removes every layer that no template version references (instances and snapshots hold
     /// versions, so a layer in use is always referenced).
-    pub async fn collect_garbage(&self) -> Result<GcReport, EngineError> {
+    pub(crate) async fn collect_garbage_unrecorded(&self) -> Result<GcReport, EngineError> {
         let _guard = self.layers_lock.lock().await;
         let before: HashSet<String> = self.db(|s| s.layer_digests()).await?;
         let gone = self.db(|s| s.drop_unreferenced_layers()).await?;

@@ -13,11 +13,12 @@
 //!
 //! One file per table group: `layers.rs`, `templates.rs` (templates and their versions),
 //! `instances.rs`, `flavors.rs`, `snapshots.rs`, `networks.rs` (networks and the interfaces allocated on
-//! them), `channels.rs`, `meta.rs` (daemon facts), `journal.rs`; the records and
+//! them), `channels.rs`, `meta.rs` (daemon facts), `journal.rs`, `events.rs` (the event log); the records and
 //! the helpers they share are here, the schema and its migrations in `schema.rs`.
 #![forbid(unsafe_code)]
 
 mod channels;
+mod events;
 mod flavors;
 mod instances;
 mod journal;
@@ -29,6 +30,7 @@ mod schedules;
 mod schema;
 mod snapshots;
 mod templates;
+mod tokens;
 mod volumes;
 
 use std::path::PathBuf;
@@ -38,10 +40,12 @@ use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
 pub use channels::ChannelRecord;
+pub use events::{EVENTS_KEPT, EventFilter, EventRecord, NewEvent};
 pub use flavors::FlavorRecord;
 pub use layout::Layout;
 pub use networks::{InterfaceRecord, NetworkRecord};
 pub use schedules::ScheduleRecord;
+pub use tokens::TokenRecord;
 pub use volumes::VolumeRecord;
 
 /// A catalogue operation that failed.

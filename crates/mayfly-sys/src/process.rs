@@ -256,3 +256,24 @@ pub fn drop_bounding_capability(cap: u32) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Removes `key` from the environment of this process (so no child started from now on
+/// inherits it) and returns its value.
+///
+/// Refuses with an error unless the calling process is single-threaded: `std::env::remove_var`
+/// is sound only when no other thread may read or write the environment at the same time.
+pub fn take_env_var(key: &str) -> io::Result<Option<std::ffi::OsString>> {
+    let value = std::env::var_os(key);
+    if value.is_none() {
+        return Ok(None);
+    }
+    if thread_count()? != 1 {
+        return Err(io::Error::other(
+            "refusing to change the environment of a multi-threaded process",
+        ));
+    }
+    // SAFETY: the process has one thread (checked above), so nothing else reads or writes the
+    // environment while it changes.
+    unsafe { std::env::remove_var(key) };
+    Ok(value)
+}

@@ -16,7 +16,20 @@ fn main() {
     // Whatever descriptors the caller left open (a terminal multiplexer's pipes, a CI
     // runner's sockets) must not reach the forker or, through it, anything else.
     let _ = mayfly_sys::process::cloexec_from(3);
-    let cli = Cli::parse();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let mut cli = Cli::parse_from(&argv);
+    if let Command::Daemon(args) = &cli.command {
+        // The configuration file fills what the command line and the environment leave at
+        // their defaults (docs/config.md).
+        match cli::config::apply(&argv, args.config.as_deref()) {
+            Ok(full) => cli = Cli::parse_from(full),
+            Err(e) => {
+                eprintln!("error: {e}");
+                #[allow(clippy::exit)]
+                std::process::exit(2);
+            }
+        }
+    }
     let socket = cli.socket;
     let code = match cli.command {
         Command::Forker(args) => {
@@ -58,6 +71,11 @@ fn raise_open_files_limit() {
 }
 
 fn daemon_main(args: cli::DaemonArgs, socket: std::path::PathBuf) -> i32 {
+    // Before any thread or child exists: nothing the daemon starts may inherit it.
+    if let Err(e) = daemon::notify::take_socket_from_environment() {
+        eprintln!("error: cannot take NOTIFY_SOCKET out of the environment: {e}");
+        return 1;
+    }
     raise_open_files_limit();
     let level = args
         .log_level

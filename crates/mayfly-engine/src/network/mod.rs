@@ -34,6 +34,7 @@ use mayfly_api::{
 use mayfly_net::{Forward, Interface, NetworkPlan, Proto};
 use mayfly_store::{InterfaceRecord, NetworkRecord};
 
+use crate::events::Ev;
 use crate::{Engine, EngineError};
 
 pub(crate) use catalogue::{check_publish, resolve_networks};
@@ -81,7 +82,13 @@ impl Engine {
         self: &Arc<Self>,
         req: CreateNetwork,
     ) -> Result<NetworkInfo, EngineError> {
-        self.network_create(req).await
+        let created = self.network_create(req).await?;
+        self.emit(
+            Ev::new("network.create")
+                .on("network", &created.name)
+                .details(serde_json::json!({ "subnet": created.subnet })),
+        );
+        Ok(created)
     }
 
     /// Every network, by name.
@@ -96,7 +103,9 @@ impl Engine {
 
     /// Removes a network; refused while instances have an interface on it (naming them).
     pub async fn remove_network(self: &Arc<Self>, name: &str) -> Result<(), EngineError> {
-        self.network_remove(name).await
+        self.network_remove(name).await?;
+        self.emit(Ev::new("network.remove").on("network", name));
+        Ok(())
     }
 
     /// Creates a channel between two instances.
@@ -104,7 +113,13 @@ impl Engine {
         self: &Arc<Self>,
         req: CreateChannel,
     ) -> Result<ChannelInfo, EngineError> {
-        self.channel_create(req).await
+        let created = self.channel_create(req).await?;
+        self.emit(
+            Ev::new("channel.create")
+                .on("channel", &created.name)
+                .details(serde_json::json!({ "server": created.server, "client": created.client })),
+        );
+        Ok(created)
     }
 
     /// Every channel, by name.
@@ -114,7 +129,9 @@ impl Engine {
 
     /// Removes a channel.
     pub async fn remove_channel(self: &Arc<Self>, name: &str) -> Result<(), EngineError> {
-        self.channel_remove(name).await
+        self.channel_remove(name).await?;
+        self.emit(Ev::new("channel.remove").on("channel", name));
+        Ok(())
     }
 
     /// Renames an instance (running or not): its names on its networks follow at once, its
@@ -124,7 +141,13 @@ impl Engine {
         name: &str,
         new_name: &str,
     ) -> Result<InstanceInfo, EngineError> {
-        self.instance_rename(name, new_name).await
+        let info = self.instance_rename(name, new_name).await?;
+        self.emit(
+            Ev::new("instance.rename")
+                .on("instance", &info.name)
+                .details(serde_json::json!({ "from": name })),
+        );
+        Ok(info)
     }
 }
 

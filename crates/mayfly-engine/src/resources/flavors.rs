@@ -94,7 +94,10 @@ impl Engine {
 
     /// Creates a flavor: a free name (built-in ones are taken), at least one limit, limits
     /// this host can give.
-    pub async fn create_flavor(&self, req: CreateFlavor) -> Result<FlavorInfo, EngineError> {
+    pub(crate) async fn create_flavor_unrecorded(
+        &self,
+        req: CreateFlavor,
+    ) -> Result<FlavorInfo, EngineError> {
         check_instance_name(&req.name).map_err(|e| {
             EngineError::invalid(
                 e,
@@ -130,7 +133,7 @@ impl Engine {
     }
 
     /// Removes a flavor no instance uses (refused naming them; built-in ones always).
-    pub async fn remove_flavor(&self, name: &str) -> Result<(), EngineError> {
+    pub(crate) async fn remove_flavor_unrecorded(&self, name: &str) -> Result<(), EngineError> {
         if builtin(name).is_some() {
             return Err(builtin_refusal(name, "removed"));
         }

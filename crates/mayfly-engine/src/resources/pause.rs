@@ -85,6 +85,7 @@ impl Engine {
                         return Err(e);
                     }
                     lock(&slot.rt).paused = true;
+                    self.emit(crate::events::Ev::new("instance.pause").on("instance", name));
                     None
                 }
             }
@@ -128,6 +129,8 @@ impl Engine {
                     {
                         rt.last_error = None;
                     }
+                    drop(rt);
+                    self.emit(crate::events::Ev::new("instance.resume").on("instance", name));
                     None
                 }
             }

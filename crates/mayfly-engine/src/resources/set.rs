@@ -123,6 +123,11 @@ impl Engine {
                 )
             }
         };
+        self.emit(
+            crate::events::Ev::new("instance.limits")
+                .on("instance", name)
+                .details(serde_json::json!({ "applied": applied, "next_start": next_start })),
+        );
         Ok(SetOutcome {
             instance: self.instance_info(name).await?,
             applied,

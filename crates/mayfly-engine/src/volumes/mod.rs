@@ -244,7 +244,10 @@ impl Engine {
     }
 
     /// Creates volume `req.name` (empty, owned by root inside).
-    pub async fn create_volume(&self, req: CreateVolume) -> Result<VolumeInfo, EngineError> {
+    pub(crate) async fn create_volume_unrecorded(
+        &self,
+        req: CreateVolume,
+    ) -> Result<VolumeInfo, EngineError> {
         check_volume_name(&req.name)?;
         if let Some(size) = req.size {
             if size < MIN_VOLUME_SIZE {
@@ -413,7 +416,7 @@ impl Engine {
     }
 
     /// Removes volume `name` and its data; refused while it is attached.
-    pub async fn remove_volume(&self, name: &str) -> Result<(), EngineError> {
+    pub(crate) async fn remove_volume_unrecorded(&self, name: &str) -> Result<(), EngineError> {
         let n = name.to_owned();
         let rec = self.db(move |s| s.delete_volume(&n)).await?;
         // A crash from here leaves an uncatalogued directory: swept at the next start.
@@ -448,7 +451,7 @@ impl Engine {
     }
 
     /// Attaches volume `name` to the stopped instance `req.instance` at `req.path`.
-    pub async fn attach_volume(
+    pub(crate) async fn attach_volume_unrecorded(
         self: &Arc<Self>,
         name: &str,
         req: AttachVolume,
@@ -478,7 +481,7 @@ impl Engine {
     }
 
     /// Detaches volume `name` from the stopped instance `req.instance` (its data stays).
-    pub async fn detach_volume(
+    pub(crate) async fn detach_volume_unrecorded(
         self: &Arc<Self>,
         name: &str,
         req: DetachVolume,

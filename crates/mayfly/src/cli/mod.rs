@@ -10,6 +10,7 @@
 mod args;
 mod client;
 mod commands;
+pub mod config;
 mod limits;
 mod output;
 mod process;
@@ -66,7 +67,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon (as root) in the foreground.
     #[command(
-        after_help = "Examples:\n  mayfly daemon\n  mayfly daemon --state-dir /srv/mayfly --socket /run/mayfly-srv.sock"
+        after_help = "Examples:\n  mayfly daemon\n  mayfly daemon --state-dir /srv/mayfly --socket /run/mayfly-srv.sock\n  mayfly daemon --config /etc/mayfly/lab.toml --log-level debug"
     )]
     Daemon(DaemonArgs),
     /// Internal: the single-threaded helper that creates containers.
@@ -384,6 +385,11 @@ pub struct ConsoleArgs {
 /// `mayfly daemon`.
 #[derive(Debug, Args)]
 pub struct DaemonArgs {
+    /// The configuration file (default: /etc/mayfly/config.toml): one key per option below
+    /// (`log-level = "debug"`); the command line and the environment win over it. A missing
+    /// default file is fine; a missing file named here is an error. See docs/config.md.
+    #[arg(long, env = "MAYFLY_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
     /// State directory (the daemon is its only writer).
     #[arg(
         long,
@@ -396,7 +402,7 @@ pub struct DaemonArgs {
     #[arg(long, default_value = "/bin/busybox", value_name = "PATH")]
     pub busybox: PathBuf,
     /// Log level: error, warn, info, debug or trace.
-    #[arg(long, env = "MAYFLY_LOG", default_value = "info")]
+    #[arg(long, env = "MAYFLY_LOG", default_value = "info", value_name = "LEVEL", value_parser = parse_log_level)]
     pub log_level: String,
     /// Where downloaded packages are kept between template builds (default: STATE_DIR/cache).
     #[arg(long, env = "MAYFLY_CACHE_DIR", value_name = "DIR")]
@@ -440,7 +446,12 @@ pub struct DaemonArgs {
     pub import: limits::ImportLimitArgs,
     /// Also serve the API and the web page over TCP, with TLS and token authentication, on
     /// ADDR:PORT (repeatable); `none` for the unix socket only.
-    #[arg(long, env = "MAYFLY_LISTEN", value_name = "ADDR:PORT")]
+    #[arg(
+        long,
+        env = "MAYFLY_LISTEN",
+        value_name = "ADDR:PORT",
+        help_heading = "Remote access"
+    )]
     pub listen: Vec<String>,
 }
 
@@ -474,6 +485,13 @@ pub struct InfoArgs {
     /// Print JSON for scripts.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Checks a log level (`error`, `warn`, `info`, `debug`, `trace`).
+fn parse_log_level(text: &str) -> Result<String, String> {
+    text.parse::<tracing::Level>()
+        .map(|_| text.to_owned())
+        .map_err(|_| format!("invalid log level `{text}`: give error, warn, info, debug or trace"))
 }
 
 /// Runs a client command; returns the process exit code.

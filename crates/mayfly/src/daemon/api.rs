@@ -120,6 +120,8 @@ pub(crate) fn query<T: serde::de::DeserializeOwned>(
 pub(crate) fn router(engine: AppState) -> Router {
     Router::new()
         .fallback_service(routes(engine))
+        // Until each handler is wrapped in `audit::around` (which then makes this a no-op).
+        .layer(axum::middleware::from_fn(super::audit::by_route))
         .layer(axum::middleware::from_fn(method_not_allowed))
         .layer(axum::middleware::from_fn(read_small_body))
         .layer(axum::middleware::map_request(trim_trailing_slash))

@@ -1,24 +1,203 @@
 //! What every API action goes through, keyed by its [`mayfly_api::Action`]: the caller
-//! becomes the actor of what the engine does for it, actions that change state are written
-//! to the audit log with their outcome, and counts and latencies go to the metrics.
+//! becomes the actor of what the engine does for it, actions that change state
+//! (`changes: true` in the action table) are written to the audit log with their outcome, and
+//! counts and latencies go to the metrics.
 //!
-//! Part E of issue 24 fills in the audit log and the metrics.
+//! The audit record is an event of kind `api.<action id>`: the caller, the subject (from the
+//! path: `instance web`, `snapshot web/before`), and the outcome read from the response: `ok`
+//! for a 1xx-3xx status, else `failed` with the error body's code and message. A streaming
+//! action (an NDJSON job, an upgrade, a followed log) is recorded at its response's head: a
+//! job that starts and fails later is `ok` here, and its own events (`template.patch`,
+//! `rollout.done`, …) tell how it ended.
 
+use std::time::Instant;
+
+use axum::body::Body;
 use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
-use mayfly_api::Action;
+use mayfly_api::{ACTIONS, Action, ActionSpec, ErrorBody, Outcome};
+use mayfly_engine::events::{Ev, emit_current, with_actor};
 
 use super::auth::Caller;
 
-/// Runs the request of `action` as its caller.
-#[allow(dead_code)] // wired into the router by part A
-pub(crate) async fn around(action: Action, req: Request, next: Next) -> Response {
-    let _ = action;
+/// The largest error body read for its code and message.
+const ERROR_BODY_MAX: usize = 64 * 1024;
+
+/// Marks a request already audited (the router may wrap a handler twice).
+#[derive(Debug, Clone, Copy)]
+struct Audited;
+
+/// Runs the request of `action` as its caller, records it in the audit log (when it changes
+/// state) and in the metrics.
+pub(crate) async fn around(action: Action, mut req: Request, next: Next) -> Response {
+    if req.extensions().get::<Audited>().is_some() {
+        return next.run(req).await;
+    }
+    req.extensions_mut().insert(Audited);
+    let spec = action.spec();
     let caller = req
         .extensions()
         .get::<Caller>()
         .cloned()
         .unwrap_or_else(Caller::local);
-    mayfly_engine::events::with_actor(caller.actor, next.run(req)).await
+    let subject = subject_of(spec, req.uri().path());
+    let started = Instant::now();
+    let actor = caller.actor;
+    let response = with_actor(actor.clone(), next.run(req)).await;
+    let status = response.status();
+    super::metrics::observe(spec.id, status.as_u16(), started.elapsed());
+    if !spec.changes {
+        return response;
+    }
+    let (response, outcome) = if status.is_client_error() || status.is_server_error() {
+        let (parts, body) = response.into_parts();
+        let bytes = axum::body::to_bytes(body, ERROR_BODY_MAX)
+            .await
+            .unwrap_or_default();
+        let outcome = match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(b) => Outcome::Failed {
+                code: serde_json::to_value(b.error.code)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                message: b.error.message,
+            },
+            Err(_) => Outcome::Failed {
+                code: status.as_u16().to_string(),
+                message: status
+                    .canonical_reason()
+                    .unwrap_or("request failed")
+                    .to_owned(),
+            },
+        };
+        (Response::from_parts(parts, Body::from(bytes)), outcome)
+    } else {
+        (response, Outcome::Ok)
+    };
+    let mut ev = Ev::new(format!("api.{}", spec.id))
+        .by(&actor)
+        .outcome(outcome)
+        .details(serde_json::json!({ "status": status.as_u16() }));
+    if let Some((kind, name)) = subject {
+        ev = ev.on(kind, &name);
+    }
+    emit_current(ev);
+    response
+}
+
+/// Resolves the action of a request from the table (method and path), then runs it through
+/// [`around`]: the audit of a router that does not wrap each handler itself. Requests that
+/// match no action (a 404) pass through.
+pub(crate) async fn by_route(req: Request, next: Next) -> Response {
+    match action_of(req.method().as_str(), req.uri().path()) {
+        Some(action) => around(action, req, next).await,
+        None => next.run(req).await,
+    }
+}
+
+/// The action whose method and path template match.
+fn action_of(method: &str, path: &str) -> Option<Action> {
+    ACTIONS
+        .iter()
+        .find(|s| s.method.as_str() == method && placeholders(s.path, path).is_some())
+        .map(|s| s.action)
+}
+
+/// The values of the `{..}` placeholders of `template` in `path` (decoded), if it matches.
+fn placeholders(template: &str, path: &str) -> Option<Vec<String>> {
+    let t: Vec<&str> = template.trim_matches('/').split('/').collect();
+    let p: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if t.len() != p.len() {
+        return None;
+    }
+    let mut out = Vec::new();
+    for (t, p) in t.iter().zip(&p) {
+        if t.starts_with('{') && t.ends_with('}') {
+            if p.is_empty() {
+                return None;
+            }
+            out.push(decode(p));
+        } else if t != p {
+            return None;
+        }
+    }
+    Some(out)
+}
+
+fn decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && let Some(v) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// What an action's request is about, from its path: the kind is the action id's noun
+/// (`instance.start` → `instance`), the name the first placeholder (`instance/snapshot` for a
+/// snapshot's two).
+fn subject_of(spec: &ActionSpec, path: &str) -> Option<(&'static str, String)> {
+    let values = placeholders(spec.path, path)?;
+    let first = values.first()?;
+    let noun = spec.id.split('.').next().unwrap_or(spec.id);
+    if noun == "snapshot" && values.len() > 1 {
+        return Some(("snapshot", format!("{first}/{}", values[1])));
+    }
+    let kind = match noun {
+        "schedule" | "snapshot" => "instance",
+        other => other,
+    };
+    Some((kind, first.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_resolve_to_their_action_and_subject() {
+        assert_eq!(
+            action_of("POST", "/v1/instances/web/start"),
+            Some(Action::StartInstance)
+        );
+        assert_eq!(
+            action_of("DELETE", "/v1/instances/web/snapshots/s1"),
+            Some(Action::RemoveSnapshot)
+        );
+        assert_eq!(
+            action_of("GET", "/v1/instances"),
+            Some(Action::ListInstances)
+        );
+        assert_eq!(action_of("GET", "/v1/nothing"), None);
+        assert_eq!(action_of("POST", "/v1/instances//start"), None);
+        let spec = Action::RestoreSnapshot.spec();
+        assert_eq!(
+            subject_of(spec, "/v1/instances/web/snapshots/a%20b/restore"),
+            Some(("snapshot", "web/a b".to_owned()))
+        );
+        assert_eq!(
+            subject_of(Action::RemoveTemplate.spec(), "/v1/templates/debian%402"),
+            Some(("template", "debian@2".to_owned()))
+        );
+        assert_eq!(
+            subject_of(Action::AddSchedule.spec(), "/v1/instances/web/schedules"),
+            Some(("instance", "web".to_owned()))
+        );
+        assert_eq!(
+            subject_of(Action::CreateInstance.spec(), "/v1/instances"),
+            None
+        );
+    }
 }

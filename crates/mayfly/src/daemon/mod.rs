@@ -17,9 +17,11 @@ mod auth;
 mod events;
 mod import;
 mod metrics;
-mod notify;
+pub(crate) mod notify;
 mod openapi;
+mod serve;
 mod stream;
+mod tls;
 mod web;
 
 use std::os::unix::fs::PermissionsExt;
@@ -50,9 +52,57 @@ pub struct DaemonOptions {
     pub import_limits: mayfly_image::ImportLimits,
     /// Memory reservations may sum to the host's memory times this.
     pub memory_overcommit: f64,
-    /// TCP listeners (`ADDR:PORT`, or `none`), served with TLS and authentication.
-    #[allow(dead_code)] // served by part R
+    /// TCP listeners (`ADDR:PORT`, or `none`), served with TLS and authentication; empty:
+    /// [`DEFAULT_LISTEN`], if it can be bound.
     pub listen: Vec<String>,
+}
+
+/// Where the daemon listens over TCP when not told (the web page's address).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
+
+/// The TCP addresses to serve: `(addresses, whether failing to bind them is fatal)`.
+fn listen_addresses(listen: &[String]) -> anyhow::Result<(Vec<String>, bool)> {
+    if listen.is_empty() {
+        return Ok((vec![DEFAULT_LISTEN.to_owned()], false));
+    }
+    if listen.iter().any(|l| l == "none") {
+        if listen.len() > 1 {
+            bail!(
+                "--listen none cannot be combined with addresses (give either `none` or ADDR:PORT ...)"
+            );
+        }
+        return Ok((Vec::new(), true));
+    }
+    for l in listen {
+        if l.contains("://") {
+            bail!(
+                "--listen {l}: give ADDR:PORT (e.g. 0.0.0.0:8443); the TCP listener always serves TLS with authentication"
+            );
+        }
+    }
+    Ok((listen.to_vec(), true))
+}
+
+/// Binds the TCP listeners; one that cannot be bound is fatal unless `fatal` is false (the
+/// default address), then it is skipped with a warning.
+async fn bind_tcp(addrs: &[String], fatal: bool) -> anyhow::Result<Vec<tokio::net::TcpListener>> {
+    let mut out = Vec::new();
+    for a in addrs {
+        match tokio::net::TcpListener::bind(a.as_str()).await {
+            Ok(l) => out.push(l),
+            Err(e) if fatal => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "cannot listen on {a} (give another --listen ADDR:PORT, or --listen none)"
+                    )
+                });
+            }
+            Err(e) => tracing::warn!(
+                "cannot listen on {a}: {e}; the web page and remote access are off (give --listen ADDR:PORT)"
+            ),
+        }
+    }
+    Ok(out)
 }
 
 fn lock_state_dir(state_dir: &Path) -> anyhow::Result<std::fs::File> {
@@ -108,6 +158,7 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
         std::env::current_dir()?.join(&options.state_dir)
     };
     let _lock = lock_state_dir(&state_dir)?;
+    let (tcp_addrs, tcp_fatal) = listen_addresses(&options.listen)?;
     let exe = std::env::current_exe().context("cannot find the mayfly executable")?;
     let engine = Engine::start(EngineConfig {
         state_dir: state_dir.clone(),
@@ -127,6 +178,12 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     .map_err(|e| anyhow::anyhow!(mayfly_driver::error_chain(&e)))
     .context("cannot start the engine")?;
     let listener = bind_socket(&options.socket)?;
+    let tcp = bind_tcp(&tcp_addrs, tcp_fatal).await?;
+    let tls = if tcp.is_empty() {
+        None
+    } else {
+        Some(tls::load_or_create(&state_dir)?)
+    };
     let info = engine
         .info()
         .await
@@ -141,30 +198,57 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
         info.instances,
         info.running
     );
-    let app = api::router(Arc::clone(&engine));
-    let shutdown = async {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        let term = async {
-            match term.as_mut() {
-                Some(t) => {
-                    t.recv().await;
-                }
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term => {}
+    let auth = Arc::new(auth::Auth::new(
+        Arc::clone(&engine),
+        tls.as_ref().map(|t| t.fingerprint.clone()),
+    ));
+    let app = api::router(Arc::clone(&engine)).layer(axum::middleware::from_fn_with_state(
+        Arc::clone(&auth),
+        auth::authenticate,
+    ));
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let mut servers = tokio::task::JoinSet::new();
+    servers.spawn(serve::serve_unix(listener, app.clone(), stop.clone()));
+    if let Some(tls) = &tls {
+        for l in tcp {
+            let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+            tracing::info!(
+                address = %addr,
+                fingerprint = %tls.fingerprint,
+                "serving the API over TLS (bearer tokens or the web login)"
+            );
+            servers.spawn(serve::serve_tcp(
+                l,
+                Arc::clone(&tls.config),
+                app.clone(),
+                stop.clone(),
+            ));
         }
-        tracing::info!("stopping the daemon; instances keep running");
-        notify::stopping();
-    };
+        match engine.list_tokens().await {
+            Ok(t) if t.is_empty() => tracing::warn!(
+                "no API token exists yet: nobody can use the TCP listener (make one with `mayfly token create NAME`)"
+            ),
+            _ => {}
+        }
+    }
     notify::ready();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("API server failed")?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let term = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    tracing::info!("stopping the daemon; instances keep running");
+    notify::stopping();
+    let _ = stop_tx.send(true);
+    while servers.join_next().await.is_some() {}
     let _ = std::fs::remove_file(&options.socket);
     Ok(())
 }

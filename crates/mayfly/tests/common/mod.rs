@@ -29,6 +29,7 @@ pub mod netns;
 pub mod quota_fs;
 mod refusals;
 mod templates;
+pub mod tls;
 pub mod tools;
 pub mod umoci;
 
@@ -238,7 +239,9 @@ impl TestDaemon {
     /// Debian builds, which download packages through NAT); the teardown checks that it left
     /// none of mayfly's links or nft tables there.
     pub fn start_in_host_netns(extra: &[&str]) -> TestDaemon {
-        let mut d = Self::create(extra, false);
+        // No TCP listener in the machine's namespace (the default one would bind its loopback).
+        let extra: Vec<&str> = extra.iter().copied().chain(["--listen", "none"]).collect();
+        let mut d = Self::create(&extra, false);
         d.spawn_daemon();
         d
     }

@@ -7,12 +7,11 @@
 use std::sync::Arc;
 
 use mayfly_api::stream::Frame;
-use mayfly_api::{ConsoleRequest, paths};
+use mayfly_api::{Action, ConsoleRequest};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot};
 
-use super::enc;
 use crate::cli::ConsoleArgs;
 use crate::cli::client::{Client, ClientError};
 use crate::cli::stream::{
@@ -58,8 +57,11 @@ pub(super) async fn console(client: &Client, a: ConsoleArgs) -> i32 {
     let req = ConsoleRequest {
         term_size: terminal_size(),
     };
-    let path = paths::instance_action(&enc(&a.name), "console");
-    let (io, _) = match client.upgrade(&path, &req).await {
+    let upgraded = match client.target(&a.name) {
+        Ok((client, name)) => client.upgrade(&Action::Console.path(&[name]), &req).await,
+        Err(e) => Err(e),
+    };
+    let (io, _) = match upgraded {
         Ok(up) => up,
         Err(e) => {
             eprintln!("error: {e}");

@@ -2,9 +2,8 @@
 //! connection, and its exit code passed through (or 125/126/127 when mayfly failed, 3 when
 //! the daemon cannot be reached or was lost).
 
-use mayfly_api::{ExecRequest, Mode, paths};
+use mayfly_api::{Action, ExecRequest, Mode};
 
-use super::enc;
 use super::instance::create_request;
 use crate::cli::client::{Client, ClientError};
 use crate::cli::stream::{interactive, stdin_is_terminal, terminal_size};
@@ -20,15 +19,12 @@ pub(super) async fn exec(client: &Client, a: ExecArgs) -> i32 {
         tty: a.tty,
         term_size: if a.tty { terminal_size() } else { None },
     };
-    match interactive(
-        client,
-        &paths::instance_action(&enc(&a.name), "exec"),
-        &req,
-        a.tty,
-        Some(&a.name),
-    )
-    .await
-    {
+    let (client, name) = match client.target(&a.name) {
+        Ok(t) => t,
+        Err(e) => return exec_failure(&e),
+    };
+    let path = Action::Exec.path(&[name]);
+    match interactive(&client, &path, &req, a.tty, Some(&a.name)).await {
         Ok(code) => code,
         Err(e) => exec_failure(&e),
     }
@@ -56,7 +52,7 @@ pub(super) async fn run(client: &Client, args: RunArgs) -> i32 {
     if tty && !stdin_is_terminal() {
         eprintln!("warning: -t given but stdin is not a terminal");
     }
-    match interactive(client, paths::RUN, &req, tty, None).await {
+    match interactive(client, &Action::Run.path(&[]), &req, tty, None).await {
         Ok(code) => code,
         Err(e) => exec_failure(&e),
     }

@@ -8,12 +8,11 @@ use std::path::Path;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, StreamBody};
-use hyper::Method;
 use hyper::body::Frame as BodyFrame;
-use mayfly_api::{ApiError, ErrorCode, ImportEvent, ImportTemplate, TemplateInfo, paths};
+use mayfly_api::{Action, ApiError, ErrorCode, ImportEvent, ImportTemplate, TemplateInfo};
 
-use super::enc;
 use super::template::{parse_cmd, print_version_summary, progress_bar, read_events};
+use super::{path_with, request};
 use crate::cli::ImportArgs;
 use crate::cli::client::{Client, ClientError, full};
 use crate::cli::output::{json, size};
@@ -55,9 +54,10 @@ pub(super) async fn import(client: &Client, args: ImportArgs) -> Result<i32, Cli
             message: args.message.clone(),
         };
         let bytes = serde_json::to_vec(&body).map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let mut req = Client::request(
-            Method::POST,
-            paths::TEMPLATES,
+        let path = Action::ImportTemplate.path(&[]);
+        let mut req = request(
+            Action::ImportTemplate,
+            &path,
             "application/json",
             full(bytes),
         )?;
@@ -97,20 +97,21 @@ pub(super) async fn import(client: &Client, args: ImportArgs) -> Result<i32, Cli
             chunk.map(BodyFrame::data)
         });
         let body = BodyExt::boxed_unsync(StreamBody::new(stream));
-        let mut path = format!("{}?name={}", paths::TEMPLATES, enc(&args.name));
+        let command = command.map(|c| serde_json::to_string(&c).unwrap_or_default());
+        let mut query = vec![("name", args.name.as_str())];
         if let Some(t) = &tag {
-            path.push_str(&format!("&tag={}", enc(t)));
+            query.push(("tag", t.as_str()));
         }
         if let Some(c) = &command {
-            let j = serde_json::to_string(c).unwrap_or_default();
-            path.push_str(&format!("&command={}", enc(&j)));
+            query.push(("command", c.as_str()));
         }
         if let Some(m) = &args.message {
-            path.push_str(&format!("&message={}", enc(m)));
+            query.push(("message", m.as_str()));
         }
+        let path = path_with(Action::ImportTemplate, &[], &query);
         // No `Accept: application/x-ndjson`: the answer comes when the import has ended, its
         // status the outcome (the bar shows the upload meanwhile).
-        let req = Client::request(Method::POST, &path, "application/x-tar", body)?;
+        let req = request(Action::ImportTemplate, &path, "application/x-tar", body)?;
         (client.send(req).await?, bar)
     };
     let (response, bar) = response;
@@ -189,9 +190,8 @@ async fn refuse_before_upload(client: &Client, name: &str) -> Result<(), ClientE
             hint: Some("e.g. `mayfly template import debian ./rootfs.tar.zst`".into()),
         }));
     }
-    let path = paths::template(&enc(name));
     match client
-        .call::<serde_json::Value>(Method::GET, &path, None::<&()>)
+        .act::<serde_json::Value>(Action::TemplateInfo, &[name], None::<&()>)
         .await
     {
         Ok(_) => Err(ClientError::Api(ApiError {

@@ -5,10 +5,9 @@ use std::io::Write;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use hyper::Method;
-use mayfly_api::{CreateInstance, InstanceInfo, Mode, StopRequest, paths};
+use mayfly_api::{Action, CreateInstance, InstanceInfo, Mode, StopRequest};
 
-use super::{each, enc};
+use super::{act_query, each, path_with, request};
 use crate::cli::client::{Client, ClientError, full};
 use crate::cli::output::{ago, json, size, table};
 use crate::cli::stream::stdin_is_terminal;
@@ -117,9 +116,7 @@ pub(super) async fn launch(client: &Client, args: LaunchArgs) -> Result<i32, Cli
     };
     let mut req = create_request(args.template, args.command, args.options, mode)?;
     req.start = !args.no_start;
-    let info: InstanceInfo = client
-        .call(Method::POST, paths::INSTANCES, Some(&req))
-        .await?;
+    let info: InstanceInfo = client.act(Action::CreateInstance, &[], Some(&req)).await?;
     if args.json {
         json(&info);
     } else {
@@ -135,9 +132,7 @@ pub(super) async fn launch(client: &Client, args: LaunchArgs) -> Result<i32, Cli
 }
 
 pub(super) async fn list(client: &Client, as_json: bool) -> Result<i32, ClientError> {
-    let all: Vec<InstanceInfo> = client
-        .call(Method::GET, paths::INSTANCES, None::<&()>)
-        .await?;
+    let all: Vec<InstanceInfo> = client.act(Action::ListInstances, &[], None::<&()>).await?;
     if as_json {
         json(&all);
         return Ok(0);
@@ -180,7 +175,7 @@ pub(super) async fn instance_info(
 ) -> Result<i32, ClientError> {
     let (client, name) = client.target(name)?;
     let i: InstanceInfo = client
-        .act(mayfly_api::Action::InstanceInfo, &[name], None::<&()>)
+        .act(Action::InstanceInfo, &[name], None::<&()>)
         .await?;
     if as_json {
         json(&i);
@@ -278,12 +273,9 @@ pub(super) async fn instance_info(
 /// `mayfly start NAME...`.
 pub(super) async fn start(client: &Client, a: NamesArgs) -> Result<i32, ClientError> {
     each(&a.names, |n| async move {
+        let (client, name) = client.target(&n)?;
         client
-            .call::<InstanceInfo>(
-                Method::POST,
-                &paths::instance_action(&enc(&n), "start"),
-                None::<&()>,
-            )
+            .act::<InstanceInfo>(Action::StartInstance, &[name], None::<&()>)
             .await
             .map(|info| match info.note {
                 Some(note) => println!("{n}: {note}"),
@@ -303,12 +295,9 @@ pub(super) async fn stop(client: &Client, a: StopArgs) -> Result<i32, ClientErro
     each(&a.names, |n| {
         let req = req.clone();
         async move {
+            let (client, name) = client.target(&n)?;
             client
-                .call::<InstanceInfo>(
-                    Method::POST,
-                    &paths::instance_action(&enc(&n), "stop"),
-                    Some(&req),
-                )
+                .act::<InstanceInfo>(Action::StopInstance, &[name], Some(&req))
                 .await
                 .map(|info| match info.note.as_deref() {
                     Some(note) if note.starts_with("already") => println!("{n}: {note}"),
@@ -323,7 +312,7 @@ pub(super) async fn stop(client: &Client, a: StopArgs) -> Result<i32, ClientErro
 pub(super) async fn lifecycle(
     client: &Client,
     names: &[String],
-    action: &'static str,
+    action: Action,
     done: &'static str,
     args: &StopArgs,
 ) -> Result<i32, ClientError> {
@@ -335,12 +324,9 @@ pub(super) async fn lifecycle(
     each(names, |n| {
         let req = req.clone();
         async move {
+            let (client, name) = client.target(&n)?;
             client
-                .call::<InstanceInfo>(
-                    Method::POST,
-                    &paths::instance_action(&enc(&n), action),
-                    Some(&req),
-                )
+                .act::<InstanceInfo>(action, &[name], Some(&req))
                 .await
                 .map(|_| println!("{done} {n}"))
         }
@@ -356,13 +342,13 @@ pub(super) async fn rm(client: &Client, a: RmArgs) -> Result<i32, ClientError> {
 
 /// `rm` of one instance: with `--force` everything goes; without it, an instance with
 /// snapshots is only removed after the user says yes on a terminal.
-async fn remove(client: &Client, name: &str, force: bool) -> Result<(), ClientError> {
-    let delete = |snapshots: bool| {
-        let path = format!(
-            "{}?force={force}&snapshots={snapshots}",
-            paths::instance(&enc(name))
-        );
-        async move { client.call::<()>(Method::DELETE, &path, None::<&()>).await }
+async fn remove(client: &Client, target: &str, force: bool) -> Result<(), ClientError> {
+    let (client, name) = client.target(target)?;
+    let client = &client;
+    let delete = |snapshots: bool| async move {
+        let (force, snapshots) = (force.to_string(), snapshots.to_string());
+        let query = [("force", force.as_str()), ("snapshots", snapshots.as_str())];
+        act_query::<()>(client, Action::RemoveInstance, &[name], &query, None::<&()>).await
     };
     match delete(force).await {
         Err(ClientError::Api(e))
@@ -376,14 +362,14 @@ async fn remove(client: &Client, name: &str, force: bool) -> Result<(), ClientEr
             let mut answer = String::new();
             let _ = std::io::stdin().read_line(&mut answer);
             if !matches!(answer.trim(), "y" | "Y" | "yes") {
-                eprintln!("kept {name}");
+                eprintln!("kept {target}");
                 return Ok(());
             }
             delete(true).await?;
         }
         other => other?,
     }
-    println!("removed {name}");
+    println!("removed {target}");
     Ok(())
 }
 
@@ -393,14 +379,15 @@ pub(super) async fn logs(
     follow: bool,
     tail: Option<u64>,
 ) -> Result<i32, ClientError> {
-    let mut path = format!(
-        "{}?follow={follow}",
-        paths::instance_action(&enc(name), "logs")
-    );
-    if let Some(n) = tail {
-        path.push_str(&format!("&tail={n}"));
+    let (client, name) = client.target(name)?;
+    let follow = follow.to_string();
+    let tail = tail.map(|n| n.to_string());
+    let mut query = vec![("follow", follow.as_str())];
+    if let Some(n) = &tail {
+        query.push(("tail", n.as_str()));
     }
-    let req = Client::request(Method::GET, &path, "application/json", full(Bytes::new()))?;
+    let path = path_with(Action::Logs, &[name], &query);
+    let req = request(Action::Logs, &path, "application/json", full(Bytes::new()))?;
     let response = client.send(req).await?;
     if !response.status().is_success() {
         return Err(Client::error_of(response).await);

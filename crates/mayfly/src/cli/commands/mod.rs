@@ -1,6 +1,7 @@
 //! One function per command: build the request, call the API, print the answer.
-//! `dispatch` hands each command to the file of its noun; what several nouns share (names
-//! percent-encoded into paths, the error report, the loop over several names) lives here.
+//! `dispatch` hands each command to the file of its noun; what several nouns share (paths
+//! from the API's action table with a query, the error report, the loop over several names)
+//! lives here. No path is written here: each comes from [`mayfly_api::ACTIONS`].
 
 mod console;
 mod daemon;
@@ -19,20 +20,48 @@ mod template;
 mod token;
 mod volume;
 
-use super::Command;
-use super::client::{Client, ClientError};
+use mayfly_api::Action;
+use mayfly_api::actions::encode;
 
-/// Percent-encodes a path segment or query value.
-fn enc(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
+use super::Command;
+use super::client::{Client, ClientError, ReqBody};
+
+/// The path of `action` (its placeholders filled by `args`) followed by `query`, each value
+/// percent-encoded.
+fn path_with(action: Action, args: &[&str], query: &[(&str, &str)]) -> String {
+    let mut path = action.path(args);
+    for (i, (key, value)) in query.iter().enumerate() {
+        path.push(if i == 0 { '?' } else { '&' });
+        path.push_str(key);
+        path.push('=');
+        path.push_str(&encode(value));
     }
-    out
+    path
+}
+
+/// Calls `action` as [`Client::act`] does, with `query` after its path.
+async fn act_query<T: serde::de::DeserializeOwned>(
+    client: &Client,
+    action: Action,
+    args: &[&str],
+    query: &[(&str, &str)],
+    body: Option<&impl serde::Serialize>,
+) -> Result<T, ClientError> {
+    let path = path_with(action, args, query);
+    client
+        .call(super::client::method(action), &path, body)
+        .await
+}
+
+/// A request for `action` at `path` (made by [`path_with`] or [`Action::path`]), for the
+/// answers read as a stream.
+fn request(
+    action: Action,
+    path: &str,
+    content_type: &str,
+    body: ReqBody,
+) -> Result<hyper::Request<ReqBody>, ClientError> {
+    Client::request(super::client::method(action), path, content_type, body)
 }
 
 fn fail(e: &ClientError) -> i32 {
@@ -63,9 +92,11 @@ pub async fn dispatch(client: &Client, command: Command) -> i32 {
         Command::Start(a) => instance::start(client, a).await,
         Command::Stop(a) => instance::stop(client, a).await,
         Command::Restart(a) => {
-            instance::lifecycle(client, &a.names, "restart", "restarted", &a).await
+            instance::lifecycle(client, &a.names, Action::RestartInstance, "restarted", &a).await
         }
-        Command::Reset(a) => instance::lifecycle(client, &a.names, "reset", "reset", &a).await,
+        Command::Reset(a) => {
+            instance::lifecycle(client, &a.names, Action::ResetInstance, "reset", &a).await
+        }
         Command::Rm(a) => instance::rm(client, a).await,
         Command::Snapshot(c) => snapshot::snapshot(client, c).await,
         Command::Clone(a) => snapshot::clone_instance(client, a).await,
@@ -95,17 +126,19 @@ pub async fn dispatch(client: &Client, command: Command) -> i32 {
     }
 }
 
-/// `GET`s the object at `path` and prints it: JSON for scripts (`as_json`), else `print`.
+/// Gets the object `action` answers for `name` and prints it: JSON for scripts (`as_json`),
+/// else `print`.
 async fn show<T>(
     client: &Client,
-    path: &str,
+    action: Action,
+    name: &str,
     as_json: bool,
     print: fn(&T),
 ) -> Result<(), ClientError>
 where
     T: serde::de::DeserializeOwned + serde::Serialize,
 {
-    let object: T = client.call(hyper::Method::GET, path, None::<&()>).await?;
+    let object: T = client.act(action, &[name], None::<&()>).await?;
     if as_json {
         crate::cli::output::json(&object);
     } else {
@@ -114,11 +147,12 @@ where
     Ok(())
 }
 
-/// `GET`s the list at `path` and prints it: JSON for scripts (`as_json`), else a table of
-/// `headers` with one row per object, made by `row`.
+/// Gets the list `action` answers (for `args`) and prints it: JSON for scripts (`as_json`),
+/// else a table of `headers` with one row per object, made by `row`.
 async fn list<T>(
     client: &Client,
-    path: &str,
+    action: Action,
+    args: &[&str],
     as_json: bool,
     headers: &[&str],
     row: impl Fn(&T) -> Vec<String>,
@@ -126,7 +160,7 @@ async fn list<T>(
 where
     T: serde::de::DeserializeOwned + serde::Serialize,
 {
-    let all: Vec<T> = client.call(hyper::Method::GET, path, None::<&()>).await?;
+    let all: Vec<T> = client.act(action, args, None::<&()>).await?;
     if as_json {
         crate::cli::output::json(&all);
     } else {
@@ -136,17 +170,17 @@ where
     Ok(())
 }
 
-/// `DELETE`s the object of each name (`path` makes its API path from the encoded name) and
-/// says `removed NOUN NAME`; reports each failure and goes on.
+/// Removes the object of each name with `action` and says `removed NOUN NAME`; reports each
+/// failure and goes on.
 async fn remove_each(
     client: &Client,
     names: &[String],
     noun: &str,
-    path: fn(&str) -> String,
+    action: Action,
 ) -> Result<i32, ClientError> {
     each(names, |n| async move {
         client
-            .call::<()>(hyper::Method::DELETE, &path(&enc(&n)), None::<&()>)
+            .act::<()>(action, &[&n], None::<&()>)
             .await
             .map(|()| println!("removed {noun} {n}"))
     })

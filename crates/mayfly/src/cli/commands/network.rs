@@ -1,11 +1,10 @@
 //! Network nouns: network create/list/info/rm, channel create/list/rm, and `rename`.
 
-use hyper::Method;
 use mayfly_api::{
-    ChannelInfo, CreateChannel, CreateNetwork, InstanceInfo, NetworkInfo, RenameRequest, paths,
+    Action, ChannelInfo, CreateChannel, CreateNetwork, InstanceInfo, NetworkInfo, RenameRequest,
 };
 
-use super::{enc, remove_each, show};
+use super::{remove_each, show};
 use crate::cli::client::{Client, ClientError};
 use crate::cli::output::{ago, json, table};
 use crate::cli::{ChannelCommand, NetworkCommand, RenameArgs};
@@ -22,9 +21,7 @@ pub(super) async fn network(client: &Client, command: NetworkCommand) -> Result<
                 ipv6: !a.no_ipv6,
                 dns_upstream: a.dns_upstream.iter().map(ToString::to_string).collect(),
             };
-            let n: NetworkInfo = client
-                .call(Method::POST, paths::NETWORKS, Some(&req))
-                .await?;
+            let n: NetworkInfo = client.act(Action::CreateNetwork, &[], Some(&req)).await?;
             if a.json {
                 json(&n);
             } else {
@@ -35,7 +32,8 @@ pub(super) async fn network(client: &Client, command: NetworkCommand) -> Result<
         NetworkCommand::List(f) => {
             super::list(
                 client,
-                paths::NETWORKS,
+                Action::ListNetworks,
+                &[],
                 f.json,
                 &[
                     "NAME",
@@ -61,16 +59,11 @@ pub(super) async fn network(client: &Client, command: NetworkCommand) -> Result<
             .await?;
         }
         NetworkCommand::Info(a) => {
-            show::<NetworkInfo>(
-                client,
-                &paths::network(&enc(&a.name)),
-                a.json,
-                print_network,
-            )
-            .await?;
+            show::<NetworkInfo>(client, Action::NetworkInfo, &a.name, a.json, print_network)
+                .await?;
         }
         NetworkCommand::Rm(a) => {
-            return remove_each(client, &a.names, "network", paths::network).await;
+            return remove_each(client, &a.names, "network", Action::RemoveNetwork).await;
         }
     }
     Ok(0)
@@ -166,9 +159,7 @@ pub(super) async fn channel(client: &Client, command: ChannelCommand) -> Result<
                 server: a.server,
                 client: a.client,
             };
-            let c: ChannelInfo = client
-                .call(Method::POST, paths::CHANNELS, Some(&req))
-                .await?;
+            let c: ChannelInfo = client.act(Action::CreateChannel, &[], Some(&req)).await?;
             if a.json {
                 json(&c);
             } else {
@@ -184,7 +175,8 @@ pub(super) async fn channel(client: &Client, command: ChannelCommand) -> Result<
         ChannelCommand::List(f) => {
             super::list(
                 client,
-                paths::CHANNELS,
+                Action::ListChannels,
+                &[],
                 f.json,
                 &["NAME", "SERVER", "CLIENT", "PATH", "CREATED"],
                 |c: &ChannelInfo| {
@@ -200,7 +192,7 @@ pub(super) async fn channel(client: &Client, command: ChannelCommand) -> Result<
             .await?;
         }
         ChannelCommand::Rm(a) => {
-            return remove_each(client, &a.names, "channel", paths::channel).await;
+            return remove_each(client, &a.names, "channel", Action::RemoveChannel).await;
         }
     }
     Ok(0)
@@ -211,8 +203,10 @@ pub(super) async fn rename(client: &Client, a: RenameArgs) -> Result<i32, Client
     let req = RenameRequest {
         name: a.new_name.clone(),
     };
-    let path = paths::instance_action(&enc(&a.name), "rename");
-    let info: InstanceInfo = client.call(Method::POST, &path, Some(&req)).await?;
+    let (client, name) = client.target(&a.name)?;
+    let info: InstanceInfo = client
+        .act(Action::RenameInstance, &[name], Some(&req))
+        .await?;
     if a.json {
         json(&info);
     } else {

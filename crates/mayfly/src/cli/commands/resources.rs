@@ -1,13 +1,12 @@
 //! Resource nouns: flavor create/list/info/rm, `set`, `pause`, `resume`, and the limits part
 //! of `info NAME`. `stats` is in `stats.rs`.
 
-use hyper::Method;
 use mayfly_api::{
-    CreateFlavor, FlavorInfo, InstanceInfo, InstanceState, LIMIT_KEYS, Limits, SetLimits,
-    SetOutcome, paths,
+    Action, CreateFlavor, FlavorInfo, InstanceInfo, InstanceState, LIMIT_KEYS, Limits, SetLimits,
+    SetOutcome,
 };
 
-use super::{each, enc, remove_each, show};
+use super::{each, remove_each, show};
 use crate::cli::client::{Client, ClientError};
 use crate::cli::output::json;
 use crate::cli::{FlavorCommand, NamesArgs, SetArgs};
@@ -59,9 +58,7 @@ pub(super) async fn flavor(client: &Client, command: FlavorCommand) -> Result<i3
                 description: a.description.unwrap_or_default(),
                 limits,
             };
-            let f: FlavorInfo = client
-                .call(Method::POST, paths::FLAVORS, Some(&req))
-                .await?;
+            let f: FlavorInfo = client.act(Action::CreateFlavor, &[], Some(&req)).await?;
             if a.json {
                 json(&f);
             } else {
@@ -71,7 +68,8 @@ pub(super) async fn flavor(client: &Client, command: FlavorCommand) -> Result<i3
         FlavorCommand::List(f) => {
             super::list(
                 client,
-                paths::FLAVORS,
+                Action::ListFlavors,
+                &[],
                 f.json,
                 &["NAME", "KIND", "LIMITS", "INSTANCES", "DESCRIPTION"],
                 |f: &FlavorInfo| {
@@ -91,10 +89,10 @@ pub(super) async fn flavor(client: &Client, command: FlavorCommand) -> Result<i3
             .await?;
         }
         FlavorCommand::Info(a) => {
-            show::<FlavorInfo>(client, &paths::flavor(&enc(&a.name)), a.json, print_flavor).await?;
+            show::<FlavorInfo>(client, Action::FlavorInfo, &a.name, a.json, print_flavor).await?;
         }
         FlavorCommand::Rm(a) => {
-            return remove_each(client, &a.names, "flavor", paths::flavor).await;
+            return remove_each(client, &a.names, "flavor", Action::RemoveFlavor).await;
         }
     }
     Ok(0)
@@ -148,8 +146,8 @@ pub(super) async fn set(client: &Client, a: SetArgs) -> Result<i32, ClientError>
         }),
         changes: a.changes,
     };
-    let path = paths::instance_action(&enc(&a.name), "limits");
-    let outcome: SetOutcome = client.call(Method::PATCH, &path, Some(&req)).await?;
+    let (client, name) = client.target(&a.name)?;
+    let outcome: SetOutcome = client.act(Action::SetLimits, &[name], Some(&req)).await?;
     if a.json {
         json(&outcome);
         return Ok(0);
@@ -182,17 +180,14 @@ pub(super) async fn set(client: &Client, a: SetArgs) -> Result<i32, ClientError>
 /// `mayfly pause NAME…` / `mayfly resume NAME…`.
 pub(super) async fn pause(client: &Client, a: NamesArgs, resume: bool) -> Result<i32, ClientError> {
     let (action, done) = if resume {
-        ("resume", "resumed")
+        (Action::ResumeInstance, "resumed")
     } else {
-        ("pause", "paused")
+        (Action::PauseInstance, "paused")
     };
     each(&a.names, |n| async move {
+        let (client, name) = client.target(&n)?;
         client
-            .call::<InstanceInfo>(
-                Method::POST,
-                &paths::instance_action(&enc(&n), action),
-                None::<&()>,
-            )
+            .act::<InstanceInfo>(action, &[name], None::<&()>)
             .await
             .map(|info| match info.note {
                 Some(note) => println!("{n}: {note}"),

@@ -1,9 +1,7 @@
 //! `mayfly schedule add|list|rm`.
 
-use hyper::Method;
-use mayfly_api::{ApiError, CreateSchedule, ErrorCode, ScheduleInfo, paths};
+use mayfly_api::{Action, ApiError, CreateSchedule, ErrorCode, ScheduleInfo};
 
-use super::enc;
 use crate::cli::ScheduleCommand;
 use crate::cli::client::{Client, ClientError};
 use crate::cli::output::json;
@@ -17,8 +15,8 @@ pub(super) async fn schedule(client: &Client, c: ScheduleCommand) -> Result<i32,
                 cron: a.cron,
                 keep: a.keep,
             };
-            let path = paths::schedules(&enc(&a.name));
-            let s: ScheduleInfo = client.call(Method::POST, &path, Some(&req)).await?;
+            let (client, name) = client.target(&a.name)?;
+            let s: ScheduleInfo = client.act(Action::AddSchedule, &[name], Some(&req)).await?;
             if a.json {
                 json(&s);
             } else {
@@ -30,14 +28,18 @@ pub(super) async fn schedule(client: &Client, c: ScheduleCommand) -> Result<i32,
             }
         }
         ScheduleCommand::List(a) => {
-            let path = match &a.name {
-                Some(n) => paths::schedules(&enc(n)),
-                None => paths::SCHEDULES.to_owned(),
+            let (client, action, args) = match &a.name {
+                Some(n) => {
+                    let (client, name) = client.target(n)?;
+                    (client, Action::ListSchedules, vec![name])
+                }
+                None => (client.clone(), Action::ListAllSchedules, vec![]),
             };
             let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
             super::list(
-                client,
-                &path,
+                &client,
+                action,
+                &args,
                 a.json,
                 &[
                     "ID",
@@ -68,7 +70,7 @@ pub(super) async fn schedule(client: &Client, c: ScheduleCommand) -> Result<i32,
         }
         ScheduleCommand::Rm(a) => {
             let all: Vec<ScheduleInfo> = client
-                .call(Method::GET, paths::SCHEDULES, None::<&()>)
+                .act(Action::ListAllSchedules, &[], None::<&()>)
                 .await?;
             let Some(s) = all.iter().find(|s| s.id == a.id) else {
                 return Err(ClientError::Api(
@@ -79,9 +81,9 @@ pub(super) async fn schedule(client: &Client, c: ScheduleCommand) -> Result<i32,
                     .with_hint("see `mayfly schedule list` for the ids"),
                 ));
             };
-            let path = format!("{}/{}", paths::schedules(&enc(&s.instance)), a.id);
+            let id = a.id.to_string();
             client
-                .call::<()>(Method::DELETE, &path, None::<&()>)
+                .act::<()>(Action::RemoveSchedule, &[&s.instance, &id], None::<&()>)
                 .await?;
             println!("removed schedule {} of {}", a.id, s.instance);
         }

@@ -1,10 +1,8 @@
 //! Snapshot nouns: snapshot create/list/info/restore/rm, and what is made from an instance or
 //! its snapshot: `clone` (a new instance) and `publish` (a new template version).
 
-use hyper::Method;
-use mayfly_api::{InstanceInfo, TemplateInfo, paths};
+use mayfly_api::{Action, InstanceInfo, TemplateInfo};
 
-use super::enc;
 use crate::cli::client::{Client, ClientError};
 use crate::cli::output::{ago, json, size, table};
 use crate::cli::{CloneArgs, PublishArgs, SnapshotCommand};
@@ -19,8 +17,10 @@ pub(super) async fn snapshot(
             let req = mayfly_api::CreateSnapshot {
                 name: a.snapshot.clone(),
             };
-            let path = paths::instance_action(&enc(&a.name), "snapshots");
-            let s: mayfly_api::SnapshotInfo = client.call(Method::POST, &path, Some(&req)).await?;
+            let (client, name) = client.target(&a.name)?;
+            let s: mayfly_api::SnapshotInfo = client
+                .act(Action::CreateSnapshot, &[name], Some(&req))
+                .await?;
             if a.json {
                 json(&s);
             } else {
@@ -38,9 +38,10 @@ pub(super) async fn snapshot(
             }
         }
         S::List(a) => {
-            let path = paths::instance_action(&enc(&a.name), "snapshots");
-            let all: Vec<mayfly_api::SnapshotInfo> =
-                client.call(Method::GET, &path, None::<&()>).await?;
+            let (client, name) = client.target(&a.name)?;
+            let all: Vec<mayfly_api::SnapshotInfo> = client
+                .act(Action::ListSnapshots, &[name], None::<&()>)
+                .await?;
             if a.json {
                 json(&all);
             } else {
@@ -62,8 +63,10 @@ pub(super) async fn snapshot(
             }
         }
         S::Info(a) => {
-            let path = paths::snapshot(&enc(&a.name), &enc(&a.snapshot));
-            let s: mayfly_api::SnapshotInfo = client.call(Method::GET, &path, None::<&()>).await?;
+            let (client, name) = client.target(&a.name)?;
+            let s: mayfly_api::SnapshotInfo = client
+                .act(Action::SnapshotInfo, &[name, &a.snapshot], None::<&()>)
+                .await?;
             if a.json {
                 json(&s);
             } else {
@@ -81,11 +84,10 @@ pub(super) async fn snapshot(
             }
         }
         S::Restore(a) => {
-            let path = format!(
-                "{}/restore",
-                paths::snapshot(&enc(&a.name), &enc(&a.snapshot))
-            );
-            let i: InstanceInfo = client.call(Method::POST, &path, None::<&()>).await?;
+            let (client, name) = client.target(&a.name)?;
+            let i: InstanceInfo = client
+                .act(Action::RestoreSnapshot, &[name, &a.snapshot], None::<&()>)
+                .await?;
             if a.json {
                 json(&i);
             } else {
@@ -93,9 +95,9 @@ pub(super) async fn snapshot(
             }
         }
         S::Rm(a) => {
-            let path = paths::snapshot(&enc(&a.name), &enc(&a.snapshot));
+            let (client, name) = client.target(&a.name)?;
             client
-                .call::<()>(Method::DELETE, &path, None::<&()>)
+                .act::<()>(Action::RemoveSnapshot, &[name, &a.snapshot], None::<&()>)
                 .await?;
             println!("removed snapshot {} of {}", a.snapshot, a.name);
         }
@@ -112,9 +114,9 @@ pub(super) async fn clone_instance(client: &Client, a: CloneArgs) -> Result<i32,
         start: a.start,
         copy_volumes: a.copy_volumes,
     };
-    let path = paths::instance_action(&enc(&a.source), "clone");
+    let (client, source) = client.target(&a.source)?;
     client
-        .call::<InstanceInfo>(Method::POST, &path, Some(&req))
+        .act::<InstanceInfo>(Action::CloneInstance, &[source], Some(&req))
         .await
         .map(|info| {
             if a.json {
@@ -143,9 +145,9 @@ pub(super) async fn publish(client: &Client, a: PublishArgs) -> Result<i32, Clie
         message: a.message.clone(),
         limits: a.limits,
     };
-    let path = paths::instance_action(&enc(&name), "publish");
+    let (client, name) = client.target(&name)?;
     client
-        .call::<TemplateInfo>(Method::POST, &path, Some(&req))
+        .act::<TemplateInfo>(Action::Publish, &[name], Some(&req))
         .await
         .map(|t| {
             if a.json {

@@ -4,10 +4,9 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use hyper::Method;
-use mayfly_api::{InstanceStats, paths};
+use mayfly_api::actions::encode;
+use mayfly_api::{Action, InstanceStats};
 
-use super::enc;
 use crate::cli::StatsArgs;
 use crate::cli::client::{Client, ClientError};
 use crate::cli::output::{json, size, table_text};
@@ -16,20 +15,58 @@ use crate::cli::output::{json, size, table_text};
 const REFRESH: Duration = Duration::from_secs(1);
 
 /// The API path of one sample of `names` (every running instance when empty).
-fn stats_path(names: &[String]) -> String {
+fn stats_path(names: &[&str]) -> String {
+    let all = Action::Stats.path(&[]);
     if names.is_empty() {
-        return paths::STATS.to_owned();
+        return all;
     }
-    let list: Vec<String> = names.iter().map(|n| enc(n)).collect();
-    format!("{}?instances={}", paths::STATS, list.join(","))
+    let list: Vec<String> = names.iter().map(|n| encode(n)).collect();
+    format!("{all}?instances={}", list.join(","))
+}
+
+/// The daemon that has `names` (`REMOTE:NAME` for a remote's: they must all be on one) and
+/// their bare names.
+fn stats_target<'a>(
+    client: &Client,
+    names: &'a [String],
+) -> Result<(Client, Vec<&'a str>), ClientError> {
+    let mut daemon: Option<(Client, &str)> = None;
+    let mut bare = Vec::with_capacity(names.len());
+    for n in names {
+        let (c, b) = client.target(n)?;
+        let prefix = n.strip_suffix(b).unwrap_or(n);
+        match &daemon {
+            Some((_, p)) if *p != prefix => {
+                return Err(ClientError::Api(
+                    mayfly_api::ApiError::new(
+                        mayfly_api::ErrorCode::InvalidArgument,
+                        format!("`{n}` is not on the same daemon as `{}`", names[0]),
+                    )
+                    .with_hint("run one `mayfly stats` per daemon"),
+                ));
+            }
+            Some(_) => {}
+            None => daemon = Some((c, prefix)),
+        }
+        bare.push(b);
+    }
+    Ok((daemon.map_or_else(|| client.clone(), |(c, _)| c), bare))
 }
 
 /// `mayfly stats [NAME…]`.
 pub(super) async fn stats(client: &Client, a: StatsArgs) -> Result<i32, ClientError> {
-    let path = stats_path(&a.names);
+    let (client, names) = stats_target(client, &a.names)?;
+    let client = &client;
+    let path = stats_path(&names);
     let stream = !a.json && !a.no_stream && std::io::stdout().is_terminal();
     if !stream {
-        let sample: Vec<InstanceStats> = client.call(Method::GET, &path, None::<&()>).await?;
+        let sample: Vec<InstanceStats> = client
+            .call(
+                crate::cli::client::method(Action::Stats),
+                &path,
+                None::<&()>,
+            )
+            .await?;
         if a.json {
             json(&sample);
         } else {
@@ -42,7 +79,7 @@ pub(super) async fn stats(client: &Client, a: StatsArgs) -> Result<i32, ClientEr
     loop {
         let began = Instant::now();
         let sample: Vec<InstanceStats> = tokio::select! {
-            sample = client.call(Method::GET, &path, None::<&()>) => sample?,
+            sample = client.call(crate::cli::client::method(Action::Stats), &path, None::<&()>) => sample?,
             _ = &mut ctrl_c => break,
         };
         // Home, clear the screen, draw: one write, so the table does not flicker.
@@ -162,10 +199,11 @@ mod tests {
 
     #[test]
     fn paths_name_the_instances() {
-        assert_eq!(stats_path(&[]), "/v1/stats");
+        let all = Action::Stats.path(&[]);
+        assert_eq!(stats_path(&[]), all);
         assert_eq!(
-            stats_path(&["a".into(), "b-2".into()]),
-            "/v1/stats?instances=a,b-2"
+            stats_path(&["a", "b-2", "c d"]),
+            format!("{all}?instances=a,b-2,c%20d")
         );
     }
 }

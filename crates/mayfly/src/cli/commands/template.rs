@@ -5,11 +5,10 @@
 use std::time::Duration;
 
 use http_body_util::BodyExt;
-use hyper::Method;
-use mayfly_api::{ImportEvent, TemplateInfo, paths};
+use mayfly_api::{Action, ImportEvent, TemplateInfo};
 
 use super::import::import;
-use super::{enc, remove_each};
+use super::{remove_each, request};
 use crate::cli::client::{Client, ClientError, full};
 use crate::cli::output::{ago, json, size, table};
 use crate::cli::{RolloutArgs, TemplateCommand};
@@ -35,17 +34,22 @@ pub(super) async fn template(client: &Client, t: TemplateCommand) -> Result<i32,
                 stop_signal: a.stop_signal.clone(),
                 message: a.message.clone(),
             };
-            let path = format!("{}/build", paths::template(&enc(&a.name)));
-            template_job(client, &path, &req, format!("building {}", a.name))
-                .await
-                .map(|t| {
-                    if a.json {
-                        json(&t);
-                    } else {
-                        print_version_summary("built", &t);
-                    }
-                    0
-                })
+            template_job(
+                client,
+                Action::BuildTemplate,
+                &a.name,
+                &req,
+                format!("building {}", a.name),
+            )
+            .await
+            .map(|t| {
+                if a.json {
+                    json(&t);
+                } else {
+                    print_version_summary("built", &t);
+                }
+                0
+            })
         }
         TemplateCommand::Patch(a) => {
             let req = mayfly_api::PatchTemplate {
@@ -59,30 +63,34 @@ pub(super) async fn template(client: &Client, t: TemplateCommand) -> Result<i32,
                 stop_signal: a.stop_signal.clone(),
                 message: a.message.clone(),
             };
-            let path = format!("{}/patch", paths::template(&enc(&a.name)));
-            template_job(client, &path, &req, format!("patching {}", a.name))
-                .await
-                .map(|t| {
-                    if a.json {
-                        json(&t);
-                    } else {
-                        print_version_summary("patched", &t);
-                        for s in &t.shadowed {
-                            println!(
-                                "note: {} (persistent) hides the new version at: {}",
-                                s.instance,
-                                s.paths.join(", ")
-                            );
-                        }
+            template_job(
+                client,
+                Action::PatchTemplate,
+                &a.name,
+                &req,
+                format!("patching {}", a.name),
+            )
+            .await
+            .map(|t| {
+                if a.json {
+                    json(&t);
+                } else {
+                    print_version_summary("patched", &t);
+                    for s in &t.shadowed {
+                        println!(
+                            "note: {} (persistent) hides the new version at: {}",
+                            s.instance,
+                            s.paths.join(", ")
+                        );
                     }
-                    0
-                })
+                }
+                0
+            })
         }
         TemplateCommand::Rollback(a) => {
             let req = mayfly_api::RollbackRequest { to: a.to };
-            let path = format!("{}/rollback", paths::template(&enc(&a.name)));
             client
-                .call::<TemplateInfo>(Method::POST, &path, Some(&req))
+                .act::<TemplateInfo>(Action::RollbackTemplate, &[&a.name], Some(&req))
                 .await
                 .map(|t| {
                     println!(
@@ -95,7 +103,7 @@ pub(super) async fn template(client: &Client, t: TemplateCommand) -> Result<i32,
         TemplateCommand::History(a) => template_history(client, &a.name, a.json).await,
         TemplateCommand::Rollout(a) => rollout(client, a).await,
         TemplateCommand::Gc(f) => client
-            .call::<mayfly_api::GcReport>(Method::POST, "/v1/layers/gc", None::<&()>)
+            .act::<mayfly_api::GcReport>(Action::CollectGarbage, &[], None::<&()>)
             .await
             .map(|r| {
                 if f.json {
@@ -109,14 +117,14 @@ pub(super) async fn template(client: &Client, t: TemplateCommand) -> Result<i32,
                 }
                 0
             }),
-        TemplateCommand::Rm(a) => remove_each(client, &a.names, "template", paths::template).await,
+        TemplateCommand::Rm(a) => {
+            remove_each(client, &a.names, "template", Action::RemoveTemplate).await
+        }
     }
 }
 
 async fn template_list(client: &Client, as_json: bool) -> Result<i32, ClientError> {
-    let all: Vec<TemplateInfo> = client
-        .call(Method::GET, paths::TEMPLATES, None::<&()>)
-        .await?;
+    let all: Vec<TemplateInfo> = client.act(Action::ListTemplates, &[], None::<&()>).await?;
     if as_json {
         json(&all);
         return Ok(0);
@@ -147,7 +155,7 @@ async fn template_list(client: &Client, as_json: bool) -> Result<i32, ClientErro
 
 async fn template_info(client: &Client, name: &str, as_json: bool) -> Result<i32, ClientError> {
     let t: TemplateInfo = client
-        .call(Method::GET, &paths::template(&enc(name)), None::<&()>)
+        .act(Action::TemplateInfo, &[name], None::<&()>)
         .await?;
     if as_json {
         json(&t);
@@ -275,7 +283,7 @@ fn print_defaults(c: &mayfly_api::TemplateConfig) {
 
 async fn template_history(client: &Client, name: &str, as_json: bool) -> Result<i32, ClientError> {
     let t: TemplateInfo = client
-        .call(Method::GET, &paths::template(&enc(name)), None::<&()>)
+        .act(Action::TemplateInfo, &[name], None::<&()>)
         .await?;
     if as_json {
         json(&t.versions);
@@ -366,16 +374,19 @@ pub(super) fn parse_cmd(cmd: &Option<String>) -> Result<Option<Vec<String>>, Cli
         .transpose()
 }
 
-/// Sends `body` to a template job endpoint (build, patch) and follows its events: output
-/// lines are printed (on stderr, above a spinner on a terminal) and the final template returned.
+/// Sends `body` to a template job `action` (build, patch) of template `name` and follows its
+/// events: output lines are printed (on stderr, above a spinner on a terminal) and the final
+/// template returned.
 async fn template_job(
     client: &Client,
-    path: &str,
+    action: Action,
+    name: &str,
     body: &impl serde::Serialize,
     label: String,
 ) -> Result<TemplateInfo, ClientError> {
     let bytes = serde_json::to_vec(body).map_err(|e| ClientError::Protocol(e.to_string()))?;
-    let req = Client::request(Method::POST, path, "application/json", full(bytes))?;
+    let path = action.path(&[name]);
+    let req = request(action, &path, "application/json", full(bytes))?;
     let response = client.send(req).await?;
     if !response.status().is_success() {
         return Err(Client::error_of(response).await);
@@ -413,8 +424,8 @@ async fn rollout(client: &Client, a: RolloutArgs) -> Result<i32, ClientError> {
         timeout: Some(a.timeout),
     };
     let bytes = serde_json::to_vec(&req).map_err(|e| ClientError::Protocol(e.to_string()))?;
-    let path = format!("{}/rollout", paths::template(&enc(&a.name)));
-    let request = Client::request(Method::POST, &path, "application/json", full(bytes))?;
+    let path = Action::Rollout.path(&[&a.name]);
+    let request = request(Action::Rollout, &path, "application/json", full(bytes))?;
     let response = client.send(request).await?;
     if !response.status().is_success() {
         return Err(Client::error_of(response).await);

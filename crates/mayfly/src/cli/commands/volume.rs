@@ -1,9 +1,8 @@
 //! `mayfly volume …`.
 
-use hyper::Method;
-use mayfly_api::{AttachVolume, CreateVolume, DetachVolume, VolumeInfo, paths};
+use mayfly_api::{Action, AttachVolume, CreateVolume, DetachVolume, VolumeInfo};
 
-use super::{enc, remove_each, show};
+use super::{remove_each, show};
 use crate::cli::VolumeCommand;
 use crate::cli::client::{Client, ClientError};
 use crate::cli::output::{ago, json};
@@ -16,9 +15,7 @@ pub(super) async fn volume(client: &Client, c: VolumeCommand) -> Result<i32, Cli
                 name: a.name,
                 size: a.size,
             };
-            let v: VolumeInfo = client
-                .call(Method::POST, paths::VOLUMES, Some(&req))
-                .await?;
+            let v: VolumeInfo = client.act(Action::CreateVolume, &[], Some(&req)).await?;
             if a.json {
                 json(&v);
             } else {
@@ -28,7 +25,8 @@ pub(super) async fn volume(client: &Client, c: VolumeCommand) -> Result<i32, Cli
         VolumeCommand::List(f) => {
             super::list(
                 client,
-                paths::VOLUMES,
+                Action::ListVolumes,
+                &[],
                 f.json,
                 &["NAME", "SIZE", "ATTACHED", "CREATED"],
                 |v: &VolumeInfo| {
@@ -44,10 +42,10 @@ pub(super) async fn volume(client: &Client, c: VolumeCommand) -> Result<i32, Cli
             .await?;
         }
         VolumeCommand::Info(a) => {
-            show::<VolumeInfo>(client, &paths::volume(&enc(&a.name)), a.json, print_volume).await?;
+            show::<VolumeInfo>(client, Action::VolumeInfo, &a.name, a.json, print_volume).await?;
         }
         VolumeCommand::Rm(a) => {
-            return remove_each(client, &a.names, "volume", paths::volume).await;
+            return remove_each(client, &a.names, "volume", Action::RemoveVolume).await;
         }
         VolumeCommand::Attach(a) => {
             // INSTANCE:/path[:ro]: the mount's `volume` field holds the instance.
@@ -57,8 +55,9 @@ pub(super) async fn volume(client: &Client, c: VolumeCommand) -> Result<i32, Cli
                 path: m.path,
                 readonly: m.readonly,
             };
-            let path = format!("{}/attach", paths::volume(&enc(&a.name)));
-            let v: VolumeInfo = client.call(Method::POST, &path, Some(&req)).await?;
+            let v: VolumeInfo = client
+                .act(Action::AttachVolume, &[&a.name], Some(&req))
+                .await?;
             if a.json {
                 json(&v);
             } else {
@@ -69,8 +68,9 @@ pub(super) async fn volume(client: &Client, c: VolumeCommand) -> Result<i32, Cli
             let req = DetachVolume {
                 instance: a.instance.clone(),
             };
-            let path = format!("{}/detach", paths::volume(&enc(&a.name)));
-            let _: VolumeInfo = client.call(Method::POST, &path, Some(&req)).await?;
+            let _: VolumeInfo = client
+                .act(Action::DetachVolume, &[&a.name], Some(&req))
+                .await?;
             println!("detached volume {} from {}", a.name, a.instance);
         }
     }

@@ -1,0 +1,263 @@
+//! Remote access: the TCP listener serves the API over TLS and only to callers that
+//! authenticate (a bearer token, or the web page's session cookie); the unix socket needs
+//! nothing. Every client runs inside the daemon's network namespace.
+
+mod common;
+
+use common::TestDaemon;
+use common::tls::{DEFAULT_ADDR, create_token, https, https_bearer};
+
+fn code(r: &common::HttpResponse) -> String {
+    r.json()["error"]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn tcp_needs_a_valid_token_and_the_unix_socket_needs_nothing() {
+    let d = TestDaemon::start();
+    let ns = d.netns().to_owned();
+
+    // Without credentials: 401 with the API's error body and what to do.
+    let r = https(&ns, DEFAULT_ADDR, "GET", "/v1/info", &[], b"");
+    assert_eq!(r.status, 401, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(code(&r), "unauthenticated");
+    assert!(
+        r.json()["error"]["hint"]
+            .as_str()
+            .is_some_and(|h| h.contains("mayfly token create")),
+        "{}",
+        r.json()
+    );
+    assert!(r.header("www-authenticate").is_some());
+    // Metrics too; a wrong token and a header that is not a bearer token likewise.
+    assert_eq!(
+        https(&ns, DEFAULT_ADDR, "GET", "/metrics", &[], b"").status,
+        401
+    );
+    assert_eq!(
+        https_bearer(&d, "mayfly_not-a-token", "GET", "/v1/info").status,
+        401
+    );
+    let r = https(
+        &ns,
+        DEFAULT_ADDR,
+        "GET",
+        "/v1/instances",
+        &[("Authorization", "Basic cm9vdDpyb290")],
+        b"",
+    );
+    assert_eq!(r.status, 401);
+
+    // The unix socket needs nothing.
+    let (status, info) = d.api("GET", "/v1/info", None);
+    assert_eq!(status, 200, "{info}");
+
+    // With a token: served.
+    let secret = create_token(&d, "ci");
+    let r = https_bearer(&d, &secret, "GET", "/v1/info");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["version"], info["version"]);
+    let listed = d.json(&["token", "list", "--json"]);
+    assert_eq!(listed[0]["name"], "ci");
+    assert!(listed[0]["last_used"].is_string(), "{listed}");
+    assert!(
+        !d.ok(&["token", "list", "--json"]).contains(&secret),
+        "the secret is never listed"
+    );
+
+    // Tokens cannot be made or revoked over TCP, even with a valid token.
+    let auth = format!("Bearer {secret}");
+    let r = https(
+        &ns,
+        DEFAULT_ADDR,
+        "POST",
+        "/v1/tokens",
+        &[("Authorization", &auth)],
+        br#"{"name":"more"}"#,
+    );
+    assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(code(&r), "forbidden");
+    let r = https(
+        &ns,
+        DEFAULT_ADDR,
+        "DELETE",
+        "/v1/tokens/ci",
+        &[("Authorization", &auth)],
+        b"",
+    );
+    assert_eq!(r.status, 403);
+
+    // Revoked: refused at once.
+    assert!(
+        d.ok(&["token", "revoke", "ci"])
+            .contains("revoked token ci")
+    );
+    let r = https_bearer(&d, &secret, "GET", "/v1/info");
+    assert_eq!(r.status, 401);
+    assert_eq!(code(&r), "unauthenticated");
+    // Revoking again says what is wrong.
+    let out = d.fails(&["token", "revoke", "ci"]);
+    assert!(out.stderr.contains("token `ci` does not exist"), "{out}");
+    d.finish();
+}
+
+#[test]
+fn bad_token_names_are_refused_and_secrets_are_stored_hashed() {
+    let d = TestDaemon::start();
+    let out = d.fails(&["token", "create", "no/slash"]);
+    assert!(out.stderr.contains("token name"), "{out}");
+    let secret = create_token(&d, "web");
+    let out = d.fails(&["token", "create", "web"]);
+    assert!(out.stderr.contains("already exists"), "{out}");
+    let db = std::fs::read(d.state.join("mayfly.db")).unwrap_or_default();
+    let wal = std::fs::read(d.state.join("mayfly.db-wal")).unwrap_or_default();
+    let needle = secret.as_bytes();
+    for bytes in [&db, &wal] {
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle),
+            "the secret is in the database"
+        );
+    }
+    d.finish();
+}
+
+#[test]
+fn the_login_cookie_needs_the_request_header_and_the_same_origin() {
+    let d = TestDaemon::start();
+    let ns = d.netns().to_owned();
+    let secret = create_token(&d, "page");
+
+    let r = https(
+        &ns,
+        DEFAULT_ADDR,
+        "POST",
+        "/v1/login",
+        &[],
+        br#"{"token":"wrong"}"#,
+    );
+    assert_eq!(r.status, 401, "{}", String::from_utf8_lossy(&r.body));
+    let body = format!(r#"{{"token":"{secret}"}}"#);
+    let r = https(&ns, DEFAULT_ADDR, "POST", "/v1/login", &[], body.as_bytes());
+    assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
+    let set = r.header("set-cookie").expect("a cookie").to_owned();
+    for attr in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/"] {
+        assert!(set.contains(attr), "{set}");
+    }
+    let cookie = set.split(';').next().unwrap().to_owned();
+    assert!(cookie.starts_with("mayfly_session="), "{cookie}");
+
+    // GET with the cookie: served.
+    let r = https(
+        &ns,
+        DEFAULT_ADDR,
+        "GET",
+        "/v1/instances",
+        &[("Cookie", &cookie)],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    // A change without X-Mayfly-Request: refused (CSRF); with it: it reaches the handler.
+    let r = https(
+        &ns,
+        DEFAULT_ADDR,
+        "POST",
+        "/v1/instances/nothing/start",
+        &[("Cookie", &cookie)],
+        b"",
+    );
+    assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("X-Mayfly-Request")
+    );
+    let r = https(
+        &ns,
+        DEFAULT_ADDR,
+        "POST",
+        "/v1/instances/nothing/start",
+        &[("Cookie", &cookie), ("X-Mayfly-Request", "1")],
+        b"",
+    );
+    assert_eq!(r.status, 404, "{}", String::from_utf8_lossy(&r.body));
+
+    // A WebSocket from another origin: refused; from the page's own: let through.
+    let ws = |origin: &str| {
+        https(
+            &ns,
+            DEFAULT_ADDR,
+            "GET",
+            "/v1/instances/nothing/terminal?cols=80&rows=24",
+            &[
+                ("Cookie", &cookie),
+                ("Upgrade", "websocket"),
+                ("Connection", "Upgrade"),
+                ("Sec-WebSocket-Version", "13"),
+                ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                ("Origin", origin),
+            ],
+            b"",
+        )
+    };
+    assert_eq!(ws("https://evil.example").status, 403);
+    let same = ws("https://localhost:8443");
+    assert!(
+        same.status != 403 && same.status != 401,
+        "{} {}",
+        same.status,
+        String::from_utf8_lossy(&same.body)
+    );
+
+    // Logout ends the session.
+    let r = https(
+        &ns,
+        DEFAULT_ADDR,
+        "POST",
+        "/v1/logout",
+        &[("Cookie", &cookie), ("X-Mayfly-Request", "1")],
+        b"",
+    );
+    assert_eq!(r.status, 204);
+    let r = https(
+        &ns,
+        DEFAULT_ADDR,
+        "GET",
+        "/v1/instances",
+        &[("Cookie", &cookie)],
+        b"",
+    );
+    assert_eq!(r.status, 401);
+
+    // Revoking the token ends the sessions made from it.
+    let r = https(&ns, DEFAULT_ADDR, "POST", "/v1/login", &[], body.as_bytes());
+    let cookie = r
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let r = https(
+        &ns,
+        DEFAULT_ADDR,
+        "GET",
+        "/v1/instances",
+        &[("Cookie", &cookie)],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    d.ok(&["token", "revoke", "page"]);
+    let r = https(
+        &ns,
+        DEFAULT_ADDR,
+        "GET",
+        "/v1/instances",
+        &[("Cookie", &cookie)],
+        b"",
+    );
+    assert_eq!(r.status, 401);
+    d.finish();
+}
