@@ -3,7 +3,8 @@
 //!
 //! The daemon, the CLI and (later) the web page share these types, so they cannot drift apart.
 //! Inputs carry `#[serde(deny_unknown_fields)]`: a misspelt field is an error, not a silent
-//! default. Paths of the API are in [`paths`].
+//! default. Every operation (method, path, answer) is in the action table, [`actions::ACTIONS`];
+//! the OpenAPI document generated from it is [`openapi::document`].
 #![forbid(unsafe_code)]
 
 pub mod actions;
@@ -77,78 +78,4 @@ pub struct DaemonInfo {
     pub running: u32,
     /// Number of templates.
     pub templates: u32,
-}
-
-/// API paths, in one place for the server's router and the client.
-pub mod paths {
-    /// `GET`: [`super::DaemonInfo`].
-    pub const INFO: &str = "/v1/info";
-    /// `GET`: list; `POST`: import (JSON [`super::ImportTemplate`], or an archive body with
-    /// `?name=`): answers a stream of [`super::ImportEvent`] lines.
-    pub const TEMPLATES: &str = "/v1/templates";
-    /// `GET`: list; `POST`: create (and start) from [`super::CreateInstance`].
-    pub const INSTANCES: &str = "/v1/instances";
-    /// `POST` with `Upgrade: mayfly-stream`: create an ephemeral instance attached to the
-    /// caller's stream, start it, and remove it when it exits (`mayfly run --rm`).
-    pub const RUN: &str = "/v1/run";
-    /// `GET`: list; `POST`: create from [`super::CreateNetwork`].
-    pub const NETWORKS: &str = "/v1/networks";
-    /// `GET`: list; `POST`: create from [`super::CreateChannel`].
-    pub const CHANNELS: &str = "/v1/channels";
-    /// `GET`: list (built-in ones first); `POST`: create from [`super::CreateFlavor`].
-    pub const FLAVORS: &str = "/v1/flavors";
-    /// `GET`: [`super::InstanceStats`] of the instances named in `?instances=a,b` (every
-    /// running one without it).
-    pub const STATS: &str = "/v1/stats";
-    /// `GET`: list; `POST`: create from [`super::CreateVolume`].
-    pub const VOLUMES: &str = "/v1/volumes";
-    /// `GET`: every schedule of every instance.
-    pub const SCHEDULES: &str = "/v1/schedules";
-
-    /// `/v1/volumes/{name}`: `GET` info, `DELETE` remove (refused while attached); with
-    /// `/attach` and `/detach` (`POST`).
-    pub fn volume(name: &str) -> String {
-        format!("{VOLUMES}/{name}")
-    }
-
-    /// `/v1/instances/{name}/schedules`: `GET` list, `POST` add ([`super::CreateSchedule`]);
-    /// `/{id}`: `DELETE` remove.
-    pub fn schedules(instance: &str) -> String {
-        format!("{INSTANCES}/{instance}/schedules")
-    }
-
-    /// `/v1/flavors/{name}`: `GET` info, `DELETE` remove (refused for built-in flavors and
-    /// while instances use it).
-    pub fn flavor(name: &str) -> String {
-        format!("{FLAVORS}/{name}")
-    }
-
-    /// `/v1/networks/{name}`: `GET` info, `DELETE` remove (refused while instances use it).
-    pub fn network(name: &str) -> String {
-        format!("{NETWORKS}/{name}")
-    }
-    /// `/v1/channels/{name}`: `DELETE` remove.
-    pub fn channel(name: &str) -> String {
-        format!("{CHANNELS}/{name}")
-    }
-
-    /// `/v1/templates/{name}`: `GET` info, `DELETE` remove.
-    pub fn template(name: &str) -> String {
-        format!("{TEMPLATES}/{name}")
-    }
-    /// `/v1/instances/{name}`: `GET` info, `DELETE` remove (`?force=true`).
-    pub fn instance(name: &str) -> String {
-        format!("{INSTANCES}/{name}")
-    }
-    /// `/v1/instances/{name}/{action}`, action one of start, stop, restart, reset, exec, logs,
-    /// snapshots (`GET` list, `POST` create), clone, publish, rename, pause, resume, limits
-    /// (`PATCH` with [`super::SetLimits`]).
-    pub fn instance_action(name: &str, action: &str) -> String {
-        format!("{INSTANCES}/{name}/{action}")
-    }
-    /// `/v1/instances/{name}/snapshots/{snap}`: `GET` info, `DELETE` remove; with
-    /// `/restore` appended, `POST` rewinds the instance to it.
-    pub fn snapshot(name: &str, snap: &str) -> String {
-        format!("{INSTANCES}/{name}/snapshots/{snap}")
-    }
 }
