@@ -85,7 +85,7 @@ fn schemathesis_finds_no_server_error_schema_violation_or_hang() {
             "--checks=not_a_server_error,status_code_conformance,content_type_conformance,\
              response_headers_conformance,response_schema_conformance",
         )
-        .arg("--max-examples=30")
+        .arg("--max-examples=20")
         // One worker: the Python of Debian 12 (3.11.2) may fail to parse in threads
         // (hypothesis' lambda descriptions: "AST constructor recursion depth mismatch").
         .arg("--workers=1")
