@@ -31,6 +31,7 @@ fn main() {
         }
     }
     let socket = cli.socket;
+    cli::output::set_quiet(cli.quiet);
     let code = match cli.command {
         Command::Forker(args) => {
             raise_open_files_limit();

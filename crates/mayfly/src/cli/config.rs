@@ -24,8 +24,12 @@ pub const DEFAULT_CONFIG: &str = "/etc/mayfly/config.toml";
 /// The largest configuration file read (it holds a few dozen short keys).
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
-/// Options of `mayfly daemon` that are not configuration keys.
-const NOT_KEYS: &[&str] = &["config", "help", "version", "remote"];
+/// Options of `mayfly daemon` that are not configuration keys (nor are the global options
+/// of the client, `--remote` or `--quiet`: of the global ones only `--socket` is a key).
+const NOT_KEYS: &[&str] = &["config", "help", "version"];
+
+/// The global option that is a key.
+const GLOBAL_KEYS: &[&str] = &["socket"];
 
 /// Why the configuration could not be applied.
 #[derive(Debug)]
@@ -66,7 +70,7 @@ pub fn keys() -> Vec<Key> {
         .filter(|a| !a.is_positional())
         .filter_map(|a| {
             let name = a.get_long()?;
-            if NOT_KEYS.contains(&name) {
+            if NOT_KEYS.contains(&name) || (a.is_global_set() && !GLOBAL_KEYS.contains(&name)) {
                 return None;
             }
             let takes_value = a.get_action().takes_values();
@@ -280,7 +284,9 @@ mod tests {
         ] {
             assert!(names.iter().any(|k| k == n), "{n} in {names:?}");
         }
-        assert!(!names.iter().any(|k| k == "config" || k == "remote"));
+        for not in ["config", "remote", "quiet", "help"] {
+            assert!(!names.iter().any(|k| k == not), "{not} in {names:?}");
+        }
     }
 
     #[test]
@@ -299,6 +305,23 @@ mod tests {
                 "--log-max-size=4096",
                 "--memory-overcommit=1.5",
             ]
+        );
+    }
+
+    #[test]
+    fn a_global_option_given_before_the_command_wins_too() {
+        let file = "socket = \"/from/file.sock\"\n";
+        assert_eq!(
+            added(file, &["mayfly", "--socket", "/given.sock", "daemon"]).unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            added(file, &["mayfly", "daemon", "--socket", "/given.sock"]).unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            added(file, &["mayfly", "daemon"]).unwrap(),
+            ["--socket=/from/file.sock"]
         );
     }
 

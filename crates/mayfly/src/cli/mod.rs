@@ -12,7 +12,7 @@ mod client;
 mod commands;
 pub mod config;
 mod limits;
-mod output;
+pub(crate) mod output;
 mod process;
 mod stream;
 
@@ -49,7 +49,13 @@ Examples:
 
 /// mayfly runs transient containers from shared read-only templates.
 #[derive(Debug, Parser)]
-#[command(name = "mayfly", version, about, after_help = TOP_HELP, propagate_version = true)]
+#[command(
+    name = "mayfly",
+    version,
+    about = "Transient containers from shared read-only templates",
+    after_help = TOP_HELP,
+    propagate_version = true
+)]
 pub struct Cli {
     /// The daemon's API socket.
     #[arg(long, global = true, env = "MAYFLY_SOCKET", default_value = DEFAULT_SOCKET, value_name = "PATH")]
@@ -57,6 +63,10 @@ pub struct Cli {
     /// Talk to this remote daemon (see `mayfly remote`) instead of the local socket.
     #[arg(long, global = true, env = "MAYFLY_REMOTE", value_name = "NAME")]
     pub remote: Option<String>,
+    /// No informational lines (confirmations, notes, progress): lists print their names
+    /// only, `launch` the new instance's name; errors still go to stderr.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,

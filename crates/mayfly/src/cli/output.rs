@@ -1,15 +1,72 @@
-//! Human-readable output: aligned tables, sizes, ages.
+//! Human-readable output: tables fitted to the terminal, sizes, ages, JSON, and `--quiet`
+//! (no informational lines; lists print their first column, the names, only).
 
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
-/// Prints rows as left-aligned columns under a header.
+/// Whether `--quiet` was given.
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// Columns between two cells of a table.
+const GAP: usize = 2;
+
+/// The fewest characters a column is cut to (its header's width if shorter).
+const MIN_COLUMN: usize = 4;
+
+/// Sets `--quiet` for this run.
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, Ordering::Relaxed);
+}
+
+/// Whether `--quiet` was given.
+pub fn quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
+}
+
+/// Prints an informational line (a confirmation, a note) on stdout, unless `--quiet`.
+pub fn say(line: std::fmt::Arguments<'_>) {
+    if !quiet() {
+        println!("{line}");
+    }
+}
+
+/// The width of the terminal stdout is, or `None` when it is not one (a pipe, a file: then
+/// tables are printed whole).
+pub fn terminal_width() -> Option<usize> {
+    let stdout = std::io::stdout();
+    if !stdout.is_terminal() {
+        return None;
+    }
+    rustix::termios::tcgetwinsize(&stdout)
+        .ok()
+        .map(|w| usize::from(w.ws_col))
+        .filter(|&w| w > 0)
+}
+
+/// Prints rows as left-aligned columns under a header, fitted to the terminal; with
+/// `--quiet`, only each row's first cell (its name).
 pub fn table(header: &[&str], rows: &[Vec<String>]) {
+    if quiet() {
+        for first in rows.iter().filter_map(|r| r.first()) {
+            println!("{first}");
+        }
+        return;
+    }
     print!("{}", table_text(header, rows));
 }
 
-/// Rows as left-aligned columns under a header, one line each (ending in a newline).
+/// Rows as left-aligned columns under a header, one line each (ending in a newline), fitted
+/// to the terminal's width.
 pub fn table_text(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    table_text_width(header, rows, terminal_width())
+}
+
+/// Rows as left-aligned columns under a header, one line each (ending in a newline). With a
+/// `width`, the widest columns are cut (their cells end in `…`) until a line fits in it, down
+/// to [`MIN_COLUMN`] characters each (or the header's width): a line never wraps.
+pub fn table_text_width(header: &[&str], rows: &[Vec<String>], width: Option<usize>) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
             if let Some(w) = widths.get_mut(i) {
@@ -17,16 +74,19 @@ pub fn table_text(header: &[&str], rows: &[Vec<String>]) -> String {
             }
         }
     }
+    if let Some(width) = width {
+        fit(&mut widths, header, width);
+    }
     let mut text = String::new();
     let mut line = |cells: Vec<String>| {
         let mut out = String::new();
         for (i, cell) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                out.push_str(cell);
-            } else {
-                let pad = widths[i].saturating_sub(cell.chars().count());
-                out.push_str(cell);
-                out.push_str(&" ".repeat(pad + 2));
+            let w = widths.get(i).copied().unwrap_or(0);
+            let cell = cut(cell, w);
+            out.push_str(&cell);
+            if i + 1 < cells.len() {
+                let pad = w.saturating_sub(cell.chars().count());
+                out.push_str(&" ".repeat(pad + GAP));
             }
         }
         text.push_str(out.trim_end());
@@ -37,6 +97,48 @@ pub fn table_text(header: &[&str], rows: &[Vec<String>]) -> String {
         line(row.clone());
     }
     text
+}
+
+/// Narrows the widest columns until the line (cells and gaps) fits in `width`.
+fn fit(widths: &mut [usize], header: &[&str], width: usize) {
+    let floor: Vec<usize> = widths
+        .iter()
+        .zip(header)
+        .map(|(w, h)| (*w).min(h.chars().count().max(MIN_COLUMN)))
+        .collect();
+    let gaps = GAP * widths.len().saturating_sub(1);
+    loop {
+        let total: usize = widths.iter().sum::<usize>() + gaps;
+        if total <= width {
+            return;
+        }
+        // The widest column that may still be cut (the leftmost of equals), and the width of
+        // the next widest: columns of equal width are cut in turn.
+        let Some(widest) = (0..widths.len())
+            .filter(|&i| widths[i] > floor[i])
+            .max_by_key(|&i| (widths[i], std::cmp::Reverse(i)))
+        else {
+            return;
+        };
+        let next = (0..widths.len())
+            .filter(|&i| i != widest)
+            .map(|i| widths[i])
+            .max()
+            .unwrap_or(0)
+            .max(floor[widest]);
+        let step = widths[widest].saturating_sub(next).clamp(1, total - width);
+        widths[widest] -= step;
+    }
+}
+
+/// `cell` cut to `width` characters, its last one `…` when cut.
+fn cut(cell: &str, width: usize) -> String {
+    if cell.chars().count() <= width {
+        return cell.to_owned();
+    }
+    let mut out: String = cell.chars().take(width.saturating_sub(1)).collect();
+    out.push('…');
+    out
 }
 
 /// `1.5 MiB`-style size.
@@ -78,5 +180,134 @@ pub fn json<T: serde::Serialize>(value: &T) {
     match serde_json::to_string_pretty(value) {
         Ok(s) => println!("{s}"),
         Err(e) => eprintln!("error: cannot encode JSON: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows() -> Vec<Vec<String>> {
+        vec![
+            vec![
+                "web".into(),
+                "running".into(),
+                "busybox@3 with a rather long template description".into(),
+                "10.0.0.2".into(),
+            ],
+            vec![
+                "a-very-long-instance-name-indeed".into(),
+                "stopped".into(),
+                "debian".into(),
+                "-".into(),
+            ],
+        ]
+    }
+
+    const HEADER: [&str; 4] = ["NAME", "STATE", "TEMPLATE", "IPV4"];
+
+    #[test]
+    fn without_a_width_nothing_is_cut() {
+        let text = table_text_width(&HEADER, &rows(), None);
+        assert!(text.contains("busybox@3 with a rather long template description"));
+        assert!(text.contains("a-very-long-instance-name-indeed"));
+        assert!(!text.contains('…'));
+    }
+
+    #[test]
+    fn a_table_is_fitted_by_cutting_its_widest_columns() {
+        for width in [90, 60, 50, 40] {
+            let text = table_text_width(&HEADER, &rows(), Some(width));
+            for line in text.lines() {
+                assert!(
+                    line.chars().count() <= width,
+                    "{line:?} is wider than {width}:\n{text}"
+                );
+            }
+            assert!(text.contains('…'), "{text}");
+            // The narrow columns are kept whole; the header too.
+            assert!(
+                text.contains("running") && text.contains("10.0.0.2"),
+                "{text}"
+            );
+            assert!(text.starts_with("NAME"), "{text}");
+        }
+        // At 90 the template column (the widest) is cut, the name kept whole.
+        let text = table_text_width(&HEADER, &rows(), Some(90));
+        assert!(text.contains("a-very-long-instance-name-indeed"), "{text}");
+        assert!(!text.contains("description"), "{text}");
+    }
+
+    #[test]
+    fn a_terminal_too_narrow_keeps_the_columns_at_their_floor() {
+        let text = table_text_width(&HEADER, &rows(), Some(10));
+        let first = text.lines().nth(1).unwrap_or_default();
+        assert!(first.starts_with("web "), "{text}");
+        assert!(
+            text.lines()
+                .all(|l| l.chars().count() <= 4 + 2 + 7 + 2 + 8 + 2 + 8),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn cells_are_cut_with_an_ellipsis() {
+        assert_eq!(cut("abcdef", 4), "abc…");
+        assert_eq!(cut("abc", 4), "abc");
+        assert_eq!(cut("héllo wörld", 5), "héll…");
+    }
+}
+
+#[cfg(test)]
+mod json_everywhere {
+    use clap::CommandFactory;
+
+    /// Commands whose output is not a report: attached streams (their program's own output),
+    /// the daemon, and generated files.
+    const RAW: &[&str] = &[
+        "mayfly daemon",
+        "mayfly forker",
+        "mayfly run",
+        "mayfly exec",
+        "mayfly logs",
+        "mayfly console",
+        "mayfly completion",
+        "mayfly man",
+        // Part R's commands (issue 24): they print a secret once, or configure this client;
+        // remove them from here once they take --json.
+        "mayfly token create",
+        "mayfly token revoke",
+        "mayfly remote add",
+        "mayfly remote rm",
+    ];
+
+    fn leaves(cmd: &clap::Command, path: String, out: &mut Vec<(String, clap::Command)>) {
+        let subs: Vec<_> = cmd.get_subcommands().collect();
+        for s in &subs {
+            leaves(s, format!("{path} {}", s.get_name()), out);
+        }
+        if subs.is_empty() {
+            out.push((path, cmd.clone()));
+        }
+    }
+
+    #[test]
+    fn every_command_that_prints_a_report_takes_json() {
+        let mut all = Vec::new();
+        leaves(&crate::cli::Cli::command(), "mayfly".into(), &mut all);
+        let missing: Vec<&String> = all
+            .iter()
+            .filter(|(path, cmd)| {
+                !RAW.contains(&path.as_str()) && !cmd.get_arguments().any(|a| a.get_id() == "json")
+            })
+            .map(|(path, _)| path)
+            .collect();
+        assert!(missing.is_empty(), "without --json: {missing:?}");
+        for raw in RAW {
+            assert!(
+                all.iter().any(|(path, _)| path == raw),
+                "{raw} is no command any more: remove it from RAW"
+            );
+        }
     }
 }

@@ -116,6 +116,9 @@ pub struct NamesArgs {
     /// Instance names.
     #[arg(required = true)]
     pub names: Vec<String>,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `stop`, `restart`, `reset`.
@@ -134,6 +137,9 @@ pub struct StopArgs {
     /// SIGRTMIN+3, 15).
     #[arg(long, short, value_name = "SIGNAL")]
     pub signal: Option<String>,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `mayfly rm`.
@@ -145,6 +151,9 @@ pub struct RmArgs {
     /// Stop running instances first, and delete their snapshots without asking.
     #[arg(long, short)]
     pub force: bool,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `mayfly exec`.

@@ -93,6 +93,9 @@ pub struct NetworkRmArgs {
     /// Network names.
     #[arg(required = true)]
     pub names: Vec<String>,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Channel subcommands.
@@ -148,6 +151,9 @@ pub struct ChannelRmArgs {
     /// Channel names.
     #[arg(required = true)]
     pub names: Vec<String>,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `mayfly rename`.

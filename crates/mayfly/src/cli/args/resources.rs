@@ -218,6 +218,9 @@ pub struct FlavorRmArgs {
     /// Flavor names.
     #[arg(required = true)]
     pub names: Vec<String>,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `mayfly set`.

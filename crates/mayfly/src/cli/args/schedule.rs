@@ -63,4 +63,7 @@ pub struct ScheduleListArgs {
 pub struct ScheduleRmArgs {
     /// Schedule id (see `mayfly schedule list`).
     pub id: u64,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
 }

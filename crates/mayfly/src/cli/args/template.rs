@@ -174,6 +174,9 @@ pub struct RollbackArgs {
     /// Version to point at (default: the one before the current).
     #[arg(long)]
     pub to: Option<u32>,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `mayfly template rollout`.
@@ -236,4 +239,7 @@ pub struct TemplateRmArgs {
     /// Template names.
     #[arg(required = true)]
     pub names: Vec<String>,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
 }

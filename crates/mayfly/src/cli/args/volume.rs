@@ -94,6 +94,9 @@ pub struct VolumeRmArgs {
     /// Volume names.
     #[arg(required = true)]
     pub names: Vec<String>,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `mayfly volume attach`.
@@ -116,4 +119,7 @@ pub struct VolumeDetachArgs {
     pub name: String,
     /// The instance it is attached to.
     pub instance: String,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
 }

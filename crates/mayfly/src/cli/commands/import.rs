@@ -136,7 +136,7 @@ pub(super) async fn import(client: &Client, args: ImportArgs) -> Result<i32, Cli
     bar.finish_and_clear();
     if args.json {
         json(&outcome);
-    } else {
+    } else if !crate::cli::output::quiet() {
         let v = outcome.current();
         print_version_summary("imported", &outcome);
         if v.is_some_and(|v| v.config.command.is_empty()) {

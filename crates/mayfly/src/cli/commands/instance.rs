@@ -119,6 +119,8 @@ pub(super) async fn launch(client: &Client, args: LaunchArgs) -> Result<i32, Cli
     let info: InstanceInfo = client.act(Action::CreateInstance, &[], Some(&req)).await?;
     if args.json {
         json(&info);
+    } else if crate::cli::output::quiet() {
+        println!("{}", info.name);
     } else {
         println!(
             "{} {} ({}, from {})",
@@ -272,16 +274,20 @@ pub(super) async fn instance_info(
 
 /// `mayfly start NAME...`.
 pub(super) async fn start(client: &Client, a: NamesArgs) -> Result<i32, ClientError> {
-    each(&a.names, |n| async move {
-        let (client, name) = client.target(&n)?;
-        client
-            .act::<InstanceInfo>(Action::StartInstance, &[name], None::<&()>)
-            .await
-            .map(|info| match info.note {
-                Some(note) => println!("{n}: {note}"),
-                None => println!("started {n}"),
-            })
-    })
+    each(
+        &a.names,
+        a.json,
+        |n| async move {
+            let (client, name) = client.target(&n)?;
+            client
+                .act::<InstanceInfo>(Action::StartInstance, &[name], None::<&()>)
+                .await
+        },
+        |n, info| match &info.note {
+            Some(note) => println!("{n}: {note}"),
+            None => println!("started {n}"),
+        },
+    )
     .await
 }
 
@@ -292,20 +298,24 @@ pub(super) async fn stop(client: &Client, a: StopArgs) -> Result<i32, ClientErro
         force: a.force,
         signal: a.signal.clone(),
     };
-    each(&a.names, |n| {
-        let req = req.clone();
-        async move {
-            let (client, name) = client.target(&n)?;
-            client
-                .act::<InstanceInfo>(Action::StopInstance, &[name], Some(&req))
-                .await
-                .map(|info| match info.note.as_deref() {
-                    Some(note) if note.starts_with("already") => println!("{n}: {note}"),
-                    Some(note) => println!("stopped {n} ({note})"),
-                    None => println!("stopped {n}"),
-                })
-        }
-    })
+    each(
+        &a.names,
+        a.json,
+        |n| {
+            let req = req.clone();
+            async move {
+                let (client, name) = client.target(&n)?;
+                client
+                    .act::<InstanceInfo>(Action::StopInstance, &[name], Some(&req))
+                    .await
+            }
+        },
+        |n, info| match info.note.as_deref() {
+            Some(note) if note.starts_with("already") => println!("{n}: {note}"),
+            Some(note) => println!("stopped {n} ({note})"),
+            None => println!("stopped {n}"),
+        },
+    )
     .await
 }
 
@@ -321,28 +331,45 @@ pub(super) async fn lifecycle(
         force: args.force,
         signal: args.signal.clone(),
     };
-    each(names, |n| {
-        let req = req.clone();
-        async move {
-            let (client, name) = client.target(&n)?;
-            client
-                .act::<InstanceInfo>(action, &[name], Some(&req))
-                .await
-                .map(|_| println!("{done} {n}"))
-        }
-    })
+    each(
+        names,
+        args.json,
+        |n| {
+            let req = req.clone();
+            async move {
+                let (client, name) = client.target(&n)?;
+                client
+                    .act::<InstanceInfo>(action, &[name], Some(&req))
+                    .await
+            }
+        },
+        |n, _| println!("{done} {n}"),
+    )
     .await
 }
 
 /// `mayfly rm NAME...`.
 pub(super) async fn rm(client: &Client, a: RmArgs) -> Result<i32, ClientError> {
     let force = a.force;
-    each(&a.names, |n| async move { remove(client, &n, force).await }).await
+    each(
+        &a.names,
+        a.json,
+        |n| async move {
+            let removed = remove(client, &n, force).await?;
+            Ok(super::Removed { name: n, removed })
+        },
+        |n, r| {
+            if r.removed {
+                println!("removed {n}");
+            }
+        },
+    )
+    .await
 }
 
 /// `rm` of one instance: with `--force` everything goes; without it, an instance with
-/// snapshots is only removed after the user says yes on a terminal.
-async fn remove(client: &Client, target: &str, force: bool) -> Result<(), ClientError> {
+/// snapshots is only removed after the user says yes on a terminal. Whether it was removed.
+async fn remove(client: &Client, target: &str, force: bool) -> Result<bool, ClientError> {
     let (client, name) = client.target(target)?;
     let client = &client;
     let delete = |snapshots: bool| async move {
@@ -363,14 +390,13 @@ async fn remove(client: &Client, target: &str, force: bool) -> Result<(), Client
             let _ = std::io::stdin().read_line(&mut answer);
             if !matches!(answer.trim(), "y" | "Y" | "yes") {
                 eprintln!("kept {target}");
-                return Ok(());
+                return Ok(false);
             }
             delete(true).await?;
         }
         other => other?,
     }
-    println!("removed {target}");
-    Ok(())
+    Ok(true)
 }
 
 pub(super) async fn logs(

@@ -175,29 +175,62 @@ where
 async fn remove_each(
     client: &Client,
     names: &[String],
+    as_json: bool,
     noun: &str,
     action: Action,
 ) -> Result<i32, ClientError> {
-    each(names, |n| async move {
-        client
-            .act::<()>(action, &[&n], None::<&()>)
-            .await
-            .map(|()| println!("removed {noun} {n}"))
-    })
+    each(
+        names,
+        as_json,
+        |n| async move {
+            client.act::<()>(action, &[&n], None::<&()>).await?;
+            Ok(Removed {
+                name: n,
+                removed: true,
+            })
+        },
+        |n, _| println!("removed {noun} {n}"),
+    )
     .await
 }
 
-/// Applies `f` to every name; reports each failure and goes on. Exit 1 if any failed.
-async fn each<F, Fut>(names: &[String], f: F) -> Result<i32, ClientError>
+/// Applies `f` to every name and collects the answers; reports each failure and goes on.
+/// With `as_json` the answers are printed as one JSON array at the end; else `line` says what
+/// became of each (unless `--quiet`). Exit 1 if any failed (3 if the daemon was lost).
+async fn each<F, Fut, T>(
+    names: &[String],
+    as_json: bool,
+    f: F,
+    line: impl Fn(&str, &T),
+) -> Result<i32, ClientError>
 where
     F: Fn(String) -> Fut,
-    Fut: std::future::Future<Output = Result<(), ClientError>>,
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+    T: serde::Serialize,
 {
     let mut code = 0;
+    let mut answers = Vec::new();
     for n in names {
-        if let Err(e) = f(n.clone()).await {
-            code = code.max(fail(&e));
+        match f(n.clone()).await {
+            Ok(answer) => {
+                if !as_json && !super::output::quiet() {
+                    line(n, &answer);
+                }
+                answers.push(answer);
+            }
+            Err(e) => code = code.max(fail(&e)),
         }
     }
+    if as_json {
+        super::output::json(&answers);
+    }
     Ok(code)
+}
+
+/// What `--json` prints for each object a removal was asked for.
+#[derive(Debug, serde::Serialize)]
+struct Removed {
+    name: String,
+    /// False when it was kept (the user said no).
+    removed: bool,
 }

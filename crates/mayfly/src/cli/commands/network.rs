@@ -6,7 +6,7 @@ use mayfly_api::{
 
 use super::{remove_each, show};
 use crate::cli::client::{Client, ClientError};
-use crate::cli::output::{ago, json, table};
+use crate::cli::output::{ago, json, table_text};
 use crate::cli::{ChannelCommand, NetworkCommand, RenameArgs};
 
 /// `mayfly network …`.
@@ -24,7 +24,7 @@ pub(super) async fn network(client: &Client, command: NetworkCommand) -> Result<
             let n: NetworkInfo = client.act(Action::CreateNetwork, &[], Some(&req)).await?;
             if a.json {
                 json(&n);
-            } else {
+            } else if !crate::cli::output::quiet() {
                 println!("created network {}", n.name);
                 print_network(&n);
             }
@@ -63,7 +63,7 @@ pub(super) async fn network(client: &Client, command: NetworkCommand) -> Result<
                 .await?;
         }
         NetworkCommand::Rm(a) => {
-            return remove_each(client, &a.names, "network", Action::RemoveNetwork).await;
+            return remove_each(client, &a.names, a.json, "network", Action::RemoveNetwork).await;
         }
     }
     Ok(0)
@@ -143,9 +143,13 @@ fn print_network(n: &NetworkInfo) {
                 ]
             })
             .collect();
-        table(
-            &["  INSTANCE", "NAME", "IPV4", "IPV6", "MAC", "HOST END"],
-            &rows,
+        // Part of the report, not a list: printed whole even with --quiet.
+        print!(
+            "{}",
+            table_text(
+                &["  INSTANCE", "NAME", "IPV4", "IPV6", "MAC", "HOST END"],
+                &rows,
+            )
         );
     }
 }
@@ -162,7 +166,7 @@ pub(super) async fn channel(client: &Client, command: ChannelCommand) -> Result<
             let c: ChannelInfo = client.act(Action::CreateChannel, &[], Some(&req)).await?;
             if a.json {
                 json(&c);
-            } else {
+            } else if !crate::cli::output::quiet() {
                 println!(
                     "created channel {}: {} in {} (read-write) and {} (read-only)",
                     c.name, c.path, c.server, c.client
@@ -192,7 +196,7 @@ pub(super) async fn channel(client: &Client, command: ChannelCommand) -> Result<
             .await?;
         }
         ChannelCommand::Rm(a) => {
-            return remove_each(client, &a.names, "channel", Action::RemoveChannel).await;
+            return remove_each(client, &a.names, a.json, "channel", Action::RemoveChannel).await;
         }
     }
     Ok(0)
@@ -209,7 +213,7 @@ pub(super) async fn rename(client: &Client, a: RenameArgs) -> Result<i32, Client
         .await?;
     if a.json {
         json(&info);
-    } else {
+    } else if !crate::cli::output::quiet() {
         println!("renamed {} to {}", a.name, info.name);
         if let Some(note) = &info.note {
             println!("note: {note}");

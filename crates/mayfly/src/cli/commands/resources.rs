@@ -61,7 +61,7 @@ pub(super) async fn flavor(client: &Client, command: FlavorCommand) -> Result<i3
             let f: FlavorInfo = client.act(Action::CreateFlavor, &[], Some(&req)).await?;
             if a.json {
                 json(&f);
-            } else {
+            } else if !crate::cli::output::quiet() {
                 println!("created flavor {}: {}", f.name, limits_line(&f.limits));
             }
         }
@@ -92,7 +92,7 @@ pub(super) async fn flavor(client: &Client, command: FlavorCommand) -> Result<i3
             show::<FlavorInfo>(client, Action::FlavorInfo, &a.name, a.json, print_flavor).await?;
         }
         FlavorCommand::Rm(a) => {
-            return remove_each(client, &a.names, "flavor", Action::RemoveFlavor).await;
+            return remove_each(client, &a.names, a.json, "flavor", Action::RemoveFlavor).await;
         }
     }
     Ok(0)
@@ -152,6 +152,9 @@ pub(super) async fn set(client: &Client, a: SetArgs) -> Result<i32, ClientError>
         json(&outcome);
         return Ok(0);
     }
+    if crate::cli::output::quiet() {
+        return Ok(0);
+    }
     let name = &outcome.instance.name;
     let shown = |key: &str| {
         let value = outcome
@@ -184,15 +187,19 @@ pub(super) async fn pause(client: &Client, a: NamesArgs, resume: bool) -> Result
     } else {
         (Action::PauseInstance, "paused")
     };
-    each(&a.names, |n| async move {
-        let (client, name) = client.target(&n)?;
-        client
-            .act::<InstanceInfo>(action, &[name], None::<&()>)
-            .await
-            .map(|info| match info.note {
-                Some(note) => println!("{n}: {note}"),
-                None => println!("{done} {n}"),
-            })
-    })
+    each(
+        &a.names,
+        a.json,
+        |n| async move {
+            let (client, name) = client.target(&n)?;
+            client
+                .act::<InstanceInfo>(action, &[name], None::<&()>)
+                .await
+        },
+        |n, info| match &info.note {
+            Some(note) => println!("{n}: {note}"),
+            None => println!("{done} {n}"),
+        },
+    )
     .await
 }

@@ -4,7 +4,7 @@ use mayfly_api::{Action, ApiError, CreateSchedule, ErrorCode, ScheduleInfo};
 
 use crate::cli::ScheduleCommand;
 use crate::cli::client::{Client, ClientError};
-use crate::cli::output::json;
+use crate::cli::output::{json, say};
 
 /// `mayfly schedule …`.
 pub(super) async fn schedule(client: &Client, c: ScheduleCommand) -> Result<i32, ClientError> {
@@ -19,7 +19,7 @@ pub(super) async fn schedule(client: &Client, c: ScheduleCommand) -> Result<i32,
             let s: ScheduleInfo = client.act(Action::AddSchedule, &[name], Some(&req)).await?;
             if a.json {
                 json(&s);
-            } else {
+            } else if !crate::cli::output::quiet() {
                 let next = s.next_run.as_deref().unwrap_or("never");
                 println!(
                     "schedule {} added: {} {} at `{}` (next run {next})",
@@ -85,7 +85,11 @@ pub(super) async fn schedule(client: &Client, c: ScheduleCommand) -> Result<i32,
             client
                 .act::<()>(Action::RemoveSchedule, &[&s.instance, &id], None::<&()>)
                 .await?;
-            println!("removed schedule {} of {}", a.id, s.instance);
+            if a.json {
+                json(s);
+            } else {
+                say(format_args!("removed schedule {} of {}", a.id, s.instance));
+            }
         }
     }
     Ok(0)

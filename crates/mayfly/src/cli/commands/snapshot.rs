@@ -4,7 +4,7 @@
 use mayfly_api::{Action, InstanceInfo, TemplateInfo};
 
 use crate::cli::client::{Client, ClientError};
-use crate::cli::output::{ago, json, size, table};
+use crate::cli::output::{ago, json, say, size, table};
 use crate::cli::{CloneArgs, PublishArgs, SnapshotCommand};
 
 pub(super) async fn snapshot(
@@ -23,7 +23,7 @@ pub(super) async fn snapshot(
                 .await?;
             if a.json {
                 json(&s);
-            } else {
+            } else if !crate::cli::output::quiet() {
                 let frozen = s
                     .frozen_ms
                     .map(|ms| format!(", instance frozen for {ms} ms"))
@@ -90,7 +90,7 @@ pub(super) async fn snapshot(
                 .await?;
             if a.json {
                 json(&i);
-            } else {
+            } else if !crate::cli::output::quiet() {
                 println!("restored {} to {} ({})", a.name, a.snapshot, i.state);
             }
         }
@@ -99,7 +99,18 @@ pub(super) async fn snapshot(
             client
                 .act::<()>(Action::RemoveSnapshot, &[name, &a.snapshot], None::<&()>)
                 .await?;
-            println!("removed snapshot {} of {}", a.snapshot, a.name);
+            if a.json {
+                json(&serde_json::json!({
+                    "instance": a.name,
+                    "name": a.snapshot,
+                    "removed": true,
+                }));
+            } else {
+                say(format_args!(
+                    "removed snapshot {} of {}",
+                    a.snapshot, a.name
+                ));
+            }
         }
     }
     Ok(0)
@@ -121,7 +132,7 @@ pub(super) async fn clone_instance(client: &Client, a: CloneArgs) -> Result<i32,
         .map(|info| {
             if a.json {
                 json(&info);
-            } else {
+            } else if !crate::cli::output::quiet() {
                 println!(
                     "cloned {} as {}{}",
                     a.source,
@@ -152,7 +163,7 @@ pub(super) async fn publish(client: &Client, a: PublishArgs) -> Result<i32, Clie
         .map(|t| {
             if a.json {
                 json(&t);
-            } else {
+            } else if !crate::cli::output::quiet() {
                 let layer = t.current().and_then(|v| v.layers.last());
                 println!(
                     "published {} as template {} version {} (new layer {}, {})",

@@ -45,7 +45,7 @@ pub(super) async fn template(client: &Client, t: TemplateCommand) -> Result<i32,
             .map(|t| {
                 if a.json {
                     json(&t);
-                } else {
+                } else if !crate::cli::output::quiet() {
                     print_version_summary("built", &t);
                 }
                 0
@@ -74,7 +74,7 @@ pub(super) async fn template(client: &Client, t: TemplateCommand) -> Result<i32,
             .map(|t| {
                 if a.json {
                     json(&t);
-                } else {
+                } else if !crate::cli::output::quiet() {
                     print_version_summary("patched", &t);
                     for s in &t.shadowed {
                         println!(
@@ -93,10 +93,14 @@ pub(super) async fn template(client: &Client, t: TemplateCommand) -> Result<i32,
                 .act::<TemplateInfo>(Action::RollbackTemplate, &[&a.name], Some(&req))
                 .await
                 .map(|t| {
-                    println!(
-                        "template {} now means version {}",
-                        t.name, t.current_version
-                    );
+                    if a.json {
+                        json(&t);
+                    } else if !crate::cli::output::quiet() {
+                        println!(
+                            "template {} now means version {}",
+                            t.name, t.current_version
+                        );
+                    }
                     0
                 })
         }
@@ -108,7 +112,7 @@ pub(super) async fn template(client: &Client, t: TemplateCommand) -> Result<i32,
             .map(|r| {
                 if f.json {
                     json(&r);
-                } else {
+                } else if !crate::cli::output::quiet() {
                     println!(
                         "removed {} unused layer(s), {} freed",
                         r.removed.len(),
@@ -118,7 +122,7 @@ pub(super) async fn template(client: &Client, t: TemplateCommand) -> Result<i32,
                 0
             }),
         TemplateCommand::Rm(a) => {
-            remove_each(client, &a.names, "template", Action::RemoveTemplate).await
+            remove_each(client, &a.names, a.json, "template", Action::RemoveTemplate).await
         }
     }
 }
@@ -395,7 +399,9 @@ async fn template_job(
     bar.set_message(label);
     let tty = rustix::termios::isatty(std::io::stderr());
     let mut outcome: Option<ImportEvent> = None;
+    let quiet = crate::cli::output::quiet();
     read_events(response, "build", |ev: ImportEvent| match ev {
+        ImportEvent::Log { .. } if quiet => {}
         ImportEvent::Log { line } => {
             if tty {
                 bar.println(line);
@@ -432,20 +438,22 @@ async fn rollout(client: &Client, a: RolloutArgs) -> Result<i32, ClientError> {
     }
     let mut failed: Option<mayfly_api::ApiError> = None;
     let mut done = false;
+    // `--json`: one event per line as they come; `--quiet`: nothing but errors.
+    let silent = a.json || crate::cli::output::quiet();
     read_events(response, "rollout", |ev: mayfly_api::RolloutEvent| {
         use mayfly_api::RolloutEvent as E;
         if a.json {
             json_line(&ev);
         }
         match ev {
-            E::Wave { number, instances } if !a.json => {
+            E::Wave { number, instances } if !silent => {
                 println!("wave {number}: {}", instances.join(", "))
             }
             E::Instance {
                 name,
                 status,
                 detail,
-            } if !a.json => {
+            } if !silent => {
                 println!(
                     "  {name}: {status}{}",
                     if detail.is_empty() {
@@ -455,23 +463,23 @@ async fn rollout(client: &Client, a: RolloutArgs) -> Result<i32, ClientError> {
                     }
                 )
             }
-            E::Shadowed(s) if !a.json => println!(
+            E::Shadowed(s) if !silent => println!(
                 "  {} (persistent, not reset) hides the new version at: {}",
                 s.instance,
                 s.paths.join(", ")
             ),
-            E::HeldBack(h) if !a.json => println!(
+            E::HeldBack(h) if !silent => println!(
                 "  {} (held back on version {}, not reset): {}",
                 h.instance, h.version, h.reason
             ),
-            E::RolledBack { to } if !a.json => println!("rolled the template back to version {to}"),
+            E::RolledBack { to } if !silent => println!("rolled the template back to version {to}"),
             E::Done {
                 version,
                 reset,
                 held_back,
             } => {
                 done = true;
-                if !a.json {
+                if !silent {
                     println!(
                         "rolled out version {version} to {} instance(s){}",
                         reset.len(),
@@ -533,7 +541,7 @@ pub(super) async fn read_events<T: serde::de::DeserializeOwned>(
 }
 
 pub(super) fn progress_bar(total: Option<u64>) -> indicatif::ProgressBar {
-    if !rustix::termios::isatty(std::io::stderr()) {
+    if !rustix::termios::isatty(std::io::stderr()) || crate::cli::output::quiet() {
         return indicatif::ProgressBar::hidden();
     }
     match total {

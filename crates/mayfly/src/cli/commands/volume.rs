@@ -5,7 +5,7 @@ use mayfly_api::{Action, AttachVolume, CreateVolume, DetachVolume, VolumeInfo};
 use super::{remove_each, show};
 use crate::cli::VolumeCommand;
 use crate::cli::client::{Client, ClientError};
-use crate::cli::output::{ago, json};
+use crate::cli::output::{ago, json, say};
 
 /// `mayfly volume …`.
 pub(super) async fn volume(client: &Client, c: VolumeCommand) -> Result<i32, ClientError> {
@@ -18,7 +18,7 @@ pub(super) async fn volume(client: &Client, c: VolumeCommand) -> Result<i32, Cli
             let v: VolumeInfo = client.act(Action::CreateVolume, &[], Some(&req)).await?;
             if a.json {
                 json(&v);
-            } else {
+            } else if !crate::cli::output::quiet() {
                 println!("created volume {}", v.name);
             }
         }
@@ -45,7 +45,7 @@ pub(super) async fn volume(client: &Client, c: VolumeCommand) -> Result<i32, Cli
             show::<VolumeInfo>(client, Action::VolumeInfo, &a.name, a.json, print_volume).await?;
         }
         VolumeCommand::Rm(a) => {
-            return remove_each(client, &a.names, "volume", Action::RemoveVolume).await;
+            return remove_each(client, &a.names, a.json, "volume", Action::RemoveVolume).await;
         }
         VolumeCommand::Attach(a) => {
             // INSTANCE:/path[:ro]: the mount's `volume` field holds the instance.
@@ -60,7 +60,7 @@ pub(super) async fn volume(client: &Client, c: VolumeCommand) -> Result<i32, Cli
                 .await?;
             if a.json {
                 json(&v);
-            } else {
+            } else if !crate::cli::output::quiet() {
                 println!("attached volume {} to {}", v.name, attachment(&v));
             }
         }
@@ -68,10 +68,17 @@ pub(super) async fn volume(client: &Client, c: VolumeCommand) -> Result<i32, Cli
             let req = DetachVolume {
                 instance: a.instance.clone(),
             };
-            let _: VolumeInfo = client
+            let v: VolumeInfo = client
                 .act(Action::DetachVolume, &[&a.name], Some(&req))
                 .await?;
-            println!("detached volume {} from {}", a.name, a.instance);
+            if a.json {
+                json(&v);
+            } else {
+                say(format_args!(
+                    "detached volume {} from {}",
+                    a.name, a.instance
+                ));
+            }
         }
     }
     Ok(0)
