@@ -139,6 +139,32 @@ fn the_document_matches_the_router() {
         }
     }
     assert_eq!(reached, mayfly_api::ACTIONS.len());
+
+    // Every action went through `audit::around`: the metrics count each one by its id, and
+    // each that changes state left its `api.<id>` record in the audit log.
+    let r = d.api_raw("GET", "/metrics", "application/json", b"");
+    assert_eq!(r.status, 200);
+    let metrics = String::from_utf8_lossy(&r.body).into_owned();
+    let r = d.api_raw("GET", "/v1/events", "application/json", b"");
+    assert_eq!(r.status, 200);
+    let kinds: BTreeSet<String> = String::from_utf8_lossy(&r.body)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|e| e["kind"].as_str().map(str::to_owned))
+        .collect();
+    for spec in mayfly_api::ACTIONS {
+        assert!(
+            metrics.contains(&format!("action=\"{}\"", spec.id)),
+            "no metrics for `{}`:\n{metrics}",
+            spec.id
+        );
+        let audited = kinds.contains(&format!("api.{}", spec.id));
+        assert_eq!(
+            audited, spec.changes,
+            "`{}` (changes: {}) in the audit log: {audited}; kinds: {kinds:?}",
+            spec.id, spec.changes
+        );
+    }
     d.finish();
 }
 
