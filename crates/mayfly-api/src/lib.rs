@@ -78,4 +78,8 @@ pub struct DaemonInfo {
     pub running: u32,
     /// Number of templates.
     pub templates: u32,
+    /// SHA-256 fingerprint (lowercase hex) of the TLS certificate the TCP listener serves,
+    /// when one does: what `mayfly remote add` shows and pins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_fingerprint: Option<String>,
 }

@@ -57,6 +57,16 @@ pub fn current_actor() -> String {
         .unwrap_or_else(|_| DAEMON_ACTOR.to_owned())
 }
 
+/// Spawns `fut` as a task of the current actor (a plain `tokio::spawn` would lose it: the
+/// actor is task-local): what a request starts in the background stays the caller's.
+pub fn spawn<F>(fut: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(with_actor(current_actor(), fut))
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -159,6 +169,10 @@ struct BusInner {
     queue: SyncSender<NewEvent>,
     live: broadcast::Sender<Arc<Event>>,
     dropped: AtomicU64,
+    /// Events put in the queue.
+    queued: AtomicU64,
+    /// Events the writer is done with (written, or failed and counted).
+    settled: tokio::sync::watch::Sender<u64>,
 }
 
 /// The event bus (one per engine; cheap to clone).
@@ -187,6 +201,8 @@ impl EventBus {
             queue,
             live,
             dropped: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
+            settled: tokio::sync::watch::Sender::new(0),
         });
         let weak = Arc::downgrade(&inner);
         let spawned = std::thread::Builder::new()
@@ -216,7 +232,9 @@ impl EventBus {
             details: ev.details,
         };
         match self.inner.queue.try_send(event) {
-            Ok(()) => {}
+            Ok(()) => {
+                self.inner.queued.fetch_add(1, Ordering::Relaxed);
+            }
             Err(TrySendError::Full(e) | TrySendError::Disconnected(e)) => {
                 let n = self.inner.dropped.fetch_add(1, Ordering::Relaxed);
                 if n.is_power_of_two() || n == 0 {
@@ -233,6 +251,18 @@ impl EventBus {
     /// Live events from now on (each once it is in the log).
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.inner.live.subscribe()
+    }
+
+    /// Waits until what was emitted so far is in the log (or counted as dropped), up to
+    /// `deadline`: the daemon's last events are not lost when it stops. Returns whether
+    /// everything was settled in time.
+    pub async fn flush(&self, deadline: std::time::Duration) -> bool {
+        // Queued before counted: a count read now covers at least what was emitted.
+        let target = self.inner.queued.load(Ordering::Relaxed);
+        let mut settled = self.inner.settled.subscribe();
+        tokio::time::timeout(deadline, settled.wait_for(|n| *n >= target))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// Events dropped because the log could not keep up (or could not be written).
@@ -269,10 +299,18 @@ fn writer(
             }
         }
         let n = batch.len() as u64;
-        let written = lock(&store).append_events(batch, keep);
+        // `MAYFLY_FAIL_AT=events:write` fails every write (tests that a broken log fails no
+        // action and counts what it lost).
+        let written = match crate::inject("events:write") {
+            Ok(()) => lock(&store)
+                .append_events(batch, keep)
+                .map_err(EngineError::Store),
+            Err(e) => Err(e),
+        };
         let Some(bus) = bus.upgrade() else {
             return;
         };
+        bus.settled.send_modify(|s| *s += n);
         match written {
             Ok(records) => {
                 for rec in records {
@@ -360,6 +398,14 @@ mod tests {
         let seen: Vec<_> = got.iter().map(|e| (**e).clone()).collect();
         assert_eq!(logged, seen);
         assert_eq!(bus.dropped(), 0);
+        // A flush waits for what was emitted to be in the log.
+        for i in 0..200 {
+            bus.emit(Ev::new(format!("test.{i}")));
+        }
+        assert!(bus.flush(std::time::Duration::from_secs(10)).await);
+        let kept = lock(&store).events(EventFilter::default(), 1000).unwrap();
+        assert_eq!(kept.len(), 100, "bounded to the newest 100");
+        assert_eq!(kept.last().unwrap().event.kind, "test.199");
     }
 
     #[tokio::test]

@@ -458,6 +458,7 @@ impl Engine {
             instances: u32::try_from(instances).unwrap_or(u32::MAX),
             running: u32::try_from(running).unwrap_or(u32::MAX),
             templates: u32::try_from(templates).unwrap_or(u32::MAX),
+            tls_fingerprint: None,
         })
     }
 }

@@ -3,8 +3,6 @@
 //! the hash: the next request with that secret is refused, and so is every web session made
 //! from it (sessions are checked against the token's hash on each use).
 
-use std::sync::atomic::{AtomicI64, Ordering};
-
 use mayfly_api::{CreatedToken, TokenInfo};
 use sha2::{Digest, Sha256};
 
@@ -13,12 +11,9 @@ use crate::{Engine, EngineError};
 /// Secrets start with this, so that leaked ones are easy to recognise (and grep for).
 const SECRET_PREFIX: &str = "mayfly_";
 
-/// `last_used` is written at most this often per daemon (seconds): a busy client must not turn
-/// every request into a database write.
+/// A token's `last_used` is written at most this often (seconds): a busy client must not
+/// turn every request into a database write.
 const TOUCH_EVERY: i64 = 60;
-
-/// When `last_used` was last written (Unix seconds, any token).
-static LAST_TOUCH: AtomicI64 = AtomicI64::new(0);
 
 /// The lowercase hex SHA-256 of `data`.
 pub fn sha256_hex(data: &[u8]) -> String {
@@ -96,16 +91,11 @@ impl Engine {
     /// The name of the token whose secret hashes to `hash`, if one is; records its use.
     pub async fn token_by_hash(&self, hash: String) -> Result<Option<String>, EngineError> {
         let now = mayfly_store::now();
-        let last = LAST_TOUCH.load(Ordering::Relaxed);
-        let touch = now - last >= TOUCH_EVERY
-            && LAST_TOUCH
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok();
         self.db(move |s| {
             let Some(rec) = s.token_by_hash(&hash)? else {
                 return Ok(None);
             };
-            if touch || rec.last_used.is_none() {
+            if rec.last_used.is_none_or(|t| now - t >= TOUCH_EVERY) {
                 s.touch_token(&rec.name, now)?;
             }
             Ok(Some(rec.name))

@@ -261,3 +261,85 @@ fn the_login_cookie_needs_the_request_header_and_the_same_origin() {
     assert_eq!(r.status, 401);
     d.finish();
 }
+
+#[test]
+fn a_broken_certificate_stops_the_start_and_says_what_to_do() {
+    let mut d = TestDaemon::start();
+    let tls = d.state.join("tls");
+    let mode = |p: &std::path::Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    };
+    assert_eq!(mode(&tls), 0o700);
+    assert_eq!(mode(&tls.join("key.pem")), 0o600);
+    let fp = d.daemon_info()["tls_fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Restarts keep the certificate (clients pinned it).
+    d.stop_daemon();
+    d.restart();
+    assert_eq!(d.daemon_info()["tls_fingerprint"], fp.as_str());
+
+    d.stop_daemon();
+    std::fs::write(tls.join("cert.pem"), "not a certificate").unwrap();
+    let mut cmd = std::process::Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{}", d.netns()))
+        .arg("--")
+        .arg(common::bin())
+        .arg("daemon")
+        .arg("--state-dir")
+        .arg(&d.state)
+        .arg("--socket")
+        .arg(&d.socket);
+    let out = common::run_command(cmd, None, common::CLI_TIMEOUT);
+    assert_ne!(out.code, 0, "{out}");
+    assert!(out.stderr.contains("cert.pem"), "{out}");
+    assert!(out.stderr.contains("to make a new certificate"), "{out}");
+    // Removing it, as told, gives a new one.
+    std::fs::remove_dir_all(&tls).unwrap();
+    d.restart();
+    let new = d.daemon_info()["tls_fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(new, fp);
+    d.finish();
+}
+
+#[test]
+fn the_listener_comes_back_after_a_kill_and_a_half_made_certificate_is_made_again() {
+    let mut d = TestDaemon::start();
+    let secret = create_token(&d, "k");
+    let fp = d.daemon_info()["tls_fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A client connected while the daemon is killed: the next daemon binds the port again
+    // and serves the same certificate and tokens.
+    let (held, seen) =
+        common::tls::in_netns(d.netns(), || common::tls::connect(DEFAULT_ADDR).unwrap());
+    assert_eq!(
+        seen, fp,
+        "the fingerprint the client sees is the one `info` shows"
+    );
+    d.kill_daemon();
+    d.restart();
+    drop(held);
+    assert_eq!(https_bearer(&d, &secret, "GET", "/v1/info").status, 200);
+    assert_eq!(d.daemon_info()["tls_fingerprint"], fp.as_str());
+
+    // Killed between writing the key and the certificate: both are made again.
+    d.kill_daemon();
+    std::fs::remove_file(d.state.join("tls/cert.pem")).unwrap();
+    d.restart();
+    let new = d.daemon_info()["tls_fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(new, fp);
+    let (_, seen) =
+        common::tls::in_netns(d.netns(), || common::tls::connect(DEFAULT_ADDR).unwrap());
+    assert_eq!(seen, new);
+    d.finish();
+}

@@ -1,8 +1,10 @@
-//! The HTTP client of the CLI: one connection per request to the daemon's unix socket
-//! (hyper), JSON in and out, errors decoded from the API's error body, and upgrades for
-//! interactive streams.
+//! The HTTP client of the CLI: one connection per request to the daemon's unix socket, or
+//! to a remote daemon over TLS with its bearer token (hyper), JSON in and out, errors decoded
+//! from the API's error body, and upgrades for interactive streams.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -14,6 +16,11 @@ use mayfly_api::text::printable;
 use mayfly_api::{ApiError, ErrorBody};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+use super::remote::Remote;
+
+/// Connecting to a remote (TCP and the TLS handshake) must end within this long.
+const REMOTE_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A request body.
 pub type ReqBody = UnsyncBoxBody<Bytes, std::io::Error>;
@@ -30,6 +37,12 @@ pub enum ClientError {
     Lost(String),
     /// The exchange broke (connection lost, garbled answer).
     Protocol(String),
+    /// A remote daemon cannot be reached (TCP or TLS failed).
+    Unreachable(String),
+    /// A remote daemon showed another certificate than the pinned one.
+    Certificate(String),
+    /// The list of remotes, or a remote's name, is wrong.
+    Config(String),
 }
 
 impl std::fmt::Display for ClientError {
@@ -49,7 +62,11 @@ impl std::fmt::Display for ClientError {
                 }
                 Ok(())
             }
-            ClientError::Lost(m) | ClientError::Protocol(m) => write!(f, "{}", printable(m)),
+            ClientError::Lost(m)
+            | ClientError::Protocol(m)
+            | ClientError::Unreachable(m)
+            | ClientError::Certificate(m)
+            | ClientError::Config(m) => write!(f, "{}", printable(m)),
         }
     }
 }
@@ -59,7 +76,7 @@ impl ClientError {
     /// 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            ClientError::Connect(..) | ClientError::Lost(_) => 3,
+            ClientError::Connect(..) | ClientError::Lost(_) | ClientError::Unreachable(_) => 3,
             _ => 1,
         }
     }
@@ -93,49 +110,137 @@ pub fn full(bytes: impl Into<Bytes>) -> ReqBody {
         .boxed_unsync()
 }
 
-/// A client of the daemon at one socket.
+/// A client of the daemon at one socket, or of a remote daemon.
 #[derive(Debug, Clone)]
 pub struct Client {
     socket: PathBuf,
+    remote: Option<Arc<Remote>>,
+}
+
+/// Sends `req` on the fresh connection `io`.
+async fn exchange<I>(io: I, req: Request<ReqBody>) -> Result<Response<Incoming>, ClientError>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| lost("HTTP handshake", e))?;
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    sender
+        .send_request(req)
+        .await
+        .map_err(|e| lost("waiting for the answer", e))
 }
 
 impl Client {
     /// A client of the daemon listening on `socket`.
     pub fn new(socket: PathBuf) -> Self {
-        Client { socket }
-    }
-
-    /// The client the command line asks for: the daemon at `remote` (a name configured by
-    /// `mayfly remote add`, part R of issue 24) when given, else the one on `socket`.
-    pub fn for_command_line(socket: PathBuf, remote: Option<&str>) -> Result<Self, ClientError> {
-        match remote {
-            None => Ok(Client::new(socket)),
-            Some(r) => Err(ClientError::Protocol(format!(
-                "remote `{r}`: remotes are not implemented yet"
-            ))),
+        Client {
+            socket,
+            remote: None,
         }
     }
 
-    /// The socket.
+    /// A client of `remote` (over TLS, with its token).
+    pub fn for_remote(socket: PathBuf, remote: Remote) -> Self {
+        Client {
+            socket,
+            remote: Some(Arc::new(remote)),
+        }
+    }
+
+    /// The client the command line asks for: the daemon at `remote` (a name configured by
+    /// `mayfly remote add`) when given, else the one on `socket`.
+    pub fn for_command_line(socket: PathBuf, remote: Option<&str>) -> Result<Self, ClientError> {
+        match remote {
+            None => Ok(Client::new(socket)),
+            Some(r) => Ok(Client::for_remote(
+                socket,
+                Remote::configured(r).map_err(ClientError::Config)?,
+            )),
+        }
+    }
+
+    /// The socket (of the local daemon, even when this client talks to a remote).
     pub fn socket(&self) -> &Path {
         &self.socket
     }
 
+    /// The remote this client talks to, if it is not the local daemon.
+    pub fn remote(&self) -> Option<&Remote> {
+        self.remote.as_deref()
+    }
+
+    /// Connects to `remote` over TLS: a certificate other than the pinned one is refused
+    /// with both fingerprints and what to do.
+    pub async fn tls_connect(
+        remote: &Remote,
+    ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, ClientError> {
+        let label = remote.label();
+        let authority = remote.endpoint.authority();
+        let unreachable = |e: &dyn std::fmt::Display| {
+            ClientError::Unreachable(format!(
+                "cannot reach {label}: {e}\n  hint: check the address, and that the daemon listens there (`mayfly daemon --listen ADDR:PORT`)"
+            ))
+        };
+        let connect = async {
+            let tcp = tokio::net::TcpStream::connect(&authority)
+                .await
+                .map_err(|e| unreachable(&e))?;
+            let _ = tcp.set_nodelay(true);
+            let name = rustls::pki_types::ServerName::try_from(remote.endpoint.host.clone())
+                .map_err(|e| unreachable(&e))?;
+            let connector = tokio_rustls::TlsConnector::from(Arc::clone(&remote.tls));
+            connector.connect(name, tcp).await.map_err(|e| {
+                match (remote.pin.pinned(), remote.pin.seen()) {
+                    (Some(pinned), Some(seen)) if pinned != seen => {
+                        let name = remote.name.as_deref().unwrap_or("NAME");
+                        ClientError::Certificate(format!(
+                            "the certificate of {label} is not the one trusted when it was added\n  pinned fingerprint (SHA-256): {pinned}\n  presented now:                {seen}\n  hint: someone may be intercepting the connection; if the daemon's certificate was replaced on purpose (compare with `mayfly info` on its host), run `mayfly remote rm {name}` and `mayfly remote add {name} {}` again",
+                            remote.endpoint.url()
+                        ))
+                    }
+                    _ => ClientError::Unreachable(format!(
+                        "TLS handshake with {label} failed: {e}\n  hint: is it a mayfly daemon's TCP listener (`mayfly daemon --listen`)?"
+                    )),
+                }
+            })
+        };
+        match tokio::time::timeout(REMOTE_CONNECT_TIMEOUT, connect).await {
+            Ok(r) => r,
+            Err(_) => Err(unreachable(&format!(
+                "no connection within {} s",
+                REMOTE_CONNECT_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
     /// Sends `req` on a fresh connection.
-    pub async fn send(&self, req: Request<ReqBody>) -> Result<Response<Incoming>, ClientError> {
-        let stream = tokio::net::UnixStream::connect(&self.socket)
-            .await
-            .map_err(|e| ClientError::Connect(self.socket.clone(), e))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| lost("HTTP handshake", e))?;
-        tokio::spawn(async move {
-            let _ = conn.with_upgrades().await;
-        });
-        sender
-            .send_request(req)
-            .await
-            .map_err(|e| lost("waiting for the answer", e))
+    pub async fn send(&self, mut req: Request<ReqBody>) -> Result<Response<Incoming>, ClientError> {
+        let Some(remote) = &self.remote else {
+            let stream = tokio::net::UnixStream::connect(&self.socket)
+                .await
+                .map_err(|e| ClientError::Connect(self.socket.clone(), e))?;
+            return exchange(stream, req).await;
+        };
+        let headers = req.headers_mut();
+        if let Ok(host) = hyper::header::HeaderValue::from_str(&remote.endpoint.authority()) {
+            headers.insert(hyper::header::HOST, host);
+        }
+        if let Some(token) = &remote.token {
+            let value = hyper::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| {
+                    ClientError::Config(format!(
+                        "the token of {} is not a valid header value (add the remote again with the right token)",
+                        remote.label()
+                    ))
+                })?;
+            headers.insert(hyper::header::AUTHORIZATION, value);
+        }
+        let stream = Self::tls_connect(remote).await?;
+        exchange(stream, req).await
     }
 
     /// Builds a request.
@@ -209,9 +314,16 @@ impl Client {
     }
 
     /// The client and bare name for an instance argument: `REMOTE:NAME` names an instance
-    /// of a configured remote (part R of issue 24); anything else is this client's.
+    /// of a configured remote; anything else is this client's.
     pub fn target<'a>(&self, name: &'a str) -> Result<(Client, &'a str), ClientError> {
-        Ok((self.clone(), name))
+        match name.split_once(':') {
+            Some((remote, bare)) => {
+                let remote = Remote::configured(remote)
+                    .map_err(|e| ClientError::Config(format!("in `{name}` (REMOTE:NAME): {e}")))?;
+                Ok((Client::for_remote(self.socket.clone(), remote), bare))
+            }
+            None => Ok((self.clone(), name)),
+        }
     }
 
     /// Sends `body` as JSON with `Upgrade: mayfly-stream` and returns the upgraded stream,

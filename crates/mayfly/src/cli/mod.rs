@@ -14,6 +14,7 @@ pub mod config;
 mod limits;
 pub(crate) mod output;
 mod process;
+mod remote;
 mod stream;
 
 use std::path::PathBuf;

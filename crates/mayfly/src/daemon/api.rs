@@ -120,8 +120,6 @@ pub(crate) fn query<T: serde::de::DeserializeOwned>(
 pub(crate) fn router(engine: AppState) -> Router {
     Router::new()
         .fallback_service(routes(engine))
-        // Until each handler is wrapped in `audit::around` (which then makes this a no-op).
-        .layer(axum::middleware::from_fn(super::audit::by_route))
         .layer(axum::middleware::from_fn(method_not_allowed))
         .layer(axum::middleware::from_fn(read_small_body))
         .layer(axum::middleware::map_request(trim_trailing_slash))
@@ -365,8 +363,13 @@ async fn not_found(req: Request) -> ApiFailure {
     )
 }
 
-async fn info(State(engine): State<AppState>) -> Result<Json<mayfly_api::DaemonInfo>, ApiFailure> {
-    Ok(Json(engine.info().await?))
+async fn info(
+    State(engine): State<AppState>,
+    auth: Option<axum::Extension<Arc<super::auth::Auth>>>,
+) -> Result<Json<mayfly_api::DaemonInfo>, ApiFailure> {
+    let mut info = engine.info().await?;
+    info.tls_fingerprint = auth.and_then(|a| a.fingerprint.clone());
+    Ok(Json(info))
 }
 
 // ---- templates ------------------------------------------------------------------------------
@@ -438,7 +441,7 @@ async fn build_template(
     body.name = name;
     let (events, response) = EventSink::new(dropped_lines);
     let log = log_to(events.clone());
-    tokio::spawn(async move {
+    mayfly_engine::events::spawn(async move {
         let result = engine.build_template(body, log).await;
         events.finish(Some(import_outcome(result))).await;
     });
@@ -454,7 +457,7 @@ async fn patch_template(
     let body: mayfly_api::PatchTemplate = json_body(req.into_body()).await?;
     let (events, response) = EventSink::new(dropped_lines);
     let log = log_to(events.clone());
-    tokio::spawn(async move {
+    mayfly_engine::events::spawn(async move {
         let result = engine.patch_template(&name, body, log).await;
         events.finish(Some(import_outcome(result))).await;
     });
@@ -488,7 +491,7 @@ async fn rollout(
         }
         ev => sink.counted(ev),
     });
-    tokio::spawn(async move {
+    mayfly_engine::events::spawn(async move {
         let outcome = engine.rollout(&name, body, log).await;
         events
             .finish(outcome.err().map(|e| mayfly_engine::rollout_error(&e)))

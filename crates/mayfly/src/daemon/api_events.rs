@@ -5,9 +5,12 @@
 //! the log are skipped by their number: nothing falls between the two. The log is read a
 //! page at a time as the client takes it. A follower that falls more than the bus's buffer
 //! behind gets one `events.lagged` line (not a log entry: `seq` 0) saying how many it missed,
-//! and then the missed events themselves, from the log (those the log still holds). Nothing
+//! and then the missed events themselves, from the log (those the log still holds; the line
+//! is left out when the log has nothing it has not sent). Nothing
 //! polls: a follower sleeps until the bus has an event.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -16,6 +19,7 @@ use axum::http::header;
 use axum::response::Response;
 use bytes::Bytes;
 use mayfly_api::{Event, EventsQuery, Outcome};
+use mayfly_engine::EngineError;
 use mayfly_engine::events::{DAEMON_ACTOR, EventFilter, now_ms, rfc3339_ms};
 use tokio::sync::broadcast;
 
@@ -54,12 +58,35 @@ enum Phase {
     Done,
 }
 
+/// Where a reader gets logged events: the engine, or a test's list.
+trait EventSource: Send + Sync {
+    fn read(&self, filter: EventFilter, limit: usize) -> LogRead;
+}
+
+type LogRead = Pin<Box<dyn Future<Output = Result<Vec<Event>, EngineError>> + Send>>;
+
+/// The engine's event log.
+struct EngineLog(AppState);
+
+impl EventSource for EngineLog {
+    fn read(&self, filter: EventFilter, limit: usize) -> LogRead {
+        let engine = self.0.clone();
+        Box::pin(async move { engine.event_log(filter, limit).await })
+    }
+}
+
 struct Reader {
-    engine: AppState,
+    source: Arc<dyn EventSource>,
     since_ms: Option<i64>,
     last: u64,
     live: Option<broadcast::Receiver<Arc<Event>>>,
     phase: Phase,
+    /// Live events the bus dropped for this reader, not told yet (told only if the log
+    /// then has events this reader has not sent: the dropped ones may have been sent from
+    /// the log already).
+    lagged: Option<u64>,
+    /// A live event taken while skipping the sent ones, to go out next.
+    pending: Option<Arc<Event>>,
 }
 
 fn line(ev: &Event, out: &mut Vec<u8>) {
@@ -86,6 +113,21 @@ fn lagged(missed: u64, after: u64) -> Event {
 }
 
 impl Reader {
+    /// Skips the live events already sent (from the log), so that they do not fill this
+    /// reader's share of the bus.
+    fn drain_sent(&mut self) {
+        let Some(rx) = self.live.as_mut() else {
+            return;
+        };
+        while let Ok(ev) = rx.try_recv() {
+            if ev.seq > self.last {
+                // Not sent yet: it goes out next, in order.
+                self.pending = Some(ev);
+                return;
+            }
+        }
+    }
+
     /// The next chunk of lines, or `None` at the end.
     async fn next(&mut self) -> Option<Bytes> {
         loop {
@@ -96,7 +138,7 @@ impl Reader {
                         after: Some(self.last),
                         since_ms: self.since_ms,
                     };
-                    let page = match self.engine.event_log(filter, PAGE).await {
+                    let page = match self.source.read(filter, PAGE).await {
                         Ok(p) => p,
                         Err(e) => {
                             tracing::error!("cannot read the event log: {e}");
@@ -112,9 +154,14 @@ impl Reader {
                         };
                     }
                     if page.is_empty() {
+                        self.lagged = None;
+                        self.drain_sent();
                         continue;
                     }
                     let mut out = Vec::new();
+                    if let Some(n) = self.lagged.take() {
+                        line(&lagged(n, self.last), &mut out);
+                    }
                     for ev in &page {
                         line(ev, &mut out);
                     }
@@ -122,8 +169,12 @@ impl Reader {
                     return Some(Bytes::from(out));
                 }
                 Phase::Live => {
+                    let next = match self.pending.take() {
+                        Some(ev) => Ok(ev),
+                        None => self.live.as_mut()?.recv().await,
+                    };
                     let rx = self.live.as_mut()?;
-                    match rx.recv().await {
+                    match next {
                         Ok(ev) => {
                             if ev.seq <= self.last {
                                 continue;
@@ -139,6 +190,11 @@ impl Reader {
                                         line(&ev, &mut out);
                                     }
                                     Ok(_) => {}
+                                    Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                                        self.phase = Phase::Log;
+                                        self.lagged = Some(self.lagged.unwrap_or(0) + n);
+                                        break;
+                                    }
                                     Err(_) => break,
                                 }
                             }
@@ -147,9 +203,7 @@ impl Reader {
                         Err(broadcast::error::RecvError::Lagged(n)) => {
                             // The missed events are in the log: read them from there.
                             self.phase = Phase::Log;
-                            let mut out = Vec::new();
-                            line(&lagged(n, self.last), &mut out);
-                            return Some(Bytes::from(out));
+                            self.lagged = Some(self.lagged.unwrap_or(0) + n);
                         }
                         Err(broadcast::error::RecvError::Closed) => {
                             self.phase = Phase::Done;
@@ -181,11 +235,13 @@ pub(crate) async fn events(
         )
         .await?;
     let reader = Reader {
-        engine,
+        source: Arc::new(EngineLog(engine)),
         since_ms,
         last: q.after.unwrap_or(0),
         live,
         phase: Phase::Log,
+        lagged: None,
+        pending: None,
     };
     let stream = futures_util::stream::unfold(reader, |mut r| async move {
         r.next()
@@ -202,6 +258,97 @@ pub(crate) async fn events(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A log in memory: `events`, filtered like the store does.
+    struct ListLog(Vec<Event>);
+
+    impl EventSource for ListLog {
+        fn read(&self, filter: EventFilter, limit: usize) -> LogRead {
+            let out: Vec<Event> = self
+                .0
+                .iter()
+                .filter(|e| e.seq > filter.after.unwrap_or(0))
+                .take(limit)
+                .cloned()
+                .collect();
+            Box::pin(async move { Ok(out) })
+        }
+    }
+
+    fn ev(seq: u64) -> Event {
+        Event {
+            seq,
+            time: rfc3339_ms(1000),
+            kind: "test.event".to_owned(),
+            subject: None,
+            actor: DAEMON_ACTOR.to_owned(),
+            outcome: Outcome::Ok,
+            details: serde_json::Value::Null,
+        }
+    }
+
+    async fn lines(r: &mut Reader, n: usize) -> Vec<Event> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            let chunk = tokio::time::timeout(std::time::Duration::from_secs(5), r.next())
+                .await
+                .expect("the reader stalled")
+                .expect("the reader ended");
+            for l in chunk.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                out.push(serde_json::from_slice(l).unwrap());
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_follower_gets_the_log_then_live_events_and_a_lagging_one_is_told_and_refilled() {
+        // Two events logged before the request; the subscription is taken first, so the
+        // live copies of the logged ones are skipped.
+        let (tx, rx) = broadcast::channel(4);
+        let mut log: Vec<Event> = (1..=2).map(ev).collect();
+        for e in &log {
+            tx.send(Arc::new(e.clone())).unwrap();
+        }
+        let mut reader = Reader {
+            source: Arc::new(ListLog(log.clone())),
+            since_ms: None,
+            last: 0,
+            live: Some(rx),
+            phase: Phase::Log,
+            lagged: None,
+            pending: None,
+        };
+        let first = lines(&mut reader, 2).await;
+        assert_eq!(first, log);
+        tx.send(Arc::new(ev(3))).unwrap();
+        let live = lines(&mut reader, 1).await;
+        assert_eq!(live, [ev(3)], "live events, without the logged ones again");
+
+        // Ten more while the reader does not read: it lags behind the four it can hold.
+        log.push(ev(3));
+        for seq in 4..=13 {
+            log.push(ev(seq));
+            tx.send(Arc::new(ev(seq))).unwrap();
+        }
+        reader.source = Arc::new(ListLog(log.clone()));
+        let rest = lines(&mut reader, 11).await;
+        assert_eq!(rest[0].kind, LAGGED, "{rest:?}");
+        assert_eq!(rest[0].seq, 0);
+        assert_eq!(rest[0].details["missed"], 6);
+        assert_eq!(rest[0].details["after"], 3);
+        let seqs: Vec<u64> = rest[1..].iter().map(|e| e.seq).collect();
+        assert_eq!(
+            seqs,
+            (4..=13).collect::<Vec<_>>(),
+            "refilled from the log, once each"
+        );
+        // Then live again.
+        tx.send(Arc::new(ev(14))).unwrap();
+        assert_eq!(lines(&mut reader, 1).await, [ev(14)]);
+        drop(tx);
+        assert!(reader.next().await.is_none(), "ends with the bus");
+    }
 
     #[test]
     fn since_takes_a_time_or_a_duration_back() {

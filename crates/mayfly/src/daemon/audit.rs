@@ -14,9 +14,10 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::Request;
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::Response;
-use mayfly_api::{ACTIONS, Action, ActionSpec, ErrorBody, Outcome};
+use mayfly_api::{Action, ActionSpec, ErrorBody, Outcome};
 use mayfly_engine::events::{Ev, emit_current, with_actor};
 
 use super::auth::Caller;
@@ -24,24 +25,19 @@ use super::auth::Caller;
 /// The largest error body read for its code and message.
 const ERROR_BODY_MAX: usize = 64 * 1024;
 
-/// Marks a request already audited (the router may wrap a handler twice).
-#[derive(Debug, Clone, Copy)]
-struct Audited;
+/// The largest answer of a creation read for the name of what it made.
+const CREATED_BODY_MAX: usize = 1 << 20;
 
 /// Runs the request of `action` as its caller, records it in the audit log (when it changes
 /// state) and in the metrics.
-pub(crate) async fn around(action: Action, mut req: Request, next: Next) -> Response {
-    if req.extensions().get::<Audited>().is_some() {
-        return next.run(req).await;
-    }
-    req.extensions_mut().insert(Audited);
+pub(crate) async fn around(action: Action, req: Request, next: Next) -> Response {
     let spec = action.spec();
     let caller = req
         .extensions()
         .get::<Caller>()
         .cloned()
         .unwrap_or_else(Caller::local);
-    let subject = subject_of(spec, req.uri().path());
+    let mut subject = subject_of(spec, req.uri().path());
     let started = Instant::now();
     let actor = caller.actor;
     let response = with_actor(actor.clone(), next.run(req)).await;
@@ -72,6 +68,24 @@ pub(crate) async fn around(action: Action, mut req: Request, next: Next) -> Resp
             },
         };
         (Response::from_parts(parts, Body::from(bytes)), outcome)
+    } else if status == StatusCode::CREATED
+        && (subject.is_none() || spec.action == Action::CreateSnapshot)
+    {
+        // A creation names what it made in its answer (`{"name": …}`).
+        let (parts, body) = response.into_parts();
+        let bytes = axum::body::to_bytes(body, CREATED_BODY_MAX)
+            .await
+            .unwrap_or_default();
+        subject = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v.get("name").and_then(|n| n.as_str()).map(str::to_owned))
+            .map(|name| match &subject {
+                // A snapshot is named `instance/snapshot`.
+                Some((_, instance)) => ("snapshot", format!("{instance}/{name}")),
+                None => (noun_of(spec), name),
+            })
+            .or(subject);
+        (Response::from_parts(parts, Body::from(bytes)), Outcome::Ok)
     } else {
         (response, Outcome::Ok)
     };
@@ -84,24 +98,6 @@ pub(crate) async fn around(action: Action, mut req: Request, next: Next) -> Resp
     }
     emit_current(ev);
     response
-}
-
-/// Resolves the action of a request from the table (method and path), then runs it through
-/// [`around`]: the audit of a router that does not wrap each handler itself. Requests that
-/// match no action (a 404) pass through.
-pub(crate) async fn by_route(req: Request, next: Next) -> Response {
-    match action_of(req.method().as_str(), req.uri().path()) {
-        Some(action) => around(action, req, next).await,
-        None => next.run(req).await,
-    }
-}
-
-/// The action whose method and path template match.
-fn action_of(method: &str, path: &str) -> Option<Action> {
-    ACTIONS
-        .iter()
-        .find(|s| s.method.as_str() == method && placeholders(s.path, path).is_some())
-        .map(|s| s.action)
 }
 
 /// The values of the `{..}` placeholders of `template` in `path` (decoded), if it matches.
@@ -151,15 +147,20 @@ fn decode(s: &str) -> String {
 fn subject_of(spec: &ActionSpec, path: &str) -> Option<(&'static str, String)> {
     let values = placeholders(spec.path, path)?;
     let first = values.first()?;
-    let noun = spec.id.split('.').next().unwrap_or(spec.id);
-    if noun == "snapshot" && values.len() > 1 {
+    if spec.id.starts_with("snapshot.") && values.len() > 1 {
         return Some(("snapshot", format!("{first}/{}", values[1])));
     }
-    let kind = match noun {
+    Some((noun_of(spec), first.clone()))
+}
+
+/// The kind of subject an action's path (or answer) names: its id's noun (`instance.start`
+/// → `instance`); a schedule's and a snapshot list's are their instance's.
+fn noun_of(spec: &ActionSpec) -> &'static str {
+    let noun = spec.id.split('.').next().unwrap_or(spec.id);
+    match noun {
         "schedule" | "snapshot" => "instance",
         other => other,
-    };
-    Some((kind, first.clone()))
+    }
 }
 
 #[cfg(test)]
@@ -167,21 +168,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn requests_resolve_to_their_action_and_subject() {
-        assert_eq!(
-            action_of("POST", "/v1/instances/web/start"),
-            Some(Action::StartInstance)
-        );
-        assert_eq!(
-            action_of("DELETE", "/v1/instances/web/snapshots/s1"),
-            Some(Action::RemoveSnapshot)
-        );
-        assert_eq!(
-            action_of("GET", "/v1/instances"),
-            Some(Action::ListInstances)
-        );
-        assert_eq!(action_of("GET", "/v1/nothing"), None);
-        assert_eq!(action_of("POST", "/v1/instances//start"), None);
+    fn requests_resolve_to_their_subject() {
         let spec = Action::RestoreSnapshot.spec();
         assert_eq!(
             subject_of(spec, "/v1/instances/web/snapshots/a%20b/restore"),

@@ -436,3 +436,67 @@ pub(crate) async fn revoke_token(
     engine.revoke_token(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderMap, HeaderValue, Method, header};
+
+    use super::{bearer, cookie, is_public, same_origin};
+
+    fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(k.clone(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn credentials_are_read_from_their_headers() {
+        let h = headers(&[
+            (header::COOKIE, "a=1; mayfly_session=abc"),
+            (header::COOKIE, "b=2"),
+        ]);
+        assert_eq!(cookie(&h, "mayfly_session"), Some("abc"));
+        assert_eq!(cookie(&h, "b"), Some("2"));
+        assert_eq!(cookie(&h, "none"), None);
+        let h = headers(&[(header::AUTHORIZATION, "bearer  s3cret ")]);
+        assert_eq!(bearer(&h), Some(Ok("s3cret")));
+        let h = headers(&[(header::AUTHORIZATION, "Basic cm9vdA==")]);
+        assert_eq!(bearer(&h), Some(Err(())));
+        let h = headers(&[(header::AUTHORIZATION, "Bearer")]);
+        assert_eq!(bearer(&h), Some(Err(())));
+        assert_eq!(bearer(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn only_the_login_and_the_page_are_public() {
+        assert!(is_public(&Method::POST, "/v1/login"));
+        assert!(is_public(&Method::POST, "/v1/login/"));
+        assert!(!is_public(&Method::GET, "/v1/login"));
+        assert!(is_public(&Method::GET, "/"));
+        assert!(is_public(&Method::GET, "/ui/app.js"));
+        assert!(!is_public(&Method::GET, "/v1/info"));
+        assert!(!is_public(&Method::GET, "/metrics"));
+        assert!(!is_public(&Method::GET, "/uix"));
+    }
+
+    #[test]
+    fn the_origin_must_be_the_host() {
+        let ok = headers(&[
+            (header::HOST, "lab:8443"),
+            (header::ORIGIN, "https://lab:8443"),
+        ]);
+        assert!(same_origin(&ok));
+        for origin in [
+            "http://lab:8443",
+            "https://lab:9443",
+            "https://evil",
+            "null",
+        ] {
+            let h = headers(&[(header::HOST, "lab:8443"), (header::ORIGIN, origin)]);
+            assert!(!same_origin(&h), "{origin}");
+        }
+        assert!(!same_origin(&headers(&[(header::HOST, "lab:8443")])));
+    }
+}

@@ -130,7 +130,7 @@ pub(super) async fn import_template(
             command: body.command,
             message: body.message,
         };
-        let job = tokio::spawn(async move {
+        let job = mayfly_engine::events::spawn(async move {
             engine
                 .import_template_path(&body.name, &body.path, options, progress, on_accepted)
                 .await
@@ -156,7 +156,7 @@ pub(super) async fn import_template(
             command,
             message: q.message,
         };
-        let job = tokio::spawn(async move {
+        let job = mayfly_engine::events::spawn(async move {
             engine
                 .import_template_archive(&q.name, reader, options, progress, on_accepted)
                 .await

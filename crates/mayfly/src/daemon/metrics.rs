@@ -25,8 +25,8 @@ use prometheus_client::registry::{Registry, Unit};
 
 use super::api::{ApiFailure, AppState};
 
-/// The content type of the text exposition format.
-pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// The content type of the OpenMetrics text format (what `prometheus-client` writes).
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 type Labels = Vec<(&'static str, String)>;
 

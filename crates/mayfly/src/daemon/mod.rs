@@ -1,4 +1,6 @@
-//! `mayfly daemon`: the engine behind a REST API on a unix socket.
+//! `mayfly daemon`: the engine behind a REST API on a unix socket, and on TCP listeners with
+//! TLS and authentication (`--listen`, default `127.0.0.1:8443`; see docs/remote.md and
+//! `serve.rs`, `tls.rs`, `auth.rs`).
 //!
 //! The socket is created with mode 0600 (root only) inside a 0755 directory; a second daemon
 //! on the same state directory is refused by an exclusive lock. SIGTERM or SIGINT stop the
@@ -159,6 +161,14 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     };
     let _lock = lock_state_dir(&state_dir)?;
     let (tcp_addrs, tcp_fatal) = listen_addresses(&options.listen)?;
+    // Before the engine starts: a listener that cannot be had stops the daemon before it
+    // has started anything (the forker, cgroups).
+    let tcp = bind_tcp(&tcp_addrs, tcp_fatal).await?;
+    let tls = if tcp.is_empty() {
+        None
+    } else {
+        Some(tls::load_or_create(&state_dir)?)
+    };
     let exe = std::env::current_exe().context("cannot find the mayfly executable")?;
     let engine = Engine::start(EngineConfig {
         state_dir: state_dir.clone(),
@@ -178,12 +188,6 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     .map_err(|e| anyhow::anyhow!(mayfly_driver::error_chain(&e)))
     .context("cannot start the engine")?;
     let listener = bind_socket(&options.socket)?;
-    let tcp = bind_tcp(&tcp_addrs, tcp_fatal).await?;
-    let tls = if tcp.is_empty() {
-        None
-    } else {
-        Some(tls::load_or_create(&state_dir)?)
-    };
     let info = engine
         .info()
         .await
@@ -206,6 +210,9 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
         Arc::clone(&auth),
         auth::authenticate,
     ));
+    // Handled from before the first request is served: a SIGTERM must never find the default
+    // action (which would leave the socket behind).
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
     servers.spawn(serve::serve_unix(listener, app.clone(), stop.clone()));
@@ -232,7 +239,6 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
         }
     }
     notify::ready();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let term = async {
         match term.as_mut() {
             Some(t) => {
@@ -250,5 +256,13 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     while servers.join_next().await.is_some() {}
     let _ = std::fs::remove_file(&options.socket);
+    // The last requests' events (their audit records) go into the log before the end.
+    if !engine
+        .event_bus()
+        .flush(std::time::Duration::from_secs(5))
+        .await
+    {
+        tracing::warn!("the event log did not take the last events within 5 s");
+    }
     Ok(())
 }

@@ -8,9 +8,14 @@
 //! - TLS handshakes: within [`TLS_HANDSHAKE_TIMEOUT`];
 //! - connections: at most [`MAX_CONNECTIONS`] per listener and [`MAX_PER_CLIENT`] per client
 //!   (a TCP client is its IP address, a unix one its user id). One HTTP/1.1 connection carries
-//!   one request (or stream) at a time, so this also caps a client's concurrent streams; the
-//!   connection over the cap is answered `429` with the API's error body and closed;
-//! - request bodies: the API's own caps (JSON bodies, template uploads).
+//!   one request (or stream) at a time, and an upgraded connection (exec, console, terminal)
+//!   keeps its place until its stream ends, so this also caps a client's concurrent streams;
+//!   the connection over the cap is answered `429` with the API's error body and closed;
+//! - request bodies: the API's own caps (JSON bodies, template uploads), and a JSON body that
+//!   stalls (no byte for [`BODY_READ_TIMEOUT`] while the handler waits for one) gets its
+//!   connection closed, so a slow-body client cannot hold a handler either. Uploads (template
+//!   archives) are exempt: their source (a pipe from a download) may pause for longer, and
+//!   the connection caps bound what a stalled one holds.
 //!
 //! Every request gets its connection's [`Peer`] as an extension; [`super::auth::authenticate`]
 //! (layered over the whole API) turns it into the [`super::auth::Caller`].
@@ -38,6 +43,9 @@ pub(crate) const MAX_HEADER_BYTES: usize = 16 << 10;
 
 /// A request head must arrive within this long; an idle connection is closed after it.
 pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A request body that sends nothing for this long while it is read is cut off.
+pub(crate) const BODY_READ_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A TLS handshake must end within this long.
 pub(crate) const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -99,6 +107,70 @@ impl Drop for Ticket {
     }
 }
 
+/// A connection's stream holding its [`Ticket`]: the place is given back when the stream is
+/// dropped, which for an upgraded connection (exec, console, terminal) is when the stream
+/// ends, not when the HTTP exchange that started it does.
+#[derive(Debug)]
+struct Held<I> {
+    io: I,
+    _ticket: Ticket,
+}
+
+impl<I> Held<I> {
+    fn new(io: I, ticket: Ticket) -> Self {
+        Held {
+            io,
+            _ticket: ticket,
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Held<I> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Held<I> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
 /// Why a connection was not let in.
 #[derive(Debug, Clone, Copy)]
 enum Why {
@@ -148,12 +220,6 @@ impl Gate {
             _total: permit,
         })
     }
-
-    /// Waits (at most [`SHUTDOWN_GRACE`]) until every connection has ended.
-    async fn drained(&self) {
-        let all = u32::try_from(MAX_CONNECTIONS).unwrap_or(u32::MAX);
-        let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.total.acquire_many(all)).await;
-    }
 }
 
 fn http1() -> hyper::server::conn::http1::Builder {
@@ -163,6 +229,62 @@ fn http1() -> hyper::server::conn::http1::Builder {
         .max_header_size(MAX_HEADER_BYTES)
         .keep_alive(true);
     b
+}
+
+/// A request body that cuts its connection off ([`TimedBody::cut`]) when no data comes for
+/// [`BODY_READ_TIMEOUT`] while it is read.
+struct TimedBody {
+    inner: Incoming,
+    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// Tells the connection to close (its handler is dropped with it).
+    cut: Arc<tokio::sync::Notify>,
+}
+
+impl hyper::body::Body for TimedBody {
+    type Data = bytes::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        use std::future::Future;
+        use std::task::Poll;
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.timer = None;
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(BODY_READ_TIMEOUT)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    // No answer: the connection goes (the handler with it); the request never
+                    // arrived whole.
+                    this.cut.notify_one();
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Waits (at most [`SHUTDOWN_GRACE`]) until the connections of `tasks` have ended. Upgraded
+/// streams (exec sessions) run in tasks of their own and are not waited for: the daemon's
+/// exit ends them, and their programs keep running.
+async fn drain(mut tasks: tokio::task::JoinSet<()>) {
+    let all = async { while tasks.join_next().await.is_some() {} };
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, all).await;
 }
 
 /// Returns once `stop` turns true (or its sender is gone).
@@ -176,8 +298,27 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let svc = TowerToHyperService::new(app);
+    let cut = Arc::new(tokio::sync::Notify::new());
+    let cut_by_body = Arc::clone(&cut);
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(peer);
+        let json = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_none_or(|v| v.starts_with("application/json"));
+        let cut = Arc::clone(&cut_by_body);
+        let req = req.map(|inner| {
+            if json {
+                Body::new(TimedBody {
+                    inner,
+                    timer: None,
+                    cut,
+                })
+            } else {
+                Body::new(inner)
+            }
+        });
         hyper::service::Service::call(&svc, req)
     });
     let conn = http1()
@@ -186,6 +327,10 @@ where
     tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,
+        () = cut.notified() => {
+            tracing::debug!(?peer, "request body stalled: connection closed");
+            return;
+        }
         () = stopped(&mut stop) => {
             conn.as_mut().graceful_shutdown();
             conn.await
@@ -239,8 +384,11 @@ pub(crate) async fn serve_unix(
     stop: watch::Receiver<bool>,
 ) {
     let gate = Gate::new();
+    let mut tasks = tokio::task::JoinSet::new();
     let mut stopping = stop.clone();
     loop {
+        // Reap the connections that ended (the set holds only live ones).
+        while tasks.try_join_next().is_some() {}
         let accepted = tokio::select! {
             a = listener.accept() => a,
             () = stopped(&mut stopping) => break,
@@ -265,16 +413,13 @@ pub(crate) async fn serve_unix(
         match gate.enter(peer) {
             Ok(ticket) => {
                 let (app, stop) = (app.clone(), stop.clone());
-                tokio::spawn(async move {
-                    serve_connection(stream, peer, app, stop).await;
-                    drop(ticket);
-                });
+                tasks.spawn(serve_connection(Held::new(stream, ticket), peer, app, stop));
             }
             Err(Refusal {
                 why,
                 permit: Some(permit),
             }) => {
-                tokio::spawn(async move {
+                tasks.spawn(async move {
                     refuse_connection(stream, peer, why).await;
                     drop(permit);
                 });
@@ -282,7 +427,7 @@ pub(crate) async fn serve_unix(
             Err(Refusal { permit: None, .. }) => drop(stream),
         }
     }
-    gate.drained().await;
+    drain(tasks).await;
 }
 
 /// Serves a TCP listener with TLS until `stop` turns true, then lets open connections finish.
@@ -294,8 +439,11 @@ pub(crate) async fn serve_tcp(
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let gate = Gate::new();
+    let mut tasks = tokio::task::JoinSet::new();
     let mut stopping = stop.clone();
     loop {
+        // Reap the connections that ended (the set holds only live ones).
+        while tasks.try_join_next().is_some() {}
         let accepted = tokio::select! {
             a = listener.accept() => a,
             () = stopped(&mut stopping) => break,
@@ -330,10 +478,7 @@ pub(crate) async fn serve_tcp(
                     }
                 };
             match entered {
-                Ok(ticket) => {
-                    serve_connection(tls, peer, app, stop).await;
-                    drop(ticket);
-                }
+                Ok(ticket) => serve_connection(Held::new(tls, ticket), peer, app, stop).await,
                 Err(Refusal { why, permit }) => {
                     refuse_connection(tls, peer, why).await;
                     drop(permit);
@@ -341,5 +486,5 @@ pub(crate) async fn serve_tcp(
             }
         });
     }
-    gate.drained().await;
+    drain(tasks).await;
 }

@@ -234,7 +234,7 @@ pub(crate) async fn exec(
     let (mut host, fds) = make_stdio(body.tty, body.term_size)?;
     // Detached from this request: a client that goes away while the process starts must not
     // leave it running unwatched (the relay ends it when the upgrade fails).
-    let started = tokio::spawn(async move {
+    let started = mayfly_engine::events::spawn(async move {
         let mut handle = engine.exec(&name, body, fds).await?;
         let target = Target::Exec {
             engine,
@@ -277,7 +277,7 @@ pub(crate) async fn run(
     let body: CreateInstance = json_body(req.into_body()).await?;
     upgrade?;
     let (host, fds) = make_stdio(body.tty, body.term_size)?;
-    let started = tokio::spawn(async move {
+    let started = mayfly_engine::events::spawn(async move {
         let handle = engine.run_attached(body, fds).await?;
         let instance = (handle.name.clone(), handle.id.clone());
         let log = engine.log_files(&handle.name).ok().map(LogTee::new);

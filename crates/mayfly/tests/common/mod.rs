@@ -18,6 +18,7 @@ mod archives;
 mod clients;
 mod daemon_net;
 pub mod debian;
+mod events;
 mod faults;
 pub mod forker_bench;
 mod host;
@@ -37,6 +38,8 @@ pub mod umoci;
 pub use archives::*;
 #[allow(unused_imports)]
 pub use clients::*;
+#[allow(unused_imports)]
+pub use events::*;
 #[allow(unused_imports)]
 pub use faults::*;
 #[allow(unused_imports)]

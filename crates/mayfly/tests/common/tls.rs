@@ -107,6 +107,27 @@ pub type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 /// Connects to `addr` over TLS (call inside [`in_netns`]); returns the stream and the
 /// fingerprint of the certificate the daemon showed.
 pub fn connect(addr: &str) -> Result<(TlsStream, String), String> {
+    let tcp = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    tls_over(tcp)
+}
+
+/// A TCP connection to `addr` from local address `from` (e.g. another loopback address:
+/// another client as the daemon counts them; call inside [`in_netns`]).
+pub fn tcp_from(from: std::net::Ipv4Addr, addr: std::net::SocketAddrV4) -> TcpStream {
+    let fd = rustix::net::socket(
+        rustix::net::AddressFamily::INET,
+        rustix::net::SocketType::STREAM,
+        None,
+    )
+    .expect("socket");
+    rustix::net::bind(&fd, &std::net::SocketAddrV4::new(from, 0)).expect("bind");
+    rustix::net::connect(&fd, &addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    TcpStream::from(fd)
+}
+
+/// TLS over an open TCP connection; returns the stream and the certificate's fingerprint.
+pub fn tls_over(tcp: TcpStream) -> Result<(TlsStream, String), String> {
+    let addr = tcp.peer_addr().map_err(|e| e.to_string())?;
     let verifier = Arc::new(AnyCert {
         seen: Mutex::new(None),
         provider: provider(),
@@ -198,4 +219,47 @@ pub fn create_token(d: &TestDaemon, name: &str) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("no secret in {created}"))
         .to_owned()
+}
+
+/// The CLI as a remote client of `d`: run inside the daemon's namespace, with its own list of
+/// remotes (`XDG_CONFIG_HOME=<dir>/client`) and no reachable local socket.
+pub fn remote_cli(d: &TestDaemon, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{}", d.netns()))
+        .arg("--")
+        .arg(bin())
+        .args(args)
+        .env("XDG_CONFIG_HOME", client_config(d))
+        .env("MAYFLY_SOCKET", d.dir.join("no-local-daemon.sock"))
+        .env_remove("MAYFLY_TOKEN")
+        .env_remove("MAYFLY_REMOTE")
+        .env_remove("MAYFLY_STATE_DIR");
+    run_command(cmd, stdin, CLI_TIMEOUT)
+}
+
+/// The `XDG_CONFIG_HOME` of [`remote_cli`].
+pub fn client_config(d: &TestDaemon) -> PathBuf {
+    d.dir.join("client")
+}
+
+/// Adds `d`'s default listener as remote `name` with a new token `name` (certificate
+/// accepted); returns the token's secret.
+pub fn add_remote(d: &TestDaemon, name: &str) -> String {
+    let secret = create_token(d, name);
+    let url = format!("https://{DEFAULT_ADDR}");
+    let out = remote_cli(
+        d,
+        &[
+            "remote",
+            "add",
+            name,
+            &url,
+            "--token",
+            &secret,
+            "--accept-certificate",
+        ],
+        None,
+    );
+    assert!(out.success(), "{out}");
+    secret
 }

@@ -14,7 +14,10 @@ pub(super) async fn daemon_info(client: &Client, as_json: bool) -> Result<i32, C
     }
     println!("version:          {}", info.version);
     println!("state directory:  {}", info.state_dir);
-    println!("socket:           {}", client.socket().display());
+    match client.remote() {
+        Some(r) => println!("remote:           {}", r.label()),
+        None => println!("socket:           {}", client.socket().display()),
+    }
     println!("cgroups:          {}", info.cgroup_mode);
     match &info.user_namespaces_off_reason {
         None => println!("user namespaces:  yes (idmapped template layers)"),
@@ -22,6 +25,9 @@ pub(super) async fn daemon_info(client: &Client, as_json: bool) -> Result<i32, C
     }
     if let Some(pid) = info.forker_pid {
         println!("forker pid:       {pid}");
+    }
+    if let Some(fp) = &info.tls_fingerprint {
+        println!("TLS fingerprint:  {fp} (SHA-256)");
     }
     println!("templates:        {}", info.templates);
     println!(
