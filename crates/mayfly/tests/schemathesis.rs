@@ -92,6 +92,8 @@ fn schemathesis_finds_no_server_error_schema_violation_or_hang() {
         .arg(format!("--request-timeout={REQUEST_TIMEOUT}"))
         .arg("--suppress-health-check=all")
         .arg("--no-color")
+        // Its cache and reports go to the test's directory, not the source tree.
+        .current_dir(&d.dir)
         .env(
             "SCHEMATHESIS_HOOKS",
             repo().join("crates/mayfly/tests/fixtures/schemathesis_hooks.py"),
