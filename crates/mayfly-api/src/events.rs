@@ -81,6 +81,7 @@ pub struct TokenInfo {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
+    #[schema(pattern = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub name: String,
 }
 

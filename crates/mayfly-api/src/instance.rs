@@ -265,6 +265,7 @@ pub struct CreateInstance {
     pub template: String,
     /// Instance name (DNS label); generated when absent.
     #[serde(default)]
+    #[schema(pattern = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub name: Option<String>,
     /// Defaults to transient.
     #[serde(default)]
@@ -495,6 +496,7 @@ pub struct SnapshotInfo {
 pub struct CreateSnapshot {
     /// Snapshot name; `snapN` when absent.
     #[serde(default)]
+    #[schema(pattern = "^[a-z0-9][a-z0-9._-]{0,63}$")]
     pub name: Option<String>,
 }
 
@@ -503,6 +505,7 @@ pub struct CreateSnapshot {
 #[serde(deny_unknown_fields)]
 pub struct CloneRequest {
     /// The new instance's name.
+    #[schema(pattern = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub name: String,
     /// Start from this snapshot of the source instead of its current writable layer.
     #[serde(default)]
@@ -524,6 +527,7 @@ pub struct CloneRequest {
 #[serde(deny_unknown_fields)]
 pub struct PublishRequest {
     /// Template to create, or to add a version to when it exists.
+    #[schema(pattern = "^[a-z0-9][a-z0-9._-]{0,63}$")]
     pub template: String,
     /// Publish this snapshot instead of the current writable layer.
     #[serde(default)]

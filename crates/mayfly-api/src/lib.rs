@@ -3,7 +3,8 @@
 //!
 //! The daemon, the CLI and (later) the web page share these types, so they cannot drift apart.
 //! Inputs carry `#[serde(deny_unknown_fields)]`: a misspelt field is an error, not a silent
-//! default. Every operation (method, path, answer) is described once in [`actions::ACTIONS`].
+//! default. Every operation (method, path, answer) is in the action table, [`actions::ACTIONS`];
+//! the OpenAPI document generated from it is [`openapi::document`].
 #![forbid(unsafe_code)]
 
 pub mod actions;

@@ -44,6 +44,7 @@ pub fn check_network_name(name: &str) -> Result<(), String> {
 #[serde(deny_unknown_fields)]
 pub struct CreateNetwork {
     /// The network's name ([`check_network_name`]).
+    #[schema(pattern = "^[a-z]([a-z0-9-]{0,30}[a-z0-9])?$")]
     pub name: String,
     /// IPv4 subnet (`10.20.0.0/24`); absent: a free /24 in 10.0.0.0/8 that overlaps no other
     /// network and no route of the host.
@@ -237,6 +238,7 @@ impl utoipa::ToSchema for PublishPort {}
 #[serde(deny_unknown_fields)]
 pub struct CreateChannel {
     /// The channel's name (same rules as a network's).
+    #[schema(pattern = "^[a-z]([a-z0-9-]{0,30}[a-z0-9])?$")]
     pub name: String,
     /// The instance whose service listens (it may create sockets in the channel).
     pub server: String,

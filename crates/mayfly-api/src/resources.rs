@@ -313,6 +313,7 @@ pub struct FlavorInfo {
 #[serde(deny_unknown_fields)]
 pub struct CreateFlavor {
     /// Its name (the rules of instance names).
+    #[schema(pattern = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub name: String,
     /// What it is for.
     #[serde(default)]

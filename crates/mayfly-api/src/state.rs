@@ -207,6 +207,7 @@ pub struct VolumeInfo {
 #[serde(deny_unknown_fields)]
 pub struct CreateVolume {
     /// Unique name (a DNS label).
+    #[schema(pattern = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub name: String,
     /// Size limit in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]

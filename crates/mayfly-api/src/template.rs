@@ -269,6 +269,7 @@ impl TemplateInfo {
 #[serde(deny_unknown_fields)]
 pub struct ImportTemplate {
     /// Template name.
+    #[schema(pattern = "^[a-z0-9][a-z0-9._-]{0,63}$")]
     pub name: String,
     /// Absolute path, on the daemon's host, of a root directory, a `.tar`, `.tar.gz` or
     /// `.tar.zst` of one, an OCI image layout, or a `docker save` / OCI archive. `PATH:TAG`

@@ -139,6 +139,60 @@ fn the_document_matches_the_router() {
         }
     }
     assert_eq!(reached, mayfly_api::ACTIONS.len());
+
+    // Every action went through `audit::around`: the metrics count each one by its id, and
+    // each that changes state left its `api.<id>` record in the audit log.
+    let r = d.api_raw("GET", "/metrics", "application/json", b"");
+    assert_eq!(r.status, 200);
+    let metrics = String::from_utf8_lossy(&r.body).into_owned();
+    let r = d.api_raw("GET", "/v1/events", "application/json", b"");
+    assert_eq!(r.status, 200);
+    let kinds: BTreeSet<String> = String::from_utf8_lossy(&r.body)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|e| e["kind"].as_str().map(str::to_owned))
+        .collect();
+    for spec in mayfly_api::ACTIONS {
+        assert!(
+            metrics.contains(&format!("action=\"{}\"", spec.id)),
+            "no metrics for `{}`:\n{metrics}",
+            spec.id
+        );
+        let audited = kinds.contains(&format!("api.{}", spec.id));
+        assert_eq!(
+            audited, spec.changes,
+            "`{}` (changes: {}) in the audit log: {audited}; kinds: {kinds:?}",
+            spec.id, spec.changes
+        );
+    }
+    d.finish();
+}
+
+/// An answer given without reading the request's body (the 404 and 405 answers, a handler that
+/// takes no body) still reaches a client that sends one: the daemon reads a body of JSON size
+/// before it answers, instead of closing the connection under it.
+#[test]
+fn an_answer_that_needs_no_body_reaches_a_client_that_sends_one() {
+    let d = TestDaemon::start();
+    let body =
+        serde_json::to_vec(&serde_json::json!({"padding": "x".repeat(200_000)})).expect("json");
+    for (method, path, status) in [
+        ("PATCH", "/v1/instances/oa-missing/publish", 405),
+        ("POST", "/v1/nothing", 404),
+        ("POST", "/v1/instances/oa-missing/start", 404),
+        ("PUT", "/v1/info", 405),
+    ] {
+        for _ in 0..5 {
+            let r = d.api_raw(method, path, "application/json", &body);
+            assert_eq!(
+                r.status,
+                status,
+                "{method} {path}: {}",
+                String::from_utf8_lossy(&r.body)
+            );
+            assert!(r.json()["error"]["code"].is_string(), "{method} {path}");
+        }
+    }
     d.finish();
 }
 

@@ -121,7 +121,48 @@ pub(crate) fn router(engine: AppState) -> Router {
     Router::new()
         .fallback_service(routes(engine))
         .layer(axum::middleware::from_fn(method_not_allowed))
+        .layer(axum::middleware::from_fn(read_small_body))
         .layer(axum::middleware::map_request(trim_trailing_slash))
+}
+
+/// How long a small request body may take to arrive.
+const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Reads a body of JSON size (by its `Content-Length`) before routing, so that whatever
+/// answers it (a handler that takes no body, the 404 and 405 answers, a refusal before the
+/// body is parsed) answers a request read whole. Otherwise the connection is closed with the
+/// body unread under a client still sending it, which loses the answer (a TCP reset, or a
+/// broken pipe on the unix socket). Larger bodies (an archive upload) stream to their handler.
+async fn read_small_body(req: Request, next: axum::middleware::Next) -> Response {
+    let small = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .is_some_and(|n| n > 0 && n <= MAX_JSON_BODY);
+    if !small {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    match tokio::time::timeout(BODY_DEADLINE, axum::body::to_bytes(body, MAX_JSON_BODY)).await {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Ok(Err(e)) => bad_request(
+            format!("cannot read the request body: {e}"),
+            "send a body of the length that Content-Length says",
+        )
+        .into_response(),
+        Err(_) => bad_request(
+            format!(
+                "the request body did not arrive within {}s",
+                BODY_DEADLINE.as_secs()
+            ),
+            "send the whole body at once",
+        )
+        .into_response(),
+    }
 }
 
 /// `/v1/instances/` → `/v1/instances` (the query stays).
