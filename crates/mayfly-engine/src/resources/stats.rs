@@ -51,6 +51,22 @@ impl Engine {
     /// Usage of the named instances (every running one when `names` is empty). Unknown names
     /// are refused; stopped instances named explicitly get zeros.
     pub async fn stats(&self, names: Vec<String>) -> Result<Vec<InstanceStats>, EngineError> {
+        self.stats_sampled(names, true).await
+    }
+
+    /// One reading of every running instance's counters, without the CPU percentage (which
+    /// needs two readings and a wait) and the disk use (a quota call each): what a metrics
+    /// scrape needs, cheaply.
+    pub async fn usage_now(&self) -> Result<Vec<InstanceStats>, EngineError> {
+        self.stats_sampled(Vec::new(), false).await
+    }
+
+    /// [`Self::stats`]; with `full` false, one sample and no disk use.
+    async fn stats_sampled(
+        &self,
+        names: Vec<String>,
+        full: bool,
+    ) -> Result<Vec<InstanceStats>, EngineError> {
         let (records, ifaces) = self
             .db(|s| Ok((s.instances()?, s.all_interfaces()?)))
             .await?;
@@ -80,7 +96,11 @@ impl Engine {
         let dirs: Vec<_> = chosen
             .iter()
             .zip(&stats)
-            .map(|(r, s)| s.disk_limit.map(|_| self.layout.instance_dir(&r.id)))
+            .map(|(r, s)| {
+                s.disk_limit
+                    .filter(|_| full)
+                    .map(|_| self.layout.instance_dir(&r.id))
+            })
             .collect();
         let driver = self.driver.clone();
         let disk = tokio::task::spawn_blocking(move || {
@@ -107,8 +127,12 @@ impl Engine {
         }
         let ids: Vec<String> = live.iter().map(|&i| stats[i].id.clone()).collect();
         let first = self.sample_all(&ids).await;
-        tokio::time::sleep(SAMPLE_GAP).await;
-        let second = self.sample_all(&ids).await;
+        let second = if full {
+            tokio::time::sleep(SAMPLE_GAP).await;
+            self.sample_all(&ids).await
+        } else {
+            vec![None; ids.len()]
+        };
         for ((&i, before), after) in live.iter().zip(first).zip(second) {
             let (usage, percent) = match (before, after) {
                 (Some((u0, t0)), Some((u1, t1))) => {

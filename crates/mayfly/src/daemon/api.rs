@@ -132,9 +132,17 @@ const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 /// answers it (a handler that takes no body, the 404 and 405 answers, a refusal before the
 /// body is parsed) answers a request read whole. Otherwise the connection is closed with the
 /// body unread under a client still sending it, which loses the answer (a TCP reset, or a
-/// broken pipe on the unix socket). Larger bodies (an archive upload) stream to their handler.
+/// broken pipe on the unix socket). Larger bodies, and archives of any size (a template
+/// upload: its import reads it as it arrives, under its own limits, and a slow one must not
+/// hold the request before the import starts), stream to their handler.
 async fn read_small_body(req: Request, next: axum::middleware::Next) -> Response {
-    let small = req
+    let archive = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| !t.trim_start().starts_with("application/json"));
+    let small = !archive
+        && req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

@@ -122,7 +122,7 @@ pub(crate) async fn metrics(State(engine): State<AppState>) -> Result<Response, 
     );
 
     // Per running instance: CPU and memory, from its cgroup.
-    let stats = engine.stats(Vec::new()).await?;
+    let stats = engine.usage_now().await?;
     let cpu: Family<Labels, Counter<f64, AtomicU64>> = Family::default();
     let memory: Family<Labels, Gauge<f64, AtomicU64>> = Family::default();
     let memory_limit: Family<Labels, Gauge<f64, AtomicU64>> = Family::default();
