@@ -341,7 +341,10 @@ mod tests {
         // short cells are kept whole.
         let text = table_text_width(&HEADER, &rows(), Some(40));
         assert!(text.lines().all(|l| columns(l) <= 40), "{text}");
-        assert!(text.contains("stopped") && text.contains("10.0.0.2"), "{text}");
+        assert!(
+            text.contains("stopped") && text.contains("10.0.0.2"),
+            "{text}"
+        );
     }
 
     #[test]
