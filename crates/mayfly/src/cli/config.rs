@@ -284,6 +284,18 @@ mod tests {
             .map_err(|e| e.0)
     }
 
+    /// `MAYFLY_LISTEN` (one variable) can name several listeners, as `listen` can.
+    #[test]
+    fn listen_takes_a_comma_separated_list() {
+        use clap::Parser;
+        let cli =
+            Cli::try_parse_from(["mayfly", "daemon", "--listen", "127.0.0.1:1,[::1]:2"]).unwrap();
+        let super::super::Command::Daemon(d) = cli.command else {
+            panic!("not the daemon")
+        };
+        assert_eq!(d.listen, ["127.0.0.1:1", "[::1]:2"]);
+    }
+
     #[test]
     fn relative_paths_are_relative_to_the_file() {
         let got = added(
