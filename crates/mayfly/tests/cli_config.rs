@@ -195,3 +195,36 @@ fn readiness_is_notified_and_the_socket_is_not_inherited() {
     d.finish();
     assert!(Path::new(&path).exists());
 }
+
+/// The tests' daemons and clients ignore the machine's configuration: a configuration file
+/// (here named by MAYFLY_CONFIG, which stands for a real /etc/mayfly/config.toml), the
+/// daemon's MAYFLY_* variables, and a default remote, none of which the test gave. This test
+/// runs [`a_test_daemon_in_a_configured_environment`] in this very test binary, with them set.
+#[test]
+fn test_daemons_ignore_the_machines_configuration() {
+    let exe = std::env::current_exe().expect("the test binary");
+    let mut cmd = Command::new(exe);
+    cmd.args([
+        "--exact",
+        "a_test_daemon_in_a_configured_environment",
+        "--ignored",
+        "--nocapture",
+    ])
+    .env("MAYFLY_CONFIG", "/nonexistent/mayfly/config.toml")
+    .env("MAYFLY_LISTEN", "not-an-address")
+    .env("MAYFLY_MEMORY_OVERCOMMIT", "-1")
+    .env("MAYFLY_REMOTE", "nowhere");
+    let out = run_command(cmd, None, Duration::from_secs(120));
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("1 passed"), "the test ran: {out}");
+}
+
+#[test]
+#[ignore = "run by test_daemons_ignore_the_machines_configuration, in its environment"]
+fn a_test_daemon_in_a_configured_environment() {
+    let d = TestDaemon::start();
+    let info = d.daemon_info();
+    assert_eq!(info["state_dir"], d.state.display().to_string(), "{info}");
+    d.ok(&["ls"]);
+    d.finish();
+}

@@ -153,6 +153,38 @@ fn the_manual_page_renders_and_names_every_command() {
     );
 }
 
+/// `man --dir` writes its pages into the directory only: a page's name that is a symbolic
+/// link there (planted in a shared directory) is refused, its target left alone.
+#[test]
+fn man_pages_never_follow_a_symbolic_link_out_of_the_directory() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "precious\n").expect("write the victim");
+    let pages = dir.path().join("man1");
+    std::fs::create_dir(&pages).expect("create the directory");
+    std::os::unix::fs::symlink(&victim, pages.join("mayfly-launch.1")).expect("plant the link");
+    let mut cmd = Command::new(bin());
+    cmd.args(["man", "--dir"]).arg(&pages);
+    let out = run_command(cmd, None, Duration::from_secs(30));
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains("mayfly-launch.1") && out.stderr.contains("hint:"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap_or_default(),
+        "precious\n",
+        "the link's target is untouched"
+    );
+    // Pages already there (an earlier run's) are replaced.
+    std::fs::remove_file(pages.join("mayfly-launch.1")).expect("remove the link");
+    std::fs::write(pages.join("mayfly.1"), "old").expect("write an old page");
+    mayfly(&["man", "--dir", pages.to_str().unwrap_or_default()]);
+    let page = std::fs::read_to_string(pages.join("mayfly.1")).unwrap_or_default();
+    assert!(page.contains(".TH mayfly 1"), "{page}");
+    assert!(pages.join("mayfly-launch.1").is_file());
+}
+
 fn json(out: &common::Output) -> Value {
     serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
 }

@@ -52,6 +52,9 @@ pub struct Key {
     flag: bool,
     /// Whether the option may be repeated (the key then takes an array too).
     repeated: bool,
+    /// Whether the option's value is a path (a relative one in the file is relative to the
+    /// file's directory).
+    path: bool,
 }
 
 /// The `mayfly daemon` command, its global options (`--socket`) included.
@@ -79,6 +82,7 @@ pub fn keys() -> Vec<Key> {
                 id: a.get_id().as_str().to_owned(),
                 flag: !takes_value,
                 repeated: matches!(a.get_action(), clap::ArgAction::Append),
+                path: a.get_value_parser().type_id() == std::any::TypeId::of::<PathBuf>(),
             })
         })
         .collect()
@@ -112,7 +116,7 @@ pub fn apply(argv: &[OsString], explicit: Option<&Path>) -> Result<Vec<OsString>
     };
     let added = arguments(&path, &text, argv)?;
     let mut out = argv.to_vec();
-    out.extend(added.into_iter().map(OsString::from));
+    out.extend(added);
     Ok(out)
 }
 
@@ -146,8 +150,14 @@ fn read(path: &Path) -> Result<String, ConfigError> {
 
 /// The `--KEY=VALUE` arguments the file `text` (at `path`) adds to `argv`: one per key whose
 /// option `argv` and the environment leave at its default, each checked by the option's parser.
-fn arguments(path: &Path, text: &str, argv: &[OsString]) -> Result<Vec<String>, ConfigError> {
+fn arguments(path: &Path, text: &str, argv: &[OsString]) -> Result<Vec<OsString>, ConfigError> {
     let at = path.display();
+    // Relative paths in the file are relative to the file's directory, not to wherever the
+    // daemon happens to be started from.
+    let base = std::path::absolute(path)
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("/"));
     let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
         ConfigError(format!(
             "the configuration file {at} is not valid TOML: {}\n  hint: one `key = value` per line, e.g. `log-level = \"debug\"`; see docs/config.md",
@@ -171,13 +181,13 @@ fn arguments(path: &Path, text: &str, argv: &[OsString]) -> Result<Vec<String>, 
         ) {
             continue;
         }
-        let args = key_arguments(key, value).map_err(|what| {
+        let args = key_arguments(key, value, &base).map_err(|what| {
             ConfigError(format!(
                 "the configuration file {at}: key `{name}`: {what}\n  hint: fix or remove it; see docs/config.md and `mayfly daemon --help` (--{name})"
             ))
         })?;
         // The option's own parser checks the value, alone, so the error names this key.
-        let mut alone = vec!["mayfly".to_owned(), "daemon".to_owned()];
+        let mut alone = vec![OsString::from("mayfly"), OsString::from("daemon")];
         alone.extend(args.iter().cloned());
         if let Err(e) = Cli::command().try_get_matches_from(&alone) {
             return Err(ConfigError(format!(
@@ -190,23 +200,30 @@ fn arguments(path: &Path, text: &str, argv: &[OsString]) -> Result<Vec<String>, 
     Ok(added)
 }
 
-/// The arguments that give `key` the TOML `value`.
-fn key_arguments(key: &Key, value: &toml::Value) -> Result<Vec<String>, String> {
+/// The arguments that give `key` the TOML `value` (a relative path taken relative to `base`).
+fn key_arguments(key: &Key, value: &toml::Value, base: &Path) -> Result<Vec<OsString>, String> {
     let name = &key.name;
     if key.flag {
         return match value {
-            toml::Value::Boolean(true) => Ok(vec![format!("--{name}")]),
+            toml::Value::Boolean(true) => Ok(vec![format!("--{name}").into()]),
             toml::Value::Boolean(false) => Ok(Vec::new()),
             _ => Err("give true or false".to_owned()),
         };
     }
+    let argument = |v: &toml::Value| -> Result<OsString, String> {
+        let text = scalar(v)?;
+        let mut arg = OsString::from(format!("--{name}="));
+        if key.path && !text.is_empty() && Path::new(&text).is_relative() {
+            arg.push(base.join(&text));
+        } else {
+            arg.push(text);
+        }
+        Ok(arg)
+    };
     match value {
-        toml::Value::Array(items) if key.repeated => items
-            .iter()
-            .map(|v| scalar(v).map(|s| format!("--{name}={s}")))
-            .collect(),
+        toml::Value::Array(items) if key.repeated => items.iter().map(argument).collect(),
         toml::Value::Array(_) => Err("takes one value, not an array".to_owned()),
-        v => Ok(vec![format!("--{name}={}", scalar(v)?)]),
+        v => Ok(vec![argument(v)?]),
     }
 }
 
@@ -262,7 +279,39 @@ mod tests {
     }
 
     fn added(text: &str, args: &[&str]) -> Result<Vec<String>, String> {
-        arguments(Path::new("/x/config.toml"), text, &argv(args)).map_err(|e| e.0)
+        arguments(Path::new("/x/config.toml"), text, &argv(args))
+            .map(|a| a.iter().map(|s| s.to_string_lossy().into_owned()).collect())
+            .map_err(|e| e.0)
+    }
+
+    /// `MAYFLY_LISTEN` (one variable) can name several listeners, as `listen` can.
+    #[test]
+    fn listen_takes_a_comma_separated_list() {
+        use clap::Parser;
+        let cli =
+            Cli::try_parse_from(["mayfly", "daemon", "--listen", "127.0.0.1:1,[::1]:2"]).unwrap();
+        let super::super::Command::Daemon(d) = cli.command else {
+            panic!("not the daemon")
+        };
+        assert_eq!(d.listen, ["127.0.0.1:1", "[::1]:2"]);
+    }
+
+    #[test]
+    fn relative_paths_are_relative_to_the_file() {
+        let got = added(
+            "state-dir = \"state\"\nsocket = \"../run/m.sock\"\nbusybox = \"/bin/busybox\"\nlog-level = \"debug\"\n",
+            &["mayfly", "daemon"],
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            [
+                "--busybox=/bin/busybox",
+                "--log-level=debug",
+                "--socket=/x/../run/m.sock",
+                "--state-dir=/x/state",
+            ]
+        );
     }
 
     #[test]

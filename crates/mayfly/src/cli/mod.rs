@@ -456,10 +456,12 @@ pub struct DaemonArgs {
     #[command(flatten)]
     pub import: limits::ImportLimitArgs,
     /// Also serve the API and the web page over TCP, with TLS and token authentication, on
-    /// ADDR:PORT (repeatable); `none` for the unix socket only.
+    /// ADDR:PORT (repeatable, or comma-separated as in MAYFLY_LISTEN); `none` for the unix
+    /// socket only.
     #[arg(
         long,
         env = "MAYFLY_LISTEN",
+        value_delimiter = ',',
         value_name = "ADDR:PORT",
         help_heading = "Remote access"
     )]

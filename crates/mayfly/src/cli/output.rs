@@ -14,6 +14,10 @@ const GAP: usize = 2;
 /// The fewest characters a column is cut to (its header's width if shorter).
 const MIN_COLUMN: usize = 4;
 
+/// The width long cells are cut to before the names, or any short cell (an address, a
+/// state, an age), is.
+const COMFORTABLE: usize = 16;
+
 /// Sets `--quiet` for this run.
 pub fn set_quiet(quiet: bool) {
     QUIET.store(quiet, Ordering::Relaxed);
@@ -66,11 +70,17 @@ pub fn table_text(header: &[&str], rows: &[Vec<String>]) -> String {
 /// `width`, the widest columns are cut (their cells end in `…`) until a line fits in it, down
 /// to [`MIN_COLUMN`] characters each (or the header's width): a line never wraps.
 pub fn table_text_width(header: &[&str], rows: &[Vec<String>], width: Option<usize>) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
+    // A cell is one line of plain text: its control characters (a newline in a description,
+    // a terminal escape in a label) are shown escaped, never sent to the terminal.
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| one_line(c)).collect())
+        .collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| columns(h)).collect();
+    for row in &rows {
         for (i, cell) in row.iter().enumerate() {
             if let Some(w) = widths.get_mut(i) {
-                *w = (*w).max(cell.chars().count());
+                *w = (*w).max(columns(cell));
             }
         }
     }
@@ -78,34 +88,95 @@ pub fn table_text_width(header: &[&str], rows: &[Vec<String>], width: Option<usi
         fit(&mut widths, header, width);
     }
     let mut text = String::new();
-    let mut line = |cells: Vec<String>| {
+    let mut line = |cells: &[String]| {
         let mut out = String::new();
         for (i, cell) in cells.iter().enumerate() {
             let w = widths.get(i).copied().unwrap_or(0);
             let cell = cut(cell, w);
             out.push_str(&cell);
             if i + 1 < cells.len() {
-                let pad = w.saturating_sub(cell.chars().count());
+                let pad = w.saturating_sub(columns(&cell));
                 out.push_str(&" ".repeat(pad + GAP));
             }
         }
         text.push_str(out.trim_end());
         text.push('\n');
     };
-    line(header.iter().map(|h| (*h).to_owned()).collect());
-    for row in rows {
-        line(row.clone());
+    let header: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
+    line(&header);
+    for row in &rows {
+        line(row);
     }
     text
 }
 
-/// Narrows the widest columns until the line (cells and gaps) fits in `width`.
+/// `cell` on one line: every control character (newlines and tabs included) escaped.
+fn one_line(cell: &str) -> String {
+    mayfly_api::text::show_bytes(cell.as_bytes())
+}
+
+/// The terminal columns `c` takes: 0 for combining marks and zero-width characters, 2 for
+/// wide (East Asian, emoji) ones, else 1.
+fn char_columns(c: char) -> usize {
+    let u = u32::from(c);
+    match u {
+        0x0300..=0x036F | 0x1AB0..=0x1AFF | 0x1DC0..=0x1DFF | 0x20D0..=0x20FF | 0xFE20..=0xFE2F => {
+            0
+        }
+        0x200B..=0x200F | 0x2028..=0x202E | 0x2060..=0x2064 | 0xFE00..=0xFE0F | 0xFEFF => 0,
+        0x1100..=0x115F
+        | 0x231A..=0x231B
+        | 0x2329..=0x232A
+        | 0x23E9..=0x23EC
+        | 0x2E80..=0x303E
+        | 0x3041..=0x33FF
+        | 0x3400..=0x4DBF
+        | 0x4E00..=0x9FFF
+        | 0xA000..=0xA4CF
+        | 0xA960..=0xA97F
+        | 0xAC00..=0xD7A3
+        | 0xF900..=0xFAFF
+        | 0xFE30..=0xFE4F
+        | 0xFF00..=0xFF60
+        | 0xFFE0..=0xFFE6
+        | 0x1F300..=0x1F64F
+        | 0x1F900..=0x1F9FF
+        | 0x20000..=0x2FFFD
+        | 0x30000..=0x3FFFD => 2,
+        _ => 1,
+    }
+}
+
+/// The terminal columns `text` (one line, no control character) takes.
+fn columns(text: &str) -> usize {
+    text.chars().map(char_columns).sum()
+}
+
+/// Narrows the widest columns until the line (cells and gaps) fits in `width`, in three
+/// rounds: the long cells of the other columns (descriptions, images) down to [`COMFORTABLE`]
+/// columns while the first column, the names, stays whole; then the names too; then every
+/// column down to [`MIN_COLUMN`] (or its header's width).
 fn fit(widths: &mut [usize], header: &[&str], width: usize) {
-    let floor: Vec<usize> = widths
-        .iter()
-        .zip(header)
-        .map(|(w, h)| (*w).min(h.chars().count().max(MIN_COLUMN)))
-        .collect();
+    let floor_at = |least: usize| -> Vec<usize> {
+        widths
+            .iter()
+            .zip(header)
+            .map(|(w, h)| (*w).min(columns(h).max(least)))
+            .collect()
+    };
+    let comfortable = floor_at(COMFORTABLE);
+    let floor = floor_at(MIN_COLUMN);
+    let mut names_whole = comfortable.clone();
+    if let (Some(f), Some(w)) = (names_whole.first_mut(), widths.first()) {
+        *f = *w;
+    }
+    narrow(widths, &names_whole, width);
+    narrow(widths, &comfortable, width);
+    narrow(widths, &floor, width);
+}
+
+/// Narrows the widest columns, down to `floor`, until the line fits in `width`.
+fn narrow(widths: &mut [usize], floor: &[usize], width: usize) {
     let gaps = GAP * widths.len().saturating_sub(1);
     loop {
         let total: usize = widths.iter().sum::<usize>() + gaps;
@@ -121,7 +192,7 @@ fn fit(widths: &mut [usize], header: &[&str], width: usize) {
             return;
         };
         let next = (0..widths.len())
-            .filter(|&i| i != widest)
+            .filter(|&i| i != widest && widths[i] > floor[i])
             .map(|i| widths[i])
             .max()
             .unwrap_or(0)
@@ -131,12 +202,21 @@ fn fit(widths: &mut [usize], header: &[&str], width: usize) {
     }
 }
 
-/// `cell` cut to `width` characters, its last one `…` when cut.
+/// `cell` cut to `width` terminal columns, its last one `…` when cut.
 fn cut(cell: &str, width: usize) -> String {
-    if cell.chars().count() <= width {
+    if columns(cell) <= width {
         return cell.to_owned();
     }
-    let mut out: String = cell.chars().take(width.saturating_sub(1)).collect();
+    let mut out = String::new();
+    let mut used = 0;
+    for c in cell.chars() {
+        let w = char_columns(c);
+        if used + w + 1 > width {
+            break;
+        }
+        out.push(c);
+        used += w;
+    }
     out.push('…');
     out
 }
@@ -251,10 +331,72 @@ mod tests {
     }
 
     #[test]
+    fn the_name_column_is_cut_last() {
+        // At 70 the template column can make room: the name stays whole.
+        let text = table_text_width(&HEADER, &rows(), Some(70));
+        assert!(text.contains("a-very-long-instance-name-indeed"), "{text}");
+        assert!(text.contains("busybox@3 with a…"), "{text}");
+        assert!(text.lines().all(|l| columns(l) <= 70), "{text}");
+        // At 40 it cannot: the name is cut too, rather than the line wrapping, and the
+        // short cells are kept whole.
+        let text = table_text_width(&HEADER, &rows(), Some(40));
+        assert!(text.lines().all(|l| columns(l) <= 40), "{text}");
+        assert!(
+            text.contains("stopped") && text.contains("10.0.0.2"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn control_characters_stay_on_one_line_escaped() {
+        let rows = vec![vec![
+            "web".to_owned(),
+            "two\nlines \x1b[2J\tand a tab".to_owned(),
+        ]];
+        let text = table_text_width(&["NAME", "DESCRIPTION"], &rows, None);
+        assert_eq!(text.lines().count(), 2, "{text:?}");
+        assert!(!text.contains('\x1b') && !text.contains('\t'), "{text:?}");
+        assert!(
+            text.contains("two\\x0alines \\x1b[2J\\x09and a tab"),
+            "{text:?}"
+        );
+    }
+
+    #[test]
+    fn wide_characters_count_two_columns() {
+        let rows = vec![
+            vec![
+                "a".to_owned(),
+                "日本語のテンプレートの説明です".to_owned(),
+                "x".to_owned(),
+            ],
+            vec!["bb".to_owned(), "plain".to_owned(), "y".to_owned()],
+        ];
+        let header = ["NAME", "DESCRIPTION", "IPV4"];
+        // Whole: the third column starts at the same terminal column on every line.
+        let text = table_text_width(&header, &rows, None);
+        let at: Vec<usize> = text
+            .lines()
+            .map(|l| columns(l) - columns(l.rsplit(' ').next().unwrap_or_default()))
+            .collect();
+        assert!(at.windows(2).all(|w| w[0] == w[1]), "{text}\n{at:?}");
+        // Fitted: no line is wider than the terminal.
+        for width in [30, 25, 23] {
+            let text = table_text_width(&header, &rows, Some(width));
+            assert!(text.contains('…'), "{text}");
+            for l in text.lines() {
+                assert!(columns(l) <= width, "{l:?} is wider than {width}:\n{text}");
+            }
+        }
+    }
+
+    #[test]
     fn cells_are_cut_with_an_ellipsis() {
         assert_eq!(cut("abcdef", 4), "abc…");
         assert_eq!(cut("abc", 4), "abc");
         assert_eq!(cut("héllo wörld", 5), "héll…");
+        assert_eq!(cut("日本語です", 6), "日本…");
+        assert_eq!(cut("日本語です", 5), "日本…");
     }
 }
 

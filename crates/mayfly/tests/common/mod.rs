@@ -351,11 +351,28 @@ impl TestDaemon {
             .arg(&self.socket)
             .arg("--log-level")
             .arg("debug")
-            .args(&self.extra_args)
+            .args(&self.extra_args);
+        // Immune to the machine's configuration (/etc/mayfly/config.toml, MAYFLY_* variables,
+        // a service manager's NOTIFY_SOCKET): an empty configuration file unless the test
+        // gives one (`--config`, or MAYFLY_CONFIG in its `env`).
+        for var in [
+            "MAYFLY_STATE_DIR",
+            "MAYFLY_SOCKET",
+            "MAYFLY_LOG",
+            "MAYFLY_CACHE_DIR",
+            "MAYFLY_CGROUP_LAYOUT",
+            "MAYFLY_USER_NAMESPACES",
+            "MAYFLY_MEMORY_OVERCOMMIT",
+            "MAYFLY_LISTEN",
+            "NOTIFY_SOCKET",
+        ] {
+            cmd.env_remove(var);
+        }
+        let empty_config = self.dir.join("empty-config.toml");
+        std::fs::write(&empty_config, "")
+            .map_err(|e| format!("cannot write {}: {e}", empty_config.display()))?;
+        cmd.env("MAYFLY_CONFIG", &empty_config)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .env_remove("MAYFLY_STATE_DIR")
-            .env_remove("MAYFLY_SOCKET")
-            .env_remove("MAYFLY_LOG")
             .stdin(Stdio::null())
             .stdout(log2)
             .stderr(log);
@@ -466,7 +483,8 @@ impl TestDaemon {
         let mut cmd = Command::new(bin());
         cmd.args(args)
             .env("MAYFLY_SOCKET", &self.socket)
-            .env_remove("MAYFLY_STATE_DIR");
+            .env_remove("MAYFLY_STATE_DIR")
+            .env_remove("MAYFLY_REMOTE");
         cmd
     }
 

@@ -3,6 +3,7 @@
 //! from `--help`.
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use clap::CommandFactory;
 
@@ -20,12 +21,20 @@ pub(super) fn man(args: ManArgs) -> i32 {
     let cmd = Cli::command();
     match args.dir {
         Some(dir) => {
-            if let Err(e) =
-                std::fs::create_dir_all(&dir).and_then(|()| clap_mangen::generate_to(cmd, &dir))
+            let mut cmd = cmd.disable_help_subcommand(true);
+            cmd.build();
+            if let Err((path, e)) = std::fs::create_dir_all(&dir)
+                .map_err(|e| (dir.clone(), e))
+                .and_then(|()| write_pages(&cmd, &dir))
             {
+                let hint = if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+                    "it is a symbolic link, which is never followed: remove it, or give another directory"
+                } else {
+                    "give a directory you can write to, e.g. `--dir ./man`"
+                };
                 eprintln!(
-                    "error: cannot write the manual pages into {}: {e}\n  hint: give a directory you can write to, e.g. `--dir ./man`",
-                    dir.display()
+                    "error: cannot write the manual page {}: {e}\n  hint: {hint}",
+                    path.display()
                 );
                 return 1;
             }
@@ -40,6 +49,29 @@ pub(super) fn man(args: ManArgs) -> i32 {
             write_stdout(&out)
         }
     }
+}
+
+/// Writes the page of `cmd` (built) and of each of its visible subcommands into `dir`,
+/// replacing pages already there but never following a symbolic link out of it.
+fn write_pages(cmd: &clap::Command, dir: &Path) -> Result<(), (PathBuf, std::io::Error)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        write_pages(sub, dir)?;
+    }
+    let man = clap_mangen::Man::new(cmd.clone());
+    let path = dir.join(man.get_filename());
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(&path)
+        .and_then(|mut file| {
+            man.render(&mut file)?;
+            file.flush()
+        })
+        .map_err(|e| (path, e))
 }
 
 /// Writes `bytes` to stdout; a reader that left early (`| head`) is not an error.
