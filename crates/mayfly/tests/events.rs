@@ -219,6 +219,49 @@ fn since_filters_by_time_and_bad_values_are_refused() {
 }
 
 #[test]
+fn a_long_error_reaches_the_client_whole_and_its_audit_record_is_bounded() {
+    let d = TestDaemon::start();
+    // An answer past what the audit reads (64 KiB): serde quotes the bad value.
+    let mode = "m".repeat(100_000);
+    let body = json!({"template": "evx-nosuch", "mode": mode});
+    let r = d.api_raw(
+        "POST",
+        "/v1/instances",
+        "application/json",
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 400);
+    let answer: Value = serde_json::from_slice(&r.body)
+        .unwrap_or_else(|e| panic!("the client got no error body ({e}): {} bytes", r.body.len()));
+    assert_eq!(answer["error"]["code"], "invalid_argument", "{answer}");
+    // A shorter one is read for its code, and its message kept short in the log.
+    let mode = "m".repeat(20_000);
+    let body = json!({"template": "evx-nosuch", "mode": mode});
+    let (status, _) = d.api("POST", "/v1/instances", Some(&body));
+    assert_eq!(status, 400);
+    let mut audits = Vec::new();
+    let seen = poll_until(SETTLE, || {
+        audits = events(&d, "")
+            .into_iter()
+            .filter(|e| e["kind"] == "api.instance.create")
+            .collect();
+        audits.len() == 2
+    });
+    assert!(seen, "{audits:#?}");
+    assert_eq!(
+        audits[1]["outcome"]["code"], "invalid_argument",
+        "{audits:?}"
+    );
+    let message = audits[1]["outcome"]["message"].as_str().unwrap();
+    assert!(message.len() <= 1100, "{} bytes kept", message.len());
+    assert!(
+        message.contains("mode") || message.contains("variant"),
+        "{message}"
+    );
+    d.finish();
+}
+
+#[test]
 fn the_log_keeps_only_the_newest_events() {
     let d = TestDaemon::start_with_env(&[], &[("MAYFLY_EVENTS_KEPT", "20")]);
     for i in 0..12 {
