@@ -114,16 +114,20 @@ fn lagged(missed: u64, after: u64) -> Event {
 
 impl Reader {
     /// Skips the live events already sent (from the log), so that they do not fill this
-    /// reader's share of the bus.
-    fn drain_sent(&mut self) {
-        let Some(rx) = self.live.as_mut() else {
-            return;
-        };
-        while let Ok(ev) = rx.try_recv() {
-            if ev.seq > self.last {
+    /// reader's share of the bus. Returns how many the bus dropped for this reader meanwhile
+    /// (they are in the log: the reader reads it again).
+    fn drain_sent(&mut self) -> Option<u64> {
+        let rx = self.live.as_mut()?;
+        loop {
+            match rx.try_recv() {
                 // Not sent yet: it goes out next, in order.
-                self.pending = Some(ev);
-                return;
+                Ok(ev) if ev.seq > self.last => {
+                    self.pending = Some(ev);
+                    return None;
+                }
+                Ok(_) => {}
+                Err(broadcast::error::TryRecvError::Lagged(n)) => return Some(n),
+                Err(_) => return None,
             }
         }
     }
@@ -155,7 +159,12 @@ impl Reader {
                     }
                     if page.is_empty() {
                         self.lagged = None;
-                        self.drain_sent();
+                        if let Some(n) = self.drain_sent() {
+                            // Events went by while the log was read (more than the bus
+                            // holds): they are in the log by now.
+                            self.lagged = Some(n);
+                            self.phase = Phase::Log;
+                        }
                         continue;
                     }
                     let mut out = Vec::new();
@@ -348,6 +357,63 @@ mod tests {
         assert_eq!(lines(&mut reader, 1).await, [ev(14)]);
         drop(tx);
         assert!(reader.next().await.is_none(), "ends with the bus");
+    }
+
+    /// A log that shows its first `first` events to the first read, then all of them (events
+    /// written while that read ran).
+    struct GrowingLog {
+        events: Vec<Event>,
+        first: usize,
+        reads: std::sync::atomic::AtomicUsize,
+    }
+
+    impl EventSource for GrowingLog {
+        fn read(&self, filter: EventFilter, limit: usize) -> LogRead {
+            let n = self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let visible = if n == 0 {
+                self.first
+            } else {
+                self.events.len()
+            };
+            let out: Vec<Event> = self.events[..visible]
+                .iter()
+                .filter(|e| e.seq > filter.after.unwrap_or(0))
+                .take(limit)
+                .cloned()
+                .collect();
+            Box::pin(async move { Ok(out) })
+        }
+    }
+
+    #[tokio::test]
+    async fn events_that_overflow_the_bus_while_the_log_is_read_come_from_the_log() {
+        // The client has seen 1..=2; while its log read finds nothing newer, 3..=10 are
+        // written and sent live, more than its share of the bus (4) holds.
+        let (tx, rx) = broadcast::channel(4);
+        let all: Vec<Event> = (1..=10).map(ev).collect();
+        for e in &all[2..] {
+            tx.send(Arc::new(e.clone())).unwrap();
+        }
+        let mut reader = Reader {
+            source: Arc::new(GrowingLog {
+                events: all.clone(),
+                first: 2,
+                reads: std::sync::atomic::AtomicUsize::new(0),
+            }),
+            since_ms: None,
+            last: 2,
+            live: Some(rx),
+            phase: Phase::Log,
+            lagged: None,
+            pending: None,
+        };
+        let mut got = Vec::new();
+        while got.last().is_none_or(|e: &Event| e.seq < 10) {
+            got.extend(lines(&mut reader, 1).await);
+        }
+        let seqs: Vec<u64> = got.iter().map(|e| e.seq).filter(|s| *s > 0).collect();
+        assert_eq!(seqs, (3..=10).collect::<Vec<_>>(), "{got:?}");
+        drop(tx);
     }
 
     #[test]
