@@ -361,6 +361,44 @@ fn follow_prints_the_log_then_live_events() {
     d.finish();
 }
 
+/// The daemon's inotify descriptors.
+fn inotify_fds(d: &TestDaemon) -> usize {
+    let pid = d.daemon_pid().expect("the daemon runs");
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter(|e| {
+                    std::fs::read_link(e.path())
+                        .is_ok_and(|l| l.to_string_lossy().contains("inotify"))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_log_follower_that_leaves_a_quiet_instance_frees_its_watch() {
+    let d = TestDaemon::start();
+    launch(&d, "evw-box", &[], Some(common::imports::IDLE));
+    let before = inotify_fds(&d);
+    let mut child = d
+        .command(&["logs", "--follow", "evw-box"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn logs --follow");
+    let watching = poll_until(SETTLE, || inotify_fds(&d) > before);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(watching, "the follower set no watch");
+    // The instance writes nothing more: only the client's leaving can end the stream.
+    let freed = poll_until(SETTLE, || inotify_fds(&d) == before);
+    assert!(freed, "{} inotify descriptors left", inotify_fds(&d));
+    d.ok(&["rm", "--force", "evw-box"]);
+    d.finish();
+}
+
 #[test]
 fn a_failing_event_log_fails_no_action_and_counts_what_it_lost() {
     let d = TestDaemon::start_with_env(&[], &[("MAYFLY_FAIL_AT", "events:write")]);
