@@ -262,6 +262,39 @@ fn a_long_error_reaches_the_client_whole_and_its_audit_record_is_bounded() {
 }
 
 #[test]
+fn values_a_refused_request_quotes_stay_out_of_the_audit_log() {
+    let d = TestDaemon::start();
+    // The JSON parser quotes a value of the wrong type in its error.
+    let secret = "DB_PASSWORD=evq-hunter2";
+    let body = json!({"template": "busybox", "env": secret});
+    let (status, answer) = d.api("POST", "/v1/instances", Some(&body));
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(secret),
+        "the caller is told what was wrong: {answer}"
+    );
+    let mut audit = Vec::new();
+    let seen = poll_until(SETTLE, || {
+        audit = events(&d, "")
+            .into_iter()
+            .filter(|e| e["kind"] == "api.instance.create")
+            .collect();
+        !audit.is_empty()
+    });
+    assert!(seen, "no audit record");
+    assert_eq!(audit[0]["outcome"]["code"], "invalid_argument", "{audit:?}");
+    let all = serde_json::to_string(&events(&d, "")).unwrap();
+    assert!(
+        !all.contains("hunter2"),
+        "a request's value is in the log: {all}"
+    );
+    d.finish();
+}
+
+#[test]
 fn the_log_keeps_only_the_newest_events() {
     let d = TestDaemon::start_with_env(&[], &[("MAYFLY_EVENTS_KEPT", "20")]);
     for i in 0..12 {

@@ -58,7 +58,7 @@ pub(crate) async fn around(action: Action, req: Request, next: Next) -> Response
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_owned))
                     .unwrap_or_default(),
-                message: bounded(b.error.message),
+                message: bounded(&redacted(&b.error.message)),
             },
             None => Outcome::Failed {
                 code: status.as_u16().to_string(),
@@ -121,9 +121,36 @@ async fn small_body(response: Response, max: usize) -> (Response, Option<Bytes>)
     }
 }
 
+/// `message` with what it quotes in double quotes left out: a request's values the JSON
+/// parser quotes in its error (`invalid type: string "TOKEN=…"`) can be secrets (a token, an
+/// environment value, user data), and the log is read by whoever may read events. Names the
+/// daemon quotes (in backquotes) stay.
+fn redacted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut chars = message.chars();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c != '"' {
+            continue;
+        }
+        // Up to the closing quote (a quote inside is escaped).
+        let mut escaped = false;
+        for c in chars.by_ref() {
+            match c {
+                '\\' if !escaped => escaped = true,
+                '"' if !escaped => break,
+                _ => escaped = false,
+            }
+        }
+        out.push_str("…\"");
+    }
+    out
+}
+
 /// `message` cut to [`MESSAGE_MAX`] bytes (on a character boundary): an error that quotes
 /// a whole request does not make a huge log row.
-fn bounded(mut message: String) -> String {
+fn bounded(message: &str) -> String {
+    let mut message = message.to_owned();
     if message.len() > MESSAGE_MAX {
         let mut end = MESSAGE_MAX;
         while !message.is_char_boundary(end) {
@@ -201,6 +228,19 @@ fn noun_of(spec: &ActionSpec) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quoted_values_are_left_out_of_recorded_messages() {
+        assert_eq!(
+            redacted(r#"invalid type: string "PW=a\"b", expected a sequence"#),
+            r#"invalid type: string "…", expected a sequence"#
+        );
+        assert_eq!(
+            redacted("instance `web` not found"),
+            "instance `web` not found"
+        );
+        assert_eq!(redacted(r#"cut "open"#), r#"cut "…""#);
+    }
 
     #[test]
     fn requests_resolve_to_their_subject() {
