@@ -205,6 +205,12 @@ fn since_filters_by_time_and_bad_values_are_refused() {
     assert_eq!(recent.len(), all.len());
     let cli = ndjson(d.ok(&["events", "--json", "--since", t]).as_bytes());
     assert_eq!(cli.len(), all.len() - first.len(), "{cli:#?}");
+    // The same instant with an offset, from the CLI and in a raw query.
+    let t_plus = t.replace('Z', "+00:00");
+    let cli_plus = ndjson(d.ok(&["events", "--json", "--since", &t_plus]).as_bytes());
+    assert_eq!(cli_plus, cli);
+    let raw = events(&d, &format!("since={}", t_plus.replace(':', "%3A")));
+    assert_eq!(raw, since);
     // Refused with what to do.
     let out = d.fails(&["events", "--since", "yesterday"]);
     let err = &out.stderr;

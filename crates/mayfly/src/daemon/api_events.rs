@@ -31,14 +31,34 @@ const PAGE: usize = 500;
 /// The kind of the line that tells a follower it fell behind.
 pub(crate) const LAGGED: &str = "events.lagged";
 
-/// `since=`: an RFC 3339 time, or a duration back from now (`10m`, `2h`).
+/// A time's trailing UTC offset (`+01:00`, `-05:30`): the time without it, and the offset in
+/// milliseconds (humantime reads only `Z` times).
+fn split_offset(s: &str) -> Option<(&str, i64)> {
+    let (head, tail) = s.split_at_checked(s.len().checked_sub(6)?)?;
+    let b = tail.as_bytes();
+    let sign = match b.first()? {
+        // A `+` a query left unencoded arrives as a space.
+        b'+' | b' ' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    if !tail.is_ascii() || b[3] != b':' || !head.contains(['T', 't', ' ']) {
+        return None;
+    }
+    let (h, m): (i64, i64) = (tail[1..3].parse().ok()?, tail[4..6].parse().ok()?);
+    (h < 24 && m < 60).then_some((head, sign * (h * 3_600_000 + m * 60_000)))
+}
+
+/// `since=`: an RFC 3339 time (`Z` or an offset; without either, UTC), or a duration back
+/// from now (`10m`, `2h`).
 fn parse_since(s: &str) -> Result<i64, ApiFailure> {
-    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
+    let (time, offset_ms) = split_offset(s).unwrap_or((s, 0));
+    if let Ok(t) = humantime::parse_rfc3339_weak(time) {
         let ms = t
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
             .unwrap_or(0);
-        return Ok(ms);
+        return Ok(ms.saturating_sub(offset_ms));
     }
     if let Ok(d) = humantime::parse_duration(s) {
         let back = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
@@ -419,6 +439,14 @@ mod tests {
     #[test]
     fn since_takes_a_time_or_a_duration_back() {
         assert_eq!(parse_since("1970-01-01T00:00:01Z").unwrap(), 1000);
+        // An offset: the same instant as in UTC.
+        assert_eq!(parse_since("1970-01-01T01:00:01+01:00").unwrap(), 1000);
+        assert_eq!(
+            parse_since("1970-01-01T00:00:01.500-00:30").unwrap(),
+            1500 + 1_800_000
+        );
+        assert!(parse_since("1970-01-01T00:00:01+25:00").is_err());
+        assert_eq!(parse_since("1970-01-01T01:00:01 01:00").unwrap(), 1000);
         let ten_min_ago = parse_since("10m").unwrap();
         let expected = now_ms() - 600_000;
         assert!((ten_min_ago - expected).abs() < 5_000);
