@@ -104,7 +104,7 @@ pub(crate) async fn around(action: Action, req: Request, next: Next) -> Response
 /// and cut an answer past `max` to nothing.
 async fn small_body(response: Response, max: usize) -> (Response, Option<Bytes>) {
     let known = response.body().size_hint().exact();
-    if !known.is_some_and(|n| n <= max as u64) {
+    if known.is_none_or(|n| n > max as u64) {
         return (response, None);
     }
     let (parts, body) = response.into_parts();
