@@ -159,8 +159,10 @@ fn events_survive_a_restart_and_a_kill_and_numbers_are_never_reused() {
     let with_2 = events(&d, "");
     assert!(strictly_increasing(&seqs(&with_2)));
     let last_before_kill = *seqs(&with_2).last().unwrap();
-    // A kill -9 right after an action: what the client was answered is in the log.
+    // A kill -9 after an action: what the log held survives. (The log is written by its own
+    // thread, after the answer: wait for the action's audit record to be in it.)
     d.ok(&["flavor", "rm", "evf-2"]);
+    wait_event(&d, "api.flavor.remove", "evf-2");
     let logged = events(&d, "");
     let last_logged = *seqs(&logged).last().unwrap();
     assert!(last_logged > last_before_kill);
