@@ -159,8 +159,10 @@ fn events_survive_a_restart_and_a_kill_and_numbers_are_never_reused() {
     let with_2 = events(&d, "");
     assert!(strictly_increasing(&seqs(&with_2)));
     let last_before_kill = *seqs(&with_2).last().unwrap();
-    // A kill -9 right after an action: what the client was answered is in the log.
+    // A kill -9 after an action: what the log held survives. (The log is written by its own
+    // thread, after the answer: wait for the action's audit record to be in it.)
     d.ok(&["flavor", "rm", "evf-2"]);
+    wait_event(&d, "api.flavor.remove", "evf-2");
     let logged = events(&d, "");
     let last_logged = *seqs(&logged).last().unwrap();
     assert!(last_logged > last_before_kill);
@@ -205,6 +207,12 @@ fn since_filters_by_time_and_bad_values_are_refused() {
     assert_eq!(recent.len(), all.len());
     let cli = ndjson(d.ok(&["events", "--json", "--since", t]).as_bytes());
     assert_eq!(cli.len(), all.len() - first.len(), "{cli:#?}");
+    // The same instant with an offset, from the CLI and in a raw query.
+    let t_plus = t.replace('Z', "+00:00");
+    let cli_plus = ndjson(d.ok(&["events", "--json", "--since", &t_plus]).as_bytes());
+    assert_eq!(cli_plus, cli);
+    let raw = events(&d, &format!("since={}", t_plus.replace(':', "%3A")));
+    assert_eq!(raw, since);
     // Refused with what to do.
     let out = d.fails(&["events", "--since", "yesterday"]);
     let err = &out.stderr;
@@ -215,6 +223,82 @@ fn since_filters_by_time_and_bad_values_are_refused() {
     assert_eq!(status, 400, "{body}");
     d.ok(&["flavor", "rm", "evs-1"]);
     d.ok(&["flavor", "rm", "evs-2"]);
+    d.finish();
+}
+
+#[test]
+fn a_long_error_reaches_the_client_whole_and_its_audit_record_is_bounded() {
+    let d = TestDaemon::start();
+    // An answer past what the audit reads (64 KiB): serde quotes the bad value.
+    let mode = "m".repeat(100_000);
+    let body = json!({"template": "evx-nosuch", "mode": mode});
+    let r = d.api_raw(
+        "POST",
+        "/v1/instances",
+        "application/json",
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 400);
+    let answer: Value = serde_json::from_slice(&r.body)
+        .unwrap_or_else(|e| panic!("the client got no error body ({e}): {} bytes", r.body.len()));
+    assert_eq!(answer["error"]["code"], "invalid_argument", "{answer}");
+    // A shorter one is read for its code, and its message kept short in the log.
+    let mode = "m".repeat(20_000);
+    let body = json!({"template": "evx-nosuch", "mode": mode});
+    let (status, _) = d.api("POST", "/v1/instances", Some(&body));
+    assert_eq!(status, 400);
+    let mut audits = Vec::new();
+    let seen = poll_until(SETTLE, || {
+        audits = events(&d, "")
+            .into_iter()
+            .filter(|e| e["kind"] == "api.instance.create")
+            .collect();
+        audits.len() == 2
+    });
+    assert!(seen, "{audits:#?}");
+    assert_eq!(
+        audits[1]["outcome"]["code"], "invalid_argument",
+        "{audits:?}"
+    );
+    let message = audits[1]["outcome"]["message"].as_str().unwrap();
+    assert!(message.len() <= 1100, "{} bytes kept", message.len());
+    assert!(
+        message.contains("mode") || message.contains("variant"),
+        "{message}"
+    );
+    d.finish();
+}
+
+#[test]
+fn values_a_refused_request_quotes_stay_out_of_the_audit_log() {
+    let d = TestDaemon::start();
+    // The JSON parser quotes a value of the wrong type in its error.
+    let secret = "DB_PASSWORD=evq-hunter2";
+    let body = json!({"template": "busybox", "env": secret});
+    let (status, answer) = d.api("POST", "/v1/instances", Some(&body));
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(secret),
+        "the caller is told what was wrong: {answer}"
+    );
+    let mut audit = Vec::new();
+    let seen = poll_until(SETTLE, || {
+        audit = events(&d, "")
+            .into_iter()
+            .filter(|e| e["kind"] == "api.instance.create")
+            .collect();
+        !audit.is_empty()
+    });
+    assert!(seen, "no audit record");
+    assert_eq!(audit[0]["outcome"]["code"], "invalid_argument", "{audit:?}");
+    let all = serde_json::to_string(&events(&d, "")).unwrap();
+    assert!(
+        !all.contains("hunter2"),
+        "a request's value is in the log: {all}"
+    );
     d.finish();
 }
 
@@ -315,6 +399,44 @@ fn follow_prints_the_log_then_live_events() {
     assert!(strictly_increasing(&seqs(&parsed)), "{parsed:#?}");
     assert!(seqs(&parsed).iter().filter(|s| **s > last).count() >= 2);
     d.ok(&["flavor", "rm", "evl-1"]);
+    d.finish();
+}
+
+/// The daemon's inotify descriptors.
+fn inotify_fds(d: &TestDaemon) -> usize {
+    let pid = d.daemon_pid().expect("the daemon runs");
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter(|e| {
+                    std::fs::read_link(e.path())
+                        .is_ok_and(|l| l.to_string_lossy().contains("inotify"))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_log_follower_that_leaves_a_quiet_instance_frees_its_watch() {
+    let d = TestDaemon::start();
+    launch(&d, "evw-box", &[], Some(common::imports::IDLE));
+    let before = inotify_fds(&d);
+    let mut child = d
+        .command(&["logs", "--follow", "evw-box"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn logs --follow");
+    let watching = poll_until(SETTLE, || inotify_fds(&d) > before);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(watching, "the follower set no watch");
+    // The instance writes nothing more: only the client's leaving can end the stream.
+    let freed = poll_until(SETTLE, || inotify_fds(&d) == before);
+    assert!(freed, "{} inotify descriptors left", inotify_fds(&d));
+    d.ok(&["rm", "--force", "evw-box"]);
     d.finish();
 }
 

@@ -31,14 +31,34 @@ const PAGE: usize = 500;
 /// The kind of the line that tells a follower it fell behind.
 pub(crate) const LAGGED: &str = "events.lagged";
 
-/// `since=`: an RFC 3339 time, or a duration back from now (`10m`, `2h`).
+/// A time's trailing UTC offset (`+01:00`, `-05:30`): the time without it, and the offset in
+/// milliseconds (humantime reads only `Z` times).
+fn split_offset(s: &str) -> Option<(&str, i64)> {
+    let (head, tail) = s.split_at_checked(s.len().checked_sub(6)?)?;
+    let b = tail.as_bytes();
+    let sign = match b.first()? {
+        // A `+` a query left unencoded arrives as a space.
+        b'+' | b' ' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    if !tail.is_ascii() || b[3] != b':' || !head.contains(['T', 't', ' ']) {
+        return None;
+    }
+    let (h, m): (i64, i64) = (tail[1..3].parse().ok()?, tail[4..6].parse().ok()?);
+    (h < 24 && m < 60).then_some((head, sign * (h * 3_600_000 + m * 60_000)))
+}
+
+/// `since=`: an RFC 3339 time (`Z` or an offset; without either, UTC), or a duration back
+/// from now (`10m`, `2h`).
 fn parse_since(s: &str) -> Result<i64, ApiFailure> {
-    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
+    let (time, offset_ms) = split_offset(s).unwrap_or((s, 0));
+    if let Ok(t) = humantime::parse_rfc3339_weak(time) {
         let ms = t
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
             .unwrap_or(0);
-        return Ok(ms);
+        return Ok(ms.saturating_sub(offset_ms));
     }
     if let Ok(d) = humantime::parse_duration(s) {
         let back = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
@@ -114,16 +134,20 @@ fn lagged(missed: u64, after: u64) -> Event {
 
 impl Reader {
     /// Skips the live events already sent (from the log), so that they do not fill this
-    /// reader's share of the bus.
-    fn drain_sent(&mut self) {
-        let Some(rx) = self.live.as_mut() else {
-            return;
-        };
-        while let Ok(ev) = rx.try_recv() {
-            if ev.seq > self.last {
+    /// reader's share of the bus. Returns how many the bus dropped for this reader meanwhile
+    /// (they are in the log: the reader reads it again).
+    fn drain_sent(&mut self) -> Option<u64> {
+        let rx = self.live.as_mut()?;
+        loop {
+            match rx.try_recv() {
                 // Not sent yet: it goes out next, in order.
-                self.pending = Some(ev);
-                return;
+                Ok(ev) if ev.seq > self.last => {
+                    self.pending = Some(ev);
+                    return None;
+                }
+                Ok(_) => {}
+                Err(broadcast::error::TryRecvError::Lagged(n)) => return Some(n),
+                Err(_) => return None,
             }
         }
     }
@@ -155,7 +179,12 @@ impl Reader {
                     }
                     if page.is_empty() {
                         self.lagged = None;
-                        self.drain_sent();
+                        if let Some(n) = self.drain_sent() {
+                            // Events went by while the log was read (more than the bus
+                            // holds): they are in the log by now.
+                            self.lagged = Some(n);
+                            self.phase = Phase::Log;
+                        }
                         continue;
                     }
                     let mut out = Vec::new();
@@ -350,9 +379,74 @@ mod tests {
         assert!(reader.next().await.is_none(), "ends with the bus");
     }
 
+    /// A log that shows its first `first` events to the first read, then all of them (events
+    /// written while that read ran).
+    struct GrowingLog {
+        events: Vec<Event>,
+        first: usize,
+        reads: std::sync::atomic::AtomicUsize,
+    }
+
+    impl EventSource for GrowingLog {
+        fn read(&self, filter: EventFilter, limit: usize) -> LogRead {
+            let n = self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let visible = if n == 0 {
+                self.first
+            } else {
+                self.events.len()
+            };
+            let out: Vec<Event> = self.events[..visible]
+                .iter()
+                .filter(|e| e.seq > filter.after.unwrap_or(0))
+                .take(limit)
+                .cloned()
+                .collect();
+            Box::pin(async move { Ok(out) })
+        }
+    }
+
+    #[tokio::test]
+    async fn events_that_overflow_the_bus_while_the_log_is_read_come_from_the_log() {
+        // The client has seen 1..=2; while its log read finds nothing newer, 3..=10 are
+        // written and sent live, more than its share of the bus (4) holds.
+        let (tx, rx) = broadcast::channel(4);
+        let all: Vec<Event> = (1..=10).map(ev).collect();
+        for e in &all[2..] {
+            tx.send(Arc::new(e.clone())).unwrap();
+        }
+        let mut reader = Reader {
+            source: Arc::new(GrowingLog {
+                events: all.clone(),
+                first: 2,
+                reads: std::sync::atomic::AtomicUsize::new(0),
+            }),
+            since_ms: None,
+            last: 2,
+            live: Some(rx),
+            phase: Phase::Log,
+            lagged: None,
+            pending: None,
+        };
+        let mut got = Vec::new();
+        while got.last().is_none_or(|e: &Event| e.seq < 10) {
+            got.extend(lines(&mut reader, 1).await);
+        }
+        let seqs: Vec<u64> = got.iter().map(|e| e.seq).filter(|s| *s > 0).collect();
+        assert_eq!(seqs, (3..=10).collect::<Vec<_>>(), "{got:?}");
+        drop(tx);
+    }
+
     #[test]
     fn since_takes_a_time_or_a_duration_back() {
         assert_eq!(parse_since("1970-01-01T00:00:01Z").unwrap(), 1000);
+        // An offset: the same instant as in UTC.
+        assert_eq!(parse_since("1970-01-01T01:00:01+01:00").unwrap(), 1000);
+        assert_eq!(
+            parse_since("1970-01-01T00:00:01.500-00:30").unwrap(),
+            1500 + 1_800_000
+        );
+        assert!(parse_since("1970-01-01T00:00:01+25:00").is_err());
+        assert_eq!(parse_since("1970-01-01T01:00:01 01:00").unwrap(), 1000);
         let ten_min_ago = parse_since("10m").unwrap();
         let expected = now_ms() - 600_000;
         assert!((ten_min_ago - expected).abs() < 5_000);

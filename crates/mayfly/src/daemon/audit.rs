@@ -12,11 +12,12 @@
 
 use std::time::Instant;
 
-use axum::body::Body;
+use axum::body::{Body, HttpBody};
 use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::Response;
+use bytes::Bytes;
 use mayfly_api::{Action, ActionSpec, ErrorBody, Outcome};
 use mayfly_engine::events::{Ev, emit_current, with_actor};
 
@@ -24,6 +25,9 @@ use super::auth::Caller;
 
 /// The largest error body read for its code and message.
 const ERROR_BODY_MAX: usize = 64 * 1024;
+
+/// The longest error message kept in an audit record.
+const MESSAGE_MAX: usize = 1024;
 
 /// The largest answer of a creation read for the name of what it made.
 const CREATED_BODY_MAX: usize = 1 << 20;
@@ -47,19 +51,16 @@ pub(crate) async fn around(action: Action, req: Request, next: Next) -> Response
         return response;
     }
     let (response, outcome) = if status.is_client_error() || status.is_server_error() {
-        let (parts, body) = response.into_parts();
-        let bytes = axum::body::to_bytes(body, ERROR_BODY_MAX)
-            .await
-            .unwrap_or_default();
-        let outcome = match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(b) => Outcome::Failed {
+        let (response, bytes) = small_body(response, ERROR_BODY_MAX).await;
+        let outcome = match bytes.and_then(|b| serde_json::from_slice::<ErrorBody>(&b).ok()) {
+            Some(b) => Outcome::Failed {
                 code: serde_json::to_value(b.error.code)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_owned))
                     .unwrap_or_default(),
-                message: b.error.message,
+                message: bounded(&redacted(&b.error.message)),
             },
-            Err(_) => Outcome::Failed {
+            None => Outcome::Failed {
                 code: status.as_u16().to_string(),
                 message: status
                     .canonical_reason()
@@ -67,17 +68,14 @@ pub(crate) async fn around(action: Action, req: Request, next: Next) -> Response
                     .to_owned(),
             },
         };
-        (Response::from_parts(parts, Body::from(bytes)), outcome)
+        (response, outcome)
     } else if status == StatusCode::CREATED
         && (subject.is_none() || spec.action == Action::CreateSnapshot)
     {
         // A creation names what it made in its answer (`{"name": …}`).
-        let (parts, body) = response.into_parts();
-        let bytes = axum::body::to_bytes(body, CREATED_BODY_MAX)
-            .await
-            .unwrap_or_default();
-        subject = serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
+        let (response, bytes) = small_body(response, CREATED_BODY_MAX).await;
+        subject = bytes
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
             .and_then(|v| v.get("name").and_then(|n| n.as_str()).map(str::to_owned))
             .map(|name| match &subject {
                 // A snapshot is named `instance/snapshot`.
@@ -85,7 +83,7 @@ pub(crate) async fn around(action: Action, req: Request, next: Next) -> Response
                 None => (noun_of(spec), name),
             })
             .or(subject);
-        (Response::from_parts(parts, Body::from(bytes)), Outcome::Ok)
+        (response, Outcome::Ok)
     } else {
         (response, Outcome::Ok)
     };
@@ -98,6 +96,70 @@ pub(crate) async fn around(action: Action, req: Request, next: Next) -> Response
     }
     emit_current(ev);
     response
+}
+
+/// The body of `response` when its length is known and at most `max` (a JSON answer), with
+/// the response to send on (the same bytes); a stream or a larger answer is left untouched
+/// and unread (`None`): reading it here would hold a stream's every byte back until its end,
+/// and cut an answer past `max` to nothing.
+async fn small_body(response: Response, max: usize) -> (Response, Option<Bytes>) {
+    let known = response.body().size_hint().exact();
+    if known.is_none_or(|n| n > max as u64) {
+        return (response, None);
+    }
+    let (parts, body) = response.into_parts();
+    match axum::body::to_bytes(body, max).await {
+        Ok(bytes) => (
+            Response::from_parts(parts, Body::from(bytes.clone())),
+            Some(bytes),
+        ),
+        // The body failed while it was read: the client would have got that failure too.
+        Err(e) => {
+            tracing::warn!("cannot read an answer for the audit log: {e}");
+            (Response::from_parts(parts, Body::empty()), None)
+        }
+    }
+}
+
+/// `message` with what it quotes in double quotes left out: a request's values the JSON
+/// parser quotes in its error (`invalid type: string "TOKEN=…"`) can be secrets (a token, an
+/// environment value, user data), and the log is read by whoever may read events. Names the
+/// daemon quotes (in backquotes) stay.
+fn redacted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut chars = message.chars();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c != '"' {
+            continue;
+        }
+        // Up to the closing quote (a quote inside is escaped).
+        let mut escaped = false;
+        for c in chars.by_ref() {
+            match c {
+                '\\' if !escaped => escaped = true,
+                '"' if !escaped => break,
+                _ => escaped = false,
+            }
+        }
+        out.push_str("…\"");
+    }
+    out
+}
+
+/// `message` cut to [`MESSAGE_MAX`] bytes (on a character boundary): an error that quotes
+/// a whole request does not make a huge log row.
+fn bounded(message: &str) -> String {
+    let mut message = message.to_owned();
+    if message.len() > MESSAGE_MAX {
+        let mut end = MESSAGE_MAX;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push('…');
+    }
+    message
 }
 
 /// The values of the `{..}` placeholders of `template` in `path` (decoded), if it matches.
@@ -166,6 +228,19 @@ fn noun_of(spec: &ActionSpec) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quoted_values_are_left_out_of_recorded_messages() {
+        assert_eq!(
+            redacted(r#"invalid type: string "PW=a\"b", expected a sequence"#),
+            r#"invalid type: string "…", expected a sequence"#
+        );
+        assert_eq!(
+            redacted("instance `web` not found"),
+            "instance `web` not found"
+        );
+        assert_eq!(redacted(r#"cut "open"#), r#"cut "…""#);
+    }
 
     #[test]
     fn requests_resolve_to_their_subject() {
