@@ -323,6 +323,7 @@ fn dashboard_attaches_volumes_imports_templates_and_shows_events_since() {
         "vm:/srv/data (read-only)",
         WAIT,
     );
+    screenshot(&b, "volume-attached");
     let info = d.json(&["volume", "info", "vol1", "--json"]);
     assert_eq!(
         info["attached"],
@@ -354,6 +355,7 @@ fn dashboard_attaches_volumes_imports_templates_and_shows_events_since() {
     b.set_field("#events-since", "10m");
     b.wait_for("#events tbody[data-since='10m']", WAIT);
     b.wait_text("#events", "vol1", WAIT);
+    screenshot(&b, "events-since");
     b.set_field("#events-since", "other");
     b.set_field("#events-since-other", "yesterday-ish");
     b.click_on("#events-form button");
@@ -397,6 +399,7 @@ fn dashboard_attaches_volumes_imports_templates_and_shows_events_since() {
     b.wait_text("#flash", "imp2: imported", WAIT);
     b.wait_text("#import-log", "uploading web-upload.tar", WAIT);
     b.wait_text("#import-log", "done: imp2@1", WAIT);
+    screenshot(&b, "import");
     let info = template_info(&d, "imp2");
     assert_eq!(
         version(&info, 1)["config"]["command"],

@@ -19,7 +19,7 @@ function nounCard({ title, list, remove, columns, row, form, create, extra }) {
         await refresh();
       }));
       return h('tr', { 'data-name': it.name }, row(it).map((c) => h('td', {}, c)),
-        h('td', { class: 'actions' }, extra ? extra(it, refresh) : '', it.builtin ? '' : rm));
+        h('td', {}, h('div', { class: 'actions' }, extra ? extra(it, refresh) : '', it.builtin ? '' : rm)));
     }));
   };
   form.addEventListener('submit', (ev) => {
