@@ -566,4 +566,13 @@ pub struct TerminalQuery {
     /// The command to run, as a shell command line (default: the instance's login shell).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
+    /// Run as this `USER[:GROUP]` (as [`ExecRequest::user`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Working directory (as [`ExecRequest::workdir`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    /// Extra environment, a JSON array of `KEY=VALUE` strings (as [`ExecRequest::env`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
 }

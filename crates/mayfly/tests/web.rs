@@ -301,3 +301,132 @@ fn dashboard_snapshots_restores_clones_publishes_and_rolls_back() {
     b.quit();
     d.finish();
 }
+
+#[test]
+fn dashboard_attaches_volumes_imports_templates_and_shows_events_since() {
+    let d = daemon();
+    launch(&d, "vm", &["--no-start"], Some("sleep 3600"));
+    let (site, b) = open_dashboard(&d);
+
+    // A volume created on the page, attached read-only to the stopped instance, detached.
+    goto_hash(&b, &site, "#/resources");
+    b.set_field("#volume-form input[name=name]", "vol1");
+    b.click_on("#volume-form button");
+    let row = "#volumes-card tr[data-name=vol1]";
+    b.wait_for(&format!("{row} .attach-form"), WAIT);
+    b.set_field(&format!("{row} .attach-form input[name=instance]"), "vm");
+    b.set_field(&format!("{row} .attach-form input[name=path]"), "/srv/data");
+    b.click_on(&format!("{row} .attach-form input[name=readonly]"));
+    b.click_on(&format!("{row} button[data-action=attach]"));
+    b.wait_text(
+        &format!("{row} .attached"),
+        "vm:/srv/data (read-only)",
+        WAIT,
+    );
+    screenshot(&b, "volume-attached");
+    let info = d.json(&["volume", "info", "vol1", "--json"]);
+    assert_eq!(
+        info["attached"],
+        serde_json::json!({"instance": "vm", "path": "/srv/data", "readonly": true}),
+        "{info}"
+    );
+    b.click_on(&format!("{row} button[data-action=detach]"));
+    b.wait_for(&format!("{row} .attach-form"), WAIT);
+    let info = d.json(&["volume", "info", "vol1", "--json"]);
+    assert!(info["attached"].is_null(), "{info}");
+    // A refusal (no such instance) shows the daemon's message.
+    b.set_field(&format!("{row} .attach-form input[name=instance]"), "nope");
+    b.set_field(&format!("{row} .attach-form input[name=path]"), "/srv/data");
+    b.click_on(&format!("{row} button[data-action=attach]"));
+    b.wait_text("#flash.error", "nope", WAIT);
+
+    // Events since a chosen time: none after a future one, the volume's in the last 10 min;
+    // a bad value is the daemon's refusal.
+    goto_hash(&b, &site, "#/events");
+    b.set_field("#events-since", "other");
+    b.set_field("#events-since-other", "2099-01-01T00:00:00Z");
+    b.click_on("#events-form button");
+    b.wait_for("#events tbody[data-since='2099-01-01T00:00:00Z']", WAIT);
+    assert!(
+        b.find("#events tbody tr").is_none(),
+        "{}",
+        b.text("#events")
+    );
+    b.set_field("#events-since", "10m");
+    b.wait_for("#events tbody[data-since='10m']", WAIT);
+    b.wait_text("#events", "vol1", WAIT);
+    screenshot(&b, "events-since");
+    b.set_field("#events-since", "other");
+    b.set_field("#events-since-other", "yesterday-ish");
+    b.click_on("#events-form button");
+    b.wait_text("#flash.error", "invalid `since`", WAIT);
+
+    // Import a template from a path on the daemon's host, its progress shown.
+    let from_path = d.dir.join("web-import.tar");
+    std::fs::write(
+        &from_path,
+        common::imports::rootfs_tar(&d, "path", "from-path"),
+    )
+    .expect("write the tar");
+    goto_hash(&b, &site, "#/templates");
+    b.set_field("#import-form input[name=name]", "imp1");
+    b.click_on("#import-form input[name=source][value=path]");
+    b.set_field(
+        "#import-form input[name=path]",
+        &from_path.display().to_string(),
+    );
+    b.set_field("#import-form input[name=message]", "from the page");
+    b.click_on("#import-form button[data-action=import]");
+    b.wait_text("#flash", "imp1: imported", WAIT);
+    b.wait_text("#import-log", "done: imp1@1", WAIT);
+    b.wait_for("tr[data-template=imp1]", WAIT);
+    let info = template_info(&d, "imp1");
+    assert_eq!(version(&info, 1)["message"], "from the page", "{info}");
+
+    // And an archive uploaded from the browser (a file input), with its init command.
+    let upload = d.dir.join("web-upload.tar");
+    std::fs::write(
+        &upload,
+        common::imports::rootfs_tar(&d, "upload", "uploaded"),
+    )
+    .expect("write the tar");
+    b.set_field("#import-form input[name=name]", "imp2");
+    b.click_on("#import-form input[name=source][value=upload]");
+    let file = b.wait_for("#import-form input[type=file]", WAIT);
+    b.type_into(&file, &upload.display().to_string());
+    b.set_field("#import-form input[name=command]", "sleep 3600");
+    b.click_on("#import-form button[data-action=import]");
+    b.wait_text("#flash", "imp2: imported", WAIT);
+    b.wait_text("#import-log", "uploading web-upload.tar", WAIT);
+    b.wait_text("#import-log", "done: imp2@1", WAIT);
+    screenshot(&b, "import");
+    let info = template_info(&d, "imp2");
+    assert_eq!(
+        version(&info, 1)["config"]["command"],
+        serde_json::json!(["sleep", "3600"]),
+        "{info}"
+    );
+    d.ok(&["launch", "imp2", "--name", "up"]);
+    wait_state(&d, "up", "running");
+    assert_eq!(d.sh("up", "cat /marker").trim(), "uploaded");
+    // A second import under the same name is refused with the daemon's word.
+    b.click_on("#import-form button[data-action=import]");
+    b.wait_text("#flash.error", "imp2", WAIT);
+
+    // The terminal with a user, a directory and an environment, as `exec -t` takes them.
+    d.ok(&["start", "vm"]);
+    wait_state(&d, "vm", "running");
+    goto_hash(&b, &site, "#/instances/vm/terminal");
+    b.wait_for("#terminal[data-connected=true]", WAIT);
+    b.set_field("#terminal-form input[name=user]", "1234:1234");
+    b.set_field("#terminal-form input[name=workdir]", "/tmp");
+    b.set_field("#terminal-form input[name=env]", "GREETING='hi-there'");
+    b.click_on("#terminal-form button");
+    b.wait_for("#terminal[data-connected=true]", WAIT);
+    let input = b.wait_for(".xterm-helper-textarea", WAIT);
+    b.type_into(&input, "echo as-$(id -u)-in-$(pwd)-$GREETING\n");
+    b.wait_text("#terminal .xterm-rows", "as-1234-in-/tmp-hi-there", WAIT);
+
+    b.quit();
+    d.finish();
+}

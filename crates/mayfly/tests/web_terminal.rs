@@ -150,6 +150,19 @@ fn terminal_relays_bytes_resizes_and_ends_with_the_exit_status() {
     ws.output_until("one  two", WAIT, &mut Vec::new());
     assert_eq!(exit_status(&mut ws), 5);
 
+    // As `exec -t --user --workdir --env`: the user, the directory and the environment asked
+    // (`TERM` stays the page's).
+    let mut ws = terminal(
+        &d,
+        "?user=1234%3A1234&workdir=%2Ftmp&env=%5B%22GREETING%3Dhi%20there%22%5D&command=echo%20%22as-%24%28id%20-u%29%3A%24%28id%20-g%29-in-%24%28pwd%29-%24GREETING-%24TERM%22%3B%20exit%200",
+    );
+    ws.output_until(
+        "as-1234:1234-in-/tmp-hi there-xterm-256color",
+        WAIT,
+        &mut Vec::new(),
+    );
+    assert_eq!(exit_status(&mut ws), 0);
+
     d.finish();
 }
 
@@ -194,6 +207,17 @@ fn terminal_refusals_are_api_errors_before_any_upgrade() {
     );
     refused(
         "/v1/instances/web1/terminal?shell=bash",
+        400,
+        "invalid_argument",
+    );
+    // An environment that is not a JSON array of KEY=VALUE strings.
+    refused(
+        "/v1/instances/web1/terminal?env=LANG%3DC",
+        400,
+        "invalid_argument",
+    );
+    refused(
+        "/v1/instances/web1/terminal?env=%5B%22not%20a%20pair%22%5D",
         400,
         "invalid_argument",
     );

@@ -1,6 +1,7 @@
-//! `GET /v1/instances/{name}/terminal?cols=N&rows=N[&command=...]`: a process with a terminal
-//! in a running instance (`mayfly exec -t`), over a WebSocket, for the web page's xterm.js:
-//! `sh -c COMMAND`, or a login shell (`sh -l`) without one.
+//! `GET /v1/instances/{name}/terminal?cols=N&rows=N[&command=...&user=...&workdir=...&env=...]`:
+//! a process with a terminal in a running instance (`mayfly exec -t [--user --workdir --env]`),
+//! over a WebSocket, for the web page's xterm.js: `sh -c COMMAND`, or a login shell (`sh -l`)
+//! without one.
 //!
 //! The process is started (with the engine's exec and a pseudo-terminal, as `exec -t` does)
 //! before the handshake is answered, so that a refusal (no such instance, not running, a bad
@@ -82,12 +83,24 @@ pub(crate) async fn terminal(
         None | Some("") => vec!["sh".to_owned(), "-l".to_owned()],
         Some(c) => vec!["sh".to_owned(), "-c".to_owned(), c.to_owned()],
     };
+    // `TERM` first, so that the page's own environment may change it.
+    let mut env = vec!["TERM=xterm-256color".to_owned()];
+    if let Some(extra) = q.env.as_deref().filter(|e| !e.trim().is_empty()) {
+        let extra: Vec<String> = serde_json::from_str(extra).map_err(|e| {
+            bad_request(
+                format!("invalid `env`: {e}"),
+                "give a JSON array of KEY=VALUE strings, e.g. env=[\"LANG=C.UTF-8\"]",
+            )
+        })?;
+        env.extend(extra);
+    }
+    let nonempty = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
     let (host, fds) = make_stdio(true, Some([rows, cols]))?;
     let req = ExecRequest {
         command,
-        env: vec!["TERM=xterm-256color".to_owned()],
-        workdir: None,
-        user: None,
+        env,
+        workdir: nonempty(q.workdir),
+        user: nonempty(q.user),
         tty: true,
         term_size: Some([rows, cols]),
     };

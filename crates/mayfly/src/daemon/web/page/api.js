@@ -29,11 +29,19 @@ export function path(id, args = [], query = null) {
   return p;
 }
 
-function request(id, body, signal) {
+/**
+ * The fetch options of action `id` with a JSON `body`, or (`raw`: a Blob or File, with its
+ * `contentType`) a body sent as it is; `accept` asks for a media type.
+ */
+function request(id, body, signal, { raw = undefined, contentType = undefined, accept = undefined } = {}) {
   const method = ACTIONS[id][0];
   const headers = { 'X-Mayfly-Request': '1' };
   const init = { method, headers, credentials: 'same-origin', signal };
-  if (body !== undefined && method !== 'GET') {
+  if (accept) headers.Accept = accept;
+  if (raw !== undefined) {
+    headers['Content-Type'] = contentType || 'application/octet-stream';
+    init.body = raw;
+  } else if (body !== undefined && method !== 'GET') {
     headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);
   }
@@ -69,10 +77,10 @@ export async function act(id, args = [], body = undefined, query = null) {
  * Calls streaming action `id` (NDJSON) and gives every line to `onItem` as it arrives;
  * resolves when the stream ends. `signal` (an AbortSignal) stops it.
  */
-export async function stream(id, args, body, onItem, { query = null, signal = undefined } = {}) {
+export async function stream(id, args, body, onItem, { query = null, signal = undefined, raw = undefined, contentType = undefined, accept = undefined } = {}) {
   let response;
   try {
-    response = await fetch(path(id, args, query), request(id, body, signal));
+    response = await fetch(path(id, args, query), request(id, body, signal, { raw, contentType, accept }));
   } catch (e) {
     if (e.name === 'AbortError') return;
     throw new ApiError(0, { message: `cannot reach the daemon: ${e.message}`, hint: 'is it running?' });

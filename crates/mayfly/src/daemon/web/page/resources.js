@@ -3,7 +3,7 @@ import { act, size, human } from './api.js';
 import { h, show, flash, busy, field, confirmDialog } from './dom.js';
 import { resourcesOf } from './shared.js';
 
-function nounCard({ title, list, remove, columns, row, form, create }) {
+function nounCard({ title, list, remove, columns, row, form, create, extra }) {
   const body = h('tbody', {});
   const card = h('div', { class: 'card', id: `${title.toLowerCase()}-card` }, h('h2', {}, title),
     h('table', {}, h('thead', {}, h('tr', {}, [...columns, ''].map((c) => h('th', {}, c)))), body), form);
@@ -18,7 +18,8 @@ function nounCard({ title, list, remove, columns, row, form, create }) {
         flash(`${it.name} removed`);
         await refresh();
       }));
-      return h('tr', { 'data-name': it.name }, row(it).map((c) => h('td', {}, c)), h('td', {}, it.builtin ? '' : rm));
+      return h('tr', { 'data-name': it.name }, row(it).map((c) => h('td', {}, c)),
+        h('td', {}, h('div', { class: 'actions' }, extra ? extra(it, refresh) : '', it.builtin ? '' : rm)));
     }));
   };
   form.addEventListener('submit', (ev) => {
@@ -37,6 +38,38 @@ function nounCard({ title, list, remove, columns, row, form, create }) {
 function formOf(id, fields, body) {
   const form = h('form', { class: 'inline', id }, fields, h('button', { type: 'submit' }, 'Create'));
   form.body = () => body(form);
+  return form;
+}
+
+/**
+ * Attach (to a stopped instance: a path, read-only or not) or detach, as `mayfly volume
+ * attach|detach` do.
+ */
+function volumeActions(v, refresh) {
+  if (v.attached) {
+    const detach = h('button', { type: 'button', 'data-action': 'detach' }, 'Detach');
+    detach.addEventListener('click', () => busy(detach, async () => {
+      await act('volume.detach', [v.name], { instance: v.attached.instance });
+      flash(`${v.name} detached from ${v.attached.instance}`);
+      await refresh();
+    }));
+    return detach;
+  }
+  const form = h('form', { class: 'inline attach-form' },
+    h('input', { name: 'instance', placeholder: 'stopped instance', required: true, size: 12 }),
+    h('input', { name: 'path', placeholder: '/srv/data', required: true, size: 12 }),
+    h('label', {}, h('input', { type: 'checkbox', name: 'readonly' }), ' read-only'),
+    h('button', { type: 'submit', 'data-action': 'attach' }, 'Attach'));
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    busy(form.querySelector('button'), async () => {
+      const instance = field(form, 'instance');
+      await act('volume.attach', [v.name], { instance, path: field(form, 'path'),
+        readonly: form.elements.namedItem('readonly').checked });
+      flash(`${v.name} attached to ${instance}`);
+      await refresh();
+    });
+  });
   return form;
 }
 
@@ -80,7 +113,10 @@ export function resourcesView() {
       title: 'Volumes', list: 'volume.list', remove: 'volume.remove', create: 'volume.create',
       columns: ['Name', 'Size', 'Used', 'Attached to', 'Created'],
       row: (v) => [v.name, v.size ? human(v.size) : 'unbounded', v.used !== undefined ? human(v.used) : '',
-        v.attached ? JSON.stringify(v.attached) : '—', v.created_at],
+        h('span', { class: 'attached' }, v.attached
+          ? `${v.attached.instance}:${v.attached.path}${v.attached.readonly ? ' (read-only)' : ''}` : '—'),
+        v.created_at],
+      extra: volumeActions,
       form: formOf('volume-form', [
         h('input', { name: 'name', placeholder: 'name', required: true }),
         h('input', { name: 'size', placeholder: 'size (1G; unbounded when empty)' }),

@@ -46,7 +46,7 @@ export async function templatesView() {
   show(h('div', { class: 'inline' }, h('h1', {}, 'Templates'), gc),
     h('table', { id: 'templates' }, h('thead', {}, h('tr', {}, ['Name', 'Current', 'Versions', 'Used by', 'Kind'].map((t) => h('th', {}, t)))), body),
     h('div', { class: 'card' }, h('h2', {}, 'Build a template'), build, out),
-    h('p', { class: 'muted' }, 'Import archives and images with ', h('code', {}, 'mayfly template import'), ' on the daemon\'s host (it reads files there).'));
+    importCard(() => refresh()));
   const refresh = async () => {
     let list;
     try { list = await act('template.list'); } catch (e) { flash(e); return; }
@@ -63,6 +63,56 @@ export async function templatesView() {
   await refresh();
 }
 
+/**
+ * Import, as `mayfly template import` does: a path on the daemon's host (a root directory,
+ * an archive of one, an OCI layout or a `docker save` / OCI archive; `PATH:TAG` or a tag
+ * for one image of several) sent as JSON, or an archive from this computer uploaded as the
+ * body (`?name=`); the daemon's progress lines shown as they come.
+ */
+function importCard(refresh) {
+  const out = h('pre', { class: 'log', id: 'import-log', hidden: true });
+  const form = h('form', { class: 'grid', id: 'import-form' },
+    h('label', {}, 'Name'), h('input', { name: 'name', required: true }),
+    h('label', {}, 'From'),
+    h('div', { class: 'inline' },
+      h('label', {}, h('input', { type: 'radio', name: 'source', value: 'upload', checked: true }), ' an archive from this computer '),
+      h('input', { type: 'file', name: 'file', accept: '.tar,.tar.gz,.tgz,.tar.zst,.tzst,application/x-tar' })),
+    h('label', {}, ''),
+    h('div', { class: 'inline' },
+      h('label', {}, h('input', { type: 'radio', name: 'source', value: 'path' }), ' a path on the daemon\'s host '),
+      h('input', { name: 'path', placeholder: '/srv/images/rootfs.tar.zst, an OCI layout, PATH:TAG', size: 40 })),
+    h('label', {}, 'Image tag'), h('input', { name: 'tag', placeholder: 'one image of several (a tag, a name, a digest)' }),
+    h('label', {}, 'Command'), h('input', { name: 'command', placeholder: "its init command (the image's or /sbin/init when empty)" }),
+    h('label', {}, 'Message'), h('input', { name: 'message' }),
+    h('div', { class: 'full' }, h('button', { type: 'submit', 'data-action': 'import' }, 'Import')));
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    busy(form.querySelector('button'), async () => {
+      const name = field(form, 'name');
+      const command = words(field(form, 'command'));
+      const tag = field(form, 'tag') || undefined;
+      const message = field(form, 'message') || undefined;
+      const accept = 'application/x-ndjson';
+      if (form.elements.namedItem('source').value === 'path') {
+        const p = field(form, 'path');
+        if (!p.startsWith('/')) throw new Error('give an absolute path on the daemon\'s host (e.g. /srv/rootfs.tar)');
+        await job('template.import', null, {
+          name, path: p, tag, command: command.length ? command : undefined, message,
+        }, out, { accept });
+      } else {
+        const file = form.elements.namedItem('file').files[0];
+        if (!file) throw new Error('choose an archive (.tar, .tar.gz or .tar.zst of a root filesystem, or an image archive)');
+        const query = { name, tag, message, command: command.length ? JSON.stringify(command) : undefined };
+        await job('template.import', null, undefined, out,
+          { query, raw: file, contentType: 'application/x-tar', accept, note: `uploading ${file.name} (${human(file.size)})` });
+      }
+      flash(`${name}: imported`);
+      await refresh();
+    });
+  });
+  return h('div', { class: 'card' }, h('h2', {}, 'Import a template'), form, out);
+}
+
 function progressLine(ev) {
   const [kind, v] = Object.entries(ev)[0] || ['?', ''];
   switch (kind) {
@@ -77,16 +127,19 @@ function progressLine(ev) {
   }
 }
 
-/** Runs a streaming template job, showing its lines in `out`. */
-async function job(id, name, body, out) {
+/**
+ * Runs a streaming template job (of template `name`, or none), showing its lines in `out`;
+ * `options` go to `stream` (`note`: a first line).
+ */
+async function job(id, name, body, out, options = {}) {
   out.hidden = false;
-  out.textContent = '';
+  out.textContent = options.note ? `${options.note}\n` : '';
   let failed = null;
-  await stream(id, [name], body, (ev) => {
+  await stream(id, name === null ? [] : [name], body, (ev) => {
     if (ev.error) failed = ev.error;
     out.append(`${progressLine(ev)}\n`);
     out.scrollTop = out.scrollHeight;
-  });
+  }, options);
   if (failed) {
     const e = new Error(failed.message);
     e.hint = failed.hint;
