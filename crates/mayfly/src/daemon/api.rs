@@ -143,11 +143,11 @@ async fn read_small_body(req: Request, next: axum::middleware::Next) -> Response
         .is_some_and(|t| !t.trim_start().starts_with("application/json"));
     let small = !archive
         && req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .is_some_and(|n| n > 0 && n <= MAX_JSON_BODY);
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .is_some_and(|n| n > 0 && n <= MAX_JSON_BODY);
     if !small {
         return next.run(req).await;
     }
