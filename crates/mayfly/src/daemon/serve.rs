@@ -7,15 +7,17 @@
 //!   trickles its headers is cut off;
 //! - TLS handshakes: within [`TLS_HANDSHAKE_TIMEOUT`];
 //! - connections: at most [`MAX_CONNECTIONS`] per listener and [`MAX_PER_CLIENT`] per client
-//!   (a TCP client is its IP address, a unix one its user id). One HTTP/1.1 connection carries
-//!   one request (or stream) at a time, and an upgraded connection (exec, console, terminal)
-//!   keeps its place until its stream ends, so this also caps a client's concurrent streams;
-//!   the connection over the cap is answered `429` with the API's error body and closed;
-//! - request bodies: the API's own caps (JSON bodies, template uploads), and a JSON body that
+//!   (a TCP client is its IPv4 address or IPv6 /64, a unix one its user id). One HTTP/1.1
+//!   connection carries one request (or stream) at a time, and an upgraded connection (exec,
+//!   console, terminal) keeps its place until its stream ends, so this also caps a client's
+//!   concurrent streams; the connection over the cap is answered `429` with the API's error
+//!   body and closed;
+//! - request bodies: the API's own caps (JSON bodies, template uploads), and a request body that
 //!   stalls (no byte for [`BODY_READ_TIMEOUT`] while the handler waits for one) gets its
-//!   connection closed, so a slow-body client cannot hold a handler either. Uploads (template
-//!   archives) are exempt: their source (a pipe from a download) may pause for longer, and
-//!   the connection caps bound what a stalled one holds.
+//!   connection closed, so a slow-body client cannot hold a handler either (whatever
+//!   `Content-Type` it claims). Uploads (template archives to `POST /v1/templates`) are
+//!   exempt: their source (a pipe from a download) may pause for longer, and the connection
+//!   caps bound what a stalled one holds.
 //!
 //! Every request gets its connection's [`Peer`] as an extension; [`super::auth::authenticate`]
 //! (layered over the whole API) turns it into the [`super::auth::Caller`].
@@ -279,6 +281,22 @@ impl hyper::body::Body for TimedBody {
     }
 }
 
+/// Whether `req` is a template upload (an archive body for `POST /v1/templates`), whose body
+/// may pause for longer than [`BODY_READ_TIMEOUT`]. Decided by the route, not only by the
+/// `Content-Type` the client chose: every other body (the login's included, which anyone may
+/// send) is read with the deadline whatever type it claims.
+fn is_upload<B>(req: &hyper::Request<B>) -> bool {
+    let path = req.uri().path().trim_end_matches('/');
+    let action = mayfly_api::Action::ImportTemplate;
+    req.method().as_str() == action.method().as_str()
+        && path == action.path(&[])
+        && req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| !v.starts_with("application/json"))
+}
+
 /// Waits (at most [`SHUTDOWN_GRACE`]) until the connections of `tasks` have ended. Upgraded
 /// streams (exec sessions) run in tasks of their own and are not waited for: the daemon's
 /// exit ends them, and their programs keep running.
@@ -302,14 +320,10 @@ where
     let cut_by_body = Arc::clone(&cut);
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(peer);
-        let json = req
-            .headers()
-            .get(axum::http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_none_or(|v| v.starts_with("application/json"));
+        let upload = is_upload(&req);
         let cut = Arc::clone(&cut_by_body);
         let req = req.map(|inner| {
-            if json {
+            if !upload {
                 Body::new(TimedBody {
                     inner,
                     timer: None,
