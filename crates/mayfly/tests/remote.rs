@@ -343,3 +343,44 @@ fn the_listener_comes_back_after_a_kill_and_a_half_made_certificate_is_made_agai
     assert_eq!(seen, new);
     d.finish();
 }
+
+#[test]
+fn a_stopping_daemon_answers_the_request_a_tcp_client_is_sending() {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+
+    let mut d = TestDaemon::start();
+    let ns = d.netns().to_owned();
+    let (sent, half_sent) = std::sync::mpsc::channel();
+    let client = std::thread::spawn(move || {
+        common::tls::in_netns(&ns, || {
+            let (mut s, _) = common::tls::connect(DEFAULT_ADDR).unwrap();
+            let body = br#"{"token":"not-a-token"}"#;
+            let head = format!(
+                "POST /v1/login HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            s.write_all(head.as_bytes()).unwrap();
+            s.write_all(&body[..5]).unwrap();
+            s.flush().unwrap();
+            // The daemon is told to stop while the request is on its way.
+            sent.send(()).unwrap();
+            std::thread::sleep(Duration::from_secs(2));
+            let _ = s.write_all(&body[5..]);
+            let mut raw = Vec::new();
+            let _ = s.read_to_end(&mut raw);
+            raw
+        })
+    });
+    half_sent.recv().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    d.stop_daemon();
+    let raw = client.join().unwrap();
+    assert!(
+        raw.starts_with(b"HTTP/1.1 401"),
+        "the request was cut by the stop: {:?}",
+        String::from_utf8_lossy(&raw)
+    );
+    d.restart();
+    d.finish();
+}

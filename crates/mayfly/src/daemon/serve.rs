@@ -478,7 +478,8 @@ pub(crate) async fn serve_tcp(
             continue;
         }
         let (acceptor, app, stop) = (acceptor.clone(), app.clone(), stop.clone());
-        tokio::spawn(async move {
+        // In the set, so that a stopping daemon lets the connection finish its request.
+        tasks.spawn(async move {
             let tls =
                 match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                     Ok(Ok(s)) => s,
