@@ -345,6 +345,57 @@ fn the_listener_comes_back_after_a_kill_and_a_half_made_certificate_is_made_agai
 }
 
 #[test]
+fn an_ended_session_cookie_is_cleared_and_does_not_stop_a_new_login() {
+    let d = TestDaemon::start();
+    let ns = d.netns().to_owned();
+    let secret = create_token(&d, "page");
+    // What a browser keeps after the daemon restarted (sessions live in its memory), or after
+    // the session's token was revoked.
+    let stale = "mayfly_session=00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff";
+
+    // The API refuses it, and tells the browser to forget it.
+    let r = https(
+        &ns,
+        DEFAULT_ADDR,
+        "GET",
+        "/v1/info",
+        &[("Cookie", stale)],
+        b"",
+    );
+    assert_eq!(r.status, 401, "{}", String::from_utf8_lossy(&r.body));
+    let set = r
+        .header("set-cookie")
+        .expect("the cookie cleared")
+        .to_owned();
+    assert!(set.starts_with("mayfly_session=;"), "{set}");
+    assert!(set.contains("Max-Age=0"), "{set}");
+
+    // The login (public) still works with it: the browser can log in again.
+    let body = format!(r#"{{"token":"{secret}"}}"#);
+    let r = https(
+        &ns,
+        DEFAULT_ADDR,
+        "POST",
+        "/v1/login",
+        &[("Cookie", stale), ("X-Mayfly-Request", "1")],
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
+    let fresh = r.header("set-cookie").expect("a cookie").to_owned();
+    let fresh = fresh.split(';').next().unwrap().to_owned();
+    let r = https(
+        &ns,
+        DEFAULT_ADDR,
+        "GET",
+        "/v1/info",
+        &[("Cookie", &fresh)],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    d.finish();
+}
+
+#[test]
 fn a_stopping_daemon_answers_the_request_a_tcp_client_is_sending() {
     use std::io::{Read, Write};
     use std::time::Duration;
