@@ -75,8 +75,21 @@ impl From<Peer> for ClientKey {
     fn from(p: Peer) -> Self {
         match p {
             Peer::Unix { uid } => ClientKey::Uid(uid),
-            Peer::Tcp { addr } => ClientKey::Ip(addr.ip().to_canonical()),
+            Peer::Tcp { addr } => ClientKey::Ip(client_ip(addr.ip())),
         }
+    }
+}
+
+/// The address a TCP client counts as: its IPv4 address, or the /64 network of its IPv6 one
+/// (a single host is commonly given a whole /64, so it could otherwise open [`MAX_PER_CLIENT`]
+/// connections from each of its addresses).
+fn client_ip(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let net = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(net))
+        }
+        v4 => v4,
     }
 }
 
@@ -502,4 +515,30 @@ pub(crate) async fn serve_tcp(
         });
     }
     drain(tasks).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, SocketAddr};
+
+    use super::{ClientKey, Peer};
+
+    fn key(addr: &str) -> ClientKey {
+        ClientKey::from(Peer::Tcp {
+            addr: SocketAddr::new(addr.parse::<IpAddr>().unwrap(), 1234),
+        })
+    }
+
+    #[test]
+    fn a_client_is_its_ipv4_address_or_its_ipv6_network() {
+        assert_eq!(key("10.0.0.1"), key("10.0.0.1"));
+        assert_ne!(key("10.0.0.1"), key("10.0.0.2"));
+        assert_eq!(key("::ffff:10.0.0.1"), key("10.0.0.1"));
+        // Addresses of one /64 are one client; another /64 is another.
+        assert_eq!(
+            key("2001:db8:1:2::1"),
+            key("2001:db8:1:2:ffff:ffff:ffff:fffe")
+        );
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+    }
 }
