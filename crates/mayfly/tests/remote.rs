@@ -343,3 +343,95 @@ fn the_listener_comes_back_after_a_kill_and_a_half_made_certificate_is_made_agai
     assert_eq!(seen, new);
     d.finish();
 }
+
+#[test]
+fn an_ended_session_cookie_is_cleared_and_does_not_stop_a_new_login() {
+    let d = TestDaemon::start();
+    let ns = d.netns().to_owned();
+    let secret = create_token(&d, "page");
+    // What a browser keeps after the daemon restarted (sessions live in its memory), or after
+    // the session's token was revoked.
+    let stale = "mayfly_session=00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff";
+
+    // The API refuses it, and tells the browser to forget it.
+    let r = https(
+        &ns,
+        DEFAULT_ADDR,
+        "GET",
+        "/v1/info",
+        &[("Cookie", stale)],
+        b"",
+    );
+    assert_eq!(r.status, 401, "{}", String::from_utf8_lossy(&r.body));
+    let set = r
+        .header("set-cookie")
+        .expect("the cookie cleared")
+        .to_owned();
+    assert!(set.starts_with("mayfly_session=;"), "{set}");
+    assert!(set.contains("Max-Age=0"), "{set}");
+
+    // The login (public) still works with it: the browser can log in again.
+    let body = format!(r#"{{"token":"{secret}"}}"#);
+    let r = https(
+        &ns,
+        DEFAULT_ADDR,
+        "POST",
+        "/v1/login",
+        &[("Cookie", stale), ("X-Mayfly-Request", "1")],
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
+    let fresh = r.header("set-cookie").expect("a cookie").to_owned();
+    let fresh = fresh.split(';').next().unwrap().to_owned();
+    let r = https(
+        &ns,
+        DEFAULT_ADDR,
+        "GET",
+        "/v1/info",
+        &[("Cookie", &fresh)],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    d.finish();
+}
+
+#[test]
+fn a_stopping_daemon_answers_the_request_a_tcp_client_is_sending() {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+
+    let mut d = TestDaemon::start();
+    let ns = d.netns().to_owned();
+    let (sent, half_sent) = std::sync::mpsc::channel();
+    let client = std::thread::spawn(move || {
+        common::tls::in_netns(&ns, || {
+            let (mut s, _) = common::tls::connect(DEFAULT_ADDR).unwrap();
+            let body = br#"{"token":"not-a-token"}"#;
+            let head = format!(
+                "POST /v1/login HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            s.write_all(head.as_bytes()).unwrap();
+            s.write_all(&body[..5]).unwrap();
+            s.flush().unwrap();
+            // The daemon is told to stop while the request is on its way.
+            sent.send(()).unwrap();
+            std::thread::sleep(Duration::from_secs(2));
+            let _ = s.write_all(&body[5..]);
+            let mut raw = Vec::new();
+            let _ = s.read_to_end(&mut raw);
+            raw
+        })
+    });
+    half_sent.recv().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    d.stop_daemon();
+    let raw = client.join().unwrap();
+    assert!(
+        raw.starts_with(b"HTTP/1.1 401"),
+        "the request was cut by the stop: {:?}",
+        String::from_utf8_lossy(&raw)
+    );
+    d.restart();
+    d.finish();
+}

@@ -195,6 +195,35 @@ fn oversized_requests_are_refused_and_slow_bodies_cut_off() {
 }
 
 #[test]
+fn a_stalled_body_is_cut_off_whatever_type_it_claims_without_a_token() {
+    let d = TestDaemon::start();
+    let ns = d.netns().to_owned();
+    // The login is public: a body that claims not to be JSON and stops halfway must not hold
+    // its connection (and a place in the caps) for ever.
+    let t = Instant::now();
+    let answer = in_netns(&ns, || {
+        let (mut s, _) = connect(DEFAULT_ADDR).unwrap();
+        s.write_all(
+            b"POST /v1/login HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\n{\"tok",
+        )
+        .unwrap();
+        s.sock
+            .set_read_timeout(Some(Duration::from_secs(40)))
+            .unwrap();
+        let mut raw = Vec::new();
+        let _ = s.read_to_end(&mut raw);
+        raw
+    });
+    let elapsed = t.elapsed();
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+    assert!(
+        elapsed >= Duration::from_secs(14) && elapsed < Duration::from_secs(30),
+        "{elapsed:?}"
+    );
+    d.finish();
+}
+
+#[test]
 fn a_client_over_its_connection_cap_gets_429_and_others_are_not_affected() {
     let d = TestDaemon::start();
     let ns = d.netns().to_owned();

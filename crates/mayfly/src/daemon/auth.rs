@@ -145,14 +145,6 @@ fn is_public(method: &Method, path: &str) -> bool {
     (path == "/v1/login" && method == Method::POST) || path == "/" || path.starts_with("/ui/")
 }
 
-/// Whether the request asks for a WebSocket.
-fn is_websocket(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
-}
-
 /// Whether the `Origin` of `headers` is the page of the request's `Host` (`https://HOST`).
 fn same_origin(headers: &HeaderMap) -> bool {
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
@@ -163,6 +155,29 @@ fn same_origin(headers: &HeaderMap) -> bool {
             .is_some_and(|o| o.trim_end_matches('/').eq_ignore_ascii_case(host)),
         _ => false,
     }
+}
+
+/// The rules for a request authenticated by the session cookie (which a browser also sends
+/// with requests other sites make it send): one that upgrades its connection (the terminal's
+/// WebSocket, or any other upgrade) must come from the daemon's own page (`Origin` = `Host`),
+/// and one that is not GET/HEAD must carry `X-Mayfly-Request: 1` (a cross-site form cannot).
+fn cookie_rules(method: &Method, headers: &HeaderMap) -> Result<(), Response> {
+    if headers.contains_key(header::UPGRADE) && !same_origin(headers) {
+        return Err(forbidden(
+            "a WebSocket authenticated by the session cookie must come from the daemon's own page",
+            "open the terminal from the daemon's web page (its Origin must be the Host)",
+        ));
+    }
+    if method != Method::GET
+        && method != Method::HEAD
+        && headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()) != Some("1")
+    {
+        return Err(forbidden(
+            "a request authenticated by the session cookie that changes something must carry `X-Mayfly-Request: 1`",
+            "send the header `X-Mayfly-Request: 1` (the web page does), or use a bearer token",
+        ));
+    }
+    Ok(())
 }
 
 fn random_id() -> Result<String, ApiFailure> {
@@ -245,31 +260,27 @@ impl Auth {
                 )),
             };
         }
+        let public = is_public(method, path);
         if let Some(id) = cookie(headers, SESSION_COOKIE) {
-            let Some(caller) = self.by_session(id).await? else {
-                return Err(unauthenticated(
-                    "the session has ended (logged out, expired, or its token was revoked)",
-                ));
-            };
-            if is_websocket(headers) {
-                if !same_origin(headers) {
-                    return Err(forbidden(
-                        "a WebSocket authenticated by the session cookie must come from the daemon's own page",
-                        "open the terminal from the daemon's web page (its Origin must be the Host)",
-                    ));
+            match self.by_session(id).await? {
+                Some(caller) => {
+                    cookie_rules(method, headers)?;
+                    return Ok(caller);
                 }
-            } else if method != Method::GET
-                && method != Method::HEAD
-                && headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()) != Some("1")
-            {
-                return Err(forbidden(
-                    "a request authenticated by the session cookie that changes something must carry `X-Mayfly-Request: 1`",
-                    "send the header `X-Mayfly-Request: 1` (the web page does), or use a bearer token",
-                ));
+                // A browser keeps an ended session's cookie (a daemon restart ends them all):
+                // it must still get the page and be able to log in again.
+                None if public => {}
+                None => {
+                    let mut r = unauthenticated(
+                        "the session has ended (logged out, expired, or its token was revoked)",
+                    );
+                    r.headers_mut()
+                        .insert(header::SET_COOKIE, session_cookie("", Some(0)));
+                    return Err(r);
+                }
             }
-            return Ok(caller);
         }
-        if is_public(method, path) {
+        if public {
             return Ok(Caller {
                 actor: format!("tcp:{}", addr.ip()),
             });
@@ -441,7 +452,7 @@ pub(crate) async fn revoke_token(
 mod tests {
     use axum::http::{HeaderMap, HeaderValue, Method, header};
 
-    use super::{bearer, cookie, is_public, same_origin};
+    use super::{bearer, cookie, cookie_rules, is_public, same_origin};
 
     fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -479,6 +490,34 @@ mod tests {
         assert!(!is_public(&Method::GET, "/v1/info"));
         assert!(!is_public(&Method::GET, "/metrics"));
         assert!(!is_public(&Method::GET, "/uix"));
+    }
+
+    #[test]
+    fn cookie_requests_that_upgrade_need_the_origin_and_changes_the_header() {
+        let page = [
+            (header::HOST, "lab:8443"),
+            (header::ORIGIN, "https://lab:8443"),
+        ];
+        // An upgrade of any spelling from another origin: refused.
+        for upgrade in ["websocket", "WebSocket, foo", "mayfly-stream", " websocket"] {
+            let h = headers(&[
+                (header::HOST, "lab:8443"),
+                (header::ORIGIN, "https://evil:8443"),
+                (header::UPGRADE, upgrade),
+            ]);
+            assert!(cookie_rules(&Method::GET, &h).is_err(), "{upgrade}");
+            let mut ok = headers(&page);
+            ok.insert(header::UPGRADE, HeaderValue::from_str(upgrade).unwrap());
+            assert!(cookie_rules(&Method::GET, &ok).is_ok(), "{upgrade}");
+        }
+        // A same-origin upgrade that is not a GET still needs the CSRF header.
+        let mut h = headers(&page);
+        h.insert(header::UPGRADE, HeaderValue::from_static("mayfly-stream"));
+        assert!(cookie_rules(&Method::POST, &h).is_err());
+        h.insert("x-mayfly-request", HeaderValue::from_static("1"));
+        assert!(cookie_rules(&Method::POST, &h).is_ok());
+        assert!(cookie_rules(&Method::GET, &HeaderMap::new()).is_ok());
+        assert!(cookie_rules(&Method::DELETE, &HeaderMap::new()).is_err());
     }
 
     #[test]

@@ -7,15 +7,17 @@
 //!   trickles its headers is cut off;
 //! - TLS handshakes: within [`TLS_HANDSHAKE_TIMEOUT`];
 //! - connections: at most [`MAX_CONNECTIONS`] per listener and [`MAX_PER_CLIENT`] per client
-//!   (a TCP client is its IP address, a unix one its user id). One HTTP/1.1 connection carries
-//!   one request (or stream) at a time, and an upgraded connection (exec, console, terminal)
-//!   keeps its place until its stream ends, so this also caps a client's concurrent streams;
-//!   the connection over the cap is answered `429` with the API's error body and closed;
-//! - request bodies: the API's own caps (JSON bodies, template uploads), and a JSON body that
+//!   (a TCP client is its IPv4 address or IPv6 /64, a unix one its user id). One HTTP/1.1
+//!   connection carries one request (or stream) at a time, and an upgraded connection (exec,
+//!   console, terminal) keeps its place until its stream ends, so this also caps a client's
+//!   concurrent streams; the connection over the cap is answered `429` with the API's error
+//!   body and closed;
+//! - request bodies: the API's own caps (JSON bodies, template uploads), and a request body that
 //!   stalls (no byte for [`BODY_READ_TIMEOUT`] while the handler waits for one) gets its
-//!   connection closed, so a slow-body client cannot hold a handler either. Uploads (template
-//!   archives) are exempt: their source (a pipe from a download) may pause for longer, and
-//!   the connection caps bound what a stalled one holds.
+//!   connection closed, so a slow-body client cannot hold a handler either (whatever
+//!   `Content-Type` it claims). Uploads (template archives to `POST /v1/templates`) are
+//!   exempt: their source (a pipe from a download) may pause for longer, and the connection
+//!   caps bound what a stalled one holds.
 //!
 //! Every request gets its connection's [`Peer`] as an extension; [`super::auth::authenticate`]
 //! (layered over the whole API) turns it into the [`super::auth::Caller`].
@@ -73,8 +75,21 @@ impl From<Peer> for ClientKey {
     fn from(p: Peer) -> Self {
         match p {
             Peer::Unix { uid } => ClientKey::Uid(uid),
-            Peer::Tcp { addr } => ClientKey::Ip(addr.ip().to_canonical()),
+            Peer::Tcp { addr } => ClientKey::Ip(client_ip(addr.ip())),
         }
+    }
+}
+
+/// The address a TCP client counts as: its IPv4 address, or the /64 network of its IPv6 one
+/// (a single host is commonly given a whole /64, so it could otherwise open [`MAX_PER_CLIENT`]
+/// connections from each of its addresses).
+fn client_ip(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let net = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(net))
+        }
+        v4 => v4,
     }
 }
 
@@ -279,6 +294,22 @@ impl hyper::body::Body for TimedBody {
     }
 }
 
+/// Whether `req` is a template upload (an archive body for `POST /v1/templates`), whose body
+/// may pause for longer than [`BODY_READ_TIMEOUT`]. Decided by the route, not only by the
+/// `Content-Type` the client chose: every other body (the login's included, which anyone may
+/// send) is read with the deadline whatever type it claims.
+fn is_upload<B>(req: &hyper::Request<B>) -> bool {
+    let path = req.uri().path().trim_end_matches('/');
+    let action = mayfly_api::Action::ImportTemplate;
+    req.method().as_str() == action.method().as_str()
+        && path == action.path(&[])
+        && req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| !v.starts_with("application/json"))
+}
+
 /// Waits (at most [`SHUTDOWN_GRACE`]) until the connections of `tasks` have ended. Upgraded
 /// streams (exec sessions) run in tasks of their own and are not waited for: the daemon's
 /// exit ends them, and their programs keep running.
@@ -302,14 +333,10 @@ where
     let cut_by_body = Arc::clone(&cut);
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(peer);
-        let json = req
-            .headers()
-            .get(axum::http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_none_or(|v| v.starts_with("application/json"));
+        let upload = is_upload(&req);
         let cut = Arc::clone(&cut_by_body);
         let req = req.map(|inner| {
-            if json {
+            if !upload {
                 Body::new(TimedBody {
                     inner,
                     timer: None,
@@ -464,7 +491,8 @@ pub(crate) async fn serve_tcp(
             continue;
         }
         let (acceptor, app, stop) = (acceptor.clone(), app.clone(), stop.clone());
-        tokio::spawn(async move {
+        // In the set, so that a stopping daemon lets the connection finish its request.
+        tasks.spawn(async move {
             let tls =
                 match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                     Ok(Ok(s)) => s,
@@ -487,4 +515,30 @@ pub(crate) async fn serve_tcp(
         });
     }
     drain(tasks).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, SocketAddr};
+
+    use super::{ClientKey, Peer};
+
+    fn key(addr: &str) -> ClientKey {
+        ClientKey::from(Peer::Tcp {
+            addr: SocketAddr::new(addr.parse::<IpAddr>().unwrap(), 1234),
+        })
+    }
+
+    #[test]
+    fn a_client_is_its_ipv4_address_or_its_ipv6_network() {
+        assert_eq!(key("10.0.0.1"), key("10.0.0.1"));
+        assert_ne!(key("10.0.0.1"), key("10.0.0.2"));
+        assert_eq!(key("::ffff:10.0.0.1"), key("10.0.0.1"));
+        // Addresses of one /64 are one client; another /64 is another.
+        assert_eq!(
+            key("2001:db8:1:2::1"),
+            key("2001:db8:1:2:ffff:ffff:ffff:fffe")
+        );
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+    }
 }
