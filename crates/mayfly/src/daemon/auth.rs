@@ -161,21 +161,21 @@ fn same_origin(headers: &HeaderMap) -> bool {
 /// with requests other sites make it send): one that upgrades its connection (the terminal's
 /// WebSocket, or any other upgrade) must come from the daemon's own page (`Origin` = `Host`),
 /// and one that is not GET/HEAD must carry `X-Mayfly-Request: 1` (a cross-site form cannot).
-fn cookie_rules(method: &Method, headers: &HeaderMap) -> Result<(), Response> {
+fn cookie_rules(method: &Method, headers: &HeaderMap) -> Result<(), Box<Response>> {
     if headers.contains_key(header::UPGRADE) && !same_origin(headers) {
-        return Err(forbidden(
+        return Err(Box::new(forbidden(
             "a WebSocket authenticated by the session cookie must come from the daemon's own page",
             "open the terminal from the daemon's web page (its Origin must be the Host)",
-        ));
+        )));
     }
     if method != Method::GET
         && method != Method::HEAD
         && headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()) != Some("1")
     {
-        return Err(forbidden(
+        return Err(Box::new(forbidden(
             "a request authenticated by the session cookie that changes something must carry `X-Mayfly-Request: 1`",
             "send the header `X-Mayfly-Request: 1` (the web page does), or use a bearer token",
-        ));
+        )));
     }
     Ok(())
 }
@@ -264,7 +264,7 @@ impl Auth {
         if let Some(id) = cookie(headers, SESSION_COOKIE) {
             match self.by_session(id).await? {
                 Some(caller) => {
-                    cookie_rules(method, headers)?;
+                    cookie_rules(method, headers).map_err(|r| *r)?;
                     return Ok(caller);
                 }
                 // A browser keeps an ended session's cookie (a daemon restart ends them all):
