@@ -133,3 +133,16 @@ fn run_refuses_user_data_from_the_stdin_it_gives_the_command() {
         "refused before the daemon is asked: {out}"
     );
 }
+
+/// A secret in the environment never shows in a help text (`[env: MAYFLY_TOKEN=…]`).
+#[test]
+fn help_texts_never_show_a_secret_from_the_environment() {
+    let secret = "mayfly_help_must_not_show_this";
+    let mut cmd = Command::new(bin());
+    cmd.args(["remote", "add", "--help"])
+        .env("MAYFLY_TOKEN", secret);
+    let out = run_command(cmd, None, Duration::from_secs(10));
+    assert!(out.success(), "{}", out.stderr);
+    assert!(out.stdout.contains("MAYFLY_TOKEN"), "{}", out.stdout);
+    assert!(!out.stdout.contains(secret), "the token shows: {}", out.stdout);
+}
