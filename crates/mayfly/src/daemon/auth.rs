@@ -106,10 +106,6 @@ fn unauthenticated(message: impl Into<String>) -> Response {
     r
 }
 
-fn forbidden(message: impl Into<String>, hint: impl Into<String>) -> Response {
-    failure(ErrorCode::Forbidden, message, hint).into_response()
-}
-
 /// The value of cookie `name` in `headers`.
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
@@ -161,9 +157,10 @@ fn same_origin(headers: &HeaderMap) -> bool {
 /// with requests other sites make it send): one that upgrades its connection (the terminal's
 /// WebSocket, or any other upgrade) must come from the daemon's own page (`Origin` = `Host`),
 /// and one that is not GET/HEAD must carry `X-Mayfly-Request: 1` (a cross-site form cannot).
-fn cookie_rules(method: &Method, headers: &HeaderMap) -> Result<(), Response> {
+fn cookie_rules(method: &Method, headers: &HeaderMap) -> Result<(), ApiFailure> {
     if headers.contains_key(header::UPGRADE) && !same_origin(headers) {
-        return Err(forbidden(
+        return Err(failure(
+            ErrorCode::Forbidden,
             "a WebSocket authenticated by the session cookie must come from the daemon's own page",
             "open the terminal from the daemon's web page (its Origin must be the Host)",
         ));
@@ -172,7 +169,8 @@ fn cookie_rules(method: &Method, headers: &HeaderMap) -> Result<(), Response> {
         && method != Method::HEAD
         && headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()) != Some("1")
     {
-        return Err(forbidden(
+        return Err(failure(
+            ErrorCode::Forbidden,
             "a request authenticated by the session cookie that changes something must carry `X-Mayfly-Request: 1`",
             "send the header `X-Mayfly-Request: 1` (the web page does), or use a bearer token",
         ));
@@ -264,7 +262,7 @@ impl Auth {
         if let Some(id) = cookie(headers, SESSION_COOKIE) {
             match self.by_session(id).await? {
                 Some(caller) => {
-                    cookie_rules(method, headers)?;
+                    cookie_rules(method, headers).map_err(IntoResponse::into_response)?;
                     return Ok(caller);
                 }
                 // A browser keeps an ended session's cookie (a daemon restart ends them all):
