@@ -435,3 +435,41 @@ fn a_stopping_daemon_answers_the_request_a_tcp_client_is_sending() {
     d.restart();
     d.finish();
 }
+
+#[test]
+fn failed_logins_are_limited_per_address_and_cannot_flood_the_audit_log() {
+    let d = TestDaemon::start();
+    let ns = d.netns().to_owned();
+    let secret = create_token(&d, "page");
+    let login = |token: &str| {
+        let body = format!(r#"{{"token":"{token}"}}"#);
+        https(&ns, DEFAULT_ADDR, "POST", "/v1/login", &[], body.as_bytes())
+    };
+    for _ in 0..10 {
+        let r = login("mayfly_wrong");
+        assert_eq!(r.status, 401, "{}", String::from_utf8_lossy(&r.body));
+    }
+    // Past ten failures a minute, the address's logins are not even tried (nor recorded).
+    for token in ["mayfly_wrong", secret.as_str()] {
+        let r = login(token);
+        assert_eq!(r.status, 429, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(code(&r), "too_many_requests");
+        assert_eq!(r.header("retry-after"), Some("60"));
+    }
+    // A bearer token still works from there.
+    assert_eq!(https_bearer(&d, &secret, "GET", "/v1/info").status, 200);
+
+    let failed_logins = || {
+        d.ok(&["events", "--json"])
+            .lines()
+            .filter(|l| l.contains("\"api.login\""))
+            .count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while failed_logins() < 10 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(failed_logins(), 10);
+    d.finish();
+}

@@ -37,6 +37,17 @@ const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// At most this many web sessions at once (the oldest is ended to make room).
 const MAX_SESSIONS: usize = 1024;
 
+/// Failed logins one client address may make per [`LOGIN_WINDOW`]; past them its logins are
+/// answered `429` without being tried (nor audited: a flood of failures would otherwise push
+/// the real records out of the bounded event log).
+const LOGIN_FAILURES: u32 = 10;
+
+/// See [`LOGIN_FAILURES`].
+const LOGIN_WINDOW: Duration = Duration::from_secs(60);
+
+/// Client addresses whose failed logins are counted at once (the oldest window goes first).
+const MAX_LOGIN_CLIENTS: usize = 4096;
+
 /// The authenticated caller of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Caller {
@@ -83,6 +94,8 @@ struct Session {
 pub(crate) struct Auth {
     engine: Arc<Engine>,
     sessions: Mutex<HashMap<String, Session>>,
+    /// Failed logins by client address: when its window began, how many.
+    login_failures: Mutex<HashMap<std::net::IpAddr, (Instant, u32)>>,
     /// The TLS certificate's fingerprint (when a TCP listener serves).
     pub fingerprint: Option<String>,
 }
@@ -104,10 +117,6 @@ fn unauthenticated(message: impl Into<String>) -> Response {
         HeaderValue::from_static("Bearer realm=\"mayfly\""),
     );
     r
-}
-
-fn forbidden(message: impl Into<String>, hint: impl Into<String>) -> Response {
-    failure(ErrorCode::Forbidden, message, hint).into_response()
 }
 
 /// The value of cookie `name` in `headers`.
@@ -161,21 +170,23 @@ fn same_origin(headers: &HeaderMap) -> bool {
 /// with requests other sites make it send): one that upgrades its connection (the terminal's
 /// WebSocket, or any other upgrade) must come from the daemon's own page (`Origin` = `Host`),
 /// and one that is not GET/HEAD must carry `X-Mayfly-Request: 1` (a cross-site form cannot).
-fn cookie_rules(method: &Method, headers: &HeaderMap) -> Result<(), Box<Response>> {
+fn cookie_rules(method: &Method, headers: &HeaderMap) -> Result<(), ApiFailure> {
     if headers.contains_key(header::UPGRADE) && !same_origin(headers) {
-        return Err(Box::new(forbidden(
+        return Err(failure(
+            ErrorCode::Forbidden,
             "a WebSocket authenticated by the session cookie must come from the daemon's own page",
             "open the terminal from the daemon's web page (its Origin must be the Host)",
-        )));
+        ));
     }
     if method != Method::GET
         && method != Method::HEAD
         && headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()) != Some("1")
     {
-        return Err(Box::new(forbidden(
+        return Err(failure(
+            ErrorCode::Forbidden,
             "a request authenticated by the session cookie that changes something must carry `X-Mayfly-Request: 1`",
             "send the header `X-Mayfly-Request: 1` (the web page does), or use a bearer token",
-        )));
+        ));
     }
     Ok(())
 }
@@ -196,6 +207,7 @@ impl Auth {
         Auth {
             engine,
             sessions: Mutex::new(HashMap::new()),
+            login_failures: Mutex::new(HashMap::new()),
             fingerprint,
         }
     }
@@ -264,7 +276,7 @@ impl Auth {
         if let Some(id) = cookie(headers, SESSION_COOKIE) {
             match self.by_session(id).await? {
                 Some(caller) => {
-                    cookie_rules(method, headers).map_err(|r| *r)?;
+                    cookie_rules(method, headers).map_err(IntoResponse::into_response)?;
                     return Ok(caller);
                 }
                 // A browser keeps an ended session's cookie (a daemon restart ends them all):
@@ -286,6 +298,37 @@ impl Auth {
             });
         }
         Err(unauthenticated("authentication required"))
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<std::net::IpAddr, (Instant, u32)>> {
+        self.login_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether `ip` has used up its failed logins of the current window.
+    fn login_blocked(&self, ip: std::net::IpAddr) -> bool {
+        self.failures()
+            .get(&ip)
+            .is_some_and(|(since, n)| since.elapsed() < LOGIN_WINDOW && *n >= LOGIN_FAILURES)
+    }
+
+    /// Counts a failed login of `ip`.
+    fn login_failed(&self, ip: std::net::IpAddr) {
+        let mut map = self.failures();
+        if !map.contains_key(&ip) && map.len() >= MAX_LOGIN_CLIENTS {
+            map.retain(|_, (since, _)| since.elapsed() < LOGIN_WINDOW);
+            if map.len() >= MAX_LOGIN_CLIENTS
+                && let Some(oldest) = map.iter().min_by_key(|(_, (s, _))| *s).map(|(k, _)| *k)
+            {
+                map.remove(&oldest);
+            }
+        }
+        let entry = map.entry(ip).or_insert((Instant::now(), 0));
+        if entry.0.elapsed() >= LOGIN_WINDOW {
+            *entry = (Instant::now(), 0);
+        }
+        entry.1 += 1;
     }
 
     fn add_session(&self, id: String, hash: String) {
@@ -314,7 +357,7 @@ impl Auth {
 /// request as its caller.
 pub(crate) async fn authenticate(
     State(auth): State<Arc<Auth>>,
-    mut req: Request,
+    req: Request,
     next: Next,
 ) -> Response {
     let peer = req
@@ -328,18 +371,49 @@ pub(crate) async fn authenticate(
         },
         Peer::Tcp { addr } => {
             let (headers, method, path) = (req.headers(), req.method(), req.uri().path());
-            match auth.check(headers, method, path, addr).await {
+            let login = *method == Method::POST && path.trim_end_matches('/') == "/v1/login";
+            if login && auth.login_blocked(addr.ip()) {
+                tracing::debug!(peer = %addr, "login refused: too many failed logins");
+                return too_many_logins();
+            }
+            let caller = match auth.check(headers, method, path, addr).await {
                 Ok(c) => c,
                 Err(refusal) => {
                     tracing::debug!(peer = %addr, %path, "request refused: {}", refusal.status());
                     return refusal;
                 }
+            };
+            if login {
+                let ip = addr.ip();
+                let response = run_as(&auth, caller, req, next).await;
+                if response.status() == StatusCode::UNAUTHORIZED {
+                    auth.login_failed(ip);
+                }
+                return response;
             }
+            caller
         }
     };
-    req.extensions_mut().insert(Arc::clone(&auth));
+    run_as(&auth, caller, req, next).await
+}
+
+/// Runs the rest of the API for `req` as `caller`.
+async fn run_as(auth: &Arc<Auth>, caller: Caller, mut req: Request, next: Next) -> Response {
+    req.extensions_mut().insert(Arc::clone(auth));
     req.extensions_mut().insert(caller.clone());
     mayfly_engine::events::with_actor(caller.actor, next.run(req)).await
+}
+
+fn too_many_logins() -> Response {
+    let mut r = failure(
+        ErrorCode::TooManyRequests,
+        format!("too many failed logins from this address (at most {LOGIN_FAILURES} a minute)"),
+        "check the token (`mayfly token list` on the daemon's host), then try again in a minute",
+    )
+    .into_response();
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+    r
 }
 
 fn session_cookie(id: &str, max_age: Option<u64>) -> HeaderValue {
