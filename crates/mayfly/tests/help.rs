@@ -144,5 +144,9 @@ fn help_texts_never_show_a_secret_from_the_environment() {
     let out = run_command(cmd, None, Duration::from_secs(10));
     assert!(out.success(), "{}", out.stderr);
     assert!(out.stdout.contains("MAYFLY_TOKEN"), "{}", out.stdout);
-    assert!(!out.stdout.contains(secret), "the token shows: {}", out.stdout);
+    assert!(
+        !out.stdout.contains(secret),
+        "the token shows: {}",
+        out.stdout
+    );
 }

@@ -37,7 +37,12 @@ pub struct RemoteAddArgs {
     /// Its URL: `https://HOST:PORT`.
     pub url: String,
     /// The API token to send (made there by `mayfly token create`).
-    #[arg(long, env = "MAYFLY_TOKEN", hide_env_values = true, value_name = "SECRET")]
+    #[arg(
+        long,
+        env = "MAYFLY_TOKEN",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
     pub token: Option<String>,
     /// Trust the certificate the daemon shows without asking (check its fingerprint some
     /// other way).
